@@ -1,0 +1,99 @@
+import type { z } from 'zod';
+import type { Logger } from '../src/log.js';
+import type { SecretRegistry } from '../src/secrets.js';
+
+/**
+ * The single interface every driver implements. A new array is a folder under drivers/ that
+ * exports a DriverDefinition; the core (src/backend.ts) owns metadata, capacity checks,
+ * locking and error shaping, so drivers only talk to their array.
+ */
+
+/** A volume as the driver sees it. Array objects are named `volume-<id>`, never after user text. */
+export interface VolumeRef {
+  id: string;
+  size: number; // GiB
+  pool_name: string;
+  /** Whatever the driver returned from createVolume, if anything. */
+  provider_location?: string | null;
+}
+
+export interface CreateVolumeRequest extends VolumeRef {
+  /** Display text; drivers must never put it on a command line or in an array object name. */
+  name: string;
+  description: string;
+  bootable: boolean;
+}
+
+export interface CreatedVolume {
+  provider_location?: string;
+}
+
+/** Capacities are GiB numbers, or Cinder's 'unknown'/'infinite' markers. */
+export type Capacity = number | 'unknown' | 'infinite';
+
+export interface PoolStats {
+  pool_name: string;
+  total_capacity_gb: Capacity;
+  free_capacity_gb: Capacity;
+  provisioned_capacity_gb?: number;
+  allocated_capacity_gb?: number;
+  reserved_percentage: number;
+  max_over_subscription_ratio: number | string;
+  thin_provisioning_support: boolean;
+  thick_provisioning_support: boolean;
+  [key: string]: unknown;
+}
+
+/** The Cinder stats dict (get_volume_stats). */
+export interface BackendStats {
+  volume_backend_name: string;
+  vendor_name: string;
+  driver_version: string;
+  storage_protocol: string;
+  pools: PoolStats[];
+  [key: string]: unknown;
+}
+
+export interface DriverContext {
+  backendName: string;
+  /** Scoped logger; lines are redacted on the way out. */
+  log: Logger;
+  /** Register derived secrets (e.g. an Authorization header value) so they are masked too. */
+  secrets: SecretRegistry;
+  /** The project's data directory (known_hosts and such live here unless configured). */
+  dataDir: string;
+  /** cinderlib's global root_helper: prefix for privileged commands ('' runs them directly). */
+  rootHelper: string;
+}
+
+export interface VolumeDriver {
+  /** Cinder's do_setup + check_for_setup_error: throw a StorageError saying why it cannot serve. */
+  setup(): Promise<void>;
+  /** Asks the array; the core caches the answer. */
+  getStats(): Promise<BackendStats>;
+  createVolume(volume: CreateVolumeRequest): Promise<CreatedVolume | void>;
+  extendVolume(volume: VolumeRef, newSizeGb: number): Promise<void>;
+  /** Must succeed when the volume is already gone from the array. */
+  deleteVolume(volume: VolumeRef): Promise<void>;
+  /** Extra lines for `cinderlib-mcp check` (e.g. which provisioning mode was chosen and why). */
+  notes?(): string[];
+  /** Releases connections; called on shutdown. */
+  close(): Promise<void>;
+}
+
+export interface DriverDefinition<Shape extends z.ZodRawShape = z.ZodRawShape> {
+  /** One line for the README. */
+  summary: string;
+  /** The driver's own options with Cinder's names and defaults (see drivers/options.ts). */
+  options: Shape;
+  /**
+   * Builds the driver. `volumeDriver` is the volume_driver string as configured, for drivers
+   * whose protocol depends on the class path (iSCSI vs FC).
+   */
+  create(options: z.output<z.ZodObject<Shape>>, context: DriverContext, volumeDriver: string): VolumeDriver;
+}
+
+/** Helper that keeps the options' static types when a driver declares itself. */
+export function defineDriver<Shape extends z.ZodRawShape>(definition: DriverDefinition<Shape>): DriverDefinition<Shape> {
+  return definition;
+}

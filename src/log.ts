@@ -1,0 +1,45 @@
+import { secrets } from './secrets.js';
+
+/** Logs go to stderr only: stdout carries nothing but JSON-RPC. Every line is redacted. */
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+const LEVEL_ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+
+function configuredLevel(): LogLevel {
+  const wanted = process.env.CINDERLIB_MCP_LOG_LEVEL?.toLowerCase();
+  return wanted && wanted in LEVEL_ORDER ? (wanted as LogLevel) : 'info';
+}
+
+export interface Logger {
+  debug(message: string): void;
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+  child(scope: string): Logger;
+}
+
+/** Where log lines go; tests swap it to capture output. */
+export type LogSink = (line: string) => void;
+
+let sink: LogSink = (line) => process.stderr.write(line + '\n');
+
+export function setLogSink(newSink: LogSink): LogSink {
+  const previous = sink;
+  sink = newSink;
+  return previous;
+}
+
+export function createLogger(scope = 'cinderlib-mcp'): Logger {
+  const threshold = LEVEL_ORDER[configuredLevel()];
+  const write = (level: LogLevel, message: string) => {
+    if (LEVEL_ORDER[level] < threshold) return;
+    sink(secrets.redact(`${new Date().toISOString()} ${level.toUpperCase()} [${scope}] ${message}`));
+  };
+  return {
+    debug: (message) => write('debug', message),
+    info: (message) => write('info', message),
+    warn: (message) => write('warn', message),
+    error: (message) => write('error', message),
+    child: (childScope) => createLogger(`${scope}:${childScope}`),
+  };
+}
