@@ -1,0 +1,117 @@
+import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
+import { ConfigError } from './config/errors.js';
+import { resolveConfig } from './config/resolve.js';
+import { createLogger } from './log.js';
+import { MemoryVolumeStore } from './persistence/memory.js';
+import { BackendRegistry } from './registry.js';
+import { secrets } from './secrets.js';
+import { createMcpServer } from './server.js';
+import { VERSION } from './version.js';
+
+const USAGE = `cinderlib-mcp ${VERSION}: block storage for AI assistants, over MCP (stdio)
+
+Usage:
+  cinderlib-mcp [--config FILE]         serve MCP over stdio
+  cinderlib-mcp check [--config FILE]   initialize every backend, print a summary, exit 0 if all are up
+  cinderlib-mcp --help | --version
+
+Config lookup: --config, then $CINDERLIB_MCP_CONFIG, then the embedded default
+(one "file" backend under $XDG_DATA_HOME/cinderlib-mcp). CINDERLIB_MCP_READ_ONLY=true hides
+every mutating tool. Logs go to stderr (CINDERLIB_MCP_LOG_LEVEL=debug|info|warn|error).`;
+
+interface Command {
+  mode: 'serve' | 'check' | 'help' | 'version';
+  configPath?: string;
+}
+
+export function parseArgs(argv: string[]): Command {
+  const command: Command = { mode: 'serve' };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--help' || arg === '-h') return { mode: 'help' };
+    if (arg === '--version' || arg === '-v') return { mode: 'version' };
+    if (arg === 'check' && i === 0) command.mode = 'check';
+    else if (arg === 'serve' && i === 0) command.mode = 'serve';
+    else if (arg === '--config' || arg === '-c') {
+      const value = argv[++i];
+      if (value === undefined) throw new ConfigError('--config needs a file path');
+      command.configPath = value;
+    } else if (arg.startsWith('--config=')) command.configPath = arg.slice('--config='.length);
+    else throw new ConfigError(`unknown argument "${arg}"; see cinderlib-mcp --help`);
+  }
+  return command;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const log = createLogger();
+  let command: Command;
+  try {
+    command = parseArgs(argv);
+  } catch (error) {
+    process.stderr.write(`${(error as Error).message}\n`);
+    return 2;
+  }
+  if (command.mode === 'help') {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  if (command.mode === 'version') {
+    process.stdout.write(VERSION + '\n');
+    return 0;
+  }
+  let config;
+  try {
+    config = resolveConfig(command.configPath, secrets);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      log.error(`config error: ${error.message}`);
+      return 1;
+    }
+    throw error;
+  }
+  return command.mode === 'check' ? check(config, log) : serve(config, log);
+}
+
+async function check(config: ReturnType<typeof resolveConfig>, log: ReturnType<typeof createLogger>): Promise<number> {
+  // The metadata store is left alone: a running server may be mid-operation on it.
+  const registry = BackendRegistry.open(config, secrets, log, new MemoryVolumeStore());
+  await registry.settled();
+  const lines = [`config: ${config.source}${config.global.readOnly ? ' (read-only)' : ''}`];
+  for (const backend of registry.list()) {
+    lines.push(`${backend.id}\t${backend.volumeDriver}\t${backend.initialized ? 'initialized' : `not initialized: ${backend.error}`}`);
+    for (const note of backend.notes) lines.push(`  note: ${note}`);
+    for (const warning of backend.warnings) lines.push(`  warning: ${warning}`);
+  }
+  process.stdout.write(secrets.redact(lines.join('\n')) + '\n');
+  const allUp = registry.list().every((backend) => backend.initialized);
+  await registry.close();
+  return allUp ? 0 : 1;
+}
+
+async function serve(config: ReturnType<typeof resolveConfig>, log: ReturnType<typeof createLogger>): Promise<number> {
+  let registry: BackendRegistry;
+  try {
+    registry = BackendRegistry.open(config, secrets, log);
+  } catch (error) {
+    log.error(`cannot open the metadata store: ${(error as Error).message}`);
+    return 1;
+  }
+  const server = createMcpServer({ registry, readOnly: config.global.readOnly, secrets, log });
+  const transport = new StdioServerTransport();
+  let closing = false;
+  const shutdown = async (why: string) => {
+    if (closing) return;
+    closing = true;
+    log.info(`shutting down (${why})`);
+    await server.close().catch(() => undefined);
+    await registry.close();
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.stdin.on('end', () => void shutdown('stdin closed'));
+  process.on('unhandledRejection', (reason) => log.error(`unhandled rejection: ${String(reason)}`));
+  await server.connect(transport);
+  log.info(`serving MCP over stdio (${config.source}; ${registry.list().length} backend(s)${config.global.readOnly ? '; read-only' : ''})`);
+  return new Promise<number>(() => undefined); // runs until stdin closes or a signal arrives
+}

@@ -1,0 +1,66 @@
+import { TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../volume.js';
+import type { VolumePage, VolumePatch, VolumeQuery, VolumeStore } from './store.js';
+
+/** cinderlib's `memory` storage: everything is gone when the process ends. */
+export class MemoryVolumeStore implements VolumeStore {
+  private readonly byId = new Map<string, { seq: number; record: VolumeRecord }>();
+  /** Insertion order; Map iteration order is insertion order, which gives stable pages. */
+  private nextSeq = 1;
+
+  insert(record: VolumeRecord): boolean {
+    if (this.byId.has(record.id)) return false;
+    this.byId.set(record.id, { seq: this.nextSeq++, record: { ...record } });
+    return true;
+  }
+
+  get(id: string): VolumeRecord | undefined {
+    const entry = this.byId.get(id);
+    return entry ? { ...entry.record } : undefined;
+  }
+
+  update(id: string, patch: VolumePatch, expected?: readonly VolumeStatus[]): VolumeRecord | undefined {
+    const entry = this.byId.get(id);
+    if (!entry || (expected && !expected.includes(entry.record.status))) return undefined;
+    const defined = Object.fromEntries(Object.entries(patch).filter(([, value]) => value !== undefined));
+    entry.record = { ...entry.record, ...defined, updated_at: new Date().toISOString() };
+    return { ...entry.record };
+  }
+
+  remove(id: string): boolean {
+    return this.byId.delete(id);
+  }
+
+  list(query: VolumeQuery): VolumePage {
+    const after = query.after ?? 0;
+    const records: VolumeRecord[] = [];
+    let lastSeq = 0;
+    let more = false;
+    for (const { seq, record } of this.byId.values()) {
+      if (seq <= after) continue;
+      if (query.backend !== undefined && record.backend !== query.backend) continue;
+      if (query.status !== undefined && record.status !== query.status) continue;
+      if (records.length === query.limit) {
+        more = true;
+        break;
+      }
+      records.push({ ...record });
+      lastSeq = seq;
+    }
+    return { records, nextAfter: more ? lastSeq : undefined };
+  }
+
+  surfaceInterrupted(reason: (record: VolumeRecord) => string): VolumeRecord[] {
+    const surfaced: VolumeRecord[] = [];
+    for (const entry of this.byId.values()) {
+      if (TRANSITIONAL_STATUSES.includes(entry.record.status)) {
+        entry.record = { ...entry.record, status: 'error', status_reason: reason(entry.record) };
+        surfaced.push({ ...entry.record });
+      }
+    }
+    return surfaced;
+  }
+
+  close(): void {
+    this.byId.clear();
+  }
+}

@@ -1,0 +1,53 @@
+/** Cinder's volume statuses, as the contract lists them. */
+export const VOLUME_STATUSES = ['creating', 'available', 'extending', 'deleting', 'error'] as const;
+export type VolumeStatus = (typeof VOLUME_STATUSES)[number];
+
+/** Statuses a crash can leave behind: an array call was under way. */
+export const TRANSITIONAL_STATUSES: readonly VolumeStatus[] = ['creating', 'extending', 'deleting'];
+
+/** A volume as the metadata store keeps it. */
+export interface VolumeRecord {
+  id: string;
+  backend: string;
+  name: string;
+  description: string;
+  size: number;
+  status: VolumeStatus;
+  pool_name: string;
+  bootable: boolean;
+  created_at: string;
+  updated_at: string;
+  /** Why the volume is in `error` (or what the last failure was); null otherwise. */
+  status_reason: string | null;
+  provider_location: string | null;
+}
+
+/** The contract's Volume, plus `status_reason` when there is one to tell. */
+export interface VolumeView {
+  id: string;
+  name: string;
+  description: string;
+  size: number;
+  status: VolumeStatus;
+  backend: string;
+  pool_name: string;
+  bootable: boolean;
+  created_at: string;
+  status_reason?: string;
+}
+
+export function toVolumeView(record: VolumeRecord): VolumeView {
+  const view: VolumeView = {
+    id: record.id,
+    name: record.name,
+    description: record.description,
+    size: record.size,
+    status: record.status,
+    backend: record.backend,
+    pool_name: record.pool_name,
+    bootable: record.bootable,
+    created_at: record.created_at,
+  };
+  if (record.status_reason) view.status_reason = record.status_reason;
+  return view;
+}

@@ -1,0 +1,17 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll } from 'vitest';
+import { defineBackendScenarios } from '../helpers/scenarios.js';
+
+const root = mkdtempSync(join(tmpdir(), 'cinderlib-mcp-file-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+defineBackendScenarios({
+  label: 'file driver',
+  backend: 'files',
+  makeConfig: () => ({
+    global: { persistence_config: { storage: 'db', connection: `sqlite:///${join(root, 'meta.sqlite')}` } },
+    backends: [{ volume_backend_name: 'files', volume_driver: 'file', volumes_dir: join(root, 'volumes') }],
+  }),
+});

@@ -1,0 +1,128 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startMcpServer, type McpHarness } from './server.js';
+
+/**
+ * One scenario suite for every driver, as cinderlib's functional tests run one list against each
+ * configured backend: stats, create, stats after create, extend, delete, create-delete twice,
+ * and the refusals a user would hit first. Each driver's test file calls this with its config.
+ */
+export interface ScenarioOptions {
+  /** Suite title, e.g. "file driver". */
+  label: string;
+  /** The volume_backend_name under test. */
+  backend: string;
+  /** The whole config file content (global + backends). Called in beforeAll. */
+  makeConfig(): Promise<object> | object;
+  /** Extra environment for the server process. */
+  env?: () => Record<string, string>;
+  /** Volume size used by the scenarios, GiB (default 1). */
+  sizeGb?: number;
+}
+
+export function defineBackendScenarios(options: ScenarioOptions): void {
+  const size = options.sizeGb ?? 1;
+  describe(`${options.label}: shared backend scenarios`, () => {
+    let server: McpHarness;
+
+    beforeAll(async () => {
+      server = await startMcpServer(await options.makeConfig(), { env: options.env?.() });
+    });
+    afterAll(async () => {
+      await server?.close();
+    });
+
+    const pool = async (refresh = true) => {
+      const answer = await server.call('get_stats', { backend: options.backend, refresh });
+      expect(answer.isError, answer.text).toBe(false);
+      return answer.data.stats.pools[0];
+    };
+
+    it('lists the backend as initialized with its pools', async () => {
+      const answer = await server.call('list_backends');
+      expect(answer.isError, answer.text).toBe(false);
+      const entry = answer.data.backends.find((b: { id: string }) => b.id === options.backend);
+      expect(entry, JSON.stringify(answer.data)).toBeDefined();
+      expect(entry.error, entry.error).toBeUndefined();
+      expect(entry.initialized).toBe(true);
+      expect(entry.pool_names.length).toBeGreaterThan(0);
+      const pools = await server.call('pool_names', { backend: options.backend });
+      expect(pools.data.pool_names).toEqual(entry.pool_names);
+    });
+
+    it('reports Cinder stats with capacity in GiB', async () => {
+      const answer = await server.call('get_stats', { backend: options.backend });
+      expect(answer.isError, answer.text).toBe(false);
+      const { stats } = answer.data;
+      expect(stats.volume_backend_name).toBe(options.backend);
+      for (const key of ['driver_version', 'storage_protocol', 'vendor_name']) expect(typeof stats[key]).toBe('string');
+      const first = stats.pools[0];
+      expect(typeof first.total_capacity_gb).toBe('number');
+      expect(first.free_capacity_gb).toBeLessThanOrEqual(first.total_capacity_gb);
+      expect(typeof first.provisioned_capacity_gb).toBe('number');
+    });
+
+    it('creates, shows, extends and deletes a volume, and stats follow', async () => {
+      const before = await pool();
+      const created = await server.call('create_volume', {
+        backend: options.backend,
+        size,
+        name: 'scenario volume',
+        description: 'made by the shared scenarios',
+      });
+      expect(created.isError, created.text).toBe(false);
+      expect(created.data).toMatchObject({ backend: options.backend, size, status: 'available', name: 'scenario volume' });
+      const id = created.data.id as string;
+
+      const shown = await server.call('get_volume', { volume_id: id });
+      expect(shown.data).toEqual(created.data);
+      const listed = await server.call('list_volumes', { backend: options.backend });
+      expect(listed.data.volumes.map((v: { id: string }) => v.id)).toContain(id);
+
+      const afterCreate = await pool();
+      expect(afterCreate.provisioned_capacity_gb).toBeCloseTo(before.provisioned_capacity_gb + size, 1);
+
+      const extended = await server.call('extend_volume', { volume_id: id, new_size: size + 1 });
+      expect(extended.isError, extended.text).toBe(false);
+      expect(extended.data.size).toBe(size + 1);
+      expect((await pool()).provisioned_capacity_gb).toBeCloseTo(before.provisioned_capacity_gb + size + 1, 1);
+
+      const shrink = await server.call('extend_volume', { volume_id: id, new_size: size });
+      expect(shrink.isError).toBe(true);
+      expect(shrink.text).toMatch(/^INVALID_ARGUMENT: .*cannot shrink/);
+
+      const deleted = await server.call('delete_volume', { volume_id: id });
+      expect(deleted.isError, deleted.text).toBe(false);
+      expect(deleted.data).toEqual({ volume_id: id, deleted: true });
+      const gone = await server.call('get_volume', { volume_id: id });
+      expect(gone.text).toMatch(/^NOT_FOUND: /);
+      expect((await pool()).provisioned_capacity_gb).toBeCloseTo(before.provisioned_capacity_gb, 1);
+    });
+
+    it('creates and deletes twice in a row', async () => {
+      for (let round = 0; round < 2; round++) {
+        const created = await server.call('create_volume', { backend: options.backend, size });
+        expect(created.isError, created.text).toBe(false);
+        const deleted = await server.call('delete_volume', { volume_id: created.data.id });
+        expect(deleted.isError, deleted.text).toBe(false);
+      }
+    });
+
+    it('refuses a size the pool cannot hold, before touching the array', async () => {
+      const current = await pool();
+      const listedBefore = await server.call('list_volumes', { backend: options.backend });
+      const tooBig = Math.ceil(current.total_capacity_gb * Math.max(Number(current.max_over_subscription_ratio) || 1, 1)) + 1000;
+      const refused = await server.call('create_volume', { backend: options.backend, size: tooBig });
+      expect(refused.isError).toBe(true);
+      expect(refused.text).toMatch(new RegExp(`^OUT_OF_CAPACITY: a ${tooBig} GiB volume .* GiB of room left`));
+      const listedAfter = await server.call('list_volumes', { backend: options.backend });
+      expect(listedAfter.data.volumes.length).toBe(listedBefore.data.volumes.length);
+      expect((await pool()).provisioned_capacity_gb).toBeCloseTo(current.provisioned_capacity_gb, 1);
+    });
+
+    it('refuses an unknown pool and names the real ones', async () => {
+      const answer = await server.call('create_volume', { backend: options.backend, size, pool_name: 'no-such-pool' });
+      expect(answer.isError).toBe(true);
+      expect(answer.text).toMatch(/^INVALID_ARGUMENT: pool_name "no-such-pool" is not a pool/);
+    });
+  });
+}

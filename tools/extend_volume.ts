@@ -1,0 +1,22 @@
+import { z } from 'zod';
+import { defineTool } from '../src/tool.js';
+import { toVolumeView } from '../src/volume.js';
+import { sizeArgument, volumeIdArgument, volumeSchema } from './schemas.js';
+
+export default defineTool({
+  name: 'extend_volume',
+  title: 'Extend a volume',
+  description:
+    'Grows an "available" volume to new_size GiB (the new total size, not the increment). Volumes never shrink: a smaller new_size is refused; the same size is a no-op. Growth the pool cannot hold is refused before the array is touched.',
+  input: z
+    .object({
+      volume_id: volumeIdArgument,
+      new_size: sizeArgument('new_size').describe('New total size in GiB, at least the current size.'),
+    })
+    .strict(),
+  output: volumeSchema,
+  annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+  async handler({ volume_id, new_size }, registry) {
+    return toVolumeView(await registry.extendVolume(volume_id, new_size));
+  },
+});

@@ -1,0 +1,21 @@
+import type { ToolDefinition } from '../src/tool.js';
+import createVolume from './create_volume.js';
+import deleteVolume from './delete_volume.js';
+import extendVolume from './extend_volume.js';
+import getStats from './get_stats.js';
+import getVolume from './get_volume.js';
+import listBackends from './list_backends.js';
+import listVolumes from './list_volumes.js';
+import poolNames from './pool_names.js';
+
+/** Every MCP tool, in the order clients list them. */
+export const TOOLS = [
+  listBackends,
+  getStats,
+  poolNames,
+  listVolumes,
+  getVolume,
+  createVolume,
+  extendVolume,
+  deleteVolume,
+] as unknown as readonly ToolDefinition[];
