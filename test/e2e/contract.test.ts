@@ -1,0 +1,203 @@
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startMcpServer, type McpHarness } from '../helpers/server.js';
+
+const ALL_TOOLS = ['list_backends', 'get_stats', 'pool_names', 'list_volumes', 'get_volume', 'create_volume', 'extend_volume', 'delete_volume'];
+const READ_TOOLS = ['list_backends', 'get_stats', 'pool_names', 'list_volumes', 'get_volume'];
+
+describe('the MCP contract over a real stdio pipe', () => {
+  let root: string;
+  let server: McpHarness;
+  const config = () => ({
+    global: { persistence_config: { storage: 'db', connection: `sqlite:///${join(root, 'meta.sqlite')}` } },
+    backends: [
+      { volume_backend_name: 'alpha', volume_driver: 'file', volumes_dir: join(root, 'alpha') },
+      { volume_backend_name: 'beta', volume_driver: 'file', volumes_dir: join(root, 'beta'), max_over_subscription_ratio: 1 },
+    ],
+  });
+
+  beforeAll(async () => {
+    root = mkdtempSync(join(tmpdir(), 'cinderlib-mcp-contract-'));
+    server = await startMcpServer(config());
+  });
+  afterAll(async () => {
+    await server?.close();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('offers the eight tools with titles, both schemas and all four annotations set', async () => {
+    const { tools } = await server.client.listTools();
+    expect(tools.map((t) => t.name).sort()).toEqual([...ALL_TOOLS].sort());
+    for (const tool of tools) {
+      expect(tool.title, tool.name).toBeTruthy();
+      expect(tool.description!.length, tool.name).toBeGreaterThan(40);
+      expect(tool.inputSchema.type).toBe('object');
+      expect(tool.outputSchema?.type, tool.name).toBe('object');
+      const hints = tool.annotations!;
+      for (const hint of ['readOnlyHint', 'destructiveHint', 'idempotentHint', 'openWorldHint'] as const) {
+        expect(typeof hints[hint], `${tool.name}.${hint}`).toBe('boolean');
+      }
+      expect(hints.openWorldHint).toBe(false);
+      expect(hints.readOnlyHint).toBe(READ_TOOLS.includes(tool.name));
+      expect(hints.destructiveHint).toBe(tool.name === 'delete_volume');
+    }
+  });
+
+  it('answers structuredContent and the same data as JSON text', async () => {
+    const result = await server.client.callTool({ name: 'list_backends', arguments: {} });
+    const text = (result.content as Array<{ type: string; text: string }>)[0]!;
+    expect(text.type).toBe('text');
+    expect(JSON.parse(text.text)).toEqual(result.structuredContent);
+    const backends = (result.structuredContent as { backends: Array<Record<string, unknown>> }).backends;
+    expect(backends.map((b) => b.id)).toEqual(['alpha', 'beta']);
+    expect(backends[0]).toEqual({ id: 'alpha', volume_driver: 'file', initialized: true, config: { volume_backend_name: 'alpha' }, pool_names: ['alpha'] });
+  });
+
+  it('creates a sparse image file named after the volume id, never after user text', async () => {
+    const created = await server.call('create_volume', { backend: 'alpha', size: 3, name: '$(touch /tmp/pwned); rm -rf /', bootable: true });
+    expect(created.isError, created.text).toBe(false);
+    expect(created.data).toMatchObject({ size: 3, status: 'available', bootable: true, name: '$(touch /tmp/pwned); rm -rf /' });
+    expect(created.data.created_at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/);
+    const file = join(root, 'alpha', `volume-${created.data.id}`);
+    const info = statSync(file);
+    expect(info.size).toBe(3 * 1024 ** 3);
+    expect(info.blocks * 512).toBeLessThan(1024 ** 2); // sparse: nothing written
+    const extended = await server.call('extend_volume', { volume_id: created.data.id, new_size: 5 });
+    expect(extended.data.size).toBe(5);
+    expect(statSync(file).size).toBe(5 * 1024 ** 3);
+    const again = await server.call('extend_volume', { volume_id: created.data.id, new_size: 5 });
+    expect(again.isError).toBe(false); // idempotent
+    await server.call('delete_volume', { volume_id: created.data.id });
+    expect(existsSync(file)).toBe(false);
+  });
+
+  it('pages list_volumes with an opaque cursor, in a stable order, without a cursor on the last page', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await server.call('create_volume', { backend: 'beta', size: 1, name: `page-${i}` })).data.id);
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    let pages = 0;
+    do {
+      const page = await server.call('list_volumes', { backend: 'beta', limit: 2, ...(cursor ? { cursor } : {}) });
+      expect(page.isError, page.text).toBe(false);
+      expect(page.data.volumes.length).toBeLessThanOrEqual(2);
+      seen.push(...page.data.volumes.map((v: { id: string }) => v.id));
+      cursor = page.data.next_cursor;
+      pages++;
+    } while (cursor);
+    expect(seen).toEqual(ids);
+    expect(pages).toBe(3);
+    const exact = await server.call('list_volumes', { backend: 'beta', limit: 5 });
+    expect(exact.data.next_cursor).toBeUndefined();
+    const firstPage = await server.call('list_volumes', { backend: 'beta', limit: 2 });
+    const reused = await server.call('list_volumes', { backend: 'alpha', limit: 2, cursor: firstPage.data.next_cursor });
+    expect(reused.text).toMatch(/^INVALID_ARGUMENT: cursor was issued for other filters/);
+    const forged = await server.call('list_volumes', { cursor: 'not-a-cursor' });
+    expect(forged.text).toMatch(/^INVALID_ARGUMENT: cursor is not one this server issued/);
+    const tooMany = await server.call('list_volumes', { limit: 1001 });
+    expect(tooMany.text).toMatch(/^INVALID_ARGUMENT: .*limit must be at most 1000.*got 1001/);
+    const filtered = await server.call('list_volumes', { status: 'available', backend: 'beta' });
+    expect(filtered.data.volumes.length).toBe(5);
+    for (const id of ids) await server.call('delete_volume', { volume_id: id });
+  });
+
+  it('applies thick-like limits when over-subscription is 1 and names the room left', async () => {
+    const stats = await server.call('get_stats', { backend: 'beta', refresh: true });
+    const pool = stats.data.stats.pools[0];
+    const room = Math.min(pool.total_capacity_gb - pool.provisioned_capacity_gb, pool.free_capacity_gb);
+    const refused = await server.call('create_volume', { backend: 'beta', size: Math.floor(room) + 1 });
+    expect(refused.text).toMatch(/^OUT_OF_CAPACITY: a \d+ GiB volume does not fit in backend "beta" pool "beta": [\d.]+ GiB of room left/);
+  });
+
+  it('gives clear errors with a stable code and keeps serving', async () => {
+    const unknownBackend = await server.call('get_stats', { backend: 'gamma' });
+    expect(unknownBackend).toMatchObject({ isError: true });
+    expect(unknownBackend.text).toBe('NOT_FOUND: backend "gamma" is not configured; known backends: alpha, beta');
+    const missing = await server.call('create_volume', { size: 1 });
+    expect(missing.text).toMatch(/^INVALID_ARGUMENT: create_volume: backend is required \(known backends: alpha, beta\)/);
+    const badSize = await server.call('create_volume', { backend: 'alpha', size: 1.5 });
+    expect(badSize.text).toMatch(/^INVALID_ARGUMENT: .*size must be a whole number of GiB.*got 1.5/);
+    const extra = await server.call('create_volume', { backend: 'alpha', size: 1, colour: 'blue' });
+    expect(extra.text).toMatch(/^INVALID_ARGUMENT: .*unknown argument "colour"; create_volume accepts backend, size, name, description, pool_name, bootable/);
+    const badId = await server.call('get_volume', { volume_id: '42' });
+    expect(badId.text).toMatch(/^INVALID_ARGUMENT: .*volume_id must be a volume id/);
+    const noVolume = await server.call('delete_volume', { volume_id: '00000000-0000-4000-8000-000000000000' });
+    expect(noVolume.text).toMatch(/^NOT_FOUND: volume 00000000-0000-4000-8000-000000000000 does not exist/);
+    const noTool = await server.call('format_disk', {});
+    expect(noTool.text).toMatch(/^NOT_FOUND: there is no tool "format_disk"/);
+    for (const answer of [unknownBackend, missing, badSize, extra, badId, noVolume, noTool]) {
+      expect(answer.text).not.toMatch(/\n\s+at /); // no stack traces
+    }
+    expect((await server.call('list_backends')).isError).toBe(false);
+  });
+
+  it('keeps a failed create visible in status error and lets delete_volume clean it up', async () => {
+    rmSync(join(root, 'alpha'), { recursive: true, force: true }); // the "array" goes away under the server
+    const failed = await server.call('create_volume', { backend: 'alpha', size: 1, name: 'doomed' });
+    expect(failed.text).toMatch(/^BACKEND_UNAVAILABLE: .*The volume record [0-9a-f-]{36} is kept in status "error"; delete_volume removes it/);
+    const id = /record ([0-9a-f-]{36})/.exec(failed.text)![1]!;
+    const record = await server.call('get_volume', { volume_id: id });
+    expect(record.data).toMatchObject({ status: 'error', name: 'doomed' });
+    expect(record.data.status_reason).toMatch(/^create failed: /);
+    const errors = await server.call('list_volumes', { status: 'error' });
+    expect(errors.data.volumes.map((v: { id: string }) => v.id)).toContain(id);
+    const extend = await server.call('extend_volume', { volume_id: id, new_size: 2 });
+    expect(extend.text).toMatch(/^INVALID_ARGUMENT: volume .* is "error"/);
+    const deleted = await server.call('delete_volume', { volume_id: id });
+    expect(deleted.isError, deleted.text).toBe(false);
+  });
+});
+
+describe('read-only mode', () => {
+  it('hides every mutating tool and refuses it at call time', async () => {
+    const server = await startMcpServer({
+      global: { read_only: true, persistence_config: { storage: 'memory' } },
+      backends: [{ volume_backend_name: 'ro', volume_driver: 'file', volumes_dir: join(tmpdir(), `cinderlib-mcp-ro-${process.pid}`) }],
+    });
+    try {
+      const { tools } = await server.client.listTools();
+      expect(tools.map((t) => t.name).sort()).toEqual([...READ_TOOLS].sort());
+      for (const name of ['create_volume', 'extend_volume', 'delete_volume']) {
+        const refused = await server.call(name, { backend: 'ro', size: 1 });
+        expect(refused.text, name).toMatch(new RegExp(`^READ_ONLY: ${name} is disabled`));
+      }
+      expect((await server.call('get_stats', { backend: 'ro' })).isError).toBe(false);
+    } finally {
+      await server.close();
+      rmSync(join(tmpdir(), `cinderlib-mcp-ro-${process.pid}`), { recursive: true, force: true });
+    }
+  });
+
+  it('is forced by CINDERLIB_MCP_READ_ONLY=true, the bundle switch', async () => {
+    const server = await startMcpServer(null, { env: { CINDERLIB_MCP_READ_ONLY: 'true' } });
+    try {
+      const { tools } = await server.client.listTools();
+      expect(tools.map((t) => t.name).sort()).toEqual([...READ_TOOLS].sort());
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('the embedded default', () => {
+  it('serves one "default" file backend under $XDG_DATA_HOME with real capacity figures', async () => {
+    const server = await startMcpServer(null);
+    try {
+      const backends = await server.call('list_backends');
+      expect(backends.data.backends).toEqual([
+        { id: 'default', volume_driver: 'file', initialized: true, config: { volume_backend_name: 'default' }, pool_names: ['default'] },
+      ]);
+      const stats = await server.call('get_stats', { backend: 'default' });
+      const pool = stats.data.stats.pools[0];
+      const fs = (await import('node:fs')).statfsSync(server.workDir);
+      expect(pool.total_capacity_gb).toBeCloseTo((fs.blocks * fs.bsize) / 1024 ** 3, 0);
+      const created = await server.call('create_volume', { backend: 'default', size: 1 });
+      expect(existsSync(join(server.workDir, 'data', 'cinderlib-mcp', 'volumes', `volume-${created.data.id}`))).toBe(true);
+      expect(existsSync(join(server.workDir, 'data', 'cinderlib-mcp', 'metadata.sqlite'))).toBe(true);
+    } finally {
+      await server.close();
+    }
+  });
+});
