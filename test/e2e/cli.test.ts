@@ -1,0 +1,137 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { afterAll, describe, expect, it } from 'vitest';
+import { SqliteVolumeStore } from '../../src/persistence/sqlite.js';
+import { BIN, startMcpServer } from '../helpers/server.js';
+
+const root = mkdtempSync(join(tmpdir(), 'cinderlib-mcp-cli-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+function writeConfig(name: string, content: object | string): string {
+  const path = join(root, name);
+  writeFileSync(path, typeof content === 'string' ? content : name.endsWith('.json') ? JSON.stringify(content) : stringify(content));
+  return path;
+}
+
+function run(args: string[], env: Record<string, string> = {}) {
+  const result = spawnSync(process.execPath, [BIN, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, XDG_DATA_HOME: join(root, 'xdg'), ...env },
+    input: '',
+    timeout: 60_000,
+  });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+describe('the cinderlib-mcp command', () => {
+  it('prints --help and --version', () => {
+    const help = run(['--help']);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/cinderlib-mcp check \[--config FILE\]/);
+    const version = run(['--version']);
+    expect(version.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+    const wrong = run(['--frobnicate']);
+    expect(wrong.code).toBe(2);
+    expect(wrong.stderr).toMatch(/unknown argument "--frobnicate"/);
+  });
+
+  it('check prints one masked line per backend and exits 0 only when all initialized', () => {
+    const good = writeConfig('good.json', {
+      backends: [{ volume_backend_name: 'files', volume_driver: 'file', volumes_dir: join(root, 'good') }],
+    });
+    const ok = run(['check', '--config', good]);
+    expect(ok.stdout).toMatch(/^files\tfile\tinitialized$/m);
+    expect(ok.code).toBe(0);
+
+    const mixed = writeConfig('mixed.yaml', {
+      backends: [
+        { volume_backend_name: 'files', volume_driver: 'file', volumes_dir: join(root, 'mixed') },
+        { volume_backend_name: 'nope', volume_driver: 'cinder.volume.drivers.netapp.common.NetAppDriver', san_password: 'hunter2-canary' },
+        { volume_backend_name: 'typo', volume_driver: 'file', volumes_dir: join(root, 'typo'), reserved_percentage: 'lots', volume_grup: 'x' },
+      ],
+    });
+    const bad = run(['check', '--config', mixed]);
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toMatch(/^files\tfile\tinitialized$/m);
+    expect(bad.stdout).toMatch(/^nope\tcinder\.volume\.drivers\.netapp\.common\.NetAppDriver\tnot initialized: backend "nope": volume_driver ".*" is not supported; use one of: file, .*lvm/m);
+    expect(bad.stdout).toMatch(/^typo\tfile\tnot initialized: backend "typo": option "reserved_percentage" must be an integer from 0 to 100, got "lots"$/m);
+    expect(bad.stdout + bad.stderr).not.toContain('hunter2-canary');
+  });
+
+  it('warns once about an unknown option and keeps serving', async () => {
+    const server = await startMcpServer({
+      global: { persistence_config: { storage: 'memory' } },
+      backends: [{ volume_backend_name: 'files', volume_driver: 'file', volumes_dir: join(root, 'warn'), volume_grup: 'x' }],
+    });
+    try {
+      await server.call('list_backends');
+      await server.call('get_stats', { backend: 'files' });
+      const warnings = server.stderr().match(/option "volume_grup" is not used by the file driver/g) ?? [];
+      expect(warnings.length).toBe(1);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('refuses configs it cannot start with, naming what is wrong', () => {
+    const duplicate = writeConfig('dup.yaml', {
+      backends: [
+        { volume_backend_name: 'same', volume_driver: 'file' },
+        { volume_backend_name: 'same', volume_driver: 'file' },
+      ],
+    });
+    const dup = run(['--config', duplicate]);
+    expect(dup.code).toBe(1);
+    expect(dup.stderr).toMatch(/two backends are named "same"/);
+    expect(dup.stdout).toBe(''); // stdout carries only JSON-RPC
+
+    const envMissing = writeConfig('env.yaml', { backends: [{ volume_backend_name: 'x', volume_driver: 'file', san_password: '${env:NOT_SET_ANYWHERE}' }] });
+    const missing = run(['check', '--config', envMissing]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/environment variable NOT_SET_ANYWHERE is not set/);
+
+    const yamlBroken = writeConfig('broken.yaml', 'backends: [ {volume_backend_name: x\n');
+    expect(run(['--config', yamlBroken]).stderr).toMatch(/is not valid YAML/);
+    expect(run(['--config', join(root, 'absent.yaml')]).stderr).toMatch(/cannot read config file .*absent\.yaml: ENOENT/);
+    const engine = writeConfig('pg.yaml', { global: { persistence_config: { storage: 'db', connection: 'postgresql://u:p@db/x' } }, backends: [{ volume_backend_name: 'x', volume_driver: 'file' }] });
+    expect(run(['--config', engine]).stderr).toMatch(/"postgresql:\.\.\." is not supported; use sqlite:\/\/\/ABS\/PATH/);
+  });
+
+  it('finds its config through CINDERLIB_MCP_CONFIG when --config is absent', () => {
+    const path = writeConfig('from-env.yaml', { backends: [{ volume_backend_name: 'via-env', volume_driver: 'file', volumes_dir: join(root, 'via-env') }] });
+    const result = run(['check'], { CINDERLIB_MCP_CONFIG: path });
+    expect(result.stdout).toMatch(/^via-env\tfile\tinitialized$/m);
+  });
+});
+
+describe('start-up after a crash', () => {
+  it('surfaces records left mid-operation as errors that delete_volume cleans up', async () => {
+    const dbPath = join(root, 'crash.sqlite');
+    const store = new SqliteVolumeStore(dbPath);
+    const now = new Date().toISOString();
+    const base = { backend: 'files', description: '', size: 1, pool_name: 'files', bootable: false, created_at: now, updated_at: now, status_reason: null, provider_location: null };
+    store.insert({ ...base, id: '11111111-1111-4111-8111-111111111111', name: 'was creating', status: 'creating' });
+    store.insert({ ...base, id: '22222222-2222-4222-8222-222222222222', name: 'was fine', status: 'available' });
+    store.close();
+
+    const server = await startMcpServer({
+      global: { persistence_config: { storage: 'db', connection: `sqlite:///${dbPath}` } },
+      backends: [{ volume_backend_name: 'files', volume_driver: 'file', volumes_dir: join(root, 'crash-vols') }],
+    });
+    try {
+      const interrupted = await server.call('get_volume', { volume_id: '11111111-1111-4111-8111-111111111111' });
+      expect(interrupted.data.status).toBe('error');
+      expect(interrupted.data.status_reason).toMatch(/^interrupted while creating/);
+      const fine = await server.call('get_volume', { volume_id: '22222222-2222-4222-8222-222222222222' });
+      expect(fine.data.status).toBe('available');
+      expect(server.stderr()).toMatch(/volume 11111111-1111-4111-8111-111111111111 on backend "files" was left/);
+      const deleted = await server.call('delete_volume', { volume_id: '11111111-1111-4111-8111-111111111111' });
+      expect(deleted.isError, deleted.text).toBe(false);
+    } finally {
+      await server.close();
+    }
+  });
+});
