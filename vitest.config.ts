@@ -8,5 +8,6 @@ export default defineConfig({
     // Real devices, servers and processes: files run in parallel, tests within a file in order.
     fileParallelism: true,
     pool: 'forks',
+    env: { CINDERLIB_MCP_LOG_LEVEL: 'warn' },
   },
 });
