@@ -1,11 +1,9 @@
-import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import { ConfigError } from './config/errors.js';
+import type { LoadedConfig } from './config/load.js';
 import { resolveConfig } from './config/resolve.js';
-import { createLogger } from './log.js';
-import { MemoryVolumeStore } from './persistence/memory.js';
-import { BackendRegistry } from './registry.js';
+import { createLogger, type Logger } from './log.js';
+import type { BackendRegistry } from './registry.js';
 import { secrets } from './secrets.js';
-import { createMcpServer } from './server.js';
 import { VERSION } from './version.js';
 
 const USAGE = `cinderlib-mcp ${VERSION}: block storage for AI assistants, over MCP (stdio)
@@ -51,28 +49,30 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`${(error as Error).message}\n`);
     return 2;
   }
-  if (command.mode === 'help') {
-    process.stdout.write(USAGE + '\n');
-    return 0;
-  }
-  if (command.mode === 'version') {
-    process.stdout.write(VERSION + '\n');
-    return 0;
-  }
-  let config;
   try {
-    config = resolveConfig(command.configPath, secrets);
+    if (command.mode === 'help') {
+      process.stdout.write(USAGE + '\n');
+      return 0;
+    }
+    if (command.mode === 'version') {
+      process.stdout.write(VERSION + '\n');
+      return 0;
+    }
+    const config = await resolveConfig(command.configPath, secrets);
+    return command.mode === 'check' ? await check(config, log) : await serve(config, log);
   } catch (error) {
     if (error instanceof ConfigError) {
       log.error(`config error: ${error.message}`);
       return 1;
     }
-    throw error;
+    log.error(`fatal: ${error instanceof Error ? error.message : String(error)}`);
+    return 1;
   }
-  return command.mode === 'check' ? check(config, log) : serve(config, log);
 }
 
-async function check(config: ReturnType<typeof resolveConfig>, log: ReturnType<typeof createLogger>): Promise<number> {
+async function check(config: LoadedConfig, log: Logger): Promise<number> {
+  const { BackendRegistry } = await import('./registry.js');
+  const { MemoryVolumeStore } = await import('./persistence/memory.js');
   // The metadata store is left alone: a running server may be mid-operation on it.
   const registry = BackendRegistry.open(config, secrets, log, new MemoryVolumeStore());
   await registry.settled();
@@ -88,15 +88,19 @@ async function check(config: ReturnType<typeof resolveConfig>, log: ReturnType<t
   return allUp ? 0 : 1;
 }
 
-async function serve(config: ReturnType<typeof resolveConfig>, log: ReturnType<typeof createLogger>): Promise<number> {
-  let registry: BackendRegistry;
-  try {
-    registry = BackendRegistry.open(config, secrets, log);
-  } catch (error) {
-    log.error(`cannot open the metadata store: ${(error as Error).message}`);
-    return 1;
-  }
-  const server = createMcpServer({ registry, readOnly: config.global.readOnly, secrets, log });
+async function serve(config: LoadedConfig, log: Logger): Promise<number> {
+  const [{ createMcpServer }, { StdioServerTransport }] = await Promise.all([
+    import('./server.js'),
+    import('@modelcontextprotocol/sdk/server/stdio.js'),
+  ]);
+  let resolveRegistry!: (registry: BackendRegistry) => void;
+  let rejectRegistry!: (error: Error) => void;
+  const registryReady = new Promise<BackendRegistry>((resolve, reject) => {
+    resolveRegistry = resolve;
+    rejectRegistry = reject;
+  });
+  registryReady.catch(() => undefined); // reported per tool call, not as an unhandled rejection
+  const server = createMcpServer({ registry: registryReady, readOnly: config.global.readOnly, secrets, log });
   const transport = new StdioServerTransport();
   let closing = false;
   const shutdown = async (why: string) => {
@@ -104,7 +108,7 @@ async function serve(config: ReturnType<typeof resolveConfig>, log: ReturnType<t
     closing = true;
     log.info(`shutting down (${why})`);
     await server.close().catch(() => undefined);
-    await registry.close();
+    await registryReady.then((registry) => registry.close()).catch(() => undefined);
     process.exit(0);
   };
   process.on('SIGINT', () => void shutdown('SIGINT'));
@@ -112,6 +116,19 @@ async function serve(config: ReturnType<typeof resolveConfig>, log: ReturnType<t
   process.stdin.on('end', () => void shutdown('stdin closed'));
   process.on('unhandledRejection', (reason) => log.error(`unhandled rejection: ${String(reason)}`));
   await server.connect(transport);
-  log.info(`serving MCP over stdio (${config.source}; ${registry.list().length} backend(s)${config.global.readOnly ? '; read-only' : ''})`);
+  // The metadata store and drivers load after the connection is up, so initialize and tools/list
+  // answer without waiting for them; tool calls wait for the registry.
+  setImmediate(async () => {
+    try {
+      const { BackendRegistry } = await import('./registry.js');
+      resolveRegistry(BackendRegistry.open(config, secrets, log));
+    } catch (error) {
+      const { StorageError } = await import('./errors.js');
+      const reason = `the metadata store cannot be opened: ${error instanceof Error ? error.message : String(error)}`;
+      log.error(reason);
+      rejectRegistry(new StorageError('BACKEND_UNAVAILABLE', `${reason}; fix persistence_config and restart the server`));
+    }
+  });
+  log.info(`serving MCP over stdio (${config.source}; ${config.backends.length} backend(s)${config.global.readOnly ? '; read-only' : ''})`);
   return new Promise<number>(() => undefined); // runs until stdin closes or a signal arrives
 }

@@ -1,12 +1,11 @@
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { CallToolRequestSchema, ListToolsRequestSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import { z } from 'zod';
-import { TOOLS } from '../tools/index.js';
 import { StorageError, describeError, isStorageError } from './errors.js';
 import type { Logger } from './log.js';
 import type { BackendRegistry } from './registry.js';
 import type { SecretRegistry } from './secrets.js';
 import type { ToolDefinition } from './tool.js';
+import { loadToolListing, type ListedTool } from './tool-listing.js';
 import { VERSION } from './version.js';
 
 /**
@@ -15,7 +14,8 @@ import { VERSION } from './version.js';
  * value and what is accepted) and call-time refusal of hidden mutating tools ("READ_ONLY: ...").
  */
 export interface ServerOptions {
-  registry: BackendRegistry;
+  /** Resolves once the metadata store and backends are loaded; the server answers tools/list before that. */
+  registry: Promise<BackendRegistry>;
   readOnly: boolean;
   secrets: SecretRegistry;
   log: Logger;
@@ -26,32 +26,37 @@ const INSTRUCTIONS =
   'list_volumes pages through volumes created here; create_volume, extend_volume and delete_volume change them. ' +
   'Errors start with a code (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, OUT_OF_CAPACITY, BACKEND_UNAVAILABLE, BACKEND_BUSY, READ_ONLY, INTERNAL).';
 
+/** This server never asks the client for input (elicitation), so no JSON Schema validator is built. */
+const NO_ELICITATION_VALIDATOR = {
+  getValidator: () => () => ({ valid: false as const, data: undefined, errorMessage: 'cinderlib-mcp does not use elicitation' }),
+};
+
 export function createMcpServer(options: ServerOptions): Server {
-  const { registry, readOnly, secrets, log } = options;
-  const offered = TOOLS.filter((tool) => !readOnly || tool.annotations.readOnlyHint);
-  const byName = new Map(TOOLS.map((tool) => [tool.name, tool]));
-  const listing = offered.map((tool) => ({
-    name: tool.name,
-    title: tool.title,
-    description: tool.description,
-    inputSchema: jsonSchema(tool.input, 'input'),
-    outputSchema: jsonSchema(tool.output, 'output'),
-    annotations: { title: tool.title, ...tool.annotations },
-  }));
+  const { readOnly, secrets, log } = options;
+  const offered = (listing: ListedTool[]) => listing.filter((tool) => !readOnly || tool.annotations.readOnlyHint);
+  const listingReady = loadToolListing().then(offered);
+  let definitions: Promise<Map<string, ToolDefinition>> | undefined;
+  const toolDefinitions = () =>
+    (definitions ??= import('../tools/index.js').then(({ TOOLS }) => new Map(TOOLS.map((tool) => [tool.name, tool]))));
 
   const server = new Server(
     { name: 'cinderlib-mcp', title: 'cinderlib-mcp block storage', version: VERSION },
-    { capabilities: { tools: { listChanged: false } }, instructions: INSTRUCTIONS },
+    {
+      capabilities: { tools: { listChanged: false } },
+      instructions: INSTRUCTIONS,
+      jsonSchemaValidator: NO_ELICITATION_VALIDATOR,
+    },
   );
 
-  server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: listing }));
+  server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: await listingReady }));
 
   server.setRequestHandler(CallToolRequestSchema, async (request): Promise<CallToolResult> => {
     const { name, arguments: rawArguments } = request.params;
     try {
-      const tool = byName.get(name);
+      const tool = (await toolDefinitions()).get(name);
       if (!tool) {
-        throw new StorageError('NOT_FOUND', `there is no tool "${name}"; available tools: ${offered.map((t) => t.name).join(', ')}`);
+        const available = (await listingReady).map((t) => t.name).join(', ');
+        throw new StorageError('NOT_FOUND', `there is no tool "${name}"; available tools: ${available}`);
       }
       if (readOnly && !tool.annotations.readOnlyHint) {
         throw new StorageError(
@@ -59,6 +64,7 @@ export function createMcpServer(options: ServerOptions): Server {
           `${name} is disabled: this server runs read-only (global read_only: true or CINDERLIB_MCP_READ_ONLY=true); an administrator can turn writes on in the config`,
         );
       }
+      const registry = await options.registry;
       const args = parseArguments(tool, rawArguments ?? {}, registry, secrets) as Record<string, unknown>;
       const data = secrets.maskOptions(await tool.handler(args, registry));
       return { content: [{ type: 'text', text: JSON.stringify(data) }], structuredContent: data as Record<string, unknown> };
@@ -68,11 +74,6 @@ export function createMcpServer(options: ServerOptions): Server {
   });
 
   return server;
-}
-
-function jsonSchema(schema: z.ZodObject, io: 'input' | 'output'): { type: 'object'; [key: string]: unknown } {
-  const { $schema: _ignored, ...rest } = z.toJSONSchema(schema, { target: 'draft-7', io }) as Record<string, unknown>;
-  return { ...rest, type: 'object' };
 }
 
 function parseArguments(tool: ToolDefinition, raw: unknown, registry: BackendRegistry, secrets: SecretRegistry): unknown {

@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs';
 import { extname, isAbsolute, resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { defaultMetadataPath } from '../paths.js';
 import type { SecretRegistry } from '../secrets.js';
@@ -68,7 +67,7 @@ export interface LoadOptions {
   secrets: SecretRegistry;
 }
 
-export function readConfigFile(path: string, options: LoadOptions): LoadedConfig {
+export async function readConfigFile(path: string, options: LoadOptions): Promise<LoadedConfig> {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -77,7 +76,8 @@ export function readConfigFile(path: string, options: LoadOptions): LoadedConfig
   }
   let parsed: unknown;
   try {
-    parsed = extname(path).toLowerCase() === '.json' ? JSON.parse(text) : parseYaml(text);
+    // yaml loads only for YAML files: JSON configs and the embedded default start faster.
+    parsed = extname(path).toLowerCase() === '.json' ? JSON.parse(text) : (await import('yaml')).parse(text);
   } catch (error) {
     const kind = extname(path).toLowerCase() === '.json' ? 'JSON' : 'YAML';
     throw new ConfigError(`config file ${path} is not valid ${kind}: ${options.secrets.redact((error as Error).message.split('\n')[0] ?? '')}`);

@@ -28,9 +28,13 @@ export function embeddedDefaultConfig(env: NodeJS.ProcessEnv = process.env): Loa
  * counts as unset, so a bundle's blank user_config field falls through to the default.
  * CINDERLIB_MCP_READ_ONLY=true forces read-only mode (the bundle's opt-in switch for writes).
  */
-export function resolveConfig(configPath: string | undefined, secrets: SecretRegistry, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+export async function resolveConfig(
+  configPath: string | undefined,
+  secrets: SecretRegistry,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<LoadedConfig> {
   const path = nonEmpty(configPath) ?? nonEmpty(env.CINDERLIB_MCP_CONFIG);
-  const config = path ? readConfigFile(path, { env, secrets }) : embeddedDefaultConfig(env);
+  const config = path ? await readConfigFile(path, { env, secrets }) : embeddedDefaultConfig(env);
   const forced = nonEmpty(env.CINDERLIB_MCP_READ_ONLY)?.toLowerCase();
   if (forced !== undefined) {
     if (['true', '1', 'yes', 'on'].includes(forced)) config.global.readOnly = true;

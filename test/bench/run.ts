@@ -1,0 +1,184 @@
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { encodeCursor } from '../../src/cursor.js';
+import { SqliteVolumeStore } from '../../src/persistence/sqlite.js';
+import type { VolumeRecord } from '../../src/volume.js';
+
+/**
+ * `npm run bench`: cold start, cached round trip, list_volumes at 200 and 100,000 volumes, and
+ * create_volume on the file driver, all through the real server over a stdio pipe. Figures are
+ * medians (and p95) in milliseconds; ratios compare like with like.
+ */
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const BIN = join(REPO, 'bin', 'cinderlib-mcp.js');
+const work = mkdtempSync(join(tmpdir(), 'cinderlib-mcp-bench-'));
+const rows: Array<[string, string]> = [];
+
+function report(label: string, value: string): void {
+  rows.push([label, value]);
+  process.stdout.write(`${label.padEnd(58)} ${value}\n`);
+}
+
+function stats(samples: number[]): { median: number; p95: number } {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return { median: sorted[Math.floor(sorted.length / 2)]!, p95: sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.95))]! };
+}
+
+const ms = (n: number) => `${n.toFixed(2)} ms`;
+
+async function timed<T>(task: () => Promise<T>): Promise<[number, T]> {
+  const start = process.hrtime.bigint();
+  const value = await task();
+  return [Number(process.hrtime.bigint() - start) / 1e6, value];
+}
+
+async function connect(command: string, args: string[], env: Record<string, string>): Promise<Client> {
+  const transport = new StdioClientTransport({ command, args, env: { ...(process.env as Record<string, string>), ...env }, stderr: 'ignore' });
+  const client = new Client({ name: 'bench', version: '1' });
+  await client.connect(transport);
+  return client;
+}
+
+/** Spawn to first tools/list answer (initialize included), the user-visible start-up. */
+async function coldStart(command: string, args: string[], env: Record<string, string>): Promise<number> {
+  const [elapsed, client] = await timed(async () => {
+    const c = await connect(command, args, env);
+    await c.listTools();
+    return c;
+  });
+  await client.close();
+  return elapsed;
+}
+
+function seed(path: string, count: number, backend: string): void {
+  const store = new SqliteVolumeStore(path);
+  const now = new Date().toISOString();
+  const batch: VolumeRecord[] = [];
+  for (let i = 0; i < count; i++) {
+    batch.push({
+      id: randomUUID(), backend, name: `bench-${i}`, description: '', size: 1,
+      // 100 volumes in error, spread out, whatever the count.
+      status: i % Math.max(1, Math.floor(count / 100)) === 0 ? 'error' : 'available',
+      pool_name: backend, bootable: false,
+      created_at: now, updated_at: now, status_reason: null, provider_location: null,
+    });
+    if (batch.length === 10_000) store.insertMany(batch.splice(0));
+  }
+  store.insertMany(batch);
+  store.close();
+}
+
+async function call(client: Client, name: string, args: Record<string, unknown>): Promise<any> {
+  const result = await client.callTool({ name, arguments: args });
+  if (result.isError) throw new Error(`${name}: ${JSON.stringify(result.content)}`);
+  return result.structuredContent;
+}
+
+async function sample(client: Client, runs: number, name: string, args: Record<string, unknown>): Promise<{ median: number; p95: number }> {
+  const samples: number[] = [];
+  for (let i = 0; i < runs; i++) samples.push((await timed(() => call(client, name, args)))[0]);
+  return stats(samples);
+}
+
+function serverEnv(label: string, volumes: number): { env: Record<string, string>; configPath: string } {
+  const dir = join(work, label);
+  mkdirSync(dir, { recursive: true });
+  const db = join(dir, 'meta.sqlite');
+  if (volumes > 0) seed(db, volumes, 'bench');
+  const configPath = join(dir, 'config.json');
+  writeFileSync(configPath, JSON.stringify({
+    global: { persistence_config: { storage: 'db', connection: `sqlite:///${db}` } },
+    backends: [{ volume_backend_name: 'bench', volume_driver: 'file', volumes_dir: join(dir, 'volumes') }],
+  }));
+  return { env: { XDG_DATA_HOME: join(dir, 'xdg'), CINDERLIB_MCP_LOG_LEVEL: 'warn' }, configPath };
+}
+
+async function main(): Promise<void> {
+  process.stdout.write(`cinderlib-mcp benchmarks (node ${process.version}, ${new Date().toISOString()})\n\n`);
+
+  // 1. Cold start against the reference filesystem server, same machine, same client.
+  const require = createRequire(import.meta.url);
+  const fsServer = join(dirname(require.resolve('@modelcontextprotocol/server-filesystem/package.json')), 'dist', 'index.js');
+  mkdirSync(join(work, 'fsroot'), { recursive: true });
+  const oursSamples: number[] = [];
+  const referenceSamples: number[] = [];
+  for (let run = 0; run < 21; run++) {
+    // Interleaved, so machine noise falls on both alike.
+    oursSamples.push(await coldStart(process.execPath, [BIN], { XDG_DATA_HOME: join(work, 'cold'), CINDERLIB_MCP_LOG_LEVEL: 'warn' }));
+    referenceSamples.push(await coldStart(process.execPath, [fsServer, join(work, 'fsroot')], {}));
+  }
+  const ours = stats(oursSamples);
+  const reference = stats(referenceSamples);
+  report('cold start to first tools/list, cinderlib-mcp (median)', ms(ours.median));
+  report('cold start, @modelcontextprotocol/server-filesystem (median)', ms(reference.median));
+  report('  ratio cinderlib-mcp / server-filesystem', `${(ours.median / reference.median).toFixed(2)}x`);
+
+  // 2. Cached call round trip vs asking the "array" (statfs) again.
+  const small = serverEnv('small', 200);
+  const client = await connect(process.execPath, [BIN, '--config', small.configPath], small.env);
+  await call(client, 'get_stats', { backend: 'bench' });
+  const cached = await sample(client, 500, 'get_stats', { backend: 'bench' });
+  const refreshed = await sample(client, 200, 'get_stats', { backend: 'bench', refresh: true });
+  report('get_stats cached round trip (median / p95)', `${ms(cached.median)} / ${ms(cached.p95)}`);
+  report('get_stats refresh:true round trip (median)', ms(refreshed.median));
+  const listBackends = await sample(client, 200, 'list_backends', {});
+  report('list_backends round trip (median)', ms(listBackends.median));
+
+  // 3. list_volumes at 200 and at 100,000 volumes.
+  const smallFirst = await sample(client, 200, 'list_volumes', { backend: 'bench', limit: 100 });
+  const smallErrors = await sample(client, 200, 'list_volumes', { status: 'error', limit: 100 });
+
+  // 4. create_volume per call on the file driver (real sparse files, real SQLite).
+  const creates: number[] = [];
+  const created: string[] = [];
+  for (let i = 0; i < 200; i++) {
+    const [elapsed, volume] = await timed(() => call(client, 'create_volume', { backend: 'bench', size: 1 }));
+    creates.push(elapsed);
+    created.push(volume.id);
+  }
+  const deletes: number[] = [];
+  for (const id of created) deletes.push((await timed(() => call(client, 'delete_volume', { volume_id: id })))[0]);
+  await client.close();
+
+  const large = serverEnv('large', 100_000);
+  const big = await connect(process.execPath, [BIN, '--config', large.configPath], large.env);
+  await call(big, 'list_backends', {});
+  const largeFirst = await sample(big, 200, 'list_volumes', { backend: 'bench', limit: 100 });
+  const deepCursor = encodeCursor({ after: 90_000, backend: 'bench' });
+  const largeDeep = await sample(big, 200, 'list_volumes', { backend: 'bench', limit: 100, cursor: deepCursor });
+  const largeErrors = await sample(big, 200, 'list_volumes', { status: 'error', limit: 100 });
+  const largeMax = await sample(big, 50, 'list_volumes', { backend: 'bench', limit: 1000 });
+  const largeStats = await sample(big, 200, 'get_stats', { backend: 'bench' });
+  await big.close();
+
+  report('list_volumes limit 100 at 200 volumes (median / p95)', `${ms(smallFirst.median)} / ${ms(smallFirst.p95)}`);
+  report('list_volumes limit 100 at 100,000 volumes (median / p95)', `${ms(largeFirst.median)} / ${ms(largeFirst.p95)}`);
+  report('  ratio 100,000 / 200 volumes', `${(largeFirst.median / smallFirst.median).toFixed(2)}x`);
+  report('list_volumes page at position 90,000 of 100,000 (median)', ms(largeDeep.median));
+  report('list_volumes status=error, 100 of 200 volumes (median)', ms(smallErrors.median));
+  report('list_volumes status=error, 100 of 100,000 volumes (median)', ms(largeErrors.median));
+  report('  ratio 100,000 / 200 volumes (status filter)', `${(largeErrors.median / smallErrors.median).toFixed(2)}x`);
+  report('list_volumes limit 1000 at 100,000 volumes (median)', ms(largeMax.median));
+  report('get_stats cached at 100,000 volumes (median)', ms(largeStats.median));
+  report('  ratio to 200 volumes', `${(largeStats.median / cached.median).toFixed(2)}x`);
+  const create = stats(creates);
+  report('create_volume, file driver (median / p95)', `${ms(create.median)} / ${ms(create.p95)}`);
+  report('delete_volume, file driver (median)', ms(stats(deletes).median));
+
+  rmSync(work, { recursive: true, force: true });
+}
+
+main().then(
+  () => process.exit(0),
+  (error) => {
+    process.stderr.write(`bench failed: ${error instanceof Error ? error.stack : String(error)}\n`);
+    rmSync(work, { recursive: true, force: true });
+    process.exit(1);
+  },
+);
