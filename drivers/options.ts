@@ -12,6 +12,8 @@ export interface OptionInfo {
   /** One line for the config reference. */
   help: string;
   default?: unknown;
+  /** How the default reads in documentation when it depends on the machine. */
+  defaultText?: string;
   required?: boolean;
 }
 
@@ -41,6 +43,7 @@ function coerceBoolean(value: unknown): unknown {
 
 interface Common<T> {
   default?: T;
+  defaultText?: string;
   required?: boolean;
 }
 
@@ -48,7 +51,7 @@ function finish<T extends z.ZodType>(schema: T, info: OptionInfo, opts: Common<u
   let out: z.ZodType = schema;
   if (opts.default !== undefined) out = (schema as z.ZodType).default(opts.default as never);
   else if (!opts.required) out = (schema as z.ZodType).optional();
-  return describeOption(out, { ...info, default: opts.default, required: opts.required });
+  return describeOption(out, { ...info, default: opts.default, defaultText: opts.defaultText, required: opts.required });
 }
 
 export function stringOption(help: string, opts: Common<string> & { pattern?: RegExp; patternHelp?: string } = {}) {

@@ -14,7 +14,10 @@ const GiB = 1024 ** 3;
 const VOLUME_FILE = /^volume-[0-9a-f-]{36}$/;
 
 const options = {
-  volumes_dir: stringOption('Directory holding the volume image files.', { default: defaultVolumesDir() }),
+  volumes_dir: stringOption('Directory holding the volume image files.', {
+    default: defaultVolumesDir(),
+    defaultText: '$XDG_DATA_HOME/cinderlib-mcp/volumes',
+  }),
   ...capacityOptions,
 };
 

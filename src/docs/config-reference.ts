@@ -26,7 +26,13 @@ export async function renderConfigReference(): Promise<string> {
     ];
     for (const [name, schema] of Object.entries(definition.options)) {
       const info = optionInfo.get(schema as z.ZodType);
-      const fallback = info?.required ? '**required**' : info?.default === undefined ? '' : `\`${JSON.stringify(info.default)}\``;
+      const fallback = info?.required
+        ? '**required**'
+        : info?.defaultText !== undefined
+          ? `\`${info.defaultText}\``
+          : info?.default === undefined
+            ? ''
+            : `\`${JSON.stringify(info.default)}\``;
       lines.push(`| \`${name}\` | ${info?.expected ?? ''} | ${fallback} | ${(info?.help ?? '').replace(/\|/g, '\\|')} |`);
     }
     sections.push(lines.join('\n'));
