@@ -209,6 +209,17 @@ export class Backend {
     });
   }
 
+  /** cinderlib's Backend serialization: what JSON.stringify(backend) yields, secrets masked. */
+  toJSON(): Record<string, unknown> {
+    return {
+      id: this.id,
+      volume_driver: this.volumeDriver,
+      initialized: this.initialized,
+      ...(this.error ? { error: this.error } : {}),
+      config: this.deps.secrets.maskOptions({ ...this.spec.options, volume_driver: this.volumeDriver }),
+    };
+  }
+
   async close(): Promise<void> {
     await this.driver?.close().catch((error: unknown) => this.deps.log.warn(`closing backend "${this.id}": ${describeError(error)}`));
   }

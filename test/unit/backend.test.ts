@@ -93,3 +93,19 @@ describe('Backend', () => {
     expect(findDriver('cinder.volume.drivers.lvm.LVMISCSIDriver')).toBeUndefined();
   });
 });
+
+describe('Backend serialization', () => {
+  it('masks secrets when a backend is dumped as JSON', async () => {
+    const secrets = new SecretRegistry();
+    secrets.registerFromOptions({ san_password: 'dump-canary-123' });
+    const backend = new Backend(
+      { name: 'd', options: { volume_backend_name: 'd', volume_driver: 'nonexistent', san_password: 'dump-canary-123', note: 'x dump-canary-123' } },
+      { store: new MemoryVolumeStore(), secrets, log: createLogger('test'), dataDir: '/tmp', rootHelper: '', outputAllBackendInfo: false, volumeLocks: new KeyedMutex() },
+    );
+    await backend.initialize();
+    const dump = JSON.stringify(backend);
+    expect(dump).not.toContain('dump-canary-123');
+    expect(JSON.parse(dump)).toMatchObject({ id: 'd', initialized: false, config: { san_password: '***', note: 'x ***' } });
+    expect(JSON.parse(dump).error).toMatch(/volume_driver "nonexistent" is not supported/);
+  });
+});
