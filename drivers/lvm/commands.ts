@@ -1,0 +1,142 @@
+/**
+ * The lvm commands and flags Cinder's LVM driver (os-brick's local_dev/lvm.py) runs, and parsers
+ * for their output. Pure functions: the driver adds the runner, the tests feed real output.
+ */
+export interface LvmCommandContext {
+  volumeGroup: string;
+  /** Directory of lvm_conf_file when that file exists: exported as LVM_SYSTEM_DIR. */
+  lvmSystemDir?: string;
+  suppressFdWarnings: boolean;
+  /** Root helper argv ("sudo"), empty when commands already run as root. */
+  rootHelper: readonly string[];
+}
+
+/** Cinder's `env LC_ALL=C` prefix, with LVM_SYSTEM_DIR when an lvm.conf is configured. */
+export function lvmPrefix(context: LvmCommandContext): string[] {
+  const env = ['env'];
+  if (context.lvmSystemDir) env.push(`LVM_SYSTEM_DIR=${context.lvmSystemDir}`);
+  if (context.suppressFdWarnings) env.push('LVM_SUPPRESS_FD_WARNINGS=1');
+  env.push('LC_ALL=C');
+  return [...context.rootHelper, ...env];
+}
+
+export function vgsCommand(context: LvmCommandContext): string[] {
+  return [
+    ...lvmPrefix(context),
+    'vgs', '--noheadings', '--unit=g', '-o', 'name,size,free,lv_count,uuid', '--separator', ':', '--nosuffix',
+    context.volumeGroup,
+  ];
+}
+
+/** Every LV of the group, or one LV when `lvName` is given. */
+export function lvsCommand(context: LvmCommandContext, lvName?: string): string[] {
+  return [
+    ...lvmPrefix(context),
+    'lvs', '--noheadings', '--unit=g', '-o', 'vg_name,name,size', '--nosuffix',
+    lvName ? `${context.volumeGroup}/${lvName}` : context.volumeGroup,
+  ];
+}
+
+export function thinPoolName(volumeGroup: string): string {
+  return `${volumeGroup}-pool`;
+}
+
+export function thinPoolUsageCommand(context: LvmCommandContext): string[] {
+  return [
+    ...lvmPrefix(context),
+    'lvs', '--noheadings', '--unit=g', '-o', 'size,data_percent', '--separator', ':', '--nosuffix',
+    `/dev/${context.volumeGroup}/${thinPoolName(context.volumeGroup)}`,
+  ];
+}
+
+export function createThickCommand(context: LvmCommandContext, lvName: string, sizeGb: number, mirrors: number): string[] {
+  const command = [...lvmPrefix(context), 'lvcreate', '-n', lvName, context.volumeGroup, '-L', `${sizeGb}g`];
+  if (mirrors > 0) command.push('-m', String(mirrors), '--nosync', '--mirrorlog', 'mirrored');
+  return command;
+}
+
+export function createThinCommand(context: LvmCommandContext, lvName: string, sizeGb: number): string[] {
+  return [
+    ...lvmPrefix(context),
+    'lvcreate', '-T', '-V', `${sizeGb}g`, '-n', lvName, `${context.volumeGroup}/${thinPoolName(context.volumeGroup)}`,
+  ];
+}
+
+/** Cinder sizes a new thin pool at 95% of the group's free space. */
+export function createThinPoolCommand(context: LvmCommandContext, vgFreeGb: number): string[] {
+  const sizeGb = Math.floor(vgFreeGb * 0.95 * 100) / 100;
+  return [...lvmPrefix(context), 'lvcreate', '-T', '-L', `${sizeGb}g`, `${context.volumeGroup}/${thinPoolName(context.volumeGroup)}`];
+}
+
+export function extendCommand(context: LvmCommandContext, lvName: string, newSizeGb: number): string[] {
+  return [...lvmPrefix(context), 'lvextend', '-L', `${newSizeGb}g`, `${context.volumeGroup}/${lvName}`];
+}
+
+export function removeCommand(context: LvmCommandContext, lvName: string): string[] {
+  return [
+    ...lvmPrefix(context),
+    'lvremove', '--config', 'activation { retry_deactivation = 1} devices { ignore_suspended_devices = 1}', '-f',
+    `${context.volumeGroup}/${lvName}`,
+  ];
+}
+
+/** Lists device-mapper targets the kernel offers ("thin-pool" among them where thin works). */
+export function dmTargetsCommand(context: LvmCommandContext): string[] {
+  return [...context.rootHelper, 'dmsetup', 'targets'];
+}
+
+export interface VolumeGroupInfo {
+  name: string;
+  sizeGb: number;
+  freeGb: number;
+  lvCount: number;
+  uuid: string;
+}
+
+export interface LogicalVolumeInfo {
+  vg: string;
+  name: string;
+  sizeGb: number;
+}
+
+/** Parses `vgs ... --separator : --nosuffix` lines; LVM's warnings go to stderr, not here. */
+export function parseVgs(stdout: string): VolumeGroupInfo[] {
+  return dataLines(stdout).map((line) => {
+    const [name, size, free, lvCount, uuid] = line.split(':');
+    return { name: name!, sizeGb: number(size), freeGb: number(free), lvCount: Number.parseInt(lvCount ?? '0', 10), uuid: uuid ?? '' };
+  });
+}
+
+export function parseLvs(stdout: string): LogicalVolumeInfo[] {
+  return dataLines(stdout).map((line) => {
+    const [vg, name, size] = line.split(/\s+/);
+    return { vg: vg!, name: name!, sizeGb: number(size) };
+  });
+}
+
+export function parseThinPoolUsage(stdout: string): { sizeGb: number; dataPercent: number } {
+  const [size, percent] = (dataLines(stdout)[0] ?? '').split(':');
+  return { sizeGb: number(size), dataPercent: percent && percent.trim() ? number(percent) : 0 };
+}
+
+/** stderr without LVM's warnings and fd-leak notices, which are not failures. */
+export function lvmErrorText(stderr: string): string {
+  const lines = stderr
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line && !/^WARNING:/i.test(line) && !/^File descriptor \d+ .* leaked/.test(line));
+  return lines.join('; ') || 'no error text';
+}
+
+function dataLines(stdout: string): string[] {
+  return stdout
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line.length > 0);
+}
+
+function number(text: string | undefined): number {
+  const value = Number.parseFloat((text ?? '').trim().replace(',', '.'));
+  if (!Number.isFinite(value)) throw new Error(`unexpected lvm output: "${text}" is not a number`);
+  return value;
+}

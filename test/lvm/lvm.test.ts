@@ -1,0 +1,226 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { defineBackendScenarios } from '../helpers/scenarios.js';
+import { startMcpServer } from '../helpers/server.js';
+import { lvmPrerequisites, makeSshd, makeVolumeGroup, type SshdFixture, type VolumeGroupFixture } from './fixtures.js';
+
+const missing = lvmPrerequisites();
+const inCi = process.env.CI === 'true';
+
+/** cinderlib's LVM example, verbatim; the tests add only what this machine needs. */
+const SEED_BACKEND = {
+  volume_backend_name: 'lvm',
+  volume_driver: 'cinder.volume.drivers.lvm.LVMVolumeDriver',
+  volume_group: 'cinder-volumes',
+  target_protocol: 'iscsi',
+  target_helper: 'lioadm',
+};
+
+if (missing && !inCi) {
+  describe.skip(`LVM driver against real LVM and sshd (${missing})`, () => {
+    it('runs where its prerequisites are', () => undefined);
+  });
+} else if (missing) {
+  describe('LVM driver against real LVM and sshd', () => {
+    it('has its prerequisites under CI', () => {
+      throw new Error(`the LVM suite ${missing}; .ci/run must install them`);
+    });
+  });
+} else {
+  let vg: VolumeGroupFixture;
+  let sshd: SshdFixture;
+  let knownHosts: string;
+
+  beforeAll(async () => {
+    vg = makeVolumeGroup('cinder-volumes');
+    vg.lvm('lvcreate', '-n', 'foreign-lv', '-L', '1g', 'cinder-volumes'); // somebody else's LV
+    sshd = await makeSshd();
+    knownHosts = join(vg.dir, 'ssh_known_hosts');
+  });
+  afterAll(async () => {
+    await sshd?.cleanup();
+    vg?.cleanup();
+  });
+
+  const local = () => ({ backends: [{ ...SEED_BACKEND, lvm_conf_file: vg.lvmConfFile }] });
+  const remote = (extra: Record<string, unknown> = {}) => ({
+    backends: [
+      {
+        ...SEED_BACKEND,
+        lvm_conf_file: vg.lvmConfFile,
+        san_ip: '127.0.0.1',
+        san_ssh_port: sshd.port,
+        san_login: 'root',
+        san_private_key: sshd.clientKey,
+        ssh_hosts_key_file: knownHosts,
+        ...extra,
+      },
+    ],
+  });
+
+  defineBackendScenarios({ label: 'LVM on this host', backend: 'lvm', makeConfig: local });
+  defineBackendScenarios({ label: 'LVM over SSH', backend: 'lvm', makeConfig: () => remote() });
+
+  describe('LVM on this host, specifics', () => {
+    it('reports stats in the shape of Cinder\'s LVM driver, counting LVs that are not ours', async () => {
+      const server = await startMcpServer(local());
+      try {
+        const { stats } = (await server.call('get_stats', { backend: 'lvm' })).data;
+        expect(stats).toMatchObject({ vendor_name: 'Open Source', driver_version: '3.0.0', storage_protocol: 'iSCSI', volume_backend_name: 'lvm' });
+        const [pool] = stats.pools;
+        expect(pool).toMatchObject({ pool_name: 'lvm', thin_provisioning_support: false, thick_provisioning_support: true, QoS_support: false, reserved_percentage: 0, max_over_subscription_ratio: 20 });
+        expect(pool.location_info).toMatch(/^LVMVolumeDriver:[^:]+:cinder-volumes:default:0$/);
+        expect(pool.total_capacity_gb).toBeGreaterThan(39);
+        expect(pool.provisioned_capacity_gb).toBeCloseTo(pool.total_capacity_gb - pool.free_capacity_gb, 2);
+        expect(pool.total_volumes).toBe(vg.lvNames().length);
+        // lvm_type defaults to auto: thick here, and the stats say why.
+        expect(pool.provisioning).toMatch(/^thick \(lvm_type: auto, because /);
+      } finally {
+        await server.close();
+      }
+    });
+
+    it('leaves the foreign LV alone and never lists it', async () => {
+      const server = await startMcpServer(local());
+      try {
+        const created = await server.call('create_volume', { backend: 'lvm', size: 1 });
+        expect(vg.lvNames()).toEqual(expect.arrayContaining(['foreign-lv', `volume-${created.data.id}`]));
+        const listed = await server.call('list_volumes', { backend: 'lvm' });
+        expect(JSON.stringify(listed.data)).not.toContain('foreign-lv');
+        await server.call('delete_volume', { volume_id: created.data.id });
+        expect(vg.lvNames()).toContain('foreign-lv');
+        expect(vg.lvNames()).not.toContain(`volume-${created.data.id}`);
+      } finally {
+        await server.close();
+      }
+    });
+
+    it('runs nothing from names and descriptions full of shell metacharacters', async () => {
+      const flag = join(vg.dir, 'pwned');
+      const server = await startMcpServer(remote());
+      try {
+        const created = await server.call('create_volume', {
+          backend: 'lvm',
+          size: 1,
+          name: `$(touch ${flag}); \`touch ${flag}\` | touch ${flag} && touch ${flag}`,
+          description: `'; touch ${flag}; echo '\n$(touch ${flag})`,
+        });
+        expect(created.isError, created.text).toBe(false);
+        expect(existsSync(flag)).toBe(false);
+        expect(vg.lvNames()).toContain(`volume-${created.data.id}`);
+        await server.call('delete_volume', { volume_id: created.data.id });
+      } finally {
+        await server.close();
+      }
+    });
+
+    it('refuses an oversize create before lvcreate runs, leaving no LV', async () => {
+      const server = await startMcpServer(local());
+      try {
+        const before = vg.lvNames();
+        const refused = await server.call('create_volume', { backend: 'lvm', size: 500 });
+        expect(refused.text).toMatch(/^OUT_OF_CAPACITY: a 500 GiB volume does not fit in backend "lvm" pool "lvm": [\d.]+ GiB of room left \(thick pool/);
+        expect(vg.lvNames()).toEqual(before);
+        const listed = await server.call('list_volumes', { backend: 'lvm', status: 'error' });
+        expect(listed.data.volumes).toEqual([]);
+      } finally {
+        await server.close();
+      }
+    });
+
+    it('names the missing volume group, and thin mode says what this host cannot do', async () => {
+      const thinPossible = (() => {
+        try {
+          return /^thin-pool\s/m.test(execFileSync('dmsetup', ['targets'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }));
+        } catch {
+          return false;
+        }
+      })();
+      const server = await startMcpServer({
+        backends: [
+          { ...SEED_BACKEND, volume_backend_name: 'nogroup', volume_group: 'no-such-vg', lvm_conf_file: vg.lvmConfFile },
+          { ...SEED_BACKEND, volume_backend_name: 'thin', lvm_type: 'thin', lvm_conf_file: vg.lvmConfFile },
+        ],
+      });
+      try {
+        const { backends } = (await server.call('list_backends')).data;
+        const nogroup = backends.find((b: { id: string }) => b.id === 'nogroup');
+        expect(nogroup.initialized).toBe(false);
+        expect(nogroup.error).toMatch(/volume group "no-such-vg" does not exist on this host/);
+        const thin = backends.find((b: { id: string }) => b.id === 'thin');
+        if (thinPossible) {
+          expect(thin.initialized).toBe(true);
+        } else {
+          expect(thin.initialized).toBe(false);
+          expect(thin.error).toMatch(/lvm_type is thin but the thin pool cinder-volumes\/cinder-volumes-pool cannot be created on this host: .+; use lvm_type: default or auto/);
+        }
+        const refused = await server.call('create_volume', { backend: 'nogroup', size: 1 });
+        expect(refused.text).toMatch(/^BACKEND_UNAVAILABLE: backend "nogroup" is not initialized: /);
+      } finally {
+        await server.close();
+      }
+    });
+  });
+
+  describe('LVM over SSH, specifics', () => {
+    it('trusts a new host on first use and records its key', async () => {
+      rmSync(knownHosts, { force: true });
+      const server = await startMcpServer(remote());
+      try {
+        expect((await server.call('get_stats', { backend: 'lvm' })).isError).toBe(false);
+        const recorded = readFileSync(knownHosts, 'utf8');
+        expect(recorded).toContain(`[127.0.0.1]:${sshd.port} ${sshd.hostPublicKey.split(' ').slice(0, 2).join(' ')}`);
+      } finally {
+        await server.close();
+      }
+    });
+
+    it('recovers from a dropped connection', async () => {
+      const server = await startMcpServer(remote({ ssh_min_pool_conn: 1, ssh_max_pool_conn: 2 }));
+      try {
+        const first = await server.call('create_volume', { backend: 'lvm', size: 1 });
+        expect(first.isError, first.text).toBe(false);
+        await sshd.stop(); // every pooled connection dies
+        await sshd.start();
+        const second = await server.call('create_volume', { backend: 'lvm', size: 1 });
+        expect(second.isError, second.text).toBe(false);
+        expect(vg.lvNames()).toEqual(expect.arrayContaining([`volume-${first.data.id}`, `volume-${second.data.id}`]));
+        expect(server.stderr()).toMatch(/was lost .*reconnecting/);
+        for (const volume of [first, second]) expect((await server.call('delete_volume', { volume_id: volume.data.id })).isError).toBe(false);
+      } finally {
+        await server.close();
+      }
+    });
+
+    it('refuses a changed host key, and an unknown host under the strict policy', async () => {
+      const impostor = join(vg.dir, 'impostor');
+      execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', impostor]);
+      const changed = join(vg.dir, 'changed_known_hosts');
+      writeFileSync(changed, `[127.0.0.1]:${sshd.port} ${readFileSync(`${impostor}.pub`, 'utf8').split(' ').slice(0, 2).join(' ')}\n`);
+      const strictFile = join(vg.dir, 'empty_known_hosts');
+      writeFileSync(strictFile, '');
+      const server = await startMcpServer({
+        backends: [
+          { ...remote({ ssh_hosts_key_file: changed }).backends[0], volume_backend_name: 'changed' },
+          { ...remote({ ssh_hosts_key_file: strictFile, strict_ssh_host_key_policy: true }).backends[0], volume_backend_name: 'strict' },
+          { ...remote({ san_ssh_port: 1 }).backends[0], volume_backend_name: 'unreachable' },
+        ],
+      });
+      try {
+        const { backends } = (await server.call('list_backends')).data;
+        const byId = Object.fromEntries(backends.map((b: { id: string }) => [b.id, b]));
+        expect(byId.changed.initialized).toBe(false);
+        expect(byId.changed.error).toMatch(/the ssh-ed25519 host key of \[127\.0\.0\.1\]:\d+ has changed .*refusing to connect/);
+        expect(byId.strict.initialized).toBe(false);
+        expect(byId.strict.error).toMatch(/is not in .*empty_known_hosts and strict_ssh_host_key_policy is on/);
+        expect(byId.unreachable.initialized).toBe(false);
+        expect(byId.unreachable.error).toMatch(/cannot reach root@127\.0\.0\.1:1: ECONNREFUSED/);
+        expect(readFileSync(strictFile, 'utf8')).toBe(''); // nothing recorded under the strict policy
+      } finally {
+        await server.close();
+      }
+    });
+  });
+}
