@@ -114,7 +114,7 @@ describe('XtremIO specifics', () => {
       const id = /record ([0-9a-f-]{36})/.exec(gaveUp.text)![1]!;
       expect((await server.call('get_volume', { volume_id: id })).data.status).toBe('error');
       expect((await server.call('delete_volume', { volume_id: id })).isError).toBe(false);
-      xms.answerServerError(1); // not "busy": no retry, a clear failure
+      xms.answerServerError(1, 'PUT'); // not "busy": no retry, a clear failure
       const broken = await server.call('extend_volume', { volume_id: patient.data.id, new_size: 2 });
       expect(broken.text).toMatch(/^BACKEND_UNAVAILABLE: backend "xtremio": extend volume .* failed: HTTP 500: internal_error/);
       await server.call('delete_volume', { volume_id: patient.data.id });

@@ -43,6 +43,7 @@ export class XmsEmulator {
   private busyAnswers = 0;
   private busyMethod?: string;
   private errorAnswers = 0;
+  private errorMethod?: string;
   private echoHeaders = false;
   private readonly clusterVersion: string;
   private readonly xmsVersion: string;
@@ -91,9 +92,10 @@ export class XmsEmulator {
     this.busyMethod = method;
   }
 
-  /** The next `count` requests answer HTTP 500. */
-  answerServerError(count: number): void {
+  /** The next `count` requests (of `method` only, when given) answer HTTP 500. */
+  answerServerError(count: number, method?: string): void {
     this.errorAnswers = count;
+    this.errorMethod = method;
   }
 
   /** Error bodies echo the request headers (Authorization included), to prove nothing leaks. */
@@ -126,7 +128,7 @@ export class XmsEmulator {
       this.busyAnswers--;
       return fail('system_is_busy');
     }
-    if (this.errorAnswers > 0) {
+    if (this.errorAnswers > 0 && (!this.errorMethod || this.errorMethod === req.method)) {
       this.errorAnswers--;
       return fail('internal_error', 500);
     }
