@@ -61,8 +61,9 @@ const TLS_ERROR_CODES = new Set([
   'ERR_TLS_CERT_ALTNAME_INVALID',
 ]);
 
+/** A 400 from an array is a request the driver made that the array refused, not a bad tool argument. */
 const STATUS_CODES: Array<[(status: number) => boolean, ErrorCode]> = [
-  [(s) => s === 400 || s === 422, 'INVALID_ARGUMENT'],
+  [(s) => s === 400 || s === 422, 'BACKEND_UNAVAILABLE'],
   [(s) => s === 401 || s === 403, 'BACKEND_UNAVAILABLE'],
   [(s) => s === 404, 'NOT_FOUND'],
   [(s) => s === 409, 'ALREADY_EXISTS'],

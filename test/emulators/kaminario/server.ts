@@ -1,0 +1,227 @@
+import { createServer, type Server } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { makeTestCertificates, type TestCertificates } from '../../helpers/tls.js';
+
+/**
+ * A Kaminario K2 REST API emulator, written from the API as Cinder's Kaminario driver and the
+ * vendor's krest client use it (no vendor code): GET /api/v2 lists resources with their URLs;
+ * searches answer {hits, total, limit, offset} and page with __limit/__offset; objects are
+ * created by POST, updated by PATCH, removed by DELETE on <url>/<id>; references travel as
+ * {"ref": "/volume_groups/<id>"}; errors are JSON {"error_msg", "error_code"}. Sizes and
+ * capacities are KiB; provisioned capacity moves as volumes come and go.
+ */
+export interface K2EmulatorOptions {
+  username?: string;
+  password?: string;
+  restApiVersion?: string;
+  totalGb?: number;
+  freeGb?: number;
+}
+
+type K2Object = Record<string, unknown> & { id: number; name?: string };
+
+const KIB_PER_GIB = 1024 * 1024;
+
+const RESOURCES: Record<string, string> = {
+  volumes: '/volumes',
+  volume_groups: '/volume_groups',
+  'system/state': '/system/state',
+  'system/capacity': '/system/capacity',
+  hosts: '/hosts',
+  mappings: '/mappings',
+  snapshots: '/snapshots',
+  retention_policies: '/retention_policies',
+};
+
+export interface Fault {
+  /** HTTP status to answer instead. */
+  status: number;
+  method?: string;
+  /** Resource name, e.g. "volumes". */
+  resource?: string;
+  count: number;
+  message?: string;
+}
+
+export class K2Emulator {
+  readonly username: string;
+  readonly password: string;
+  readonly certs: TestCertificates;
+  readonly requests: string[] = [];
+  readonly objects = new Map<string, Map<number, K2Object>>();
+  port = 0;
+  private server?: Server;
+  private nextId = 100;
+  private faults: Fault[] = [];
+  private echoHeaders = false;
+  private readonly restApiVersion: string;
+  private readonly totalKib: number;
+  private readonly freeKib: number;
+
+  constructor(options: K2EmulatorOptions = {}) {
+    this.username = options.username ?? 'admin';
+    this.password = options.password ?? 'k2-password';
+    this.restApiVersion = options.restApiVersion ?? '2.2.0';
+    this.totalKib = (options.totalGb ?? 20_000) * KIB_PER_GIB;
+    this.freeKib = (options.freeGb ?? 18_000) * KIB_PER_GIB;
+    for (const resource of Object.keys(RESOURCES)) this.objects.set(resource, new Map());
+    // The array's own volume, which Cinder's driver subtracts from total_volumes.
+    this.put('volumes', { name: 'k2-internal', size: 1 * KIB_PER_GIB, volume_group: null });
+    this.put('retention_policies', { name: 'Best_Effort_Retention' });
+    this.certs = makeTestCertificates();
+  }
+
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<this> {
+    this.server = createServer({ cert: this.certs.cert, key: this.certs.key }, (req, res) => void this.handle(req, res));
+    await new Promise<void>((resolve) => this.server!.listen(this.port, '127.0.0.1', resolve));
+    this.port = (this.server.address() as AddressInfo).port;
+    return this;
+  }
+
+  async cleanup(): Promise<void> {
+    if (this.server) {
+      this.server.closeAllConnections();
+      await new Promise((resolve) => this.server!.close(resolve));
+    }
+    this.certs.cleanup();
+  }
+
+  /** Answers matching requests with `status` (503 = busy, 400 = a refusal) `count` times. */
+  inject(fault: Fault): void {
+    this.faults.push({ ...fault });
+  }
+
+  clearFaults(): void {
+    this.faults = [];
+  }
+
+  echoRequestHeaders(on: boolean): void {
+    this.echoHeaders = on;
+  }
+
+  named(resource: string, name: string): K2Object | undefined {
+    return [...this.objects.get(resource)!.values()].find((object) => object.name === name);
+  }
+
+  provisionedKib(): number {
+    return [...this.objects.get('volumes')!.values()].reduce((sum, volume) => sum + Number(volume.size ?? 0), 0);
+  }
+
+  private put(resource: string, attributes: Record<string, unknown>): K2Object {
+    const object = { ...attributes, id: this.nextId++ } as K2Object;
+    this.objects.get(resource)!.set(object.id, object);
+    return object;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'https://k2');
+    this.requests.push(`${req.method} ${url.pathname}${url.search}`);
+    const body = await readBody(req);
+    const send = (status: number, payload?: unknown) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(payload === undefined ? '' : JSON.stringify(payload));
+    };
+    const fail = (status: number, message: string) =>
+      send(status, { error_msg: message, error_code: status, ...(this.echoHeaders ? { request_headers: req.headers } : {}) });
+
+    const expected = `Basic ${Buffer.from(`${this.username}:${this.password}`).toString('base64')}`;
+    if (req.headers.authorization !== expected) return fail(401, 'Authentication credentials were not provided or are incorrect');
+
+    if (url.pathname === '/api/v2' || url.pathname === '/api/v2/') {
+      return send(200, { resources: Object.fromEntries(Object.entries(RESOURCES).map(([name, path]) => [name, { url: path }])) });
+    }
+    const path = url.pathname.replace(/^\/api\/v2/, '');
+    const resource = Object.keys(RESOURCES).sort((a, b) => b.length - a.length).find((name) => path === RESOURCES[name] || path.startsWith(`${RESOURCES[name]}/`));
+    if (!resource) return fail(404, `No such resource: ${path}`);
+    const idText = path.slice(RESOURCES[resource]!.length + 1);
+    const id = idText ? Number(idText) : undefined;
+
+    const fault = this.faults.find((f) => f.count > 0 && (!f.method || f.method === req.method) && (!f.resource || f.resource === resource));
+    if (fault) {
+      fault.count--;
+      return fail(fault.status, fault.message ?? (fault.status >= 500 ? 'System is busy, try again later' : 'Request refused'));
+    }
+
+    if (resource === 'system/state') {
+      if (req.method !== 'GET') return fail(405, 'Method not allowed');
+      return send(200, { hits: [{ id: 1, rest_api_version: this.restApiVersion, system_version: '6.1.0', state: 'online' }], total: 1, limit: 100, offset: 0 });
+    }
+    if (resource === 'system/capacity') {
+      if (req.method !== 'GET') return fail(405, 'Method not allowed');
+      const provisioned = this.provisionedKib();
+      return send(200, {
+        hits: [{ id: 1, total: this.totalKib, free: this.freeKib, provisioned, provisioned_volumes: provisioned, provisioned_snapshots: 0 }],
+        total: 1, limit: 100, offset: 0,
+      });
+    }
+
+    const table = this.objects.get(resource)!;
+    switch (req.method) {
+      case 'GET': {
+        if (id !== undefined) {
+          const object = table.get(id);
+          return object ? send(200, object) : fail(404, `${resource} ${id} not found`);
+        }
+        let hits = [...table.values()];
+        for (const [key, value] of url.searchParams) {
+          if (key.startsWith('__')) continue;
+          const field = key.endsWith('.ref') ? key.slice(0, -4) : key;
+          hits = hits.filter((object) => {
+            const actual = object[field];
+            return actual && typeof actual === 'object' ? (actual as { ref?: string }).ref === value : String(actual) === value;
+          });
+        }
+        const limit = Number(url.searchParams.get('__limit') ?? 100);
+        const offset = Number(url.searchParams.get('__offset') ?? 0);
+        return send(200, { hits: hits.slice(offset, offset + limit), total: hits.length, limit, offset });
+      }
+      case 'POST': {
+        if (typeof body.name !== 'string' || !body.name) return fail(400, 'name: This field is required.');
+        if (this.named(resource, body.name)) return fail(409, `${resource} with name ${body.name} already exists`);
+        if (resource === 'volumes') {
+          const ref = (body.volume_group as { ref?: string } | undefined)?.ref;
+          const groupId = ref?.startsWith('/volume_groups/') ? Number(ref.split('/').pop()) : NaN;
+          if (!this.objects.get('volume_groups')!.has(groupId)) return fail(400, `volume_group: Invalid reference ${ref}`);
+          if (typeof body.size !== 'number' || body.size <= 0) return fail(400, 'size: A valid integer is required.');
+        }
+        return send(201, this.put(resource, body));
+      }
+      case 'PATCH': {
+        const object = id !== undefined ? table.get(id) : undefined;
+        if (!object) return fail(404, `${resource} ${idText} not found`);
+        if (resource === 'volumes' && typeof body.size === 'number' && body.size < Number(object.size)) return fail(400, 'size: Volume size cannot be reduced');
+        Object.assign(object, body);
+        return send(200, object);
+      }
+      case 'DELETE': {
+        const object = id !== undefined ? table.get(id) : undefined;
+        if (!object) return fail(404, `${resource} ${idText} not found`);
+        if (resource === 'volume_groups') {
+          const members = [...this.objects.get('volumes')!.values()].filter((v) => (v.volume_group as { ref?: string } | null)?.ref === `/volume_groups/${object.id}`);
+          if (members.length > 0) return fail(400, `Volume group ${object.name} is not empty`);
+        }
+        table.delete(object.id);
+        return send(204);
+      }
+      default:
+        return fail(405, 'Method not allowed');
+    }
+  }
+}
+
+async function readBody(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(chunk as Buffer);
+  if (chunks.length === 0) return {};
+  try {
+    const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    return parsed && typeof parsed === 'object' ? parsed : {};
+  } catch {
+    return {};
+  }
+}
