@@ -1,4 +1,5 @@
 import type { PoolStats } from '../drivers/types.js';
+import { roundGb } from '../drivers/units.js';
 
 /**
  * Cinder's capacity filter (cinder/scheduler/filters/capacity_filter.py), applied before a create
@@ -26,21 +27,21 @@ export function checkCapacity(pool: PoolStats, sizeGb: number, pendingGb = 0): C
     const provisioned = (pool.provisioned_capacity_gb ?? pool.allocated_capacity_gb ?? 0) + pendingGb;
     const byRatio = total * ratio - provisioned;
     const byFree = usableFree * ratio;
-    const roomGb = round(Math.max(0, Math.min(byRatio, byFree)));
+    const roomGb = roundGb(Math.max(0, Math.min(byRatio, byFree)));
     return {
       fits: sizeGb <= roomGb,
       roomGb,
       explanation:
-        `thin pool: ${round(total)} GiB total x ${ratio} over-subscription - ${round(provisioned)} GiB provisioned` +
-        (byFree < byRatio ? `, limited by ${round(Math.max(0, usableFree))} GiB free x ${ratio}` : '') +
+        `thin pool: ${roundGb(total)} GiB total x ${ratio} over-subscription - ${roundGb(provisioned)} GiB provisioned` +
+        (byFree < byRatio ? `, limited by ${roundGb(Math.max(0, usableFree))} GiB free x ${ratio}` : '') +
         (reservedGb ? ` (${pool.reserved_percentage}% reserved)` : ''),
     };
   }
-  const roomGb = round(Math.max(0, usableFree));
+  const roomGb = roundGb(Math.max(0, usableFree));
   return {
     fits: sizeGb <= roomGb,
     roomGb,
-    explanation: `thick pool: ${round(free)} GiB free` + (reservedGb ? ` - ${reservedGb} GiB reserved (${pool.reserved_percentage}%)` : '') + (pendingGb ? ` - ${pendingGb} GiB being created` : ''),
+    explanation: `thick pool: ${roundGb(free)} GiB free` + (reservedGb ? ` - ${reservedGb} GiB reserved (${pool.reserved_percentage}%)` : '') + (pendingGb ? ` - ${pendingGb} GiB being created` : ''),
   };
 }
 
@@ -49,6 +50,3 @@ function overSubscriptionRatio(value: number | string): number {
   return Number.isFinite(ratio) && ratio >= 1 ? ratio : 1;
 }
 
-function round(value: number): number {
-  return Math.round(value * 100) / 100;
-}

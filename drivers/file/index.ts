@@ -5,12 +5,12 @@ import { StorageError } from '../../src/errors.js';
 import { defaultVolumesDir } from '../../src/paths.js';
 import { capacityOptions, stringOption } from '../options.js';
 import { defineDriver, type BackendStats, type DriverContext, type VolumeDriver, type VolumeRef } from '../types.js';
+import { BYTES_PER_GIB, roundGb } from '../units.js';
 
 /**
  * The embedded default: each volume is a sparse raw image file `volume-<id>` in volumes_dir.
  * Capacity comes from the real filesystem (statfs); sparse files make the pool thin.
  */
-const GiB = 1024 ** 3;
 const VOLUME_FILE = /^volume-[0-9a-f-]{36}$/;
 
 const options = {
@@ -44,15 +44,15 @@ class FileDriver implements VolumeDriver {
     for (const entry of await readdir(dir, { withFileTypes: true })) {
       if (!entry.isFile() || !VOLUME_FILE.test(entry.name)) continue;
       const info = await stat(join(dir, entry.name));
-      this.provisionedGb += Math.ceil(info.size / GiB);
+      this.provisionedGb += Math.ceil(info.size / BYTES_PER_GIB);
       this.volumeCount++;
     }
   }
 
   async getStats(): Promise<BackendStats> {
     const fs = await statfs(this.options.volumes_dir);
-    const total = (fs.blocks * fs.bsize) / GiB;
-    const free = (fs.bavail * fs.bsize) / GiB;
+    const total = (fs.blocks * fs.bsize) / BYTES_PER_GIB;
+    const free = (fs.bavail * fs.bsize) / BYTES_PER_GIB;
     return {
       volume_backend_name: this.context.backendName,
       vendor_name: 'Open Source',
@@ -61,8 +61,8 @@ class FileDriver implements VolumeDriver {
       pools: [
         {
           pool_name: this.context.backendName,
-          total_capacity_gb: round(total),
-          free_capacity_gb: round(free),
+          total_capacity_gb: roundGb(total),
+          free_capacity_gb: roundGb(free),
           provisioned_capacity_gb: this.provisionedGb,
           allocated_capacity_gb: this.provisionedGb,
           reserved_percentage: this.options.reserved_percentage,
@@ -89,7 +89,7 @@ class FileDriver implements VolumeDriver {
       throw this.failure('create', path, error);
     }
     try {
-      await handle.truncate(volume.size * GiB);
+      await handle.truncate(volume.size * BYTES_PER_GIB);
     } catch (error) {
       await handle.close();
       await unlink(path).catch(() => undefined);
@@ -104,7 +104,7 @@ class FileDriver implements VolumeDriver {
   async extendVolume(volume: VolumeRef, newSizeGb: number): Promise<void> {
     const path = this.pathOf(volume);
     try {
-      await truncate(path, newSizeGb * GiB);
+      await truncate(path, newSizeGb * BYTES_PER_GIB);
     } catch (error) {
       if (errorCode(error) === 'ENOENT') {
         throw new StorageError('NOT_FOUND', `backend "${this.context.backendName}": the image file ${path} is missing, so it cannot be extended`);
@@ -118,7 +118,7 @@ class FileDriver implements VolumeDriver {
     const path = this.pathOf(volume);
     let sizeGb: number;
     try {
-      sizeGb = Math.ceil((await stat(path)).size / GiB);
+      sizeGb = Math.ceil((await stat(path)).size / BYTES_PER_GIB);
       await unlink(path);
     } catch (error) {
       if (errorCode(error) === 'ENOENT') return; // already gone counts as deleted
@@ -147,9 +147,6 @@ function errorCode(error: unknown): string {
   return (error as NodeJS.ErrnoException)?.code ?? String(error);
 }
 
-function round(value: number): number {
-  return Math.round(value * 100) / 100;
-}
 
 export default defineDriver({
   summary: 'Sparse raw image files in a local directory; the embedded default.',

@@ -3,6 +3,7 @@ import { StorageError, type ErrorCode } from '../../src/errors.js';
 import { RestClient, httpsOrigin, type RestResponse } from '../../src/http/client.js';
 import { boolOption, capacityOptions, intOption, sanOptions, stringOption, textOption, tlsOptions } from '../options.js';
 import { defineDriver, type BackendStats, type DriverContext, type VolumeDriver, type VolumeRef } from '../types.js';
+import { KIB_PER_GIB, compareVersions, roundGb, versionNumbers } from '../units.js';
 
 /**
  * Kaminario K2 over its REST API (/api/v2), spoken directly the way Cinder's Kaminario driver
@@ -13,7 +14,6 @@ import { defineDriver, type BackendStats, type DriverContext, type VolumeDriver,
  */
 const DRIVER_VERSION = '1.0';
 const K2_MIN_VERSION = [2, 2, 0];
-const KIB_PER_GIB = 1024 * 1024;
 
 const options = {
   san_ip: stringOption('Address of the K2 array, optionally host:port.', { required: true }),
@@ -116,14 +116,14 @@ class KaminarioDriver implements VolumeDriver {
         : this.options.max_over_subscription_ratio;
     const pool = {
       QoS_support: false,
-      free_capacity_gb: round(capacity.free / KIB_PER_GIB),
-      total_capacity_gb: round(capacity.total / KIB_PER_GIB),
+      free_capacity_gb: roundGb(capacity.free / KIB_PER_GIB),
+      total_capacity_gb: roundGb(capacity.total / KIB_PER_GIB),
       thin_provisioning_support: true,
       sparse_copy_volume: true,
       total_volumes: Math.max(0, volumes.total - 1), // as Cinder: the K2 counts one volume of its own
       thick_provisioning_support: false,
-      provisioned_capacity_gb: round(capacity.provisioned_volumes / KIB_PER_GIB),
-      max_over_subscription_ratio: round(ratio),
+      provisioned_capacity_gb: roundGb(capacity.provisioned_volumes / KIB_PER_GIB),
+      max_over_subscription_ratio: roundGb(ratio),
       reserved_percentage: this.options.reserved_percentage,
     };
     return {
@@ -245,21 +245,8 @@ function k2VolumeName(volumeId: string): string {
   return `cv-${volumeId}`;
 }
 
-function versionNumbers(text: string): number[] {
-  return text.split('.').map((part) => Number.parseInt(part, 10) || 0);
-}
 
-function compareVersions(a: number[], b: number[]): number {
-  for (let i = 0; i < Math.max(a.length, b.length); i++) {
-    const difference = (a[i] ?? 0) - (b[i] ?? 0);
-    if (difference !== 0) return difference;
-  }
-  return 0;
-}
 
-function round(value: number): number {
-  return Math.round(value * 100) / 100;
-}
 
 export default defineDriver({
   summary: "Kaminario K2 over its REST API, as Cinder's Kaminario iSCSI/FC drivers used it through krest (no krest needed).",

@@ -12,6 +12,7 @@ import {
   parseLvs, parseThinPoolUsage, parseVgs, removeCommand, thinPoolName, thinPoolUsageCommand, vgsCommand,
   type LvmCommandContext, type VolumeGroupInfo,
 } from './commands.js';
+import { roundGb } from '../units.js';
 
 /**
  * Cinder's LVM driver (cinder.volume.drivers.lvm.LVMVolumeDriver), run on this host or, when
@@ -149,13 +150,13 @@ class LvmDriver implements VolumeDriver {
     if (this.thin) {
       const pool = parseThinPoolUsage((await this.lvm(thinPoolUsageCommand(this.commands), 'read thin pool usage')).stdout);
       total = pool.sizeGb;
-      free = round(pool.sizeGb - (pool.sizeGb * pool.dataPercent) / 100);
+      free = roundGb(pool.sizeGb - (pool.sizeGb * pool.dataPercent) / 100);
       const poolName = thinPoolName(this.options.volume_group);
-      provisioned = round(volumes.filter((lv) => lv.name !== poolName).reduce((sum, lv) => sum + lv.sizeGb, 0));
+      provisioned = roundGb(volumes.filter((lv) => lv.name !== poolName).reduce((sum, lv) => sum + lv.sizeGb, 0));
     } else {
       total = group.sizeGb;
       free = group.freeGb;
-      provisioned = round(total - free);
+      provisioned = roundGb(total - free);
     }
     const host = this.options.san_ip ? splitHost(this.options.san_ip, this.options.san_ssh_port).host : hostname();
     return {
@@ -324,9 +325,6 @@ function splitHost(sanIp: string, defaultPort: number): { host: string; port: nu
   return { host: sanIp, port: defaultPort };
 }
 
-function round(value: number): number {
-  return Math.round(value * 100) / 100;
-}
 
 export default defineDriver({
   summary: "Cinder's LVM driver: logical volumes in a volume group, on this host or on san_ip over SSH.",

@@ -3,6 +3,7 @@ import { StorageError } from '../../src/errors.js';
 import { RestClient, httpsOrigin, type RestResponse } from '../../src/http/client.js';
 import { capacityOptions, intOption, sanOptions, stringOption, textOption, tlsOptions } from '../options.js';
 import { defineDriver, type BackendStats, type DriverContext, type VolumeDriver, type VolumeRef } from '../types.js';
+import { KIB_PER_GIB, compareVersions, roundGb, versionNumbers } from '../units.js';
 
 /**
  * Dell EMC XtremIO over the XMS JSON REST API, as Cinder's driver
@@ -12,7 +13,6 @@ import { defineDriver, type BackendStats, type DriverContext, type VolumeDriver,
  */
 const DRIVER_VERSION = '1.0.9';
 const MIN_XMS_VERSION = [3, 0, 0];
-const KIB_PER_GIB = 1024 * 1024;
 
 const OBJ_NOT_FOUND = 'obj_not_found';
 const VOL_NOT_UNIQUE = 'vol_obj_name_not_unique';
@@ -126,12 +126,12 @@ class XtremioDriver implements VolumeDriver {
     }
     const cluster = this.api === 'v2' ? await this.cluster(this.clusterName, 'v2') : await this.clusterByIndex();
     // Cinder: capacities arrive in KiB and are divided by units.Mi to give GiB.
-    const total = round(cluster['ud-ssd-space'] / KIB_PER_GIB);
-    const used = round(cluster['ud-ssd-space-in-use'] / KIB_PER_GIB);
+    const total = roundGb(cluster['ud-ssd-space'] / KIB_PER_GIB);
+    const used = roundGb(cluster['ud-ssd-space-in-use'] / KIB_PER_GIB);
     const capacity = {
       total_capacity_gb: total,
-      free_capacity_gb: round(total - used),
-      provisioned_capacity_gb: round(cluster['vol-size'] / KIB_PER_GIB),
+      free_capacity_gb: roundGb(total - used),
+      provisioned_capacity_gb: roundGb(cluster['vol-size'] / KIB_PER_GIB),
       max_over_subscription_ratio: this.options.max_over_subscription_ratio,
       thin_provisioning_support: true,
       thick_provisioning_support: false,
@@ -246,21 +246,8 @@ function isNotFound(response: RestResponse): boolean {
   return response.status === 400 && (arrayMessage(response)?.endsWith(OBJ_NOT_FOUND) ?? false);
 }
 
-function versionNumbers(text: string): number[] {
-  return (text.split('-')[0] ?? '').split('.').map((part) => Number.parseInt(part, 10) || 0);
-}
 
-function compareVersions(a: number[], b: number[]): number {
-  for (let i = 0; i < Math.max(a.length, b.length); i++) {
-    const difference = (a[i] ?? 0) - (b[i] ?? 0);
-    if (difference !== 0) return difference;
-  }
-  return 0;
-}
 
-function round(value: number): number {
-  return Math.round(value * 100) / 100;
-}
 
 export default defineDriver({
   summary: "Dell EMC XtremIO over the XMS REST API, as Cinder's XtremIO iSCSI/FC drivers use it.",

@@ -1,7 +1,5 @@
-import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { makeTestCertificates, type TestCertificates } from '../../helpers/tls.js';
+import { HttpsEmulator, sendJson } from '../https-emulator.js';
 
 /**
  * A Kaminario K2 REST API emulator, written from the API as Cinder's Kaminario driver and the
@@ -44,24 +42,16 @@ export interface Fault {
   message?: string;
 }
 
-export class K2Emulator {
-  readonly username: string;
-  readonly password: string;
-  readonly certs: TestCertificates;
-  readonly requests: string[] = [];
+export class K2Emulator extends HttpsEmulator {
   readonly objects = new Map<string, Map<number, K2Object>>();
-  port = 0;
-  private server?: Server;
   private nextId = 100;
   private faults: Fault[] = [];
-  private echoHeaders = false;
   private readonly restApiVersion: string;
   private readonly totalKib: number;
   private readonly freeKib: number;
 
   constructor(options: K2EmulatorOptions = {}) {
-    this.username = options.username ?? 'admin';
-    this.password = options.password ?? 'k2-password';
+    super(options.username ?? 'admin', options.password ?? 'k2-password');
     this.restApiVersion = options.restApiVersion ?? '2.2.0';
     this.totalKib = (options.totalGb ?? 20_000) * KIB_PER_GIB;
     this.freeKib = (options.freeGb ?? 18_000) * KIB_PER_GIB;
@@ -69,26 +59,6 @@ export class K2Emulator {
     // The array's own volume, which Cinder's driver subtracts from total_volumes.
     this.put('volumes', { name: 'k2-internal', size: 1 * KIB_PER_GIB, volume_group: null });
     this.put('retention_policies', { name: 'Best_Effort_Retention' });
-    this.certs = makeTestCertificates();
-  }
-
-  get address(): string {
-    return `127.0.0.1:${this.port}`;
-  }
-
-  async start(): Promise<this> {
-    this.server = createServer({ cert: this.certs.cert, key: this.certs.key }, (req, res) => void this.handle(req, res));
-    await new Promise<void>((resolve) => this.server!.listen(this.port, '127.0.0.1', resolve));
-    this.port = (this.server.address() as AddressInfo).port;
-    return this;
-  }
-
-  async cleanup(): Promise<void> {
-    if (this.server) {
-      this.server.closeAllConnections();
-      await new Promise((resolve) => this.server!.close(resolve));
-    }
-    this.certs.cleanup();
   }
 
   /** Answers matching requests with `status` (503 = busy, 400 = a refusal) `count` times. */
@@ -98,10 +68,6 @@ export class K2Emulator {
 
   clearFaults(): void {
     this.faults = [];
-  }
-
-  echoRequestHeaders(on: boolean): void {
-    this.echoHeaders = on;
   }
 
   named(resource: string, name: string): K2Object | undefined {
@@ -118,19 +84,12 @@ export class K2Emulator {
     return object;
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'https://k2');
-    this.requests.push(`${req.method} ${url.pathname}${url.search}`);
-    const body = await readBody(req);
-    const send = (status: number, payload?: unknown) => {
-      res.writeHead(status, { 'content-type': 'application/json' });
-      res.end(payload === undefined ? '' : JSON.stringify(payload));
-    };
+  protected handle(req: IncomingMessage, res: ServerResponse, url: URL, body: Record<string, unknown>): void {
+    const send = (status: number, payload?: unknown) => sendJson(res, status, payload);
     const fail = (status: number, message: string) =>
       send(status, { error_msg: message, error_code: status, ...(this.echoHeaders ? { request_headers: req.headers } : {}) });
 
-    const expected = `Basic ${Buffer.from(`${this.username}:${this.password}`).toString('base64')}`;
-    if (req.headers.authorization !== expected) return fail(401, 'Authentication credentials were not provided or are incorrect');
+    if (!this.authorized(req)) return fail(401, 'Authentication credentials were not provided or are incorrect');
 
     if (url.pathname === '/api/v2' || url.pathname === '/api/v2/') {
       return send(200, { resources: Object.fromEntries(Object.entries(RESOURCES).map(([name, path]) => [name, { url: path }])) });
@@ -211,17 +170,5 @@ export class K2Emulator {
       default:
         return fail(405, 'Method not allowed');
     }
-  }
-}
-
-async function readBody(req: IncomingMessage): Promise<Record<string, unknown>> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of req) chunks.push(chunk as Buffer);
-  if (chunks.length === 0) return {};
-  try {
-    const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-    return parsed && typeof parsed === 'object' ? parsed : {};
-  } catch {
-    return {};
   }
 }

@@ -1,7 +1,5 @@
-import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { makeTestCertificates, type TestCertificates } from '../../helpers/tls.js';
+import { HttpsEmulator, sendJson } from '../https-emulator.js';
 
 /**
  * An XtremIO Management Server (XMS) JSON REST API emulator, written from the API as Cinder's
@@ -30,60 +28,26 @@ interface XmsVolume {
 
 const KIB_PER_GIB = 1024 * 1024;
 
-export class XmsEmulator {
-  readonly username: string;
-  readonly password: string;
+export class XmsEmulator extends HttpsEmulator {
   readonly clusterName: string;
-  readonly certs: TestCertificates;
-  /** Every request seen, for assertions: "GET /api/json/v2/types/volumes?name=...". */
-  readonly requests: string[] = [];
   readonly volumes = new Map<string, XmsVolume>();
-  private server?: Server;
   private nextIndex = 1;
   private busyAnswers = 0;
   private busyMethod?: string;
   private errorAnswers = 0;
   private errorMethod?: string;
-  private echoHeaders = false;
   private readonly clusterVersion: string;
   private readonly xmsVersion: string;
   private readonly physicalKib: number;
   private readonly usedKib: number;
-  port = 0;
 
   constructor(options: XmsEmulatorOptions = {}) {
-    this.username = options.username ?? 'xtremio_user';
-    this.password = options.password ?? 'xms-password';
+    super(options.username ?? 'xtremio_user', options.password ?? 'xms-password');
     this.clusterName = options.clusterName ?? 'xtremio_cluster';
     this.clusterVersion = options.clusterVersion ?? '4.0.25-27';
     this.xmsVersion = options.xmsVersion ?? '4.2.4-10';
     this.physicalKib = (options.physicalGb ?? 8000) * KIB_PER_GIB;
     this.usedKib = (options.usedGb ?? 500) * KIB_PER_GIB;
-    this.certs = makeTestCertificates();
-  }
-
-  get address(): string {
-    return `127.0.0.1:${this.port}`;
-  }
-
-  async start(): Promise<this> {
-    this.server = createServer({ cert: this.certs.cert, key: this.certs.key }, (req, res) => void this.handle(req, res));
-    await new Promise<void>((resolve) => this.server!.listen(this.port, '127.0.0.1', resolve));
-    this.port = (this.server.address() as AddressInfo).port;
-    return this;
-  }
-
-  async stop(): Promise<void> {
-    if (this.server) {
-      this.server.closeAllConnections();
-      await new Promise((resolve) => this.server!.close(resolve));
-      this.server = undefined;
-    }
-  }
-
-  async cleanup(): Promise<void> {
-    await this.stop();
-    this.certs.cleanup();
   }
 
   /** The next `count` requests (of `method` only, when given) answer HTTP 400 system_is_busy. */
@@ -98,31 +62,18 @@ export class XmsEmulator {
     this.errorMethod = method;
   }
 
-  /** Error bodies echo the request headers (Authorization included), to prove nothing leaks. */
-  echoRequestHeaders(on: boolean): void {
-    this.echoHeaders = on;
-  }
-
   provisionedKib(): number {
     return [...this.volumes.values()].reduce((sum, volume) => sum + volume.sizeKib, 0);
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'https://xms');
-    this.requests.push(`${req.method} ${url.pathname}${url.search}`);
-    const body = await readBody(req);
-    const send = (status: number, payload: unknown) => {
-      res.writeHead(status, { 'content-type': 'application/json' });
-      res.end(payload === undefined ? '' : JSON.stringify(payload));
-    };
+  protected handle(req: IncomingMessage, res: ServerResponse, url: URL, body: Record<string, unknown>): void {
+    const send = (status: number, payload: unknown) => sendJson(res, status, payload);
     const fail = (message: string, status = 400) =>
       send(status, { message, error_code: status, ...(this.echoHeaders ? { request_headers: req.headers } : {}) });
 
-    const expected = `Basic ${Buffer.from(`${this.username}:${this.password}`).toString('base64')}`;
-    if (req.headers.authorization !== expected) {
-      res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Basic realm="XMS"' });
-      res.end(JSON.stringify({ message: 'Unauthorized', error_code: 401, ...(this.echoHeaders ? { request_headers: req.headers } : {}) }));
-      return;
+    if (!this.authorized(req)) {
+      const payload = { message: 'Unauthorized', error_code: 401, ...(this.echoHeaders ? { request_headers: req.headers } : {}) };
+      return sendJson(res, 401, payload, { 'www-authenticate': 'Basic realm="XMS"' });
     }
     if (this.busyAnswers > 0 && (!this.busyMethod || this.busyMethod === req.method)) {
       this.busyAnswers--;
@@ -219,16 +170,4 @@ function parseSize(value: unknown): number | undefined {
   if (!match) return undefined;
   const factor = { k: 1, m: 1024, g: 1024 ** 2, t: 1024 ** 3 }[match[2]!.toLowerCase() as 'k' | 'm' | 'g' | 't'];
   return Math.round(Number(match[1]) * factor);
-}
-
-async function readBody(req: IncomingMessage): Promise<Record<string, unknown>> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of req) chunks.push(chunk as Buffer);
-  if (chunks.length === 0) return {};
-  try {
-    const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-    return parsed && typeof parsed === 'object' ? parsed : {};
-  } catch {
-    return {};
-  }
 }
