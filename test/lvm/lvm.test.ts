@@ -2,8 +2,10 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/log.js';
+import { SshRunner } from '../../src/exec/ssh.js';
 import { defineBackendScenarios } from '../helpers/scenarios.js';
-import { startMcpServer } from '../helpers/server.js';
+import { BIN, startMcpServer } from '../helpers/server.js';
 import { lvmPrerequisites, makeSshd, makeVolumeGroup, type SshdFixture, type VolumeGroupFixture } from './fixtures.js';
 
 const missing = lvmPrerequisites();
@@ -165,6 +167,31 @@ if (missing && !inCi) {
   });
 
   describe('LVM over SSH, specifics', () => {
+    it('passes every argument to the remote shell literally', async () => {
+      const flag = join(vg.dir, 'quoted-pwned');
+      const runner = new SshRunner({
+        host: '127.0.0.1', port: sshd.port, username: 'root', privateKeyPath: sshd.clientKey, connectTimeoutMs: 10_000,
+        minConnections: 1, maxConnections: 1, knownHostsFile: join(vg.dir, 'runner_known_hosts'), strictHostKeyPolicy: false, log: createLogger('test'),
+      });
+      try {
+        const nasty = `it's $(touch ${flag}) \`touch ${flag}\`; touch ${flag} | "x" \\ * ~ \n end`;
+        const result = await runner.run(['printf', '%s', nasty], { operation: 'echo' });
+        expect(result).toEqual({ exitCode: 0, stdout: nasty, stderr: '' });
+        expect(existsSync(flag)).toBe(false);
+      } finally {
+        await runner.close();
+      }
+    });
+
+    it('check prints which provisioning mode was chosen and why', () => {
+      const configPath = join(vg.dir, 'check.json');
+      writeFileSync(configPath, JSON.stringify(remote()));
+      const result = execFileSync(process.execPath, [BIN, 'check', '--config', configPath], { encoding: 'utf8', env: { ...process.env, XDG_DATA_HOME: join(vg.dir, 'xdg') } });
+      expect(result).toMatch(/^lvm\tcinder\.volume\.drivers\.lvm\.LVMVolumeDriver\tinitialized$/m);
+      expect(result).toMatch(/note: runs lvm on 127\.0\.0\.1:\d+ with LVM_SYSTEM_DIR=/);
+      expect(result).toMatch(/note: thick \(lvm_type: auto, because the group already holds \d+ LV\(s\) and no thin pool cinder-volumes-pool\)/);
+    });
+
     it('trusts a new host on first use and records its key', async () => {
       rmSync(knownHosts, { force: true });
       const server = await startMcpServer(remote());
