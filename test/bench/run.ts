@@ -6,7 +6,10 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Agent, request } from 'undici';
+import { readFileSync } from 'node:fs';
 import { encodeCursor } from '../../src/cursor.js';
+import { XmsEmulator } from '../emulators/xtremio/server.js';
 import { SqliteVolumeStore } from '../../src/persistence/sqlite.js';
 import type { VolumeRecord } from '../../src/volume.js';
 
@@ -170,6 +173,41 @@ async function main(): Promise<void> {
   const create = stats(creates);
   report('create_volume, file driver (median / p95)', `${ms(create.median)} / ${ms(create.p95)}`);
   report('delete_volume, file driver (median)', ms(stats(deletes).median));
+
+  // 5. Tool-call overhead against an array's own time: get_stats refresh on the XMS emulator
+  // (one HTTPS GET per refresh) next to the same GET made directly with undici.
+  const xms = await new XmsEmulator({ password: 'bench-password' }).start();
+  const xmsConfig = join(work, 'xtremio.json');
+  writeFileSync(xmsConfig, JSON.stringify({
+    global: { persistence_config: { storage: 'memory' } },
+    backends: [{
+      volume_backend_name: 'xtremio', volume_driver: 'xtremio', san_ip: xms.address, xtremio_cluster_name: 'xtremio_cluster',
+      san_login: xms.username, san_password: xms.password, driver_ssl_cert_path: xms.certs.caPath,
+    }],
+  }));
+  const viaTool = await connect(process.execPath, [BIN, '--config', xmsConfig], { XDG_DATA_HOME: join(work, 'xms-xdg'), CINDERLIB_MCP_LOG_LEVEL: 'warn' });
+  await call(viaTool, 'get_stats', { backend: 'xtremio', refresh: true });
+  const toolStats = await sample(viaTool, 300, 'get_stats', { backend: 'xtremio', refresh: true });
+  await viaTool.close();
+  const dispatcher = new Agent({ connect: { ca: readFileSync(xms.certs.caPath, 'utf8') } });
+  const auth = `Basic ${Buffer.from(`${xms.username}:${xms.password}`).toString('base64')}`;
+  const direct: number[] = [];
+  for (let i = 0; i < 300; i++) {
+    const [elapsed] = await timed(async () => {
+      const response = await request(`https://${xms.address}/api/json/v2/types/clusters?name=xtremio_cluster&cluster-name=xtremio_cluster`, {
+        headers: { authorization: auth, accept: 'application/json' },
+        dispatcher,
+      });
+      return response.body.json();
+    });
+    direct.push(elapsed);
+  }
+  await dispatcher.close();
+  await xms.cleanup();
+  const directStats = stats(direct);
+  report('XtremIO get_stats refresh via MCP (median)', ms(toolStats.median));
+  report('  the same XMS GET made directly (median)', ms(directStats.median));
+  report('  tool overhead per call (stdio, validation, store, cache)', ms(toolStats.median - directStats.median));
 
   rmSync(work, { recursive: true, force: true });
 }
