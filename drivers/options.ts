@@ -95,16 +95,6 @@ export function enumOption<const V extends readonly [string, ...string[]]>(help:
   return finish(z.enum(values, { error: expected }), { expected, help }, opts) as z.ZodType<V[number] | undefined>;
 }
 
-/** A string or a list of strings (Cinder ListOpt); always a list after parsing. */
-export function listOption(help: string, opts: Common<string[]> = {}) {
-  const expected = 'a string or a list of strings';
-  const schema = z.preprocess(
-    (value) => (typeof value === 'string' ? value.split(',').map((s) => s.trim()).filter(Boolean) : value),
-    z.array(z.string({ error: expected }), { error: expected }),
-  );
-  return finish(schema, { expected, help }, opts) as z.ZodType<string[] | undefined>;
-}
-
 function rangeText(kind: string, min?: number, max?: number): string {
   if (min !== undefined && max !== undefined) return `${kind} from ${min} to ${max}`;
   if (min !== undefined) return `${kind} of at least ${min}`;
