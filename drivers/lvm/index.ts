@@ -225,13 +225,19 @@ class LvmDriver implements VolumeDriver {
   private async volumeGroup(operation: string): Promise<VolumeGroupInfo> {
     const result = await this.lvm(vgsCommand(this.commands), `${operation}: read volume group`, { allowFailure: true });
     const group = result.exitCode === 0 ? parseVgs(result.stdout).find((vg) => vg.name === this.options.volume_group) : undefined;
-    if (!group) {
+    if (group) return group;
+    const reason = lvmErrorText(result.stderr);
+    if (result.exitCode === 0 || /not found/i.test(reason)) {
       throw new StorageError(
         'BACKEND_UNAVAILABLE',
-        `backend "${this.context.backendName}": volume group "${this.options.volume_group}" does not exist on ${this.hostLabel} (${lvmErrorText(result.stderr)}); create it or set volume_group`,
+        `backend "${this.context.backendName}": volume group "${this.options.volume_group}" does not exist on ${this.hostLabel}; create it or set volume_group`,
       );
     }
-    return group;
+    throw new StorageError(
+      'BACKEND_UNAVAILABLE',
+      `backend "${this.context.backendName}": cannot read volume group "${this.options.volume_group}" on ${this.hostLabel}: ${reason}` +
+        (this.commands.rootHelper.length === 0 && !(await this.runner.isRoot()) ? ' (lvm runs without a root helper; set the global root_helper)' : ''),
+    );
   }
 
   /** Cinder's rules for lvm_type, with "auto" choosing thin only where thin pools can really work here. */

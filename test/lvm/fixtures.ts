@@ -1,5 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,8 +11,8 @@ import { join } from 'node:path';
  */
 export function lvmPrerequisites(): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root';
-  for (const binary of ['/usr/sbin/lvm', '/usr/sbin/losetup', '/usr/sbin/sshd', '/usr/bin/ssh-keygen']) {
-    if (!existsSync(binary) && !existsSync(binary.replace('/usr/sbin', '/sbin'))) return `needs ${binary} (apt-get install lvm2 openssh-server)`;
+  for (const binary of ['/usr/sbin/lvm', '/usr/sbin/losetup', '/usr/sbin/sshd', '/usr/bin/ssh-keygen', '/usr/bin/sudo', '/usr/sbin/useradd']) {
+    if (!existsSync(binary) && !existsSync(binary.replace('/usr/sbin', '/sbin'))) return `needs ${binary} (apt-get install lvm2 openssh-server sudo)`;
   }
   return undefined;
 }
@@ -30,6 +30,7 @@ export interface VolumeGroupFixture {
 
 export function makeVolumeGroup(vg: string, sizeGb = 40): VolumeGroupFixture {
   const dir = mkdtempSync(join(tmpdir(), 'cinderlib-mcp-lvm-'));
+  chmodSync(dir, 0o755); // the lvm.conf is readable by every login, as /etc/cinder/lvm.conf would be
   const image = join(dir, 'pv.img');
   execFileSync('truncate', ['-s', `${sizeGb}G`, image]);
   const loop = execFileSync('losetup', ['--find', '--show', image], { encoding: 'utf8' }).trim();
@@ -105,7 +106,7 @@ export async function makeSshd(): Promise<SshdFixture> {
       `PidFile ${join(dir, 'sshd.pid')}`,
       `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
       'PermitRootLogin prohibit-password',
-      'PasswordAuthentication no',
+      'PasswordAuthentication yes', // for the non-root login; root itself needs a key
       'KbdInteractiveAuthentication no',
       'UsePAM no',
       'StrictModes no',
@@ -179,4 +180,38 @@ function killTree(pid: number): void {
   } catch {
     // already gone
   }
+}
+
+export interface SudoUserFixture {
+  name: string;
+  password: string;
+  cleanup(): void;
+}
+
+/**
+ * A non-root login with a password that may run `env` (and so `env ... lvm`) as root through
+ * sudo: what an operator sets up for cinderlib's root_helper.
+ */
+export function makeSudoUser(name: string, password: string): SudoUserFixture {
+  const sudoers = `/etc/sudoers.d/${name}`;
+  try {
+    execFileSync('userdel', ['-r', name], { stdio: 'ignore' });
+  } catch {
+    // not there from an earlier run
+  }
+  execFileSync('useradd', ['--create-home', '--shell', '/bin/sh', name]);
+  execFileSync('chpasswd', { input: `${name}:${password}\n` });
+  writeFileSync(sudoers, `${name} ALL=(root) NOPASSWD: /usr/bin/env\n`, { mode: 0o440 });
+  return {
+    name,
+    password,
+    cleanup() {
+      rmSync(sudoers, { force: true });
+      try {
+        execFileSync('userdel', ['-r', name], { stdio: 'ignore' });
+      } catch {
+        // already gone
+      }
+    },
+  };
 }

@@ -6,7 +6,7 @@ import { createLogger } from '../../src/log.js';
 import { SshRunner } from '../../src/exec/ssh.js';
 import { defineBackendScenarios } from '../helpers/scenarios.js';
 import { BIN, startMcpServer } from '../helpers/server.js';
-import { lvmPrerequisites, makeSshd, makeVolumeGroup, type SshdFixture, type VolumeGroupFixture } from './fixtures.js';
+import { lvmPrerequisites, makeSshd, makeSudoUser, makeVolumeGroup, type SshdFixture, type SudoUserFixture, type VolumeGroupFixture } from './fixtures.js';
 
 const missing = lvmPrerequisites();
 const inCi = process.env.CI === 'true';
@@ -180,6 +180,49 @@ if (missing && !inCi) {
         expect(existsSync(flag)).toBe(false);
       } finally {
         await runner.close();
+      }
+    });
+
+    it('logs in with a password as a non-root user and runs lvm through root_helper (sudo)', async () => {
+      const password = 'ssh-Canary-pw-6060';
+      let user: SudoUserFixture | undefined;
+      try {
+        user = makeSudoUser('clmcp-test', password);
+        const asUser = (extra: Record<string, unknown>) => ({
+          ...remote({ san_login: user!.name, san_private_key: undefined, san_password: '${env:LVM_SSH_PASSWORD}' }).backends[0],
+          ...extra,
+        });
+        const server = await startMcpServer({ backends: [asUser({})] }, { env: { LVM_SSH_PASSWORD: password } });
+        try {
+          const created = await server.call('create_volume', { backend: 'lvm', size: 1 });
+          expect(created.isError, created.text).toBe(false);
+          expect(vg.lvNames()).toContain(`volume-${created.data.id}`);
+          expect((await server.call('extend_volume', { volume_id: created.data.id, new_size: 2 })).isError).toBe(false);
+          expect((await server.call('delete_volume', { volume_id: created.data.id })).isError).toBe(false);
+          expect(vg.lvNames()).not.toContain(`volume-${created.data.id}`);
+          expect(server.stderr() + JSON.stringify((await server.call('list_backends')).data)).not.toContain(password);
+        } finally {
+          await server.close();
+        }
+        // disable_sudo (root_helper '') runs lvm directly, which a non-root login may not do.
+        const direct = await startMcpServer({ global: { disable_sudo: true }, backends: [asUser({})] }, { env: { LVM_SSH_PASSWORD: password } });
+        try {
+          const { backends } = (await direct.call('list_backends')).data;
+          expect(backends[0].initialized).toBe(false);
+          expect(backends[0].error).toMatch(/cannot read volume group "cinder-volumes" on 127\.0\.0\.1:\d+: .*lvm runs without a root helper; set the global root_helper/);
+          expect(backends[0].error).not.toContain(password);
+        } finally {
+          await direct.close();
+        }
+        const wrong = await startMcpServer({ backends: [asUser({ san_password: 'not-the-password-1234' })] });
+        try {
+          const { backends } = (await wrong.call('list_backends')).data;
+          expect(backends[0].error).toMatch(/clmcp-test@127\.0\.0\.1:\d+ refused the login; check san_login and san_password or san_private_key/);
+        } finally {
+          await wrong.close();
+        }
+      } finally {
+        user?.cleanup();
       }
     });
 

@@ -1,4 +1,7 @@
-import { describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { Backend } from '../../src/backend.js';
 import { StorageError } from '../../src/errors.js';
 import { KeyedMutex } from '../../src/locks.js';
@@ -37,7 +40,13 @@ async function makeBackend(dir: string) {
   return { backend, store, calls };
 }
 
-const tempDir = async () => (await import('node:fs/promises')).mkdtemp((await import('node:path')).join((await import('node:os')).tmpdir(), 'clmcp-unit-'));
+const made: string[] = [];
+afterAll(() => made.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
+const tempDir = async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'clmcp-unit-'));
+  made.push(dir);
+  return dir;
+};
 
 describe('Backend', () => {
   it('collapses concurrent stats refreshes into one driver call and caches the answer', async () => {
