@@ -19,11 +19,13 @@ const options = {
   san_ip: stringOption('Address of the K2 array, optionally host:port.', { required: true }),
   san_login: sanOptions.san_login,
   san_password: textOption('Password of san_login on the K2.', { default: '' }),
-  kaminario_nodedup_substring: stringOption('Volume types containing this create nodedup volumes; cinderlib has no volume types, so volumes are dedup.', {
+  kaminario_nodedup_substring: stringOption('Older Cinder releases: volume types containing this create nodedup volumes; cinderlib has no volume types, so volumes are dedup.', {
     default: 'K2-nodedup',
   }),
+  unique_fqdn_network: boolOption('Kept for config compatibility (host naming when attaching; volumes are not attached here).', { default: true }),
+  disable_discovery: boolOption('Kept for config compatibility (iSCSI discovery when attaching; volumes are not attached here).', { default: false }),
   auto_calc_max_oversubscription_ratio: boolOption('Compute max_over_subscription_ratio from the array\'s provisioned/used ratio.', { default: false }),
-  kaminario_retry_count: intOption('Not a Cinder option: attempts when the K2 answers 5xx (krest retried them for up to 10 minutes).', {
+  kaminario_retry_count: intOption('Not a Cinder option: attempts when the K2 is busy (MC_ERR_BUSY and kin, or 5xx); Cinder tried 5 times.', {
     default: 5,
     min: 1,
   }),
@@ -80,8 +82,7 @@ class KaminarioDriver implements VolumeDriver {
         attempts: options.kaminario_retry_count,
         intervalMs: options.kaminario_retry_interval * 1000,
         backoffRate: 2,
-        // krest retries 5xx answers (the array is restarting or overloaded), never 4xx.
-        isBusy: (response) => response.status >= 500,
+        isBusy: isK2Busy,
       },
       log: context.log,
       secrets: context.secrets,
@@ -234,6 +235,16 @@ class KaminarioDriver implements VolumeDriver {
   private error(code: ErrorCode, message: string): StorageError {
     return new StorageError(code, this.context.secrets.redact(`backend "${this.context.backendName}": ${message}`));
   }
+}
+
+/**
+ * Busy, as Cinder's later Kaminario driver recognised it: HTTP 400 whose text carries one of the
+ * K2's MC_ERR_BUSY family of codes; and any 5xx, which krest itself retried.
+ */
+const K2_BUSY_CODES = /MC_ERR_(BUSY|BUSY_SPECIFIC|INPROGRESS|START_TIMEOUT)\b/;
+
+function isK2Busy(response: RestResponse): boolean {
+  return (response.status === 400 && K2_BUSY_CODES.test(response.text)) || response.status >= 500;
 }
 
 /** Cinder's names: the volume group and the volume are named after the Cinder volume id. */

@@ -75,16 +75,18 @@ describe('Kaminario specifics', () => {
     }
   });
 
-  it('retries while the K2 answers 5xx, then gives up with BACKEND_BUSY', async () => {
+  it('retries while the K2 says MC_ERR_BUSY (or answers 5xx), then gives up with BACKEND_BUSY', async () => {
     const server = await startMcpServer({ backends: [seedBackend({ kaminario_retry_count: 3 })] });
     try {
       await server.call('get_stats', { backend: 'kaminario' });
-      k2.inject({ status: 503, method: 'POST', resource: 'volume_groups', count: 2 });
+      const busy = { status: 400, method: 'POST', resource: 'volume_groups', message: 'MC_ERR_BUSY: the system is busy, try again' };
+      k2.inject({ ...busy, count: 1 });
+      k2.inject({ status: 503, method: 'POST', resource: 'volume_groups', count: 1, message: 'Service unavailable' });
       const patient = await server.call('create_volume', { backend: 'kaminario', size: 1 });
       expect(patient.isError, patient.text).toBe(false);
-      k2.inject({ status: 503, method: 'POST', resource: 'volume_groups', count: 5 });
+      k2.inject({ ...busy, count: 5 });
       const gaveUp = await server.call('create_volume', { backend: 'kaminario', size: 1 });
-      expect(gaveUp.text).toMatch(/^BACKEND_BUSY: backend "kaminario": create volume group cvg-.*: the array stayed busy after 3 attempts/);
+      expect(gaveUp.text).toMatch(/^BACKEND_BUSY: backend "kaminario": create volume group cvg-.*: the array stayed busy after 3 attempts \(MC_ERR_BUSY/);
       k2.clearFaults();
       await server.call('delete_volume', { volume_id: patient.data.id });
     } finally {

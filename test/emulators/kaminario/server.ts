@@ -33,7 +33,7 @@ const RESOURCES: Record<string, string> = {
 };
 
 export interface Fault {
-  /** HTTP status to answer instead. */
+  /** HTTP status to answer instead (a busy K2 answers 400 with an MC_ERR_BUSY message). */
   status: number;
   method?: string;
   /** Resource name, e.g. "volumes". */
@@ -61,7 +61,7 @@ export class K2Emulator extends HttpsEmulator {
     this.put('retention_policies', { name: 'Best_Effort_Retention' });
   }
 
-  /** Answers matching requests with `status` (503 = busy, 400 = a refusal) `count` times. */
+  /** Answers matching requests with `status` and `message` `count` times. */
   inject(fault: Fault): void {
     this.faults.push({ ...fault });
   }
@@ -103,7 +103,7 @@ export class K2Emulator extends HttpsEmulator {
     const fault = this.faults.find((f) => f.count > 0 && (!f.method || f.method === req.method) && (!f.resource || f.resource === resource));
     if (fault) {
       fault.count--;
-      return fail(fault.status, fault.message ?? (fault.status >= 500 ? 'System is busy, try again later' : 'Request refused'));
+      return fail(fault.status, fault.message ?? 'Request refused');
     }
 
     if (resource === 'system/state') {
