@@ -69,8 +69,16 @@ export interface DriverContext {
 export interface VolumeDriver {
   /** Cinder's do_setup + check_for_setup_error: throw a StorageError saying why it cannot serve. */
   setup(): Promise<void>;
-  /** Asks the array; the core caches the answer. */
-  getStats(): Promise<BackendStats>;
+  /**
+   * Asks the array; the core caches the answer. `recount` is set when the user asked for fresh
+   * figures (get_stats refresh): drivers that keep running counts recount from the source then.
+   */
+  getStats(request?: { recount?: boolean }): Promise<BackendStats>;
+  /**
+   * The space a pool really draws on (a filesystem, a volume group), when other backends may draw
+   * on it too; backends whose pools name the same domain share capacity accounting.
+   */
+  capacityDomain?(poolName: string): string | undefined;
   createVolume(volume: CreateVolumeRequest): Promise<CreatedVolume | void>;
   extendVolume(volume: VolumeRef, newSizeGb: number): Promise<void>;
   /** Must succeed when the volume is already gone from the array. */

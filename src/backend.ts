@@ -2,11 +2,13 @@ import { randomUUID } from 'node:crypto';
 import { DEFAULT_VOLUME_DRIVER, findDriver, knownDriverNames } from '../drivers/catalog.js';
 import type { BackendStats, PoolStats, VolumeDriver, VolumeRef } from '../drivers/types.js';
 import { checkCapacity } from './capacity.js';
+import type { CapacityLedger, Reservation } from './capacity-ledger.js';
 import { ConfigError } from './config/errors.js';
 import type { BackendSpec } from './config/load.js';
-import { validateDriverOptions } from './driver-options.js';
+import { readCoreOptions, validateDriverOptions, type CoreOptions } from './driver-options.js';
 import { StorageError, describeError, isStorageError } from './errors.js';
 import { KeyedMutex, SingleFlight } from './locks.js';
+import { waitWithProgress } from './progress.js';
 import type { Logger } from './log.js';
 import type { VolumeStore } from './persistence/store.js';
 import type { SecretRegistry } from './secrets.js';
@@ -25,6 +27,8 @@ export interface BackendDependencies {
   rootHelper: string;
   outputAllBackendInfo: boolean;
   volumeLocks: KeyedMutex;
+  /** Shared by every backend of the registry, so backends drawing on one space see each other. */
+  capacity: CapacityLedger;
 }
 
 export interface CreateVolumeInput {
@@ -35,19 +39,33 @@ export interface CreateVolumeInput {
   pool_name?: string;
 }
 
-type InitState = { phase: 'pending' } | { phase: 'ready' } | { phase: 'failed'; reason: string };
+type InitState =
+  | { phase: 'initializing' }
+  | { phase: 'ready' }
+  | { phase: 'failed'; reason: string; failures: number; nextTryAt: number };
+
+/** A stats answer and the ledger position it was taken at, so later operations can be added to it. */
+interface StatsSnapshot {
+  stats: BackendStats;
+  seq: number;
+}
+
+/** The longest wait between two initialization attempts of a failed backend. */
+const MAX_RETRY_INTERVAL_MS = 5 * 60_000;
 
 export class Backend {
   readonly id: string;
   readonly volumeDriver: string;
   private driver?: VolumeDriver;
-  private state: InitState = { phase: 'pending' };
-  private initialization?: Promise<void>;
-  private cachedStats?: BackendStats;
+  private state: InitState = { phase: 'initializing' };
+  private attempt?: Promise<void>;
+  private attemptCount = 0;
+  private readonly core: CoreOptions | { error: string };
+  private cachedStats?: StatsSnapshot;
   private statsGeneration = 0;
-  private readonly statsFlight = new SingleFlight<BackendStats>();
-  /** GiB promised to creates and extends under way, per pool, so concurrent requests cannot overbook. */
-  private readonly pendingGb = new Map<string, number>();
+  private readonly statsFlight = new SingleFlight<StatsSnapshot>();
+  /** Pool names of the last stats seen, kept through cache invalidation so list_backends never waits. */
+  private lastPoolNames: string[] = [];
   private driverNotes: string[] = [];
   readonly warnings: string[] = [];
 
@@ -58,69 +76,85 @@ export class Backend {
     this.id = spec.name;
     const configured = spec.options.volume_driver;
     this.volumeDriver = typeof configured === 'string' && configured.trim() ? configured.trim() : DEFAULT_VOLUME_DRIVER;
+    this.core = readCoreOptions(spec, deps.secrets);
   }
 
   get initialized(): boolean {
     return this.state.phase === 'ready';
   }
 
-  /** Why the backend is not serving; undefined once initialized (or while still starting). */
+  /** True while an initialization attempt runs (at start-up, or a retry). */
+  get initializing(): boolean {
+    return this.attempt !== undefined;
+  }
+
+  /** Why the backend is not serving (the last attempt's reason); undefined once initialized. */
   get error(): string | undefined {
     return this.state.phase === 'failed' ? this.state.reason : undefined;
+  }
+
+  /** When a failed backend will be tried again on its next call (ISO 8601). */
+  get nextRetryAt(): string | undefined {
+    return this.state.phase === 'failed' && !this.attempt ? new Date(this.state.nextTryAt).toISOString() : undefined;
   }
 
   get notes(): string[] {
     return this.driverNotes;
   }
 
-  /** Loads, validates and sets up the driver once; failures leave the backend listed, not serving. */
-  initialize(): Promise<void> {
-    this.initialization ??= this.setUp().then(
-      () => {
-        this.state = { phase: 'ready' };
-        this.deps.log.info(`backend "${this.id}" initialized (${this.volumeDriver})`);
-      },
-      (error: unknown) => {
-        const reason = this.deps.secrets.redact(describeError(error));
-        this.state = { phase: 'failed', reason };
-        this.deps.log.warn(`backend "${this.id}" not initialized: ${reason}`);
-      },
-    );
-    return this.initialization;
+  /** Pool names as last seen, without asking the array (empty until stats were first read). */
+  get knownPoolNames(): string[] {
+    return this.lastPoolNames;
+  }
+
+  /**
+   * Starts (or joins) an initialization attempt. A failed backend is tried again once its back-off
+   * has passed, or at once when `force` (get_stats refresh) asks. Resolves when the attempt ends.
+   */
+  initialize(force = false): Promise<void> {
+    if (this.attempt) return this.attempt;
+    if (this.state.phase === 'ready') return Promise.resolve();
+    if (this.state.phase === 'failed' && !force && Date.now() < this.state.nextTryAt) return Promise.resolve();
+    this.attempt = this.runAttempt().finally(() => (this.attempt = undefined));
+    return this.attempt;
+  }
+
+  /** Pool names, reading the stats once if they were never read; never throws. */
+  async poolNamesSoon(): Promise<string[]> {
+    if (this.initialized && this.lastPoolNames.length === 0) await this.snapshot(false).catch(() => undefined);
+    return this.lastPoolNames;
+  }
+
+  /** Resolves when the backend is serving or its current attempt has failed; never retries. */
+  async settled(): Promise<void> {
+    if (this.state.phase === 'initializing' && !this.attempt) this.initialize();
+    await this.attempt;
   }
 
   /** cinderlib's Backend.config: the name alone, or every option with secrets masked. */
   config(): Record<string, unknown> {
     if (!this.deps.outputAllBackendInfo) return { volume_backend_name: this.id };
-    return this.deps.secrets.maskOptions({ ...this.spec.options, volume_driver: this.volumeDriver });
+    // Masked from the config's own object: the registry knows which of its values came from ${env:}.
+    const options = this.deps.secrets.maskOptions(this.spec.options);
+    // The driver in use (Cinder's default when unset); a configured value keeps its masking.
+    return { ...options, volume_driver: this.spec.options.volume_driver ? options.volume_driver : this.volumeDriver };
   }
 
-  /** Cached stats; `refresh` asks the array again. Concurrent refreshes share one driver call. */
+  /** Cached stats; `refresh` asks the array again (and retries a failed backend at once). */
   async stats(refresh = false): Promise<BackendStats> {
-    const driver = await this.ready();
-    if (!refresh && this.cachedStats) return this.cachedStats;
-    const generation = this.statsGeneration;
-    const stats = await this.statsFlight.run(async () => this.normalizeStats(await driver.getStats()));
-    // A mutation that finished while we were asking makes this answer stale: do not cache it.
-    if (generation === this.statsGeneration) this.cachedStats = stats;
-    return stats;
+    return (await this.snapshot(refresh)).stats;
   }
 
+  /** Pool names from the stats (cached unless none were read yet). */
   async poolNames(): Promise<string[]> {
-    if (this.state.phase === 'failed') return [];
     return (await this.stats(false)).pools.map((pool) => pool.pool_name);
   }
 
   async createVolume(input: CreateVolumeInput): Promise<VolumeRecord> {
     const driver = await this.ready();
-    const pool = await this.choosePool(input.pool_name);
-    const verdict = checkCapacity(pool, input.size, this.pendingGb.get(pool.pool_name) ?? 0);
-    if (!verdict.fits) {
-      throw new StorageError(
-        'OUT_OF_CAPACITY',
-        `a ${input.size} GiB volume does not fit in backend "${this.id}" pool "${pool.pool_name}": ${verdict.roomGb} GiB of room left (${verdict.explanation}); ask for at most ${Math.floor(verdict.roomGb)} GiB or free space first`,
-      );
-    }
+    const { pool, reservation } = await this.reserveCapacity(input.pool_name, input.size, (room) =>
+      `a ${input.size} GiB volume does not fit in backend "${this.id}" pool "${input.pool_name ?? room.pool}": ${room.text}; ask for at most ${Math.floor(room.gb)} GiB or free space first`,
+    );
     const now = new Date().toISOString();
     const record: VolumeRecord = {
       id: randomUUID(),
@@ -137,8 +171,11 @@ export class Backend {
       provider_location: null,
     };
     // Intent first: a crash from here on leaves a record that start-up surfaces, never an unknown array volume.
-    if (!this.deps.store.insert(record)) throw new StorageError('INTERNAL', `volume id ${record.id} already exists in the metadata store`);
-    return this.withPending(pool.pool_name, input.size, () =>
+    if (!this.deps.store.insert(record)) {
+      reservation.release();
+      throw new StorageError('INTERNAL', `volume id ${record.id} already exists in the metadata store`);
+    }
+    return this.settle(reservation, () =>
       this.deps.volumeLocks.run(record.id, async () => {
         try {
           const created = await driver.createVolume({ ...this.ref(record), name: record.name, description: record.description, bootable: record.bootable });
@@ -168,15 +205,10 @@ export class Backend {
       this.requireStatus(record, ['available'], 'extended');
       if (newSize === record.size) return record; // already there: extending is idempotent
       const growth = newSize - record.size;
-      const pool = await this.choosePool(record.pool_name);
-      const verdict = checkCapacity(pool, growth, this.pendingGb.get(pool.pool_name) ?? 0);
-      if (!verdict.fits) {
-        throw new StorageError(
-          'OUT_OF_CAPACITY',
-          `growing volume ${volumeId} by ${growth} GiB (to ${newSize} GiB) does not fit in backend "${this.id}" pool "${pool.pool_name}": ${verdict.roomGb} GiB of room left (${verdict.explanation})`,
-        );
-      }
-      return this.withPending(pool.pool_name, growth, async () => {
+      const { reservation } = await this.reserveCapacity(record.pool_name, growth, (room) =>
+        `growing volume ${volumeId} by ${growth} GiB (to ${newSize} GiB) does not fit in backend "${this.id}" pool "${record.pool_name}": ${room.text}`,
+      );
+      return this.settle(reservation, async () => {
         this.transition(volumeId, { status: 'extending' }, ['available']);
         try {
           await driver.extendVolume(this.ref(record), newSize);
@@ -209,22 +241,49 @@ export class Backend {
     });
   }
 
-  /** cinderlib's Backend serialization: what JSON.stringify(backend) yields, secrets masked. */
-  toJSON(): Record<string, unknown> {
-    return {
-      id: this.id,
-      volume_driver: this.volumeDriver,
-      initialized: this.initialized,
-      ...(this.error ? { error: this.error } : {}),
-      config: this.deps.secrets.maskOptions({ ...this.spec.options, volume_driver: this.volumeDriver }),
-    };
-  }
-
   async close(): Promise<void> {
     await this.driver?.close().catch((error: unknown) => this.deps.log.warn(`closing backend "${this.id}": ${describeError(error)}`));
   }
 
+  private async runAttempt(): Promise<void> {
+    const attempt = ++this.attemptCount;
+    const timeoutSeconds = 'error' in this.core ? 0 : this.core.backend_init_timeout;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_resolve, reject) => {
+      if (timeoutSeconds > 0) {
+        timer = setTimeout(
+          () =>
+            reject(
+              new StorageError(
+                'BACKEND_UNAVAILABLE',
+                `the array did not finish answering within ${timeoutSeconds} s (backend_init_timeout); it may accept connections without answering, or be slow: check it, or raise backend_init_timeout`,
+              ),
+            ),
+          timeoutSeconds * 1000,
+        );
+      }
+    });
+    try {
+      await Promise.race([this.setUp(), timedOut]);
+      this.state = { phase: 'ready' };
+      this.deps.log.info(`backend "${this.id}" initialized (${this.volumeDriver})`);
+    } catch (error) {
+      const abandoned = this.driver;
+      this.driver = undefined;
+      if (abandoned) void abandoned.close().catch(() => undefined);
+      const failures = this.state.phase === 'failed' ? this.state.failures + 1 : 1;
+      const baseMs = 'error' in this.core ? 5_000 : this.core.backend_init_retry_interval * 1000;
+      const waitMs = Math.min(MAX_RETRY_INTERVAL_MS, baseMs * 2 ** (failures - 1));
+      const reason = this.deps.secrets.redact(describeError(error));
+      this.state = { phase: 'failed', reason, failures, nextTryAt: Date.now() + waitMs };
+      this.deps.log.warn(`backend "${this.id}" not initialized (attempt ${attempt}): ${reason}; next try on demand after ${Math.round(waitMs / 1000)} s`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   private async setUp(): Promise<void> {
+    if ('error' in this.core) throw new ConfigError(this.core.error);
     const entry = findDriver(this.volumeDriver);
     if (!entry) {
       throw new ConfigError(
@@ -232,6 +291,7 @@ export class Backend {
       );
     }
     const definition = await entry.load();
+    this.warnings.length = 0;
     const { options, unknown } = validateDriverOptions(this.id, definition, this.spec.options, this.deps.secrets);
     for (const key of unknown) {
       const warning = `backend "${this.id}": option "${key}" is not used by the ${entry.alias} driver; kept as given`;
@@ -253,19 +313,70 @@ export class Backend {
     this.driverNotes = this.driver.notes?.() ?? [];
   }
 
-  private async ready(): Promise<VolumeDriver> {
-    await this.initialize();
-    if (this.state.phase !== 'ready' || !this.driver) {
-      throw new StorageError(
-        'BACKEND_UNAVAILABLE',
-        `backend "${this.id}" is not initialized: ${this.error ?? 'still starting'}; fix its config or the array and restart the server (cinderlib-mcp check shows every backend's state)`,
-      );
+  /** The driver, once initialized; waits (with progress) for an attempt under way, retries a failed backend after its back-off. */
+  private async ready(force = false): Promise<VolumeDriver> {
+    if (this.state.phase !== 'ready') {
+      const attempt = this.initialize(force);
+      if (this.attempt) await waitWithProgress(`waiting for backend "${this.id}" to initialize`, attempt);
+      else await attempt;
     }
-    return this.driver;
+    if (this.state.phase === 'ready' && this.driver) return this.driver;
+    const next = this.nextRetryAt;
+    throw new StorageError(
+      'BACKEND_UNAVAILABLE',
+      `backend "${this.id}" is not initialized: ${this.error ?? 'still starting'}; ` +
+        (next ? `it is tried again on the next call after ${next}, or now with get_stats refresh: true` : 'fix its config or the array') +
+        ' (cinderlib-mcp check shows every backend\'s state)',
+    );
   }
 
-  private async choosePool(poolName: string | undefined): Promise<PoolStats> {
-    const { pools } = await this.stats(false);
+  /** Stats and the ledger position they were taken at; concurrent refreshes share one driver call. */
+  private async snapshot(refresh: boolean): Promise<StatsSnapshot> {
+    const driver = await this.ready(refresh);
+    if (!refresh && this.cachedStats) return this.cachedStats;
+    const generation = this.statsGeneration;
+    const snapshot = await this.statsFlight.run(async () => {
+      const seq = this.deps.capacity.mark();
+      const stats = this.normalizeStats(await driver.getStats({ recount: refresh }));
+      for (const pool of stats.pools) {
+        const domain = this.capacityDomain(pool.pool_name);
+        this.deps.capacity.recordSnapshot(domain, this.id, provisionedOf(pool), seq);
+        const sharers = this.deps.capacity.sharers(domain, this.id);
+        if (sharers.length) pool.capacity_shared_with = sharers;
+      }
+      return { stats, seq };
+    });
+    this.lastPoolNames = snapshot.stats.pools.map((pool) => pool.pool_name);
+    // A mutation that finished while we were asking makes this answer stale: do not cache it.
+    if (generation === this.statsGeneration) this.cachedStats = snapshot;
+    return snapshot;
+  }
+
+  /**
+   * Checks that `sizeGb` fits the pool (counting what the stats cannot show yet) and promises it to
+   * the caller in the same tick, so no concurrent request can take the same room.
+   */
+  private async reserveCapacity(
+    poolName: string | undefined,
+    sizeGb: number,
+    refusal: (room: { pool: string; gb: number; text: string }) => string,
+  ): Promise<{ pool: PoolStats; reservation: Reservation }> {
+    const { stats, seq } = await this.snapshot(false);
+    const pool = this.choosePool(stats, poolName);
+    const domain = this.capacityDomain(pool.pool_name);
+    const verdict = checkCapacity(pool, sizeGb, this.deps.capacity.claims(domain, this.id, seq));
+    if (!verdict.fits) {
+      throw new StorageError('OUT_OF_CAPACITY', refusal({ pool: pool.pool_name, gb: verdict.roomGb, text: `${verdict.roomGb} GiB of room left (${verdict.explanation})` }));
+    }
+    return { pool, reservation: this.deps.capacity.reserve(domain, sizeGb) };
+  }
+
+  private capacityDomain(poolName: string): string {
+    return this.driver?.capacityDomain?.(poolName) ?? `backend:${this.id}/${poolName}`;
+  }
+
+  private choosePool(stats: BackendStats, poolName: string | undefined): PoolStats {
+    const { pools } = stats;
     if (poolName === undefined) return pools[0]!;
     const pool = pools.find((candidate) => candidate.pool_name === poolName);
     if (!pool) {
@@ -277,12 +388,16 @@ export class Backend {
     return pool;
   }
 
-  private async withPending<T>(pool: string, sizeGb: number, task: () => Promise<T>): Promise<T> {
-    this.pendingGb.set(pool, (this.pendingGb.get(pool) ?? 0) + sizeGb);
+  /** Runs a mutation holding capacity; its GiB count as used when it succeeds, and are freed when it fails. */
+  private async settle<T>(reservation: Reservation, task: () => Promise<T>): Promise<T> {
     try {
-      return await task();
+      const result = await task();
+      reservation.commit();
+      return result;
+    } catch (error) {
+      reservation.release();
+      throw error;
     } finally {
-      this.pendingGb.set(pool, (this.pendingGb.get(pool) ?? 0) - sizeGb);
       this.invalidateStats();
     }
   }
@@ -333,4 +448,9 @@ export class Backend {
     this.deps.log.error(`backend "${this.id}": ${operation}: unexpected failure: ${describeError(error)}`);
     return new StorageError('INTERNAL', `backend "${this.id}": ${operation} failed unexpectedly: ${this.deps.secrets.redact(describeError(error))}`);
   }
+}
+
+/** What a pool's stats say is already promised to volumes, in GiB. */
+function provisionedOf(pool: PoolStats): number {
+  return pool.provisioned_capacity_gb ?? pool.allocated_capacity_gb ?? 0;
 }

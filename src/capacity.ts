@@ -3,50 +3,69 @@ import { roundGb } from '../drivers/units.js';
 
 /**
  * Cinder's capacity filter (cinder/scheduler/filters/capacity_filter.py), applied before a create
- * touches the array. Thin pools: provisioned + size may not exceed total x
- * max_over_subscription_ratio, and the free space (less the reserve) x ratio must hold it.
- * Thick pools: the free space less the reserve must hold it.
+ * touches the array.
+ * - Thin pools: provisioned + size may not exceed total x max_over_subscription_ratio, and the
+ *   physical free space (less the reserve) x ratio must hold it. GiB promised to operations under
+ *   way are virtual: they count against the provisioned side only, never against physical bytes.
+ * - Thick pools: the free space less the reserve and less what operations under way will take
+ *   must hold it.
  */
 export interface CapacityVerdict {
   fits: boolean;
-  /** GiB that could still be created, for the error message. */
+  /** GiB that could still be created, for the error message (never rounded up). */
   roomGb: number;
-  /** How the room was computed, in words. */
+  /** How the room was computed, in words, with the same figures the rule used. */
   explanation: string;
 }
 
-export function checkCapacity(pool: PoolStats, sizeGb: number, pendingGb = 0): CapacityVerdict {
+export interface CapacityClaims {
+  /**
+   * GiB the pool's stats do not show yet: operations under way, and operations that finished
+   * after the stats were taken.
+   */
+  outstandingGb?: number;
+  /** GiB provisioned by other backends that share this pool's space (same filesystem, same VG). */
+  sharedProvisionedGb?: number;
+}
+
+export function checkCapacity(pool: PoolStats, sizeGb: number, claims: CapacityClaims = {}): CapacityVerdict {
   const { total_capacity_gb: total, free_capacity_gb: free } = pool;
   if (total === 'infinite' || total === 'unknown' || free === 'infinite' || free === 'unknown') {
     return { fits: true, roomGb: Number.POSITIVE_INFINITY, explanation: `the pool reports ${free} free capacity` };
   }
+  const outstanding = claims.outstandingGb ?? 0;
+  const shared = claims.sharedProvisionedGb ?? 0;
   const reservedGb = Math.floor(total * ((pool.reserved_percentage ?? 0) / 100));
-  const usableFree = free - reservedGb - pendingGb;
+  const physicalFree = Math.max(0, free - reservedGb);
+  const reserveText = reservedGb ? ` - ${reservedGb} GiB reserved (${pool.reserved_percentage}%)` : '';
+  const outstandingText = outstanding ? ` - ${roundGb(outstanding)} GiB being created or not yet in the stats` : '';
   if (pool.thin_provisioning_support) {
     const ratio = overSubscriptionRatio(pool.max_over_subscription_ratio);
-    const provisioned = (pool.provisioned_capacity_gb ?? pool.allocated_capacity_gb ?? 0) + pendingGb;
-    const byRatio = total * ratio - provisioned;
-    const byFree = usableFree * ratio;
-    const roomGb = roundGb(Math.max(0, Math.min(byRatio, byFree)));
+    const provisioned = pool.provisioned_capacity_gb ?? pool.allocated_capacity_gb ?? 0;
+    const byRatio = total * ratio - provisioned - shared - outstanding;
+    const byFree = physicalFree * ratio;
+    const roomGb = floorGb(Math.max(0, Math.min(byRatio, byFree)));
+    const ratioText =
+      `thin pool: ${roundGb(total)} GiB total x ${ratio} over-subscription - ${roundGb(provisioned)} GiB provisioned` +
+      (shared ? ` - ${roundGb(shared)} GiB provisioned by backends sharing this space` : '') +
+      outstandingText;
+    const freeText = `${roundGb(free)} GiB free${reserveText} = ${roundGb(physicalFree)} GiB x ${ratio}`;
     return {
       fits: sizeGb <= roomGb,
       roomGb,
-      explanation:
-        `thin pool: ${roundGb(total)} GiB total x ${ratio} over-subscription - ${roundGb(provisioned)} GiB provisioned` +
-        (byFree < byRatio ? `, limited by ${roundGb(Math.max(0, usableFree))} GiB free x ${ratio}` : '') +
-        (reservedGb ? ` (${pool.reserved_percentage}% reserved)` : ''),
+      explanation: byFree < byRatio ? `${ratioText}, limited by ${freeText}` : ratioText,
     };
   }
-  const roomGb = roundGb(Math.max(0, usableFree));
-  return {
-    fits: sizeGb <= roomGb,
-    roomGb,
-    explanation: `thick pool: ${roundGb(free)} GiB free` + (reservedGb ? ` - ${reservedGb} GiB reserved (${pool.reserved_percentage}%)` : '') + (pendingGb ? ` - ${pendingGb} GiB being created` : ''),
-  };
+  const roomGb = floorGb(Math.max(0, physicalFree - outstanding));
+  return { fits: sizeGb <= roomGb, roomGb, explanation: `thick pool: ${roundGb(free)} GiB free${reserveText}${outstandingText}` };
+}
+
+/** Room is rounded down: showing 39.996 GiB as 40 would admit a volume the array then refuses. */
+function floorGb(value: number): number {
+  return Math.floor(value * 100 + 1e-9) / 100;
 }
 
 function overSubscriptionRatio(value: number | string): number {
   const ratio = typeof value === 'number' ? value : Number.parseFloat(value);
   return Number.isFinite(ratio) && ratio >= 1 ? ratio : 1;
 }
-

@@ -74,7 +74,7 @@ async function check(config: LoadedConfig, log: Logger): Promise<number> {
   const { BackendRegistry } = await import('./registry.js');
   const { MemoryVolumeStore } = await import('./persistence/memory.js');
   // The metadata store is left alone: a running server may be mid-operation on it.
-  const registry = BackendRegistry.open(config, secrets, log, new MemoryVolumeStore());
+  const registry = await BackendRegistry.open(config, secrets, log, new MemoryVolumeStore());
   await registry.settled();
   const lines = [`config: ${config.source}${config.global.readOnly ? ' (read-only)' : ''}`];
   for (const backend of registry.list()) {
@@ -121,12 +121,11 @@ async function serve(config: LoadedConfig, log: Logger): Promise<number> {
   setImmediate(async () => {
     try {
       const { BackendRegistry } = await import('./registry.js');
-      resolveRegistry(BackendRegistry.open(config, secrets, log));
+      resolveRegistry(await BackendRegistry.open(config, secrets, log));
     } catch (error) {
-      const { StorageError } = await import('./errors.js');
-      const reason = `the metadata store cannot be opened: ${error instanceof Error ? error.message : String(error)}`;
-      log.error(reason);
-      rejectRegistry(new StorageError('BACKEND_UNAVAILABLE', `${reason}; fix persistence_config and restart the server`));
+      // BackendRegistry.open already words it as a coded error naming the store.
+      log.error(error instanceof Error ? error.message : String(error));
+      rejectRegistry(error as Error);
     }
   });
   log.info(`serving MCP over stdio (${config.source}; ${config.backends.length} backend(s)${config.global.readOnly ? '; read-only' : ''})`);

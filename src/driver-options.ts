@@ -1,11 +1,49 @@
 import { z } from 'zod';
-import { optionInfo } from '../drivers/options.js';
+import { intOption, optionInfo } from '../drivers/options.js';
 import type { DriverDefinition } from '../drivers/types.js';
 import { ConfigError } from './config/errors.js';
+import type { BackendSpec } from './config/load.js';
 import { MASK, isSecretKey, type SecretRegistry } from './secrets.js';
 
-/** Options every backend has, owned by the core rather than by a driver. */
-export const CORE_OPTION_NAMES = new Set(['volume_backend_name', 'volume_driver']);
+/**
+ * Options every backend has, owned by the core rather than by a driver. The two time options are
+ * ours, not Cinder's: Cinder blocks its start-up on the array instead.
+ */
+export const CORE_OPTIONS = {
+  backend_init_timeout: intOption(
+    'Seconds an initialization attempt may take before the backend is reported not initialized (an array that accepts connections but never answers); 0 waits for the driver\'s own time-outs.',
+    { default: 10, min: 0, max: 3600 },
+  ),
+  backend_init_retry_interval: intOption(
+    'Seconds before a backend that failed to initialize is tried again on its next call; doubles after each failure, up to 300. get_stats with refresh: true retries at once.',
+    { default: 5, min: 0, max: 300 },
+  ),
+};
+
+export type CoreOptions = { [K in keyof typeof CORE_OPTIONS]: number };
+
+export const CORE_OPTION_NAMES = new Set(['volume_backend_name', 'volume_driver', ...Object.keys(CORE_OPTIONS)]);
+
+/** The core's own options of a backend, or the reason they are unusable (which disables that backend only). */
+export function readCoreOptions(spec: BackendSpec, secrets: SecretRegistry): CoreOptions | { error: string } {
+  const given = Object.fromEntries(Object.keys(CORE_OPTIONS).filter((key) => key in spec.options).map((key) => [key, spec.options[key]]));
+  const result = z.object(CORE_OPTIONS).safeParse(given);
+  if (result.success) return result.data as CoreOptions;
+  return { error: `backend "${spec.name}": ${describeIssues(result.error.issues, CORE_OPTIONS, given, secrets)}` };
+}
+
+function describeIssues(issues: z.core.$ZodIssue[], shape: z.ZodRawShape, given: Record<string, unknown>, secrets: SecretRegistry): string {
+  const problems = issues.map((issue) => {
+    const option = String(issue.path[0] ?? '?');
+    const value = given[option];
+    const info = optionInfo.get(shape[option] as z.ZodType);
+    const expected = info?.expected ?? issue.message;
+    if (value === undefined) return `option "${option}" is required (${expected})`;
+    const shown = isSecretKey(option) ? MASK : secrets.redact(JSON.stringify(value));
+    return `option "${option}" must be ${expected}, got ${shown}`;
+  });
+  return [...new Set(problems)].join('; ');
+}
 
 export interface ValidatedOptions {
   options: Record<string, unknown>;
@@ -32,16 +70,7 @@ export function validateDriverOptions(
   }
   const result = z.object(definition.options).safeParse(driverOptions);
   if (!result.success) {
-    const problems = result.error.issues.map((issue) => {
-      const option = String(issue.path[0] ?? '?');
-      const given = driverOptions[option];
-      const info = optionInfo.get(definition.options[option] as z.ZodType);
-      const expected = info?.expected ?? issue.message;
-      if (given === undefined) return `option "${option}" is required (${expected})`;
-      const shown = isSecretKey(option) ? MASK : secrets.redact(JSON.stringify(given));
-      return `option "${option}" must be ${expected}, got ${shown}`;
-    });
-    throw new ConfigError(`backend "${backendName}": ${[...new Set(problems)].join('; ')}`);
+    throw new ConfigError(`backend "${backendName}": ${describeIssues(result.error.issues, definition.options, driverOptions, secrets)}`);
   }
   return { options: { ...raw, ...result.data }, unknown };
 }

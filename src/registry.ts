@@ -1,7 +1,8 @@
 import { Backend, type CreateVolumeInput } from './backend.js';
+import { CapacityLedger } from './capacity-ledger.js';
 import type { LoadedConfig } from './config/load.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
-import { StorageError } from './errors.js';
+import { StorageError, describeError, isStorageError } from './errors.js';
 import { KeyedMutex } from './locks.js';
 import type { Logger } from './log.js';
 import { dataDir } from './paths.js';
@@ -21,6 +22,20 @@ export interface ListVolumesInput {
   cursor?: string;
 }
 
+/** How long list_backends waits for backends still starting before answering with what is known. */
+const LIST_GRACE_MS = 500;
+
+export interface BackendSummary {
+  id: string;
+  volume_driver: string;
+  initialized: boolean;
+  config: Record<string, unknown>;
+  pool_names: string[];
+  initializing?: boolean;
+  error?: string;
+  next_retry_at?: string;
+}
+
 export class BackendRegistry {
   private readonly backends = new Map<string, Backend>();
 
@@ -38,13 +53,23 @@ export class BackendRegistry {
       rootHelper: config.global.rootHelper,
       outputAllBackendInfo: config.global.outputAllBackendInfo,
       volumeLocks: new KeyedMutex(),
+      capacity: new CapacityLedger(),
     };
     for (const spec of config.backends) this.backends.set(spec.name, new Backend(spec, deps));
   }
 
   /** Opens the metadata store, surfaces interrupted operations and starts every backend's setup. */
-  static open(config: LoadedConfig, secrets: SecretRegistry, log: Logger, store?: VolumeStore): BackendRegistry {
-    const volumeStore = store ?? openVolumeStore(config.global.persistence);
+  static async open(config: LoadedConfig, secrets: SecretRegistry, log: Logger, store?: VolumeStore): Promise<BackendRegistry> {
+    let volumeStore: VolumeStore;
+    try {
+      volumeStore = store ?? (await openVolumeStore(config.global.persistence));
+    } catch (error) {
+      if (isStorageError(error)) throw error;
+      throw new StorageError(
+        'BACKEND_UNAVAILABLE',
+        `the metadata store cannot be opened: ${secrets.redact(describeError(error))}; fix persistence_config and restart the server`,
+      );
+    }
     const surfaced = volumeStore.surfaceInterrupted(
       (record) =>
         `interrupted while ${record.status}: the server stopped before the array answered; the array may or may not hold volume-${record.id}. delete_volume cleans up both`,
@@ -60,9 +85,35 @@ export class BackendRegistry {
     return [...this.backends.values()];
   }
 
-  /** Resolves once every backend has finished trying to initialize. */
+  /** Resolves once every backend has finished its current initialization attempt. */
   async settled(): Promise<void> {
-    await Promise.all(this.list().map((backend) => backend.initialize()));
+    await Promise.all(this.list().map((backend) => backend.settled()));
+  }
+
+  /**
+   * Every backend as list_backends shows it, from what is known: it waits at most a moment for
+   * attempts under way (so a local backend that starts in milliseconds is not shown as starting),
+   * never for a silent array.
+   */
+  async describeBackends(): Promise<BackendSummary[]> {
+    let timer: NodeJS.Timeout | undefined;
+    const moment = new Promise<void>((resolve) => (timer = setTimeout(resolve, LIST_GRACE_MS)));
+    await Promise.race([Promise.all(this.list().map((backend) => backend.settled().then(() => backend.poolNamesSoon()))), moment]);
+    clearTimeout(timer);
+    return this.list().map((backend) => {
+      // A failed backend whose back-off has passed is tried again in the background.
+      if (!backend.initialized && !backend.initializing) void backend.initialize();
+      return {
+        id: backend.id,
+        volume_driver: backend.volumeDriver,
+        initialized: backend.initialized,
+        config: backend.config(),
+        pool_names: backend.knownPoolNames,
+        ...(backend.initializing ? { initializing: true } : {}),
+        ...(backend.error ? { error: backend.error } : {}),
+        ...(backend.nextRetryAt ? { next_retry_at: backend.nextRetryAt } : {}),
+      };
+    });
   }
 
   get(name: string): Backend {

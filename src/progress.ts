@@ -1,0 +1,40 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+
+/**
+ * MCP progress notifications for whatever makes a tool call wait (a backend still initializing,
+ * later long copies). The server binds a reporter to each call that carried a progressToken;
+ * code deep in the core reports through `waitWithProgress` without knowing about MCP.
+ */
+export type ProgressReporter = (update: { progress: number; total?: number; message: string }) => Promise<void> | void;
+
+const current = new AsyncLocalStorage<ProgressReporter>();
+
+/** How often a wait is reported while it lasts (the contract asks for at least every 2 s). */
+export const PROGRESS_INTERVAL_MS = 1_500;
+
+export function runWithProgress<T>(reporter: ProgressReporter | undefined, task: () => Promise<T>): Promise<T> {
+  return reporter ? current.run(reporter, task) : task();
+}
+
+/**
+ * Awaits `work`, telling the caller's client (when it asked for progress) that it started, that it
+ * is still waiting at regular intervals, and that it ended.
+ */
+export async function waitWithProgress<T>(message: string, work: Promise<T>): Promise<T> {
+  const report = current.getStore();
+  if (!report) return work;
+  let step = 0;
+  const send = (text: string) => {
+    step++;
+    void Promise.resolve(report({ progress: step, message: text })).catch(() => undefined);
+  };
+  const started = Date.now();
+  send(message);
+  const timer = setInterval(() => send(`${message} (${Math.round((Date.now() - started) / 1000)} s)`), PROGRESS_INTERVAL_MS);
+  try {
+    return await work;
+  } finally {
+    clearInterval(timer);
+    send(`${message}: done`);
+  }
+}
