@@ -1,6 +1,13 @@
+import { BYTES_PER_GIB } from '../units.js';
+
 /**
  * The lvm commands and flags Cinder's LVM driver (os-brick's local_dev/lvm.py) runs, and parsers
  * for their output. Pure functions: the driver adds the runner, the tests feed real output.
+ *
+ * One deviation: sizes are read in bytes (`--units b`), where os-brick asks for `--unit=g`. LVM
+ * rounds `g` figures to two decimals, to nearest: a group with 39.996 GiB free reads "40.00", so
+ * a 40 GiB volume passed the capacity check and lvcreate then refused it. Bytes are exact
+ * (whole extents), and GiB figures made from them are rounded down.
  */
 export interface LvmCommandContext {
   volumeGroup: string;
@@ -23,7 +30,7 @@ export function lvmPrefix(context: LvmCommandContext): string[] {
 export function vgsCommand(context: LvmCommandContext): string[] {
   return [
     ...lvmPrefix(context),
-    'vgs', '--noheadings', '--unit=g', '-o', 'name,size,free,lv_count,uuid', '--separator', ':', '--nosuffix',
+    'vgs', '--noheadings', '--units', 'b', '-o', 'name,size,free', '--separator', ':', '--nosuffix',
     context.volumeGroup,
   ];
 }
@@ -32,7 +39,7 @@ export function vgsCommand(context: LvmCommandContext): string[] {
 export function lvsCommand(context: LvmCommandContext, lvName?: string): string[] {
   return [
     ...lvmPrefix(context),
-    'lvs', '--noheadings', '--unit=g', '-o', 'vg_name,name,size', '--nosuffix',
+    'lvs', '--noheadings', '--units', 'b', '-o', 'vg_name,name,size', '--nosuffix',
     lvName ? `${context.volumeGroup}/${lvName}` : context.volumeGroup,
   ];
 }
@@ -44,7 +51,7 @@ export function thinPoolName(volumeGroup: string): string {
 export function thinPoolUsageCommand(context: LvmCommandContext): string[] {
   return [
     ...lvmPrefix(context),
-    'lvs', '--noheadings', '--unit=g', '-o', 'size,data_percent', '--separator', ':', '--nosuffix',
+    'lvs', '--noheadings', '--units', 'b', '-o', 'size,data_percent', '--separator', ':', '--nosuffix',
     `/dev/${context.volumeGroup}/${thinPoolName(context.volumeGroup)}`,
   ];
 }
@@ -85,12 +92,16 @@ export function dmTargetsCommand(context: LvmCommandContext): string[] {
   return [...context.rootHelper, 'dmsetup', 'targets'];
 }
 
+/** GiB figures read from LVM (free space, sizes), rounded down to two decimals. */
 export interface VolumeGroupInfo {
   name: string;
   sizeGb: number;
+  /**
+   * Never above the bytes free: a whole-GiB lvcreate that passes `size <= freeGb` fits, since
+   * free space is a whole number of extents and N GiB <= free bytes means the extents N GiB
+   * rounds up to are free as well.
+   */
   freeGb: number;
-  lvCount: number;
-  uuid: string;
 }
 
 export interface LogicalVolumeInfo {
@@ -99,24 +110,24 @@ export interface LogicalVolumeInfo {
   sizeGb: number;
 }
 
-/** Parses `vgs ... --separator : --nosuffix` lines; LVM's warnings go to stderr, not here. */
+/** Parses `vgs ... --units b --separator : --nosuffix` lines; LVM's warnings go to stderr, not here. */
 export function parseVgs(stdout: string): VolumeGroupInfo[] {
   return dataLines(stdout).map((line) => {
-    const [name, size, free, lvCount, uuid] = line.split(':');
-    return { name: name!, sizeGb: number(size), freeGb: number(free), lvCount: Number.parseInt(lvCount ?? '0', 10), uuid: uuid ?? '' };
+    const [name, size, free] = line.split(':');
+    return { name: name!, sizeGb: gibFromBytes(size), freeGb: gibFromBytes(free) };
   });
 }
 
 export function parseLvs(stdout: string): LogicalVolumeInfo[] {
   return dataLines(stdout).map((line) => {
     const [vg, name, size] = line.split(/\s+/);
-    return { vg: vg!, name: name!, sizeGb: number(size) };
+    return { vg: vg!, name: name!, sizeGb: gibFromBytes(size) };
   });
 }
 
 export function parseThinPoolUsage(stdout: string): { sizeGb: number; dataPercent: number } {
   const [size, percent] = (dataLines(stdout)[0] ?? '').split(':');
-  return { sizeGb: number(size), dataPercent: percent && percent.trim() ? number(percent) : 0 };
+  return { sizeGb: gibFromBytes(size), dataPercent: percent && percent.trim() ? number(percent) : 0 };
 }
 
 /** stderr without LVM's warnings and fd-leak notices, which are not failures. */
@@ -133,6 +144,13 @@ function dataLines(stdout: string): string[] {
     .split('\n')
     .map((line) => line.trim())
     .filter((line) => line.length > 0);
+}
+
+/** Bytes as GiB, rounded down to two decimals (39.996 GiB is 39.99, never 40). */
+function gibFromBytes(text: string | undefined): number {
+  const digits = (text ?? '').trim();
+  if (!/^\d+$/.test(digits)) throw new Error(`unexpected lvm output: "${text}" is not a number of bytes`);
+  return Math.floor((Number(digits) * 100) / BYTES_PER_GIB) / 100;
 }
 
 function number(text: string | undefined): number {

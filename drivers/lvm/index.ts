@@ -5,7 +5,7 @@ import { StorageError, type ErrorCode } from '../../src/errors.js';
 import { LocalRunner } from '../../src/exec/local.js';
 import { CommandTransportError, type CommandResult, type CommandRunner } from '../../src/exec/runner.js';
 import { SshRunner } from '../../src/exec/ssh.js';
-import { boolOption, capacityOptions, enumOption, intOption, sanOptions, stringOption } from '../options.js';
+import { boolOption, capacityOptions, enumOption, intOption, sanIpOption, sanOptions, stringOption } from '../options.js';
 import { defineDriver, type BackendStats, type DriverContext, type VolumeDriver, type VolumeRef } from '../types.js';
 import {
   createThickCommand, createThinCommand, createThinPoolCommand, dmTargetsCommand, extendCommand, lvmErrorText, lvsCommand,
@@ -46,7 +46,7 @@ const options = {
   target_port: intOption('Port of the export target; kept for config compatibility.', { default: 3260, min: 1, max: 65535 }),
   target_prefix: stringOption('Prefix of export target names; kept for config compatibility.', { default: 'iqn.2010-10.org.openstack:' }),
   ...sanOptions,
-  san_ip: stringOption('Host holding the volume group; when set, lvm commands run there over SSH.'),
+  san_ip: sanIpOption('Host holding the volume group; when set, lvm commands run there over SSH.'),
   san_login: stringOption('SSH user on san_ip; any user but root runs lvm through the global root_helper.', { default: 'admin' }),
   ssh_hosts_key_file: stringOption('known_hosts file for san_ip (default: ssh_known_hosts in the data directory).', {
     defaultText: '$XDG_DATA_HOME/cinderlib-mcp/ssh_known_hosts',
@@ -155,7 +155,7 @@ class LvmDriver implements VolumeDriver {
       provisioned = roundGb(volumes.filter((lv) => lv.name !== poolName).reduce((sum, lv) => sum + lv.sizeGb, 0));
     } else {
       total = group.sizeGb;
-      free = group.freeGb;
+      free = group.freeGb; // rounded down from bytes: the core's check of whole-GiB sizes against it is what lvcreate accepts
       provisioned = roundGb(total - free);
     }
     const host = this.options.san_ip ? splitHost(this.options.san_ip, this.options.san_ssh_port).host : hostname();

@@ -166,6 +166,39 @@ if (missing && !inCi) {
     });
   });
 
+  describe('LVM thick capacity, exact to the byte', () => {
+    let exact: VolumeGroupFixture;
+    beforeAll(() => {
+      // LVM keeps the first MiB of the 8 GiB loop device for itself: the group holds 2047 of 2048 extents.
+      exact = makeVolumeGroup('cinder-exact', 8);
+    });
+    afterAll(() => exact?.cleanup());
+
+    it('refuses, before lvcreate runs, a volume that fits only in the rounded free space, and creates one a GiB smaller', async () => {
+      const free = (units: string) => exact.lvm('vgs', '--noheadings', '--nosuffix', '--units', units, '-o', 'vg_free', 'cinder-exact').trim();
+      expect(free('g')).toBe('8.00'); // what os-brick's --unit=g shows
+      expect(Number(free('b'))).toBeLessThan(8 * 1024 ** 3); // what lvcreate goes by
+      const server = await startMcpServer({
+        backends: [{ ...SEED_BACKEND, volume_backend_name: 'exact', volume_group: 'cinder-exact', lvm_type: 'default', lvm_conf_file: exact.lvmConfFile }],
+      });
+      try {
+        const [pool] = (await server.call('get_stats', { backend: 'exact' })).data.stats.pools;
+        expect(pool.free_capacity_gb).toBe(7.99);
+        const refused = await server.call('create_volume', { backend: 'exact', size: 8 });
+        expect(refused.text).toMatch(/^OUT_OF_CAPACITY: a 8 GiB volume does not fit in backend "exact" pool "exact": 7\.99 GiB of room left/);
+        // Refused by the check, not by lvcreate: no LV, and no record left in status error.
+        expect(exact.lvNames()).toEqual([]);
+        expect((await server.call('list_volumes', { backend: 'exact' })).data.volumes).toEqual([]);
+        const created = await server.call('create_volume', { backend: 'exact', size: 7 });
+        expect(created.isError, created.text).toBe(false);
+        expect(exact.lvNames()).toEqual([`volume-${created.data.id}`]);
+        expect((await server.call('delete_volume', { volume_id: created.data.id })).isError).toBe(false);
+      } finally {
+        await server.close();
+      }
+    });
+  });
+
   describe('LVM over SSH, specifics', () => {
     it('passes every argument to the remote shell literally', async () => {
       const flag = join(vg.dir, 'quoted-pwned');
