@@ -1,3 +1,5 @@
+import { isIPv4, isIPv6 } from 'node:net';
+import { domainToASCII } from 'node:url';
 import { z } from 'zod';
 
 /**
@@ -102,6 +104,65 @@ function rangeText(kind: string, min?: number, max?: number): string {
   return kind;
 }
 
+/** What san_ip accepts, for messages (config errors, a REST driver given a bad address). */
+export const SAN_IP_FORMS =
+  'a host name or IP address, optionally with a port: host, host:port, 10.0.0.1, 10.0.0.1:8443, fe80::1 or [fe80::1]:8443 ' +
+  '(port 1 to 65535; no scheme such as https:// and no path)';
+
+export interface SanAddress {
+  /** A host name, an IPv4 address or an IPv6 address (without brackets). */
+  host: string;
+  port?: number;
+}
+
+const HOST_LABEL = /^(?!-)[a-z0-9_-]{1,63}(?<!-)$/;
+
+/** A DNS name (internationalized names as their punycode shows it), or a dotted-quad IPv4 address. */
+function isHostName(host: string): boolean {
+  if (isIPv4(host)) return true;
+  // Letters (any script), digits, dots, hyphens, underscores: no path, query, user or space.
+  if (!/^[\p{L}\p{M}\p{N}._-]+$/u.test(host)) return false;
+  const ascii = domainToASCII(host).replace(/\.$/, '');
+  if (!ascii || ascii.length > 253) return false;
+  const labels = ascii.split('.');
+  // URL parsers read a name ending in a number as IPv4 (999.1.1.1, 10.1): only real ones pass.
+  if (/^(\d+|0x[0-9a-f]*)$/.test(labels.at(-1)!)) return false;
+  return labels.every((label) => HOST_LABEL.test(label));
+}
+
+function parsePort(text: string): number | undefined {
+  if (!/^\d{1,5}$/.test(text)) return undefined;
+  const port = Number(text);
+  return port >= 1 && port <= 65535 ? port : undefined;
+}
+
+/**
+ * Reads san_ip the way Cinder's drivers use it (an SSH host, or the host[:port] of a REST URL):
+ * undefined when it is none of SAN_IP_FORMS. The one parser for config validation, REST origins
+ * and SSH targets.
+ */
+export function parseSanIp(value: string): SanAddress | undefined {
+  const bracketed = /^\[([^\]]+)\](?::([^:]*))?$/.exec(value);
+  if (bracketed) {
+    if (!isIPv6(bracketed[1]!) || bracketed[1]!.includes('%')) return undefined;
+    if (bracketed[2] === undefined) return { host: bracketed[1]! };
+    const port = parsePort(bracketed[2]);
+    return port === undefined ? undefined : { host: bracketed[1]!, port };
+  }
+  if (isIPv6(value)) return value.includes('%') ? undefined : { host: value };
+  const [host, portText, ...rest] = value.split(':');
+  if (rest.length > 0 || !host || !isHostName(host)) return undefined;
+  if (portText === undefined) return { host };
+  const port = parsePort(portText);
+  return port === undefined ? undefined : { host, port };
+}
+
+/** Cinder's san_ip, checked at config time so a bad address is named before any connection attempt. */
+export function sanIpOption(help: string, opts: Common<string> = {}) {
+  const schema = z.string({ error: SAN_IP_FORMS }).refine((value) => parseSanIp(value) !== undefined, { error: SAN_IP_FORMS });
+  return finish(schema, { expected: SAN_IP_FORMS, help }, opts) as z.ZodType<string | undefined>;
+}
+
 /** Cinder's common capacity options (cinder/volume/driver.py), shared by every driver. */
 export const capacityOptions = {
   reserved_percentage: intOption('Percentage of backend capacity kept free (Cinder reserved_percentage).', {
@@ -117,7 +178,7 @@ export const capacityOptions = {
 
 /** Cinder's SAN options (cinder/volume/drivers/san/san.py) for drivers reached over the network. */
 export const sanOptions = {
-  san_ip: stringOption('Address of the array or host, optionally host:port.'),
+  san_ip: sanIpOption('Address of the array or host, optionally host:port.'),
   san_login: stringOption('User name on the array or host.', { default: 'admin' }),
   san_password: textOption('Password on the array or host.', { default: '' }),
   san_private_key: stringOption('Path of an SSH private key file used instead of a password.'),

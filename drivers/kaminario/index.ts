@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { StorageError, type ErrorCode } from '../../src/errors.js';
 import { RestClient, httpsOrigin, type RestResponse } from '../../src/http/client.js';
-import { boolOption, capacityOptions, intOption, sanOptions, stringOption, textOption, tlsOptions } from '../options.js';
+import { boolOption, capacityOptions, intOption, sanIpOption, sanOptions, stringOption, textOption, tlsOptions } from '../options.js';
 import { defineDriver, type BackendStats, type DriverContext, type VolumeDriver, type VolumeRef } from '../types.js';
 import { KIB_PER_GIB, compareVersions, roundGb, versionNumbers } from '../units.js';
 
@@ -16,7 +16,7 @@ const DRIVER_VERSION = '1.0';
 const K2_MIN_VERSION = [2, 2, 0];
 
 const options = {
-  san_ip: stringOption('Address of the K2 array, optionally host:port.', { required: true }),
+  san_ip: sanIpOption('Address of the K2 array, optionally host:port.', { required: true }),
   san_login: sanOptions.san_login,
   san_password: textOption('Password of san_login on the K2.', { default: '' }),
   kaminario_nodedup_substring: stringOption('Older Cinder releases: volume types containing this create nodedup volumes; cinderlib has no volume types, so volumes are dedup.', {

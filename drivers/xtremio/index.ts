@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { StorageError } from '../../src/errors.js';
 import { RestClient, httpsOrigin, type RestResponse } from '../../src/http/client.js';
-import { capacityOptions, intOption, sanOptions, stringOption, textOption, tlsOptions } from '../options.js';
+import { capacityOptions, intOption, sanIpOption, sanOptions, stringOption, textOption, tlsOptions } from '../options.js';
 import { defineDriver, type BackendStats, type DriverContext, type VolumeDriver, type VolumeRef } from '../types.js';
 import { KIB_PER_GIB, compareVersions, roundGb, versionNumbers } from '../units.js';
 
@@ -19,7 +19,7 @@ const VOL_NOT_UNIQUE = 'vol_obj_name_not_unique';
 const SYSTEM_BUSY = 'system_is_busy';
 
 const options = {
-  san_ip: stringOption('Address of the XMS, optionally host:port.', { required: true }),
+  san_ip: sanIpOption('Address of the XMS, optionally host:port.', { required: true }),
   san_login: sanOptions.san_login,
   san_password: textOption('Password of san_login on the XMS.', { default: '' }),
   xtremio_cluster_name: textOption('XMS cluster name in a multi-cluster XMS; empty uses the first cluster.', { default: '' }),

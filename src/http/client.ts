@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
+import { isIPv6 } from 'node:net';
 import { Pool } from 'undici';
+import { SAN_IP_FORMS, parseSanIp } from '../../drivers/options.js';
 import { StorageError, type ErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { SecretRegistry } from '../secrets.js';
@@ -223,12 +225,13 @@ export class RestClient {
   }
 }
 
-/** Cinder's REST drivers accept san_ip with or without a port; this builds the origin. */
+/**
+ * Cinder's REST drivers accept san_ip with or without a port; this builds the origin from the
+ * same parser that validated the option, so a value the config accepted always makes a URL.
+ */
 export function httpsOrigin(sanIp: string, defaultPort = 443): string {
-  const trimmed = sanIp.trim();
-  if (/^\[.*\](:\d+)?$/.test(trimmed)) return `https://${trimmed.includes(']:') ? trimmed : `${trimmed}:${defaultPort}`}`;
-  const colons = trimmed.split(':').length - 1;
-  if (colons === 1) return `https://${trimmed}`;
-  if (colons > 1) return `https://[${trimmed}]:${defaultPort}`; // bare IPv6
-  return `https://${trimmed}:${defaultPort}`;
+  const address = parseSanIp(sanIp.trim());
+  if (!address) throw new Error(`san_ip "${sanIp}" is not an array address; use ${SAN_IP_FORMS}`);
+  const host = isIPv6(address.host) ? `[${address.host}]` : address.host;
+  return `https://${host}:${address.port ?? defaultPort}`;
 }

@@ -113,3 +113,18 @@ describe('RestClient', () => {
     expect(httpsOrigin('[fe80::1]:8443')).toBe('https://[fe80::1]:8443');
   });
 });
+
+describe('httpsOrigin', () => {
+  it('builds the origin from every san_ip form the config accepts', () => {
+    expect(httpsOrigin('array.example:8443')).toBe('https://array.example:8443');
+    expect(httpsOrigin('::1')).toBe('https://[::1]:443');
+    expect(httpsOrigin('[::1]')).toBe('https://[::1]:443');
+    expect(httpsOrigin('127.0.0.2', 8443)).toBe('https://127.0.0.2:8443');
+  });
+
+  it('refuses what the config refuses, naming san_ip and the accepted forms instead of a bare "Invalid URL"', () => {
+    for (const value of ['https://127.0.0.2', '127.0.0.2:abc', '']) {
+      expect(() => httpsOrigin(value), value).toThrow(/san_ip ".*" is not an array address; use a host name or IP address, optionally with a port/);
+    }
+  });
+});
