@@ -267,6 +267,9 @@ export class Backend {
       await Promise.race([this.setUp(), timedOut]);
       this.state = { phase: 'ready' };
       this.deps.log.info(`backend "${this.id}" initialized (${this.volumeDriver})`);
+      // As Cinder reads stats right after setup: pool names for list_backends, and the space this
+      // backend draws on registered before any backend sharing it checks capacity.
+      await this.snapshot(false).catch((error: unknown) => this.deps.log.warn(`backend "${this.id}": first stats failed: ${describeError(error)}`));
     } catch (error) {
       const abandoned = this.driver;
       this.driver = undefined;
@@ -368,7 +371,7 @@ export class Backend {
     if (!verdict.fits) {
       throw new StorageError('OUT_OF_CAPACITY', refusal({ pool: pool.pool_name, gb: verdict.roomGb, text: `${verdict.roomGb} GiB of room left (${verdict.explanation})` }));
     }
-    return { pool, reservation: this.deps.capacity.reserve(domain, sizeGb) };
+    return { pool, reservation: this.deps.capacity.reserve(domain, this.id, sizeGb) };
   }
 
   private capacityDomain(poolName: string): string {

@@ -17,8 +17,8 @@ export interface Reservation {
 export class CapacityLedger {
   private seq = 0;
   private readonly pending = new Map<string, number>();
-  /** Per domain, finished operations in order, until every member's stats postdate them. */
-  private readonly committed = new Map<string, Array<{ seq: number; gb: number }>>();
+  /** Per domain, finished operations in order (and who made them), until every member's stats postdate them. */
+  private readonly committed = new Map<string, Array<{ seq: number; gb: number; member: string }>>();
   /** Per domain, per member (a backend's pool): the provisioned GiB of its latest stats, and their stamp. */
   private readonly members = new Map<string, Map<string, { provisionedGb: number; seq: number }>>();
 
@@ -27,7 +27,7 @@ export class CapacityLedger {
     return this.seq;
   }
 
-  reserve(domain: string, gb: number): Reservation {
+  reserve(domain: string, member: string, gb: number): Reservation {
     this.pending.set(domain, (this.pending.get(domain) ?? 0) + gb);
     let settled = false;
     const settle = (done: boolean) => {
@@ -37,27 +37,32 @@ export class CapacityLedger {
       if (!done) return;
       let entries = this.committed.get(domain);
       if (!entries) this.committed.set(domain, (entries = []));
-      entries.push({ seq: ++this.seq, gb });
+      entries.push({ seq: ++this.seq, gb, member });
     };
     return { commit: () => settle(true), release: () => settle(false) };
   }
 
   /**
-   * What a decision on `member`'s stats stamped `snapshotSeq` must add: GiB under way or finished
-   * after the oldest stats it relies on (its own, or a sharer's provisioned figure), and what the
-   * other members of the domain have provisioned.
+   * What a decision on `member`'s stats stamped `snapshotSeq` must add to them:
+   * - provisionedGb: GiB under way, plus finished operations that the provisioned figure relied on
+   *   does not show (each member's own figure shows its operations up to its own stamp);
+   * - allocatedGb: GiB under way, plus finished operations after the stamp of this member's free
+   *   space figure (any member's operations take from the same free space);
+   * - sharedProvisionedGb: what the other members of the domain have provisioned.
    */
-  claims(domain: string, member: string, snapshotSeq: number): { outstandingGb: number; sharedProvisionedGb: number } {
-    let since = snapshotSeq;
+  claims(domain: string, member: string, snapshotSeq: number): { provisionedGb: number; allocatedGb: number; sharedProvisionedGb: number } {
+    const members = this.members.get(domain);
     let sharedProvisionedGb = 0;
-    for (const [name, snapshot] of this.members.get(domain) ?? []) {
-      if (name === member) continue;
-      sharedProvisionedGb += snapshot.provisionedGb;
-      since = Math.min(since, snapshot.seq);
+    for (const [name, snapshot] of members ?? []) if (name !== member) sharedProvisionedGb += snapshot.provisionedGb;
+    const pending = this.pending.get(domain) ?? 0;
+    let provisionedGb = pending;
+    let allocatedGb = pending;
+    for (const entry of this.committed.get(domain) ?? []) {
+      const seenBy = entry.member === member ? snapshotSeq : (members?.get(entry.member)?.seq ?? -1);
+      if (entry.seq > seenBy) provisionedGb += entry.gb;
+      if (entry.seq > snapshotSeq) allocatedGb += entry.gb;
     }
-    let outstandingGb = this.pending.get(domain) ?? 0;
-    for (const entry of this.committed.get(domain) ?? []) if (entry.seq > since) outstandingGb += entry.gb;
-    return { outstandingGb, sharedProvisionedGb };
+    return { provisionedGb, allocatedGb, sharedProvisionedGb };
   }
 
   /** Records a member's fresh stats, and forgets finished operations every member has now seen. */

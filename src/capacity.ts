@@ -19,11 +19,10 @@ export interface CapacityVerdict {
 }
 
 export interface CapacityClaims {
-  /**
-   * GiB the pool's stats do not show yet: operations under way, and operations that finished
-   * after the stats were taken.
-   */
-  outstandingGb?: number;
+  /** GiB the provisioned figure does not show yet: operations under way, or finished after it was taken. */
+  provisionedGb?: number;
+  /** GiB the free space figure does not show yet (thick pools allocate what they provision). */
+  allocatedGb?: number;
   /** GiB provisioned by other backends that share this pool's space (same filesystem, same VG). */
   sharedProvisionedGb?: number;
 }
@@ -33,13 +32,13 @@ export function checkCapacity(pool: PoolStats, sizeGb: number, claims: CapacityC
   if (total === 'infinite' || total === 'unknown' || free === 'infinite' || free === 'unknown') {
     return { fits: true, roomGb: Number.POSITIVE_INFINITY, explanation: `the pool reports ${free} free capacity` };
   }
-  const outstanding = claims.outstandingGb ?? 0;
   const shared = claims.sharedProvisionedGb ?? 0;
   const reservedGb = Math.floor(total * ((pool.reserved_percentage ?? 0) / 100));
   const physicalFree = Math.max(0, free - reservedGb);
   const reserveText = reservedGb ? ` - ${reservedGb} GiB reserved (${pool.reserved_percentage}%)` : '';
-  const outstandingText = outstanding ? ` - ${roundGb(outstanding)} GiB being created or not yet in the stats` : '';
+  const notInStats = (gb: number) => (gb ? ` - ${roundGb(gb)} GiB being created or not yet in the stats` : '');
   if (pool.thin_provisioning_support) {
+    const outstanding = claims.provisionedGb ?? 0;
     const ratio = overSubscriptionRatio(pool.max_over_subscription_ratio);
     const provisioned = pool.provisioned_capacity_gb ?? pool.allocated_capacity_gb ?? 0;
     const byRatio = total * ratio - provisioned - shared - outstanding;
@@ -48,7 +47,7 @@ export function checkCapacity(pool: PoolStats, sizeGb: number, claims: CapacityC
     const ratioText =
       `thin pool: ${roundGb(total)} GiB total x ${ratio} over-subscription - ${roundGb(provisioned)} GiB provisioned` +
       (shared ? ` - ${roundGb(shared)} GiB provisioned by backends sharing this space` : '') +
-      outstandingText;
+      notInStats(outstanding);
     const freeText = `${roundGb(free)} GiB free${reserveText} = ${roundGb(physicalFree)} GiB x ${ratio}`;
     return {
       fits: sizeGb <= roomGb,
@@ -56,8 +55,9 @@ export function checkCapacity(pool: PoolStats, sizeGb: number, claims: CapacityC
       explanation: byFree < byRatio ? `${ratioText}, limited by ${freeText}` : ratioText,
     };
   }
-  const roomGb = floorGb(Math.max(0, physicalFree - outstanding));
-  return { fits: sizeGb <= roomGb, roomGb, explanation: `thick pool: ${roundGb(free)} GiB free${reserveText}${outstandingText}` };
+  const allocated = claims.allocatedGb ?? 0;
+  const roomGb = floorGb(Math.max(0, physicalFree - allocated));
+  return { fits: sizeGb <= roomGb, roomGb, explanation: `thick pool: ${roundGb(free)} GiB free${reserveText}${notInStats(allocated)}` };
 }
 
 /** Room is rounded down: showing 39.996 GiB as 40 would admit a volume the array then refuses. */

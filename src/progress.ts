@@ -24,17 +24,15 @@ export async function waitWithProgress<T>(message: string, work: Promise<T>): Pr
   const report = current.getStore();
   if (!report) return work;
   let step = 0;
-  const send = (text: string) => {
-    step++;
-    void Promise.resolve(report({ progress: step, message: text })).catch(() => undefined);
-  };
+  const send = (text: string) => Promise.resolve(report({ progress: ++step, message: text })).catch(() => undefined);
   const started = Date.now();
-  send(message);
-  const timer = setInterval(() => send(`${message} (${Math.round((Date.now() - started) / 1000)} s)`), PROGRESS_INTERVAL_MS);
+  void send(message);
+  const timer = setInterval(() => void send(`${message} (${Math.round((Date.now() - started) / 1000)} s)`), PROGRESS_INTERVAL_MS);
   try {
     return await work;
   } finally {
     clearInterval(timer);
-    send(`${message}: done`);
+    // Awaited, so the last notification leaves before the call's answer.
+    await send(`${message}: done`);
   }
 }

@@ -1,7 +1,17 @@
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
-import { CallToolRequestSchema, ListToolsRequestSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { Protocol } from '@modelcontextprotocol/sdk/shared/protocol.js';
+import {
+  CallToolRequestParamsSchema,
+  CallToolRequestSchema,
+  ErrorCode,
+  ListToolsRequestSchema,
+  McpError,
+  type CallToolResult,
+} from '@modelcontextprotocol/sdk/types.js';
+import { z } from 'zod';
 import { StorageError, describeError, isStorageError } from './errors.js';
 import type { Logger } from './log.js';
+import { runWithProgress, type ProgressReporter } from './progress.js';
 import type { BackendRegistry } from './registry.js';
 import type { SecretRegistry } from './secrets.js';
 import type { ToolDefinition } from './tool.js';
@@ -50,8 +60,20 @@ export function createMcpServer(options: ServerOptions): Server {
 
   server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: await listingReady }));
 
-  server.setRequestHandler(CallToolRequestSchema, async (request): Promise<CallToolResult> => {
+  // Registered past Server.setRequestHandler: its tools/call wrapper refuses a non-object
+  // `arguments` with a multi-line -32603 zod dump before this handler can word it.
+  Protocol.prototype.setRequestHandler.call(server, LenientCallToolRequestSchema, async (request: LenientCallToolRequest, extra): Promise<CallToolResult> => {
     const { name, arguments: rawArguments } = request.params;
+    if (typeof name !== 'string') {
+      throw new McpError(ErrorCode.InvalidParams, 'tools/call needs params.name, the name of a tool as a string; tools/list lists them');
+    }
+    const progressToken = request.params._meta?.progressToken;
+    // Progress goes only to clients that asked for it, and is masked like every other way out.
+    const progress: ProgressReporter | undefined =
+      progressToken === undefined
+        ? undefined
+        : ({ progress, total, message }) =>
+            extra.sendNotification({ method: 'notifications/progress', params: { progressToken, progress, total, message: secrets.redact(message) } });
     try {
       const tool = (await toolDefinitions()).get(name);
       if (!tool) {
@@ -65,8 +87,8 @@ export function createMcpServer(options: ServerOptions): Server {
         );
       }
       const registry = await options.registry;
-      const args = parseArguments(tool, rawArguments ?? {}, registry, secrets) as Record<string, unknown>;
-      const data = secrets.maskOptions(await tool.handler(args, registry));
+      const args = parseArguments(tool, rawArguments, registry, secrets) as Record<string, unknown>;
+      const data = secrets.maskOptions(await runWithProgress(progress, () => tool.handler(args, registry)));
       return { content: [{ type: 'text', text: JSON.stringify(data) }], structuredContent: data as Record<string, unknown> };
     } catch (error) {
       return errorResult(error, name, secrets, log);
@@ -76,7 +98,21 @@ export function createMcpServer(options: ServerOptions): Server {
   return server;
 }
 
+/** tools/call with `name` and `arguments` left for the handler to check. */
+const LenientCallToolRequestSchema = CallToolRequestSchema.extend({
+  params: CallToolRequestParamsSchema.extend({ name: z.unknown().optional(), arguments: z.unknown().optional() }),
+});
+type LenientCallToolRequest = z.infer<typeof LenientCallToolRequestSchema>;
+
 function parseArguments(tool: ToolDefinition, raw: unknown, registry: BackendRegistry, secrets: SecretRegistry): unknown {
+  if (raw === undefined) raw = {};
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    const accepted = Object.keys(tool.input.shape);
+    throw new StorageError(
+      'INVALID_ARGUMENT',
+      `${tool.name}: arguments must be an object of named arguments (${accepted.length ? accepted.join(', ') : 'none'}), got ${describeKind(raw)} ${secrets.redact(preview(raw))}`,
+    );
+  }
   const result = tool.input.safeParse(raw);
   if (result.success) return result.data;
   const accepted = Object.keys(tool.input.shape);
@@ -87,7 +123,7 @@ function parseArguments(tool: ToolDefinition, raw: unknown, registry: BackendReg
     const field = issue.path.join('.');
     const given = valueAt(raw, issue.path);
     let text = given === undefined && issue.code === 'invalid_type' ? `${field} is required` : issue.message;
-    if (given !== undefined) text += `, got ${secrets.redact(JSON.stringify(given) ?? String(given)).slice(0, 120)}`;
+    if (given !== undefined) text += `, got ${secrets.redact(preview(given))}`;
     if (issue.path[0] === 'backend') text += ` (known backends: ${registry.list().map((b) => b.id).join(', ')})`;
     return text;
   });
@@ -101,6 +137,50 @@ function valueAt(raw: unknown, path: readonly PropertyKey[]): unknown {
     current = (current as Record<PropertyKey, unknown>)[key];
   }
   return current;
+}
+
+const PREVIEW_DEPTH = 2;
+const PREVIEW_ITEMS = 4;
+const PREVIEW_CHARS = 120;
+
+/**
+ * A client's value as JSON-like text for an error message, at most PREVIEW_CHARS long. It looks
+ * PREVIEW_DEPTH levels deep and at PREVIEW_ITEMS members per level only, so a value nested
+ * thousands of levels deep or megabytes wide costs nothing (JSON.stringify of it overflows the stack).
+ */
+function preview(value: unknown, depth = 0): string {
+  const text = previewPart(value, depth);
+  return text.length > PREVIEW_CHARS ? `${text.slice(0, PREVIEW_CHARS - 3)}...` : text;
+}
+
+function previewPart(value: unknown, depth: number): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > PREVIEW_CHARS ? `${value.slice(0, PREVIEW_CHARS)}...` : value);
+  if (typeof value === 'bigint') return `${value}`;
+  if (value === null || typeof value !== 'object') return String(value);
+  const isArray = Array.isArray(value);
+  if (depth >= PREVIEW_DEPTH) return isArray ? '[...]' : '{...}';
+  const parts: string[] = [];
+  let more = false;
+  if (isArray) {
+    for (const item of value.slice(0, PREVIEW_ITEMS)) parts.push(previewPart(item, depth + 1));
+    more = value.length > PREVIEW_ITEMS;
+  } else {
+    for (const key in value) {
+      if (parts.length === PREVIEW_ITEMS) {
+        more = true;
+        break;
+      }
+      parts.push(`${JSON.stringify(key)}:${previewPart((value as Record<string, unknown>)[key], depth + 1)}`);
+    }
+  }
+  if (more) parts.push('...');
+  return isArray ? `[${parts.join(',')}]` : `{${parts.join(',')}}`;
+}
+
+function describeKind(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
 }
 
 function errorResult(error: unknown, toolName: string, secrets: SecretRegistry, log: Logger): CallToolResult {

@@ -19,7 +19,7 @@ describe("Cinder's capacity rules", () => {
     expect(checkCapacity(pool({}), 60)).toMatchObject({ fits: true, roomGb: 60 });
     expect(checkCapacity(pool({}), 61)).toMatchObject({ fits: false, roomGb: 60 });
     expect(checkCapacity(pool({ reserved_percentage: 10 }), 51)).toMatchObject({ fits: false, roomGb: 50 });
-    expect(checkCapacity(pool({}), 30, { outstandingGb: 40 }).roomGb).toBe(20); // 40 GiB already promised to creates under way
+    expect(checkCapacity(pool({}), 30, { allocatedGb: 40 }).roomGb).toBe(20); // 40 GiB already promised to creates under way
   });
 
   it('thin: total x ratio minus provisioned, and free x ratio', () => {
@@ -33,10 +33,10 @@ describe("Cinder's capacity rules", () => {
 
   it('thin: GiB under way count against the provisioned side, never against physical free space', () => {
     const thin = pool({ thin_provisioning_support: true, total_capacity_gb: 100, free_capacity_gb: 100, provisioned_capacity_gb: 0 });
-    const verdict = checkCapacity(thin, 3, { outstandingGb: 600 });
+    const verdict = checkCapacity(thin, 3, { provisionedGb: 600 });
     expect(verdict).toMatchObject({ fits: true, roomGb: 1400 });
     expect(verdict.explanation).toBe('thin pool: 100 GiB total x 20 over-subscription - 0 GiB provisioned - 600 GiB being created or not yet in the stats');
-    const shared = checkCapacity(thin, 3, { outstandingGb: 600, sharedProvisionedGb: 1398 });
+    const shared = checkCapacity(thin, 3, { provisionedGb: 600, sharedProvisionedGb: 1398 });
     expect(shared).toMatchObject({ fits: false, roomGb: 2 });
     expect(shared.explanation).toMatch(/- 1398 GiB provisioned by backends sharing this space/);
   });

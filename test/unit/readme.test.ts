@@ -7,7 +7,8 @@ describe('README', () => {
 
   it('starts with the two commands a newcomer needs', () => {
     const firstLines = readme.split('\n').slice(0, 6).join('\n');
-    expect(firstLines).toMatch(/npx cinderlib-mcp/);
+    expect(firstLines).toMatch(/npm install -g \. && cinderlib-mcp/);
+    expect(firstLines).not.toMatch(/npx cinderlib-mcp/);
     expect(firstLines).toMatch(/npm test/);
   });
 
