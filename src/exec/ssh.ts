@@ -139,11 +139,19 @@ export class SshRunner implements CommandRunner {
       username,
       readyTimeout: connectTimeoutMs,
       keepaliveInterval: 15_000,
-      hostVerifier: (key: Buffer) => {
-        const verdict = this.knownHosts.verify(host, port, key);
-        if (!verdict.accepted) hostKeyRefusal = verdict.reason;
-        else if (verdict.recorded) this.options.log.info(`trusted ${this.target} on first use; its host key is recorded in ${this.knownHosts.file}`);
-        return verdict.accepted;
+      // ssh2's callback form: the known_hosts file is read and written without blocking the event loop.
+      hostVerifier: (key: Buffer, verify: (valid: boolean) => void) => {
+        this.knownHosts.verify(host, port, key).then(
+          (verdict) => {
+            if (!verdict.accepted) hostKeyRefusal = verdict.reason;
+            else if (verdict.recorded) this.options.log.info(`trusted ${this.target} on first use; its host key is recorded in ${this.knownHosts.file}`);
+            verify(verdict.accepted);
+          },
+          (error: Error) => {
+            hostKeyRefusal = `cannot check the host key of ${this.target}: ${error.message}`;
+            verify(false);
+          },
+        );
       },
     };
     if (privateKeyPath) {
