@@ -9,7 +9,8 @@ export interface ToolAnnotations {
   readOnlyHint: boolean;
   destructiveHint: boolean;
   idempotentHint: boolean;
-  openWorldHint: false;
+  /** true when the tool may reach an array over the network; false when it answers from the metadata store alone. */
+  openWorldHint: boolean;
 }
 
 export interface ToolDefinition<Input extends z.ZodObject = z.ZodObject, Output extends z.ZodObject = z.ZodObject> {
@@ -28,10 +29,16 @@ export function defineTool<Input extends z.ZodObject, Output extends z.ZodObject
   return definition;
 }
 
-/** Hints for tools that only read (metadata store or cached stats). */
-export const READ_ONLY_TOOL: ToolAnnotations = {
+/** Hints for tools that only read, from the metadata store alone. */
+export const READS_METADATA_STORE: ToolAnnotations = {
   readOnlyHint: true,
   destructiveHint: false,
   idempotentHint: true,
   openWorldHint: false,
 };
+
+/**
+ * Hints for tools that only read but may ask an array: stats are cached, yet the first read, a
+ * refresh and a backend's (re)initialization go over the network.
+ */
+export const READS_ARRAYS: ToolAnnotations = { ...READS_METADATA_STORE, openWorldHint: true };

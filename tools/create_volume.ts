@@ -23,7 +23,7 @@ export default defineTool({
     })
     .strict(),
   output: volumeSchema,
-  annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
+  annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
   async handler({ backend, ...request }, registry) {
     return toVolumeView(await registry.createVolume(backend, request));
   },

@@ -15,7 +15,7 @@ export default defineTool({
     })
     .strict(),
   output: volumeSchema,
-  annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+  annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: true },
   async handler({ volume_id, new_size }, registry) {
     return toVolumeView(await registry.extendVolume(volume_id, new_size));
   },

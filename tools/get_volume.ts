@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { READ_ONLY_TOOL, defineTool } from '../src/tool.js';
+import { READS_METADATA_STORE, defineTool } from '../src/tool.js';
 import { toVolumeView } from '../src/volume.js';
 import { volumeIdArgument, volumeSchema } from './schemas.js';
 
@@ -7,10 +7,10 @@ export default defineTool({
   name: 'get_volume',
   title: 'Get a volume',
   description:
-    'Returns one volume by id from the metadata store: name, size (GiB), status (creating, available, extending, deleting, error), backend, pool and creation time; status_reason explains an error.',
+    'Returns one volume by id from the metadata store (the array is not asked): name, size (GiB), status (creating, available, extending, deleting, error), backend, pool and creation time; status_reason explains an error.',
   input: z.object({ volume_id: volumeIdArgument }).strict(),
   output: volumeSchema,
-  annotations: READ_ONLY_TOOL,
+  annotations: READS_METADATA_STORE,
   async handler({ volume_id }, registry) {
     return toVolumeView(registry.getVolume(volume_id));
   },

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { READ_ONLY_TOOL, defineTool } from '../src/tool.js';
+import { READS_ARRAYS, defineTool } from '../src/tool.js';
 
 export default defineTool({
   name: 'list_backends',
@@ -10,18 +10,18 @@ export default defineTool({
   output: z.object({
     backends: z.array(
       z.object({
-        id: z.string(),
-        volume_driver: z.string(),
-        initialized: z.boolean(),
-        config: z.record(z.string(), z.unknown()),
+        id: z.string().describe('volume_backend_name: pass it as "backend" to the other tools.'),
+        volume_driver: z.string().describe('The driver the backend uses, as configured in volume_driver.'),
+        initialized: z.boolean().describe('true when the backend is serving.'),
+        config: z.record(z.string(), z.unknown()).describe('volume_backend_name alone, or every option (secrets masked) when output_all_backend_info is on.'),
         pool_names: z.array(z.string()).describe('Pool names as last seen; empty until the backend has answered once.'),
         initializing: z.boolean().optional().describe('true while an initialization attempt is under way.'),
         error: z.string().optional().describe('Why the backend is not serving (the last attempt\'s reason).'),
         next_retry_at: z.string().optional().describe('When a failed backend is tried again on its next call (ISO 8601); get_stats refresh: true retries at once.'),
       }),
-    ),
+    ).describe('Every configured backend, in config order.'),
   }),
-  annotations: READ_ONLY_TOOL,
+  annotations: READS_ARRAYS, // it starts a backend's (re)initialization and first stats read, which ask the array
   async handler(_args, registry) {
     return { backends: await registry.describeBackends() };
   },

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { READ_ONLY_TOOL, defineTool } from '../src/tool.js';
+import { READS_METADATA_STORE, defineTool } from '../src/tool.js';
 import { VOLUME_STATUSES, toVolumeView } from '../src/volume.js';
 import { backendArgument, volumeSchema } from './schemas.js';
 
@@ -29,10 +29,10 @@ export default defineTool({
     })
     .strict(),
   output: z.object({
-    volumes: z.array(volumeSchema),
+    volumes: z.array(volumeSchema).describe('At most "limit" volumes, oldest first.'),
     next_cursor: z.string().optional().describe('Pass as cursor to get the next page; absent on the last page.'),
   }),
-  annotations: READ_ONLY_TOOL,
+  annotations: READS_METADATA_STORE,
   async handler({ backend, status, limit, cursor }, registry) {
     const page = registry.listVolumes({ backend, status, cursor, limit: limit ?? DEFAULT_PAGE_SIZE });
     return {

@@ -5,12 +5,12 @@ import { VOLUME_STATUSES } from '../src/volume.js';
 export const volumeSchema = z.object({
   id: z.string().describe('Volume id (UUID); pass it to get_volume, extend_volume or delete_volume.'),
   name: z.string().describe('Display name given at creation (may be empty).'),
-  description: z.string(),
-  size: z.number().int().describe('Size in GiB.'),
+  description: z.string().describe('Free text description given at creation (may be empty).'),
+  size: z.number().int().min(1).describe('Size in GiB (a whole number, 1 or more).'),
   status: z.enum(VOLUME_STATUSES).describe('creating, available, extending, deleting or error.'),
   backend: z.string().describe('volume_backend_name of the backend holding the volume.'),
-  pool_name: z.string(),
-  bootable: z.boolean(),
+  pool_name: z.string().describe('Pool of the backend holding the volume.'),
+  bootable: z.boolean().describe('Whether the volume is marked bootable (metadata only).'),
   created_at: z.string().describe('ISO 8601 creation time.'),
   status_reason: z.string().optional().describe('Why the volume is in error, when it is.'),
 });

@@ -2,14 +2,19 @@ import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startMcpServer, type McpHarness } from '../helpers/server.js';
+import { checkingOutputSchemas, type SchemaCheckedHarness } from '../helpers/scenarios.js';
+import { startMcpServer } from '../helpers/server.js';
 
 const ALL_TOOLS = ['list_backends', 'get_stats', 'pool_names', 'list_volumes', 'get_volume', 'create_volume', 'extend_volume', 'delete_volume'];
 const READ_TOOLS = ['list_backends', 'get_stats', 'pool_names', 'list_volumes', 'get_volume'];
+/** Tools that answer from the metadata store alone; every other tool may ask an array. */
+const STORE_ONLY_TOOLS = ['list_volumes', 'get_volume'];
+/** Tools whose second identical call does not answer as the first did. */
+const NOT_IDEMPOTENT_TOOLS = ['create_volume', 'delete_volume'];
 
 describe('the MCP contract over a real stdio pipe', () => {
   let root: string;
-  let server: McpHarness;
+  let server: SchemaCheckedHarness;
   const config = () => ({
     global: { persistence_config: { storage: 'db', connection: `sqlite:///${join(root, 'meta.sqlite')}` } },
     backends: [
@@ -20,7 +25,7 @@ describe('the MCP contract over a real stdio pipe', () => {
 
   beforeAll(async () => {
     root = mkdtempSync(join(tmpdir(), 'cinderlib-mcp-contract-'));
-    server = await startMcpServer(config());
+    server = await checkingOutputSchemas(await startMcpServer(config()));
   });
   afterAll(async () => {
     await server?.close();
@@ -39,7 +44,8 @@ describe('the MCP contract over a real stdio pipe', () => {
       for (const hint of ['readOnlyHint', 'destructiveHint', 'idempotentHint', 'openWorldHint'] as const) {
         expect(typeof hints[hint], `${tool.name}.${hint}`).toBe('boolean');
       }
-      expect(hints.openWorldHint).toBe(false);
+      expect(hints.openWorldHint, tool.name).toBe(!STORE_ONLY_TOOLS.includes(tool.name));
+      expect(hints.idempotentHint, tool.name).toBe(!NOT_IDEMPOTENT_TOOLS.includes(tool.name));
       expect(hints.readOnlyHint).toBe(READ_TOOLS.includes(tool.name));
       expect(hints.destructiveHint).toBe(tool.name === 'delete_volume');
     }
@@ -71,6 +77,9 @@ describe('the MCP contract over a real stdio pipe', () => {
     expect(again.isError).toBe(false); // idempotent
     await server.call('delete_volume', { volume_id: created.data.id });
     expect(existsSync(file)).toBe(false);
+    // Not idempotent, as its hints say: deleting again answers NOT_FOUND, which means the volume is gone.
+    const deletedAgain = await server.call('delete_volume', { volume_id: created.data.id });
+    expect(deletedAgain.text).toMatch(new RegExp(`^NOT_FOUND: volume ${created.data.id} does not exist`));
   });
 
   it('pages list_volumes with an opaque cursor, in a stable order, without a cursor on the last page', async () => {
@@ -148,6 +157,13 @@ describe('the MCP contract over a real stdio pipe', () => {
     expect(extend.text).toMatch(/^INVALID_ARGUMENT: volume .* is "error"/);
     const deleted = await server.call('delete_volume', { volume_id: id });
     expect(deleted.isError, deleted.text).toBe(false);
+  });
+
+  it('answered every tool in this walk with structuredContent matching its zod output schema and its listed outputSchema', async () => {
+    // Each server.call above checked its own answer; the walk has not asked for pool names yet (alpha's folder is gone by now).
+    const pools = await server.call('pool_names', { backend: 'beta' });
+    expect(pools.isError, pools.text).toBe(false);
+    expect([...server.checkedTools].sort()).toEqual([...ALL_TOOLS].sort());
   });
 });
 

@@ -1,4 +1,7 @@
+import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
+import type { JsonSchemaType } from '@modelcontextprotocol/sdk/validation';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TOOLS } from '../../tools/index.js';
 import { startMcpServer, type McpHarness } from './server.js';
 
 /**
@@ -125,4 +128,35 @@ export function defineBackendScenarios(options: ScenarioOptions): void {
       expect(answer.text).toMatch(/^INVALID_ARGUMENT: pool_name "no-such-pool" is not a pool/);
     });
   });
+}
+
+export interface SchemaCheckedHarness extends McpHarness {
+  /** Tools whose successful answers were checked against both output schemas. */
+  checkedTools: Set<string>;
+}
+
+/**
+ * The harness, with every successful answer checked against the tool's own zod output schema and
+ * against the outputSchema tools/list declares for it (with the validator SDK clients use).
+ */
+export async function checkingOutputSchemas(harness: McpHarness): Promise<SchemaCheckedHarness> {
+  const validator = new AjvJsonSchemaValidator();
+  const { tools } = await harness.client.listTools();
+  const listed = new Map(tools.map((tool) => [tool.name, validator.getValidator(tool.outputSchema as JsonSchemaType)]));
+  const definitions = new Map(TOOLS.map((tool) => [tool.name, tool]));
+  const checkedTools = new Set<string>();
+  return {
+    ...harness,
+    checkedTools,
+    async call(name, args) {
+      const answer = await harness.call(name, args);
+      if (answer.isError) return answer;
+      const byZod = definitions.get(name)!.output.safeParse(answer.data);
+      expect(byZod.success, `${name} answer vs its zod output schema: ${byZod.error?.message}`).toBe(true);
+      const byListing = listed.get(name)?.(answer.data);
+      expect(byListing?.valid, `${name} answer vs the outputSchema tools/list declares: ${byListing?.errorMessage ?? 'not listed'}`).toBe(true);
+      checkedTools.add(name);
+      return answer;
+    },
+  };
 }

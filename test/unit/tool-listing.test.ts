@@ -1,12 +1,59 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { TOOLS } from '../../tools/index.js';
+import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
+import type { JsonSchemaType } from '@modelcontextprotocol/sdk/validation';
 import { renderToolListing } from '../../src/tool-listing.js';
 
 describe('the prebuilt tools/list answer', () => {
   it('equals a fresh rendering of the tool definitions (run npm run build after editing tools/)', () => {
     const built = JSON.parse(readFileSync(new URL('../../dist/tool-listing.json', import.meta.url), 'utf8'));
     expect(built).toEqual(renderToolListing(TOOLS));
+  });
+
+  it('renders schemas every client can read (the MCP Inspector --strict portability rules)', () => {
+    const problems: string[] = [];
+    const check = (schema: unknown, path: string): void => {
+      if (Array.isArray(schema)) return schema.forEach((item, i) => check(item, `${path}[${i}]`));
+      if (!schema || typeof schema !== 'object') return;
+      const node = schema as Record<string, unknown>;
+      if ('$schema' in node) problems.push(`${path}: $schema`);
+      if (Array.isArray(node.type)) problems.push(`${path}: type is an array (${node.type.join(', ')}); use anyOf branches`);
+      const extra = node.additionalProperties;
+      if (extra && typeof extra === 'object' && Object.keys(extra).length === 0) problems.push(`${path}.additionalProperties: {} constrains nothing; say true`);
+      for (const [name, property] of Object.entries((node.properties ?? {}) as Record<string, { description?: string }>)) {
+        if (!property.description) problems.push(`${path}.properties.${name}: no description`);
+      }
+      for (const [key, value] of Object.entries(node)) check(value, `${path}.${key}`);
+    };
+    for (const tool of renderToolListing(TOOLS)) {
+      expect(tool.inputSchema.type).toBe('object');
+      expect(tool.outputSchema.type).toBe('object');
+      check(tool.inputSchema, `${tool.name}.inputSchema`);
+      check(tool.outputSchema, `${tool.name}.outputSchema`);
+    }
+    expect(problems).toEqual([]);
+  });
+
+  it('declares what clients may receive: capacity markers, whole sizes of at least 1 GiB', () => {
+    const listing = new Map(renderToolListing(TOOLS).map((tool) => [tool.name, tool.outputSchema]));
+    const validator = new AjvJsonSchemaValidator(); // what SDK clients check structuredContent with
+    const stats = validator.getValidator(listing.get('get_stats') as JsonSchemaType);
+    const withPool = (total: unknown, free: unknown) => ({
+      backend: 'b',
+      stats: {
+        driver_version: '1', storage_protocol: 'iSCSI', vendor_name: 'v', volume_backend_name: 'b',
+        pools: [{ pool_name: 'p', total_capacity_gb: total, free_capacity_gb: free, reserved_percentage: 0, max_over_subscription_ratio: 20, thin_provisioning_support: true, thick_provisioning_support: false, QoS_support: false }],
+      },
+    });
+    expect(stats(withPool(100, 'unknown')).valid).toBe(true);
+    expect(stats(withPool('infinite', 'infinite')).valid).toBe(true);
+    expect(stats(withPool(100, 'plenty')).valid).toBe(false);
+    const volume = validator.getValidator(listing.get('get_volume') as JsonSchemaType);
+    const record = { id: 'i', name: '', description: '', status: 'available', backend: 'b', pool_name: 'p', bootable: false, created_at: 'now' };
+    expect(volume({ ...record, size: 1 }).valid).toBe(true);
+    expect(volume({ ...record, size: 0 }).valid).toBe(false);
+    expect(volume({ ...record, size: 1.5 }).valid).toBe(false);
   });
 
   it('matches the bundle manifest and the package version', () => {
