@@ -29,20 +29,42 @@ export function readCoreOptions(spec: BackendSpec, secrets: SecretRegistry): Cor
   const given = Object.fromEntries(Object.keys(CORE_OPTIONS).filter((key) => key in spec.options).map((key) => [key, spec.options[key]]));
   const result = z.object(CORE_OPTIONS).safeParse(given);
   if (result.success) return result.data as CoreOptions;
-  return { error: `backend "${spec.name}": ${describeIssues(result.error.issues, CORE_OPTIONS, given, secrets)}` };
+  return { error: `backend "${spec.name}": ${describeIssues(result.error.issues, CORE_OPTIONS, given, secrets, spec.options)}` };
 }
 
-function describeIssues(issues: z.core.$ZodIssue[], shape: z.ZodRawShape, given: Record<string, unknown>, secrets: SecretRegistry): string {
+/**
+ * `raw` is the backend's options object as the config loader made it: the one whose `${env:}`
+ * origins the registry recorded. A value that came from the environment is shown as the mask
+ * whatever its length (contract section 6), not only where free-text redaction would catch it,
+ * and not quoted, so that the mask's own length or quotes say nothing about the value.
+ */
+function describeIssues(
+  issues: z.core.$ZodIssue[],
+  shape: z.ZodRawShape,
+  given: Record<string, unknown>,
+  secrets: SecretRegistry,
+  raw: Record<string, unknown>,
+): string {
   const problems = issues.map((issue) => {
     const option = String(issue.path[0] ?? '?');
     const value = given[option];
     const info = optionInfo.get(shape[option] as z.ZodType);
     const expected = info?.expected ?? issue.message;
     if (value === undefined) return `option "${option}" is required (${expected})`;
-    const shown = isSecretKey(option) ? MASK : secrets.redact(JSON.stringify(value));
+    const shown = isSecretKey(option) || isMasked(raw, option, secrets) ? MASK : secrets.redact(JSON.stringify(value));
     return `option "${option}" must be ${expected}, got ${shown}`;
   });
   return [...new Set(problems)].join('; ');
+}
+
+/**
+ * Whether the config view would hide any part of `raw[key]`: a value (or a part of one) that came
+ * from `${env:}`, recorded by origin on `raw` however short, or that holds a registered secret.
+ * Such a value is quoted back as the mask alone.
+ */
+function isMasked(raw: Record<string, unknown>, key: string, secrets: SecretRegistry): boolean {
+  if (!Object.hasOwn(raw, key)) return false;
+  return JSON.stringify((secrets.maskOptions(raw) as Record<string, unknown>)[key]) !== JSON.stringify(raw[key]);
 }
 
 export interface ValidatedOptions {
@@ -70,7 +92,7 @@ export function validateDriverOptions(
   }
   const result = z.object(definition.options).safeParse(driverOptions);
   if (!result.success) {
-    throw new ConfigError(`backend "${backendName}": ${describeIssues(result.error.issues, definition.options, driverOptions, secrets)}`);
+    throw new ConfigError(`backend "${backendName}": ${describeIssues(result.error.issues, definition.options, driverOptions, secrets, raw)}`);
   }
   return { options: { ...raw, ...result.data }, unknown };
 }
