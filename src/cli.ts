@@ -15,7 +15,10 @@ Usage:
 
 Config lookup: --config, then $CINDERLIB_MCP_CONFIG, then the embedded default
 (one "file" backend under $XDG_DATA_HOME/cinderlib-mcp). CINDERLIB_MCP_READ_ONLY=true hides
-every mutating tool. Logs go to stderr (CINDERLIB_MCP_LOG_LEVEL=debug|info|warn|error).`;
+every mutating tool. Logs go to stderr (CINDERLIB_MCP_LOG_LEVEL=debug|info|warn|error).
+On end of input, SIGTERM or SIGINT the server stops reading, lets calls in flight finish and
+answers them before it exits, for up to CINDERLIB_MCP_SHUTDOWN_GRACE_MS (default 30000) ms;
+a second signal exits at once.`;
 
 interface Command {
   mode: 'serve' | 'check' | 'help' | 'version';
@@ -89,10 +92,7 @@ async function check(config: LoadedConfig, log: Logger): Promise<number> {
 }
 
 async function serve(config: LoadedConfig, log: Logger): Promise<number> {
-  const [{ createMcpServer }, { StdioServerTransport }] = await Promise.all([
-    import('./server.js'),
-    import('@modelcontextprotocol/sdk/server/stdio.js'),
-  ]);
+  const [{ createMcpServer }, { BoundedStdioTransport }] = await Promise.all([import('./server.js'), import('./transport/stdio.js')]);
   let resolveRegistry!: (registry: BackendRegistry) => void;
   let rejectRegistry!: (error: Error) => void;
   const registryReady = new Promise<BackendRegistry>((resolve, reject) => {
@@ -101,19 +101,34 @@ async function serve(config: LoadedConfig, log: Logger): Promise<number> {
   });
   registryReady.catch(() => undefined); // reported per tool call, not as an unhandled rejection
   const server = createMcpServer({ registry: registryReady, readOnly: config.global.readOnly, secrets, log });
-  const transport = new StdioServerTransport();
+  const transport = new BoundedStdioTransport({ log });
+  const graceMs = shutdownGraceMs(log);
   let closing = false;
+  // Calls in flight are answered before exit: a create cut short leaves a record in status error.
   const shutdown = async (why: string) => {
     if (closing) return;
     closing = true;
-    log.info(`shutting down (${why})`);
+    log.info(`shutting down (${why}): finishing ${transport.callsInFlight} call(s) in flight, for up to ${graceMs} ms`);
+    const { unanswered, unflushedBytes } = await transport.finish(graceMs);
+    if (unanswered.length > 0) {
+      log.warn(
+        `${unanswered.length} call(s) still running after ${graceMs} ms were abandoned (request ids ${unanswered.map((id) => JSON.stringify(id)).join(', ')}); ` +
+          'volumes they were creating or changing show status error at the next start',
+      );
+    }
+    if (unflushedBytes > 0) log.warn(`${unflushedBytes} bytes of answers were never read by the client`);
     await server.close().catch(() => undefined);
     await registryReady.then((registry) => registry.close()).catch(() => undefined);
     process.exit(0);
   };
-  process.on('SIGINT', () => void shutdown('SIGINT'));
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
-  process.stdin.on('end', () => void shutdown('stdin closed'));
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (!closing) return void shutdown(signal);
+    log.warn(`${signal} again while shutting down: exiting now, ${transport.callsInFlight} call(s) unfinished`);
+    process.exit(1);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  transport.onclientgone = (why) => void shutdown(why);
   process.on('unhandledRejection', (reason) => log.error(`unhandled rejection: ${String(reason)}`));
   await server.connect(transport);
   // The metadata store and drivers load after the connection is up, so initialize and tools/list
@@ -130,4 +145,16 @@ async function serve(config: LoadedConfig, log: Logger): Promise<number> {
   });
   log.info(`serving MCP over stdio (${config.source}; ${config.backends.length} backend(s)${config.global.readOnly ? '; read-only' : ''})`);
   return new Promise<number>(() => undefined); // runs until stdin closes or a signal arrives
+}
+
+const DEFAULT_SHUTDOWN_GRACE_MS = 30_000;
+
+/** How long calls in flight may run on after stdin closes or a signal: CINDERLIB_MCP_SHUTDOWN_GRACE_MS. */
+function shutdownGraceMs(log: Logger): number {
+  const raw = process.env.CINDERLIB_MCP_SHUTDOWN_GRACE_MS;
+  if (raw === undefined || raw === '') return DEFAULT_SHUTDOWN_GRACE_MS;
+  const value = Number(raw);
+  if (Number.isInteger(value) && value >= 0) return value;
+  log.warn(`CINDERLIB_MCP_SHUTDOWN_GRACE_MS=${JSON.stringify(raw)} is not a whole number of milliseconds; using ${DEFAULT_SHUTDOWN_GRACE_MS}`);
+  return DEFAULT_SHUTDOWN_GRACE_MS;
 }

@@ -1,0 +1,314 @@
+import type { Readable, Writable } from 'node:stream';
+import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
+import { ErrorCode, JSONRPCMessageSchema, type JSONRPCMessage, type RequestId } from '@modelcontextprotocol/sdk/types.js';
+import type { Logger } from '../log.js';
+import { recoverRequestId } from './frame-id.js';
+import { LineSplitter, type Frame } from './line-splitter.js';
+
+/**
+ * MCP over stdio with bounded memory, in place of the SDK's StdioServerTransport, which keeps
+ * reading however far the client is behind, closes for good on one frame over 10 MiB, and gives
+ * no way to let calls finish before exit.
+ *
+ * - Input: newline-delimited frames, each at most `maxFrameBytes`; a longer one is answered with an
+ *   error and skipped, a line that is not JSON or not JSON-RPC is answered with an error, and the
+ *   server keeps serving.
+ * - Backpressure: stdin is paused while `maxInFlight` requests are unanswered or stdout has more
+ *   queued than the pipe takes, so a client that writes without reading holds memory flat.
+ * - Shutdown: finish() stops reading, waits for the calls taken to be answered and for stdout to
+ *   flush, bounded by a grace period.
+ */
+export const DEFAULT_MAX_FRAME_BYTES = 10 * 1024 * 1024;
+export const DEFAULT_MAX_IN_FLIGHT = 64;
+/**
+ * Answer bytes that calls in flight may add up to, judged by the average answer so far: with
+ * small answers `maxInFlight` calls run at once, with 1 MB list_volumes pages about eight do.
+ */
+export const DEFAULT_ANSWER_BUDGET_BYTES = 8 * 1024 * 1024;
+
+export interface BoundedStdioOptions {
+  log: Logger;
+  input?: Readable;
+  output?: Writable;
+  maxFrameBytes?: number;
+  maxInFlight?: number;
+  answerBudgetBytes?: number;
+}
+
+export interface FinishOutcome {
+  /** Requests still running when the grace period ended. */
+  unanswered: RequestId[];
+  /** Bytes of answers the client had not taken off the pipe. */
+  unflushedBytes: number;
+}
+
+/** How often finish() looks at in-flight calls and the output buffer: only while shutting down. */
+const FINISH_POLL_MS = 10;
+/** Answers to calls abandoned at the deadline get this much more time to reach the client. */
+const ABANDON_FLUSH_MS = 1000;
+
+export class BoundedStdioTransport implements Transport {
+  onmessage?: Transport['onmessage'];
+  onclose?: () => void;
+  onerror?: (error: Error) => void;
+  /** The client went away: stdin ended or stdout broke. Called once. */
+  onclientgone?: (why: string) => void;
+
+  private readonly log: Logger;
+  private readonly input: Readable;
+  private readonly output: Writable;
+  private readonly maxInFlight: number;
+  private readonly answerBudgetBytes: number;
+  /** Moving average of answer sizes, for the number of calls let in at once. */
+  private averageAnswerBytes = 0;
+  private readonly splitter: LineSplitter;
+
+  /** Requests handed to the server and not answered yet, by id (a count, should a client reuse one). */
+  private readonly inFlight = new Map<RequestId, number>();
+  private inFlightCount = 0;
+  /** stdout.write returned false: no new calls until 'drain'. */
+  private outputCongested = false;
+  private outputGone = false;
+  private readingStopped = false;
+  private closed = false;
+  private clientGoneReported = false;
+  /** Frames may wait in the splitter because the last pump stopped at a limit. */
+  private backlog = false;
+  private pumping = false;
+  private pumpAgain = false;
+  private droppedNotifications = 0;
+
+  constructor(options: BoundedStdioOptions) {
+    this.log = options.log;
+    this.input = options.input ?? process.stdin;
+    this.output = options.output ?? process.stdout;
+    this.maxInFlight = options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+    this.answerBudgetBytes = options.answerBudgetBytes ?? DEFAULT_ANSWER_BUDGET_BYTES;
+    this.splitter = new LineSplitter(options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
+  }
+
+  get callsInFlight(): number {
+    return this.inFlightCount;
+  }
+
+  async start(): Promise<void> {
+    this.input.on('data', this.onData);
+    this.input.on('end', this.onInputEnd);
+    this.input.on('error', this.onInputError);
+    this.output.on('drain', this.onDrain);
+    this.output.on('error', this.onOutputError);
+  }
+
+  async send(message: JSONRPCMessage): Promise<void> {
+    const answeredId = 'id' in message && ('result' in message || 'error' in message) ? message.id : undefined;
+    const isNotification = 'method' in message && !('id' in message);
+    if (isNotification && this.outputCongested) {
+      // Progress and the like are advisory; queueing them for a client that is not reading is how memory grows.
+      if (this.droppedNotifications++ === 0) this.log.debug('the client is not reading: notifications are dropped until it catches up');
+    } else {
+      const frame = JSON.stringify(message) + '\n';
+      this.write(frame);
+      if (answeredId !== undefined) this.averageAnswerBytes = this.averageAnswerBytes * 0.8 + frame.length * 0.2;
+    }
+    if (answeredId !== undefined) this.release(answeredId);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.input.off('data', this.onData);
+    this.input.off('end', this.onInputEnd);
+    this.input.off('error', this.onInputError);
+    this.input.pause();
+    this.output.off('drain', this.onDrain);
+    this.onclose?.();
+  }
+
+  /**
+   * Stops reading; frames already read still run. Resolves once every call taken is answered and
+   * stdout has flushed, or when `graceMs` is over; calls still running then get an error answer.
+   */
+  async finish(graceMs: number): Promise<FinishOutcome> {
+    this.readingStopped = true;
+    this.input.pause();
+    this.pump();
+    const deadline = Date.now() + graceMs;
+    await this.waitUntil(() => this.inFlightCount === 0 && !this.backlog, deadline);
+    const unanswered = [...this.inFlight.keys()];
+    for (const id of unanswered) {
+      this.replyWithError(
+        id,
+        ErrorCode.ConnectionClosed,
+        `BACKEND_UNAVAILABLE: the server shut down before this call finished (grace period of ${graceMs} ms over); ` +
+          'a volume it was creating or changing shows status error after the next start and can be deleted',
+      );
+    }
+    await this.waitUntil(() => this.outputGone || this.output.writableLength === 0, Math.max(deadline, Date.now() + (unanswered.length ? ABANDON_FLUSH_MS : 0)));
+    return { unanswered, unflushedBytes: this.outputGone ? 0 : this.output.writableLength };
+  }
+
+  private readonly onData = (chunk: Buffer | string) => {
+    if (this.readingStopped) return;
+    this.splitter.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+    this.pump();
+  };
+
+  private readonly onInputEnd = () => {
+    this.splitter.end();
+    this.pump();
+    this.reportClientGone('stdin closed');
+  };
+
+  private readonly onInputError = (error: Error) => {
+    this.log.warn(`stdin failed: ${error.message}`);
+    this.onerror?.(error);
+    this.reportClientGone(`stdin failed (${error.message})`);
+  };
+
+  private readonly onDrain = () => {
+    this.outputCongested = false;
+    this.pump();
+  };
+
+  private readonly onOutputError = (error: NodeJS.ErrnoException) => {
+    if (this.outputGone) return;
+    // EPIPE and the like: the client stopped reading for good. Calls in flight still finish so
+    // that the volumes they touch end in a known state; their answers go nowhere.
+    this.outputGone = true;
+    this.outputCongested = false;
+    this.log.warn(`stdout failed (${error.code ?? error.message}): answers can no longer be delivered`);
+    this.reportClientGone(`stdout closed (${error.code ?? error.message})`);
+    this.pump();
+  };
+
+  private reportClientGone(why: string): void {
+    if (this.clientGoneReported) return;
+    this.clientGoneReported = true;
+    this.onclientgone?.(why);
+  }
+
+  /** Hands frames to the server while under the limits; pauses or resumes stdin to match. */
+  private pump(): void {
+    if (this.pumping) {
+      this.pumpAgain = true; // a send() from inside onmessage: the running loop picks it up
+      return;
+    }
+    this.pumping = true;
+    try {
+      do {
+        this.pumpAgain = false;
+        this.backlog = false;
+        while (!this.closed) {
+          if (this.saturated()) {
+            this.backlog = true;
+            break;
+          }
+          const frame = this.splitter.next();
+          if (!frame) break;
+          this.dispatch(frame);
+        }
+      } while (this.pumpAgain);
+    } finally {
+      this.pumping = false;
+    }
+    if (this.readingStopped || this.closed || this.saturated()) this.input.pause();
+    else this.input.resume();
+  }
+
+  private saturated(): boolean {
+    return this.inFlightCount >= this.callLimit() || this.outputCongested;
+  }
+
+  private callLimit(): number {
+    if (this.averageAnswerBytes === 0) return this.maxInFlight;
+    return Math.max(1, Math.min(this.maxInFlight, Math.floor(this.answerBudgetBytes / this.averageAnswerBytes)));
+  }
+
+  private dispatch(frame: Frame): void {
+    if (frame.kind === 'oversized') {
+      const limit = this.splitter.maxFrameBytes;
+      this.log.warn(`discarded a JSON-RPC message of ${frame.bytes} bytes, over the ${limit}-byte limit`);
+      this.replyWithError(
+        recoverRequestId(frame.head, frame.tail),
+        ErrorCode.InvalidRequest,
+        `Invalid Request: a JSON-RPC message of ${frame.bytes} bytes exceeds the limit of ${limit} bytes (${formatMiB(limit)}) per message; ` +
+          'it was discarded and the server keeps serving',
+      );
+      return;
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(frame.bytes.toString('utf8'));
+    } catch (error) {
+      this.replyWithError(
+        null,
+        ErrorCode.ParseError,
+        `Parse error: a line is not valid JSON (${firstLine((error as Error).message)}); send one JSON-RPC message per line; the server keeps serving`,
+      );
+      return;
+    }
+    const checked = JSONRPCMessageSchema.safeParse(parsed);
+    if (!checked.success) {
+      this.replyWithError(
+        idOf(parsed),
+        ErrorCode.InvalidRequest,
+        'Invalid Request: not a JSON-RPC 2.0 message (a request needs "jsonrpc": "2.0", a "method" string and an "id" string or number; batches are not supported)',
+      );
+      return;
+    }
+    const message = checked.data;
+    if ('method' in message) {
+      if ('id' in message) this.track(message.id);
+      else if (message.method === 'notifications/cancelled') {
+        // The SDK drops the answer of a cancelled request, so it stops counting here.
+        const cancelled = (message.params as { requestId?: unknown } | undefined)?.requestId;
+        if (typeof cancelled === 'string' || typeof cancelled === 'number') this.release(cancelled);
+      }
+    }
+    this.onmessage?.(message);
+  }
+
+  private track(id: RequestId): void {
+    this.inFlight.set(id, (this.inFlight.get(id) ?? 0) + 1);
+    this.inFlightCount++;
+  }
+
+  private release(id: RequestId): void {
+    const count = this.inFlight.get(id);
+    if (count === undefined) return;
+    if (count > 1) this.inFlight.set(id, count - 1);
+    else this.inFlight.delete(id);
+    this.inFlightCount--;
+    this.pump();
+  }
+
+  private replyWithError(id: RequestId | null, code: number, message: string): void {
+    this.write(JSON.stringify({ jsonrpc: '2.0', id, error: { code, message } }) + '\n');
+  }
+
+  private write(frame: string): void {
+    if (this.outputGone) return;
+    if (!this.output.write(frame)) this.outputCongested = true;
+  }
+
+  private async waitUntil(done: () => boolean, deadline: number): Promise<void> {
+    while (!done() && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, FINISH_POLL_MS));
+    }
+  }
+}
+
+function idOf(value: unknown): RequestId | null {
+  const id = value && typeof value === 'object' && !Array.isArray(value) ? (value as { id?: unknown }).id : undefined;
+  return typeof id === 'string' || typeof id === 'number' ? id : null;
+}
+
+function firstLine(text: string): string {
+  const line = text.split('\n', 1)[0]!;
+  return line.length > 200 ? `${line.slice(0, 200)}...` : line;
+}
+
+function formatMiB(bytes: number): string {
+  const mib = bytes / (1024 * 1024);
+  return Number.isInteger(mib) ? `${mib} MiB` : `${mib.toFixed(2)} MiB`;
+}
