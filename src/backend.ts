@@ -9,8 +9,9 @@ import { readCoreOptions, validateDriverOptions, type CoreOptions } from './driv
 import { StorageError, describeError, isStorageError } from './errors.js';
 import { KeyedMutex, SingleFlight } from './locks.js';
 import { waitWithProgress } from './progress.js';
+import { TombstoneKeeper } from './tombstones.js';
 import type { Logger } from './log.js';
-import type { VolumeStore } from './persistence/store.js';
+import type { VolumePatch, VolumeStore } from './persistence/store.js';
 import type { SecretRegistry } from './secrets.js';
 import { type VolumeRecord } from './volume.js';
 
@@ -67,6 +68,7 @@ export class Backend {
   /** Pool names of the last stats seen, kept through cache invalidation so list_backends never waits. */
   private lastPoolNames: string[] = [];
   private driverNotes: string[] = [];
+  private tombstones?: TombstoneKeeper;
   readonly warnings: string[] = [];
 
   constructor(
@@ -179,10 +181,11 @@ export class Backend {
       this.deps.volumeLocks.run(record.id, async () => {
         try {
           const created = await driver.createVolume({ ...this.ref(record), name: record.name, description: record.description, bootable: record.bootable });
-          return this.transition(record.id, { status: 'available', status_reason: null, provider_location: created?.provider_location ?? null });
+          return await this.recordOutcome(record.id, 'create', { status: 'available', status_reason: null, provider_location: created?.provider_location ?? null, failed_operation: null });
         } catch (error) {
+          if (error instanceof UnrecordedOutcome) throw error.failure;
           const failure = this.asStorageError(error, `create volume ${record.id}`);
-          this.transition(record.id, { status: 'error', status_reason: `create failed: ${failure.message}` });
+          await this.recordOutcome(record.id, 'create', { status: 'error', status_reason: `create failed: ${failure.message}`, failed_operation: 'create' });
           throw new StorageError(
             failure.code,
             `${failure.message}. The volume record ${record.id} is kept in status "error"; delete_volume removes it`,
@@ -212,11 +215,12 @@ export class Backend {
         this.transition(volumeId, { status: 'extending' }, ['available']);
         try {
           await driver.extendVolume(this.ref(record), newSize);
-          return this.transition(volumeId, { status: 'available', size: newSize, status_reason: null });
+          return await this.recordOutcome(volumeId, 'extend', { status: 'available', size: newSize, status_reason: null, failed_operation: null });
         } catch (error) {
+          if (error instanceof UnrecordedOutcome) throw error.failure;
           const failure = this.asStorageError(error, `extend volume ${volumeId}`);
           // As Cinder's error_extending: the array's state is unknown, so the volume is not offered as usable.
-          this.transition(volumeId, { status: 'error', status_reason: `extend to ${newSize} GiB failed: ${failure.message}` });
+          await this.recordOutcome(volumeId, 'extend', { status: 'error', status_reason: `extend to ${newSize} GiB failed: ${failure.message}`, failed_operation: 'extend' });
           throw failure;
         }
       });
@@ -229,19 +233,24 @@ export class Backend {
       const record = this.requireVolume(volumeId);
       this.requireStatus(record, ['available', 'error'], 'deleted');
       this.transition(volumeId, { status: 'deleting' }, ['available', 'error']);
+      // A create that never confirmed stays unconfirmed through a failed delete.
+      const failedOperation = record.failed_operation === 'create' ? 'create' : 'delete';
       try {
         await driver.deleteVolume(this.ref(record));
       } catch (error) {
         const failure = this.asStorageError(error, `delete volume ${volumeId}`);
-        this.transition(volumeId, { status: 'error', status_reason: `delete failed: ${failure.message}` });
+        await this.recordOutcome(volumeId, 'delete', { status: 'error', status_reason: `delete failed: ${failure.message}`, failed_operation: failedOperation });
         throw failure;
       }
-      this.deps.store.remove(volumeId);
+      // "Not on the array" is not "gone" for a create that may still finish there: re-check later.
+      if (record.failed_operation === 'create') this.tombstones!.bury(record);
+      else this.deps.store.remove(volumeId);
       this.invalidateStats();
     });
   }
 
   async close(): Promise<void> {
+    this.tombstones?.close();
     await this.driver?.close().catch((error: unknown) => this.deps.log.warn(`closing backend "${this.id}": ${describeError(error)}`));
   }
 
@@ -267,6 +276,10 @@ export class Backend {
       await Promise.race([this.setUp(), timedOut]);
       this.state = { phase: 'ready' };
       this.deps.log.info(`backend "${this.id}" initialized (${this.volumeDriver})`);
+      const driver = this.driver!;
+      this.tombstones?.close();
+      this.tombstones = new TombstoneKeeper(this.deps.store, this.id, this.deps.log, (volume) => driver.deleteVolume(volume));
+      this.tombstones.resume();
       // As Cinder reads stats right after setup: pool names for list_backends, and the space this
       // backend draws on registered before any backend sharing it checks capacity.
       await this.snapshot(false).catch((error: unknown) => this.deps.log.warn(`backend "${this.id}": first stats failed: ${describeError(error)}`));
@@ -434,7 +447,36 @@ export class Backend {
     );
   }
 
-  private transition(volumeId: string, patch: Parameters<VolumeStore['update']>[1], expected?: VolumeRecord['status'][]): VolumeRecord {
+  /**
+   * Writes an operation's outcome, trying again briefly when the metadata store refuses. If it
+   * still cannot, the running server keeps the volume as `error` in memory (written at the store's
+   * next successful write) so it can be seen and deleted, and the caller is told, with the id.
+   */
+  private async recordOutcome(volumeId: string, operation: 'create' | 'extend' | 'delete', patch: VolumePatch): Promise<VolumeRecord> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return this.transition(volumeId, patch);
+      } catch (error) {
+        if (!isStorageError(error) || error.code !== 'BACKEND_UNAVAILABLE') throw error;
+        if (attempt < OUTCOME_RETRY_MS.length) {
+          await new Promise((resolve) => setTimeout(resolve, OUTCOME_RETRY_MS[attempt]));
+          continue;
+        }
+        const happened = patch.status === 'error' ? `the ${operation} failed (${patch.status_reason})` : `the ${operation} finished on the array`;
+        const reason = `${happened}, but the metadata store could not record it (${error.message})`;
+        this.deps.store.deferUpdate(volumeId, {
+          status: 'error',
+          status_reason: `${reason}; delete_volume removes it`,
+          failed_operation: operation === 'create' ? 'create' : (patch.failed_operation ?? operation),
+        });
+        throw new UnrecordedOutcome(
+          new StorageError('BACKEND_UNAVAILABLE', `volume ${volumeId}: ${reason}. It is kept in status "error" for now; once the store takes writes again, delete_volume removes it`),
+        );
+      }
+    }
+  }
+
+  private transition(volumeId: string, patch: VolumePatch, expected?: VolumeRecord['status'][]): VolumeRecord {
     const updated = this.deps.store.update(volumeId, patch, expected);
     if (!updated) {
       throw new StorageError('INTERNAL', `volume ${volumeId} changed under this operation (another server process?); call get_volume and retry`);
@@ -450,6 +492,16 @@ export class Backend {
     if (isStorageError(error)) return new StorageError(error.code, this.deps.secrets.redact(error.message));
     this.deps.log.error(`backend "${this.id}": ${operation}: unexpected failure: ${describeError(error)}`);
     return new StorageError('INTERNAL', `backend "${this.id}": ${operation} failed unexpectedly: ${this.deps.secrets.redact(describeError(error))}`);
+  }
+}
+
+/** Waits before writing an operation's outcome again, when the metadata store refused it. */
+const OUTCOME_RETRY_MS = [100, 500];
+
+/** An outcome the store could not take; carries what the caller must be told. */
+class UnrecordedOutcome extends Error {
+  constructor(readonly failure: StorageError) {
+    super(failure.message);
   }
 }
 

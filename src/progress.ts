@@ -11,6 +11,7 @@ const current = new AsyncLocalStorage<ProgressReporter>();
 
 /** How often a wait is reported while it lasts (the contract asks for at least every 2 s). */
 export const PROGRESS_INTERVAL_MS = 1_500;
+const FINAL_PROGRESS_GAP_MS = 20;
 
 export function runWithProgress<T>(reporter: ProgressReporter | undefined, task: () => Promise<T>): Promise<T> {
   return reporter ? current.run(reporter, task) : task();
@@ -32,7 +33,10 @@ export async function waitWithProgress<T>(message: string, work: Promise<T>): Pr
     return await work;
   } finally {
     clearInterval(timer);
-    // Awaited, so the last notification leaves before the call's answer.
+    // Awaited, so the last notification leaves before the call's answer; then a short pause,
+    // because the SDK's client handles notifications a tick later than responses and drops
+    // progress for a request already answered when both arrive in one read.
     await send(`${message}: done`);
+    await new Promise((resolve) => setTimeout(resolve, FINAL_PROGRESS_GAP_MS));
   }
 }

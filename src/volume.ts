@@ -5,6 +5,11 @@ export type VolumeStatus = (typeof VOLUME_STATUSES)[number];
 /** Statuses a crash can leave behind: an array call was under way. */
 export const TRANSITIONAL_STATUSES: readonly VolumeStatus[] = ['creating', 'extending', 'deleting'];
 
+/** The operation a volume in `error` failed in; a failed or interrupted create may still finish on the array. */
+export type FailedOperation = 'create' | 'extend' | 'delete';
+
+export const OPERATION_OF_STATUS: Partial<Record<VolumeStatus, FailedOperation>> = { creating: 'create', extending: 'extend', deleting: 'delete' };
+
 /** A volume as the metadata store keeps it. */
 export interface VolumeRecord {
   id: string;
@@ -20,6 +25,8 @@ export interface VolumeRecord {
   /** Why the volume is in `error` (or what the last failure was); null otherwise. */
   status_reason: string | null;
   provider_location: string | null;
+  /** Set with status `error`: the operation that failed or was interrupted. */
+  failed_operation?: FailedOperation | null;
 }
 
 /** The contract's Volume, plus `status_reason` when there is one to tell. */

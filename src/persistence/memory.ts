@@ -1,11 +1,12 @@
-import { TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../volume.js';
-import type { VolumePage, VolumePatch, VolumeQuery, VolumeStore } from './store.js';
+import { OPERATION_OF_STATUS, TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../volume.js';
+import type { Tombstone, VolumePage, VolumePatch, VolumeQuery, VolumeStore } from './store.js';
 
 /** cinderlib's `memory` storage: everything is gone when the process ends. */
 export class MemoryVolumeStore implements VolumeStore {
   private readonly byId = new Map<string, { seq: number; record: VolumeRecord }>();
   /** Insertion order; Map iteration order is insertion order, which gives stable pages. */
   private nextSeq = 1;
+  private readonly graves = new Map<string, Tombstone>();
 
   insert(record: VolumeRecord): boolean {
     if (this.byId.has(record.id)) return false;
@@ -53,11 +54,33 @@ export class MemoryVolumeStore implements VolumeStore {
     const surfaced: VolumeRecord[] = [];
     for (const entry of this.byId.values()) {
       if (TRANSITIONAL_STATUSES.includes(entry.record.status)) {
-        entry.record = { ...entry.record, status: 'error', status_reason: reason(entry.record) };
+        entry.record = { ...entry.record, status: 'error', status_reason: reason(entry.record), failed_operation: OPERATION_OF_STATUS[entry.record.status] ?? null };
         surfaced.push({ ...entry.record });
       }
     }
     return surfaced;
+  }
+
+  /** Memory cannot fill up the way a disk does: the update is applied at once. */
+  deferUpdate(id: string, patch: VolumePatch): void {
+    this.update(id, patch);
+  }
+
+  removeLeavingTombstone(id: string, tombstone: Tombstone): boolean {
+    if (!this.byId.delete(id)) return false;
+    this.graves.set(id, { ...tombstone });
+    return true;
+  }
+
+  tombstones(backend: string): Tombstone[] {
+    return [...this.graves.values()].filter((grave) => grave.backend === backend).map((grave) => ({ ...grave }));
+  }
+
+  rescheduleTombstone(volumeId: string, next: { checks_done: number; next_check_at: string } | null): void {
+    const grave = this.graves.get(volumeId);
+    if (!grave) return;
+    if (next) Object.assign(grave, next);
+    else this.graves.delete(volumeId);
   }
 
   close(): void {

@@ -1,9 +1,11 @@
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { StorageError } from '../errors.js';
 import type { HeldLock } from '../process-lock.js';
-import { TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../volume.js';
-import type { VolumePage, VolumePatch, VolumeQuery, VolumeStore } from './store.js';
+import { OPERATION_OF_STATUS, TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../volume.js';
+import { OutcomeBuffer } from './outcome-buffer.js';
+import type { Tombstone, VolumePage, VolumePatch, VolumeQuery, VolumeStore } from './store.js';
 
 /**
  * Forward-only migrations; PRAGMA user_version holds how many have run. `seq` gives listing a
@@ -28,7 +30,21 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX volumes_by_backend ON volumes (backend, seq);
    CREATE INDEX volumes_by_status ON volumes (status, seq);
    CREATE INDEX volumes_by_backend_status ON volumes (backend, status, seq);`,
+  `ALTER TABLE volumes ADD COLUMN failed_operation TEXT;
+   CREATE TABLE tombstones (
+     volume_id TEXT PRIMARY KEY,
+     backend TEXT NOT NULL,
+     pool_name TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     provider_location TEXT,
+     checks_done INTEGER NOT NULL,
+     next_check_at TEXT NOT NULL
+   );
+   CREATE INDEX tombstones_by_backend ON tombstones (backend);`,
 ];
+
+/** SQLite result codes that mean the store itself cannot take writes now, not that a call was wrong. */
+const STORE_TROUBLE = /^SQLITE_(FULL|IOERR|READONLY|CANTOPEN|CORRUPT|NOTADB|BUSY|LOCKED)/;
 
 interface Row {
   seq: number;
@@ -44,6 +60,7 @@ interface Row {
   updated_at: string;
   status_reason: string | null;
   provider_location: string | null;
+  failed_operation: VolumeRecord['failed_operation'];
 }
 
 function fromRow(row: Row): VolumeRecord {
@@ -54,10 +71,13 @@ function fromRow(row: Row): VolumeRecord {
 export class SqliteVolumeStore implements VolumeStore {
   private readonly db: Database.Database;
   private readonly statements;
+  private readonly unwritten = new OutcomeBuffer();
+  /** The file's identity at open: a store deleted or replaced under the server must not take writes into nowhere. */
+  private readonly fileIdentity?: { dev: number; ino: number };
 
   /** `lock`, when given, is the process lock guarding the file; it is released on close. */
   constructor(
-    path: string,
+    private readonly path: string,
     private readonly lock?: HeldLock,
   ) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -66,41 +86,55 @@ export class SqliteVolumeStore implements VolumeStore {
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('busy_timeout = 5000');
     this.migrate();
+    if (path !== ':memory:') {
+      const { dev, ino } = statSync(path);
+      this.fileIdentity = { dev, ino };
+    }
     this.statements = {
       insert: this.db.prepare(
-        `INSERT OR IGNORE INTO volumes (id, backend, name, description, size, status, pool_name, bootable, created_at, updated_at, status_reason, provider_location)
-         VALUES (@id, @backend, @name, @description, @size, @status, @pool_name, @bootable, @created_at, @updated_at, @status_reason, @provider_location)`,
+        `INSERT OR IGNORE INTO volumes (id, backend, name, description, size, status, pool_name, bootable, created_at, updated_at, status_reason, provider_location, failed_operation)
+         VALUES (@id, @backend, @name, @description, @size, @status, @pool_name, @bootable, @created_at, @updated_at, @status_reason, @provider_location, @failed_operation)`,
       ),
       get: this.db.prepare('SELECT * FROM volumes WHERE id = ?'),
       remove: this.db.prepare('DELETE FROM volumes WHERE id = ?'),
+      bury: this.db.prepare(
+        `INSERT OR REPLACE INTO tombstones (volume_id, backend, pool_name, size, provider_location, checks_done, next_check_at)
+         VALUES (@volume_id, @backend, @pool_name, @size, @provider_location, @checks_done, @next_check_at)`,
+      ),
+      tombstones: this.db.prepare('SELECT * FROM tombstones WHERE backend = ? ORDER BY next_check_at'),
+      reschedule: this.db.prepare('UPDATE tombstones SET checks_done = @checks_done, next_check_at = @next_check_at WHERE volume_id = @volume_id'),
+      forget: this.db.prepare('DELETE FROM tombstones WHERE volume_id = ?'),
     };
   }
 
   insert(record: VolumeRecord): boolean {
-    const result = this.statements.insert.run({ ...record, bootable: record.bootable ? 1 : 0 });
-    return result.changes === 1;
+    return this.write('record a new volume', () => {
+      const result = this.statements.insert.run({ failed_operation: null, ...record, bootable: record.bootable ? 1 : 0 });
+      return result.changes === 1;
+    });
   }
 
   get(id: string): VolumeRecord | undefined {
-    const row = this.statements.get.get(id) as Row | undefined;
-    return row ? fromRow(row) : undefined;
+    return this.read(() => {
+      const row = this.statements.get.get(id) as Row | undefined;
+      return this.unwritten.apply(row ? fromRow(row) : undefined);
+    });
   }
 
   update(id: string, patch: VolumePatch, expected?: readonly VolumeStatus[]): VolumeRecord | undefined {
-    const fields = Object.keys(patch).filter((key) => patch[key as keyof VolumePatch] !== undefined);
-    const sets = [...fields.map((field) => `${field} = @${field}`), 'updated_at = @updated_at'];
-    const params: Record<string, unknown> = { ...patch, id, updated_at: new Date().toISOString() };
-    let where = 'id = @id';
-    if (expected) {
-      where += ` AND status IN (${expected.map((_, i) => `@expected${i}`).join(', ')})`;
-      expected.forEach((status, i) => (params[`expected${i}`] = status));
-    }
-    const result = this.db.prepare(`UPDATE volumes SET ${sets.join(', ')} WHERE ${where}`).run(params);
-    return result.changes === 1 ? this.get(id) : undefined;
+    return this.write(`update volume ${id}`, () => this.applyUpdate(id, patch, expected));
+  }
+
+  deferUpdate(id: string, patch: VolumePatch): void {
+    this.unwritten.defer(id, patch);
   }
 
   remove(id: string): boolean {
-    return this.statements.remove.run(id).changes === 1;
+    return this.write(`forget volume ${id}`, () => {
+      const removed = this.statements.remove.run(id).changes === 1;
+      this.unwritten.forget(id);
+      return removed;
+    });
   }
 
   list(query: VolumeQuery): VolumePage {
@@ -108,28 +142,56 @@ export class SqliteVolumeStore implements VolumeStore {
     if (query.backend !== undefined) conditions.push('backend = @backend');
     if (query.status !== undefined) conditions.push('status = @status');
     // One row past the page tells whether another page exists without a COUNT over the table.
-    const rows = this.db
-      .prepare(`SELECT * FROM volumes WHERE ${conditions.join(' AND ')} ORDER BY seq LIMIT @take`)
-      .all({ after: query.after ?? 0, backend: query.backend, status: query.status, take: query.limit + 1 }) as Row[];
+    const rows = this.read(
+      () =>
+        this.db
+          .prepare(`SELECT * FROM volumes WHERE ${conditions.join(' AND ')} ORDER BY seq LIMIT @take`)
+          .all({ after: query.after ?? 0, backend: query.backend, status: query.status, take: query.limit + 1 }) as Row[],
+    );
     const page = rows.slice(0, query.limit);
     return {
-      records: page.map(fromRow),
+      records: page.map((row) => this.unwritten.apply(fromRow(row))),
       nextAfter: rows.length > query.limit ? page[page.length - 1]!.seq : undefined,
     };
   }
 
   surfaceInterrupted(reason: (record: VolumeRecord) => string): VolumeRecord[] {
     const placeholders = TRANSITIONAL_STATUSES.map(() => '?').join(', ');
-    const rows = this.db.prepare(`SELECT * FROM volumes WHERE status IN (${placeholders})`).all(...TRANSITIONAL_STATUSES) as Row[];
-    const surfaced: VolumeRecord[] = [];
-    const mark = this.db.transaction((records: VolumeRecord[]) => {
-      for (const record of records) {
-        const updated = this.update(record.id, { status: 'error', status_reason: reason(record) }, [record.status]);
-        if (updated) surfaced.push(updated);
-      }
+    return this.write('mark interrupted operations', () => {
+      const rows = this.db.prepare(`SELECT * FROM volumes WHERE status IN (${placeholders})`).all(...TRANSITIONAL_STATUSES) as Row[];
+      const surfaced: VolumeRecord[] = [];
+      this.db.transaction((records: VolumeRecord[]) => {
+        for (const record of records) {
+          const patch = { status: 'error' as const, status_reason: reason(record), failed_operation: OPERATION_OF_STATUS[record.status] ?? null };
+          const updated = this.applyUpdate(record.id, patch, [record.status]);
+          if (updated) surfaced.push(updated);
+        }
+      })(rows.map(fromRow));
+      return surfaced;
     });
-    mark(rows.map(fromRow));
-    return surfaced;
+  }
+
+  removeLeavingTombstone(id: string, tombstone: Tombstone): boolean {
+    return this.write(`forget volume ${id}`, () => {
+      const removed = this.db.transaction(() => {
+        if (this.statements.remove.run(id).changes !== 1) return false;
+        this.statements.bury.run(tombstone);
+        return true;
+      })();
+      this.unwritten.forget(id);
+      return removed;
+    });
+  }
+
+  tombstones(backend: string): Tombstone[] {
+    return this.read(() => this.statements.tombstones.all(backend) as Tombstone[]);
+  }
+
+  rescheduleTombstone(volumeId: string, next: { checks_done: number; next_check_at: string } | null): void {
+    this.write(`reschedule the tombstone of volume ${volumeId}`, () => {
+      if (next) this.statements.reschedule.run({ volume_id: volumeId, ...next });
+      else this.statements.forget.run(volumeId);
+    });
   }
 
   /** For benchmarks and imports: many records in one transaction. */
@@ -143,6 +205,62 @@ export class SqliteVolumeStore implements VolumeStore {
   close(): void {
     if (this.db.open) this.db.close();
     this.lock?.release();
+  }
+
+  private applyUpdate(id: string, patch: VolumePatch, expected?: readonly VolumeStatus[]): VolumeRecord | undefined {
+    const fields = Object.keys(patch).filter((key) => patch[key as keyof VolumePatch] !== undefined);
+    const sets = [...fields.map((field) => `${field} = @${field}`), 'updated_at = @updated_at'];
+    const params: Record<string, unknown> = { ...patch, id, updated_at: new Date().toISOString() };
+    let where = 'id = @id';
+    if (expected) {
+      where += ` AND status IN (${expected.map((_, i) => `@expected${i}`).join(', ')})`;
+      expected.forEach((status, i) => (params[`expected${i}`] = status));
+    }
+    const result = this.db.prepare(`UPDATE volumes SET ${sets.join(', ')} WHERE ${where}`).run(params);
+    if (result.changes !== 1) return undefined;
+    this.unwritten.forget(id);
+    return this.get(id);
+  }
+
+  /** A write, after the deferred ones; the store's own trouble becomes BACKEND_UNAVAILABLE naming it. */
+  private write<T>(what: string, task: () => T): T {
+    this.checkFile(what);
+    try {
+      this.unwritten.flush((id, patch) => void this.applyUpdate(id, patch));
+      return task();
+    } catch (error) {
+      throw this.storeTrouble(what, error);
+    }
+  }
+
+  private read<T>(task: () => T): T {
+    try {
+      return task();
+    } catch (error) {
+      throw this.storeTrouble('read', error);
+    }
+  }
+
+  private checkFile(what: string): void {
+    if (!this.fileIdentity) return;
+    let now: { dev: number; ino: number } | undefined;
+    try {
+      now = statSync(this.path);
+    } catch {
+      now = undefined;
+    }
+    if (now?.dev === this.fileIdentity.dev && now.ino === this.fileIdentity.ino) return;
+    throw new StorageError(
+      'BACKEND_UNAVAILABLE',
+      `cannot ${what}: the metadata store ${this.path} was ${now ? 'replaced' : 'deleted'} while the server was running, so nothing more is written to it; restore the file and restart the server (a restart without it starts an empty store)`,
+    );
+  }
+
+  private storeTrouble(what: string, error: unknown): unknown {
+    const code = (error as { code?: string }).code;
+    if (error instanceof StorageError || !code || !STORE_TROUBLE.test(code)) return error;
+    const why = code === 'SQLITE_FULL' ? 'its disk is full' : code.startsWith('SQLITE_READONLY') ? 'it is read-only' : `it failed (${code})`;
+    return new StorageError('BACKEND_UNAVAILABLE', `cannot ${what}: the metadata store ${this.path} cannot be written: ${why}; free space or fix the file, and retry`, { cause: error });
   }
 
   private migrate(): void {

@@ -19,7 +19,22 @@ export interface VolumePage {
   nextAfter?: number;
 }
 
-export type VolumePatch = Partial<Pick<VolumeRecord, 'status' | 'size' | 'status_reason' | 'provider_location'>>;
+export type VolumePatch = Partial<Pick<VolumeRecord, 'status' | 'size' | 'status_reason' | 'provider_location' | 'failed_operation'>>;
+
+/**
+ * What is left of a deleted volume whose create never confirmed: the array may still finish that
+ * create (a request in flight when the server died, or one that timed out), so the array object's
+ * deterministic name is deleted again on a schedule before it is forgotten.
+ */
+export interface Tombstone {
+  volume_id: string;
+  backend: string;
+  pool_name: string;
+  size: number;
+  provider_location: string | null;
+  checks_done: number;
+  next_check_at: string;
+}
 
 export interface VolumeStore {
   /** Adds a record; returns false when the id is already taken. */
@@ -33,7 +48,17 @@ export interface VolumeStore {
   remove(id: string): boolean;
   /** A page in storage order, which is stable and creation-ordered. */
   list(query: VolumeQuery): VolumePage;
+  /**
+   * Keeps `patch` for a record whose update could not be written now (the store is full, say):
+   * reads show it at once, and the next successful write writes it.
+   */
+  deferUpdate(id: string, patch: VolumePatch): void;
   /** Records left in a transitional status by an earlier process; moved to `error` with `reason`. */
   surfaceInterrupted(reason: (record: VolumeRecord) => string): VolumeRecord[];
+  /** Removes a record and leaves its tombstone, in one transaction. */
+  removeLeavingTombstone(id: string, tombstone: Tombstone): boolean;
+  tombstones(backend: string): Tombstone[];
+  /** Updates a tombstone's schedule, or forgets it when `next` is null. */
+  rescheduleTombstone(volumeId: string, next: { checks_done: number; next_check_at: string } | null): void;
   close(): void;
 }

@@ -15,6 +15,7 @@ export abstract class HttpsEmulator {
   port = 0;
   protected echoHeaders = false;
   private server?: Server;
+  private slowRules: Array<{ method: string; pathIncludes: string; ms: number; count: number }> = [];
 
   constructor(
     readonly username: string,
@@ -45,6 +46,15 @@ export abstract class HttpsEmulator {
     this.certs.cleanup();
   }
 
+  /**
+   * The next `count` requests of `method` whose path contains `pathIncludes` take `ms` before the
+   * array acts on them, and the array acts even if the client has gone by then, as a real array
+   * finishes a create whose caller died.
+   */
+  slowDown(rule: { method: string; pathIncludes: string; ms: number; count?: number }): void {
+    this.slowRules.push({ ...rule, count: rule.count ?? 1 });
+  }
+
   echoRequestHeaders(on: boolean): void {
     this.echoHeaders = on;
   }
@@ -58,7 +68,13 @@ export abstract class HttpsEmulator {
   private async receive(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'https://emulator');
     this.requests.push(`${req.method} ${url.pathname}${url.search}`);
-    this.handle(req, res, url, await readJsonBody(req));
+    const body = await readJsonBody(req);
+    const slow = this.slowRules.find((rule) => rule.count > 0 && rule.method === req.method && url.pathname.includes(rule.pathIncludes));
+    if (slow) {
+      slow.count--;
+      await new Promise((resolve) => setTimeout(resolve, slow.ms));
+    }
+    this.handle(req, res, url, body);
   }
 }
 

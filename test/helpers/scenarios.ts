@@ -41,7 +41,12 @@ export function defineBackendScenarios(options: ScenarioOptions): void {
     };
 
     it('lists the backend as initialized with its pools', async () => {
-      const answer = await server.call('list_backends');
+      // list_backends answers at once; a backend reached over the network may still be starting.
+      let answer = await server.call('list_backends');
+      for (let tries = 0; tries < 60 && answer.data?.backends.some((b: { initializing?: boolean }) => b.initializing); tries++) {
+        await new Promise((resolve) => setTimeout(resolve, 250));
+        answer = await server.call('list_backends');
+      }
       expect(answer.isError, answer.text).toBe(false);
       const entry = answer.data.backends.find((b: { id: string }) => b.id === options.backend);
       expect(entry, JSON.stringify(answer.data)).toBeDefined();
