@@ -95,9 +95,10 @@ export class Backend {
     return this.state.phase === 'failed' ? this.state.reason : undefined;
   }
 
-  /** When a failed backend will be tried again on its next call (ISO 8601). */
+  /** When a failed backend will be tried again on its next call (ISO 8601); never for a config problem. */
   get nextRetryAt(): string | undefined {
-    return this.state.phase === 'failed' && !this.attempt ? new Date(this.state.nextTryAt).toISOString() : undefined;
+    if (this.state.phase !== 'failed' || this.attempt || !Number.isFinite(this.state.nextTryAt)) return undefined;
+    return new Date(this.state.nextTryAt).toISOString();
   }
 
   get notes(): string[] {
@@ -116,7 +117,9 @@ export class Backend {
   initialize(force = false): Promise<void> {
     if (this.attempt) return this.attempt;
     if (this.state.phase === 'ready') return Promise.resolve();
-    if (this.state.phase === 'failed' && !force && Date.now() < this.state.nextTryAt) return Promise.resolve();
+    if (this.state.phase === 'failed' && (!Number.isFinite(this.state.nextTryAt) || (!force && Date.now() < this.state.nextTryAt))) {
+      return Promise.resolve();
+    }
     this.attempt = this.runAttempt().finally(() => (this.attempt = undefined));
     return this.attempt;
   }
@@ -291,14 +294,20 @@ export class Backend {
       const baseMs = 'error' in this.core ? 5_000 : this.core.backend_init_retry_interval * 1000;
       const waitMs = Math.min(MAX_RETRY_INTERVAL_MS, baseMs * 2 ** (failures - 1));
       const reason = this.deps.secrets.redact(describeError(error));
-      this.state = { phase: 'failed', reason, failures, nextTryAt: Date.now() + waitMs };
-      this.deps.log.warn(`backend "${this.id}" not initialized (attempt ${attempt}): ${reason}; next try on demand after ${Math.round(waitMs / 1000)} s`);
+      // The config does not change while the server runs: trying it again cannot help.
+      const permanent = error instanceof ConfigError;
+      this.state = { phase: 'failed', reason, failures, nextTryAt: permanent ? Number.POSITIVE_INFINITY : Date.now() + waitMs };
+      this.deps.log.warn(
+        `backend "${this.id}" not initialized (attempt ${attempt}): ${reason}` +
+          (permanent ? '; fix the config and restart the server' : `; next try on demand after ${Math.round(waitMs / 1000)} s`),
+      );
     } finally {
       clearTimeout(timer);
     }
   }
 
   private async setUp(): Promise<void> {
+    if (this.spec.error) throw new ConfigError(this.spec.error);
     if ('error' in this.core) throw new ConfigError(this.core.error);
     const entry = findDriver(this.volumeDriver);
     if (!entry) {
@@ -341,7 +350,7 @@ export class Backend {
     throw new StorageError(
       'BACKEND_UNAVAILABLE',
       `backend "${this.id}" is not initialized: ${this.error ?? 'still starting'}; ` +
-        (next ? `it is tried again on the next call after ${next}, or now with get_stats refresh: true` : 'fix its config or the array') +
+        (next ? `it is tried again on the next call after ${next}, or now with get_stats refresh: true` : 'fix its config and restart the server') +
         ' (cinderlib-mcp check shows every backend\'s state)',
     );
   }

@@ -74,6 +74,10 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 async function check(config: LoadedConfig, log: Logger): Promise<number> {
+  if (config.error) {
+    process.stdout.write(secrets.redact(`config: ${config.source}: ${config.error}`) + '\n');
+    return 1;
+  }
   const { BackendRegistry } = await import('./registry.js');
   const { MemoryVolumeStore } = await import('./persistence/memory.js');
   // The metadata store is left alone: a running server may be mid-operation on it.

@@ -7,6 +7,7 @@ import { KeyedMutex } from './locks.js';
 import type { Logger } from './log.js';
 import { dataDir } from './paths.js';
 import { openVolumeStore } from './persistence/index.js';
+import { MemoryVolumeStore } from './persistence/memory.js';
 import type { VolumeStore } from './persistence/store.js';
 import type { SecretRegistry } from './secrets.js';
 import type { VolumeRecord, VolumeStatus } from './volume.js';
@@ -39,8 +40,11 @@ export interface BackendSummary {
 export class BackendRegistry {
   private readonly backends = new Map<string, Backend>();
 
+  /** Why the config file cannot be used at all (then no backend is served); see LoadedConfig.error. */
+  readonly configError?: string;
+
   private constructor(
-    readonly config: LoadedConfig,
+    config: LoadedConfig,
     private readonly store: VolumeStore,
     secrets: SecretRegistry,
     private readonly log: Logger,
@@ -55,11 +59,16 @@ export class BackendRegistry {
       volumeLocks: new KeyedMutex(),
       capacity: new CapacityLedger(),
     };
+    this.configError = config.error;
     for (const spec of config.backends) this.backends.set(spec.name, new Backend(spec, deps));
   }
 
   /** Opens the metadata store, surfaces interrupted operations and starts every backend's setup. */
   static async open(config: LoadedConfig, secrets: SecretRegistry, log: Logger, store?: VolumeStore): Promise<BackendRegistry> {
+    if (config.error) {
+      log.error(`config error: ${config.error}`);
+      return new BackendRegistry(config, store ?? new MemoryVolumeStore(), secrets, log);
+    }
     let volumeStore: VolumeStore;
     try {
       volumeStore = store ?? (await openVolumeStore(config.global.persistence));
@@ -117,6 +126,7 @@ export class BackendRegistry {
   }
 
   get(name: string): Backend {
+    this.requireUsableConfig();
     const backend = this.backends.get(name);
     if (!backend) {
       throw new StorageError('NOT_FOUND', `backend "${name}" is not configured; known backends: ${[...this.backends.keys()].join(', ')}`);
@@ -125,6 +135,7 @@ export class BackendRegistry {
   }
 
   getVolume(volumeId: string): VolumeRecord {
+    this.requireUsableConfig();
     const record = this.store.get(volumeId);
     if (!record) throw new StorageError('NOT_FOUND', `volume ${volumeId} does not exist; list_volumes shows the volumes there are`);
     return record;
@@ -132,6 +143,7 @@ export class BackendRegistry {
 
   /** A page of volumes from the metadata store (never the array), in creation order. */
   listVolumes(input: ListVolumesInput): { volumes: VolumeRecord[]; nextCursor?: string } {
+    this.requireUsableConfig();
     if (input.backend !== undefined) this.get(input.backend);
     const filters = { backend: input.backend, status: input.status };
     const after = input.cursor ? decodeCursor(input.cursor, filters) : undefined;
@@ -157,6 +169,12 @@ export class BackendRegistry {
   async close(): Promise<void> {
     await Promise.all(this.list().map((backend) => backend.close()));
     this.store.close();
+  }
+
+  private requireUsableConfig(): void {
+    if (this.configError) {
+      throw new StorageError('BACKEND_UNAVAILABLE', `the server's config cannot be used, so it serves no backend: ${this.configError}. Fix the file and restart the server (cinderlib-mcp check --config FILE checks it)`);
+    }
   }
 
   private owner(volumeId: string): Backend {

@@ -20,9 +20,13 @@ export default defineTool({
         next_retry_at: z.string().optional().describe('When a failed backend is tried again on its next call (ISO 8601); get_stats refresh: true retries at once.'),
       }),
     ).describe('Every configured backend, in config order.'),
+    config_error: z
+      .string()
+      .optional()
+      .describe('Set when the config file cannot be used at all (unreadable, not valid YAML/JSON, no backends list): then no backend is listed, and other tools answer with this error.'),
   }),
   annotations: READS_ARRAYS, // it starts a backend's (re)initialization and first stats read, which ask the array
   async handler(_args, registry) {
-    return { backends: await registry.describeBackends() };
+    return { backends: await registry.describeBackends(), ...(registry.configError ? { config_error: registry.configError } : {}) };
   },
 });

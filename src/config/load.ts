@@ -27,11 +27,18 @@ export interface BackendSpec {
   name: string;
   /** Every option as the user wrote it (after ${env:} substitution), volume_backend_name included. */
   options: Record<string, unknown>;
+  /** A problem of this backend's own config (a missing variable, a duplicate name): it is listed, not served. */
+  error?: string;
 }
 
 export interface LoadedConfig {
   /** Where it came from: a file path or "embedded default". */
   source: string;
+  /**
+   * A problem with the file as a whole (unreadable, not YAML, no backends list): the server still
+   * starts, lists no backend and answers every other tool with this, so the user sees it.
+   */
+  error?: string;
   global: GlobalOptions;
   backends: BackendSpec[];
   warnings: string[];
@@ -80,7 +87,7 @@ export async function readConfigFile(path: string, options: LoadOptions): Promis
     parsed = extname(path).toLowerCase() === '.json' ? JSON.parse(text) : (await import('yaml')).parse(text);
   } catch (error) {
     const kind = extname(path).toLowerCase() === '.json' ? 'JSON' : 'YAML';
-    throw new ConfigError(`config file ${path} is not valid ${kind}: ${options.secrets.redact((error as Error).message.split('\n')[0] ?? '')}`);
+    throw new ConfigError(`config file ${path} is not valid ${kind}: ${options.secrets.redact(describeSyntaxError(error, text))}`);
   }
   return parseConfig(parsed, path, options);
 }
@@ -90,16 +97,15 @@ export function parseConfig(document: unknown, source: string, options: LoadOpti
   if (!document || typeof document !== 'object' || Array.isArray(document)) {
     throw new ConfigError(`${source}: the config must be a mapping with "global" and "backends"`);
   }
-  const substituted = substituteEnv(document, env, options.secrets) as Record<string, unknown>;
-  options.secrets.registerFromOptions(substituted);
+  const raw = document as Record<string, unknown>;
   const warnings: string[] = [];
-
-  for (const key of Object.keys(substituted)) {
+  for (const key of Object.keys(raw)) {
     if (key !== 'global' && key !== 'backends') warnings.push(`${source}: unknown top-level key "${key}" ignored (expected "global" and "backends")`);
   }
-
-  const global = parseGlobal(substituted.global, source, warnings);
-  const backends = parseBackends(substituted.backends, source);
+  const globalBlock = substituteEnv(raw.global ?? {}, env, options.secrets, `${source}: global`);
+  options.secrets.registerFromOptions(globalBlock);
+  const global = parseGlobal(globalBlock, source, warnings);
+  const backends = parseBackends(raw.backends, source, env, options.secrets);
   return { source, global, backends, warnings };
 }
 
@@ -144,24 +150,68 @@ export function parsePersistence(raw: z.infer<typeof persistenceSchema> | undefi
   return { storage: 'db', path: isAbsolute(path) ? path : resolve(path) };
 }
 
-function parseBackends(raw: unknown, source: string): BackendSpec[] {
+/**
+ * The backends list. A problem of one backend (its missing variable, a missing or repeated name)
+ * disables that backend only, listed with the reason; a list that is missing or empty is the
+ * file's problem.
+ */
+function parseBackends(raw: unknown, source: string, env: NodeJS.ProcessEnv, secrets: SecretRegistry): BackendSpec[] {
   if (raw === undefined || raw === null) throw new ConfigError(`${source}: "backends" is missing; list at least one backend`);
   if (!Array.isArray(raw)) throw new ConfigError(`${source}: "backends" must be a list of backend option mappings`);
   if (raw.length === 0) throw new ConfigError(`${source}: "backends" is empty; list at least one backend`);
-  const seen = new Set<string>();
-  return raw.map((entry, index) => {
-    if (!entry || typeof entry !== 'object' || Array.isArray(entry)) {
-      throw new ConfigError(`${source}: backends[${index}] must be a mapping of driver options`);
+  const specs: BackendSpec[] = [];
+  const byName = new Map<string, { spec: BackendSpec; places: string[] }>();
+  raw.forEach((entry, index) => {
+    const place = `backends[${index}]`;
+    const spec = parseBackend(entry, place, source, env, secrets);
+    const seen = byName.get(spec.name);
+    if (!seen) {
+      byName.set(spec.name, { spec, places: [place] });
+      specs.push(spec);
+      return;
     }
-    const options = entry as Record<string, unknown>;
-    const name = options.volume_backend_name;
-    if (typeof name !== 'string' || name.trim() === '') {
-      throw new ConfigError(`${source}: backends[${index}] needs "volume_backend_name" (a non-empty string naming the backend)`);
-    }
-    if (seen.has(name)) {
-      throw new ConfigError(`${source}: two backends are named "${name}"; each volume_backend_name must be unique`);
-    }
-    seen.add(name);
-    return { name, options };
+    // Volumes are routed by backend name: with two candidates neither can be trusted.
+    seen.places.push(place);
+    seen.spec.error = `${source}: ${seen.places.join(' and ')} are all named "${spec.name}"; each volume_backend_name must be unique, so none of them serves until the others are renamed`;
+    const { volume_driver } = seen.spec.options;
+    seen.spec.options = { volume_backend_name: spec.name, ...(volume_driver !== undefined ? { volume_driver } : {}) };
   });
+  return specs;
+}
+
+function parseBackend(entry: unknown, place: string, source: string, env: NodeJS.ProcessEnv, secrets: SecretRegistry): BackendSpec {
+  if (!entry || typeof entry !== 'object' || Array.isArray(entry)) {
+    return { name: place, options: {}, error: `${source}: ${place} must be a mapping of driver options` };
+  }
+  const written = entry as Record<string, unknown>;
+  const writtenName = typeof written.volume_backend_name === 'string' && !written.volume_backend_name.includes('${') ? written.volume_backend_name.trim() : '';
+  const label = writtenName || place;
+  let options: Record<string, unknown>;
+  try {
+    options = substituteEnv(written, env, secrets, `${source}: ${place}`) as Record<string, unknown>;
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    const driver = typeof written.volume_driver === 'string' ? { volume_driver: written.volume_driver } : {};
+    return { name: label, options: { volume_backend_name: label, ...driver }, error: error.message };
+  }
+  secrets.registerFromOptions(options);
+  const name = options.volume_backend_name;
+  if (typeof name !== 'string' || name.trim() === '') {
+    return { name: place, options: {}, error: `${source}: ${place} needs "volume_backend_name" (a non-empty string naming the backend)` };
+  }
+  return { name, options };
+}
+
+/**
+ * A parser's complaint with where it happened: YAML's own message keeps its excerpt (line,
+ * column and a caret under the spot); JSON's position is turned into a line and column.
+ */
+function describeSyntaxError(error: unknown, text: string): string {
+  const message = error instanceof Error ? error.message.trim() : String(error);
+  const position = /at position (\d+)/.exec(message);
+  if (!position || /line \d+/.test(message)) return message;
+  const before = text.slice(0, Number(position[1]));
+  const line = before.split('\n').length;
+  const column = before.length - before.lastIndexOf('\n');
+  return `${message} (line ${line}, column ${column})`;
 }

@@ -34,15 +34,31 @@ export async function resolveConfig(
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<LoadedConfig> {
   const path = nonEmpty(configPath) ?? nonEmpty(env.CINDERLIB_MCP_CONFIG);
-  const config = path ? await readConfigFile(path, { env, secrets }) : embeddedDefaultConfig(env);
+  let config: LoadedConfig;
+  try {
+    config = path ? await readConfigFile(path, { env, secrets }) : embeddedDefaultConfig(env);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    return unusableConfig(path ?? 'embedded default', error.message, env);
+  }
   const forced = nonEmpty(env.CINDERLIB_MCP_READ_ONLY)?.toLowerCase();
   if (forced !== undefined) {
     if (['true', '1', 'yes', 'on'].includes(forced)) config.global.readOnly = true;
     else if (!['false', '0', 'no', 'off'].includes(forced)) {
-      throw new ConfigError(`CINDERLIB_MCP_READ_ONLY must be true or false, got "${forced}"`);
+      return unusableConfig(config.source, `CINDERLIB_MCP_READ_ONLY must be true or false, got "${forced}"`, env);
     }
   }
   return config;
+}
+
+/**
+ * A config that cannot be used as a whole. The server still starts (so a desktop user sees why
+ * in the client, not on a stderr nobody reads) with no backend and no metadata store: every tool
+ * but list_backends answers with the error, so nothing can be changed either.
+ */
+function unusableConfig(source: string, error: string, env: NodeJS.ProcessEnv): LoadedConfig {
+  const fallback = embeddedDefaultConfig(env);
+  return { source, error, global: { ...fallback.global, persistence: { storage: 'memory' } }, backends: [], warnings: [] };
 }
 
 function nonEmpty(value: string | undefined): string | undefined {

@@ -76,28 +76,71 @@ describe('the cinderlib-mcp command', () => {
     }
   });
 
-  it('refuses configs it cannot start with, naming what is wrong', () => {
+  it('check names what is wrong with a config and exits non-zero', () => {
     const duplicate = writeConfig('dup.yaml', {
       backends: [
-        { volume_backend_name: 'same', volume_driver: 'file' },
-        { volume_backend_name: 'same', volume_driver: 'file' },
+        { volume_backend_name: 'same', volume_driver: 'file', volumes_dir: join(root, 'dup-1') },
+        { volume_backend_name: 'same', volume_driver: 'file', volumes_dir: join(root, 'dup-2') },
+        { volume_backend_name: 'fine', volume_driver: 'file', volumes_dir: join(root, 'dup-fine') },
       ],
     });
-    const dup = run(['--config', duplicate]);
+    const dup = run(['check', '--config', duplicate]);
     expect(dup.code).toBe(1);
-    expect(dup.stderr).toMatch(/two backends are named "same"/);
-    expect(dup.stdout).toBe(''); // stdout carries only JSON-RPC
+    expect(dup.stdout).toMatch(/^same\tfile\tnot initialized: .*backends\[0\] and backends\[1\] are all named "same"/m);
+    expect(dup.stdout).toMatch(/^fine\tfile\tinitialized$/m);
 
-    const envMissing = writeConfig('env.yaml', { backends: [{ volume_backend_name: 'x', volume_driver: 'file', san_password: '${env:NOT_SET_ANYWHERE}' }] });
+    const envMissing = writeConfig('env.yaml', {
+      backends: [
+        { volume_backend_name: 'x', volume_driver: 'file', volumes_dir: join(root, 'env-x'), san_password: '${env:NOT_SET_ANYWHERE}' },
+        { volume_backend_name: 'y', volume_driver: 'file', volumes_dir: join(root, 'env-y') },
+      ],
+    });
     const missing = run(['check', '--config', envMissing]);
     expect(missing.code).toBe(1);
-    expect(missing.stderr).toMatch(/environment variable NOT_SET_ANYWHERE is not set/);
+    expect(missing.stdout).toMatch(/^x\tfile\tnot initialized: .*environment variable NOT_SET_ANYWHERE is not set/m);
+    expect(missing.stdout).toMatch(/^y\tfile\tinitialized$/m);
 
-    const yamlBroken = writeConfig('broken.yaml', 'backends: [ {volume_backend_name: x\n');
-    expect(run(['--config', yamlBroken]).stderr).toMatch(/is not valid YAML/);
-    expect(run(['--config', join(root, 'absent.yaml')]).stderr).toMatch(/cannot read config file .*absent\.yaml: ENOENT/);
+    const yamlBroken = writeConfig('broken.yaml', 'backends:\n  - volume_backend_name: x\n    volume_driver: [file\n');
+    const broken = run(['check', '--config', yamlBroken]);
+    expect(broken.code).toBe(1);
+    expect(broken.stdout).toMatch(/^config: .*broken\.yaml: config file .*broken\.yaml is not valid YAML: .* at line \d+, column \d+:\n\n.*volume_driver: \[file/m);
+    expect(run(['check', '--config', join(root, 'absent.yaml')]).stdout).toMatch(/cannot read config file .*absent\.yaml: ENOENT/);
     const engine = writeConfig('pg.yaml', { global: { persistence_config: { storage: 'db', connection: 'postgresql://u:p@db/x' } }, backends: [{ volume_backend_name: 'x', volume_driver: 'file' }] });
-    expect(run(['--config', engine]).stderr).toMatch(/"postgresql:\.\.\." is not supported; use sqlite:\/\/\/ABS\/PATH/);
+    expect(run(['check', '--config', engine]).stdout).toMatch(/"postgresql:\.\.\." is not supported; use sqlite:\/\/\/ABS\/PATH/);
+  });
+
+  it('serves even a config it cannot use, and says why over MCP', async () => {
+    const jsonBroken = writeConfig('broken.json', '{"backends": [\n  {"volume_backend_name": "x",}\n]}');
+    const server = await startMcpServer(null, { args: ['--config', jsonBroken] });
+    try {
+      const listed = await server.call('list_backends');
+      expect(listed.isError).toBe(false);
+      expect(listed.data.backends).toEqual([]);
+      expect(listed.data.config_error).toMatch(/broken\.json is not valid JSON: .*line 2, column \d+/);
+      for (const [tool, args] of [['get_stats', { backend: 'x' }], ['list_volumes', {}], ['create_volume', { backend: 'x', size: 1 }]] as const) {
+        const answer = await server.call(tool, args);
+        expect(answer.text).toMatch(/^BACKEND_UNAVAILABLE: the server's config cannot be used, so it serves no backend: .*broken\.json is not valid JSON: .*line 2, column \d+/);
+      }
+    } finally {
+      await server.close();
+    }
+
+    const healthyAndNot = await startMcpServer({
+      global: { persistence_config: { storage: 'memory' } },
+      backends: [
+        { volume_backend_name: 'needs-env', volume_driver: 'file', volumes_dir: join(root, 'ne'), san_password: '${env:NOT_SET_ANYWHERE}' },
+        { volume_backend_name: 'healthy', volume_driver: 'file', volumes_dir: join(root, 'healthy') },
+      ],
+    });
+    try {
+      const { backends } = (await healthyAndNot.call('list_backends')).data;
+      expect(backends[0]).toMatchObject({ id: 'needs-env', initialized: false, error: expect.stringMatching(/environment variable NOT_SET_ANYWHERE is not set/) });
+      expect(backends[0].next_retry_at).toBeUndefined(); // a config problem is not retried
+      expect(backends[1]).toMatchObject({ id: 'healthy', initialized: true });
+      expect((await healthyAndNot.call('create_volume', { backend: 'healthy', size: 1 })).isError).toBe(false);
+    } finally {
+      await healthyAndNot.close();
+    }
   });
 
   it('finds its config through CINDERLIB_MCP_CONFIG when --config is absent', () => {

@@ -39,9 +39,12 @@ describe('config parsing', () => {
     expect(secrets.redact('login with s3cr3t-value at array.example')).toBe('login with *** at ***');
   });
 
-  it('names a missing environment variable, never a value', () => {
-    expect(() => parse({ backends: [{ volume_backend_name: 'x', san_password: '${env:MISSING_PW}' }] })).toThrow(
-      /environment variable MISSING_PW is not set/,
+  it('names a missing environment variable, never a value, and disables only that backend', () => {
+    const { config } = parse({ backends: [{ volume_backend_name: 'x', san_password: '${env:MISSING_PW}' }, { volume_backend_name: 'y' }] });
+    expect(config.backends[0]).toMatchObject({ name: 'x', error: expect.stringMatching(/environment variable MISSING_PW is not set/) });
+    expect(config.backends[1]!.error).toBeUndefined();
+    expect(() => parse({ global: { persistence_config: { storage: 'db', connection: 'sqlite:///${env:MISSING_DB}' } }, backends: [{ volume_backend_name: 'y' }] })).toThrow(
+      /global.*environment variable MISSING_DB is not set/,
     );
   });
 
@@ -54,12 +57,21 @@ describe('config parsing', () => {
     const cases: Array<[unknown, RegExp]> = [
       [{ backends: [] }, /"backends" is empty/],
       [{ global: {} }, /"backends" is missing/],
-      [{ backends: [{ volume_driver: 'lvm' }] }, /backends\[0\] needs "volume_backend_name"/],
-      [{ backends: [{ volume_backend_name: 'a' }, { volume_backend_name: 'a' }] }, /two backends are named "a"/],
       [{ global: { read_only: 'maybe' }, backends: [{ volume_backend_name: 'a' }] }, /global option "read_only": true or false/],
       [{ global: { persistence_config: { storage: 'redis' } }, backends: [{ volume_backend_name: 'a' }] }, /storage must be "memory" or "db"/],
     ];
     for (const [doc, message] of cases) expect(() => parse(doc)).toThrow(ConfigError), expect(() => parse(doc)).toThrow(message);
+  });
+
+  it('lists a backend without a name, or with a taken one, as not serving, and serves the others', () => {
+    const { config } = parse({
+      backends: [{ volume_driver: 'lvm' }, { volume_backend_name: 'a' }, { volume_backend_name: 'b' }, { volume_backend_name: 'a', volume_driver: 'file' }],
+    });
+    expect(config.backends.map((spec) => [spec.name, spec.error ?? 'ok'])).toEqual([
+      ['backends[0]', 'test.yaml: backends[0] needs "volume_backend_name" (a non-empty string naming the backend)'],
+      ['a', 'test.yaml: backends[1] and backends[3] are all named "a"; each volume_backend_name must be unique, so none of them serves until the others are renamed'],
+      ['b', 'ok'],
+    ]);
   });
 
   it('warns about unknown global keys but accepts cinderlib setup options', () => {
