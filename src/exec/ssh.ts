@@ -1,6 +1,6 @@
-import { readFileSync } from 'node:fs';
 import { Client, type ClientChannel, type ConnectConfig } from 'ssh2';
 import type { Logger } from '../log.js';
+import { readRegularFile } from '../regular-file.js';
 import { KnownHosts } from './known-hosts.js';
 import { shellCommand } from './quote.js';
 import { CommandTransportError, DEFAULT_COMMAND_TIMEOUT_MS, type CommandResult, type CommandRunner, type RunOptions } from './runner.js';
@@ -130,7 +130,7 @@ export class SshRunner implements CommandRunner {
     }
   }
 
-  private connect(operation: string): Promise<PooledConnection> {
+  private async connect(operation: string): Promise<PooledConnection> {
     const { host, port, username, password, privateKeyPath, connectTimeoutMs } = this.options;
     let hostKeyRefusal: string | undefined;
     const config: ConnectConfig = {
@@ -155,12 +155,11 @@ export class SshRunner implements CommandRunner {
       },
     };
     if (privateKeyPath) {
+      // Asynchronous, regular files only, bounded: a FIFO or a /proc path fails this backend, never the event loop.
       try {
-        config.privateKey = readFileSync(privateKeyPath);
+        config.privateKey = await readRegularFile(privateKeyPath);
       } catch (error) {
-        return Promise.reject(
-          new CommandTransportError(`${operation}: cannot read san_private_key ${privateKeyPath} (${(error as NodeJS.ErrnoException).code ?? 'unreadable'})`, 'auth'),
-        );
+        throw new CommandTransportError(`${operation}: cannot read san_private_key ${privateKeyPath}: ${(error as Error).message}`, 'auth');
       }
     } else if (password) {
       config.password = password;
@@ -185,7 +184,18 @@ export class SshRunner implements CommandRunner {
         settled = true;
         reject(this.connectError(operation, error, hostKeyRefusal));
       });
-      client.connect(config);
+      try {
+        client.connect(config);
+      } catch (error) {
+        // ssh2 parses the key before connecting: a file that is not a key fails here.
+        settled = true;
+        const message = (error as Error).message;
+        reject(
+          privateKeyPath && /privateKey/i.test(message)
+            ? new CommandTransportError(`${operation}: san_private_key ${privateKeyPath} is not a usable private key: ${message}`, 'auth')
+            : this.connectError(operation, error as Error),
+        );
+      }
     });
   }
 
