@@ -1,9 +1,9 @@
-import { readFileSync } from 'node:fs';
 import { isIPv6 } from 'node:net';
 import { Pool } from 'undici';
 import { SAN_IP_FORMS, parseSanIp } from '../../drivers/options.js';
 import { StorageError, type ErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
+import { readRegularFile } from '../regular-file.js';
 import type { SecretRegistry } from '../secrets.js';
 
 /**
@@ -73,7 +73,9 @@ const STATUS_CODES: Array<[(status: number) => boolean, ErrorCode]> = [
 ];
 
 export class RestClient {
-  private readonly pool: Pool;
+  /** Built before the first request, once the CA bundle (if any) is read: never in the constructor. */
+  private pool?: Promise<Pool>;
+  private closed = false;
   private readonly basePath: string;
   private readonly origin: string;
   private readonly authorization?: string;
@@ -88,17 +90,6 @@ export class RestClient {
       options.secrets.register(options.password);
       options.secrets.register(token);
     }
-    const timeout = options.timeoutMs ?? 30_000;
-    this.pool = new Pool(this.origin, {
-      connections: options.connections ?? 4,
-      connectTimeout: timeout,
-      headersTimeout: timeout,
-      bodyTimeout: timeout,
-      connect: {
-        rejectUnauthorized: options.verifyTls,
-        ca: options.verifyTls && options.caPath ? this.readCa(options.caPath) : undefined,
-      },
-    });
   }
 
   async request(method: HttpMethod, path: string, request: RequestOptions): Promise<RestResponse> {
@@ -135,7 +126,40 @@ export class RestClient {
   }
 
   async close(): Promise<void> {
-    await this.pool.close();
+    this.closed = true;
+    const pool = await this.pool?.catch(() => undefined);
+    this.pool = undefined;
+    await pool?.close();
+  }
+
+  /**
+   * The connection pool, made on first use. driver_ssl_cert_path is read asynchronously here, so
+   * a FIFO or a /proc path fails this backend's request with a reason instead of stalling the
+   * event loop; a failed read is not kept, so the next request reads the file again.
+   */
+  private connectionPool(): Promise<Pool> {
+    if (this.closed) {
+      return Promise.reject(new StorageError('BACKEND_UNAVAILABLE', `backend "${this.options.backendName}": the REST client for ${this.origin} is closed`));
+    }
+    if (!this.pool) {
+      const { caPath, verifyTls } = this.options;
+      const pending = (async () => {
+        const ca = verifyTls && caPath ? await this.readCa(caPath) : undefined;
+        const timeout = this.options.timeoutMs ?? 30_000;
+        return new Pool(this.origin, {
+          connections: this.options.connections ?? 4,
+          connectTimeout: timeout,
+          headersTimeout: timeout,
+          bodyTimeout: timeout,
+          connect: { rejectUnauthorized: verifyTls, ca },
+        });
+      })();
+      this.pool = pending;
+      pending.catch(() => {
+        if (this.pool === pending) this.pool = undefined;
+      });
+    }
+    return this.pool;
   }
 
   private async send(method: HttpMethod, path: string, request: RequestOptions): Promise<RestResponse> {
@@ -146,8 +170,9 @@ export class RestClient {
       payload = JSON.stringify(request.body);
       headers['content-type'] = 'application/json';
     }
+    const pool = await this.connectionPool();
     try {
-      const response = await this.pool.request({
+      const response = await pool.request({
         method,
         path: this.buildPath(path, request.query),
         headers,
@@ -213,13 +238,13 @@ export class RestClient {
     );
   }
 
-  private readCa(caPath: string): string {
+  private async readCa(caPath: string): Promise<string> {
     try {
-      return readFileSync(caPath, 'utf8');
+      return (await readRegularFile(caPath)).toString('utf8');
     } catch (error) {
       throw new StorageError(
         'BACKEND_UNAVAILABLE',
-        `backend "${this.options.backendName}": cannot read driver_ssl_cert_path ${caPath}: ${(error as NodeJS.ErrnoException).code ?? 'unreadable'}`,
+        `backend "${this.options.backendName}": cannot read driver_ssl_cert_path ${caPath}: ${(error as Error).message}`,
       );
     }
   }
