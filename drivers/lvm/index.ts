@@ -1,10 +1,10 @@
-import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { StorageError, type ErrorCode } from '../../src/errors.js';
 import { LocalRunner } from '../../src/exec/local.js';
 import { CommandTransportError, type CommandResult, type CommandRunner } from '../../src/exec/runner.js';
 import { SshRunner } from '../../src/exec/ssh.js';
+import { isRegularFile } from '../../src/regular-file.js';
 import { boolOption, capacityOptions, enumOption, intOption, sanIpOption, sanOptions, stringOption } from '../options.js';
 import { defineDriver, type BackendStats, type DriverContext, type VolumeDriver, type VolumeRef } from '../types.js';
 import {
@@ -289,7 +289,18 @@ class LvmDriver implements VolumeDriver {
   }
 
   private async fileExists(path: string): Promise<boolean> {
-    if (this.runner instanceof LocalRunner) return existsSync(path);
+    if (this.runner instanceof LocalRunner) {
+      // Asynchronous: a path on a hung mount or under /proc must not stall the event loop. A FIFO
+      // or a directory would make every lvm command wait or misread: refuse it with the reason.
+      try {
+        return await isRegularFile(path);
+      } catch (error) {
+        throw new StorageError(
+          'BACKEND_UNAVAILABLE',
+          `backend "${this.context.backendName}": cannot use lvm_conf_file ${path}: ${(error as Error).message}; point it at an lvm.conf file, or at a path that does not exist to run lvm without one`,
+        );
+      }
+    }
     const result = await this.runner.run(['test', '-f', path], { operation: `look for ${path}` });
     return result.exitCode === 0;
   }
@@ -314,7 +325,7 @@ class LvmDriver implements VolumeDriver {
     if (error instanceof StorageError) return error;
     const message = error instanceof Error ? error.message : String(error);
     const code: ErrorCode = error instanceof CommandTransportError && error.kind === 'timeout' ? 'BACKEND_BUSY' : 'BACKEND_UNAVAILABLE';
-    return new StorageError(code, `backend "${this.context.backendName}": ${message.startsWith(operation) ? message : `${operation}: ${message}`}`);
+    return new StorageError(code, `backend "${this.context.backendName}": ${message.startsWith(operation) ? message : `${operation}: ${message}`}`, { cause: error });
   }
 }
 
