@@ -498,9 +498,9 @@ export class Backend {
   }
 
   private asStorageError(error: unknown, operation: string): StorageError {
-    if (isStorageError(error)) return new StorageError(error.code, this.deps.secrets.redact(error.message));
+    if (isStorageError(error)) return new StorageError(error.code, this.deps.secrets.redact(error.message), { cause: error });
     this.deps.log.error(`backend "${this.id}": ${operation}: unexpected failure: ${describeError(error)}`);
-    return new StorageError('INTERNAL', `backend "${this.id}": ${operation} failed unexpectedly: ${this.deps.secrets.redact(describeError(error))}`);
+    return new StorageError('INTERNAL', `backend "${this.id}": ${operation} failed unexpectedly: ${this.deps.secrets.redact(describeError(error))}`, { cause: error });
   }
 }
 

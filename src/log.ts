@@ -18,22 +18,13 @@ export interface Logger {
   child(scope: string): Logger;
 }
 
-/** Where log lines go; tests swap it to capture output. */
-export type LogSink = (line: string) => void;
-
-let sink: LogSink = (line) => process.stderr.write(line + '\n');
-
-export function setLogSink(newSink: LogSink): LogSink {
-  const previous = sink;
-  sink = newSink;
-  return previous;
-}
+const writeLine = (line: string) => process.stderr.write(line + '\n');
 
 export function createLogger(scope = 'cinderlib-mcp'): Logger {
   const threshold = LEVEL_ORDER[configuredLevel()];
   const write = (level: LogLevel, message: string) => {
     if (LEVEL_ORDER[level] < threshold) return;
-    sink(secrets.redact(`${new Date().toISOString()} ${level.toUpperCase()} [${scope}] ${message}`));
+    writeLine(secrets.redact(`${new Date().toISOString()} ${level.toUpperCase()} [${scope}] ${message}`));
   };
   return {
     debug: (message) => write('debug', message),

@@ -177,6 +177,7 @@ class FileDriver implements VolumeDriver {
     return new StorageError(
       code === 'ENOSPC' ? 'OUT_OF_CAPACITY' : 'BACKEND_UNAVAILABLE',
       `backend "${this.context.backendName}": ${operation} ${path} failed (${code})`,
+      { cause: error },
     );
   }
 }
