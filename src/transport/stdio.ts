@@ -1,6 +1,6 @@
 import type { Readable, Writable } from 'node:stream';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
-import { ErrorCode, JSONRPCMessageSchema, type JSONRPCMessage, type RequestId } from '@modelcontextprotocol/sdk/types.js';
+import { ErrorCode, JSONRPCMessageSchema, type JSONRPCMessage, type JSONRPCRequest, type RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from '../log.js';
 import { recoverRequestId } from './frame-id.js';
 import { LineSplitter, type Frame } from './line-splitter.js';
@@ -13,8 +13,10 @@ import { LineSplitter, type Frame } from './line-splitter.js';
  * - Input: newline-delimited frames, each at most `maxFrameBytes`; a longer one is answered with an
  *   error and skipped, a line that is not JSON or not JSON-RPC is answered with an error, and the
  *   server keeps serving.
- * - Backpressure: stdin is paused while `maxInFlight` requests are unanswered or stdout has more
- *   queued than the pipe takes, so a client that writes without reading holds memory flat.
+ * - Backpressure: while `maxInFlight` requests are unanswered or stdout has more queued than the
+ *   pipe takes, further requests wait (at most LOOKAHEAD_BYTES of them, then stdin is paused), so
+ *   a client that writes without reading holds memory flat. Notifications are not held back: a
+ *   cancellation must get through to free the place of the request it cancels.
  * - Shutdown: finish() stops reading, waits for the calls taken to be answered and for stdout to
  *   flush, bounded by a grace period.
  */
@@ -42,6 +44,15 @@ export interface FinishOutcome {
   unflushedBytes: number;
 }
 
+/** Calls let in at once before any answer has been measured. */
+const FIRST_CALL_LIMIT = 8;
+/**
+ * Requests read ahead while the server is at its limits. Reading ahead lets notifications behind
+ * them through: the SDK never answers a cancelled request, so only its notifications/cancelled
+ * frees its place. A client that cancels every call in flight and then buries the cancellations
+ * under more than this many bytes of new requests stalls its own session.
+ */
+const LOOKAHEAD_BYTES = 256 * 1024;
 /** How often finish() looks at in-flight calls and the output buffer: only while shutting down. */
 const FINISH_POLL_MS = 10;
 /** Answers to calls abandoned at the deadline get this much more time to reach the client. */
@@ -72,8 +83,9 @@ export class BoundedStdioTransport implements Transport {
   private readingStopped = false;
   private closed = false;
   private clientGoneReported = false;
-  /** Frames may wait in the splitter because the last pump stopped at a limit. */
-  private backlog = false;
+  /** Requests read while at the limits, in order, and their size in bytes. */
+  private readonly waiting: JSONRPCRequest[] = [];
+  private waitingBytes = 0;
   private pumping = false;
   private pumpAgain = false;
   private droppedNotifications = 0;
@@ -108,7 +120,9 @@ export class BoundedStdioTransport implements Transport {
     } else {
       const frame = JSON.stringify(message) + '\n';
       this.write(frame);
-      if (answeredId !== undefined) this.averageAnswerBytes = this.averageAnswerBytes * 0.8 + frame.length * 0.2;
+      if (answeredId !== undefined) {
+        this.averageAnswerBytes = this.averageAnswerBytes === 0 ? frame.length : this.averageAnswerBytes * 0.8 + frame.length * 0.2;
+      }
     }
     if (answeredId !== undefined) this.release(answeredId);
   }
@@ -125,15 +139,18 @@ export class BoundedStdioTransport implements Transport {
   }
 
   /**
-   * Stops reading; frames already read still run. Resolves once every call taken is answered and
-   * stdout has flushed, or when `graceMs` is over; calls still running then get an error answer.
+   * Stops taking calls: requests not started yet are refused with an error. Resolves once every
+   * call in flight is answered and stdout has flushed, or when `graceMs` is over; calls still
+   * running then get an error answer.
    */
   async finish(graceMs: number): Promise<FinishOutcome> {
     this.readingStopped = true;
     this.input.pause();
+    for (const request of this.waiting.splice(0)) this.refuseForShutdown(request);
+    this.waitingBytes = 0;
     this.pump();
     const deadline = Date.now() + graceMs;
-    await this.waitUntil(() => this.inFlightCount === 0 && !this.backlog, deadline);
+    await this.waitUntil(() => this.inFlightCount === 0 && this.waiting.length === 0, deadline);
     const unanswered = [...this.inFlight.keys()];
     for (const id of unanswered) {
       this.replyWithError(
@@ -187,7 +204,7 @@ export class BoundedStdioTransport implements Transport {
     this.onclientgone?.(why);
   }
 
-  /** Hands frames to the server while under the limits; pauses or resumes stdin to match. */
+  /** Hands requests to the server while under the limits, reads ahead, pauses or resumes stdin. */
   private pump(): void {
     if (this.pumping) {
       this.pumpAgain = true; // a send() from inside onmessage: the running loop picks it up
@@ -197,21 +214,18 @@ export class BoundedStdioTransport implements Transport {
     try {
       do {
         this.pumpAgain = false;
-        this.backlog = false;
-        while (!this.closed) {
-          if (this.saturated()) {
-            this.backlog = true;
-            break;
-          }
+        while (!this.closed && this.waiting.length > 0 && !this.saturated()) this.hand(this.waiting.shift()!);
+        while (!this.closed && this.waitingBytes < LOOKAHEAD_BYTES) {
           const frame = this.splitter.next();
           if (!frame) break;
-          this.dispatch(frame);
+          this.take(frame);
         }
       } while (this.pumpAgain);
     } finally {
       this.pumping = false;
     }
-    if (this.readingStopped || this.closed || this.saturated()) this.input.pause();
+    if (this.waiting.length === 0) this.waitingBytes = 0;
+    if (this.readingStopped || this.closed || this.waitingBytes >= LOOKAHEAD_BYTES) this.input.pause();
     else this.input.resume();
   }
 
@@ -220,11 +234,12 @@ export class BoundedStdioTransport implements Transport {
   }
 
   private callLimit(): number {
-    if (this.averageAnswerBytes === 0) return this.maxInFlight;
+    // Until the first answer shows how big answers are, start as if they were big.
+    if (this.averageAnswerBytes === 0) return Math.min(this.maxInFlight, FIRST_CALL_LIMIT);
     return Math.max(1, Math.min(this.maxInFlight, Math.floor(this.answerBudgetBytes / this.averageAnswerBytes)));
   }
 
-  private dispatch(frame: Frame): void {
+  private take(frame: Frame): void {
     if (frame.kind === 'oversized') {
       const limit = this.splitter.maxFrameBytes;
       this.log.warn(`discarded a JSON-RPC message of ${frame.bytes} bytes, over the ${limit}-byte limit`);
@@ -257,15 +272,35 @@ export class BoundedStdioTransport implements Transport {
       return;
     }
     const message = checked.data;
-    if ('method' in message) {
-      if ('id' in message) this.track(message.id);
-      else if (message.method === 'notifications/cancelled') {
+    if ('method' in message && 'id' in message) {
+      if (this.readingStopped) {
+        this.refuseForShutdown(message);
+      } else if (this.waiting.length > 0 || this.saturated()) {
+        this.waiting.push(message);
+        this.waitingBytes += frame.bytes.length;
+      } else {
+        this.hand(message);
+      }
+      return;
+    }
+    if ('method' in message && message.method === 'notifications/cancelled') {
+      const cancelled = (message.params as { requestId?: unknown } | undefined)?.requestId;
+      if (typeof cancelled === 'string' || typeof cancelled === 'number') {
+        const queued = this.waiting.findIndex((request) => request.id === cancelled);
+        if (queued !== -1) {
+          this.waiting.splice(queued, 1); // never started: nothing to cancel, nothing to answer
+          return;
+        }
         // The SDK drops the answer of a cancelled request, so it stops counting here.
-        const cancelled = (message.params as { requestId?: unknown } | undefined)?.requestId;
-        if (typeof cancelled === 'string' || typeof cancelled === 'number') this.release(cancelled);
+        this.release(cancelled);
       }
     }
     this.onmessage?.(message);
+  }
+
+  private hand(request: JSONRPCRequest): void {
+    this.track(request.id);
+    this.onmessage?.(request);
   }
 
   private track(id: RequestId): void {
@@ -280,6 +315,14 @@ export class BoundedStdioTransport implements Transport {
     else this.inFlight.delete(id);
     this.inFlightCount--;
     this.pump();
+  }
+
+  private refuseForShutdown(request: JSONRPCRequest): void {
+    this.replyWithError(
+      request.id,
+      ErrorCode.ConnectionClosed,
+      'BACKEND_UNAVAILABLE: the server is shutting down and did not start this call; send it again once the server runs again',
+    );
   }
 
   private replyWithError(id: RequestId | null, code: number, message: string): void {

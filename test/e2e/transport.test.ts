@@ -2,7 +2,10 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { afterAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/log.js';
+import { BoundedStdioTransport } from '../../src/transport/stdio.js';
 import { BIN, REPO_ROOT } from '../helpers/server.js';
 
 /**
@@ -153,7 +156,7 @@ describe('shutdown answers the calls in flight', () => {
     expect(volumes.map((v) => [v.id, v.status])).toEqual([[created.id, 'available']]);
   });
 
-  it('on SIGTERM answers every call it took, leaves no interrupted record, and exits 0', async () => {
+  it('on SIGTERM finishes and answers the calls it started, refuses the rest, leaves no interrupted record, and exits 0', async () => {
     const configPath = writeConfig();
     const server = new RawServer(configPath, { CINDERLIB_MCP_SHUTDOWN_GRACE_MS: '20000' });
     await server.initialize();
@@ -165,15 +168,21 @@ describe('shutdown answers the calls in flight', () => {
     expect(server.stderr).toMatch(/shutting down \(SIGTERM\)/);
     expect(server.stderr).not.toMatch(/abandoned/);
 
-    const answered = new Set<string>();
+    const created = new Set<string>();
+    let refused = 0;
     for (let i = 0; i < total; i++) {
       const answer = server.answers.get(i)?.[0];
-      if (answer) answered.add(JSON.parse(toolText(answer)).id);
+      if (answer?.error) {
+        expect(answer.error.message).toMatch(/^BACKEND_UNAVAILABLE: the server is shutting down and did not start this call/);
+        refused++;
+      } else if (answer) created.add(JSON.parse(toolText(answer)).id);
     }
+    expect(created.size).toBeGreaterThan(0);
+    expect(created.size + refused).toBeLessThanOrEqual(total); // calls still in the pipe at SIGTERM are never read
     const volumes = await volumesAfterRestart(configPath);
-    // Every call the server took was answered: no record the client never heard of, none in error.
+    // Every call the server started was finished and answered: no record the client never heard of, none in error.
     expect(volumes.filter((v) => v.status !== 'available')).toEqual([]);
-    expect(new Set(volumes.map((v) => v.id))).toEqual(answered);
+    expect(new Set(volumes.map((v) => v.id))).toEqual(created);
   });
 });
 
@@ -273,5 +282,61 @@ describe('argument edge cases', () => {
     expect(JSON.parse(toolText(await server.answer('after')))).toEqual({ volumes: [] });
     server.child.stdin.end();
     expect(await server.exit()).toBe(0);
+  });
+});
+
+describe('the transport in process', () => {
+  function harness(maxInFlight = 2) {
+    const input = new PassThrough();
+    const output = new PassThrough();
+    const transport = new BoundedStdioTransport({ log: createLogger('transport-test'), input, output, maxInFlight });
+    const received: unknown[] = [];
+    transport.onmessage = (message) => void received.push(message);
+    const written = () =>
+      output
+        .read()
+        ?.toString()
+        .split('\n')
+        .filter(Boolean)
+        .map((line: string) => JSON.parse(line));
+    return { input, output, transport, received, written };
+  }
+  const request = (id: number) => JSON.stringify({ jsonrpc: '2.0', id, method: 'ping' }) + '\n';
+
+  it('takes no more than maxInFlight requests until one is answered or cancelled', async () => {
+    const { input, transport, received } = harness(2);
+    await transport.start();
+    input.write(request(1) + request(2) + request(3) + request(4));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(received).toHaveLength(2);
+    await transport.send({ jsonrpc: '2.0', id: 1, result: {} });
+    expect(received).toHaveLength(3);
+    // The SDK never answers a cancelled request, so cancelling frees its place too.
+    input.write(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 2 } }) + '\n');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(received.map((m) => (m as { id?: number }).id)).toEqual([1, 2, 3, undefined, 4]);
+  });
+
+  it('answers what is still running when the grace period ends, with an error naming it', async () => {
+    const { input, transport, received, written } = harness();
+    await transport.start();
+    input.write(request(7));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(received).toHaveLength(1);
+    const outcome = await transport.finish(50);
+    expect(outcome.unanswered).toEqual([7]);
+    const [answer] = written();
+    expect(answer).toMatchObject({ id: 7, error: { message: expect.stringMatching(/^BACKEND_UNAVAILABLE: the server shut down before this call finished/) } });
+  });
+
+  it('recovers the id of an oversized request written id first', async () => {
+    const input = new PassThrough();
+    const output = new PassThrough();
+    const transport = new BoundedStdioTransport({ log: createLogger('transport-test'), input, output, maxFrameBytes: 100 });
+    await transport.start();
+    input.write(`{"jsonrpc":"2.0","id":"first","method":"tools/call","params":{"name":"x","arguments":{"a":"${'y'.repeat(500)}"}}}\n`);
+    await new Promise((resolve) => setImmediate(resolve));
+    const answer = JSON.parse(output.read().toString());
+    expect(answer).toMatchObject({ id: 'first', error: { code: -32600, message: expect.stringContaining('exceeds the limit of 100 bytes') } });
   });
 });
