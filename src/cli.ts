@@ -2,6 +2,7 @@ import { ConfigError } from './config/errors.js';
 import type { LoadedConfig } from './config/load.js';
 import { resolveConfig } from './config/resolve.js';
 import { createLogger, type Logger } from './log.js';
+import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import type { BackendRegistry } from './registry.js';
 import { secrets } from './secrets.js';
 import { VERSION } from './version.js';
@@ -96,7 +97,32 @@ async function check(config: LoadedConfig, log: Logger): Promise<number> {
 }
 
 async function serve(config: LoadedConfig, log: Logger): Promise<number> {
-  const [{ createMcpServer }, { BoundedStdioTransport }] = await Promise.all([import('./server.js'), import('./transport/stdio.js')]);
+  const readOnly = config.global.readOnly;
+  const [{ BoundedStdioTransport }, { answerBeforeSdk, readPrebuiltListing }] = await Promise.all([
+    import('./transport/stdio.js'),
+    import('./startup-answers.js'),
+  ]);
+  // The SDK and zod take most of a cold start: the start-up answers (initialize, tools/list) go
+  // out before they load, and they load once the client has its tool list or asks for more.
+  const listing = readPrebuiltListing();
+  let server: Server | undefined;
+  let serverReady: Promise<void> | undefined;
+  const loadServer = () => (serverReady ??= connectServer());
+  const loadServerSoon = () => void setImmediate(loadServer);
+  const transport = new BoundedStdioTransport({
+    log,
+    earlyResponder: (request) => {
+      const result = listing && answerBeforeSdk(request, listing, readOnly);
+      if (!result) return undefined;
+      if (request.method === 'tools/list') loadServerSoon();
+      if (request.method === 'initialize') setTimeout(loadServer, SDK_LOAD_AFTER_INITIALIZE_MS).unref();
+      return { result, alsoDeliver: request.method === 'initialize' };
+    },
+    onserverwanted: loadServerSoon,
+  });
+  transport.listen();
+  if (!listing) loadServerSoon();
+
   let resolveRegistry!: (registry: BackendRegistry) => void;
   let rejectRegistry!: (error: Error) => void;
   const registryReady = new Promise<BackendRegistry>((resolve, reject) => {
@@ -104,8 +130,25 @@ async function serve(config: LoadedConfig, log: Logger): Promise<number> {
     rejectRegistry = reject;
   });
   registryReady.catch(() => undefined); // reported per tool call, not as an unhandled rejection
-  const server = createMcpServer({ registry: registryReady, readOnly: config.global.readOnly, secrets, log });
-  const transport = new BoundedStdioTransport({ log });
+
+  async function connectServer(): Promise<void> {
+    const { createMcpServer } = await import('./server.js');
+    server = createMcpServer({ registry: registryReady, readOnly, secrets, log });
+    await server.connect(transport);
+    // The metadata store and drivers load after the connection is up, so initialize and tools/list
+    // answer without waiting for them; tool calls wait for the registry.
+    setImmediate(async () => {
+      try {
+        const { BackendRegistry } = await import('./registry.js');
+        resolveRegistry(await BackendRegistry.open(config, secrets, log));
+      } catch (error) {
+        // BackendRegistry.open already words it as a coded error naming the store.
+        log.error(error instanceof Error ? error.message : String(error));
+        rejectRegistry(error as Error);
+      }
+    });
+  }
+
   const graceMs = shutdownGraceMs(log);
   let closing = false;
   // Calls in flight are answered before exit: a create cut short leaves a record in status error.
@@ -113,6 +156,7 @@ async function serve(config: LoadedConfig, log: Logger): Promise<number> {
     if (closing) return;
     closing = true;
     log.info(`shutting down (${why}): finishing ${transport.callsInFlight} call(s) in flight, for up to ${graceMs} ms`);
+    if (transport.callsInFlight > 0) await loadServer(); // requests waiting for the server are answered by it
     const { unanswered, unflushedBytes } = await transport.finish(graceMs);
     if (unanswered.length > 0) {
       log.warn(
@@ -121,8 +165,8 @@ async function serve(config: LoadedConfig, log: Logger): Promise<number> {
       );
     }
     if (unflushedBytes > 0) log.warn(`${unflushedBytes} bytes of answers were never read by the client`);
-    await server.close().catch(() => undefined);
-    await registryReady.then((registry) => registry.close()).catch(() => undefined);
+    await server?.close().catch(() => undefined);
+    if (serverReady) await registryReady.then((registry) => registry.close()).catch(() => undefined);
     process.exit(0);
   };
   const onSignal = (signal: NodeJS.Signals) => {
@@ -134,22 +178,12 @@ async function serve(config: LoadedConfig, log: Logger): Promise<number> {
   process.on('SIGTERM', onSignal);
   transport.onclientgone = (why) => void shutdown(why);
   process.on('unhandledRejection', (reason) => log.error(`unhandled rejection: ${String(reason)}`));
-  await server.connect(transport);
-  // The metadata store and drivers load after the connection is up, so initialize and tools/list
-  // answer without waiting for them; tool calls wait for the registry.
-  setImmediate(async () => {
-    try {
-      const { BackendRegistry } = await import('./registry.js');
-      resolveRegistry(await BackendRegistry.open(config, secrets, log));
-    } catch (error) {
-      // BackendRegistry.open already words it as a coded error naming the store.
-      log.error(error instanceof Error ? error.message : String(error));
-      rejectRegistry(error as Error);
-    }
-  });
-  log.info(`serving MCP over stdio (${config.source}; ${config.backends.length} backend(s)${config.global.readOnly ? '; read-only' : ''})`);
+  log.info(`serving MCP over stdio (${config.source}; ${config.backends.length} backend(s)${readOnly ? '; read-only' : ''})`);
   return new Promise<number>(() => undefined); // runs until stdin closes or a signal arrives
 }
+
+/** A client that initializes and then waits gets the SDK loaded anyway, shortly after. */
+const SDK_LOAD_AFTER_INITIALIZE_MS = 250;
 
 const DEFAULT_SHUTDOWN_GRACE_MS = 30_000;
 

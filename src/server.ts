@@ -15,8 +15,9 @@ import { runWithProgress, type ProgressReporter } from './progress.js';
 import type { BackendRegistry } from './registry.js';
 import type { SecretRegistry } from './secrets.js';
 import type { ToolDefinition } from './tool.js';
-import { loadToolListing, type ListedTool } from './tool-listing.js';
-import { VERSION } from './version.js';
+import { SERVER_CAPABILITIES, SERVER_INFO, SERVER_INSTRUCTIONS } from './server-identity.js';
+import { offeredTools } from './startup-answers.js';
+import { loadToolListing } from './tool-listing.js';
 
 /**
  * The MCP server. It uses the SDK's low-level Server rather than McpServer so that it owns the
@@ -31,11 +32,6 @@ export interface ServerOptions {
   log: Logger;
 }
 
-const INSTRUCTIONS =
-  'Block storage through Cinder-compatible drivers. Start with list_backends; get_stats shows capacity in GiB; ' +
-  'list_volumes pages through volumes created here; create_volume, extend_volume and delete_volume change them. ' +
-  'Errors start with a code (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, OUT_OF_CAPACITY, BACKEND_UNAVAILABLE, BACKEND_BUSY, READ_ONLY, INTERNAL).';
-
 /** This server never asks the client for input (elicitation), so no JSON Schema validator is built. */
 const NO_ELICITATION_VALIDATOR = {
   getValidator: () => () => ({ valid: false as const, data: undefined, errorMessage: 'cinderlib-mcp does not use elicitation' }),
@@ -43,20 +39,16 @@ const NO_ELICITATION_VALIDATOR = {
 
 export function createMcpServer(options: ServerOptions): Server {
   const { readOnly, secrets, log } = options;
-  const offered = (listing: ListedTool[]) => listing.filter((tool) => !readOnly || tool.annotations.readOnlyHint);
-  const listingReady = loadToolListing().then(offered);
+  const listingReady = loadToolListing().then((tools) => offeredTools(tools, readOnly));
   let definitions: Promise<Map<string, ToolDefinition>> | undefined;
   const toolDefinitions = () =>
     (definitions ??= import('../tools/index.js').then(({ TOOLS }) => new Map(TOOLS.map((tool) => [tool.name, tool]))));
 
-  const server = new Server(
-    { name: 'cinderlib-mcp', title: 'cinderlib-mcp block storage', version: VERSION },
-    {
-      capabilities: { tools: { listChanged: false } },
-      instructions: INSTRUCTIONS,
-      jsonSchemaValidator: NO_ELICITATION_VALIDATOR,
-    },
-  );
+  const server = new Server(SERVER_INFO, {
+    capabilities: SERVER_CAPABILITIES,
+    instructions: SERVER_INSTRUCTIONS,
+    jsonSchemaValidator: NO_ELICITATION_VALIDATOR,
+  });
 
   server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: await listingReady }));
 

@@ -1,5 +1,7 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
+import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
+import { LISTING_FILE, readPrebuiltListing, type ListedTool, type PrebuiltListing } from './startup-answers.js';
 import type { ToolDefinition } from './tool.js';
 
 /**
@@ -8,17 +10,6 @@ import type { ToolDefinition } from './tool.js';
  * and JSON Schemas first; the definitions load on the first tool call. A test keeps the
  * file equal to a fresh rendering.
  */
-export interface ListedTool {
-  name: string;
-  title: string;
-  description: string;
-  inputSchema: { type: 'object'; [key: string]: unknown };
-  outputSchema: { type: 'object'; [key: string]: unknown };
-  annotations: { title: string; readOnlyHint: boolean; destructiveHint: boolean; idempotentHint: boolean; openWorldHint: boolean };
-}
-
-export const LISTING_FILE = new URL('../tool-listing.json', import.meta.url);
-
 export function renderToolListing(tools: readonly ToolDefinition[]): ListedTool[] {
   return tools.map((tool) => ({
     name: tool.name,
@@ -30,13 +21,14 @@ export function renderToolListing(tools: readonly ToolDefinition[]): ListedTool[
   }));
 }
 
-/** The prebuilt listing, or a fresh rendering when the build did not write one. */
+/** What dist/tool-listing.json holds: the tools, and the protocol versions the SDK speaks. */
+export function renderPrebuiltListing(tools: readonly ToolDefinition[]): PrebuiltListing {
+  return { protocolVersions: [...SUPPORTED_PROTOCOL_VERSIONS], latestProtocolVersion: LATEST_PROTOCOL_VERSION, tools: renderToolListing(tools) };
+}
+
+/** The prebuilt tool listing, or a fresh rendering when the build did not write one. */
 export async function loadToolListing(): Promise<ListedTool[]> {
-  try {
-    return JSON.parse(readFileSync(LISTING_FILE, 'utf8')) as ListedTool[];
-  } catch {
-    return renderToolListing((await import('../tools/index.js')).TOOLS);
-  }
+  return readPrebuiltListing()?.tools ?? renderToolListing((await import('../tools/index.js')).TOOLS);
 }
 
 function jsonSchema(schema: z.ZodObject, io: 'input' | 'output'): { type: 'object'; [key: string]: unknown } {
@@ -74,5 +66,5 @@ function isStringSchema(value: unknown): boolean {
 
 if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
   const { TOOLS } = await import('../tools/index.js');
-  writeFileSync(LISTING_FILE, JSON.stringify(renderToolListing(TOOLS), null, 1) + '\n');
+  writeFileSync(LISTING_FILE, JSON.stringify(renderPrebuiltListing(TOOLS), null, 1) + '\n');
 }

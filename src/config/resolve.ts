@@ -1,7 +1,7 @@
 import { defaultMetadataPath, defaultVolumesDir } from '../paths.js';
 import type { SecretRegistry } from '../secrets.js';
 import { ConfigError } from './errors.js';
-import { readConfigFile, type LoadedConfig } from './load.js';
+import type { LoadedConfig } from './load.js';
 
 /** The embedded default (contract section 3): one `file` backend named "default". */
 export function embeddedDefaultConfig(env: NodeJS.ProcessEnv = process.env): LoadedConfig {
@@ -36,7 +36,8 @@ export async function resolveConfig(
   const path = nonEmpty(configPath) ?? nonEmpty(env.CINDERLIB_MCP_CONFIG);
   let config: LoadedConfig;
   try {
-    config = path ? await readConfigFile(path, { env, secrets }) : embeddedDefaultConfig(env);
+    // The loader (zod, yaml) loads only for a config file: the embedded default starts without it.
+    config = path ? await (await import('./load.js')).readConfigFile(path, { env, secrets }) : embeddedDefaultConfig(env);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     return unusableConfig(path ?? 'embedded default', error.message, env);

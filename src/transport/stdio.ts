@@ -1,6 +1,6 @@
 import type { Readable, Writable } from 'node:stream';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
-import { ErrorCode, JSONRPCMessageSchema, type JSONRPCMessage, type JSONRPCRequest, type RequestId } from '@modelcontextprotocol/sdk/types.js';
+import type { JSONRPCMessage, JSONRPCRequest, RequestId } from '@modelcontextprotocol/sdk/types.js';
 import type { Logger } from '../log.js';
 import { recoverRequestId } from './frame-id.js';
 import { LineSplitter, type Frame } from './line-splitter.js';
@@ -28,8 +28,25 @@ export const DEFAULT_MAX_IN_FLIGHT = 64;
  */
 export const DEFAULT_ANSWER_BUDGET_BYTES = 8 * 1024 * 1024;
 
+/**
+ * JSON-RPC error codes (the SDK's ErrorCode values). Written here rather than imported so that this
+ * module loads without the SDK's schemas: it reads and answers before those have loaded.
+ */
+const ErrorCode = { ConnectionClosed: -32000, ParseError: -32700, InvalidRequest: -32600 } as const;
+
+/**
+ * Answers a request before the MCP server is connected (start-up answers from prebuilt data), or
+ * returns undefined to leave it to the server. `alsoDeliver` hands the request on too, its
+ * answer from the server dropped (initialize, so the server still learns who the client is).
+ */
+export type EarlyResponder = (request: JSONRPCRequest) => { result: Record<string, unknown>; alsoDeliver: boolean } | undefined;
+
 export interface BoundedStdioOptions {
   log: Logger;
+  /** Used while no server is connected; see listen(). */
+  earlyResponder?: EarlyResponder;
+  /** Called when a request arrives that only the server can answer, before it is connected. */
+  onserverwanted?: () => void;
   input?: Readable;
   output?: Writable;
   maxFrameBytes?: number;
@@ -89,6 +106,14 @@ export class BoundedStdioTransport implements Transport {
   private pumping = false;
   private pumpAgain = false;
   private droppedNotifications = 0;
+  private listening = false;
+  /** True once the server has connected (start() called); before, messages wait in `forServer`. */
+  private connected = false;
+  private readonly forServer: JSONRPCMessage[] = [];
+  /** Requests answered early whose answer from the server must not be sent again. */
+  private readonly answeredEarly = new Set<RequestId>();
+  private readonly earlyResponder?: EarlyResponder;
+  private readonly onserverwanted?: () => void;
 
   constructor(options: BoundedStdioOptions) {
     this.log = options.log;
@@ -97,13 +122,21 @@ export class BoundedStdioTransport implements Transport {
     this.maxInFlight = options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
     this.answerBudgetBytes = options.answerBudgetBytes ?? DEFAULT_ANSWER_BUDGET_BYTES;
     this.splitter = new LineSplitter(options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
+    this.earlyResponder = options.earlyResponder;
+    this.onserverwanted = options.onserverwanted;
   }
 
   get callsInFlight(): number {
     return this.inFlightCount;
   }
 
-  async start(): Promise<void> {
+  /**
+   * Starts reading before a server is connected: the early responder answers what it can, and
+   * everything else waits for start().
+   */
+  listen(): void {
+    if (this.listening) return;
+    this.listening = true;
     this.input.on('data', this.onData);
     this.input.on('end', this.onInputEnd);
     this.input.on('error', this.onInputError);
@@ -111,8 +144,19 @@ export class BoundedStdioTransport implements Transport {
     this.output.on('error', this.onOutputError);
   }
 
+  /** Called by the SDK when the server connects: what waited for it is delivered, in order. */
+  async start(): Promise<void> {
+    this.listen();
+    this.connected = true;
+    for (const message of this.forServer.splice(0)) this.onmessage?.(message);
+  }
+
   async send(message: JSONRPCMessage): Promise<void> {
     const answeredId = 'id' in message && ('result' in message || 'error' in message) ? message.id : undefined;
+    if (answeredId !== undefined && this.answeredEarly.delete(answeredId)) {
+      this.release(answeredId);
+      return;
+    }
     const isNotification = 'method' in message && !('id' in message);
     if (isNotification && this.outputCongested) {
       // Progress and the like are advisory; queueing them for a client that is not reading is how memory grows.
@@ -262,8 +306,7 @@ export class BoundedStdioTransport implements Transport {
       );
       return;
     }
-    const checked = JSONRPCMessageSchema.safeParse(parsed);
-    if (!checked.success) {
+    if (!isJsonRpcMessage(parsed)) {
       this.replyWithError(
         idOf(parsed),
         ErrorCode.InvalidRequest,
@@ -271,7 +314,7 @@ export class BoundedStdioTransport implements Transport {
       );
       return;
     }
-    const message = checked.data;
+    const message = parsed;
     if ('method' in message && 'id' in message) {
       if (this.readingStopped) {
         this.refuseForShutdown(message);
@@ -295,12 +338,27 @@ export class BoundedStdioTransport implements Transport {
         this.release(cancelled);
       }
     }
-    this.onmessage?.(message);
+    this.deliver(message);
   }
 
   private hand(request: JSONRPCRequest): void {
+    if (!this.connected && this.earlyResponder) {
+      const early = this.earlyResponder(request);
+      if (early) {
+        this.write(JSON.stringify({ jsonrpc: '2.0', id: request.id, result: early.result }) + '\n');
+        if (!early.alsoDeliver) return;
+        this.answeredEarly.add(request.id);
+      } else {
+        this.onserverwanted?.();
+      }
+    }
     this.track(request.id);
-    this.onmessage?.(request);
+    this.deliver(request);
+  }
+
+  private deliver(message: JSONRPCMessage): void {
+    if (this.connected) this.onmessage?.(message);
+    else this.forServer.push(message);
   }
 
   private track(id: RequestId): void {
@@ -339,6 +397,24 @@ export class BoundedStdioTransport implements Transport {
       await new Promise((resolve) => setTimeout(resolve, FINISH_POLL_MS));
     }
   }
+}
+
+/**
+ * The shape of a JSON-RPC 2.0 message (request, notification, result or error); what a method's
+ * params must hold is the server's handlers' business, which validate them with the SDK's schemas.
+ */
+function isJsonRpcMessage(value: unknown): value is JSONRPCMessage {
+  if (!value || typeof value !== 'object' || Array.isArray(value)) return false;
+  const message = value as Record<string, unknown>;
+  if (message.jsonrpc !== '2.0') return false;
+  const hasId = 'id' in message;
+  const idOk = !hasId || typeof message.id === 'string' || Number.isInteger(message.id);
+  const paramsOk = message.params === undefined || (typeof message.params === 'object' && message.params !== null && !Array.isArray(message.params));
+  if (typeof message.method === 'string') return idOk && paramsOk;
+  if (!hasId || !idOk) return false;
+  if ('result' in message) return typeof message.result === 'object' && message.result !== null;
+  const error = message.error as Record<string, unknown> | undefined;
+  return !!error && typeof error === 'object' && typeof error.code === 'number' && typeof error.message === 'string';
 }
 
 function idOf(value: unknown): RequestId | null {

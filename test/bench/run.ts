@@ -48,15 +48,21 @@ async function connect(command: string, args: string[], env: Record<string, stri
   return client;
 }
 
-/** Spawn to first tools/list answer (initialize included), the user-visible start-up. */
-async function coldStart(command: string, args: string[], env: Record<string, string>): Promise<number> {
-  const [elapsed, client] = await timed(async () => {
-    const c = await connect(command, args, env);
-    await c.listTools();
-    return c;
-  });
+/**
+ * Spawn to first tools/list answer (initialize included), the user-visible start-up, and spawn to
+ * the answer of a first tool call (`firstCall`), which needs the whole server loaded.
+ */
+async function coldStart(command: string, args: string[], env: Record<string, string>, firstCall: string): Promise<{ toolsListed: number; firstAnswer: number }> {
+  const start = process.hrtime.bigint();
+  const since = () => Number(process.hrtime.bigint() - start) / 1e6;
+  const client = await connect(command, args, env);
+  await client.listTools();
+  const toolsListed = since();
+  const answer = await client.callTool({ name: firstCall, arguments: {} });
+  if (answer.isError) throw new Error(`${firstCall}: ${JSON.stringify(answer.content)}`);
+  const firstAnswer = since();
   await client.close();
-  return elapsed;
+  return { toolsListed, firstAnswer };
 }
 
 function seed(path: string, count: number, backend: string): void {
@@ -109,18 +115,27 @@ async function main(): Promise<void> {
   const require = createRequire(import.meta.url);
   const fsServer = join(dirname(require.resolve('@modelcontextprotocol/server-filesystem/package.json')), 'dist', 'index.js');
   mkdirSync(join(work, 'fsroot'), { recursive: true });
-  const oursSamples: number[] = [];
-  const referenceSamples: number[] = [];
+  const oursListed: number[] = [];
+  const oursAnswered: number[] = [];
+  const referenceListed: number[] = [];
+  const referenceAnswered: number[] = [];
   for (let run = 0; run < 21; run++) {
     // Interleaved, so machine noise falls on both alike.
-    oursSamples.push(await coldStart(process.execPath, [BIN], { XDG_DATA_HOME: join(work, 'cold'), CINDERLIB_MCP_LOG_LEVEL: 'warn' }));
-    referenceSamples.push(await coldStart(process.execPath, [fsServer, join(work, 'fsroot')], {}));
+    const ours = await coldStart(process.execPath, [BIN], { XDG_DATA_HOME: join(work, 'cold'), CINDERLIB_MCP_LOG_LEVEL: 'warn' }, 'list_backends');
+    const reference = await coldStart(process.execPath, [fsServer, join(work, 'fsroot')], {}, 'list_allowed_directories');
+    oursListed.push(ours.toolsListed);
+    oursAnswered.push(ours.firstAnswer);
+    referenceListed.push(reference.toolsListed);
+    referenceAnswered.push(reference.firstAnswer);
   }
-  const ours = stats(oursSamples);
-  const reference = stats(referenceSamples);
-  report('cold start to first tools/list, cinderlib-mcp (median)', ms(ours.median));
-  report('cold start, @modelcontextprotocol/server-filesystem (median)', ms(reference.median));
-  report('  ratio cinderlib-mcp / server-filesystem', `${(ours.median / reference.median).toFixed(2)}x`);
+  const [listed, referenceList] = [stats(oursListed), stats(referenceListed)];
+  const [answered, referenceAnswer] = [stats(oursAnswered), stats(referenceAnswered)];
+  report('cold start to first tools/list, cinderlib-mcp (median)', ms(listed.median));
+  report('cold start, @modelcontextprotocol/server-filesystem (median)', ms(referenceList.median));
+  report('  ratio cinderlib-mcp / server-filesystem', `${(listed.median / referenceList.median).toFixed(2)}x`);
+  report('cold start to first tool answer: list_backends (median)', ms(answered.median));
+  report('  server-filesystem: list_allowed_directories (median)', ms(referenceAnswer.median));
+  report('  ratio cinderlib-mcp / server-filesystem', `${(answered.median / referenceAnswer.median).toFixed(2)}x`);
 
   // 2. Cached call round trip vs asking the "array" (statfs) again.
   const small = serverEnv('small', 200);

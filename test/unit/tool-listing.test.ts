@@ -3,12 +3,12 @@ import { describe, expect, it } from 'vitest';
 import { TOOLS } from '../../tools/index.js';
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
 import type { JsonSchemaType } from '@modelcontextprotocol/sdk/validation';
-import { renderToolListing } from '../../src/tool-listing.js';
+import { renderPrebuiltListing, renderToolListing } from '../../src/tool-listing.js';
 
 describe('the prebuilt tools/list answer', () => {
   it('equals a fresh rendering of the tool definitions (run npm run build after editing tools/)', () => {
     const built = JSON.parse(readFileSync(new URL('../../dist/tool-listing.json', import.meta.url), 'utf8'));
-    expect(built).toEqual(renderToolListing(TOOLS));
+    expect(built).toEqual(renderPrebuiltListing(TOOLS));
   });
 
   it('renders schemas every client can read (the MCP Inspector --strict portability rules)', () => {

@@ -1,0 +1,14 @@
+import { VERSION } from './version.js';
+
+/**
+ * Who the server says it is in `initialize`, kept apart from the SDK so the answers given before
+ * the SDK has loaded (src/startup-answers.ts) and the SDK server's own are built from one source.
+ */
+export const SERVER_INFO = { name: 'cinderlib-mcp', title: 'cinderlib-mcp block storage', version: VERSION };
+
+export const SERVER_CAPABILITIES = { tools: { listChanged: false } };
+
+export const SERVER_INSTRUCTIONS =
+  'Block storage through Cinder-compatible drivers. Start with list_backends; get_stats shows capacity in GiB; ' +
+  'list_volumes pages through volumes created here; create_volume, extend_volume and delete_volume change them. ' +
+  'Errors start with a code (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, OUT_OF_CAPACITY, BACKEND_UNAVAILABLE, BACKEND_BUSY, READ_ONLY, INTERNAL).';
