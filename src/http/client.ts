@@ -228,6 +228,7 @@ export class RestClient {
         'BACKEND_UNAVAILABLE',
         `${backend}: ${operation}: the TLS certificate of ${this.origin} was refused (${tlsCode}); ` +
           `set driver_ssl_cert_path to the array's CA bundle, or driver_ssl_cert_verify: false to skip verification`,
+        { cause: error },
       );
     }
     const detail = (code ?? causeCode ?? (error instanceof Error ? error.message : String(error))) as string;
@@ -235,6 +236,7 @@ export class RestClient {
     return new StorageError(
       'BACKEND_UNAVAILABLE',
       this.options.secrets.redact(`${backend}: ${operation}: cannot reach ${this.origin}${timeout}: ${detail}`),
+      { cause: error },
     );
   }
 
@@ -245,6 +247,7 @@ export class RestClient {
       throw new StorageError(
         'BACKEND_UNAVAILABLE',
         `backend "${this.options.backendName}": cannot read driver_ssl_cert_path ${caPath}: ${(error as Error).message}`,
+        { cause: error },
       );
     }
   }
