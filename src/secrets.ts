@@ -53,7 +53,20 @@ function isCredentialKey(segments: string[]): boolean {
 }
 
 /** Whether an option (or any object key) holds a secret, by its name. */
+/** Answers by key name, remembered: every answer is masked key by key, and keys repeat. */
+const secretKeyVerdicts = new Map<string, boolean>();
+const MAX_REMEMBERED_KEYS = 10_000;
+
 export function isSecretKey(key: string): boolean {
+  let verdict = secretKeyVerdicts.get(key);
+  if (verdict === undefined) {
+    verdict = judgeKey(key);
+    if (secretKeyVerdicts.size < MAX_REMEMBERED_KEYS) secretKeyVerdicts.set(key, verdict);
+  }
+  return verdict;
+}
+
+function judgeKey(key: string): boolean {
   const name = snakeCase(key);
   if (SECRET_NAMES.has(name)) return true;
   if (SECRET_FRAGMENTS.test(name)) return true;
@@ -121,7 +134,7 @@ export class SecretRegistry {
 
   /** Replaces every registered secret (in any letter case) and every URL password in `text` with the mask. */
   redact(text: string): string {
-    const withoutUrlPasswords = text.replace(URL_USERINFO, `$1${MASK}@`);
+    const withoutUrlPasswords = text.includes('://') ? text.replace(URL_USERINFO, `$1${MASK}@`) : text;
     if (this.values.size === 0) return withoutUrlPasswords;
     if (!this.pattern) {
       // Longest first, so a secret that contains another is masked whole.
