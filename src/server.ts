@@ -92,7 +92,11 @@ export function createMcpServer(options: ServerOptions): Server {
 
 /** tools/call with `name` and `arguments` left for the handler to check. */
 const LenientCallToolRequestSchema = CallToolRequestSchema.extend({
-  params: CallToolRequestParamsSchema.extend({ name: z.unknown().optional(), arguments: z.unknown().optional() }),
+  // params itself may be missing or malformed too: the handler words that in one line.
+  params: z.preprocess(
+    (params) => (params && typeof params === 'object' && !Array.isArray(params) ? params : {}),
+    CallToolRequestParamsSchema.extend({ name: z.unknown().optional(), arguments: z.unknown().optional() }),
+  ),
 });
 type LenientCallToolRequest = z.infer<typeof LenientCallToolRequestSchema>;
 
