@@ -278,14 +278,14 @@ describe('argument edge cases', () => {
     expect(toolText(await server.answer('string'))).toMatch(/arguments must be an object of named arguments .*got a string "all of them"/);
     expect(toolText(await server.answer('array'))).toMatch(/arguments must be an object .*got an array/);
 
-    // No params, or params that are not an object: one line naming what tools/call needs.
+    // No params: one line naming what tools/call needs. Params that are not an object are not JSON-RPC.
     server.write('{"jsonrpc":"2.0","id":"no-params","method":"tools/call"}');
     server.write('{"jsonrpc":"2.0","id":"string-params","method":"tools/call","params":"list_volumes"}');
-    for (const id of ['no-params', 'string-params']) {
-      const answer = await server.answer(id);
-      expect(answer.error, id).toMatchObject({ code: -32602, message: expect.stringMatching(/^(MCP error -32602: )?tools\/call needs params\.name, the name of a tool as a string/) });
-      expect(answer.error?.message, id).not.toContain('\n');
-    }
+    const noParams = await server.answer('no-params');
+    expect(noParams.error).toMatchObject({ code: -32602, message: expect.stringMatching(/^(MCP error -32602: )?tools\/call needs params\.name, the name of a tool as a string/) });
+    const stringParams = await server.answer('string-params');
+    expect(stringParams.error).toMatchObject({ code: -32600, message: expect.stringMatching(/^Invalid Request: not a JSON-RPC 2\.0 message/) });
+    for (const answer of [noParams, stringParams]) expect(answer.error?.message).not.toContain('\n');
 
     server.call('after', 'list_volumes', {});
     expect(JSON.parse(toolText(await server.answer('after')))).toEqual({ volumes: [] });
