@@ -28,7 +28,8 @@ export function defineBackendScenarios(options: ScenarioOptions): void {
     let server: McpHarness;
 
     beforeAll(async () => {
-      server = await startMcpServer(await options.makeConfig(), { env: options.env?.() });
+      // Every answer of every driver is checked against the tool's declared output schemas.
+      server = await checkingOutputSchemas(await startMcpServer(await options.makeConfig(), { env: options.env?.() }));
     });
     afterAll(async () => {
       await server?.close();
