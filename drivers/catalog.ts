@@ -15,12 +15,12 @@ export const DRIVER_CATALOG: readonly CatalogEntry[] = [
   {
     alias: 'file',
     cinderPaths: ['cinderlib_mcp.drivers.file.FileDriver'],
-    load: async () => (await import('./file/index.js')).default as unknown as DriverDefinition,
+    load: async () => (await import('./file/index.js')).default,
   },
   {
     alias: 'lvm',
     cinderPaths: ['cinder.volume.drivers.lvm.LVMVolumeDriver'],
-    load: async () => (await import('./lvm/index.js')).default as unknown as DriverDefinition,
+    load: async () => (await import('./lvm/index.js')).default,
   },
   {
     alias: 'xtremio',
@@ -28,7 +28,7 @@ export const DRIVER_CATALOG: readonly CatalogEntry[] = [
       'cinder.volume.drivers.dell_emc.xtremio.XtremIOISCSIDriver',
       'cinder.volume.drivers.dell_emc.xtremio.XtremIOFCDriver',
     ],
-    load: async () => (await import('./xtremio/index.js')).default as unknown as DriverDefinition,
+    load: async () => (await import('./xtremio/index.js')).default,
   },
   {
     alias: 'kaminario',
@@ -36,7 +36,7 @@ export const DRIVER_CATALOG: readonly CatalogEntry[] = [
       'cinder.volume.drivers.kaminario.kaminario_iscsi.KaminarioISCSIDriver',
       'cinder.volume.drivers.kaminario.kaminario_fc.KaminarioFCDriver',
     ],
-    load: async () => (await import('./kaminario/index.js')).default as unknown as DriverDefinition,
+    load: async () => (await import('./kaminario/index.js')).default,
   },
 ];
 

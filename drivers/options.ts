@@ -19,12 +19,7 @@ export interface OptionInfo {
   required?: boolean;
 }
 
-export const optionInfo = new WeakMap<z.ZodType, OptionInfo>();
-
-function describeOption<T extends z.ZodType>(schema: T, info: OptionInfo): T {
-  optionInfo.set(schema, info);
-  return schema;
-}
+export const optionInfo = new WeakMap<z.core.$ZodType, OptionInfo>();
 
 const TRUE_WORDS = new Set(['true', 'yes', 'on', '1']);
 const FALSE_WORDS = new Set(['false', 'no', 'off', '0']);
@@ -49,52 +44,73 @@ interface Common<T> {
   required?: boolean;
 }
 
-function finish<T extends z.ZodType>(schema: T, info: OptionInfo, opts: Common<unknown>): z.ZodType {
-  let out: z.ZodType = schema;
-  if (opts.default !== undefined) out = (schema as z.ZodType).default(opts.default as never);
-  else if (!opts.required) out = (schema as z.ZodType).optional();
-  return describeOption(out, { ...info, default: opts.default, defaultText: opts.defaultText, required: opts.required });
+/**
+ * The schema an option builder returns for the settings it was given: with a default the value
+ * is always there (`T`), `required: true` makes it `T` too (missing is a config error), otherwise
+ * it is `T | undefined`. A driver's option type is then `DriverOptions<typeof options>`.
+ */
+export type OptionSchema<S extends z.ZodType, O> = O extends { default: {} | null }
+  ? z.ZodDefault<S>
+  : O extends { required: true }
+    ? S
+    : z.ZodOptional<S>;
+
+/** Wraps `schema` as `opts` says (default, required or optional) and records its OptionInfo. */
+function finish<S extends z.ZodType, O extends Common<z.output<S>>>(schema: S, info: OptionInfo, opts: O | undefined): OptionSchema<S, O>;
+function finish(schema: z.ZodType, info: OptionInfo, opts: Common<unknown> = {}): z.ZodType {
+  let out = schema;
+  if (opts.default !== undefined) out = schema.default(opts.default);
+  else if (!opts.required) out = schema.optional();
+  optionInfo.set(out, { ...info, default: opts.default, defaultText: opts.defaultText, required: opts.required });
+  return out;
 }
 
-export function stringOption(help: string, opts: Common<string> & { pattern?: RegExp; patternHelp?: string } = {}) {
-  const expected = opts.patternHelp ?? 'a non-empty string';
-  let schema = z.string({ error: expected }).min(1, { error: expected });
-  if (opts.pattern) schema = schema.regex(opts.pattern, { error: expected });
-  return finish(schema, { expected, help }, opts) as z.ZodType<string | undefined>;
+function stringSchema(expected: string, pattern?: RegExp) {
+  const schema = z.string({ error: expected }).min(1, { error: expected });
+  return pattern ? schema.regex(pattern, { error: expected }) : schema;
+}
+
+export function stringOption<const O extends Common<string> & { pattern?: RegExp; patternHelp?: string } = {}>(help: string, opts?: O) {
+  const expected = opts?.patternHelp ?? 'a non-empty string';
+  return finish(stringSchema(expected, opts?.pattern), { expected, help }, opts);
 }
 
 /** A string that may be empty (e.g. root_helper: '' means "run directly"). */
-export function textOption(help: string, opts: Common<string> = {}) {
+export function textOption<const O extends Common<string> = {}>(help: string, opts?: O) {
   const expected = 'a string';
-  return finish(z.string({ error: expected }), { expected, help }, opts) as z.ZodType<string | undefined>;
+  return finish(z.string({ error: expected }), { expected, help }, opts);
 }
 
-export function intOption(help: string, opts: Common<number> & { min?: number; max?: number } = {}) {
-  const expected = rangeText('an integer', opts.min, opts.max);
-  let inner = z.number({ error: expected }).int({ error: expected });
-  if (opts.min !== undefined) inner = inner.min(opts.min, { error: expected });
-  if (opts.max !== undefined) inner = inner.max(opts.max, { error: expected });
-  return finish(z.preprocess(coerceNumber, inner), { expected, help }, opts) as z.ZodType<number | undefined>;
-}
-
-export function floatOption(help: string, opts: Common<number> & { min?: number; max?: number } = {}) {
-  const expected = rangeText('a number', opts.min, opts.max);
+function numberSchema(expected: string, integer: boolean, min?: number, max?: number) {
   let inner = z.number({ error: expected });
-  if (opts.min !== undefined) inner = inner.min(opts.min, { error: expected });
-  if (opts.max !== undefined) inner = inner.max(opts.max, { error: expected });
-  return finish(z.preprocess(coerceNumber, inner), { expected, help }, opts) as z.ZodType<number | undefined>;
+  if (integer) inner = inner.int({ error: expected });
+  if (min !== undefined) inner = inner.min(min, { error: expected });
+  if (max !== undefined) inner = inner.max(max, { error: expected });
+  return z.preprocess(coerceNumber, inner);
 }
 
-export function boolOption(help: string, opts: Common<boolean> = {}) {
+export function intOption<const O extends Common<number> & { min?: number; max?: number } = {}>(help: string, opts?: O) {
+  const expected = rangeText('an integer', opts?.min, opts?.max);
+  return finish(numberSchema(expected, true, opts?.min, opts?.max), { expected, help }, opts);
+}
+
+export function floatOption<const O extends Common<number> & { min?: number; max?: number } = {}>(help: string, opts?: O) {
+  const expected = rangeText('a number', opts?.min, opts?.max);
+  return finish(numberSchema(expected, false, opts?.min, opts?.max), { expected, help }, opts);
+}
+
+export function boolOption<const O extends Common<boolean> = {}>(help: string, opts?: O) {
   const expected = 'true or false';
-  return finish(z.preprocess(coerceBoolean, z.boolean({ error: expected })), { expected, help }, opts) as z.ZodType<
-    boolean | undefined
-  >;
+  return finish(z.preprocess(coerceBoolean, z.boolean({ error: expected })), { expected, help }, opts);
 }
 
-export function enumOption<const V extends readonly [string, ...string[]]>(help: string, values: V, opts: Common<V[number]> = {}) {
+export function enumOption<const V extends readonly [string, ...string[]], const O extends Common<V[number]> = {}>(
+  help: string,
+  values: V,
+  opts?: O,
+) {
   const expected = `one of ${values.map((v) => `"${v}"`).join(', ')}`;
-  return finish(z.enum(values, { error: expected }), { expected, help }, opts) as z.ZodType<V[number] | undefined>;
+  return finish(z.enum(values, { error: expected }), { expected, help }, opts);
 }
 
 function rangeText(kind: string, min?: number, max?: number): string {
@@ -158,9 +174,9 @@ export function parseSanIp(value: string): SanAddress | undefined {
 }
 
 /** Cinder's san_ip, checked at config time so a bad address is named before any connection attempt. */
-export function sanIpOption(help: string, opts: Common<string> = {}) {
+export function sanIpOption<const O extends Common<string> = {}>(help: string, opts?: O) {
   const schema = z.string({ error: SAN_IP_FORMS }).refine((value) => parseSanIp(value) !== undefined, { error: SAN_IP_FORMS });
-  return finish(schema, { expected: SAN_IP_FORMS, help }, opts) as z.ZodType<string | undefined>;
+  return finish(schema, { expected: SAN_IP_FORMS, help }, opts);
 }
 
 /** Cinder's common capacity options (cinder/volume/driver.py), shared by every driver. */

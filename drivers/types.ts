@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import { z } from 'zod';
 import type { Logger } from '../src/log.js';
 import type { SecretRegistry } from '../src/secrets.js';
 
@@ -89,19 +89,34 @@ export interface VolumeDriver {
   close(): Promise<void>;
 }
 
+/** What a driver's create receives: the output of `z.object()` of its option schemas (see drivers/options.ts). */
+export type DriverOptions<Shape extends z.ZodRawShape> = z.output<z.ZodObject<z.core.util.Writeable<Shape>>>;
+
 export interface DriverDefinition<Shape extends z.ZodRawShape = z.ZodRawShape> {
   /** One line for the README. */
-  summary: string;
+  readonly summary: string;
   /** The driver's own options with Cinder's names and defaults (see drivers/options.ts). */
-  options: Shape;
+  readonly options: Shape;
   /**
    * Builds the driver. `volumeDriver` is the volume_driver string as configured, for drivers
-   * whose protocol depends on the class path (iSCSI vs FC).
+   * whose protocol depends on the class path (iSCSI vs FC). A property, not a method, so that a
+   * definition for one option shape is not taken for another.
    */
-  create(options: z.output<z.ZodObject<Shape>>, context: DriverContext, volumeDriver: string): VolumeDriver;
+  readonly create: (options: DriverOptions<Shape>, context: DriverContext, volumeDriver: string) => VolumeDriver;
 }
 
-/** Helper that keeps the options' static types when a driver declares itself. */
-export function defineDriver<Shape extends z.ZodRawShape>(definition: DriverDefinition<Shape>): DriverDefinition<Shape> {
-  return definition;
+/**
+ * Declares a driver: its create gets the types of its own option schemas, and what it returns is
+ * a definition any list of drivers can hold (the catalog, the README generator). That definition's
+ * create parses what it is given against the schemas before building the driver, so the option
+ * types never cross an unchecked boundary; for options the core already validated the parse
+ * changes nothing. Options the driver does not declare are passed through, as given.
+ */
+export function defineDriver<Shape extends z.ZodRawShape>(definition: DriverDefinition<Shape>): DriverDefinition {
+  const schema = z.object(definition.options).loose();
+  return {
+    summary: definition.summary,
+    options: definition.options,
+    create: (options, context, volumeDriver) => definition.create(schema.parse(options), context, volumeDriver),
+  };
 }

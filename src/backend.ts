@@ -324,7 +324,7 @@ export class Backend {
       this.deps.log.warn(warning);
     }
     this.driver = definition.create(
-      options as never,
+      options,
       {
         backendName: this.id,
         log: this.deps.log.child(this.id),

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { intOption, optionInfo } from '../drivers/options.js';
-import type { DriverDefinition } from '../drivers/types.js';
+import type { DriverDefinition, DriverOptions } from '../drivers/types.js';
 import { ConfigError } from './config/errors.js';
 import type { BackendSpec } from './config/load.js';
 import { MASK, isSecretKey, type SecretRegistry } from './secrets.js';
@@ -20,7 +20,7 @@ export const CORE_OPTIONS = {
   ),
 };
 
-export type CoreOptions = { [K in keyof typeof CORE_OPTIONS]: number };
+export type CoreOptions = DriverOptions<typeof CORE_OPTIONS>;
 
 export const CORE_OPTION_NAMES = new Set(['volume_backend_name', 'volume_driver', ...Object.keys(CORE_OPTIONS)]);
 
@@ -28,7 +28,7 @@ export const CORE_OPTION_NAMES = new Set(['volume_backend_name', 'volume_driver'
 export function readCoreOptions(spec: BackendSpec, secrets: SecretRegistry): CoreOptions | { error: string } {
   const given = Object.fromEntries(Object.keys(CORE_OPTIONS).filter((key) => key in spec.options).map((key) => [key, spec.options[key]]));
   const result = z.object(CORE_OPTIONS).safeParse(given);
-  if (result.success) return result.data as CoreOptions;
+  if (result.success) return result.data;
   return { error: `backend "${spec.name}": ${describeIssues(result.error.issues, CORE_OPTIONS, given, secrets, spec.options)}` };
 }
 
@@ -48,7 +48,7 @@ function describeIssues(
   const problems = issues.map((issue) => {
     const option = String(issue.path[0] ?? '?');
     const value = given[option];
-    const info = optionInfo.get(shape[option] as z.ZodType);
+    const info = optionInfo.get(shape[option]);
     const expected = info?.expected ?? issue.message;
     if (value === undefined) return `option "${option}" is required (${expected})`;
     const shown = isSecretKey(option) || isMasked(raw, option, secrets) ? MASK : secrets.redact(JSON.stringify(value));
@@ -67,8 +67,9 @@ function isMasked(raw: Record<string, unknown>, key: string, secrets: SecretRegi
   return JSON.stringify((secrets.maskOptions(raw) as Record<string, unknown>)[key]) !== JSON.stringify(raw[key]);
 }
 
-export interface ValidatedOptions {
-  options: Record<string, unknown>;
+export interface ValidatedOptions<Options = Record<string, unknown>> {
+  /** The driver's options as its schemas output them, with the backend's other options as given. */
+  options: Options & Record<string, unknown>;
   /** Options the driver does not declare: kept (cinderlib is free-form) but worth a warning. */
   unknown: string[];
 }
@@ -77,12 +78,12 @@ export interface ValidatedOptions {
  * Checks a backend's options against its driver's schema; an error names the backend, the option
  * and what was expected (with the offending value unless it is a secret).
  */
-export function validateDriverOptions(
+export function validateDriverOptions<Shape extends z.ZodRawShape>(
   backendName: string,
-  definition: DriverDefinition,
+  definition: Pick<DriverDefinition<Shape>, 'options'>,
   raw: Record<string, unknown>,
   secrets: SecretRegistry,
-): ValidatedOptions {
+): ValidatedOptions<DriverOptions<Shape>> {
   const driverOptions: Record<string, unknown> = {};
   const unknown: string[] = [];
   for (const [key, value] of Object.entries(raw)) {

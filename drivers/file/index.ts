@@ -5,7 +5,7 @@ import { StorageError } from '../../src/errors.js';
 import { defaultVolumesDir } from '../../src/paths.js';
 import { LockHeldError, acquireProcessLock, type HeldLock } from '../../src/process-lock.js';
 import { capacityOptions, stringOption } from '../options.js';
-import { defineDriver, type BackendStats, type DriverContext, type VolumeDriver, type VolumeRef } from '../types.js';
+import { defineDriver, type BackendStats, type DriverContext, type DriverOptions, type VolumeDriver, type VolumeRef } from '../types.js';
 import { BYTES_PER_GIB, roundGb } from '../units.js';
 
 /**
@@ -24,7 +24,7 @@ const options = {
   ...capacityOptions,
 };
 
-type FileOptions = { volumes_dir: string; reserved_percentage: number; max_over_subscription_ratio: number };
+type FileOptions = DriverOptions<typeof options>;
 
 class FileDriver implements VolumeDriver {
   private provisionedGb = 0;
@@ -190,5 +190,5 @@ function errorCode(error: unknown): string {
 export default defineDriver({
   summary: 'Sparse raw image files in a local directory; the embedded default.',
   options,
-  create: (opts, context) => new FileDriver(opts as FileOptions, context),
+  create: (opts, context) => new FileDriver(opts, context),
 });

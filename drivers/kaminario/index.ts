@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { StorageError, type ErrorCode } from '../../src/errors.js';
 import { RestClient, httpsOrigin, type RestResponse } from '../../src/http/client.js';
 import { boolOption, capacityOptions, intOption, sanIpOption, sanOptions, stringOption, textOption, tlsOptions } from '../options.js';
-import { defineDriver, type BackendStats, type DriverContext, type VolumeDriver, type VolumeRef } from '../types.js';
+import { defineDriver, type BackendStats, type DriverContext, type DriverOptions, type VolumeDriver, type VolumeRef } from '../types.js';
 import { KIB_PER_GIB, compareVersions, roundGb, versionNumbers } from '../units.js';
 
 /**
@@ -34,18 +34,7 @@ const options = {
   ...capacityOptions,
 };
 
-interface KaminarioOptions {
-  san_ip: string;
-  san_login: string;
-  san_password: string;
-  auto_calc_max_oversubscription_ratio: boolean;
-  kaminario_retry_count: number;
-  kaminario_retry_interval: number;
-  driver_ssl_cert_verify: boolean;
-  driver_ssl_cert_path?: string;
-  reserved_percentage: number;
-  max_over_subscription_ratio: number;
-}
+type KaminarioOptions = DriverOptions<typeof options>;
 
 // What the K2 answers, checked before use.
 const discoverySchema = z.object({ resources: z.record(z.string(), z.object({ url: z.string() }).loose()) }).loose();
@@ -262,5 +251,5 @@ function k2VolumeName(volumeId: string): string {
 export default defineDriver({
   summary: "Kaminario K2 over its REST API, as Cinder's Kaminario iSCSI/FC drivers used it through krest (no krest needed).",
   options,
-  create: (opts, context, volumeDriver) => new KaminarioDriver(opts as unknown as KaminarioOptions, context, volumeDriver),
+  create: (opts, context, volumeDriver) => new KaminarioDriver(opts, context, volumeDriver),
 });

@@ -6,7 +6,7 @@ import { CommandTransportError, type CommandResult, type CommandRunner } from '.
 import { SshRunner } from '../../src/exec/ssh.js';
 import { isRegularFile } from '../../src/regular-file.js';
 import { boolOption, capacityOptions, enumOption, intOption, sanIpOption, sanOptions, stringOption } from '../options.js';
-import { defineDriver, type BackendStats, type DriverContext, type VolumeDriver, type VolumeRef } from '../types.js';
+import { defineDriver, type BackendStats, type DriverContext, type DriverOptions, type VolumeDriver, type VolumeRef } from '../types.js';
 import {
   createThickCommand, createThinCommand, createThinPoolCommand, dmTargetsCommand, extendCommand, lvmErrorText, lvsCommand,
   parseLvs, parseThinPoolUsage, parseVgs, removeCommand, thinPoolName, thinPoolUsageCommand, vgsCommand,
@@ -56,27 +56,7 @@ const options = {
   }),
 };
 
-interface LvmOptions {
-  volume_group: string;
-  lvm_type: 'default' | 'thin' | 'auto';
-  lvm_conf_file: string;
-  lvm_mirrors: number;
-  lvm_suppress_fd_warnings: boolean;
-  reserved_percentage: number;
-  max_over_subscription_ratio: number;
-  target_protocol: 'iscsi' | 'iser' | 'nvmet_rdma' | 'nvmet_tcp';
-  target_helper: string;
-  san_ip?: string;
-  san_login: string;
-  san_password: string;
-  san_private_key?: string;
-  san_ssh_port: number;
-  ssh_conn_timeout: number;
-  ssh_min_pool_conn: number;
-  ssh_max_pool_conn: number;
-  ssh_hosts_key_file?: string;
-  strict_ssh_host_key_policy: boolean;
-}
+type LvmOptions = DriverOptions<typeof options>;
 
 const STORAGE_PROTOCOLS: Record<LvmOptions['target_protocol'], string> = {
   iscsi: 'iSCSI',
@@ -346,5 +326,5 @@ function splitHost(sanIp: string, defaultPort: number): { host: string; port: nu
 export default defineDriver({
   summary: "Cinder's LVM driver: logical volumes in a volume group, on this host or on san_ip over SSH.",
   options,
-  create: (opts, context) => new LvmDriver(opts as unknown as LvmOptions, context),
+  create: (opts, context) => new LvmDriver(opts, context),
 });

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { StorageError } from '../../src/errors.js';
 import { RestClient, httpsOrigin, type RestResponse } from '../../src/http/client.js';
 import { capacityOptions, intOption, sanIpOption, sanOptions, stringOption, textOption, tlsOptions } from '../options.js';
-import { defineDriver, type BackendStats, type DriverContext, type VolumeDriver, type VolumeRef } from '../types.js';
+import { defineDriver, type BackendStats, type DriverContext, type DriverOptions, type VolumeDriver, type VolumeRef } from '../types.js';
 import { KIB_PER_GIB, compareVersions, roundGb, versionNumbers } from '../units.js';
 
 /**
@@ -30,18 +30,7 @@ const options = {
   ...capacityOptions,
 };
 
-interface XtremioOptions {
-  san_ip: string;
-  san_login: string;
-  san_password: string;
-  xtremio_cluster_name: string;
-  xtremio_array_busy_retry_count: number;
-  xtremio_array_busy_retry_interval: number;
-  driver_ssl_cert_verify: boolean;
-  driver_ssl_cert_path?: string;
-  reserved_percentage: number;
-  max_over_subscription_ratio: number;
-}
+type XtremioOptions = DriverOptions<typeof options>;
 
 // What the XMS sends back, checked before use: numbers may arrive as strings.
 const kib = z.union([z.number(), z.string().regex(/^\d+(\.\d+)?$/)]).transform(Number);
@@ -252,5 +241,5 @@ function isNotFound(response: RestResponse): boolean {
 export default defineDriver({
   summary: "Dell EMC XtremIO over the XMS REST API, as Cinder's XtremIO iSCSI/FC drivers use it.",
   options,
-  create: (opts, context, volumeDriver) => new XtremioDriver(opts as unknown as XtremioOptions, context, volumeDriver),
+  create: (opts, context, volumeDriver) => new XtremioDriver(opts, context, volumeDriver),
 });
