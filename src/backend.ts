@@ -176,7 +176,7 @@ export class Backend {
       provider_location: null,
     };
     // Intent first: a crash from here on leaves a record that start-up surfaces, never an unknown array volume.
-    if (!this.deps.store.insert(record)) {
+    if (!(await this.deps.store.insert(record))) {
       reservation.release();
       throw new StorageError('INTERNAL', `volume id ${record.id} already exists in the metadata store`);
     }
@@ -201,7 +201,7 @@ export class Backend {
   async extendVolume(volumeId: string, newSize: number): Promise<VolumeRecord> {
     const driver = await this.ready();
     return this.deps.volumeLocks.run(volumeId, async () => {
-      const record = this.requireVolume(volumeId);
+      const record = await this.requireVolume(volumeId);
       if (newSize < record.size) {
         throw new StorageError(
           'INVALID_ARGUMENT',
@@ -215,7 +215,7 @@ export class Backend {
         `growing volume ${volumeId} by ${growth} GiB (to ${newSize} GiB) does not fit in backend "${this.id}" pool "${record.pool_name}": ${room.text}`,
       );
       return this.settle(reservation, async () => {
-        this.transition(volumeId, { status: 'extending' }, ['available']);
+        await this.transition(volumeId, { status: 'extending' }, ['available']);
         try {
           await driver.extendVolume(this.ref(record), newSize);
           return await this.recordOutcome(volumeId, 'extend', { status: 'available', size: newSize, status_reason: null, failed_operation: null });
@@ -233,9 +233,9 @@ export class Backend {
   async deleteVolume(volumeId: string): Promise<void> {
     const driver = await this.ready();
     await this.deps.volumeLocks.run(volumeId, async () => {
-      const record = this.requireVolume(volumeId);
+      const record = await this.requireVolume(volumeId);
       this.requireStatus(record, ['available', 'error'], 'deleted');
-      this.transition(volumeId, { status: 'deleting' }, ['available', 'error']);
+      await this.transition(volumeId, { status: 'deleting' }, ['available', 'error']);
       // A create that never confirmed stays unconfirmed through a failed delete.
       const failedOperation = record.failed_operation === 'create' ? 'create' : 'delete';
       try {
@@ -246,8 +246,8 @@ export class Backend {
         throw failure;
       }
       // "Not on the array" is not "gone" for a create that may still finish there: re-check later.
-      if (record.failed_operation === 'create') this.tombstones!.bury(record);
-      else this.deps.store.remove(volumeId);
+      if (record.failed_operation === 'create') await this.tombstones!.bury(record);
+      else await this.deps.store.remove(volumeId);
       this.invalidateStats();
     });
   }
@@ -282,7 +282,7 @@ export class Backend {
       const driver = this.driver!;
       this.tombstones?.close();
       this.tombstones = new TombstoneKeeper(this.deps.store, this.id, this.deps.log, (volume) => driver.deleteVolume(volume));
-      this.tombstones.resume();
+      await this.tombstones.resume();
       // As Cinder reads stats right after setup: pool names for list_backends, and the space this
       // backend draws on registered before any backend sharing it checks capacity.
       await this.snapshot(false).catch((error: unknown) => this.deps.log.warn(`backend "${this.id}": first stats failed: ${describeError(error)}`));
@@ -438,8 +438,8 @@ export class Backend {
     return { ...stats, volume_backend_name: this.id, pools };
   }
 
-  private requireVolume(volumeId: string): VolumeRecord {
-    const record = this.deps.store.get(volumeId);
+  private async requireVolume(volumeId: string): Promise<VolumeRecord> {
+    const record = await this.deps.store.get(volumeId);
     if (!record || record.backend !== this.id) {
       throw new StorageError('NOT_FOUND', `volume ${volumeId} does not exist; list_volumes shows the volumes there are`);
     }
@@ -464,7 +464,7 @@ export class Backend {
   private async recordOutcome(volumeId: string, operation: 'create' | 'extend' | 'delete', patch: VolumePatch): Promise<VolumeRecord> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return this.transition(volumeId, patch);
+        return await this.transition(volumeId, patch);
       } catch (error) {
         if (!isStorageError(error) || error.code !== 'BACKEND_UNAVAILABLE') throw error;
         if (attempt < OUTCOME_RETRY_MS.length) {
@@ -485,8 +485,8 @@ export class Backend {
     }
   }
 
-  private transition(volumeId: string, patch: VolumePatch, expected?: VolumeRecord['status'][]): VolumeRecord {
-    const updated = this.deps.store.update(volumeId, patch, expected);
+  private async transition(volumeId: string, patch: VolumePatch, expected?: VolumeRecord['status'][]): Promise<VolumeRecord> {
+    const updated = await this.deps.store.update(volumeId, patch, expected);
     if (!updated) {
       throw new StorageError('INTERNAL', `volume ${volumeId} changed under this operation (another server process?); call get_volume and retry`);
     }

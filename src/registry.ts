@@ -79,7 +79,7 @@ export class BackendRegistry {
         `the metadata store cannot be opened: ${secrets.redact(describeError(error))}; fix persistence_config and restart the server`,
       );
     }
-    const surfaced = volumeStore.surfaceInterrupted(
+    const surfaced = await volumeStore.surfaceInterrupted(
       (record) =>
         `interrupted while ${record.status}: the server stopped before the array answered; the array may or may not hold volume-${record.id}. delete_volume cleans up both`,
     );
@@ -134,20 +134,20 @@ export class BackendRegistry {
     return backend;
   }
 
-  getVolume(volumeId: string): VolumeRecord {
+  async getVolume(volumeId: string): Promise<VolumeRecord> {
     this.requireUsableConfig();
-    const record = this.store.get(volumeId);
+    const record = await this.store.get(volumeId);
     if (!record) throw new StorageError('NOT_FOUND', `volume ${volumeId} does not exist; list_volumes shows the volumes there are`);
     return record;
   }
 
   /** A page of volumes from the metadata store (never the array), in creation order. */
-  listVolumes(input: ListVolumesInput): { volumes: VolumeRecord[]; nextCursor?: string } {
+  async listVolumes(input: ListVolumesInput): Promise<{ volumes: VolumeRecord[]; nextCursor?: string }> {
     this.requireUsableConfig();
     if (input.backend !== undefined) this.get(input.backend);
     const filters = { backend: input.backend, status: input.status };
     const after = input.cursor ? decodeCursor(input.cursor, filters) : undefined;
-    const page = this.store.list({ ...filters, after, limit: input.limit });
+    const page = await this.store.list({ ...filters, after, limit: input.limit });
     return {
       volumes: page.records,
       nextCursor: page.nextAfter !== undefined ? encodeCursor({ ...filters, after: page.nextAfter }) : undefined,
@@ -159,16 +159,16 @@ export class BackendRegistry {
   }
 
   extendVolume(volumeId: string, newSize: number): Promise<VolumeRecord> {
-    return this.owner(volumeId).extendVolume(volumeId, newSize);
+    return this.owner(volumeId).then((backend) => backend.extendVolume(volumeId, newSize));
   }
 
   deleteVolume(volumeId: string): Promise<void> {
-    return this.owner(volumeId).deleteVolume(volumeId);
+    return this.owner(volumeId).then((backend) => backend.deleteVolume(volumeId));
   }
 
   async close(): Promise<void> {
     await Promise.all(this.list().map((backend) => backend.close()));
-    this.store.close();
+    await this.store.close();
   }
 
   private requireUsableConfig(): void {
@@ -177,8 +177,8 @@ export class BackendRegistry {
     }
   }
 
-  private owner(volumeId: string): Backend {
-    const record = this.getVolume(volumeId);
+  private async owner(volumeId: string): Promise<Backend> {
+    const record = await this.getVolume(volumeId);
     const backend = this.backends.get(record.backend);
     if (!backend) {
       throw new StorageError(

@@ -24,7 +24,7 @@ export class TombstoneKeeper {
   ) {}
 
   /** Forgets the record and leaves its tombstone, in one store transaction. */
-  bury(record: VolumeRecord): boolean {
+  async bury(record: VolumeRecord): Promise<boolean> {
     const tombstone: Tombstone = {
       volume_id: record.id,
       backend: record.backend,
@@ -34,14 +34,14 @@ export class TombstoneKeeper {
       checks_done: 0,
       next_check_at: new Date(Date.now() + RECHECK_AFTER_MS[0]!).toISOString(),
     };
-    const removed = this.store.removeLeavingTombstone(record.id, tombstone);
+    const removed = await this.store.removeLeavingTombstone(record.id, tombstone);
     if (removed) this.schedule(tombstone);
     return removed;
   }
 
   /** Schedules every tombstone of the backend (after a restart, overdue ones run at once). */
-  resume(): void {
-    for (const tombstone of this.store.tombstones(this.backend)) this.schedule(tombstone);
+  async resume(): Promise<void> {
+    for (const tombstone of await this.store.tombstones(this.backend)) this.schedule(tombstone);
   }
 
   close(): void {
@@ -71,7 +71,7 @@ export class TombstoneKeeper {
     const elapsedTarget = RECHECK_AFTER_MS[Math.min(checksDone, RECHECK_AFTER_MS.length - 1)]! - RECHECK_AFTER_MS[checksDone - 1]!;
     const next = last ? null : { checks_done: checksDone, next_check_at: new Date(Date.now() + elapsedTarget).toISOString() };
     try {
-      this.store.rescheduleTombstone(tombstone.volume_id, next);
+      await this.store.rescheduleTombstone(tombstone.volume_id, next);
     } catch (error) {
       this.log.warn(`cannot record the re-check of volume-${tombstone.volume_id}: ${describeError(error)}`);
     }

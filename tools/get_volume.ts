@@ -12,6 +12,6 @@ export default defineTool({
   output: volumeSchema,
   annotations: READS_METADATA_STORE,
   async handler({ volume_id }, registry) {
-    return toVolumeView(registry.getVolume(volume_id));
+    return toVolumeView(await registry.getVolume(volume_id));
   },
 });

@@ -34,7 +34,7 @@ export default defineTool({
   }),
   annotations: READS_METADATA_STORE,
   async handler({ backend, status, limit, cursor }, registry) {
-    const page = registry.listVolumes({ backend, status, cursor, limit: limit ?? DEFAULT_PAGE_SIZE });
+    const page = await registry.listVolumes({ backend, status, cursor, limit: limit ?? DEFAULT_PAGE_SIZE });
     return {
       volumes: page.volumes.map(toVolumeView),
       ...(page.nextCursor ? { next_cursor: page.nextCursor } : {}),

@@ -8,18 +8,18 @@ export class MemoryVolumeStore implements VolumeStore {
   private nextSeq = 1;
   private readonly graves = new Map<string, Tombstone>();
 
-  insert(record: VolumeRecord): boolean {
+  async insert(record: VolumeRecord): Promise<boolean> {
     if (this.byId.has(record.id)) return false;
     this.byId.set(record.id, { seq: this.nextSeq++, record: { ...record } });
     return true;
   }
 
-  get(id: string): VolumeRecord | undefined {
+  async get(id: string): Promise<VolumeRecord | undefined> {
     const entry = this.byId.get(id);
     return entry ? { ...entry.record } : undefined;
   }
 
-  update(id: string, patch: VolumePatch, expected?: readonly VolumeStatus[]): VolumeRecord | undefined {
+  async update(id: string, patch: VolumePatch, expected?: readonly VolumeStatus[]): Promise<VolumeRecord | undefined> {
     const entry = this.byId.get(id);
     if (!entry || (expected && !expected.includes(entry.record.status))) return undefined;
     const defined = Object.fromEntries(Object.entries(patch).filter(([, value]) => value !== undefined));
@@ -27,11 +27,11 @@ export class MemoryVolumeStore implements VolumeStore {
     return { ...entry.record };
   }
 
-  remove(id: string): boolean {
+  async remove(id: string): Promise<boolean> {
     return this.byId.delete(id);
   }
 
-  list(query: VolumeQuery): VolumePage {
+  async list(query: VolumeQuery): Promise<VolumePage> {
     const after = query.after ?? 0;
     const records: VolumeRecord[] = [];
     let lastSeq = 0;
@@ -50,7 +50,7 @@ export class MemoryVolumeStore implements VolumeStore {
     return { records, nextAfter: more ? lastSeq : undefined };
   }
 
-  surfaceInterrupted(reason: (record: VolumeRecord) => string): VolumeRecord[] {
+  async surfaceInterrupted(reason: (record: VolumeRecord) => string): Promise<VolumeRecord[]> {
     const surfaced: VolumeRecord[] = [];
     for (const entry of this.byId.values()) {
       if (TRANSITIONAL_STATUSES.includes(entry.record.status)) {
@@ -63,27 +63,27 @@ export class MemoryVolumeStore implements VolumeStore {
 
   /** Memory cannot fill up the way a disk does: the update is applied at once. */
   deferUpdate(id: string, patch: VolumePatch): void {
-    this.update(id, patch);
+    void this.update(id, patch);
   }
 
-  removeLeavingTombstone(id: string, tombstone: Tombstone): boolean {
+  async removeLeavingTombstone(id: string, tombstone: Tombstone): Promise<boolean> {
     if (!this.byId.delete(id)) return false;
     this.graves.set(id, { ...tombstone });
     return true;
   }
 
-  tombstones(backend: string): Tombstone[] {
+  async tombstones(backend: string): Promise<Tombstone[]> {
     return [...this.graves.values()].filter((grave) => grave.backend === backend).map((grave) => ({ ...grave }));
   }
 
-  rescheduleTombstone(volumeId: string, next: { checks_done: number; next_check_at: string } | null): void {
+  async rescheduleTombstone(volumeId: string, next: { checks_done: number; next_check_at: string } | null): Promise<void> {
     const grave = this.graves.get(volumeId);
     if (!grave) return;
     if (next) Object.assign(grave, next);
     else this.graves.delete(volumeId);
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.byId.clear();
   }
 }

@@ -107,21 +107,18 @@ export class SqliteVolumeStore implements VolumeStore {
     };
   }
 
-  insert(record: VolumeRecord): boolean {
+  async insert(record: VolumeRecord): Promise<boolean> {
     return this.write('record a new volume', () => {
       const result = this.statements.insert.run({ failed_operation: null, ...record, bootable: record.bootable ? 1 : 0 });
       return result.changes === 1;
     });
   }
 
-  get(id: string): VolumeRecord | undefined {
-    return this.read(() => {
-      const row = this.statements.get.get(id) as Row | undefined;
-      return this.unwritten.apply(row ? fromRow(row) : undefined);
-    });
+  async get(id: string): Promise<VolumeRecord | undefined> {
+    return this.read(() => this.readRecord(id));
   }
 
-  update(id: string, patch: VolumePatch, expected?: readonly VolumeStatus[]): VolumeRecord | undefined {
+  async update(id: string, patch: VolumePatch, expected?: readonly VolumeStatus[]): Promise<VolumeRecord | undefined> {
     return this.write(`update volume ${id}`, () => this.applyUpdate(id, patch, expected));
   }
 
@@ -129,7 +126,7 @@ export class SqliteVolumeStore implements VolumeStore {
     this.unwritten.defer(id, patch);
   }
 
-  remove(id: string): boolean {
+  async remove(id: string): Promise<boolean> {
     return this.write(`forget volume ${id}`, () => {
       const removed = this.statements.remove.run(id).changes === 1;
       this.unwritten.forget(id);
@@ -137,7 +134,7 @@ export class SqliteVolumeStore implements VolumeStore {
     });
   }
 
-  list(query: VolumeQuery): VolumePage {
+  async list(query: VolumeQuery): Promise<VolumePage> {
     const conditions = ['seq > @after'];
     if (query.backend !== undefined) conditions.push('backend = @backend');
     if (query.status !== undefined) conditions.push('status = @status');
@@ -155,7 +152,7 @@ export class SqliteVolumeStore implements VolumeStore {
     };
   }
 
-  surfaceInterrupted(reason: (record: VolumeRecord) => string): VolumeRecord[] {
+  async surfaceInterrupted(reason: (record: VolumeRecord) => string): Promise<VolumeRecord[]> {
     const placeholders = TRANSITIONAL_STATUSES.map(() => '?').join(', ');
     return this.write('mark interrupted operations', () => {
       const rows = this.db.prepare(`SELECT * FROM volumes WHERE status IN (${placeholders})`).all(...TRANSITIONAL_STATUSES) as Row[];
@@ -171,7 +168,7 @@ export class SqliteVolumeStore implements VolumeStore {
     });
   }
 
-  removeLeavingTombstone(id: string, tombstone: Tombstone): boolean {
+  async removeLeavingTombstone(id: string, tombstone: Tombstone): Promise<boolean> {
     return this.write(`forget volume ${id}`, () => {
       const removed = this.db.transaction(() => {
         if (this.statements.remove.run(id).changes !== 1) return false;
@@ -183,11 +180,11 @@ export class SqliteVolumeStore implements VolumeStore {
     });
   }
 
-  tombstones(backend: string): Tombstone[] {
+  async tombstones(backend: string): Promise<Tombstone[]> {
     return this.read(() => this.statements.tombstones.all(backend) as Tombstone[]);
   }
 
-  rescheduleTombstone(volumeId: string, next: { checks_done: number; next_check_at: string } | null): void {
+  async rescheduleTombstone(volumeId: string, next: { checks_done: number; next_check_at: string } | null): Promise<void> {
     this.write(`reschedule the tombstone of volume ${volumeId}`, () => {
       if (next) this.statements.reschedule.run({ volume_id: volumeId, ...next });
       else this.statements.forget.run(volumeId);
@@ -197,12 +194,12 @@ export class SqliteVolumeStore implements VolumeStore {
   /** For benchmarks and imports: many records in one transaction. */
   insertMany(records: VolumeRecord[]): void {
     const insertAll = this.db.transaction((batch: VolumeRecord[]) => {
-      for (const record of batch) this.insert(record);
+      for (const record of batch) this.statements.insert.run({ failed_operation: null, ...record, bootable: record.bootable ? 1 : 0 });
     });
     insertAll(records);
   }
 
-  close(): void {
+  async close(): Promise<void> {
     if (this.db.open) this.db.close();
     this.lock?.release();
   }
@@ -219,7 +216,12 @@ export class SqliteVolumeStore implements VolumeStore {
     const result = this.db.prepare(`UPDATE volumes SET ${sets.join(', ')} WHERE ${where}`).run(params);
     if (result.changes !== 1) return undefined;
     this.unwritten.forget(id);
-    return this.get(id);
+    return this.readRecord(id);
+  }
+
+  private readRecord(id: string): VolumeRecord | undefined {
+    const row = this.statements.get.get(id) as Row | undefined;
+    return this.unwritten.apply(row ? fromRow(row) : undefined);
   }
 
   /** A write, after the deferred ones; the store's own trouble becomes BACKEND_UNAVAILABLE naming it. */

@@ -2,8 +2,8 @@ import type { VolumeRecord, VolumeStatus } from '../volume.js';
 
 /**
  * Where volume metadata lives, behind one interface (cinderlib's persistence/base.py). The
- * objects never know which storage holds them. Calls are synchronous: both storages are
- * in-process, and better-sqlite3 is synchronous by design.
+ * objects never know which storage holds them. Calls are asynchronous, so that a storage across
+ * the network (PostgreSQL) is one more implementation; the in-process ones answer at once.
  */
 export interface VolumeQuery {
   backend?: string;
@@ -37,28 +37,28 @@ export interface Tombstone {
 }
 
 export interface VolumeStore {
-  /** Adds a record; returns false when the id is already taken. */
-  insert(record: VolumeRecord): boolean;
-  get(id: string): VolumeRecord | undefined;
+  /** Adds a record; resolves false when the id is already taken. */
+  insert(record: VolumeRecord): Promise<boolean>;
+  get(id: string): Promise<VolumeRecord | undefined>;
   /**
    * Applies `patch` (and a fresh updated_at) when the record's status is one of `expected`;
-   * returns the updated record, or undefined when the record is missing or in another status.
+   * resolves to the updated record, or undefined when the record is missing or in another status.
    */
-  update(id: string, patch: VolumePatch, expected?: readonly VolumeStatus[]): VolumeRecord | undefined;
-  remove(id: string): boolean;
+  update(id: string, patch: VolumePatch, expected?: readonly VolumeStatus[]): Promise<VolumeRecord | undefined>;
+  remove(id: string): Promise<boolean>;
   /** A page in storage order, which is stable and creation-ordered. */
-  list(query: VolumeQuery): VolumePage;
+  list(query: VolumeQuery): Promise<VolumePage>;
   /**
    * Keeps `patch` for a record whose update could not be written now (the store is full, say):
    * reads show it at once, and the next successful write writes it.
    */
   deferUpdate(id: string, patch: VolumePatch): void;
   /** Records left in a transitional status by an earlier process; moved to `error` with `reason`. */
-  surfaceInterrupted(reason: (record: VolumeRecord) => string): VolumeRecord[];
+  surfaceInterrupted(reason: (record: VolumeRecord) => string): Promise<VolumeRecord[]>;
   /** Removes a record and leaves its tombstone, in one transaction. */
-  removeLeavingTombstone(id: string, tombstone: Tombstone): boolean;
-  tombstones(backend: string): Tombstone[];
+  removeLeavingTombstone(id: string, tombstone: Tombstone): Promise<boolean>;
+  tombstones(backend: string): Promise<Tombstone[]>;
   /** Updates a tombstone's schedule, or forgets it when `next` is null. */
-  rescheduleTombstone(volumeId: string, next: { checks_done: number; next_check_at: string } | null): void;
-  close(): void;
+  rescheduleTombstone(volumeId: string, next: { checks_done: number; next_check_at: string } | null): Promise<void>;
+  close(): Promise<void>;
 }

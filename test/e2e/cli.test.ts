@@ -156,9 +156,9 @@ describe('start-up after a crash', () => {
     const store = new SqliteVolumeStore(dbPath);
     const now = new Date().toISOString();
     const base = { backend: 'files', description: '', size: 1, pool_name: 'files', bootable: false, created_at: now, updated_at: now, status_reason: null, provider_location: null };
-    store.insert({ ...base, id: '11111111-1111-4111-8111-111111111111', name: 'was creating', status: 'creating' });
-    store.insert({ ...base, id: '22222222-2222-4222-8222-222222222222', name: 'was fine', status: 'available' });
-    store.close();
+    await store.insert({ ...base, id: '11111111-1111-4111-8111-111111111111', name: 'was creating', status: 'creating' });
+    await store.insert({ ...base, id: '22222222-2222-4222-8222-222222222222', name: 'was fine', status: 'available' });
+    await store.close();
 
     const server = await startMcpServer({
       global: { persistence_config: { storage: 'db', connection: `sqlite:///${dbPath}` } },

@@ -119,10 +119,10 @@ describe('Backend', () => {
     const { backend, store } = await makeBackend(await tempDir());
     const pending = backend.createVolume({ size: 1, name: 'watch me' });
     await new Promise((resolve) => setTimeout(resolve, 45)); // stats (30 ms) done, create (30 ms) under way
-    const during = store.list({ limit: 10 }).records;
+    const during = (await store.list({ limit: 10 })).records;
     expect(during.map((r) => r.status)).toEqual(['creating']);
     const created = await pending;
-    expect(store.get(created.id)?.status).toBe('available');
+    expect((await store.get(created.id))?.status).toBe('available');
   });
 
   it('finds every driver of the catalog by alias and by Cinder path, and nothing else', () => {

@@ -36,57 +36,92 @@ const storages: Array<[string, () => VolumeStore]> = [
 ];
 
 describe.each(storages)('%s volume store', (_name, open) => {
-  it('refuses a duplicate id and keeps the first record', () => {
+  it('refuses a duplicate id and keeps the first record', async () => {
     const store = open();
-    expect(store.insert(record(1))).toBe(true);
-    expect(store.insert(record(1, { name: 'impostor' }))).toBe(false);
-    expect(store.get(record(1).id)?.name).toBe('v1');
+    expect(await store.insert(record(1))).toBe(true);
+    expect(await store.insert(record(1, { name: 'impostor' }))).toBe(false);
+    expect((await store.get(record(1).id))?.name).toBe('v1');
   });
 
-  it('pages in creation order with filters, and the last page has no next position', () => {
+  it('pages in creation order with filters, and the last page has no next position', async () => {
     const store = open();
-    for (let n = 1; n <= 7; n++) store.insert(record(n));
-    const first = store.list({ backend: 'odd', limit: 2 });
+    for (let n = 1; n <= 7; n++) await store.insert(record(n));
+    const first = await store.list({ backend: 'odd', limit: 2 });
     expect(first.records.map((r) => r.size)).toEqual([1, 3]);
-    const second = store.list({ backend: 'odd', limit: 2, after: first.nextAfter });
+    const second = await store.list({ backend: 'odd', limit: 2, after: first.nextAfter });
     expect(second.records.map((r) => r.size)).toEqual([5, 7]);
     expect(second.nextAfter).toBeUndefined();
-    store.remove(record(3).id);
-    expect(store.list({ backend: 'odd', limit: 10 }).records.map((r) => r.size)).toEqual([1, 5, 7]);
+    await store.remove(record(3).id);
+    expect((await store.list({ backend: 'odd', limit: 10 })).records.map((r) => r.size)).toEqual([1, 5, 7]);
   });
 
-  it('updates only from the expected statuses', () => {
+  it('updates only from the expected statuses', async () => {
     const store = open();
-    store.insert(record(1));
-    expect(store.update(record(1).id, { status: 'deleting' }, ['creating'])).toBeUndefined();
-    expect(store.update(record(1).id, { status: 'deleting' }, ['available'])?.status).toBe('deleting');
+    await store.insert(record(1));
+    expect(await store.update(record(1).id, { status: 'deleting' }, ['creating'])).toBeUndefined();
+    expect((await store.update(record(1).id, { status: 'deleting' }, ['available']))?.status).toBe('deleting');
   });
 
-  it('surfaces interrupted operations as errors with a reason', () => {
+  it('surfaces interrupted operations as errors with a reason and the operation that was cut short', async () => {
     const store = open();
-    store.insert(record(1, { status: 'creating' }));
-    store.insert(record(2, { status: 'extending' }));
-    store.insert(record(3));
-    const surfaced = store.surfaceInterrupted((r) => `was ${r.status}`);
+    await store.insert(record(1, { status: 'creating' }));
+    await store.insert(record(2, { status: 'extending' }));
+    await store.insert(record(3));
+    const surfaced = await store.surfaceInterrupted((r) => `was ${r.status}`);
     expect(surfaced.map((r) => r.status_reason).sort()).toEqual(['was creating', 'was extending']);
-    expect(store.get(record(1).id)).toMatchObject({ status: 'error', status_reason: 'was creating' });
-    expect(store.get(record(3).id)?.status).toBe('available');
+    expect(await store.get(record(1).id)).toMatchObject({ status: 'error', status_reason: 'was creating', failed_operation: 'create' });
+    expect((await store.get(record(3).id))?.status).toBe('available');
+  });
+
+  it('leaves a tombstone in the same step as it forgets a record, and reschedules or forgets it', async () => {
+    const store = open();
+    await store.insert(record(1, { status: 'error', failed_operation: 'create' }));
+    const tombstone = { volume_id: record(1).id, backend: 'odd', pool_name: 'p', size: 1, provider_location: null, checks_done: 0, next_check_at: new Date().toISOString() };
+    expect(await store.removeLeavingTombstone(record(1).id, tombstone)).toBe(true);
+    expect(await store.get(record(1).id)).toBeUndefined();
+    expect(await store.tombstones('odd')).toEqual([tombstone]);
+    expect(await store.tombstones('even')).toEqual([]);
+    await store.rescheduleTombstone(record(1).id, { checks_done: 1, next_check_at: tombstone.next_check_at });
+    expect((await store.tombstones('odd'))[0]?.checks_done).toBe(1);
+    await store.rescheduleTombstone(record(1).id, null);
+    expect(await store.tombstones('odd')).toEqual([]);
+    expect(await store.removeLeavingTombstone(record(1).id, tombstone)).toBe(false); // no record, no tombstone
+    expect(await store.tombstones('odd')).toEqual([]);
   });
 });
 
 describe('sqlite specifics', () => {
-  it('uses WAL, records its schema version, and keeps data across reopen', () => {
+  it('uses WAL, records its schema version, and keeps data across reopen', async () => {
     const path = join(root, 'reopen.sqlite');
     const store = new SqliteVolumeStore(path);
-    store.insert(record(9));
-    store.close();
+    await store.insert(record(9));
+    await store.close();
     const db = new Database(path, { readonly: true });
     expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
     expect(db.pragma('user_version', { simple: true })).toBe(2);
     const plan = db.prepare("EXPLAIN QUERY PLAN SELECT * FROM volumes WHERE seq > 0 AND backend = 'x' AND status = 'available' ORDER BY seq LIMIT 10").all() as Array<{ detail: string }>;
     expect(plan.map((row) => row.detail).join(' ')).toMatch(/USING INDEX volumes_by_backend_status/);
     db.close();
-    expect(new SqliteVolumeStore(path).get(record(9).id)?.name).toBe('v9');
+    expect((await new SqliteVolumeStore(path).get(record(9).id))?.name).toBe('v9');
+  });
+
+  it('migrates a store written by the first schema forward, keeping its volumes', async () => {
+    const path = join(root, 'v1.sqlite');
+    const db = new Database(path);
+    db.exec(`CREATE TABLE volumes (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, backend TEXT NOT NULL, name TEXT NOT NULL,
+      description TEXT NOT NULL, size INTEGER NOT NULL, status TEXT NOT NULL, pool_name TEXT NOT NULL, bootable INTEGER NOT NULL,
+      created_at TEXT NOT NULL, updated_at TEXT NOT NULL, status_reason TEXT, provider_location TEXT)`);
+    const old = record(4, { status: 'creating' });
+    db.prepare(`INSERT INTO volumes (id, backend, name, description, size, status, pool_name, bootable, created_at, updated_at, status_reason, provider_location)
+      VALUES (@id, @backend, @name, @description, @size, @status, @pool_name, 0, @created_at, @updated_at, NULL, NULL)`).run(old);
+    db.pragma('user_version = 1');
+    db.close();
+    const store = new SqliteVolumeStore(path);
+    expect(await store.get(old.id)).toMatchObject({ name: 'v4', status: 'creating', failed_operation: null });
+    await store.surfaceInterrupted(() => 'interrupted');
+    expect(await store.get(old.id)).toMatchObject({ status: 'error', failed_operation: 'create' });
+    expect(await store.tombstones('even')).toEqual([]);
+    await store.close();
   });
 
   it('refuses a store written by a newer version instead of corrupting it', () => {
