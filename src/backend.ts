@@ -13,7 +13,7 @@ import { TombstoneKeeper } from './tombstones.js';
 import type { Logger } from './log.js';
 import type { VolumePatch, VolumeStore } from './persistence/store.js';
 import type { SecretRegistry } from './secrets.js';
-import { type VolumeRecord } from './volume.js';
+import { TRANSITIONAL_STATUSES, type VolumeRecord } from './volume.js';
 
 /**
  * A Backend is cinderlib's Backend: one array configuration, its driver, cached stats, and the
@@ -30,6 +30,10 @@ export interface BackendDependencies {
   volumeLocks: KeyedMutex;
   /** Shared by every backend of the registry, so backends drawing on one space see each other. */
   capacity: CapacityLedger;
+  /** This server's identity, written on every record while an operation on it is under way. */
+  serverId: string;
+  /** How long such a claim holds unless renewed (the registry renews it while the server lives). */
+  leaseMs: number;
 }
 
 export interface CreateVolumeInput {
@@ -174,6 +178,7 @@ export class Backend {
       updated_at: now,
       status_reason: null,
       provider_location: null,
+      ...this.claim(),
     };
     // Intent first: a crash from here on leaves a record that start-up surfaces, never an unknown array volume.
     if (!(await this.deps.store.insert(record))) {
@@ -477,6 +482,8 @@ export class Backend {
           status: 'error',
           status_reason: `${reason}; delete_volume removes it`,
           failed_operation: operation === 'create' ? 'create' : (patch.failed_operation ?? operation),
+          owner: null,
+          lease_expires_at: null,
         });
         throw new UnrecordedOutcome(
           new StorageError('BACKEND_UNAVAILABLE', `volume ${volumeId}: ${reason}. It is kept in status "error" for now; once the store takes writes again, delete_volume removes it`),
@@ -485,7 +492,16 @@ export class Backend {
     }
   }
 
+  /** Marks a record as this server's, for as long as an operation on it is under way. */
+  private claim(): Pick<VolumeRecord, 'owner' | 'lease_expires_at'> {
+    return { owner: this.deps.serverId, lease_expires_at: new Date(Date.now() + this.deps.leaseMs).toISOString() };
+  }
+
   private async transition(volumeId: string, patch: VolumePatch, expected?: VolumeRecord['status'][]): Promise<VolumeRecord> {
+    if (patch.status !== undefined) {
+      // Into an operation: this server claims the record; out of it: nobody does.
+      patch = { ...patch, ...(TRANSITIONAL_STATUSES.includes(patch.status) ? this.claim() : { owner: null, lease_expires_at: null }) };
+    }
     const updated = await this.deps.store.update(volumeId, patch, expected);
     if (!updated) {
       throw new StorageError('INTERNAL', `volume ${volumeId} changed under this operation (another server process?); call get_volume and retry`);

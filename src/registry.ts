@@ -5,6 +5,7 @@ import { decodeCursor, encodeCursor } from './cursor.js';
 import { StorageError, describeError, isStorageError } from './errors.js';
 import { KeyedMutex } from './locks.js';
 import type { Logger } from './log.js';
+import { hostname } from 'node:os';
 import { dataDir } from './paths.js';
 import { openVolumeStore } from './persistence/index.js';
 import { MemoryVolumeStore } from './persistence/memory.js';
@@ -43,12 +44,19 @@ export class BackendRegistry {
   /** Why the config file cannot be used at all (then no backend is served); see LoadedConfig.error. */
   readonly configError?: string;
 
+  /** This server's identity in the metadata store: global.host, else hostname and data directory. */
+  readonly serverId: string;
+  private readonly leaseMs: number;
+  private leaseTimer?: NodeJS.Timeout;
+
   private constructor(
     config: LoadedConfig,
     private readonly store: VolumeStore,
     secrets: SecretRegistry,
     private readonly log: Logger,
   ) {
+    this.serverId = config.global.host ?? `${hostname()}:${dataDir()}`;
+    this.leaseMs = config.global.leaseSeconds * 1000;
     const deps = {
       store,
       secrets,
@@ -58,6 +66,8 @@ export class BackendRegistry {
       outputAllBackendInfo: config.global.outputAllBackendInfo,
       volumeLocks: new KeyedMutex(),
       capacity: new CapacityLedger(),
+      serverId: this.serverId,
+      leaseMs: this.leaseMs,
     };
     this.configError = config.error;
     for (const spec of config.backends) this.backends.set(spec.name, new Backend(spec, deps));
@@ -79,15 +89,37 @@ export class BackendRegistry {
         `the metadata store cannot be opened: ${secrets.redact(describeError(error))}; fix persistence_config and restart the server`,
       );
     }
-    const surfaced = await volumeStore.surfaceInterrupted(
-      (record) =>
-        `interrupted while ${record.status}: the server stopped before the array answered; the array may or may not hold volume-${record.id}. delete_volume cleans up both`,
-    );
-    for (const record of surfaced) log.warn(`volume ${record.id} on backend "${record.backend}" was left "${record.status_reason}"`);
     for (const warning of config.warnings) log.warn(warning);
     const registry = new BackendRegistry(config, volumeStore, secrets, log);
+    await registry.recoverInterrupted(true);
+    registry.keepLeases();
     for (const backend of registry.backends.values()) void backend.initialize();
     return registry;
+  }
+
+  /**
+   * Marks as crashed the operations this server left under way before a restart, and those of a
+   * server that stopped renewing its leases; a live server's operations are left alone.
+   */
+  private async recoverInterrupted(includeOwn: boolean): Promise<void> {
+    const surfaced = await this.store.surfaceInterrupted(
+      { owner: this.serverId, now: new Date().toISOString(), includeOwn },
+      (record) =>
+        `interrupted while ${record.status}: ${record.owner && record.owner !== this.serverId ? `server ${record.owner} stopped renewing its lease` : 'the server stopped'} before the array answered; the array may or may not hold volume-${record.id}. delete_volume cleans up both`,
+    );
+    for (const record of surfaced) this.log.warn(`volume ${record.id} on backend "${record.backend}" was left "${record.status_reason}"`);
+  }
+
+  /** While the server lives it renews its operations' leases, and recovers those of servers that died. */
+  private keepLeases(): void {
+    const every = Math.max(1000, Math.floor(this.leaseMs / 3));
+    this.leaseTimer = setInterval(() => {
+      void (async () => {
+        await this.store.renewLeases(this.serverId, new Date(Date.now() + this.leaseMs).toISOString());
+        await this.recoverInterrupted(false);
+      })().catch((error: unknown) => this.log.warn(`renewing operation leases: ${describeError(error)}`));
+    }, every);
+    this.leaseTimer.unref(); // never keeps a stopping server alive
   }
 
   list(): Backend[] {
@@ -167,6 +199,7 @@ export class BackendRegistry {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.leaseTimer);
     await Promise.all(this.list().map((backend) => backend.close()));
     await this.store.close();
   }

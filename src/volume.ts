@@ -27,6 +27,9 @@ export interface VolumeRecord {
   provider_location: string | null;
   /** Set with status `error`: the operation that failed or was interrupted. */
   failed_operation?: FailedOperation | null;
+  /** While an operation is under way: the server running it, and until when that server's claim holds unless renewed. */
+  owner?: string | null;
+  lease_expires_at?: string | null;
 }
 
 /** The contract's Volume, plus `status_reason` when there is one to tell. */

@@ -3,6 +3,7 @@ import { extname, isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
 import { defaultMetadataPath } from '../paths.js';
 import type { SecretRegistry } from '../secrets.js';
+import { DEFAULT_LEASE_SECONDS } from './defaults.js';
 import { substituteEnv } from './env.js';
 import { ConfigError } from './errors.js';
 
@@ -21,6 +22,10 @@ export interface GlobalOptions {
   readOnly: boolean;
   /** '' runs privileged commands directly (cinderlib's disable_sudo). */
   rootHelper: string;
+  /** This server's identity in the metadata store (cinderlib's `host`); undefined: hostname + data directory. */
+  host?: string;
+  /** How long an operation under way stays this server's after its last sign of life. */
+  leaseSeconds: number;
 }
 
 export interface BackendSpec {
@@ -59,11 +64,16 @@ const GLOBAL_KEYS = {
   read_only: bool.optional(),
   root_helper: z.string({ error: 'root_helper must be a string (empty runs commands directly)' }).optional(),
   disable_sudo: bool.optional(),
+  host: z.string({ error: 'host must be a string naming this server' }).min(1, { error: 'host must not be empty' }).optional(),
+  lease_seconds: z.preprocess(
+    (v) => (typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v),
+    z.number({ error: 'lease_seconds must be a whole number of seconds from 5 to 3600' }).int().min(5).max(3600),
+  ).optional(),
 };
 
 /** cinderlib.setup() options that have no effect here; accepted quietly so cinderlib configs paste. */
 const IGNORED_CINDERLIB_GLOBALS = new Set([
-  'disable_logs', 'debug', 'project_id', 'user_id', 'host', 'file_locks_path', 'lock_path',
+  'disable_logs', 'debug', 'project_id', 'user_id', 'file_locks_path', 'lock_path',
   'suppress_requests_ssl_warnings', 'fail_on_missing_backend', 'locks_path',
 ]);
 
@@ -127,6 +137,8 @@ function parseGlobal(raw: unknown, source: string, warnings: string[]): GlobalOp
   return {
     persistence: parsePersistence(options.persistence_config, source),
     outputAllBackendInfo: options.output_all_backend_info ?? false,
+    host: options.host,
+    leaseSeconds: options.lease_seconds ?? DEFAULT_LEASE_SECONDS,
     readOnly: options.read_only ?? false,
     rootHelper,
   };

@@ -1,6 +1,7 @@
 import { defaultMetadataPath, defaultVolumesDir } from '../paths.js';
 import type { SecretRegistry } from '../secrets.js';
 import { ConfigError } from './errors.js';
+import { DEFAULT_LEASE_SECONDS } from './defaults.js';
 import type { LoadedConfig } from './load.js';
 
 /** The embedded default (contract section 3): one `file` backend named "default". */
@@ -12,6 +13,7 @@ export function embeddedDefaultConfig(env: NodeJS.ProcessEnv = process.env): Loa
       outputAllBackendInfo: false,
       readOnly: false,
       rootHelper: 'sudo',
+      leaseSeconds: DEFAULT_LEASE_SECONDS,
     },
     backends: [
       {

@@ -1,5 +1,6 @@
 import { OPERATION_OF_STATUS, TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../volume.js';
-import type { Tombstone, VolumePage, VolumePatch, VolumeQuery, VolumeStore } from './store.js';
+import type { RecoveryClaim, Tombstone, VolumePage, VolumePatch, VolumeQuery, VolumeStore } from './store.js';
+import { isRecoverable } from './recovery.js';
 
 /** cinderlib's `memory` storage: everything is gone when the process ends. */
 export class MemoryVolumeStore implements VolumeStore {
@@ -50,15 +51,28 @@ export class MemoryVolumeStore implements VolumeStore {
     return { records, nextAfter: more ? lastSeq : undefined };
   }
 
-  async surfaceInterrupted(reason: (record: VolumeRecord) => string): Promise<VolumeRecord[]> {
+  async surfaceInterrupted(claim: RecoveryClaim, reason: (record: VolumeRecord) => string): Promise<VolumeRecord[]> {
     const surfaced: VolumeRecord[] = [];
     for (const entry of this.byId.values()) {
-      if (TRANSITIONAL_STATUSES.includes(entry.record.status)) {
-        entry.record = { ...entry.record, status: 'error', status_reason: reason(entry.record), failed_operation: OPERATION_OF_STATUS[entry.record.status] ?? null };
+      if (TRANSITIONAL_STATUSES.includes(entry.record.status) && isRecoverable(entry.record, claim)) {
+        entry.record = {
+          ...entry.record,
+          status: 'error',
+          status_reason: reason(entry.record),
+          failed_operation: OPERATION_OF_STATUS[entry.record.status] ?? null,
+          owner: null,
+          lease_expires_at: null,
+        };
         surfaced.push({ ...entry.record });
       }
     }
     return surfaced;
+  }
+
+  async renewLeases(owner: string, until: string): Promise<void> {
+    for (const entry of this.byId.values()) {
+      if (entry.record.owner === owner && TRANSITIONAL_STATUSES.includes(entry.record.status)) entry.record.lease_expires_at = until;
+    }
   }
 
   /** Memory cannot fill up the way a disk does: the update is applied at once. */

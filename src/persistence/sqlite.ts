@@ -5,7 +5,8 @@ import { StorageError } from '../errors.js';
 import type { HeldLock } from '../process-lock.js';
 import { OPERATION_OF_STATUS, TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../volume.js';
 import { OutcomeBuffer } from './outcome-buffer.js';
-import type { Tombstone, VolumePage, VolumePatch, VolumeQuery, VolumeStore } from './store.js';
+import { isRecoverable } from './recovery.js';
+import type { RecoveryClaim, Tombstone, VolumePage, VolumePatch, VolumeQuery, VolumeStore } from './store.js';
 
 /**
  * Forward-only migrations; PRAGMA user_version holds how many have run. `seq` gives listing a
@@ -41,6 +42,8 @@ const MIGRATIONS: readonly string[] = [
      next_check_at TEXT NOT NULL
    );
    CREATE INDEX tombstones_by_backend ON tombstones (backend);`,
+  `ALTER TABLE volumes ADD COLUMN owner TEXT;
+   ALTER TABLE volumes ADD COLUMN lease_expires_at TEXT;`,
 ];
 
 /** SQLite result codes that mean the store itself cannot take writes now, not that a call was wrong. */
@@ -61,6 +64,8 @@ interface Row {
   status_reason: string | null;
   provider_location: string | null;
   failed_operation: VolumeRecord['failed_operation'];
+  owner: string | null;
+  lease_expires_at: string | null;
 }
 
 function fromRow(row: Row): VolumeRecord {
@@ -92,8 +97,8 @@ export class SqliteVolumeStore implements VolumeStore {
     }
     this.statements = {
       insert: this.db.prepare(
-        `INSERT OR IGNORE INTO volumes (id, backend, name, description, size, status, pool_name, bootable, created_at, updated_at, status_reason, provider_location, failed_operation)
-         VALUES (@id, @backend, @name, @description, @size, @status, @pool_name, @bootable, @created_at, @updated_at, @status_reason, @provider_location, @failed_operation)`,
+        `INSERT OR IGNORE INTO volumes (id, backend, name, description, size, status, pool_name, bootable, created_at, updated_at, status_reason, provider_location, failed_operation, owner, lease_expires_at)
+         VALUES (@id, @backend, @name, @description, @size, @status, @pool_name, @bootable, @created_at, @updated_at, @status_reason, @provider_location, @failed_operation, @owner, @lease_expires_at)`,
       ),
       get: this.db.prepare('SELECT * FROM volumes WHERE id = ?'),
       remove: this.db.prepare('DELETE FROM volumes WHERE id = ?'),
@@ -104,12 +109,15 @@ export class SqliteVolumeStore implements VolumeStore {
       tombstones: this.db.prepare('SELECT * FROM tombstones WHERE backend = ? ORDER BY next_check_at'),
       reschedule: this.db.prepare('UPDATE tombstones SET checks_done = @checks_done, next_check_at = @next_check_at WHERE volume_id = @volume_id'),
       forget: this.db.prepare('DELETE FROM tombstones WHERE volume_id = ?'),
+      renew: this.db.prepare(
+        `UPDATE volumes SET lease_expires_at = @until WHERE owner = @owner AND status IN (${TRANSITIONAL_STATUSES.map((status) => `'${status}'`).join(', ')})`,
+      ),
     };
   }
 
   async insert(record: VolumeRecord): Promise<boolean> {
     return this.write('record a new volume', () => {
-      const result = this.statements.insert.run({ failed_operation: null, ...record, bootable: record.bootable ? 1 : 0 });
+      const result = this.statements.insert.run(this.row(record));
       return result.changes === 1;
     });
   }
@@ -152,20 +160,25 @@ export class SqliteVolumeStore implements VolumeStore {
     };
   }
 
-  async surfaceInterrupted(reason: (record: VolumeRecord) => string): Promise<VolumeRecord[]> {
+  async surfaceInterrupted(claim: RecoveryClaim, reason: (record: VolumeRecord) => string): Promise<VolumeRecord[]> {
     const placeholders = TRANSITIONAL_STATUSES.map(() => '?').join(', ');
     return this.write('mark interrupted operations', () => {
       const rows = this.db.prepare(`SELECT * FROM volumes WHERE status IN (${placeholders})`).all(...TRANSITIONAL_STATUSES) as Row[];
       const surfaced: VolumeRecord[] = [];
       this.db.transaction((records: VolumeRecord[]) => {
         for (const record of records) {
-          const patch = { status: 'error' as const, status_reason: reason(record), failed_operation: OPERATION_OF_STATUS[record.status] ?? null };
+          if (!isRecoverable(record, claim)) continue;
+          const patch = { status: 'error' as const, status_reason: reason(record), failed_operation: OPERATION_OF_STATUS[record.status] ?? null, owner: null, lease_expires_at: null };
           const updated = this.applyUpdate(record.id, patch, [record.status]);
           if (updated) surfaced.push(updated);
         }
       })(rows.map(fromRow));
       return surfaced;
     });
+  }
+
+  async renewLeases(owner: string, until: string): Promise<void> {
+    this.write('renew the leases of operations under way', () => void this.statements.renew.run({ owner, until }));
   }
 
   async removeLeavingTombstone(id: string, tombstone: Tombstone): Promise<boolean> {
@@ -194,7 +207,7 @@ export class SqliteVolumeStore implements VolumeStore {
   /** For benchmarks and imports: many records in one transaction. */
   insertMany(records: VolumeRecord[]): void {
     const insertAll = this.db.transaction((batch: VolumeRecord[]) => {
-      for (const record of batch) this.statements.insert.run({ failed_operation: null, ...record, bootable: record.bootable ? 1 : 0 });
+      for (const record of batch) this.statements.insert.run(this.row(record));
     });
     insertAll(records);
   }
@@ -202,6 +215,10 @@ export class SqliteVolumeStore implements VolumeStore {
   async close(): Promise<void> {
     if (this.db.open) this.db.close();
     this.lock?.release();
+  }
+
+  private row(record: VolumeRecord): Record<string, unknown> {
+    return { failed_operation: null, owner: null, lease_expires_at: null, ...record, bootable: record.bootable ? 1 : 0 };
   }
 
   private applyUpdate(id: string, patch: VolumePatch, expected?: readonly VolumeStatus[]): VolumeRecord | undefined {

@@ -19,7 +19,21 @@ export interface VolumePage {
   nextAfter?: number;
 }
 
-export type VolumePatch = Partial<Pick<VolumeRecord, 'status' | 'size' | 'status_reason' | 'provider_location' | 'failed_operation'>>;
+export type VolumePatch = Partial<
+  Pick<VolumeRecord, 'status' | 'size' | 'status_reason' | 'provider_location' | 'failed_operation' | 'owner' | 'lease_expires_at'>
+>;
+
+/**
+ * Who asks for recovery: records under way that are abandoned (no owner, or an owner whose lease
+ * ran out before `now`), and at start-up the server's own from before its restart; another live
+ * server's are left alone.
+ */
+export interface RecoveryClaim {
+  owner: string;
+  now: string;
+  /** True at start-up only: while the server runs, its own operations are under way, not crashed. */
+  includeOwn: boolean;
+}
 
 /**
  * What is left of a deleted volume whose create never confirmed: the array may still finish that
@@ -53,8 +67,13 @@ export interface VolumeStore {
    * reads show it at once, and the next successful write writes it.
    */
   deferUpdate(id: string, patch: VolumePatch): void;
-  /** Records left in a transitional status by an earlier process; moved to `error` with `reason`. */
-  surfaceInterrupted(reason: (record: VolumeRecord) => string): Promise<VolumeRecord[]>;
+  /**
+   * Records left in a transitional status by this server before a restart, or by a server whose
+   * lease lapsed, move to `error` with `reason`; those of live servers are left alone.
+   */
+  surfaceInterrupted(claim: RecoveryClaim, reason: (record: VolumeRecord) => string): Promise<VolumeRecord[]>;
+  /** Extends the lease of every record under way that `owner` holds: the server is alive. */
+  renewLeases(owner: string, until: string): Promise<void>;
   /** Removes a record and leaves its tombstone, in one transaction. */
   removeLeavingTombstone(id: string, tombstone: Tombstone): Promise<boolean>;
   tombstones(backend: string): Promise<Tombstone[]>;

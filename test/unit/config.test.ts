@@ -19,8 +19,12 @@ describe('config parsing', () => {
       outputAllBackendInfo: false,
       readOnly: false,
       rootHelper: 'sudo',
+      leaseSeconds: 30,
     });
     expect(config.backends[0]!.options.volume_group).toBe('cinder-volumes');
+    const named = parse({ global: { host: 'storage-1', lease_seconds: '45' }, backends: [{ volume_backend_name: 'a' }] }).config.global;
+    expect(named).toMatchObject({ host: 'storage-1', leaseSeconds: 45 });
+    expect(() => parse({ global: { lease_seconds: 1 }, backends: [{ volume_backend_name: 'a' }] })).toThrow(/lease_seconds must be a whole number of seconds from 5 to 3600/);
   });
 
   it('accepts SQLAlchemy four-slash URLs and memory storage', () => {

@@ -30,6 +30,9 @@ function record(n: number, overrides: Partial<VolumeRecord> = {}): VolumeRecord 
   };
 }
 
+/** Recovery as a server restarting: its own operations and abandoned ones. */
+const startUp = { owner: 'this-server', now: new Date().toISOString(), includeOwn: true };
+
 const storages: Array<[string, () => VolumeStore]> = [
   ['sqlite', () => new SqliteVolumeStore(join(root, `${Math.random()}.sqlite`))],
   ['memory', () => new MemoryVolumeStore()],
@@ -67,10 +70,33 @@ describe.each(storages)('%s volume store', (_name, open) => {
     await store.insert(record(1, { status: 'creating' }));
     await store.insert(record(2, { status: 'extending' }));
     await store.insert(record(3));
-    const surfaced = await store.surfaceInterrupted((r) => `was ${r.status}`);
+    const surfaced = await store.surfaceInterrupted(startUp, (r) => `was ${r.status}`);
     expect(surfaced.map((r) => r.status_reason).sort()).toEqual(['was creating', 'was extending']);
     expect(await store.get(record(1).id)).toMatchObject({ status: 'error', status_reason: 'was creating', failed_operation: 'create' });
     expect((await store.get(record(3).id))?.status).toBe('available');
+  });
+
+  it("recovers its own and abandoned operations, never a live server's, and renews its own leases", async () => {
+    const store = open();
+    const soon = new Date(Date.now() + 60_000).toISOString();
+    const past = new Date(Date.now() - 1_000).toISOString();
+    await store.insert(record(1, { status: 'creating', owner: 'me', lease_expires_at: soon }));
+    await store.insert(record(2, { status: 'creating', owner: 'other', lease_expires_at: soon }));
+    await store.insert(record(3, { status: 'deleting', owner: 'dead', lease_expires_at: past }));
+    await store.insert(record(4, { status: 'extending', owner: 'late', lease_expires_at: past }));
+    const now = new Date().toISOString();
+
+    // "late" renews before anyone looks: it is alive, and its operation is left alone.
+    await store.renewLeases('late', soon);
+    expect(await store.get(record(4).id)).toMatchObject({ status: 'extending', lease_expires_at: soon });
+    // While running: a lapsed lease is recovered; a live server's operation and our own are not.
+    expect((await store.surfaceInterrupted({ owner: 'me', now, includeOwn: false }, () => 'lapsed')).map((r) => r.size)).toEqual([3]);
+    expect(await store.get(record(3).id)).toMatchObject({ status: 'error', status_reason: 'lapsed', failed_operation: 'delete' });
+
+    // At start-up: our own from before the restart too.
+    expect((await store.surfaceInterrupted({ owner: 'me', now, includeOwn: true }, () => 'restarted')).map((r) => r.size)).toEqual([1]);
+    expect(await store.get(record(1).id)).toMatchObject({ status: 'error', owner: null, lease_expires_at: null, failed_operation: 'create' });
+    expect(await store.get(record(2).id)).toMatchObject({ status: 'creating', owner: 'other' });
   });
 
   it('leaves a tombstone in the same step as it forgets a record, and reschedules or forgets it', async () => {
@@ -98,7 +124,7 @@ describe('sqlite specifics', () => {
     await store.close();
     const db = new Database(path, { readonly: true });
     expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
-    expect(db.pragma('user_version', { simple: true })).toBe(2);
+    expect(db.pragma('user_version', { simple: true })).toBe(3);
     const plan = db.prepare("EXPLAIN QUERY PLAN SELECT * FROM volumes WHERE seq > 0 AND backend = 'x' AND status = 'available' ORDER BY seq LIMIT 10").all() as Array<{ detail: string }>;
     expect(plan.map((row) => row.detail).join(' ')).toMatch(/USING INDEX volumes_by_backend_status/);
     db.close();
@@ -118,7 +144,7 @@ describe('sqlite specifics', () => {
     db.close();
     const store = new SqliteVolumeStore(path);
     expect(await store.get(old.id)).toMatchObject({ name: 'v4', status: 'creating', failed_operation: null });
-    await store.surfaceInterrupted(() => 'interrupted');
+    await store.surfaceInterrupted(startUp, () => 'interrupted');
     expect(await store.get(old.id)).toMatchObject({ status: 'error', failed_operation: 'create' });
     expect(await store.tombstones('even')).toEqual([]);
     await store.close();
