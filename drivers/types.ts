@@ -28,6 +28,45 @@ export interface CreatedVolume {
   provider_location?: string;
 }
 
+/** A snapshot as the driver sees it. Array objects are named after the snapshot id (`snapshot-<id>` or the array's own scheme). */
+export interface SnapshotRef {
+  id: string;
+  volume_id: string;
+  /** GiB: the source volume's size when the snapshot was taken. */
+  volume_size: number;
+  /** Whatever the driver returned from createSnapshot, if anything. */
+  provider_location?: string | null;
+}
+
+export interface CreatedSnapshot {
+  provider_location?: string;
+}
+
+/**
+ * Told how far a long copy has got (bytes done of bytes in all); the core turns it into MCP
+ * progress notifications for clients that asked for them.
+ */
+export type CopyProgress = (done: number, total: number) => void;
+
+/**
+ * Cinder's snapshot methods (create_snapshot, delete_snapshot, create_volume_from_snapshot). A
+ * driver that has them offers snapshots; the core checks capacity, records intent, locks the
+ * source volume and shapes errors, as for volumes.
+ */
+export interface SnapshotOperations {
+  createSnapshot(snapshot: SnapshotRef, volume: VolumeRef): Promise<CreatedSnapshot | void>;
+  /** Must succeed when the snapshot is already gone; refuses (IN_USE) one the array still needs. */
+  deleteSnapshot(snapshot: SnapshotRef, volume: VolumeRef): Promise<void>;
+  /** `volume.size` is the snapshot's volume_size: the core extends afterwards when more was asked. */
+  createVolumeFromSnapshot(volume: CreateVolumeRequest, snapshot: SnapshotRef, progress: CopyProgress): Promise<CreatedVolume | void>;
+}
+
+/** Cinder's create_cloned_volume: a new volume holding the source's data at the moment of the call. */
+export interface CloneOperations {
+  /** `volume.size` is the source's size: the core extends afterwards when more was asked. */
+  createClonedVolume(volume: CreateVolumeRequest, source: VolumeRef, progress: CopyProgress): Promise<CreatedVolume | void>;
+}
+
 /** Capacities are GiB numbers, or Cinder's 'unknown'/'infinite' markers. */
 export type Capacity = number | 'unknown' | 'infinite';
 
@@ -83,6 +122,15 @@ export interface VolumeDriver {
   extendVolume(volume: VolumeRef, newSizeGb: number): Promise<void>;
   /** Must succeed when the volume is already gone from the array. */
   deleteVolume(volume: VolumeRef): Promise<void>;
+  /** Present on drivers that can take snapshots; absent ones answer UNSUPPORTED naming the driver. */
+  readonly snapshots?: SnapshotOperations;
+  /** Present on drivers that can clone a volume. */
+  readonly clones?: CloneOperations;
+  /**
+   * GiB a new snapshot of `volume` really takes from the pool (a thick LVM snapshot's
+   * copy-on-write space); 0 when the array shares blocks (thin snapshots). Default 0.
+   */
+  snapshotSizeGb?(volume: VolumeRef): number;
   /** Extra lines for `cinderlib-mcp check` (e.g. which provisioning mode was chosen and why). */
   notes?(): string[];
   /** Releases connections; called on shutdown. */
