@@ -10,6 +10,8 @@ export const ERROR_CODES = [
   'BACKEND_UNAVAILABLE',
   'BACKEND_BUSY',
   'READ_ONLY',
+  'IN_USE',
+  'UNSUPPORTED',
   'INTERNAL',
 ] as const;
 
