@@ -6,8 +6,11 @@ import { HttpsEmulator, sendJson } from '../https-emulator.js';
  * vendor's krest client use it (no vendor code): GET /api/v2 lists resources with their URLs;
  * searches answer {hits, total, limit, offset} and page with __limit/__offset; objects are
  * created by POST, updated by PATCH, removed by DELETE on <url>/<id>; references travel as
- * {"ref": "/volume_groups/<id>"}; errors are JSON {"error_msg", "error_code"}. Sizes and
- * capacities are KiB; provisioned capacity moves as volumes come and go.
+ * {"ref": "/volume_groups/<id>"} and searched as `<field>.ref=<ref>`; errors are JSON
+ * {"error_msg", "error_code"}. Sizes and capacities are KiB; provisioned capacity moves as
+ * volumes come and go. Snapshots are taken of a whole volume group: POST /snapshots with a
+ * short_name, a source ref and a retention_policy ref; the array names them
+ * "<volume group>:<short_name>" and will not delete a volume group that still has snapshots.
  */
 export interface K2EmulatorOptions {
   username?: string;
@@ -78,6 +81,45 @@ export class K2Emulator extends HttpsEmulator {
     return [...this.objects.get('volumes')!.values()].reduce((sum, volume) => sum + Number(volume.size ?? 0), 0);
   }
 
+  /** Objects of `resource` whose reference field `field` points at `ref`. */
+  referencing(resource: string, field: string, ref: string): K2Object[] {
+    return [...this.objects.get(resource)!.values()].filter((object) => (object[field] as { ref?: string } | null | undefined)?.ref === ref);
+  }
+
+  /**
+   * A snapshot (source: a volume group) or a view (source: a snapshot) as the array stores it,
+   * or the array's reason for refusing the POST body.
+   */
+  private snapshotFrom(body: Record<string, unknown>): Record<string, unknown> | string {
+    if (typeof body.short_name !== 'string' || !body.short_name) return 'short_name: This field is required.';
+    const sourceRef = (body.source as { ref?: unknown } | undefined)?.ref;
+    const source = typeof sourceRef === 'string' ? this.resolve(sourceRef) : undefined;
+    if (!source || (source.resource !== 'volume_groups' && source.resource !== 'snapshots')) return `source: Invalid reference ${String(sourceRef)}`;
+    const policyRef = (body.retention_policy as { ref?: unknown } | undefined)?.ref;
+    if (typeof policyRef !== 'string' || this.resolve(policyRef)?.resource !== 'retention_policies') {
+      return `retention_policy: Invalid reference ${String(policyRef)}`;
+    }
+    const volumeGroup = source.resource === 'volume_groups' ? { ref: sourceRef as string } : (source.object.volume_group as { ref: string });
+    const groupName = this.resolve(volumeGroup.ref)?.object.name;
+    return {
+      is_auto_deleteable: true,
+      is_exposable: false,
+      ...body,
+      name: `${groupName}:${body.short_name}`,
+      volume_group: volumeGroup,
+      creation_time: Date.now() / 1000,
+      triggered_by: 'api',
+    };
+  }
+
+  /** "/volume_groups/7" -> that object and its resource, if it exists. */
+  private resolve(ref: string): { resource: string; object: K2Object } | undefined {
+    const match = /^\/(.+)\/(\d+)$/.exec(ref);
+    const resource = match && Object.keys(RESOURCES).find((name) => RESOURCES[name] === `/${match[1]}`);
+    const object = resource ? this.objects.get(resource)!.get(Number(match![2])) : undefined;
+    return resource && object ? { resource, object } : undefined;
+  }
+
   private put(resource: string, attributes: Record<string, unknown>): K2Object {
     const object = { ...attributes, id: this.nextId++ } as K2Object;
     this.objects.get(resource)!.set(object.id, object);
@@ -140,6 +182,11 @@ export class K2Emulator extends HttpsEmulator {
         return send(200, { hits: hits.slice(offset, offset + limit), total: hits.length, limit, offset });
       }
       case 'POST': {
+        if (resource === 'snapshots') {
+          const snapshot = this.snapshotFrom(body);
+          if (typeof snapshot === 'string') return fail(400, snapshot);
+          body = snapshot;
+        }
         if (typeof body.name !== 'string' || !body.name) return fail(400, 'name: This field is required.');
         if (this.named(resource, body.name)) return fail(409, `${resource} with name ${body.name} already exists`);
         if (resource === 'volumes') {
@@ -161,8 +208,11 @@ export class K2Emulator extends HttpsEmulator {
         const object = id !== undefined ? table.get(id) : undefined;
         if (!object) return fail(404, `${resource} ${idText} not found`);
         if (resource === 'volume_groups') {
-          const members = [...this.objects.get('volumes')!.values()].filter((v) => (v.volume_group as { ref?: string } | null)?.ref === `/volume_groups/${object.id}`);
+          const members = this.referencing('volumes', 'volume_group', `/volume_groups/${object.id}`);
           if (members.length > 0) return fail(400, `Volume group ${object.name} is not empty`);
+          // Assumed from Cinder, which deletes a group's snapshots itself before deleting the group.
+          const snapshots = this.referencing('snapshots', 'volume_group', `/volume_groups/${object.id}`);
+          if (snapshots.length > 0) return fail(400, `Volume group ${object.name} has ${snapshots.length} snapshot(s)`);
         }
         table.delete(object.id);
         return send(204);
