@@ -2,7 +2,17 @@ import { z } from 'zod';
 import { StorageError, type ErrorCode } from '../../src/errors.js';
 import { RestClient, httpsOrigin, type RestResponse } from '../../src/http/client.js';
 import { boolOption, capacityOptions, intOption, sanIpOption, sanOptions, stringOption, textOption, tlsOptions } from '../options.js';
-import { defineDriver, type BackendStats, type DriverContext, type DriverOptions, type VolumeDriver, type VolumeRef } from '../types.js';
+import {
+  defineDriver,
+  type BackendStats,
+  type CreateVolumeRequest,
+  type DriverContext,
+  type DriverOptions,
+  type SnapshotOperations,
+  type SnapshotRef,
+  type VolumeDriver,
+  type VolumeRef,
+} from '../types.js';
 import { KIB_PER_GIB, compareVersions, roundGb, versionNumbers } from '../units.js';
 
 /**
@@ -10,10 +20,14 @@ import { KIB_PER_GIB, compareVersions, roundGb, versionNumbers } from '../units.
  * (cinder/volume/drivers/kaminario/kaminario_common.py) spoke it through the vendor's krest
  * client: resources discovered from the REST root, searches answering {hits, total, limit,
  * offset}, references sent as {"ref": "/volume_groups/<id>"}, updates by PATCH. A Cinder volume
- * is a volume group "cvg-<id>" holding a volume "cv-<id>"; sizes and capacities are KiB.
+ * is a volume group "cvg-<id>" holding a volume "cv-<id>"; sizes and capacities are KiB. A Cinder
+ * snapshot is a K2 snapshot of that group with short_name "cs-<id>"; the K2 shares blocks between
+ * a group and its snapshots, so a snapshot takes no space of its own when made.
  */
 const DRIVER_VERSION = '1.0';
 const K2_MIN_VERSION = [2, 2, 0];
+/** The retention policy Cinder's driver gives every snapshot (and view) it makes. */
+const RETENTION_POLICY = 'Best_Effort_Retention';
 
 const options = {
   san_ip: sanIpOption('Address of the K2 array, optionally host:port.', { required: true }),
@@ -45,14 +59,27 @@ const capacitySchema = z
   .object({ total: z.number(), free: z.number(), provisioned: z.number().optional(), provisioned_volumes: z.number() })
   .loose();
 const errorSchema = z.object({ error_msg: z.string() }).loose();
+const snapshotHitSchema = hitSchema.extend({ short_name: z.string() });
+const snapshotSearchSchema = searchSchema.extend({ hits: z.array(snapshotHitSchema) });
 
 type Hit = z.infer<typeof hitSchema>;
+type Query = Record<string, string | number>;
 
 class KaminarioDriver implements VolumeDriver {
   private readonly client: RestClient;
   private readonly protocol: string;
   /** Resource name -> URL path, from the REST root (krest's discover()). */
   private resources = new Map<string, string>();
+
+  /**
+   * Cinder's create_snapshot and delete_snapshot. Its create_volume_from_snapshot (and
+   * create_cloned_volume, hence no `clones` group) copy through the host and wait for connections.
+   */
+  readonly snapshots: SnapshotOperations = {
+    createSnapshot: (snapshot) => this.createSnapshot(snapshot),
+    deleteSnapshot: (snapshot) => this.deleteSnapshot(snapshot),
+    createVolumeFromSnapshot: (volume, snapshot) => this.refuseVolumeFromSnapshot(volume, snapshot),
+  };
 
   constructor(
     private readonly options: KaminarioOptions,
@@ -82,7 +109,7 @@ class KaminarioDriver implements VolumeDriver {
   async setup(): Promise<void> {
     const root = this.parse(discoverySchema, await this.client.request('GET', '', { operation: 'discover resources' }), 'discover resources');
     this.resources = new Map(Object.entries(root.resources).map(([name, resource]) => [name, resource.url]));
-    for (const needed of ['system/state', 'system/capacity', 'volume_groups', 'volumes']) {
+    for (const needed of ['system/state', 'system/capacity', 'volume_groups', 'volumes', 'snapshots', 'retention_policies']) {
       if (!this.resources.has(needed)) throw this.error('BACKEND_UNAVAILABLE', `the K2 REST API offers no "${needed}" resource`);
     }
     const state = await this.search('system/state', {}, 'read system state');
@@ -134,7 +161,7 @@ class KaminarioDriver implements VolumeDriver {
       const group = await this.create('volume_groups', { name: groupName, quota: 0, is_dedup: true }, `create volume group ${groupName}`);
       await this.create(
         'volumes',
-        { name: volumeName, size: volume.size * KIB_PER_GIB, volume_group: { ref: `${this.url('volume_groups')}/${group.id}` } },
+        { name: volumeName, size: volume.size * KIB_PER_GIB, volume_group: { ref: this.ref('volume_groups', group) } },
         `create volume ${volumeName}`,
       );
     } catch (error) {
@@ -146,27 +173,100 @@ class KaminarioDriver implements VolumeDriver {
 
   async extendVolume(volume: VolumeRef, newSizeGb: number): Promise<void> {
     const name = k2VolumeName(volume.id);
-    const found = await this.findByName('volumes', name, `look up ${name}`);
+    const found = await this.find('volumes', { name }, `look up ${name}`);
     if (!found) throw this.error('NOT_FOUND', `extend ${name}: the volume is not on the array`);
     const operation = `extend ${name} to ${newSizeGb} GiB`;
     const response = await this.client.request('PATCH', `${this.url('volumes')}/${found.id}`, { operation, body: { size: newSizeGb * KIB_PER_GIB } });
     if (response.status >= 300) throw this.failure(operation, response);
   }
 
-  /** The volume, then its group; what is already gone counts as deleted. */
+  /**
+   * The volume, then its group; what is already gone counts as deleted. A group that still has
+   * snapshots is refused before anything is deleted: Cinder refuses such a delete above the
+   * driver (or cascades through delete_snapshot first), and deletes a group's snapshots itself
+   * before deleting the group rather than leaving that to the array.
+   */
   async deleteVolume(volume: VolumeRef): Promise<void> {
-    await this.deleteByName('volumes', k2VolumeName(volume.id));
-    await this.deleteByName('volume_groups', k2GroupName(volume.id));
+    const groupName = k2GroupName(volume.id);
+    const group = await this.find('volume_groups', { name: groupName }, `look up ${groupName}`);
+    if (group) await this.refuseWhileSnapshotted(groupName, group);
+    await this.deleteFound('volumes', { name: k2VolumeName(volume.id) });
+    await this.deleteFound('volume_groups', { name: groupName });
+  }
+
+  /** Thin: the K2 shares blocks between a volume group and its snapshots. */
+  snapshotSizeGb(): number {
+    return 0;
   }
 
   async close(): Promise<void> {
     await this.client.close();
   }
 
+  /** Cinder's create_snapshot: a snapshot of the volume's group, kept until Cinder deletes it. */
+  private async createSnapshot(snapshot: SnapshotRef): Promise<{ provider_location: string }> {
+    const snapshotName = k2SnapshotName(snapshot.id);
+    const groupName = k2GroupName(snapshot.volume_id);
+    const policy = await this.retentionPolicy();
+    const group = await this.find('volume_groups', { name: groupName }, `look up ${groupName}`);
+    if (!group) throw this.error('NOT_FOUND', `create snapshot ${snapshotName}: volume group ${groupName} is not on the array`);
+    await this.create(
+      'snapshots',
+      {
+        short_name: snapshotName,
+        source: { ref: this.ref('volume_groups', group) },
+        retention_policy: { ref: this.ref('retention_policies', policy) },
+        // As Cinder: the policy may not expire a snapshot Cinder still tracks.
+        is_auto_deleteable: false,
+      },
+      `create snapshot ${snapshotName} of ${groupName}`,
+    );
+    return { provider_location: snapshotName };
+  }
+
+  /** Cinder's delete_snapshot: found by short_name; a snapshot already gone counts as deleted. */
+  private async deleteSnapshot(snapshot: SnapshotRef): Promise<void> {
+    await this.deleteFound('snapshots', { short_name: k2SnapshotName(snapshot.id) });
+  }
+
+  /**
+   * Cinder makes a view of the snapshot, attaches it and a new volume to its own host and copies
+   * with dd; this server cannot attach anything yet, so it says so before touching the array.
+   */
+  private async refuseVolumeFromSnapshot(volume: CreateVolumeRequest, snapshot: SnapshotRef): Promise<never> {
+    throw this.error(
+      'UNSUPPORTED',
+      `cannot create volume ${volume.id} from snapshot ${snapshot.id}: the Kaminario K2 driver copies the data through this host, ` +
+        `as Cinder's Kaminario driver does (attach a view of the snapshot and the new volume, copy, detach), and that needs ` +
+        `connections, which this server does not offer yet; nothing was created. Keep the snapshot as a restore point on the ` +
+        `array instead: the K2 can restore volume group ${k2GroupName(snapshot.volume_id)} from ${k2SnapshotName(snapshot.id)} in place.`,
+    );
+  }
+
+  /** Cinder's get_policy. */
+  private async retentionPolicy(): Promise<Hit> {
+    const policy = await this.find('retention_policies', { name: RETENTION_POLICY }, `look up retention policy ${RETENTION_POLICY}`);
+    if (!policy) throw this.error('BACKEND_UNAVAILABLE', `the K2 has no retention policy "${RETENTION_POLICY}", which Cinder's driver gives every snapshot`);
+    return policy;
+  }
+
+  private async refuseWhileSnapshotted(groupName: string, group: Hit): Promise<void> {
+    const operation = `look up snapshots of ${groupName}`;
+    const query = { 'volume_group.ref': this.ref('volume_groups', group) };
+    const found = this.parse(snapshotSearchSchema, await this.client.request('GET', this.url('snapshots'), { operation, query }), operation);
+    if (found.total === 0) return;
+    const names = found.hits.map((hit) => hit.short_name.replace(/^cs-/, ''));
+    const more = found.total > names.length ? ` and ${found.total - names.length} more` : '';
+    throw this.error(
+      'IN_USE',
+      `delete ${groupName}: it still has ${found.total} snapshot(s) on the array (${names.join(', ')}${more}); delete the snapshots first (or delete the volume with cascade)`,
+    );
+  }
+
   private async rollBack(volumeName: string, groupName: string): Promise<void> {
     for (const [resource, name] of [['volumes', volumeName], ['volume_groups', groupName]] as const) {
       try {
-        await this.deleteByName(resource, name);
+        await this.deleteFound(resource, { name });
       } catch (error) {
         this.context.log.error(`rolling back a failed create: ${resource} ${name} may be left on the array: ${(error as Error).message}`);
       }
@@ -179,20 +279,27 @@ class KaminarioDriver implements VolumeDriver {
     return this.parse(hitSchema, response, operation);
   }
 
-  private async deleteByName(resource: string, name: string): Promise<void> {
-    const found = await this.findByName(resource, name, `look up ${name}`);
+  /** Deletes the object the one-field query finds; none found (or 404) counts as deleted. */
+  private async deleteFound(resource: string, query: Query): Promise<void> {
+    const name = String(Object.values(query)[0]);
+    const found = await this.find(resource, query, `look up ${name}`);
     if (!found) return;
     const operation = `delete ${name}`;
     const response = await this.client.request('DELETE', `${this.url(resource)}/${found.id}`, { operation });
     if (response.status >= 300 && response.status !== 404) throw this.failure(operation, response);
   }
 
-  private async findByName(resource: string, name: string, operation: string): Promise<Hit | undefined> {
-    return (await this.search(resource, { name }, operation)).hits[0];
+  private async find(resource: string, query: Query, operation: string): Promise<Hit | undefined> {
+    return (await this.search(resource, query, operation)).hits[0];
   }
 
-  private async search(resource: string, query: Record<string, string | number>, operation: string) {
+  private async search(resource: string, query: Query, operation: string) {
     return this.parse(searchSchema, await this.client.request('GET', this.url(resource), { operation, query }), operation);
+  }
+
+  /** How the K2 refers to one of its objects in a body or a search: "/volume_groups/7". */
+  private ref(resource: string, object: Hit): string {
+    return `${this.url(resource)}/${object.id}`;
   }
 
   private url(resource: string): string {
@@ -245,8 +352,10 @@ function k2VolumeName(volumeId: string): string {
   return `cv-${volumeId}`;
 }
 
-
-
+/** Cinder's snapshot short_name; the K2 names it "<group name>:<short_name>". */
+function k2SnapshotName(snapshotId: string): string {
+  return `cs-${snapshotId}`;
+}
 
 export default defineDriver({
   summary: "Kaminario K2 over its REST API, as Cinder's Kaminario iSCSI/FC drivers used it through krest (no krest needed).",
