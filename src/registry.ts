@@ -104,10 +104,11 @@ export class BackendRegistry {
   private async recoverInterrupted(includeOwn: boolean): Promise<void> {
     const surfaced = await this.store.surfaceInterrupted(
       { owner: this.serverId, now: new Date().toISOString(), includeOwn },
-      (record) =>
-        `interrupted while ${record.status}: ${record.owner && record.owner !== this.serverId ? `server ${record.owner} stopped renewing its lease` : 'the server stopped'} before the array answered; the array may or may not hold volume-${record.id}. delete_volume cleans up both`,
+      (record, kind) =>
+        `interrupted while ${record.status}: ${record.owner && record.owner !== this.serverId ? `server ${record.owner} stopped renewing its lease` : 'the server stopped'} before the array answered; the array may or may not hold ${kind} ${record.id}. delete_${kind} cleans up both`,
     );
-    for (const record of surfaced) this.log.warn(`volume ${record.id} on backend "${record.backend}" was left "${record.status_reason}"`);
+    for (const record of surfaced.volumes) this.log.warn(`volume ${record.id} on backend "${record.backend}" was left "${record.status_reason}"`);
+    for (const record of surfaced.snapshots) this.log.warn(`snapshot ${record.id} on backend "${record.backend}" was left "${record.status_reason}"`);
   }
 
   /** While the server lives it renews its operations' leases, and recovers those of servers that died. */

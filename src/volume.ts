@@ -30,6 +30,9 @@ export interface VolumeRecord {
   /** While an operation is under way: the server running it, and until when that server's claim holds unless renewed. */
   owner?: string | null;
   lease_expires_at?: string | null;
+  /** The snapshot or volume this volume was made from (Cinder's snapshot_id and source_volid). */
+  snapshot_id?: string | null;
+  source_volume_id?: string | null;
 }
 
 /** The contract's Volume, plus `status_reason` when there is one to tell. */
@@ -43,6 +46,8 @@ export interface VolumeView {
   pool_name: string;
   bootable: boolean;
   created_at: string;
+  snapshot_id: string | null;
+  source_volume_id: string | null;
   status_reason?: string;
 }
 
@@ -57,6 +62,8 @@ export function toVolumeView(record: VolumeRecord): VolumeView {
     pool_name: record.pool_name,
     bootable: record.bootable,
     created_at: record.created_at,
+    snapshot_id: record.snapshot_id ?? null,
+    source_volume_id: record.source_volume_id ?? null,
   };
   if (record.status_reason) view.status_reason = record.status_reason;
   return view;

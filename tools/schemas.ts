@@ -12,6 +12,8 @@ export const volumeSchema = z.object({
   pool_name: z.string().describe('Pool of the backend holding the volume.'),
   bootable: z.boolean().describe('Whether the volume is marked bootable (metadata only).'),
   created_at: z.string().describe('ISO 8601 creation time.'),
+  snapshot_id: z.string().nullable().describe('The snapshot this volume was made from, else null.'),
+  source_volume_id: z.string().nullable().describe('The volume this volume was cloned from, else null.'),
   status_reason: z.string().optional().describe('Why the volume is in error, when it is.'),
 });
 

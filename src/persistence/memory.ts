@@ -1,26 +1,38 @@
+import type { SnapshotRecord, SnapshotStatus } from '../snapshot.js';
 import { OPERATION_OF_STATUS, TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../volume.js';
-import type { RecoveryClaim, Tombstone, VolumePage, VolumePatch, VolumeQuery, VolumeStore } from './store.js';
 import { isRecoverable } from './recovery.js';
+import {
+  REQUEST_ID_TTL_MS,
+  type InsertOutcome,
+  type RecoveryClaim,
+  type RequestEntry,
+  type SnapshotPage,
+  type SnapshotPatch,
+  type SnapshotQuery,
+  type Tombstone,
+  type VolumePage,
+  type VolumePatch,
+  type VolumeQuery,
+  type VolumeStore,
+} from './store.js';
 
-/** cinderlib's `memory` storage: everything is gone when the process ends. */
-export class MemoryVolumeStore implements VolumeStore {
-  private readonly byId = new Map<string, { seq: number; record: VolumeRecord }>();
-  /** Insertion order; Map iteration order is insertion order, which gives stable pages. */
+/** Records in insertion order (Map iteration order), which gives stable, creation-ordered pages. */
+class Table<R extends { id: string; status: string }> {
+  private readonly byId = new Map<string, { seq: number; record: R }>();
   private nextSeq = 1;
-  private readonly graves = new Map<string, Tombstone>();
 
-  async insert(record: VolumeRecord): Promise<boolean> {
+  insert(record: R): boolean {
     if (this.byId.has(record.id)) return false;
     this.byId.set(record.id, { seq: this.nextSeq++, record: { ...record } });
     return true;
   }
 
-  async get(id: string): Promise<VolumeRecord | undefined> {
+  get(id: string): R | undefined {
     const entry = this.byId.get(id);
     return entry ? { ...entry.record } : undefined;
   }
 
-  async update(id: string, patch: VolumePatch, expected?: readonly VolumeStatus[]): Promise<VolumeRecord | undefined> {
+  update(id: string, patch: Partial<R>, expected?: readonly string[]): R | undefined {
     const entry = this.byId.get(id);
     if (!entry || (expected && !expected.includes(entry.record.status))) return undefined;
     const defined = Object.fromEntries(Object.entries(patch).filter(([, value]) => value !== undefined));
@@ -28,60 +40,135 @@ export class MemoryVolumeStore implements VolumeStore {
     return { ...entry.record };
   }
 
-  async remove(id: string): Promise<boolean> {
+  remove(id: string): boolean {
     return this.byId.delete(id);
   }
 
-  async list(query: VolumeQuery): Promise<VolumePage> {
-    const after = query.after ?? 0;
-    const records: VolumeRecord[] = [];
+  page(after: number | undefined, limit: number, keep: (record: R) => boolean): { records: R[]; nextAfter?: number } {
+    const records: R[] = [];
     let lastSeq = 0;
-    let more = false;
     for (const { seq, record } of this.byId.values()) {
-      if (seq <= after) continue;
-      if (query.backend !== undefined && record.backend !== query.backend) continue;
-      if (query.status !== undefined && record.status !== query.status) continue;
-      if (records.length === query.limit) {
-        more = true;
-        break;
-      }
+      if (seq <= (after ?? 0) || !keep(record)) continue;
+      if (records.length === limit) return { records, nextAfter: lastSeq };
       records.push({ ...record });
       lastSeq = seq;
     }
-    return { records, nextAfter: more ? lastSeq : undefined };
+    return { records };
   }
 
-  async surfaceInterrupted(claim: RecoveryClaim, reason: (record: VolumeRecord) => string): Promise<VolumeRecord[]> {
-    const surfaced: VolumeRecord[] = [];
-    for (const entry of this.byId.values()) {
-      if (TRANSITIONAL_STATUSES.includes(entry.record.status) && isRecoverable(entry.record, claim)) {
-        entry.record = {
-          ...entry.record,
-          status: 'error',
-          status_reason: reason(entry.record),
-          failed_operation: OPERATION_OF_STATUS[entry.record.status] ?? null,
-          owner: null,
-          lease_expires_at: null,
-        };
-        surfaced.push({ ...entry.record });
-      }
-    }
-    return surfaced;
+  all(): R[] {
+    return [...this.byId.values()].map((entry) => entry.record);
+  }
+}
+
+/** cinderlib's `memory` storage: everything is gone when the process ends. */
+export class MemoryVolumeStore implements VolumeStore {
+  private readonly volumes = new Table<VolumeRecord>();
+  private readonly snapshots = new Table<SnapshotRecord>();
+  private readonly graves = new Map<string, Tombstone>();
+  private readonly requests = new Map<string, RequestEntry>();
+
+  async insert(record: VolumeRecord): Promise<boolean> {
+    return this.volumes.insert(record);
+  }
+
+  async insertForRequest(record: VolumeRecord, request: RequestEntry | undefined): Promise<InsertOutcome> {
+    return this.insertClaiming(request, () => this.volumes.insert(record));
+  }
+
+  async insertSnapshotForRequest(record: SnapshotRecord, request: RequestEntry | undefined): Promise<InsertOutcome> {
+    return this.insertClaiming(request, () => this.snapshots.insert(record));
+  }
+
+  async findRequest(requestId: string): Promise<RequestEntry | undefined> {
+    return this.liveRequest(requestId);
+  }
+
+  async get(id: string): Promise<VolumeRecord | undefined> {
+    return this.volumes.get(id);
+  }
+
+  async update(id: string, patch: VolumePatch, expected?: readonly VolumeStatus[]): Promise<VolumeRecord | undefined> {
+    return this.volumes.update(id, patch, expected);
+  }
+
+  async remove(id: string): Promise<boolean> {
+    return this.volumes.remove(id);
+  }
+
+  async list(query: VolumeQuery): Promise<VolumePage> {
+    return this.volumes.page(
+      query.after,
+      query.limit,
+      (record) => (query.backend === undefined || record.backend === query.backend) && (query.status === undefined || record.status === query.status),
+    );
+  }
+
+  async getSnapshot(id: string): Promise<SnapshotRecord | undefined> {
+    return this.snapshots.get(id);
+  }
+
+  async updateSnapshot(id: string, patch: SnapshotPatch, expected?: readonly SnapshotStatus[]): Promise<SnapshotRecord | undefined> {
+    return this.snapshots.update(id, patch, expected);
+  }
+
+  async removeSnapshot(id: string): Promise<boolean> {
+    return this.snapshots.remove(id);
+  }
+
+  async listSnapshots(query: SnapshotQuery): Promise<SnapshotPage> {
+    return this.snapshots.page(
+      query.after,
+      query.limit,
+      (record) =>
+        (query.backend === undefined || record.backend === query.backend) &&
+        (query.volume_id === undefined || record.volume_id === query.volume_id) &&
+        (query.status === undefined || record.status === query.status),
+    );
+  }
+
+  async snapshotsOf(volumeId: string): Promise<SnapshotRecord[]> {
+    return this.snapshots.all().filter((record) => record.volume_id === volumeId).map((record) => ({ ...record }));
+  }
+
+  async volumesFromSnapshot(snapshotId: string): Promise<VolumeRecord[]> {
+    return this.volumes.all().filter((record) => record.snapshot_id === snapshotId).map((record) => ({ ...record }));
+  }
+
+  async surfaceInterrupted(
+    claim: RecoveryClaim,
+    reason: (record: { id: string; status: string; owner?: string | null }, kind: 'volume' | 'snapshot') => string,
+  ): Promise<{ volumes: VolumeRecord[]; snapshots: SnapshotRecord[] }> {
+    const recover = <R extends VolumeRecord | SnapshotRecord>(table: Table<R>, kind: 'volume' | 'snapshot'): R[] =>
+      table
+        .all()
+        .filter((record) => TRANSITIONAL_STATUSES.includes(record.status as VolumeStatus) && isRecoverable(record, claim))
+        .map(
+          (record) =>
+            table.update(record.id, {
+              status: 'error',
+              status_reason: reason(record, kind),
+              failed_operation: OPERATION_OF_STATUS[record.status as VolumeStatus] ?? null,
+              owner: null,
+              lease_expires_at: null,
+            } as Partial<R>)!,
+        );
+    return { volumes: recover(this.volumes, 'volume'), snapshots: recover(this.snapshots, 'snapshot') };
   }
 
   async renewLeases(owner: string, until: string): Promise<void> {
-    for (const entry of this.byId.values()) {
-      if (entry.record.owner === owner && TRANSITIONAL_STATUSES.includes(entry.record.status)) entry.record.lease_expires_at = until;
+    for (const record of [...this.volumes.all(), ...this.snapshots.all()]) {
+      if (record.owner === owner && TRANSITIONAL_STATUSES.includes(record.status as VolumeStatus)) record.lease_expires_at = until;
     }
   }
 
   /** Memory cannot fill up the way a disk does: the update is applied at once. */
   deferUpdate(id: string, patch: VolumePatch): void {
-    void this.update(id, patch);
+    this.volumes.update(id, patch);
   }
 
   async removeLeavingTombstone(id: string, tombstone: Tombstone): Promise<boolean> {
-    if (!this.byId.delete(id)) return false;
+    if (!this.volumes.remove(id)) return false;
     this.graves.set(id, { ...tombstone });
     return true;
   }
@@ -98,6 +185,25 @@ export class MemoryVolumeStore implements VolumeStore {
   }
 
   async close(): Promise<void> {
-    this.byId.clear();
+    this.requests.clear();
+    this.graves.clear();
+  }
+
+  private insertClaiming(request: RequestEntry | undefined, insert: () => boolean): InsertOutcome {
+    if (request) {
+      const existing = this.liveRequest(request.request_id);
+      if (existing) return { inserted: false, existingRequest: existing };
+    }
+    if (!insert()) return { inserted: false };
+    if (request) this.requests.set(request.request_id, { ...request });
+    return { inserted: true };
+  }
+
+  private liveRequest(requestId: string): RequestEntry | undefined {
+    const entry = this.requests.get(requestId);
+    if (!entry) return undefined;
+    if (Date.parse(entry.created_at) + REQUEST_ID_TTL_MS > Date.now()) return { ...entry };
+    this.requests.delete(requestId);
+    return undefined;
   }
 }

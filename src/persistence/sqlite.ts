@@ -6,7 +6,21 @@ import type { HeldLock } from '../process-lock.js';
 import { OPERATION_OF_STATUS, TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../volume.js';
 import { OutcomeBuffer } from './outcome-buffer.js';
 import { isRecoverable } from './recovery.js';
-import type { RecoveryClaim, Tombstone, VolumePage, VolumePatch, VolumeQuery, VolumeStore } from './store.js';
+import type { SnapshotRecord, SnapshotStatus } from '../snapshot.js';
+import {
+  REQUEST_ID_TTL_MS,
+  type InsertOutcome,
+  type RecoveryClaim,
+  type RequestEntry,
+  type SnapshotPage,
+  type SnapshotPatch,
+  type SnapshotQuery,
+  type Tombstone,
+  type VolumePage,
+  type VolumePatch,
+  type VolumeQuery,
+  type VolumeStore,
+} from './store.js';
 
 /**
  * Forward-only migrations; PRAGMA user_version holds how many have run. `seq` gives listing a
@@ -44,6 +58,38 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX tombstones_by_backend ON tombstones (backend);`,
   `ALTER TABLE volumes ADD COLUMN owner TEXT;
    ALTER TABLE volumes ADD COLUMN lease_expires_at TEXT;`,
+  `ALTER TABLE volumes ADD COLUMN snapshot_id TEXT;
+   ALTER TABLE volumes ADD COLUMN source_volume_id TEXT;
+   CREATE INDEX volumes_by_snapshot ON volumes (snapshot_id);
+   CREATE TABLE snapshots (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     id TEXT NOT NULL UNIQUE,
+     volume_id TEXT NOT NULL,
+     backend TEXT NOT NULL,
+     name TEXT NOT NULL,
+     description TEXT NOT NULL,
+     volume_size INTEGER NOT NULL,
+     status TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL,
+     status_reason TEXT,
+     provider_location TEXT,
+     failed_operation TEXT,
+     owner TEXT,
+     lease_expires_at TEXT
+   );
+   CREATE INDEX snapshots_by_backend ON snapshots (backend, seq);
+   CREATE INDEX snapshots_by_volume ON snapshots (volume_id, seq);
+   CREATE INDEX snapshots_by_status ON snapshots (status, seq);
+   CREATE INDEX snapshots_by_backend_status ON snapshots (backend, status, seq);
+   CREATE TABLE requests (
+     request_id TEXT PRIMARY KEY,
+     tool TEXT NOT NULL,
+     fingerprint TEXT NOT NULL,
+     object_kind TEXT NOT NULL,
+     object_id TEXT NOT NULL,
+     created_at TEXT NOT NULL
+   );`,
 ];
 
 /** SQLite result codes that mean the store itself cannot take writes now, not that a call was wrong. */
@@ -66,6 +112,15 @@ interface Row {
   failed_operation: VolumeRecord['failed_operation'];
   owner: string | null;
   lease_expires_at: string | null;
+  snapshot_id: string | null;
+  source_volume_id: string | null;
+}
+
+type SnapshotRow = SnapshotRecord & { seq: number };
+
+function fromSnapshotRow(row: SnapshotRow): SnapshotRecord {
+  const { seq: _seq, ...record } = row;
+  return record;
 }
 
 function fromRow(row: Row): VolumeRecord {
@@ -97,8 +152,8 @@ export class SqliteVolumeStore implements VolumeStore {
     }
     this.statements = {
       insert: this.db.prepare(
-        `INSERT OR IGNORE INTO volumes (id, backend, name, description, size, status, pool_name, bootable, created_at, updated_at, status_reason, provider_location, failed_operation, owner, lease_expires_at)
-         VALUES (@id, @backend, @name, @description, @size, @status, @pool_name, @bootable, @created_at, @updated_at, @status_reason, @provider_location, @failed_operation, @owner, @lease_expires_at)`,
+        `INSERT OR IGNORE INTO volumes (id, backend, name, description, size, status, pool_name, bootable, created_at, updated_at, status_reason, provider_location, failed_operation, owner, lease_expires_at, snapshot_id, source_volume_id)
+         VALUES (@id, @backend, @name, @description, @size, @status, @pool_name, @bootable, @created_at, @updated_at, @status_reason, @provider_location, @failed_operation, @owner, @lease_expires_at, @snapshot_id, @source_volume_id)`,
       ),
       get: this.db.prepare('SELECT * FROM volumes WHERE id = ?'),
       remove: this.db.prepare('DELETE FROM volumes WHERE id = ?'),
@@ -109,8 +164,24 @@ export class SqliteVolumeStore implements VolumeStore {
       tombstones: this.db.prepare('SELECT * FROM tombstones WHERE backend = ? ORDER BY next_check_at'),
       reschedule: this.db.prepare('UPDATE tombstones SET checks_done = @checks_done, next_check_at = @next_check_at WHERE volume_id = @volume_id'),
       forget: this.db.prepare('DELETE FROM tombstones WHERE volume_id = ?'),
-      renew: this.db.prepare(
-        `UPDATE volumes SET lease_expires_at = @until WHERE owner = @owner AND status IN (${TRANSITIONAL_STATUSES.map((status) => `'${status}'`).join(', ')})`,
+      renew: ['volumes', 'snapshots'].map((table) =>
+        this.db.prepare(
+          `UPDATE ${table} SET lease_expires_at = @until WHERE owner = @owner AND status IN (${TRANSITIONAL_STATUSES.map((status) => `'${status}'`).join(', ')})`,
+        ),
+      ),
+      insertSnapshot: this.db.prepare(
+        `INSERT OR IGNORE INTO snapshots (id, volume_id, backend, name, description, volume_size, status, created_at, updated_at, status_reason, provider_location, failed_operation, owner, lease_expires_at)
+         VALUES (@id, @volume_id, @backend, @name, @description, @volume_size, @status, @created_at, @updated_at, @status_reason, @provider_location, @failed_operation, @owner, @lease_expires_at)`,
+      ),
+      getSnapshot: this.db.prepare('SELECT * FROM snapshots WHERE id = ?'),
+      removeSnapshot: this.db.prepare('DELETE FROM snapshots WHERE id = ?'),
+      snapshotsOf: this.db.prepare('SELECT * FROM snapshots WHERE volume_id = ? ORDER BY seq'),
+      volumesFromSnapshot: this.db.prepare('SELECT * FROM volumes WHERE snapshot_id = ? ORDER BY seq'),
+      findRequest: this.db.prepare('SELECT * FROM requests WHERE request_id = ?'),
+      forgetRequest: this.db.prepare('DELETE FROM requests WHERE request_id = ?'),
+      claimRequest: this.db.prepare(
+        `INSERT INTO requests (request_id, tool, fingerprint, object_kind, object_id, created_at)
+         VALUES (@request_id, @tool, @fingerprint, @object_kind, @object_id, @created_at)`,
       ),
     };
   }
@@ -122,8 +193,53 @@ export class SqliteVolumeStore implements VolumeStore {
     });
   }
 
+  async insertForRequest(record: VolumeRecord, request: RequestEntry | undefined): Promise<InsertOutcome> {
+    return this.write('record a new volume', () => this.insertClaiming(request, () => this.statements.insert.run(this.row(record)).changes === 1));
+  }
+
+  async insertSnapshotForRequest(record: SnapshotRecord, request: RequestEntry | undefined): Promise<InsertOutcome> {
+    return this.write('record a new snapshot', () =>
+      this.insertClaiming(request, () => this.statements.insertSnapshot.run(this.snapshotRow(record)).changes === 1),
+    );
+  }
+
+  async findRequest(requestId: string): Promise<RequestEntry | undefined> {
+    return this.read(() => this.liveRequest(requestId));
+  }
+
   async get(id: string): Promise<VolumeRecord | undefined> {
     return this.read(() => this.readRecord(id));
+  }
+
+  async getSnapshot(id: string): Promise<SnapshotRecord | undefined> {
+    return this.read(() => {
+      const row = this.statements.getSnapshot.get(id) as SnapshotRow | undefined;
+      return row ? fromSnapshotRow(row) : undefined;
+    });
+  }
+
+  async updateSnapshot(id: string, patch: SnapshotPatch, expected?: readonly SnapshotStatus[]): Promise<SnapshotRecord | undefined> {
+    return this.write(`update snapshot ${id}`, () => {
+      if (!this.applyPatch('snapshots', id, patch, expected)) return undefined;
+      return fromSnapshotRow(this.statements.getSnapshot.get(id) as SnapshotRow);
+    });
+  }
+
+  async removeSnapshot(id: string): Promise<boolean> {
+    return this.write(`forget snapshot ${id}`, () => this.statements.removeSnapshot.run(id).changes === 1);
+  }
+
+  async listSnapshots(query: SnapshotQuery): Promise<SnapshotPage> {
+    const { rows, nextAfter } = this.page<SnapshotRow>('snapshots', query, { backend: query.backend, volume_id: query.volume_id, status: query.status });
+    return { records: rows.map(fromSnapshotRow), nextAfter };
+  }
+
+  async snapshotsOf(volumeId: string): Promise<SnapshotRecord[]> {
+    return this.read(() => (this.statements.snapshotsOf.all(volumeId) as SnapshotRow[]).map(fromSnapshotRow));
+  }
+
+  async volumesFromSnapshot(snapshotId: string): Promise<VolumeRecord[]> {
+    return this.read(() => (this.statements.volumesFromSnapshot.all(snapshotId) as Row[]).map((row) => this.unwritten.apply(fromRow(row))));
   }
 
   async update(id: string, patch: VolumePatch, expected?: readonly VolumeStatus[]): Promise<VolumeRecord | undefined> {
@@ -143,42 +259,44 @@ export class SqliteVolumeStore implements VolumeStore {
   }
 
   async list(query: VolumeQuery): Promise<VolumePage> {
-    const conditions = ['seq > @after'];
-    if (query.backend !== undefined) conditions.push('backend = @backend');
-    if (query.status !== undefined) conditions.push('status = @status');
-    // One row past the page tells whether another page exists without a COUNT over the table.
-    const rows = this.read(
-      () =>
-        this.db
-          .prepare(`SELECT * FROM volumes WHERE ${conditions.join(' AND ')} ORDER BY seq LIMIT @take`)
-          .all({ after: query.after ?? 0, backend: query.backend, status: query.status, take: query.limit + 1 }) as Row[],
-    );
-    const page = rows.slice(0, query.limit);
-    return {
-      records: page.map((row) => this.unwritten.apply(fromRow(row))),
-      nextAfter: rows.length > query.limit ? page[page.length - 1]!.seq : undefined,
-    };
+    const { rows, nextAfter } = this.page<Row>('volumes', query, { backend: query.backend, status: query.status });
+    return { records: rows.map((row) => this.unwritten.apply(fromRow(row))), nextAfter };
   }
 
-  async surfaceInterrupted(claim: RecoveryClaim, reason: (record: VolumeRecord) => string): Promise<VolumeRecord[]> {
+  async surfaceInterrupted(
+    claim: RecoveryClaim,
+    reason: (record: { id: string; status: string; owner?: string | null }, kind: 'volume' | 'snapshot') => string,
+  ): Promise<{ volumes: VolumeRecord[]; snapshots: SnapshotRecord[] }> {
     const placeholders = TRANSITIONAL_STATUSES.map(() => '?').join(', ');
-    return this.write('mark interrupted operations', () => {
-      const rows = this.db.prepare(`SELECT * FROM volumes WHERE status IN (${placeholders})`).all(...TRANSITIONAL_STATUSES) as Row[];
-      const surfaced: VolumeRecord[] = [];
-      this.db.transaction((records: VolumeRecord[]) => {
-        for (const record of records) {
-          if (!isRecoverable(record, claim)) continue;
-          const patch = { status: 'error' as const, status_reason: reason(record), failed_operation: OPERATION_OF_STATUS[record.status] ?? null, owner: null, lease_expires_at: null };
-          const updated = this.applyUpdate(record.id, patch, [record.status]);
-          if (updated) surfaced.push(updated);
-        }
-      })(rows.map(fromRow));
-      return surfaced;
-    });
+    return this.write('mark interrupted operations', () =>
+      this.db.transaction(() => {
+        const recover = (table: 'volumes' | 'snapshots'): string[] => {
+          const kind = table === 'volumes' ? 'volume' : 'snapshot';
+          const rows = this.db.prepare(`SELECT * FROM ${table} WHERE status IN (${placeholders})`).all(...TRANSITIONAL_STATUSES) as Array<Row | SnapshotRow>;
+          return rows
+            .filter((row) => isRecoverable(row, claim))
+            .filter((row) =>
+              this.applyPatch(
+                table,
+                row.id,
+                { status: 'error', status_reason: reason(row, kind), failed_operation: OPERATION_OF_STATUS[row.status as VolumeStatus] ?? null, owner: null, lease_expires_at: null },
+                [row.status],
+              ),
+            )
+            .map((row) => row.id);
+        };
+        return {
+          volumes: recover('volumes').map((id) => this.readRecord(id)!),
+          snapshots: recover('snapshots').map((id) => fromSnapshotRow(this.statements.getSnapshot.get(id) as SnapshotRow)),
+        };
+      })(),
+    );
   }
 
   async renewLeases(owner: string, until: string): Promise<void> {
-    this.write('renew the leases of operations under way', () => void this.statements.renew.run({ owner, until }));
+    this.write('renew the leases of operations under way', () => {
+      for (const statement of this.statements.renew) statement.run({ owner, until });
+    });
   }
 
   async removeLeavingTombstone(id: string, tombstone: Tombstone): Promise<boolean> {
@@ -218,22 +336,71 @@ export class SqliteVolumeStore implements VolumeStore {
   }
 
   private row(record: VolumeRecord): Record<string, unknown> {
-    return { failed_operation: null, owner: null, lease_expires_at: null, ...record, bootable: record.bootable ? 1 : 0 };
+    return {
+      failed_operation: null,
+      owner: null,
+      lease_expires_at: null,
+      snapshot_id: null,
+      source_volume_id: null,
+      ...record,
+      bootable: record.bootable ? 1 : 0,
+    };
+  }
+
+  private snapshotRow(record: SnapshotRecord): Record<string, unknown> {
+    return { failed_operation: null, owner: null, lease_expires_at: null, ...record };
   }
 
   private applyUpdate(id: string, patch: VolumePatch, expected?: readonly VolumeStatus[]): VolumeRecord | undefined {
-    const fields = Object.keys(patch).filter((key) => patch[key as keyof VolumePatch] !== undefined);
-    const sets = [...fields.map((field) => `${field} = @${field}`), 'updated_at = @updated_at'];
-    const params: Record<string, unknown> = { ...patch, id, updated_at: new Date().toISOString() };
+    if (!this.applyPatch('volumes', id, patch, expected)) return undefined;
+    this.unwritten.forget(id);
+    return this.readRecord(id);
+  }
+
+  /** UPDATE of the given fields (and updated_at) when the row's status is one of `expected`. */
+  private applyPatch(table: 'volumes' | 'snapshots', id: string, patch: object, expected?: readonly string[]): boolean {
+    const fields = Object.entries(patch).filter(([, value]) => value !== undefined);
+    const sets = [...fields.map(([field]) => `${field} = @${field}`), 'updated_at = @updated_at'];
+    const params: Record<string, unknown> = { ...Object.fromEntries(fields), id, updated_at: new Date().toISOString() };
     let where = 'id = @id';
     if (expected) {
       where += ` AND status IN (${expected.map((_, i) => `@expected${i}`).join(', ')})`;
       expected.forEach((status, i) => (params[`expected${i}`] = status));
     }
-    const result = this.db.prepare(`UPDATE volumes SET ${sets.join(', ')} WHERE ${where}`).run(params);
-    if (result.changes !== 1) return undefined;
-    this.unwritten.forget(id);
-    return this.readRecord(id);
+    return this.db.prepare(`UPDATE ${table} SET ${sets.join(', ')} WHERE ${where}`).run(params).changes === 1;
+  }
+
+  /** A page in creation order; one row past the page tells whether another exists, without a COUNT. */
+  private page<R extends { seq: number }>(table: 'volumes' | 'snapshots', query: { after?: number; limit: number }, filters: Record<string, string | undefined>): { rows: R[]; nextAfter?: number } {
+    const conditions = ['seq > @after'];
+    for (const [column, value] of Object.entries(filters)) if (value !== undefined) conditions.push(`${column} = @${column}`);
+    const rows = this.read(
+      () =>
+        this.db
+          .prepare(`SELECT * FROM ${table} WHERE ${conditions.join(' AND ')} ORDER BY seq LIMIT @take`)
+          .all({ ...filters, after: query.after ?? 0, take: query.limit + 1 }) as R[],
+    );
+    const page = rows.slice(0, query.limit);
+    return { rows: page, nextAfter: rows.length > query.limit ? page[page.length - 1]!.seq : undefined };
+  }
+
+  /** Inserts with `insert` and records `request` in the same transaction, unless the request_id is already live. */
+  private insertClaiming(request: RequestEntry | undefined, insert: () => boolean): InsertOutcome {
+    return this.db.transaction((): InsertOutcome => {
+      if (request) {
+        const existing = this.liveRequest(request.request_id);
+        if (existing) return { inserted: false, existingRequest: existing };
+        this.statements.forgetRequest.run(request.request_id); // an expired one
+      }
+      if (!insert()) return { inserted: false };
+      if (request) this.statements.claimRequest.run(request);
+      return { inserted: true };
+    })();
+  }
+
+  private liveRequest(requestId: string): RequestEntry | undefined {
+    const entry = this.statements.findRequest.get(requestId) as RequestEntry | undefined;
+    return entry && Date.parse(entry.created_at) + REQUEST_ID_TTL_MS > Date.now() ? entry : undefined;
   }
 
   private readRecord(id: string): VolumeRecord | undefined {

@@ -1,3 +1,4 @@
+import type { SnapshotRecord, SnapshotStatus } from '../snapshot.js';
 import type { VolumeRecord, VolumeStatus } from '../volume.js';
 
 /**
@@ -18,6 +19,41 @@ export interface VolumePage {
   /** Position of the last record returned, for the next page; absent when this page is the last. */
   nextAfter?: number;
 }
+
+export interface SnapshotQuery {
+  backend?: string;
+  volume_id?: string;
+  status?: SnapshotStatus;
+  after?: number;
+  limit: number;
+}
+
+export interface SnapshotPage {
+  records: SnapshotRecord[];
+  nextAfter?: number;
+}
+
+export type SnapshotPatch = Partial<Pick<SnapshotRecord, 'status' | 'status_reason' | 'provider_location' | 'failed_operation' | 'owner' | 'lease_expires_at'>>;
+
+/**
+ * A client's request_id, kept 24 hours with what it made: the same id with the same tool and
+ * arguments answers that object again instead of making a second one (agents retry on time-outs).
+ */
+export interface RequestEntry {
+  request_id: string;
+  tool: string;
+  /** The tool's arguments, canonical JSON: another call under the same id must match it. */
+  fingerprint: string;
+  object_kind: 'volume' | 'snapshot';
+  object_id: string;
+  created_at: string;
+}
+
+/** How long a request_id keeps answering with what it made. */
+export const REQUEST_ID_TTL_MS = 24 * 60 * 60 * 1000;
+
+/** What an insert did: wrote the record, found its id taken, or found the request_id already used. */
+export type InsertOutcome = { inserted: true } | { inserted: false; existingRequest?: RequestEntry };
 
 export type VolumePatch = Partial<
   Pick<VolumeRecord, 'status' | 'size' | 'status_reason' | 'provider_location' | 'failed_operation' | 'owner' | 'lease_expires_at'>
@@ -53,6 +89,23 @@ export interface Tombstone {
 export interface VolumeStore {
   /** Adds a record; resolves false when the id is already taken. */
   insert(record: VolumeRecord): Promise<boolean>;
+  /**
+   * Adds a record and, in the same transaction, the request_id that asked for it; when that
+   * request_id is already used (and younger than REQUEST_ID_TTL_MS) nothing is written and the
+   * earlier entry is returned.
+   */
+  insertForRequest(record: VolumeRecord, request: RequestEntry | undefined): Promise<InsertOutcome>;
+  insertSnapshotForRequest(record: SnapshotRecord, request: RequestEntry | undefined): Promise<InsertOutcome>;
+  /** The entry of a request_id younger than REQUEST_ID_TTL_MS. */
+  findRequest(requestId: string): Promise<RequestEntry | undefined>;
+  getSnapshot(id: string): Promise<SnapshotRecord | undefined>;
+  updateSnapshot(id: string, patch: SnapshotPatch, expected?: readonly SnapshotStatus[]): Promise<SnapshotRecord | undefined>;
+  removeSnapshot(id: string): Promise<boolean>;
+  listSnapshots(query: SnapshotQuery): Promise<SnapshotPage>;
+  /** Every snapshot of a volume, oldest first (a volume has few). */
+  snapshotsOf(volumeId: string): Promise<SnapshotRecord[]>;
+  /** Volumes made from a snapshot (its dependants on arrays where they share blocks). */
+  volumesFromSnapshot(snapshotId: string): Promise<VolumeRecord[]>;
   get(id: string): Promise<VolumeRecord | undefined>;
   /**
    * Applies `patch` (and a fresh updated_at) when the record's status is one of `expected`;
@@ -71,8 +124,11 @@ export interface VolumeStore {
    * Records left in a transitional status by this server before a restart, or by a server whose
    * lease lapsed, move to `error` with `reason`; those of live servers are left alone.
    */
-  surfaceInterrupted(claim: RecoveryClaim, reason: (record: VolumeRecord) => string): Promise<VolumeRecord[]>;
-  /** Extends the lease of every record under way that `owner` holds: the server is alive. */
+  surfaceInterrupted(
+    claim: RecoveryClaim,
+    reason: (record: { id: string; status: string; owner?: string | null }, kind: 'volume' | 'snapshot') => string,
+  ): Promise<{ volumes: VolumeRecord[]; snapshots: SnapshotRecord[] }>;
+  /** Extends the lease of every record (volume or snapshot) under way that `owner` holds: the server is alive. */
   renewLeases(owner: string, until: string): Promise<void>;
   /** Removes a record and leaves its tombstone, in one transaction. */
   removeLeavingTombstone(id: string, tombstone: Tombstone): Promise<boolean>;

@@ -70,7 +70,7 @@ describe.each(storages)('%s volume store', (_name, open) => {
     await store.insert(record(1, { status: 'creating' }));
     await store.insert(record(2, { status: 'extending' }));
     await store.insert(record(3));
-    const surfaced = await store.surfaceInterrupted(startUp, (r) => `was ${r.status}`);
+    const surfaced = (await store.surfaceInterrupted(startUp, (r) => `was ${r.status}`)).volumes;
     expect(surfaced.map((r) => r.status_reason).sort()).toEqual(['was creating', 'was extending']);
     expect(await store.get(record(1).id)).toMatchObject({ status: 'error', status_reason: 'was creating', failed_operation: 'create' });
     expect((await store.get(record(3).id))?.status).toBe('available');
@@ -90,13 +90,64 @@ describe.each(storages)('%s volume store', (_name, open) => {
     await store.renewLeases('late', soon);
     expect(await store.get(record(4).id)).toMatchObject({ status: 'extending', lease_expires_at: soon });
     // While running: a lapsed lease is recovered; a live server's operation and our own are not.
-    expect((await store.surfaceInterrupted({ owner: 'me', now, includeOwn: false }, () => 'lapsed')).map((r) => r.size)).toEqual([3]);
+    expect((await store.surfaceInterrupted({ owner: 'me', now, includeOwn: false }, () => 'lapsed')).volumes.map((r) => r.size)).toEqual([3]);
     expect(await store.get(record(3).id)).toMatchObject({ status: 'error', status_reason: 'lapsed', failed_operation: 'delete' });
 
     // At start-up: our own from before the restart too.
-    expect((await store.surfaceInterrupted({ owner: 'me', now, includeOwn: true }, () => 'restarted')).map((r) => r.size)).toEqual([1]);
+    expect((await store.surfaceInterrupted({ owner: 'me', now, includeOwn: true }, () => 'restarted')).volumes.map((r) => r.size)).toEqual([1]);
     expect(await store.get(record(1).id)).toMatchObject({ status: 'error', owner: null, lease_expires_at: null, failed_operation: 'create' });
     expect(await store.get(record(2).id)).toMatchObject({ status: 'creating', owner: 'other' });
+  });
+
+  it('keeps snapshots: pages by backend, volume and status, lists a volume\'s and the volumes made from one', async () => {
+    const store = open();
+    const now = new Date().toISOString();
+    const snapshot = (n: number, volume: number, status: 'available' | 'error' = 'available') => ({
+      id: `10000000-0000-4000-8000-${String(n).padStart(12, '0')}`,
+      volume_id: record(volume).id,
+      backend: 'odd',
+      name: `s${n}`,
+      description: '',
+      volume_size: 1,
+      status,
+      created_at: now,
+      updated_at: now,
+      status_reason: null,
+      provider_location: null,
+    });
+    for (const [n, volume, status] of [[1, 1], [2, 3], [3, 1, 'error'], [4, 1]] as const) {
+      expect(await store.insertSnapshotForRequest(snapshot(n, volume, status), undefined)).toEqual({ inserted: true });
+    }
+    expect(await store.insertSnapshotForRequest(snapshot(1, 1), undefined)).toEqual({ inserted: false });
+    const first = await store.listSnapshots({ volume_id: record(1).id, limit: 2 });
+    expect(first.records.map((r) => r.name)).toEqual(['s1', 's3']);
+    const rest = await store.listSnapshots({ volume_id: record(1).id, limit: 2, after: first.nextAfter });
+    expect(rest).toEqual({ records: [expect.objectContaining({ name: 's4' })] });
+    expect((await store.listSnapshots({ status: 'error', limit: 10 })).records.map((r) => r.name)).toEqual(['s3']);
+    expect((await store.snapshotsOf(record(1).id)).map((r) => r.name)).toEqual(['s1', 's3', 's4']);
+    expect(await store.updateSnapshot(snapshot(2, 3).id, { status: 'deleting' }, ['creating'])).toBeUndefined();
+    expect((await store.updateSnapshot(snapshot(2, 3).id, { status: 'deleting' }, ['available']))?.status).toBe('deleting');
+    expect(await store.removeSnapshot(snapshot(2, 3).id)).toBe(true);
+    expect(await store.getSnapshot(snapshot(2, 3).id)).toBeUndefined();
+    await store.insert(record(8, { snapshot_id: snapshot(1, 1).id }));
+    expect((await store.volumesFromSnapshot(snapshot(1, 1).id)).map((r) => r.name)).toEqual(['v8']);
+  });
+
+  it('answers a request_id with what it made, in one step with the insert, until it is a day old', async () => {
+    const store = open();
+    const entry = (id: string, object: number, created_at = new Date().toISOString()) => ({
+      request_id: id, tool: 'create_volume', fingerprint: '{"size":1}', object_kind: 'volume' as const, object_id: record(object).id, created_at,
+    });
+    expect(await store.insertForRequest(record(1), entry('retry-me', 1))).toEqual({ inserted: true });
+    expect(await store.insertForRequest(record(2), entry('retry-me', 2))).toEqual({ inserted: false, existingRequest: entry('retry-me', 1, expect.any(String)) });
+    expect(await store.get(record(2).id)).toBeUndefined(); // nothing written for the repeat
+    expect((await store.findRequest('retry-me'))?.object_id).toBe(record(1).id);
+    expect(await store.findRequest('never-used')).toBeUndefined();
+    const dayOld = new Date(Date.now() - 25 * 3600 * 1000).toISOString();
+    expect(await store.insertForRequest(record(3), entry('old', 3, dayOld))).toEqual({ inserted: true });
+    expect(await store.findRequest('old')).toBeUndefined();
+    expect(await store.insertForRequest(record(4), entry('old', 4))).toEqual({ inserted: true });
+    expect((await store.findRequest('old'))?.object_id).toBe(record(4).id);
   });
 
   it('leaves a tombstone in the same step as it forgets a record, and reschedules or forgets it', async () => {
@@ -124,7 +175,7 @@ describe('sqlite specifics', () => {
     await store.close();
     const db = new Database(path, { readonly: true });
     expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
-    expect(db.pragma('user_version', { simple: true })).toBe(3);
+    expect(db.pragma('user_version', { simple: true })).toBe(4);
     const plan = db.prepare("EXPLAIN QUERY PLAN SELECT * FROM volumes WHERE seq > 0 AND backend = 'x' AND status = 'available' ORDER BY seq LIMIT 10").all() as Array<{ detail: string }>;
     expect(plan.map((row) => row.detail).join(' ')).toMatch(/USING INDEX volumes_by_backend_status/);
     db.close();

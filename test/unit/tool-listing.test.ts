@@ -50,7 +50,7 @@ describe('the prebuilt tools/list answer', () => {
     expect(stats(withPool('infinite', 'infinite')).valid).toBe(true);
     expect(stats(withPool(100, 'plenty')).valid).toBe(false);
     const volume = validator.getValidator(listing.get('get_volume') as JsonSchemaType);
-    const record = { id: 'i', name: '', description: '', status: 'available', backend: 'b', pool_name: 'p', bootable: false, created_at: 'now' };
+    const record = { id: 'i', name: '', description: '', status: 'available', backend: 'b', pool_name: 'p', bootable: false, created_at: 'now', snapshot_id: null, source_volume_id: null };
     expect(volume({ ...record, size: 1 }).valid).toBe(true);
     expect(volume({ ...record, size: 0 }).valid).toBe(false);
     expect(volume({ ...record, size: 1.5 }).valid).toBe(false);
