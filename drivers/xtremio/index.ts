@@ -1,8 +1,18 @@
 import { z } from 'zod';
-import { StorageError } from '../../src/errors.js';
+import { StorageError, type ErrorCode } from '../../src/errors.js';
 import { RestClient, httpsOrigin, type RestResponse } from '../../src/http/client.js';
 import { capacityOptions, intOption, sanIpOption, sanOptions, stringOption, textOption, tlsOptions } from '../options.js';
-import { defineDriver, type BackendStats, type DriverContext, type DriverOptions, type VolumeDriver, type VolumeRef } from '../types.js';
+import {
+  defineDriver,
+  type BackendStats,
+  type CloneOperations,
+  type CreateVolumeRequest,
+  type DriverContext,
+  type DriverOptions,
+  type SnapshotOperations,
+  type VolumeDriver,
+  type VolumeRef,
+} from '../types.js';
 import { KIB_PER_GIB, compareVersions, roundGb, versionNumbers } from '../units.js';
 
 /**
@@ -10,13 +20,18 @@ import { KIB_PER_GIB, compareVersions, roundGb, versionNumbers } from '../units.
  * (cinder/volume/drivers/dell_emc/xtremio.py) uses it: v1 paths to find the cluster and the XMS
  * version, v2 paths (with cluster-name / cluster-id) from XMS 4 on; volumes named after the
  * volume id; sizes sent as "<n>g"; cluster capacities read in KiB.
+ *
+ * Snapshots, clones and volumes from snapshots are all XMS snapshots (which are volumes sharing
+ * blocks with their ancestor), named after the Cinder object id, as Cinder's create_snapshot,
+ * create_cloned_volume and create_volume_from_snapshot make them.
  */
 const DRIVER_VERSION = '1.0.9';
 const MIN_XMS_VERSION = [3, 0, 0];
 
 const OBJ_NOT_FOUND = 'obj_not_found';
-const VOL_NOT_UNIQUE = 'vol_obj_name_not_unique';
 const SYSTEM_BUSY = 'system_is_busy';
+/** Cinder's XtremIOSnapshotsLimitExceeded. */
+const SNAPSHOT_LIMITS = new Set(['too_many_objs', 'too_many_snapshots_per_vol']);
 
 const options = {
   san_ip: sanIpOption('Address of the XMS, optionally host:port.', { required: true }),
@@ -51,6 +66,14 @@ const clusterSchema = z
   .loose();
 const xmsSchema = z.object({ content: z.object({ 'sw-version': z.string() }).loose() }).loose();
 const errorSchema = z.object({ message: z.string() }).loose();
+/** POST snapshots links to the new snapshots, "…/types/snapshots/<index>" (Cinder's unit-test fakes answer volumes/<index> too). */
+const createdSnapshotSchema = z
+  .object({
+    links: z
+      .array(z.object({ href: z.string().regex(/\/(snapshots|volumes)\/\d+\/?$/, 'a link to snapshots/<index>') }).loose())
+      .min(1),
+  })
+  .loose();
 
 class XtremioDriver implements VolumeDriver {
   private readonly client: RestClient;
@@ -147,12 +170,7 @@ class XtremioDriver implements VolumeDriver {
       operation,
       body: this.withClusterId({ 'vol-name': volume.id, 'vol-size': `${volume.size}g` }),
     });
-    if (response.status >= 300) {
-      if (arrayMessage(response) === VOL_NOT_UNIQUE) {
-        throw this.error('ALREADY_EXISTS', `${operation}: the array already has a volume named ${volume.id} (vol_obj_name_not_unique)`);
-      }
-      throw this.client.fail(operation, response);
-    }
+    if (response.status >= 300) throw this.creationFailure(operation, response, { name: volume.id });
     return { provider_location: volume.id };
   }
 
@@ -170,13 +188,117 @@ class XtremioDriver implements VolumeDriver {
   }
 
   async deleteVolume(volume: VolumeRef): Promise<void> {
-    const operation = `delete volume ${volume.id}`;
-    const response = await this.request('DELETE', 'volumes', { operation, query: this.withClusterName({ name: volume.id }) });
-    if (response.status >= 300 && !isNotFound(response)) throw this.client.fail(operation, response); // missing counts as deleted
+    await this.deleteNamed(volume.id, `delete volume ${volume.id}`);
+  }
+
+  /**
+   * Cinder: snapshots are read-only XMS snapshots of the volume, deleted by name. XMS snapshots do
+   * not depend on their ancestor nor it on them, so neither delete is ever refused here (the core
+   * refuses deleting a volume that has snapshot records, as Cinder's manager does).
+   */
+  readonly snapshots: SnapshotOperations = {
+    createSnapshot: async (snapshot, volume) => {
+      await this.createArraySnapshot(volume.id, snapshot.id, 'readonly', `create snapshot ${snapshot.id} of volume ${volume.id}`);
+      return { provider_location: snapshot.id };
+    },
+    deleteSnapshot: (snapshot) => this.deleteNamed(snapshot.id, `delete snapshot ${snapshot.id}`),
+    createVolumeFromSnapshot: (volume, snapshot) =>
+      this.createWritableSnapshot(snapshot.id, snapshot.volume_size, volume, `create volume ${volume.id} from snapshot ${snapshot.id}`),
+  };
+
+  /** Cinder: a clone is a regular (writable) XMS snapshot of the source volume. */
+  readonly clones: CloneOperations = {
+    createClonedVolume: (volume, source) => this.createWritableSnapshot(source.id, source.size, volume, `clone volume ${source.id} into ${volume.id}`),
+  };
+
+  /** Snapshots share blocks with their ancestor: they take nothing from the pool when made. */
+  snapshotSizeGb(): number {
+    return 0;
   }
 
   async close(): Promise<void> {
     await this.client.close();
+  }
+
+  /**
+   * A volume from a snapshot or a clone (nothing is copied, so there is no progress to report):
+   * Cinder extends it when it is to be larger than its source, and deletes it if that fails.
+   */
+  private async createWritableSnapshot(sourceName: string, sourceSizeGb: number, volume: CreateVolumeRequest, operation: string) {
+    await this.createArraySnapshot(sourceName, volume.id, 'regular', operation);
+    if (volume.size > sourceSizeGb) {
+      try {
+        await this.extendVolume(volume, volume.size);
+      } catch (error) {
+        await this.deleteVolume(volume).catch((cleanup: unknown) => this.context.log.warn(`${operation}: could not remove ${volume.id} after the failed extend: ${String(cleanup)}`));
+        throw error;
+      }
+    }
+    return { provider_location: volume.id };
+  }
+
+  /**
+   * Cinder's XtremIOClient*.create_snapshot. XMS 3 (v1) names the snapshot at once. XMS 4 (v2)
+   * makes it in a snapshot set named after the new object and names it "<source>.<suffix>", so
+   * Cinder renames the object the answer links to and deletes it again if the rename fails.
+   */
+  private async createArraySnapshot(sourceName: string, newName: string, type: 'readonly' | 'regular', operation: string): Promise<void> {
+    const subjects = { name: newName, source: sourceName };
+    if (this.api === 'v1') {
+      const response = await this.request('POST', 'snapshots', { operation, body: { 'snap-vol-name': newName, 'ancestor-vol-id': sourceName } });
+      if (response.status >= 300) throw this.creationFailure(operation, response, subjects);
+      return;
+    }
+    const response = await this.request('POST', 'snapshots', {
+      operation,
+      body: this.withClusterId({ 'snapshot-set-name': newName, 'snap-suffix': newName, 'volume-list': [sourceName], 'snapshot-type': type }),
+    });
+    if (response.status >= 300) throw this.creationFailure(operation, response, subjects);
+    const created = this.parse(createdSnapshotSchema, response, operation).links[0]!.href.replace(/\/$/, '').split('/').slice(-2).join('/');
+    const rename = `${operation}: rename ${created} to ${newName}`;
+    try {
+      const renamed = await this.request('PUT', created, { operation: rename, body: this.withClusterId({ name: newName }) });
+      if (renamed.status >= 300) throw this.creationFailure(rename, renamed, { name: newName, source: created });
+    } catch (error) {
+      // Unlike Cinder (which reverts only on VolumeBackendAPIException), revert on any failure:
+      // a snapshot left under the array's name would be an object nobody knows about.
+      const reverted = await this.request('DELETE', created, { operation: `${operation}: revert`, query: this.withClusterName({}) }).catch(() => undefined);
+      if (!reverted || (reverted.status >= 300 && !isNotFound(reverted))) {
+        this.context.log.warn(`${operation}: could not remove ${created} after the failed rename; deleting ${newName} removes it`);
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Cinder's delete_volume and delete_snapshot: DELETE by name, a missing object counting as
+   * deleted. On XMS 4, a create interrupted before its rename leaves a snapshot named
+   * "<source>.<id>" in the snapshot set named after the id: deleting that set removes it.
+   */
+  private async deleteNamed(name: string, operation: string): Promise<void> {
+    const response = await this.request('DELETE', 'volumes', { operation, query: this.withClusterName({ name }) });
+    if (response.status < 300) return;
+    if (!isNotFound(response)) throw this.client.fail(operation, response);
+    if (this.api !== 'v2') return;
+    const leftover = `${operation}: remove snapshot set ${name}`;
+    const set = await this.request('DELETE', 'snapshot-sets', { operation: leftover, query: this.withClusterName({ name }) });
+    if (set.status >= 300 && !isNotFound(set)) throw this.client.fail(leftover, set);
+  }
+
+  /** What a refused create means, as Cinder's handle_errors reads the XMS message. */
+  private creationFailure(operation: string, response: RestResponse, subjects: { name: string; source?: string }): StorageError {
+    const message = arrayMessage(response) ?? '';
+    if (isNotFound(response)) {
+      return this.error('NOT_FOUND', `${operation}: the array has no volume named ${subjects.source ?? subjects.name} (${message})`);
+    }
+    // vol_obj_name_not_unique, or a snapshot set of that name (XMS names are unique per type).
+    if (response.status === 400 && message.endsWith('_not_unique')) {
+      return this.error('ALREADY_EXISTS', `${operation}: the array already has an object named ${subjects.name} (${message})`);
+    }
+    if (response.status === 400 && SNAPSHOT_LIMITS.has(message)) {
+      return this.error('OUT_OF_CAPACITY', `${operation}: the array's snapshot limit is reached (${message}); delete snapshots of ${subjects.source ?? subjects.name} first`);
+    }
+    return this.client.fail(operation, response);
   }
 
   private async cluster(name: string, api: 'v1' | 'v2') {
@@ -220,7 +342,7 @@ class XtremioDriver implements VolumeDriver {
     return result.data;
   }
 
-  private error(code: 'BACKEND_UNAVAILABLE' | 'ALREADY_EXISTS' | 'NOT_FOUND', message: string): StorageError {
+  private error(code: ErrorCode, message: string): StorageError {
     return new StorageError(code, this.context.secrets.redact(`backend "${this.context.backendName}": ${message}`));
   }
 }
@@ -234,9 +356,6 @@ function arrayMessage(response: RestResponse): string | undefined {
 function isNotFound(response: RestResponse): boolean {
   return response.status === 400 && (arrayMessage(response)?.endsWith(OBJ_NOT_FOUND) ?? false);
 }
-
-
-
 
 export default defineDriver({
   summary: "Dell EMC XtremIO over the XMS REST API, as Cinder's XtremIO iSCSI/FC drivers use it.",
