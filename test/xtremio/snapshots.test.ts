@@ -245,6 +245,24 @@ for (const { api, paths, xms } of arrays) {
   });
 }
 
+it('says when the array\'s snapshot limit is reached (Cinder\'s XtremIOSnapshotsLimitExceeded)', async () => {
+  const limited = await new XmsEmulator({ password: PASSWORD, maxSnapshotsPerVolume: 1 }).start();
+  const { driver, close } = await startDriver(limited);
+  try {
+    const volume = newVolume(1);
+    await driver.createVolume(volume);
+    await driver.snapshots!.createSnapshot(snapshotOf(volume), volume);
+    await expect(driver.clones!.createClonedVolume(newVolume(1), volume, noProgress)).rejects.toMatchObject({
+      code: 'OUT_OF_CAPACITY',
+      message: expect.stringContaining(`the array's snapshot limit is reached (too_many_snapshots_per_vol); delete snapshots of ${volume.id} first`),
+    });
+    expect(limited.volumes.size).toBe(2);
+  } finally {
+    await close();
+    await limited.cleanup();
+  }
+});
+
 describe('XtremIO v2 snapshot renames', () => {
   const xms = arrays[0].xms;
 

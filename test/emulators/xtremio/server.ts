@@ -23,6 +23,8 @@ export interface XmsEmulatorOptions {
   /** Physical capacity of the cluster, GiB. */
   physicalGb?: number;
   usedGb?: number;
+  /** Snapshots a volume may have before the array answers too_many_snapshots_per_vol. */
+  maxSnapshotsPerVolume?: number;
 }
 
 export interface XmsVolume {
@@ -47,6 +49,7 @@ type Collection = 'volumes' | 'snapshots';
 const KIB_PER_GIB = 1024 * 1024;
 const OBJ_NOT_FOUND = 'obj_not_found';
 const VOL_NOT_UNIQUE = 'vol_obj_name_not_unique';
+const TOO_MANY_SNAPSHOTS = 'too_many_snapshots_per_vol';
 /** Cinder never names this one; the emulator's guess at the XMS answer for a reused snapshot-set-name. */
 const SNAPSHOT_SET_NOT_UNIQUE = 'snapshot_set_obj_name_not_unique';
 
@@ -64,6 +67,7 @@ export class XmsEmulator extends HttpsEmulator {
   private readonly xmsVersion: string;
   private readonly physicalKib: number;
   private readonly usedKib: number;
+  private readonly maxSnapshotsPerVolume: number;
 
   constructor(options: XmsEmulatorOptions = {}) {
     super(options.username ?? 'xtremio_user', options.password ?? 'xms-password');
@@ -72,6 +76,7 @@ export class XmsEmulator extends HttpsEmulator {
     this.xmsVersion = options.xmsVersion ?? '4.2.4-10';
     this.physicalKib = (options.physicalGb ?? 8000) * KIB_PER_GIB;
     this.usedKib = (options.usedGb ?? 500) * KIB_PER_GIB;
+    this.maxSnapshotsPerVolume = options.maxSnapshotsPerVolume ?? Infinity;
   }
 
   /** The next `count` requests (of `method` only, when given) answer HTTP 400 system_is_busy. */
@@ -91,6 +96,10 @@ export class XmsEmulator extends HttpsEmulator {
 
   provisionedKib(): number {
     return [...this.volumes.values()].reduce((sum, volume) => sum + volume.sizeKib, 0);
+  }
+
+  private snapshotCount(volume: XmsVolume): number {
+    return [...this.volumes.values()].filter((other) => other.ancestor === volume).length;
   }
 
   /** The volumes of a snapshot set, as the array lists them. */
@@ -227,6 +236,7 @@ export class XmsEmulator extends HttpsEmulator {
       const ancestor = this.lookup(body['ancestor-vol-id']);
       if (typeof snapshotName !== 'string' || !snapshotName) return fail('vol_name_is_missing');
       if (!ancestor) return fail(OBJ_NOT_FOUND);
+      if (this.snapshotCount(ancestor) >= this.maxSnapshotsPerVolume) return fail(TOO_MANY_SNAPSHOTS);
       if (this.volumes.has(snapshotName)) return fail(VOL_NOT_UNIQUE);
       const snapshot = this.add({ name: snapshotName, sizeKib: ancestor.sizeKib, ancestor });
       return send(201, { links: [{ href: href('snapshots', snapshot.index), rel: 'self' }] });
@@ -239,6 +249,7 @@ export class XmsEmulator extends HttpsEmulator {
     if (typeof setName !== 'string' || typeof suffix !== 'string' || (type !== 'readonly' && type !== 'regular')) return fail('invalid_input');
     const ancestors = volumeList.map((ref) => this.lookup(ref));
     if (ancestors.some((ancestor) => !ancestor)) return fail(OBJ_NOT_FOUND);
+    if (ancestors.some((ancestor) => this.snapshotCount(ancestor!) >= this.maxSnapshotsPerVolume)) return fail(TOO_MANY_SNAPSHOTS);
     if (this.snapshotSets.has(setName)) return fail(SNAPSHOT_SET_NOT_UNIQUE);
     const names = ancestors.map((ancestor) => `${ancestor!.name}.${suffix}`);
     if (names.some((snapshotName) => this.volumes.has(snapshotName))) return fail(VOL_NOT_UNIQUE);
@@ -297,14 +308,13 @@ export class XmsEmulator extends HttpsEmulator {
   }
 
   private describe(volume: XmsVolume) {
-    const descendants = [...this.volumes.values()].filter((other) => other.ancestor === volume).length;
     return {
       name: volume.name,
       index: volume.index,
       'vol-size': String(volume.sizeKib),
       'vol-id': objectId(volume),
       'ancestor-vol-id': volume.ancestor ? objectId(volume.ancestor) : null,
-      'num-of-dest-snaps': descendants,
+      'num-of-dest-snaps': this.snapshotCount(volume),
       ...(volume.snapshotType ? { 'snapshot-type': volume.snapshotType } : {}),
       'lun-mapping-list': [],
     };
