@@ -35,11 +35,14 @@ export function vgsCommand(context: LvmCommandContext): string[] {
   ];
 }
 
-/** Every LV of the group, or one LV when `lvName` is given. */
+/**
+ * Every LV of the group, or one LV when `lvName` is given, with what Cinder's lv_has_snapshot and
+ * lv_get_origin read (the origin and the attribute string), in one command.
+ */
 export function lvsCommand(context: LvmCommandContext, lvName?: string): string[] {
   return [
     ...lvmPrefix(context),
-    'lvs', '--noheadings', '--units', 'b', '-o', 'vg_name,name,size', '--nosuffix',
+    'lvs', '--noheadings', '--units', 'b', '-o', 'vg_name,name,size,origin,lv_attr', '--separator', ':', '--nosuffix',
     lvName ? `${context.volumeGroup}/${lvName}` : context.volumeGroup,
   ];
 }
@@ -87,6 +90,90 @@ export function removeCommand(context: LvmCommandContext, lvName: string): strin
   ];
 }
 
+/** Cinder's volume_name_template. */
+export function volumeLvName(volumeId: string): string {
+  return `${VOLUME_LV_PREFIX}${volumeId}`;
+}
+
+const VOLUME_LV_PREFIX = 'volume-';
+
+/** Cinder's snapshot_name_template, escaped as its driver does (_escape_snapshot). */
+export function snapshotLvName(snapshotId: string): string {
+  return escapeSnapshotName(`snapshot-${snapshotId}`);
+}
+
+/** LVM reserves LV names that start with "snapshot"; Cinder prefixes such names with "_". */
+export function escapeSnapshotName(name: string): string {
+  return name.startsWith('snapshot') ? `_${name}` : name;
+}
+
+/** The temporary snapshot Cinder's create_cloned_volume copies a thick clone from, named after the new volume. */
+export function cloneSnapshotLvName(newVolumeId: string): string {
+  return `clone-snap-${newVolumeId}`;
+}
+
+/**
+ * os-brick's create_lv_snapshot: a thick snapshot gets copy-on-write space of the origin's full
+ * size (so it can never overflow); a thin one (no size) shares the pool.
+ */
+export function createSnapshotCommand(context: LvmCommandContext, name: string, sourceLv: string, thickSizeGb?: number): string[] {
+  const command = [...lvmPrefix(context), 'lvcreate', '--name', name, '--snapshot', `${context.volumeGroup}/${sourceLv}`];
+  if (thickSizeGb !== undefined) command.push('-L', `${thickSizeGb}g`);
+  return command;
+}
+
+/**
+ * os-brick's activate_lv: thin snapshots carry LVM's activation-skip flag, so -K activates one
+ * anyway; `permanent` clears the flag (-k n), for a volume made from a snapshot.
+ */
+export function activateCommand(context: LvmCommandContext, lvName: string, options: { permanent: boolean }): string[] {
+  return [
+    ...lvmPrefix(context),
+    'lvchange', '-a', 'y', '--yes', ...(options.permanent ? ['-k', 'n'] : ['-K']), `${context.volumeGroup}/${lvName}`,
+  ];
+}
+
+/** Cinder's local_path: the device-mapper node, with "-" doubled in both names as device-mapper does. */
+export function devicePath(volumeGroup: string, lvName: string): string {
+  return `/dev/mapper/${volumeGroup.replace(/-/g, '--')}-${lvName.replace(/-/g, '--')}`;
+}
+
+/** Cinder's volume_dd_blocksize default (1M). */
+const COPY_BLOCK_BYTES = 1024 * 1024;
+/** One dd per 256 MiB, so progress can be told between chunks (the runner returns output only at exit). */
+export const COPY_CHUNK_BYTES = 256 * COPY_BLOCK_BYTES;
+
+export interface CopyStep {
+  command: string[];
+  /** Bytes copied once this step has run. */
+  bytesDone: number;
+}
+
+/**
+ * Cinder's volume_utils.copy_volume, in chunks: dd with direct I/O both ways (not thrashing the
+ * page cache), conv=sparse when the target is thin (zero blocks stay unallocated in the pool), and
+ * notrunc because each chunk writes at its own offset (seek).
+ */
+export function copyCommands(context: LvmCommandContext, copy: { sourceLv: string; targetLv: string; sizeGb: number; sparse: boolean }): CopyStep[] {
+  const totalBytes = Math.ceil(copy.sizeGb * BYTES_PER_GIB);
+  const blocksPerChunk = COPY_CHUNK_BYTES / COPY_BLOCK_BYTES;
+  const steps: CopyStep[] = [];
+  for (let offset = 0; offset < totalBytes; offset += COPY_CHUNK_BYTES) {
+    const firstBlock = offset / COPY_BLOCK_BYTES;
+    const blocks = Math.min(blocksPerChunk, Math.ceil((totalBytes - offset) / COPY_BLOCK_BYTES));
+    steps.push({
+      command: [
+        ...context.rootHelper, 'env', 'LC_ALL=C', 'dd',
+        `if=${devicePath(context.volumeGroup, copy.sourceLv)}`, `of=${devicePath(context.volumeGroup, copy.targetLv)}`,
+        'bs=1M', `count=${blocks}`, `skip=${firstBlock}`, `seek=${firstBlock}`, 'iflag=direct', 'oflag=direct',
+        copy.sparse ? 'conv=notrunc,sparse' : 'conv=notrunc',
+      ],
+      bytesDone: Math.min(totalBytes, offset + blocks * COPY_BLOCK_BYTES),
+    });
+  }
+  return steps;
+}
+
 /** Lists device-mapper targets the kernel offers ("thin-pool" among them where thin works). */
 export function dmTargetsCommand(context: LvmCommandContext): string[] {
   return [...context.rootHelper, 'dmsetup', 'targets'];
@@ -108,6 +195,10 @@ export interface LogicalVolumeInfo {
   vg: string;
   name: string;
   sizeGb: number;
+  /** The LV this one is a snapshot of ('' for none). */
+  origin: string;
+  /** lvs' attribute string: the first letter is the type ('o' origin, 's' snapshot, 'V' thin volume, 't' thin pool). */
+  attr: string;
 }
 
 /** Parses `vgs ... --units b --separator : --nosuffix` lines; LVM's warnings go to stderr, not here. */
@@ -120,9 +211,24 @@ export function parseVgs(stdout: string): VolumeGroupInfo[] {
 
 export function parseLvs(stdout: string): LogicalVolumeInfo[] {
   return dataLines(stdout).map((line) => {
-    const [vg, name, size] = line.split(/\s+/);
-    return { vg: vg!, name: name!, sizeGb: gibFromBytes(size) };
+    const [vg, name, size, origin, attr] = line.split(':');
+    return { vg: vg!, name: name!, sizeGb: gibFromBytes(size), origin: origin ?? '', attr: attr ?? '' };
   });
+}
+
+/**
+ * The LVs that keep `lvName` from being deleted: its snapshots (Cinder's lv_has_snapshot; lvremove
+ * -f of an origin would silently take its thick snapshots along). A thin volume made from it
+ * (a thin clone, named volume-<id>) is independent in the pool and does not count.
+ */
+export function snapshotsOf(lvs: readonly LogicalVolumeInfo[], lvName: string): string[] {
+  return lvs
+    .filter((lv) => lv.origin === lvName && !(isThinVolume(lv) && lv.name.startsWith(VOLUME_LV_PREFIX)))
+    .map((lv) => lv.name);
+}
+
+function isThinVolume(lv: LogicalVolumeInfo): boolean {
+  return lv.attr.startsWith('V');
 }
 
 export function parseThinPoolUsage(stdout: string): { sizeGb: number; dataPercent: number } {

@@ -6,13 +6,17 @@ import { CommandTransportError, type CommandResult, type CommandRunner } from '.
 import { SshRunner } from '../../src/exec/ssh.js';
 import { isRegularFile } from '../../src/regular-file.js';
 import { boolOption, capacityOptions, enumOption, intOption, sanIpOption, sanOptions, stringOption } from '../options.js';
-import { defineDriver, type BackendStats, type DriverContext, type DriverOptions, type VolumeDriver, type VolumeRef } from '../types.js';
 import {
-  createThickCommand, createThinCommand, createThinPoolCommand, dmTargetsCommand, extendCommand, lvmErrorText, lvsCommand,
-  parseLvs, parseThinPoolUsage, parseVgs, removeCommand, thinPoolName, thinPoolUsageCommand, vgsCommand,
-  type LvmCommandContext, type VolumeGroupInfo,
+  defineDriver, type BackendStats, type CloneOperations, type CopyProgress, type CreatedSnapshot, type CreatedVolume, type DriverContext,
+  type DriverOptions, type SnapshotOperations, type SnapshotRef, type VolumeDriver, type VolumeRef,
+} from '../types.js';
+import {
+  activateCommand, cloneSnapshotLvName, copyCommands, createSnapshotCommand, createThickCommand, createThinCommand, createThinPoolCommand,
+  dmTargetsCommand, extendCommand, lvmErrorText, lvsCommand, parseLvs, parseThinPoolUsage, parseVgs, removeCommand, snapshotLvName,
+  snapshotsOf, thinPoolName, thinPoolUsageCommand, vgsCommand, volumeLvName, type LogicalVolumeInfo, type LvmCommandContext,
+  type VolumeGroupInfo,
 } from './commands.js';
-import { roundGb } from '../units.js';
+import { BYTES_PER_GIB, roundGb } from '../units.js';
 
 /**
  * Cinder's LVM driver (cinder.volume.drivers.lvm.LVMVolumeDriver), run on this host or, when
@@ -72,6 +76,18 @@ class LvmDriver implements VolumeDriver {
   private provisioningNote = '';
   private readonly hostLabel: string;
 
+  /** Cinder's create_snapshot, delete_snapshot and create_volume_from_snapshot. */
+  readonly snapshots: SnapshotOperations = {
+    createSnapshot: (snapshot, volume) => this.createSnapshot(snapshotLvName(snapshot.id), volume),
+    deleteSnapshot: (snapshot) => this.removeLvIfPresent(snapshotLvName(snapshot.id)),
+    createVolumeFromSnapshot: (volume, snapshot, progress) => this.createVolumeFromSnapshot(volume, snapshot, progress),
+  };
+
+  /** Cinder's create_cloned_volume. */
+  readonly clones: CloneOperations = {
+    createClonedVolume: (volume, source, progress) => this.createClonedVolume(volume, source, progress),
+  };
+
   constructor(
     private readonly options: LvmOptions,
     private readonly context: DriverContext,
@@ -123,12 +139,12 @@ class LvmDriver implements VolumeDriver {
 
   async getStats(): Promise<BackendStats> {
     const group = await this.volumeGroup('get stats');
-    const volumes = parseLvs((await this.lvm(lvsCommand(this.commands), 'list logical volumes')).stdout);
+    const volumes = await this.listLvs('get stats');
     let total: number;
     let free: number;
     let provisioned: number;
     if (this.thin) {
-      const pool = parseThinPoolUsage((await this.lvm(thinPoolUsageCommand(this.commands), 'read thin pool usage')).stdout);
+      const pool = parseThinPoolUsage((await this.run(thinPoolUsageCommand(this.commands), 'read thin pool usage')).stdout);
       total = pool.sizeGb;
       free = roundGb(pool.sizeGb - (pool.sizeGb * pool.dataPercent) / 100);
       const poolName = thinPoolName(this.options.volume_group);
@@ -168,22 +184,16 @@ class LvmDriver implements VolumeDriver {
   }
 
   async createVolume(volume: VolumeRef): Promise<{ provider_location: string }> {
-    const name = lvName(volume.id);
+    const name = volumeLvName(volume.id);
     const command = this.thin
       ? createThinCommand(this.commands, name, volume.size)
       : createThickCommand(this.commands, name, volume.size, this.options.lvm_mirrors);
-    const result = await this.lvm(command, `create ${name}`, { allowFailure: true });
-    if (result.exitCode !== 0) {
-      const reason = lvmErrorText(result.stderr);
-      const code: ErrorCode = /already exists/i.test(reason) ? 'ALREADY_EXISTS' : /insufficient free space/i.test(reason) ? 'OUT_OF_CAPACITY' : 'BACKEND_UNAVAILABLE';
-      throw new StorageError(code, `backend "${this.context.backendName}": lvcreate ${this.options.volume_group}/${name} failed on ${this.hostLabel}: ${reason}`);
-    }
-    return { provider_location: `${this.options.volume_group}/${name}` };
+    return this.createLv(name, command);
   }
 
   async extendVolume(volume: VolumeRef, newSizeGb: number): Promise<void> {
-    const name = lvName(volume.id);
-    const result = await this.lvm(extendCommand(this.commands, name, newSizeGb), `extend ${name}`, { allowFailure: true });
+    const name = volumeLvName(volume.id);
+    const result = await this.run(extendCommand(this.commands, name, newSizeGb), `extend ${name}`, { allowFailure: true });
     if (result.exitCode !== 0) {
       const reason = lvmErrorText(result.stderr);
       const code: ErrorCode = /not found|failed to find/i.test(reason) ? 'NOT_FOUND' : /insufficient free space/i.test(reason) ? 'OUT_OF_CAPACITY' : 'BACKEND_UNAVAILABLE';
@@ -191,19 +201,172 @@ class LvmDriver implements VolumeDriver {
     }
   }
 
+  /** Cinder's delete_volume: already gone counts as deleted; refused while the volume has snapshots (VolumeIsBusy). */
   async deleteVolume(volume: VolumeRef): Promise<void> {
-    const name = lvName(volume.id);
-    const present = await this.lvm(lvsCommand(this.commands, name), `look up ${name}`, { allowFailure: true });
-    if (present.exitCode !== 0 || parseLvs(present.stdout).length === 0) return; // already gone counts as deleted
-    await this.lvm(removeCommand(this.commands, name), `remove ${name}`);
+    const name = volumeLvName(volume.id);
+    const lvs = await this.listLvs(`delete ${name}`);
+    if (!lvs.some((lv) => lv.name === name)) return;
+    const snapshots = snapshotsOf(lvs, name);
+    if (snapshots.length > 0) {
+      throw new StorageError(
+        'IN_USE',
+        `backend "${this.context.backendName}": volume ${volume.id} has snapshots in volume group ${this.options.volume_group}: ${snapshots.join(', ')}; delete them first`,
+      );
+    }
+    await this.removeLv(name);
+  }
+
+  /** Thick snapshots reserve copy-on-write space of the volume's full size; thin ones share the pool. */
+  snapshotSizeGb(volume: VolumeRef): number {
+    return this.thin ? 0 : volume.size;
   }
 
   async close(): Promise<void> {
     await this.runner.close();
   }
 
+  /** Cinder's create_snapshot (os-brick's create_lv_snapshot): the source must be there; -L its size when thick. */
+  private async createSnapshot(name: string, volume: VolumeRef): Promise<CreatedSnapshot> {
+    const sourceName = volumeLvName(volume.id);
+    await this.requireLv(sourceName, `snapshot volume ${volume.id}`);
+    return this.createLv(name, createSnapshotCommand(this.commands, name, sourceName, this.thin ? undefined : volume.size));
+  }
+
+  /**
+   * Cinder's create_volume_from_snapshot: when thin, a snapshot of the snapshot named as the volume;
+   * when thick, a new volume and a copy of the snapshot's data.
+   */
+  private async createVolumeFromSnapshot(volume: VolumeRef, snapshot: SnapshotRef, progress: CopyProgress): Promise<CreatedVolume> {
+    const snapshotName = snapshotLvName(snapshot.id);
+    await this.requireLv(snapshotName, `create volume ${volume.id} from snapshot ${snapshot.id}`);
+    if (this.thin) return this.createThinSnapshotVolume(volume, snapshotName);
+    return this.createVolumeCopy(volume, snapshotName, snapshot.volume_size, progress);
+  }
+
+  /**
+   * Cinder's create_cloned_volume: when thin, a snapshot of the source named as the volume; when
+   * thick, a copy from a temporary snapshot (so the source's bytes are those of the moment of the
+   * call), which is removed whatever happens.
+   */
+  private async createClonedVolume(volume: VolumeRef, source: VolumeRef, progress: CopyProgress): Promise<CreatedVolume> {
+    if (this.thin) {
+      const sourceName = volumeLvName(source.id);
+      await this.requireLv(sourceName, `clone volume ${source.id}`);
+      return this.createThinSnapshotVolume(volume, sourceName);
+    }
+    const temporary = cloneSnapshotLvName(volume.id);
+    await this.createSnapshot(temporary, source); // looks the source up first
+    try {
+      return await this.createVolumeCopy(volume, temporary, source.size, progress);
+    } finally {
+      await this.removeLvIfPresent(temporary);
+    }
+  }
+
+  /** A thin volume that starts as a snapshot of `originName`, activated for good (thin snapshots skip activation otherwise). */
+  private async createThinSnapshotVolume(volume: VolumeRef, originName: string): Promise<CreatedVolume> {
+    const name = volumeLvName(volume.id);
+    const created = await this.createLv(name, createSnapshotCommand(this.commands, name, originName));
+    await this.removingOnFailure(name, () => this.run(activateCommand(this.commands, name, { permanent: true }), `activate ${name}`));
+    return created;
+  }
+
+  /** A new volume holding `sizeGb` GiB copied from `sourceName`; the volume is removed again if the copy fails. */
+  private async createVolumeCopy(volume: VolumeRef, sourceName: string, sizeGb: number, progress: CopyProgress): Promise<CreatedVolume> {
+    const created = await this.createVolume(volume);
+    const name = volumeLvName(volume.id);
+    await this.removingOnFailure(name, async () => {
+      // Cinder: some LVM configurations do not activate snapshot LVs by themselves.
+      await this.run(activateCommand(this.commands, sourceName, { permanent: false }), `activate ${sourceName}`);
+      await this.copyData(sourceName, name, sizeGb, progress);
+    });
+    return created;
+  }
+
+  private async copyData(sourceName: string, targetName: string, sizeGb: number, progress: CopyProgress): Promise<void> {
+    const operation = `copy ${this.options.volume_group}/${sourceName} to ${targetName}`;
+    const totalBytes = Math.ceil(sizeGb * BYTES_PER_GIB);
+    progress(0, totalBytes);
+    let bytesDone = 0;
+    // Cinder's _sparse_copy_volume: zero blocks stay unallocated when the target is in a thin pool.
+    for (const step of copyCommands(this.commands, { sourceLv: sourceName, targetLv: targetName, sizeGb, sparse: this.thin })) {
+      const result = await this.run(step.command, operation, { allowFailure: true });
+      if (result.exitCode !== 0) {
+        const reason = lvmErrorText(result.stderr);
+        const hint = /No such file or directory/.test(reason) ? ' (copies need active LVs, which need device-mapper on that host)' : '';
+        throw new StorageError(
+          'BACKEND_UNAVAILABLE',
+          `backend "${this.context.backendName}": ${operation} failed on ${this.hostLabel} after ${bytesDone} of ${totalBytes} bytes: ${reason}${hint}`,
+        );
+      }
+      bytesDone = step.bytesDone;
+      progress(bytesDone, totalBytes);
+    }
+  }
+
+  /** Runs an lvcreate; a failed one leaves no LV behind (unless the name was taken before). */
+  private async createLv(name: string, command: string[]): Promise<{ provider_location: string }> {
+    const result = await this.run(command, `create ${name}`, { allowFailure: true });
+    if (result.exitCode !== 0) {
+      const reason = lvmErrorText(result.stderr);
+      const code: ErrorCode = /already exists/i.test(reason) ? 'ALREADY_EXISTS' : /insufficient free space/i.test(reason) ? 'OUT_OF_CAPACITY' : 'BACKEND_UNAVAILABLE';
+      const failure = new StorageError(code, `backend "${this.context.backendName}": lvcreate ${this.options.volume_group}/${name} failed on ${this.hostLabel}: ${reason}`);
+      if (code !== 'ALREADY_EXISTS') await this.removeLvIfPresent(name).catch((error) => this.logLeftover(name, error));
+      throw failure;
+    }
+    return { provider_location: `${this.options.volume_group}/${name}` };
+  }
+
+  /** Runs `work`; when it fails, removes the LV it was completing and rethrows the first failure. */
+  private async removingOnFailure(name: string, work: () => Promise<unknown>): Promise<void> {
+    try {
+      await work();
+    } catch (error) {
+      await this.removeLvIfPresent(name).catch((cleanupError) => this.logLeftover(name, cleanupError));
+      throw error;
+    }
+  }
+
+  private logLeftover(name: string, error: unknown): void {
+    this.context.log.error(`could not remove ${this.options.volume_group}/${name} after a failed operation: ${(error as Error).message}`);
+  }
+
+  /** Already gone counts as removed (Cinder's delete_snapshot and delete_volume). */
+  private async removeLvIfPresent(name: string): Promise<void> {
+    if (await this.findLv(name)) await this.removeLv(name);
+  }
+
+  private async removeLv(name: string): Promise<void> {
+    const result = await this.run(removeCommand(this.commands, name), `remove ${name}`, { allowFailure: true });
+    if (result.exitCode === 0) return;
+    // lvremove of a thin LV commits the metadata, then tells the pool (which needs device-mapper);
+    // when only the telling failed, the LV is gone and the pool learns it on its next activation.
+    if (!(await this.findLv(name))) {
+      this.context.log.warn(`lvremove ${this.options.volume_group}/${name} exited ${result.exitCode} but the LV is gone: ${lvmErrorText(result.stderr)}`);
+      return;
+    }
+    throw new StorageError(
+      'BACKEND_UNAVAILABLE',
+      `backend "${this.context.backendName}": remove ${name} failed on ${this.hostLabel} (exit ${result.exitCode}): ${lvmErrorText(result.stderr)}`,
+    );
+  }
+
+  private async requireLv(name: string, operation: string): Promise<LogicalVolumeInfo> {
+    const found = await this.findLv(name);
+    if (found) return found;
+    throw new StorageError('NOT_FOUND', `backend "${this.context.backendName}": cannot ${operation}: ${this.options.volume_group}/${name} does not exist on ${this.hostLabel}`);
+  }
+
+  private async findLv(name: string): Promise<LogicalVolumeInfo | undefined> {
+    return (await this.listLvs(`look up ${name}`)).find((lv) => lv.name === name);
+  }
+
+  private async listLvs(operation: string): Promise<LogicalVolumeInfo[]> {
+    return parseLvs((await this.run(lvsCommand(this.commands), `${operation}: list logical volumes`)).stdout);
+  }
+
   private async volumeGroup(operation: string): Promise<VolumeGroupInfo> {
-    const result = await this.lvm(vgsCommand(this.commands), `${operation}: read volume group`, { allowFailure: true });
+    const result = await this.run(vgsCommand(this.commands), `${operation}: read volume group`, { allowFailure: true });
     const group = result.exitCode === 0 ? parseVgs(result.stdout).find((vg) => vg.name === this.options.volume_group) : undefined;
     if (group) return group;
     const reason = lvmErrorText(result.stderr);
@@ -223,7 +386,7 @@ class LvmDriver implements VolumeDriver {
   /** Cinder's rules for lvm_type, with "auto" choosing thin only where thin pools can really work here. */
   private async chooseProvisioning(group: VolumeGroupInfo): Promise<void> {
     const poolName = thinPoolName(this.options.volume_group);
-    const lvs = parseLvs((await this.lvm(lvsCommand(this.commands), 'list logical volumes')).stdout);
+    const lvs = await this.listLvs('set up');
     const poolExists = lvs.some((lv) => lv.name === poolName);
     if (this.options.lvm_type === 'default') {
       this.provisioningNote = 'thick (lvm_type: default)';
@@ -231,7 +394,7 @@ class LvmDriver implements VolumeDriver {
     }
     if (this.options.lvm_type === 'thin') {
       if (!poolExists) {
-        const created = await this.lvm(createThinPoolCommand(this.commands, group.freeGb), `create thin pool ${poolName}`, { allowFailure: true });
+        const created = await this.run(createThinPoolCommand(this.commands, group.freeGb), `create thin pool ${poolName}`, { allowFailure: true });
         if (created.exitCode !== 0) {
           throw new StorageError(
             'BACKEND_UNAVAILABLE',
@@ -251,7 +414,7 @@ class LvmDriver implements VolumeDriver {
     } else if (!(await this.kernelOffersThinPools())) {
       this.provisioningNote = `thick (lvm_type: auto, because the kernel on ${this.hostLabel} offers no device-mapper thin-pool target)`;
     } else {
-      const created = await this.lvm(createThinPoolCommand(this.commands, group.freeGb), `create thin pool ${poolName}`, { allowFailure: true });
+      const created = await this.run(createThinPoolCommand(this.commands, group.freeGb), `create thin pool ${poolName}`, { allowFailure: true });
       this.thin = created.exitCode === 0;
       this.provisioningNote = this.thin
         ? `thin (lvm_type: auto, the group was empty; created thin pool ${poolName})`
@@ -285,7 +448,7 @@ class LvmDriver implements VolumeDriver {
     return result.exitCode === 0;
   }
 
-  private async lvm(command: string[], operation: string, options: { allowFailure?: boolean } = {}): Promise<CommandResult> {
+  private async run(command: string[], operation: string, options: { allowFailure?: boolean } = {}): Promise<CommandResult> {
     let result: CommandResult;
     try {
       result = await this.runner.run(command, { operation });
@@ -307,11 +470,6 @@ class LvmDriver implements VolumeDriver {
     const code: ErrorCode = error instanceof CommandTransportError && error.kind === 'timeout' ? 'BACKEND_BUSY' : 'BACKEND_UNAVAILABLE';
     return new StorageError(code, `backend "${this.context.backendName}": ${message.startsWith(operation) ? message : `${operation}: ${message}`}`, { cause: error });
   }
-}
-
-/** Cinder's volume_name_template. */
-function lvName(volumeId: string): string {
-  return `volume-${volumeId}`;
 }
 
 function splitHost(sanIp: string, defaultPort: number): { host: string; port: number } {

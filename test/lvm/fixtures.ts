@@ -1,4 +1,5 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomInt } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -78,6 +79,121 @@ export function makeVolumeGroup(vg: string, sizeGb = 40): VolumeGroupFixture {
       }
     },
   };
+}
+
+/**
+ * Rewrites the group's metadata: `vgcfgbackup` to a file, `edit` the text, `vgcfgrestore` it. This
+ * is how the tests get snapshot and thin LVs on a host whose LVM cannot make them (no
+ * device-mapper): LVM reads them back, lists, extends and removes them as it would real ones.
+ */
+export function editVolumeGroupMetadata(fixture: VolumeGroupFixture, edit: (metadata: string) => string): void {
+  const file = join(fixture.dir, `${fixture.vg}.vgcfg`);
+  fixture.lvm('vgcfgbackup', '-f', file, fixture.vg);
+  writeFileSync(file, edit(readFileSync(file, 'utf8')));
+  // --force: LVM refuses to restore thin volumes without it (the pool's own metadata may disagree).
+  fixture.lvm('vgcfgrestore', '--force', '-f', file, fixture.vg);
+}
+
+/**
+ * Writes a thick snapshot `name` of `origin` as lvcreate --snapshot -L <origin size> would: a
+ * copy-on-write LV of the origin's size (allocated by lvcreate, so LVM picks the extents) and the
+ * hidden snapshotN LV that ties it to the origin.
+ */
+export function writeThickSnapshot(fixture: VolumeGroupFixture, origin: string, name: string): void {
+  const extents = extentsOf(fixture, origin);
+  fixture.lvm('lvcreate', '-n', name, '-l', String(extents), fixture.vg);
+  editVolumeGroupMetadata(fixture, (metadata) => {
+    const index = (metadata.match(/type = "snapshot"/g) ?? []).length;
+    return appendLvs(metadata, [
+      lvBlock(`snapshot${index}`, { visible: true }, [
+        `extent_count = ${extents}`, 'type = "snapshot"', 'chunk_size = 8', `origin = "${origin}"`, `cow_store = "${name}"`,
+      ]),
+    ]);
+  });
+}
+
+export interface ThinLvSpec {
+  name: string;
+  sizeGb: number;
+  /** Makes it a thin snapshot of that LV (with LVM's activation-skip flag, as lvcreate sets it). */
+  origin?: string;
+}
+
+/**
+ * Writes the thin pool `pool` (`dataGb` of data) holding `thinLvs`, as lvcreate -T would: its
+ * _tdata, _tmeta and the spare metadata LV are allocated by lvcreate under placeholder names (LVM
+ * refuses those suffixes) and then renamed and hidden.
+ */
+export function writeThinPool(fixture: VolumeGroupFixture, pool: string, dataGb: number, thinLvs: readonly ThinLvSpec[]): void {
+  const parts = { data: `${pool}_tdata`, meta: `${pool}_tmeta`, spare: 'lvol0_pmspare' };
+  const placeholders = { data: 'placeholder-tdata', meta: 'placeholder-tmeta', spare: 'placeholder-pmspare' };
+  fixture.lvm('lvcreate', '-n', placeholders.data, '-L', `${dataGb}g`, fixture.vg);
+  fixture.lvm('lvcreate', '-n', placeholders.meta, '-L', '4m', fixture.vg);
+  fixture.lvm('lvcreate', '-n', placeholders.spare, '-L', '4m', fixture.vg);
+  editVolumeGroupMetadata(fixture, (metadata) => {
+    for (const part of ['data', 'meta', 'spare'] as const) metadata = renameHidden(metadata, placeholders[part], parts[part]);
+    const extentBytes = extentSizeBytes(metadata);
+    return appendLvs(metadata, [
+      lvBlock(pool, { visible: true }, [
+        `extent_count = ${(dataGb * 1024 ** 3) / extentBytes}`, 'type = "thin-pool"', `metadata = "${parts.meta}"`, `pool = "${parts.data}"`,
+        `transaction_id = ${thinLvs.length}`, 'chunk_size = 128', 'discards = "passdown"', 'zero_new_blocks = 1',
+      ]),
+      ...thinLvs.map((lv, index) =>
+        lvBlock(lv.name, { visible: true, activationSkip: Boolean(lv.origin) }, [
+          `extent_count = ${(lv.sizeGb * 1024 ** 3) / extentBytes}`, 'type = "thin"', `thin_pool = "${pool}"`, `transaction_id = ${index}`,
+          `device_id = ${index + 1}`, ...(lv.origin ? [`origin = "${lv.origin}"`] : []),
+        ]),
+      ),
+    ]);
+  });
+}
+
+function extentsOf(fixture: VolumeGroupFixture, lvName: string): number {
+  return Number(fixture.lvm('lvs', '--noheadings', '-o', 'seg_size_pe', `${fixture.vg}/${lvName}`).trim());
+}
+
+function extentSizeBytes(metadata: string): number {
+  const sectors = /^\textent_size = (\d+)/m.exec(metadata);
+  if (!sectors) throw new Error('no extent_size in the volume group metadata');
+  return Number(sectors[1]) * 512;
+}
+
+/** The LVs go at the end of the logical_volumes section, the last section of the group. */
+function appendLvs(metadata: string, blocks: readonly string[]): string {
+  const sectionEnd = metadata.lastIndexOf('\n\t}\n');
+  if (!metadata.includes('\tlogical_volumes {') || sectionEnd < 0) throw new Error('no logical_volumes section in the volume group metadata');
+  return `${metadata.slice(0, sectionEnd)}\n${blocks.join('\n')}${metadata.slice(sectionEnd)}`;
+}
+
+function lvBlock(name: string, options: { visible: boolean; activationSkip?: boolean }, segment: readonly string[]): string {
+  return [
+    `\t\t${name} {`,
+    `\t\t\tid = "${lvmUuid()}"`,
+    `\t\t\tstatus = ["READ", "WRITE"${options.visible ? ', "VISIBLE"' : ''}]`,
+    `\t\t\tflags = [${options.activationSkip ? '"ACTIVATION_SKIP"' : ''}]`,
+    '\t\t\tsegment_count = 1',
+    '\t\t\tsegment1 {',
+    '\t\t\t\tstart_extent = 0',
+    ...segment.map((line) => `\t\t\t\t${line}`),
+    '\t\t\t}',
+    '\t\t}',
+    '',
+  ].join('\n');
+}
+
+function renameHidden(metadata: string, from: string, to: string): string {
+  const header = `\t\t${from} {\n`;
+  const start = metadata.indexOf(header);
+  if (start < 0) throw new Error(`no LV ${from} in the volume group metadata`);
+  const visible = 'status = ["READ", "WRITE", "VISIBLE"]';
+  const status = metadata.indexOf(visible, start);
+  return `${metadata.slice(0, start)}\t\t${to} {\n${metadata.slice(start + header.length, status)}status = ["READ", "WRITE"]${metadata.slice(status + visible.length)}`;
+}
+
+/** LVM's id format: 32 letters and digits grouped 6-4-4-4-4-4-6. */
+function lvmUuid(): string {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+  return [6, 4, 4, 4, 4, 4, 6].map((length) => Array.from({ length }, () => alphabet[randomInt(alphabet.length)]).join('')).join('-');
 }
 
 export interface SshdFixture {

@@ -1,12 +1,21 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import lvmDriver from '../../drivers/lvm/index.js';
+import type { CreateVolumeRequest, VolumeDriver } from '../../drivers/types.js';
+import { validateDriverOptions } from '../../src/driver-options.js';
+import { StorageError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
+import { SecretRegistry } from '../../src/secrets.js';
 import { SshRunner } from '../../src/exec/ssh.js';
 import { defineBackendScenarios } from '../helpers/scenarios.js';
 import { BIN, startMcpServer } from '../helpers/server.js';
-import { lvmPrerequisites, makeSshd, makeSudoUser, makeVolumeGroup, type SshdFixture, type SudoUserFixture, type VolumeGroupFixture } from './fixtures.js';
+import {
+  lvmPrerequisites, makeSshd, makeSudoUser, makeVolumeGroup, writeThickSnapshot, writeThinPool, type SshdFixture, type SudoUserFixture,
+  type VolumeGroupFixture,
+} from './fixtures.js';
 
 const missing = lvmPrerequisites();
 const inCi = process.env.CI === 'true';
@@ -196,6 +205,252 @@ if (missing && !inCi) {
       } finally {
         await server.close();
       }
+    });
+  });
+
+  /**
+   * Cinder's LVM snapshot and clone methods, called on the driver directly. This host has no
+   * device-mapper: lvcreate --snapshot and thin pools fail, so snapshot and thin LVs are written
+   * into the group's metadata (vgcfgbackup, edit, vgcfgrestore) and LVM lists and removes them as
+   * real ones. Where LVM can make them, the same tests see them made instead of refused.
+   */
+  describe("LVM snapshots and clones (Cinder's LVM driver)", () => {
+    const newVolume = (size = 1): CreateVolumeRequest => ({ id: randomUUID(), size, pool_name: 'snaps', name: 'n', description: '', bootable: false });
+    const snapshotOf = (volume: CreateVolumeRequest) => ({ id: randomUUID(), volume_id: volume.id, volume_size: volume.size });
+    const originOf = (fixture: VolumeGroupFixture, lv: string) => fixture.lvm('lvs', '--noheadings', '-o', 'origin', `${fixture.vg}/${lv}`).trim();
+
+    async function makeDriver(fixture: VolumeGroupFixture, lvmType: 'default' | 'auto'): Promise<VolumeDriver> {
+      const secrets = new SecretRegistry();
+      const raw = { ...SEED_BACKEND, volume_backend_name: 'snaps', volume_group: fixture.vg, lvm_type: lvmType, lvm_conf_file: fixture.lvmConfFile };
+      const { options } = validateDriverOptions('snaps', lvmDriver, raw, secrets);
+      const driver = lvmDriver.create(options, { backendName: 'snaps', log: createLogger('test'), secrets, dataDir: fixture.dir, rootHelper: '' }, SEED_BACKEND.volume_driver);
+      await driver.setup();
+      return driver;
+    }
+
+    async function refusal(promise: Promise<unknown>): Promise<StorageError> {
+      const outcome = await promise.then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      expect(outcome).toBeInstanceOf(StorageError);
+      return outcome as StorageError;
+    }
+
+    /** Records every progress report. */
+    function progressLog() {
+      const reports: Array<[number, number]> = [];
+      return { reports, report: (done: number, total: number) => void reports.push([done, total]) };
+    }
+
+    describe('thick', () => {
+      let thick: VolumeGroupFixture;
+      let driver: VolumeDriver;
+      beforeAll(async () => {
+        thick = makeVolumeGroup('cinder-snaps', 16);
+        driver = await makeDriver(thick, 'default');
+      });
+      afterAll(async () => {
+        await driver?.close();
+        thick?.cleanup();
+      });
+
+      it('refuses to delete a volume while it has a snapshot (IN_USE naming it), deletes the snapshot, then the volume', async () => {
+        const volume = newVolume();
+        await driver.createVolume(volume);
+        const snapshot = snapshotOf(volume);
+        const freeBefore = (await driver.getStats()).pools[0]!.free_capacity_gb as number;
+        writeThickSnapshot(thick, `volume-${volume.id}`, `_snapshot-${snapshot.id}`);
+        expect(originOf(thick, `_snapshot-${snapshot.id}`)).toBe(`volume-${volume.id}`);
+
+        const [pool] = (await driver.getStats()).pools;
+        expect(pool!.free_capacity_gb).toBe(freeBefore - 1); // the copy-on-write space is the volume's size
+        expect(pool!.provisioned_capacity_gb).toBeCloseTo((pool!.total_capacity_gb as number) - (pool!.free_capacity_gb as number), 2);
+        expect(pool!.total_volumes).toBe(thick.lvNames().length);
+        expect(driver.snapshotSizeGb!(volume)).toBe(1);
+
+        const refused = await refusal(driver.deleteVolume(volume));
+        expect(refused.code).toBe('IN_USE');
+        expect(refused.message).toContain(`_snapshot-${snapshot.id}`);
+        expect(thick.lvNames()).toEqual(expect.arrayContaining([`volume-${volume.id}`, `_snapshot-${snapshot.id}`]));
+
+        await driver.snapshots!.deleteSnapshot(snapshot, volume);
+        expect(thick.lvNames()).not.toContain(`_snapshot-${snapshot.id}`);
+        await driver.snapshots!.deleteSnapshot(snapshot, volume); // already gone counts as deleted
+        await driver.deleteVolume(volume);
+        expect(thick.lvNames()).toEqual([]);
+        expect((await driver.getStats()).pools[0]!.free_capacity_gb).toBe(freeBefore + 1);
+      });
+
+      it('snapshots with lvcreate --snapshot -L, or says why LVM refused and leaves no LV', async () => {
+        const volume = newVolume(2);
+        await driver.createVolume(volume);
+        const snapshot = snapshotOf(volume);
+        const name = `_snapshot-${snapshot.id}`;
+        try {
+          const outcome = await driver.snapshots!.createSnapshot(snapshot, volume).then(
+            (created) => ({ created }),
+            (error: unknown) => ({ error }),
+          );
+          if ('error' in outcome) {
+            // This host: no device-mapper, so LVM refuses, and the message carries its reason.
+            expect(outcome.error).toBeInstanceOf(StorageError);
+            expect((outcome.error as StorageError).message).toMatch(new RegExp(`^backend "snaps": lvcreate cinder-snaps/${name} failed on this host: \\S`));
+            expect(thick.lvNames()).toEqual([`volume-${volume.id}`]);
+          } else {
+            expect(outcome.created).toEqual({ provider_location: `cinder-snaps/${name}` });
+            expect(originOf(thick, name)).toBe(`volume-${volume.id}`);
+            expect(thick.lvm('lvs', '--noheadings', '--units', 'g', '-o', 'lv_size', `cinder-snaps/${name}`).trim()).toBe('2.00g');
+            await driver.snapshots!.deleteSnapshot(snapshot, volume);
+          }
+          const missing = await refusal(driver.snapshots!.createSnapshot(snapshotOf(newVolume()), newVolume()));
+          expect(missing.code).toBe('NOT_FOUND');
+        } finally {
+          await driver.deleteVolume(volume);
+        }
+        expect(thick.lvNames()).toEqual([]);
+      });
+
+      it('clones through a temporary clone-snap-<id> snapshot that never outlives the call', async () => {
+        const source = newVolume();
+        await driver.createVolume(source);
+        const clone = newVolume();
+        const progress = progressLog();
+        try {
+          const outcome = await driver.clones!.createClonedVolume(clone, source, progress.report).then(
+            () => undefined,
+            (error: unknown) => error,
+          );
+          if (outcome) {
+            expect(outcome).toBeInstanceOf(StorageError);
+            expect((outcome as StorageError).message).toMatch(new RegExp(`lvcreate cinder-snaps/clone-snap-${clone.id} failed on this host: \\S`));
+            expect(thick.lvNames()).toEqual([`volume-${source.id}`]);
+          } else {
+            expect(thick.lvNames().sort()).toEqual([`volume-${clone.id}`, `volume-${source.id}`].sort());
+            expect(progress.reports.at(-1)).toEqual([1024 ** 3, 1024 ** 3]);
+            await driver.deleteVolume(clone);
+          }
+        } finally {
+          await driver.deleteVolume(source);
+        }
+        expect(thick.lvNames()).toEqual([]);
+      });
+
+      it('makes a volume from a snapshot by copying it with dd in chunks, telling progress', async () => {
+        const source = newVolume();
+        await driver.createVolume(source);
+        const snapshot = snapshotOf(source);
+        writeThickSnapshot(thick, `volume-${source.id}`, `_snapshot-${snapshot.id}`);
+        // The copy needs device nodes, which this host cannot have: a stand-in dd records what it is asked.
+        const bin = join(thick.dir, 'fake-bin');
+        const ddLog = join(thick.dir, 'dd.log');
+        mkdirSync(bin, { recursive: true });
+        writeFileSync(join(bin, 'dd'), `#!/bin/sh\nprintf '%s\\n' "$*" >> ${ddLog}\n`);
+        chmodSync(join(bin, 'dd'), 0o755);
+        const path = process.env.PATH;
+        const volume = newVolume();
+        const progress = progressLog();
+        process.env.PATH = `${bin}:${path}`;
+        try {
+          expect(await driver.snapshots!.createVolumeFromSnapshot(volume, snapshot, progress.report)).toEqual({ provider_location: `cinder-snaps/volume-${volume.id}` });
+        } finally {
+          process.env.PATH = path;
+        }
+        const quarter = 256 * 1024 ** 2;
+        expect(progress.reports).toEqual([0, 1, 2, 3, 4].map((chunks) => [chunks * quarter, 4 * quarter]));
+        const escapedSnapshot = `_snapshot--${snapshot.id.replace(/-/g, '--')}`;
+        expect(readFileSync(ddLog, 'utf8').trim().split('\n')).toEqual(
+          [0, 256, 512, 768].map(
+            (block) =>
+              `if=/dev/mapper/cinder--snaps-${escapedSnapshot} of=/dev/mapper/cinder--snaps-volume--${volume.id.replace(/-/g, '--')} ` +
+              `bs=1M count=256 skip=${block} seek=${block} iflag=direct oflag=direct conv=notrunc`,
+          ),
+        );
+        expect(thick.lvNames()).toContain(`volume-${volume.id}`);
+        expect(originOf(thick, `volume-${volume.id}`)).toBe(''); // a copy, independent of the snapshot
+        await driver.deleteVolume(volume);
+
+        // With the real dd: the copy fails here (no device nodes) with dd's reason, and the new volume is removed.
+        const another = newVolume();
+        const outcome = await driver.snapshots!.createVolumeFromSnapshot(another, snapshot, () => undefined).then(
+          () => undefined,
+          (error: unknown) => error,
+        );
+        if (outcome) {
+          expect(outcome).toBeInstanceOf(StorageError);
+          expect((outcome as StorageError).message).toMatch(new RegExp(`^backend "snaps": copy cinder-snaps/_snapshot-${snapshot.id} to volume-${another.id} failed on this host after 0 of 1073741824 bytes: dd: \\S`));
+          expect(thick.lvNames()).not.toContain(`volume-${another.id}`);
+        } else {
+          expect(thick.lvNames()).toContain(`volume-${another.id}`);
+          await driver.deleteVolume(another);
+        }
+        await driver.snapshots!.deleteSnapshot(snapshot, source);
+        await driver.deleteVolume(source);
+        expect(thick.lvNames()).toEqual([]);
+      });
+    });
+
+    describe('thin', () => {
+      let thin: VolumeGroupFixture;
+      let driver: VolumeDriver;
+      const volume = newVolume();
+      const snapshot = snapshotOf(volume);
+      const thinClone = newVolume();
+      beforeAll(async () => {
+        thin = makeVolumeGroup('cinder-thin', 16);
+        writeThinPool(thin, 'cinder-thin-pool', 4, [
+          { name: `volume-${volume.id}`, sizeGb: 1 },
+          { name: `_snapshot-${snapshot.id}`, sizeGb: 1, origin: `volume-${volume.id}` },
+          { name: `volume-${thinClone.id}`, sizeGb: 1, origin: `volume-${volume.id}` },
+        ]);
+        driver = await makeDriver(thin, 'auto'); // thin, because the pool exists
+      });
+      afterAll(async () => {
+        await driver?.close();
+        thin?.cleanup();
+      });
+
+      it('counts thin snapshots as sharing the pool, refuses to delete their volume, and deletes them', async () => {
+        const [pool] = (await driver.getStats()).pools;
+        expect(pool).toMatchObject({ thin_provisioning_support: true, total_capacity_gb: 4, provisioned_capacity_gb: 3 });
+        expect(driver.snapshotSizeGb!(volume)).toBe(0);
+
+        const refused = await refusal(driver.deleteVolume(volume));
+        expect(refused.code).toBe('IN_USE');
+        expect(refused.message).toContain(`_snapshot-${snapshot.id}`);
+        expect(refused.message).not.toContain(thinClone.id); // a thin clone is independent of its source
+
+        await driver.snapshots!.deleteSnapshot(snapshot, volume);
+        expect(thin.lvNames()).not.toContain(`_snapshot-${snapshot.id}`);
+        expect((await driver.getStats()).pools[0]!.provisioned_capacity_gb).toBe(2);
+        await driver.deleteVolume(volume);
+        expect(thin.lvNames().sort()).toEqual(['cinder-thin-pool', `volume-${thinClone.id}`].sort());
+      });
+
+      it('snapshots thin volumes without a size, makes volumes from snapshots as snapshots, or says why LVM refused and leaves no LV', async () => {
+        const before = thin.lvNames().sort();
+        const source = { ...thinClone, name: 'n', description: '', bootable: false };
+        const next = snapshotOf(source);
+        const outcome = await driver.snapshots!.createSnapshot(next, source).then(
+          () => undefined,
+          (error: unknown) => error,
+        );
+        if (outcome) {
+          expect(outcome).toBeInstanceOf(StorageError);
+          expect((outcome as StorageError).message).toMatch(new RegExp(`^backend "snaps": lvcreate cinder-thin/_snapshot-${next.id} failed on this host: \\S`));
+          expect(thin.lvNames().sort()).toEqual(before);
+        } else {
+          expect(originOf(thin, `_snapshot-${next.id}`)).toBe(`volume-${thinClone.id}`);
+          const fromSnapshot = newVolume();
+          const progress = progressLog();
+          await driver.snapshots!.createVolumeFromSnapshot(fromSnapshot, next, progress.report);
+          expect(originOf(thin, `volume-${fromSnapshot.id}`)).toBe(`_snapshot-${next.id}`);
+          expect(progress.reports).toEqual([]); // nothing copied
+          await driver.deleteVolume(fromSnapshot);
+          await driver.snapshots!.deleteSnapshot(next, source);
+          expect(thin.lvNames().sort()).toEqual(before);
+        }
+      });
     });
   });
 
