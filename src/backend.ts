@@ -1,19 +1,19 @@
-import { randomUUID } from 'node:crypto';
 import { DEFAULT_VOLUME_DRIVER, findDriver, knownDriverNames } from '../drivers/catalog.js';
-import type { BackendStats, PoolStats, VolumeDriver, VolumeRef } from '../drivers/types.js';
+import type { BackendStats, PoolStats, VolumeDriver } from '../drivers/types.js';
 import { checkCapacity } from './capacity.js';
 import type { CapacityLedger, Reservation } from './capacity-ledger.js';
 import { ConfigError } from './config/errors.js';
 import type { BackendSpec } from './config/load.js';
 import { readCoreOptions, validateDriverOptions, type CoreOptions } from './driver-options.js';
-import { StorageError, describeError, isStorageError } from './errors.js';
+import { StorageError, describeError } from './errors.js';
 import { KeyedMutex, SingleFlight } from './locks.js';
 import { waitWithProgress } from './progress.js';
 import { TombstoneKeeper } from './tombstones.js';
+import { VolumeLifecycle, type CreateVolumeInput } from './lifecycle.js';
 import type { Logger } from './log.js';
-import type { VolumePatch, VolumeStore } from './persistence/store.js';
+import type { VolumeStore } from './persistence/store.js';
 import type { SecretRegistry } from './secrets.js';
-import { TRANSITIONAL_STATUSES, type VolumeRecord } from './volume.js';
+import type { VolumeRecord } from './volume.js';
 
 /**
  * A Backend is cinderlib's Backend: one array configuration, its driver, cached stats, and the
@@ -36,13 +36,6 @@ export interface BackendDependencies {
   leaseMs: number;
 }
 
-export interface CreateVolumeInput {
-  size: number;
-  name?: string;
-  description?: string;
-  bootable?: boolean;
-  pool_name?: string;
-}
 
 type InitState =
   | { phase: 'initializing' }
@@ -73,6 +66,7 @@ export class Backend {
   private lastPoolNames: string[] = [];
   private driverNotes: string[] = [];
   private tombstones?: TombstoneKeeper;
+  private mutations?: VolumeLifecycle;
   readonly warnings: string[] = [];
 
   constructor(
@@ -159,102 +153,36 @@ export class Backend {
     return (await this.stats(false)).pools.map((pool) => pool.pool_name);
   }
 
-  async createVolume(input: CreateVolumeInput): Promise<VolumeRecord> {
-    const driver = await this.ready();
-    const { pool, reservation } = await this.reserveCapacity(input.pool_name, input.size, (room) =>
-      `a ${input.size} GiB volume does not fit in backend "${this.id}" pool "${input.pool_name ?? room.pool}": ${room.text}; ask for at most ${Math.floor(room.gb)} GiB or free space first`,
-    );
-    const now = new Date().toISOString();
-    const record: VolumeRecord = {
-      id: randomUUID(),
-      backend: this.id,
-      name: input.name ?? '',
-      description: input.description ?? '',
-      size: input.size,
-      status: 'creating',
-      pool_name: pool.pool_name,
-      bootable: input.bootable ?? false,
-      created_at: now,
-      updated_at: now,
-      status_reason: null,
-      provider_location: null,
-      ...this.claim(),
-    };
-    // Intent first: a crash from here on leaves a record that start-up surfaces, never an unknown array volume.
-    if (!(await this.deps.store.insert(record))) {
-      reservation.release();
-      throw new StorageError('INTERNAL', `volume id ${record.id} already exists in the metadata store`);
-    }
-    return this.settle(reservation, () =>
-      this.deps.volumeLocks.run(record.id, async () => {
-        try {
-          const created = await driver.createVolume({ ...this.ref(record), name: record.name, description: record.description, bootable: record.bootable });
-          return await this.recordOutcome(record.id, 'create', { status: 'available', status_reason: null, provider_location: created?.provider_location ?? null, failed_operation: null });
-        } catch (error) {
-          if (error instanceof UnrecordedOutcome) throw error.failure;
-          const failure = this.asStorageError(error, `create volume ${record.id}`);
-          await this.recordOutcome(record.id, 'create', { status: 'error', status_reason: `create failed: ${failure.message}`, failed_operation: 'create' });
-          throw new StorageError(
-            failure.code,
-            `${failure.message}. The volume record ${record.id} is kept in status "error"; delete_volume removes it`,
-          );
-        }
-      }),
-    );
+  /** The mutations of this backend's volumes and snapshots (src/lifecycle.ts). */
+  get lifecycle(): VolumeLifecycle {
+    return (this.mutations ??= new VolumeLifecycle(
+      {
+        id: this.id,
+        volumeDriver: this.volumeDriver,
+        ready: () => this.ready(),
+        reserveCapacity: (poolName, sizeGb, refusal) => this.reserveCapacity(poolName, sizeGb, refusal),
+        invalidateStats: () => this.invalidateStats(),
+        tombstones: () => this.tombstones!,
+      },
+      { store: this.deps.store, secrets: this.deps.secrets, log: this.deps.log, locks: this.deps.volumeLocks, serverId: this.deps.serverId, leaseMs: this.deps.leaseMs },
+    ));
   }
 
-  async extendVolume(volumeId: string, newSize: number): Promise<VolumeRecord> {
-    const driver = await this.ready();
-    return this.deps.volumeLocks.run(volumeId, async () => {
-      const record = await this.requireVolume(volumeId);
-      if (newSize < record.size) {
-        throw new StorageError(
-          'INVALID_ARGUMENT',
-          `new_size ${newSize} GiB is smaller than volume ${volumeId}'s ${record.size} GiB; volumes cannot shrink, pass a new_size above ${record.size}`,
-        );
-      }
-      this.requireStatus(record, ['available'], 'extended');
-      if (newSize === record.size) return record; // already there: extending is idempotent
-      const growth = newSize - record.size;
-      const { reservation } = await this.reserveCapacity(record.pool_name, growth, (room) =>
-        `growing volume ${volumeId} by ${growth} GiB (to ${newSize} GiB) does not fit in backend "${this.id}" pool "${record.pool_name}": ${room.text}`,
-      );
-      return this.settle(reservation, async () => {
-        await this.transition(volumeId, { status: 'extending' }, ['available']);
-        try {
-          await driver.extendVolume(this.ref(record), newSize);
-          return await this.recordOutcome(volumeId, 'extend', { status: 'available', size: newSize, status_reason: null, failed_operation: null });
-        } catch (error) {
-          if (error instanceof UnrecordedOutcome) throw error.failure;
-          const failure = this.asStorageError(error, `extend volume ${volumeId}`);
-          // As Cinder's error_extending: the array's state is unknown, so the volume is not offered as usable.
-          await this.recordOutcome(volumeId, 'extend', { status: 'error', status_reason: `extend to ${newSize} GiB failed: ${failure.message}`, failed_operation: 'extend' });
-          throw failure;
-        }
-      });
-    });
+  /** What the driver can do beyond volumes: the groups it implements (UNSUPPORTED answers the rest). */
+  get capabilities(): { snapshots: boolean; clones: boolean } | undefined {
+    return this.driver ? { snapshots: !!this.driver.snapshots, clones: !!this.driver.clones } : undefined;
+  }
+
+  createVolume(input: CreateVolumeInput): Promise<VolumeRecord> {
+    return this.lifecycle.createVolume(input);
+  }
+
+  extendVolume(volumeId: string, newSize: number): Promise<VolumeRecord> {
+    return this.lifecycle.extendVolume(volumeId, newSize);
   }
 
   async deleteVolume(volumeId: string): Promise<void> {
-    const driver = await this.ready();
-    await this.deps.volumeLocks.run(volumeId, async () => {
-      const record = await this.requireVolume(volumeId);
-      this.requireStatus(record, ['available', 'error'], 'deleted');
-      await this.transition(volumeId, { status: 'deleting' }, ['available', 'error']);
-      // A create that never confirmed stays unconfirmed through a failed delete.
-      const failedOperation = record.failed_operation === 'create' ? 'create' : 'delete';
-      try {
-        await driver.deleteVolume(this.ref(record));
-      } catch (error) {
-        const failure = this.asStorageError(error, `delete volume ${volumeId}`);
-        await this.recordOutcome(volumeId, 'delete', { status: 'error', status_reason: `delete failed: ${failure.message}`, failed_operation: failedOperation });
-        throw failure;
-      }
-      // "Not on the array" is not "gone" for a create that may still finish there: re-check later.
-      if (record.failed_operation === 'create') await this.tombstones!.bury(record);
-      else await this.deps.store.remove(volumeId);
-      this.invalidateStats();
-    });
+    await this.lifecycle.deleteVolume(volumeId);
   }
 
   async close(): Promise<void> {
@@ -418,20 +346,6 @@ export class Backend {
     return pool;
   }
 
-  /** Runs a mutation holding capacity; its GiB count as used when it succeeds, and are freed when it fails. */
-  private async settle<T>(reservation: Reservation, task: () => Promise<T>): Promise<T> {
-    try {
-      const result = await task();
-      reservation.commit();
-      return result;
-    } catch (error) {
-      reservation.release();
-      throw error;
-    } finally {
-      this.invalidateStats();
-    }
-  }
-
   private invalidateStats(): void {
     this.statsGeneration++;
     this.cachedStats = undefined;
@@ -441,92 +355,6 @@ export class Backend {
     const pools = stats.pools && stats.pools.length > 0 ? stats.pools : [];
     if (pools.length === 0) throw new StorageError('INTERNAL', `backend "${this.id}": the driver reported no pools`);
     return { ...stats, volume_backend_name: this.id, pools };
-  }
-
-  private async requireVolume(volumeId: string): Promise<VolumeRecord> {
-    const record = await this.deps.store.get(volumeId);
-    if (!record || record.backend !== this.id) {
-      throw new StorageError('NOT_FOUND', `volume ${volumeId} does not exist; list_volumes shows the volumes there are`);
-    }
-    return record;
-  }
-
-  private requireStatus(record: VolumeRecord, allowed: VolumeRecord['status'][], action: string): void {
-    if (allowed.includes(record.status)) return;
-    const busy = record.status === 'creating' || record.status === 'extending' || record.status === 'deleting';
-    throw new StorageError(
-      busy ? 'BACKEND_BUSY' : 'INVALID_ARGUMENT',
-      `volume ${record.id} is "${record.status}"${record.status_reason ? ` (${record.status_reason})` : ''}; only ${allowed.map((s) => `"${s}"`).join(' or ')} volumes can be ${action}` +
-        (busy ? '; wait and call get_volume again' : '; delete_volume removes a volume in error'),
-    );
-  }
-
-  /**
-   * Writes an operation's outcome, trying again briefly when the metadata store refuses. If it
-   * still cannot, the running server keeps the volume as `error` in memory (written at the store's
-   * next successful write) so it can be seen and deleted, and the caller is told, with the id.
-   */
-  private async recordOutcome(volumeId: string, operation: 'create' | 'extend' | 'delete', patch: VolumePatch): Promise<VolumeRecord> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await this.transition(volumeId, patch);
-      } catch (error) {
-        if (!isStorageError(error) || error.code !== 'BACKEND_UNAVAILABLE') throw error;
-        if (attempt < OUTCOME_RETRY_MS.length) {
-          await new Promise((resolve) => setTimeout(resolve, OUTCOME_RETRY_MS[attempt]));
-          continue;
-        }
-        const happened = patch.status === 'error' ? `the ${operation} failed (${patch.status_reason})` : `the ${operation} finished on the array`;
-        const reason = `${happened}, but the metadata store could not record it (${error.message})`;
-        this.deps.store.deferUpdate(volumeId, {
-          status: 'error',
-          status_reason: `${reason}; delete_volume removes it`,
-          failed_operation: operation === 'create' ? 'create' : (patch.failed_operation ?? operation),
-          owner: null,
-          lease_expires_at: null,
-        });
-        throw new UnrecordedOutcome(
-          new StorageError('BACKEND_UNAVAILABLE', `volume ${volumeId}: ${reason}. It is kept in status "error" for now; once the store takes writes again, delete_volume removes it`),
-        );
-      }
-    }
-  }
-
-  /** Marks a record as this server's, for as long as an operation on it is under way. */
-  private claim(): Pick<VolumeRecord, 'owner' | 'lease_expires_at'> {
-    return { owner: this.deps.serverId, lease_expires_at: new Date(Date.now() + this.deps.leaseMs).toISOString() };
-  }
-
-  private async transition(volumeId: string, patch: VolumePatch, expected?: VolumeRecord['status'][]): Promise<VolumeRecord> {
-    if (patch.status !== undefined) {
-      // Into an operation: this server claims the record; out of it: nobody does.
-      patch = { ...patch, ...(TRANSITIONAL_STATUSES.includes(patch.status) ? this.claim() : { owner: null, lease_expires_at: null }) };
-    }
-    const updated = await this.deps.store.update(volumeId, patch, expected);
-    if (!updated) {
-      throw new StorageError('INTERNAL', `volume ${volumeId} changed under this operation (another server process?); call get_volume and retry`);
-    }
-    return updated;
-  }
-
-  private ref(record: VolumeRecord): VolumeRef {
-    return { id: record.id, size: record.size, pool_name: record.pool_name, provider_location: record.provider_location };
-  }
-
-  private asStorageError(error: unknown, operation: string): StorageError {
-    if (isStorageError(error)) return new StorageError(error.code, this.deps.secrets.redact(error.message), { cause: error });
-    this.deps.log.error(`backend "${this.id}": ${operation}: unexpected failure: ${describeError(error)}`);
-    return new StorageError('INTERNAL', `backend "${this.id}": ${operation} failed unexpectedly: ${this.deps.secrets.redact(describeError(error))}`, { cause: error });
-  }
-}
-
-/** Waits before writing an operation's outcome again, when the metadata store refused it. */
-const OUTCOME_RETRY_MS = [100, 500];
-
-/** An outcome the store could not take; carries what the caller must be told. */
-class UnrecordedOutcome extends Error {
-  constructor(readonly failure: StorageError) {
-    super(failure.message);
   }
 }
 

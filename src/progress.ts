@@ -40,3 +40,28 @@ export async function waitWithProgress<T>(message: string, work: Promise<T>): Pr
     await new Promise((resolve) => setTimeout(resolve, FINAL_PROGRESS_GAP_MS));
   }
 }
+
+/**
+ * Runs a long copy, telling the caller's client (when it asked) at the start, at least every
+ * PROGRESS_INTERVAL_MS with the bytes copied so far, and at the end, as the contract asks.
+ */
+export async function trackCopy<T>(message: string, work: (progress: (done: number, total: number) => void) => Promise<T>): Promise<T> {
+  const report = current.getStore();
+  if (!report) return work(() => undefined);
+  let done = 0;
+  let total: number | undefined;
+  const send = (text: string) =>
+    Promise.resolve(report({ progress: done, ...(total !== undefined ? { total } : {}), message: text })).catch(() => undefined);
+  void send(message);
+  const timer = setInterval(() => void send(total ? `${message}: ${Math.floor((done / total) * 100)}%` : message), PROGRESS_INTERVAL_MS);
+  try {
+    return await work((bytesDone, bytesTotal) => {
+      done = Math.max(done, bytesDone); // progress never goes back, as MCP requires
+      total = bytesTotal;
+    });
+  } finally {
+    clearInterval(timer);
+    await send(`${message}: done`);
+    await new Promise((resolve) => setTimeout(resolve, FINAL_PROGRESS_GAP_MS));
+  }
+}

@@ -1,4 +1,5 @@
-import { Backend, type CreateVolumeInput } from './backend.js';
+import { Backend } from './backend.js';
+import type { CreateVolumeInput } from './lifecycle.js';
 import { CapacityLedger } from './capacity-ledger.js';
 import type { LoadedConfig } from './config/load.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
@@ -179,11 +180,11 @@ export class BackendRegistry {
     this.requireUsableConfig();
     if (input.backend !== undefined) this.get(input.backend);
     const filters = { backend: input.backend, status: input.status };
-    const after = input.cursor ? decodeCursor(input.cursor, filters) : undefined;
+    const after = input.cursor ? decodeCursor(input.cursor, 'list_volumes', filters) : undefined;
     const page = await this.store.list({ ...filters, after, limit: input.limit });
     return {
       volumes: page.records,
-      nextCursor: page.nextAfter !== undefined ? encodeCursor({ ...filters, after: page.nextAfter }) : undefined,
+      nextCursor: page.nextAfter !== undefined ? encodeCursor('list_volumes', page.nextAfter, filters) : undefined,
     };
   }
 

@@ -168,7 +168,7 @@ async function main(): Promise<void> {
   const big = await connect(process.execPath, [BIN, '--config', large.configPath], large.env);
   await call(big, 'list_backends', {});
   const largeFirst = await sample(big, 200, 'list_volumes', { backend: 'bench', limit: 100 });
-  const deepCursor = encodeCursor({ after: 90_000, backend: 'bench' });
+  const deepCursor = encodeCursor('list_volumes', 90_000, { backend: 'bench' });
   const largeDeep = await sample(big, 200, 'list_volumes', { backend: 'bench', limit: 100, cursor: deepCursor });
   const largeErrors = await sample(big, 200, 'list_volumes', { status: 'error', limit: 100 });
   const largeMax = await sample(big, 50, 'list_volumes', { backend: 'bench', limit: 1000 });

@@ -1,0 +1,560 @@
+import { randomUUID } from 'node:crypto';
+import type { CreateVolumeRequest, PoolStats, SnapshotRef, VolumeDriver, VolumeRef } from '../drivers/types.js';
+import type { Reservation } from './capacity-ledger.js';
+import { StorageError, describeError, isStorageError } from './errors.js';
+import { runHoldingAll, type KeyedMutex } from './locks.js';
+import type { Logger } from './log.js';
+import type { RequestEntry, SnapshotPatch, VolumePatch, VolumeStore } from './persistence/store.js';
+import { trackCopy } from './progress.js';
+import type { SecretRegistry } from './secrets.js';
+import type { SnapshotRecord, SnapshotStatus } from './snapshot.js';
+import type { TombstoneKeeper } from './tombstones.js';
+import { TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from './volume.js';
+
+/**
+ * Every mutation of volumes and snapshots, each run by one routine (`mutate`): lock every key it
+ * touches, hold the capacity it needs, record its intent, call the driver, record the outcome or
+ * the error, free what it held. cinderlib wrote that try/finally once per object; here it is
+ * written once, and each operation only says what its steps are.
+ */
+export interface LifecycleHost {
+  readonly id: string;
+  readonly volumeDriver: string;
+  ready(): Promise<VolumeDriver>;
+  reserveCapacity(
+    poolName: string | undefined,
+    sizeGb: number,
+    refusal: (room: { pool: string; gb: number; text: string }) => string,
+  ): Promise<{ pool: PoolStats; reservation: Reservation }>;
+  invalidateStats(): void;
+  tombstones(): TombstoneKeeper;
+}
+
+export interface LifecycleDependencies {
+  store: VolumeStore;
+  secrets: SecretRegistry;
+  log: Logger;
+  locks: KeyedMutex;
+  serverId: string;
+  leaseMs: number;
+}
+
+export interface CreateVolumeInput {
+  size?: number;
+  name?: string;
+  description?: string;
+  bootable?: boolean;
+  pool_name?: string;
+  snapshot_id?: string;
+  source_volume_id?: string;
+  request_id?: string;
+}
+
+export interface CreateSnapshotInput {
+  name?: string;
+  description?: string;
+  request_id?: string;
+}
+
+/** What a repeated request_id answers with: the object the first call made, in its current state. */
+export type RequestReplay = { kind: 'volume'; record: VolumeRecord } | { kind: 'snapshot'; record: SnapshotRecord };
+
+interface CapacityNeed {
+  poolName: string | undefined;
+  sizeGb: number;
+  refusal: (room: { pool: string; gb: number; text: string }) => string;
+}
+
+interface Mutation<T, R> {
+  /** "create volume <id>": for messages and logs. */
+  what: string;
+  /** Lock keys (volume:<id>, snapshot:<id>): one operation per object at a time, sources included. */
+  locks: string[];
+  capacity?: CapacityNeed;
+  /**
+   * Under the locks, before anything is held: reads the current state, and says what capacity the
+   * operation needs, or answers at once when there is nothing to do.
+   */
+  prepare?(): Promise<{ capacity?: CapacityNeed; answer?: R }>;
+  /** Checks and writes the intent; throwing here leaves nothing done. */
+  begin(pool: PoolStats | undefined): Promise<void>;
+  act(driver: VolumeDriver): Promise<T>;
+  /** Records success. */
+  finish(result: T): Promise<R>;
+  /** Records the failure; returns the error for the caller. */
+  fail(error: StorageError): Promise<StorageError>;
+}
+
+/** An outcome the store could not take; carries what the caller must be told. */
+class UnrecordedOutcome extends Error {
+  constructor(readonly failure: StorageError) {
+    super(failure.message);
+  }
+}
+
+/** Thrown from begin() when a request_id turned out to be taken by a concurrent call. */
+class Replay extends Error {
+  constructor(readonly entry: RequestEntry) {
+    super(`request ${entry.request_id} replayed`);
+  }
+}
+
+/** Waits before writing an operation's outcome again, when the metadata store refused it. */
+const OUTCOME_RETRY_MS = [100, 500];
+
+const volumeKey = (id: string) => `volume:${id}`;
+const snapshotKey = (id: string) => `snapshot:${id}`;
+
+export class VolumeLifecycle {
+  constructor(
+    private readonly host: LifecycleHost,
+    private readonly deps: LifecycleDependencies,
+  ) {}
+
+  /** A plain volume, a volume from a snapshot, or a clone (at most one source). */
+  async createVolume(input: CreateVolumeInput, request?: RequestEntry): Promise<VolumeRecord> {
+    const driver = await this.host.ready();
+    const source = await this.resolveSource(input, driver);
+    const size = input.size ?? source?.size;
+    if (size === undefined) throw new StorageError('INVALID_ARGUMENT', 'create_volume: size is required (in GiB) unless snapshot_id or source_volume_id gives it');
+    if (source && size < source.size) {
+      throw new StorageError('INVALID_ARGUMENT', `size ${size} GiB is smaller than the source's ${source.size} GiB (${source.label}); pass at least ${source.size}, or omit size to use the source's`);
+    }
+    const now = new Date().toISOString();
+    const record: VolumeRecord = {
+      id: randomUUID(),
+      backend: this.host.id,
+      name: input.name ?? '',
+      description: input.description ?? '',
+      size,
+      status: 'creating',
+      pool_name: '',
+      bootable: input.bootable ?? false,
+      created_at: now,
+      updated_at: now,
+      status_reason: null,
+      provider_location: null,
+      snapshot_id: input.snapshot_id ?? null,
+      source_volume_id: input.source_volume_id ?? null,
+      ...this.claim(),
+    };
+    const ask: CreateVolumeRequest = { id: record.id, size, pool_name: '', name: record.name, description: record.description, bootable: record.bootable };
+    try {
+      return await this.mutate<CreateVolumeRequest, VolumeRecord>({
+        what: `create volume ${record.id}`,
+        locks: [volumeKey(record.id), ...(source?.locks ?? [])],
+        capacity: {
+          poolName: input.pool_name ?? source?.poolName,
+          sizeGb: size,
+          refusal: (room) =>
+            `a ${size} GiB volume does not fit in backend "${this.host.id}" pool "${room.pool}": ${room.text}; ask for at most ${Math.floor(room.gb)} GiB or free space first`,
+        },
+        begin: async (pool) => {
+          record.pool_name = ask.pool_name = pool!.pool_name;
+          await source?.recheck();
+          // Intent first: a crash from here on leaves a record that start-up surfaces, never an unknown array volume.
+          const outcome = await this.deps.store.insertForRequest(record, request && { ...request, object_id: record.id });
+          if (outcome.inserted) return;
+          if (outcome.existingRequest) throw new Replay(outcome.existingRequest);
+          throw new StorageError('INTERNAL', `volume id ${record.id} already exists in the metadata store`);
+        },
+        act: async (driver) => {
+          const created = source ? await source.copy({ ...ask, size: source.size }) : await driver.createVolume(ask);
+          // Cinder makes the copy at the source's size and extends it afterwards.
+          if (source && size > source.size) await driver.extendVolume({ ...ask, size: source.size, provider_location: created?.provider_location ?? null }, size);
+          return { ...ask, provider_location: created?.provider_location ?? null };
+        },
+        finish: (made) =>
+          this.recordVolumeOutcome(record.id, 'create', { status: 'available', status_reason: null, provider_location: made.provider_location ?? null, failed_operation: null }),
+        fail: async (failure) => {
+          await this.recordVolumeOutcome(record.id, 'create', { status: 'error', status_reason: `create failed: ${failure.message}`, failed_operation: 'create' });
+          return new StorageError(failure.code, `${failure.message}. The volume record ${record.id} is kept in status "error"; delete_volume removes it`);
+        },
+      });
+    } catch (error) {
+      if (error instanceof Replay) return (await this.replay(error.entry, request!)).record as VolumeRecord;
+      throw error;
+    }
+  }
+
+  async extendVolume(volumeId: string, newSize: number): Promise<VolumeRecord> {
+    let record!: VolumeRecord;
+    return this.mutate<void, VolumeRecord>({
+      what: `extend volume ${volumeId}`,
+      locks: [volumeKey(volumeId)],
+      prepare: async () => {
+        record = await this.requireVolume(volumeId);
+        if (newSize < record.size) {
+          throw new StorageError(
+            'INVALID_ARGUMENT',
+            `new_size ${newSize} GiB is smaller than volume ${volumeId}'s ${record.size} GiB; volumes cannot shrink, pass a new_size above ${record.size}`,
+          );
+        }
+        this.requireStatus('volume', record, ['available'], 'extended');
+        if (newSize === record.size) return { answer: record }; // already there: extending is idempotent
+        const growth = newSize - record.size;
+        return {
+          capacity: {
+            poolName: record.pool_name,
+            sizeGb: growth,
+            refusal: (room) => `growing volume ${volumeId} by ${growth} GiB (to ${newSize} GiB) does not fit in backend "${this.host.id}" pool "${record.pool_name}": ${room.text}`,
+          },
+        };
+      },
+      begin: async () => void (await this.transitionVolume(volumeId, { status: 'extending' }, ['available'])),
+      act: (driver) => driver.extendVolume(this.volumeRef(record), newSize),
+      finish: () => this.recordVolumeOutcome(volumeId, 'extend', { status: 'available', size: newSize, status_reason: null, failed_operation: null }),
+      fail: async (failure) => {
+        // As Cinder's error_extending: the array's state is unknown, so the volume is not offered as usable.
+        await this.recordVolumeOutcome(volumeId, 'extend', { status: 'error', status_reason: `extend to ${newSize} GiB failed: ${failure.message}`, failed_operation: 'extend' });
+        return failure;
+      },
+    });
+  }
+
+  /**
+   * Deletes a volume; with `cascade`, its snapshots first (Cinder's cascade delete). Without it, a
+   * volume with snapshots is refused with IN_USE naming them.
+   */
+  async deleteVolume(volumeId: string, cascade = false): Promise<{ snapshotsDeleted: string[] }> {
+    const snapshotsDeleted: string[] = [];
+    if (cascade) {
+      for (const snapshot of await this.deps.store.snapshotsOf(volumeId)) {
+        await this.deleteSnapshot(snapshot.id);
+        snapshotsDeleted.push(snapshot.id);
+      }
+    }
+    let record!: VolumeRecord;
+    await this.mutate<void, void>({
+      what: `delete volume ${volumeId}`,
+      locks: [volumeKey(volumeId)],
+      begin: async () => {
+        record = await this.requireVolume(volumeId);
+        const snapshots = await this.deps.store.snapshotsOf(volumeId);
+        if (snapshots.length > 0) {
+          throw new StorageError(
+            'IN_USE',
+            `volume ${volumeId} has ${snapshots.length} snapshot(s): ${snapshots.map((s) => s.id).join(', ')}; delete them first (delete_snapshot), or call delete_volume with cascade: true to delete them with it`,
+          );
+        }
+        this.requireStatus('volume', record, ['available', 'error'], 'deleted');
+        await this.transitionVolume(volumeId, { status: 'deleting' }, ['available', 'error']);
+      },
+      act: (driver) => driver.deleteVolume(this.volumeRef(record)),
+      finish: async () => {
+        // "Not on the array" is not "gone" for a create that may still finish there: re-check later.
+        if (record.failed_operation === 'create') await this.host.tombstones().bury(record);
+        else await this.deps.store.remove(volumeId);
+      },
+      fail: async (failure) => {
+        // A create that never confirmed stays unconfirmed through a failed delete.
+        const failedOperation = record.failed_operation === 'create' ? 'create' : 'delete';
+        await this.recordVolumeOutcome(volumeId, 'delete', { status: 'error', status_reason: `delete failed: ${failure.message}`, failed_operation: failedOperation });
+        return failure;
+      },
+    });
+    return { snapshotsDeleted };
+  }
+
+  async createSnapshot(volumeId: string, input: CreateSnapshotInput, request?: RequestEntry): Promise<SnapshotRecord> {
+    const driver = await this.host.ready();
+    const operations = this.requireSnapshots(driver);
+    let volume = await this.requireVolume(volumeId);
+    const now = new Date().toISOString();
+    const record: SnapshotRecord = {
+      id: randomUUID(),
+      volume_id: volumeId,
+      backend: this.host.id,
+      name: input.name ?? '',
+      description: input.description ?? '',
+      volume_size: volume.size,
+      status: 'creating',
+      created_at: now,
+      updated_at: now,
+      status_reason: null,
+      provider_location: null,
+      ...this.claim(),
+    };
+    const copyOnWriteGb = driver.snapshotSizeGb?.(this.volumeRef(volume)) ?? 0;
+    try {
+      return await this.mutate<string | null, SnapshotRecord>({
+        what: `snapshot volume ${volumeId}`,
+        locks: [volumeKey(volumeId), snapshotKey(record.id)],
+        capacity: copyOnWriteGb > 0
+          ? {
+              poolName: volume.pool_name,
+              sizeGb: copyOnWriteGb,
+              refusal: (room) => `a snapshot of volume ${volumeId} needs ${copyOnWriteGb} GiB of copy-on-write space in pool "${room.pool}": ${room.text}`,
+            }
+          : undefined,
+        begin: async () => {
+          volume = await this.requireVolume(volumeId);
+          this.requireStatus('volume', volume, ['available'], 'snapshotted');
+          record.volume_size = volume.size;
+          const outcome = await this.deps.store.insertSnapshotForRequest(record, request && { ...request, object_id: record.id });
+          if (outcome.inserted) return;
+          if (outcome.existingRequest) throw new Replay(outcome.existingRequest);
+          throw new StorageError('INTERNAL', `snapshot id ${record.id} already exists in the metadata store`);
+        },
+        act: async () => (await operations.createSnapshot(this.snapshotRef(record), this.volumeRef(volume)))?.provider_location ?? null,
+        finish: (location) => this.recordSnapshotOutcome(record.id, { status: 'available', status_reason: null, provider_location: location, failed_operation: null }),
+        fail: async (failure) => {
+          await this.recordSnapshotOutcome(record.id, { status: 'error', status_reason: `create failed: ${failure.message}`, failed_operation: 'create' });
+          return new StorageError(failure.code, `${failure.message}. The snapshot record ${record.id} is kept in status "error"; delete_snapshot removes it`);
+        },
+      });
+    } catch (error) {
+      if (error instanceof Replay) return (await this.replay(error.entry, request!)).record as SnapshotRecord;
+      throw error;
+    }
+  }
+
+  async deleteSnapshot(snapshotId: string): Promise<void> {
+    const driver = await this.host.ready();
+    const operations = this.requireSnapshots(driver);
+    const first = await this.requireSnapshot(snapshotId);
+    let record!: SnapshotRecord;
+    await this.mutate<void, void>({
+      what: `delete snapshot ${snapshotId}`,
+      locks: [volumeKey(first.volume_id), snapshotKey(snapshotId)],
+      begin: async () => {
+        record = await this.requireSnapshot(snapshotId);
+        this.requireStatus('snapshot', record, ['available', 'error'], 'deleted');
+        await this.transitionSnapshot(snapshotId, { status: 'deleting' }, ['available', 'error']);
+      },
+      act: async () => {
+        const volume = await this.deps.store.get(record.volume_id);
+        const volumeRef = volume ? this.volumeRef(volume) : { id: record.volume_id, size: record.volume_size, pool_name: '', provider_location: null };
+        await operations.deleteSnapshot(this.snapshotRef(record), volumeRef);
+      },
+      finish: async () => void (await this.deps.store.removeSnapshot(snapshotId)),
+      fail: async (failure) => {
+        await this.recordSnapshotOutcome(snapshotId, { status: 'error', status_reason: `delete failed: ${failure.message}`, failed_operation: 'delete' });
+        return failure;
+      },
+    });
+  }
+
+  /** What a request_id already made, if it is still remembered: the same call again answers it. */
+  async replayIfRepeated(request: RequestEntry | undefined): Promise<RequestReplay | undefined> {
+    if (!request) return undefined;
+    const entry = await this.deps.store.findRequest(request.request_id);
+    return entry ? this.replay(entry, request) : undefined;
+  }
+
+  /** The one routine every mutation goes through. */
+  private async mutate<T, R>(mutation: Mutation<T, R>): Promise<R> {
+    const driver = await this.host.ready();
+    return runHoldingAll(this.deps.locks, mutation.locks, async () => {
+      const prepared = await mutation.prepare?.();
+      if (prepared && 'answer' in prepared) return prepared.answer as R;
+      const need = prepared?.capacity ?? mutation.capacity;
+      const held = need ? await this.host.reserveCapacity(need.poolName, need.sizeGb, need.refusal) : undefined;
+      let acted = false;
+      try {
+        await mutation.begin(held?.pool);
+        let result: T;
+        try {
+          result = await mutation.act(driver);
+        } catch (error) {
+          throw await mutation.fail(this.asStorageError(error, mutation.what));
+        }
+        acted = true;
+        const outcome = await mutation.finish(result);
+        held?.reservation.commit();
+        return outcome;
+      } catch (error) {
+        // The array did the work even when the store could not say so: the space is taken.
+        if (acted && error instanceof UnrecordedOutcome) held?.reservation.commit();
+        else held?.reservation.release();
+        throw error instanceof UnrecordedOutcome ? error.failure : error;
+      } finally {
+        this.host.invalidateStats();
+      }
+    });
+  }
+
+  /** The source of a volume made from a snapshot or cloned from a volume: checks, locks and the copy. */
+  private async resolveSource(input: CreateVolumeInput, driver: VolumeDriver) {
+    if (input.snapshot_id !== undefined) {
+      const snapshotId = input.snapshot_id;
+      const operations = this.requireSnapshots(driver);
+      const snapshot = await this.requireSnapshot(snapshotId);
+      const recheck = async () => this.requireStatus('snapshot', await this.requireSnapshot(snapshotId), ['available'], 'used as a source');
+      await recheck();
+      const volume = await this.deps.store.get(snapshot.volume_id);
+      return {
+        size: snapshot.volume_size,
+        label: `snapshot ${snapshotId}`,
+        poolName: volume?.pool_name,
+        locks: [snapshotKey(snapshotId)],
+        recheck,
+        copy: (ask: CreateVolumeRequest) =>
+          trackCopy(`copying snapshot ${snapshotId} into volume ${ask.id}`, (progress) => operations.createVolumeFromSnapshot(ask, this.snapshotRef(snapshot), progress)),
+      };
+    }
+    if (input.source_volume_id !== undefined) {
+      const sourceId = input.source_volume_id;
+      if (!driver.clones) throw this.unsupported('clone volumes', 'take a snapshot (create_snapshot) and create a volume from it instead, where the driver has snapshots');
+      const clones = driver.clones;
+      const source = await this.requireVolume(sourceId);
+      const recheck = async () => this.requireStatus('volume', await this.requireVolume(sourceId), ['available'], 'cloned');
+      await recheck();
+      return {
+        size: source.size,
+        label: `volume ${sourceId}`,
+        poolName: source.pool_name,
+        locks: [volumeKey(sourceId)],
+        recheck,
+        copy: (ask: CreateVolumeRequest) =>
+          trackCopy(`cloning volume ${sourceId} into volume ${ask.id}`, (progress) => clones.createClonedVolume(ask, this.volumeRef(source), progress)),
+      };
+    }
+    return undefined;
+  }
+
+  private async replay(entry: RequestEntry, request: RequestEntry): Promise<RequestReplay> {
+    if (entry.tool !== request.tool || entry.fingerprint !== request.fingerprint) {
+      throw new StorageError(
+        'ALREADY_EXISTS',
+        `request_id "${request.request_id}" was already used ${entry.tool === request.tool ? 'with other arguments' : `by ${entry.tool}`} (it made ${entry.object_kind} ${entry.object_id}); use a new request_id for a new request, or repeat the first call exactly`,
+      );
+    }
+    if (entry.object_kind === 'snapshot') {
+      const record = await this.deps.store.getSnapshot(entry.object_id);
+      if (!record) throw new StorageError('NOT_FOUND', `request_id "${request.request_id}" made snapshot ${entry.object_id}, which has been deleted since`);
+      return { kind: 'snapshot', record };
+    }
+    const record = await this.deps.store.get(entry.object_id);
+    if (!record) throw new StorageError('NOT_FOUND', `request_id "${request.request_id}" made volume ${entry.object_id}, which has been deleted since`);
+    return { kind: 'volume', record };
+  }
+
+  private requireSnapshots(driver: VolumeDriver) {
+    if (!driver.snapshots) throw this.unsupported('take snapshots', 'clone the volume instead, where the driver can');
+    return driver.snapshots;
+  }
+
+  private unsupported(what: string, instead: string): StorageError {
+    return new StorageError('UNSUPPORTED', `backend "${this.host.id}": the ${this.host.volumeDriver} driver cannot ${what}; ${instead}`);
+  }
+
+  private async requireVolume(volumeId: string): Promise<VolumeRecord> {
+    const record = await this.deps.store.get(volumeId);
+    if (!record || record.backend !== this.host.id) {
+      throw new StorageError('NOT_FOUND', `volume ${volumeId} does not exist; list_volumes shows the volumes there are`);
+    }
+    return record;
+  }
+
+  private async requireSnapshot(snapshotId: string): Promise<SnapshotRecord> {
+    const record = await this.deps.store.getSnapshot(snapshotId);
+    if (!record || record.backend !== this.host.id) {
+      throw new StorageError('NOT_FOUND', `snapshot ${snapshotId} does not exist; list_snapshots shows the snapshots there are`);
+    }
+    return record;
+  }
+
+  private requireStatus(kind: 'volume' | 'snapshot', record: VolumeRecord | SnapshotRecord, allowed: string[], action: string): void {
+    if (allowed.includes(record.status)) return;
+    const busy = TRANSITIONAL_STATUSES.includes(record.status as VolumeStatus);
+    throw new StorageError(
+      busy ? 'BACKEND_BUSY' : 'INVALID_ARGUMENT',
+      `${kind} ${record.id} is "${record.status}"${record.status_reason ? ` (${record.status_reason})` : ''}; only ${allowed.map((s) => `"${s}"`).join(' or ')} ${kind}s can be ${action}` +
+        (busy ? `; wait and call get_${kind} again` : `; delete_${kind} removes a ${kind} in error`),
+    );
+  }
+
+  /** Marks a record as this server's, for as long as an operation on it is under way. */
+  private claim(): { owner: string; lease_expires_at: string } {
+    return { owner: this.deps.serverId, lease_expires_at: new Date(Date.now() + this.deps.leaseMs).toISOString() };
+  }
+
+  /** Into an operation this server claims the record; out of it nobody does. */
+  private withClaim<P extends { status?: string }>(patch: P): P {
+    if (patch.status === undefined) return patch;
+    return { ...patch, ...(TRANSITIONAL_STATUSES.includes(patch.status as VolumeStatus) ? this.claim() : { owner: null, lease_expires_at: null }) };
+  }
+
+  private async transitionVolume(volumeId: string, patch: VolumePatch, expected?: VolumeStatus[]): Promise<VolumeRecord> {
+    const updated = await this.deps.store.update(volumeId, this.withClaim(patch), expected);
+    if (!updated) throw this.changedUnder('volume', volumeId);
+    return updated;
+  }
+
+  private async transitionSnapshot(snapshotId: string, patch: SnapshotPatch, expected?: SnapshotStatus[]): Promise<SnapshotRecord> {
+    const updated = await this.deps.store.updateSnapshot(snapshotId, this.withClaim(patch), expected);
+    if (!updated) throw this.changedUnder('snapshot', snapshotId);
+    return updated;
+  }
+
+  private changedUnder(kind: string, id: string): StorageError {
+    return new StorageError('INTERNAL', `${kind} ${id} changed under this operation (another server process?); call get_${kind} and retry`);
+  }
+
+  /**
+   * Writes a volume's outcome, trying again briefly when the metadata store refuses. If it still
+   * cannot, the running server keeps the volume as `error` in memory (written at the store's next
+   * successful write) so it can be seen and deleted, and the caller is told, with the id.
+   */
+  private async recordVolumeOutcome(volumeId: string, operation: 'create' | 'extend' | 'delete', patch: VolumePatch): Promise<VolumeRecord> {
+    try {
+      return await this.retryingStoreWrites(() => this.transitionVolume(volumeId, patch));
+    } catch (error) {
+      if (!isStoreTrouble(error)) throw error;
+      const happened = patch.status === 'error' ? `the ${operation} failed (${patch.status_reason})` : `the ${operation} finished on the array`;
+      const reason = `${happened}, but the metadata store could not record it (${error.message})`;
+      this.deps.store.deferUpdate(volumeId, {
+        status: 'error',
+        status_reason: `${reason}; delete_volume removes it`,
+        failed_operation: operation === 'create' ? 'create' : (patch.failed_operation ?? operation),
+        owner: null,
+        lease_expires_at: null,
+      });
+      throw new UnrecordedOutcome(
+        new StorageError('BACKEND_UNAVAILABLE', `volume ${volumeId}: ${reason}. It is kept in status "error" for now; once the store takes writes again, delete_volume removes it`),
+      );
+    }
+  }
+
+  /** A snapshot's outcome; when the store cannot take it, the record is surfaced as interrupted at the next start. */
+  private async recordSnapshotOutcome(snapshotId: string, patch: SnapshotPatch): Promise<SnapshotRecord> {
+    try {
+      return await this.retryingStoreWrites(() => this.transitionSnapshot(snapshotId, patch));
+    } catch (error) {
+      if (!isStoreTrouble(error)) throw error;
+      throw new UnrecordedOutcome(
+        new StorageError('BACKEND_UNAVAILABLE', `snapshot ${snapshotId}: the metadata store could not record the outcome (${error.message}); the next start shows it in status "error"`),
+      );
+    }
+  }
+
+  private async retryingStoreWrites<T>(write: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await write();
+      } catch (error) {
+        if (!isStoreTrouble(error) || attempt >= OUTCOME_RETRY_MS.length) throw error;
+        await new Promise((resolve) => setTimeout(resolve, OUTCOME_RETRY_MS[attempt]));
+      }
+    }
+  }
+
+  private volumeRef(record: VolumeRecord): VolumeRef {
+    return { id: record.id, size: record.size, pool_name: record.pool_name, provider_location: record.provider_location };
+  }
+
+  private snapshotRef(record: SnapshotRecord): SnapshotRef {
+    return { id: record.id, volume_id: record.volume_id, volume_size: record.volume_size, provider_location: record.provider_location };
+  }
+
+  private asStorageError(error: unknown, operation: string): StorageError {
+    if (isStorageError(error)) return new StorageError(error.code, this.deps.secrets.redact(error.message), { cause: error });
+    this.deps.log.error(`backend "${this.host.id}": ${operation}: unexpected failure: ${describeError(error)}`);
+    return new StorageError('INTERNAL', `backend "${this.host.id}": ${operation} failed unexpectedly: ${this.deps.secrets.redact(describeError(error))}`, { cause: error });
+  }
+}
+
+function isStoreTrouble(error: unknown): error is StorageError {
+  return isStorageError(error) && error.code === 'BACKEND_UNAVAILABLE';
+}
