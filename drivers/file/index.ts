@@ -5,14 +5,21 @@ import { StorageError } from '../../src/errors.js';
 import { defaultVolumesDir } from '../../src/paths.js';
 import { LockHeldError, acquireProcessLock, type HeldLock } from '../../src/process-lock.js';
 import { capacityOptions, stringOption } from '../options.js';
-import { defineDriver, type BackendStats, type DriverContext, type DriverOptions, type VolumeDriver, type VolumeRef } from '../types.js';
+import {
+  defineDriver, type BackendStats, type CloneOperations, type CopyProgress, type CreatedVolume, type DriverContext, type DriverOptions,
+  type SnapshotOperations, type SnapshotRef, type VolumeDriver, type VolumeRef,
+} from '../types.js';
 import { BYTES_PER_GIB, roundGb } from '../units.js';
+import { CopyFailure, copyImage } from './sparse-copy.js';
 
 /**
  * The embedded default: each volume is a sparse raw image file `volume-<id>` in volumes_dir.
- * Capacity comes from the real filesystem (statfs); sparse files make the pool thin.
+ * Capacity comes from the real filesystem (statfs); sparse files make the pool thin. A snapshot
+ * is a copy of the image, `snapshot-<id>` beside it; volumes from snapshots and clones are copies
+ * too. Copies share blocks where the filesystem can reflink, and stay sparse where it cannot.
  */
 const VOLUME_FILE = /^volume-[0-9a-f-]{36}$/;
+const SNAPSHOT_FILE = /^snapshot-[0-9a-f-]{36}$/;
 /** Held for the server's life: a folder's capacity accounting belongs to one backend of one server. */
 const LOCK_FILE = '.cinderlib-mcp.lock';
 
@@ -32,6 +39,21 @@ class FileDriver implements VolumeDriver {
   private lock?: HeldLock;
   /** The filesystem the folder is on: backends in other folders of it draw on the same free space. */
   private filesystem = '';
+
+  /** Cinder's create_snapshot, delete_snapshot and create_volume_from_snapshot, as file copies. */
+  readonly snapshots: SnapshotOperations = {
+    createSnapshot: async (snapshot, volume) => {
+      await this.copy(this.pathOf(volume), this.snapshotPathOf(snapshot), `volume ${volume.id}`, () => undefined);
+      return { provider_location: this.snapshotPathOf(snapshot) };
+    },
+    deleteSnapshot: (snapshot) => this.removeImage(this.snapshotPathOf(snapshot), false),
+    createVolumeFromSnapshot: (volume, snapshot, progress) => this.copyIntoVolume(this.snapshotPathOf(snapshot), volume, `snapshot ${snapshot.id}`, progress),
+  };
+
+  /** Cinder's create_cloned_volume: a full copy of the source's image. */
+  readonly clones: CloneOperations = {
+    createClonedVolume: (volume, source, progress) => this.copyIntoVolume(this.pathOf(source), volume, `volume ${source.id}`, progress),
+  };
 
   constructor(
     private readonly options: FileOptions,
@@ -68,11 +90,13 @@ class FileDriver implements VolumeDriver {
     let provisionedGb = 0;
     let volumeCount = 0;
     for (const entry of await readdir(this.options.volumes_dir, { withFileTypes: true })) {
-      if (!entry.isFile() || !VOLUME_FILE.test(entry.name)) continue;
+      // Images only: the lock file and anything else in the folder are not ours to count.
+      const isVolume = VOLUME_FILE.test(entry.name);
+      if (!entry.isFile() || !(isVolume || SNAPSHOT_FILE.test(entry.name))) continue;
       const info = await stat(join(this.options.volumes_dir, entry.name)).catch(() => undefined);
       if (!info) continue; // deleted while counting
-      provisionedGb += Math.ceil(info.size / BYTES_PER_GIB);
-      volumeCount++;
+      provisionedGb += gibOf(info.size);
+      if (isVolume) volumeCount++;
     }
     this.provisionedGb = provisionedGb;
     this.volumeCount = volumeCount;
@@ -150,17 +174,54 @@ class FileDriver implements VolumeDriver {
   }
 
   async deleteVolume(volume: VolumeRef): Promise<void> {
-    const path = this.pathOf(volume);
+    await this.removeImage(this.pathOf(volume), true);
+  }
+
+  /** A snapshot's copy-on-write space: none, its copy is as thin as the pool. */
+  snapshotSizeGb(): number {
+    return 0;
+  }
+
+  /** Removes an image file (already gone counts as removed) and takes it off the counts. */
+  private async removeImage(path: string, isVolume: boolean): Promise<void> {
     let sizeGb: number;
     try {
-      sizeGb = Math.ceil((await stat(path)).size / BYTES_PER_GIB);
+      sizeGb = gibOf((await stat(path)).size);
       await unlink(path);
     } catch (error) {
       if (errorCode(error) === 'ENOENT') return; // already gone counts as deleted
       throw this.failure('delete', path, error);
     }
     this.provisionedGb = Math.max(0, this.provisionedGb - sizeGb);
-    this.volumeCount = Math.max(0, this.volumeCount - 1);
+    if (isVolume) this.volumeCount = Math.max(0, this.volumeCount - 1);
+  }
+
+  private async copyIntoVolume(source: string, volume: VolumeRef, sourceLabel: string, progress: CopyProgress): Promise<CreatedVolume> {
+    const path = this.pathOf(volume);
+    await this.copy(source, path, sourceLabel, progress);
+    this.volumeCount++;
+    return { provider_location: path };
+  }
+
+  /**
+   * Copies an image (sharing blocks or sparse, see sparse-copy.ts) and counts the copy as
+   * provisioned; a copy that fails leaves no file behind.
+   */
+  private async copy(source: string, destination: string, sourceLabel: string, progress: CopyProgress): Promise<void> {
+    let bytes: number;
+    try {
+      ({ bytes } = await copyImage(source, destination, progress));
+    } catch (error) {
+      if (!(error instanceof CopyFailure)) throw error;
+      if (error.step === 'create' && error.code === 'EEXIST') {
+        throw new StorageError('ALREADY_EXISTS', `backend "${this.context.backendName}": ${destination} already exists; it was left alone`);
+      }
+      if (error.path === source && error.code === 'ENOENT') {
+        throw new StorageError('NOT_FOUND', `backend "${this.context.backendName}": the image file ${source} of ${sourceLabel} is missing, so it cannot be copied`);
+      }
+      throw this.failure(`copy ${source} to`, destination, error.cause);
+    }
+    this.provisionedGb += gibOf(bytes);
   }
 
   async close(): Promise<void> {
@@ -172,6 +233,10 @@ class FileDriver implements VolumeDriver {
     return join(this.options.volumes_dir, `volume-${volume.id}`);
   }
 
+  private snapshotPathOf(snapshot: SnapshotRef): string {
+    return join(this.options.volumes_dir, `snapshot-${snapshot.id}`);
+  }
+
   private failure(operation: string, path: string, error: unknown): StorageError {
     const code = errorCode(error);
     return new StorageError(
@@ -180,6 +245,11 @@ class FileDriver implements VolumeDriver {
       { cause: error },
     );
   }
+}
+
+/** What an image of `bytes` provisions, in whole GiB. */
+function gibOf(bytes: number): number {
+  return Math.ceil(bytes / BYTES_PER_GIB);
 }
 
 function errorCode(error: unknown): string {
