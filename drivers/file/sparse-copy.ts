@@ -11,8 +11,13 @@ import type { CopyProgress } from '../types.js';
  * removes what it wrote.
  */
 
-/** Read size: one buffer of it is reused, a second one is read into while the first is written. */
+/** Read size: each of the COPY_READ_AHEAD buffers holds one chunk and is reused. */
 export const COPY_CHUNK_BYTES = 1024 * 1024;
+/**
+ * Chunks read at once (libuv's thread pool runs them side by side): reading, which zero-fills
+ * holes, is most of the time of a sparse copy, and goes on while a chunk is written.
+ */
+export const COPY_READ_AHEAD = 4;
 /** The granularity of holes within a chunk: a filesystem block. */
 const HOLE_BYTES = 4096;
 
@@ -69,13 +74,19 @@ export async function copyImage(source: string, destination: string, progress: C
 }
 
 /**
- * The sparse-preserving copy: reads `source` in COPY_CHUNK_BYTES chunks (two reused buffers, the
- * next chunk read while the current one is written), skips all-zero 4 KiB blocks so they stay
+ * The sparse-preserving copy: reads `source` in COPY_CHUNK_BYTES chunks (COPY_READ_AHEAD reused
+ * buffers, the next chunks read while the current one is written), skips all-zero 4 KiB blocks so they stay
  * holes, writes the rest at the same offset, sets the final length with ftruncate and fsyncs.
  * `destination` is created exclusively ('wx') and removed if anything fails. Returns the length.
  */
-export async function sparseCopy(source: string, destination: string, progress: CopyProgress = () => undefined, chunkBytes = COPY_CHUNK_BYTES): Promise<number> {
+export async function sparseCopy(
+  source: string,
+  destination: string,
+  progress: CopyProgress = () => undefined,
+  { chunkBytes = COPY_CHUNK_BYTES, readAhead = COPY_READ_AHEAD }: { chunkBytes?: number; readAhead?: number } = {},
+): Promise<number> {
   if (chunkBytes <= 0 || chunkBytes % HOLE_BYTES !== 0) throw new RangeError(`chunkBytes must be a positive multiple of ${HOLE_BYTES}`);
+  if (!Number.isInteger(readAhead) || readAhead < 1) throw new RangeError('readAhead must be a positive integer');
   let input: FileHandle;
   let size: number;
   try {
@@ -96,25 +107,27 @@ export async function sparseCopy(source: string, destination: string, progress: 
       throw new CopyFailure('create', destination, error);
     }
     let complete = false;
-    let pending: Promise<number> | undefined;
+    /** Reads under way, in file order: each owns its buffer until written out. */
+    const inFlight: Array<{ buffer: Buffer; position: number; read: Promise<number> }> = [];
     try {
       progress(0, size);
-      const buffers = [Buffer.allocUnsafe(chunkBytes), Buffer.allocUnsafe(chunkBytes)] as const;
       const zeros = Buffer.alloc(chunkBytes);
-      const readChunk = (buffer: Buffer, position: number) => readFully(input, buffer, Math.min(chunkBytes, size - position), position, source);
-      let position = 0;
-      let current = 0;
-      pending = size > 0 ? readChunk(buffers[0], 0) : undefined;
-      while (pending) {
-        const length = await pending;
-        pending = undefined;
-        const buffer = buffers[current]!;
-        const next = position + length;
-        current ^= 1;
-        if (next < size) pending = readChunk(buffers[current]!, next);
+      let nextRead = 0;
+      const startRead = (buffer: Buffer) => {
+        const position = nextRead;
+        nextRead += Math.min(chunkBytes, size - position);
+        const read = readFully(input, buffer, nextRead - position, position, source);
+        read.catch(() => undefined); // awaited in order below; not unhandled meanwhile
+        inFlight.push({ buffer, position, read });
+      };
+      for (let i = 0; i < readAhead && nextRead < size; i++) startRead(Buffer.allocUnsafe(chunkBytes));
+      while (inFlight.length > 0) {
+        const { buffer, position, read } = inFlight[0]!;
+        const length = await read;
+        inFlight.shift();
         await writeData(output, buffer, length, position, zeros, destination);
-        position = next;
-        progress(position, size);
+        progress(position + length, size);
+        if (nextRead < size) startRead(buffer); // written out: free for the next chunk
       }
       try {
         await output.truncate(size);
@@ -124,8 +137,8 @@ export async function sparseCopy(source: string, destination: string, progress: 
       }
       complete = true;
     } finally {
-      // A read still under way must end before its file is closed (and its failure is not news).
-      await pending?.catch(() => undefined);
+      // Reads still under way must end before their file is closed (their failures are not news).
+      await Promise.all(inFlight.map(({ read }) => read.catch(() => undefined)));
       await output.close().catch(() => undefined);
       if (!complete) await unlink(destination).catch(() => undefined);
     }
