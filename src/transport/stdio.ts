@@ -310,7 +310,7 @@ export class BoundedStdioTransport implements Transport {
       this.replyWithError(
         idOf(parsed),
         ErrorCode.InvalidRequest,
-        'Invalid Request: not a JSON-RPC 2.0 message (a request needs "jsonrpc": "2.0", a "method" string and an "id" string or number; batches are not supported)',
+        'Invalid Request: not a JSON-RPC 2.0 message as MCP takes it (a request has exactly "jsonrpc": "2.0", a "method" string, an "id" string or safe integer, and "params" an object whose "_meta", if any, is an object with a string or integer "progressToken"; batches are not supported)',
       );
       return;
     }
@@ -400,26 +400,50 @@ export class BoundedStdioTransport implements Transport {
 }
 
 /**
- * The shape of a JSON-RPC 2.0 message (request, notification, result or error); what a method's
- * params must hold is the server's handlers' business, which validate them with the SDK's schemas.
+ * The shape of a JSON-RPC 2.0 message as the SDK's own schemas accept it (JSONRPCRequestSchema and
+ * kin, strict): a message they would refuse reaches no handler and is never answered, so it is
+ * answered here instead. What a method's params must hold beyond `_meta` is the handlers' business.
  */
 function isJsonRpcMessage(value: unknown): value is JSONRPCMessage {
-  if (!value || typeof value !== 'object' || Array.isArray(value)) return false;
-  const message = value as Record<string, unknown>;
-  if (message.jsonrpc !== '2.0') return false;
-  const hasId = 'id' in message;
-  const idOk = !hasId || typeof message.id === 'string' || Number.isInteger(message.id);
-  const paramsOk = message.params === undefined || (typeof message.params === 'object' && message.params !== null && !Array.isArray(message.params));
-  if (typeof message.method === 'string') return idOk && paramsOk;
-  if (!hasId || !idOk) return false;
-  if ('result' in message) return typeof message.result === 'object' && message.result !== null;
-  const error = message.error as Record<string, unknown> | undefined;
-  return !!error && typeof error === 'object' && typeof error.code === 'number' && typeof error.message === 'string';
+  if (!isPlainObject(value) || value.jsonrpc !== '2.0') return false;
+  const keys = Object.keys(value);
+  if (typeof value.method === 'string') {
+    const allowed = 'id' in value ? REQUEST_KEYS : NOTIFICATION_KEYS;
+    if (!keys.every((key) => allowed.has(key))) return false;
+    if ('id' in value && !isRequestId(value.id)) return false;
+    return value.params === undefined || (isPlainObject(value.params) && isValidMeta(value.params._meta));
+  }
+  if (!isRequestId(value.id) && !(value.id === null && 'error' in value)) return false;
+  if ('result' in value) return isPlainObject(value.result);
+  const error = value.error;
+  return isPlainObject(error) && typeof error.code === 'number' && typeof error.message === 'string';
 }
 
+const REQUEST_KEYS = new Set(['jsonrpc', 'id', 'method', 'params']);
+const NOTIFICATION_KEYS = new Set(['jsonrpc', 'method', 'params']);
+const RELATED_TASK_META_KEY = 'io.modelcontextprotocol/related-task';
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return !!value && typeof value === 'object' && !Array.isArray(value);
+}
+
+/** The SDK's RequestIdSchema: a string or a safe integer. */
+function isRequestId(id: unknown): id is RequestId {
+  return typeof id === 'string' || Number.isSafeInteger(id);
+}
+
+function isValidMeta(meta: unknown): boolean {
+  if (meta === undefined) return true;
+  if (!isPlainObject(meta)) return false;
+  if (meta.progressToken !== undefined && !isRequestId(meta.progressToken)) return false;
+  const related = meta[RELATED_TASK_META_KEY];
+  return related === undefined || (isPlainObject(related) && typeof related.taskId === 'string');
+}
+
+/** The id to answer an invalid message with: whatever string or number it carried, so the client can match it; else null. */
 function idOf(value: unknown): RequestId | null {
-  const id = value && typeof value === 'object' && !Array.isArray(value) ? (value as { id?: unknown }).id : undefined;
-  return typeof id === 'string' || typeof id === 'number' ? id : null;
+  const id = isPlainObject(value) ? value.id : undefined;
+  return typeof id === 'string' || (typeof id === 'number' && Number.isFinite(id)) ? id : null;
 }
 
 function firstLine(text: string): string {
