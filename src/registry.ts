@@ -1,5 +1,7 @@
 import { Backend } from './backend.js';
-import type { CreateVolumeInput } from './lifecycle.js';
+import type { CreateSnapshotInput, CreateVolumeInput } from './lifecycle.js';
+import type { RequestEntry } from './persistence/store.js';
+import type { SnapshotRecord, SnapshotStatus } from './snapshot.js';
 import { CapacityLedger } from './capacity-ledger.js';
 import type { LoadedConfig } from './config/load.js';
 import { decodeCursor, encodeCursor } from './cursor.js';
@@ -28,12 +30,29 @@ export interface ListVolumesInput {
 /** How long list_backends waits for backends still starting before answering with what is known. */
 const LIST_GRACE_MS = 500;
 
+export interface ListSnapshotsInput {
+  backend?: string;
+  volume_id?: string;
+  status?: SnapshotStatus;
+  limit: number;
+  cursor?: string;
+}
+
+/** The request_id entry of a call, fingerprinted by its arguments (request_id itself left out). */
+function requestEntry(requestId: string | undefined, tool: string, kind: 'volume' | 'snapshot', args: Record<string, unknown>): RequestEntry | undefined {
+  if (requestId === undefined) return undefined;
+  const { request_id: _id, ...rest } = args;
+  const fingerprint = JSON.stringify(Object.fromEntries(Object.entries(rest).filter(([, value]) => value !== undefined).sort(([a], [b]) => a.localeCompare(b))));
+  return { request_id: requestId, tool, fingerprint, object_kind: kind, object_id: '', created_at: new Date().toISOString() };
+}
+
 export interface BackendSummary {
   id: string;
   volume_driver: string;
   initialized: boolean;
   config: Record<string, unknown>;
   pool_names: string[];
+  capabilities?: { snapshots: boolean; clones: boolean };
   initializing?: boolean;
   error?: string;
   next_retry_at?: string;
@@ -152,6 +171,7 @@ export class BackendRegistry {
         initialized: backend.initialized,
         config: backend.config(),
         pool_names: backend.knownPoolNames,
+        ...(backend.capabilities ? { capabilities: backend.capabilities } : {}),
         ...(backend.initializing ? { initializing: true } : {}),
         ...(backend.error ? { error: backend.error } : {}),
         ...(backend.nextRetryAt ? { next_retry_at: backend.nextRetryAt } : {}),
@@ -188,16 +208,81 @@ export class BackendRegistry {
     };
   }
 
-  createVolume(backendName: string, input: CreateVolumeInput): Promise<VolumeRecord> {
-    return this.get(backendName).createVolume(input);
+  /**
+   * A plain volume on `backendName`, or one made from a snapshot or cloned from a volume (then on
+   * the source's backend; naming another is INVALID_ARGUMENT). With a request_id, a repeat of the
+   * same call answers what the first made.
+   */
+  async createVolume(backendName: string | undefined, input: CreateVolumeInput, requestArguments: Record<string, unknown> = {}): Promise<VolumeRecord> {
+    this.requireUsableConfig();
+    if (input.snapshot_id !== undefined && input.source_volume_id !== undefined) {
+      throw new StorageError('INVALID_ARGUMENT', 'create_volume takes at most one of snapshot_id and source_volume_id');
+    }
+    const sourceBackend =
+      input.snapshot_id !== undefined
+        ? (await this.getSnapshot(input.snapshot_id)).backend
+        : input.source_volume_id !== undefined
+          ? (await this.getVolume(input.source_volume_id)).backend
+          : undefined;
+    if (sourceBackend !== undefined && backendName !== undefined && backendName !== sourceBackend) {
+      throw new StorageError(
+        'INVALID_ARGUMENT',
+        `the source is on backend "${sourceBackend}", not "${backendName}": a volume made from a snapshot or a clone lives on its source's backend; omit backend or pass "${sourceBackend}"`,
+      );
+    }
+    const target = sourceBackend ?? backendName;
+    if (target === undefined) {
+      throw new StorageError(
+        'INVALID_ARGUMENT',
+        `create_volume: backend is required (known backends: ${[...this.backends.keys()].join(', ')}), unless snapshot_id or source_volume_id names what to copy`,
+      );
+    }
+    const backend = this.backendOf(target, 'the source');
+    const request = requestEntry(input.request_id, 'create_volume', 'volume', requestArguments);
+    const replay = await backend.lifecycle.replayIfRepeated(request);
+    if (replay) return replay.record as VolumeRecord;
+    return backend.lifecycle.createVolume(input, request);
   }
 
-  extendVolume(volumeId: string, newSize: number): Promise<VolumeRecord> {
-    return this.owner(volumeId).then((backend) => backend.extendVolume(volumeId, newSize));
+  async extendVolume(volumeId: string, newSize: number): Promise<VolumeRecord> {
+    return (await this.owner(volumeId)).lifecycle.extendVolume(volumeId, newSize);
   }
 
-  deleteVolume(volumeId: string): Promise<void> {
-    return this.owner(volumeId).then((backend) => backend.deleteVolume(volumeId));
+  async deleteVolume(volumeId: string, cascade = false): Promise<{ snapshotsDeleted: string[] }> {
+    return (await this.owner(volumeId)).lifecycle.deleteVolume(volumeId, cascade);
+  }
+
+  async getSnapshot(snapshotId: string): Promise<SnapshotRecord> {
+    this.requireUsableConfig();
+    const record = await this.store.getSnapshot(snapshotId);
+    if (!record) throw new StorageError('NOT_FOUND', `snapshot ${snapshotId} does not exist; list_snapshots shows the snapshots there are`);
+    return record;
+  }
+
+  /** A page of snapshots from the metadata store (never the array), in creation order. */
+  async listSnapshots(input: ListSnapshotsInput): Promise<{ snapshots: SnapshotRecord[]; nextCursor?: string }> {
+    this.requireUsableConfig();
+    if (input.backend !== undefined) this.get(input.backend);
+    const filters = { backend: input.backend, volume_id: input.volume_id, status: input.status };
+    const after = input.cursor ? decodeCursor(input.cursor, 'list_snapshots', filters) : undefined;
+    const page = await this.store.listSnapshots({ ...filters, after, limit: input.limit });
+    return {
+      snapshots: page.records,
+      nextCursor: page.nextAfter !== undefined ? encodeCursor('list_snapshots', page.nextAfter, filters) : undefined,
+    };
+  }
+
+  async createSnapshot(volumeId: string, input: CreateSnapshotInput, requestArguments: Record<string, unknown> = {}): Promise<SnapshotRecord> {
+    const backend = await this.owner(volumeId);
+    const request = requestEntry(input.request_id, 'create_snapshot', 'snapshot', requestArguments);
+    const replay = await backend.lifecycle.replayIfRepeated(request);
+    if (replay) return replay.record as SnapshotRecord;
+    return backend.lifecycle.createSnapshot(volumeId, input, request);
+  }
+
+  async deleteSnapshot(snapshotId: string): Promise<void> {
+    const snapshot = await this.getSnapshot(snapshotId);
+    await this.backendOf(snapshot.backend, `snapshot ${snapshotId}`).lifecycle.deleteSnapshot(snapshotId);
   }
 
   async close(): Promise<void> {
@@ -214,11 +299,16 @@ export class BackendRegistry {
 
   private async owner(volumeId: string): Promise<Backend> {
     const record = await this.getVolume(volumeId);
-    const backend = this.backends.get(record.backend);
+    return this.backendOf(record.backend, `volume ${volumeId}`);
+  }
+
+  /** The backend an object lives on, which may have left the config since. */
+  private backendOf(name: string, what: string): Backend {
+    const backend = this.backends.get(name);
     if (!backend) {
       throw new StorageError(
         'BACKEND_UNAVAILABLE',
-        `volume ${volumeId} belongs to backend "${record.backend}", which is not in the current config; add it back to manage this volume`,
+        `${what} belongs to backend "${name}", which is not in the current config; add it back to manage it`,
       );
     }
     return backend;

@@ -11,4 +11,5 @@ export const SERVER_CAPABILITIES = { tools: { listChanged: false } };
 export const SERVER_INSTRUCTIONS =
   'Block storage through Cinder-compatible drivers. Start with list_backends; get_stats shows capacity in GiB; ' +
   'list_volumes pages through volumes created here; create_volume, extend_volume and delete_volume change them. ' +
-  'Errors start with a code (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, OUT_OF_CAPACITY, BACKEND_UNAVAILABLE, BACKEND_BUSY, READ_ONLY, INTERNAL).';
+  'create_snapshot takes a restore point of a volume; create_volume with snapshot_id or source_volume_id copies one; pass request_id to make a retry safe. ' +
+  'Errors start with a code (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, OUT_OF_CAPACITY, BACKEND_UNAVAILABLE, BACKEND_BUSY, READ_ONLY, IN_USE, UNSUPPORTED, INTERNAL).';

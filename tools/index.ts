@@ -1,10 +1,14 @@
 import type { ToolDefinition } from '../src/tool.js';
+import createSnapshot from './create_snapshot.js';
 import createVolume from './create_volume.js';
+import deleteSnapshot from './delete_snapshot.js';
 import deleteVolume from './delete_volume.js';
 import extendVolume from './extend_volume.js';
 import getStats from './get_stats.js';
+import getSnapshot from './get_snapshot.js';
 import getVolume from './get_volume.js';
 import listBackends from './list_backends.js';
+import listSnapshots from './list_snapshots.js';
 import listVolumes from './list_volumes.js';
 import poolNames from './pool_names.js';
 
@@ -18,4 +22,8 @@ export const TOOLS = [
   createVolume,
   extendVolume,
   deleteVolume,
+  listSnapshots,
+  getSnapshot,
+  createSnapshot,
+  deleteSnapshot,
 ] as unknown as readonly ToolDefinition[];

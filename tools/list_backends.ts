@@ -15,6 +15,13 @@ export default defineTool({
         initialized: z.boolean().describe('true when the backend is serving.'),
         config: z.record(z.string(), z.unknown()).describe('volume_backend_name alone, or every option (secrets masked) when output_all_backend_info is on.'),
         pool_names: z.array(z.string()).describe('Pool names as last seen; empty until the backend has answered once.'),
+        capabilities: z
+          .object({
+            snapshots: z.boolean().describe('create_snapshot, delete_snapshot and create_volume with snapshot_id work here.'),
+            clones: z.boolean().describe('create_volume with source_volume_id works here.'),
+          })
+          .optional()
+          .describe('What the driver can do beyond volumes (once initialized); the rest answers UNSUPPORTED.'),
         initializing: z.boolean().optional().describe('true while an initialization attempt is under way.'),
         error: z.string().optional().describe('Why the backend is not serving (the last attempt\'s reason).'),
         next_retry_at: z.string().optional().describe('When a failed backend is tried again on its next call (ISO 8601); get_stats refresh: true retries at once.'),

@@ -1,10 +1,7 @@
 import { z } from 'zod';
 import { READS_METADATA_STORE, defineTool } from '../src/tool.js';
 import { VOLUME_STATUSES, toVolumeView } from '../src/volume.js';
-import { backendArgument, volumeSchema } from './schemas.js';
-
-export const DEFAULT_PAGE_SIZE = 100;
-export const MAX_PAGE_SIZE = 1000;
+import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, backendArgument, cursorArgument, limitArgument, volumeSchema } from './schemas.js';
 
 export default defineTool({
   name: 'list_volumes',
@@ -18,14 +15,8 @@ export default defineTool({
         .enum(VOLUME_STATUSES, { error: `status must be one of ${VOLUME_STATUSES.join(', ')}` })
         .optional()
         .describe('Only volumes in this status.'),
-      limit: z
-        .number({ error: `limit must be a whole number from 1 to ${MAX_PAGE_SIZE}` })
-        .int({ error: `limit must be a whole number from 1 to ${MAX_PAGE_SIZE}` })
-        .min(1, { error: `limit must be a whole number from 1 to ${MAX_PAGE_SIZE}` })
-        .max(MAX_PAGE_SIZE, { error: `limit must be at most ${MAX_PAGE_SIZE}; page through with cursor for more` })
-        .optional()
-        .describe(`Page size (default ${DEFAULT_PAGE_SIZE}, at most ${MAX_PAGE_SIZE}).`),
-      cursor: z.string({ error: 'cursor must be the next_cursor string of a previous answer' }).optional().describe('next_cursor from the previous page.'),
+      limit: limitArgument.optional(),
+      cursor: cursorArgument.optional(),
     })
     .strict(),
   output: z.object({

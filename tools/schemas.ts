@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { SNAPSHOT_STATUSES } from '../src/snapshot.js';
 import { VOLUME_STATUSES } from '../src/volume.js';
 
 /** Schemas shared by several tools: the contract's Volume and the common arguments. */
@@ -33,3 +34,53 @@ export const sizeArgument = (name: string) =>
     .int({ error: `${name} must be a whole number of GiB (1 or more)` })
     .min(1, { error: `${name} must be at least 1 GiB` })
     .max(1024 * 1024, { error: `${name} must be at most 1048576 GiB (1 PiB)` });
+
+/** The contract's Snapshot (section 7). */
+export const snapshotSchema = z.object({
+  id: z.string().describe('Snapshot id (UUID); pass it to get_snapshot, delete_snapshot, or create_volume as snapshot_id.'),
+  volume_id: z.string().describe('The volume the snapshot was taken of.'),
+  name: z.string().describe('Display name given at creation (may be empty).'),
+  description: z.string().describe('Free text given at creation.'),
+  volume_size: z.number().int().min(1).describe('GiB: the volume\'s size when the snapshot was taken (the default size of a volume made from it).'),
+  status: z.enum(SNAPSHOT_STATUSES).describe('creating, available, deleting or error.'),
+  backend: z.string().describe('volume_backend_name of the backend holding the snapshot.'),
+  created_at: z.string().describe('ISO 8601 creation time.'),
+  status_reason: z.string().optional().describe('Why the snapshot is in error, when it is.'),
+});
+
+export const snapshotIdArgument = z
+  .string({ error: 'snapshot_id must be a string: a snapshot id from list_snapshots or create_snapshot' })
+  .uuid({ error: 'snapshot_id must be a snapshot id (a UUID) from list_snapshots or create_snapshot' })
+  .describe('Snapshot id (UUID) from list_snapshots or create_snapshot.');
+
+export const requestIdArgument = z
+  .string({ error: 'request_id must be a string of your choosing, at most 128 characters' })
+  .min(1, { error: 'request_id must not be empty' })
+  .max(128, { error: 'request_id must be at most 128 characters' })
+  .describe(
+    'Your own id for this request (at most 128 characters). Repeating the same call with the same request_id within 24 hours answers the object the first call made, in its current state, instead of making another: safe to retry after a time-out. Another call under the same request_id is ALREADY_EXISTS.',
+  );
+
+export const nameArgument = z
+  .string({ error: 'name must be a string' })
+  .max(255, { error: 'name must be at most 255 characters' })
+  .describe('Display name (free text, up to 255 characters).');
+
+export const descriptionArgument = z
+  .string({ error: 'description must be a string' })
+  .max(4096, { error: 'description must be at most 4096 characters' })
+  .describe('Free text description.');
+
+export const DEFAULT_PAGE_SIZE = 100;
+export const MAX_PAGE_SIZE = 1000;
+
+export const limitArgument = z
+  .number({ error: `limit must be a whole number from 1 to ${MAX_PAGE_SIZE}` })
+  .int({ error: `limit must be a whole number from 1 to ${MAX_PAGE_SIZE}` })
+  .min(1, { error: `limit must be a whole number from 1 to ${MAX_PAGE_SIZE}` })
+  .max(MAX_PAGE_SIZE, { error: `limit must be at most ${MAX_PAGE_SIZE}; page through with cursor for more` })
+  .describe(`Page size (default ${DEFAULT_PAGE_SIZE}, at most ${MAX_PAGE_SIZE}).`);
+
+export const cursorArgument = z
+  .string({ error: 'cursor must be the next_cursor string of a previous answer' })
+  .describe('next_cursor from the previous page.');

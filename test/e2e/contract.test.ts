@@ -1,16 +1,17 @@
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readSync, readdirSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkingOutputSchemas, type SchemaCheckedHarness } from '../helpers/scenarios.js';
 import { startMcpServer } from '../helpers/server.js';
 
-const ALL_TOOLS = ['list_backends', 'get_stats', 'pool_names', 'list_volumes', 'get_volume', 'create_volume', 'extend_volume', 'delete_volume'];
-const READ_TOOLS = ['list_backends', 'get_stats', 'pool_names', 'list_volumes', 'get_volume'];
+const READ_TOOLS = ['list_backends', 'get_stats', 'pool_names', 'list_volumes', 'get_volume', 'list_snapshots', 'get_snapshot'];
+const ALL_TOOLS = [...READ_TOOLS, 'create_volume', 'extend_volume', 'delete_volume', 'create_snapshot', 'delete_snapshot'];
 /** Tools that answer from the metadata store alone; every other tool may ask an array. */
-const STORE_ONLY_TOOLS = ['list_volumes', 'get_volume'];
-/** Tools whose second identical call does not answer as the first did. */
-const NOT_IDEMPOTENT_TOOLS = ['create_volume', 'delete_volume'];
+const STORE_ONLY_TOOLS = ['list_volumes', 'get_volume', 'list_snapshots', 'get_snapshot'];
+/** Tools whose second identical call does not answer as the first did (without a request_id). */
+const NOT_IDEMPOTENT_TOOLS = ['create_volume', 'delete_volume', 'create_snapshot', 'delete_snapshot'];
+const DESTRUCTIVE_TOOLS = ['delete_volume', 'delete_snapshot'];
 
 describe('the MCP contract over a real stdio pipe', () => {
   let root: string;
@@ -32,7 +33,7 @@ describe('the MCP contract over a real stdio pipe', () => {
     rmSync(root, { recursive: true, force: true });
   });
 
-  it('offers the eight tools with titles, both schemas and all four annotations set', async () => {
+  it('offers every tool with a title, both schemas and all four annotations set', async () => {
     const { tools } = await server.client.listTools();
     expect(tools.map((t) => t.name).sort()).toEqual([...ALL_TOOLS].sort());
     for (const tool of tools) {
@@ -47,7 +48,7 @@ describe('the MCP contract over a real stdio pipe', () => {
       expect(hints.openWorldHint, tool.name).toBe(!STORE_ONLY_TOOLS.includes(tool.name));
       expect(hints.idempotentHint, tool.name).toBe(!NOT_IDEMPOTENT_TOOLS.includes(tool.name));
       expect(hints.readOnlyHint).toBe(READ_TOOLS.includes(tool.name));
-      expect(hints.destructiveHint).toBe(tool.name === 'delete_volume');
+      expect(hints.destructiveHint, tool.name).toBe(DESTRUCTIVE_TOOLS.includes(tool.name));
     }
   });
 
@@ -58,7 +59,14 @@ describe('the MCP contract over a real stdio pipe', () => {
     expect(JSON.parse(text.text)).toEqual(result.structuredContent);
     const backends = (result.structuredContent as { backends: Array<Record<string, unknown>> }).backends;
     expect(backends.map((b) => b.id)).toEqual(['alpha', 'beta']);
-    expect(backends[0]).toEqual({ id: 'alpha', volume_driver: 'file', initialized: true, config: { volume_backend_name: 'alpha' }, pool_names: ['alpha'] });
+    expect(backends[0]).toEqual({
+      id: 'alpha',
+      volume_driver: 'file',
+      initialized: true,
+      config: { volume_backend_name: 'alpha' },
+      pool_names: ['alpha'],
+      capabilities: { snapshots: expect.any(Boolean), clones: expect.any(Boolean) },
+    });
   });
 
   it('creates a sparse image file named after the volume id, never after user text', async () => {
@@ -125,11 +133,13 @@ describe('the MCP contract over a real stdio pipe', () => {
     expect(unknownBackend).toMatchObject({ isError: true });
     expect(unknownBackend.text).toBe('NOT_FOUND: backend "gamma" is not configured; known backends: alpha, beta');
     const missing = await server.call('create_volume', { size: 1 });
-    expect(missing.text).toMatch(/^INVALID_ARGUMENT: create_volume: backend is required \(known backends: alpha, beta\)/);
+    expect(missing.text).toMatch(/^INVALID_ARGUMENT: create_volume: backend is required \(known backends: alpha, beta\), unless snapshot_id or source_volume_id/);
+    const noSize = await server.call('create_volume', { backend: 'alpha' });
+    expect(noSize.text).toMatch(/^INVALID_ARGUMENT: create_volume: size is required \(in GiB\) unless snapshot_id or source_volume_id gives it/);
     const badSize = await server.call('create_volume', { backend: 'alpha', size: 1.5 });
     expect(badSize.text).toMatch(/^INVALID_ARGUMENT: .*size must be a whole number of GiB.*got 1.5/);
     const extra = await server.call('create_volume', { backend: 'alpha', size: 1, colour: 'blue' });
-    expect(extra.text).toMatch(/^INVALID_ARGUMENT: .*unknown argument "colour"; create_volume accepts backend, size, name, description, pool_name, bootable/);
+    expect(extra.text).toMatch(/^INVALID_ARGUMENT: .*unknown argument "colour"; create_volume accepts backend, size, snapshot_id, source_volume_id, name, description, pool_name, bootable, request_id/);
     const badId = await server.call('get_volume', { volume_id: '42' });
     expect(badId.text).toMatch(/^INVALID_ARGUMENT: .*volume_id must be a volume id/);
     const noVolume = await server.call('delete_volume', { volume_id: '00000000-0000-4000-8000-000000000000' });
@@ -159,6 +169,73 @@ describe('the MCP contract over a real stdio pipe', () => {
     expect(deleted.isError, deleted.text).toBe(false);
   });
 
+  it('snapshots, volumes from snapshots and clones hold the source\'s bytes of the moment; cascade and IN_USE; request_id replays', async () => {
+    const original = Buffer.alloc(4096, 0x5a);
+    const changed = Buffer.alloc(4096, 0xa5);
+    const source = (await server.call('create_volume', { backend: 'beta', size: 1, name: 'source' })).data;
+    const image = (id: string) => join(root, 'beta', `volume-${id}`);
+    const writeAt = (id: string, bytes: Buffer, offset: number) => {
+      const fd = openSync(image(id), 'r+');
+      writeSync(fd, bytes, 0, bytes.length, offset);
+      closeSync(fd);
+    };
+    const readAt = (id: string, offset: number) => {
+      const fd = openSync(image(id), 'r');
+      const buffer = Buffer.alloc(4096);
+      readSync(fd, buffer, 0, 4096, offset);
+      closeSync(fd);
+      return buffer;
+    };
+    writeAt(source.id, original, 0);
+    writeAt(source.id, original, 1024 ** 3 - 4096);
+
+    const snapshot = await server.call('create_snapshot', { volume_id: source.id, name: 'before the change', request_id: 'snap-1' });
+    expect(snapshot.isError, snapshot.text).toBe(false);
+    expect(snapshot.data).toMatchObject({ volume_id: source.id, volume_size: 1, status: 'available', backend: 'beta', name: 'before the change' });
+    // A retry with the same request_id answers the same snapshot; other arguments under it are refused.
+    expect((await server.call('create_snapshot', { volume_id: source.id, name: 'before the change', request_id: 'snap-1' })).data.id).toBe(snapshot.data.id);
+    expect((await server.call('create_snapshot', { volume_id: source.id, name: 'other', request_id: 'snap-1' })).text).toMatch(/^ALREADY_EXISTS: request_id "snap-1" was already used with other arguments/);
+    expect((await server.call('get_snapshot', { snapshot_id: snapshot.data.id })).data).toEqual(snapshot.data);
+
+    writeAt(source.id, changed, 0); // the risky change
+    const restored = await server.call('create_volume', { snapshot_id: snapshot.data.id, name: 'restored', request_id: 'restore-1' });
+    expect(restored.isError, restored.text).toBe(false);
+    expect(restored.data).toMatchObject({ backend: 'beta', size: 1, snapshot_id: snapshot.data.id, source_volume_id: null, status: 'available' });
+    expect(readAt(restored.data.id, 0)).toEqual(original);
+    expect(readAt(restored.data.id, 1024 ** 3 - 4096)).toEqual(original);
+    expect(statSync(image(restored.data.id)).blocks * 512).toBeLessThan(64 * 1024 ** 2); // still sparse
+    expect((await server.call('create_volume', { snapshot_id: snapshot.data.id, name: 'restored', request_id: 'restore-1' })).data.id).toBe(restored.data.id);
+
+    const clone = await server.call('create_volume', { source_volume_id: source.id, size: 2 });
+    expect(clone.isError, clone.text).toBe(false);
+    expect(clone.data).toMatchObject({ size: 2, source_volume_id: source.id, snapshot_id: null });
+    writeAt(source.id, original, 0);
+    expect(readAt(clone.data.id, 0)).toEqual(changed); // the source's bytes at the moment of the clone
+    expect(statSync(image(clone.data.id)).size).toBe(2 * 1024 ** 3);
+
+    for (const refused of [
+      ['create_volume', { snapshot_id: snapshot.data.id, size: 0 }, /^INVALID_ARGUMENT: /],
+      ['create_volume', { backend: 'alpha', snapshot_id: snapshot.data.id }, /^INVALID_ARGUMENT: the source is on backend "beta", not "alpha"/],
+      ['create_volume', { snapshot_id: snapshot.data.id, source_volume_id: source.id }, /^INVALID_ARGUMENT: create_volume takes at most one of snapshot_id and source_volume_id/],
+      ['create_volume', { source_volume_id: source.id, size: 1, name: 'x', pool_name: 'beta', request_id: 'restore-1' }, /^ALREADY_EXISTS: request_id "restore-1" was already used with other arguments/],
+      ['delete_volume', { volume_id: source.id }, new RegExp(`^IN_USE: volume ${source.id} has 1 snapshot\\(s\\): ${snapshot.data.id}; delete them first`)],
+    ] as const) {
+      expect((await server.call(refused[0], refused[1])).text, JSON.stringify(refused[1])).toMatch(refused[2]);
+    }
+    const listed = await server.call('list_snapshots', { volume_id: source.id });
+    expect(listed.data.snapshots.map((s: { id: string }) => s.id)).toEqual([snapshot.data.id]);
+    const deleted = await server.call('delete_volume', { volume_id: source.id, cascade: true });
+    expect(deleted.data).toEqual({ volume_id: source.id, deleted: true, snapshots_deleted: [snapshot.data.id] });
+    expect((await server.call('get_snapshot', { snapshot_id: snapshot.data.id })).text).toMatch(/^NOT_FOUND: snapshot/);
+    expect(readdirSync(join(root, 'beta')).filter((name) => name.includes(source.id) || name.includes(snapshot.data.id))).toEqual([]);
+    const second = (await server.call('create_snapshot', { volume_id: restored.data.id })).data;
+    expect(await server.call('delete_snapshot', { snapshot_id: second.id })).toMatchObject({ isError: false, data: { snapshot_id: second.id, deleted: true } });
+    expect(existsSync(join(root, 'beta', `snapshot-${second.id}`))).toBe(false);
+    for (const id of [restored.data.id, clone.data.id]) expect((await server.call('delete_volume', { volume_id: id })).isError).toBe(false);
+    const again = await server.call('delete_snapshot', { snapshot_id: snapshot.data.id });
+    expect(again.text).toMatch(/^NOT_FOUND: snapshot/);
+  });
+
   it('answered every tool in this walk with structuredContent matching its zod output schema and its listed outputSchema', async () => {
     // Each server.call above checked its own answer; the walk has not asked for pool names yet (alpha's folder is gone by now).
     const pools = await server.call('pool_names', { backend: 'beta' });
@@ -176,7 +253,7 @@ describe('read-only mode', () => {
     try {
       const { tools } = await server.client.listTools();
       expect(tools.map((t) => t.name).sort()).toEqual([...READ_TOOLS].sort());
-      for (const name of ['create_volume', 'extend_volume', 'delete_volume']) {
+      for (const name of ALL_TOOLS.filter((tool) => !READ_TOOLS.includes(tool))) {
         const refused = await server.call(name, { backend: 'ro', size: 1 });
         expect(refused.text, name).toMatch(new RegExp(`^READ_ONLY: ${name} is disabled`));
       }
@@ -204,7 +281,14 @@ describe('the embedded default', () => {
     try {
       const backends = await server.call('list_backends');
       expect(backends.data.backends).toEqual([
-        { id: 'default', volume_driver: 'file', initialized: true, config: { volume_backend_name: 'default' }, pool_names: ['default'] },
+        {
+          id: 'default',
+          volume_driver: 'file',
+          initialized: true,
+          config: { volume_backend_name: 'default' },
+          pool_names: ['default'],
+          capabilities: { snapshots: true, clones: true },
+        },
       ]);
       const stats = await server.call('get_stats', { backend: 'default' });
       const pool = stats.data.stats.pools[0];

@@ -2,7 +2,7 @@ import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv
 import type { JsonSchemaType } from '@modelcontextprotocol/sdk/validation';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TOOLS } from '../../tools/index.js';
-import { startMcpServer, type McpHarness } from './server.js';
+import { startMcpServer, type McpHarness, type ToolAnswer } from './server.js';
 
 /**
  * One scenario suite for every driver, as cinderlib's functional tests run one list against each
@@ -20,7 +20,14 @@ export interface ScenarioOptions {
   env?: () => Record<string, string>;
   /** Volume size used by the scenarios, GiB (default 1). */
   sizeGb?: number;
+  /**
+   * What the driver does with snapshots and copies on THIS machine: `works`; `fails here` (the
+   * driver can, the host cannot: LVM without device-mapper); `unsupported` (the driver cannot).
+   */
+  lifecycle?: { snapshots: LifecycleOutcome; fromSnapshot: LifecycleOutcome; clones: LifecycleOutcome };
 }
+
+export type LifecycleOutcome = 'works' | 'fails here' | 'unsupported';
 
 export function defineBackendScenarios(options: ScenarioOptions): void {
   const size = options.sizeGb ?? 1;
@@ -126,6 +133,57 @@ export function defineBackendScenarios(options: ScenarioOptions): void {
       const listedAfter = await server.call('list_volumes', { backend: options.backend });
       expect(listedAfter.data.volumes.length).toBe(listedBefore.data.volumes.length);
       expect((await pool()).provisioned_capacity_gb).toBeCloseTo(current.provisioned_capacity_gb, 1);
+    });
+
+    const lifecycle = options.lifecycle ?? { snapshots: 'works', fromSnapshot: 'works', clones: 'works' };
+
+    /** An answer as this machine gives it: success, the driver's refusal here (an error record is kept), or UNSUPPORTED. */
+    const expectOutcome = (answer: ToolAnswer, outcome: LifecycleOutcome) => {
+      if (outcome === 'works') return expect(answer.isError, answer.text).toBe(false);
+      if (outcome === 'unsupported') return expect(answer.text).toMatch(new RegExp(`^UNSUPPORTED: backend "${options.backend}": `));
+      expect(answer.text).toMatch(/^(BACKEND_UNAVAILABLE|BACKEND_BUSY|INTERNAL): /); // the driver can; this host cannot
+    };
+
+    it('walks snapshot, volume from snapshot, clone, cascade delete and the refusals', async () => {
+      const { backends } = (await server.call('list_backends')).data;
+      const capabilities = backends.find((b: { id: string }) => b.id === options.backend).capabilities;
+      expect(capabilities).toEqual({ snapshots: lifecycle.snapshots !== 'unsupported', clones: lifecycle.clones !== 'unsupported' });
+      const volume = (await server.call('create_volume', { backend: options.backend, size, name: 'lifecycle source' })).data;
+
+      const snapshot = await server.call('create_snapshot', { volume_id: volume.id, name: 'restore point' });
+      expectOutcome(snapshot, lifecycle.snapshots);
+      let snapshotId: string | undefined = snapshot.data?.id;
+      if (lifecycle.snapshots === 'fails here') {
+        // The failed create is kept as an error record that names the snapshot, and delete_snapshot cleans it up.
+        const kept = (await server.call('list_snapshots', { volume_id: volume.id })).data.snapshots;
+        expect(kept.map((s: { status: string }) => s.status)).toEqual(['error']);
+        snapshotId = kept[0].id;
+      }
+      if (lifecycle.snapshots === 'works') {
+        expect(snapshot.data).toMatchObject({ volume_id: volume.id, volume_size: size, status: 'available', backend: options.backend });
+        const refused = await server.call('delete_volume', { volume_id: volume.id });
+        expect(refused.text).toMatch(new RegExp(`^IN_USE: volume ${volume.id} has 1 snapshot\\(s\\): ${snapshotId}`));
+        const fromSnapshot = await server.call('create_volume', { snapshot_id: snapshotId, size: size + 1 });
+        expectOutcome(fromSnapshot, lifecycle.fromSnapshot);
+        if (lifecycle.fromSnapshot === 'works') {
+          expect(fromSnapshot.data).toMatchObject({ backend: options.backend, size: size + 1, snapshot_id: snapshotId, status: 'available' });
+        }
+        for (const made of (await server.call('list_volumes', { backend: options.backend })).data.volumes) {
+          if (made.snapshot_id === snapshotId) expect((await server.call('delete_volume', { volume_id: made.id })).isError).toBe(false);
+        }
+      }
+
+      const clone = await server.call('create_volume', { source_volume_id: volume.id });
+      expectOutcome(clone, lifecycle.clones);
+      if (lifecycle.clones === 'works') expect(clone.data).toMatchObject({ size, source_volume_id: volume.id, status: 'available' });
+      for (const made of (await server.call('list_volumes', { backend: options.backend })).data.volumes) {
+        if (made.source_volume_id === volume.id) expect((await server.call('delete_volume', { volume_id: made.id })).isError).toBe(false);
+      }
+
+      const cascade = await server.call('delete_volume', { volume_id: volume.id, cascade: true });
+      expect(cascade.isError, cascade.text).toBe(false);
+      expect(cascade.data).toEqual({ volume_id: volume.id, deleted: true, snapshots_deleted: snapshotId ? [snapshotId] : [] });
+      expect((await server.call('list_snapshots', { backend: options.backend })).data.snapshots).toEqual([]);
     });
 
     it('refuses an unknown pool and names the real ones', async () => {
