@@ -380,7 +380,7 @@ export class VolumeLifecycle {
       const snapshotId = input.snapshot_id;
       const operations = this.requireSnapshots(driver);
       const snapshot = await this.requireSnapshot(snapshotId);
-      const recheck = async () => this.requireStatus('snapshot', await this.requireSnapshot(snapshotId), ['available'], 'used as a source');
+      const recheck = async () => this.requireStatus('snapshot', await this.requireSnapshot(snapshotId), ['available'], 'used as a source', 'IN_USE');
       await recheck();
       const volume = await this.deps.store.get(snapshot.volume_id);
       return {
@@ -398,7 +398,7 @@ export class VolumeLifecycle {
       if (!driver.clones) throw this.unsupported('clone volumes', 'take a snapshot (create_snapshot) and create a volume from it instead, where the driver has snapshots');
       const clones = driver.clones;
       const source = await this.requireVolume(sourceId);
-      const recheck = async () => this.requireStatus('volume', await this.requireVolume(sourceId), ['available'], 'cloned');
+      const recheck = async () => this.requireStatus('volume', await this.requireVolume(sourceId), ['available'], 'cloned', 'IN_USE');
       await recheck();
       return {
         size: source.size,
@@ -455,11 +455,15 @@ export class VolumeLifecycle {
     return record;
   }
 
-  private requireStatus(kind: 'volume' | 'snapshot', record: VolumeRecord | SnapshotRecord, allowed: string[], action: string): void {
+  /**
+   * Refuses an object in the wrong status: one under an operation is BACKEND_BUSY (IN_USE when it
+   * is the source of the caller's copy: the operation holds it), one in error INVALID_ARGUMENT.
+   */
+  private requireStatus(kind: 'volume' | 'snapshot', record: VolumeRecord | SnapshotRecord, allowed: string[], action: string, busyCode: 'BACKEND_BUSY' | 'IN_USE' = 'BACKEND_BUSY'): void {
     if (allowed.includes(record.status)) return;
     const busy = TRANSITIONAL_STATUSES.includes(record.status as VolumeStatus);
     throw new StorageError(
-      busy ? 'BACKEND_BUSY' : 'INVALID_ARGUMENT',
+      busy ? busyCode : 'INVALID_ARGUMENT',
       `${kind} ${record.id} is "${record.status}"${record.status_reason ? ` (${record.status_reason})` : ''}; only ${allowed.map((s) => `"${s}"`).join(' or ')} ${kind}s can be ${action}` +
         (busy ? `; wait and call get_${kind} again` : `; delete_${kind} removes a ${kind} in error`),
     );

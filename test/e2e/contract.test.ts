@@ -206,6 +206,18 @@ describe('the MCP contract over a real stdio pipe', () => {
     expect(statSync(image(restored.data.id)).blocks * 512).toBeLessThan(64 * 1024 ** 2); // still sparse
     expect((await server.call('create_volume', { snapshot_id: snapshot.data.id, name: 'restored', request_id: 'restore-1' })).data.id).toBe(restored.data.id);
 
+    // A copy tells a client that asked for progress when it starts, how far it got, and when it is done.
+    const progress: Array<{ progress: number; total?: number; message?: string }> = [];
+    const copied = (await server.client.callTool({ name: 'create_volume', arguments: { snapshot_id: snapshot.data.id } }, undefined, { onprogress: (p) => progress.push(p) })) as {
+      isError?: boolean;
+      structuredContent?: { id: string };
+    };
+    expect(copied.isError).toBeFalsy();
+    expect(progress[0]?.message).toBe(`copying snapshot ${snapshot.data.id} into volume ${copied.structuredContent!.id}`);
+    expect(progress.at(-1)).toMatchObject({ progress: 1024 ** 3, total: 1024 ** 3, message: expect.stringMatching(/: done$/) });
+    for (let i = 1; i < progress.length; i++) expect(progress[i]!.progress).toBeGreaterThanOrEqual(progress[i - 1]!.progress);
+    expect((await server.call('delete_volume', { volume_id: copied.structuredContent!.id })).isError).toBe(false);
+
     const clone = await server.call('create_volume', { source_volume_id: source.id, size: 2 });
     expect(clone.isError, clone.text).toBe(false);
     expect(clone.data).toMatchObject({ size: 2, source_volume_id: source.id, snapshot_id: null });
