@@ -237,6 +237,13 @@ export class VolumeLifecycle {
             `volume ${volumeId} has ${snapshots.length} snapshot(s): ${snapshots.map((s) => s.id).join(', ')}; delete them first (delete_snapshot), or call delete_volume with cascade: true to delete them with it`,
           );
         }
+        const connections = await this.deps.store.connectionsOf(volumeId);
+        if (connections.length > 0) {
+          throw new StorageError(
+            'IN_USE',
+            `volume ${volumeId} is connected (${connections.map((c) => `connection ${c.id} to ${String(c.connector.host ?? 'a host')}`).join(', ')}); disconnect it first (disconnect_volume)`,
+          );
+        }
         this.requireStatus('volume', record, ['available', 'error'], 'deleted');
         await this.transitionVolume(volumeId, { status: 'deleting' }, ['available', 'error']);
       },

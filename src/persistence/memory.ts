@@ -1,8 +1,12 @@
+import type { ConnectionRecord, ConnectionStatus } from '../connection.js';
 import type { SnapshotRecord, SnapshotStatus } from '../snapshot.js';
 import { OPERATION_OF_STATUS, TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../volume.js';
 import { isRecoverable } from './recovery.js';
 import {
   REQUEST_ID_TTL_MS,
+  type ConnectionPage,
+  type ConnectionPatch,
+  type ConnectionQuery,
   type InsertOutcome,
   type RecoveryClaim,
   type RequestEntry,
@@ -65,6 +69,7 @@ class Table<R extends { id: string; status: string }> {
 export class MemoryVolumeStore implements VolumeStore {
   private readonly volumes = new Table<VolumeRecord>();
   private readonly snapshots = new Table<SnapshotRecord>();
+  private readonly connections = new Table<ConnectionRecord>();
   private readonly graves = new Map<string, Tombstone>();
   private readonly requests = new Map<string, RequestEntry>();
 
@@ -133,6 +138,34 @@ export class MemoryVolumeStore implements VolumeStore {
 
   async volumesFromSnapshot(snapshotId: string): Promise<VolumeRecord[]> {
     return this.volumes.all().filter((record) => record.snapshot_id === snapshotId).map((record) => ({ ...record }));
+  }
+
+  async insertConnection(record: ConnectionRecord): Promise<boolean> {
+    return this.connections.insert(record);
+  }
+
+  async getConnection(id: string): Promise<ConnectionRecord | undefined> {
+    return this.connections.get(id);
+  }
+
+  async updateConnection(id: string, patch: ConnectionPatch, expected?: readonly ConnectionStatus[]): Promise<ConnectionRecord | undefined> {
+    return this.connections.update(id, patch, expected);
+  }
+
+  async removeConnection(id: string): Promise<boolean> {
+    return this.connections.remove(id);
+  }
+
+  async listConnections(query: ConnectionQuery): Promise<ConnectionPage> {
+    return this.connections.page(
+      query.after,
+      query.limit,
+      (record) => (query.backend === undefined || record.backend === query.backend) && (query.volume_id === undefined || record.volume_id === query.volume_id),
+    );
+  }
+
+  async connectionsOf(volumeId: string): Promise<ConnectionRecord[]> {
+    return this.connections.all().filter((record) => record.volume_id === volumeId).map((record) => ({ ...record }));
   }
 
   async surfaceInterrupted(

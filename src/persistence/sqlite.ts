@@ -6,9 +6,13 @@ import type { HeldLock } from '../process-lock.js';
 import { OPERATION_OF_STATUS, TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../volume.js';
 import { OutcomeBuffer } from './outcome-buffer.js';
 import { isRecoverable } from './recovery.js';
+import type { ConnectionRecord, ConnectionStatus } from '../connection.js';
 import type { SnapshotRecord, SnapshotStatus } from '../snapshot.js';
 import {
   REQUEST_ID_TTL_MS,
+  type ConnectionPage,
+  type ConnectionPatch,
+  type ConnectionQuery,
   type InsertOutcome,
   type RecoveryClaim,
   type RequestEntry,
@@ -90,6 +94,22 @@ const MIGRATIONS: readonly string[] = [
      object_id TEXT NOT NULL,
      created_at TEXT NOT NULL
    );`,
+  `CREATE TABLE connections (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     id TEXT NOT NULL UNIQUE,
+     volume_id TEXT NOT NULL,
+     backend TEXT NOT NULL,
+     status TEXT NOT NULL,
+     attach_mode TEXT NOT NULL,
+     connector TEXT NOT NULL,
+     connection_info TEXT NOT NULL,
+     device TEXT,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL,
+     status_reason TEXT
+   );
+   CREATE INDEX connections_by_backend ON connections (backend, seq);
+   CREATE INDEX connections_by_volume ON connections (volume_id, seq);`,
 ];
 
 /** SQLite result codes that mean the store itself cannot take writes now, not that a call was wrong. */
@@ -117,6 +137,27 @@ interface Row {
 }
 
 type SnapshotRow = SnapshotRecord & { seq: number };
+
+/** A connection as stored: its JSON-valued fields as text. */
+interface ConnectionRow extends Omit<ConnectionRecord, 'connector' | 'connection_info' | 'device'> {
+  seq: number;
+  connector: string;
+  connection_info: string;
+  device: string | null;
+}
+
+function fromConnectionRow(row: ConnectionRow): ConnectionRecord {
+  const { seq: _seq, connector, connection_info, device, ...rest } = row;
+  return { ...rest, connector: JSON.parse(connector), connection_info: JSON.parse(connection_info), device: device === null ? null : JSON.parse(device) };
+}
+
+function toConnectionColumns(patch: Partial<ConnectionRecord>): Record<string, unknown> {
+  const columns: Record<string, unknown> = { ...patch };
+  for (const key of ['connector', 'connection_info', 'device'] as const) {
+    if (patch[key] !== undefined) columns[key] = patch[key] === null ? null : JSON.stringify(patch[key]);
+  }
+  return columns;
+}
 
 function fromSnapshotRow(row: SnapshotRow): SnapshotRecord {
   const { seq: _seq, ...record } = row;
@@ -177,6 +218,13 @@ export class SqliteVolumeStore implements VolumeStore {
       removeSnapshot: this.db.prepare('DELETE FROM snapshots WHERE id = ?'),
       snapshotsOf: this.db.prepare('SELECT * FROM snapshots WHERE volume_id = ? ORDER BY seq'),
       volumesFromSnapshot: this.db.prepare('SELECT * FROM volumes WHERE snapshot_id = ? ORDER BY seq'),
+      insertConnection: this.db.prepare(
+        `INSERT OR IGNORE INTO connections (id, volume_id, backend, status, attach_mode, connector, connection_info, device, created_at, updated_at, status_reason)
+         VALUES (@id, @volume_id, @backend, @status, @attach_mode, @connector, @connection_info, @device, @created_at, @updated_at, @status_reason)`,
+      ),
+      getConnection: this.db.prepare('SELECT * FROM connections WHERE id = ?'),
+      removeConnection: this.db.prepare('DELETE FROM connections WHERE id = ?'),
+      connectionsOf: this.db.prepare('SELECT * FROM connections WHERE volume_id = ? ORDER BY seq'),
       findRequest: this.db.prepare('SELECT * FROM requests WHERE request_id = ?'),
       forgetRequest: this.db.prepare('DELETE FROM requests WHERE request_id = ?'),
       claimRequest: this.db.prepare(
@@ -261,6 +309,37 @@ export class SqliteVolumeStore implements VolumeStore {
   async list(query: VolumeQuery): Promise<VolumePage> {
     const { rows, nextAfter } = this.page<Row>('volumes', query, { backend: query.backend, status: query.status });
     return { records: rows.map((row) => this.unwritten.apply(fromRow(row))), nextAfter };
+  }
+
+  async insertConnection(record: ConnectionRecord): Promise<boolean> {
+    return this.write('record a new connection', () => this.statements.insertConnection.run(toConnectionColumns(record)).changes === 1);
+  }
+
+  async getConnection(id: string): Promise<ConnectionRecord | undefined> {
+    return this.read(() => {
+      const row = this.statements.getConnection.get(id) as ConnectionRow | undefined;
+      return row ? fromConnectionRow(row) : undefined;
+    });
+  }
+
+  async updateConnection(id: string, patch: ConnectionPatch, expected?: readonly ConnectionStatus[]): Promise<ConnectionRecord | undefined> {
+    return this.write(`update connection ${id}`, () => {
+      if (!this.applyPatch('connections', id, toConnectionColumns(patch), expected)) return undefined;
+      return fromConnectionRow(this.statements.getConnection.get(id) as ConnectionRow);
+    });
+  }
+
+  async removeConnection(id: string): Promise<boolean> {
+    return this.write(`forget connection ${id}`, () => this.statements.removeConnection.run(id).changes === 1);
+  }
+
+  async listConnections(query: ConnectionQuery): Promise<ConnectionPage> {
+    const { rows, nextAfter } = this.page<ConnectionRow>('connections', query, { backend: query.backend, volume_id: query.volume_id });
+    return { records: rows.map(fromConnectionRow), nextAfter };
+  }
+
+  async connectionsOf(volumeId: string): Promise<ConnectionRecord[]> {
+    return this.read(() => (this.statements.connectionsOf.all(volumeId) as ConnectionRow[]).map(fromConnectionRow));
   }
 
   async surfaceInterrupted(
@@ -358,7 +437,7 @@ export class SqliteVolumeStore implements VolumeStore {
   }
 
   /** UPDATE of the given fields (and updated_at) when the row's status is one of `expected`. */
-  private applyPatch(table: 'volumes' | 'snapshots', id: string, patch: object, expected?: readonly string[]): boolean {
+  private applyPatch(table: 'volumes' | 'snapshots' | 'connections', id: string, patch: object, expected?: readonly string[]): boolean {
     const fields = Object.entries(patch).filter(([, value]) => value !== undefined);
     const sets = [...fields.map(([field]) => `${field} = @${field}`), 'updated_at = @updated_at'];
     const params: Record<string, unknown> = { ...Object.fromEntries(fields), id, updated_at: new Date().toISOString() };
@@ -371,7 +450,7 @@ export class SqliteVolumeStore implements VolumeStore {
   }
 
   /** A page in creation order; one row past the page tells whether another exists, without a COUNT. */
-  private page<R extends { seq: number }>(table: 'volumes' | 'snapshots', query: { after?: number; limit: number }, filters: Record<string, string | undefined>): { rows: R[]; nextAfter?: number } {
+  private page<R extends { seq: number }>(table: 'volumes' | 'snapshots' | 'connections', query: { after?: number; limit: number }, filters: Record<string, string | undefined>): { rows: R[]; nextAfter?: number } {
     const conditions = ['seq > @after'];
     for (const [column, value] of Object.entries(filters)) if (value !== undefined) conditions.push(`${column} = @${column}`);
     const rows = this.read(

@@ -1,3 +1,4 @@
+import type { ConnectionRecord, ConnectionStatus } from '../connection.js';
 import type { SnapshotRecord, SnapshotStatus } from '../snapshot.js';
 import type { VolumeRecord, VolumeStatus } from '../volume.js';
 
@@ -32,6 +33,20 @@ export interface SnapshotPage {
   records: SnapshotRecord[];
   nextAfter?: number;
 }
+
+export interface ConnectionQuery {
+  backend?: string;
+  volume_id?: string;
+  after?: number;
+  limit: number;
+}
+
+export interface ConnectionPage {
+  records: ConnectionRecord[];
+  nextAfter?: number;
+}
+
+export type ConnectionPatch = Partial<Pick<ConnectionRecord, 'status' | 'status_reason' | 'connection_info' | 'device'>>;
 
 export type SnapshotPatch = Partial<Pick<SnapshotRecord, 'status' | 'status_reason' | 'provider_location' | 'failed_operation' | 'owner' | 'lease_expires_at'>>;
 
@@ -106,6 +121,13 @@ export interface VolumeStore {
   snapshotsOf(volumeId: string): Promise<SnapshotRecord[]>;
   /** Volumes made from a snapshot (its dependants on arrays where they share blocks). */
   volumesFromSnapshot(snapshotId: string): Promise<VolumeRecord[]>;
+  insertConnection(record: ConnectionRecord): Promise<boolean>;
+  getConnection(id: string): Promise<ConnectionRecord | undefined>;
+  updateConnection(id: string, patch: ConnectionPatch, expected?: readonly ConnectionStatus[]): Promise<ConnectionRecord | undefined>;
+  removeConnection(id: string): Promise<boolean>;
+  listConnections(query: ConnectionQuery): Promise<ConnectionPage>;
+  /** Every connection of a volume, oldest first. */
+  connectionsOf(volumeId: string): Promise<ConnectionRecord[]>;
   get(id: string): Promise<VolumeRecord | undefined>;
   /**
    * Applies `patch` (and a fresh updated_at) when the record's status is one of `expected`;

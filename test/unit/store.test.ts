@@ -133,6 +133,36 @@ describe.each(storages)('%s volume store', (_name, open) => {
     expect((await store.volumesFromSnapshot(snapshot(1, 1).id)).map((r) => r.name)).toEqual(['v8']);
   });
 
+  it('keeps connections with their connector and connection_info, pages them, and lists a volume\'s', async () => {
+    const store = open();
+    const now = new Date().toISOString();
+    const connection = (n: number, volume: number) => ({
+      id: `20000000-0000-4000-8000-${String(n).padStart(12, '0')}`,
+      volume_id: record(volume).id,
+      backend: volume % 2 ? 'odd' : 'even',
+      status: 'attached' as const,
+      attach_mode: 'rw',
+      connector: { host: `host-${n}`, initiator: `iqn.1993-08.org.debian:01:${n}` },
+      connection_info: { driver_volume_type: 'iscsi', data: { target_lun: 1, target_discovered: false } },
+      device: null,
+      created_at: now,
+      updated_at: now,
+      status_reason: null,
+    });
+    for (const [n, volume] of [[1, 1], [2, 2], [3, 1]] as const) expect(await store.insertConnection(connection(n, volume))).toBe(true);
+    expect(await store.insertConnection(connection(1, 1))).toBe(false);
+    expect(await store.getConnection(connection(1, 1).id)).toEqual(connection(1, 1));
+    const first = await store.listConnections({ backend: 'odd', limit: 1 });
+    expect(first.records.map((c) => c.id)).toEqual([connection(1, 1).id]);
+    expect((await store.listConnections({ backend: 'odd', limit: 1, after: first.nextAfter })).records.map((c) => c.id)).toEqual([connection(3, 1).id]);
+    expect((await store.connectionsOf(record(1).id)).map((c) => c.connector.host)).toEqual(['host-1', 'host-3']);
+    const device = { type: 'block', path: '/dev/loop7' };
+    expect(await store.updateConnection(connection(3, 1).id, { device }, ['error'])).toBeUndefined();
+    expect((await store.updateConnection(connection(3, 1).id, { device }, ['attached']))?.device).toEqual(device);
+    expect(await store.removeConnection(connection(3, 1).id)).toBe(true);
+    expect(await store.connectionsOf(record(1).id)).toHaveLength(1);
+  });
+
   it('answers a request_id with what it made, in one step with the insert, until it is a day old', async () => {
     const store = open();
     const entry = (id: string, object: number, created_at = new Date().toISOString()) => ({
@@ -175,7 +205,7 @@ describe('sqlite specifics', () => {
     await store.close();
     const db = new Database(path, { readonly: true });
     expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
-    expect(db.pragma('user_version', { simple: true })).toBe(4);
+    expect(db.pragma('user_version', { simple: true })).toBe(5);
     const plan = db.prepare("EXPLAIN QUERY PLAN SELECT * FROM volumes WHERE seq > 0 AND backend = 'x' AND status = 'available' ORDER BY seq LIMIT 10").all() as Array<{ detail: string }>;
     expect(plan.map((row) => row.detail).join(' ')).toMatch(/USING INDEX volumes_by_backend_status/);
     db.close();
