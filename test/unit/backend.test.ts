@@ -125,6 +125,25 @@ describe('Backend', () => {
     expect((await store.get(created.id))?.status).toBe('available');
   });
 
+  it('refuses to delete a connected volume, naming the connection, and deletes it once disconnected', async () => {
+    const { backend, store } = await makeBackend(await tempDir());
+    const volume = await backend.createVolume({ size: 1 });
+    const now = new Date().toISOString();
+    const connection = {
+      id: '30000000-0000-4000-8000-000000000001', volume_id: volume.id, backend: 'b', status: 'attached' as const, attach_mode: 'rw',
+      connector: { host: 'web-1', initiator: 'iqn.1993-08.org.debian:01:web-1' }, connection_info: {}, device: null, created_at: now, updated_at: now, status_reason: null,
+    };
+    await store.insertConnection(connection);
+    await expect(backend.deleteVolume(volume.id)).rejects.toMatchObject({
+      code: 'IN_USE',
+      message: expect.stringMatching(/is connected \(connection 30000000-0000-4000-8000-000000000001 to web-1\); disconnect it first/),
+    });
+    expect((await store.get(volume.id))?.status).toBe('available'); // nothing was touched
+    await store.removeConnection(connection.id);
+    await backend.deleteVolume(volume.id);
+    expect(await store.get(volume.id)).toBeUndefined();
+  });
+
   it('finds every driver of the catalog by alias and by Cinder path, and nothing else', () => {
     for (const entry of DRIVER_CATALOG) {
       expect(findDriver(entry.alias)).toBe(entry);
