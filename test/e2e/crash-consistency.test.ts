@@ -1,9 +1,9 @@
-import Database from 'better-sqlite3';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { RawMcpServer, mulberry32, toolText, writeFileDriverConfig, type RawAnswer } from '../helpers/raw-server.js';
+import { errorCode, listAllPages, listImageFiles, readTombstones } from '../helpers/crash-store.js';
+import { RawMcpServer, mulberry32, toolText, writeFileDriverConfig } from '../helpers/raw-server.js';
 
 /**
  * Crash consistency of the file driver with a SQLite store (issue 13's adversarial figures): a
@@ -67,48 +67,11 @@ interface Figures {
 }
 
 function listVolumeFiles(dir: string): Map<string, number> {
-  const files = new Map<string, number>();
-  if (!existsSync(dir)) return files; // before the first server made it
-  for (const name of readdirSync(dir)) {
-    if (!name.startsWith('volume-')) continue;
-    try {
-      files.set(name, statSync(join(dir, name)).size);
-    } catch {
-      // gone between readdir and stat: nobody runs here now, so this does not happen
-    }
-  }
-  return files;
+  return listImageFiles(dir, 'volume-');
 }
 
-function readTombstones(sqlitePath: string): Set<string> {
-  if (!existsSync(sqlitePath)) return new Set();
-  const db = new Database(sqlitePath, { readonly: true, fileMustExist: true });
-  try {
-    const hasTable = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tombstones'").get();
-    if (!hasTable) return new Set();
-    return new Set((db.prepare('SELECT volume_id FROM tombstones').all() as Array<{ volume_id: string }>).map((row) => row.volume_id));
-  } finally {
-    db.close();
-  }
-}
-
-async function listAll(server: RawMcpServer): Promise<Volume[]> {
-  const volumes: Volume[] = [];
-  let cursor: string | undefined;
-  for (let page = 0; page < 100; page++) {
-    const answer = await server.call('list_volumes', cursor ? { limit: 1000, cursor } : { limit: 1000 }, STEP_TIMEOUT_MS);
-    const data = answer.result?.structuredContent;
-    if (answer.error || answer.result?.isError || !data) throw new Error(`list_volumes failed: ${JSON.stringify(answer)}`);
-    volumes.push(...(data.volumes as Volume[]));
-    cursor = data.next_cursor;
-    if (!cursor) return volumes;
-  }
-  throw new Error('list_volumes: more than 100 pages');
-}
-
-function errorCode(answer: RawAnswer): string {
-  if (answer.error) return `jsonrpc ${answer.error.code}`;
-  return /^([A-Z_]+):/.exec(toolText(answer) ?? '')?.[1] ?? 'no code';
+function listAll(server: RawMcpServer): Promise<Volume[]> {
+  return listAllPages<Volume>(server, 'list_volumes', 'volumes', STEP_TIMEOUT_MS);
 }
 
 describe('kill -9 at random moments of concurrent creates, extends and deletes', () => {
