@@ -214,7 +214,10 @@ export class Backend {
       this.deps.log.info(`backend "${this.id}" initialized (${this.volumeDriver})`);
       const driver = this.driver!;
       this.tombstones?.close();
-      this.tombstones = new TombstoneKeeper(this.deps.store, this.id, this.deps.log, (volume) => driver.deleteVolume(volume));
+      this.tombstones = new TombstoneKeeper(this.deps.store, this.id, this.deps.log, {
+        volume: (volume) => driver.deleteVolume(volume),
+        snapshot: async (snapshot, volume) => driver.snapshots?.deleteSnapshot(snapshot, volume),
+      });
       await this.tombstones.resume();
       // As Cinder reads stats right after setup: pool names for list_backends, and the space this
       // backend draws on registered before any backend sharing it checks capacity.

@@ -321,7 +321,7 @@ export class VolumeLifecycle {
     const operations = this.requireSnapshots(driver);
     const first = await this.requireSnapshot(snapshotId);
     let record!: SnapshotRecord;
-    await this.mutate<void, void>({
+    await this.mutate<VolumeRef, void>({
       what: `delete snapshot ${snapshotId}`,
       locks: [volumeKey(first.volume_id), snapshotKey(snapshotId)],
       begin: async () => {
@@ -333,10 +333,17 @@ export class VolumeLifecycle {
         const volume = await this.deps.store.get(record.volume_id);
         const volumeRef = volume ? this.volumeRef(volume) : { id: record.volume_id, size: record.volume_size, pool_name: '', provider_location: null };
         await operations.deleteSnapshot(this.snapshotRef(record), volumeRef);
+        return volumeRef;
       },
-      finish: async () => void (await this.deps.store.removeSnapshot(snapshotId)),
+      finish: async (volumeRef) => {
+        // As for volumes: a snapshot whose create never confirmed may still appear on the array.
+        if (record.failed_operation === 'create') await this.host.tombstones().burySnapshot(record, volumeRef);
+        else await this.deps.store.removeSnapshot(snapshotId);
+      },
       fail: async (failure) => {
-        await this.recordSnapshotOutcome(snapshotId, { status: 'error', status_reason: `delete failed: ${failure.message}`, failed_operation: 'delete' });
+        // A create that never confirmed stays unconfirmed through a failed delete.
+        const failedOperation = record.failed_operation === 'create' ? 'create' : 'delete';
+        await this.recordSnapshotOutcome(snapshotId, { status: 'error', status_reason: `delete failed: ${failure.message}`, failed_operation: failedOperation });
         return failure;
       },
     });

@@ -201,7 +201,7 @@ export class MemoryVolumeStore implements VolumeStore {
   }
 
   async removeLeavingTombstone(id: string, tombstone: Tombstone): Promise<boolean> {
-    if (!this.volumes.remove(id)) return false;
+    if (!(tombstone.kind === 'snapshot' ? this.snapshots : this.volumes).remove(id)) return false;
     this.graves.set(id, { ...tombstone });
     return true;
   }
@@ -210,11 +210,11 @@ export class MemoryVolumeStore implements VolumeStore {
     return [...this.graves.values()].filter((grave) => grave.backend === backend).map((grave) => ({ ...grave }));
   }
 
-  async rescheduleTombstone(volumeId: string, next: { checks_done: number; next_check_at: string } | null): Promise<void> {
-    const grave = this.graves.get(volumeId);
+  async rescheduleTombstone(objectId: string, next: { checks_done: number; next_check_at: string } | null): Promise<void> {
+    const grave = this.graves.get(objectId);
     if (!grave) return;
     if (next) Object.assign(grave, next);
-    else this.graves.delete(volumeId);
+    else this.graves.delete(objectId);
   }
 
   async close(): Promise<void> {

@@ -110,6 +110,9 @@ const MIGRATIONS: readonly string[] = [
    );
    CREATE INDEX connections_by_backend ON connections (backend, seq);
    CREATE INDEX connections_by_volume ON connections (volume_id, seq);`,
+  `ALTER TABLE tombstones RENAME COLUMN volume_id TO object_id;
+   ALTER TABLE tombstones ADD COLUMN kind TEXT NOT NULL DEFAULT 'volume';
+   ALTER TABLE tombstones ADD COLUMN parent_volume_id TEXT;`,
 ];
 
 /** SQLite result codes that mean the store itself cannot take writes now, not that a call was wrong. */
@@ -199,12 +202,12 @@ export class SqliteVolumeStore implements VolumeStore {
       get: this.db.prepare('SELECT * FROM volumes WHERE id = ?'),
       remove: this.db.prepare('DELETE FROM volumes WHERE id = ?'),
       bury: this.db.prepare(
-        `INSERT OR REPLACE INTO tombstones (volume_id, backend, pool_name, size, provider_location, checks_done, next_check_at)
-         VALUES (@volume_id, @backend, @pool_name, @size, @provider_location, @checks_done, @next_check_at)`,
+        `INSERT OR REPLACE INTO tombstones (object_id, kind, parent_volume_id, backend, pool_name, size, provider_location, checks_done, next_check_at)
+         VALUES (@object_id, @kind, @parent_volume_id, @backend, @pool_name, @size, @provider_location, @checks_done, @next_check_at)`,
       ),
       tombstones: this.db.prepare('SELECT * FROM tombstones WHERE backend = ? ORDER BY next_check_at'),
-      reschedule: this.db.prepare('UPDATE tombstones SET checks_done = @checks_done, next_check_at = @next_check_at WHERE volume_id = @volume_id'),
-      forget: this.db.prepare('DELETE FROM tombstones WHERE volume_id = ?'),
+      reschedule: this.db.prepare('UPDATE tombstones SET checks_done = @checks_done, next_check_at = @next_check_at WHERE object_id = @object_id'),
+      forget: this.db.prepare('DELETE FROM tombstones WHERE object_id = ?'),
       renew: ['volumes', 'snapshots'].map((table) =>
         this.db.prepare(
           `UPDATE ${table} SET lease_expires_at = @until WHERE owner = @owner AND status IN (${TRANSITIONAL_STATUSES.map((status) => `'${status}'`).join(', ')})`,
@@ -379,9 +382,10 @@ export class SqliteVolumeStore implements VolumeStore {
   }
 
   async removeLeavingTombstone(id: string, tombstone: Tombstone): Promise<boolean> {
-    return this.write(`forget volume ${id}`, () => {
+    return this.write(`forget ${tombstone.kind} ${id}`, () => {
       const removed = this.db.transaction(() => {
-        if (this.statements.remove.run(id).changes !== 1) return false;
+        const remove = tombstone.kind === 'snapshot' ? this.statements.removeSnapshot : this.statements.remove;
+        if (remove.run(id).changes !== 1) return false;
         this.statements.bury.run(tombstone);
         return true;
       })();
@@ -394,10 +398,10 @@ export class SqliteVolumeStore implements VolumeStore {
     return this.read(() => this.statements.tombstones.all(backend) as Tombstone[]);
   }
 
-  async rescheduleTombstone(volumeId: string, next: { checks_done: number; next_check_at: string } | null): Promise<void> {
-    this.write(`reschedule the tombstone of volume ${volumeId}`, () => {
-      if (next) this.statements.reschedule.run({ volume_id: volumeId, ...next });
-      else this.statements.forget.run(volumeId);
+  async rescheduleTombstone(objectId: string, next: { checks_done: number; next_check_at: string } | null): Promise<void> {
+    this.write(`reschedule the tombstone of ${objectId}`, () => {
+      if (next) this.statements.reschedule.run({ object_id: objectId, ...next });
+      else this.statements.forget.run(objectId);
     });
   }
 

@@ -92,7 +92,11 @@ export interface RecoveryClaim {
  * deterministic name is deleted again on a schedule before it is forgotten.
  */
 export interface Tombstone {
-  volume_id: string;
+  /** The id of the volume or snapshot that was forgotten. */
+  object_id: string;
+  kind: 'volume' | 'snapshot';
+  /** For a snapshot: the volume it was taken of. */
+  parent_volume_id: string | null;
   backend: string;
   pool_name: string;
   size: number;
@@ -152,10 +156,10 @@ export interface VolumeStore {
   ): Promise<{ volumes: VolumeRecord[]; snapshots: SnapshotRecord[] }>;
   /** Extends the lease of every record (volume or snapshot) under way that `owner` holds: the server is alive. */
   renewLeases(owner: string, until: string): Promise<void>;
-  /** Removes a record and leaves its tombstone, in one transaction. */
+  /** Removes a volume (or with kind 'snapshot' in the tombstone, a snapshot) record and leaves its tombstone, in one transaction. */
   removeLeavingTombstone(id: string, tombstone: Tombstone): Promise<boolean>;
   tombstones(backend: string): Promise<Tombstone[]>;
   /** Updates a tombstone's schedule, or forgets it when `next` is null. */
-  rescheduleTombstone(volumeId: string, next: { checks_done: number; next_check_at: string } | null): Promise<void>;
+  rescheduleTombstone(objectId: string, next: { checks_done: number; next_check_at: string } | null): Promise<void>;
   close(): Promise<void>;
 }

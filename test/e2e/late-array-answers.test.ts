@@ -83,6 +83,31 @@ describe('no orphan after an array answers late', () => {
     }
   });
 
+  it('XtremIO: a snapshot the array finishes after the server died is deleted by a re-check too', async () => {
+    const stamp = 'xtremio-snapshot';
+    const first = await startServer(stamp);
+    const volume = (await first.call('create_volume', { backend: 'xtremio', size: 1 })).data;
+    xms.slowDown({ method: 'POST', pathIncludes: '/snapshots', ms: 2_500 });
+    const before = xms.requests.length;
+    void first.call('create_snapshot', { volume_id: volume.id }).catch(() => undefined);
+    await until('the snapshot to reach the array', () => xms.requests.slice(before).some((line) => line.startsWith('POST') && line.includes('/snapshots')));
+    process.kill((first.client.transport as StdioClientTransport).pid!, 'SIGKILL');
+    await first.client.close().catch(() => undefined);
+
+    const second = await startServer(stamp);
+    try {
+      const [snapshot] = (await second.call('list_snapshots', { volume_id: volume.id })).data.snapshots;
+      expect(snapshot).toMatchObject({ status: 'error', status_reason: expect.stringMatching(/^interrupted while creating/) });
+      const onArray = () => [...xms.volumes.keys()].filter((name) => name.includes(snapshot.id));
+      expect((await second.call('delete_snapshot', { snapshot_id: snapshot.id })).data).toEqual({ snapshot_id: snapshot.id, deleted: true });
+      await until('the array to finish the late snapshot', () => onArray().length > 0);
+      await until('the re-check to delete the late snapshot', () => onArray().length === 0);
+      expect((await second.call('delete_volume', { volume_id: volume.id })).isError).toBe(false);
+    } finally {
+      await second.close();
+    }
+  });
+
   it('K2: the late volume group is deleted by a re-check, even by the next server after a restart', async () => {
     const stamp = 'k2';
     const first = await startServer(stamp);

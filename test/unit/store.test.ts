@@ -183,7 +183,9 @@ describe.each(storages)('%s volume store', (_name, open) => {
   it('leaves a tombstone in the same step as it forgets a record, and reschedules or forgets it', async () => {
     const store = open();
     await store.insert(record(1, { status: 'error', failed_operation: 'create' }));
-    const tombstone = { volume_id: record(1).id, backend: 'odd', pool_name: 'p', size: 1, provider_location: null, checks_done: 0, next_check_at: new Date().toISOString() };
+    const tombstone = {
+      object_id: record(1).id, kind: 'volume' as const, parent_volume_id: null, backend: 'odd', pool_name: 'p', size: 1, provider_location: null, checks_done: 0, next_check_at: new Date().toISOString(),
+    };
     expect(await store.removeLeavingTombstone(record(1).id, tombstone)).toBe(true);
     expect(await store.get(record(1).id)).toBeUndefined();
     expect(await store.tombstones('odd')).toEqual([tombstone]);
@@ -194,6 +196,17 @@ describe.each(storages)('%s volume store', (_name, open) => {
     expect(await store.tombstones('odd')).toEqual([]);
     expect(await store.removeLeavingTombstone(record(1).id, tombstone)).toBe(false); // no record, no tombstone
     expect(await store.tombstones('odd')).toEqual([]);
+    // A snapshot leaves one the same way, naming its volume.
+    const now = new Date().toISOString();
+    const snapshotId = '10000000-0000-4000-8000-000000000009';
+    await store.insertSnapshotForRequest(
+      { id: snapshotId, volume_id: record(1).id, backend: 'odd', name: '', description: '', volume_size: 1, status: 'error', created_at: now, updated_at: now, status_reason: null, provider_location: null },
+      undefined,
+    );
+    const snapshotGrave = { ...tombstone, object_id: snapshotId, kind: 'snapshot' as const, parent_volume_id: record(1).id };
+    expect(await store.removeLeavingTombstone(snapshotId, snapshotGrave)).toBe(true);
+    expect(await store.getSnapshot(snapshotId)).toBeUndefined();
+    expect(await store.tombstones('odd')).toEqual([snapshotGrave]);
   });
 });
 
@@ -205,7 +218,7 @@ describe('sqlite specifics', () => {
     await store.close();
     const db = new Database(path, { readonly: true });
     expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
-    expect(db.pragma('user_version', { simple: true })).toBe(5);
+    expect(db.pragma('user_version', { simple: true })).toBe(6);
     const plan = db.prepare("EXPLAIN QUERY PLAN SELECT * FROM volumes WHERE seq > 0 AND backend = 'x' AND status = 'available' ORDER BY seq LIMIT 10").all() as Array<{ detail: string }>;
     expect(plan.map((row) => row.detail).join(' ')).toMatch(/USING INDEX volumes_by_backend_status/);
     db.close();
