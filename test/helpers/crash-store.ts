@@ -26,14 +26,17 @@ export function listImageFiles(dir: string, prefix: string): Map<string, number>
   return files;
 }
 
-/** The ids the SQLite store keeps tombstones for (empty before the store or its table exists). */
+/** The ids of volumes and snapshots the SQLite store keeps tombstones for (empty before the store or its table exists). */
 export function readTombstones(sqlitePath: string): Set<string> {
   if (!existsSync(sqlitePath)) return new Set();
   const db = new Database(sqlitePath, { readonly: true, fileMustExist: true });
   try {
     const hasTable = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tombstones'").get();
     if (!hasTable) return new Set();
-    return new Set((db.prepare('SELECT object_id FROM tombstones').all() as Array<{ object_id: string }>).map((row) => row.object_id));
+    // The id column was volume_id, and is object_id since snapshots get tombstones too: read either.
+    const columns = new Set((db.prepare('PRAGMA table_info(tombstones)').all() as Array<{ name: string }>).map((column) => column.name));
+    const idColumn = columns.has('object_id') ? 'object_id' : 'volume_id';
+    return new Set((db.prepare(`SELECT ${idColumn} AS id FROM tombstones`).all() as Array<{ id: string }>).map((row) => row.id));
   } finally {
     db.close();
   }
