@@ -197,15 +197,8 @@ export class BackendRegistry {
 
   /** A page of volumes from the metadata store (never the array), in creation order. */
   async listVolumes(input: ListVolumesInput): Promise<{ volumes: VolumeRecord[]; nextCursor?: string }> {
-    this.requireUsableConfig();
-    if (input.backend !== undefined) this.get(input.backend);
-    const filters = { backend: input.backend, status: input.status };
-    const after = input.cursor ? decodeCursor(input.cursor, 'list_volumes', filters) : undefined;
-    const page = await this.store.list({ ...filters, after, limit: input.limit });
-    return {
-      volumes: page.records,
-      nextCursor: page.nextAfter !== undefined ? encodeCursor('list_volumes', page.nextAfter, filters) : undefined,
-    };
+    const { records, nextCursor } = await this.page('list_volumes', input, { backend: input.backend, status: input.status }, (query) => this.store.list(query));
+    return { volumes: records, nextCursor };
   }
 
   /**
@@ -261,15 +254,9 @@ export class BackendRegistry {
 
   /** A page of snapshots from the metadata store (never the array), in creation order. */
   async listSnapshots(input: ListSnapshotsInput): Promise<{ snapshots: SnapshotRecord[]; nextCursor?: string }> {
-    this.requireUsableConfig();
-    if (input.backend !== undefined) this.get(input.backend);
     const filters = { backend: input.backend, volume_id: input.volume_id, status: input.status };
-    const after = input.cursor ? decodeCursor(input.cursor, 'list_snapshots', filters) : undefined;
-    const page = await this.store.listSnapshots({ ...filters, after, limit: input.limit });
-    return {
-      snapshots: page.records,
-      nextCursor: page.nextAfter !== undefined ? encodeCursor('list_snapshots', page.nextAfter, filters) : undefined,
-    };
+    const { records, nextCursor } = await this.page('list_snapshots', input, filters, (query) => this.store.listSnapshots(query));
+    return { snapshots: records, nextCursor };
   }
 
   async createSnapshot(volumeId: string, input: CreateSnapshotInput, requestArguments: Record<string, unknown> = {}): Promise<SnapshotRecord> {
@@ -289,6 +276,20 @@ export class BackendRegistry {
     clearInterval(this.leaseTimer);
     await Promise.all(this.list().map((backend) => backend.close()));
     await this.store.close();
+  }
+
+  /** A page of `list` from the metadata store (never the array), in creation order, with an opaque cursor bound to its filters. */
+  private async page<F extends { backend?: string }, R>(
+    list: string,
+    input: { cursor?: string; limit: number },
+    filters: F,
+    fetch: (query: F & { after?: number; limit: number }) => Promise<{ records: R[]; nextAfter?: number }>,
+  ): Promise<{ records: R[]; nextCursor?: string }> {
+    this.requireUsableConfig();
+    if (filters.backend !== undefined) this.get(filters.backend);
+    const after = input.cursor ? decodeCursor(input.cursor, list, filters) : undefined;
+    const page = await fetch({ ...filters, after, limit: input.limit });
+    return { records: page.records, nextCursor: page.nextAfter !== undefined ? encodeCursor(list, page.nextAfter, filters) : undefined };
   }
 
   private requireUsableConfig(): void {
