@@ -9,16 +9,15 @@ import { StorageError, describeError } from './errors.js';
 import { KeyedMutex, SingleFlight } from './locks.js';
 import { waitWithProgress } from './progress.js';
 import { TombstoneKeeper } from './tombstones.js';
-import { VolumeLifecycle, type CreateVolumeInput } from './lifecycle.js';
+import { VolumeLifecycle } from './lifecycle.js';
 import type { Logger } from './log.js';
 import type { VolumeStore } from './persistence/store.js';
 import type { SecretRegistry } from './secrets.js';
-import type { VolumeRecord } from './volume.js';
 
 /**
- * A Backend is cinderlib's Backend: one array configuration, its driver, cached stats, and the
- * volumes the metadata store knows on it. It records every mutation's intent before the driver
- * touches the array, and serializes operations per volume.
+ * A Backend is cinderlib's Backend: one array configuration, its driver (initialized in the
+ * background, retried on demand), cached stats and the capacity they leave. Mutations of its
+ * volumes and snapshots go through its lifecycle (src/lifecycle.ts).
  */
 export interface BackendDependencies {
   store: VolumeStore;
@@ -35,7 +34,6 @@ export interface BackendDependencies {
   /** How long such a claim holds unless renewed (the registry renews it while the server lives). */
   leaseMs: number;
 }
-
 
 type InitState =
   | { phase: 'initializing' }
@@ -171,18 +169,6 @@ export class Backend {
   /** What the driver can do beyond volumes: the groups it implements (UNSUPPORTED answers the rest). */
   get capabilities(): { snapshots: boolean; clones: boolean } | undefined {
     return this.driver ? { snapshots: !!this.driver.snapshots, clones: !!this.driver.clones } : undefined;
-  }
-
-  createVolume(input: CreateVolumeInput): Promise<VolumeRecord> {
-    return this.lifecycle.createVolume(input);
-  }
-
-  extendVolume(volumeId: string, newSize: number): Promise<VolumeRecord> {
-    return this.lifecycle.extendVolume(volumeId, newSize);
-  }
-
-  async deleteVolume(volumeId: string): Promise<void> {
-    await this.lifecycle.deleteVolume(volumeId);
   }
 
   async close(): Promise<void> {

@@ -65,9 +65,9 @@ describe('Backend', () => {
 
   it('serializes operations on one volume: a delete waits for the extend under way', async () => {
     const { backend, calls } = await makeBackend(await tempDir());
-    const volume = await backend.createVolume({ size: 1 });
+    const volume = await backend.lifecycle.createVolume({ size: 1 });
     calls.length = 0;
-    const [extended, deleted] = await Promise.allSettled([backend.extendVolume(volume.id, 2), backend.deleteVolume(volume.id)]);
+    const [extended, deleted] = await Promise.allSettled([backend.lifecycle.extendVolume(volume.id, 2), backend.lifecycle.deleteVolume(volume.id)]);
     expect(extended.status).toBe('fulfilled');
     expect(deleted.status).toBe('fulfilled');
     const driverCalls = calls.filter((c) => !c.startsWith('getStats'));
@@ -77,7 +77,7 @@ describe('Backend', () => {
   it('does not overbook a pool with concurrent creates', async () => {
     const { backend, driver } = await makeBackend(await tempDir());
     poolOf(driver, { total: 10, free: 10, ratio: 1 });
-    const results = await Promise.allSettled([backend.createVolume({ size: 6 }), backend.createVolume({ size: 6 })]);
+    const results = await Promise.allSettled([backend.lifecycle.createVolume({ size: 6 }), backend.lifecycle.createVolume({ size: 6 })]);
     const refused = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
     expect(refused.length).toBe(1);
     expect((refused[0]!.reason as StorageError).code).toBe('OUT_OF_CAPACITY');
@@ -95,7 +95,7 @@ describe('Backend', () => {
     };
     const creates: Promise<unknown>[] = [];
     for (let i = 0; i < 60; i++) {
-      const create = backend.createVolume({ size: 1 });
+      const create = backend.lifecycle.createVolume({ size: 1 });
       create.catch(() => undefined); // judged below, once all have settled
       creates.push(create);
       await new Promise((resolve) => setTimeout(resolve, 15));
@@ -111,13 +111,13 @@ describe('Backend', () => {
     const { backend, driver } = await makeBackend(await tempDir());
     poolOf(driver, { total: 100, free: 100, ratio: 20 });
     const sizes = Array.from({ length: 200 }, (_, i) => 1 + (i % 3));
-    const results = await Promise.allSettled(sizes.map((size) => backend.createVolume({ size })));
+    const results = await Promise.allSettled(sizes.map((size) => backend.lifecycle.createVolume({ size })));
     expect(results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
   });
 
   it('records intent before the array call: the volume is "creating" while the driver works', async () => {
     const { backend, store } = await makeBackend(await tempDir());
-    const pending = backend.createVolume({ size: 1, name: 'watch me' });
+    const pending = backend.lifecycle.createVolume({ size: 1, name: 'watch me' });
     await new Promise((resolve) => setTimeout(resolve, 45)); // stats (30 ms) done, create (30 ms) under way
     const during = (await store.list({ limit: 10 })).records;
     expect(during.map((r) => r.status)).toEqual(['creating']);
@@ -127,20 +127,20 @@ describe('Backend', () => {
 
   it('refuses to delete a connected volume, naming the connection, and deletes it once disconnected', async () => {
     const { backend, store } = await makeBackend(await tempDir());
-    const volume = await backend.createVolume({ size: 1 });
+    const volume = await backend.lifecycle.createVolume({ size: 1 });
     const now = new Date().toISOString();
     const connection = {
       id: '30000000-0000-4000-8000-000000000001', volume_id: volume.id, backend: 'b', status: 'attached' as const, attach_mode: 'rw',
       connector: { host: 'web-1', initiator: 'iqn.1993-08.org.debian:01:web-1' }, connection_info: {}, device: null, created_at: now, updated_at: now, status_reason: null,
     };
     await store.insertConnection(connection);
-    await expect(backend.deleteVolume(volume.id)).rejects.toMatchObject({
+    await expect(backend.lifecycle.deleteVolume(volume.id)).rejects.toMatchObject({
       code: 'IN_USE',
       message: expect.stringMatching(/is connected \(connection 30000000-0000-4000-8000-000000000001 to web-1\); disconnect it first/),
     });
     expect((await store.get(volume.id))?.status).toBe('available'); // nothing was touched
     await store.removeConnection(connection.id);
-    await backend.deleteVolume(volume.id);
+    await backend.lifecycle.deleteVolume(volume.id);
     expect(await store.get(volume.id)).toBeUndefined();
   });
 
