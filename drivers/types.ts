@@ -103,6 +103,11 @@ export interface DriverContext {
   dataDir: string;
   /** cinderlib's global root_helper: prefix for privileged commands ('' runs them directly). */
   rootHelper: string;
+  /**
+   * False for `cinderlib-mcp check`, which only looks: it must not be refused (nor refuse the
+   * server) over resources a running server holds for its life, such as the file driver's folder.
+   */
+  serving: boolean;
 }
 
 export interface VolumeDriver {

@@ -33,6 +33,8 @@ export interface BackendDependencies {
   serverId: string;
   /** How long such a claim holds unless renewed (the registry renews it while the server lives). */
   leaseMs: number;
+  /** False when only checking the config (cinderlib-mcp check): see DriverContext.serving. */
+  serving: boolean;
 }
 
 type InitState =
@@ -253,6 +255,7 @@ export class Backend {
         secrets: this.deps.secrets,
         dataDir: this.deps.dataDir,
         rootHelper: this.deps.rootHelper,
+        serving: this.deps.serving,
       },
       this.volumeDriver,
     );

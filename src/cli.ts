@@ -80,9 +80,7 @@ async function check(config: LoadedConfig, log: Logger): Promise<number> {
     return 1;
   }
   const { BackendRegistry } = await import('./registry.js');
-  const { MemoryVolumeStore } = await import('./persistence/memory.js');
-  // The metadata store is left alone: a running server may be mid-operation on it.
-  const registry = await BackendRegistry.open(config, secrets, log, new MemoryVolumeStore());
+  const registry = await BackendRegistry.open(config, secrets, log, true);
   await registry.settled();
   const lines = [`config: ${config.source}${config.global.readOnly ? ' (read-only)' : ''}`];
   for (const backend of registry.list()) {

@@ -74,6 +74,7 @@ export class BackendRegistry {
     private readonly store: VolumeStore,
     secrets: SecretRegistry,
     private readonly log: Logger,
+    serving: boolean,
   ) {
     this.serverId = config.global.host ?? `${hostname()}:${dataDir()}`;
     this.leaseMs = config.global.leaseSeconds * 1000;
@@ -88,20 +89,27 @@ export class BackendRegistry {
       capacity: new CapacityLedger(),
       serverId: this.serverId,
       leaseMs: this.leaseMs,
+      serving,
     };
     this.configError = config.error;
     for (const spec of config.backends) this.backends.set(spec.name, new Backend(spec, deps));
   }
 
   /** Opens the metadata store, surfaces interrupted operations and starts every backend's setup. */
-  static async open(config: LoadedConfig, secrets: SecretRegistry, log: Logger, store?: VolumeStore): Promise<BackendRegistry> {
+  /**
+   * `checkOnly` (cinderlib-mcp check): backends initialize against a throw-away memory store and
+   * take nothing a running server holds for its life.
+   */
+  static async open(config: LoadedConfig, secrets: SecretRegistry, log: Logger, checkOnly = false): Promise<BackendRegistry> {
+    const serving = !checkOnly;
     if (config.error) {
       log.error(`config error: ${config.error}`);
-      return new BackendRegistry(config, store ?? new MemoryVolumeStore(), secrets, log);
+      return new BackendRegistry(config, new MemoryVolumeStore(), secrets, log, serving);
     }
     let volumeStore: VolumeStore;
     try {
-      volumeStore = store ?? (await openVolumeStore(config.global.persistence));
+      // The real store is left alone when checking: a running server may be mid-operation on it.
+      volumeStore = checkOnly ? new MemoryVolumeStore() : await openVolumeStore(config.global.persistence);
     } catch (error) {
       if (isStorageError(error)) throw error;
       throw new StorageError(
@@ -110,7 +118,7 @@ export class BackendRegistry {
       );
     }
     for (const warning of config.warnings) log.warn(warning);
-    const registry = new BackendRegistry(config, volumeStore, secrets, log);
+    const registry = new BackendRegistry(config, volumeStore, secrets, log, serving);
     await registry.recoverInterrupted(true);
     registry.keepLeases();
     for (const backend of registry.backends.values()) void backend.initialize();

@@ -37,6 +37,7 @@ class FileDriver implements VolumeDriver {
   private provisionedGb = 0;
   private volumeCount = 0;
   private lock?: HeldLock;
+  private readonly setupNotes: string[] = [];
   /** The filesystem the folder is on: backends in other folders of it draw on the same free space. */
   private filesystem = '';
 
@@ -72,13 +73,21 @@ class FileDriver implements VolumeDriver {
       this.lock = await acquireProcessLock(join(dir, LOCK_FILE), `backend "${this.context.backendName}"`);
     } catch (error) {
       if (!(error instanceof LockHeldError)) throw this.failure('lock', join(dir, LOCK_FILE), error);
-      throw new StorageError(
-        'BACKEND_UNAVAILABLE',
-        `backend "${this.context.backendName}": volumes_dir ${dir} is already used by ${error.holder}; two backends or servers on one folder would each count its space as their own, so give each backend its own volumes_dir`,
-      );
+      if (this.context.serving) {
+        throw new StorageError(
+          'BACKEND_UNAVAILABLE',
+          `backend "${this.context.backendName}": volumes_dir ${dir} is already used by ${error.holder}; two backends or servers on one folder would each count its space as their own, so give each backend its own volumes_dir`,
+        );
+      }
+      // `check` only looks: a running server holding the folder is what a checked config is for.
+      this.setupNotes.push(`volumes_dir ${dir} is in use by ${error.holder}`);
     }
     this.filesystem = String((await stat(dir)).dev);
     await this.recount();
+  }
+
+  notes(): string[] {
+    return this.setupNotes;
   }
 
   capacityDomain(): string {

@@ -143,6 +143,25 @@ describe('the cinderlib-mcp command', () => {
     }
   });
 
+  it('check passes while the server it checks is running on the same folder and store', async () => {
+    const config = {
+      global: { persistence_config: { storage: 'db', connection: `sqlite:///${join(root, 'live.sqlite')}` } },
+      backends: [{ volume_backend_name: 'live', volume_driver: 'file', volumes_dir: join(root, 'live') }],
+    };
+    const server = await startMcpServer(config);
+    try {
+      expect((await server.call('list_backends')).data.backends[0].initialized).toBe(true);
+      const checked = run(['check', '--config', writeConfig('live.yaml', config)]);
+      expect(checked.stdout).toMatch(/^live\tfile\tinitialized$/m);
+      expect(checked.stdout).toMatch(/^ {2}note: volumes_dir .*live is in use by cinderlib-mcp pid \d+/m);
+      expect(checked.code).toBe(0);
+      // And the server was not disturbed by it.
+      expect((await server.call('create_volume', { backend: 'live', size: 1 })).isError).toBe(false);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('finds its config through CINDERLIB_MCP_CONFIG when --config is absent', () => {
     const path = writeConfig('from-env.yaml', { backends: [{ volume_backend_name: 'via-env', volume_driver: 'file', volumes_dir: join(root, 'via-env') }] });
     const result = run(['check'], { CINDERLIB_MCP_CONFIG: path });

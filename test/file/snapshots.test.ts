@@ -36,7 +36,7 @@ async function makeDriver(): Promise<{ driver: VolumeDriver; dir: string }> {
   const secrets = new SecretRegistry();
   const definition = await findDriver('file')!.load();
   const { options } = validateDriverOptions('files', definition, { volume_backend_name: 'files', volume_driver: 'file', volumes_dir: dir }, secrets);
-  const driver = definition.create(options, { backendName: 'files', log: createLogger('test'), secrets, dataDir: root, rootHelper: '' }, 'file');
+  const driver = definition.create(options, { backendName: 'files', log: createLogger('test'), secrets, dataDir: root, rootHelper: '', serving: true }, 'file');
   await driver.setup();
   open_drivers.push(driver);
   return { driver, dir };

@@ -39,7 +39,7 @@ async function makeDriver(extra: Record<string, unknown> = {}): Promise<VolumeDr
     ...extra,
   };
   const { options } = validateDriverOptions('k2', kaminario, raw, secrets);
-  const driver = kaminario.create(options, { backendName: 'k2', log: createLogger('k2-test'), secrets, dataDir: '/tmp', rootHelper: '' }, 'kaminario');
+  const driver = kaminario.create(options, { backendName: 'k2', log: createLogger('k2-test'), secrets, dataDir: '/tmp', rootHelper: '', serving: true }, 'kaminario');
   drivers.push(driver);
   await driver.setup();
   return driver;

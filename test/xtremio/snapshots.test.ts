@@ -42,7 +42,7 @@ async function startDriver(xms: XmsEmulator, extra: Record<string, unknown> = {}
     ...extra,
   };
   const { options } = validateDriverOptions('xtremio', xtremio, config, secrets);
-  const driver = xtremio.create(options as never, { backendName: 'xtremio', log: createLogger('t'), secrets, dataDir: '/tmp', rootHelper: '' }, config.volume_driver);
+  const driver = xtremio.create(options as never, { backendName: 'xtremio', log: createLogger('t'), secrets, dataDir: '/tmp', rootHelper: '', serving: true }, config.volume_driver);
   await driver.setup();
   return { driver, close: () => driver.close() };
 }
