@@ -1,14 +1,8 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { BIN, REPO_ROOT } from './server.js';
 
-/**
- * The built server (bin/cinderlib-mcp.js) as a child process spoken to in raw JSON-RPC lines, for
- * tests that must kill it with SIGKILL or write garbage to it. Every frame it writes to stdout is
- * kept (stdout carries only JSON-RPC); answers are counted per id so that a duplicate or a missing
- * answer shows. `npm run build` must have run.
- */
 /**
  * The server run: the repository's bin, or TEST_SERVER_BIN (for a long run against a fixed build,
  * e.g. of one commit, while others rebuild dist/).
@@ -47,6 +41,12 @@ export function writeFileDriverConfig(
   return configPath;
 }
 
+/**
+ * The built server (bin/cinderlib-mcp.js) as a child process spoken to in raw JSON-RPC lines, for
+ * tests that must kill it with SIGKILL or write garbage to it. Every frame it writes to stdout is
+ * kept (stdout carries only JSON-RPC); answers are counted per id so that a duplicate or a missing
+ * answer shows. `npm run build` must have run.
+ */
 export class RawMcpServer {
   readonly child: ChildProcessWithoutNullStreams;
   /** Every answer (a frame with an id and a result or error), by id, in arrival order. */
@@ -106,12 +106,13 @@ export class RawMcpServer {
     return this.request('tools/call', { name, arguments: args }, id);
   }
 
-  async initialize(timeoutMs = 30_000): Promise<void> {
-    const id = this.request('initialize', {
-      protocolVersion: '2025-06-18',
-      capabilities: {},
-      clientInfo: { name: 'cinderlib-mcp-raw-tests', version: '1' },
-    });
+  /** The initialize handshake; `id` is the next numeric id unless given (e.g. 'init', to leave numbers to the test). */
+  async initialize(timeoutMs = 30_000, id: string | number = this.nextId++): Promise<void> {
+    this.request(
+      'initialize',
+      { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'cinderlib-mcp-raw-tests', version: '1' } },
+      id,
+    );
     const answer = await this.answer(id, timeoutMs);
     if (answer.error) throw new Error(`initialize failed: ${JSON.stringify(answer.error)}`);
     this.writeLine(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }));
@@ -147,23 +148,30 @@ export class RawMcpServer {
   /** SIGKILL, and wait for the process to be gone (bounded). */
   async kill9(timeoutMs = 10_000): Promise<void> {
     if (this.exitCode === undefined) this.child.kill('SIGKILL');
-    await this.waitExit(timeoutMs);
+    await this.waitForExit(timeoutMs);
   }
 
   /** Ends stdin (a clean shutdown) and waits for exit; SIGKILL after `timeoutMs`. */
   async close(timeoutMs = 20_000): Promise<number | null | undefined> {
     this.child.stdin.end();
-    await this.waitExit(timeoutMs);
-    return this.exitCode;
+    return this.waitForExit(timeoutMs);
   }
 
-  private async waitExit(timeoutMs: number): Promise<void> {
+  /** Waits for the process to exit (after a signal, or end of input) and returns its exit code; SIGKILL after `timeoutMs`. */
+  async waitForExit(timeoutMs = 20_000): Promise<number | null | undefined> {
     const timer = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
     try {
       await this.exited;
     } finally {
       clearTimeout(timer);
     }
+    return this.exitCode;
+  }
+
+  /** VmRSS of the server process, MB (Linux /proc). */
+  rssMb(): number {
+    const status = readFileSync(`/proc/${this.pid}/status`, 'utf8');
+    return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
   }
 
   private wake(): void {
