@@ -47,6 +47,16 @@ async function startDriver(xms: XmsEmulator, extra: Record<string, unknown> = {}
   return { driver, close: () => driver.close() };
 }
 
+/** Runs `test` with a driver against `xms`, closing it whatever happens. */
+async function withDriver(xms: XmsEmulator, test: (driver: VolumeDriver) => Promise<void>): Promise<void> {
+  const { driver, close } = await startDriver(xms);
+  try {
+    await test(driver);
+  } finally {
+    await close();
+  }
+}
+
 const newVolume = (size: number): CreateVolumeRequest => ({ id: randomUUID(), size, pool_name: 'xtremio', name: '', description: '', bootable: false });
 const snapshotOf = (volume: CreateVolumeRequest): SnapshotRef => ({ id: randomUUID(), volume_id: volume.id, volume_size: volume.size });
 
@@ -55,19 +65,15 @@ for (const { api, paths, xms } of arrays) {
     const posts = () => xms.requests.filter((line) => line.startsWith(`POST ${paths}/snapshots`)).length;
 
     it('has both groups, and snapshots take no pool space', async () => {
-      const { driver, close } = await startDriver(xms);
-      try {
+      await withDriver(xms, async (driver) => {
         expect(driver.snapshots).toBeDefined();
         expect(driver.clones).toBeDefined();
         expect(driver.snapshotSizeGb!(newVolume(10))).toBe(0);
-      } finally {
-        await close();
-      }
+      });
     });
 
     it('makes a snapshot an XMS snapshot named after the snapshot id, of the volume, its size', async () => {
-      const { driver, close } = await startDriver(xms);
-      try {
+      await withDriver(xms, async (driver) => {
         const volume = newVolume(3);
         await driver.createVolume(volume);
         const free = (await driver.getStats()).pools[0]!.free_capacity_gb;
@@ -100,14 +106,11 @@ for (const { api, paths, xms } of arrays) {
         await driver.snapshots!.deleteSnapshot(snapshot, volume); // already gone counts as deleted
         expect(xms.volumes.get(volume.id)?.sizeKib).toBe(3 * GIB_IN_KIB);
         await driver.deleteVolume(volume);
-      } finally {
-        await close();
-      }
+      });
     });
 
     it('makes a volume from a snapshot a writable snapshot of it, extended when asked larger', async () => {
-      const { driver, close } = await startDriver(xms);
-      try {
+      await withDriver(xms, async (driver) => {
         const volume = newVolume(2);
         await driver.createVolume(volume);
         const snapshot = snapshotOf(volume);
@@ -132,14 +135,11 @@ for (const { api, paths, xms } of arrays) {
         expect(xms.volumes.get(larger.id)?.ancestor?.name).toBe(snapshot.id);
         for (const made of [same, larger]) await driver.deleteVolume(made);
         expect(xms.volumes.size).toBe(0);
-      } finally {
-        await close();
-      }
+      });
     });
 
     it('clones a volume into a writable snapshot of it, extended when asked larger', async () => {
-      const { driver, close } = await startDriver(xms);
-      try {
+      await withDriver(xms, async (driver) => {
         const source = newVolume(4);
         await driver.createVolume(source);
         const clone = newVolume(4);
@@ -156,14 +156,11 @@ for (const { api, paths, xms } of arrays) {
         expect(xms.volumes.get(source.id)?.sizeKib).toBe(4 * GIB_IN_KIB);
         for (const made of [source, clone, larger]) await driver.deleteVolume(made);
         expect(xms.volumes.size).toBe(0);
-      } finally {
-        await close();
-      }
+      });
     });
 
     it('says which source is missing, and leaves nothing behind', async () => {
-      const { driver, close } = await startDriver(xms);
-      try {
+      await withDriver(xms, async (driver) => {
         const ghost = newVolume(1);
         await expect(driver.snapshots!.createSnapshot(snapshotOf(ghost), ghost)).rejects.toMatchObject({
           code: 'NOT_FOUND',
@@ -171,14 +168,11 @@ for (const { api, paths, xms } of arrays) {
         });
         await expect(driver.clones!.createClonedVolume(newVolume(1), ghost, noProgress)).rejects.toMatchObject({ code: 'NOT_FOUND' });
         expect(xms.volumes.size).toBe(0);
-      } finally {
-        await close();
-      }
+      });
     });
 
     it('refuses a name the array already has, and leaves no unnamed snapshot behind', async () => {
-      const { driver, close } = await startDriver(xms);
-      try {
+      await withDriver(xms, async (driver) => {
         const source = newVolume(1);
         const taken = newVolume(1);
         await driver.createVolume(source);
@@ -191,9 +185,7 @@ for (const { api, paths, xms } of arrays) {
         expect([...xms.volumes.keys()].sort()).toEqual([source.id, taken.id].sort());
         expect(xms.snapshotSets.size).toBe(0);
         for (const volume of [source, taken]) await driver.deleteVolume(volume);
-      } finally {
-        await close();
-      }
+      });
     });
 
     it('retries while the array is busy', async () => {
