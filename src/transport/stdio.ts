@@ -32,7 +32,7 @@ export const DEFAULT_ANSWER_BUDGET_BYTES = 8 * 1024 * 1024;
  * JSON-RPC error codes (the SDK's ErrorCode values). Written here rather than imported so that this
  * module loads without the SDK's schemas: it reads and answers before those have loaded.
  */
-const ErrorCode = { ConnectionClosed: -32000, ParseError: -32700, InvalidRequest: -32600 } as const;
+const ErrorCode = { ConnectionClosed: -32000, ParseError: -32700, InvalidRequest: -32600, InvalidParams: -32602 } as const;
 
 /**
  * Answers a request before the MCP server is connected (start-up answers from prebuilt data), or
@@ -315,6 +315,15 @@ export class BoundedStdioTransport implements Transport {
       return;
     }
     const message = parsed;
+    if ('method' in message && 'id' in message && message.method === 'initialize' && !isInitializeParams(message.params)) {
+      // The SDK would answer with a multi-line zod dump; one line says what initialize needs.
+      this.replyWithError(
+        message.id,
+        ErrorCode.InvalidParams,
+        'Invalid params: initialize needs params.protocolVersion (a string such as "2025-06-18"), params.capabilities (an object) and params.clientInfo ({"name": string, "version": string})',
+      );
+      return;
+    }
     if ('method' in message && 'id' in message) {
       if (this.readingStopped) {
         this.refuseForShutdown(message);
@@ -430,6 +439,13 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 /** The SDK's RequestIdSchema: a string or a safe integer. */
 function isRequestId(id: unknown): id is RequestId {
   return typeof id === 'string' || Number.isSafeInteger(id);
+}
+
+/** What the SDK's InitializeRequestSchema requires of initialize's params. */
+function isInitializeParams(params: unknown): boolean {
+  if (!isPlainObject(params) || typeof params.protocolVersion !== 'string' || !isPlainObject(params.capabilities)) return false;
+  const client = params.clientInfo;
+  return isPlainObject(client) && typeof client.name === 'string' && typeof client.version === 'string';
 }
 
 function isValidMeta(meta: unknown): boolean {

@@ -184,6 +184,12 @@ describe('argument edge cases', () => {
     expect(okText(await server.answer('string'))).toMatch(/arguments must be an object of named arguments .*got a string "all of them"/);
     expect(okText(await server.answer('array'))).toMatch(/arguments must be an object .*got an array/);
 
+    // initialize without what it needs: one line saying what it needs, not the SDK's zod dump.
+    server.writeLine('{"jsonrpc":"2.0","id":"bad-init","method":"initialize","params":{"protocolVersion":7}}');
+    const badInit = await server.answer('bad-init');
+    expect(badInit.error).toMatchObject({ code: -32602, message: expect.stringMatching(/^Invalid params: initialize needs params\.protocolVersion/) });
+    expect(badInit.error?.message).not.toContain('\n');
+
     // No params: one line naming what tools/call needs. Params that are not an object are not JSON-RPC.
     server.writeLine('{"jsonrpc":"2.0","id":"no-params","method":"tools/call"}');
     server.writeLine('{"jsonrpc":"2.0","id":"string-params","method":"tools/call","params":"list_volumes"}');
