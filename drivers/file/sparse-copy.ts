@@ -1,14 +1,15 @@
 import { constants } from 'node:fs';
-import { copyFile, open, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { access, copyFile, open, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { LocalRunner } from '../../src/exec/local.js';
 import type { CopyProgress } from '../types.js';
 
 /**
- * Copies of image files that stay sparse where the source is: a reflink where the filesystem
- * offers one (btrfs, XFS, bcachefs: shared blocks, instant), else a copy that reads the source in
- * chunks and writes only the blocks holding data, leaving holes for the rest (what
- * `cp --sparse=always` does). Node has no lseek(SEEK_DATA), so holes are read (as zeros) and
- * skipped, not jumped over. Neither ever overwrites an existing file, and a copy that fails
- * removes what it wrote.
+ * Copies of image files that stay sparse where the source is, by the cheapest way the host has:
+ * a reflink where the filesystem offers one (btrfs, XFS, bcachefs: shared blocks, instant); else
+ * GNU `cp --sparse=always`, which jumps over holes with lseek(SEEK_DATA), so a copy costs the data
+ * it holds, not its length; else our own copy that reads the source in chunks and writes only the
+ * blocks holding data (Node has no SEEK_DATA, so holes are read as zeros and skipped). None ever
+ * overwrites an existing file, and a copy that fails removes what it wrote.
  */
 
 /** Read size: each of the COPY_READ_AHEAD buffers holds one chunk and is reused. */
@@ -40,8 +41,13 @@ export class CopyFailure extends Error {
 
 export interface CopyOutcome {
   bytes: number;
-  method: 'reflink' | 'sparse';
+  method: 'reflink' | 'cp' | 'sparse';
 }
+
+/** How often a `cp` under way is looked at, for progress. */
+const CP_PROGRESS_POLL_MS = 500;
+/** A copy may take long: a day is the bound of a runaway `cp`, not of a big image. */
+const CP_TIMEOUT_MS = 24 * 60 * 60 * 1000;
 
 /**
  * Copies `source` to `destination` (which must not exist): a reflink when the filesystem can make
@@ -60,6 +66,7 @@ export async function copyImage(source: string, destination: string, progress: C
   } catch (error) {
     if (codeOf(error) === 'EEXIST') throw new CopyFailure('create', destination, error);
     // ENOTSUP, EXDEV, EINVAL...: this filesystem does not share blocks; copy them.
+    if (await holeSkippingCopy(source, destination, size, progress)) return { bytes: size, method: 'cp' };
     return { bytes: await sparseCopy(source, destination, progress), method: 'sparse' };
   }
   try {
@@ -190,6 +197,58 @@ async function writeFully(handle: FileHandle, buffer: Buffer, start: number, end
   } catch (error) {
     throw new CopyFailure('write', path, error);
   }
+}
+
+/**
+ * `cp --sparse=always` (argv, no shell) into `destination`, which must not exist: true when it
+ * made the copy (synced), false when this host's cp could not (not GNU cp, say), leaving nothing.
+ * Progress is the share of the source's allocated blocks the copy has allocated so far.
+ */
+async function holeSkippingCopy(source: string, destination: string, size: number, progress: CopyProgress): Promise<boolean> {
+  if (await access(destination).then(() => true, () => false)) throw new CopyFailure('create', destination, Object.assign(new Error('exists'), { code: 'EEXIST' }));
+  const sourceAllocated = Math.max(1, ((await stat(source)).blocks ?? 0) * 512);
+  progress(0, size);
+  let reported = 0;
+  let running = true;
+  let progressFailure: unknown;
+  const poll = setInterval(() => {
+    stat(destination).then(
+      (info) => {
+        const done = Math.min(size, Math.floor((size * (info.blocks ?? 0) * 512) / sourceAllocated));
+        // Only forward, and never after the copy ended (a late look must not undo the final report).
+        if (running && done > reported) progress((reported = done), size);
+      },
+      () => undefined,
+    ).catch((error: unknown) => (progressFailure ??= error));
+  }, CP_PROGRESS_POLL_MS);
+  let copied = false;
+  try {
+    // --no-clobber: should the file appear meanwhile, cp leaves it alone (and it is not ours to remove).
+    const result = await new LocalRunner().run(['cp', '--sparse=always', '--reflink=never', '--no-clobber', '--no-preserve=all', '--', source, destination], {
+      operation: `copy ${source}`,
+      timeoutMs: CP_TIMEOUT_MS,
+    });
+    copied = result.exitCode === 0 && (await stat(destination).then((info) => info.size === size, () => false));
+  } catch {
+    copied = false; // cp missing or killed: the read-through copy takes over
+  } finally {
+    running = false;
+    clearInterval(poll);
+  }
+  if (!copied) {
+    await unlink(destination).catch(() => undefined);
+    return false;
+  }
+  try {
+    if (progressFailure !== undefined) throw progressFailure;
+    await syncFile(destination);
+    progress(size, size);
+  } catch (error) {
+    // Whatever stops the copy after cp made the file (a failed sync, a caller giving up) removes it.
+    await unlink(destination).catch(() => undefined);
+    throw error;
+  }
+  return true;
 }
 
 async function syncFile(path: string): Promise<void> {

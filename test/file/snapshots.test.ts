@@ -276,3 +276,44 @@ describe('file driver: snapshots, clones and volumes from snapshots', () => {
     expect(readdirSync(dir).sort()).toEqual(before);
   });
 });
+
+describe('the copy strategies under the file driver', () => {
+  async function sourceImage(): Promise<{ dir: string; source: string }> {
+    const dir = mkdtempSync(join(tmpdir(), 'clmcp-copy-'));
+    made.push(dir);
+    const source = join(dir, 'source');
+    writeFileSync(source, '');
+    const handle = await open(source, 'r+');
+    await handle.truncate(GIB);
+    await handle.close();
+    await writeAt(source, OFFSETS, 4);
+    return { dir, source };
+  }
+
+  it('uses GNU cp, which jumps over holes, where the host has it (and a reflink where the filesystem shares blocks)', async () => {
+    const { copyImage } = await import('../../drivers/file/sparse-copy.js');
+    const { dir, source } = await sourceImage();
+    const reports: number[] = [];
+    const outcome = await copyImage(source, join(dir, 'copy'), (done, total) => {
+      expect(total).toBe(GIB);
+      reports.push(done);
+    });
+    expect(['reflink', 'cp']).toContain(outcome.method); // Debian's coreutils cp is always there
+    await expectBytes(join(dir, 'copy'), 4);
+    expectSparse(join(dir, 'copy'));
+    expect(reports.at(-1)).toBe(GIB);
+    expect(reports).toEqual([...reports].sort((a, b) => a - b));
+    await expect(copyImage(source, join(dir, 'copy'))).rejects.toMatchObject({ step: 'create', code: 'EEXIST' });
+  });
+
+  it('falls back to its own read-through copy, with the same bytes, holes and progress', async () => {
+    const { sparseCopy } = await import('../../drivers/file/sparse-copy.js');
+    const { dir, source } = await sourceImage();
+    const reports: number[] = [];
+    expect(await sparseCopy(source, join(dir, 'copy'), (done) => reports.push(done))).toBe(GIB);
+    await expectBytes(join(dir, 'copy'), 4);
+    expectSparse(join(dir, 'copy'));
+    expect(reports.at(-1)).toBe(GIB);
+    expect(reports).toEqual([...reports].sort((a, b) => a - b));
+  });
+});
