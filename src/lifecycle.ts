@@ -152,6 +152,7 @@ export class VolumeLifecycle {
         begin: async (pool) => {
           record.pool_name = ask.pool_name = pool!.pool_name;
           await source?.recheck();
+          Object.assign(record, this.claim()); // the lease runs from the intent, not from before any wait for locks
           // Intent first: a crash from here on leaves a record that start-up surfaces, never an unknown array volume.
           const outcome = await this.deps.store.insertForRequest(record, request && { ...request, object_id: record.id });
           if (outcome.inserted) return;
@@ -298,6 +299,7 @@ export class VolumeLifecycle {
           volume = await this.requireVolume(volumeId);
           this.requireStatus('volume', volume, ['available'], 'snapshotted');
           record.volume_size = volume.size;
+          Object.assign(record, this.claim()); // the lease runs from the intent, not from before any wait for locks
           const outcome = await this.deps.store.insertSnapshotForRequest(record, request && { ...request, object_id: record.id });
           if (outcome.inserted) return;
           if (outcome.existingRequest) throw new Replay(outcome.existingRequest);
