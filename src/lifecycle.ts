@@ -306,9 +306,9 @@ export class VolumeLifecycle {
           throw new StorageError('INTERNAL', `snapshot id ${record.id} already exists in the metadata store`);
         },
         act: async () => (await operations.createSnapshot(this.snapshotRef(record), this.volumeRef(volume)))?.provider_location ?? null,
-        finish: (location) => this.recordSnapshotOutcome(record.id, { status: 'available', status_reason: null, provider_location: location, failed_operation: null }),
+        finish: (location) => this.recordSnapshotOutcome(record.id, 'create', { status: 'available', status_reason: null, provider_location: location, failed_operation: null }),
         fail: async (failure) => {
-          await this.recordSnapshotOutcome(record.id, { status: 'error', status_reason: `create failed: ${failure.message}`, failed_operation: 'create' });
+          await this.recordSnapshotOutcome(record.id, 'create', { status: 'error', status_reason: `create failed: ${failure.message}`, failed_operation: 'create' });
           return new StorageError(failure.code, `${failure.message}. The snapshot record ${record.id} is kept in status "error"; delete_snapshot removes it`);
         },
       });
@@ -345,7 +345,7 @@ export class VolumeLifecycle {
       fail: async (failure) => {
         // A create that never confirmed stays unconfirmed through a failed delete.
         const failedOperation = record.failed_operation === 'create' ? 'create' : 'delete';
-        await this.recordSnapshotOutcome(snapshotId, { status: 'error', status_reason: `delete failed: ${failure.message}`, failed_operation: failedOperation });
+        await this.recordSnapshotOutcome(snapshotId, 'delete', { status: 'error', status_reason: `delete failed: ${failure.message}`, failed_operation: failedOperation });
         return failure;
       },
     });
@@ -537,14 +537,23 @@ export class VolumeLifecycle {
     }
   }
 
-  /** A snapshot's outcome; when the store cannot take it, the record is surfaced as interrupted at the next start. */
-  private async recordSnapshotOutcome(snapshotId: string, patch: SnapshotPatch): Promise<SnapshotRecord> {
+  /** A snapshot's outcome, kept as for volumes (recordVolumeOutcome) when the store cannot take it. */
+  private async recordSnapshotOutcome(snapshotId: string, operation: 'create' | 'delete', patch: SnapshotPatch): Promise<SnapshotRecord> {
     try {
       return await this.retryingStoreWrites(() => this.transitionSnapshot(snapshotId, patch));
     } catch (error) {
       if (!isStoreTrouble(error)) throw error;
+      const happened = patch.status === 'error' ? `the ${operation} failed (${patch.status_reason})` : `the ${operation} finished on the array`;
+      const reason = `${happened}, but the metadata store could not record it (${error.message})`;
+      this.deps.store.deferSnapshotUpdate(snapshotId, {
+        status: 'error',
+        status_reason: `${reason}; delete_snapshot removes it`,
+        failed_operation: operation === 'create' ? 'create' : (patch.failed_operation ?? operation),
+        owner: null,
+        lease_expires_at: null,
+      });
       throw new UnrecordedOutcome(
-        new StorageError('BACKEND_UNAVAILABLE', `snapshot ${snapshotId}: the metadata store could not record the outcome (${error.message}); the next start shows it in status "error"`),
+        new StorageError('BACKEND_UNAVAILABLE', `snapshot ${snapshotId}: ${reason}. It is kept in status "error" for now; once the store takes writes again, delete_snapshot removes it`),
       );
     }
   }

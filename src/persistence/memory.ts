@@ -200,6 +200,10 @@ export class MemoryVolumeStore implements VolumeStore {
     this.volumes.update(id, patch);
   }
 
+  deferSnapshotUpdate(id: string, patch: SnapshotPatch): void {
+    this.snapshots.update(id, patch);
+  }
+
   async removeLeavingTombstone(id: string, tombstone: Tombstone): Promise<boolean> {
     if (!(tombstone.kind === 'snapshot' ? this.snapshots : this.volumes).remove(id)) return false;
     this.graves.set(id, { ...tombstone });

@@ -1,20 +1,17 @@
-import type { VolumeRecord } from '../volume.js';
-import type { VolumePatch } from './store.js';
-
 /**
  * Updates a store could not write when they happened (disk full between a create's two writes),
- * kept in memory so the running server still tells the truth about those volumes, and written by
+ * kept in memory so the running server still tells the truth about those records, and written by
  * the store before its next successful write.
  */
-export class OutcomeBuffer {
-  private readonly patches = new Map<string, VolumePatch>();
+export class OutcomeBuffer<Patch extends object> {
+  private readonly patches = new Map<string, Patch>();
 
-  defer(id: string, patch: VolumePatch): void {
+  defer(id: string, patch: Patch): void {
     this.patches.set(id, { ...this.patches.get(id), ...patch });
   }
 
   /** The record as it really is now. */
-  apply<T extends VolumeRecord | undefined>(record: T): T {
+  apply<T extends { id: string } | undefined>(record: T): T {
     if (!record) return record;
     const patch = this.patches.get(record.id);
     return patch ? { ...record, ...patch } : record;
@@ -25,7 +22,7 @@ export class OutcomeBuffer {
   }
 
   /** Writes what it can with `write`; keeps the rest (and rethrows nothing: the caller's own write reports the store's state). */
-  flush(write: (id: string, patch: VolumePatch) => void): void {
+  flush(write: (id: string, patch: Patch) => void): void {
     for (const [id, patch] of this.patches) {
       try {
         write(id, patch);

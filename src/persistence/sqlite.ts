@@ -175,7 +175,8 @@ function fromRow(row: Row): VolumeRecord {
 export class SqliteVolumeStore implements VolumeStore {
   private readonly db: Database.Database;
   private readonly statements;
-  private readonly unwritten = new OutcomeBuffer();
+  private readonly unwritten = new OutcomeBuffer<VolumePatch>();
+  private readonly unwrittenSnapshots = new OutcomeBuffer<SnapshotPatch>();
   /** The file's identity at open: a store deleted or replaced under the server must not take writes into nowhere. */
   private readonly fileIdentity?: { dev: number; ino: number };
 
@@ -265,28 +266,32 @@ export class SqliteVolumeStore implements VolumeStore {
   async getSnapshot(id: string): Promise<SnapshotRecord | undefined> {
     return this.read(() => {
       const row = this.statements.getSnapshot.get(id) as SnapshotRow | undefined;
-      return row ? fromSnapshotRow(row) : undefined;
+      return this.unwrittenSnapshots.apply(row ? fromSnapshotRow(row) : undefined);
     });
   }
 
   async updateSnapshot(id: string, patch: SnapshotPatch, expected?: readonly SnapshotStatus[]): Promise<SnapshotRecord | undefined> {
     return this.write(`update snapshot ${id}`, () => {
       if (!this.applyPatch('snapshots', id, patch, expected)) return undefined;
+      this.unwrittenSnapshots.forget(id);
       return fromSnapshotRow(this.statements.getSnapshot.get(id) as SnapshotRow);
     });
   }
 
   async removeSnapshot(id: string): Promise<boolean> {
-    return this.write(`forget snapshot ${id}`, () => this.statements.removeSnapshot.run(id).changes === 1);
+    return this.write(`forget snapshot ${id}`, () => {
+      this.unwrittenSnapshots.forget(id);
+      return this.statements.removeSnapshot.run(id).changes === 1;
+    });
   }
 
   async listSnapshots(query: SnapshotQuery): Promise<SnapshotPage> {
     const { rows, nextAfter } = this.page<SnapshotRow>('snapshots', query, { backend: query.backend, volume_id: query.volume_id, status: query.status });
-    return { records: rows.map(fromSnapshotRow), nextAfter };
+    return { records: rows.map((row) => this.unwrittenSnapshots.apply(fromSnapshotRow(row))), nextAfter };
   }
 
   async snapshotsOf(volumeId: string): Promise<SnapshotRecord[]> {
-    return this.read(() => (this.statements.snapshotsOf.all(volumeId) as SnapshotRow[]).map(fromSnapshotRow));
+    return this.read(() => (this.statements.snapshotsOf.all(volumeId) as SnapshotRow[]).map((row) => this.unwrittenSnapshots.apply(fromSnapshotRow(row))));
   }
 
   async volumesFromSnapshot(snapshotId: string): Promise<VolumeRecord[]> {
@@ -299,6 +304,10 @@ export class SqliteVolumeStore implements VolumeStore {
 
   deferUpdate(id: string, patch: VolumePatch): void {
     this.unwritten.defer(id, patch);
+  }
+
+  deferSnapshotUpdate(id: string, patch: SnapshotPatch): void {
+    this.unwrittenSnapshots.defer(id, patch);
   }
 
   async remove(id: string): Promise<boolean> {
@@ -389,7 +398,7 @@ export class SqliteVolumeStore implements VolumeStore {
         this.statements.bury.run(tombstone);
         return true;
       })();
-      this.unwritten.forget(id);
+      (tombstone.kind === 'snapshot' ? this.unwrittenSnapshots : this.unwritten).forget(id);
       return removed;
     });
   }
@@ -496,6 +505,9 @@ export class SqliteVolumeStore implements VolumeStore {
     this.checkFile(what);
     try {
       this.unwritten.flush((id, patch) => void this.applyUpdate(id, patch));
+      this.unwrittenSnapshots.flush((id, patch) => {
+        if (this.applyPatch('snapshots', id, patch)) this.unwrittenSnapshots.forget(id);
+      });
       return task();
     } catch (error) {
       throw this.storeTrouble(what, error);

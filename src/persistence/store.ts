@@ -146,6 +146,8 @@ export interface VolumeStore {
    * reads show it at once, and the next successful write writes it.
    */
   deferUpdate(id: string, patch: VolumePatch): void;
+  /** The same for a snapshot. */
+  deferSnapshotUpdate(id: string, patch: SnapshotPatch): void;
   /**
    * Records left in a transitional status by this server before a restart, or by a server whose
    * lease lapsed, move to `error` with `reason`; those of live servers are left alone.

@@ -42,7 +42,7 @@ const config = (dbPath: string) => ({
 describe.skipIf(!isRoot && !inCi)('a metadata store whose disk fills up', () => {
   it('has its prerequisite (root, to mount a small tmpfs) under CI', () => expect(isRoot).toBe(true));
 
-  it('tells the client which store and volume, keeps the volume visible as error, and deletes it once there is room', async () => {
+  it('tells the client which store and volume or snapshot, keeps it visible as error, and deletes it once there is room', async () => {
     const disk = join(root, 'small-disk');
     mkdirSync(disk);
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', disk]);
@@ -72,6 +72,21 @@ describe.skipIf(!isRoot && !inCi)('a metadata store whose disk fills up', () => 
       expect(xms.volumes.has(id)).toBe(false);
       const after = await server.call('create_volume', { backend: 'files', size: 1 });
       expect(after.isError, after.text).toBe(false);
+
+      // The same for a snapshot: the disk fills while the array takes it.
+      const volume = (await server.call('create_volume', { backend: 'xtremio', size: 1 })).data;
+      xms.slowDown({ method: 'POST', pathIncludes: '/snapshots', ms: 1_500 });
+      const snapshotting = server.call('create_snapshot', { volume_id: volume.id });
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      execFileSync('sh', ['-c', `dd if=/dev/zero of=${filler} bs=64k 2>/dev/null; true`]);
+      const snapshotAnswer = await snapshotting;
+      expect(snapshotAnswer.text).toMatch(/^BACKEND_UNAVAILABLE: snapshot ([0-9a-f-]{36}): the create finished on the array, but the metadata store could not record it/);
+      const snapshotId = /snapshot ([0-9a-f-]{36})/.exec(snapshotAnswer.text)![1]!;
+      expect((await server.call('get_snapshot', { snapshot_id: snapshotId })).data).toMatchObject({ status: 'error', status_reason: expect.stringMatching(/could not record it/) });
+      rmSync(filler);
+      expect((await server.call('delete_snapshot', { snapshot_id: snapshotId })).data).toEqual({ snapshot_id: snapshotId, deleted: true });
+      expect(xms.volumes.has(snapshotId)).toBe(false);
+      expect((await server.call('delete_volume', { volume_id: volume.id })).isError).toBe(false);
     } finally {
       await server.close();
       execFileSync('umount', ['-l', disk]);
