@@ -512,48 +512,42 @@ export class VolumeLifecycle {
     return new StorageError('INTERNAL', `${kind} ${id} changed under this operation (another server process?); call get_${kind} and retry`);
   }
 
-  /**
-   * Writes a volume's outcome, trying again briefly when the metadata store refuses. If it still
-   * cannot, the running server keeps the volume as `error` in memory (written at the store's next
-   * successful write) so it can be seen and deleted, and the caller is told, with the id.
-   */
-  private async recordVolumeOutcome(volumeId: string, operation: 'create' | 'extend' | 'delete', patch: VolumePatch): Promise<VolumeRecord> {
-    try {
-      return await this.retryingStoreWrites(() => this.transitionVolume(volumeId, patch));
-    } catch (error) {
-      if (!isStoreTrouble(error)) throw error;
-      const happened = patch.status === 'error' ? `the ${operation} failed (${patch.status_reason})` : `the ${operation} finished on the array`;
-      const reason = `${happened}, but the metadata store could not record it (${error.message})`;
-      this.deps.store.deferUpdate(volumeId, {
-        status: 'error',
-        status_reason: `${reason}; delete_volume removes it`,
-        failed_operation: operation === 'create' ? 'create' : (patch.failed_operation ?? operation),
-        owner: null,
-        lease_expires_at: null,
-      });
-      throw new UnrecordedOutcome(
-        new StorageError('BACKEND_UNAVAILABLE', `volume ${volumeId}: ${reason}. It is kept in status "error" for now; once the store takes writes again, delete_volume removes it`),
-      );
-    }
+  private recordVolumeOutcome(volumeId: string, operation: 'create' | 'extend' | 'delete', patch: VolumePatch): Promise<VolumeRecord> {
+    return this.recordOutcome('volume', volumeId, operation, patch, () => this.transitionVolume(volumeId, patch), (kept) => this.deps.store.deferUpdate(volumeId, kept));
   }
 
-  /** A snapshot's outcome, kept as for volumes (recordVolumeOutcome) when the store cannot take it. */
-  private async recordSnapshotOutcome(snapshotId: string, operation: 'create' | 'delete', patch: SnapshotPatch): Promise<SnapshotRecord> {
+  private recordSnapshotOutcome(snapshotId: string, operation: 'create' | 'delete', patch: SnapshotPatch): Promise<SnapshotRecord> {
+    return this.recordOutcome('snapshot', snapshotId, operation, patch, () => this.transitionSnapshot(snapshotId, patch), (kept) => this.deps.store.deferSnapshotUpdate(snapshotId, kept));
+  }
+
+  /**
+   * Writes an operation's outcome, trying again briefly when the metadata store refuses. If it
+   * still cannot, the running server keeps the object as `error` in memory (written at the store's
+   * next successful write) so it can be seen and deleted, and the caller is told, with the id.
+   */
+  private async recordOutcome<R>(
+    kind: 'volume' | 'snapshot',
+    id: string,
+    operation: 'create' | 'extend' | 'delete',
+    patch: VolumePatch | SnapshotPatch,
+    write: () => Promise<R>,
+    keep: (patch: VolumePatch & SnapshotPatch) => void,
+  ): Promise<R> {
     try {
-      return await this.retryingStoreWrites(() => this.transitionSnapshot(snapshotId, patch));
+      return await this.retryingStoreWrites(write);
     } catch (error) {
       if (!isStoreTrouble(error)) throw error;
       const happened = patch.status === 'error' ? `the ${operation} failed (${patch.status_reason})` : `the ${operation} finished on the array`;
       const reason = `${happened}, but the metadata store could not record it (${error.message})`;
-      this.deps.store.deferSnapshotUpdate(snapshotId, {
+      keep({
         status: 'error',
-        status_reason: `${reason}; delete_snapshot removes it`,
+        status_reason: `${reason}; delete_${kind} removes it`,
         failed_operation: operation === 'create' ? 'create' : (patch.failed_operation ?? operation),
         owner: null,
         lease_expires_at: null,
       });
       throw new UnrecordedOutcome(
-        new StorageError('BACKEND_UNAVAILABLE', `snapshot ${snapshotId}: ${reason}. It is kept in status "error" for now; once the store takes writes again, delete_snapshot removes it`),
+        new StorageError('BACKEND_UNAVAILABLE', `${kind} ${id}: ${reason}. It is kept in status "error" for now; once the store takes writes again, delete_${kind} removes it`),
       );
     }
   }
