@@ -15,6 +15,11 @@ export interface VolumeRef {
   pool_name: string;
   /** Whatever the driver returned from createVolume, if anything. */
   provider_location?: string | null;
+  /**
+   * Cinder's provider_auth ("CHAP <username> <password>"), as an export's createExport returned it:
+   * a secret, kept in the metadata store so every connection of the volume gets the same credentials.
+   */
+  provider_auth?: string | null;
 }
 
 export interface CreateVolumeRequest extends VolumeRef {
@@ -63,8 +68,86 @@ export interface SnapshotOperations {
 
 /** Cinder's create_cloned_volume: a new volume holding the source's data at the moment of the call. */
 export interface CloneOperations {
+  /** True when the driver cannot clone a connected (in-use) volume, as Cinder's K2 driver. */
+  readonly refusesConnectedSource?: boolean;
   /** `volume.size` is the source's size: the core extends afterwards when more was asked. */
   createClonedVolume(volume: CreateVolumeRequest, source: VolumeRef, progress: CopyProgress): Promise<CreatedVolume | void>;
+}
+
+/**
+ * os-brick's connector dict: who is connecting. iSCSI drivers need `initiator` (an IQN), FC drivers
+ * `wwpns` and `wwnns`; unknown keys are passed through, as Cinder does.
+ */
+export interface Connector {
+  host: string;
+  initiator?: string;
+  ip?: string;
+  multipath?: boolean;
+  platform?: string;
+  os_type?: string;
+  wwpns?: string[];
+  wwnns?: string[];
+  [key: string]: unknown;
+}
+
+/**
+ * What Cinder's initialize_connection returns: `driver_volume_type` ('iscsi', or 'local' for a
+ * file on the server's own host) and the `data` an initiator needs (target_iqn, target_portal,
+ * target_lun, auth_method, auth_username, auth_password, ...). Passwords in it are secrets: the
+ * core masks them in every answer and log.
+ */
+export interface ConnectionInfo {
+  driver_volume_type: string;
+  data: Record<string, unknown>;
+}
+
+/** What createExport asks the core to keep with the volume (Cinder's model update). */
+export interface ExportUpdate {
+  provider_auth?: string | null;
+}
+
+/**
+ * Cinder's export methods. The core calls, for a connect: createExport (every time: it must be
+ * idempotent) then initializeConnection; for a disconnect: terminateConnection, then removeExport
+ * once the volume's last connection is gone. A failed connect is undone the same way. The core
+ * holds the volume's lock around all of them and records every step in the metadata store.
+ */
+export interface ExportOperations {
+  /** Connector keys the protocol needs (Cinder's validate_connector): ['initiator'] for iSCSI. */
+  readonly requiredConnectorKeys: readonly string[];
+  /** Makes the volume exportable (a tgt target); arrays that map per host may do nothing here. */
+  createExport(volume: VolumeRef, connector: Connector): Promise<ExportUpdate | void>;
+  /** Gives `connector` access to the volume and says how to reach it. */
+  initializeConnection(volume: VolumeRef, connector: Connector): Promise<ConnectionInfo>;
+  /**
+   * Takes `connector`'s access away. Must succeed when the access is already gone. `force` is the
+   * user's disconnect_volume force: drivers may skip checks that would refuse.
+   */
+  terminateConnection(volume: VolumeRef, connector: Connector, force: boolean): Promise<void>;
+  /** Removes the volume's export once nothing is connected; must succeed when it is already gone. */
+  removeExport(volume: VolumeRef): Promise<void>;
+  /** After a connected volume was extended: make the export show the new size (tgt-admin --update -f). */
+  extendExport?(volume: VolumeRef): Promise<void>;
+}
+
+/** A volume attached on the server's own host: a block device path, and how to let go of it. */
+export interface LocalAttachment {
+  readonly path: string;
+  detach(): Promise<void>;
+}
+
+/**
+ * The server's own host, for drivers that copy data through it as Cinder's generic copies do
+ * (attach the source and the destination, copy, detach), Kaminario's among them.
+ */
+export interface HostAccess {
+  /** Why this host cannot attach this backend's volumes (no kernel iSCSI initiator, say); undefined when it can. */
+  cannotAttach(): Promise<string | undefined>;
+  /**
+   * Attaches one of the backend's volumes here: its own export with this host's connector, then the
+   * host's initiator. The caller must detach it (even when the copy fails).
+   */
+  attach(volume: VolumeRef): Promise<LocalAttachment>;
 }
 
 /** Capacities are GiB numbers, or Cinder's 'unknown'/'infinite' markers. */
@@ -108,6 +191,8 @@ export interface DriverContext {
    * server) over resources a running server holds for its life, such as the file driver's folder.
    */
   serving: boolean;
+  /** The server's own host, for drivers that copy data through it. */
+  host: HostAccess;
 }
 
 export interface VolumeDriver {
@@ -131,6 +216,14 @@ export interface VolumeDriver {
   readonly snapshots?: SnapshotOperations;
   /** Present on drivers that can clone a volume. */
   readonly clones?: CloneOperations;
+  /** Present on drivers that can export volumes to hosts (connect_volume); absent ones answer UNSUPPORTED. */
+  readonly exports?: ExportOperations;
+  /**
+   * Drivers whose volumes are files or devices on the server's own host: how to reach one there
+   * without an export (os-brick's 'local' connection: `{driver_volume_type: 'local', data: {device_path}}`).
+   * attach_volume uses it instead of exporting.
+   */
+  localConnection?(volume: VolumeRef): ConnectionInfo;
   /**
    * GiB a new snapshot of `volume` really takes from the pool (a thick LVM snapshot's
    * copy-on-write space); 0 when the array shares blocks (thin snapshots). Default 0.

@@ -1,3 +1,4 @@
+import { refusingHost } from './attach/refusing-host.js';
 import { DEFAULT_VOLUME_DRIVER, findDriver, knownDriverNames } from '../drivers/catalog.js';
 import type { BackendStats, PoolStats, VolumeDriver } from '../drivers/types.js';
 import { checkCapacity } from './capacity.js';
@@ -256,6 +257,7 @@ export class Backend {
         dataDir: this.deps.dataDir,
         rootHelper: this.deps.rootHelper,
         serving: this.deps.serving,
+        host: refusingHost('attaching volumes on this host is not built yet'),
       },
       this.volumeDriver,
     );

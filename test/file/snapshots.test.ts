@@ -1,3 +1,4 @@
+import { refusingHost } from '../../src/attach/refusing-host.js';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
@@ -36,7 +37,7 @@ async function makeDriver(): Promise<{ driver: VolumeDriver; dir: string }> {
   const secrets = new SecretRegistry();
   const definition = await findDriver('file')!.load();
   const { options } = validateDriverOptions('files', definition, { volume_backend_name: 'files', volume_driver: 'file', volumes_dir: dir }, secrets);
-  const driver = definition.create(options, { backendName: 'files', log: createLogger('test'), secrets, dataDir: root, rootHelper: '', serving: true }, 'file');
+  const driver = definition.create(options, { backendName: 'files', log: createLogger('test'), secrets, dataDir: root, rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') }, 'file');
   await driver.setup();
   open_drivers.push(driver);
   return { driver, dir };

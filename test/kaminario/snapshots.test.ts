@@ -1,3 +1,4 @@
+import { refusingHost } from '../../src/attach/refusing-host.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import kaminario from '../../drivers/kaminario/index.js';
 import type { VolumeDriver } from '../../drivers/types.js';
@@ -39,7 +40,7 @@ async function makeDriver(extra: Record<string, unknown> = {}): Promise<VolumeDr
     ...extra,
   };
   const { options } = validateDriverOptions('k2', kaminario, raw, secrets);
-  const driver = kaminario.create(options, { backendName: 'k2', log: createLogger('k2-test'), secrets, dataDir: '/tmp', rootHelper: '', serving: true }, 'kaminario');
+  const driver = kaminario.create(options, { backendName: 'k2', log: createLogger('k2-test'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') }, 'kaminario');
   drivers.push(driver);
   await driver.setup();
   return driver;

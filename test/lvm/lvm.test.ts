@@ -1,3 +1,4 @@
+import { refusingHost } from '../../src/attach/refusing-host.js';
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -227,7 +228,7 @@ if (missing && !inCi) {
       const secrets = new SecretRegistry();
       const raw = { ...SEED_BACKEND, volume_backend_name: 'snaps', volume_group: fixture.vg, lvm_type: lvmType, lvm_conf_file: fixture.lvmConfFile };
       const { options } = validateDriverOptions('snaps', lvmDriver, raw, secrets);
-      const driver = lvmDriver.create(options, { backendName: 'snaps', log: createLogger('test'), secrets, dataDir: fixture.dir, rootHelper: '', serving: true }, SEED_BACKEND.volume_driver);
+      const driver = lvmDriver.create(options, { backendName: 'snaps', log: createLogger('test'), secrets, dataDir: fixture.dir, rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') }, SEED_BACKEND.volume_driver);
       await driver.setup();
       return driver;
     }

@@ -1,3 +1,4 @@
+import { refusingHost } from '../../src/attach/refusing-host.js';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import xtremio from '../../drivers/xtremio/index.js';
@@ -42,7 +43,7 @@ async function startDriver(xms: XmsEmulator, extra: Record<string, unknown> = {}
     ...extra,
   };
   const { options } = validateDriverOptions('xtremio', xtremio, config, secrets);
-  const driver = xtremio.create(options as never, { backendName: 'xtremio', log: createLogger('t'), secrets, dataDir: '/tmp', rootHelper: '', serving: true }, config.volume_driver);
+  const driver = xtremio.create(options as never, { backendName: 'xtremio', log: createLogger('t'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') }, config.volume_driver);
   await driver.setup();
   return { driver, close: () => driver.close() };
 }

@@ -1,3 +1,4 @@
+import { refusingHost } from '../../src/attach/refusing-host.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import xtremio from '../../drivers/xtremio/index.js';
 import { validateDriverOptions } from '../../src/driver-options.js';
@@ -80,7 +81,7 @@ describe('XtremIO specifics', () => {
     // The array's own uniqueness rule, straight through the driver.
     const secrets = new SecretRegistry();
     const { options } = validateDriverOptions('xtremio', xtremio, { ...seedBackend(), san_password: PASSWORD }, secrets);
-    const driver = xtremio.create(options as never, { backendName: 'xtremio', log: createLogger('t'), secrets, dataDir: '/tmp', rootHelper: '', serving: true }, 'xtremio');
+    const driver = xtremio.create(options as never, { backendName: 'xtremio', log: createLogger('t'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') }, 'xtremio');
     await driver.setup();
     const volume = { id: '5a1d3c84-1111-4c2b-9c55-0d7a5b1e2f30', size: 1, pool_name: 'xtremio', name: '', description: '', bootable: false };
     await driver.createVolume(volume);
