@@ -20,4 +20,7 @@ export interface ConnectionRecord {
   created_at: string;
   updated_at: string;
   status_reason: string | null;
+  /** While a connect or disconnect is under way: the server running it, and until when its claim holds unless renewed. */
+  owner?: string | null;
+  lease_expires_at?: string | null;
 }

@@ -132,11 +132,18 @@ export class BackendRegistry {
   private async recoverInterrupted(includeOwn: boolean): Promise<void> {
     const surfaced = await this.store.surfaceInterrupted(
       { owner: this.serverId, now: new Date().toISOString(), includeOwn },
-      (record, kind) =>
-        `interrupted while ${record.status}: ${record.owner && record.owner !== this.serverId ? `server ${record.owner} stopped renewing its lease` : 'the server stopped'} before the array answered; the array may or may not hold ${kind} ${record.id}. delete_${kind} cleans up both`,
+      (record, kind) => {
+        const who = record.owner && record.owner !== this.serverId ? `server ${record.owner} stopped renewing its lease` : 'the server stopped';
+        if (kind === 'connection') {
+          const step = record.status === 'attached' ? 'disconnecting' : 'connecting';
+          return `interrupted while ${step}: ${who} before the array or target answered; the export may be partly in place. disconnect_volume removes what is left (and the connection)`;
+        }
+        return `interrupted while ${record.status}: ${who} before the array answered; the array may or may not hold ${kind} ${record.id}. delete_${kind} cleans up both`;
+      },
     );
     for (const record of surfaced.volumes) this.log.warn(`volume ${record.id} on backend "${record.backend}" was left "${record.status_reason}"`);
     for (const record of surfaced.snapshots) this.log.warn(`snapshot ${record.id} on backend "${record.backend}" was left "${record.status_reason}"`);
+    for (const record of surfaced.connections) this.log.warn(`connection ${record.id} of volume ${record.volume_id} was left "${record.status_reason}"`);
   }
 
   /** While the server lives it renews its operations' leases, and recovers those of servers that died. */

@@ -1,5 +1,5 @@
 /** Cinder's volume statuses, as the contract lists them. */
-export const VOLUME_STATUSES = ['creating', 'available', 'extending', 'deleting', 'error'] as const;
+export const VOLUME_STATUSES = ['creating', 'available', 'in-use', 'extending', 'deleting', 'error'] as const;
 export type VolumeStatus = (typeof VOLUME_STATUSES)[number];
 
 /** Statuses a crash can leave behind: an array call was under way. */
@@ -25,6 +25,8 @@ export interface VolumeRecord {
   /** Why the volume is in `error` (or what the last failure was); null otherwise. */
   status_reason: string | null;
   provider_location: string | null;
+  /** Cinder's provider_auth ("CHAP <user> <password>") of the volume's export: a secret, never in an answer. */
+  provider_auth?: string | null;
   /** Set with status `error`: the operation that failed or was interrupted. */
   failed_operation?: FailedOperation | null;
   /** While an operation is under way: the server running it, and until when that server's claim holds unless renewed. */

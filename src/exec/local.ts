@@ -12,7 +12,7 @@ export class LocalRunner implements CommandRunner {
     if (!file) return Promise.reject(new CommandTransportError(`${options.operation}: empty command`, 'spawn'));
     const timeout = options.timeoutMs ?? this.defaultTimeoutMs;
     return new Promise((resolve, reject) => {
-      execFile(file, args, { timeout, killSignal: 'SIGKILL', maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' }, (error, stdout, stderr) => {
+      const child = execFile(file, args, { timeout, killSignal: 'SIGKILL', maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' }, (error, stdout, stderr) => {
         if (!error) return resolve({ exitCode: 0, stdout, stderr });
         const failure = error as NodeJS.ErrnoException & { code?: string | number; killed?: boolean };
         if (failure.killed) {
@@ -21,6 +21,9 @@ export class LocalRunner implements CommandRunner {
         if (typeof failure.code === 'number') return resolve({ exitCode: failure.code, stdout, stderr });
         reject(new CommandTransportError(`${options.operation}: cannot run ${file} (${failure.code ?? failure.message})`, 'spawn'));
       });
+      // EPIPE from a command that exits without reading its input is not a failure of the run.
+      child.stdin?.on('error', () => undefined);
+      child.stdin?.end(options.input ?? '');
     });
   }
 

@@ -14,6 +14,8 @@ export interface RunOptions {
   operation: string;
   /** Overrides the runner's default per-command timeout. */
   timeoutMs?: number;
+  /** Written to the command's standard input: how secrets reach a command without showing in its argv. */
+  input?: string;
 }
 
 export interface CommandRunner {

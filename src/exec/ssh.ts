@@ -60,7 +60,9 @@ export class SshRunner implements CommandRunner {
         throw new CommandTransportError(`${options.operation}: cannot run a command on ${this.target}: ${(error as Error).message}`, 'unreachable');
       }
       try {
-        const result = await this.collect(channel, options.timeoutMs ?? this.options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS, options.operation);
+        const collected = this.collect(channel, options.timeoutMs ?? this.options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS, options.operation);
+        channel.end(options.input ?? '');
+        const result = await collected;
         this.release(connection);
         return result;
       } catch (error) {

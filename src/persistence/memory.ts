@@ -8,6 +8,7 @@ import {
   type ConnectionPatch,
   type ConnectionQuery,
   type InsertOutcome,
+  type RecoveredKind,
   type RecoveryClaim,
   type RequestEntry,
   type SnapshotPage,
@@ -144,6 +145,10 @@ export class MemoryVolumeStore implements VolumeStore {
     return this.connections.insert(record);
   }
 
+  async insertConnectionForRequest(record: ConnectionRecord, request: RequestEntry | undefined): Promise<InsertOutcome> {
+    return this.insertClaiming(request, () => this.connections.insert(record));
+  }
+
   async getConnection(id: string): Promise<ConnectionRecord | undefined> {
     return this.connections.get(id);
   }
@@ -170,8 +175,8 @@ export class MemoryVolumeStore implements VolumeStore {
 
   async surfaceInterrupted(
     claim: RecoveryClaim,
-    reason: (record: { id: string; status: string; owner?: string | null }, kind: 'volume' | 'snapshot') => string,
-  ): Promise<{ volumes: VolumeRecord[]; snapshots: SnapshotRecord[] }> {
+    reason: (record: { id: string; status: string; owner?: string | null }, kind: RecoveredKind) => string,
+  ): Promise<{ volumes: VolumeRecord[]; snapshots: SnapshotRecord[]; connections: ConnectionRecord[] }> {
     const recover = <R extends VolumeRecord | SnapshotRecord>(table: Table<R>, kind: 'volume' | 'snapshot'): R[] =>
       table
         .all()
@@ -186,14 +191,20 @@ export class MemoryVolumeStore implements VolumeStore {
               lease_expires_at: null,
             } as Partial<R>)!,
         );
-    return { volumes: recover(this.volumes, 'volume'), snapshots: recover(this.snapshots, 'snapshot') };
+    const connections = this.connections
+      .all()
+      .filter((record) => record.owner && isRecoverable(record, claim))
+      .map((record) => this.connections.update(record.id, { status: 'error', status_reason: reason(record, 'connection'), owner: null, lease_expires_at: null })!);
+    return { volumes: recover(this.volumes, 'volume'), snapshots: recover(this.snapshots, 'snapshot'), connections };
   }
 
   async renewLeases(owner: string, until: string): Promise<void> {
     for (const record of [...this.volumes.all(), ...this.snapshots.all()]) {
       if (record.owner === owner && TRANSITIONAL_STATUSES.includes(record.status as VolumeStatus)) record.lease_expires_at = until;
     }
+    for (const record of this.connections.all()) if (record.owner === owner) record.lease_expires_at = until;
   }
+
 
   /** Memory cannot fill up the way a disk does: the update is applied at once. */
   deferUpdate(id: string, patch: VolumePatch): void {

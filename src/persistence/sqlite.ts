@@ -14,6 +14,7 @@ import {
   type ConnectionPatch,
   type ConnectionQuery,
   type InsertOutcome,
+  type RecoveredKind,
   type RecoveryClaim,
   type RequestEntry,
   type SnapshotPage,
@@ -113,6 +114,9 @@ const MIGRATIONS: readonly string[] = [
   `ALTER TABLE tombstones RENAME COLUMN volume_id TO object_id;
    ALTER TABLE tombstones ADD COLUMN kind TEXT NOT NULL DEFAULT 'volume';
    ALTER TABLE tombstones ADD COLUMN parent_volume_id TEXT;`,
+  `ALTER TABLE volumes ADD COLUMN provider_auth TEXT;
+   ALTER TABLE connections ADD COLUMN owner TEXT;
+   ALTER TABLE connections ADD COLUMN lease_expires_at TEXT;`,
 ];
 
 /** SQLite result codes that mean the store itself cannot take writes now, not that a call was wrong. */
@@ -132,6 +136,7 @@ interface Row {
   updated_at: string;
   status_reason: string | null;
   provider_location: string | null;
+  provider_auth: string | null;
   failed_operation: VolumeRecord['failed_operation'];
   owner: string | null;
   lease_expires_at: string | null;
@@ -160,6 +165,10 @@ function toConnectionColumns(patch: Partial<ConnectionRecord>): Record<string, u
     if (patch[key] !== undefined) columns[key] = patch[key] === null ? null : JSON.stringify(patch[key]);
   }
   return columns;
+}
+
+function connectionRow(record: ConnectionRecord): Record<string, unknown> {
+  return toConnectionColumns({ owner: null, lease_expires_at: null, ...record });
 }
 
 function fromSnapshotRow(row: SnapshotRow): SnapshotRecord {
@@ -197,8 +206,8 @@ export class SqliteVolumeStore implements VolumeStore {
     }
     this.statements = {
       insert: this.db.prepare(
-        `INSERT OR IGNORE INTO volumes (id, backend, name, description, size, status, pool_name, bootable, created_at, updated_at, status_reason, provider_location, failed_operation, owner, lease_expires_at, snapshot_id, source_volume_id)
-         VALUES (@id, @backend, @name, @description, @size, @status, @pool_name, @bootable, @created_at, @updated_at, @status_reason, @provider_location, @failed_operation, @owner, @lease_expires_at, @snapshot_id, @source_volume_id)`,
+        `INSERT OR IGNORE INTO volumes (id, backend, name, description, size, status, pool_name, bootable, created_at, updated_at, status_reason, provider_location, provider_auth, failed_operation, owner, lease_expires_at, snapshot_id, source_volume_id)
+         VALUES (@id, @backend, @name, @description, @size, @status, @pool_name, @bootable, @created_at, @updated_at, @status_reason, @provider_location, @provider_auth, @failed_operation, @owner, @lease_expires_at, @snapshot_id, @source_volume_id)`,
       ),
       get: this.db.prepare('SELECT * FROM volumes WHERE id = ?'),
       remove: this.db.prepare('DELETE FROM volumes WHERE id = ?'),
@@ -209,11 +218,14 @@ export class SqliteVolumeStore implements VolumeStore {
       tombstones: this.db.prepare('SELECT * FROM tombstones WHERE backend = ? ORDER BY next_check_at'),
       reschedule: this.db.prepare('UPDATE tombstones SET checks_done = @checks_done, next_check_at = @next_check_at WHERE object_id = @object_id'),
       forget: this.db.prepare('DELETE FROM tombstones WHERE object_id = ?'),
-      renew: ['volumes', 'snapshots'].map((table) =>
-        this.db.prepare(
-          `UPDATE ${table} SET lease_expires_at = @until WHERE owner = @owner AND status IN (${TRANSITIONAL_STATUSES.map((status) => `'${status}'`).join(', ')})`,
+      renew: [
+        ...['volumes', 'snapshots'].map((table) =>
+          this.db.prepare(
+            `UPDATE ${table} SET lease_expires_at = @until WHERE owner = @owner AND status IN (${TRANSITIONAL_STATUSES.map((status) => `'${status}'`).join(', ')})`,
+          ),
         ),
-      ),
+        this.db.prepare('UPDATE connections SET lease_expires_at = @until WHERE owner = @owner'),
+      ],
       insertSnapshot: this.db.prepare(
         `INSERT OR IGNORE INTO snapshots (id, volume_id, backend, name, description, volume_size, status, created_at, updated_at, status_reason, provider_location, failed_operation, owner, lease_expires_at)
          VALUES (@id, @volume_id, @backend, @name, @description, @volume_size, @status, @created_at, @updated_at, @status_reason, @provider_location, @failed_operation, @owner, @lease_expires_at)`,
@@ -223,8 +235,8 @@ export class SqliteVolumeStore implements VolumeStore {
       snapshotsOf: this.db.prepare('SELECT * FROM snapshots WHERE volume_id = ? ORDER BY seq'),
       volumesFromSnapshot: this.db.prepare('SELECT * FROM volumes WHERE snapshot_id = ? ORDER BY seq'),
       insertConnection: this.db.prepare(
-        `INSERT OR IGNORE INTO connections (id, volume_id, backend, status, attach_mode, connector, connection_info, device, created_at, updated_at, status_reason)
-         VALUES (@id, @volume_id, @backend, @status, @attach_mode, @connector, @connection_info, @device, @created_at, @updated_at, @status_reason)`,
+        `INSERT OR IGNORE INTO connections (id, volume_id, backend, status, attach_mode, connector, connection_info, device, created_at, updated_at, status_reason, owner, lease_expires_at)
+         VALUES (@id, @volume_id, @backend, @status, @attach_mode, @connector, @connection_info, @device, @created_at, @updated_at, @status_reason, @owner, @lease_expires_at)`,
       ),
       getConnection: this.db.prepare('SELECT * FROM connections WHERE id = ?'),
       removeConnection: this.db.prepare('DELETE FROM connections WHERE id = ?'),
@@ -324,7 +336,11 @@ export class SqliteVolumeStore implements VolumeStore {
   }
 
   async insertConnection(record: ConnectionRecord): Promise<boolean> {
-    return this.write('record a new connection', () => this.statements.insertConnection.run(toConnectionColumns(record)).changes === 1);
+    return this.write('record a new connection', () => this.statements.insertConnection.run(connectionRow(record)).changes === 1);
+  }
+
+  async insertConnectionForRequest(record: ConnectionRecord, request: RequestEntry | undefined): Promise<InsertOutcome> {
+    return this.write('record a new connection', () => this.insertClaiming(request, () => this.statements.insertConnection.run(connectionRow(record)).changes === 1));
   }
 
   async getConnection(id: string): Promise<ConnectionRecord | undefined> {
@@ -356,8 +372,8 @@ export class SqliteVolumeStore implements VolumeStore {
 
   async surfaceInterrupted(
     claim: RecoveryClaim,
-    reason: (record: { id: string; status: string; owner?: string | null }, kind: 'volume' | 'snapshot') => string,
-  ): Promise<{ volumes: VolumeRecord[]; snapshots: SnapshotRecord[] }> {
+    reason: (record: { id: string; status: string; owner?: string | null }, kind: RecoveredKind) => string,
+  ): Promise<{ volumes: VolumeRecord[]; snapshots: SnapshotRecord[]; connections: ConnectionRecord[] }> {
     const placeholders = TRANSITIONAL_STATUSES.map(() => '?').join(', ');
     return this.write('mark interrupted operations', () =>
       this.db.transaction(() => {
@@ -376,13 +392,19 @@ export class SqliteVolumeStore implements VolumeStore {
             )
             .map((row) => row.id);
         };
+        const connections = (this.db.prepare('SELECT * FROM connections WHERE owner IS NOT NULL').all() as ConnectionRow[])
+          .filter((row) => isRecoverable(row, claim))
+          .filter((row) => this.applyPatch('connections', row.id, { status: 'error', status_reason: reason(row, 'connection'), owner: null, lease_expires_at: null }, [row.status]))
+          .map((row) => fromConnectionRow(this.statements.getConnection.get(row.id) as ConnectionRow));
         return {
           volumes: recover('volumes').map((id) => this.readRecord(id)!),
           snapshots: recover('snapshots').map((id) => fromSnapshotRow(this.statements.getSnapshot.get(id) as SnapshotRow)),
+          connections,
         };
       })(),
     );
   }
+
 
   async renewLeases(owner: string, until: string): Promise<void> {
     this.write('renew the leases of operations under way', () => {
@@ -429,6 +451,7 @@ export class SqliteVolumeStore implements VolumeStore {
 
   private row(record: VolumeRecord): Record<string, unknown> {
     return {
+      provider_auth: null,
       failed_operation: null,
       owner: null,
       lease_expires_at: null,

@@ -46,7 +46,7 @@ export interface ConnectionPage {
   nextAfter?: number;
 }
 
-export type ConnectionPatch = Partial<Pick<ConnectionRecord, 'status' | 'status_reason' | 'connection_info' | 'device'>>;
+export type ConnectionPatch = Partial<Pick<ConnectionRecord, 'status' | 'status_reason' | 'connection_info' | 'device' | 'owner' | 'lease_expires_at'>>;
 
 export type SnapshotPatch = Partial<Pick<SnapshotRecord, 'status' | 'status_reason' | 'provider_location' | 'failed_operation' | 'owner' | 'lease_expires_at'>>;
 
@@ -59,7 +59,7 @@ export interface RequestEntry {
   tool: string;
   /** The tool's arguments, canonical JSON: another call under the same id must match it. */
   fingerprint: string;
-  object_kind: 'volume' | 'snapshot';
+  object_kind: 'volume' | 'snapshot' | 'connection';
   object_id: string;
   created_at: string;
 }
@@ -71,7 +71,7 @@ export const REQUEST_ID_TTL_MS = 24 * 60 * 60 * 1000;
 export type InsertOutcome = { inserted: true } | { inserted: false; existingRequest?: RequestEntry };
 
 export type VolumePatch = Partial<
-  Pick<VolumeRecord, 'status' | 'size' | 'status_reason' | 'provider_location' | 'failed_operation' | 'owner' | 'lease_expires_at'>
+  Pick<VolumeRecord, 'status' | 'size' | 'status_reason' | 'provider_location' | 'provider_auth' | 'failed_operation' | 'owner' | 'lease_expires_at'>
 >;
 
 /**
@@ -105,6 +105,8 @@ export interface Tombstone {
   next_check_at: string;
 }
 
+export type RecoveredKind = 'volume' | 'snapshot' | 'connection';
+
 export interface VolumeStore {
   /** Adds a record; resolves false when the id is already taken. */
   insert(record: VolumeRecord): Promise<boolean>;
@@ -126,6 +128,7 @@ export interface VolumeStore {
   /** Volumes made from a snapshot (its dependants on arrays where they share blocks). */
   volumesFromSnapshot(snapshotId: string): Promise<VolumeRecord[]>;
   insertConnection(record: ConnectionRecord): Promise<boolean>;
+  insertConnectionForRequest(record: ConnectionRecord, request: RequestEntry | undefined): Promise<InsertOutcome>;
   getConnection(id: string): Promise<ConnectionRecord | undefined>;
   updateConnection(id: string, patch: ConnectionPatch, expected?: readonly ConnectionStatus[]): Promise<ConnectionRecord | undefined>;
   removeConnection(id: string): Promise<boolean>;
@@ -150,13 +153,14 @@ export interface VolumeStore {
   deferSnapshotUpdate(id: string, patch: SnapshotPatch): void;
   /**
    * Records left in a transitional status by this server before a restart, or by a server whose
-   * lease lapsed, move to `error` with `reason`; those of live servers are left alone.
+   * lease lapsed, move to `error` with `reason`; those of live servers are left alone. Connections
+   * are under way while they have an owner (a connect or disconnect had begun).
    */
   surfaceInterrupted(
     claim: RecoveryClaim,
-    reason: (record: { id: string; status: string; owner?: string | null }, kind: 'volume' | 'snapshot') => string,
-  ): Promise<{ volumes: VolumeRecord[]; snapshots: SnapshotRecord[] }>;
-  /** Extends the lease of every record (volume or snapshot) under way that `owner` holds: the server is alive. */
+    reason: (record: { id: string; status: string; owner?: string | null }, kind: RecoveredKind) => string,
+  ): Promise<{ volumes: VolumeRecord[]; snapshots: SnapshotRecord[]; connections: ConnectionRecord[] }>;
+  /** Extends the lease of every record (volume, snapshot or connection) under way that `owner` holds: the server is alive. */
   renewLeases(owner: string, until: string): Promise<void>;
   /** Removes a volume (or with kind 'snapshot' in the tombstone, a snapshot) record and leaves its tombstone, in one transaction. */
   removeLeavingTombstone(id: string, tombstone: Tombstone): Promise<boolean>;
