@@ -4,10 +4,12 @@ import { join } from 'node:path';
 import { StorageError } from '../../src/errors.js';
 import { defaultVolumesDir } from '../../src/paths.js';
 import { LockHeldError, acquireProcessLock, type HeldLock } from '../../src/process-lock.js';
-import { capacityOptions, stringOption } from '../options.js';
+import { LocalRunner } from '../../src/exec/local.js';
+import { capacityOptions, enumOption, stringOption } from '../options.js';
+import { TARGET_HELPERS, UnsupportedExports, targetFor, targetOptions, thisHostAddress } from '../targets/index.js';
 import {
-  defineDriver, type BackendStats, type CloneOperations, type CopyProgress, type CreatedVolume, type DriverContext, type DriverOptions,
-  type SnapshotOperations, type SnapshotRef, type VolumeDriver, type VolumeRef,
+  defineDriver, type BackendStats, type CloneOperations, type ConnectionInfo, type CopyProgress, type CreatedVolume, type DriverContext,
+  type DriverOptions, type ExportOperations, type SnapshotOperations, type SnapshotRef, type VolumeDriver, type VolumeRef,
 } from '../types.js';
 import { BYTES_PER_GIB, roundGb } from '../units.js';
 import { CopyFailure, copyImage } from './sparse-copy.js';
@@ -29,6 +31,8 @@ const options = {
     defaultText: '$XDG_DATA_HOME/cinderlib-mcp/volumes',
   }),
   ...capacityOptions,
+  target_helper: enumOption('Export volumes to other hosts through this target (tgtadm: Linux SCSI target, tgtd); unset: no exports, attach_volume still works here.', TARGET_HELPERS),
+  ...targetOptions,
 };
 
 type FileOptions = DriverOptions<typeof options>;
@@ -56,10 +60,37 @@ class FileDriver implements VolumeDriver {
     createClonedVolume: (volume, source, progress) => this.copyIntoVolume(this.pathOf(source), volume, `volume ${source.id}`, progress),
   };
 
+  /** Cinder's target export over iSCSI, when target_helper is set. */
+  readonly exports: ExportOperations;
+
   constructor(
     private readonly options: FileOptions,
     private readonly context: DriverContext,
-  ) {}
+  ) {
+    const backend = `backend "${context.backendName}"`;
+    this.exports = options.target_helper
+      ? targetFor(
+          options.target_helper,
+          {
+            backendName: context.backendName,
+            ipAddress: options.target_ip_address ?? thisHostAddress(),
+            port: options.target_port,
+            prefix: options.target_prefix,
+            configDir: options.target_config_dir ?? join(context.dataDir, 'targets', context.backendName),
+            writeCache: options.iscsi_write_cache,
+            backingFlags: options.iscsi_target_flags,
+          },
+          { runner: new LocalRunner(), privileged: async () => (process.getuid?.() === 0 ? [] : context.rootHelper.split(/\s+/).filter(Boolean)) },
+          (volume) => this.pathOf(volume),
+          context,
+        )
+      : new UnsupportedExports(`${backend}: the file driver exports volumes to other hosts only through a target; set target_helper: tgtadm and run tgtd (attach_volume works without it)`);
+  }
+
+  /** The image file itself: attach_volume puts a loop device on it. */
+  localConnection(volume: VolumeRef): ConnectionInfo {
+    return { driver_volume_type: 'local', data: { device_path: this.pathOf(volume), volume_id: volume.id } };
+  }
 
   async setup(): Promise<void> {
     const dir = this.options.volumes_dir;
@@ -125,7 +156,7 @@ class FileDriver implements VolumeDriver {
       volume_backend_name: this.context.backendName,
       vendor_name: 'Open Source',
       driver_version: '1.0.0',
-      storage_protocol: 'file',
+      storage_protocol: this.options.target_helper === 'tgtadm' ? 'iSCSI' : 'file',
       pools: [
         {
           pool_name: this.context.backendName,

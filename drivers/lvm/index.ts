@@ -8,7 +8,7 @@ import { isRegularFile } from '../../src/regular-file.js';
 import { boolOption, capacityOptions, enumOption, intOption, sanIpOption, sanOptions, stringOption } from '../options.js';
 import {
   defineDriver, type BackendStats, type CloneOperations, type CopyProgress, type CreatedSnapshot, type CreatedVolume, type DriverContext,
-  type DriverOptions, type SnapshotOperations, type SnapshotRef, type VolumeDriver, type VolumeRef,
+  type DriverOptions, type ExportOperations, type SnapshotOperations, type SnapshotRef, type VolumeDriver, type VolumeRef,
 } from '../types.js';
 import {
   activateCommand, cloneSnapshotLvName, copyCommands, createSnapshotCommand, createThickCommand, createThinCommand, createThinPoolCommand,
@@ -17,6 +17,7 @@ import {
   type VolumeGroupInfo,
 } from './commands.js';
 import { BYTES_PER_GIB, roundGb } from '../units.js';
+import { TARGET_HELPERS, UnsupportedExports, targetFor, targetOptions, thisHostAddress } from '../targets/index.js';
 
 /**
  * Cinder's LVM driver (cinder.volume.drivers.lvm.LVMVolumeDriver), run on this host or, when
@@ -38,17 +39,11 @@ const options = {
   lvm_mirrors: intOption('If above 0, create mirrored LVs with this many mirrors (needs lvm_mirrors + 2 PVs).', { default: 0, min: 0 }),
   lvm_suppress_fd_warnings: boolOption('Set LVM_SUPPRESS_FD_WARNINGS for lvm commands.', { default: false }),
   ...capacityOptions,
-  target_protocol: enumOption('Export protocol reported in stats (volumes are not exported yet).', ['iscsi', 'iser', 'nvmet_rdma', 'nvmet_tcp'] as const, {
+  target_protocol: enumOption('Export protocol; iSCSI through target_helper is the one this server exports with.', ['iscsi', 'iser', 'nvmet_rdma', 'nvmet_tcp'] as const, {
     default: 'iscsi',
   }),
-  target_helper: enumOption(
-    'Target helper Cinder would export with; kept for config compatibility.',
-    ['tgtadm', 'lioadm', 'scstadmin', 'iscsictl', 'ietadm', 'nvmet', 'spdk-nvmeof', 'fake'] as const,
-    { default: 'tgtadm' },
-  ),
-  target_ip_address: stringOption('IP address of the export target; kept for config compatibility.'),
-  target_port: intOption('Port of the export target; kept for config compatibility.', { default: 3260, min: 1, max: 65535 }),
-  target_prefix: stringOption('Prefix of export target names; kept for config compatibility.', { default: 'iqn.2010-10.org.openstack:' }),
+  target_helper: enumOption('How volumes are exported to hosts: tgtadm (Linux SCSI target, tgtd) on the volume group\'s host.', TARGET_HELPERS, { default: 'tgtadm' }),
+  ...targetOptions,
   ...sanOptions,
   san_ip: sanIpOption('Host holding the volume group; when set, lvm commands run there over SSH.'),
   san_login: stringOption('SSH user on san_ip; any user but root runs lvm through the global root_helper.', { default: 'admin' }),
@@ -74,7 +69,7 @@ class LvmDriver implements VolumeDriver {
   private commands!: LvmCommandContext;
   private thin = false;
   private provisioningNote = '';
-  private readonly hostLabel: string;
+  private hostLabel = 'this host';
 
   /** Cinder's create_snapshot, delete_snapshot and create_volume_from_snapshot. */
   readonly snapshots: SnapshotOperations = {
@@ -88,14 +83,48 @@ class LvmDriver implements VolumeDriver {
     createClonedVolume: (volume, source, progress) => this.createClonedVolume(volume, source, progress),
   };
 
+  /** Cinder's create_export: the LV through target_helper, on the volume group's host. */
+  readonly exports: ExportOperations;
+
   constructor(
     private readonly options: LvmOptions,
     private readonly context: DriverContext,
   ) {
+    this.runner = this.commandRunner();
+    this.exports =
+      options.target_protocol === 'iscsi'
+        ? targetFor(
+            options.target_helper,
+            {
+              backendName: context.backendName,
+              ipAddress: options.target_ip_address ?? (options.san_ip ? splitHost(options.san_ip, options.san_ssh_port).host : thisHostAddress()),
+              port: options.target_port,
+              prefix: options.target_prefix,
+              configDir: options.target_config_dir ?? join(context.dataDir, 'targets', context.backendName),
+              writeCache: options.iscsi_write_cache,
+              backingFlags: options.iscsi_target_flags,
+            },
+            {
+              runner: this.runner,
+              privileged: async () => [...this.commands.rootHelper],
+              // Cinder's create_export activates the LV first: tgt needs its device node.
+              prepareBacking: async (volume) => {
+                const name = volumeLvName(volume.id);
+                await this.run(activateCommand(this.commands, name, { permanent: false }), `activate ${name} for its export`);
+              },
+            },
+            (volume) => `/dev/${options.volume_group}/${volumeLvName(volume.id)}`,
+            context,
+          )
+        : new UnsupportedExports(`backend "${context.backendName}": target_protocol "${options.target_protocol}" is not exported by this server; use target_protocol: iscsi with target_helper: tgtadm`);
+  }
+
+  private commandRunner(): CommandRunner {
+    const options = this.options;
     if (options.san_ip) {
       const { host, port } = splitHost(options.san_ip, options.san_ssh_port);
       this.hostLabel = `${host}:${port}`;
-      this.runner = new SshRunner({
+      return new SshRunner({
         host,
         port,
         username: options.san_login,
@@ -104,14 +133,13 @@ class LvmDriver implements VolumeDriver {
         connectTimeoutMs: options.ssh_conn_timeout * 1000,
         minConnections: Math.min(options.ssh_min_pool_conn, options.ssh_max_pool_conn),
         maxConnections: options.ssh_max_pool_conn,
-        knownHostsFile: options.ssh_hosts_key_file ?? join(context.dataDir, 'ssh_known_hosts'),
+        knownHostsFile: options.ssh_hosts_key_file ?? join(this.context.dataDir, 'ssh_known_hosts'),
         strictHostKeyPolicy: options.strict_ssh_host_key_policy,
-        log: context.log,
+        log: this.context.log,
       });
-    } else {
-      this.hostLabel = 'this host';
-      this.runner = new LocalRunner();
     }
+    this.hostLabel = 'this host';
+    return new LocalRunner();
   }
 
   async setup(): Promise<void> {
@@ -486,3 +514,4 @@ export default defineDriver({
   options,
   create: (opts, context) => new LvmDriver(opts, context),
 });
+

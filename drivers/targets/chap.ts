@@ -1,0 +1,41 @@
+import { randomInt } from 'node:crypto';
+
+/**
+ * Cinder's generate_username / generate_password (volume_utils): symbols without the look-alikes
+ * 0, 1, I, O and l, at least one from each group, shuffled. Usernames are 20 characters,
+ * passwords 16.
+ */
+const SYMBOL_GROUPS = ['23456789', 'ABCDEFGHJKLMNPQRSTUVWXYZ', 'abcdefghijkmnopqrstuvwxyz'] as const;
+const ALL_SYMBOLS = SYMBOL_GROUPS.join('');
+
+export const CHAP_USERNAME_LENGTH = 20;
+export const CHAP_PASSWORD_LENGTH = 16;
+
+export function generateChapSecret(length: number): string {
+  const chosen = SYMBOL_GROUPS.map((group) => group[randomInt(group.length)]!).slice(0, length);
+  while (chosen.length < length) chosen.push(ALL_SYMBOLS[randomInt(ALL_SYMBOLS.length)]!);
+  for (let i = chosen.length - 1; i > 0; i--) {
+    const j = randomInt(i + 1);
+    [chosen[i], chosen[j]] = [chosen[j]!, chosen[i]!];
+  }
+  return chosen.join('');
+}
+
+export interface ChapCredentials {
+  username: string;
+  password: string;
+}
+
+export function generateChapCredentials(): ChapCredentials {
+  return { username: generateChapSecret(CHAP_USERNAME_LENGTH), password: generateChapSecret(CHAP_PASSWORD_LENGTH) };
+}
+
+/** Cinder's provider_auth string: "CHAP <username> <password>". */
+export function formatProviderAuth(credentials: ChapCredentials): string {
+  return `CHAP ${credentials.username} ${credentials.password}`;
+}
+
+export function parseProviderAuth(providerAuth: string | null | undefined): ChapCredentials | undefined {
+  const [method, username, password] = (providerAuth ?? '').split(' ');
+  return method === 'CHAP' && username && password ? { username, password } : undefined;
+}
