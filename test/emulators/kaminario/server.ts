@@ -11,6 +11,15 @@ import { HttpsEmulator, sendJson } from '../https-emulator.js';
  * volumes come and go. Snapshots are taken of a whole volume group: POST /snapshots with a
  * short_name, a source ref and a retention_policy ref; the array names them
  * "<volume group>:<short_name>" and will not delete a volume group that still has snapshots.
+ *
+ * Connections, as Cinder's Kaminario iSCSI driver makes them: POST /hosts {name, type}, POST
+ * /host_iqns {iqn, host ref}, POST /mappings {volume ref, host ref} answering the mapping with the
+ * LUN the array chose (the lowest free one of that host, from 1). A view (a snapshot of a snapshot
+ * made with is_exposable true) is mapped by its own ref; the array maps its volsnaps (one per
+ * volume of the group, GET /volsnaps?snapshot.ref=...) and a mapping search by the view's ref finds
+ * them. Deleting a host takes its iqns with it; a mapped volume or view cannot be deleted, nor a
+ * host that still has mappings. GET /system/net_ips lists the array's addresses (wan_port set on
+ * the management one), GET /system/state carries iscsi_qualified_target_name. Loopback only.
  */
 export interface K2EmulatorOptions {
   username?: string;
@@ -18,19 +27,36 @@ export interface K2EmulatorOptions {
   restApiVersion?: string;
   totalGb?: number;
   freeGb?: number;
+  /** The array's iSCSI target name (system/state iscsi_qualified_target_name). */
+  targetIqn?: string;
+  /** system/net_ips as the array lists them; loopback addresses only. */
+  netIps?: Array<{ ip_address: string; wan_port: string | null }>;
 }
+
+/** The default system/net_ips: two iSCSI data ports and the management port (a WAN port). */
+export const DEFAULT_NET_IPS = [
+  { ip_address: '127.0.0.20', wan_port: null },
+  { ip_address: '127.0.0.21', wan_port: null },
+  { ip_address: '127.0.0.10', wan_port: 'mgmt' },
+];
+export const DEFAULT_TARGET_IQN = 'iqn.2009-01.com.kaminario:storage.k2.41377';
 
 type K2Object = Record<string, unknown> & { id: number; name?: string };
 
 const KIB_PER_GIB = 1024 * 1024;
+/** Host types the K2 accepts; Cinder's driver always sends "Linux". */
+const HOST_TYPES = ['Linux', 'Windows', 'ESX', 'HP-UX', 'AIX', 'Solaris', 'Other'];
 
 const RESOURCES: Record<string, string> = {
   volumes: '/volumes',
   volume_groups: '/volume_groups',
   'system/state': '/system/state',
   'system/capacity': '/system/capacity',
+  'system/net_ips': '/system/net_ips',
   hosts: '/hosts',
+  host_iqns: '/host_iqns',
   mappings: '/mappings',
+  volsnaps: '/volsnaps',
   snapshots: '/snapshots',
   retention_policies: '/retention_policies',
 };
@@ -52,12 +78,19 @@ export class K2Emulator extends HttpsEmulator {
   private readonly restApiVersion: string;
   private readonly totalKib: number;
   private readonly freeKib: number;
+  readonly targetIqn: string;
+  private readonly netIps: Array<{ ip_address: string; wan_port: string | null }>;
 
   constructor(options: K2EmulatorOptions = {}) {
     super(options.username ?? 'admin', options.password ?? 'k2-password');
     this.restApiVersion = options.restApiVersion ?? '2.2.0';
     this.totalKib = (options.totalGb ?? 20_000) * KIB_PER_GIB;
     this.freeKib = (options.freeGb ?? 18_000) * KIB_PER_GIB;
+    this.targetIqn = options.targetIqn ?? DEFAULT_TARGET_IQN;
+    this.netIps = options.netIps ?? DEFAULT_NET_IPS;
+    for (const ip of this.netIps) {
+      if (!/^127\./.test(ip.ip_address)) throw new Error(`the K2 emulator lists loopback addresses only, not ${ip.ip_address}`);
+    }
     for (const resource of Object.keys(RESOURCES)) this.objects.set(resource, new Map());
     // The array's own volume, which Cinder's driver subtracts from total_volumes.
     this.put('volumes', { name: 'k2-internal', size: 1 * KIB_PER_GIB, volume_group: null });
@@ -113,11 +146,83 @@ export class K2Emulator extends HttpsEmulator {
   }
 
   /** "/volume_groups/7" -> that object and its resource, if it exists. */
-  private resolve(ref: string): { resource: string; object: K2Object } | undefined {
+  resolve(ref: string): { resource: string; object: K2Object } | undefined {
     const match = /^\/(.+)\/(\d+)$/.exec(ref);
     const resource = match && Object.keys(RESOURCES).find((name) => RESOURCES[name] === `/${match[1]}`);
     const object = resource ? this.objects.get(resource)!.get(Number(match![2])) : undefined;
     return resource && object ? { resource, object } : undefined;
+  }
+
+  /** Mappings whose volume is `ref` (a volume, a volsnap, or a view through its volsnaps). */
+  mappingsOf(ref: string): K2Object[] {
+    return [...this.objects.get('mappings')!.values()].filter((mapping) => {
+      const mapped = (mapping.volume as { ref: string }).ref;
+      return mapped === ref || this.viewOf(mapped) === ref;
+    });
+  }
+
+  /** The snapshot ref of a volsnap ref ("/volsnaps/9" -> "/snapshots/4"). */
+  private viewOf(ref: string): string | undefined {
+    if (!ref.startsWith('/volsnaps/')) return undefined;
+    return (this.resolve(ref)?.object.snapshot as { ref?: string } | undefined)?.ref;
+  }
+
+  /** One volsnap per volume of the snapshot's group, as the array keeps them. */
+  private putVolsnaps(snapshot: K2Object): void {
+    const groupRef = (snapshot.volume_group as { ref: string }).ref;
+    for (const volume of this.referencing('volumes', 'volume_group', groupRef)) {
+      this.put('volsnaps', {
+        name: `${String(snapshot.name)}:${String(volume.name)}`,
+        snapshot: { ref: `/snapshots/${snapshot.id}` },
+        volume: { ref: `/volumes/${volume.id}` },
+        size: volume.size,
+      });
+    }
+  }
+
+  private postHostIqn(body: Record<string, unknown>, send: (status: number, payload?: unknown) => void, fail: (status: number, message: string) => void): void {
+    if (typeof body.iqn !== 'string' || !/^(iqn\.|eui\.|naa\.)/.test(body.iqn)) return fail(400, `iqn: "${String(body.iqn)}" is not a valid iSCSI name.`);
+    const hostRef = (body.host as { ref?: unknown } | undefined)?.ref;
+    if (typeof hostRef !== 'string' || this.resolve(hostRef)?.resource !== 'hosts') return fail(400, `host: Invalid reference ${String(hostRef)}`);
+    if ([...this.objects.get('host_iqns')!.values()].some((iqn) => iqn.iqn === body.iqn)) return fail(409, `host_iqns with iqn ${body.iqn} already exists`);
+    send(201, this.put('host_iqns', { iqn: body.iqn, host: { ref: hostRef } }));
+  }
+
+  /**
+   * Maps a volume (or an exposable view, through its volsnaps) to a host at the host's lowest free
+   * LUN; the same volume twice to one host is refused.
+   */
+  private postMapping(body: Record<string, unknown>, send: (status: number, payload?: unknown) => void, fail: (status: number, message: string) => void): void {
+    const hostRef = (body.host as { ref?: unknown } | undefined)?.ref;
+    if (typeof hostRef !== 'string' || this.resolve(hostRef)?.resource !== 'hosts') return fail(400, `host: Invalid reference ${String(hostRef)}`);
+    const volumeRef = (body.volume as { ref?: unknown } | undefined)?.ref;
+    const target = typeof volumeRef === 'string' ? this.resolve(volumeRef) : undefined;
+    let mapped: string[];
+    if (target?.resource === 'volumes') mapped = [volumeRef as string];
+    else if (target?.resource === 'snapshots') {
+      if (!target.object.is_exposable) return fail(400, `Snapshot ${String(target.object.name)} is not exposable`);
+      mapped = this.referencing('volsnaps', 'snapshot', volumeRef as string).map((volsnap) => `/volsnaps/${volsnap.id}`);
+    } else return fail(400, `volume: Invalid reference ${String(volumeRef)}`);
+    const ofHost = this.referencing('mappings', 'host', hostRef);
+    if (ofHost.some((mapping) => mapped.includes((mapping.volume as { ref: string }).ref))) {
+      return fail(409, `mappings: ${String(target.object.name)} is already mapped to host ${String(this.resolve(hostRef)!.object.name)}`);
+    }
+    const used = new Set(ofHost.map((mapping) => Number(mapping.lun)));
+    const created = mapped.map((ref) => {
+      let lun = 1;
+      while (used.has(lun)) lun++;
+      used.add(lun);
+      return this.put('mappings', { volume: { ref }, host: { ref: hostRef }, lun });
+    });
+    send(201, created[0]);
+  }
+
+  /** Why the array refuses to delete `object`, if it does. */
+  private deleteRefusal(resource: string, object: K2Object): string | undefined {
+    if (resource === 'volumes' && this.mappingsOf(`/volumes/${object.id}`).length > 0) return `Volume ${String(object.name)} is mapped to a host`;
+    if (resource === 'snapshots' && this.mappingsOf(`/snapshots/${object.id}`).length > 0) return `Snapshot ${String(object.name)} is mapped to a host`;
+    if (resource === 'hosts' && this.referencing('mappings', 'host', `/hosts/${object.id}`).length > 0) return `Host ${String(object.name)} has mappings`;
+    return undefined;
   }
 
   private put(resource: string, attributes: Record<string, unknown>): K2Object {
@@ -150,7 +255,12 @@ export class K2Emulator extends HttpsEmulator {
 
     if (resource === 'system/state') {
       if (req.method !== 'GET') return fail(405, 'Method not allowed');
-      return send(200, { hits: [{ id: 1, rest_api_version: this.restApiVersion, system_version: '6.1.0', state: 'online' }], total: 1, limit: 100, offset: 0 });
+      return send(200, { hits: [{ id: 1, rest_api_version: this.restApiVersion, system_version: '6.1.0', state: 'online', iscsi_qualified_target_name: this.targetIqn }], total: 1, limit: 100, offset: 0 });
+    }
+    if (resource === 'system/net_ips') {
+      if (req.method !== 'GET') return fail(405, 'Method not allowed');
+      const hits = this.netIps.map((ip, index) => ({ id: index + 1, netmask: '255.0.0.0', ...ip }));
+      return send(200, { hits, total: hits.length, limit: 100, offset: 0 });
     }
     if (resource === 'system/capacity') {
       if (req.method !== 'GET') return fail(405, 'Method not allowed');
@@ -174,7 +284,13 @@ export class K2Emulator extends HttpsEmulator {
           const field = key.endsWith('.ref') ? key.slice(0, -4) : key;
           hits = hits.filter((object) => {
             const actual = object[field];
-            return actual && typeof actual === 'object' ? (actual as { ref?: string }).ref === value : String(actual) === value;
+            if (!(actual && typeof actual === 'object')) return String(actual) === value;
+            const ref = (actual as { ref?: string }).ref;
+            // A view's mappings are its volsnaps' mappings: a search by the view finds them.
+            if (resource === 'mappings' && field === 'volume' && ref?.startsWith('/volsnaps/')) {
+              return ref === value || this.viewOf(ref) === value;
+            }
+            return ref === value;
           });
         }
         const limit = Number(url.searchParams.get('__limit') ?? 100);
@@ -182,6 +298,11 @@ export class K2Emulator extends HttpsEmulator {
         return send(200, { hits: hits.slice(offset, offset + limit), total: hits.length, limit, offset });
       }
       case 'POST': {
+        if (resource === 'host_iqns') return this.postHostIqn(body, send, fail);
+        if (resource === 'mappings') return this.postMapping(body, send, fail);
+        if (resource === 'hosts' && body.type !== undefined && !HOST_TYPES.includes(String(body.type))) {
+          return fail(400, `type: "${String(body.type)}" is not a valid choice.`);
+        }
         if (resource === 'snapshots') {
           const snapshot = this.snapshotFrom(body);
           if (typeof snapshot === 'string') return fail(400, snapshot);
@@ -195,7 +316,9 @@ export class K2Emulator extends HttpsEmulator {
           if (!this.objects.get('volume_groups')!.has(groupId)) return fail(400, `volume_group: Invalid reference ${ref}`);
           if (typeof body.size !== 'number' || body.size <= 0) return fail(400, 'size: A valid integer is required.');
         }
-        return send(201, this.put(resource, body));
+        const created = this.put(resource, resource === 'hosts' ? { type: 'Linux', host_group: null, ...body } : body);
+        if (resource === 'snapshots') this.putVolsnaps(created);
+        return send(201, created);
       }
       case 'PATCH': {
         const object = id !== undefined ? table.get(id) : undefined;
@@ -214,7 +337,16 @@ export class K2Emulator extends HttpsEmulator {
           const snapshots = this.referencing('snapshots', 'volume_group', `/volume_groups/${object.id}`);
           if (snapshots.length > 0) return fail(400, `Volume group ${object.name} has ${snapshots.length} snapshot(s)`);
         }
+        const refusal = this.deleteRefusal(resource, object);
+        if (refusal) return fail(400, refusal);
         table.delete(object.id);
+        if (resource === 'hosts') {
+          // The host's iqns go with it.
+          for (const iqn of this.referencing('host_iqns', 'host', `/hosts/${object.id}`)) this.objects.get('host_iqns')!.delete(iqn.id);
+        }
+        if (resource === 'snapshots') {
+          for (const volsnap of this.referencing('volsnaps', 'snapshot', `/snapshots/${object.id}`)) this.objects.get('volsnaps')!.delete(volsnap.id);
+        }
         return send(204);
       }
       default:
