@@ -109,7 +109,7 @@ class KaminarioDriver implements VolumeDriver {
   /** Resource name -> URL path, from the REST root (krest's discover()). */
   private resources = new Map<string, string>();
 
-  /** Connections and copies through this host wait on each other, as Cinder's k2_lock_name did. */
+  /** initializeConnection and terminateConnection run one at a time, as under Cinder's k2_lock_name lock. */
   private connectionQueue: Promise<unknown> = Promise.resolve();
 
   /** Cinder's create_snapshot, delete_snapshot and create_volume_from_snapshot (a copy through this host). */
