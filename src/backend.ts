@@ -1,6 +1,5 @@
-import { refusingHost } from './attach/refusing-host.js';
 import { DEFAULT_VOLUME_DRIVER, findDriver, knownDriverNames } from '../drivers/catalog.js';
-import type { BackendStats, PoolStats, VolumeDriver } from '../drivers/types.js';
+import type { BackendStats, Connector, PoolStats, VolumeDriver } from '../drivers/types.js';
 import { checkCapacity } from './capacity.js';
 import type { CapacityLedger, Reservation } from './capacity-ledger.js';
 import { ConfigError } from './config/errors.js';
@@ -11,6 +10,8 @@ import { KeyedMutex, SingleFlight } from './locks.js';
 import { waitWithProgress } from './progress.js';
 import { TombstoneKeeper } from './tombstones.js';
 import { VolumeLifecycle } from './lifecycle.js';
+import type { HostAttachers } from './attach/attacher.js';
+import { ConnectionLifecycle } from './connections.js';
 import type { Logger } from './log.js';
 import type { VolumeStore } from './persistence/store.js';
 import type { SecretRegistry } from './secrets.js';
@@ -36,6 +37,10 @@ export interface BackendDependencies {
   leaseMs: number;
   /** False when only checking the config (cinderlib-mcp check): see DriverContext.serving. */
   serving: boolean;
+  /** How this host attaches volumes (loop devices, open-iscsi), by driver_volume_type. */
+  attachers: HostAttachers;
+  /** os-brick's connector properties of this host. */
+  ownConnector(): Promise<Connector>;
 }
 
 type InitState =
@@ -68,6 +73,7 @@ export class Backend {
   private driverNotes: string[] = [];
   private tombstones?: TombstoneKeeper;
   private mutations?: VolumeLifecycle;
+  private links?: ConnectionLifecycle;
   readonly warnings: string[] = [];
 
   constructor(
@@ -164,14 +170,28 @@ export class Backend {
         reserveCapacity: (poolName, sizeGb, refusal) => this.reserveCapacity(poolName, sizeGb, refusal),
         invalidateStats: () => this.invalidateStats(),
         tombstones: () => this.tombstones!,
+        afterExtend: (volumeId) => this.connections.resizeAttached(volumeId),
       },
-      { store: this.deps.store, secrets: this.deps.secrets, log: this.deps.log, locks: this.deps.volumeLocks, serverId: this.deps.serverId, leaseMs: this.deps.leaseMs },
+      this.lifecycleDependencies(),
     ));
   }
 
+  /** Connections of this backend's volumes: exports to hosts and attachments here (src/connections.ts). */
+  get connections(): ConnectionLifecycle {
+    return (this.links ??= new ConnectionLifecycle(
+      { id: this.id, volumeDriver: this.volumeDriver, ready: () => this.ready() },
+      this.lifecycle,
+      { ...this.lifecycleDependencies(), attachers: this.deps.attachers, ownConnector: this.deps.ownConnector },
+    ));
+  }
+
+  private lifecycleDependencies() {
+    return { store: this.deps.store, secrets: this.deps.secrets, log: this.deps.log, locks: this.deps.volumeLocks, serverId: this.deps.serverId, leaseMs: this.deps.leaseMs };
+  }
+
   /** What the driver can do beyond volumes: the groups it implements (UNSUPPORTED answers the rest). */
-  get capabilities(): { snapshots: boolean; clones: boolean } | undefined {
-    return this.driver ? { snapshots: !!this.driver.snapshots, clones: !!this.driver.clones } : undefined;
+  get capabilities(): { snapshots: boolean; clones: boolean; exports: boolean } | undefined {
+    return this.driver ? { snapshots: !!this.driver.snapshots, clones: !!this.driver.clones, exports: !!this.driver.exports } : undefined;
   }
 
   async close(): Promise<void> {
@@ -257,7 +277,11 @@ export class Backend {
         dataDir: this.deps.dataDir,
         rootHelper: this.deps.rootHelper,
         serving: this.deps.serving,
-        host: refusingHost('attaching volumes on this host is not built yet'),
+        // Resolved when a driver asks, by then the backend is ready: the host attaches through the driver's own exports.
+        host: {
+          cannotAttach: () => this.connections.hostAccess().cannotAttach(),
+          attach: (volume) => this.connections.hostAccess().attach(volume),
+        },
       },
       this.volumeDriver,
     );

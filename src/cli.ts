@@ -12,6 +12,9 @@ const USAGE = `cinderlib-mcp ${VERSION}: block storage for AI assistants, over M
 Usage:
   cinderlib-mcp [--config FILE]         serve MCP over stdio
   cinderlib-mcp check [--config FILE]   initialize every backend, print a summary, exit 0 if all are up
+  cinderlib-mcp connection-secret CONNECTION_ID [--config FILE]
+                                        print a connection's CHAP credentials (for the host's
+                                        administrator; never available over MCP)
   cinderlib-mcp --help | --version
 
 Config lookup: --config, then $CINDERLIB_MCP_CONFIG, then the embedded default
@@ -22,8 +25,9 @@ answers them before it exits, for up to CINDERLIB_MCP_SHUTDOWN_GRACE_MS (default
 a second signal exits at once.`;
 
 interface Command {
-  mode: 'serve' | 'check' | 'help' | 'version';
+  mode: 'serve' | 'check' | 'connection-secret' | 'help' | 'version';
   configPath?: string;
+  connectionId?: string;
 }
 
 export function parseArgs(argv: string[]): Command {
@@ -34,12 +38,17 @@ export function parseArgs(argv: string[]): Command {
     if (arg === '--version' || arg === '-v') return { mode: 'version' };
     if (arg === 'check' && i === 0) command.mode = 'check';
     else if (arg === 'serve' && i === 0) command.mode = 'serve';
+    else if (arg === 'connection-secret' && i === 0) command.mode = 'connection-secret';
+    else if (command.mode === 'connection-secret' && command.connectionId === undefined && !arg.startsWith('-')) command.connectionId = arg;
     else if (arg === '--config' || arg === '-c') {
       const value = argv[++i];
       if (value === undefined) throw new ConfigError('--config needs a file path');
       command.configPath = value;
     } else if (arg.startsWith('--config=')) command.configPath = arg.slice('--config='.length);
     else throw new ConfigError(`unknown argument "${arg}"; see cinderlib-mcp --help`);
+  }
+  if (command.mode === 'connection-secret' && command.connectionId === undefined) {
+    throw new ConfigError('connection-secret needs a connection id (list_connections shows them)');
   }
   return command;
 }
@@ -63,6 +72,13 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     const config = await resolveConfig(command.configPath, secrets);
+    if (command.mode === 'connection-secret') {
+      const { connectionSecret } = await import('./connection-secret.js');
+      const answer = await connectionSecret(config, command.connectionId!);
+      process.stdout.write(answer.stdout);
+      process.stderr.write(answer.stderr);
+      return answer.code;
+    }
     return command.mode === 'check' ? await check(config, log) : await serve(config, log);
   } catch (error) {
     if (error instanceof ConfigError) {

@@ -6,6 +6,7 @@ import { runHoldingAll, type KeyedMutex } from './locks.js';
 import type { Logger } from './log.js';
 import type { RequestEntry, SnapshotPatch, VolumePatch, VolumeStore } from './persistence/store.js';
 import { trackCopy } from './progress.js';
+import type { ConnectionRecord } from './connection.js';
 import type { SecretRegistry } from './secrets.js';
 import type { SnapshotRecord, SnapshotStatus } from './snapshot.js';
 import type { TombstoneKeeper } from './tombstones.js';
@@ -28,6 +29,8 @@ export interface LifecycleHost {
   ): Promise<{ pool: PoolStats; reservation: Reservation }>;
   invalidateStats(): void;
   tombstones(): TombstoneKeeper;
+  /** After a volume grew: devices attached on this host take the new size. */
+  afterExtend?(volumeId: string, newSizeGb: number): Promise<void>;
 }
 
 export interface LifecycleDependencies {
@@ -57,7 +60,10 @@ export interface CreateSnapshotInput {
 }
 
 /** What a repeated request_id answers with: the object the first call made, in its current state. */
-export type RequestReplay = { kind: 'volume'; record: VolumeRecord } | { kind: 'snapshot'; record: SnapshotRecord };
+export type RequestReplay =
+  | { kind: 'volume'; record: VolumeRecord }
+  | { kind: 'snapshot'; record: SnapshotRecord }
+  | { kind: 'connection'; record: ConnectionRecord };
 
 interface CapacityNeed {
   poolName: string | undefined;
@@ -65,7 +71,7 @@ interface CapacityNeed {
   refusal: (room: { pool: string; gb: number; text: string }) => string;
 }
 
-interface Mutation<T, R> {
+export interface Mutation<T, R> {
   /** "create volume <id>": for messages and logs. */
   what: string;
   /** Lock keys (volume:<id>, snapshot:<id>): one operation per object at a time, sources included. */
@@ -93,7 +99,7 @@ class UnrecordedOutcome extends Error {
 }
 
 /** Thrown from begin() when a request_id turned out to be taken by a concurrent call. */
-class Replay extends Error {
+export class Replay extends Error {
   constructor(readonly entry: RequestEntry) {
     super(`request ${entry.request_id} replayed`);
   }
@@ -102,7 +108,7 @@ class Replay extends Error {
 /** Waits before writing an operation's outcome again, when the metadata store refused it. */
 const OUTCOME_RETRY_MS = [100, 500];
 
-const volumeKey = (id: string) => `volume:${id}`;
+export const volumeKey = (id: string) => `volume:${id}`;
 const snapshotKey = (id: string) => `snapshot:${id}`;
 
 export class VolumeLifecycle {
@@ -191,7 +197,7 @@ export class VolumeLifecycle {
             `new_size ${newSize} GiB is smaller than volume ${volumeId}'s ${record.size} GiB; volumes cannot shrink, pass a new_size above ${record.size}`,
           );
         }
-        this.requireStatus('volume', record, ['available'], 'extended');
+        this.requireStatus('volume', record, ['available', 'in-use'], 'extended');
         if (newSize === record.size) return { answer: record }; // already there: extending is idempotent
         const growth = newSize - record.size;
         return {
@@ -202,9 +208,14 @@ export class VolumeLifecycle {
           },
         };
       },
-      begin: async () => void (await this.transitionVolume(volumeId, { status: 'extending' }, ['available'])),
-      act: (driver) => driver.extendVolume(this.volumeRef(record), newSize),
-      finish: () => this.recordVolumeOutcome(volumeId, 'extend', { status: 'available', size: newSize, status_reason: null, failed_operation: null }),
+      begin: async () => void (await this.transitionVolume(volumeId, { status: 'extending' }, ['available', 'in-use'])),
+      act: async (driver) => {
+        await driver.extendVolume(this.volumeRef(record), newSize);
+        // A connected volume's export follows the new size (Cinder's extend_target).
+        if (record.status === 'in-use') await driver.exports?.extendExport?.({ ...this.volumeRef(record), size: newSize });
+        await this.host.afterExtend?.(record.id, newSize);
+      },
+      finish: () => this.recordVolumeOutcome(volumeId, 'extend', { status: record.status, size: newSize, status_reason: null, failed_operation: null }),
       fail: async (failure) => {
         // As Cinder's error_extending: the array's state is unknown, so the volume is not offered as usable.
         await this.recordVolumeOutcome(volumeId, 'extend', { status: 'error', status_reason: `extend to ${newSize} GiB failed: ${failure.message}`, failed_operation: 'extend' });
@@ -297,7 +308,7 @@ export class VolumeLifecycle {
           : undefined,
         begin: async () => {
           volume = await this.requireVolume(volumeId);
-          this.requireStatus('volume', volume, ['available'], 'snapshotted');
+          this.requireStatus('volume', volume, ['available', 'in-use'], 'snapshotted');
           record.volume_size = volume.size;
           Object.assign(record, this.claim()); // the lease runs from the intent, not from before any wait for locks
           const outcome = await this.deps.store.insertSnapshotForRequest(record, request && { ...request, object_id: record.id });
@@ -358,8 +369,8 @@ export class VolumeLifecycle {
     return entry ? this.replay(entry, request) : undefined;
   }
 
-  /** The one routine every mutation goes through. */
-  private async mutate<T, R>(mutation: Mutation<T, R>): Promise<R> {
+  /** The one routine every mutation goes through (connections' too: src/connections.ts). */
+  async mutate<T, R>(mutation: Mutation<T, R>): Promise<R> {
     const driver = await this.host.ready();
     return runHoldingAll(this.deps.locks, mutation.locks, async () => {
       const prepared = await mutation.prepare?.();
@@ -414,7 +425,17 @@ export class VolumeLifecycle {
       if (!driver.clones) throw this.unsupported('clone volumes', 'take a snapshot (create_snapshot) and create a volume from it instead, where the driver has snapshots');
       const clones = driver.clones;
       const source = await this.requireVolume(sourceId);
-      const recheck = async () => this.requireStatus('volume', await this.requireVolume(sourceId), ['available'], 'cloned', 'IN_USE');
+      const recheck = async () => {
+        const current = await this.requireVolume(sourceId);
+        if (current.status === 'in-use' && clones.refusesConnectedSource) {
+          const connections = await this.deps.store.connectionsOf(sourceId);
+          throw new StorageError(
+            'IN_USE',
+            `volume ${sourceId} is connected (${connections.map((c) => `connection ${c.id}`).join(', ')}) and the ${this.host.volumeDriver} driver cannot clone a connected volume; disconnect it first (disconnect_volume), or snapshot it and create the volume from the snapshot`,
+          );
+        }
+        this.requireStatus('volume', current, ['available', 'in-use'], 'cloned', 'IN_USE');
+      };
       await recheck();
       return {
         size: source.size,
@@ -429,12 +450,17 @@ export class VolumeLifecycle {
     return undefined;
   }
 
-  private async replay(entry: RequestEntry, request: RequestEntry): Promise<RequestReplay> {
+  async replay(entry: RequestEntry, request: RequestEntry): Promise<RequestReplay> {
     if (entry.tool !== request.tool || entry.fingerprint !== request.fingerprint) {
       throw new StorageError(
         'ALREADY_EXISTS',
         `request_id "${request.request_id}" was already used ${entry.tool === request.tool ? 'with other arguments' : `by ${entry.tool}`} (it made ${entry.object_kind} ${entry.object_id}); use a new request_id for a new request, or repeat the first call exactly`,
       );
+    }
+    if (entry.object_kind === 'connection') {
+      const record = await this.deps.store.getConnection(entry.object_id);
+      if (!record) throw new StorageError('NOT_FOUND', `request_id "${request.request_id}" made connection ${entry.object_id}, which has been disconnected since`);
+      return { kind: 'connection', record };
     }
     if (entry.object_kind === 'snapshot') {
       const record = await this.deps.store.getSnapshot(entry.object_id);
@@ -451,11 +477,11 @@ export class VolumeLifecycle {
     return driver.snapshots;
   }
 
-  private unsupported(what: string, instead: string): StorageError {
+  unsupported(what: string, instead: string): StorageError {
     return new StorageError('UNSUPPORTED', `backend "${this.host.id}": the ${this.host.volumeDriver} driver cannot ${what}; ${instead}`);
   }
 
-  private async requireVolume(volumeId: string): Promise<VolumeRecord> {
+  async requireVolume(volumeId: string): Promise<VolumeRecord> {
     const record = await this.deps.store.get(volumeId);
     if (!record || record.backend !== this.host.id) {
       throw new StorageError('NOT_FOUND', `volume ${volumeId} does not exist; list_volumes shows the volumes there are`);
@@ -475,7 +501,7 @@ export class VolumeLifecycle {
    * Refuses an object in the wrong status: one under an operation is BACKEND_BUSY (IN_USE when it
    * is the source of the caller's copy: the operation holds it), one in error INVALID_ARGUMENT.
    */
-  private requireStatus(kind: 'volume' | 'snapshot', record: VolumeRecord | SnapshotRecord, allowed: string[], action: string, busyCode: 'BACKEND_BUSY' | 'IN_USE' = 'BACKEND_BUSY'): void {
+  requireStatus(kind: 'volume' | 'snapshot', record: VolumeRecord | SnapshotRecord, allowed: string[], action: string, busyCode: 'BACKEND_BUSY' | 'IN_USE' = 'BACKEND_BUSY'): void {
     if (allowed.includes(record.status)) return;
     const busy = TRANSITIONAL_STATUSES.includes(record.status as VolumeStatus);
     throw new StorageError(
@@ -486,7 +512,7 @@ export class VolumeLifecycle {
   }
 
   /** Marks a record as this server's, for as long as an operation on it is under way. */
-  private claim(): { owner: string; lease_expires_at: string } {
+  claim(): { owner: string; lease_expires_at: string } {
     return { owner: this.deps.serverId, lease_expires_at: new Date(Date.now() + this.deps.leaseMs).toISOString() };
   }
 
@@ -563,15 +589,15 @@ export class VolumeLifecycle {
     }
   }
 
-  private volumeRef(record: VolumeRecord): VolumeRef {
-    return { id: record.id, size: record.size, pool_name: record.pool_name, provider_location: record.provider_location };
+  volumeRef(record: VolumeRecord): VolumeRef {
+    return { id: record.id, size: record.size, pool_name: record.pool_name, provider_location: record.provider_location, provider_auth: record.provider_auth ?? null };
   }
 
   private snapshotRef(record: SnapshotRecord): SnapshotRef {
     return { id: record.id, volume_id: record.volume_id, volume_size: record.volume_size, provider_location: record.provider_location };
   }
 
-  private asStorageError(error: unknown, operation: string): StorageError {
+  asStorageError(error: unknown, operation: string): StorageError {
     if (isStorageError(error)) return new StorageError(error.code, this.deps.secrets.redact(error.message), { cause: error });
     this.deps.log.error(`backend "${this.host.id}": ${operation}: unexpected failure: ${describeError(error)}`);
     return new StorageError('INTERNAL', `backend "${this.host.id}": ${operation} failed unexpectedly: ${this.deps.secrets.redact(describeError(error))}`, { cause: error });

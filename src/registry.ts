@@ -9,11 +9,14 @@ import { StorageError, describeError, isStorageError } from './errors.js';
 import { KeyedMutex } from './locks.js';
 import type { Logger } from './log.js';
 import { hostname } from 'node:os';
+import { hostAttachers, thisHostConnector } from './attach/index.js';
 import { dataDir } from './paths.js';
 import { openVolumeStore } from './persistence/index.js';
 import { MemoryVolumeStore } from './persistence/memory.js';
 import type { VolumeStore } from './persistence/store.js';
 import type { SecretRegistry } from './secrets.js';
+import type { ConnectionRecord } from './connection.js';
+import type { Connector } from '../drivers/types.js';
 import type { VolumeRecord, VolumeStatus } from './volume.js';
 
 /**
@@ -39,11 +42,32 @@ export interface ListSnapshotsInput {
 }
 
 /** The request_id entry of a call, fingerprinted by its arguments (request_id itself left out). */
-function requestEntry(requestId: string | undefined, tool: string, kind: 'volume' | 'snapshot', args: Record<string, unknown>): RequestEntry | undefined {
+function requestEntry(requestId: string | undefined, tool: string, kind: RequestEntry['object_kind'], args: Record<string, unknown>): RequestEntry | undefined {
   if (requestId === undefined) return undefined;
   const { request_id: _id, ...rest } = args;
-  const fingerprint = JSON.stringify(Object.fromEntries(Object.entries(rest).filter(([, value]) => value !== undefined).sort(([a], [b]) => a.localeCompare(b))));
+  const fingerprint = JSON.stringify(canonical(rest));
   return { request_id: requestId, tool, fingerprint, object_kind: kind, object_id: '', created_at: new Date().toISOString() };
+}
+
+/** Objects with their keys sorted at every depth and undefined values dropped: one spelling per set of arguments. */
+function canonical(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(canonical);
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(
+      Object.entries(value)
+        .filter(([, child]) => child !== undefined)
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+        .map(([key, child]) => [key, canonical(child)]),
+    );
+  }
+  return value;
+}
+
+export interface ListConnectionsInput {
+  backend?: string;
+  volume_id?: string;
+  limit: number;
+  cursor?: string;
 }
 
 export interface BackendSummary {
@@ -52,7 +76,7 @@ export interface BackendSummary {
   initialized: boolean;
   config: Record<string, unknown>;
   pool_names: string[];
-  capabilities?: { snapshots: boolean; clones: boolean };
+  capabilities?: { snapshots: boolean; clones: boolean; exports: boolean };
   initializing?: boolean;
   error?: string;
   next_retry_at?: string;
@@ -72,7 +96,7 @@ export class BackendRegistry {
   private constructor(
     config: LoadedConfig,
     private readonly store: VolumeStore,
-    secrets: SecretRegistry,
+    private readonly secrets: SecretRegistry,
     private readonly log: Logger,
     serving: boolean,
   ) {
@@ -90,6 +114,8 @@ export class BackendRegistry {
       serverId: this.serverId,
       leaseMs: this.leaseMs,
       serving,
+      attachers: hostAttachers(config.global.rootHelper),
+      ownConnector: thisHostConnector,
     };
     this.configError = config.error;
     for (const spec of config.backends) this.backends.set(spec.name, new Backend(spec, deps));
@@ -285,6 +311,51 @@ export class BackendRegistry {
   async deleteSnapshot(snapshotId: string): Promise<void> {
     const snapshot = await this.getSnapshot(snapshotId);
     await this.backendOf(snapshot.backend, `snapshot ${snapshotId}`).lifecycle.deleteSnapshot(snapshotId);
+  }
+
+  /** Cinder's validate_connector on a backend: the connector keys its protocol needs. */
+  async validateConnector(backendName: string, connector: Connector): Promise<void> {
+    await this.get(backendName).connections.validateConnector(connector);
+  }
+
+  async getConnection(connectionId: string): Promise<ConnectionRecord> {
+    this.requireUsableConfig();
+    const record = await this.store.getConnection(connectionId);
+    if (!record) throw new StorageError('NOT_FOUND', `connection ${connectionId} does not exist; list_connections shows the connections there are`);
+    return record;
+  }
+
+  /** A page of connections from the metadata store, in creation order. */
+  async listConnections(input: ListConnectionsInput): Promise<{ connections: ConnectionRecord[]; nextCursor?: string }> {
+    const { records, nextCursor } = await this.page('list_connections', input, { backend: input.backend, volume_id: input.volume_id }, (query) => this.store.listConnections(query));
+    return { connections: records, nextCursor };
+  }
+
+  async connectVolume(volumeId: string, connector: Connector, requestId: string | undefined, requestArguments: Record<string, unknown>): Promise<ConnectionRecord> {
+    const backend = await this.owner(volumeId);
+    const request = requestEntry(requestId, 'connect_volume', 'connection', requestArguments);
+    const replay = await backend.lifecycle.replayIfRepeated(request);
+    if (replay) return replay.record as ConnectionRecord;
+    return backend.connections.connect(volumeId, connector, request);
+  }
+
+  async attachVolume(volumeId: string): Promise<ConnectionRecord> {
+    return (await this.owner(volumeId)).connections.attach(volumeId);
+  }
+
+  async disconnectVolume(connectionId: string, force: boolean): Promise<void> {
+    const connection = await this.getConnection(connectionId);
+    await this.backendOf(connection.backend, `connection ${connectionId}`).connections.disconnect(connectionId, force);
+  }
+
+  async detachVolume(connectionId: string): Promise<void> {
+    const connection = await this.getConnection(connectionId);
+    await this.backendOf(connection.backend, `connection ${connectionId}`).connections.detach(connectionId);
+  }
+
+  /** Masks secret-named keys (CHAP passwords) and every registered secret, for answers. */
+  mask<T>(value: T): T {
+    return this.secrets.maskOptions(value);
   }
 
   async close(): Promise<void> {

@@ -1,4 +1,10 @@
 import type { ToolDefinition } from '../src/tool.js';
+import attachVolume from './attach_volume.js';
+import connectVolume from './connect_volume.js';
+import detachVolume from './detach_volume.js';
+import disconnectVolume from './disconnect_volume.js';
+import listConnections from './list_connections.js';
+import validateConnector from './validate_connector.js';
 import createSnapshot from './create_snapshot.js';
 import createVolume from './create_volume.js';
 import deleteSnapshot from './delete_snapshot.js';
@@ -26,4 +32,10 @@ export const TOOLS = [
   getSnapshot,
   createSnapshot,
   deleteSnapshot,
+  validateConnector,
+  connectVolume,
+  listConnections,
+  disconnectVolume,
+  attachVolume,
+  detachVolume,
 ] as unknown as readonly ToolDefinition[];

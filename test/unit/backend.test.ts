@@ -19,7 +19,7 @@ async function makeBackend(dir: string) {
   const store = new MemoryVolumeStore();
   const backend = new Backend(
     { name: 'b', options: { volume_backend_name: 'b', volume_driver: 'file', volumes_dir: dir } },
-    { store, secrets: new SecretRegistry(), log: createLogger('test'), dataDir: dir, rootHelper: '', outputAllBackendInfo: false, volumeLocks: new KeyedMutex(), capacity: new CapacityLedger(), serverId: 'unit-test-server', leaseMs: 30_000, serving: true },
+    { store, secrets: new SecretRegistry(), log: createLogger('test'), dataDir: dir, rootHelper: '', outputAllBackendInfo: false, volumeLocks: new KeyedMutex(), capacity: new CapacityLedger(), serverId: 'unit-test-server', leaseMs: 30_000, serving: true, attachers: {}, ownConnector: async () => ({ host: 'unit-test-host' }) },
   );
   await backend.initialize();
   expect(backend.initialized, backend.error).toBe(true);

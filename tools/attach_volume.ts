@@ -1,0 +1,17 @@
+import { z } from 'zod';
+import { toConnectionView } from '../src/connection.js';
+import { defineTool } from '../src/tool.js';
+import { connectionSchema, volumeIdArgument } from './schemas.js';
+
+export default defineTool({
+  name: 'attach_volume',
+  title: 'Attach a volume on the server\'s host',
+  description:
+    'Attaches a volume on the host this server runs on (cinderlib\'s vol.attach) and returns the connection with device.path, a block device there: the file driver through a loop device, iSCSI backends through the host\'s open-iscsi initiator. A host that cannot attach (no kernel iSCSI initiator, no root) answers UNSUPPORTED saying why, before touching the array. The volume becomes "in-use"; undo with detach_volume.',
+  input: z.object({ volume_id: volumeIdArgument }).strict(),
+  output: connectionSchema,
+  annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
+  async handler({ volume_id }, registry) {
+    return toConnectionView(await registry.attachVolume(volume_id), (value) => registry.mask(value));
+  },
+});
