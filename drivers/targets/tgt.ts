@@ -52,6 +52,10 @@ export class TgtTarget implements ExportOperations {
   async createExport(volume: VolumeRef): Promise<ExportUpdate | void> {
     await this.requirePortal();
     await this.host.prepareBacking?.(volume);
+    const backing = this.backingPath(volume);
+    if ((await this.run(['test', '-e', backing], `look for ${backing}`)).exitCode !== 0) {
+      throw new StorageError('BACKEND_UNAVAILABLE', `backend "${this.settings.backendName}": volume ${volume.id}'s backing store ${backing} does not exist on ${this.host.runner.target}, so it cannot be exported`);
+    }
     const known = parseProviderAuth(volume.provider_auth);
     const credentials = known ?? generateChapCredentials();
     this.context.secrets.register(credentials.password);
