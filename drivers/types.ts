@@ -113,6 +113,8 @@ export interface ExportUpdate {
  * holds the volume's lock around all of them and records every step in the metadata store.
  */
 export interface ExportOperations {
+  /** Why this backend cannot export at all (an option to set, a missing kernel feature); every call is then refused with it. */
+  readonly unavailable?: string;
   /** Connector keys the protocol needs (Cinder's validate_connector): ['initiator'] for iSCSI. */
   readonly requiredConnectorKeys: readonly string[];
   /** Makes the volume exportable (a tgt target); arrays that map per host may do nothing here. */

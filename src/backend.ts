@@ -191,7 +191,7 @@ export class Backend {
 
   /** What the driver can do beyond volumes: the groups it implements (UNSUPPORTED answers the rest). */
   get capabilities(): { snapshots: boolean; clones: boolean; exports: boolean } | undefined {
-    return this.driver ? { snapshots: !!this.driver.snapshots, clones: !!this.driver.clones, exports: !!this.driver.exports } : undefined;
+    return this.driver ? { snapshots: !!this.driver.snapshots, clones: !!this.driver.clones, exports: !!this.driver.exports && !this.driver.exports.unavailable } : undefined;
   }
 
   async close(): Promise<void> {

@@ -302,6 +302,7 @@ export class ConnectionLifecycle {
 
   private requireExports(driver: VolumeDriver): ExportOperations {
     if (!driver.exports) throw this.volumes.unsupported('export volumes to hosts', 'it keeps volumes only for this server');
+    if (driver.exports.unavailable) throw new StorageError('UNSUPPORTED', driver.exports.unavailable);
     return driver.exports;
   }
 

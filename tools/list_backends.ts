@@ -19,6 +19,7 @@ export default defineTool({
           .object({
             snapshots: z.boolean().describe('create_snapshot, delete_snapshot and create_volume with snapshot_id work here.'),
             clones: z.boolean().describe('create_volume with source_volume_id works here.'),
+            exports: z.boolean().describe('connect_volume can export volumes to hosts here (a file backend needs target_helper: tgtadm).'),
           })
           .optional()
           .describe('What the driver can do beyond volumes (once initialized); the rest answers UNSUPPORTED.'),

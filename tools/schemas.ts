@@ -140,7 +140,9 @@ export const connectionSchema = z.object({
       data: z.record(z.string(), z.unknown()).describe('What the host\'s initiator needs: target_iqn, target_portal, target_lun, auth_method, auth_username, auth_password (always "***": the host\'s administrator reads it with `cinderlib-mcp connection-secret ID`).'),
     })
     .describe('Cinder\'s initialize_connection answer.'),
-  device: z.object({ type: z.string(), path: z.string() }).optional().describe('For attach_volume: the block device on the server\'s own host.'),
+  device: z
+    .object({ type: z.string().describe('block.'), path: z.string().describe('The device node, e.g. /dev/loop3 or /dev/sdc.') })
+    .optional().describe('For attach_volume: the block device on the server\'s own host.'),
   created_at: z.string().describe('ISO 8601 creation time.'),
   status_reason: z.string().optional().describe('Why the connection is in error, when it is.'),
 });

@@ -14,10 +14,10 @@ export { TARGET_HELPERS, targetOptions, thisHostAddress, type TargetHelper } fro
 export class UnsupportedExports implements ExportOperations {
   readonly requiredConnectorKeys = ['initiator'] as const;
 
-  constructor(private readonly reason: string) {}
+  constructor(readonly unavailable: string) {}
 
   private refuse(): never {
-    throw new StorageError('UNSUPPORTED', this.reason);
+    throw new StorageError('UNSUPPORTED', this.unavailable);
   }
 
   async createExport(): Promise<never> {

@@ -5,13 +5,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkingOutputSchemas, type SchemaCheckedHarness } from '../helpers/scenarios.js';
 import { startMcpServer } from '../helpers/server.js';
 
-const READ_TOOLS = ['list_backends', 'get_stats', 'pool_names', 'list_volumes', 'get_volume', 'list_snapshots', 'get_snapshot'];
-const ALL_TOOLS = [...READ_TOOLS, 'create_volume', 'extend_volume', 'delete_volume', 'create_snapshot', 'delete_snapshot'];
+const READ_TOOLS = ['list_backends', 'get_stats', 'pool_names', 'list_volumes', 'get_volume', 'list_snapshots', 'get_snapshot', 'validate_connector', 'list_connections'];
+/** Their answers' schemas are checked in test/iscsi, against a real target. */
+const CONNECTION_TOOLS = ['validate_connector', 'connect_volume', 'list_connections', 'disconnect_volume', 'attach_volume', 'detach_volume'];
+const ALL_TOOLS = [...READ_TOOLS, 'create_volume', 'extend_volume', 'delete_volume', 'create_snapshot', 'delete_snapshot', 'connect_volume', 'disconnect_volume', 'attach_volume', 'detach_volume'];
 /** Tools that answer from the metadata store alone; every other tool may ask an array. */
-const STORE_ONLY_TOOLS = ['list_volumes', 'get_volume', 'list_snapshots', 'get_snapshot'];
+const STORE_ONLY_TOOLS = ['list_volumes', 'get_volume', 'list_snapshots', 'get_snapshot', 'list_connections'];
 /** Tools whose second identical call does not answer as the first did (without a request_id). */
-const NOT_IDEMPOTENT_TOOLS = ['create_volume', 'delete_volume', 'create_snapshot', 'delete_snapshot'];
-const DESTRUCTIVE_TOOLS = ['delete_volume', 'delete_snapshot'];
+const NOT_IDEMPOTENT_TOOLS = ['create_volume', 'delete_volume', 'create_snapshot', 'delete_snapshot', 'connect_volume', 'disconnect_volume', 'attach_volume', 'detach_volume'];
+const DESTRUCTIVE_TOOLS = ['delete_volume', 'delete_snapshot', 'disconnect_volume', 'detach_volume'];
 
 describe('the MCP contract over a real stdio pipe', () => {
   let root: string;
@@ -65,7 +67,7 @@ describe('the MCP contract over a real stdio pipe', () => {
       initialized: true,
       config: { volume_backend_name: 'alpha' },
       pool_names: ['alpha'],
-      capabilities: { snapshots: expect.any(Boolean), clones: expect.any(Boolean) },
+      capabilities: { snapshots: expect.any(Boolean), clones: expect.any(Boolean), exports: expect.any(Boolean) },
     });
   });
 
@@ -252,7 +254,7 @@ describe('the MCP contract over a real stdio pipe', () => {
     // Each server.call above checked its own answer; the walk has not asked for pool names yet (alpha's folder is gone by now).
     const pools = await server.call('pool_names', { backend: 'beta' });
     expect(pools.isError, pools.text).toBe(false);
-    expect([...server.checkedTools].sort()).toEqual([...ALL_TOOLS].sort());
+    expect([...server.checkedTools].sort()).toEqual(ALL_TOOLS.filter((tool) => !CONNECTION_TOOLS.includes(tool)).sort());
   });
 });
 
@@ -299,7 +301,7 @@ describe('the embedded default', () => {
           initialized: true,
           config: { volume_backend_name: 'default' },
           pool_names: ['default'],
-          capabilities: { snapshots: true, clones: true },
+          capabilities: { snapshots: true, clones: true, exports: false },
         },
       ]);
       const stats = await server.call('get_stats', { backend: 'default' });

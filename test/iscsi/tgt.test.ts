@@ -271,6 +271,20 @@ if (missing && !inCi) {
       expect((await server.call('delete_volume', { volume_id: volume.id })).isError).toBe(false);
     });
 
+    it('answers every connection tool with structuredContent matching its output schemas', async () => {
+      const volume = (await server.call('create_volume', { backend: 'files', size: 1 })).data;
+      const connector = { host: 'host-a', initiator: INITIATOR_A };
+      await server.call('validate_connector', { backend: 'files', connector });
+      const connection = (await server.call('connect_volume', { volume_id: volume.id, connector })).data;
+      const attached = (await server.call('attach_volume', { volume_id: volume.id })).data;
+      expect((await server.call('list_connections', { backend: 'files', volume_id: volume.id })).data.connections.map((c: { id: string }) => c.id)).toEqual([connection.id, attached.id]);
+      await server.call('detach_volume', { connection_id: attached.id });
+      await server.call('disconnect_volume', { connection_id: connection.id });
+      for (const tool of ['validate_connector', 'connect_volume', 'list_connections', 'disconnect_volume', 'attach_volume', 'detach_volume']) {
+        expect(server.checkedTools.has(tool), tool).toBe(true);
+      }
+    });
+
     it('answers connection-secret for an unknown id with exit 1 and nothing on stdout', () => {
       const unknown = secretOf('00000000-0000-4000-8000-000000000000');
       expect(unknown.code).toBe(1);

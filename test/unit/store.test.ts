@@ -148,6 +148,8 @@ describe.each(storages)('%s volume store', (_name, open) => {
       created_at: now,
       updated_at: now,
       status_reason: null,
+      owner: null,
+      lease_expires_at: null,
     });
     for (const [n, volume] of [[1, 1], [2, 2], [3, 1]] as const) expect(await store.insertConnection(connection(n, volume))).toBe(true);
     expect(await store.insertConnection(connection(1, 1))).toBe(false);
@@ -218,7 +220,7 @@ describe('sqlite specifics', () => {
     await store.close();
     const db = new Database(path, { readonly: true });
     expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
-    expect(db.pragma('user_version', { simple: true })).toBe(6);
+    expect(db.pragma('user_version', { simple: true })).toBe(7);
     const plan = db.prepare("EXPLAIN QUERY PLAN SELECT * FROM volumes WHERE seq > 0 AND backend = 'x' AND status = 'available' ORDER BY seq LIMIT 10").all() as Array<{ detail: string }>;
     expect(plan.map((row) => row.detail).join(' ')).toMatch(/USING INDEX volumes_by_backend_status/);
     db.close();
