@@ -1,5 +1,6 @@
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
 import type { JsonSchemaType } from '@modelcontextprotocol/sdk/validation';
+import { existsSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TOOLS } from '../../tools/index.js';
 import { startMcpServer, type McpHarness, type ToolAnswer } from './server.js';
@@ -25,9 +26,24 @@ export interface ScenarioOptions {
    * driver can, the host cannot: LVM without device-mapper); `unsupported` (the driver cannot).
    */
   lifecycle?: { snapshots: LifecycleOutcome; fromSnapshot: LifecycleOutcome; clones: LifecycleOutcome };
+  /**
+   * What connect_volume and attach_volume do on THIS machine (contract section 8): attaching iSCSI
+   * exports needs a kernel initiator this machine lacks, so there it is `unsupported`.
+   */
+  connections: { connect: LifecycleOutcome; attach: LifecycleOutcome };
+  /** list_backends' capabilities when they differ from what works here (K2 can clone, through a host that can attach). */
+  capabilities?: { snapshots: boolean; clones: boolean; exports: boolean };
 }
 
 export type LifecycleOutcome = 'works' | 'fails here' | 'unsupported';
+
+/**
+ * Attaching an iSCSI export on this machine: without the kernel's iSCSI transport the server
+ * refuses (UNSUPPORTED); with one, the emulators' portals are not real targets, so the login fails.
+ */
+export const ISCSI_ATTACH_HERE: LifecycleOutcome = existsSync('/sys/class/iscsi_transport/tcp') ? 'fails here' : 'unsupported';
+/** Loop devices need root. */
+export const LOOP_ATTACH_HERE: LifecycleOutcome = process.getuid?.() === 0 ? 'works' : 'unsupported';
 
 export function defineBackendScenarios(options: ScenarioOptions): void {
   const size = options.sizeGb ?? 1;
@@ -147,7 +163,11 @@ export function defineBackendScenarios(options: ScenarioOptions): void {
     it('walks snapshot, volume from snapshot, clone, cascade delete and the refusals', async () => {
       const { backends } = (await server.call('list_backends')).data;
       const capabilities = backends.find((b: { id: string }) => b.id === options.backend).capabilities;
-      expect(capabilities).toEqual({ snapshots: lifecycle.snapshots !== 'unsupported', clones: lifecycle.clones !== 'unsupported' });
+      expect(capabilities).toEqual(options.capabilities ?? {
+        snapshots: lifecycle.snapshots !== 'unsupported',
+        clones: lifecycle.clones !== 'unsupported',
+        exports: options.connections.connect !== 'unsupported',
+      });
       const volume = (await server.call('create_volume', { backend: options.backend, size, name: 'lifecycle source' })).data;
 
       const snapshot = await server.call('create_snapshot', { volume_id: volume.id, name: 'restore point' });
@@ -184,6 +204,50 @@ export function defineBackendScenarios(options: ScenarioOptions): void {
       expect(cascade.isError, cascade.text).toBe(false);
       expect(cascade.data).toEqual({ volume_id: volume.id, deleted: true, snapshots_deleted: snapshotId ? [snapshotId] : [] });
       expect((await server.call('list_snapshots', { backend: options.backend })).data.snapshots).toEqual([]);
+    });
+
+    it('connects a volume to a host, lists it, refuses to delete it, extends it and disconnects it; attaches it on this host', async () => {
+      const { connect, attach } = options.connections;
+      const volume = (await server.call('create_volume', { backend: options.backend, size, name: 'connected' })).data;
+      const connector = { host: 'scenario-host', initiator: 'iqn.1994-05.com.example:scenario-host' };
+      const statusOf = async () => (await server.call('get_volume', { volume_id: volume.id })).data.status;
+
+      const valid = await server.call('validate_connector', { backend: options.backend, connector });
+      if (connect === 'unsupported') expectOutcome(valid, 'unsupported');
+      else {
+        expect(valid.data).toEqual({ backend: options.backend, valid: true });
+        expect((await server.call('validate_connector', { backend: options.backend, connector: { host: 'scenario-host' } })).text).toMatch(/^INVALID_ARGUMENT: .*lacks initiator/);
+      }
+      const connected = await server.call('connect_volume', { volume_id: volume.id, connector });
+      expectOutcome(connected, connect);
+      if (connect === 'works') {
+        const data = connected.data.connection_info.data;
+        expect(connected.data).toMatchObject({ volume_id: volume.id, backend: options.backend, status: 'attached', connector });
+        expect(connected.data.connection_info.driver_volume_type).toBe('iscsi');
+        expect(data).toMatchObject({ target_iqn: expect.any(String), target_portal: expect.stringMatching(/:\d+$/), target_lun: expect.any(Number) });
+        if (data.auth_method) expect(data.auth_password).toBe('***');
+        expect(await statusOf()).toBe('in-use');
+        expect((await server.call('list_connections', { volume_id: volume.id })).data.connections.map((c: { id: string }) => c.id)).toEqual([connected.data.id]);
+        expect((await server.call('delete_volume', { volume_id: volume.id })).text).toMatch(new RegExp(`^IN_USE: .*connection ${connected.data.id}`));
+        const extended = await server.call('extend_volume', { volume_id: volume.id, new_size: size + 1 });
+        expect(extended.data, extended.text).toMatchObject({ size: size + 1, status: 'in-use' });
+        expect((await server.call('disconnect_volume', { connection_id: connected.data.id })).data).toEqual({ connection_id: connected.data.id, disconnected: true });
+        expect((await server.call('disconnect_volume', { connection_id: connected.data.id })).text).toMatch(/^NOT_FOUND: connection/);
+      }
+      // Whatever the outcome, nothing stays connected and the volume is usable again.
+      expect((await server.call('list_connections', { volume_id: volume.id })).data.connections).toEqual([]);
+      expect(await statusOf()).toBe('available');
+
+      const attached = await server.call('attach_volume', { volume_id: volume.id });
+      expectOutcome(attached, attach);
+      if (attach === 'works') {
+        expect(attached.data.device.path).toMatch(/^\/dev\//);
+        expect(await statusOf()).toBe('in-use');
+        expect((await server.call('detach_volume', { connection_id: attached.data.id })).data).toEqual({ connection_id: attached.data.id, detached: true });
+      }
+      expect((await server.call('list_connections', { volume_id: volume.id })).data.connections).toEqual([]);
+      expect(await statusOf()).toBe('available');
+      expect((await server.call('delete_volume', { volume_id: volume.id })).isError).toBe(false);
     });
 
     it('refuses an unknown pool and names the real ones', async () => {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { K2Emulator } from '../emulators/kaminario/server.js';
-import { defineBackendScenarios } from '../helpers/scenarios.js';
+import { ISCSI_ATTACH_HERE, defineBackendScenarios } from '../helpers/scenarios.js';
 import { startMcpServer } from '../helpers/server.js';
 
 const PASSWORD = 'k2-Secret-pw-7731';
@@ -27,12 +27,15 @@ const seedBackend = (extra: Record<string, unknown> = {}) => ({
 const k2Volumes = () => [...k2.objects.get('volumes')!.values()].map((v) => v.name);
 const k2Groups = () => [...k2.objects.get('volume_groups')!.values()].map((g) => g.name);
 
-// Cinder's K2 driver copies volumes through the host (connections, not built yet): only snapshots work.
+// Cinder's K2 driver copies volumes through the host, which needs a kernel iSCSI initiator: where
+// there is none, copies are UNSUPPORTED (test/kaminario/connections.test.ts copies through a test host).
 defineBackendScenarios({
   label: 'Kaminario K2 (emulator)',
   backend: 'kaminario',
   makeConfig: () => ({ backends: [seedBackend()] }),
-  lifecycle: { snapshots: 'works', fromSnapshot: 'unsupported', clones: 'unsupported' },
+  lifecycle: { snapshots: 'works', fromSnapshot: ISCSI_ATTACH_HERE === 'unsupported' ? 'unsupported' : 'fails here', clones: ISCSI_ATTACH_HERE === 'unsupported' ? 'unsupported' : 'fails here' },
+  connections: { connect: 'works', attach: ISCSI_ATTACH_HERE },
+  capabilities: { snapshots: true, clones: true, exports: true },
 });
 
 describe('Kaminario specifics', () => {

@@ -11,7 +11,7 @@ import { StorageError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import { SecretRegistry } from '../../src/secrets.js';
 import { SshRunner } from '../../src/exec/ssh.js';
-import { defineBackendScenarios } from '../helpers/scenarios.js';
+import { ISCSI_ATTACH_HERE, defineBackendScenarios } from '../helpers/scenarios.js';
 import { BIN, startMcpServer } from '../helpers/server.js';
 import {
   lvmPrerequisites, makeSshd, makeSudoUser, makeVolumeGroup, writeThickSnapshot, writeThinPool, type SshdFixture, type SudoUserFixture,
@@ -76,8 +76,10 @@ if (missing && !inCi) {
   // none, the driver's commands are refused and the scenarios expect that refusal, kept as error records.
   const here = /device-mapper/.test(readFileSync('/proc/devices', 'utf8')) ? 'works' : 'fails here';
   const lifecycle = { snapshots: here, fromSnapshot: here, clones: here } as const;
-  defineBackendScenarios({ label: 'LVM on this host', backend: 'lvm', makeConfig: local, lifecycle });
-  defineBackendScenarios({ label: 'LVM over SSH', backend: 'lvm', makeConfig: () => remote(), lifecycle });
+  // Exports need the LV's device node (activation): with activation off, tgt has nothing to serve, and the failed connect leaves nothing.
+  const connections = { connect: 'fails here', attach: ISCSI_ATTACH_HERE } as const;
+  defineBackendScenarios({ label: 'LVM on this host', backend: 'lvm', makeConfig: local, lifecycle, connections });
+  defineBackendScenarios({ label: 'LVM over SSH', backend: 'lvm', makeConfig: () => remote(), lifecycle, connections });
 
   describe('LVM on this host, specifics', () => {
     it('reports stats in the shape of Cinder\'s LVM driver, counting LVs that are not ours', async () => {

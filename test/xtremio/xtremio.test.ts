@@ -6,7 +6,7 @@ import { StorageError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import { SecretRegistry } from '../../src/secrets.js';
 import { XmsEmulator } from '../emulators/xtremio/server.js';
-import { defineBackendScenarios } from '../helpers/scenarios.js';
+import { ISCSI_ATTACH_HERE, defineBackendScenarios } from '../helpers/scenarios.js';
 import { startMcpServer } from '../helpers/server.js';
 
 const PASSWORD = 'xms-Secret-pw-4411';
@@ -32,7 +32,13 @@ const seedBackend = (extra: Record<string, unknown> = {}) => ({
 });
 const env = { XTREMIO_PASSWORD: PASSWORD };
 
-defineBackendScenarios({ label: 'XtremIO (XMS emulator)', backend: 'xtremio', makeConfig: () => ({ backends: [seedBackend()] }), env: () => env });
+defineBackendScenarios({
+  label: 'XtremIO (XMS emulator)',
+  backend: 'xtremio',
+  makeConfig: () => ({ backends: [seedBackend()] }),
+  env: () => env,
+  connections: { connect: 'works', attach: ISCSI_ATTACH_HERE },
+});
 
 describe('XtremIO specifics', () => {
   it('reports Cinder\'s XtremIO stats with KiB converted to GiB, and capacity moves with volumes', async () => {
