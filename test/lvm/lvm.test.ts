@@ -11,6 +11,7 @@ import { StorageError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import { SecretRegistry } from '../../src/secrets.js';
 import { SshRunner } from '../../src/exec/ssh.js';
+import { iscsiPrerequisites, useTgtd } from '../iscsi/fixtures.js';
 import { ISCSI_ATTACH_HERE, defineBackendScenarios } from '../helpers/scenarios.js';
 import { BIN, startMcpServer } from '../helpers/server.js';
 import {
@@ -19,6 +20,7 @@ import {
 } from './fixtures.js';
 
 const missing = lvmPrerequisites();
+const iscsiMissing = iscsiPrerequisites();
 const inCi = process.env.CI === 'true';
 
 /** cinderlib's LVM example, verbatim; the tests add only what this machine needs. */
@@ -76,8 +78,8 @@ if (missing && !inCi) {
   // none, the driver's commands are refused and the scenarios expect that refusal, kept as error records.
   const here = /device-mapper/.test(readFileSync('/proc/devices', 'utf8')) ? 'works' : 'fails here';
   const lifecycle = { snapshots: here, fromSnapshot: here, clones: here } as const;
-  // Exports need the LV's device node (activation): with activation off, tgt has nothing to serve, and the failed connect leaves nothing.
-  const connections = { connect: 'fails here', attach: ISCSI_ATTACH_HERE } as const;
+  // cinderlib's example exports with lioadm, which needs the kernel's LIO (configfs): refused, saying so.
+  const connections = { connect: 'unsupported', attach: ISCSI_ATTACH_HERE } as const;
   defineBackendScenarios({ label: 'LVM on this host', backend: 'lvm', makeConfig: local, lifecycle, connections });
   defineBackendScenarios({ label: 'LVM over SSH', backend: 'lvm', makeConfig: () => remote(), lifecycle, connections });
 
@@ -518,6 +520,27 @@ if (missing && !inCi) {
         }
       } finally {
         user?.cleanup();
+      }
+    });
+
+    it.skipIf(iscsiMissing !== undefined && !inCi)('exports through tgt on the volume group\'s host; without an active LV tgt has nothing to serve, and the failed connect leaves nothing', async () => {
+      const tgtd = useTgtd();
+      const targets = join(vg.dir, 'targets');
+      const server = await startMcpServer(remote({ target_helper: 'tgtadm', target_ip_address: tgtd.address, target_port: tgtd.port, target_config_dir: targets }));
+      try {
+        const volume = (await server.call('create_volume', { backend: 'lvm', size: 1 })).data;
+        expect((await server.call('validate_connector', { backend: 'lvm', connector: { host: 'h', initiator: 'iqn.1994-05.com.example:h' } })).data).toEqual({ backend: 'lvm', valid: true });
+        const refused = await server.call('connect_volume', { volume_id: volume.id, connector: { host: 'h', initiator: 'iqn.1994-05.com.example:h' } });
+        // Activation is off in this lvm.conf (no device-mapper here): /dev/cinder-volumes/volume-<id> never appears.
+        expect(refused.text).toMatch(new RegExp(`^BACKEND_UNAVAILABLE: backend "lvm": (activate volume-${volume.id}|volume ${volume.id}'s backing store /dev/cinder-volumes/volume-${volume.id} does not exist on root@127\\.0\\.0\\.1)`));
+        expect((await server.call('list_connections', { volume_id: volume.id })).data.connections).toEqual([]);
+        expect((await server.call('get_volume', { volume_id: volume.id })).data.status).toBe('available');
+        expect(tgtd.targets()).not.toContain(volume.id);
+        expect(existsSync(join(targets, `volume-${volume.id}`))).toBe(false);
+        expect((await server.call('delete_volume', { volume_id: volume.id })).isError).toBe(false);
+      } finally {
+        await server.close();
+        tgtd.stop();
       }
     });
 
