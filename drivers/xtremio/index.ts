@@ -1,14 +1,19 @@
+import { randomInt } from 'node:crypto';
+import { isIPv6 } from 'node:net';
 import { z } from 'zod';
 import { StorageError, type ErrorCode } from '../../src/errors.js';
 import { RestClient, httpsOrigin, type RestResponse } from '../../src/http/client.js';
-import { capacityOptions, intOption, sanIpOption, sanOptions, stringOption, textOption, tlsOptions } from '../options.js';
+import { boolOption, capacityOptions, intOption, sanIpOption, sanOptions, stringOption, textOption, tlsOptions } from '../options.js';
 import {
   defineDriver,
   type BackendStats,
   type CloneOperations,
+  type ConnectionInfo,
+  type Connector,
   type CreateVolumeRequest,
   type DriverContext,
   type DriverOptions,
+  type ExportOperations,
   type SnapshotOperations,
   type VolumeDriver,
   type VolumeRef,
@@ -24,12 +29,31 @@ import { KIB_PER_GIB, compareVersions, roundGb, versionNumbers } from '../units.
  * Snapshots, clones and volumes from snapshots are all XMS snapshots (which are volumes sharing
  * blocks with their ancestor), named after the Cinder object id, as Cinder's create_snapshot,
  * create_cloned_volume and create_volume_from_snapshot make them.
+ *
+ * Connections are XtremIOISCSIDriver's: an initiator group and an initiator named after the IQN,
+ * CHAP credentials generated for the initiator when the cluster asks for CHAP, a lun-map of the
+ * volume to the group, and the portal chosen among the cluster's iSCSI portals. Exports are
+ * nothing on the array (SanDriver's create_export and remove_export do nothing).
  */
 const DRIVER_VERSION = '1.0.9';
 const MIN_XMS_VERSION = [3, 0, 0];
 
 const OBJ_NOT_FOUND = 'obj_not_found';
 const SYSTEM_BUSY = 'system_is_busy';
+const VOL_OBJ_NOT_FOUND = 'vol_obj_not_found';
+/** Cinder's XtremIOAlreadyMappedError: any message containing it. */
+const ALREADY_MAPPED = 'already_mapped';
+/** Cinder's terminate_connection names lun-maps "<vol index>_<ig index>_<tg index>", the target group being the default one. */
+const TARGET_GROUP_INDEX = 1;
+const CHAP_USER = 'chap_user';
+const FC_UNSUPPORTED = 'Fibre Channel connections (XtremIOFCDriver) are not implemented here; the iSCSI driver (XtremIOISCSIDriver) connects volumes';
+/**
+ * Cinder's _get_password calls volume_utils.generate_password(length=12, symbolgroups=
+ * string.ascii_uppercase + string.digits): one string, so every character is a group of its own,
+ * each is taken once, shuffled and cut to 12. Its passwords are 12 distinct characters of these.
+ */
+const PASSWORD_SYMBOLS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
+const PASSWORD_LENGTH = 12;
 /** Cinder's XtremIOSnapshotsLimitExceeded. */
 const SNAPSHOT_LIMITS = new Set(['too_many_objs', 'too_many_snapshots_per_vol']);
 
@@ -41,6 +65,10 @@ const options = {
   xtremio_array_busy_retry_count: intOption('Attempts when the array answers "system_is_busy".', { default: 5, min: 1 }),
   xtremio_array_busy_retry_interval: intOption('Seconds between attempts when the array is busy.', { default: 5, min: 0 }),
   xtremio_volumes_per_glance_cache: intOption('Kept for config compatibility (image cache is not used here).', { default: 100, min: 0 }),
+  xtremio_clean_unused_ig: boolOption('Delete an initiator group once the last volume mapped to it is disconnected (Cinder leaves it by default).', {
+    default: false,
+  }),
+  xtremio_ports: textOption('Comma-separated XtremIO iSCSI IPs or FC WWNs that connections may use; empty allows all ports.', { default: '' }),
   ...tlsOptions,
   ...capacityOptions,
 };
@@ -60,6 +88,8 @@ const clusterSchema = z
         'ud-ssd-space': kib,
         'ud-ssd-space-in-use': kib,
         'vol-size': kib,
+        'chap-authentication-mode': z.string().nullish(),
+        'chap-discovery-mode': z.string().nullish(),
       })
       .loose(),
   })
@@ -75,12 +105,46 @@ const createdSnapshotSchema = z
   })
   .loose();
 
+const count = z.union([z.number(), z.string().regex(/^\d+$/)]).transform(Number);
+/** XMS object ids: [guid, name, index]. */
+const objectId = z.tuple([z.unknown(), z.string(), count]).rest(z.unknown());
+const contentOf = <T extends z.ZodType>(schema: T) => z.object({ content: schema }).loose();
+const initiatorSchema = z
+  .object({
+    index: count,
+    'ig-id': objectId,
+    'chap-authentication-initiator-password': z.string().nullish(),
+    'chap-discovery-initiator-password': z.string().nullish(),
+  })
+  .loose();
+type Initiator = z.output<typeof initiatorSchema>;
+const initiatorListSchema = z.object({ initiators: z.array(initiatorSchema) }).loose();
+const initiatorGroupIdsSchema = z.object({ initiators: z.array(z.object({ 'ig-id': objectId }).loose()) }).loose();
+const groupSchema = contentOf(z.object({ 'ig-id': objectId }).loose());
+const groupVolumesSchema = contentOf(z.object({ 'num-of-vols': count }).loose());
+const volumeIndexSchema = contentOf(z.object({ index: count }).loose());
+const lunMapSchema = z.object({ lun: count, 'ig-name': z.string().optional(), 'vol-name': z.string().optional() }).loose();
+type LunMap = z.output<typeof lunMapSchema>;
+const lunMapListSchema = z.object({ 'lun-maps': z.array(lunMapSchema) }).loose();
+const portalSchema = z.object({ 'ip-addr': z.string(), 'ip-port': count, 'port-address': z.string() }).loose();
+type Portal = z.output<typeof portalSchema>;
+const portalListSchema = z.object({ 'iscsi-portals': z.array(portalSchema) }).loose();
+/** What a POST answers: a link to the new object, "…/types/<type>/<index>". */
+const createdSchema = z
+  .object({ links: z.array(z.object({ href: z.string().regex(/\/[a-z-]+\/\d+\/?$/, 'a link to <type>/<index>') }).loose()).min(1) })
+  .loose();
+
 class XtremioDriver implements VolumeDriver {
   private readonly client: RestClient;
   /** 'v1' until the XMS proves it speaks v2 (XMS 4.0 and up), as Cinder's client selection. */
   private api: 'v1' | 'v2' = 'v1';
   private clusterName: string;
+  /** XMS 4.2 and up (Cinder's XtremIOClient42): an initiators' groups are read with one filtered request. */
+  private xms42 = false;
   private readonly protocol: string;
+  /** Cinder's allowed_ports (xtremio_ports), lower-cased; empty allows all. */
+  private readonly allowedPorts: string[];
+  readonly exports: ExportOperations;
 
   constructor(
     private readonly options: XtremioOptions,
@@ -89,6 +153,19 @@ class XtremioDriver implements VolumeDriver {
   ) {
     this.protocol = /FCDriver$/.test(volumeDriver) ? 'FC' : 'iSCSI';
     this.clusterName = options.xtremio_cluster_name;
+    this.allowedPorts = options.xtremio_ports
+      .split(',')
+      .map((port) => port.trim().toLowerCase())
+      .filter((port) => port !== '');
+    this.exports = {
+      ...(this.protocol === 'FC' ? { unavailable: `backend "${context.backendName}": ${FC_UNSUPPORTED}` } : {}),
+      // Cinder's validate_connector: iSCSIDriver needs the initiator, FibreChannelDriver the wwpns.
+      requiredConnectorKeys: this.protocol === 'FC' ? ['wwpns'] : ['initiator'],
+      createExport: async () => {},
+      removeExport: async () => {},
+      initializeConnection: (volume, connector) => this.initializeConnection(volume, connector),
+      terminateConnection: (volume, connector) => this.terminateConnection(volume, connector),
+    };
     this.client = new RestClient({
       backendName: context.backendName,
       baseUrl: `${httpsOrigin(options.san_ip)}/api/json`,
@@ -124,6 +201,7 @@ class XtremioDriver implements VolumeDriver {
       const xms = this.parse(xmsSchema, await this.request('GET', 'xms/1', { operation: 'read XMS version' }), 'read XMS version');
       this.context.log.info(`XtremIO cluster ${cluster['sys-sw-version']}, XMS ${xms.content['sw-version']}: using the v2 API`);
       this.api = 'v2';
+      this.xms42 = compareVersions(versionNumbers(xms.content['sw-version']), [4, 2]) >= 0;
     }
   }
 
@@ -132,11 +210,7 @@ class XtremioDriver implements VolumeDriver {
   }
 
   async getStats(): Promise<BackendStats> {
-    if (this.api === 'v2' && !this.clusterName) {
-      const clusters = this.parse(listSchema('clusters'), await this.request('GET', 'clusters', { operation: 'list clusters' }), 'list clusters');
-      this.clusterName = (clusters.clusters as Array<{ name?: string }>)[0]?.name ?? '';
-    }
-    const cluster = this.api === 'v2' ? await this.cluster(this.clusterName, 'v2') : await this.clusterByIndex();
+    const cluster = await this.currentCluster();
     // Cinder: capacities arrive in KiB and are divided by units.Mi to give GiB.
     const total = roundGb(cluster['ud-ssd-space'] / KIB_PER_GIB);
     const used = roundGb(cluster['ud-ssd-space-in-use'] / KIB_PER_GIB);
@@ -301,6 +375,312 @@ class XtremioDriver implements VolumeDriver {
     return this.client.fail(operation, response);
   }
 
+  /**
+   * XtremIOISCSIDriver.initialize_connection. Finds the initiator by its port address (the IQN)
+   * and uses its group; otherwise uses (or creates) the group named after the IQN and creates the
+   * initiator, named after the IQN too, in it. With CHAP on, the initiator gets chap_user and
+   * generated passwords (when it has none yet). Then the volume is mapped to the group, and the
+   * answer names one portal chosen at random (and every portal, for multipath).
+   */
+  private async initializeConnection(volume: VolumeRef, connector: Connector): Promise<ConnectionInfo> {
+    if (this.protocol === 'FC') {
+      throw this.error('UNSUPPORTED', `connect volume ${volume.id}: ${FC_UNSUPPORTED}`);
+    }
+    const iqn = this.initiatorNames(connector)[0]!;
+    const cluster = await this.currentCluster();
+    const loginChap = (cluster['chap-authentication-mode'] ?? 'disabled') !== 'disabled';
+    const discoveryChap = (cluster['chap-discovery-mode'] ?? 'disabled') !== 'disabled';
+
+    let initiator = await this.findInitiator(iqn);
+    let loginPassword: string | undefined;
+    let discoveryPassword: string | undefined;
+    let groupName: string;
+    if (!initiator) {
+      const group = (await this.findGroup(iqn)) ?? (await this.createGroup(iqn));
+      groupName = group['ig-id'][1];
+      const body: Record<string, unknown> = { 'initiator-name': iqn, 'ig-id': iqn, 'port-address': iqn };
+      const passwords = this.addAuth(body, loginChap, discoveryChap);
+      const operation = `create initiator ${iqn}`;
+      const response = await this.request('POST', 'initiators', { operation, body: this.withClusterId(body) });
+      if (response.status < 300) {
+        [loginPassword, discoveryPassword] = passwords;
+      } else {
+        // Unlike Cinder: an initiator another connect made meanwhile is used as found.
+        initiator = isNotUnique(response) ? await this.findInitiator(iqn) : undefined;
+        if (!initiator) throw this.client.fail(operation, response, arrayMessage(response));
+      }
+    }
+    if (initiator) {
+      loginPassword = this.secret(initiator['chap-authentication-initiator-password']);
+      discoveryPassword = this.secret(initiator['chap-discovery-initiator-password']);
+      const name = initiator['ig-id'][1];
+      const group = await this.findGroup(name);
+      if (!group) throw this.error('NOT_FOUND', `connect volume ${volume.id}: initiator ${iqn} is in initiator group ${name}, which the XMS does not have`);
+      groupName = group['ig-id'][1];
+      // CHAP was turned on after the initiator was made: give it credentials now, as Cinder does.
+      // Unlike Cinder, a missing discovery password is added even when the login one is there.
+      const addLogin = loginChap && !loginPassword;
+      const addDiscovery = discoveryChap && !discoveryPassword;
+      if (addLogin || addDiscovery) {
+        this.context.log.info(`initiator ${iqn} has no CHAP password while the cluster uses CHAP: adding it`);
+        const body: Record<string, unknown> = {};
+        const [login, discovery] = this.addAuth(body, addLogin, addDiscovery);
+        const operation = `set CHAP credentials of initiator ${iqn}`;
+        const response = await this.request('PUT', `initiators/${initiator.index}`, { operation, body: this.withClusterId(body) });
+        if (response.status >= 300) throw this.client.fail(operation, response, arrayMessage(response));
+        loginPassword = login ?? loginPassword;
+        discoveryPassword = discovery ?? discoveryPassword;
+      }
+    }
+
+    const lunMap = await this.createLunMap(volume, groupName!);
+    const data: Record<string, unknown> = { ...(await this.iscsiProperties(lunMap)), volume_id: volume.id };
+    if (loginChap) Object.assign(data, { auth_method: 'CHAP', auth_username: CHAP_USER, auth_password: loginPassword });
+    if (discoveryChap) {
+      Object.assign(data, { discovery_auth_method: 'CHAP', discovery_auth_username: CHAP_USER, discovery_auth_password: discoveryPassword });
+    }
+    return { driver_volume_type: 'iscsi', data };
+  }
+
+  /**
+   * XtremIOVolumeDriver.terminate_connection: deletes the lun-map named "<vol index>_<ig index>_1"
+   * of every group the connector's initiators are in (one already gone is a success), then, with
+   * xtremio_clean_unused_ig, deletes each such group whose num-of-vols is 0 (a failure there is
+   * only logged). A volume already gone from the array has no access left: that is a success here
+   * (Cinder raises NotFound). Cinder keeps the map while other attachments of the volume on the
+   * same host remain; the core only disconnects a connector whose connections are all gone.
+   */
+  private async terminateConnection(volume: VolumeRef, connector: Connector): Promise<void> {
+    const names = this.initiatorNames(connector);
+    const operation = `disconnect volume ${volume.id} from ${names.join(', ')}`;
+    const found = await this.request('GET', 'volumes', { operation: `${operation}: read the volume`, query: this.withClusterName({ name: volume.id, prop: 'index' }) });
+    if (isNotFound(found)) {
+      this.context.log.warn(`${operation}: the volume is not on the array; nothing is mapped`);
+      return;
+    }
+    const volumeIndex = this.parse(volumeIndexSchema, found, `${operation}: read the volume`).content.index;
+    const groups = await this.initiatorGroupIndexes(names);
+    for (const group of groups) {
+      const mapName = `${volumeIndex}_${group}_${TARGET_GROUP_INDEX}`;
+      const unmap = `${operation}: remove lun-map ${mapName}`;
+      const response = await this.request('DELETE', 'lun-maps', { operation: unmap, query: this.withClusterName({ name: mapName }) });
+      if (isNotFound(response)) this.context.log.warn(`${unmap}: lun map not found`);
+      else if (response.status >= 300) throw this.client.fail(unmap, response, arrayMessage(response));
+    }
+    if (!this.options.xtremio_clean_unused_ig) return;
+    for (const group of groups) {
+      const clean = `${operation}: remove initiator group ${group} if unused`;
+      try {
+        const read = await this.request('GET', `initiator-groups/${group}`, { operation: clean, query: this.withClusterName({ prop: 'num-of-vols' }) });
+        if (this.parse(groupVolumesSchema, read, clean).content['num-of-vols'] !== 0) continue;
+        const removed = await this.request('DELETE', `initiator-groups/${group}`, { operation: clean, query: this.withClusterName({}) });
+        if (removed.status >= 300) throw this.client.fail(clean, removed, arrayMessage(removed));
+      } catch (error) {
+        // Cinder only warns: the volume is disconnected either way.
+        this.context.log.warn(`${clean}: failed to clean the initiator group without mappings: ${error instanceof Error ? error.message : String(error)}`);
+      }
+    }
+  }
+
+  /** Cinder's _get_initiator_names: the IQN (iSCSI), or the WWPNs written with colons (FC). */
+  private initiatorNames(connector: Connector): string[] {
+    if (this.protocol === 'FC') {
+      const wwpns = connector.wwpns;
+      if (!Array.isArray(wwpns) || wwpns.length === 0 || wwpns.some((wwpn) => typeof wwpn !== 'string' || !wwpn)) {
+        throw this.error('INVALID_ARGUMENT', 'the connector has no wwpns (a list of WWPNs), which Fibre Channel needs');
+      }
+      return wwpns.map((wwpn) => (wwpn.includes(':') ? wwpn : (wwpn.match(/.{1,2}/g) ?? []).join(':')));
+    }
+    if (typeof connector.initiator !== 'string' || !connector.initiator) {
+      throw this.error('INVALID_ARGUMENT', 'the connector has no initiator (an iSCSI IQN), which iSCSI needs');
+    }
+    return [connector.initiator];
+  }
+
+  /** Cinder's _add_auth: chap_user and a new password for each CHAP kind asked. */
+  private addAuth(body: Record<string, unknown>, login: boolean, discovery: boolean): [string | undefined, string | undefined] {
+    let loginPassword: string | undefined;
+    let discoveryPassword: string | undefined;
+    if (login) {
+      loginPassword = this.newPassword();
+      Object.assign(body, { 'initiator-authentication-user-name': CHAP_USER, 'initiator-authentication-password': loginPassword });
+    }
+    if (discovery) {
+      discoveryPassword = this.newPassword();
+      Object.assign(body, { 'initiator-discovery-user-name': CHAP_USER, 'initiator-discovery-password': discoveryPassword });
+    }
+    return [loginPassword, discoveryPassword];
+  }
+
+  /** Cinder's _get_password (see PASSWORD_SYMBOLS), from a cryptographic source; registered as a secret at once. */
+  private newPassword(): string {
+    const symbols = [...PASSWORD_SYMBOLS];
+    for (let i = symbols.length - 1; i > 0; i--) {
+      const j = randomInt(i + 1);
+      [symbols[i], symbols[j]] = [symbols[j]!, symbols[i]!];
+    }
+    return this.secret(symbols.slice(0, PASSWORD_LENGTH).join(''))!;
+  }
+
+  /** A CHAP password (made here or read from the array): registered so that logs and answers mask it. */
+  private secret(value: string | null | undefined): string | undefined {
+    if (!value) return undefined;
+    this.context.secrets.register(value);
+    return value;
+  }
+
+  /** Cinder's get_initiator: v1 reads it by name (the port address), v2 filters on port-address and wants exactly one. */
+  private async findInitiator(portAddress: string): Promise<Initiator | undefined> {
+    const operation = `find initiator ${portAddress}`;
+    if (this.api === 'v1') {
+      const response = await this.request('GET', 'initiators', { operation, query: { name: portAddress } });
+      if (isNotFound(response)) return undefined;
+      return this.parse(contentOf(initiatorSchema), response, operation).content;
+    }
+    const response = await this.request('GET', 'initiators', {
+      operation,
+      query: this.withClusterName({ full: '1' }),
+      filters: [`port-address:eq:${portAddress}`],
+    });
+    const initiators = this.parse(initiatorListSchema, response, operation).initiators;
+    return initiators.length === 1 ? initiators[0] : undefined;
+  }
+
+  /** Cinder's get_initiators_igs: the indexes of the groups the initiators are in (initiators not on the array have none). */
+  private async initiatorGroupIndexes(portAddresses: string[]): Promise<number[]> {
+    if (this.api === 'v2' && this.xms42) {
+      const operation = `find the initiator groups of ${portAddresses.join(', ')}`;
+      const response = await this.request('GET', 'initiators', {
+        operation,
+        query: this.withClusterName({ full: '1', prop: 'ig-id' }),
+        filters: [portAddresses.map((address) => `port-address:eq:${address}`).join(',')],
+      });
+      return [...new Set(this.parse(initiatorGroupIdsSchema, response, operation).initiators.map((initiator) => initiator['ig-id'][2]))];
+    }
+    const indexes = new Set<number>();
+    for (const address of portAddresses) {
+      const initiator = await this.findInitiator(address);
+      if (initiator) indexes.add(initiator['ig-id'][2]);
+    }
+    return [...indexes];
+  }
+
+  /** Cinder's _get_ig: the group's content, or undefined when the XMS has no group of that name. */
+  private async findGroup(name: string) {
+    const operation = `find initiator group ${name}`;
+    const response = await this.request('GET', 'initiator-groups', { operation, query: this.withClusterName({ name }) });
+    if (isNotFound(response)) return undefined;
+    return this.parse(groupSchema, response, operation).content;
+  }
+
+  /** Cinder's _create_ig: POST {ig-name}, then read it back by name. */
+  private async createGroup(name: string) {
+    const operation = `create initiator group ${name}`;
+    const response = await this.request('POST', 'initiator-groups', { operation, body: this.withClusterId({ 'ig-name': name }) });
+    // Unlike Cinder, a group another connect made meanwhile is used as found.
+    if (response.status >= 300 && !isNotUnique(response)) throw this.client.fail(operation, response, arrayMessage(response));
+    const group = await this.findGroup(name);
+    if (!group) throw this.error('BACKEND_UNAVAILABLE', `${operation}: failed to create the initiator group (the XMS does not list it)`);
+    return group;
+  }
+
+  /**
+   * Cinder's create_lun_map: POST {ig-id, vol-id} and read the new lun-map back through the link
+   * answered; a volume already mapped to the group (already_mapped) is found instead.
+   */
+  private async createLunMap(volume: VolumeRef, groupName: string): Promise<LunMap> {
+    const operation = `map volume ${volume.id} to initiator group ${groupName}`;
+    const response = await this.request('POST', 'lun-maps', { operation, body: this.withClusterId({ 'ig-id': groupName, 'vol-id': volume.id }) });
+    if (response.status >= 300) {
+      const message = arrayMessage(response) ?? '';
+      if (response.status === 400 && message.includes(ALREADY_MAPPED)) {
+        this.context.log.info(`${operation}: volume already mapped, reading the lun-map`);
+        return this.findLunMap(groupName, volume.id);
+      }
+      if (response.status === 400 && message === VOL_OBJ_NOT_FOUND) throw this.error('NOT_FOUND', `${operation}: the array has no volume named ${volume.id} (${message})`);
+      if (isNotFound(response)) throw this.error('NOT_FOUND', `${operation}: the array has no such volume or initiator group (${message})`);
+      throw this.client.fail(operation, response, message || undefined);
+    }
+    const link = this.parse(createdSchema, response, operation).links[0]!.href.replace(/\/$/, '').split('/').slice(-2).join('/');
+    const read = `${operation}: read ${link}`;
+    return this.parse(contentOf(lunMapSchema), await this.request('GET', link, { operation: read, query: this.withClusterName({}) }), read).content;
+  }
+
+  /** Cinder's find_lunmap: v2 filters on vol-name and ig-name; v1 reads every lun-map (skipping ones gone meanwhile). */
+  private async findLunMap(groupName: string, volumeName: string): Promise<LunMap> {
+    const operation = `find the lun-map of volume ${volumeName} to initiator group ${groupName}`;
+    if (this.api === 'v2') {
+      const response = await this.request('GET', 'lun-maps', {
+        operation,
+        query: this.withClusterName({ full: '1' }),
+        filters: [`vol-name:eq:${volumeName}`, `ig-name:eq:${groupName}`],
+      });
+      const map = this.parse(lunMapListSchema, response, operation)['lun-maps'][0];
+      if (!map) throw this.error('NOT_FOUND', `${operation}: the XMS said the volume is mapped but lists no such lun-map`);
+      return map;
+    }
+    const links = this.parse(listSchema('lun-maps'), await this.request('GET', 'lun-maps', { operation }), operation)['lun-maps'] as Array<{ href: string }>;
+    for (const { href } of links) {
+      const index = href.replace(/\/$/, '').split('/').at(-1);
+      const response = await this.request('GET', `lun-maps/${index}`, { operation });
+      if (isNotFound(response)) continue;
+      const map = this.parse(contentOf(lunMapSchema), response, operation).content;
+      if (map['ig-name'] === groupName && map['vol-name'] === volumeName) return map;
+    }
+    throw this.error('NOT_FOUND', `${operation}: the XMS said the volume is mapped but lists no such lun-map`);
+  }
+
+  /**
+   * Cinder's _get_iscsi_properties: portals' ip-addr without the prefix length, filtered by
+   * xtremio_ports; one chosen at random for target_portal/target_iqn, and all of them (with the
+   * LUN repeated) in target_portals/target_iqns/target_luns, which Cinder always returns.
+   */
+  private async iscsiProperties(lunMap: LunMap): Promise<Record<string, unknown>> {
+    const allowed = (await this.iscsiPortals())
+      .map((portal) => ({ ...portal, 'ip-addr': portal['ip-addr'].split('/')[0]! }))
+      .filter((portal) => this.allowedPorts.length === 0 || this.allowedPorts.includes(portal['ip-addr'].toLowerCase()));
+    if (allowed.length === 0) throw this.error('BACKEND_UNAVAILABLE', 'there are no accessible iSCSI targets on the system' + (this.allowedPorts.length ? ` (xtremio_ports allows ${this.allowedPorts.join(', ')})` : ''));
+    const address = (portal: Portal) => `${isIPv6(portal['ip-addr']) ? `[${portal['ip-addr']}]` : portal['ip-addr']}:${portal['ip-port']}`;
+    const chosen = allowed[randomInt(allowed.length)]!;
+    return {
+      target_discovered: false,
+      target_iqn: chosen['port-address'],
+      target_lun: lunMap.lun,
+      target_portal: address(chosen),
+      target_iqns: allowed.map((portal) => portal['port-address']),
+      target_portals: allowed.map(address),
+      target_luns: allowed.map(() => lunMap.lun),
+    };
+  }
+
+  /** Cinder's get_iscsi_portals: v2 lists them in full; v1 lists their names and reads each. */
+  private async iscsiPortals(): Promise<Portal[]> {
+    const operation = 'list iSCSI portals';
+    if (this.api === 'v2') {
+      return this.parse(portalListSchema, await this.request('GET', 'iscsi-portals', { operation, query: this.withClusterName({ full: '1' }) }), operation)['iscsi-portals'];
+    }
+    const names = (this.parse(listSchema('iscsi-portals'), await this.request('GET', 'iscsi-portals', { operation }), operation)['iscsi-portals'] as Array<{ name?: string }>)
+      .map((portal) => portal.name)
+      .filter((name): name is string => !!name);
+    const portals: Portal[] = [];
+    for (const name of names) {
+      const read = `read iSCSI portal ${name}`;
+      const response = await this.request('GET', 'iscsi-portals', { operation: read, query: { name } });
+      if (isNotFound(response)) throw this.error('BACKEND_UNAVAILABLE', `iscsi portal, ${name}, not found`);
+      portals.push(this.parse(contentOf(portalSchema), response, read).content);
+    }
+    return portals;
+  }
+
+  /** Cinder's get_cluster: v1 reads cluster 1; v2 the configured cluster, or the first one listed. */
+  private async currentCluster() {
+    if (this.api === 'v2' && !this.clusterName) {
+      const clusters = this.parse(listSchema('clusters'), await this.request('GET', 'clusters', { operation: 'list clusters' }), 'list clusters');
+      this.clusterName = (clusters.clusters as Array<{ name?: string }>)[0]?.name ?? '';
+    }
+    return this.api === 'v2' ? this.cluster(this.clusterName, 'v2') : this.clusterByIndex();
+  }
+
   private async cluster(name: string, api: 'v1' | 'v2') {
     const operation = `read cluster ${name}`;
     const query = api === 'v2' ? this.withClusterName({ name }) : { name };
@@ -317,11 +697,14 @@ class XtremioDriver implements VolumeDriver {
   private request(
     method: 'GET' | 'POST' | 'PUT' | 'DELETE',
     collection: string,
-    request: { operation: string; query?: Record<string, string>; body?: unknown },
+    request: { operation: string; query?: Record<string, string>; body?: unknown; filters?: string[] },
     api: 'v1' | 'v2' = this.api,
   ): Promise<RestResponse> {
-    const path = api === 'v2' ? `/v2/types/${collection}` : `/types/${collection}`;
-    return this.client.request(method, path, request);
+    // XMS filters: one `filter` parameter per term, as Cinder's requests sends a list.
+    const filters = request.filters?.length ? `?${new URLSearchParams(request.filters.map((filter): [string, string] => ['filter', filter])).toString()}` : '';
+    const path = api === 'v2' ? `/v2/types/${collection}${filters}` : `/types/${collection}${filters}`;
+    const { filters: _filters, ...rest } = request;
+    return this.client.request(method, path, rest);
   }
 
   private withClusterName(query: Record<string, string>): Record<string, string> {
@@ -350,6 +733,11 @@ class XtremioDriver implements VolumeDriver {
 function arrayMessage(response: RestResponse): string | undefined {
   const parsed = errorSchema.safeParse(response.body);
   return parsed.success ? parsed.data.message : undefined;
+}
+
+/** XMS names are unique per object type: "<type>_obj_name_not_unique" and such. */
+function isNotUnique(response: RestResponse): boolean {
+  return response.status === 400 && (arrayMessage(response)?.endsWith('_not_unique') ?? false);
 }
 
 /** Cinder treats any 400 whose message ends with obj_not_found as "not found". */
