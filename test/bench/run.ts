@@ -110,6 +110,8 @@ function serverEnv(label: string, volumes: number): { env: Record<string, string
 
 async function main(): Promise<void> {
   process.stdout.write(`cinderlib-mcp benchmarks (node ${process.version}, ${new Date().toISOString()})\n\n`);
+  // BENCH_ONLY=connections runs the last part alone (the rest takes minutes).
+  if (process.env.BENCH_ONLY === 'connections') return benchConnections().finally(() => rmSync(work, { recursive: true, force: true }));
 
   // 1. Cold start against the reference filesystem server, same machine, same client.
   const require = createRequire(import.meta.url);
@@ -228,6 +230,9 @@ async function main(): Promise<void> {
   // next to `cp --sparse=always` of the same file on the same disk.
   await benchImageCopies();
 
+  // 7. connect/disconnect through tgt, and attach/detach through a loop device, next to the bare commands.
+  await benchConnections();
+
   rmSync(work, { recursive: true, force: true });
 }
 
@@ -312,5 +317,73 @@ async function benchImageCopies(): Promise<void> {
     report(`  cp --sparse=always + sync of the copy (median of 5)`, ms(cpSync));
     report(`  ratio snapshot / cp, clone / cp`, `${(snapshot / cp).toFixed(2)}x, ${(clone / cp).toFixed(2)}x`);
     report(`  ratio snapshot / (cp + sync), clone / (cp + sync)`, `${(snapshot / cpSync).toFixed(2)}x, ${(clone / cpSync).toFixed(2)}x`);
+  }
+}
+
+/**
+ * connect_volume + disconnect_volume on a file backend exporting through the running tgtd (as root),
+ * next to the bare commands that make and remove the same target (`tgt-admin -c FILE --update IQN`,
+ * `tgt-admin --delete IQN -f`); attach_volume + detach_volume next to `losetup --find --show` and
+ * `losetup -d` of the same image. Medians of 20, interleaved.
+ */
+async function benchConnections(): Promise<void> {
+  const { spawnSync } = await import('node:child_process');
+  const { useTgtd, iscsiPrerequisites } = await import('../iscsi/fixtures.js');
+  const missing = iscsiPrerequisites();
+  if (missing) {
+    report('connect/disconnect through tgt', `skipped: the iSCSI bench ${missing}`);
+    return;
+  }
+  const tgtd = useTgtd();
+  const dir = join(work, 'connections');
+  mkdirSync(dir, { recursive: true });
+  const configPath = join(dir, 'config.json');
+  writeFileSync(configPath, JSON.stringify({
+    global: { persistence_config: { storage: 'db', connection: `sqlite:///${join(dir, 'meta.sqlite')}` } },
+    backends: [{
+      volume_backend_name: 'bench', volume_driver: 'file', volumes_dir: join(dir, 'volumes'),
+      target_helper: 'tgtadm', target_ip_address: tgtd.address, target_port: tgtd.port, target_config_dir: join(dir, 'targets'),
+    }],
+  }));
+  const run = (command: string, args: string[]) => {
+    const result = spawnSync(command, args, { encoding: 'utf8' });
+    if (result.status !== 0) throw new Error(`${command} ${args.join(' ')}: ${result.stderr.trim()}`);
+    return result.stdout;
+  };
+  const client = await connect(process.execPath, [BIN, '--config', configPath], { XDG_DATA_HOME: join(dir, 'xdg'), CINDERLIB_MCP_LOG_LEVEL: 'warn' });
+  try {
+    const volume = await call(client, 'create_volume', { backend: 'bench', size: 1 });
+    const bare = await call(client, 'create_volume', { backend: 'bench', size: 1 });
+    const bareImage = join(dir, 'volumes', `volume-${bare.id}`);
+    const bareIqn = `iqn.2010-10.org.openstack:bench-bare-${bare.id}`;
+    const bareConfig = join(dir, 'bare.conf');
+    writeFileSync(bareConfig, `<target ${bareIqn}>\n    backing-store ${bareImage}\n    driver iscsi\n    incominguser benchuser2345678901ab benchpass23456789\n    write-cache on\n</target>\n`, { mode: 0o600 });
+    const connector = { host: 'bench-host', initiator: 'iqn.1994-05.com.example:bench' };
+    const [connects, disconnects, bareUpdates, bareDeletes, attaches, detaches, losetups, losetupDetaches] = [[], [], [], [], [], [], [], []] as number[][];
+    for (let i = 0; i < 20; i++) {
+      const [connectMs, connection] = await timed(() => call(client, 'connect_volume', { volume_id: volume.id, connector }));
+      connects!.push(connectMs);
+      disconnects!.push((await timed(() => call(client, 'disconnect_volume', { connection_id: connection.id })))[0]);
+      bareUpdates!.push((await timed(async () => run('tgt-admin', ['-c', bareConfig, '--update', bareIqn])))[0]);
+      bareDeletes!.push((await timed(async () => run('tgt-admin', ['--delete', bareIqn, '-f'])))[0]);
+      const [attachMs, attached] = await timed(() => call(client, 'attach_volume', { volume_id: volume.id }));
+      attaches!.push(attachMs);
+      detaches!.push((await timed(() => call(client, 'detach_volume', { connection_id: attached.id })))[0]);
+      const [loopMs, loop] = await timed(async () => run('losetup', ['--find', '--show', bareImage]).trim());
+      losetups!.push(loopMs);
+      losetupDetaches!.push((await timed(async () => run('losetup', ['-d', loop])))[0]);
+    }
+    const median = (samples: number[]) => stats(samples).median;
+    report('connect_volume through tgt, file driver (median of 20)', ms(median(connects!)));
+    report('  bare tgt-admin -c FILE --update IQN of the same target', ms(median(bareUpdates!)));
+    report('  ratio connect_volume / bare tgt-admin --update', `${(median(connects!) / median(bareUpdates!)).toFixed(2)}x`);
+    report('disconnect_volume through tgt (median of 20)', ms(median(disconnects!)));
+    report('  bare tgt-admin --delete IQN -f', ms(median(bareDeletes!)));
+    report('  ratio disconnect_volume / bare tgt-admin --delete', `${(median(disconnects!) / median(bareDeletes!)).toFixed(2)}x`);
+    report('attach_volume / detach_volume, loop device (median of 20)', `${ms(median(attaches!))} / ${ms(median(detaches!))}`);
+    report('  bare losetup --find --show / losetup -d', `${ms(median(losetups!))} / ${ms(median(losetupDetaches!))}`);
+  } finally {
+    await client.close();
+    tgtd.stop();
   }
 }
