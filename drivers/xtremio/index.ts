@@ -3,7 +3,7 @@ import { isIPv6 } from 'node:net';
 import { z } from 'zod';
 import { StorageError, type ErrorCode } from '../../src/errors.js';
 import { RestClient, httpsOrigin, type RestResponse } from '../../src/http/client.js';
-import { boolOption, capacityOptions, intOption, sanIpOption, sanOptions, stringOption, textOption, tlsOptions } from '../options.js';
+import { boolOption, capacityOptions, intOption, sanIpOption, sanOptions, textOption, tlsOptions } from '../options.js';
 import {
   defineDriver,
   type BackendStats,

@@ -25,17 +25,7 @@ beforeAll(async () => {
     configPath,
     JSON.stringify({
       global: { persistence_config: { storage: 'db', connection: `sqlite:///${join(root, 'meta.sqlite')}` } },
-      backends: [
-        {
-          volume_backend_name: 'k2',
-          volume_driver: 'cinder.volume.drivers.kaminario.kaminario_iscsi.KaminarioISCSIDriver',
-          san_ip: k2.address,
-          san_login: 'admin',
-          san_password: PASSWORD,
-          driver_ssl_cert_path: k2.certs.caPath,
-          kaminario_retry_interval: 0,
-        },
-      ],
+      backends: [k2.cinderBackend('k2')],
     }),
   );
 });

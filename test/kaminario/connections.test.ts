@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, openSync, readSync, closeSync, rmSync, writeSync, ftruncateSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -12,6 +12,7 @@ import { validateDriverOptions } from '../../src/driver-options.js';
 import { createLogger } from '../../src/log.js';
 import { SecretRegistry } from '../../src/secrets.js';
 import { K2Emulator } from '../emulators/kaminario/server.js';
+import { readAt, sparseFile, writeAt } from '../helpers/image-files.js';
 
 /**
  * The K2 driver's connections and its copies through the host, straight against the emulator and
@@ -272,25 +273,8 @@ function fileHost(attached: Attached[], options: { brokenTarget?: boolean } = {}
   });
 }
 
-function sparseFile(path: string, bytes: number): void {
-  const fd = openSync(path, 'w');
-  ftruncateSync(fd, bytes);
-  closeSync(fd);
-}
 
-function writeAt(path: string, offset: number, data: Buffer): void {
-  const fd = openSync(path, 'r+');
-  writeSync(fd, data, 0, data.length, offset);
-  closeSync(fd);
-}
 
-function readAt(path: string, offset: number, length: number): Buffer {
-  const fd = openSync(path, 'r');
-  const buffer = Buffer.alloc(length);
-  readSync(fd, buffer, 0, length, offset);
-  closeSync(fd);
-  return buffer;
-}
 
 /** Known bytes at the start and past the first 256 MiB chunk of a 1 GiB volume. */
 const PATTERN_OFFSETS = [0, 700 * MIB];

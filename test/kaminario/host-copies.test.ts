@@ -1,4 +1,4 @@
-import { closeSync, ftruncateSync, mkdtempSync, openSync, readSync, rmSync, writeSync, existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -13,6 +13,7 @@ import { createLogger } from '../../src/log.js';
 import { MemoryVolumeStore } from '../../src/persistence/memory.js';
 import { SecretRegistry } from '../../src/secrets.js';
 import { K2Emulator } from '../emulators/kaminario/server.js';
+import { readAt, sparseFile, writeAt } from '../helpers/image-files.js';
 
 /**
  * K2's copies through the server's host, through the core's own host access (src/connections.ts
@@ -61,25 +62,8 @@ class EmulatedIscsiAttacher implements HostAttacher {
   }
 }
 
-function sparseFile(path: string, bytes: number): void {
-  const fd = openSync(path, 'w');
-  ftruncateSync(fd, bytes);
-  closeSync(fd);
-}
 
-function writeAt(path: string, offset: number, data: Buffer): void {
-  const fd = openSync(path, 'r+');
-  writeSync(fd, data, 0, data.length, offset);
-  closeSync(fd);
-}
 
-function readAt(path: string, offset: number, length: number): Buffer {
-  const fd = openSync(path, 'r');
-  const buffer = Buffer.alloc(length);
-  readSync(fd, buffer, 0, length, offset);
-  closeSync(fd);
-  return buffer;
-}
 
 beforeAll(async () => {
   await k2.start();
@@ -95,18 +79,7 @@ describe('K2 copies through the server\'s host (the core\'s host access)', () =>
     const attacher = new EmulatedIscsiAttacher();
     const store = new MemoryVolumeStore();
     const backend = new Backend(
-      {
-        name: 'k2',
-        options: {
-          volume_backend_name: 'k2',
-          volume_driver: 'cinder.volume.drivers.kaminario.kaminario_iscsi.KaminarioISCSIDriver',
-          san_ip: k2.address,
-          san_login: 'admin',
-          san_password: PASSWORD,
-          driver_ssl_cert_path: k2.certs.caPath,
-          kaminario_retry_interval: 0,
-        },
-      },
+      { name: 'k2', options: k2.cinderBackend('k2') },
       {
         store, secrets: new SecretRegistry(), log: createLogger('test'), dataDir: dir, rootHelper: '', outputAllBackendInfo: false,
         volumeLocks: new KeyedMutex(), capacity: new CapacityLedger(), serverId: 'host-copies', leaseMs: 30_000, serving: true,

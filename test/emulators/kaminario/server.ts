@@ -81,6 +81,20 @@ export class K2Emulator extends HttpsEmulator {
   readonly targetIqn: string;
   private readonly netIps: Array<{ ip_address: string; wan_port: string | null }>;
 
+  /** A Cinder K2 iSCSI backend pointed at this emulator (and its test CA), with `extra` options. */
+  cinderBackend(name: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+    return {
+      volume_backend_name: name,
+      volume_driver: 'cinder.volume.drivers.kaminario.kaminario_iscsi.KaminarioISCSIDriver',
+      san_ip: this.address,
+      san_login: this.username,
+      san_password: this.password,
+      driver_ssl_cert_path: this.certs.caPath,
+      kaminario_retry_interval: 0,
+      ...extra,
+    };
+  }
+
   constructor(options: K2EmulatorOptions = {}) {
     super(options.username ?? 'admin', options.password ?? 'k2-password');
     this.restApiVersion = options.restApiVersion ?? '2.2.0';

@@ -94,7 +94,6 @@ export interface XmsSnapshotSet {
   name: string;
 }
 
-type Collection = 'volumes' | 'snapshots';
 type Send = (status: number, payload: unknown) => void;
 type Fail = (message: string, status?: number) => void;
 type Href = (type: string, idx: number) => string;
