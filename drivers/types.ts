@@ -245,6 +245,13 @@ export interface DriverDefinition<Shape extends z.ZodRawShape = z.ZodRawShape> {
   readonly summary: string;
   /** The driver's own options with Cinder's names and defaults (see drivers/options.ts). */
   readonly options: Shape;
+  /** The driver's own version (its DRIVER_VERSION, Cinder's VERSION attribute), listed by list_supported_drivers. */
+  readonly version?: string;
+  /**
+   * What list_supported_drivers gives as `desc` (Cinder's class docstring) per class name of the
+   * catalog's class paths, where one class differs from the summary (say, FC connections not made).
+   */
+  readonly classDescriptions?: Readonly<Record<string, string>>;
   /**
    * Builds the driver. `volumeDriver` is the volume_driver string as configured, for drivers
    * whose protocol depends on the class path (iSCSI vs FC). A property, not a method, so that a
@@ -265,6 +272,8 @@ export function defineDriver<Shape extends z.ZodRawShape>(definition: DriverDefi
   return {
     summary: definition.summary,
     options: definition.options,
+    version: definition.version,
+    classDescriptions: definition.classDescriptions,
     create: (options, context, volumeDriver) => definition.create(schema.parse(options), context, volumeDriver),
   };
 }

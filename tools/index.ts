@@ -17,6 +17,7 @@ import listBackends from './list_backends.js';
 import listSnapshots from './list_snapshots.js';
 import listVolumes from './list_volumes.js';
 import poolNames from './pool_names.js';
+import listSupportedDrivers from './list_supported_drivers.js';
 
 /** Every MCP tool, in the order clients list them. */
 export const TOOLS = [
@@ -38,4 +39,5 @@ export const TOOLS = [
   disconnectVolume,
   attachVolume,
   detachVolume,
+  listSupportedDrivers,
 ] as unknown as readonly ToolDefinition[];

@@ -300,5 +300,6 @@ function errorCode(error: unknown): string {
 export default defineDriver({
   summary: 'Sparse raw image files in a local directory; the embedded default.',
   options,
+  version: '1.0.0',
   create: (opts, context) => new FileDriver(opts, context),
 });

@@ -700,5 +700,11 @@ function k2SnapshotName(snapshotId: string): string {
 export default defineDriver({
   summary: "Kaminario K2 over its REST API, as Cinder's Kaminario iSCSI/FC drivers used it through krest (no krest needed).",
   options,
+  version: DRIVER_VERSION,
+  classDescriptions: {
+    KaminarioISCSIDriver: 'Kaminario K2 over its REST API (no krest needed): volumes, snapshots, clones and copies through this host, iSCSI connections.',
+    KaminarioFCDriver:
+      'Kaminario K2 over its REST API (no krest needed): volumes and snapshots. Fibre Channel connections are not made here, nor the copies through this host that need them (clones, volumes from snapshots); the iSCSI driver (KaminarioISCSIDriver) makes both.',
+  },
   create: (opts, context, volumeDriver) => new KaminarioDriver(opts, context, volumeDriver),
 });

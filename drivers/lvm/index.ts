@@ -512,6 +512,7 @@ function splitHost(sanIp: string, defaultPort: number): { host: string; port: nu
 export default defineDriver({
   summary: "Cinder's LVM driver: logical volumes in a volume group, on this host or on san_ip over SSH.",
   options,
+  version: DRIVER_VERSION,
   create: (opts, context) => new LvmDriver(opts, context),
 });
 

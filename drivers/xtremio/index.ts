@@ -748,5 +748,10 @@ function isNotFound(response: RestResponse): boolean {
 export default defineDriver({
   summary: "Dell EMC XtremIO over the XMS REST API, as Cinder's XtremIO iSCSI/FC drivers use it.",
   options,
+  version: DRIVER_VERSION,
+  classDescriptions: {
+    XtremIOISCSIDriver: 'Dell EMC XtremIO over the XMS REST API: volumes, snapshots, clones and iSCSI connections (initiator groups, CHAP as the cluster requires).',
+    XtremIOFCDriver: `Dell EMC XtremIO over the XMS REST API: volumes, snapshots and clones. ${FC_UNSUPPORTED}.`,
+  },
   create: (opts, context, volumeDriver) => new XtremioDriver(opts, context, volumeDriver),
 });

@@ -5,12 +5,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkingOutputSchemas, type SchemaCheckedHarness } from '../helpers/scenarios.js';
 import { startMcpServer } from '../helpers/server.js';
 
-const READ_TOOLS = ['list_backends', 'get_stats', 'pool_names', 'list_volumes', 'get_volume', 'list_snapshots', 'get_snapshot', 'validate_connector', 'list_connections'];
+const READ_TOOLS = ['list_backends', 'get_stats', 'pool_names', 'list_volumes', 'get_volume', 'list_snapshots', 'get_snapshot', 'validate_connector', 'list_connections', 'list_supported_drivers'];
 /** Their answers' schemas are checked in test/iscsi, against a real target. */
 const CONNECTION_TOOLS = ['validate_connector', 'connect_volume', 'list_connections', 'disconnect_volume', 'attach_volume', 'detach_volume'];
 const ALL_TOOLS = [...READ_TOOLS, 'create_volume', 'extend_volume', 'delete_volume', 'create_snapshot', 'delete_snapshot', 'connect_volume', 'disconnect_volume', 'attach_volume', 'detach_volume'];
 /** Tools that answer from the metadata store alone; every other tool may ask an array. */
-const STORE_ONLY_TOOLS = ['list_volumes', 'get_volume', 'list_snapshots', 'get_snapshot', 'list_connections'];
+const STORE_ONLY_TOOLS = ['list_volumes', 'get_volume', 'list_snapshots', 'get_snapshot', 'list_connections', 'list_supported_drivers'];
 /** Tools whose second identical call does not answer as the first did (without a request_id). */
 const NOT_IDEMPOTENT_TOOLS = ['create_volume', 'delete_volume', 'create_snapshot', 'delete_snapshot', 'connect_volume', 'disconnect_volume', 'attach_volume', 'detach_volume'];
 const DESTRUCTIVE_TOOLS = ['delete_volume', 'delete_snapshot', 'disconnect_volume', 'detach_volume'];
@@ -248,6 +248,13 @@ describe('the MCP contract over a real stdio pipe', () => {
     for (const id of [restored.data.id, clone.data.id]) expect((await server.call('delete_volume', { volume_id: id })).isError).toBe(false);
     const again = await server.call('delete_snapshot', { snapshot_id: snapshot.data.id });
     expect(again.text).toMatch(/^NOT_FOUND: snapshot/);
+  });
+
+  it("lists the supported drivers as cinderlib's list_supported_drivers, keyed by class name", async () => {
+    const drivers = await server.call('list_supported_drivers', {});
+    expect(drivers.isError, drivers.text).toBe(false);
+    expect(drivers.data.LVMVolumeDriver).toMatchObject({ class_fqn: 'cinder.volume.drivers.lvm.LVMVolumeDriver', version: '3.0.0', supported: true });
+    expect(drivers.data.FileDriver.driver_options.find((o: { name: string }) => o.name === 'volumes_dir')).toMatchObject({ type: 'String', required: 'False' });
   });
 
   it('answered every tool in this walk with structuredContent matching its zod output schema and its listed outputSchema', async () => {
