@@ -43,6 +43,16 @@ export interface BackendDependencies {
   ownConnector(): Promise<Connector>;
 }
 
+/** A backend's config as answers and dumps show it (cinderlib's Backend.config): its name alone unless output_all_backend_info. */
+export function backendConfigView(spec: BackendSpec, outputAllBackendInfo: boolean, secrets: SecretRegistry): Record<string, unknown> {
+  if (!outputAllBackendInfo) return { volume_backend_name: spec.name };
+  // Masked from the config's own object: the registry knows which of its values came from ${env:}.
+  const options = secrets.maskOptions(spec.options);
+  // The driver in use (Cinder's default when unset); a configured value keeps its masking.
+  const configured = spec.options.volume_driver;
+  return { ...options, volume_driver: typeof configured === 'string' && configured.trim() ? options.volume_driver : DEFAULT_VOLUME_DRIVER };
+}
+
 type InitState =
   | { phase: 'initializing' }
   | { phase: 'ready' }
@@ -143,11 +153,7 @@ export class Backend {
 
   /** cinderlib's Backend.config: the name alone, or every option with secrets masked. */
   config(): Record<string, unknown> {
-    if (!this.deps.outputAllBackendInfo) return { volume_backend_name: this.id };
-    // Masked from the config's own object: the registry knows which of its values came from ${env:}.
-    const options = this.deps.secrets.maskOptions(this.spec.options);
-    // The driver in use (Cinder's default when unset); a configured value keeps its masking.
-    return { ...options, volume_driver: this.spec.options.volume_driver ? options.volume_driver : this.volumeDriver };
+    return backendConfigView(this.spec, this.deps.outputAllBackendInfo, this.deps.secrets);
   }
 
   /** Cached stats; `refresh` asks the array again (and retries a failed backend at once). */

@@ -12,6 +12,11 @@ const USAGE = `cinderlib-mcp ${VERSION}: block storage for AI assistants, over M
 Usage:
   cinderlib-mcp [--config FILE]         serve MCP over stdio
   cinderlib-mcp check [--config FILE]   initialize every backend, print a summary, exit 0 if all are up
+  cinderlib-mcp dump [--config FILE] [--backend ID]
+                                        write the metadata store as cinderlib's JSON (cl.dumps())
+  cinderlib-mcp load FILE [--config FILE]
+                                        add a cinderlib dump (ours or Python cinderlib's) to the
+                                        metadata store: all of it, or nothing
   cinderlib-mcp connection-secret CONNECTION_ID [--config FILE]
                                         print a connection's CHAP credentials (for the host's
                                         administrator; never available over MCP)
@@ -25,10 +30,16 @@ answers them before it exits, for up to CINDERLIB_MCP_SHUTDOWN_GRACE_MS (default
 a second signal exits at once.`;
 
 interface Command {
-  mode: 'serve' | 'check' | 'connection-secret' | 'help' | 'version';
+  mode: 'serve' | 'check' | 'connection-secret' | 'dump' | 'load' | 'help' | 'version';
   configPath?: string;
-  connectionId?: string;
+  /** The command's one positional argument: connection-secret's id, load's file. */
+  operand?: string;
+  /** dump --backend ID. */
+  backend?: string;
 }
+
+/** Commands and the name of their one positional argument, if they take one. */
+const SUBCOMMANDS: Record<string, string | undefined> = { check: undefined, serve: undefined, dump: undefined, load: 'a dump file', 'connection-secret': 'a connection id (list_connections shows them)' };
 
 export function parseArgs(argv: string[]): Command {
   const command: Command = { mode: 'serve' };
@@ -36,10 +47,13 @@ export function parseArgs(argv: string[]): Command {
     const arg = argv[i]!;
     if (arg === '--help' || arg === '-h') return { mode: 'help' };
     if (arg === '--version' || arg === '-v') return { mode: 'version' };
-    if (arg === 'check' && i === 0) command.mode = 'check';
-    else if (arg === 'serve' && i === 0) command.mode = 'serve';
-    else if (arg === 'connection-secret' && i === 0) command.mode = 'connection-secret';
-    else if (command.mode === 'connection-secret' && command.connectionId === undefined && !arg.startsWith('-')) command.connectionId = arg;
+    if (i === 0 && Object.hasOwn(SUBCOMMANDS, arg)) command.mode = arg as Command['mode'];
+    else if (SUBCOMMANDS[command.mode] && command.operand === undefined && !arg.startsWith('-')) command.operand = arg;
+    else if (command.mode === 'dump' && (arg === '--backend' || arg.startsWith('--backend='))) {
+      const value = arg === '--backend' ? argv[++i] : arg.slice('--backend='.length);
+      if (!value) throw new ConfigError('--backend needs a volume_backend_name');
+      command.backend = value;
+    }
     else if (arg === '--config' || arg === '-c') {
       const value = argv[++i];
       if (value === undefined) throw new ConfigError('--config needs a file path');
@@ -47,9 +61,8 @@ export function parseArgs(argv: string[]): Command {
     } else if (arg.startsWith('--config=')) command.configPath = arg.slice('--config='.length);
     else throw new ConfigError(`unknown argument "${arg}"; see cinderlib-mcp --help`);
   }
-  if (command.mode === 'connection-secret' && command.connectionId === undefined) {
-    throw new ConfigError('connection-secret needs a connection id (list_connections shows them)');
-  }
+  const operand = SUBCOMMANDS[command.mode];
+  if (operand && command.operand === undefined) throw new ConfigError(`${command.mode} needs ${operand}`);
   return command;
 }
 
@@ -74,10 +87,15 @@ export async function main(argv: string[]): Promise<number> {
     const config = await resolveConfig(command.configPath, secrets);
     if (command.mode === 'connection-secret') {
       const { connectionSecret } = await import('./connection-secret.js');
-      const answer = await connectionSecret(config, command.connectionId!);
+      const answer = await connectionSecret(config, command.operand!);
       process.stdout.write(answer.stdout);
       process.stderr.write(answer.stderr);
       return answer.code;
+    }
+    if (command.mode === 'dump' || command.mode === 'load') {
+      const { dumpCommand, loadCommand } = await import('./serialization/commands.js');
+      const out = { write: writeStdout, error: (text: string) => void process.stderr.write(text) };
+      return command.mode === 'dump' ? await dumpCommand(config, command.backend, secrets, out) : await loadCommand(config, command.operand!, secrets, out);
     }
     return command.mode === 'check' ? await check(config, log) : await serve(config, log);
   } catch (error) {
@@ -194,6 +212,19 @@ async function serve(config: LoadedConfig, log: Logger): Promise<number> {
   process.on('unhandledRejection', (reason) => log.error(`unhandled rejection: ${String(reason)}`));
   log.info(`serving MCP over stdio (${config.source}; ${config.backends.length} backend(s)${readOnly ? '; read-only' : ''})`);
   return new Promise<number>(() => undefined); // runs until stdin closes or a signal arrives
+}
+
+/** Writes to stdout, waiting when the pipe is full (a dump of a large store is written piece by piece). */
+function writeStdout(text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (process.stdout.write(text)) return resolve();
+    const onError = (error: Error) => reject(error);
+    process.stdout.once('error', onError);
+    process.stdout.once('drain', () => {
+      process.stdout.off('error', onError);
+      resolve();
+    });
+  });
 }
 
 /** A client that initializes and then waits gets the SDK loaded anyway, shortly after. */

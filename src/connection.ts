@@ -23,6 +23,8 @@ export interface ConnectionRecord {
   /** While a connect or disconnect is under way: the server running it, and until when its claim holds unless renewed. */
   owner?: string | null;
   lease_expires_at?: string | null;
+  /** Fields of a cinderlib dump this project does not model, kept as loaded and dumped back. */
+  cinderlib_extra?: Record<string, unknown> | null;
 }
 
 /** The contract's Connection: the record as answered, secrets (CHAP passwords) masked by `mask`. */

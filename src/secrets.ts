@@ -154,6 +154,8 @@ export class SecretRegistry {
   private maskValue(value: unknown, owner: object | undefined, key: string | undefined): unknown {
     if (owner === undefined || key === undefined) return this.maskChildren(value);
     if (value === null || value === undefined || value === '') return value;
+    // oslo.config's `secret` attribute (list_supported_drivers) says whether an option is secret; it holds no secret itself.
+    if (key === 'secret' && (typeof value === 'boolean' || value === 'True' || value === 'False')) return value;
     if (isSecretKey(key)) return MASK;
     const envMasked = this.envDerived.get(owner)?.get(key);
     if (envMasked !== undefined) return this.redact(envMasked);

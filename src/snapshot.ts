@@ -21,6 +21,8 @@ export interface SnapshotRecord {
   failed_operation?: FailedOperation | null;
   owner?: string | null;
   lease_expires_at?: string | null;
+  /** Fields of a cinderlib dump this project does not model, kept as loaded and dumped back. */
+  cinderlib_extra?: Record<string, unknown> | null;
 }
 
 /** The contract's Snapshot, plus `status_reason` when there is one to tell. */

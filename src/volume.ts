@@ -35,6 +35,8 @@ export interface VolumeRecord {
   /** The snapshot or volume this volume was made from (Cinder's snapshot_id and source_volid). */
   snapshot_id?: string | null;
   source_volume_id?: string | null;
+  /** Fields of a cinderlib dump this project does not model (host, user_id, metadata, ...), kept as loaded and dumped back. */
+  cinderlib_extra?: Record<string, unknown> | null;
 }
 
 /** The contract's Volume, plus `status_reason` when there is one to tell. */

@@ -34,3 +34,20 @@ export async function openVolumeStore(config: PersistenceConfig): Promise<Volume
     throw error;
   }
 }
+
+/**
+ * Opens the store for a command that only reads (`cinderlib-mcp dump`): as a server would when
+ * none runs, else read-only beside the server that holds it (SQLite lets readers in while one
+ * process writes).
+ */
+export async function openVolumeStoreForReading(config: PersistenceConfig): Promise<VolumeStore> {
+  if (config.storage === 'memory') return new MemoryVolumeStore();
+  const { existsSync } = await import('node:fs');
+  if (!existsSync(config.path)) return new MemoryVolumeStore(); // nothing stored yet: an empty store says so
+  try {
+    return await openVolumeStore(config);
+  } catch (error) {
+    if (!(error instanceof StorageError) || !/is in use by/.test(error.message)) throw error;
+    return new SqliteVolumeStore(config.path, undefined, { readOnly: true });
+  }
+}

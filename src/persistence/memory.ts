@@ -1,6 +1,7 @@
 import type { ConnectionRecord, ConnectionStatus } from '../connection.js';
 import type { SnapshotRecord, SnapshotStatus } from '../snapshot.js';
 import { OPERATION_OF_STATUS, TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../volume.js';
+import { StorageError } from '../errors.js';
 import { isRecoverable } from './recovery.js';
 import {
   REQUEST_ID_TTL_MS,
@@ -8,6 +9,7 @@ import {
   type ConnectionPatch,
   type ConnectionQuery,
   type InsertOutcome,
+  type ImportBatch,
   type RecoveredKind,
   type RecoveryClaim,
   type RequestEntry,
@@ -196,6 +198,17 @@ export class MemoryVolumeStore implements VolumeStore {
       .filter((record) => record.owner && isRecoverable(record, claim))
       .map((record) => this.connections.update(record.id, { status: 'error', status_reason: reason(record, 'connection'), owner: null, lease_expires_at: null })!);
     return { volumes: recover(this.volumes, 'volume'), snapshots: recover(this.snapshots, 'snapshot'), connections };
+  }
+
+  async importRecords(batch: ImportBatch): Promise<void> {
+    const taken =
+      batch.volumes.find((record) => this.volumes.get(record.id))?.id ??
+      batch.snapshots.find((record) => this.snapshots.get(record.id))?.id ??
+      batch.connections.find((record) => this.connections.get(record.id))?.id;
+    if (taken) throw new StorageError('ALREADY_EXISTS', `${taken} is already in the metadata store; nothing was loaded`);
+    for (const record of batch.volumes) this.volumes.insert(record);
+    for (const record of batch.snapshots) this.snapshots.insert(record);
+    for (const record of batch.connections) this.connections.insert(record);
   }
 
   async renewLeases(owner: string, until: string): Promise<void> {

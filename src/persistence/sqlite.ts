@@ -14,6 +14,7 @@ import {
   type ConnectionPatch,
   type ConnectionQuery,
   type InsertOutcome,
+  type ImportBatch,
   type RecoveredKind,
   type RecoveryClaim,
   type RequestEntry,
@@ -117,6 +118,9 @@ const MIGRATIONS: readonly string[] = [
   `ALTER TABLE volumes ADD COLUMN provider_auth TEXT;
    ALTER TABLE connections ADD COLUMN owner TEXT;
    ALTER TABLE connections ADD COLUMN lease_expires_at TEXT;`,
+  `ALTER TABLE volumes ADD COLUMN cinderlib_extra TEXT;
+   ALTER TABLE snapshots ADD COLUMN cinderlib_extra TEXT;
+   ALTER TABLE connections ADD COLUMN cinderlib_extra TEXT;`,
 ];
 
 /** SQLite result codes that mean the store itself cannot take writes now, not that a call was wrong. */
@@ -142,43 +146,55 @@ interface Row {
   lease_expires_at: string | null;
   snapshot_id: string | null;
   source_volume_id: string | null;
+  cinderlib_extra: string | null;
 }
 
-type SnapshotRow = SnapshotRecord & { seq: number };
+type SnapshotRow = Omit<SnapshotRecord, 'cinderlib_extra'> & { seq: number; cinderlib_extra: string | null };
+
+/** The unmodeled fields of a loaded cinderlib dump, as stored (JSON text). */
+const extraText = (extra: Record<string, unknown> | null | undefined): string | null => (extra ? JSON.stringify(extra) : null);
+const extraOf = (text: string | null | undefined): Record<string, unknown> | null => (text ? (JSON.parse(text) as Record<string, unknown>) : null);
 
 /** A connection as stored: its JSON-valued fields as text. */
-interface ConnectionRow extends Omit<ConnectionRecord, 'connector' | 'connection_info' | 'device'> {
+interface ConnectionRow extends Omit<ConnectionRecord, 'connector' | 'connection_info' | 'device' | 'cinderlib_extra'> {
   seq: number;
   connector: string;
   connection_info: string;
   device: string | null;
+  cinderlib_extra: string | null;
 }
 
 function fromConnectionRow(row: ConnectionRow): ConnectionRecord {
-  const { seq: _seq, connector, connection_info, device, ...rest } = row;
-  return { ...rest, connector: JSON.parse(connector), connection_info: JSON.parse(connection_info), device: device === null ? null : JSON.parse(device) };
+  const { seq: _seq, connector, connection_info, device, cinderlib_extra, ...rest } = row;
+  return {
+    ...rest,
+    connector: JSON.parse(connector),
+    connection_info: JSON.parse(connection_info),
+    device: device === null ? null : JSON.parse(device),
+    cinderlib_extra: extraOf(cinderlib_extra),
+  };
 }
 
 function toConnectionColumns(patch: Partial<ConnectionRecord>): Record<string, unknown> {
   const columns: Record<string, unknown> = { ...patch };
-  for (const key of ['connector', 'connection_info', 'device'] as const) {
+  for (const key of ['connector', 'connection_info', 'device', 'cinderlib_extra'] as const) {
     if (patch[key] !== undefined) columns[key] = patch[key] === null ? null : JSON.stringify(patch[key]);
   }
   return columns;
 }
 
 function connectionRow(record: ConnectionRecord): Record<string, unknown> {
-  return toConnectionColumns({ owner: null, lease_expires_at: null, ...record });
+  return toConnectionColumns({ owner: null, lease_expires_at: null, cinderlib_extra: null, ...record });
 }
 
 function fromSnapshotRow(row: SnapshotRow): SnapshotRecord {
-  const { seq: _seq, ...record } = row;
-  return record;
+  const { seq: _seq, cinderlib_extra, ...record } = row;
+  return { ...record, cinderlib_extra: extraOf(cinderlib_extra) };
 }
 
 function fromRow(row: Row): VolumeRecord {
-  const { seq: _seq, bootable, ...rest } = row;
-  return { ...rest, bootable: bootable === 1 };
+  const { seq: _seq, bootable, cinderlib_extra, ...rest } = row;
+  return { ...rest, bootable: bootable === 1, cinderlib_extra: extraOf(cinderlib_extra) };
 }
 
 export class SqliteVolumeStore implements VolumeStore {
@@ -189,25 +205,36 @@ export class SqliteVolumeStore implements VolumeStore {
   /** The file's identity at open: a store deleted or replaced under the server must not take writes into nowhere. */
   private readonly fileIdentity?: { dev: number; ino: number };
 
-  /** `lock`, when given, is the process lock guarding the file; it is released on close. */
+  /**
+   * `lock`, when given, is the process lock guarding the file; it is released on close. With
+   * `readOnly` (a dump beside the running server that holds the lock) nothing is written, schema
+   * upgrades included.
+   */
   constructor(
     private readonly path: string,
     private readonly lock?: HeldLock,
+    options: { readOnly?: boolean } = {},
   ) {
-    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
-    this.db = new Database(path);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('busy_timeout = 5000');
-    this.migrate();
+    if (options.readOnly) {
+      this.db = new Database(path, { readonly: true, fileMustExist: true });
+      this.db.pragma('busy_timeout = 5000');
+      this.requireCurrentSchema();
+    } else {
+      if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+      this.db = new Database(path);
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = NORMAL');
+      this.db.pragma('busy_timeout = 5000');
+      this.migrate();
+    }
     if (path !== ':memory:') {
       const { dev, ino } = statSync(path);
       this.fileIdentity = { dev, ino };
     }
     this.statements = {
       insert: this.db.prepare(
-        `INSERT OR IGNORE INTO volumes (id, backend, name, description, size, status, pool_name, bootable, created_at, updated_at, status_reason, provider_location, provider_auth, failed_operation, owner, lease_expires_at, snapshot_id, source_volume_id)
-         VALUES (@id, @backend, @name, @description, @size, @status, @pool_name, @bootable, @created_at, @updated_at, @status_reason, @provider_location, @provider_auth, @failed_operation, @owner, @lease_expires_at, @snapshot_id, @source_volume_id)`,
+        `INSERT OR IGNORE INTO volumes (id, backend, name, description, size, status, pool_name, bootable, created_at, updated_at, status_reason, provider_location, provider_auth, failed_operation, owner, lease_expires_at, snapshot_id, source_volume_id, cinderlib_extra)
+         VALUES (@id, @backend, @name, @description, @size, @status, @pool_name, @bootable, @created_at, @updated_at, @status_reason, @provider_location, @provider_auth, @failed_operation, @owner, @lease_expires_at, @snapshot_id, @source_volume_id, @cinderlib_extra)`,
       ),
       get: this.db.prepare('SELECT * FROM volumes WHERE id = ?'),
       remove: this.db.prepare('DELETE FROM volumes WHERE id = ?'),
@@ -227,16 +254,16 @@ export class SqliteVolumeStore implements VolumeStore {
         this.db.prepare('UPDATE connections SET lease_expires_at = @until WHERE owner = @owner'),
       ],
       insertSnapshot: this.db.prepare(
-        `INSERT OR IGNORE INTO snapshots (id, volume_id, backend, name, description, volume_size, status, created_at, updated_at, status_reason, provider_location, failed_operation, owner, lease_expires_at)
-         VALUES (@id, @volume_id, @backend, @name, @description, @volume_size, @status, @created_at, @updated_at, @status_reason, @provider_location, @failed_operation, @owner, @lease_expires_at)`,
+        `INSERT OR IGNORE INTO snapshots (id, volume_id, backend, name, description, volume_size, status, created_at, updated_at, status_reason, provider_location, failed_operation, owner, lease_expires_at, cinderlib_extra)
+         VALUES (@id, @volume_id, @backend, @name, @description, @volume_size, @status, @created_at, @updated_at, @status_reason, @provider_location, @failed_operation, @owner, @lease_expires_at, @cinderlib_extra)`,
       ),
       getSnapshot: this.db.prepare('SELECT * FROM snapshots WHERE id = ?'),
       removeSnapshot: this.db.prepare('DELETE FROM snapshots WHERE id = ?'),
       snapshotsOf: this.db.prepare('SELECT * FROM snapshots WHERE volume_id = ? ORDER BY seq'),
       volumesFromSnapshot: this.db.prepare('SELECT * FROM volumes WHERE snapshot_id = ? ORDER BY seq'),
       insertConnection: this.db.prepare(
-        `INSERT OR IGNORE INTO connections (id, volume_id, backend, status, attach_mode, connector, connection_info, device, created_at, updated_at, status_reason, owner, lease_expires_at)
-         VALUES (@id, @volume_id, @backend, @status, @attach_mode, @connector, @connection_info, @device, @created_at, @updated_at, @status_reason, @owner, @lease_expires_at)`,
+        `INSERT OR IGNORE INTO connections (id, volume_id, backend, status, attach_mode, connector, connection_info, device, created_at, updated_at, status_reason, owner, lease_expires_at, cinderlib_extra)
+         VALUES (@id, @volume_id, @backend, @status, @attach_mode, @connector, @connection_info, @device, @created_at, @updated_at, @status_reason, @owner, @lease_expires_at, @cinderlib_extra)`,
       ),
       getConnection: this.db.prepare('SELECT * FROM connections WHERE id = ?'),
       removeConnection: this.db.prepare('DELETE FROM connections WHERE id = ?'),
@@ -437,6 +464,18 @@ export class SqliteVolumeStore implements VolumeStore {
   }
 
   /** For benchmarks and imports: many records in one transaction. */
+  async importRecords(batch: ImportBatch): Promise<void> {
+    await this.write('load a dump', () =>
+      // A throw inside the transaction rolls every row of it back: all or nothing.
+      this.db.transaction(() => {
+        const taken = (what: string) => new StorageError('ALREADY_EXISTS', `${what} is already in the metadata store; nothing was loaded`);
+        for (const record of batch.volumes) if (this.statements.insert.run(this.row(record)).changes !== 1) throw taken(`volume ${record.id}`);
+        for (const record of batch.snapshots) if (this.statements.insertSnapshot.run(this.snapshotRow(record)).changes !== 1) throw taken(`snapshot ${record.id}`);
+        for (const record of batch.connections) if (this.statements.insertConnection.run(connectionRow(record)).changes !== 1) throw taken(`connection ${record.id}`);
+      })(),
+    );
+  }
+
   insertMany(records: VolumeRecord[]): void {
     const insertAll = this.db.transaction((batch: VolumeRecord[]) => {
       for (const record of batch) this.statements.insert.run(this.row(record));
@@ -459,11 +498,12 @@ export class SqliteVolumeStore implements VolumeStore {
       source_volume_id: null,
       ...record,
       bootable: record.bootable ? 1 : 0,
+      cinderlib_extra: extraText(record.cinderlib_extra),
     };
   }
 
   private snapshotRow(record: SnapshotRecord): Record<string, unknown> {
-    return { failed_operation: null, owner: null, lease_expires_at: null, ...record };
+    return { failed_operation: null, owner: null, lease_expires_at: null, ...record, cinderlib_extra: extraText(record.cinderlib_extra) };
   }
 
   private applyUpdate(id: string, patch: VolumePatch, expected?: readonly VolumeStatus[]): VolumeRecord | undefined {
@@ -565,6 +605,16 @@ export class SqliteVolumeStore implements VolumeStore {
     if (error instanceof StorageError || !code || !STORE_TROUBLE.test(code)) return error;
     const why = code === 'SQLITE_FULL' ? 'its disk is full' : code.startsWith('SQLITE_READONLY') ? 'it is read-only' : `it failed (${code})`;
     return new StorageError('BACKEND_UNAVAILABLE', `cannot ${what}: the metadata store ${this.path} cannot be written: ${why}; free space or fix the file, and retry`, { cause: error });
+  }
+
+  private requireCurrentSchema(): void {
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    if (version !== MIGRATIONS.length) {
+      throw new StorageError(
+        'BACKEND_UNAVAILABLE',
+        `the metadata store ${this.path} has schema version ${version}, this cinderlib-mcp reads version ${MIGRATIONS.length}; ${version < MIGRATIONS.length ? 'let the server (or this command, with the server stopped) upgrade it first' : 'upgrade cinderlib-mcp'}`,
+      );
+    }
   }
 
   private migrate(): void {

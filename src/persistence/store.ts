@@ -107,6 +107,13 @@ export interface Tombstone {
 
 export type RecoveredKind = 'volume' | 'snapshot' | 'connection';
 
+/** What `cinderlib-mcp load` adds: every record of a dump, written in one transaction or not at all. */
+export interface ImportBatch {
+  volumes: VolumeRecord[];
+  snapshots: SnapshotRecord[];
+  connections: ConnectionRecord[];
+}
+
 export interface VolumeStore {
   /** Adds a record; resolves false when the id is already taken. */
   insert(record: VolumeRecord): Promise<boolean>;
@@ -162,6 +169,11 @@ export interface VolumeStore {
   ): Promise<{ volumes: VolumeRecord[]; snapshots: SnapshotRecord[]; connections: ConnectionRecord[] }>;
   /** Extends the lease of every record (volume, snapshot or connection) under way that `owner` holds: the server is alive. */
   renewLeases(owner: string, until: string): Promise<void>;
+  /**
+   * Adds every record of `batch` in one transaction. An id already in the store (a volume id among
+   * volumes, and so on) writes nothing and rejects with StorageError ALREADY_EXISTS naming it.
+   */
+  importRecords(batch: ImportBatch): Promise<void>;
   /** Removes a volume (or with kind 'snapshot' in the tombstone, a snapshot) record and leaves its tombstone, in one transaction. */
   removeLeavingTombstone(id: string, tombstone: Tombstone): Promise<boolean>;
   tombstones(backend: string): Promise<Tombstone[]>;

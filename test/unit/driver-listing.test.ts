@@ -194,10 +194,8 @@ describe("list_supported_drivers (cinderlib's Backend.list_supported_drivers)", 
   });
 
   // The server passes every tool answer through SecretRegistry.maskOptions, which masks any key whose
-  // name looks secret, oslo.config's `secret` flag included: the flag reads '***' instead of
-  // true/false. Expected to fail until src/secrets.ts leaves that flag's boolean (and 'True'/'False')
-  // values alone; then turn this into a plain `it`.
-  it.fails("survives the server's masking with its secret flags readable", async () => {
+  // name looks secret: oslo.config's `secret` flag must come through as true/false.
+  it("survives the server's masking with its secret flags readable", async () => {
     const registry = new SecretRegistry();
     for (const version of [1, 2] as const) {
       const listing = await listSupportedDrivers(version);

@@ -1,0 +1,101 @@
+import type { ConnectionRecord } from '../connection.js';
+import type { VolumeStore } from '../persistence/store.js';
+import type { SecretRegistry } from '../secrets.js';
+import type { SnapshotRecord } from '../snapshot.js';
+import type { VolumeRecord } from '../volume.js';
+import { connectionOvo, snapshotOvo, volumeOvo, type DumpContext, type ObjectDump } from './ovo.js';
+
+/**
+ * cinderlib's dumps from the metadata store alone (never an array): a backend is
+ * `{"class": "Backend", "backend": config, "volumes": [...]}` and the whole is a list of them
+ * (cl.dumps()). Snapshots and connections nest in their volume, as cinderlib nests them. Every
+ * object goes out through the masking: no secret is ever in a dump.
+ */
+export interface DumpedBackend {
+  id: string;
+  /** As list_backends shows it: {volume_backend_name} unless output_all_backend_info, secrets masked. */
+  config: Record<string, unknown>;
+}
+
+export interface Dumper {
+  store: VolumeStore;
+  secrets: SecretRegistry;
+  context: DumpContext;
+}
+
+const PAGE = 1000;
+
+/** Every record `list` pages through, in creation order. */
+async function all<R>(list: (after: number | undefined) => Promise<{ records: R[]; nextAfter?: number }>): Promise<R[]> {
+  const records: R[] = [];
+  let after: number | undefined;
+  do {
+    const page = await list(after);
+    records.push(...page.records);
+    after = page.nextAfter;
+  } while (after !== undefined);
+  return records;
+}
+
+function groupByVolume<R extends { volume_id: string }>(records: R[]): Map<string, R[]> {
+  const groups = new Map<string, R[]>();
+  for (const record of records) {
+    const group = groups.get(record.volume_id);
+    if (group) group.push(record);
+    else groups.set(record.volume_id, [record]);
+  }
+  return groups;
+}
+
+function objectDump(dumper: Dumper, kind: ObjectDump['class'], backend: string, ovo: ObjectDump['ovo']): ObjectDump {
+  return { class: kind, backend: { volume_backend_name: backend }, ovo: dumper.secrets.maskOptions(ovo) };
+}
+
+export function volumeDump(dumper: Dumper, volume: VolumeRecord, snapshots: SnapshotRecord[], connections: ConnectionRecord[]): ObjectDump {
+  return objectDump(dumper, 'Volume', volume.backend, volumeOvo(volume, snapshots, connections, dumper.context));
+}
+
+export function snapshotDump(dumper: Dumper, snapshot: SnapshotRecord): ObjectDump {
+  return objectDump(dumper, 'Snapshot', snapshot.backend, snapshotOvo(snapshot));
+}
+
+export function connectionDump(dumper: Dumper, connection: ConnectionRecord): ObjectDump {
+  return objectDump(dumper, 'Connection', connection.backend, connectionOvo(connection));
+}
+
+/** A volume's dump with its snapshots and connections, read from the store. */
+export async function dumpVolume(dumper: Dumper, volume: VolumeRecord): Promise<ObjectDump> {
+  return volumeDump(dumper, volume, await dumper.store.snapshotsOf(volume.id), await dumper.store.connectionsOf(volume.id));
+}
+
+/**
+ * One backend's dump as JSON text, written piece by piece (`write`), so that a store of a hundred
+ * thousand volumes is never held as one string. `limit` caps the volumes (resources show 100).
+ */
+export async function writeBackendDump(dumper: Dumper, backend: DumpedBackend, write: (text: string) => void | Promise<void>, limit = Infinity): Promise<void> {
+  const { store } = dumper;
+  const snapshots = groupByVolume(await all((after) => store.listSnapshots({ backend: backend.id, after, limit: PAGE })));
+  const connections = groupByVolume(await all((after) => store.listConnections({ backend: backend.id, after, limit: PAGE })));
+  await write(`{"class":"Backend","backend":${JSON.stringify(dumper.secrets.maskOptions(backend.config))},"volumes":[`);
+  let written = 0;
+  let after: number | undefined;
+  do {
+    const page = await store.list({ backend: backend.id, after, limit: Math.min(PAGE, limit - written) });
+    for (const volume of page.records) {
+      await write(`${written > 0 ? ',' : ''}${JSON.stringify(volumeDump(dumper, volume, snapshots.get(volume.id) ?? [], connections.get(volume.id) ?? []))}`);
+      written++;
+    }
+    after = written < limit ? page.nextAfter : undefined;
+  } while (after !== undefined);
+  await write(']}');
+}
+
+/** cinderlib's cl.dumps(): every backend's dump, as a list. */
+export async function writeDump(dumper: Dumper, backends: DumpedBackend[], write: (text: string) => void | Promise<void>): Promise<void> {
+  await write('[');
+  for (const [index, backend] of backends.entries()) {
+    if (index > 0) await write(',');
+    await writeBackendDump(dumper, backend, write);
+  }
+  await write(']');
+}
