@@ -10,6 +10,7 @@ import { KeyedMutex } from './locks.js';
 import type { Logger } from './log.js';
 import { hostname } from 'node:os';
 import { hostAttachers, thisHostConnector } from './attach/index.js';
+import { ResourceCatalog } from './resources.js';
 import { dataDir } from './paths.js';
 import { openVolumeStore } from './persistence/index.js';
 import { MemoryVolumeStore } from './persistence/memory.js';
@@ -90,6 +91,9 @@ export class BackendRegistry {
 
   /** This server's identity in the metadata store: global.host, else hostname and data directory. */
   readonly serverId: string;
+  /** cinderlib's cfg.CONF.host, in dumps' `host` fields. */
+  private readonly cinderHost: string;
+  private catalog?: ResourceCatalog;
   private readonly leaseMs: number;
   private leaseTimer?: NodeJS.Timeout;
 
@@ -101,6 +105,7 @@ export class BackendRegistry {
     serving: boolean,
   ) {
     this.serverId = config.global.host ?? `${hostname()}:${dataDir()}`;
+    this.cinderHost = config.global.host ?? hostname();
     this.leaseMs = config.global.leaseSeconds * 1000;
     const deps = {
       store,
@@ -351,6 +356,17 @@ export class BackendRegistry {
   async detachVolume(connectionId: string): Promise<void> {
     const connection = await this.getConnection(connectionId);
     await this.backendOf(connection.backend, `connection ${connectionId}`).connections.detach(connectionId);
+  }
+
+  /** Every backend, volume, snapshot and connection as an MCP resource (src/resources.ts). */
+  resources(): ResourceCatalog {
+    this.requireUsableConfig();
+    return (this.catalog ??= new ResourceCatalog(
+      this.store,
+      () => this.list().map((backend) => ({ id: backend.id, config: backend.config() })),
+      { store: this.store, secrets: this.secrets, context: { host: this.cinderHost } },
+      this.secrets,
+    ));
   }
 
   /** Masks secret-named keys (CHAP passwords) and every registered secret, for answers. */

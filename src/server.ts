@@ -4,8 +4,11 @@ import {
   CallToolRequestParamsSchema,
   CallToolRequestSchema,
   ErrorCode,
+  ListResourceTemplatesRequestSchema,
+  ListResourcesRequestSchema,
   ListToolsRequestSchema,
   McpError,
+  ReadResourceRequestSchema,
   type CallToolResult,
 } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
@@ -18,6 +21,7 @@ import type { ToolDefinition } from './tool.js';
 import { SERVER_CAPABILITIES, SERVER_INFO, SERVER_INSTRUCTIONS } from './server-identity.js';
 import { offeredTools } from './startup-answers.js';
 import { loadToolListing } from './tool-listing.js';
+import { RESOURCE_TEMPLATES, ResourceNotFound } from './resources.js';
 
 /**
  * The MCP server. It uses the SDK's low-level Server rather than McpServer so that it owns the
@@ -51,6 +55,7 @@ export function createMcpServer(options: ServerOptions): Server {
   });
 
   server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: await listingReady }));
+  registerResources(server, options);
 
   // Registered past Server.setRequestHandler: its tools/call wrapper refuses a non-object
   // `arguments` with a multi-line -32603 zod dump before this handler can word it.
@@ -88,6 +93,38 @@ export function createMcpServer(options: ServerOptions): Server {
   });
 
   return server;
+}
+
+/** MCP's "resource not found" (the spec's -32002). */
+const RESOURCE_NOT_FOUND = -32002;
+
+/** resources/list, resources/templates/list and resources/read over the registry's catalog (src/resources.ts). */
+function registerResources(server: Server, options: ServerOptions): void {
+  const { secrets } = options;
+  // Store trouble and bad cursors are JSON-RPC errors here (resources have no isError result), worded as tool errors are.
+  const asMcpError = (error: unknown): McpError => {
+    if (error instanceof McpError) return error;
+    if (error instanceof ResourceNotFound) return new McpError(RESOURCE_NOT_FOUND, secrets.redact(error.message));
+    if (isStorageError(error)) return new McpError(error.code === 'INVALID_ARGUMENT' ? ErrorCode.InvalidParams : ErrorCode.InternalError, secrets.redact(error.toClientText()));
+    options.log.error(`resources: ${describeError(error)}`);
+    return new McpError(ErrorCode.InternalError, `INTERNAL: ${secrets.redact(describeError(error).split('\n')[0]!)}`);
+  };
+  server.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: RESOURCE_TEMPLATES }));
+  server.setRequestHandler(ListResourcesRequestSchema, async (request) => {
+    try {
+      return await (await options.registry).resources().list(request.params?.cursor);
+    } catch (error) {
+      throw asMcpError(error);
+    }
+  });
+  server.setRequestHandler(ReadResourceRequestSchema, async (request) => {
+    try {
+      const text = await (await options.registry).resources().read(request.params.uri);
+      return { contents: [{ uri: request.params.uri, mimeType: 'application/json', text }] };
+    } catch (error) {
+      throw asMcpError(error);
+    }
+  });
 }
 
 /** tools/call with `name` and `arguments` left for the handler to check. */
