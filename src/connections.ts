@@ -242,7 +242,8 @@ export class ConnectionLifecycle {
         const info = connection.connection_info as unknown as ConnectionInfo;
         const type = info.driver_volume_type;
         const attacher = type ? this.deps.attachers[type] : undefined;
-        if (attacher && this.isOnThisHost(connection) && (connection.device || connection.status === 'error')) {
+        // A device recorded here goes first; a loop device a crash left before it was recorded is found by its file.
+        if (attacher && this.isOnThisHost(connection) && (connection.device || type === 'local')) {
           await step('detach on this host', () => attacher.detach(info, connection.device as AttachedDevice | null));
         }
         if (type !== 'local') {
