@@ -9,6 +9,8 @@ import {
   type ConnectionPatch,
   type ConnectionQuery,
   type InsertOutcome,
+  type AuditQuery,
+  type AuditRecord,
   type ImportBatch,
   type RecoveredKind,
   type RecoveryClaim,
@@ -198,6 +200,24 @@ export class MemoryVolumeStore implements VolumeStore {
       .filter((record) => record.owner && isRecoverable(record, claim))
       .map((record) => this.connections.update(record.id, { status: 'error', status_reason: reason(record, 'connection'), owner: null, lease_expires_at: null })!);
     return { volumes: recover(this.volumes, 'volume'), snapshots: recover(this.snapshots, 'snapshot'), connections };
+  }
+
+  readonly description = 'memory (nothing kept after the process ends)';
+  private readonly audit: AuditRecord[] = [];
+
+  async appendAudit(record: AuditRecord): Promise<void> {
+    this.audit.push(structuredClone(record));
+  }
+
+  async listAudit(query: AuditQuery): Promise<{ records: AuditRecord[]; nextAfter?: number }> {
+    const start = query.after ?? 0;
+    const matching: Array<{ seq: number; record: AuditRecord }> = [];
+    for (let index = start; index < this.audit.length && matching.length <= query.limit; index++) {
+      const record = this.audit[index]!;
+      if (!query.since || record.time >= query.since) matching.push({ seq: index + 1, record });
+    }
+    const page = matching.slice(0, query.limit);
+    return { records: page.map((entry) => structuredClone(entry.record)), nextAfter: matching.length > query.limit ? page[page.length - 1]!.seq : undefined };
   }
 
   async importRecords(batch: ImportBatch): Promise<void> {

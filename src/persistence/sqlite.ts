@@ -14,6 +14,8 @@ import {
   type ConnectionPatch,
   type ConnectionQuery,
   type InsertOutcome,
+  type AuditQuery,
+  type AuditRecord,
   type ImportBatch,
   type RecoveredKind,
   type RecoveryClaim,
@@ -121,6 +123,17 @@ const MIGRATIONS: readonly string[] = [
   `ALTER TABLE volumes ADD COLUMN cinderlib_extra TEXT;
    ALTER TABLE snapshots ADD COLUMN cinderlib_extra TEXT;
    ALTER TABLE connections ADD COLUMN cinderlib_extra TEXT;`,
+  `CREATE TABLE audit_log (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     time TEXT NOT NULL,
+     server TEXT NOT NULL,
+     client TEXT NOT NULL,
+     tool TEXT NOT NULL,
+     arguments TEXT NOT NULL,
+     outcome TEXT NOT NULL,
+     error TEXT
+   );
+   CREATE INDEX audit_log_by_time ON audit_log (time, seq);`,
 ];
 
 /** SQLite result codes that mean the store itself cannot take writes now, not that a call was wrong. */
@@ -464,6 +477,32 @@ export class SqliteVolumeStore implements VolumeStore {
   }
 
   /** For benchmarks and imports: many records in one transaction. */
+  get description(): string {
+    return `SQLite ${this.path}`;
+  }
+
+  async appendAudit(record: AuditRecord): Promise<void> {
+    this.write('record an audit line', () =>
+      this.db
+        .prepare('INSERT INTO audit_log (time, server, client, tool, arguments, outcome, error) VALUES (@time, @server, @client, @tool, @arguments, @outcome, @error)')
+        .run({ ...record, arguments: JSON.stringify(record.arguments), error: record.error ?? null }),
+    );
+  }
+
+  async listAudit(query: AuditQuery): Promise<{ records: AuditRecord[]; nextAfter?: number }> {
+    return this.read(() => {
+      const rows = this.db
+        .prepare('SELECT * FROM audit_log WHERE seq > @after AND time >= @since ORDER BY seq LIMIT @limit')
+        .all({ after: query.after ?? 0, since: query.since ?? '', limit: query.limit + 1 }) as Array<Omit<AuditRecord, 'arguments'> & { seq: number; arguments: string; error: string | null }>;
+      const more = rows.length > query.limit;
+      const page = rows.slice(0, query.limit);
+      return {
+        records: page.map(({ seq: _seq, arguments: args, error, ...rest }) => ({ ...rest, arguments: JSON.parse(args), ...(error ? { error } : {}) })),
+        nextAfter: more ? page[page.length - 1]!.seq : undefined,
+      };
+    });
+  }
+
   async importRecords(batch: ImportBatch): Promise<void> {
     await this.write('load a dump', () =>
       // A throw inside the transaction rolls every row of it back: all or nothing.

@@ -114,7 +114,62 @@ export interface ImportBatch {
   connections: ConnectionRecord[];
 }
 
+/** One audit record (contract section 10): every call of a mutating tool, refused or not. */
+export interface AuditRecord {
+  time: string;
+  server: string;
+  /** The token's name over HTTP, the client's name from initialize over stdio. */
+  client: string;
+  tool: string;
+  /** The call's arguments, secrets masked. */
+  arguments: Record<string, unknown>;
+  outcome: 'ok' | 'error';
+  /** The error's text (coded, masked) when outcome is error. */
+  error?: string;
+}
+
+export interface AuditQuery {
+  since?: string;
+  after?: number;
+  limit: number;
+}
+
+/**
+ * What servers sharing one store (PostgreSQL) need beyond records: cluster-wide locks, capacity
+ * held by operations under way on every server, and one live server per identity. Stores that
+ * serve one process (SQLite, memory) have none: the process's own locks and ledger suffice.
+ */
+export interface SharedCoordination {
+  /**
+   * Runs `task` holding cluster-wide locks on every key (volume:<id>, snapshot:<id>), taken in a
+   * fixed order. Waits its turn behind another server's operation, up to a bound, then rejects with
+   * BACKEND_BUSY naming the key. A server that dies releases its locks.
+   */
+  holdKeys<T>(keys: readonly string[], task: () => Promise<T>): Promise<T>;
+  /**
+   * Capacity across servers: runs `decide` holding the capacity domain's cluster-wide lock, giving
+   * it the GiB that other servers' operations under way hold in that domain; `decide` checks (it
+   * may throw OUT_OF_CAPACITY) and returns the GiB this operation needs, which stay held, under
+   * `owner`, until `release` (or until the owner's lease lapses).
+   */
+  holdCapacity(domain: string, owner: string, decide: (heldByOthersGb: number) => Promise<number>): Promise<{ release(): Promise<void> }>;
+  /**
+   * Registers this server's identity as live until `until`; rejects (StorageError
+   * BACKEND_UNAVAILABLE, naming the other) when another live server holds the identity. Renewed
+   * with renewLeases; removed by `leave`.
+   */
+  join(serverId: string, description: string, until: string): Promise<void>;
+  leave(serverId: string): Promise<void>;
+}
+
 export interface VolumeStore {
+  /** Present on stores several servers share (PostgreSQL). */
+  readonly shared?: SharedCoordination;
+  /** What the store is, for messages ("SQLite /var/lib/x.sqlite", "PostgreSQL db@host:5432"), never with a password. */
+  readonly description?: string;
+  appendAudit(record: AuditRecord): Promise<void>;
+  /** Audit records in the order written, from `since` (ISO time) on. */
+  listAudit(query: AuditQuery): Promise<{ records: AuditRecord[]; nextAfter?: number }>;
   /** Adds a record; resolves false when the id is already taken. */
   insert(record: VolumeRecord): Promise<boolean>;
   /**
