@@ -17,6 +17,9 @@ Usage:
   cinderlib-mcp load FILE [--config FILE]
                                         add a cinderlib dump (ours or Python cinderlib's) to the
                                         metadata store: all of it, or nothing
+  cinderlib-mcp import-cinder-conf [FILE]
+                                        convert cinder.conf (default /etc/cinder/cinder.conf) into
+                                        this project's YAML config on stdout, secrets as \${env:...}
   cinderlib-mcp connection-secret CONNECTION_ID [--config FILE]
                                         print a connection's CHAP credentials (for the host's
                                         administrator; never available over MCP)
@@ -69,6 +72,14 @@ export function parseArgs(argv: string[]): Command {
 export async function main(argv: string[]): Promise<number> {
   const log = createLogger();
   let command: Command;
+  // import-cinder-conf reads no config of ours and takes its own arguments.
+  if (argv[0] === 'import-cinder-conf') {
+    const { runImportCinderConf } = await import('./cinder-conf/index.js');
+    const answer = await runImportCinderConf(argv.slice(1));
+    process.stdout.write(answer.stdout);
+    process.stderr.write(answer.stderr);
+    return answer.code;
+  }
   try {
     command = parseArgs(argv);
   } catch (error) {

@@ -27,6 +27,41 @@ function run(args: string[], env: Record<string, string> = {}) {
 }
 
 describe('the cinderlib-mcp command', () => {
+  it('imports a cinder.conf into a config that check reads, with secrets as ${env:} references only', () => {
+    const conf = writeConfig(
+      'cinder.conf',
+      [
+        '[DEFAULT]',
+        'enabled_backends = files, xtremio-1',
+        'transport_url = rabbit://cinder:RabbitPass-93@mq:5672/',
+        '[database]',
+        'connection = mysql+pymysql://cinder:DbPass-41@db/cinder',
+        '[files]',
+        'volume_driver = file',
+        `volumes_dir = ${join(root, 'imported-volumes')}`,
+        '[xtremio-1]',
+        'volume_driver = cinder.volume.drivers.dell_emc.xtremio.XtremIOISCSIDriver',
+        'volume_backend_name = xtremio',
+        'san_ip = 127.0.0.1:1',
+        'san_login = admin',
+        'san_password = XmsPass-77',
+        'xtremio_cluster_name = cluster1',
+        'rbd_pool = volumes',
+        '',
+      ].join('\n'),
+    );
+    const imported = run(['import-cinder-conf', conf]);
+    expect(imported.code, imported.stderr).toBe(0);
+    for (const secret of ['RabbitPass-93', 'DbPass-41', 'XmsPass-77']) expect(imported.stdout + imported.stderr).not.toContain(secret);
+    expect(imported.stdout).toContain('san_password: ${env:CINDERLIB_XTREMIO_1_SAN_PASSWORD}');
+    expect(imported.stderr).toMatch(/rbd_pool/);
+    const config = writeConfig('imported.yaml', imported.stdout);
+    const checked = run(['check', '--config', config], { CINDERLIB_XTREMIO_1_SAN_PASSWORD: 'XmsPass-77' });
+    expect(checked.stdout).toMatch(/^files\tfile\tinitialized$/m);
+    expect(checked.stdout).toMatch(/^xtremio\tcinder\.volume\.drivers\.dell_emc\.xtremio\.XtremIOISCSIDriver\tnot initialized: /m);
+    expect(checked.stdout + checked.stderr).not.toContain('XmsPass-77');
+  });
+
   it('prints --help and --version', () => {
     const help = run(['--help']);
     expect(help.code).toBe(0);
