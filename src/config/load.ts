@@ -26,6 +26,8 @@ export interface GlobalOptions {
   host?: string;
   /** How long an operation under way stays this server's after its last sign of life. */
   leaseSeconds: number;
+  /** A file each audit record is also appended to, as a JSON line (global.audit_log). */
+  auditLog?: string;
 }
 
 export interface BackendSpec {
@@ -65,6 +67,7 @@ const GLOBAL_KEYS = {
   root_helper: z.string({ error: 'root_helper must be a string (empty runs commands directly)' }).optional(),
   disable_sudo: bool.optional(),
   host: z.string({ error: 'host must be a string naming this server' }).min(1, { error: 'host must not be empty' }).optional(),
+  audit_log: z.string({ error: 'audit_log must be the path of a file to append audit lines to' }).min(1, { error: 'audit_log must not be empty' }).optional(),
   lease_seconds: z.preprocess(
     (v) => (typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v),
     z.number({ error: 'lease_seconds must be a whole number of seconds from 5 to 3600' }).int().min(5).max(3600),
@@ -138,6 +141,7 @@ function parseGlobal(raw: unknown, source: string, warnings: string[]): GlobalOp
     persistence: parsePersistence(options.persistence_config, source),
     outputAllBackendInfo: options.output_all_backend_info ?? false,
     host: options.host,
+    auditLog: options.audit_log,
     leaseSeconds: options.lease_seconds ?? DEFAULT_LEASE_SECONDS,
     readOnly: options.read_only ?? false,
     rootHelper,
