@@ -11,6 +11,7 @@ import type { Logger } from './log.js';
 import { hostname } from 'node:os';
 import { hostAttachers, thisHostConnector } from './attach/index.js';
 import { ResourceCatalog } from './resources.js';
+import { AuditLog } from './audit.js';
 import { dataDir } from './paths.js';
 import { openVolumeStore } from './persistence/index.js';
 import { MemoryVolumeStore } from './persistence/memory.js';
@@ -94,6 +95,8 @@ export class BackendRegistry {
   /** cinderlib's cfg.CONF.host, in dumps' `host` fields. */
   private readonly cinderHost: string;
   private catalog?: ResourceCatalog;
+  /** Every mutating call, refused or not (src/audit.ts). */
+  readonly audit: AuditLog;
   private readonly leaseMs: number;
   private leaseTimer?: NodeJS.Timeout;
 
@@ -106,6 +109,7 @@ export class BackendRegistry {
   ) {
     this.serverId = config.global.host ?? `${hostname()}:${dataDir()}`;
     this.cinderHost = config.global.host ?? hostname();
+    this.audit = new AuditLog(store, this.serverId, secrets, log, config.global.auditLog);
     this.leaseMs = config.global.leaseSeconds * 1000;
     const deps = {
       store,

@@ -34,6 +34,8 @@ export interface ServerOptions {
   readOnly: boolean;
   secrets: SecretRegistry;
   log: Logger;
+  /** Who is calling, for the audit log (the HTTP token's name); default: the client's name from initialize. */
+  clientName?: () => string | undefined;
 }
 
 /** This server never asks the client for input (elicitation), so no JSON Schema validator is built. */
@@ -71,25 +73,41 @@ export function createMcpServer(options: ServerOptions): Server {
         ? undefined
         : ({ progress, total, message }) =>
             extra.sendNotification({ method: 'notifications/progress', params: { progressToken, progress, total, message: secrets.redact(message) } });
-    try {
-      const tool = (await toolDefinitions()).get(name);
-      if (!tool) {
-        const available = (await listingReady).map((t) => t.name).join(', ');
-        throw new StorageError('NOT_FOUND', `there is no tool "${name}"; available tools: ${available}`);
+    let audited: ToolDefinition | undefined;
+    const result = await (async (): Promise<CallToolResult> => {
+      try {
+        const tool = (await toolDefinitions()).get(name);
+        if (!tool) {
+          const available = (await listingReady).map((t) => t.name).join(', ');
+          throw new StorageError('NOT_FOUND', `there is no tool "${name}"; available tools: ${available}`);
+        }
+        if (!tool.annotations.readOnlyHint) audited = tool;
+        if (readOnly && !tool.annotations.readOnlyHint) {
+          throw new StorageError(
+            'READ_ONLY',
+            `${name} is disabled: this server runs read-only (global read_only: true or CINDERLIB_MCP_READ_ONLY=true); an administrator can turn writes on in the config`,
+          );
+        }
+        const registry = await options.registry;
+        const args = parseArguments(tool, rawArguments, registry, secrets) as Record<string, unknown>;
+        const data = secrets.maskOptions(await runWithProgress(progress, () => tool.handler(args, registry)));
+        return { content: [{ type: 'text', text: JSON.stringify(data) }], structuredContent: data as Record<string, unknown> };
+      } catch (error) {
+        return errorResult(error, name, secrets, log);
       }
-      if (readOnly && !tool.annotations.readOnlyHint) {
-        throw new StorageError(
-          'READ_ONLY',
-          `${name} is disabled: this server runs read-only (global read_only: true or CINDERLIB_MCP_READ_ONLY=true); an administrator can turn writes on in the config`,
-        );
-      }
-      const registry = await options.registry;
-      const args = parseArguments(tool, rawArguments, registry, secrets) as Record<string, unknown>;
-      const data = secrets.maskOptions(await runWithProgress(progress, () => tool.handler(args, registry)));
-      return { content: [{ type: 'text', text: JSON.stringify(data) }], structuredContent: data as Record<string, unknown> };
-    } catch (error) {
-      return errorResult(error, name, secrets, log);
+    })();
+    // Every call of a mutating tool leaves an audit record, refused or not.
+    if (audited) {
+      const registry = await options.registry.catch(() => undefined);
+      await registry?.audit.record({
+        client: options.clientName?.() ?? server.getClientVersion()?.name ?? 'unknown client',
+        tool: audited.name,
+        arguments: rawArguments,
+        outcome: result.isError ? 'error' : 'ok',
+        ...(result.isError ? { error: String((result.content[0] as { text?: string } | undefined)?.text ?? '') } : {}),
+      });
     }
+    return result;
   });
 
   return server;

@@ -1,0 +1,65 @@
+import { appendFile } from 'node:fs/promises';
+import { describeError } from './errors.js';
+import type { Logger } from './log.js';
+import type { AuditRecord, VolumeStore } from './persistence/store.js';
+import type { SecretRegistry } from './secrets.js';
+
+/** Arguments larger than this are recorded by size only: an audit line must not carry a client's megabytes. */
+const MAX_AUDITED_ARGUMENTS_BYTES = 16 * 1024;
+
+export interface AuditedCall {
+  client: string;
+  tool: string;
+  /** The arguments as the client sent them (masked here). */
+  arguments: unknown;
+  outcome: 'ok' | 'error';
+  /** The coded error text the client got. */
+  error?: string;
+}
+
+/**
+ * The audit log (contract section 10): one record per call of a mutating tool, refused or not, on
+ * any transport, in the metadata store (shared by every server on it) and, with global.audit_log,
+ * as a JSON line appended to that file. Secrets are masked before anything is written. A record
+ * that cannot be written is logged, never turned into the call's failure.
+ */
+export class AuditLog {
+  constructor(
+    private readonly store: VolumeStore,
+    private readonly serverId: string,
+    private readonly secrets: SecretRegistry,
+    private readonly log: Logger,
+    private readonly filePath?: string,
+  ) {}
+
+  async record(call: AuditedCall): Promise<void> {
+    const record: AuditRecord = {
+      time: new Date().toISOString(),
+      server: this.serverId,
+      client: this.secrets.redact(call.client),
+      tool: call.tool,
+      arguments: this.maskedArguments(call.arguments),
+      outcome: call.outcome,
+      ...(call.error !== undefined ? { error: this.secrets.redact(call.error) } : {}),
+    };
+    await Promise.all([
+      this.store.appendAudit(record).catch((error: unknown) => this.log.warn(`audit: cannot record ${call.tool} in the metadata store: ${this.secrets.redact(describeError(error))}`)),
+      this.filePath
+        ? appendFile(this.filePath, `${JSON.stringify(record)}\n`, { mode: 0o600 }).catch((error: unknown) => this.log.warn(`audit: cannot append to ${this.filePath}: ${describeError(error)}`))
+        : undefined,
+    ]);
+  }
+
+  private maskedArguments(raw: unknown): Record<string, unknown> {
+    const value = raw === undefined ? {} : raw;
+    let text: string;
+    try {
+      text = JSON.stringify(this.secrets.maskOptions(value));
+    } catch {
+      return { unreadable: true }; // nested too deep to serialize
+    }
+    if (text.length > MAX_AUDITED_ARGUMENTS_BYTES) return { too_large_bytes: text.length };
+    const masked = JSON.parse(text) as unknown;
+    return masked && typeof masked === 'object' && !Array.isArray(masked) ? (masked as Record<string, unknown>) : { value: masked };
+  }
+}
