@@ -63,3 +63,13 @@ export class AuditLog {
     return masked && typeof masked === 'object' && !Array.isArray(masked) ? (masked as Record<string, unknown>) : { value: masked };
   }
 }
+
+/** `cinderlib-mcp audit [--since ISO]`: the records as JSON Lines, oldest first. */
+export async function auditCommand(store: VolumeStore, since: string | undefined, write: (text: string) => Promise<void>): Promise<void> {
+  let after: number | undefined;
+  do {
+    const page = await store.listAudit({ since, after, limit: 1000 });
+    if (page.records.length > 0) await write(page.records.map((record) => `${JSON.stringify(record)}\n`).join(''));
+    after = page.nextAfter;
+  } while (after !== undefined);
+}

@@ -20,6 +20,8 @@ Usage:
   cinderlib-mcp import-cinder-conf [FILE]
                                         convert cinder.conf (default /etc/cinder/cinder.conf) into
                                         this project's YAML config on stdout, secrets as \${env:...}
+  cinderlib-mcp audit [--since ISO-TIME] [--config FILE]
+                                        print the audit records (every mutating call) as JSON Lines
   cinderlib-mcp connection-secret CONNECTION_ID [--config FILE]
                                         print a connection's CHAP credentials (for the host's
                                         administrator; never available over MCP)
@@ -33,16 +35,18 @@ answers them before it exits, for up to CINDERLIB_MCP_SHUTDOWN_GRACE_MS (default
 a second signal exits at once.`;
 
 interface Command {
-  mode: 'serve' | 'check' | 'connection-secret' | 'dump' | 'load' | 'help' | 'version';
+  mode: 'serve' | 'check' | 'connection-secret' | 'dump' | 'load' | 'audit' | 'help' | 'version';
   configPath?: string;
   /** The command's one positional argument: connection-secret's id, load's file. */
   operand?: string;
   /** dump --backend ID. */
   backend?: string;
+  /** audit --since ISO-TIME. */
+  since?: string;
 }
 
 /** Commands and the name of their one positional argument, if they take one. */
-const SUBCOMMANDS: Record<string, string | undefined> = { check: undefined, serve: undefined, dump: undefined, load: 'a dump file', 'connection-secret': 'a connection id (list_connections shows them)' };
+const SUBCOMMANDS: Record<string, string | undefined> = { check: undefined, serve: undefined, dump: undefined, audit: undefined, load: 'a dump file', 'connection-secret': 'a connection id (list_connections shows them)' };
 
 export function parseArgs(argv: string[]): Command {
   const command: Command = { mode: 'serve' };
@@ -52,7 +56,11 @@ export function parseArgs(argv: string[]): Command {
     if (arg === '--version' || arg === '-v') return { mode: 'version' };
     if (i === 0 && Object.hasOwn(SUBCOMMANDS, arg)) command.mode = arg as Command['mode'];
     else if (SUBCOMMANDS[command.mode] && command.operand === undefined && !arg.startsWith('-')) command.operand = arg;
-    else if (command.mode === 'dump' && (arg === '--backend' || arg.startsWith('--backend='))) {
+    else if (command.mode === 'audit' && (arg === '--since' || arg.startsWith('--since='))) {
+      const value = arg === '--since' ? argv[++i] : arg.slice('--since='.length);
+      if (!value || Number.isNaN(Date.parse(value))) throw new ConfigError('--since needs a date and time (ISO 8601, e.g. 2026-11-26T10:00:00Z)');
+      command.since = new Date(value).toISOString();
+    } else if (command.mode === 'dump' && (arg === '--backend' || arg.startsWith('--backend='))) {
       const value = arg === '--backend' ? argv[++i] : arg.slice('--backend='.length);
       if (!value) throw new ConfigError('--backend needs a volume_backend_name');
       command.backend = value;
@@ -102,6 +110,16 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(answer.stdout);
       process.stderr.write(answer.stderr);
       return answer.code;
+    }
+    if (command.mode === 'audit') {
+      const [{ auditCommand }, { openVolumeStoreForReading }] = await Promise.all([import('./audit.js'), import('./persistence/index.js')]);
+      const store = await openVolumeStoreForReading(config.global.persistence);
+      try {
+        await auditCommand(store, command.since, writeStdout);
+      } finally {
+        await store.close();
+      }
+      return 0;
     }
     if (command.mode === 'dump' || command.mode === 'load') {
       const { dumpCommand, loadCommand } = await import('./serialization/commands.js');
