@@ -13,7 +13,7 @@ import { VolumeLifecycle } from './lifecycle.js';
 import type { HostAttachers } from './attach/attacher.js';
 import { ConnectionLifecycle } from './connections.js';
 import type { Logger } from './log.js';
-import type { VolumeStore } from './persistence/store.js';
+import type { SharedCoordination, VolumeStore } from './persistence/store.js';
 import type { SecretRegistry } from './secrets.js';
 
 /**
@@ -343,14 +343,60 @@ export class Backend {
     sizeGb: number,
     refusal: (room: { pool: string; gb: number; text: string }) => string,
   ): Promise<{ pool: PoolStats; reservation: Reservation }> {
+    const shared = this.deps.store.shared;
+    if (shared) return this.reserveSharedCapacity(shared, poolName, sizeGb, refusal);
     const { stats, seq } = await this.snapshot(false);
     const pool = this.choosePool(stats, poolName);
     const domain = this.capacityDomain(pool.pool_name);
-    const verdict = checkCapacity(pool, sizeGb, this.deps.capacity.claims(domain, this.id, seq));
+    this.requireRoom(pool, sizeGb, this.deps.capacity.claims(domain, this.id, seq), refusal);
+    return { pool, reservation: this.deps.capacity.reserve(domain, this.id, sizeGb) };
+  }
+
+  /**
+   * Capacity on a store several servers share: decided under the domain's cluster-wide lock, on
+   * stats asked of the array then and there, counting what other servers' operations under way
+   * hold; what this one needs stays held in the store until it ends. So two servers never both
+   * promise the last GiB.
+   */
+  private async reserveSharedCapacity(
+    shared: SharedCoordination,
+    poolName: string | undefined,
+    sizeGb: number,
+    refusal: (room: { pool: string; gb: number; text: string }) => string,
+  ): Promise<{ pool: PoolStats; reservation: Reservation }> {
+    const { stats } = await this.snapshot(false);
+    const domain = this.capacityDomain(this.choosePool(stats, poolName).pool_name);
+    let chosen!: PoolStats;
+    let local!: Reservation;
+    const hold = await shared.holdCapacity(domain, this.deps.serverId, async (heldByOthersGb) => {
+      const fresh = await this.snapshot(true);
+      chosen = this.choosePool(fresh.stats, poolName);
+      const claims = this.deps.capacity.claims(domain, this.id, fresh.seq);
+      this.requireRoom(chosen, sizeGb, { ...claims, provisionedGb: claims.provisionedGb + heldByOthersGb, allocatedGb: claims.allocatedGb + heldByOthersGb }, refusal);
+      local = this.deps.capacity.reserve(domain, this.id, sizeGb);
+      return sizeGb;
+    });
+    const releaseHold = () => void hold.release().catch((error: unknown) => this.deps.log.warn(`backend "${this.id}": releasing a capacity hold: ${describeError(error)} (it lapses with this server's lease)`));
+    return {
+      pool: chosen,
+      reservation: {
+        commit: () => {
+          local.commit();
+          releaseHold();
+        },
+        release: () => {
+          local.release();
+          releaseHold();
+        },
+      },
+    };
+  }
+
+  private requireRoom(pool: PoolStats, sizeGb: number, claims: ReturnType<CapacityLedger['claims']>, refusal: (room: { pool: string; gb: number; text: string }) => string): void {
+    const verdict = checkCapacity(pool, sizeGb, claims);
     if (!verdict.fits) {
       throw new StorageError('OUT_OF_CAPACITY', refusal({ pool: pool.pool_name, gb: verdict.roomGb, text: `${verdict.roomGb} GiB of room left (${verdict.explanation})` }));
     }
-    return { pool, reservation: this.deps.capacity.reserve(domain, this.id, sizeGb) };
   }
 
   private capacityDomain(poolName: string): string {

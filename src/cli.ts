@@ -205,6 +205,7 @@ async function serve(config: LoadedConfig, log: Logger): Promise<number> {
       } catch (error) {
         // BackendRegistry.open already words it as a coded error naming the store.
         log.error(error instanceof Error ? error.message : String(error));
+        if (error instanceof Error && error.name === 'StartupRefusal') process.exit(1);
         rejectRegistry(error as Error);
       }
     });

@@ -372,7 +372,11 @@ export class VolumeLifecycle {
   /** The one routine every mutation goes through (connections' too: src/connections.ts). */
   async mutate<T, R>(mutation: Mutation<T, R>): Promise<R> {
     const driver = await this.host.ready();
-    return runHoldingAll(this.deps.locks, mutation.locks, async () => {
+    // This process's locks first, then (on a store several servers share) the cluster's.
+    const shared = this.deps.store.shared;
+    const holdEverywhere = <X>(task: () => Promise<X>) =>
+      runHoldingAll(this.deps.locks, mutation.locks, () => (shared ? shared.holdKeys(mutation.locks, task) : task()));
+    return holdEverywhere(async () => {
       const prepared = await mutation.prepare?.();
       if (prepared && 'answer' in prepared) return prepared.answer as R;
       const need = prepared?.capacity ?? mutation.capacity;
@@ -535,7 +539,7 @@ export class VolumeLifecycle {
   }
 
   private changedUnder(kind: string, id: string): StorageError {
-    return new StorageError('INTERNAL', `${kind} ${id} changed under this operation (another server process?); call get_${kind} and retry`);
+    return new StorageError('BACKEND_BUSY', `${kind} ${id} changed under this operation (another server is operating on it); call get_${kind} and retry`);
   }
 
   private recordVolumeOutcome(volumeId: string, operation: 'create' | 'extend' | 'delete', patch: VolumePatch): Promise<VolumeRecord> {

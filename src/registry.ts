@@ -84,6 +84,11 @@ export interface BackendSummary {
   next_retry_at?: string;
 }
 
+/** The server must not start: its shared store is unreachable, or another live server has its identity. */
+export class StartupRefusal extends Error {
+  override readonly name = 'StartupRefusal';
+}
+
 export class BackendRegistry {
   private readonly backends = new Map<string, Backend>();
 
@@ -146,6 +151,10 @@ export class BackendRegistry {
       // The real store is left alone when checking: a running server may be mid-operation on it.
       volumeStore = checkOnly ? new MemoryVolumeStore() : await openVolumeStore(config.global.persistence);
     } catch (error) {
+      // A shared store (PostgreSQL) that cannot be reached at start-up stops the server: it would serve nothing.
+      if (config.global.persistence.storage === 'db' && 'engine' in config.global.persistence) {
+        throw new StartupRefusal(isStorageError(error) ? error.message : `the metadata store cannot be opened: ${secrets.redact(describeError(error))}`);
+      }
       if (isStorageError(error)) throw error;
       throw new StorageError(
         'BACKEND_UNAVAILABLE',
@@ -154,6 +163,15 @@ export class BackendRegistry {
     }
     for (const warning of config.warnings) log.warn(warning);
     const registry = new BackendRegistry(config, volumeStore, secrets, log, serving);
+    if (volumeStore.shared) {
+      // One live server per identity on a shared store: a twin would take this one's operations for its own.
+      try {
+        await volumeStore.shared.join(registry.serverId, `pid ${process.pid} on ${hostname()} since ${new Date().toISOString()}`, registry.leaseUntil());
+      } catch (error) {
+        await volumeStore.close().catch(() => undefined);
+        throw new StartupRefusal(isStorageError(error) ? error.message : `cannot register this server in ${volumeStore.description}: ${secrets.redact(describeError(error))}`);
+      }
+    }
     await registry.recoverInterrupted(true);
     registry.keepLeases();
     for (const backend of registry.backends.values()) void backend.initialize();
@@ -186,7 +204,7 @@ export class BackendRegistry {
     const every = Math.max(1000, Math.floor(this.leaseMs / 3));
     this.leaseTimer = setInterval(() => {
       void (async () => {
-        await this.store.renewLeases(this.serverId, new Date(Date.now() + this.leaseMs).toISOString());
+        await this.store.renewLeases(this.serverId, this.leaseUntil());
         await this.recoverInterrupted(false);
       })().catch((error: unknown) => this.log.warn(`renewing operation leases: ${describeError(error)}`));
     }, every);
@@ -381,7 +399,13 @@ export class BackendRegistry {
   async close(): Promise<void> {
     clearInterval(this.leaseTimer);
     await Promise.all(this.list().map((backend) => backend.close()));
+    await this.store.shared?.leave(this.serverId).catch((error: unknown) => this.log.warn(`leaving the shared store: ${describeError(error)}`));
     await this.store.close();
+  }
+
+  /** Until when this server's claims hold unless renewed. */
+  private leaseUntil(): string {
+    return new Date(Date.now() + this.leaseMs).toISOString();
   }
 
   /** A page of `list` from the metadata store (never the array), in creation order, with an opaque cursor bound to its filters. */
