@@ -150,6 +150,7 @@ describe.each(storages)('%s volume store', (_name, open) => {
       status_reason: null,
       owner: null,
       lease_expires_at: null,
+      cinderlib_extra: null,
     });
     for (const [n, volume] of [[1, 1], [2, 2], [3, 1]] as const) expect(await store.insertConnection(connection(n, volume))).toBe(true);
     expect(await store.insertConnection(connection(1, 1))).toBe(false);
