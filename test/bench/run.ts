@@ -112,6 +112,7 @@ async function main(): Promise<void> {
   process.stdout.write(`cinderlib-mcp benchmarks (node ${process.version}, ${new Date().toISOString()})\n\n`);
   // BENCH_ONLY=connections runs the last part alone (the rest takes minutes).
   if (process.env.BENCH_ONLY === 'connections') return benchConnections().finally(() => rmSync(work, { recursive: true, force: true }));
+  if (process.env.BENCH_ONLY === 'serialization') return benchSerialization().finally(() => rmSync(work, { recursive: true, force: true }));
 
   // 1. Cold start against the reference filesystem server, same machine, same client.
   const require = createRequire(import.meta.url);
@@ -232,6 +233,9 @@ async function main(): Promise<void> {
 
   // 7. connect/disconnect through tgt, and attach/detach through a loop device, next to the bare commands.
   await benchConnections();
+
+  // 8. cinderlib-mcp dump and load of a store of 100,000 volumes.
+  await benchSerialization();
 
   rmSync(work, { recursive: true, force: true });
 }
@@ -386,4 +390,29 @@ async function benchConnections(): Promise<void> {
     await client.close();
     tgtd.stop();
   }
+}
+
+/** `cinderlib-mcp dump` of a store holding 100,000 volumes, and `load` of that dump into an empty store (whole commands, medians of 3). */
+async function benchSerialization(): Promise<void> {
+  const { spawnSync } = await import('node:child_process');
+  const { statSync } = await import('node:fs');
+  const source = serverEnv('dump-source', 100_000);
+  const command = (args: string[], output?: string) => {
+    const started = process.hrtime.bigint();
+    const result = spawnSync(process.execPath, [BIN, ...args], { stdio: ['ignore', output ? 'pipe' : 'ignore', 'pipe'], maxBuffer: 1024 ** 3, env: { ...process.env, ...source.env } });
+    if (result.status !== 0) throw new Error(`${args.join(' ')}: ${result.stderr?.toString()}`);
+    if (output) writeFileSync(output, result.stdout);
+    return Number(process.hrtime.bigint() - started) / 1e6;
+  };
+  const dumpFile = join(work, 'dump.json');
+  const dumps: number[] = [];
+  const loads: number[] = [];
+  for (let run = 0; run < 3; run++) {
+    dumps.push(command(['dump', '--config', source.configPath], dumpFile));
+    const target = serverEnv(`dump-target-${run}`, 0);
+    loads.push(command(['load', dumpFile, '--config', target.configPath]));
+  }
+  const megabytes = statSync(dumpFile).size / 1024 ** 2;
+  report('cinderlib-mcp dump, 100,000 volumes (median of 3)', `${ms(stats(dumps).median)} (${megabytes.toFixed(0)} MiB of JSON)`);
+  report('cinderlib-mcp load of that dump into an empty store (median of 3)', ms(stats(loads).median));
 }
