@@ -11,6 +11,9 @@ const USAGE = `cinderlib-mcp ${VERSION}: block storage for AI assistants, over M
 
 Usage:
   cinderlib-mcp [--config FILE]         serve MCP over stdio
+  cinderlib-mcp serve --http [--host 127.0.0.1] [--port 8808] [--config FILE]
+                                        serve MCP over Streamable HTTP at /mcp (health at /healthz);
+                                        bearer tokens from global.http_tokens, required beyond loopback
   cinderlib-mcp check [--config FILE]   initialize every backend, print a summary, exit 0 if all are up
   cinderlib-mcp dump [--config FILE] [--backend ID]
                                         write the metadata store as cinderlib's JSON (cl.dumps())
@@ -43,7 +46,12 @@ interface Command {
   backend?: string;
   /** audit --since ISO-TIME. */
   since?: string;
+  /** serve --http [--host H] [--port N]. */
+  http?: { host: string; port: number };
 }
+
+const DEFAULT_HTTP_HOST = '127.0.0.1';
+const DEFAULT_HTTP_PORT = 8808;
 
 /** Commands and the name of their one positional argument, if they take one. */
 const SUBCOMMANDS: Record<string, string | undefined> = { check: undefined, serve: undefined, dump: undefined, audit: undefined, load: 'a dump file', 'connection-secret': 'a connection id (list_connections shows them)' };
@@ -56,6 +64,16 @@ export function parseArgs(argv: string[]): Command {
     if (arg === '--version' || arg === '-v') return { mode: 'version' };
     if (i === 0 && Object.hasOwn(SUBCOMMANDS, arg)) command.mode = arg as Command['mode'];
     else if (SUBCOMMANDS[command.mode] && command.operand === undefined && !arg.startsWith('-')) command.operand = arg;
+    else if (command.mode === 'serve' && (arg === '--http' || /^--(host|port)(=|$)/.test(arg))) {
+      command.http ??= { host: DEFAULT_HTTP_HOST, port: DEFAULT_HTTP_PORT };
+      if (arg === '--http') continue;
+      const [flag, inline] = arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, argv[++i]];
+      if (!inline) throw new ConfigError(`${flag} needs a value (${flag === '--host' ? 'an address such as 127.0.0.1' : 'a port number such as 8808'})`);
+      if (flag === '--host') command.http.host = inline;
+      else if (/^\d{1,5}$/.test(inline) && Number(inline) <= 65535) command.http.port = Number(inline);
+      else throw new ConfigError(`--port needs a port number from 0 to 65535, got "${inline}"`);
+      if (!argv.includes('--http')) throw new ConfigError(`${flag} is for serve --http; add --http`);
+    }
     else if (command.mode === 'audit' && (arg === '--since' || arg.startsWith('--since='))) {
       const value = arg === '--since' ? argv[++i] : arg.slice('--since='.length);
       if (!value || Number.isNaN(Date.parse(value))) throw new ConfigError('--since needs a date and time (ISO 8601, e.g. 2026-11-26T10:00:00Z)');
@@ -126,6 +144,7 @@ export async function main(argv: string[]): Promise<number> {
       const out = { write: writeStdout, error: (text: string) => void process.stderr.write(text) };
       return command.mode === 'dump' ? await dumpCommand(config, command.backend, secrets, out) : await loadCommand(config, command.operand!, secrets, out);
     }
+    if (command.mode === 'serve' && command.http) return await serveHttpCommand(config, command.http, log);
     return command.mode === 'check' ? await check(config, log) : await serve(config, log);
   } catch (error) {
     if (error instanceof ConfigError) {
@@ -242,6 +261,50 @@ async function serve(config: LoadedConfig, log: Logger): Promise<number> {
   process.on('unhandledRejection', (reason) => log.error(`unhandled rejection: ${String(reason)}`));
   log.info(`serving MCP over stdio (${config.source}; ${config.backends.length} backend(s)${readOnly ? '; read-only' : ''})`);
   return new Promise<number>(() => undefined); // runs until stdin closes or a signal arrives
+}
+
+/** `serve --http`: MCP over Streamable HTTP (src/transport/http.ts); stdin is never read. */
+async function serveHttpCommand(config: LoadedConfig, { host, port }: { host: string; port: number }, log: Logger): Promise<number> {
+  // Unlike stdio (where a desktop user reads the reason in the client), a server with an unusable
+  // config, and so without its tokens, does not start.
+  if (config.error) {
+    log.error(`config error: ${config.source}: ${config.error}; serve --http does not start until it is fixed`);
+    return 1;
+  }
+  const [{ serveHttp, assertHttpBindingAllowed }, { BackendRegistry }] = await Promise.all([import('./transport/http.js'), import('./registry.js')]);
+  assertHttpBindingAllowed(host, config.global.httpTokens); // before the store is opened
+  // The store opens before the port does: an unreachable store ends start-up with its reason.
+  const registry = await BackendRegistry.open(config, secrets, log);
+  const server = await serveHttp({ config, registry: Promise.resolve(registry), secrets, log, host, port }).catch(async (error: unknown) => {
+    await registry.close().catch(() => undefined);
+    throw error;
+  });
+  const graceMs = shutdownGraceMs(log);
+  let closing = false;
+  const shutdown = async (why: string) => {
+    closing = true;
+    log.info(`shutting down (${why}): finishing ${server.requestsInFlight} request(s) in flight, for up to ${graceMs} ms`);
+    const { abandoned } = await server.close(graceMs);
+    if (abandoned > 0) {
+      log.warn(`${abandoned} request(s) still running after ${graceMs} ms were abandoned; volumes they were creating or changing show status error at the next start`);
+    }
+    await registry.close().catch(() => undefined);
+    process.exit(0);
+  };
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (!closing) return void shutdown(signal);
+    log.warn(`${signal} again while shutting down: exiting now, ${server.requestsInFlight} request(s) unfinished`);
+    process.exit(1);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('unhandledRejection', (reason) => log.error(`unhandled rejection: ${String(reason)}`));
+  const tokens = config.global.httpTokens ?? [];
+  log.info(
+    `serving MCP over HTTP at ${server.url} (${config.source}; ${config.backends.length} backend(s); ` +
+      `${tokens.length > 0 ? `${tokens.length} bearer token(s)` : 'no bearer token: loopback only'}${config.global.readOnly ? '; read-only' : ''})`,
+  );
+  return new Promise<number>(() => undefined); // runs until a signal arrives
 }
 
 /** Writes to stdout, waiting when the pipe is full (a dump of a large store is written piece by piece). */

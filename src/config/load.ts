@@ -28,7 +28,25 @@ export interface GlobalOptions {
   leaseSeconds: number;
   /** A file each audit record is also appended to, as a JSON line (global.audit_log). */
   auditLog?: string;
+  /** `serve --http` bearer tokens (global.http_tokens); absent: none configured. */
+  httpTokens?: HttpToken[];
+  /** Origins besides the server's own that may call /mcp (global.http_allowed_origins), as `new URL(x).origin`. */
+  httpAllowedOrigins?: string[];
+  /** An HTTP session with no request for this long ends (global.http_session_idle_seconds; default 3600). */
+  httpSessionIdleSeconds?: number;
 }
+
+/** One entry of global.http_tokens: `name` identifies the caller (audit log), `token` is a secret. */
+export interface HttpToken {
+  name: string;
+  token: string;
+  /** Sessions opened with this token see and may call only the read tools. */
+  readOnly: boolean;
+}
+
+export const DEFAULT_HTTP_SESSION_IDLE_SECONDS = 3600;
+/** Bearer tokens shorter than this are refused: they could be guessed over the network. */
+export const MIN_HTTP_TOKEN_LENGTH = 16;
 
 export interface BackendSpec {
   name: string;
@@ -68,6 +86,29 @@ const GLOBAL_KEYS = {
   disable_sudo: bool.optional(),
   host: z.string({ error: 'host must be a string naming this server' }).min(1, { error: 'host must not be empty' }).optional(),
   audit_log: z.string({ error: 'audit_log must be the path of a file to append audit lines to' }).min(1, { error: 'audit_log must not be empty' }).optional(),
+  http_tokens: z
+    .array(
+      z
+        .object({
+          name: z.string({ error: 'each http_tokens entry needs a name (a string naming the client, shown in the audit log)' }).trim().min(1, { error: 'an http_tokens name must not be empty' }),
+          token: z
+            .string({ error: 'each http_tokens entry needs a token (a string; use ${env:NAME} to keep it out of the file)' })
+            .min(MIN_HTTP_TOKEN_LENGTH, { error: `an http_tokens token must be at least ${MIN_HTTP_TOKEN_LENGTH} characters (e.g. the output of: openssl rand -hex 32)` }),
+          read_only: bool.optional(),
+        })
+        .strict(),
+      { error: 'http_tokens must be a list of {name, token, read_only?} mappings' },
+    )
+    .optional(),
+  http_allowed_origins: z
+    .array(z.string({ error: 'each http_allowed_origins entry must be a string' }).refine(isOrigin, { error: 'each http_allowed_origins entry must be an origin such as https://app.example.com or http://localhost:3000 (scheme, host and port only)' }), {
+      error: 'http_allowed_origins must be a list of origins such as https://app.example.com',
+    })
+    .optional(),
+  http_session_idle_seconds: z.preprocess(
+    (v) => (typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v),
+    z.number({ error: 'http_session_idle_seconds must be a whole number of seconds from 1 to 604800' }).int().min(1).max(604_800),
+  ).optional(),
   lease_seconds: z.preprocess(
     (v) => (typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v),
     z.number({ error: 'lease_seconds must be a whole number of seconds from 5 to 3600' }).int().min(5).max(3600),
@@ -145,7 +186,37 @@ function parseGlobal(raw: unknown, source: string, warnings: string[]): GlobalOp
     leaseSeconds: options.lease_seconds ?? DEFAULT_LEASE_SECONDS,
     readOnly: options.read_only ?? false,
     rootHelper,
+    ...httpOptions(options, source),
   };
+}
+
+/** The `serve --http` options, present only when configured. */
+function httpOptions(options: z.infer<typeof globalSchema>, source: string): Pick<GlobalOptions, 'httpTokens' | 'httpAllowedOrigins' | 'httpSessionIdleSeconds'> {
+  const out: Pick<GlobalOptions, 'httpTokens' | 'httpAllowedOrigins' | 'httpSessionIdleSeconds'> = {};
+  if (options.http_tokens) {
+    const names = new Set<string>();
+    const tokens = new Set<string>();
+    out.httpTokens = options.http_tokens.map((entry, index) => {
+      if (names.has(entry.name)) throw new ConfigError(`${source}: global option "http_tokens.${index}.name": "${entry.name}" is used twice; each token needs its own name`);
+      if (tokens.has(entry.token)) throw new ConfigError(`${source}: global option "http_tokens.${index}.token": the same token is listed twice; give each client its own token`);
+      names.add(entry.name);
+      tokens.add(entry.token);
+      return { name: entry.name, token: entry.token, readOnly: entry.read_only ?? false };
+    });
+  }
+  if (options.http_allowed_origins) out.httpAllowedOrigins = options.http_allowed_origins.map((origin) => new URL(origin).origin);
+  if (options.http_session_idle_seconds !== undefined) out.httpSessionIdleSeconds = options.http_session_idle_seconds;
+  return out;
+}
+
+/** `scheme://host[:port]`, nothing more (a trailing slash is tolerated): what browsers send as Origin. */
+function isOrigin(value: string): boolean {
+  try {
+    const url = new URL(value);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && !url.username && !url.password && url.pathname === '/' && !url.search && !url.hash && !/[?#]/.test(value);
+  } catch {
+    return false;
+  }
 }
 
 /** `sqlite:///ABS/PATH` (as in the contract) and SQLAlchemy's `sqlite:////ABS/PATH` both mean /ABS/PATH. */

@@ -1,0 +1,450 @@
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { isIP } from 'node:net';
+import { hostname, networkInterfaces } from 'node:os';
+import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
+import { DEFAULT_HTTP_SESSION_IDLE_SECONDS, type HttpToken, type LoadedConfig } from '../config/load.js';
+import type { Logger } from '../log.js';
+import type { BackendRegistry } from '../registry.js';
+import type { SecretRegistry } from '../secrets.js';
+import { createMcpServer } from '../server.js';
+
+/**
+ * `cinderlib-mcp serve --http`: MCP over the SDK's Streamable HTTP transport (contract section 10)
+ * on Node's own http module.
+ *
+ * - `/mcp` (POST, GET, DELETE): one SDK transport and one MCP server per session, the registry
+ *   shared. A session belongs to the token that opened it: another token's requests get 404.
+ *   Sessions of a read-only token (or of a read-only server) offer and run only the read tools.
+ * - `/healthz` (GET): 200 `{"status":"ok"}`, or 503 with the reason; no auth.
+ * - Order of checks on /mcp: Origin (403), bearer token (401), body size (413), JSON (400), session.
+ */
+
+/** Bodies larger than this are answered 413 (contract section 10). */
+export const MAX_BODY_BYTES = 4 * 1024 * 1024;
+/** More live sessions than this and new ones are refused (503) until some end. */
+export const MAX_SESSIONS = 1000;
+/** How long /healthz waits for the metadata store's answer. */
+const HEALTH_TIMEOUT_MS = 5000;
+const REALM = 'cinderlib-mcp';
+
+export interface HttpServeOptions {
+  config: LoadedConfig;
+  /** Shared by every session; tool calls wait for it. */
+  registry: Promise<BackendRegistry>;
+  secrets: SecretRegistry;
+  log: Logger;
+  host: string;
+  /** 0 picks a free port (see `url`). */
+  port: number;
+  /** Why the metadata store cannot be reached right now, or undefined when it can (for /healthz). */
+  storeHealth?: () => Promise<string | undefined>;
+}
+
+export interface HttpServerHandle {
+  /** Where MCP is served, e.g. http://127.0.0.1:8808/mcp (the port actually bound). */
+  url: string;
+  /** Live sessions. */
+  readonly sessions: number;
+  /** POST requests (calls) not yet answered. */
+  readonly requestsInFlight: number;
+  /**
+   * Stops taking connections and requests (new ones get 503), lets requests in flight finish for
+   * up to `graceMs` (default 0), then ends every session and connection. Resolves with the number
+   * of requests abandoned.
+   */
+  close(graceMs?: number): Promise<{ abandoned: number }>;
+}
+
+interface Session {
+  id: string;
+  transport: StreamableHTTPServerTransport;
+  server: Server;
+  /** The token that opened it (undefined: no tokens configured). */
+  token?: HttpToken;
+  /** Who it is, for logs: the token's name, else the client's name from initialize. */
+  clientName?: string;
+  readOnly: boolean;
+  lastSeen: number;
+  /** POST requests of this session not yet answered: a session is never idle while one runs. */
+  inFlight: number;
+  timer?: NodeJS.Timeout;
+  /** Why it ended, for the log line. */
+  endReason?: string;
+}
+
+/** Whether `host` is a loopback address or `localhost` (only those may serve without a token). */
+export function isLoopbackHost(host: string): boolean {
+  const bare = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  if (bare === 'localhost' || bare.endsWith('.localhost')) return true;
+  if (isIP(bare) === 4) return bare.startsWith('127.');
+  if (isIP(bare) === 6) return bare === '::1' || /^(0{0,4}:){7}0{0,3}1$/.test(bare) || /^::ffff:127\./.test(bare);
+  return false;
+}
+
+/** Throws the message the CLI prints when serving on `host` would expose MCP without any token. */
+export function assertHttpBindingAllowed(host: string, tokens: readonly HttpToken[] | undefined): void {
+  if (isLoopbackHost(host) || (tokens && tokens.length > 0)) return;
+  throw new Error(
+    `refusing to serve MCP over HTTP on ${host}: it is not a loopback address and no bearer token is configured, so anyone who can reach it could manage storage; ` +
+      'add global.http_tokens ([{name, token, read_only?}]) to the config, or serve on 127.0.0.1 (the default)',
+  );
+}
+
+export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHandle> {
+  const { config, secrets, log, host } = options;
+  const tokens = config.global.httpTokens ?? [];
+  assertHttpBindingAllowed(host, tokens);
+  const idleMs = (config.global.httpSessionIdleSeconds ?? DEFAULT_HTTP_SESSION_IDLE_SECONDS) * 1000;
+  const tokenDigests = tokens.map((token) => ({ token, digest: sha256(token.token) }));
+
+  // The registry's state, for /healthz.
+  let registryState: { state: 'loading' } | { state: 'ready' } | { state: 'failed'; reason: string } = { state: 'loading' };
+  options.registry.then(
+    () => (registryState = { state: 'ready' }),
+    (error: unknown) => (registryState = { state: 'failed', reason: error instanceof Error ? error.message : String(error) }),
+  );
+
+  const sessions = new Map<string, Session>();
+  let requestsInFlight = 0;
+  let closing = false;
+  const inFlightDrained = new Set<() => void>();
+  let allowedOrigins = new Set<string>();
+
+  const httpServer = createServer((req, res) => {
+    const started = Date.now();
+    const path = requestPath(req.url);
+    const isCall = req.method === 'POST';
+    if (isCall) requestsInFlight++;
+    let session: Session | undefined;
+    let client: string | undefined;
+    res.once('close', () => {
+      if (isCall && --requestsInFlight === 0) for (const wake of inFlightDrained) wake();
+      const who = [session ? `session ${session.id.slice(0, 8)}` : '', client ? `client "${client}"` : ''].filter(Boolean).join(', ');
+      log.debug(
+        `${req.method} ${path} from ${req.socket.remoteAddress ?? '?'} -> ${res.statusCode}${res.writableFinished ? '' : ' (cut short)'} in ${Date.now() - started} ms${who ? ` (${who})` : ''}`,
+      );
+    });
+    void (async () => {
+      if (closing) return sendJson(res, 503, { error: 'the server is shutting down' }, { Connection: 'close' });
+      if (path === '/healthz') return await health(req, res);
+      if (path !== '/mcp') return sendJson(res, 404, { error: `no such endpoint ${path}; MCP is served at /mcp, health at /healthz` });
+      if (req.method !== 'POST' && req.method !== 'GET' && req.method !== 'DELETE') {
+        return sendJsonRpcError(res, 405, -32000, `Method not allowed: /mcp takes POST, GET and DELETE`, { Allow: 'POST, GET, DELETE' });
+      }
+      const origin = req.headers.origin;
+      if (origin !== undefined && !originAllowed(origin, allowedOrigins)) {
+        log.warn(`refused a request from origin ${JSON.stringify(origin.slice(0, 200))}: not this server's own and not in global.http_allowed_origins`);
+        return sendJsonRpcError(res, 403, -32000, `Forbidden: origin ${JSON.stringify(origin.slice(0, 200))} is not allowed; an administrator can list it in global.http_allowed_origins`);
+      }
+      const auth = authenticate(req.headers.authorization);
+      if (auth.refused) {
+        return sendJsonRpcError(res, 401, -32000, `Unauthorized: ${auth.refused}`, {
+          'WWW-Authenticate': `Bearer realm="${REALM}"${auth.invalid ? ', error="invalid_token"' : ''}`,
+        });
+      }
+      const token = auth.token;
+      client = token?.name;
+      let body: unknown;
+      if (req.method === 'POST') {
+        const read = await readBody(req, MAX_BODY_BYTES);
+        if (read === 'too-large') {
+          // The rest of the body is not read: the connection ends once the answer is out.
+          return sendJsonRpcError(res, 413, -32000, `Payload too large: a request body may be at most ${MAX_BODY_BYTES} bytes (4 MiB)`, { Connection: 'close' });
+        }
+        if (read === 'aborted') return;
+        try {
+          body = JSON.parse(read.toString('utf8'));
+        } catch {
+          return sendJsonRpcError(res, 400, -32700, 'Parse error: Invalid JSON');
+        }
+      }
+      const sessionId = headerValue(req.headers['mcp-session-id']);
+      if (sessionId !== undefined) {
+        session = sessions.get(sessionId);
+        // A session answers only the token that opened it: another token (read-only, say) cannot borrow it.
+        if (!session || session.token !== token) return sendJsonRpcError(res, 404, -32001, 'Session not found');
+        client = session.clientName;
+        return await handleInSession(session, req, res, body);
+      }
+      if (req.method !== 'POST' || !(Array.isArray(body) ? body.some(isInitializeRequest) : isInitializeRequest(body))) {
+        return sendJsonRpcError(res, 400, -32000, 'Bad Request: Mcp-Session-Id header is required (start a session with initialize)');
+      }
+      if (sessions.size >= MAX_SESSIONS) {
+        return sendJsonRpcError(res, 503, -32000, `Service unavailable: ${MAX_SESSIONS} sessions are open; close one (DELETE /mcp) or wait for idle ones to end`);
+      }
+      session = await openSession(token, initializeClientName(body));
+      client = session.clientName;
+      await handleInSession(session, req, res, body);
+      if (!sessions.has(session.transport.sessionId ?? '')) {
+        // initialize was refused (malformed, say): nothing will ever use this transport.
+        await session.server.close().catch(() => undefined);
+      }
+    })().catch((error: unknown) => {
+      log.error(`HTTP ${req.method} ${path}: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+      if (!res.headersSent) sendJsonRpcError(res, 500, -32603, 'Internal error; the server logged details on stderr and keeps serving');
+      else res.end();
+    });
+  });
+
+  function authenticate(header: string | undefined): { token?: HttpToken; refused?: string; invalid?: boolean } {
+    if (tokens.length === 0) return {};
+    const match = header === undefined ? null : /^\s*bearer\s+(\S+)\s*$/i.exec(header);
+    if (!match) return { refused: 'this server needs a bearer token (header "Authorization: Bearer <token>", one of global.http_tokens)' };
+    const presented = sha256(match[1]!);
+    let found: HttpToken | undefined;
+    // Every token is compared, in constant time each: the time taken tells nothing about which matched.
+    for (const { token, digest } of tokenDigests) if (timingSafeEqual(presented, digest)) found = token;
+    return found ? { token: found } : { refused: 'the bearer token is not one this server accepts', invalid: true };
+  }
+
+  async function openSession(token: HttpToken | undefined, initializeName: string | undefined): Promise<Session> {
+    const readOnly = config.global.readOnly || (token?.readOnly ?? false);
+    const server = createMcpServer({
+      registry: options.registry,
+      readOnly,
+      secrets,
+      log,
+      // Over HTTP the audit log names the token; without tokens, the client's name from initialize.
+      ...(token ? { clientName: () => token.name } : {}),
+    });
+    const session: Session = {
+      id: '',
+      transport: undefined as unknown as StreamableHTTPServerTransport,
+      server,
+      token,
+      clientName: token?.name ?? initializeName,
+      readOnly,
+      lastSeen: Date.now(),
+      inFlight: 0,
+    };
+    session.transport = new StreamableHTTPServerTransport({
+      sessionIdGenerator: () => randomUUID(),
+      onsessioninitialized: (id) => {
+        session.id = id;
+        sessions.set(id, session);
+        armIdleTimer(session);
+        log.info(`HTTP session ${id.slice(0, 8)} opened${session.clientName ? ` by "${session.clientName}"` : ''}${readOnly ? ' (read-only)' : ''}`);
+      },
+      onsessionclosed: () => void (session.endReason ??= 'the client ended it'),
+    });
+    session.transport.onclose = () => {
+      clearTimeout(session.timer);
+      if (session.id && sessions.get(session.id) === session) {
+        sessions.delete(session.id);
+        log.info(`HTTP session ${session.id.slice(0, 8)} ended (${session.endReason ?? 'closed'})`);
+      }
+    };
+    session.transport.onerror = (error) => log.debug(`HTTP session ${session.id.slice(0, 8) || '(new)'}: ${error.message}`);
+    await server.connect(session.transport);
+    return session;
+  }
+
+  async function handleInSession(session: Session, req: IncomingMessage, res: ServerResponse, body: unknown): Promise<void> {
+    session.lastSeen = Date.now();
+    // A GET is the client's stream for server messages; it stays open and is not a call.
+    const counts = req.method !== 'GET';
+    if (counts) session.inFlight++;
+    // handleRequest may return while an SSE answer is still streaming: the call ends with the response.
+    const answered = new Promise<void>((resolve) => res.once('close', resolve));
+    try {
+      await session.transport.handleRequest(req, res, body);
+      if (counts) await answered;
+    } finally {
+      if (counts) session.inFlight--;
+      session.lastSeen = Date.now();
+    }
+  }
+
+  function armIdleTimer(session: Session): void {
+    clearTimeout(session.timer);
+    const due = session.lastSeen + idleMs - Date.now();
+    session.timer = setTimeout(
+      () => {
+        if (!sessions.has(session.id)) return;
+        if (session.inFlight > 0 || Date.now() - session.lastSeen < idleMs) return armIdleTimer(session);
+        session.endReason = `idle for ${Math.round(idleMs / 1000)} s (global.http_session_idle_seconds)`;
+        void session.server.close().catch(() => undefined);
+      },
+      // A session with a call running is looked at again after a full period.
+      Math.max(session.inFlight > 0 ? idleMs : due, 10),
+    );
+    session.timer.unref();
+  }
+
+  async function health(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return sendJson(res, 405, { error: '/healthz takes GET' }, { Allow: 'GET, HEAD' });
+    const state = registryState;
+    if (state.state === 'loading') return sendJson(res, 503, { status: 'starting', reason: 'the metadata store and backends are still loading' });
+    if (state.state === 'failed') return sendJson(res, 503, { status: 'unavailable', reason: secrets.redact(state.reason) });
+    let reason: string | undefined;
+    if (options.storeHealth) {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        reason = await Promise.race([
+          options.storeHealth(),
+          new Promise<string>((resolve) => (timer = setTimeout(() => resolve(`the metadata store did not answer within ${HEALTH_TIMEOUT_MS / 1000} s`), HEALTH_TIMEOUT_MS))),
+        ]);
+      } catch (error) {
+        reason = error instanceof Error ? error.message : String(error);
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    if (reason !== undefined) return sendJson(res, 503, { status: 'unavailable', reason: secrets.redact(reason) });
+    sendJson(res, 200, { status: 'ok' });
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    httpServer.once('error', reject);
+    httpServer.listen(options.port, host.replace(/^\[(.*)\]$/, '$1'), () => {
+      httpServer.off('error', reject);
+      resolve();
+    });
+  });
+  httpServer.on('error', (error) => log.error(`HTTP server: ${error.message}`));
+  const address = httpServer.address() as AddressInfo;
+  allowedOrigins = new Set([...ownOrigins(host, address.port), ...(config.global.httpAllowedOrigins ?? [])]);
+  const url = `http://${urlHost(host === '' ? address.address : host)}:${address.port}/mcp`;
+  if (!isLoopbackHost(host)) {
+    log.warn(`serving on ${host}, beyond this machine, in plain HTTP: bearer tokens cross the network unencrypted unless a TLS proxy sits in front`);
+  }
+
+  return {
+    url,
+    get sessions() {
+      return sessions.size;
+    },
+    get requestsInFlight() {
+      return requestsInFlight;
+    },
+    async close(graceMs = 0) {
+      if (!closing) {
+        closing = true;
+        httpServer.close(); // no new connections
+        httpServer.closeIdleConnections();
+      }
+      if (requestsInFlight > 0 && graceMs > 0) {
+        let wake!: () => void;
+        const drained = new Promise<void>((resolve) => inFlightDrained.add((wake = resolve)));
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([drained, new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+        clearTimeout(timer);
+        inFlightDrained.delete(wake);
+      }
+      const abandoned = requestsInFlight;
+      for (const session of [...sessions.values()]) {
+        session.endReason = 'the server is shutting down';
+        await session.server.close().catch(() => undefined);
+      }
+      httpServer.closeAllConnections();
+      return { abandoned };
+    },
+  };
+}
+
+/** clientInfo.name of an initialize request (single or in a batch), at most 100 characters. */
+function initializeClientName(body: unknown): string | undefined {
+  const request = (Array.isArray(body) ? body : [body]).find((message) => isInitializeRequest(message));
+  const name = request?.params.clientInfo.name;
+  return typeof name === 'string' && name !== '' ? JSON.stringify(name.slice(0, 100)).slice(1, -1) : undefined;
+}
+
+function sha256(text: string): Buffer {
+  return createHash('sha256').update(text, 'utf8').digest();
+}
+
+/** The path alone: a query string may carry anything, and is never logged. */
+function requestPath(url: string | undefined): string {
+  const path = (url ?? '/').split('?')[0]!;
+  return path.length > 200 ? `${path.slice(0, 200)}...` : path;
+}
+
+function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** Reads a body of at most `limit` bytes, counted as it arrives (Content-Length is only a first hint). */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-large' | 'aborted'> {
+  const declared = Number(req.headers['content-length']);
+  if (Number.isFinite(declared) && declared > limit) return Promise.resolve('too-large');
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = (outcome: Buffer | 'too-large' | 'aborted') => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onAbort);
+      req.off('aborted', onAbort);
+      resolve(outcome);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        req.pause();
+        return done('too-large');
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => done(Buffer.concat(chunks, size));
+    const onAbort = () => done('aborted');
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('error', onAbort);
+    req.once('aborted', onAbort);
+  });
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-store', ...headers });
+  res.end(text);
+}
+
+/** An HTTP-level refusal shaped as the SDK shapes its own (a JSON-RPC error with a null id). */
+function sendJsonRpcError(res: ServerResponse, status: number, code: number, message: string, headers: Record<string, string> = {}): void {
+  sendJson(res, status, { jsonrpc: '2.0', error: { code, message }, id: null }, headers);
+}
+
+function originAllowed(origin: string, allowed: ReadonlySet<string>): boolean {
+  try {
+    const normalized = new URL(origin).origin;
+    return normalized !== 'null' && allowed.has(normalized);
+  } catch {
+    return false;
+  }
+}
+
+function urlHost(host: string): string {
+  const bare = host.replace(/^\[(.*)\]$/, '$1');
+  return isIP(bare) === 6 ? `[${bare}]` : bare;
+}
+
+/**
+ * The origins this server is reached at: the bound address with its port, and for loopback the
+ * other loopback spellings; for a wildcard address every local interface address and the host
+ * name. Never derived from the request's Host header (which a DNS-rebinding page controls).
+ */
+function ownOrigins(host: string, port: number): string[] {
+  const names = new Set<string>([urlHost(host)]);
+  const bare = host.replace(/^\[(.*)\]$/, '$1');
+  if (isLoopbackHost(host)) for (const name of ['localhost', '127.0.0.1', '[::1]']) names.add(name);
+  if (bare === '' || bare === '0.0.0.0' || bare === '::') {
+    for (const name of ['localhost', '127.0.0.1', '[::1]', hostname()]) names.add(name);
+    for (const addresses of Object.values(networkInterfaces())) {
+      for (const address of addresses ?? []) names.add(urlHost(address.address.split('%')[0]!));
+    }
+  }
+  const origins: string[] = [];
+  for (const name of names) {
+    try {
+      origins.push(new URL(`http://${name}:${port}`).origin);
+    } catch {
+      // a name no URL can carry is no origin either
+    }
+  }
+  return origins;
+}
