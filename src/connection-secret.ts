@@ -15,6 +15,17 @@ export async function connectionSecret(config: LoadedConfig, connectionId: strin
   if (persistence.storage === 'memory') {
     return { code: 1, stdout: '', stderr: 'the metadata store is "memory": its connections live only in the serving process, and this command cannot read them\n' };
   }
+  if (persistence.engine === 'postgresql') {
+    const { openVolumeStoreForReading } = await import('./persistence/index.js');
+    const store = await openVolumeStoreForReading(persistence);
+    try {
+      const connection = await store.getConnection(connectionId);
+      if (!connection) return { code: 1, stdout: '', stderr: `connection ${connectionId} does not exist in ${store.description}\n` };
+      return chapLines(connectionId, connection.connection_info);
+    } finally {
+      await store.close();
+    }
+  }
   if (!existsSync(persistence.path)) return { code: 1, stdout: '', stderr: `no metadata store at ${persistence.path}, so no connection ${connectionId}\n` };
   const { default: Database } = await import('better-sqlite3');
   const db = new Database(persistence.path, { readonly: true, fileMustExist: true });
@@ -22,11 +33,15 @@ export async function connectionSecret(config: LoadedConfig, connectionId: strin
     db.pragma('busy_timeout = 5000');
     const row = db.prepare('SELECT connection_info FROM connections WHERE id = ?').get(connectionId) as { connection_info: string } | undefined;
     if (!row) return { code: 1, stdout: '', stderr: `connection ${connectionId} does not exist in ${persistence.path}\n` };
-    const data = (JSON.parse(row.connection_info) as { data?: Record<string, unknown> }).data ?? {};
-    const lines = SECRET_KEYS.filter((key) => typeof data[key] === 'string' && data[key] !== '').map((key) => `${key}: ${String(data[key])}\n`);
-    if (lines.length === 0) return { code: 0, stdout: '', stderr: `connection ${connectionId} uses no CHAP credentials\n` };
-    return { code: 0, stdout: lines.join(''), stderr: '' };
+    return chapLines(connectionId, JSON.parse(row.connection_info) as Record<string, unknown>);
   } finally {
     db.close();
   }
+}
+
+function chapLines(connectionId: string, connectionInfo: Record<string, unknown>): { code: number; stdout: string; stderr: string } {
+  const data = (connectionInfo as { data?: Record<string, unknown> }).data ?? {};
+  const lines = SECRET_KEYS.filter((key) => typeof data[key] === 'string' && data[key] !== '').map((key) => `${key}: ${String(data[key])}\n`);
+  if (lines.length === 0) return { code: 0, stdout: '', stderr: `connection ${connectionId} uses no CHAP credentials\n` };
+  return { code: 0, stdout: lines.join(''), stderr: '' };
 }

@@ -33,8 +33,35 @@ function substituteChild(owner: object, key: string, child: unknown, env: NodeJS
   return text;
 }
 
+/**
+ * `${env:}` inside a connection URL (contract section 10): each value is percent-encoded where
+ * the URL needs it (a user name or password in the userinfo, a database name, a query value),
+ * so a password holding `@`, `/` or `%` reaches the server as written. A value standing for the
+ * scheme or the whole URL, or for the host or port, is inserted as it is.
+ */
+export function substituteEnvInUrl(value: string, env: NodeJS.ProcessEnv, secrets: SecretRegistry, where = 'config'): string {
+  return substituteString(value, env, secrets, where, encodeForUrlPosition).text;
+}
+
+/** How a value substituted between `before` (the URL so far) and `after` (the rest of the template) must be written. */
+function encodeForUrlPosition(found: string, before: string, after: string): string {
+  const schemeEnd = before.indexOf('://');
+  if (schemeEnd < 0) return found; // the scheme or the whole URL
+  const authoritySoFar = before.slice(schemeEnd + 3);
+  if (/[/?#]/.test(authoritySoFar)) return encodeURIComponent(found); // path, query or fragment
+  if (authoritySoFar.includes('@')) return found; // host or port
+  const restOfAuthority = after.split(/[/?#]/)[0]!;
+  return restOfAuthority.includes('@') ? encodeURIComponent(found) : found; // userinfo, else host or port
+}
+
 /** `masked` is the string with each substitution shown as the mask; undefined when nothing was substituted. */
-function substituteString(value: string, env: NodeJS.ProcessEnv, secrets: SecretRegistry, where: string): { text: string; masked?: string } {
+function substituteString(
+  value: string,
+  env: NodeJS.ProcessEnv,
+  secrets: SecretRegistry,
+  where: string,
+  encode?: (found: string, before: string, after: string) => string,
+): { text: string; masked?: string } {
   let text = '';
   let masked = '';
   let literalStart = 0;
@@ -50,7 +77,9 @@ function substituteString(value: string, env: NodeJS.ProcessEnv, secrets: Secret
     }
     secrets.register(found);
     const literal = value.slice(literalStart, match.index);
-    text += literal + found;
+    const written = encode ? encode(found, text + literal, value.slice(match.index + match[0].length)) : found;
+    if (written !== found) secrets.register(written);
+    text += literal + written;
     masked += literal + MASK;
     literalStart = match.index + match[0].length;
   }

@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { defaultMetadataPath } from '../paths.js';
 import type { SecretRegistry } from '../secrets.js';
 import { DEFAULT_LEASE_SECONDS } from './defaults.js';
-import { substituteEnv } from './env.js';
+import { substituteEnv, substituteEnvInUrl } from './env.js';
 import { ConfigError } from './errors.js';
 
 /**
@@ -14,7 +14,14 @@ import { ConfigError } from './errors.js';
  * the shape every backend shares.
  */
 
-export type PersistenceConfig = { storage: 'memory' } | { storage: 'db'; path: string };
+/**
+ * Where metadata lives: memory, a SQLite file (one server), or PostgreSQL (several servers sharing
+ * it; `url` as configured, password included: open it, never print it).
+ */
+export type PersistenceConfig =
+  | { storage: 'memory' }
+  | { storage: 'db'; engine?: 'sqlite'; path: string }
+  | { storage: 'db'; engine: 'postgresql'; url: string };
 
 export interface GlobalOptions {
   persistence: PersistenceConfig;
@@ -74,7 +81,7 @@ const bool = z.preprocess((v) => (typeof v === 'string' ? ['true', 'yes', 'on', 
 const persistenceSchema = z
   .object({
     storage: z.enum(['memory', 'db'], { error: 'storage must be "memory" or "db"' }),
-    connection: z.string({ error: 'connection must be a string such as sqlite:///ABS/PATH' }).optional(),
+    connection: z.string({ error: 'connection must be a string such as sqlite:///ABS/PATH or postgresql://USER:PASS@HOST:PORT/DB' }).optional(),
   })
   .strict();
 
@@ -157,13 +164,22 @@ export function parseConfig(document: unknown, source: string, options: LoadOpti
     if (key !== 'global' && key !== 'backends') warnings.push(`${source}: unknown top-level key "${key}" ignored (expected "global" and "backends")`);
   }
   const globalBlock = substituteEnv(raw.global ?? {}, env, options.secrets, `${source}: global`);
+  substituteConnectionUrl(raw.global, globalBlock, env, options.secrets, source);
   options.secrets.registerFromOptions(globalBlock);
-  const global = parseGlobal(globalBlock, source, warnings);
+  const global = parseGlobal(globalBlock, source, warnings, options.secrets);
   const backends = parseBackends(raw.backends, source, env, options.secrets);
   return { source, global, backends, warnings };
 }
 
-function parseGlobal(raw: unknown, source: string, warnings: string[]): GlobalOptions {
+/** persistence_config.connection again, its `${env:}` values percent-encoded where the URL needs them. */
+function substituteConnectionUrl(written: unknown, substituted: unknown, env: NodeJS.ProcessEnv, secrets: SecretRegistry, source: string): void {
+  const connection = (written as { persistence_config?: { connection?: unknown } } | undefined)?.persistence_config?.connection;
+  const target = (substituted as { persistence_config?: Record<string, unknown> } | undefined)?.persistence_config;
+  if (typeof connection !== 'string' || !connection.includes('${') || !target || typeof target !== 'object') return;
+  target.connection = substituteEnvInUrl(connection, env, secrets, `${source}: global.persistence_config.connection`);
+}
+
+function parseGlobal(raw: unknown, source: string, warnings: string[], secrets?: SecretRegistry): GlobalOptions {
   const block = raw ?? {};
   if (typeof block !== 'object' || Array.isArray(block)) throw new ConfigError(`${source}: "global" must be a mapping of cinderlib.setup() options`);
   const result = globalSchema.safeParse(block);
@@ -179,7 +195,7 @@ function parseGlobal(raw: unknown, source: string, warnings: string[]): GlobalOp
   const options = result.data;
   const rootHelper = options.disable_sudo ? '' : (options.root_helper ?? 'sudo');
   return {
-    persistence: parsePersistence(options.persistence_config, source),
+    persistence: parsePersistence(options.persistence_config, source, secrets),
     outputAllBackendInfo: options.output_all_backend_info ?? false,
     host: options.host,
     auditLog: options.audit_log,
@@ -219,22 +235,54 @@ function isOrigin(value: string): boolean {
   }
 }
 
-/** `sqlite:///ABS/PATH` (as in the contract) and SQLAlchemy's `sqlite:////ABS/PATH` both mean /ABS/PATH. */
-export function parsePersistence(raw: z.infer<typeof persistenceSchema> | undefined, source: string): PersistenceConfig {
+/**
+ * `sqlite:///ABS/PATH` (as in the contract) and SQLAlchemy's `sqlite:////ABS/PATH` both mean
+ * /ABS/PATH. `postgresql://USER:PASS@HOST:PORT/DB` (also `postgres://` and SQLAlchemy's
+ * `postgresql+psycopg2://`) is PostgreSQL; its password is registered as a secret.
+ */
+export function parsePersistence(raw: z.infer<typeof persistenceSchema> | undefined, source: string, secrets?: SecretRegistry): PersistenceConfig {
   if (!raw) return { storage: 'db', path: defaultMetadataPath() };
   if (raw.storage === 'memory') return { storage: 'memory' };
   if (!raw.connection) return { storage: 'db', path: defaultMetadataPath() };
+  if (POSTGRES_URL.test(raw.connection)) return parsePostgresUrl(raw.connection, source, secrets);
   const match = /^sqlite:\/\/\/(.+)$/.exec(raw.connection);
   if (!match) {
     const scheme = raw.connection.split(':')[0];
     throw new ConfigError(
-      `${source}: persistence_config.connection "${scheme}:..." is not supported; use sqlite:///ABS/PATH (other engines are planned)`,
+      `${source}: persistence_config.connection "${scheme}:..." is not supported; use sqlite:///ABS/PATH (one server) or postgresql://USER:PASS@HOST:PORT/DB (several servers)`,
     );
   }
   const rest = match[1]!;
   if (rest === ':memory:') return { storage: 'memory' };
   const path = rest.startsWith('/') ? rest : `/${rest}`;
   return { storage: 'db', path: isAbsolute(path) ? path : resolve(path) };
+}
+
+const POSTGRES_URL = /^(postgresql|postgres)(\+[A-Za-z0-9_]+)?:\/\//i;
+
+function parsePostgresUrl(connection: string, source: string, secrets: SecretRegistry | undefined): PersistenceConfig {
+  let url: URL;
+  try {
+    url = new URL(connection.replace(POSTGRES_URL, 'postgresql://'));
+  } catch {
+    // The text may hold a password: the message names the shape, not the value.
+    throw new ConfigError(
+      `${source}: persistence_config.connection is not a valid PostgreSQL URL; write postgresql://USER:PASS@HOST:PORT/DB, percent-encoding any "@", "/", ":" or "%" in the user name or password (\${env:} values are encoded for you)`,
+    );
+  }
+  if (url.password) {
+    secrets?.register(url.password);
+    try {
+      secrets?.register(decodeURIComponent(url.password));
+    } catch {
+      // not percent-encoded text: registered as written
+    }
+  }
+  for (const key of ['password', 'passfile', 'sslpassword']) {
+    const value = url.searchParams.get(key);
+    if (value) secrets?.register(value);
+  }
+  return { storage: 'db', engine: 'postgresql', url: connection };
 }
 
 /**

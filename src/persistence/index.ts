@@ -2,6 +2,8 @@ import type { PersistenceConfig } from '../config/load.js';
 import { StorageError } from '../errors.js';
 import { LockHeldError, acquireProcessLock } from '../process-lock.js';
 import { MemoryVolumeStore } from './memory.js';
+import type { PostgresOpenOptions } from './postgres.js';
+import { secrets as processSecrets } from '../secrets.js';
 import { SqliteVolumeStore } from './sqlite.js';
 import type { VolumeStore } from './store.js';
 
@@ -12,8 +14,13 @@ export type { VolumeStore } from './store.js';
  * server on the same file would mark the first one's operations as crashed and delete records
  * under it, so it is refused, naming the server that holds the file.
  */
-export async function openVolumeStore(config: PersistenceConfig): Promise<VolumeStore> {
+export async function openVolumeStore(config: PersistenceConfig, options: PostgresOpenOptions = {}): Promise<VolumeStore> {
   if (config.storage === 'memory') return new MemoryVolumeStore();
+  // PostgreSQL is for several servers: no process lock; servers coordinate through the store (its `shared`).
+  if (config.engine === 'postgresql') {
+    const { PostgresVolumeStore } = await import('./postgres.js');
+    return PostgresVolumeStore.open(config.url, { secrets: processSecrets, ...options });
+  }
   const { mkdir } = await import('node:fs/promises');
   const { dirname } = await import('node:path');
   await mkdir(dirname(config.path), { recursive: true });
@@ -42,6 +49,7 @@ export async function openVolumeStore(config: PersistenceConfig): Promise<Volume
  */
 export async function openVolumeStoreForReading(config: PersistenceConfig): Promise<VolumeStore> {
   if (config.storage === 'memory') return new MemoryVolumeStore();
+  if (config.engine === 'postgresql') return openVolumeStore(config); // readers and servers share it freely
   const { existsSync } = await import('node:fs');
   if (!existsSync(config.path)) return new MemoryVolumeStore(); // nothing stored yet: an empty store says so
   try {

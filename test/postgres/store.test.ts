@@ -1,0 +1,321 @@
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../src/config/load.js';
+import { StorageError } from '../../src/errors.js';
+import { openVolumeStore } from '../../src/persistence/index.js';
+import { POSTGRES_SCHEMA_VERSION, PostgresVolumeStore, type PostgresOpenOptions } from '../../src/persistence/postgres.js';
+import { SecretRegistry } from '../../src/secrets.js';
+import { TEST_PASSWORD, freePort, postgresPrerequisites, startPostgres, type PostgresFixture } from './fixture.js';
+import { defineStoreBehaviours, record } from './store-behaviours.js';
+
+const missing = postgresPrerequisites();
+const inCi = process.env.CI === 'true';
+
+/** Every spelling the password could leak in. */
+const passwordForms = [TEST_PASSWORD, encodeURIComponent(TEST_PASSWORD), TEST_PASSWORD.slice(0, 12)];
+function expectNoPassword(text: string): void {
+  for (const form of passwordForms) expect(text).not.toContain(form);
+}
+
+/** A TCP relay to PostgreSQL that the test can cut and restore: the store losing its database later. */
+async function relay(targetPort: number): Promise<{ port: number; cut(): Promise<void>; restore(): Promise<void>; close(): Promise<void> }> {
+  const port = await freePort();
+  const sockets = new Set<Socket>();
+  let server: Server | undefined;
+  const listen = () =>
+    new Promise<void>((resolve, reject) => {
+      server = createServer((client) => {
+        const upstream = connect(targetPort, '127.0.0.1');
+        for (const socket of [client, upstream]) {
+          sockets.add(socket);
+          socket.on('error', () => undefined);
+          socket.on('close', () => sockets.delete(socket));
+        }
+        client.pipe(upstream).pipe(client);
+      });
+      server.once('error', reject);
+      server.listen(port, '127.0.0.1', () => resolve());
+    });
+  const cut = async () => {
+    const closing = server;
+    server = undefined;
+    const closed = new Promise<void>((resolve) => (closing ? closing.close(() => resolve()) : resolve()));
+    for (const socket of sockets) socket.destroy();
+    await closed;
+  };
+  await listen();
+  return { port, cut, restore: listen, close: cut };
+}
+
+if (missing && !inCi) {
+  describe.skip(`PostgreSQL metadata store (${missing})`, () => {
+    it('runs where PostgreSQL 15 is installed', () => undefined);
+  });
+} else if (missing) {
+  describe('PostgreSQL metadata store', () => {
+    it('has its prerequisites under CI', () => {
+      throw new Error(`the PostgreSQL suite ${missing}; .ci/run must install them`);
+    });
+  });
+} else {
+  let fixture: PostgresFixture;
+  const opened: PostgresVolumeStore[] = [];
+  const open = async (url: string, options: PostgresOpenOptions = {}): Promise<PostgresVolumeStore> => {
+    const store = await PostgresVolumeStore.open(url, options);
+    opened.push(store);
+    return store;
+  };
+  /** Two servers on one database: two stores, two pools. */
+  const twoServers = async (options: PostgresOpenOptions = {}) => {
+    const url = await fixture.createDatabase();
+    return { url, a: await open(url, options), b: await open(url, options) };
+  };
+  const query = async (url: string, sql: string, params: unknown[] = []) => {
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      return (await client.query(sql, params)).rows;
+    } finally {
+      await client.end();
+    }
+  };
+  const later = (ms: number) => new Date(Date.now() + ms).toISOString();
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  beforeAll(async () => {
+    fixture = await startPostgres();
+  });
+  afterAll(async () => {
+    await Promise.allSettled(opened.map((store) => store.close()));
+    await fixture?.stop();
+  });
+
+  defineStoreBehaviours('postgresql', async () => PostgresVolumeStore.open(await fixture.createDatabase()));
+
+  describe('postgresql store', () => {
+    it('describes itself by database, host and port, never the password', async () => {
+      const url = await fixture.createDatabase('described');
+      const store = await open(url);
+      expect(store.description).toBe(`PostgreSQL ${new URL(url).pathname.slice(1)} on ${fixture.host}:${fixture.port}`);
+      expectNoPassword(store.description);
+      expect(store.shared).toBeDefined();
+    });
+
+    it('opens the SQLAlchemy spellings, postgresql+psycopg2:// and postgres://', async () => {
+      const url = await fixture.createDatabase('spelled');
+      for (const scheme of ['postgresql+psycopg2', 'postgres']) {
+        const store = await open(url.replace(/^postgresql/, scheme));
+        await store.insert(record(1));
+        expect((await store.get(record(1).id))?.name).toBe('v1');
+      }
+    });
+
+    it('migrates once when several servers start at once, and refuses a schema newer than itself', async () => {
+      const url = await fixture.createDatabase('migrated');
+      await Promise.all([open(url), open(url), open(url)]);
+      const rows = await query(url, 'SELECT version FROM schema_migrations ORDER BY version');
+      expect(rows.map((row) => row.version)).toEqual(Array.from({ length: POSTGRES_SCHEMA_VERSION }, (_, i) => i + 1));
+      const tables = (await query(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")).map((row) => row.tablename);
+      expect(tables).toEqual(['audit_log', 'capacity_holds', 'connections', 'requests', 'schema_migrations', 'servers', 'snapshots', 'tombstones', 'volumes']);
+      await query(url, "INSERT INTO schema_migrations (version, applied_at) VALUES (99, 'future')");
+      const refused = PostgresVolumeStore.open(url);
+      await expect(refused).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE', message: expect.stringMatching(/schema version 99, newer than this cinderlib-mcp understands \(\d+\); upgrade/) });
+    });
+
+    it('never shows the password: a wrong one, an unreachable port', async () => {
+      const url = await fixture.createDatabase('secret');
+      const wrong = fixture.urlWith(url, { password: `${TEST_PASSWORD}-wrong` });
+      const wrongError = await PostgresVolumeStore.open(wrong).catch((error: unknown) => error);
+      expect(wrongError).toBeInstanceOf(StorageError);
+      expect(wrongError).toMatchObject({ code: 'BACKEND_UNAVAILABLE', message: expect.stringMatching(/^cannot open the metadata store PostgreSQL secret_\S+ on 127\.0\.0\.1:\d+: .*password authentication failed/) });
+      expectNoPassword((wrongError as Error).message);
+      expect((wrongError as Error).message).not.toContain('-wrong');
+      expectNoPassword(JSON.stringify(wrongError));
+
+      const closedPort = await freePort();
+      const unreachable = await PostgresVolumeStore.open(fixture.urlWith(url, { port: closedPort }), { connectTimeoutMs: 2_000 }).catch((error: unknown) => error);
+      expect(unreachable).toMatchObject({ code: 'BACKEND_UNAVAILABLE', message: expect.stringContaining(`on 127.0.0.1:${closedPort}: `) });
+      expect((unreachable as Error).message).toMatch(/ECONNREFUSED/);
+      expectNoPassword((unreachable as Error).message);
+    });
+
+    it('answers BACKEND_UNAVAILABLE naming the store while PostgreSQL is unreachable, and works again once it is back', async () => {
+      const url = await fixture.createDatabase('lost');
+      const link = await relay(fixture.port);
+      try {
+        const store = await open(fixture.urlWith(url, { port: link.port }), { connectTimeoutMs: 2_000 });
+        await store.insert(record(1));
+        await link.cut();
+        const lost = await store.get(record(1).id).catch((error: unknown) => error);
+        expect(lost).toMatchObject({ code: 'BACKEND_UNAVAILABLE', message: expect.stringContaining(`the metadata store ${store.description} is unavailable`) });
+        expectNoPassword((lost as Error).message);
+        await expect(store.update(record(1).id, { status: 'deleting' })).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE' });
+        await expect(store.shared.holdKeys(['volume:x'], async () => 1)).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE' });
+        await link.restore();
+        expect((await store.get(record(1).id))?.name).toBe('v1');
+      } finally {
+        await link.close();
+      }
+    });
+
+    it('writes an update deferred while the store could not take it before its next write', async () => {
+      const url = await fixture.createDatabase('deferred');
+      const store = await open(url);
+      const other = await open(url);
+      await store.insert(record(1, { status: 'creating' }));
+      store.deferUpdate(record(1).id, { status: 'available', provider_location: 'here' });
+      expect(await store.get(record(1).id)).toMatchObject({ status: 'available', provider_location: 'here' });
+      expect(await other.get(record(1).id)).toMatchObject({ status: 'creating', provider_location: null });
+      await store.insert(record(2));
+      expect(await other.get(record(1).id)).toMatchObject({ status: 'available', provider_location: 'here' });
+    });
+
+    it('takes a ${env:} password holding "@", "/" and "%" from the config, percent-encoded, and masks it', async () => {
+      const url = new URL(await fixture.createDatabase('configured'));
+      const secrets = new SecretRegistry();
+      const template = `postgresql+psycopg2://${url.username}:\${env:PG_TEST_PASSWORD}@${url.hostname}:${url.port}${url.pathname}`;
+      const config = parseConfig(
+        { global: { persistence_config: { storage: 'db', connection: template } }, backends: [{ volume_backend_name: 'b', volume_driver: 'x' }] },
+        'test.yaml',
+        { env: { PG_TEST_PASSWORD: TEST_PASSWORD }, secrets },
+      );
+      expect(config.global.persistence).toMatchObject({ storage: 'db', engine: 'postgresql' });
+      const store = await openVolumeStore(config.global.persistence, { secrets });
+      opened.push(store as PostgresVolumeStore);
+      await store.insert(record(1));
+      expect((await store.get(record(1).id))?.name).toBe('v1');
+      const shown = secrets.redact(JSON.stringify(config.global.persistence));
+      expectNoPassword(shown);
+    });
+  });
+
+  describe('postgresql shared by two servers', () => {
+    it('holdKeys excludes across servers: the second waits its turn, or gets BACKEND_BUSY naming the key', async () => {
+      const { a, b } = await twoServers({ lockTimeoutMs: 800 });
+      const events: string[] = [];
+      let finishA!: () => void;
+      const aHolds = new Promise<void>((resolve) => (finishA = resolve));
+      let aStarted!: () => void;
+      const started = new Promise<void>((resolve) => (aStarted = resolve));
+      const first = a.shared.holdKeys(['volume:1', 'snapshot:2'], async () => {
+        events.push('a start');
+        aStarted();
+        await aHolds;
+        events.push('a end');
+        return 'a';
+      });
+      await started;
+      const busy = await b.shared.holdKeys(['snapshot:2'], async () => events.push('b ran beside a')).catch((error: unknown) => error);
+      expect(busy).toBeInstanceOf(StorageError);
+      expect(busy).toMatchObject({ code: 'BACKEND_BUSY', message: expect.stringMatching(/^snapshot:2 is busy: another server is operating on it/) });
+      // Another key is free meanwhile.
+      expect(await b.shared.holdKeys(['volume:3'], async () => 'free')).toBe('free');
+      // A wait shorter than the lock timeout: b runs after a, never beside it.
+      const second = b.shared.holdKeys(['volume:1'], async () => {
+        events.push('b start');
+        return 'b';
+      });
+      await sleep(300);
+      finishA();
+      expect(await Promise.all([first, second])).toEqual(['a', 'b']);
+      expect(events).toEqual(['a start', 'a end', 'b start']);
+      // Released, also after a task that throws.
+      await expect(a.shared.holdKeys(['volume:1'], async () => Promise.reject(new Error('task failed')))).rejects.toThrow('task failed');
+      expect(await b.shared.holdKeys(['volume:1'], async () => 'again')).toBe('again');
+    });
+
+    it('holdCapacity never lets two servers both see room for the last GiB: 20 holds of 1 GiB, 10 GiB, exactly 10 succeed', async () => {
+      const { url, a, b } = await twoServers();
+      const ownHeld: Record<string, number> = { 'server-a': 0, 'server-b': 0 };
+      const attempt = (store: PostgresVolumeStore, owner: string) =>
+        store.shared.holdCapacity('pool-1', owner, async (heldByOthers) => {
+          await sleep(5); // a decision takes a moment: the window a race would need
+          if (heldByOthers + ownHeld[owner]! + 1 > 10) throw new StorageError('OUT_OF_CAPACITY', 'pool-1 is full');
+          ownHeld[owner]! += 1;
+          return 1;
+        });
+      const outcomes = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => (i % 2 ? attempt(a, 'server-a') : attempt(b, 'server-b'))));
+      const held = outcomes.filter((outcome) => outcome.status === 'fulfilled');
+      expect(held).toHaveLength(10);
+      for (const outcome of outcomes) if (outcome.status === 'rejected') expect(outcome.reason).toMatchObject({ code: 'OUT_OF_CAPACITY' });
+      expect((await query(url, "SELECT SUM(gb)::int AS gb FROM capacity_holds WHERE domain = 'pool-1'"))[0].gb).toBe(10);
+      // Another domain is not affected; released holds free their GiB for the other server.
+      let seen = -1;
+      await (await a.shared.holdCapacity('pool-2', 'server-a', async (others) => ((seen = others), 0))).release();
+      expect(seen).toBe(0);
+      for (const outcome of held) await (outcome as PromiseFulfilledResult<{ release(): Promise<void> }>).value.release();
+      await (await b.shared.holdCapacity('pool-1', 'server-b', async (others) => ((seen = others), 0))).release();
+      expect(seen).toBe(0);
+    });
+
+    it('holds whose owner stops renewing lapse; renewed ones stay', async () => {
+      const url = await fixture.createDatabase();
+      const short = await open(url, { holdLeaseMs: 300 });
+      const other = await open(url);
+      await short.shared.holdCapacity('pool', 'dying', async () => 4);
+      await short.shared.holdCapacity('pool', 'living', async () => 2);
+      let seen = -1;
+      const look = async () => (await other.shared.holdCapacity('pool', 'observer', async (others) => ((seen = others), 0))).release();
+      await look();
+      expect(seen).toBe(6);
+      await short.renewLeases('living', later(60_000));
+      await sleep(400);
+      await look();
+      expect(seen).toBe(2);
+      // leave forgets what the server still held.
+      await short.shared.leave('living');
+      await look();
+      expect(seen).toBe(0);
+    });
+
+    it('join refuses a live duplicate identity, naming it, and accepts once its lease lapses or it leaves', async () => {
+      const { a, b } = await twoServers();
+      await a.shared.join('host-1', 'server A (pid 1 on alpha)', later(600));
+      const refused = await b.shared.join('host-1', 'server B', later(30_000)).catch((error: unknown) => error);
+      expect(refused).toMatchObject({
+        code: 'BACKEND_UNAVAILABLE',
+        message: expect.stringMatching(/^another live server with identity host-1 \(server A \(pid 1 on alpha\)\) holds this store .*give each server its own global\.host/),
+      });
+      await b.shared.join('host-2', 'server B', later(30_000)); // another identity is welcome
+      await sleep(700);
+      await b.shared.join('host-1', 'server B', later(30_000)); // A's lease lapsed
+      await expect(a.shared.join('host-1', 'server A', later(30_000))).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE' });
+      await b.renewLeases('host-1', later(60_000));
+      await b.shared.leave('host-1');
+      await a.shared.join('host-1', 'server A', later(30_000));
+    });
+
+    it("surfaceInterrupted from one server never touches another live server's records, and two recoveries at once recover each record once", async () => {
+      const { a, b } = await twoServers();
+      const soon = later(60_000);
+      const past = new Date(Date.now() - 1_000).toISOString();
+      await b.insert(record(1, { status: 'creating', owner: 'server-b', lease_expires_at: soon }));
+      await b.insert(record(2, { status: 'extending', owner: 'server-a', lease_expires_at: soon }));
+      await b.insert(record(3, { status: 'deleting', owner: 'server-c', lease_expires_at: past }));
+      await b.insertConnection({
+        id: 'c1', volume_id: record(1).id, backend: 'odd', status: 'attached', attach_mode: 'rw', connector: {}, connection_info: {}, device: null,
+        created_at: soon, updated_at: soon, status_reason: null, owner: 'server-b', lease_expires_at: soon,
+      });
+      const now = new Date().toISOString();
+      const [fromA, fromB] = await Promise.all([
+        a.surfaceInterrupted({ owner: 'server-a', now, includeOwn: true }, () => 'a restarted'),
+        b.surfaceInterrupted({ owner: 'server-b', now, includeOwn: false }, () => 'b looked'),
+      ]);
+      const recovered = [...fromA.volumes, ...fromB.volumes].map((volume) => volume.size).sort();
+      expect(recovered).toEqual([2, 3]); // each once, by whichever got there first
+      expect(fromA.volumes.map((volume) => volume.size)).toContain(2);
+      expect(await a.get(record(1).id)).toMatchObject({ status: 'creating', owner: 'server-b' });
+      expect(await a.getConnection('c1')).toMatchObject({ status: 'attached', owner: 'server-b' });
+      expect([...fromA.connections, ...fromB.connections]).toEqual([]);
+    });
+
+    it('one request_id retried on two servers at once makes one volume', async () => {
+      const { a, b } = await twoServers();
+      const entry = (object: number) => ({ request_id: 'retry', tool: 'create_volume', fingerprint: '{}', object_kind: 'volume' as const, object_id: record(object).id, created_at: new Date().toISOString() });
+      const outcomes = await Promise.all([a.insertForRequest(record(1), entry(1)), b.insertForRequest(record(2), entry(2))]);
+      expect(outcomes.filter((outcome) => outcome.inserted)).toHaveLength(1);
+      expect((await a.list({ limit: 10 })).records).toHaveLength(1);
+    });
+  });
+}
