@@ -27,6 +27,8 @@ import { createMcpServer } from '../server.js';
 export const MAX_BODY_BYTES = 4 * 1024 * 1024;
 /** More live sessions than this and new ones are refused (503) until some end. */
 export const MAX_SESSIONS = 1000;
+/** How much of a refused body is read and dropped before the connection is cut instead. */
+const MAX_DISCARD_BYTES = 64 * 1024 * 1024;
 /** How long /healthz waits for the metadata store's answer. */
 const HEALTH_TIMEOUT_MS = 5000;
 const REALM = 'cinderlib-mcp';
@@ -132,13 +134,19 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
       if (closing) return sendJson(res, 503, { error: 'the server is shutting down' }, { Connection: 'close' });
       if (path === '/healthz') return await health(req, res);
       if (path !== '/mcp') return sendJson(res, 404, { error: `no such endpoint ${path}; MCP is served at /mcp, health at /healthz` });
-      if (req.method !== 'POST' && req.method !== 'GET' && req.method !== 'DELETE') {
-        return sendJsonRpcError(res, 405, -32000, `Method not allowed: /mcp takes POST, GET and DELETE`, { Allow: 'POST, GET, DELETE' });
-      }
       const origin = req.headers.origin;
       if (origin !== undefined && !originAllowed(origin, allowedOrigins)) {
         log.warn(`refused a request from origin ${JSON.stringify(origin.slice(0, 200))}: not this server's own and not in global.http_allowed_origins`);
         return sendJsonRpcError(res, 403, -32000, `Forbidden: origin ${JSON.stringify(origin.slice(0, 200))} is not allowed; an administrator can list it in global.http_allowed_origins`);
+      }
+      // A browser page of an allowed origin may read the answers (CORS); its preflight needs no token.
+      if (origin !== undefined) for (const [name, value] of Object.entries(corsHeaders(origin))) res.setHeader(name, value);
+      if (req.method === 'OPTIONS' && origin !== undefined) {
+        res.writeHead(204, CORS_PREFLIGHT_HEADERS);
+        return void res.end();
+      }
+      if (req.method !== 'POST' && req.method !== 'GET' && req.method !== 'DELETE') {
+        return sendJsonRpcError(res, 405, -32000, `Method not allowed: /mcp takes POST, GET and DELETE`, { Allow: 'POST, GET, DELETE' });
       }
       const auth = authenticate(req.headers.authorization);
       if (auth.refused) {
@@ -152,8 +160,8 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
       if (req.method === 'POST') {
         const read = await readBody(req, MAX_BODY_BYTES);
         if (read === 'too-large') {
-          // The rest of the body is not read: the connection ends once the answer is out.
-          return sendJsonRpcError(res, 413, -32000, `Payload too large: a request body may be at most ${MAX_BODY_BYTES} bytes (4 MiB)`, { Connection: 'close' });
+          discardRest(req);
+          return sendJsonRpcError(res, 413, -32000, `Payload too large: a request body may be at most ${MAX_BODY_BYTES} bytes (4 MiB)`);
         }
         if (read === 'aborted') return;
         try {
@@ -353,6 +361,20 @@ function initializeClientName(body: unknown): string | undefined {
   return typeof name === 'string' && name !== '' ? JSON.stringify(name.slice(0, 100)).slice(1, -1) : undefined;
 }
 
+function corsHeaders(origin: string): Record<string, string> {
+  return {
+    'Access-Control-Allow-Origin': origin,
+    'Access-Control-Expose-Headers': 'Mcp-Session-Id, Mcp-Protocol-Version, WWW-Authenticate',
+    Vary: 'Origin',
+  };
+}
+
+const CORS_PREFLIGHT_HEADERS = {
+  'Access-Control-Allow-Methods': 'POST, GET, DELETE',
+  'Access-Control-Allow-Headers': 'Authorization, Content-Type, Accept, Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-ID',
+  'Access-Control-Max-Age': '600',
+};
+
 function sha256(text: string): Buffer {
   return createHash('sha256').update(text, 'utf8').digest();
 }
@@ -396,6 +418,19 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-la
     req.once('error', onAbort);
     req.once('aborted', onAbort);
   });
+}
+
+/**
+ * Reads and drops what is left of a refused body, so that a client still sending gets the 413
+ * rather than a broken pipe; beyond MAX_DISCARD_BYTES more, the connection is cut.
+ */
+function discardRest(req: IncomingMessage): void {
+  let discarded = 0;
+  req.on('data', (chunk: Buffer) => {
+    discarded += chunk.length;
+    if (discarded > MAX_DISCARD_BYTES) req.socket.destroy();
+  });
+  req.resume();
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {

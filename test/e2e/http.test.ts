@@ -266,6 +266,20 @@ describe('serve --http with bearer tokens', () => {
     }
   });
 
+  it('answers a CORS preflight from an allowed origin and refuses one from another', async () => {
+    const preflight = (origin: string) =>
+      fetch(server.url, { method: 'OPTIONS', headers: { Origin: origin, 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'authorization, content-type' } });
+    const allowed = await preflight(ALLOWED_ORIGIN);
+    expect(allowed.status).toBe(204);
+    expect(allowed.headers.get('access-control-allow-origin')).toBe(ALLOWED_ORIGIN);
+    expect(allowed.headers.get('access-control-allow-headers')).toMatch(/Authorization/);
+    expect((await preflight('http://evil.example')).status).toBe(403);
+    const served = await post(server.url, INITIALIZE, { Authorization: `Bearer ${ADMIN_TOKEN}`, Origin: ALLOWED_ORIGIN });
+    expect(served.headers.get('access-control-allow-origin')).toBe(ALLOWED_ORIGIN);
+    expect(served.headers.get('access-control-expose-headers')).toMatch(/Mcp-Session-Id/);
+    await served.body?.cancel();
+  });
+
   it('answers 413 to a body over 4 MiB, declared or streamed, and keeps serving', async () => {
     const auth = { Authorization: `Bearer ${ADMIN_TOKEN}` };
     const big = JSON.stringify({ ...INITIALIZE, params: { ...INITIALIZE.params, padding: 'x'.repeat(5 * 1024 * 1024) } });
