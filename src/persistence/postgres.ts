@@ -45,8 +45,9 @@ type Queryable = Pick<pg.PoolClient, 'query'>;
 
 /**
  * Forward-only migrations; `schema_migrations` holds the versions that ran. The record tables are
- * SQLite's final schema in PostgreSQL types: times stay ISO-8601 TEXT (compared as text, exactly
- * as SQLite's), JSON-valued fields TEXT (round-trip exact), `seq` a BIGSERIAL for paging.
+ * SQLite's final schema in PostgreSQL types: times stay ISO-8601 TEXT, compared and ordered in
+ * the "C" collation (byte order, as SQLite's, whatever the database's locale), JSON-valued fields
+ * TEXT (round-trip exact), `seq` a BIGSERIAL for paging.
  */
 const MIGRATIONS: readonly string[] = [
   `CREATE TABLE volumes (
@@ -65,7 +66,7 @@ const MIGRATIONS: readonly string[] = [
      provider_location TEXT,
      failed_operation TEXT,
      owner TEXT,
-     lease_expires_at TEXT,
+     lease_expires_at TEXT COLLATE "C",
      snapshot_id TEXT,
      source_volume_id TEXT,
      provider_auth TEXT,
@@ -82,7 +83,7 @@ const MIGRATIONS: readonly string[] = [
      size INTEGER NOT NULL,
      provider_location TEXT,
      checks_done INTEGER NOT NULL,
-     next_check_at TEXT NOT NULL,
+     next_check_at TEXT COLLATE "C" NOT NULL,
      kind TEXT NOT NULL DEFAULT 'volume',
      parent_volume_id TEXT
    );
@@ -102,7 +103,7 @@ const MIGRATIONS: readonly string[] = [
      provider_location TEXT,
      failed_operation TEXT,
      owner TEXT,
-     lease_expires_at TEXT,
+     lease_expires_at TEXT COLLATE "C",
      cinderlib_extra TEXT
    );
    CREATE INDEX snapshots_by_backend ON snapshots (backend, seq);
@@ -131,7 +132,7 @@ const MIGRATIONS: readonly string[] = [
      updated_at TEXT NOT NULL,
      status_reason TEXT,
      owner TEXT,
-     lease_expires_at TEXT,
+     lease_expires_at TEXT COLLATE "C",
      cinderlib_extra TEXT
    );
    CREATE INDEX connections_by_backend ON connections (backend, seq);
@@ -139,7 +140,7 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX connections_by_owner ON connections (owner) WHERE owner IS NOT NULL;
    CREATE TABLE audit_log (
      seq BIGSERIAL PRIMARY KEY,
-     time TEXT NOT NULL,
+     time TEXT COLLATE "C" NOT NULL,
      server TEXT NOT NULL,
      client TEXT NOT NULL,
      tool TEXT NOT NULL,
@@ -153,14 +154,14 @@ const MIGRATIONS: readonly string[] = [
      domain TEXT NOT NULL,
      gb DOUBLE PRECISION NOT NULL,
      owner TEXT NOT NULL,
-     lease_expires_at TEXT NOT NULL
+     lease_expires_at TEXT COLLATE "C" NOT NULL
    );
    CREATE INDEX capacity_holds_by_domain ON capacity_holds (domain, lease_expires_at);
    CREATE INDEX capacity_holds_by_owner ON capacity_holds (owner);
    CREATE TABLE servers (
      server_id TEXT PRIMARY KEY,
      description TEXT NOT NULL,
-     lease_expires_at TEXT NOT NULL
+     lease_expires_at TEXT COLLATE "C" NOT NULL
    );`,
 ];
 

@@ -23,6 +23,8 @@ export interface PostgresFixture {
   /** host:port of the server. */
   host: string;
   port: number;
+  /** The test user's password (TEST_PASSWORD, or the one in CINDERLIB_TEST_PG_URL). */
+  password: string;
   /** A URL of a fresh, empty database, as the test user (password included). */
   createDatabase(prefix?: string): Promise<string>;
   /** The same URL with `password` instead of the right one. */
@@ -108,6 +110,7 @@ export async function startPostgres(): Promise<PostgresFixture> {
   return {
     host: parsed.hostname,
     port: Number(parsed.port || 5432),
+    password: decodeURIComponent(new URL(userUrlBase).password),
     async createDatabase(prefix = 'cinderlib_test') {
       const name = `${prefix}_${process.pid}_${Date.now().toString(36)}_${counter++}`;
       const admin = new pg.Client({ connectionString: adminUrl });

@@ -6,16 +6,16 @@ import { StorageError } from '../../src/errors.js';
 import { openVolumeStore } from '../../src/persistence/index.js';
 import { POSTGRES_SCHEMA_VERSION, PostgresVolumeStore, type PostgresOpenOptions } from '../../src/persistence/postgres.js';
 import { SecretRegistry } from '../../src/secrets.js';
-import { TEST_PASSWORD, freePort, postgresPrerequisites, startPostgres, type PostgresFixture } from './fixture.js';
+import { freePort, postgresPrerequisites, startPostgres, type PostgresFixture } from './fixture.js';
 import { defineStoreBehaviours, record } from './store-behaviours.js';
 
 const missing = postgresPrerequisites();
 const inCi = process.env.CI === 'true';
 
 /** Every spelling the password could leak in. */
-const passwordForms = [TEST_PASSWORD, encodeURIComponent(TEST_PASSWORD), TEST_PASSWORD.slice(0, 12)];
 function expectNoPassword(text: string): void {
-  for (const form of passwordForms) expect(text).not.toContain(form);
+  const password = fixture.password;
+  for (const form of [password, encodeURIComponent(password), password.slice(0, 12)]) expect(text).not.toContain(form);
 }
 
 /** A TCP relay to PostgreSQL that the test can cut and restore: the store losing its database later. */
@@ -125,7 +125,7 @@ if (missing && !inCi) {
 
     it('never shows the password: a wrong one, an unreachable port', async () => {
       const url = await fixture.createDatabase('secret');
-      const wrong = fixture.urlWith(url, { password: `${TEST_PASSWORD}-wrong` });
+      const wrong = fixture.urlWith(url, { password: `${fixture.password}-wrong` });
       const wrongError = await PostgresVolumeStore.open(wrong).catch((error: unknown) => error);
       expect(wrongError).toBeInstanceOf(StorageError);
       expect(wrongError).toMatchObject({ code: 'BACKEND_UNAVAILABLE', message: expect.stringMatching(/^cannot open the metadata store PostgreSQL secret_\S+ on 127\.0\.0\.1:\d+: .*password authentication failed/) });
@@ -178,7 +178,7 @@ if (missing && !inCi) {
       const config = parseConfig(
         { global: { persistence_config: { storage: 'db', connection: template } }, backends: [{ volume_backend_name: 'b', volume_driver: 'x' }] },
         'test.yaml',
-        { env: { PG_TEST_PASSWORD: TEST_PASSWORD }, secrets },
+        { env: { PG_TEST_PASSWORD: fixture.password }, secrets },
       );
       expect(config.global.persistence).toMatchObject({ storage: 'db', engine: 'postgresql' });
       const store = await openVolumeStore(config.global.persistence, { secrets });
