@@ -12,6 +12,8 @@ import { defineStoreBehaviours, record } from './store-behaviours.js';
 const missing = postgresPrerequisites();
 const inCi = process.env.CI === 'true';
 
+let fixture: PostgresFixture;
+
 /** Every spelling the password could leak in. */
 function expectNoPassword(text: string): void {
   const password = fixture.password;
@@ -59,7 +61,6 @@ if (missing && !inCi) {
     });
   });
 } else {
-  let fixture: PostgresFixture;
   const opened: PostgresVolumeStore[] = [];
   const open = async (url: string, options: PostgresOpenOptions = {}): Promise<PostgresVolumeStore> => {
     const store = await PostgresVolumeStore.open(url, options);
