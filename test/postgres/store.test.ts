@@ -252,7 +252,7 @@ if (missing && !inCi) {
 
     it('holds whose owner stops renewing lapse; renewed ones stay', async () => {
       const url = await fixture.createDatabase();
-      const short = await open(url, { holdLeaseMs: 300 });
+      const short = await open(url, { holdLeaseMs: 1_500 });
       const other = await open(url);
       await short.shared.holdCapacity('pool', 'dying', async () => 4);
       await short.shared.holdCapacity('pool', 'living', async () => 2);
@@ -261,7 +261,7 @@ if (missing && !inCi) {
       await look();
       expect(seen).toBe(6);
       await short.renewLeases('living', later(60_000));
-      await sleep(400);
+      await sleep(1_700);
       await look();
       expect(seen).toBe(2);
       // leave forgets what the server still held.
@@ -272,14 +272,14 @@ if (missing && !inCi) {
 
     it('join refuses a live duplicate identity, naming it, and accepts once its lease lapses or it leaves', async () => {
       const { a, b } = await twoServers();
-      await a.shared.join('host-1', 'server A (pid 1 on alpha)', later(600));
+      await a.shared.join('host-1', 'server A (pid 1 on alpha)', later(1_500));
       const refused = await b.shared.join('host-1', 'server B', later(30_000)).catch((error: unknown) => error);
       expect(refused).toMatchObject({
         code: 'BACKEND_UNAVAILABLE',
         message: expect.stringMatching(/^another live server with identity host-1 \(server A \(pid 1 on alpha\)\) holds this store .*give each server its own global\.host/),
       });
       await b.shared.join('host-2', 'server B', later(30_000)); // another identity is welcome
-      await sleep(700);
+      await sleep(1_700);
       await b.shared.join('host-1', 'server B', later(30_000)); // A's lease lapsed
       await expect(a.shared.join('host-1', 'server A', later(30_000))).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE' });
       await b.renewLeases('host-1', later(60_000));
