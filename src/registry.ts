@@ -15,7 +15,7 @@ import { AuditLog } from './audit.js';
 import { dataDir } from './paths.js';
 import { openVolumeStore } from './persistence/index.js';
 import { MemoryVolumeStore } from './persistence/memory.js';
-import type { VolumeStore } from './persistence/store.js';
+import type { SharedCoordination, VolumeStore } from './persistence/store.js';
 import type { SecretRegistry } from './secrets.js';
 import type { ConnectionRecord } from './connection.js';
 import type { Connector } from '../drivers/types.js';
@@ -82,6 +82,16 @@ export interface BackendSummary {
   initializing?: boolean;
   error?: string;
   next_retry_at?: string;
+}
+
+/** Whether a process of this host is running (signal 0 checks without sending anything). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** The server must not start: its shared store is unreachable, or another live server has its identity. */
@@ -164,12 +174,11 @@ export class BackendRegistry {
     for (const warning of config.warnings) log.warn(warning);
     const registry = new BackendRegistry(config, volumeStore, secrets, log, serving);
     if (volumeStore.shared) {
-      // One live server per identity on a shared store: a twin would take this one's operations for its own.
       try {
-        await volumeStore.shared.join(registry.serverId, `pid ${process.pid} on ${hostname()} since ${new Date().toISOString()}`, registry.leaseUntil());
+        await registry.joinSharedStore(volumeStore.shared);
       } catch (error) {
         await volumeStore.close().catch(() => undefined);
-        throw new StartupRefusal(isStorageError(error) ? error.message : `cannot register this server in ${volumeStore.description}: ${secrets.redact(describeError(error))}`);
+        throw error instanceof StartupRefusal ? error : new StartupRefusal(`cannot register this server in ${volumeStore.description}: ${secrets.redact(describeError(error))}`);
       }
     }
     await registry.recoverInterrupted(true);
@@ -401,6 +410,26 @@ export class BackendRegistry {
     await Promise.all(this.list().map((backend) => backend.close()));
     await this.store.shared?.leave(this.serverId).catch((error: unknown) => this.log.warn(`leaving the shared store: ${describeError(error)}`));
     await this.store.close();
+  }
+
+  /**
+   * One live server per identity on a shared store: a twin would take this one's operations for
+   * its own. The holder may be this server's own earlier run, killed before it could leave: when
+   * it ran on this host and its process is gone, the identity is taken back at once.
+   */
+  private async joinSharedStore(shared: SharedCoordination): Promise<void> {
+    const description = `pid ${process.pid} on ${hostname()} since ${new Date().toISOString()}`;
+    const first = await shared.join(this.serverId, description, this.leaseUntil());
+    if (first.joined) return;
+    const earlier = /^pid (\d+) on (\S+) since /.exec(first.holder);
+    if (earlier && earlier[2] === hostname() && !processAlive(Number(earlier[1]))) {
+      this.log.warn(`taking identity ${this.serverId} back from this server's earlier run (${first.holder}), which is gone`);
+      const second = await shared.join(this.serverId, description, this.leaseUntil(), first.holder);
+      if (second.joined) return;
+    }
+    throw new StartupRefusal(
+      `another live server with identity ${this.serverId} (${first.holder}) holds the metadata store ${this.store.description} until ${first.until}; give each server its own global.host`,
+    );
   }
 
   /** Until when this server's claims hold unless renewed. */

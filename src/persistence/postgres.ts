@@ -336,7 +336,7 @@ export class PostgresVolumeStore implements VolumeStore {
     this.shared = {
       holdKeys: (keys, task) => this.holdKeys(keys, task),
       holdCapacity: (domain, owner, decide) => this.holdCapacity(domain, owner, decide),
-      join: (serverId, description, until) => this.join(serverId, description, until),
+      join: (serverId, description, until, replacing) => this.join(serverId, description, until, replacing),
       leave: (serverId) => this.leave(serverId),
     };
   }
@@ -754,23 +754,19 @@ export class PostgresVolumeStore implements VolumeStore {
     };
   }
 
-  private async join(serverId: string, description: string, until: string): Promise<void> {
-    await this.write(`register server ${serverId}`, () =>
+  private async join(serverId: string, description: string, until: string, replacing?: string): Promise<{ joined: true } | { joined: false; holder: string; until: string }> {
+    return this.write(`register server ${serverId}`, () =>
       this.transaction(async (db) => {
         await db.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`server:${serverId}`]);
         const now = new Date().toISOString();
         const live = (await db.query<{ description: string; lease_expires_at: string }>('SELECT description, lease_expires_at FROM servers WHERE server_id = $1', [serverId])).rows[0];
-        if (live && live.lease_expires_at > now) {
-          throw new StorageError(
-            'BACKEND_UNAVAILABLE',
-            `another live server with identity ${serverId} (${live.description}) holds this store ${this.description} (its lease runs until ${live.lease_expires_at}); give each server its own global.host`,
-          );
-        }
+        if (live && live.lease_expires_at > now && live.description !== replacing) return { joined: false as const, holder: live.description, until: live.lease_expires_at };
         await db.query(
           `INSERT INTO servers (server_id, description, lease_expires_at) VALUES ($1, $2, $3)
            ON CONFLICT (server_id) DO UPDATE SET description = EXCLUDED.description, lease_expires_at = EXCLUDED.lease_expires_at`,
           [serverId, description, until],
         );
+        return { joined: true as const };
       }),
     );
   }

@@ -154,11 +154,12 @@ export interface SharedCoordination {
    */
   holdCapacity(domain: string, owner: string, decide: (heldByOthersGb: number) => Promise<number>): Promise<{ release(): Promise<void> }>;
   /**
-   * Registers this server's identity as live until `until`; rejects (StorageError
-   * BACKEND_UNAVAILABLE, naming the other) when another live server holds the identity. Renewed
-   * with renewLeases; removed by `leave`.
+   * Registers this server's identity as live until `until`, unless another live server (an
+   * unexpired lease) holds it: then nothing changes and the holder is returned. `replacing` takes
+   * the identity over from that holder (a crashed earlier run of this server, proven dead by the
+   * caller) when its description still matches. Renewed with renewLeases; removed by `leave`.
    */
-  join(serverId: string, description: string, until: string): Promise<void>;
+  join(serverId: string, description: string, until: string, replacing?: string): Promise<{ joined: true } | { joined: false; holder: string; until: string }>;
   leave(serverId: string): Promise<void>;
 }
 

@@ -270,21 +270,20 @@ if (missing && !inCi) {
       expect(seen).toBe(0);
     });
 
-    it('join refuses a live duplicate identity, naming it, and accepts once its lease lapses or it leaves', async () => {
+    it('join refuses a live duplicate identity, naming it, and accepts once its lease lapses, it leaves, or its caller takes it over', async () => {
       const { a, b } = await twoServers();
-      await a.shared.join('host-1', 'server A (pid 1 on alpha)', later(1_500));
-      const refused = await b.shared.join('host-1', 'server B', later(30_000)).catch((error: unknown) => error);
-      expect(refused).toMatchObject({
-        code: 'BACKEND_UNAVAILABLE',
-        message: expect.stringMatching(/^another live server with identity host-1 \(server A \(pid 1 on alpha\)\) holds this store .*give each server its own global\.host/),
-      });
-      await b.shared.join('host-2', 'server B', later(30_000)); // another identity is welcome
+      expect(await a.shared.join('host-1', 'server A (pid 1 on alpha)', later(1_500))).toEqual({ joined: true });
+      expect(await b.shared.join('host-1', 'server B', later(30_000))).toEqual({ joined: false, holder: 'server A (pid 1 on alpha)', until: expect.any(String) });
+      expect(await b.shared.join('host-2', 'server B', later(30_000))).toEqual({ joined: true }); // another identity is welcome
       await sleep(1_700);
-      await b.shared.join('host-1', 'server B', later(30_000)); // A's lease lapsed
-      await expect(a.shared.join('host-1', 'server A', later(30_000))).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE' });
-      await b.renewLeases('host-1', later(60_000));
-      await b.shared.leave('host-1');
-      await a.shared.join('host-1', 'server A', later(30_000));
+      expect(await b.shared.join('host-1', 'server B', later(30_000))).toEqual({ joined: true }); // A's lease lapsed
+      expect((await a.shared.join('host-1', 'server A', later(30_000))).joined).toBe(false);
+      // Taking over needs the holder's exact description: a restarted server proves its earlier run is gone.
+      expect((await a.shared.join('host-1', 'server A', later(30_000), 'server C')).joined).toBe(false);
+      expect(await a.shared.join('host-1', 'server A', later(30_000), 'server B')).toEqual({ joined: true });
+      await a.renewLeases('host-1', later(60_000));
+      await a.shared.leave('host-1');
+      expect(await b.shared.join('host-1', 'server B', later(30_000))).toEqual({ joined: true });
     });
 
     it("surfaceInterrupted from one server never touches another live server's records, and two recoveries at once recover each record once", async () => {
