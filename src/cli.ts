@@ -275,7 +275,7 @@ async function serveHttpCommand(config: LoadedConfig, { host, port }: { host: st
   assertHttpBindingAllowed(host, config.global.httpTokens); // before the store is opened
   // The store opens before the port does: an unreachable store ends start-up with its reason.
   const registry = await BackendRegistry.open(config, secrets, log);
-  const server = await serveHttp({ config, registry: Promise.resolve(registry), secrets, log, host, port }).catch(async (error: unknown) => {
+  const server = await serveHttp({ config, registry: Promise.resolve(registry), secrets, log, host, port, storeHealth: () => registry.storeHealth() }).catch(async (error: unknown) => {
     await registry.close().catch(() => undefined);
     throw error;
   });

@@ -400,6 +400,16 @@ export class BackendRegistry {
     ));
   }
 
+  /** Why the metadata store does not answer now, or undefined when it does (for /healthz). */
+  async storeHealth(): Promise<string | undefined> {
+    try {
+      await this.store.ping?.();
+      return undefined;
+    } catch (error) {
+      return this.secrets.redact(describeError(error));
+    }
+  }
+
   /** Masks secret-named keys (CHAP passwords) and every registered secret, for answers. */
   mask<T>(value: T): T {
     return this.secrets.maskOptions(value);

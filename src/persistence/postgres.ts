@@ -605,6 +605,10 @@ export class PostgresVolumeStore implements VolumeStore {
     );
   }
 
+  async ping(): Promise<void> {
+    await this.read(async () => void (await this.pool.query('SELECT 1')));
+  }
+
   async appendAudit(record: AuditRecord): Promise<void> {
     await this.write('record an audit line', (db) =>
       db.query('INSERT INTO audit_log (time, server, client, tool, arguments, outcome, error) VALUES ($1, $2, $3, $4, $5, $6, $7)', [

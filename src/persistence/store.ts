@@ -168,6 +168,8 @@ export interface VolumeStore {
   readonly shared?: SharedCoordination;
   /** What the store is, for messages ("SQLite /var/lib/x.sqlite", "PostgreSQL db@host:5432"), never with a password. */
   readonly description?: string;
+  /** Resolves when the store answers now; rejects (BACKEND_UNAVAILABLE, naming it) when it does not. For /healthz. */
+  ping?(): Promise<void>;
   appendAudit(record: AuditRecord): Promise<void>;
   /** Audit records in the order written, from `since` (ISO time) on. */
   listAudit(query: AuditQuery): Promise<{ records: AuditRecord[]; nextAfter?: number }>;

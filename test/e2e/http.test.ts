@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -7,6 +7,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { startHttpServerProcess, type HttpServerProcess } from '../helpers/http-server.js';
 import { BIN, REPO_ROOT } from '../helpers/server.js';
 
 /**
@@ -21,14 +22,6 @@ import { BIN, REPO_ROOT } from '../helpers/server.js';
 const ADMIN_TOKEN = 'admin-token-3f9a1c7e5b2d4a60';
 const READER_TOKEN = 'reader-token-8c1e2f4a6b9d0e37';
 const ALLOWED_ORIGIN = 'https://console.example.com';
-
-interface HttpServerProcess {
-  url: string;
-  base: string;
-  child: ChildProcess;
-  stderr(): string;
-  stop(): Promise<number | null>;
-}
 
 let root: string;
 const started: HttpServerProcess[] = [];
@@ -51,42 +44,9 @@ function childEnv(extra: Record<string, string> = {}): Record<string, string> {
   return { ...env, XDG_DATA_HOME: join(root, 'data'), CINDERLIB_MCP_LOG_LEVEL: 'debug', ...extra };
 }
 
-/** Starts `serve --http --port 0` and waits for the line naming its URL. */
+/** Starts `serve --http --port 0` (at debug level) and waits for the line naming its URL. */
 async function startHttpServer(configPath: string, extraArgs: string[] = []): Promise<HttpServerProcess> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--http', '--port', '0', '--config', configPath, ...extraArgs], {
-    cwd: REPO_ROOT,
-    env: childEnv(),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`server did not start in 30 s; stderr:\n${stderr}`)), 30_000);
-    const look = () => {
-      const match = /serving MCP over HTTP at (http:\/\/\S+\/mcp)/.exec(stderr);
-      if (match) {
-        clearTimeout(timer);
-        child.stderr!.off('data', look);
-        resolve(match[1]!);
-      }
-    };
-    child.stderr!.on('data', look);
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`server exited with ${code} before serving; stderr:\n${stderr}`));
-    });
-  });
-  const server: HttpServerProcess = {
-    url,
-    base: url.replace(/\/mcp$/, ''),
-    child,
-    stderr: () => stderr,
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      return exited;
-    },
-  };
+  const server = await startHttpServerProcess(configPath, childEnv(), extraArgs);
   started.push(server);
   return server;
 }

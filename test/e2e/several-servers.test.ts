@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { XmsEmulator } from '../emulators/xtremio/server.js';
 import { RawMcpServer, toolText, type RawAnswer } from '../helpers/raw-server.js';
 import { BIN, REPO_ROOT } from '../helpers/server.js';
-import { postgresPrerequisites, startPostgres, type PostgresFixture } from '../postgres/fixture.js';
+import { postgresPrerequisites, relay, startPostgres, type PostgresFixture } from '../postgres/fixture.js';
+import { startHttpServerProcess } from '../helpers/http-server.js';
 
 /**
  * Contract section 10 with several real server processes on one real PostgreSQL and one array
@@ -168,6 +169,37 @@ if (missing && !inCi) {
       expect(down.stderr).toMatch(/PostgreSQL/);
       expect(down.stderr).not.toContain(new URL(url).password);
       expect(down.stderr).not.toContain(decodeURIComponent(new URL(url).password));
+    });
+
+    it('serves MCP over HTTP from the shared store; /healthz says 503 while the database is unreachable, 200 once it is back', async () => {
+      const link = await relay(pg.port);
+      const through = new URL(url);
+      through.port = String(link.port);
+      const configPath = configFor('server-http', through.toString());
+      const server = await startHttpServerProcess(configPath, { ...process.env, XDG_DATA_HOME: join(root, 'server-http'), CINDERLIB_MCP_LOG_LEVEL: 'info' } as Record<string, string>);
+      try {
+        const health = async () => {
+          const response = await fetch(`${server.base}/healthz`);
+          return { status: response.status, body: (await response.json()) as { status: string; reason?: string } };
+        };
+        expect(await health()).toEqual({ status: 200, body: { status: 'ok' } });
+        await link.cut();
+        const down = await health();
+        expect(down.status).toBe(503);
+        expect(down.body.reason).toMatch(/PostgreSQL/);
+        expect(JSON.stringify(down.body)).not.toContain(decodeURIComponent(new URL(url).password));
+        await link.restore();
+        const deadline = Date.now() + 15_000;
+        let back = await health();
+        while (back.status !== 200 && Date.now() < deadline) {
+          await new Promise((resolve) => setTimeout(resolve, 250));
+          back = await health();
+        }
+        expect(back).toEqual({ status: 200, body: { status: 'ok' } });
+      } finally {
+        await server.stop();
+        await link.close();
+      }
     });
 
     it('shares the audit log between servers', async () => {

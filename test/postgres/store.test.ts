@@ -1,4 +1,3 @@
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
@@ -6,7 +5,7 @@ import { StorageError } from '../../src/errors.js';
 import { openVolumeStore } from '../../src/persistence/index.js';
 import { POSTGRES_SCHEMA_VERSION, PostgresVolumeStore, type PostgresOpenOptions } from '../../src/persistence/postgres.js';
 import { SecretRegistry } from '../../src/secrets.js';
-import { freePort, postgresPrerequisites, startPostgres, type PostgresFixture } from './fixture.js';
+import { freePort, postgresPrerequisites, relay, startPostgres, type PostgresFixture } from './fixture.js';
 import { defineStoreBehaviours, record } from './store-behaviours.js';
 
 const missing = postgresPrerequisites();
@@ -18,36 +17,6 @@ let fixture: PostgresFixture;
 function expectNoPassword(text: string): void {
   const password = fixture.password;
   for (const form of [password, encodeURIComponent(password), password.slice(0, 12)]) expect(text).not.toContain(form);
-}
-
-/** A TCP relay to PostgreSQL that the test can cut and restore: the store losing its database later. */
-async function relay(targetPort: number): Promise<{ port: number; cut(): Promise<void>; restore(): Promise<void>; close(): Promise<void> }> {
-  const port = await freePort();
-  const sockets = new Set<Socket>();
-  let server: Server | undefined;
-  const listen = () =>
-    new Promise<void>((resolve, reject) => {
-      server = createServer((client) => {
-        const upstream = connect(targetPort, '127.0.0.1');
-        for (const socket of [client, upstream]) {
-          sockets.add(socket);
-          socket.on('error', () => undefined);
-          socket.on('close', () => sockets.delete(socket));
-        }
-        client.pipe(upstream).pipe(client);
-      });
-      server.once('error', reject);
-      server.listen(port, '127.0.0.1', () => resolve());
-    });
-  const cut = async () => {
-    const closing = server;
-    server = undefined;
-    const closed = new Promise<void>((resolve) => (closing ? closing.close(() => resolve()) : resolve()));
-    for (const socket of sockets) socket.destroy();
-    await closed;
-  };
-  await listen();
-  return { port, cut, restore: listen, close: cut };
 }
 
 if (missing && !inCi) {
