@@ -312,6 +312,9 @@ function reasonOf(error: unknown): string {
   return typeof code === 'string' && !text.includes(code) ? `${text} (${code})` : text;
 }
 
+/** Loads at least this large analyze the tables they filled. */
+const LOAD_ANALYZE_THRESHOLD = 1000;
+
 export class PostgresVolumeStore implements VolumeStore {
   readonly description: string;
   readonly shared: SharedCoordination;
@@ -603,6 +606,10 @@ export class PostgresVolumeStore implements VolumeStore {
         }
       }),
     );
+    // Planner statistics for what a large load added: without them list pages scan the whole table until autovacuum runs.
+    if (batch.volumes.length + batch.snapshots.length + batch.connections.length >= LOAD_ANALYZE_THRESHOLD) {
+      await this.write('update planner statistics after a load', (db) => db.query('ANALYZE volumes, snapshots, connections'));
+    }
   }
 
   async ping(): Promise<void> {

@@ -112,6 +112,7 @@ async function main(): Promise<void> {
   process.stdout.write(`cinderlib-mcp benchmarks (node ${process.version}, ${new Date().toISOString()})\n\n`);
   // BENCH_ONLY=connections runs the last part alone (the rest takes minutes).
   if (process.env.BENCH_ONLY === 'connections') return benchConnections().finally(() => rmSync(work, { recursive: true, force: true }));
+  if (process.env.BENCH_ONLY === 'shared') return benchShared().finally(() => rmSync(work, { recursive: true, force: true }));
   if (process.env.BENCH_ONLY === 'serialization') return benchSerialization().finally(() => rmSync(work, { recursive: true, force: true }));
 
   // 1. Cold start against the reference filesystem server, same machine, same client.
@@ -236,6 +237,9 @@ async function main(): Promise<void> {
 
   // 8. cinderlib-mcp dump and load of a store of 100,000 volumes.
   await benchSerialization();
+
+  // 9. The same figures on PostgreSQL, two servers creating at once, and MCP over HTTP against stdio.
+  await benchShared();
 
   rmSync(work, { recursive: true, force: true });
 }
@@ -415,4 +419,112 @@ async function benchSerialization(): Promise<void> {
   const megabytes = statSync(dumpFile).size / 1024 ** 2;
   report('cinderlib-mcp dump, 100,000 volumes (median of 3)', `${ms(stats(dumps).median)} (${megabytes.toFixed(0)} MiB of JSON)`);
   report('cinderlib-mcp load of that dump into an empty store (median of 3)', ms(stats(loads).median));
+}
+
+/**
+ * PostgreSQL next to SQLite (a cached call, a list page at 100,000 volumes, create on the file
+ * driver), creates per second from two servers at once on one PostgreSQL and one array (the XMS
+ * emulator), and a cached call's round trip over Streamable HTTP next to stdio.
+ */
+async function benchShared(): Promise<void> {
+  const { postgresPrerequisites, startPostgres } = await import('../postgres/fixture.js');
+  const missing = postgresPrerequisites();
+  if (missing) {
+    report('PostgreSQL figures', `skipped: ${missing}`);
+    return;
+  }
+  const { PostgresVolumeStore } = await import('../../src/persistence/postgres.js');
+  const { StreamableHTTPClientTransport } = await import('@modelcontextprotocol/sdk/client/streamableHttp.js');
+  const { startHttpServerProcess } = await import('../helpers/http-server.js');
+  const pg = await startPostgres();
+  try {
+    // 100,000 volumes in PostgreSQL, as in the SQLite figures.
+    const url = await pg.createDatabase('bench');
+    const store = await PostgresVolumeStore.open(url);
+    const now = new Date().toISOString();
+    for (let start = 0; start < 100_000; start += 10_000) {
+      const volumes: VolumeRecord[] = [];
+      for (let i = start; i < start + 10_000; i++) {
+        volumes.push({
+          id: randomUUID(), backend: 'bench', name: `bench-${i}`, description: '', size: 1, status: i % 1000 === 0 ? 'error' : 'available',
+          pool_name: 'bench', bootable: false, created_at: now, updated_at: now, status_reason: null, provider_location: null,
+        });
+      }
+      await store.importRecords({ volumes, snapshots: [], connections: [] });
+    }
+    await store.close();
+    const figures = async (label: string, configPath: string, env: Record<string, string>) => {
+      const client = await connect(process.execPath, [BIN, '--config', configPath], env);
+      await call(client, 'get_stats', { backend: 'bench' });
+      const cached = await sample(client, 300, 'get_stats', { backend: 'bench' });
+      const page = await sample(client, 200, 'list_volumes', { backend: 'bench', limit: 100 });
+      const creates: number[] = [];
+      const made: string[] = [];
+      for (let i = 0; i < 100; i++) {
+        const [elapsed, volume] = await timed(() => call(client, 'create_volume', { backend: 'bench', size: 1 }));
+        creates.push(elapsed);
+        made.push(volume.id);
+      }
+      for (const id of made) await call(client, 'delete_volume', { volume_id: id });
+      await client.close();
+      return { label, cached: cached.median, page: page.median, create: stats(creates).median };
+    };
+    const sqlite = serverEnv('shared-sqlite', 100_000);
+    const pgDir = join(work, 'shared-pg');
+    mkdirSync(pgDir, { recursive: true });
+    const pgConfig = join(pgDir, 'config.json');
+    writeFileSync(pgConfig, JSON.stringify({
+      global: { persistence_config: { storage: 'db', connection: url } },
+      backends: [{ volume_backend_name: 'bench', volume_driver: 'file', volumes_dir: join(pgDir, 'volumes') }],
+    }));
+    const onSqlite = await figures('SQLite', sqlite.configPath, sqlite.env);
+    const onPg = await figures('PostgreSQL', pgConfig, { XDG_DATA_HOME: join(pgDir, 'xdg'), CINDERLIB_MCP_LOG_LEVEL: 'warn' });
+    for (const [what, key] of [['get_stats cached round trip', 'cached'], ['list_volumes page of 100 at 100,000 volumes', 'page'], ['create_volume, file driver', 'create']] as const) {
+      report(`${what}: SQLite / PostgreSQL (median)`, `${ms(onSqlite[key])} / ${ms(onPg[key])} (ratio ${(onPg[key] / onSqlite[key]).toFixed(2)}x)`);
+    }
+
+    // Creates per second: one server, then two at once, on one PostgreSQL and one array.
+    const xms = await new XmsEmulator({ password: 'bench-password', physicalGb: 1_000_000 }).start();
+    const shared = await pg.createDatabase('bench_two');
+    const serverConfig = (host: string) => {
+      const path = join(work, `two-${host}.json`);
+      writeFileSync(path, JSON.stringify({
+        global: { host, persistence_config: { storage: 'db', connection: shared } },
+        backends: [{
+          volume_backend_name: 'xtremio', volume_driver: 'xtremio', san_ip: xms.address, xtremio_cluster_name: 'xtremio_cluster',
+          san_login: xms.username, san_password: xms.password, driver_ssl_cert_path: xms.certs.caPath,
+        }],
+      }));
+      return path;
+    };
+    const clients = [
+      await connect(process.execPath, [BIN, '--config', serverConfig('bench-a')], { XDG_DATA_HOME: join(work, 'two-a'), CINDERLIB_MCP_LOG_LEVEL: 'warn' }),
+      await connect(process.execPath, [BIN, '--config', serverConfig('bench-b')], { XDG_DATA_HOME: join(work, 'two-b'), CINDERLIB_MCP_LOG_LEVEL: 'warn' }),
+    ];
+    for (const client of clients) await call(client, 'get_stats', { backend: 'xtremio' });
+    const createMany = async (client: Client, count: number) => {
+      for (let i = 0; i < count; i++) await call(client, 'create_volume', { backend: 'xtremio', size: 1 });
+    };
+    const [oneMs] = await timed(() => createMany(clients[0]!, 200));
+    const [twoMs] = await timed(() => Promise.all(clients.map((client) => createMany(client, 200))));
+    report('creates per second, one server (XMS emulator, PostgreSQL)', `${(200 / (oneMs / 1000)).toFixed(0)}/s`);
+    report('creates per second, two servers at once (same pool)', `${(400 / (twoMs / 1000)).toFixed(0)}/s`);
+    for (const client of clients) await client.close();
+    await xms.cleanup();
+
+    // A cached call over Streamable HTTP next to the same over stdio.
+    const httpServer = await startHttpServerProcess(sqlite.configPath, { ...(process.env as Record<string, string>), ...sqlite.env, CINDERLIB_MCP_LOG_LEVEL: 'info' });
+    try {
+      const httpClient = new Client({ name: 'bench', version: '1' });
+      await httpClient.connect(new StreamableHTTPClientTransport(new URL(httpServer.url)));
+      await call(httpClient, 'get_stats', { backend: 'bench' });
+      const overHttp = await sample(httpClient, 300, 'get_stats', { backend: 'bench' });
+      await httpClient.close();
+      report('get_stats cached over Streamable HTTP / over stdio (median)', `${ms(overHttp.median)} / ${ms(onSqlite.cached)} (ratio ${(overHttp.median / onSqlite.cached).toFixed(2)}x)`);
+    } finally {
+      await httpServer.stop();
+    }
+  } finally {
+    await pg.stop();
+  }
 }

@@ -1,6 +1,6 @@
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,7 +10,13 @@ import { stringify } from 'yaml';
  * Runs the built server (bin/cinderlib-mcp.js) as a real child process and talks to it with the
  * SDK's own Client over a real stdio pipe. `npm run build` must have run (npm test does it).
  */
-export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const REPO_ROOT = findRepoRoot(dirname(fileURLToPath(import.meta.url)));
+
+/** The folder holding package.json above this file: test/helpers from the sources, dist/test/helpers once built (the bench). */
+function findRepoRoot(from: string): string {
+  for (let dir = from; dir !== dirname(dir); dir = dirname(dir)) if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'bin'))) return dir;
+  return resolve(from, '..', '..');
+}
 export const BIN = join(REPO_ROOT, 'bin', 'cinderlib-mcp.js');
 
 export interface ToolAnswer {
