@@ -81,7 +81,7 @@ const bool = z.preprocess((v) => (typeof v === 'string' ? ['true', 'yes', 'on', 
 const persistenceSchema = z
   .object({
     storage: z.enum(['memory', 'db'], { error: 'storage must be "memory" or "db"' }),
-    connection: z.string({ error: 'connection must be a string such as sqlite:///ABS/PATH or postgresql://USER:PASS@HOST:PORT/DB' }).optional(),
+    connection: z.string({ error: 'connection must be a string such as sqlite:///ABS/PATH, or a postgresql:// URL with user, password, host, port and database' }).optional(),
   })
   .strict();
 
@@ -249,7 +249,7 @@ export function parsePersistence(raw: z.infer<typeof persistenceSchema> | undefi
   if (!match) {
     const scheme = raw.connection.split(':')[0];
     throw new ConfigError(
-      `${source}: persistence_config.connection "${scheme}:..." is not supported; use sqlite:///ABS/PATH (one server) or postgresql://USER:PASS@HOST:PORT/DB (several servers)`,
+      `${source}: persistence_config.connection "${scheme}:..." is not supported; use sqlite:///ABS/PATH (one server) or a postgresql:// URL with user, password, host, port and database (several servers)`,
     );
   }
   const rest = match[1]!;
@@ -267,7 +267,7 @@ function parsePostgresUrl(connection: string, source: string, secrets: SecretReg
   } catch {
     // The text may hold a password: the message names the shape, not the value.
     throw new ConfigError(
-      `${source}: persistence_config.connection is not a valid PostgreSQL URL; write postgresql://USER:PASS@HOST:PORT/DB, percent-encoding any "@", "/", ":" or "%" in the user name or password (\${env:} values are encoded for you)`,
+      `${source}: persistence_config.connection is not a valid PostgreSQL URL; write postgresql:// then user:password@host:port/database, percent-encoding any "@", "/", ":" or "%" in the user name or password (\${env:} values are encoded for you)`,
     );
   }
   if (url.password) {

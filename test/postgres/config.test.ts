@@ -20,7 +20,7 @@ describe('postgresql persistence_config', () => {
       expect(load(url).persistence).toEqual({ storage: 'db', engine: 'postgresql', url });
     }
     expect(load('sqlite:////tmp/x.sqlite').persistence).toEqual({ storage: 'db', path: '/tmp/x.sqlite' });
-    expect(() => load('mysql://u:p@h/d')).toThrow(/"mysql:\.\.\." is not supported; use sqlite:\/\/\/ABS\/PATH \(one server\) or postgresql:\/\/USER:PASS@HOST:PORT\/DB/);
+    expect(() => load('mysql://u:p@h/d')).toThrow(/"mysql:\.\.\." is not supported; use sqlite:\/\/\/ABS\/PATH \(one server\) or a postgresql:\/\/ URL with user, password, host, port and database/);
   });
 
   it('registers the password as a secret, decoded and as written', () => {
