@@ -43,15 +43,7 @@ afterAll(async () => {
 
 async function makeDriver(extra: Record<string, unknown> = {}, host: (driver: () => VolumeDriver) => HostAccess = () => refusingHost('this test attaches nothing')): Promise<VolumeDriver> {
   const secrets = new SecretRegistry();
-  const raw = {
-    volume_backend_name: 'k2',
-    san_ip: k2.address,
-    san_login: 'admin',
-    san_password: PASSWORD,
-    driver_ssl_cert_path: k2.certs.caPath,
-    kaminario_retry_interval: 0,
-    ...extra,
-  };
+  const raw = k2.cinderBackend('k2', extra);
   const { options } = validateDriverOptions('k2', kaminario, raw, secrets);
   let driver: VolumeDriver | undefined;
   const context = { backendName: 'k2', log: createLogger('k2-test'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: host(() => driver!) };
