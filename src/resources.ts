@@ -76,7 +76,12 @@ export class ResourceCatalog {
     const match = /^cinderlib:\/\/(backends|volumes|snapshots|connections)\/([^/?#]+)$/.exec(uri);
     if (!match) throw new ResourceNotFound(`no resource ${uri}: resources are cinderlib://backends/{id}, volumes/{id}, snapshots/{id} and connections/{id}`);
     const kind = match[1] as Kind;
-    const id = decodeURIComponent(match[2]!);
+    let id: string;
+    try {
+      id = decodeURIComponent(match[2]!);
+    } catch {
+      throw new ResourceNotFound(`no resource ${uri}: its id is not valid percent-encoding`);
+    }
     const missing = () => new ResourceNotFound(`no ${kind.slice(0, -1)} ${id}; resources/list lists the resources there are`);
     switch (kind) {
       case 'backends': {
