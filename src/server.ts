@@ -128,21 +128,29 @@ function registerResources(server: Server, options: ServerOptions): void {
     return new McpError(ErrorCode.InternalError, `INTERNAL: ${secrets.redact(describeError(error).split('\n')[0]!)}`);
   };
   server.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: RESOURCE_TEMPLATES }));
-  server.setRequestHandler(ListResourcesRequestSchema, async (request) => {
-    try {
-      return await (await options.registry).resources().list(request.params?.cursor);
-    } catch (error) {
-      throw asMcpError(error);
-    }
+  // Past Server.setRequestHandler, as tools/call: malformed params get a one-line -32602, not the SDK's -32603 zod dump.
+  const register = (schema: z.ZodObject, handler: (params: Record<string, unknown>) => Promise<Record<string, unknown>>) =>
+    Protocol.prototype.setRequestHandler.call(server, schema, async (request: Record<string, unknown>) => {
+      try {
+        return await handler(request.params as Record<string, unknown>);
+      } catch (error) {
+        throw asMcpError(error);
+      }
+    });
+  register(lenient(ListResourcesRequestSchema), async ({ cursor }) => {
+    if (cursor !== undefined && typeof cursor !== 'string') throw new McpError(ErrorCode.InvalidParams, 'resources/list: cursor must be the nextCursor string of a previous answer');
+    return (await options.registry).resources().list(cursor);
   });
-  server.setRequestHandler(ReadResourceRequestSchema, async (request) => {
-    try {
-      const text = await (await options.registry).resources().read(request.params.uri);
-      return { contents: [{ uri: request.params.uri, mimeType: 'application/json', text }] };
-    } catch (error) {
-      throw asMcpError(error);
-    }
+  register(lenient(ReadResourceRequestSchema), async ({ uri }) => {
+    if (typeof uri !== 'string') throw new McpError(ErrorCode.InvalidParams, 'resources/read needs params.uri, a cinderlib:// URI as a string; resources/list lists them');
+    const text = await (await options.registry).resources().read(uri);
+    return { contents: [{ uri, mimeType: 'application/json', text }] };
   });
+}
+
+/** A request schema whose params are taken as any object (missing or malformed: {}), for the handler to check. */
+function lenient(schema: typeof ListResourcesRequestSchema | typeof ReadResourceRequestSchema): z.ZodObject {
+  return schema.extend({ params: z.preprocess((params) => (params && typeof params === 'object' && !Array.isArray(params) ? params : {}), z.record(z.string(), z.unknown())) });
 }
 
 /** tools/call with `name` and `arguments` left for the handler to check. */

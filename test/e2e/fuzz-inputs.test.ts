@@ -38,8 +38,15 @@ const BACKEND = 'files';
 const CODES = ['INVALID_ARGUMENT', 'NOT_FOUND', 'ALREADY_EXISTS', 'OUT_OF_CAPACITY', 'BACKEND_UNAVAILABLE', 'BACKEND_BUSY', 'READ_ONLY', 'IN_USE', 'UNSUPPORTED', 'INTERNAL'];
 const CODE_PREFIX = new RegExp(`^(${CODES.join('|')}): \\S`);
 const STACK = /\n\s+at /;
-const TOOLS = ['list_backends', 'get_stats', 'pool_names', 'list_volumes', 'get_volume', 'create_volume', 'extend_volume', 'delete_volume'];
-const ARG_NAMES = ['backend', 'refresh', 'status', 'limit', 'cursor', 'volume_id', 'size', 'name', 'description', 'pool_name', 'bootable', 'new_size'];
+/** attach_volume is left out: a fuzzed attach that succeeds would leave loop devices on this host. */
+const TOOLS = [
+  'list_backends', 'get_stats', 'pool_names', 'list_volumes', 'get_volume', 'create_volume', 'extend_volume', 'delete_volume',
+  'validate_connector', 'connect_volume', 'list_connections', 'disconnect_volume', 'detach_volume', 'list_supported_drivers',
+];
+const ARG_NAMES = [
+  'backend', 'refresh', 'status', 'limit', 'cursor', 'volume_id', 'size', 'name', 'description', 'pool_name', 'bootable', 'new_size',
+  'connector', 'connection_id', 'force', 'request_id', 'output_version',
+];
 const NASTY_KEYS = ['__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'valueOf', '__defineGetter__', '', ' ', 'size ', 'Size', 'then', '$ref', '\u0000', '\u202e', 'x'.repeat(300)];
 
 const root = mkdtempSync(join(tmpdir(), 'cinderlib-mcp-fuzz-'));
@@ -178,6 +185,11 @@ class Generator {
     if (['get_volume', 'extend_volume', 'delete_volume'].includes(tool)) members.volume_id = volume;
     if (tool === 'extend_volume') members.new_size = String(this.int(1, 6));
     if (tool === 'list_volumes' && this.chance(0.5)) members.limit = String(this.int(1, 5));
+    if (['validate_connector', 'connect_volume'].includes(tool)) members.connector = JSON.stringify({ host: `fuzz-${this.int(0, 9)}`, initiator: `iqn.1994-05.com.example:fuzz-${this.int(0, 9)}` });
+    if (tool === 'validate_connector') members.backend = JSON.stringify(BACKEND);
+    if (tool === 'connect_volume') members.volume_id = volume;
+    if (['disconnect_volume', 'detach_volume'].includes(tool)) members.connection_id = JSON.stringify(this.uuid());
+    if (tool === 'list_supported_drivers' && this.chance(0.5)) members.output_version = String(this.int(0, 3));
     const names = Object.keys(members);
     const roll = this.random();
     if (roll < 0.3 && names.length) members[this.pick(names)] = this.value(1); // one wrong value
@@ -435,7 +447,7 @@ describe('generated bad inputs', () => {
             const message = String(answer.error.message);
             const method = entry ? methodOf(entry.line) : '(none)';
             if (answer.error.code === -32603 || /^INTERNAL\b/.test(message) || /INTERNAL:/.test(message)) {
-              if (method === 'tools/call') {
+              if (method === 'tools/call' || method === 'resources/read' || method === 'resources/list') {
                 tally.internal++;
                 problem(`internal error ${answer.error.code} "${message}" for ${where}`);
               } else {
