@@ -910,6 +910,13 @@ export class PostgresVolumeStore implements VolumeStore {
     try {
       return await pool.connect();
     } catch (error) {
+      // Every connection busy (each holds a long operation's locks) is this server's load, not the database's trouble.
+      if (pool.totalCount >= (pool.options.max ?? 10) && /timeout/i.test(reasonOf(error))) {
+        throw new StorageError(
+          'BACKEND_BUSY',
+          `${what}: this server already runs ${pool.totalCount} operations that hold cluster-wide locks on ${this.description}; retry when some have finished`,
+        );
+      }
       throw this.storeTrouble(what, error);
     }
   }

@@ -161,6 +161,18 @@ if (missing && !inCi) {
   });
 
   describe('postgresql shared by two servers', () => {
+    it('says BACKEND_BUSY, not database trouble, when every lock connection of this server is taken by operations under way', async () => {
+      const store = await open(await fixture.createDatabase(), { poolSize: 1, connectTimeoutMs: 500 });
+      let finish!: () => void;
+      const long = store.shared.holdKeys(['volume:long'], () => new Promise<void>((resolve) => (finish = resolve)));
+      await sleep(100);
+      const refused = await store.shared.holdKeys(['volume:other'], async () => 'ran').catch((error: unknown) => error);
+      expect(refused).toMatchObject({ code: 'BACKEND_BUSY', message: expect.stringMatching(/already runs 1 operations that hold cluster-wide locks/) });
+      finish();
+      await long;
+      expect(await store.shared.holdKeys(['volume:other'], async () => 'ran')).toBe('ran');
+    });
+
     it('holdKeys excludes across servers: the second waits its turn, or gets BACKEND_BUSY naming the key', async () => {
       const { a, b } = await twoServers({ lockTimeoutMs: 800 });
       const events: string[] = [];
