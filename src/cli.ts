@@ -165,13 +165,22 @@ async function check(config: LoadedConfig, log: Logger): Promise<number> {
   const registry = await BackendRegistry.open(config, secrets, log, true);
   await registry.settled();
   const lines = [`config: ${config.source}${config.global.readOnly ? ' (read-only)' : ''}`];
+  // A shared store is looked at (reached, nothing written); a SQLite file is left to the server that holds it.
+  let storeUp = true;
+  const persistence = config.global.persistence;
+  if (persistence.storage === 'db' && persistence.engine === 'postgresql') {
+    const { describePostgresUrl, probePostgres } = await import('./persistence/postgres.js');
+    const reason = await probePostgres(persistence.url, secrets);
+    storeUp = reason === undefined;
+    lines.push(`store\t${describePostgresUrl(persistence.url)}\t${reason === undefined ? 'reachable' : `not reachable: ${reason}`}`);
+  }
   for (const backend of registry.list()) {
     lines.push(`${backend.id}\t${backend.volumeDriver}\t${backend.initialized ? 'initialized' : `not initialized: ${backend.error}`}`);
     for (const note of backend.notes) lines.push(`  note: ${note}`);
     for (const warning of backend.warnings) lines.push(`  warning: ${warning}`);
   }
   process.stdout.write(secrets.redact(lines.join('\n')) + '\n');
-  const allUp = registry.list().every((backend) => backend.initialized);
+  const allUp = storeUp && registry.list().every((backend) => backend.initialized);
   await registry.close();
   return allUp ? 0 : 1;
 }

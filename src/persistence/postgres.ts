@@ -259,6 +259,24 @@ export function isPostgresUrl(url: string): boolean {
 }
 
 /** "PostgreSQL <db> on <host>:<port>": what the store is, never with its user's password. */
+/**
+ * Whether the database answers, for `cinderlib-mcp check`: one connection and `SELECT 1`, nothing
+ * written (no schema migration). Resolves with the reason it does not, masked, or undefined.
+ */
+export async function probePostgres(url: string, secrets: SecretRegistry, timeoutMs = 10_000): Promise<string | undefined> {
+  const client = new pg.Client({ connectionString: driverUrl(url), connectionTimeoutMillis: timeoutMs, application_name: 'cinderlib-mcp check' });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+    return undefined;
+  } catch (error) {
+    return secrets.redact(reasonOf(error));
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
 export function describePostgresUrl(url: string): string {
   try {
     const parsed = new URL(driverUrl(url));

@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -200,6 +200,26 @@ if (missing && !inCi) {
         await server.stop();
         await link.close();
       }
+    });
+
+    it('check says whether the shared store answers, without writing to it, and never shows its password', async () => {
+      const fresh = await pg.createDatabase('checked');
+      // Asynchronous: the XMS emulator answers from this very process while check runs.
+      const check = (storeUrl: string) =>
+        new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+          execFile(process.execPath, [BIN, 'check', '--config', configFor('server-check', storeUrl)], { encoding: 'utf8', cwd: REPO_ROOT, env: { ...process.env, XDG_DATA_HOME: join(root, 'check') } }, (error, stdout, stderr) =>
+            resolve({ status: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+          );
+        });
+      const up = await check(fresh);
+      expect(up.stdout).toMatch(/^store\tPostgreSQL \S+ on 127\.0\.0\.1:\d+\treachable$/m);
+      expect(up.status, up.stdout + up.stderr).toBe(0);
+      const tables = spawnSync(process.execPath, ['-e', `const pg=require('pg');const c=new pg.Client(${JSON.stringify(fresh)});c.connect().then(()=>c.query("select count(*) from information_schema.tables where table_schema='public'")).then(r=>{console.log(r.rows[0].count);return c.end()})`], { encoding: 'utf8', cwd: REPO_ROOT });
+      expect(tables.stdout.trim()).toBe('0');
+      const down = await check(pg.urlWith(fresh, { port: 1 }));
+      expect(down.status).toBe(1);
+      expect(down.stdout).toMatch(/^store\tPostgreSQL \S+ on 127\.0\.0\.1:1\tnot reachable: /m);
+      expect(down.stdout + down.stderr).not.toContain(decodeURIComponent(new URL(url).password));
     });
 
     it('shares the audit log between servers', async () => {
