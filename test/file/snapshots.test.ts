@@ -1,4 +1,4 @@
-import { refusingHost } from '../../src/attach/refusing-host.js';
+import { refusingHost } from '../helpers/refusing-host.js';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';

@@ -7,7 +7,7 @@ import { copyDevice } from '../../drivers/kaminario/copy.js';
 import kaminario from '../../drivers/kaminario/index.js';
 import type { CommandRunner } from '../../src/exec/runner.js';
 import type { Connector, HostAccess, VolumeDriver, VolumeRef } from '../../drivers/types.js';
-import { refusingHost } from '../../src/attach/refusing-host.js';
+import { refusingHost } from '../helpers/refusing-host.js';
 import { validateDriverOptions } from '../../src/driver-options.js';
 import { createLogger } from '../../src/log.js';
 import { SecretRegistry } from '../../src/secrets.js';

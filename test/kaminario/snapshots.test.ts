@@ -1,4 +1,4 @@
-import { refusingHost } from '../../src/attach/refusing-host.js';
+import { refusingHost } from '../helpers/refusing-host.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import kaminario from '../../drivers/kaminario/index.js';
 import type { VolumeDriver } from '../../drivers/types.js';

@@ -1,4 +1,4 @@
-import { refusingHost } from '../../src/attach/refusing-host.js';
+import { refusingHost } from '../helpers/refusing-host.js';
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import xtremio from '../../drivers/xtremio/index.js';
 import type { Connector, CreateVolumeRequest, VolumeDriver } from '../../drivers/types.js';
-import { refusingHost } from '../../src/attach/refusing-host.js';
+import { refusingHost } from '../helpers/refusing-host.js';
 import { validateDriverOptions } from '../../src/driver-options.js';
 import { StorageError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';

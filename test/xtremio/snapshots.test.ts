@@ -1,4 +1,4 @@
-import { refusingHost } from '../../src/attach/refusing-host.js';
+import { refusingHost } from '../helpers/refusing-host.js';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import xtremio from '../../drivers/xtremio/index.js';

@@ -1,4 +1,4 @@
-import { refusingHost } from '../../src/attach/refusing-host.js';
+import { refusingHost } from '../helpers/refusing-host.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import xtremio from '../../drivers/xtremio/index.js';
 import { validateDriverOptions } from '../../src/driver-options.js';

@@ -1,7 +1,7 @@
 import type { HostAccess } from '../../drivers/types.js';
-import { StorageError } from '../errors.js';
+import { StorageError } from '../../src/errors.js';
 
-/** A host that attaches nothing, saying why: `cinderlib-mcp check`, and drivers built outside a server (tests of one driver). */
+/** A host that attaches nothing, saying why: for drivers built outside a server (tests of one driver). */
 export function refusingHost(reason: string): HostAccess {
   return {
     cannotAttach: async () => reason,
