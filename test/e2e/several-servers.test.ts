@@ -63,20 +63,7 @@ if (missing && !inCi) {
         path,
         JSON.stringify({
           global: { host, lease_seconds: 5, persistence_config: { storage: 'db', connection: storeUrl } },
-          backends: [
-            {
-              volume_backend_name: 'xtremio',
-              volume_driver: 'cinder.volume.drivers.dell_emc.xtremio.XtremIOISCSIDriver',
-              san_ip: xms.address,
-              xtremio_cluster_name: 'xtremio_cluster',
-              san_login: 'xtremio_user',
-              san_password: PASSWORD,
-              driver_ssl_cert_path: xms.certs.caPath,
-              xtremio_array_busy_retry_interval: 0,
-              max_over_subscription_ratio: 1,
-              reserved_percentage: 0,
-            },
-          ],
+          backends: [xms.cinderBackend('xtremio', { max_over_subscription_ratio: 1, reserved_percentage: 0 })],
         }),
       );
       return path;

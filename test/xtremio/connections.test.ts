@@ -38,17 +38,7 @@ interface Started {
 
 async function startDriver(xms: XmsEmulator, extra: Record<string, unknown> = {}, volumeDriver = ISCSI): Promise<Started> {
   const secrets = new SecretRegistry();
-  const config = {
-    volume_backend_name: 'xtremio',
-    volume_driver: volumeDriver,
-    san_ip: xms.address,
-    xtremio_cluster_name: xms.clusterName,
-    san_login: 'xtremio_user',
-    san_password: PASSWORD,
-    driver_ssl_cert_path: xms.certs.caPath,
-    xtremio_array_busy_retry_interval: 0,
-    ...extra,
-  };
+  const config = xms.cinderBackend('xtremio', { volume_driver: volumeDriver, ...extra });
   const { options } = validateDriverOptions('xtremio', xtremio, config, secrets);
   const context = { backendName: 'xtremio', log: createLogger('t'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') };
   const driver = xtremio.create(options as never, context, volumeDriver);

@@ -31,19 +31,9 @@ afterAll(async () => {
 
 async function startDriver(xms: XmsEmulator, extra: Record<string, unknown> = {}): Promise<{ driver: VolumeDriver; close: () => Promise<void> }> {
   const secrets = new SecretRegistry();
-  const config = {
-    volume_backend_name: 'xtremio',
-    volume_driver: 'cinder.volume.drivers.dell_emc.xtremio.XtremIOISCSIDriver',
-    san_ip: xms.address,
-    xtremio_cluster_name: xms.clusterName,
-    san_login: 'xtremio_user',
-    san_password: PASSWORD,
-    driver_ssl_cert_path: xms.certs.caPath,
-    xtremio_array_busy_retry_interval: 0,
-    ...extra,
-  };
+  const config = xms.cinderBackend('xtremio', extra);
   const { options } = validateDriverOptions('xtremio', xtremio, config, secrets);
-  const driver = xtremio.create(options as never, { backendName: 'xtremio', log: createLogger('t'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') }, config.volume_driver);
+  const driver = xtremio.create(options as never, { backendName: 'xtremio', log: createLogger('t'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') }, String(config.volume_driver));
   await driver.setup();
   return { driver, close: () => driver.close() };
 }

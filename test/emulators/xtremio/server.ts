@@ -133,6 +133,21 @@ export class XmsEmulator extends HttpsEmulator {
   private readonly usedKib: number;
   private readonly maxSnapshotsPerVolume: number;
 
+  /** A Cinder XtremIO iSCSI backend pointed at this emulator (and its test CA), with `extra` options. */
+  cinderBackend(name: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+    return {
+      volume_backend_name: name,
+      volume_driver: 'cinder.volume.drivers.dell_emc.xtremio.XtremIOISCSIDriver',
+      san_ip: this.address,
+      xtremio_cluster_name: this.clusterName,
+      san_login: this.username,
+      san_password: this.password,
+      driver_ssl_cert_path: this.certs.caPath,
+      xtremio_array_busy_retry_interval: 0,
+      ...extra,
+    };
+  }
+
   constructor(options: XmsEmulatorOptions = {}) {
     super(options.username ?? 'xtremio_user', options.password ?? 'xms-password');
     this.clusterName = options.clusterName ?? 'xtremio_cluster';
