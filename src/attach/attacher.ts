@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import type { ConnectionInfo } from '../../drivers/types.js';
 
 /** A volume attached on the server's own host: the block device `dd` reads and writes. */
@@ -23,3 +24,11 @@ export interface HostAttacher {
 
 /** The attachers of a host, by driver_volume_type ('local', 'iscsi'). */
 export type HostAttachers = Readonly<Record<string, HostAttacher>>;
+
+/** Whether something is at `path` on this host (a kernel interface, a device node). */
+export async function pathExists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
+}

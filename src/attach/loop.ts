@@ -1,8 +1,7 @@
-import { stat } from 'node:fs/promises';
 import type { ConnectionInfo } from '../../drivers/types.js';
 import { StorageError } from '../errors.js';
 import type { CommandRunner } from '../exec/runner.js';
-import type { AttachedDevice, HostAttacher } from './attacher.js';
+import { pathExists, type AttachedDevice, type HostAttacher } from './attacher.js';
 
 /**
  * Attaches an image file on this host through a loop device, as `losetup --find --show` picks
@@ -16,7 +15,7 @@ export class LoopAttacher implements HostAttacher {
   ) {}
 
   async cannotAttach(): Promise<string | undefined> {
-    if (!(await exists('/dev/loop-control'))) return 'this host has no loop devices (/dev/loop-control is missing; the kernel needs loop support)';
+    if (!(await pathExists('/dev/loop-control'))) return 'this host has no loop devices (/dev/loop-control is missing; the kernel needs loop support)';
     const asRoot = await this.runner.isRoot();
     if (!asRoot && (await this.privileged()).length === 0) {
       return 'attaching through a loop device needs root: run the server as root or set the global root_helper (e.g. "sudo")';
@@ -61,9 +60,3 @@ function imagePath(info: ConnectionInfo): string {
   return path;
 }
 
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
-}

@@ -1,9 +1,9 @@
-import { readFile, readdir, realpath, stat } from 'node:fs/promises';
+import { readFile, readdir, realpath } from 'node:fs/promises';
 import { basename } from 'node:path';
 import type { ConnectionInfo } from '../../drivers/types.js';
 import { StorageError } from '../errors.js';
 import type { CommandRunner } from '../exec/runner.js';
-import type { AttachedDevice, HostAttacher } from './attacher.js';
+import { pathExists, type AttachedDevice, type HostAttacher } from './attacher.js';
 
 /** The kernel's iSCSI transport: present only where the iscsi_tcp module is loaded (never in a container without it). */
 const KERNEL_TRANSPORT = '/sys/class/iscsi_transport/tcp';
@@ -26,7 +26,7 @@ export class OpenIscsiAttacher implements HostAttacher {
   ) {}
 
   async cannotAttach(): Promise<string | undefined> {
-    if (!(await exists(KERNEL_TRANSPORT))) {
+    if (!(await pathExists(KERNEL_TRANSPORT))) {
       return `this host has no kernel iSCSI initiator (${KERNEL_TRANSPORT} is missing: the kernel's iscsi_tcp module is not loaded, or cannot be, as in most containers); attach the volume on a host with open-iscsi instead: connect_volume gives its target, portal and LUN`;
     }
     const which = await this.runner.run(['sh', '-c', 'command -v iscsiadm'], { operation: 'look for iscsiadm' });
@@ -107,9 +107,3 @@ export async function initiatorName(): Promise<string | undefined> {
   return /^InitiatorName=(\S+)/m.exec(text)?.[1];
 }
 
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
-}
