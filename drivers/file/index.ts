@@ -5,8 +5,9 @@ import { StorageError } from '../../src/errors.js';
 import { defaultVolumesDir } from '../../src/paths.js';
 import { LockHeldError, acquireProcessLock, type HeldLock } from '../../src/process-lock.js';
 import { LocalRunner } from '../../src/exec/local.js';
+import { privilegedPrefix } from '../../src/exec/runner.js';
 import { capacityOptions, enumOption, stringOption } from '../options.js';
-import { TARGET_HELPERS, UnsupportedExports, targetFor, targetOptions, thisHostAddress } from '../targets/index.js';
+import { TARGET_HELPERS, UnsupportedExports, targetFor, targetOptions, tgtSettings, thisHostAddress } from '../targets/index.js';
 import {
   defineDriver, type BackendStats, type CloneOperations, type ConnectionInfo, type CopyProgress, type CreatedVolume, type DriverContext,
   type DriverOptions, type ExportOperations, type SnapshotOperations, type SnapshotRef, type VolumeDriver, type VolumeRef,
@@ -68,19 +69,12 @@ class FileDriver implements VolumeDriver {
     private readonly context: DriverContext,
   ) {
     const backend = `backend "${context.backendName}"`;
+    const runner = new LocalRunner();
     this.exports = options.target_helper
       ? targetFor(
           options.target_helper,
-          {
-            backendName: context.backendName,
-            ipAddress: options.target_ip_address ?? thisHostAddress(),
-            port: options.target_port,
-            prefix: options.target_prefix,
-            configDir: options.target_config_dir ?? join(context.dataDir, 'targets', context.backendName),
-            writeCache: options.iscsi_write_cache,
-            backingFlags: options.iscsi_target_flags,
-          },
-          { runner: new LocalRunner(), privileged: async () => (process.getuid?.() === 0 ? [] : context.rootHelper.split(/\s+/).filter(Boolean)) },
+          tgtSettings(options, context, thisHostAddress()),
+          { runner, privileged: () => privilegedPrefix(runner, context.rootHelper) },
           (volume) => this.pathOf(volume),
           context,
         )

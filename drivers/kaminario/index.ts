@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { StorageError, isStorageError, type ErrorCode } from '../../src/errors.js';
 import { LocalRunner } from '../../src/exec/local.js';
-import { CommandTransportError } from '../../src/exec/runner.js';
+import { CommandTransportError, privilegedPrefix } from '../../src/exec/runner.js';
 import { RestClient, httpsOrigin, type RestResponse } from '../../src/http/client.js';
 import { boolOption, capacityOptions, intOption, sanIpOption, sanOptions, stringOption, textOption, tlsOptions } from '../options.js';
 import {
@@ -383,7 +383,7 @@ class KaminarioDriver implements VolumeDriver {
         source: from.path,
         target: to.path,
         sizeMib: sizeGb * 1024,
-        rootHelper: (await this.runner.isRoot()) ? [] : this.context.rootHelper.split(/\s+/).filter(Boolean),
+        rootHelper: await privilegedPrefix(this.runner, this.context.rootHelper),
         progress,
         operation,
       });

@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { StorageError, type ErrorCode } from '../../src/errors.js';
 import { LocalRunner } from '../../src/exec/local.js';
-import { CommandTransportError, type CommandResult, type CommandRunner } from '../../src/exec/runner.js';
+import { CommandTransportError, privilegedPrefix, type CommandResult, type CommandRunner } from '../../src/exec/runner.js';
 import { SshRunner } from '../../src/exec/ssh.js';
 import { isRegularFile } from '../../src/regular-file.js';
 import { boolOption, capacityOptions, enumOption, intOption, sanIpOption, sanOptions, stringOption } from '../options.js';
@@ -17,7 +17,7 @@ import {
   type VolumeGroupInfo,
 } from './commands.js';
 import { BYTES_PER_GIB, roundGb } from '../units.js';
-import { TARGET_HELPERS, UnsupportedExports, targetFor, targetOptions, thisHostAddress } from '../targets/index.js';
+import { TARGET_HELPERS, UnsupportedExports, targetFor, targetOptions, tgtSettings, thisHostAddress } from '../targets/index.js';
 
 /**
  * Cinder's LVM driver (cinder.volume.drivers.lvm.LVMVolumeDriver), run on this host or, when
@@ -95,15 +95,7 @@ class LvmDriver implements VolumeDriver {
       options.target_protocol === 'iscsi'
         ? targetFor(
             options.target_helper,
-            {
-              backendName: context.backendName,
-              ipAddress: options.target_ip_address ?? (options.san_ip ? splitHost(options.san_ip, options.san_ssh_port).host : thisHostAddress()),
-              port: options.target_port,
-              prefix: options.target_prefix,
-              configDir: options.target_config_dir ?? join(context.dataDir, 'targets', context.backendName),
-              writeCache: options.iscsi_write_cache,
-              backingFlags: options.iscsi_target_flags,
-            },
+            tgtSettings(options, context, options.san_ip ? splitHost(options.san_ip, options.san_ssh_port).host : thisHostAddress()),
             {
               runner: this.runner,
               privileged: async () => [...this.commands.rootHelper],
@@ -145,8 +137,7 @@ class LvmDriver implements VolumeDriver {
   async setup(): Promise<void> {
     try {
       if (this.runner instanceof SshRunner) await this.runner.warmUp();
-      const asRoot = await this.runner.isRoot();
-      const rootHelper = asRoot ? [] : this.context.rootHelper.split(/\s+/).filter(Boolean);
+      const rootHelper = await privilegedPrefix(this.runner, this.context.rootHelper);
       const lvmSystemDir = (await this.fileExists(this.options.lvm_conf_file)) ? dirname(this.options.lvm_conf_file) : undefined;
       this.commands = {
         volumeGroup: this.options.volume_group,

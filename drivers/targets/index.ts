@@ -5,7 +5,7 @@ import { TgtTarget, type TargetHost, type TgtSettings } from './tgt.js';
 import type { VolumeRef, DriverContext } from '../types.js';
 
 export { TgtTarget, formatPortal, type TargetHost, type TgtSettings } from './tgt.js';
-export { TARGET_HELPERS, targetOptions, thisHostAddress, type TargetHelper } from './options.js';
+export { TARGET_HELPERS, targetOptions, tgtSettings, thisHostAddress, type TargetHelper } from './options.js';
 
 /**
  * Exports a driver cannot make, each call refused with the reason (the option to set, the

@@ -1,4 +1,7 @@
 import { networkInterfaces } from 'node:os';
+import { join } from 'node:path';
+import type { DriverContext, DriverOptions } from '../types.js';
+import type { TgtSettings } from './tgt.js';
 import { enumOption, intOption, stringOption, textOption } from '../options.js';
 
 /**
@@ -28,4 +31,20 @@ export function thisHostAddress(): string {
     for (const address of addresses ?? []) if (address.family === 'IPv4' && !address.internal) return address.address;
   }
   return '127.0.0.1';
+}
+
+/**
+ * A driver's target settings from its target options: the address defaults to `hostAddress` (the
+ * host the target runs on), the config folder to <data dir>/targets/<backend>.
+ */
+export function tgtSettings(options: DriverOptions<typeof targetOptions>, context: Pick<DriverContext, 'backendName' | 'dataDir'>, hostAddress: string): TgtSettings {
+  return {
+    backendName: context.backendName,
+    ipAddress: options.target_ip_address ?? hostAddress,
+    port: options.target_port,
+    prefix: options.target_prefix,
+    configDir: options.target_config_dir ?? join(context.dataDir, 'targets', context.backendName),
+    writeCache: options.iscsi_write_cache,
+    backingFlags: options.iscsi_target_flags,
+  };
 }

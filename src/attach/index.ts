@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import type { Connector } from '../../drivers/types.js';
 import { thisHostAddress } from '../../drivers/targets/options.js';
 import { LocalRunner } from '../exec/local.js';
+import { privilegedPrefix } from '../exec/runner.js';
 import type { HostAttachers } from './attacher.js';
 import { LoopAttacher } from './loop.js';
 import { OpenIscsiAttacher, initiatorName } from './open-iscsi.js';
@@ -11,7 +12,7 @@ export type { AttachedDevice, HostAttacher, HostAttachers } from './attacher.js'
 /** This host's attachers: loop devices for image files, open-iscsi for iSCSI. */
 export function hostAttachers(rootHelper: string): HostAttachers {
   const runner = new LocalRunner();
-  const privileged = async () => (process.getuid?.() === 0 ? [] : rootHelper.split(/\s+/).filter(Boolean));
+  const privileged = () => privilegedPrefix(runner, rootHelper);
   return { local: new LoopAttacher(runner, privileged), iscsi: new OpenIscsiAttacher(runner, privileged) };
 }
 

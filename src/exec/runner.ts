@@ -28,6 +28,11 @@ export interface CommandRunner {
   close(): Promise<void>;
 }
 
+/** What privileged commands on `runner`'s host start with: nothing as root, else the global root_helper (e.g. "sudo"). */
+export async function privilegedPrefix(runner: CommandRunner, rootHelper: string): Promise<string[]> {
+  return (await runner.isRoot()) ? [] : rootHelper.split(/\s+/).filter(Boolean);
+}
+
 /** Raised when a command could not be run at all (spawn failure, connection lost, timeout). */
 export class CommandTransportError extends Error {
   constructor(
