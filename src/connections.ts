@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { ConnectionInfo, Connector, ExportOperations, HostAccess, LocalAttachment, VolumeDriver, VolumeRef } from '../drivers/types.js';
 import type { AttachedDevice, HostAttacher, HostAttachers } from './attach/attacher.js';
+import { connectorProblem, devicePathProblem, iscsiDataProblem, refuseUntrusted } from './untrusted.js';
 import type { ConnectionRecord } from './connection.js';
 import { StorageError, describeError } from './errors.js';
 import { Replay, volumeKey, type LifecycleDependencies, type LifecycleHost, type VolumeLifecycle } from './lifecycle.js';
@@ -67,10 +68,13 @@ export class ConnectionLifecycle {
 
   /** After a volume grew: its devices attached on this host take the new size. */
   async resizeAttached(volumeId: string): Promise<void> {
+    const driver = await this.host.ready();
+    const volume = await this.deps.store.get(volumeId);
+    if (!volume) return;
     for (const connection of await this.deps.store.connectionsOf(volumeId)) {
       if (!connection.device || !this.isOnThisHost(connection)) continue;
-      const info = connection.connection_info as unknown as ConnectionInfo;
-      await this.deps.attachers[info.driver_volume_type]?.resize?.(info, connection.device as unknown as AttachedDevice);
+      const info = this.trustedInfo(driver, connection, this.volumes.volumeRef(volume));
+      await this.deps.attachers[info.driver_volume_type]?.resize?.(info, this.trustedDevice(connection)!);
     }
   }
 
@@ -239,18 +243,21 @@ export class ConnectionLifecycle {
             problems.push(`${what}: ${describeError(error)}`);
           }
         };
-        const info = connection.connection_info as unknown as ConnectionInfo;
+        const volume = await this.deps.store.get(connection.volume_id);
+        const ref: VolumeRef = volume ? this.volumes.volumeRef(volume) : { id: connection.volume_id, size: 0, pool_name: '', provider_location: null };
+        const info = this.trustedInfo(driver, connection, ref);
         const type = info.driver_volume_type;
         const attacher = type ? this.deps.attachers[type] : undefined;
         // A device recorded here goes first; a loop device a crash left before it was recorded is found by its file.
         if (attacher && this.isOnThisHost(connection) && (connection.device || type === 'local')) {
-          await step('detach on this host', () => attacher.detach(info, connection.device as AttachedDevice | null));
+          await step('detach on this host', async () => attacher.detach(info, this.trustedDevice(connection)));
         }
         if (type !== 'local') {
-          const volume = await this.deps.store.get(connection.volume_id);
-          const ref: VolumeRef = volume ? this.volumes.volumeRef(volume) : { id: connection.volume_id, size: 0, pool_name: '', provider_location: null };
           const exports = this.requireExports(driver);
-          await step('terminate the connection', () => exports.terminateConnection(ref, connection.connector as Connector, how.force));
+          await step('terminate the connection', async () => {
+            refuseUntrusted(`connection ${connectionId}`, connectorProblem(connection.connector));
+            await exports.terminateConnection(ref, connection.connector as Connector, how.force);
+          });
           if (!(await this.exportStillNeeded(connection.volume_id, connectionId))) await step('remove the export', () => exports.removeExport(ref));
         }
         return problems;
@@ -267,6 +274,23 @@ export class ConnectionLifecycle {
         return new StorageError(failure.code, `${failure.message}. Connection ${connectionId} is kept in status "error"; disconnect_volume with force: true drops it`);
       },
     });
+  }
+
+  /**
+   * The connection_info a host attacher may act on: a local image's is the driver's own path for
+   * the volume, never the recorded one; an iSCSI one is the record's, once it passes section 11.
+   */
+  private trustedInfo(driver: VolumeDriver, connection: ConnectionRecord, volume: VolumeRef): ConnectionInfo {
+    const info = connection.connection_info as unknown as ConnectionInfo;
+    if (info.driver_volume_type === 'local' && driver.localConnection) return driver.localConnection(volume);
+    if (info.driver_volume_type === 'iscsi') refuseUntrusted(`connection ${connection.id}`, iscsiDataProblem(info.data));
+    return info;
+  }
+
+  private trustedDevice(connection: ConnectionRecord): AttachedDevice | null {
+    if (!connection.device) return null;
+    refuseUntrusted(`connection ${connection.id}`, devicePathProblem(connection.device.path));
+    return connection.device as unknown as AttachedDevice;
   }
 
   /** The volume is in-use while any connection is left, available once none is. */

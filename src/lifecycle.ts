@@ -231,7 +231,11 @@ export class VolumeLifecycle {
   async deleteVolume(volumeId: string, cascade = false): Promise<{ snapshotsDeleted: string[] }> {
     const snapshotsDeleted: string[] = [];
     if (cascade) {
-      for (const snapshot of await this.deps.store.snapshotsOf(volumeId)) {
+      // Every precondition first, the volume's and each snapshot's: a refusal means nothing was deleted.
+      const snapshots = await this.deps.store.snapshotsOf(volumeId);
+      await this.requireVolumeDeletable(await this.requireVolume(volumeId), []);
+      for (const snapshot of snapshots) this.requireStatus('snapshot', snapshot, ['available', 'error'], 'deleted with its volume');
+      for (const snapshot of snapshots) {
         await this.deleteSnapshot(snapshot.id);
         snapshotsDeleted.push(snapshot.id);
       }
@@ -242,21 +246,7 @@ export class VolumeLifecycle {
       locks: [volumeKey(volumeId)],
       begin: async () => {
         record = await this.requireVolume(volumeId);
-        const snapshots = await this.deps.store.snapshotsOf(volumeId);
-        if (snapshots.length > 0) {
-          throw new StorageError(
-            'IN_USE',
-            `volume ${volumeId} has ${snapshots.length} snapshot(s): ${snapshots.map((s) => s.id).join(', ')}; delete them first (delete_snapshot), or call delete_volume with cascade: true to delete them with it`,
-          );
-        }
-        const connections = await this.deps.store.connectionsOf(volumeId);
-        if (connections.length > 0) {
-          throw new StorageError(
-            'IN_USE',
-            `volume ${volumeId} is connected (${connections.map((c) => `connection ${c.id} to ${String(c.connector.host ?? 'a host')}`).join(', ')}); disconnect it first (disconnect_volume)`,
-          );
-        }
-        this.requireStatus('volume', record, ['available', 'error'], 'deleted');
+        await this.requireVolumeDeletable(record, await this.deps.store.snapshotsOf(volumeId));
         await this.transitionVolume(volumeId, { status: 'deleting' }, ['available', 'error']);
       },
       act: (driver) => driver.deleteVolume(this.volumeRef(record)),
@@ -273,6 +263,24 @@ export class VolumeLifecycle {
       },
     });
     return { snapshotsDeleted };
+  }
+
+  /** Why the volume cannot be deleted now (snapshots left, connections, a status that is not available or error), as IN_USE or INVALID_ARGUMENT. */
+  private async requireVolumeDeletable(record: VolumeRecord, snapshots: readonly SnapshotRecord[]): Promise<void> {
+    if (snapshots.length > 0) {
+      throw new StorageError(
+        'IN_USE',
+        `volume ${record.id} has ${snapshots.length} snapshot(s): ${snapshots.map((s) => s.id).join(', ')}; delete them first (delete_snapshot), or call delete_volume with cascade: true to delete them with it`,
+      );
+    }
+    const connections = await this.deps.store.connectionsOf(record.id);
+    if (connections.length > 0) {
+      throw new StorageError(
+        'IN_USE',
+        `volume ${record.id} is connected (${connections.map((c) => `connection ${c.id} to ${String(c.connector.host ?? 'a host')}`).join(', ')}); disconnect it first (disconnect_volume)`,
+      );
+    }
+    this.requireStatus('volume', record, ['available', 'error'], 'deleted');
   }
 
   async createSnapshot(volumeId: string, input: CreateSnapshotInput, request?: RequestEntry): Promise<SnapshotRecord> {

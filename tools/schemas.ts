@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { SNAPSHOT_STATUSES } from '../src/snapshot.js';
 import { VOLUME_STATUSES } from '../src/volume.js';
 import { CONNECTION_STATUSES } from '../src/connection.js';
+import { connectorSchema } from '../src/untrusted.js';
 
 /** Schemas shared by several tools: the contract's Volume and the common arguments. */
 export const volumeSchema = z.object({
@@ -86,39 +87,8 @@ export const cursorArgument = z
   .string({ error: 'cursor must be the next_cursor string of a previous answer' })
   .describe('next_cursor from the previous page.');
 
-/** iSCSI names (RFC 3720): iqn.YYYY-MM.reversed.domain[:anything printable], eui.<16 hex>, naa.<16 or 32 hex>. */
-const ISCSI_NAME = /^(iqn\.\d{4}-\d{2}\.[A-Za-z0-9][A-Za-z0-9.-]*(:[\x21-\x7e]+)?|eui\.[0-9A-Fa-f]{16}|naa\.[0-9A-Fa-f]{16}([0-9A-Fa-f]{16})?)$/;
-const WWN = /^[0-9A-Fa-f]{16}$/;
-const PRINTABLE = /^[\x21-\x7e]+$/;
-
-/** os-brick's connector dict (contract section 8); keys os-brick adds beyond these are kept as given. */
-export const connectorArgument = z
-  .object({
-    host: z
-      .string({ error: 'connector.host must be the connecting host\'s name' })
-      .min(1, { error: 'connector.host must not be empty' })
-      .max(255, { error: 'connector.host must be at most 255 characters' })
-      .regex(PRINTABLE, { error: 'connector.host must be a host name (printable characters, no spaces)' })
-      .describe('Name of the host that will use the volume.'),
-    initiator: z
-      .string({ error: 'connector.initiator must be the host\'s iSCSI initiator name (IQN)' })
-      .max(223, { error: 'connector.initiator must be at most 223 characters (RFC 3720)' })
-      .regex(ISCSI_NAME, { error: 'connector.initiator must be an iSCSI name: iqn.YYYY-MM.domain[:id], eui.<16 hex> or naa.<16 or 32 hex> (the host\'s /etc/iscsi/initiatorname.iscsi)' })
-      .optional()
-      .describe('The host\'s iSCSI initiator name (from /etc/iscsi/initiatorname.iscsi); iSCSI backends require it.'),
-    ip: z.string().max(64).regex(PRINTABLE, { error: 'connector.ip must be an address' }).optional().describe('The host\'s IP address.'),
-    multipath: z.boolean({ error: 'connector.multipath must be true or false' }).optional().describe('Ask for every portal (target_portals/target_iqns/target_luns).'),
-    platform: z.string().max(64).optional().describe('e.g. x86_64.'),
-    os_type: z.string().max(64).optional().describe('e.g. linux2.'),
-    wwpns: z.array(z.string().regex(WWN, { error: 'connector.wwpns entries must be 16 hex digits' })).max(64).optional().describe('Fibre Channel port WWNs (FC backends).'),
-    wwnns: z.array(z.string().regex(WWN, { error: 'connector.wwnns entries must be 16 hex digits' })).max(64).optional().describe('Fibre Channel node WWNs (FC backends).'),
-  })
-  .catchall(
-    z.union([z.string().max(1024), z.number(), z.boolean(), z.null()], {
-      error: 'extra connector keys may only hold strings (up to 1024 characters), numbers, booleans or null',
-    }),
-  )
-  .refine((connector) => Object.keys(connector).length <= 64, { error: 'a connector has at most 64 keys' })
+/** os-brick's connector dict (contract section 8), with the rules every connector meets (src/untrusted.ts). */
+export const connectorArgument = connectorSchema
   .describe('os-brick\'s connector properties of the host to connect: {host, initiator?, ip?, multipath?, platform?, os_type?, wwpns?, wwnns?}.');
 
 export const connectionIdArgument = z

@@ -39,7 +39,10 @@ export class LoopAttacher implements HostAttacher {
   }
 
   async resize(info: ConnectionInfo, device: AttachedDevice): Promise<void> {
-    await this.losetup(['--set-capacity', device.path], `show ${imagePath(info)}'s new size in ${device.path}`);
+    const file = imagePath(info);
+    // A recorded device is someone else's until its backing file says otherwise (section 11).
+    if ((await this.backingFile(device.path)) !== file) return;
+    await this.losetup(['--set-capacity', device.path], `show ${file}'s new size in ${device.path}`);
   }
 
   private async backingFile(loop: string): Promise<string | undefined> {

@@ -9,6 +9,7 @@ import {
   CINDERLIB_DATA, MODELED_FIELDS, OVO_DATA, OVO_NAME, OVO_NAMESPACE, OVO_VERSION, connectionStatusOf, parseDatetime, snapshotStatusOf, volumeStatusOf,
   type Primitive,
 } from './ovo.js';
+import { connectorProblem, devicePathProblem, iscsiDataProblem, providerAuthProblem, providerLocationProblem } from '../untrusted.js';
 
 /**
  * `cinderlib-mcp load`: a cinderlib dump (a list of backends, as cl.dumps() writes it, or one
@@ -132,6 +133,11 @@ const connectionData = z
 const volumeEntry = z.object({ class: z.literal('Volume', { error: 'class must be "Volume"' }), backend: backendRef, ovo: ovoSchema('Volume') }).loose();
 const backendEntry = z.object({ class: z.literal('Backend', { error: 'class must be "Backend"' }), backend: backendRef, volumes: z.array(z.unknown()).nullable().optional() }).loose();
 
+/** Section 11: a field this server would never have written (a CHAP string with a newline, a connector with a quote) refuses the whole dump. */
+function refuseField(where: string, what: string, problem: string | undefined): void {
+  if (problem) throw new DumpError(where, `${what}: ${problem}`);
+}
+
 function parse<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
@@ -205,6 +211,8 @@ export function readDump(text: string, knownBackends: ReadonlySet<string>, secre
       const dataWhere = `${where}.ovo.versioned_object.data`;
       const data = parse(volumeData, volumeObject.ovo[OVO_DATA], dataWhere);
       claim('volume', data.id, where);
+      if (data.provider_auth !== MASK) refuseField(dataWhere, `volume ${data.id}`, providerAuthProblem(data.provider_auth));
+      refuseField(dataWhere, `volume ${data.id}`, providerLocationProblem(data.provider_location));
       const snapshotOvos = (data.snapshots?.[OVO_DATA]?.objects ?? []) as unknown[];
       const attachmentOvos = (data.volume_attachment?.[OVO_DATA]?.objects ?? []) as unknown[];
       if (!Array.isArray(snapshotOvos) || !Array.isArray(attachmentOvos)) throw new DumpError(dataWhere, 'snapshots and volume_attachment must hold lists of objects');
@@ -247,6 +255,7 @@ export function readDump(text: string, knownBackends: ReadonlySet<string>, secre
         const snapshotOvo = parse(ovoSchema('Snapshot'), rawSnapshot, snapWhere);
         const snap = parse(snapshotData, snapshotOvo[OVO_DATA], `${snapWhere}.versioned_object.data`);
         claim('snapshot', snap.id, snapWhere);
+        refuseField(`${snapWhere}.versioned_object.data`, `snapshot ${snap.id}`, providerLocationProblem(snap.provider_location));
         if (snap.volume_id.toLowerCase() !== volume.id.toLowerCase()) throw new DumpError(snapWhere, `snapshot ${snap.id} is of volume ${snap.volume_id}, not of the volume it is nested in (${volume.id})`);
         const snapStatus = snapshotStatusOf(snap.status);
         const snapMine = piggyback(snapshotOvo);
@@ -278,6 +287,13 @@ export function readDump(text: string, knownBackends: ReadonlySet<string>, secre
         claim('connection', conn.id, connWhere);
         if (conn.volume_id.toLowerCase() !== volume.id.toLowerCase()) throw new DumpError(connWhere, `connection ${conn.id} is of volume ${conn.volume_id}, not of the volume it is nested in (${volume.id})`);
         const info = conn.connection_info.conn;
+        const connDataWhere = `${connWhere}.versioned_object.data`;
+        for (const connector of [conn.connection_info.connector, conn.connector]) {
+          if (connector) refuseField(connDataWhere, `connection ${conn.id}`, connectorProblem(connector));
+        }
+        if (info.driver_volume_type === 'iscsi') refuseField(`${connDataWhere}.connection_info.conn`, `connection ${conn.id}`, iscsiDataProblem(info.data ?? {}));
+        const device = conn.connection_info.device;
+        if (device && device.path != null) refuseField(`${connDataWhere}.connection_info`, `connection ${conn.id}`, devicePathProblem(device.path));
         for (const [key, value] of Object.entries(info.data ?? {})) if (/password/i.test(key) && value !== MASK) secrets.register(value);
         const connMine = piggyback(attachmentOvo);
         const connCreated = datetime(conn.created_at, `${connWhere}.created_at`);

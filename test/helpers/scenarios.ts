@@ -229,6 +229,14 @@ export function defineBackendScenarios(options: ScenarioOptions): void {
         expect(await statusOf()).toBe('in-use');
         expect((await server.call('list_connections', { volume_id: volume.id })).data.connections.map((c: { id: string }) => c.id)).toEqual([connected.data.id]);
         expect((await server.call('delete_volume', { volume_id: volume.id })).text).toMatch(new RegExp(`^IN_USE: .*connection ${connected.data.id}`));
+        if (lifecycle.snapshots === 'works') {
+          // A cascade refused for the connection deletes nothing: its snapshots are all still there.
+          const kept = (await server.call('create_snapshot', { volume_id: volume.id, name: 'kept through a refused cascade' })).data;
+          const cascade = await server.call('delete_volume', { volume_id: volume.id, cascade: true });
+          expect(cascade.text).toMatch(new RegExp(`^IN_USE: .*connection ${connected.data.id}`));
+          expect((await server.call('get_snapshot', { snapshot_id: kept.id })).data).toMatchObject({ id: kept.id, status: 'available' });
+          expect((await server.call('delete_snapshot', { snapshot_id: kept.id })).isError).toBe(false);
+        }
         const extended = await server.call('extend_volume', { volume_id: volume.id, new_size: size + 1 });
         expect(extended.data, extended.text).toMatchObject({ size: size + 1, status: 'in-use' });
         expect((await server.call('disconnect_volume', { connection_id: connected.data.id })).data).toEqual({ connection_id: connected.data.id, disconnected: true });
