@@ -675,8 +675,9 @@ function k2ViewName(volumeId: string): string {
   return `cview-${volumeId}`;
 }
 
+/** Only a view this driver names (k2ViewName): a recorded provider_location is not trusted to name any other K2 object. */
 function isK2ViewName(name: string): boolean {
-  return name.startsWith('cview-');
+  return /^cview-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(name);
 }
 
 /**

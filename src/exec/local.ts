@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { CommandTransportError, DEFAULT_COMMAND_TIMEOUT_MS, type CommandResult, type CommandRunner, type RunOptions } from './runner.js';
+import { CommandTransportError, DEFAULT_COMMAND_TIMEOUT_MS, refuseUnprivileged, type CommandResult, type CommandRunner, type RunOptions } from './runner.js';
 
 /** Runs commands on this host with execFile: an argv array, never a shell. */
 export class LocalRunner implements CommandRunner {
@@ -7,7 +7,11 @@ export class LocalRunner implements CommandRunner {
 
   constructor(private readonly defaultTimeoutMs = DEFAULT_COMMAND_TIMEOUT_MS) {}
 
-  run(argv: readonly string[], options: RunOptions): Promise<CommandResult> {
+  async run(argv: readonly string[], options: RunOptions): Promise<CommandResult> {
+    return refuseUnprivileged(argv, await this.spawn(argv, options), this.target, options.operation);
+  }
+
+  private spawn(argv: readonly string[], options: RunOptions): Promise<CommandResult> {
     const [file, ...args] = argv;
     if (!file) return Promise.reject(new CommandTransportError(`${options.operation}: empty command`, 'spawn'));
     const timeout = options.timeoutMs ?? this.defaultTimeoutMs;

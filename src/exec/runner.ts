@@ -1,3 +1,5 @@
+import { StorageError } from '../errors.js';
+
 /**
  * The one command runner interface, with two transports (local child_process, SSH). Commands
  * are argv arrays; nothing is interpreted by a local shell, and the SSH transport quotes every
@@ -28,9 +30,33 @@ export interface CommandRunner {
   close(): Promise<void>;
 }
 
-/** What privileged commands on `runner`'s host start with: nothing as root, else the global root_helper (e.g. "sudo"). */
+/** What privileged commands on `runner`'s host start with: nothing as root, else the global root_helper (e.g. "sudo -n"). */
 export async function privilegedPrefix(runner: CommandRunner, rootHelper: string): Promise<string[]> {
-  return (await runner.isRoot()) ? [] : rootHelper.split(/\s+/).filter(Boolean);
+  return (await runner.isRoot()) ? [] : nonInteractive(rootHelper.split(/\s+/).filter(Boolean));
+}
+
+/** sudo never prompts (section 11): with -n a missing privilege is an answer, not a password prompt on someone's terminal. */
+function nonInteractive(helper: string[]): string[] {
+  const [command, ...rest] = helper;
+  if (!command || command.split('/').pop() !== 'sudo' || rest.includes('-n') || rest.includes('--non-interactive')) return helper;
+  return [command, '-n', ...rest];
+}
+
+/** What sudo -n says when it would have asked for a password, or when the user may not run the command at all. */
+const SUDO_REFUSALS = /^sudo: (a password is required|a terminal is required|.* is not in the sudoers file|sorry, user .* is not allowed to execute)/m;
+
+/**
+ * A command the root helper refused to run is UNSUPPORTED on this host, not a failure worth a
+ * retry: the message names root_helper and what would allow it. Every runner passes its results
+ * through this.
+ */
+export function refuseUnprivileged(argv: readonly string[], result: CommandResult, target: string, operation: string): CommandResult {
+  if (result.exitCode === 0 || argv[0]?.split('/').pop() !== 'sudo' || !SUDO_REFUSALS.test(result.stderr)) return result;
+  const command = argv.slice(1).find((arg) => !arg.startsWith('-')) ?? 'the command';
+  throw new StorageError(
+    'UNSUPPORTED',
+    `${operation}: the root helper (root_helper: "${argv.slice(0, argv.indexOf(command)).join(' ')}") may not run ${command} without a password on ${target} (${result.stderr.trim().split('\n', 1)[0]}); allow it in sudoers (NOPASSWD), set root_helper, or run the server as root`,
+  );
 }
 
 /** Raised when a command could not be run at all (spawn failure, connection lost, timeout). */

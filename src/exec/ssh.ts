@@ -3,7 +3,7 @@ import type { Logger } from '../log.js';
 import { readRegularFile } from '../regular-file.js';
 import { KnownHosts } from './known-hosts.js';
 import { shellCommand } from './quote.js';
-import { CommandTransportError, DEFAULT_COMMAND_TIMEOUT_MS, type CommandResult, type CommandRunner, type RunOptions } from './runner.js';
+import { CommandTransportError, DEFAULT_COMMAND_TIMEOUT_MS, refuseUnprivileged, type CommandResult, type CommandRunner, type RunOptions } from './runner.js';
 
 /**
  * Runs commands on a remote host over SSH (ssh2): a small pool of connections
@@ -59,16 +59,17 @@ export class SshRunner implements CommandRunner {
         }
         throw new CommandTransportError(`${options.operation}: cannot run a command on ${this.target}: ${(error as Error).message}`, 'unreachable');
       }
+      let result: CommandResult;
       try {
         const collected = this.collect(channel, options.timeoutMs ?? this.options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS, options.operation);
         channel.end(options.input ?? '');
-        const result = await collected;
-        this.release(connection);
-        return result;
+        result = await collected;
       } catch (error) {
         this.discard(connection);
         throw error;
       }
+      this.release(connection);
+      return refuseUnprivileged(argv, result, this.target, options.operation);
     }
   }
 

@@ -46,6 +46,8 @@ export interface StartOptions {
   /** Keep workDir after close (the caller removes it). */
   keepWorkDir?: boolean;
   workDir?: string;
+  /** Run the server as this user (the test runs as root): setpriv, environment kept. */
+  runAs?: { user: string; group: string };
 }
 
 /** Starts the server with `config` (an object written as YAML/JSON), or the embedded default when null. */
@@ -63,7 +65,10 @@ export async function startMcpServer(config: object | null, options: StartOption
     if (value !== undefined && !key.startsWith('CINDERLIB_MCP_')) env[key] = value;
   }
   Object.assign(env, { XDG_DATA_HOME: join(workDir, 'data'), ...options.env });
-  const transport = new StdioClientTransport({ command: process.execPath, args, env, stderr: 'pipe', cwd: REPO_ROOT });
+  const [command, commandArgs] = options.runAs
+    ? ['setpriv', [`--reuid=${options.runAs.user}`, `--regid=${options.runAs.group}`, '--clear-groups', '--', process.execPath, ...args]]
+    : [process.execPath, args];
+  const transport = new StdioClientTransport({ command, args: commandArgs, env, stderr: 'pipe', cwd: REPO_ROOT });
   let stderrText = '';
   transport.stderr?.on('data', (chunk: Buffer) => (stderrText += chunk.toString()));
   const client = new Client({ name: 'cinderlib-mcp-tests', version: '1.0.0' });
