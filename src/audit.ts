@@ -1,11 +1,23 @@
 import { appendFile } from 'node:fs/promises';
 import { describeError } from './errors.js';
+import { privateFile } from './private-files.js';
 import type { Logger } from './log.js';
 import type { AuditRecord, VolumeStore } from './persistence/store.js';
 import type { SecretRegistry } from './secrets.js';
 
 /** Arguments larger than this are recorded by size only: an audit line must not carry a client's megabytes. */
 const MAX_AUDITED_ARGUMENTS_BYTES = 16 * 1024;
+/** Deeper than this, a value is recorded as a marker: every JSON reader (Python's stops near 1,000 levels) reads each audit line. */
+export const MAX_AUDITED_DEPTH = 16;
+const TOO_DEEP = `[nested deeper than ${MAX_AUDITED_DEPTH} levels: not recorded]`;
+
+/** A copy of `value` cut at MAX_AUDITED_DEPTH; it never descends further, so a hostile nesting costs nothing. */
+function cutDeep(value: unknown, depth = 0): unknown {
+  if (value === null || typeof value !== 'object') return value;
+  if (depth >= MAX_AUDITED_DEPTH) return TOO_DEEP;
+  if (Array.isArray(value)) return value.map((item) => cutDeep(item, depth + 1));
+  return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, cutDeep(item, depth + 1)]));
+}
 
 export interface AuditedCall {
   client: string;
@@ -30,7 +42,14 @@ export class AuditLog {
     private readonly secrets: SecretRegistry,
     private readonly log: Logger,
     private readonly filePath?: string,
-  ) {}
+  ) {
+    if (!filePath) return;
+    try {
+      privateFile(filePath);
+    } catch (error) {
+      log.warn(`audit: cannot make ${filePath} private (0600): ${describeError(error)}`);
+    }
+  }
 
   async record(call: AuditedCall): Promise<void> {
     const record: AuditRecord = {
@@ -51,12 +70,12 @@ export class AuditLog {
   }
 
   private maskedArguments(raw: unknown): Record<string, unknown> {
-    const value = raw === undefined ? {} : raw;
+    const value = cutDeep(raw === undefined ? {} : raw);
     let text: string;
     try {
       text = JSON.stringify(this.secrets.maskOptions(value));
     } catch {
-      return { unreadable: true }; // nested too deep to serialize
+      return { unreadable: true };
     }
     if (text.length > MAX_AUDITED_ARGUMENTS_BYTES) return { too_large_bytes: text.length };
     const masked = JSON.parse(text) as unknown;

@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import { hostname } from 'node:os';
 import { readFile, writeFile } from 'node:fs/promises';
+import { privateFile } from './private-files.js';
 
 /**
  * A lock held for the life of the process, named after what it guards (a metadata store file, a
@@ -30,6 +31,7 @@ const heldHere = new Map<string, string>();
 export async function acquireProcessLock(lockPath: string, purpose: string): Promise<HeldLock> {
   const mine = heldHere.get(lockPath);
   if (mine !== undefined) throw new LockHeldError(lockPath, `this server (${mine})`);
+  privateFile(lockPath);
   const db = new Database(lockPath, { timeout: 0 });
   try {
     db.pragma('locking_mode = EXCLUSIVE');
@@ -42,7 +44,7 @@ export async function acquireProcessLock(lockPath: string, purpose: string): Pro
   }
   heldHere.set(lockPath, purpose);
   const holder = `cinderlib-mcp pid ${process.pid} on ${hostname()} since ${new Date().toISOString()} (${purpose})`;
-  await writeFile(`${lockPath}.holder`, holder + '\n').catch(() => undefined);
+  await writeFile(`${lockPath}.holder`, holder + '\n', { mode: 0o600 }).catch(() => undefined);
   return {
     release() {
       if (heldHere.get(lockPath) !== purpose) return;

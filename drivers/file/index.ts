@@ -89,7 +89,7 @@ class FileDriver implements VolumeDriver {
   async setup(): Promise<void> {
     const dir = this.options.volumes_dir;
     try {
-      await mkdir(dir, { recursive: true });
+      await mkdir(dir, { recursive: true, mode: 0o700 }); // volumes hold users' data: no other local user reads them
       await access(dir, constants.R_OK | constants.W_OK);
     } catch (error) {
       throw new StorageError('BACKEND_UNAVAILABLE', `backend "${this.context.backendName}": volumes_dir ${dir} is not a writable directory (${errorCode(error)})`);
@@ -174,7 +174,7 @@ class FileDriver implements VolumeDriver {
     const path = this.pathOf(volume);
     let handle;
     try {
-      handle = await open(path, 'wx'); // exclusive: never overwrite an existing image
+      handle = await open(path, 'wx', 0o600); // exclusive: never overwrite an existing image
     } catch (error) {
       if (errorCode(error) === 'EEXIST') {
         throw new StorageError('ALREADY_EXISTS', `backend "${this.context.backendName}": ${path} already exists; it was left alone`);

@@ -109,7 +109,7 @@ export async function sparseCopy(
     }
     let output: FileHandle;
     try {
-      output = await open(destination, 'wx');
+      output = await open(destination, 'wx', 0o600);
     } catch (error) {
       throw new CopyFailure('create', destination, error);
     }

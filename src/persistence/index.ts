@@ -1,6 +1,7 @@
 import type { PersistenceConfig } from '../config/load.js';
 import { StorageError } from '../errors.js';
 import { LockHeldError, acquireProcessLock } from '../process-lock.js';
+import { privateFile } from '../private-files.js';
 import { MemoryVolumeStore } from './memory.js';
 import type { PostgresOpenOptions } from './postgres.js';
 import { secrets as processSecrets } from '../secrets.js';
@@ -21,9 +22,7 @@ export async function openVolumeStore(config: PersistenceConfig, options: Postgr
     const { PostgresVolumeStore } = await import('./postgres.js');
     return PostgresVolumeStore.open(config.url, { secrets: processSecrets, ...options });
   }
-  const { mkdir } = await import('node:fs/promises');
-  const { dirname } = await import('node:path');
-  await mkdir(dirname(config.path), { recursive: true });
+  privateFile(config.path, ['-wal', '-shm']);
   let lock;
   try {
     lock = await acquireProcessLock(`${config.path}.lock`, `metadata store ${config.path}`);

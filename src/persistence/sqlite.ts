@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
-import { mkdirSync, statSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { statSync } from 'node:fs';
+import { privateFile } from '../private-files.js';
 import { StorageError } from '../errors.js';
 import type { HeldLock } from '../process-lock.js';
 import { OPERATION_OF_STATUS, TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../volume.js';
@@ -233,7 +233,7 @@ export class SqliteVolumeStore implements VolumeStore {
       this.db.pragma('busy_timeout = 5000');
       this.requireCurrentSchema();
     } else {
-      if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+      if (path !== ':memory:') privateFile(path, ['-wal', '-shm']);
       this.db = new Database(path);
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = NORMAL');

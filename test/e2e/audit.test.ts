@@ -89,4 +89,21 @@ describe('the audit log', () => {
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/--since needs a date and time/);
   });
+
+  it('keeps a hostile nesting out of the record, so every JSON reader (Python\'s too) reads each audit line', async () => {
+    let nested: unknown = 'bottom';
+    for (let level = 0; level < 1000; level++) nested = { deeper: nested };
+    const server = await startMcpServer(config(), { workDir: root, keepWorkDir: true, env: { AUDIT_TEST_SECRET: SECRET } });
+    try {
+      expect((await server.call('create_volume', { backend: 'files', size: 1, request_id: nested })).text).toMatch(/^INVALID_ARGUMENT: /);
+    } finally {
+      await server.close();
+    }
+    const last = readFileSync(join(root, 'audit.jsonl'), 'utf8').trim().split('\n').pop()!;
+    const python = spawnSync('python3', ['-c', 'import json,sys; r=json.loads(sys.stdin.read()); print(r["tool"], r["outcome"])'], { input: last, encoding: 'utf8' });
+    expect(python.stderr).toBe('');
+    expect(python.stdout.trim()).toBe('create_volume error');
+    expect(last).toContain('nested deeper than 16 levels');
+    expect(last.length).toBeLessThan(2000);
+  });
 });
