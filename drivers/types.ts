@@ -59,6 +59,12 @@ export type CopyProgress = (done: number, total: number) => void;
  * source volume and shapes errors, as for volumes.
  */
 export interface SnapshotOperations {
+  /**
+   * Why this backend cannot make snapshots or volumes from them on its host now (LVM without
+   * device-mapper): the core answers UNSUPPORTED with it and capabilities say so; deleting the
+   * snapshots there are still works.
+   */
+  unavailable?: string;
   createSnapshot(snapshot: SnapshotRef, volume: VolumeRef): Promise<CreatedSnapshot | void>;
   /** Must succeed when the snapshot is already gone; refuses (IN_USE) one the array still needs. */
   deleteSnapshot(snapshot: SnapshotRef, volume: VolumeRef): Promise<void>;
@@ -68,6 +74,8 @@ export interface SnapshotOperations {
 
 /** Cinder's create_cloned_volume: a new volume holding the source's data at the moment of the call. */
 export interface CloneOperations {
+  /** Why this backend cannot clone on its host now; the core answers UNSUPPORTED with it. */
+  unavailable?: string;
   /** True when the driver cannot clone a connected (in-use) volume, as Cinder's K2 driver. */
   readonly refusesConnectedSource?: boolean;
   /** `volume.size` is the source's size: the core extends afterwards when more was asked. */

@@ -197,7 +197,8 @@ export class Backend {
 
   /** What the driver can do beyond volumes: the groups it implements (UNSUPPORTED answers the rest). */
   get capabilities(): { snapshots: boolean; clones: boolean; exports: boolean } | undefined {
-    return this.driver ? { snapshots: !!this.driver.snapshots, clones: !!this.driver.clones, exports: !!this.driver.exports && !this.driver.exports.unavailable } : undefined;
+    const offered = (operations: { unavailable?: string } | undefined) => !!operations && !operations.unavailable;
+    return this.driver ? { snapshots: offered(this.driver.snapshots), clones: offered(this.driver.clones), exports: offered(this.driver.exports) } : undefined;
   }
 
   async close(): Promise<void> {

@@ -58,11 +58,16 @@ const SUBCOMMANDS: Record<string, string | undefined> = { check: undefined, serv
 
 export function parseArgs(argv: string[]): Command {
   const command: Command = { mode: 'serve' };
+  let subcommandSeen = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--help' || arg === '-h') return { mode: 'help' };
     if (arg === '--version' || arg === '-v') return { mode: 'version' };
-    if (i === 0 && Object.hasOwn(SUBCOMMANDS, arg)) command.mode = arg as Command['mode'];
+    // The subcommand may follow the options (cinderlib-mcp --config X check), but comes once.
+    if (!subcommandSeen && Object.hasOwn(SUBCOMMANDS, arg)) {
+      command.mode = arg as Command['mode'];
+      subcommandSeen = true;
+    }
     else if (SUBCOMMANDS[command.mode] && command.operand === undefined && !arg.startsWith('-')) command.operand = arg;
     else if (command.mode === 'serve' && (arg === '--http' || /^--(host|port)(=|$)/.test(arg))) {
       command.http ??= { host: DEFAULT_HTTP_HOST, port: DEFAULT_HTTP_PORT };
@@ -158,7 +163,7 @@ export async function main(argv: string[]): Promise<number> {
 
 async function check(config: LoadedConfig, log: Logger): Promise<number> {
   if (config.error) {
-    process.stdout.write(secrets.redact(`config: ${config.source}: ${config.error}`) + '\n');
+    process.stdout.write(secrets.redact(`config: ${withSource(config.source, config.error)}`) + '\n');
     return 1;
   }
   const { BackendRegistry } = await import('./registry.js');
@@ -277,7 +282,7 @@ async function serveHttpCommand(config: LoadedConfig, { host, port }: { host: st
   // Unlike stdio (where a desktop user reads the reason in the client), a server with an unusable
   // config, and so without its tokens, does not start.
   if (config.error) {
-    log.error(`config error: ${config.source}: ${config.error}; serve --http does not start until it is fixed`);
+    log.error(`config error: ${withSource(config.source, config.error)}; serve --http does not start until it is fixed`);
     return 1;
   }
   const [{ serveHttp, assertHttpBindingAllowed }, { BackendRegistry }] = await Promise.all([import('./transport/http.js'), import('./registry.js')]);
@@ -342,4 +347,9 @@ function shutdownGraceMs(log: Logger): number {
   if (Number.isInteger(value) && value >= 0) return value;
   log.warn(`CINDERLIB_MCP_SHUTDOWN_GRACE_MS=${JSON.stringify(raw)} is not a whole number of milliseconds; using ${DEFAULT_SHUTDOWN_GRACE_MS}`);
   return DEFAULT_SHUTDOWN_GRACE_MS;
+}
+
+/** A config error names its file once: most already start with it. */
+function withSource(source: string, error: string): string {
+  return error.includes(source) ? error : `${source}: ${error}`;
 }

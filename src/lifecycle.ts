@@ -285,7 +285,7 @@ export class VolumeLifecycle {
 
   async createSnapshot(volumeId: string, input: CreateSnapshotInput, request?: RequestEntry): Promise<SnapshotRecord> {
     const driver = await this.host.ready();
-    const operations = this.requireSnapshots(driver);
+    const operations = this.requireSnapshots(driver, true);
     let volume = await this.requireVolume(volumeId);
     const now = new Date().toISOString();
     const record: SnapshotRecord = {
@@ -417,7 +417,7 @@ export class VolumeLifecycle {
   private async resolveSource(input: CreateVolumeInput, driver: VolumeDriver) {
     if (input.snapshot_id !== undefined) {
       const snapshotId = input.snapshot_id;
-      const operations = this.requireSnapshots(driver);
+      const operations = this.requireSnapshots(driver, true);
       const snapshot = await this.requireSnapshot(snapshotId);
       const recheck = async () => this.requireStatus('snapshot', await this.requireSnapshot(snapshotId), ['available'], 'used as a source', 'IN_USE');
       await recheck();
@@ -435,6 +435,7 @@ export class VolumeLifecycle {
     if (input.source_volume_id !== undefined) {
       const sourceId = input.source_volume_id;
       if (!driver.clones) throw this.unsupported('clone volumes', 'take a snapshot (create_snapshot) and create a volume from it instead, where the driver has snapshots');
+      if (driver.clones.unavailable) throw new StorageError('UNSUPPORTED', `backend "${this.host.id}": ${driver.clones.unavailable}`);
       const clones = driver.clones;
       const source = await this.requireVolume(sourceId);
       const recheck = async () => {
@@ -484,8 +485,10 @@ export class VolumeLifecycle {
     return { kind: 'volume', record };
   }
 
-  private requireSnapshots(driver: VolumeDriver) {
+  /** The driver's snapshots; `toCreate` also refuses where the host cannot make them now (deleting still works there). */
+  private requireSnapshots(driver: VolumeDriver, toCreate = false) {
     if (!driver.snapshots) throw this.unsupported('take snapshots', 'clone the volume instead, where the driver can');
+    if (toCreate && driver.snapshots.unavailable) throw new StorageError('UNSUPPORTED', `backend "${this.host.id}": ${driver.snapshots.unavailable}`);
     return driver.snapshots;
   }
 

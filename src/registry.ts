@@ -307,7 +307,8 @@ export class BackendRegistry {
         `create_volume: backend is required (known backends: ${[...this.backends.keys()].join(', ')}), unless snapshot_id or source_volume_id names what to copy`,
       );
     }
-    const backend = this.backendOf(target, 'the source');
+    // A backend the caller named is a typo when unknown (NOT_FOUND, listing them); a source's may have left the config.
+    const backend = sourceBackend === undefined ? this.get(target) : this.backendOf(target, 'the source');
     const request = requestEntry(input.request_id, 'create_volume', 'volume', requestArguments);
     const replay = await backend.lifecycle.replayIfRepeated(request);
     if (replay) return replay.record as VolumeRecord;

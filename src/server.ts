@@ -32,6 +32,8 @@ export interface ServerOptions {
   /** Resolves once the metadata store and backends are loaded; the server answers tools/list before that. */
   registry: Promise<BackendRegistry>;
   readOnly: boolean;
+  /** Why this session is read-only when it is not the server's own setting (a read-only HTTP token), for the READ_ONLY message. */
+  readOnlyReason?: string;
   secrets: SecretRegistry;
   log: Logger;
   /** Who is calling, for the audit log (the HTTP token's name); default: the client's name from initialize. */
@@ -64,7 +66,7 @@ export function createMcpServer(options: ServerOptions): Server {
   Protocol.prototype.setRequestHandler.call(server, LenientCallToolRequestSchema, async (request: LenientCallToolRequest, extra): Promise<CallToolResult> => {
     const { name, arguments: rawArguments } = request.params;
     if (typeof name !== 'string') {
-      throw new McpError(ErrorCode.InvalidParams, 'tools/call needs params.name, the name of a tool as a string; tools/list lists them');
+      throw new ProtocolError(ErrorCode.InvalidParams, 'tools/call needs params.name, the name of a tool as a string; tools/list lists them');
     }
     const progressToken = request.params._meta?.progressToken;
     // Progress goes only to clients that asked for it, and is masked like every other way out.
@@ -85,7 +87,7 @@ export function createMcpServer(options: ServerOptions): Server {
         if (readOnly && !tool.annotations.readOnlyHint) {
           throw new StorageError(
             'READ_ONLY',
-            `${name} is disabled: this server runs read-only (global read_only: true or CINDERLIB_MCP_READ_ONLY=true); an administrator can turn writes on in the config`,
+            `${name} is disabled: ${options.readOnlyReason ?? 'this server runs read-only (global read_only: true or CINDERLIB_MCP_READ_ONLY=true); an administrator can turn writes on in the config'}`,
           );
         }
         const registry = await options.registry;
@@ -116,16 +118,31 @@ export function createMcpServer(options: ServerOptions): Server {
 /** MCP's "resource not found" (the spec's -32002). */
 const RESOURCE_NOT_FOUND = -32002;
 
+/**
+ * A JSON-RPC error as it goes on the wire. The SDK's McpError writes "MCP error <code>: " into its
+ * own message, and the client's McpError adds it again ("MCP error -32002: MCP error -32002: ..."):
+ * the SDK sends any thrown error's `code` and `message` as they are, so this one carries only ours.
+ */
+class ProtocolError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 /** resources/list, resources/templates/list and resources/read over the registry's catalog (src/resources.ts). */
 function registerResources(server: Server, options: ServerOptions): void {
   const { secrets } = options;
   // Store trouble and bad cursors are JSON-RPC errors here (resources have no isError result), worded as tool errors are.
-  const asMcpError = (error: unknown): McpError => {
-    if (error instanceof McpError) return error;
-    if (error instanceof ResourceNotFound) return new McpError(RESOURCE_NOT_FOUND, secrets.redact(error.message));
-    if (isStorageError(error)) return new McpError(error.code === 'INVALID_ARGUMENT' ? ErrorCode.InvalidParams : ErrorCode.InternalError, secrets.redact(error.toClientText()));
+  const asMcpError = (error: unknown): ProtocolError => {
+    if (error instanceof ProtocolError) return error;
+    if (error instanceof McpError) return new ProtocolError(error.code, error.message.replace(/^MCP error -?\d+: /, ''));
+    if (error instanceof ResourceNotFound) return new ProtocolError(RESOURCE_NOT_FOUND, secrets.redact(error.message));
+    if (isStorageError(error)) return new ProtocolError(error.code === 'INVALID_ARGUMENT' ? ErrorCode.InvalidParams : ErrorCode.InternalError, secrets.redact(error.toClientText()));
     options.log.error(`resources: ${describeError(error)}`);
-    return new McpError(ErrorCode.InternalError, `INTERNAL: ${secrets.redact(describeError(error).split('\n')[0]!)}`);
+    return new ProtocolError(ErrorCode.InternalError, `INTERNAL: ${secrets.redact(describeError(error).split('\n')[0]!)}`);
   };
   server.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: RESOURCE_TEMPLATES }));
   // Past Server.setRequestHandler, as tools/call: malformed params get a one-line -32602, not the SDK's -32603 zod dump.
@@ -138,11 +155,11 @@ function registerResources(server: Server, options: ServerOptions): void {
       }
     });
   register(lenient(ListResourcesRequestSchema), async ({ cursor }) => {
-    if (cursor !== undefined && typeof cursor !== 'string') throw new McpError(ErrorCode.InvalidParams, 'resources/list: cursor must be the nextCursor string of a previous answer');
+    if (cursor !== undefined && typeof cursor !== 'string') throw new ProtocolError(ErrorCode.InvalidParams, 'resources/list: cursor must be the nextCursor string of a previous answer');
     return (await options.registry).resources().list(cursor);
   });
   register(lenient(ReadResourceRequestSchema), async ({ uri }) => {
-    if (typeof uri !== 'string') throw new McpError(ErrorCode.InvalidParams, 'resources/read needs params.uri, a cinderlib:// URI as a string; resources/list lists them');
+    if (typeof uri !== 'string') throw new ProtocolError(ErrorCode.InvalidParams, 'resources/read needs params.uri, a cinderlib:// URI as a string; resources/list lists them');
     const text = await (await options.registry).resources().read(uri);
     return { contents: [{ uri, mimeType: 'application/json', text }] };
   });

@@ -75,7 +75,7 @@ export default defineTool({
   input: z
     .object({
       output_version: z
-        .union([z.literal(1), z.literal(2)])
+        .union([z.literal(1), z.literal(2)], { error: 'output_version must be 1 (option attributes as strings) or 2 (typed)' })
         .default(1)
         .describe('1 (default): option attributes as strings, as cinderlib\'s original output; 2: attributes keep their types and `type` is a dict.'),
     })

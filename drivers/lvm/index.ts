@@ -150,6 +150,22 @@ class LvmDriver implements VolumeDriver {
     }
     const group = await this.volumeGroup('set up');
     await this.chooseProvisioning(group);
+    const missing = await this.deviceMapperMissing();
+    this.snapshots.unavailable = missing && `the LVM driver cannot make snapshots or volumes from them on ${this.hostLabel}: ${missing}; creating, extending and deleting volumes (and deleting snapshots) still work`;
+    this.clones.unavailable = missing && `the LVM driver cannot clone volumes on ${this.hostLabel}: ${missing}; creating, extending and deleting volumes still work`;
+  }
+
+  /** Why the kernel on the group's host cannot run snapshots and copies (lvcreate -s, active LVs for dd), or undefined when it can or cannot be told. */
+  private async deviceMapperMissing(): Promise<string | undefined> {
+    try {
+      const result = await this.runner.run(dmTargetsCommand(this.commands), { operation: 'list device-mapper targets' });
+      if (result.exitCode !== 0 && /kernel device-mapper driver|device-mapper.*(not available|not loaded)|\/dev\/mapper\/control/i.test(result.stderr)) {
+        return 'its kernel has no device-mapper (dmsetup cannot reach the kernel driver)';
+      }
+    } catch {
+      // No dmsetup or no answer: leave the operations offered; they say why if they fail.
+    }
+    return undefined;
   }
 
   notes(): string[] {

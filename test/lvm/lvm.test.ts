@@ -75,8 +75,8 @@ if (missing && !inCi) {
   });
 
   // Snapshots and copies need device-mapper (lvcreate -s, active LVs for dd): where the kernel has
-  // none, the driver's commands are refused and the scenarios expect that refusal, kept as error records.
-  const here = /device-mapper/.test(readFileSync('/proc/devices', 'utf8')) ? 'works' : 'fails here';
+  // none, the driver says so at set-up, and they are UNSUPPORTED with capabilities saying false.
+  const here = /device-mapper/.test(readFileSync('/proc/devices', 'utf8')) ? 'works' : 'unsupported';
   const lifecycle = { snapshots: here, fromSnapshot: here, clones: here } as const;
   // cinderlib's example exports with lioadm, which needs the kernel's LIO (configfs): refused, saying so.
   const connections = { connect: 'unsupported', attach: ISCSI_ATTACH_HERE } as const;
