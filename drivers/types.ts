@@ -65,7 +65,8 @@ export interface SnapshotOperations {
    * snapshots there are still works.
    */
   unavailable?: string;
-  createSnapshot(snapshot: SnapshotRef, volume: VolumeRef): Promise<CreatedSnapshot | void>;
+  /** `progress` gets the bytes copied where the snapshot is a copy (the file driver's); array snapshots need not call it. */
+  createSnapshot(snapshot: SnapshotRef, volume: VolumeRef, progress?: CopyProgress): Promise<CreatedSnapshot | void>;
   /** Must succeed when the snapshot is already gone; refuses (IN_USE) one the array still needs. */
   deleteSnapshot(snapshot: SnapshotRef, volume: VolumeRef): Promise<void>;
   /** `volume.size` is the snapshot's volume_size: the core extends afterwards when more was asked. */

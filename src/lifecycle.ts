@@ -324,7 +324,9 @@ export class VolumeLifecycle {
           if (outcome.existingRequest) throw new Replay(outcome.existingRequest);
           throw new StorageError('INTERNAL', `snapshot id ${record.id} already exists in the metadata store`);
         },
-        act: async () => (await operations.createSnapshot(this.snapshotRef(record), this.volumeRef(volume)))?.provider_location ?? null,
+        // Every copy reports progress (section 7): a file snapshot is one; an array's answers at once.
+        act: async () =>
+          (await trackCopy(`snapshotting volume ${volumeId}`, (progress) => operations.createSnapshot(this.snapshotRef(record), this.volumeRef(volume), progress)))?.provider_location ?? null,
         finish: (location) => this.recordSnapshotOutcome(record.id, 'create', { status: 'available', status_reason: null, provider_location: location, failed_operation: null }),
         fail: async (failure) => {
           await this.recordSnapshotOutcome(record.id, 'create', { status: 'error', status_reason: `create failed: ${failure.message}`, failed_operation: 'create' });

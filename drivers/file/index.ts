@@ -48,8 +48,8 @@ class FileDriver implements VolumeDriver {
 
   /** Cinder's create_snapshot, delete_snapshot and create_volume_from_snapshot, as file copies. */
   readonly snapshots: SnapshotOperations = {
-    createSnapshot: async (snapshot, volume) => {
-      await this.copy(this.pathOf(volume), this.snapshotPathOf(snapshot), `volume ${volume.id}`, () => undefined);
+    createSnapshot: async (snapshot, volume, progress) => {
+      await this.copy(this.pathOf(volume), this.snapshotPathOf(snapshot), `volume ${volume.id}`, progress ?? (() => undefined));
       return { provider_location: this.snapshotPathOf(snapshot) };
     },
     deleteSnapshot: (snapshot) => this.removeImage(this.snapshotPathOf(snapshot), false),

@@ -220,6 +220,17 @@ describe('the MCP contract over a real stdio pipe', () => {
     for (let i = 1; i < progress.length; i++) expect(progress[i]!.progress).toBeGreaterThanOrEqual(progress[i - 1]!.progress);
     expect((await server.call('delete_volume', { volume_id: copied.structuredContent!.id })).isError).toBe(false);
 
+    // A file snapshot is a copy too, and says so (start, bytes, end).
+    const snapshotProgress: Array<{ progress: number; total?: number; message?: string }> = [];
+    const another = (await server.client.callTool({ name: 'create_snapshot', arguments: { volume_id: source.id } }, undefined, { onprogress: (p) => snapshotProgress.push(p) })) as {
+      isError?: boolean;
+      structuredContent?: { id: string };
+    };
+    expect(another.isError).toBeFalsy();
+    expect(snapshotProgress[0]?.message).toBe(`snapshotting volume ${source.id}`);
+    expect(snapshotProgress.at(-1)).toMatchObject({ progress: 1024 ** 3, total: 1024 ** 3, message: expect.stringMatching(/: done$/) });
+    expect((await server.call('delete_snapshot', { snapshot_id: another.structuredContent!.id })).isError).toBe(false);
+
     const clone = await server.call('create_volume', { source_volume_id: source.id, size: 2 });
     expect(clone.isError, clone.text).toBe(false);
     expect(clone.data).toMatchObject({ size: 2, source_volume_id: source.id, snapshot_id: null });
