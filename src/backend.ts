@@ -235,6 +235,8 @@ export class Backend {
         snapshot: async (snapshot, volume) => driver.snapshots?.deleteSnapshot(snapshot, volume),
       });
       await this.tombstones.resume();
+      // Connections a crash cut short are undone or finished now that the array answers.
+      void this.connections.resolveInterrupted().catch((error: unknown) => this.deps.log.warn(`backend "${this.id}": resolving interrupted connections: ${describeError(error)}`));
       // As Cinder reads stats right after setup: pool names for list_backends, and the space this
       // backend draws on registered before any backend sharing it checks capacity.
       await this.snapshot(false).catch((error: unknown) => this.deps.log.warn(`backend "${this.id}": first stats failed: ${describeError(error)}`));

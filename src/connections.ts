@@ -4,7 +4,7 @@ import type { ConnectionInfo, Connector, ExportOperations, HostAccess, LocalAtta
 import type { AttachedDevice, HostAttacher, HostAttachers } from './attach/attacher.js';
 import { connectorProblem, devicePathProblem, iscsiDataProblem, refuseUntrusted } from './untrusted.js';
 import type { ConnectionRecord } from './connection.js';
-import { StorageError, describeError } from './errors.js';
+import { StorageError, describeError, isStorageError } from './errors.js';
 import { Replay, volumeKey, type LifecycleDependencies, type LifecycleHost, type VolumeLifecycle } from './lifecycle.js';
 import type { RequestEntry } from './persistence/store.js';
 import { isRecoverable } from './persistence/recovery.js';
@@ -64,6 +64,33 @@ export class ConnectionLifecycle {
   /** Detaches on this host, then disconnects. */
   detach(connectionId: string): Promise<void> {
     return this.close(connectionId, { force: false, local: true });
+  }
+
+  /**
+   * Start-up recovery of connections a crash interrupted (section 8, issue 17): a connect cut short
+   * is undone and a disconnect cut short is finished, so that no export stays live that no record
+   * shows as usable and the volume's status matches what exists. One that cannot be resolved now
+   * (the array does not answer) stays in error for disconnect_volume.
+   */
+  async resolveInterrupted(): Promise<void> {
+    let after: number | undefined;
+    const interrupted: ConnectionRecord[] = [];
+    do {
+      const page = await this.deps.store.listConnections({ backend: this.host.id, after, limit: 1000 });
+      interrupted.push(...page.records.filter((record) => record.status === 'error' && !record.owner && /^interrupted while (connecting|disconnecting)/.test(record.status_reason ?? '')));
+      after = page.nextAfter;
+    } while (after !== undefined);
+    for (const record of interrupted) {
+      const attachment = record.device !== null || record.connection_info.driver_volume_type === 'local';
+      if (attachment && !this.isOnThisHost(record)) continue; // another host's attachment: its own server detaches it
+      try {
+        await this.close(record.id, { force: false, local: record.device !== null });
+        this.deps.log.info(`connection ${record.id} of volume ${record.volume_id}, ${record.status_reason!.split(':', 1)[0]}, was resolved: nothing of it is left on the array or target`);
+      } catch (error) {
+        if (isStorageError(error) && error.code === 'NOT_FOUND') continue; // another server resolved it first
+        this.warn(`resolve interrupted connection ${record.id}`, error);
+      }
+    }
   }
 
   /** After a volume grew: its devices attached on this host take the new size. */
@@ -149,7 +176,11 @@ export class ConnectionLifecycle {
           }
           Object.assign(record, this.volumes.claim());
           const outcome = await store.insertConnectionForRequest(record, request && { ...request, object_id: record.id });
-          if (outcome.inserted) return;
+          if (outcome.inserted) {
+            // In use from the intent on: a crash before the answer leaves a volume whose status says it has a connection.
+            await store.update(volumeId, { status: 'in-use' }, ['available', 'in-use']);
+            return;
+          }
           if (outcome.existingRequest) throw new Replay(outcome.existingRequest);
           throw new StorageError('INTERNAL', `connection id ${record.id} already exists in the metadata store`);
         },
@@ -198,6 +229,7 @@ export class ConnectionLifecycle {
         fail: async (failure) => {
           // A failed connect leaves no record (the export was undone in act).
           await store.removeConnection(record.id).catch((error: unknown) => this.warn(`forget failed connection ${record.id}`, error));
+          await this.settleVolumeStatus(volumeId).catch((error: unknown) => this.warn(`settle volume ${volumeId}'s status`, error));
           return failure;
         },
       });
@@ -283,7 +315,8 @@ export class ConnectionLifecycle {
   private trustedInfo(driver: VolumeDriver, connection: ConnectionRecord, volume: VolumeRef): ConnectionInfo {
     const info = connection.connection_info as unknown as ConnectionInfo;
     if (info.driver_volume_type === 'local' && driver.localConnection) return driver.localConnection(volume);
-    if (info.driver_volume_type === 'iscsi') refuseUntrusted(`connection ${connection.id}`, iscsiDataProblem(info.data));
+    // An attacher logs in with these only when a device was recorded (a connect cut short has none yet).
+    if (info.driver_volume_type === 'iscsi' && connection.device) refuseUntrusted(`connection ${connection.id}`, iscsiDataProblem(info.data));
     return info;
   }
 

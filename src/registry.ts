@@ -206,6 +206,11 @@ export class BackendRegistry {
     for (const record of surfaced.volumes) this.log.warn(`volume ${record.id} on backend "${record.backend}" was left "${record.status_reason}"`);
     for (const record of surfaced.snapshots) this.log.warn(`snapshot ${record.id} on backend "${record.backend}" was left "${record.status_reason}"`);
     for (const record of surfaced.connections) this.log.warn(`connection ${record.id} of volume ${record.volume_id} was left "${record.status_reason}"`);
+    // Another server's, found while serving: resolved here at once (a backend still starting does it when ready).
+    for (const name of new Set(surfaced.connections.map((record) => record.backend))) {
+      const backend = this.backends.get(name);
+      if (backend?.initialized) void backend.connections.resolveInterrupted().catch((error: unknown) => this.log.warn(`resolving interrupted connections of "${name}": ${describeError(error)}`));
+    }
   }
 
   /** While the server lives it renews its operations' leases, and recovers those of servers that died. */

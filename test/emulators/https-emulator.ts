@@ -16,6 +16,7 @@ export abstract class HttpsEmulator {
   protected echoHeaders = false;
   private server?: Server;
   private slowRules: Array<{ method: string; pathIncludes: string; ms: number; count: number }> = [];
+  private failRules: Array<{ method: string; pathIncludes: string; status: number; times: number }> = [];
 
   constructor(
     readonly username: string,
@@ -55,6 +56,11 @@ export abstract class HttpsEmulator {
     this.slowRules.push({ ...rule, count: rule.count ?? 1 });
   }
 
+  /** The next `times` requests of `method` whose path contains `pathIncludes` fail with `status`, and the array does nothing. */
+  failNext(rule: { method: string; pathIncludes: string; status: number; times?: number }): void {
+    this.failRules.push({ ...rule, times: rule.times ?? 1 });
+  }
+
   echoRequestHeaders(on: boolean): void {
     this.echoHeaders = on;
   }
@@ -73,6 +79,11 @@ export abstract class HttpsEmulator {
     if (slow) {
       slow.count--;
       await new Promise((resolve) => setTimeout(resolve, slow.ms));
+    }
+    const failure = this.failRules.find((rule) => rule.times > 0 && rule.method === req.method && url.pathname.includes(rule.pathIncludes));
+    if (failure) {
+      failure.times--;
+      return sendJson(res, failure.status, { error_msg: 'emulated failure' });
     }
     this.handle(req, res, url, body);
   }
