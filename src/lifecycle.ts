@@ -4,7 +4,7 @@ import type { Reservation } from './capacity-ledger.js';
 import { StorageError, describeError, isStorageError } from './errors.js';
 import { runHoldingAll, type KeyedMutex } from './locks.js';
 import type { Logger } from './log.js';
-import type { RequestEntry, SnapshotPatch, VolumePatch, VolumeStore } from './persistence/store.js';
+import type { HeldLocks, RequestEntry, SnapshotPatch, VolumePatch, VolumeStore } from './persistence/store.js';
 import { trackCopy } from './progress.js';
 import type { ConnectionRecord } from './connection.js';
 import type { SecretRegistry } from './secrets.js';
@@ -84,7 +84,8 @@ export interface Mutation<T, R> {
   prepare?(): Promise<{ capacity?: CapacityNeed; answer?: R }>;
   /** Checks and writes the intent; throwing here leaves nothing done. */
   begin(pool: PoolStats | undefined): Promise<void>;
-  act(driver: VolumeDriver): Promise<T>;
+  /** Calls the array; between two array calls, `stillHeld` throws when the cluster-wide locks were lost meanwhile. */
+  act(driver: VolumeDriver, stillHeld: () => void): Promise<T>;
   /** Records success. */
   finish(result: T): Promise<R>;
   /** Records the failure; returns the error for the caller. */
@@ -165,10 +166,13 @@ export class VolumeLifecycle {
           if (outcome.existingRequest) throw new Replay(outcome.existingRequest);
           throw new StorageError('INTERNAL', `volume id ${record.id} already exists in the metadata store`);
         },
-        act: async (driver) => {
+        act: async (driver, stillHeld) => {
           const created = source ? await source.copy({ ...ask, size: source.size }) : await driver.createVolume(ask);
           // Cinder makes the copy at the source's size and extends it afterwards.
-          if (source && size > source.size) await driver.extendVolume({ ...ask, size: source.size, provider_location: created?.provider_location ?? null }, size);
+          if (source && size > source.size) {
+            stillHeld();
+            await driver.extendVolume({ ...ask, size: source.size, provider_location: created?.provider_location ?? null }, size);
+          }
           return { ...ask, provider_location: created?.provider_location ?? null };
         },
         finish: (made) =>
@@ -209,8 +213,9 @@ export class VolumeLifecycle {
         };
       },
       begin: async () => void (await this.transitionVolume(volumeId, { status: 'extending' }, ['available', 'in-use'])),
-      act: async (driver) => {
+      act: async (driver, stillHeld) => {
         await driver.extendVolume(this.volumeRef(record), newSize);
+        stillHeld();
         // A connected volume's export follows the new size (Cinder's extend_target).
         if (record.status === 'in-use') await driver.exports?.extendExport?.({ ...this.volumeRef(record), size: newSize });
         await this.host.afterExtend?.(record.id, newSize);
@@ -384,9 +389,9 @@ export class VolumeLifecycle {
     const driver = await this.host.ready();
     // This process's locks first, then (on a store several servers share) the cluster's.
     const shared = this.deps.store.shared;
-    const holdEverywhere = <X>(task: () => Promise<X>) =>
+    const holdEverywhere = <X>(task: (locks?: HeldLocks) => Promise<X>) =>
       runHoldingAll(this.deps.locks, mutation.locks, () => (shared ? shared.holdKeys(mutation.locks, task) : task()));
-    return holdEverywhere(async () => {
+    return holdEverywhere(async (locks) => {
       const prepared = await mutation.prepare?.();
       if (prepared && 'answer' in prepared) return prepared.answer as R;
       const need = prepared?.capacity ?? mutation.capacity;
@@ -395,8 +400,13 @@ export class VolumeLifecycle {
       try {
         await mutation.begin(held?.pool);
         let result: T;
+        // Locks lost with a dropped database session: stop before the next array call, and record
+        // the operation as failed (as a crash's recovery would) rather than its outcome.
+        const stillHeld = () => locks?.check();
         try {
-          result = await mutation.act(driver);
+          stillHeld();
+          result = await mutation.act(driver, stillHeld);
+          stillHeld();
         } catch (error) {
           throw await mutation.fail(this.asStorageError(error, mutation.what));
         }

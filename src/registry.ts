@@ -84,16 +84,6 @@ export interface BackendSummary {
   next_retry_at?: string;
 }
 
-/** Whether a process of this host is running (signal 0 checks without sending anything). */
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** The server must not start: its shared store is unreachable, or another live server has its identity. */
 export class StartupRefusal extends Error {
   override readonly name = 'StartupRefusal';
@@ -159,7 +149,7 @@ export class BackendRegistry {
     let volumeStore: VolumeStore;
     try {
       // The real store is left alone when checking: a running server may be mid-operation on it.
-      volumeStore = checkOnly ? new MemoryVolumeStore() : await openVolumeStore(config.global.persistence);
+      volumeStore = checkOnly ? new MemoryVolumeStore() : await openVolumeStore(config.global.persistence, { log: log.child('metadata-store') });
     } catch (error) {
       // A shared store (PostgreSQL) that cannot be reached at start-up stops the server: it would serve nothing.
       if (config.global.persistence.storage === 'db' && 'engine' in config.global.persistence) {
@@ -430,21 +420,15 @@ export class BackendRegistry {
 
   /**
    * One live server per identity on a shared store: a twin would take this one's operations for
-   * its own. The holder may be this server's own earlier run, killed before it could leave: when
-   * it ran on this host and its process is gone, the identity is taken back at once.
+   * its own. Liveness is the database session holding the identity, so an earlier run killed
+   * before it could leave (kill -9, even one left a zombie) has already given it up.
    */
   private async joinSharedStore(shared: SharedCoordination): Promise<void> {
     const description = `pid ${process.pid} on ${hostname()} since ${new Date().toISOString()}`;
-    const first = await shared.join(this.serverId, description, this.leaseUntil());
-    if (first.joined) return;
-    const earlier = /^pid (\d+) on (\S+) since /.exec(first.holder);
-    if (earlier && earlier[2] === hostname() && !processAlive(Number(earlier[1]))) {
-      this.log.warn(`taking identity ${this.serverId} back from this server's earlier run (${first.holder}), which is gone`);
-      const second = await shared.join(this.serverId, description, this.leaseUntil(), first.holder);
-      if (second.joined) return;
-    }
+    const joined = await shared.join(this.serverId, description, this.leaseUntil());
+    if (joined.joined) return;
     throw new StartupRefusal(
-      `another live server with identity ${this.serverId} (${first.holder}) holds the metadata store ${this.store.description} until ${first.until}; give each server its own global.host`,
+      `another live server with identity ${this.serverId} (${joined.holder}) holds the metadata store ${this.store.description}: its database session is open; give each server its own global.host`,
     );
   }
 

@@ -12,10 +12,13 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { ConnectionRecord, ConnectionStatus } from '../connection.js';
 import { StorageError } from '../errors.js';
+import { KeyedMutex } from '../locks.js';
+import { createLogger, type Logger } from '../log.js';
 import { SecretRegistry } from '../secrets.js';
 import type { SnapshotRecord, SnapshotStatus } from '../snapshot.js';
 import { OPERATION_OF_STATUS, TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../volume.js';
 import { OutcomeBuffer } from './outcome-buffer.js';
+import { LockSession } from './pg-lock-session.js';
 import { isRecoverable } from './recovery.js';
 import {
   REQUEST_ID_TTL_MS,
@@ -313,7 +316,14 @@ export interface PostgresOpenOptions {
   lockTimeoutMs?: number;
   /** A capacity hold's lease until its owner renews it, when the owner has not joined with a longer one (default 30 s). */
   holdLeaseMs?: number;
+  /** How long join keeps trying for an identity whose holder's session is ending (default 3 s): a predecessor killed a moment ago. */
+  joinGraceMs?: number;
+  /** Where the loss of the lock session is told (default: the process's stderr logger). */
+  log?: Pick<Logger, 'info' | 'warn' | 'error'>;
 }
+
+/** The database's clock as the ISO-8601 text the records keep: leases are compared on it, never on a server's. */
+const DB_NOW = `to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
 
 function isStoreTrouble(error: unknown): boolean {
   if (error instanceof StorageError) return false;
@@ -340,13 +350,21 @@ export class PostgresVolumeStore implements VolumeStore {
   private readonly unwrittenSnapshots = new OutcomeBuffer<SnapshotPatch>();
   private readonly lockTimeoutMs: number;
   private readonly holdLeaseMs: number;
+  private readonly joinGraceMs: number;
+  /** Every session-level lock of this server (its identity, its operations' keys) on one dedicated connection. */
+  private readonly locks: LockSession;
+  /** This process's capacity decisions wait their turn here, so only one per domain holds a connection. */
+  private readonly capacityTurns = new KeyedMutex();
+  /** The database's clock minus this server's (ms): lease times are written on the database's clock. */
+  private clockOffsetMs = 0;
   private closed = false;
 
   /** Use `PostgresVolumeStore.open`: the schema must be migrated before the store is used. */
   private constructor(
     private readonly pool: pg.Pool,
-    /** Connections held for the length of an operation (cluster-wide locks, capacity decisions), so they never starve record queries. */
+    /** Connections for capacity decisions (one per domain at a time), so they never starve record queries. */
     private readonly coordination: pg.Pool,
+    lockClient: pg.ClientConfig,
     description: string,
     private readonly secrets: SecretRegistry,
     options: PostgresOpenOptions,
@@ -354,10 +372,18 @@ export class PostgresVolumeStore implements VolumeStore {
     this.description = description;
     this.lockTimeoutMs = options.lockTimeoutMs ?? 30_000;
     this.holdLeaseMs = options.holdLeaseMs ?? 30_000;
+    this.joinGraceMs = options.joinGraceMs ?? 3_000;
+    this.locks = new LockSession({
+      client: lockClient,
+      description,
+      lockTimeoutMs: this.lockTimeoutMs,
+      trouble: (what, error) => this.storeTrouble(what, error),
+      log: options.log ?? createLogger('metadata-store'),
+    });
     this.shared = {
-      holdKeys: (keys, task) => this.holdKeys(keys, task),
-      holdCapacity: (domain, owner, decide) => this.holdCapacity(domain, owner, decide),
-      join: (serverId, description, until, replacing) => this.join(serverId, description, until, replacing),
+      holdKeys: (keys, task) => this.locks.hold(keys, task),
+      holdCapacity: (domain, owner, decide) => this.capacityTurns.run(domain, () => this.holdCapacity(domain, owner, decide)),
+      join: (serverId, description, until) => this.join(serverId, description, until),
       leave: (serverId) => this.leave(serverId),
     };
   }
@@ -398,9 +424,19 @@ export class PostgresVolumeStore implements VolumeStore {
     // An idle connection the server drops emits 'error' on its pool: the next call reports it.
     pool.on('error', () => undefined);
     coordination.on('error', () => undefined);
-    const store = new PostgresVolumeStore(pool, coordination, description, secrets, options);
+    const lockClient: pg.ClientConfig = {
+      connectionString: common.connectionString,
+      connectionTimeoutMillis: common.connectionTimeoutMillis,
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 5_000,
+      // Lock statements never wait in PostgreSQL (try-locks): a slow answer is a session in trouble.
+      statement_timeout: 10_000,
+      query_timeout: 15_000,
+    };
+    const store = new PostgresVolumeStore(pool, coordination, lockClient, description, secrets, options);
     try {
       await store.migrate();
+      await store.measureClock(pool);
     } catch (error) {
       await Promise.allSettled([pool.end(), coordination.end()]);
       if (error instanceof StorageError) throw error;
@@ -415,12 +451,12 @@ export class PostgresVolumeStore implements VolumeStore {
   // ---- volumes ----
 
   async insert(record: VolumeRecord): Promise<boolean> {
-    return this.write('record a new volume', async (db) => (await db.query(INSERT_VOLUME, values(VOLUME_COLUMNS, volumeRow(record)))).rowCount === 1);
+    return this.write('record a new volume', async (db) => (await db.query(INSERT_VOLUME, values(VOLUME_COLUMNS, volumeRow(this.onDbClock(record))))).rowCount === 1);
   }
 
   async insertForRequest(record: VolumeRecord, request: RequestEntry | undefined): Promise<InsertOutcome> {
     return this.write('record a new volume', () =>
-      this.insertClaiming(request, async (db) => (await db.query(INSERT_VOLUME, values(VOLUME_COLUMNS, volumeRow(record)))).rowCount === 1),
+      this.insertClaiming(request, async (db) => (await db.query(INSERT_VOLUME, values(VOLUME_COLUMNS, volumeRow(this.onDbClock(record))))).rowCount === 1),
     );
   }
 
@@ -466,7 +502,7 @@ export class PostgresVolumeStore implements VolumeStore {
 
   async insertSnapshotForRequest(record: SnapshotRecord, request: RequestEntry | undefined): Promise<InsertOutcome> {
     return this.write('record a new snapshot', () =>
-      this.insertClaiming(request, async (db) => (await db.query(INSERT_SNAPSHOT, values(SNAPSHOT_COLUMNS, snapshotRow(record)))).rowCount === 1),
+      this.insertClaiming(request, async (db) => (await db.query(INSERT_SNAPSHOT, values(SNAPSHOT_COLUMNS, snapshotRow(this.onDbClock(record))))).rowCount === 1),
     );
   }
 
@@ -508,12 +544,12 @@ export class PostgresVolumeStore implements VolumeStore {
   // ---- connections ----
 
   async insertConnection(record: ConnectionRecord): Promise<boolean> {
-    return this.write('record a new connection', async (db) => (await db.query(INSERT_CONNECTION, values(CONNECTION_COLUMNS, connectionRow(record)))).rowCount === 1);
+    return this.write('record a new connection', async (db) => (await db.query(INSERT_CONNECTION, values(CONNECTION_COLUMNS, connectionRow(this.onDbClock(record))))).rowCount === 1);
   }
 
   async insertConnectionForRequest(record: ConnectionRecord, request: RequestEntry | undefined): Promise<InsertOutcome> {
     return this.write('record a new connection', () =>
-      this.insertClaiming(request, async (db) => (await db.query(INSERT_CONNECTION, values(CONNECTION_COLUMNS, connectionRow(record)))).rowCount === 1),
+      this.insertClaiming(request, async (db) => (await db.query(INSERT_CONNECTION, values(CONNECTION_COLUMNS, connectionRow(this.onDbClock(record))))).rowCount === 1),
     );
   }
 
@@ -558,6 +594,8 @@ export class PostgresVolumeStore implements VolumeStore {
   ): Promise<{ volumes: VolumeRecord[]; snapshots: SnapshotRecord[]; connections: ConnectionRecord[] }> {
     return this.write('mark interrupted operations', () =>
       this.transaction(async (db) => {
+        // Leases lapse on the database's clock, whatever this server's says.
+        claim = { ...claim, now: (await db.query<{ now: string }>(`SELECT ${DB_NOW} AS now`)).rows[0]!.now };
         const recover = async (table: 'volumes' | 'snapshots'): Promise<Row[]> => {
           const kind = table === 'volumes' ? 'volume' : 'snapshot';
           // FOR UPDATE: another server's recovery waits, then finds these rows no longer under way.
@@ -600,6 +638,8 @@ export class PostgresVolumeStore implements VolumeStore {
   async renewLeases(owner: string, until: string): Promise<void> {
     await this.write('renew the leases of operations under way', () =>
       this.transaction(async (db) => {
+        await this.measureClock(db);
+        until = this.toDbClock(until);
         for (const table of ['volumes', 'snapshots']) {
           await db.query(`UPDATE ${table} SET lease_expires_at = $1 WHERE owner = $2 AND status = ANY($3)`, [until, owner, TRANSITIONAL_STATUSES]);
         }
@@ -683,48 +723,10 @@ export class PostgresVolumeStore implements VolumeStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await Promise.allSettled([this.pool.end(), this.coordination.end()]);
+    await Promise.allSettled([this.locks.close(), this.pool.end(), this.coordination.end()]);
   }
 
   // ---- shared coordination ----
-
-  private async holdKeys<T>(keys: readonly string[], task: () => Promise<T>): Promise<T> {
-    const sorted = [...new Set(keys)].sort();
-    if (sorted.length === 0) return task();
-    const client = await this.checkout(this.coordination, `lock ${sorted.join(', ')}`);
-    let broken: Error | undefined;
-    const onError = (error: Error) => (broken = error);
-    client.on('error', onError);
-    let locked = false;
-    try {
-      for (const key of sorted) {
-        try {
-          // Session-level: held across the task's own transactions, freed by unlock or by the connection ending.
-          await client.query('SELECT pg_advisory_lock(hashtextextended($1, 0))', [key]);
-          locked = true;
-        } catch (error) {
-          if (isLockTimeout(error)) {
-            throw new StorageError(
-              'BACKEND_BUSY',
-              `${key} is busy: another server is operating on it (waited ${Math.round(this.lockTimeoutMs / 1000)} s for its lock in ${this.description}); retry when that operation has finished`,
-            );
-          }
-          throw this.storeTrouble(`lock ${key}`, error);
-        }
-      }
-      return await task();
-    } finally {
-      if (locked && !broken) {
-        try {
-          await client.query('SELECT pg_advisory_unlock_all()');
-        } catch (error) {
-          broken = error as Error; // the connection is dropped below, which frees its locks
-        }
-      }
-      client.off('error', onError);
-      client.release(broken ?? undefined);
-    }
-  }
 
   private async holdCapacity(domain: string, owner: string, decide: (heldByOthersGb: number) => Promise<number>): Promise<{ release(): Promise<void> }> {
     const what = `hold capacity of ${domain}`;
@@ -745,7 +747,7 @@ export class PostgresVolumeStore implements VolumeStore {
             throw new StorageError('BACKEND_BUSY', `the capacity of ${domain} is being decided by another server for longer than ${Math.round(this.lockTimeoutMs / 1000)} s; retry`);
           }
         });
-        const now = new Date().toISOString();
+        const now = await this.storeCall(what, async () => (await client.query<{ now: string }>(`SELECT ${DB_NOW} AS now`)).rows[0]!.now);
         const heldByOthers = await this.storeCall(what, async () => {
           // Holds whose owner stopped renewing are gone: forget them here, lazily.
           await client.query('DELETE FROM capacity_holds WHERE domain = $1 AND lease_expires_at <= $2', [domain, now]);
@@ -759,7 +761,7 @@ export class PostgresVolumeStore implements VolumeStore {
         if (gb > 0) {
           await this.storeCall(what, async () => {
             const joined = (await client.query<{ lease_expires_at: string }>('SELECT lease_expires_at FROM servers WHERE server_id = $1', [owner])).rows[0]?.lease_expires_at;
-            const ownLease = new Date(Date.now() + this.holdLeaseMs).toISOString();
+            const ownLease = new Date(Date.parse(now) + this.holdLeaseMs).toISOString();
             const until = joined && joined > ownLease ? joined : ownLease;
             await client.query('INSERT INTO capacity_holds (id, domain, gb, owner, lease_expires_at) VALUES ($1, $2, $3, $4, $5)', [id, domain, gb, owner, until]);
           });
@@ -783,31 +785,61 @@ export class PostgresVolumeStore implements VolumeStore {
     };
   }
 
-  private async join(serverId: string, description: string, until: string, replacing?: string): Promise<{ joined: true } | { joined: false; holder: string; until: string }> {
-    return this.write(`register server ${serverId}`, () =>
-      this.transaction(async (db) => {
-        await db.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`server:${serverId}`]);
-        const now = new Date().toISOString();
-        const live = (await db.query<{ description: string; lease_expires_at: string }>('SELECT description, lease_expires_at FROM servers WHERE server_id = $1', [serverId])).rows[0];
-        if (live && live.lease_expires_at > now && live.description !== replacing) return { joined: false as const, holder: live.description, until: live.lease_expires_at };
-        await db.query(
+  /**
+   * The identity is the session-level lock on the lock session: held while this server's session
+   * lives, freed the moment it ends (kill -9 included). The servers row only describes the holder
+   * (for a refused twin's message) and carries the lease capacity holds follow.
+   */
+  private async join(serverId: string, description: string, until: string): Promise<{ joined: true } | { joined: false; holder: string }> {
+    const what = `register server ${serverId}`;
+    if (!(await this.locks.claimIdentity(serverId, this.joinGraceMs))) {
+      const row = await this.read(async () => (await this.pool.query<{ description: string }>('SELECT description FROM servers WHERE server_id = $1', [serverId])).rows[0]);
+      return { joined: false, holder: row?.description ?? 'a server that has not described itself yet' };
+    }
+    try {
+      await this.write(what, (db) =>
+        db.query(
           `INSERT INTO servers (server_id, description, lease_expires_at) VALUES ($1, $2, $3)
            ON CONFLICT (server_id) DO UPDATE SET description = EXCLUDED.description, lease_expires_at = EXCLUDED.lease_expires_at`,
-          [serverId, description, until],
-        );
-        return { joined: true as const };
-      }),
-    );
+          [serverId, description, this.toDbClock(until)],
+        ),
+      );
+    } catch (error) {
+      await this.locks.releaseIdentity(serverId);
+      throw error;
+    }
+    return { joined: true };
   }
 
-  /** Removes the server's registration and the capacity it still held: its operations are over. */
+  /** Removes the server's registration and the capacity it still held, and gives its identity up: its operations are over. */
   private async leave(serverId: string): Promise<void> {
-    await this.write(`unregister server ${serverId}`, () =>
-      this.transaction(async (db) => {
-        await db.query('DELETE FROM capacity_holds WHERE owner = $1', [serverId]);
-        await db.query('DELETE FROM servers WHERE server_id = $1', [serverId]);
-      }),
-    );
+    try {
+      await this.write(`unregister server ${serverId}`, () =>
+        this.transaction(async (db) => {
+          await db.query('DELETE FROM capacity_holds WHERE owner = $1', [serverId]);
+          await db.query('DELETE FROM servers WHERE server_id = $1', [serverId]);
+        }),
+      );
+    } finally {
+      await this.locks.releaseIdentity(serverId);
+    }
+  }
+
+  /** Measures how far the database's clock is from this server's (half a round trip is the error). */
+  private async measureClock(db: Queryable): Promise<void> {
+    const sent = Date.now();
+    const now = (await db.query<{ now: string }>(`SELECT ${DB_NOW} AS now`)).rows[0]!.now;
+    this.clockOffsetMs = Date.parse(now) - (sent + Date.now()) / 2;
+  }
+
+  /** A lease end this server computed on its own clock, as the same span on the database's clock. */
+  private toDbClock(iso: string): string {
+    return new Date(Date.parse(iso) + this.clockOffsetMs).toISOString();
+  }
+
+  /** A record (or patch) whose lease end is moved onto the database's clock. */
+  private onDbClock<T extends { lease_expires_at?: string | null }>(record: T): T {
+    return record.lease_expires_at ? { ...record, lease_expires_at: this.toDbClock(record.lease_expires_at) } : record;
   }
 
   // ---- helpers ----
@@ -821,7 +853,7 @@ export class PostgresVolumeStore implements VolumeStore {
 
   /** UPDATE of the given fields (and updated_at) when the row's status is one of `expected`; the row as written. */
   private async applyPatch(db: Queryable, table: Table, id: string, patch: object, expected?: readonly string[]): Promise<Row | undefined> {
-    const fields = Object.entries(patch).filter(([field, value]) => value !== undefined && field !== 'updated_at');
+    const fields = Object.entries(this.onDbClock(patch as { lease_expires_at?: string | null })).filter(([field, value]) => value !== undefined && field !== 'updated_at');
     for (const [field] of fields) if (!PATCHABLE.test(field)) throw new Error(`not a column: ${field}`);
     const params: unknown[] = fields.map(([, value]) => value);
     const sets = fields.map(([field], i) => `${field} = $${i + 1}`);
@@ -928,11 +960,11 @@ export class PostgresVolumeStore implements VolumeStore {
     try {
       return await pool.connect();
     } catch (error) {
-      // Every connection busy (each holds a long operation's locks) is this server's load, not the database's trouble.
+      // Every connection busy (each deciding another domain's capacity) is this server's load, not the database's trouble.
       if (pool.totalCount >= (pool.options.max ?? 10) && /timeout/i.test(reasonOf(error))) {
         throw new StorageError(
           'BACKEND_BUSY',
-          `${what}: this server already runs ${pool.totalCount} operations that hold cluster-wide locks on ${this.description}; retry when some have finished`,
+          `${what}: this server is already deciding the capacity of ${pool.totalCount} pools at once on ${this.description}; retry in a moment`,
         );
       }
       throw this.storeTrouble(what, error);

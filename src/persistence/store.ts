@@ -135,31 +135,46 @@ export interface AuditQuery {
 }
 
 /**
+ * What an operation holding cluster-wide locks can learn while it runs: the locks die with the
+ * database session that held them, and an operation that lost them must stop before its next
+ * array call (another server may take the object from then on).
+ */
+export interface HeldLocks {
+  /** Aborted, with a BACKEND_UNAVAILABLE StorageError as its reason, when the locks are lost. */
+  readonly signal: AbortSignal;
+  /** Throws that error when the locks are lost; returns otherwise. */
+  check(): void;
+}
+
+/**
  * What servers sharing one store (PostgreSQL) need beyond records: cluster-wide locks, capacity
  * held by operations under way on every server, and one live server per identity. Stores that
  * serve one process (SQLite, memory) have none: the process's own locks and ledger suffice.
+ * No method waits for a second database connection while holding one: any number of operations
+ * may run at once.
  */
 export interface SharedCoordination {
   /**
    * Runs `task` holding cluster-wide locks on every key (volume:<id>, snapshot:<id>), taken in a
    * fixed order. Waits its turn behind another server's operation, up to a bound, then rejects with
-   * BACKEND_BUSY naming the key. A server that dies releases its locks.
+   * BACKEND_BUSY naming the key. A server that dies releases its locks; a server whose database
+   * session drops loses them, and `held` says so.
    */
-  holdKeys<T>(keys: readonly string[], task: () => Promise<T>): Promise<T>;
+  holdKeys<T>(keys: readonly string[], task: (held: HeldLocks) => Promise<T>): Promise<T>;
   /**
    * Capacity across servers: runs `decide` holding the capacity domain's cluster-wide lock, giving
    * it the GiB that other servers' operations under way hold in that domain; `decide` checks (it
    * may throw OUT_OF_CAPACITY) and returns the GiB this operation needs, which stay held, under
-   * `owner`, until `release` (or until the owner's lease lapses).
+   * `owner`, until `release` (or until the owner's lease lapses). `decide` must not use the store.
    */
   holdCapacity(domain: string, owner: string, decide: (heldByOthersGb: number) => Promise<number>): Promise<{ release(): Promise<void> }>;
   /**
-   * Registers this server's identity as live until `until`, unless another live server (an
-   * unexpired lease) holds it: then nothing changes and the holder is returned. `replacing` takes
-   * the identity over from that holder (a crashed earlier run of this server, proven dead by the
-   * caller) when its description still matches. Renewed with renewLeases; removed by `leave`.
+   * Takes this server's identity for the life of its database session, unless another live
+   * session holds it: then the holder's description is returned. A server killed (kill -9, zombie
+   * or not) frees its identity with its session, so its restart takes it back at once. `until` is
+   * the registration's lease (renewed with renewLeases), for capacity holds; removed by `leave`.
    */
-  join(serverId: string, description: string, until: string, replacing?: string): Promise<{ joined: true } | { joined: false; holder: string; until: string }>;
+  join(serverId: string, description: string, until: string): Promise<{ joined: true } | { joined: false; holder: string }>;
   leave(serverId: string): Promise<void>;
 }
 

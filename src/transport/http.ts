@@ -285,9 +285,14 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
 
   async function health(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (req.method !== 'GET' && req.method !== 'HEAD') return sendJson(res, 405, { error: '/healthz takes GET' }, { Allow: 'GET, HEAD' });
+    // Without a valid token the answer is the state alone: the reason names the store's address.
+    const auth = tokens.length > 0 && req.headers.authorization !== undefined ? authenticate(req.headers.authorization) : {};
+    const trusted = auth.token !== undefined;
+    const down = (status: 'starting' | 'unavailable', reason: string) =>
+      sendJson(res, 503, trusted ? { status, reason: secrets.redact(reason) } : { status: 'unavailable' });
     const state = registryState;
-    if (state.state === 'loading') return sendJson(res, 503, { status: 'starting', reason: 'the metadata store and backends are still loading' });
-    if (state.state === 'failed') return sendJson(res, 503, { status: 'unavailable', reason: secrets.redact(state.reason) });
+    if (state.state === 'loading') return down('starting', 'the metadata store and backends are still loading');
+    if (state.state === 'failed') return down('unavailable', state.reason);
     let reason: string | undefined;
     if (options.storeHealth) {
       let timer: NodeJS.Timeout | undefined;
@@ -302,7 +307,7 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
         clearTimeout(timer);
       }
     }
-    if (reason !== undefined) return sendJson(res, 503, { status: 'unavailable', reason: secrets.redact(reason) });
+    if (reason !== undefined) return down('unavailable', reason);
     sendJson(res, 200, { status: 'ok' });
   }
 

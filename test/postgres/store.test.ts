@@ -161,16 +161,31 @@ if (missing && !inCi) {
   });
 
   describe('postgresql shared by two servers', () => {
-    it('says BACKEND_BUSY, not database trouble, when every lock connection of this server is taken by operations under way', async () => {
-      const store = await open(await fixture.createDatabase(), { poolSize: 1, connectTimeoutMs: 500 });
-      let finish!: () => void;
-      const long = store.shared.holdKeys(['volume:long'], () => new Promise<void>((resolve) => (finish = resolve)));
-      await sleep(100);
-      const refused = await store.shared.holdKeys(['volume:other'], async () => 'ran').catch((error: unknown) => error);
-      expect(refused).toMatchObject({ code: 'BACKEND_BUSY', message: expect.stringMatching(/already runs 1 operations that hold cluster-wide locks/) });
-      finish();
-      await long;
-      expect(await store.shared.holdKeys(['volume:other'], async () => 'ran')).toBe('ran');
+    it('runs 100 operations at once on one server, each holding its lock and then deciding capacity, on pools of 2 connections', async () => {
+      const store = await open(await fixture.createDatabase('burst'), { poolSize: 2, connectTimeoutMs: 2_000 });
+      let inside = 0;
+      let most = 0;
+      const started = Date.now();
+      const outcomes = await Promise.allSettled(
+        Array.from({ length: 100 }, (_, i) =>
+          store.shared.holdKeys([`volume:${i}`], async (held) => {
+            inside++;
+            most = Math.max(most, inside);
+            const hold = await store.shared.holdCapacity('pool', 'burst-server', async () => 1);
+            await store.insert(record(i + 1));
+            await sleep(20); // the array's time
+            held.check();
+            await hold.release();
+            inside--;
+            return i;
+          }),
+        ),
+      );
+      const failed = outcomes.filter((outcome) => outcome.status === 'rejected').map((outcome) => String((outcome as PromiseRejectedResult).reason));
+      expect(failed).toEqual([]);
+      expect(most).toBeGreaterThan(2); // more operations held locks at once than there are connections
+      expect(Date.now() - started).toBeLessThan(15_000);
+      expect((await store.list({ limit: 200 })).records).toHaveLength(100);
     });
 
     it('holdKeys excludes across servers: the second waits its turn, or gets BACKEND_BUSY naming the key', async () => {
@@ -251,20 +266,61 @@ if (missing && !inCi) {
       expect(seen).toBe(0);
     });
 
-    it('join refuses a live duplicate identity, naming it, and accepts once its lease lapses, it leaves, or its caller takes it over', async () => {
-      const { a, b } = await twoServers();
+    it('join refuses a twin while the holder\'s database session lives, naming it, and takes the identity at once when that session ends', async () => {
+      const { url, a, b } = await twoServers({ joinGraceMs: 300 });
       expect(await a.shared.join('host-1', 'server A (pid 1 on alpha)', later(1_500))).toEqual({ joined: true });
-      expect(await b.shared.join('host-1', 'server B', later(30_000))).toEqual({ joined: false, holder: 'server A (pid 1 on alpha)', until: expect.any(String) });
+      expect(await b.shared.join('host-1', 'server B', later(30_000))).toEqual({ joined: false, holder: 'server A (pid 1 on alpha)' });
       expect(await b.shared.join('host-2', 'server B', later(30_000))).toEqual({ joined: true }); // another identity is welcome
       await sleep(1_700);
-      expect(await b.shared.join('host-1', 'server B', later(30_000))).toEqual({ joined: true }); // A's lease lapsed
-      expect((await a.shared.join('host-1', 'server A', later(30_000))).joined).toBe(false);
-      // Taking over needs the holder's exact description: a restarted server proves its earlier run is gone.
-      expect((await a.shared.join('host-1', 'server A', later(30_000), 'server C')).joined).toBe(false);
-      expect(await a.shared.join('host-1', 'server A', later(30_000), 'server B')).toEqual({ joined: true });
-      await a.renewLeases('host-1', later(60_000));
+      // A lapsed lease is not death: A's session lives, so the identity is still A's.
+      expect((await b.shared.join('host-1', 'server B', later(30_000))).joined).toBe(false);
       await a.shared.leave('host-1');
       expect(await b.shared.join('host-1', 'server B', later(30_000))).toEqual({ joined: true });
+      // B dies without leaving (its session ends, as with kill -9): the identity is free at once.
+      await b.close();
+      const c = await open(url, { joinGraceMs: 300 });
+      const asked = Date.now();
+      expect(await c.shared.join('host-1', 'server C', later(30_000))).toEqual({ joined: true });
+      expect(Date.now() - asked).toBeLessThan(1_000);
+    });
+
+    it('an operation whose lock session is terminated learns it; the server takes its identity back and locks again', async () => {
+      const url = await fixture.createDatabase('dropped');
+      const lines: string[] = [];
+      const log = { info: (line: string) => lines.push(`info ${line}`), warn: (line: string) => lines.push(`warn ${line}`), error: (line: string) => lines.push(`error ${line}`) };
+      const store = await open(url, { log, joinGraceMs: 300 });
+      expect(await store.shared.join('host-d', 'server D', later(30_000))).toEqual({ joined: true });
+      let observed: unknown;
+      let finish!: () => void;
+      let entered!: () => void;
+      const inside = new Promise<void>((resolve) => (entered = resolve));
+      const operation = store.shared.holdKeys(['volume:slow'], async (held) => {
+        entered();
+        await new Promise<void>((resolve) => (finish = resolve)); // the slow array call
+        try {
+          held.check();
+        } catch (error) {
+          observed = error;
+        }
+        return held.signal.aborted;
+      });
+      await inside;
+      const terminated = await query(url, "SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'cinderlib-mcp locks'");
+      expect(terminated).toEqual([{ done: true }]);
+      await sleep(200);
+      finish();
+      expect(await operation).toBe(true);
+      expect(observed).toMatchObject({ code: 'BACKEND_UNAVAILABLE', message: expect.stringMatching(/was lost .*stopped before its next array call/) });
+      expectNoPassword(String((observed as Error).message));
+      // The key is free for another server at once; the identity comes back to this one.
+      const other = await open(url, { joinGraceMs: 300 });
+      expect(await other.shared.holdKeys(['volume:slow'], async () => 'free')).toBe('free');
+      const deadline = Date.now() + 10_000;
+      while (!lines.some((line) => line.startsWith('info took identity host-d back')) && Date.now() < deadline) await sleep(100);
+      expect(lines.find((line) => line.startsWith('warn '))).toMatch(/identity host-d and its cluster-wide locks .* dropped/);
+      expect(lines.some((line) => line.startsWith('info took identity host-d back'))).toBe(true);
+      expect((await other.shared.join('host-d', 'twin', later(30_000))).joined).toBe(false);
+      expect(await store.shared.holdKeys(['volume:slow'], async () => 'again')).toBe('again');
     });
 
     it("surfaceInterrupted from one server never touches another live server's records, and two recoveries at once recover each record once", async () => {
