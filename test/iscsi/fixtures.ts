@@ -64,9 +64,14 @@ export function iscsiUrl(portal: string, iqn: string, lun: number, credentials?:
   return `iscsi://${auth}${portal}/${iqn}/${lun}`;
 }
 
+/** libiscsi's CHAP credentials through its environment (LIBISCSI_CHAP_*), off the command line. */
+export function chapEnvironment(credentials: { username: string; password: string }): NodeJS.ProcessEnv {
+  return { ...process.env, LIBISCSI_CHAP_USERNAME: credentials.username, LIBISCSI_CHAP_PASSWORD: credentials.password };
+}
+
 /** The LUN's size in bytes as the initiator sees it, or the initiator's error. */
-export function readCapacity(url: string): { bytes?: number; error?: string } {
-  const result = spawnSync('iscsi-readcapacity16', [url], { encoding: 'utf8', timeout: 30_000 });
+export function readCapacity(url: string, env?: NodeJS.ProcessEnv): { bytes?: number; error?: string } {
+  const result = spawnSync('iscsi-readcapacity16', [url], { encoding: 'utf8', timeout: 30_000, env });
   const match = /Total size:(\d+)/.exec(result.stdout);
   return match ? { bytes: Number(match[1]) } : { error: `${result.stdout}${result.stderr}`.trim() };
 }
