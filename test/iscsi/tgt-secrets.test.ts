@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -227,6 +227,33 @@ if (missing && !inCi) {
         }
         leftNothing(volume.id);
         expect(accounts()).not.toContain(credentials.username);
+      });
+
+      it('extends and removes a target while an initiator is logged in: its connections are closed, tgtd stays up', async () => {
+        const volume = newVolume();
+        const exporter = target();
+        const credentials = parseProviderAuth(((await exporter.createExport(volume)) as { provider_auth: string }).provider_auth)!;
+        const exported = { ...volume, provider_auth: `CHAP ${credentials.username} ${credentials.password}` };
+        const iqn = `iqn.2010-10.org.openstack:volume-${volume.id}`;
+        const url = iscsiUrl(tgtd.portal, iqn, 1);
+        // qemu-io holds a session open while it sleeps.
+        const holder = spawn('qemu-io', ['-f', 'raw', '-c', 'sleep 20000', url], { env: chapEnvironment(credentials), stdio: 'ignore' });
+        try {
+          const session = () => /I_T nexus: \d+/.test(tgtd.targets().split(/^(?=Target \d+: )/m).find((section) => section.includes(iqn)) ?? '');
+          for (let i = 0; i < 100 && !session(); i++) await new Promise((resolve) => setTimeout(resolve, 100));
+          expect(session()).toBe(true);
+          execFileSync('truncate', ['-s', '128M', join(root, 'direct', `volume-${volume.id}`)]);
+          await exporter.extendExport(exported);
+          expect(readCapacity(url, chapEnvironment(credentials))).toEqual({ bytes: 128 * 1024 ** 2 });
+          await exporter.removeExport(exported);
+          leftNothing(volume.id);
+          expect(accounts()).not.toContain(credentials.username);
+          // tgtd is still there and answering.
+          expect(execFileSync('tgtadm', ['--lld', 'iscsi', '--op', 'show', '--mode', 'portal'], { encoding: 'utf8' })).toContain(tgtd.portal);
+        } finally {
+          holder.kill('SIGKILL');
+          await exporter.removeExport(exported).catch(() => undefined);
+        }
       });
 
       it('refuses the smuggling provider_auth, naming the volume and the field, leaving nothing', async () => {
