@@ -22,7 +22,7 @@ export interface TargetHost {
 const RELAY = [
   'use strict; use IO::Socket::UNIX; my $path = shift;',
   'while (my $hex = <STDIN>) { $hex =~ s/\\s+//g; next if $hex eq "";',
-  ' my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Peer => $path) or do { print STDERR "can\'t connect to tgt daemon at $path: $!\\n"; exit 3 };',
+  ' my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Peer => $path) or do { my $denied = $!{EACCES} || $!{EPERM}; print STDERR "can\'t connect to tgt daemon at $path: $!\\n"; exit($denied ? 5 : 3) };',
   ' my $req = pack("H*", $hex); my $off = 0;',
   ' while ($off < length $req) { my $n = syswrite($s, $req, length($req) - $off, $off); defined $n or do { print STDERR "failed to send request to tgt daemon: $!\\n"; exit 4 }; $off += $n }',
   ' my $rsp = ""; my $want = 8;',
@@ -63,7 +63,7 @@ export class TgtdChannel {
       if (!reply) {
         throw new StorageError(
           'BACKEND_UNAVAILABLE',
-          `backend "${this.place.backendName}": ${requests[index]!.operation}: tgtd on ${this.host.runner.target} closed the connection without a full answer; it answers root only (is the global root_helper set where the server is not root?)`,
+          `backend "${this.place.backendName}": ${requests[index]!.operation}: tgtd on ${this.host.runner.target} closed the connection without a full answer; it answers root only (set the global root_helper where the server is not root)`,
         );
       }
       replies.push(reply);
@@ -92,6 +92,12 @@ export class TgtdChannel {
     const output = this.secrets.redact(`${result.stderr}\n${result.stdout.replace(/^[0-9a-f]+$/gm, '')}`.trim()).slice(0, 2000);
     const backend = `backend "${this.place.backendName}"`;
     const where = this.host.runner.target;
+    if (result.exitCode === 5 || /sudo: .*(password|terminal) is required|sudo: .*not allowed|is not in the sudoers/.test(output)) {
+      throw new StorageError(
+        'UNSUPPORTED',
+        `${backend}: ${operation}: tgtd on ${where} answers root only (${firstLine(output)}); run the server as root there, or set the global root_helper (e.g. "sudo") and let it run perl without a password`,
+      );
+    }
     if (result.exitCode === 3) {
       throw new StorageError(
         'BACKEND_UNAVAILABLE',
@@ -100,9 +106,6 @@ export class TgtdChannel {
     }
     if (result.exitCode === 127 || /command not found|perl: not found|No such file or directory/.test(output)) {
       throw new StorageError('BACKEND_UNAVAILABLE', `${backend}: ${operation}: perl is not installed on ${where}; tgt's own tools need it (Debian: apt-get install tgt)`);
-    }
-    if (/sudo: .*(password|terminal) is required|sudo: .*not allowed|is not in the sudoers/.test(output)) {
-      throw new StorageError('UNSUPPORTED', `${backend}: ${operation}: the root helper on ${where} refused (${firstLine(output)}); tgtd answers root only: allow the global root_helper to run perl there without a password, or run the commands as root`);
     }
     throw new StorageError('BACKEND_UNAVAILABLE', `${backend}: ${operation} failed on ${where} (exit ${result.exitCode}): ${output}`);
   }

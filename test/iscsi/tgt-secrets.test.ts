@@ -1,6 +1,6 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,6 +10,7 @@ import { TgtTarget, type TgtSettings } from '../../drivers/targets/index.js';
 import { isValidProviderAuth, parseProviderAuth } from '../../drivers/targets/chap.js';
 import { StorageError } from '../../src/errors.js';
 import { LocalRunner } from '../../src/exec/local.js';
+import type { CommandRunner } from '../../src/exec/runner.js';
 import { createLogger } from '../../src/log.js';
 import { SecretRegistry } from '../../src/secrets.js';
 import { BIN, REPO_ROOT, startMcpServer, type McpHarness } from '../helpers/server.js';
@@ -253,6 +254,54 @@ if (missing && !inCi) {
         } finally {
           holder.kill('SIGKILL');
           await exporter.removeExport(exported).catch(() => undefined);
+        }
+      });
+
+      it('works for a server that is not root, through sudo -n; without a root helper it says to set one', async () => {
+        const user = `clmcp-tgt${process.pid % 100000}`;
+        const sudoers = `/etc/sudoers.d/${user}`;
+        spawnSync('userdel', [user], { stdio: 'ignore' });
+        execFileSync('useradd', ['--no-create-home', '--shell', '/bin/sh', user]);
+        writeFileSync(sudoers, `${user} ALL=(root) NOPASSWD: /usr/bin/perl\n`, { mode: 0o440 });
+        const home = mkdtempSync(join(tmpdir(), 'cinderlib-mcp-tgt-user-'));
+        try {
+          const uid = Number(execFileSync('id', ['-u', user], { encoding: 'utf8' }).trim());
+          chownSync(home, uid, uid);
+          const local = new LocalRunner();
+          const asUser: CommandRunner = {
+            target: 'this host',
+            run: (argv, options) => local.run(['runuser', '-u', user, '--', ...argv], options),
+            isRoot: async () => false,
+            close: async () => undefined,
+          };
+          const id = randomUUID();
+          const backing = join(home, `volume-${id}`);
+          execFileSync('runuser', ['-u', user, '--', 'truncate', '-s', '32M', backing]);
+          const volume = { id, size: 1, pool_name: 'user', provider_auth: null };
+          const make = (privileged: string[]) =>
+            new TgtTarget(settings({ configDir: join(home, 'targets') }), { runner: asUser, privileged: async () => privileged }, () => backing, {
+              secrets: new SecretRegistry(),
+              log: createLogger('tgt-test'),
+            });
+          const refused = await make([]).createExport(volume).then(() => undefined, (caught: unknown) => caught as StorageError);
+          expect(refused?.code).toBe('UNSUPPORTED');
+          expect(refused?.message).toMatch(/tgtd on this host answers root only .*root_helper/);
+          const exporter = make(['sudo', '-n']);
+          const credentials = parseProviderAuth(((await exporter.createExport(volume)) as { provider_auth: string }).provider_auth)!;
+          try {
+            const file = join(home, 'targets', `volume-${id}`);
+            expect(statSync(file).uid).toBe(uid);
+            expect(statSync(file).mode & 0o077).toBe(0);
+            expect(readCapacity(iscsiUrl(tgtd.portal, `iqn.2010-10.org.openstack:volume-${id}`, 1), chapEnvironment(credentials))).toEqual({ bytes: 32 * 1024 ** 2 });
+          } finally {
+            await exporter.removeExport({ ...volume, provider_auth: `CHAP ${credentials.username} ${credentials.password}` });
+          }
+          expect(tgtd.targets()).not.toContain(id);
+          expect(existsSync(join(home, 'targets', `volume-${id}`))).toBe(false);
+        } finally {
+          rmSync(sudoers, { force: true });
+          spawnSync('userdel', [user], { stdio: 'ignore' });
+          rmSync(home, { recursive: true, force: true });
         }
       });
 
