@@ -20,7 +20,7 @@ export interface TargetHost {
  * stdin and in the socket. It stops after the first reply that is an error.
  */
 const RELAY = [
-  'use strict; use IO::Socket::UNIX; my $path = shift;',
+  'use strict; use IO::Socket::UNIX; $SIG{PIPE} = "IGNORE"; my $path = shift;',
   'while (my $hex = <STDIN>) { $hex =~ s/\\s+//g; next if $hex eq "";',
   ' my $s = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Peer => $path) or do { my $denied = $!{EACCES} || $!{EPERM}; print STDERR "can\'t connect to tgt daemon at $path: $!\\n"; exit($denied ? 5 : 3) };',
   ' my $req = pack("H*", $hex); my $off = 0;',
@@ -55,7 +55,8 @@ export class TgtdChannel {
     const input = requests.map((request) => `${encodeRequest(request).toString('hex')}\n`).join('');
     const operation = requests.length === 1 ? requests[0]!.operation : `${requests[0]!.operation} (and ${requests.length - 1} more tgtd requests)`;
     const result = await this.run([...(await this.host.privileged()), 'perl', '-e', RELAY, TGTD_SOCKET], operation, input);
-    const lines = result.stdout.split('\n').filter((line) => /^[0-9a-f]+$/.test(line));
+    // One line per reply; an empty one is a connection tgtd closed without answering.
+    const lines = result.stdout.split('\n').slice(0, -1).filter((line) => /^[0-9a-f]*$/.test(line));
     if (result.exitCode !== 0) this.failed(result, requests[lines.length]?.operation ?? operation);
     const replies: TgtReply[] = [];
     for (const [index, line] of lines.entries()) {

@@ -85,6 +85,11 @@ describe('tgtd replies and relay failures', () => {
     expect(tgtErrorText(replies[1]!.code)).toBe("can't find the account");
   });
 
+  it('says tgtd closed the connection unanswered (as it does for a peer that is not root)', async () => {
+    const error = await channel({ exitCode: 0, stdout: '\n', stderr: '' }).send([tgtdRequests.showTargets()]).catch((caught: unknown) => caught);
+    expect((error as StorageError).message).toMatch(/list tgtd targets: tgtd on this host closed the connection without a full answer; it answers root only/);
+  });
+
   it('sends nothing when any request of a batch holds what tgtd must not get', () => {
     expect(() => tgtdRequests.newAccount('user,password=x', 'pass2345')).toThrow(/CHAP user name/);
     expect(() => tgtdRequests.newAccount('user', 'pass 2345')).toThrow(/CHAP password/);
