@@ -182,7 +182,7 @@ export class TgtTarget implements ExportOperations {
   private async applyTarget(spec: TargetSpec, options: { closeSessions: boolean }): Promise<void> {
     const { username, password } = spec.credentials;
     for (let attempt = 1; ; attempt++) {
-      const [targetsReply, accountsReply] = await this.expect([tgtdRequests.showTargets(), tgtdRequests.showAccounts()]);
+      const [targetsReply, accountsReply] = await this.sendAll([tgtdRequests.showTargets(), tgtdRequests.showAccounts()]);
       const targets = parseTargets(targetsReply!.output);
       const existing = targets.find((target) => target.name === spec.iqn);
       if (existing && existing.connections.length > 0 && !options.closeSessions) return;
@@ -237,7 +237,7 @@ export class TgtTarget implements ExportOperations {
       if (reply.code === 0 || reply.code === TgtError.NoTarget) return;
       if (reply.code !== TgtError.TargetActive || attempt >= DELETE_ATTEMPTS) this.refused(tgtdRequests.deleteTarget(target.tid, target.name), reply);
       await new Promise((resolve) => setTimeout(resolve, DELETE_PAUSE_MS));
-      const again = parseTargets((await this.expect([tgtdRequests.showTargets()]))[0]!.output).find((shown) => shown.tid === target.tid && shown.name === target.name);
+      const again = parseTargets((await this.sendAll([tgtdRequests.showTargets()]))[0]!.output).find((shown) => shown.tid === target.tid && shown.name === target.name);
       if (!again) return;
       await this.sendTolerating(
         again.connections.map(({ sid, cid }) => tgtdRequests.closeConnection(again.tid, sid, cid)),
@@ -248,7 +248,7 @@ export class TgtTarget implements ExportOperations {
 
   /** The target if tgtd has it, then the accounts it used (and the volume's own) that no other target uses. */
   private async removeTarget(iqn: string, username: string | undefined): Promise<void> {
-    const [targetsReply, accountsReply] = await this.expect([tgtdRequests.showTargets(), tgtdRequests.showAccounts()]);
+    const [targetsReply, accountsReply] = await this.sendAll([tgtdRequests.showTargets(), tgtdRequests.showAccounts()]);
     const targets = parseTargets(targetsReply!.output);
     const target = targets.find((shown) => shown.name === iqn);
     if (target) await this.deleteTarget(target);
@@ -271,7 +271,7 @@ export class TgtTarget implements ExportOperations {
   }
 
   /** Requests that must all succeed. */
-  private async expect(requests: TgtRequest[]): Promise<TgtReply[]> {
+  private async sendAll(requests: TgtRequest[]): Promise<TgtReply[]> {
     const replies = await this.tgtd.send(requests);
     const last = replies.at(-1)!;
     if (last.code !== 0) this.refused(requests[replies.length - 1]!, last);
@@ -318,7 +318,7 @@ export class TgtTarget implements ExportOperations {
 
   /** tgtd must listen where connecting hosts are told to go: refuse before exporting, naming both. */
   private async requirePortal(): Promise<void> {
-    const portals = parsePortals((await this.expect([tgtdRequests.showPortals()]))[0]!.output);
+    const portals = parsePortals((await this.sendAll([tgtdRequests.showPortals()]))[0]!.output);
     const wanted = formatPortal(this.settings.ipAddress, this.settings.port);
     const anyAddress = [formatPortal('0.0.0.0', this.settings.port), formatPortal('::', this.settings.port)];
     if (portals.includes(wanted) || portals.some((portal) => anyAddress.includes(portal))) return;
@@ -329,7 +329,7 @@ export class TgtTarget implements ExportOperations {
   }
 
   private async shownTarget(iqn: string): Promise<ShownTarget | undefined> {
-    return parseTargets((await this.expect([tgtdRequests.showTargets()]))[0]!.output).find((target) => target.name === iqn);
+    return parseTargets((await this.sendAll([tgtdRequests.showTargets()]))[0]!.output).find((target) => target.name === iqn);
   }
 
   private async targetExists(iqn: string): Promise<boolean> {
