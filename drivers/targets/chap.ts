@@ -35,7 +35,22 @@ export function formatProviderAuth(credentials: ChapCredentials): string {
   return `CHAP ${credentials.username} ${credentials.password}`;
 }
 
-export function parseProviderAuth(providerAuth: string | null | undefined): ChapCredentials | undefined {
-  const [method, username, password] = (providerAuth ?? '').split(' ');
-  return method === 'CHAP' && username && password ? { username, password } : undefined;
+/** Each part of a provider_auth: printable ASCII without space or control characters (contract section 11). */
+const CHAP_PART = /^[\x21-\x7e]+$/;
+
+/**
+ * Cinder's provider_auth read back, strictly: exactly "CHAP <user> <password>", single spaces, no
+ * other part. Anything else is undefined, so a damaged value is never taken for credentials.
+ */
+export function parseProviderAuth(providerAuth: unknown): ChapCredentials | undefined {
+  if (typeof providerAuth !== 'string') return undefined;
+  const parts = providerAuth.split(' ');
+  if (parts.length !== 3 || parts[0] !== 'CHAP') return undefined;
+  const [, username, password] = parts as [string, string, string];
+  return CHAP_PART.test(username) && CHAP_PART.test(password) ? { username, password } : undefined;
+}
+
+/** True when `value` is a provider_auth this server would have written ("CHAP <user> <password>"); null or empty means none recorded and is the caller's case. */
+export function isValidProviderAuth(value: unknown): boolean {
+  return parseProviderAuth(value) !== undefined;
 }

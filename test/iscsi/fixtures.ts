@@ -7,11 +7,15 @@ import { existsSync } from 'node:fs';
  * SCSI. .ci/run starts tgtd; started by hand, the fixture starts one on a loopback portal and
  * stops it after. Under CI=true a missing piece is a failure, elsewhere the suite is skipped.
  */
-const BINARIES = ['/usr/sbin/tgtd', '/usr/sbin/tgtadm', '/usr/sbin/tgt-admin', '/usr/bin/iscsi-ls', '/usr/bin/iscsi-readcapacity16', '/usr/bin/qemu-io', '/usr/sbin/losetup'];
+// perl carries the server's requests to tgtd; sudo, runuser and useradd play a server that is not root.
+const BINARIES = [
+  '/usr/sbin/tgtd', '/usr/sbin/tgtadm', '/usr/bin/perl', '/usr/bin/iscsi-ls', '/usr/bin/iscsi-readcapacity16', '/usr/bin/qemu-io', '/usr/sbin/losetup',
+  '/usr/bin/sudo', '/usr/sbin/runuser', '/usr/sbin/useradd',
+];
 
 export function iscsiPrerequisites(): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root (tgtd and loop devices)';
-  for (const binary of BINARIES) if (!existsSync(binary)) return `needs ${binary} (apt-get install tgt libiscsi-bin qemu-utils qemu-block-extra)`;
+  for (const binary of BINARIES) if (!existsSync(binary)) return `needs ${binary} (apt-get install tgt libiscsi-bin qemu-utils qemu-block-extra sudo)`;
   const block = spawnSync('qemu-io', ['--help'], { encoding: 'utf8' });
   if (block.status !== 0) return 'needs a working qemu-io (qemu-utils)';
   return undefined;
@@ -64,9 +68,14 @@ export function iscsiUrl(portal: string, iqn: string, lun: number, credentials?:
   return `iscsi://${auth}${portal}/${iqn}/${lun}`;
 }
 
+/** libiscsi's CHAP credentials through its environment (LIBISCSI_CHAP_*), off the command line. */
+export function chapEnvironment(credentials: { username: string; password: string }): NodeJS.ProcessEnv {
+  return { ...process.env, LIBISCSI_CHAP_USERNAME: credentials.username, LIBISCSI_CHAP_PASSWORD: credentials.password };
+}
+
 /** The LUN's size in bytes as the initiator sees it, or the initiator's error. */
-export function readCapacity(url: string): { bytes?: number; error?: string } {
-  const result = spawnSync('iscsi-readcapacity16', [url], { encoding: 'utf8', timeout: 30_000 });
+export function readCapacity(url: string, env?: NodeJS.ProcessEnv): { bytes?: number; error?: string } {
+  const result = spawnSync('iscsi-readcapacity16', [url], { encoding: 'utf8', timeout: 30_000, env });
   const match = /Total size:(\d+)/.exec(result.stdout);
   return match ? { bytes: Number(match[1]) } : { error: `${result.stdout}${result.stderr}`.trim() };
 }
