@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import type { LoadedConfig } from './config/load.js';
+import { MASK } from './secrets.js';
 
 /** The CHAP keys `cinderlib-mcp connection-secret` prints, in this order, when the connection has them. */
 const SECRET_KEYS = ['auth_username', 'auth_password', 'discovery_auth_username', 'discovery_auth_password'] as const;
@@ -41,7 +42,17 @@ export async function connectionSecret(config: LoadedConfig, connectionId: strin
 
 function chapLines(connectionId: string, connectionInfo: Record<string, unknown>): { code: number; stdout: string; stderr: string } {
   const data = (connectionInfo as { data?: Record<string, unknown> }).data ?? {};
-  const lines = SECRET_KEYS.filter((key) => typeof data[key] === 'string' && data[key] !== '').map((key) => `${key}: ${String(data[key])}\n`);
+  const present = SECRET_KEYS.filter((key) => typeof data[key] === 'string' && data[key] !== '');
+  const unknown = present.filter((key) => data[key] === MASK);
+  if (unknown.length > 0) {
+    // Loaded from a dump, which never carries secrets: printing "***" as if it were the password would mislead.
+    return {
+      code: 1,
+      stdout: '',
+      stderr: `connection ${connectionId}'s ${unknown.join(' and ')} ${unknown.length > 1 ? 'are' : 'is'} not known here: it was loaded from a dump, and dumps never carry secrets. The target still holds the credentials in force; connect_volume for the same volume keeps a tgt target's credentials, and connection-secret of that new connection prints them\n`,
+    };
+  }
+  const lines = present.map((key) => `${key}: ${String(data[key])}\n`);
   if (lines.length === 0) return { code: 0, stdout: '', stderr: `connection ${connectionId} uses no CHAP credentials\n` };
   return { code: 0, stdout: lines.join(''), stderr: '' };
 }

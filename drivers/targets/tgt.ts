@@ -68,7 +68,10 @@ export class TgtTarget implements ExportOperations {
   }
 
   async createExport(volume: VolumeRef): Promise<ExportUpdate | void> {
-    const known = this.recordedCredentials(volume);
+    const recorded = this.recordedCredentials(volume);
+    // A volume restored from a dump (which never holds secrets) keeps the credentials its live target
+    // already has, so hosts connected before the restore can still log in.
+    const known = recorded ?? (await this.liveCredentials(volume));
     const credentials = known ?? generateChapCredentials();
     const spec = this.targetSpec(volume, credentials);
     this.context.secrets.register(credentials.password);
@@ -90,7 +93,18 @@ export class TgtTarget implements ExportOperations {
       await this.removeConfig(file).catch(() => undefined);
       throw error;
     }
-    return known ? undefined : { provider_auth: formatProviderAuth(credentials) };
+    return recorded ? undefined : { provider_auth: formatProviderAuth(credentials) };
+  }
+
+  /** The CHAP credentials in the volume's own target config file, when an earlier export left one; only a well-formed line counts. */
+  private async liveCredentials(volume: VolumeRef): Promise<ChapCredentials | undefined> {
+    const file = this.configFile(volume);
+    const read = await this.run(['cat', file], `read ${file}`);
+    if (read.exitCode !== 0) return undefined;
+    const line = /^ {4}incominguser (\S+) (\S+)$/m.exec(read.stdout);
+    const credentials = line ? parseProviderAuth(`CHAP ${line[1]} ${line[2]}`) : undefined;
+    if (credentials) this.context.log.info(`volume ${volume.id} has no CHAP credentials recorded (restored from a dump?): its export keeps the ones in ${file}`);
+    return credentials;
   }
 
   async initializeConnection(volume: VolumeRef, connector: Connector): Promise<ConnectionInfo> {

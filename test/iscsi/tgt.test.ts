@@ -221,6 +221,60 @@ if (missing && !inCi) {
       await server.call('disconnect_volume', { connection_id: connection.id });
     });
 
+    it('a volume restored from a dump keeps its live target\'s CHAP credentials; connection-secret says the loaded one\'s are not known', async () => {
+      // Its own store, images and target configs; the restore goes into a second store on the same folders.
+      const restoreConfig = (store: string) => {
+        const path = join(root, `restore-${store}.yaml`);
+        writeFileSync(
+          path,
+          stringify({
+            global: { persistence_config: { storage: 'db', connection: `sqlite:///${join(root, `restore-${store}.sqlite`)}` } },
+            backends: [{ ...config().backends[0], volumes_dir: join(root, 'restore-volumes'), target_config_dir: join(root, 'restore-targets') }],
+          }),
+        );
+        return path;
+      };
+      const cli = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', cwd: REPO_ROOT });
+      const secretIn = (config: string, connectionId: string) => {
+        const result = cli('connection-secret', connectionId, '--config', config);
+        const lines = Object.fromEntries(result.stdout.trim().split('\n').filter(Boolean).map((line) => line.split(': ') as [string, string]));
+        return { code: result.status, stderr: result.stderr, username: lines.auth_username, password: lines.auth_password };
+      };
+      const before = restoreConfig('before');
+      const first = await startMcpServer(null, { args: ['--config', before], workDir: mkdtempSync(join(root, 'restore-server-')) });
+      const volume = (await first.call('create_volume', { backend: 'files', size: 1 })).data;
+      const original = (await first.call('connect_volume', { volume_id: volume.id, connector: { host: 'host-a', initiator: INITIATOR_A } })).data;
+      await first.close();
+      const credentials = secretIn(before, original.id);
+      expect(credentials.code).toBe(0);
+
+      const dumped = cli('dump', '--config', before);
+      expect(dumped.status, dumped.stderr).toBe(0);
+      expect(dumped.stdout).not.toContain(credentials.password);
+      writeFileSync(join(root, 'restore.json'), dumped.stdout);
+      const after = restoreConfig('after');
+      const loaded = cli('load', join(root, 'restore.json'), '--config', after);
+      expect(loaded.status, loaded.stderr).toBe(0);
+
+      const unknown = secretIn(after, original.id);
+      expect(unknown.code).toBe(1);
+      expect(unknown.stderr).toMatch(/auth_password is not known here: it was loaded from a dump, and dumps never carry secrets/);
+
+      const restored = await startMcpServer(null, { args: ['--config', after], workDir: mkdtempSync(join(root, 'restore-server-')) });
+      try {
+        const another = await restored.call('connect_volume', { volume_id: volume.id, connector: { host: 'host-b', initiator: INITIATOR_B } });
+        expect(another.isError, another.text).toBe(false);
+        const kept = secretIn(after, another.data.id);
+        expect([kept.username, kept.password]).toEqual([credentials.username, credentials.password]);
+        // The host connected before the restore still logs in with what it had.
+        expect(readCapacity(iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: credentials.username!, password: credentials.password! }))).toEqual({ bytes: GIB });
+        for (const connection of [original.id, another.data.id]) expect((await restored.call('disconnect_volume', { connection_id: connection })).isError).toBe(false);
+        expect((await restored.call('delete_volume', { volume_id: volume.id })).isError).toBe(false);
+      } finally {
+        await restored.close();
+      }
+    });
+
     it('leaves nothing behind when a connect fails: no record, no target, no config file', async () => {
       // tgtd does not listen on this backend's portal: refused before anything is exported.
       const volume = (await server.call('create_volume', { backend: 'elsewhere', size: 1 })).data;
