@@ -15,8 +15,8 @@ import { iscsiPrerequisites, useTgtd } from '../iscsi/fixtures.js';
 import { ISCSI_ATTACH_HERE, defineBackendScenarios } from '../helpers/scenarios.js';
 import { BIN, startMcpServer } from '../helpers/server.js';
 import {
-  lvmPrerequisites, makeSshd, makeSudoUser, makeVolumeGroup, writeThickSnapshot, writeThinPool, type SshdFixture, type SudoUserFixture,
-  type VolumeGroupFixture,
+  lvmPrerequisites, makeSshd, makeSudoUser, makeVolumeGroup, removeStaleLogins, testLoginName, writeThickSnapshot, writeThinPool, type SshdFixture,
+  type SudoUserFixture, type VolumeGroupFixture,
 } from './fixtures.js';
 
 const missing = lvmPrerequisites();
@@ -46,11 +46,14 @@ if (missing && !inCi) {
   let vg: VolumeGroupFixture;
   let sshd: SshdFixture;
   let knownHosts: string;
+  // The one login sshd lets in with a password (from 127.0.0.1); it exists only during its test.
+  const passwordLogin = testLoginName();
 
   beforeAll(async () => {
+    removeStaleLogins(); // an interrupted earlier run may have left its sudo login behind
     vg = makeVolumeGroup('cinder-volumes');
     vg.lvm('lvcreate', '-n', 'foreign-lv', '-L', '1g', 'cinder-volumes'); // somebody else's LV
-    sshd = await makeSshd();
+    sshd = await makeSshd({ passwordUser: passwordLogin });
     knownHosts = join(vg.dir, 'ssh_known_hosts');
   });
   afterAll(async () => {
@@ -481,10 +484,10 @@ if (missing && !inCi) {
     });
 
     it('logs in with a password as a non-root user and runs lvm through root_helper (sudo)', async () => {
-      const password = 'ssh-Canary-pw-6060';
       let user: SudoUserFixture | undefined;
       try {
-        user = makeSudoUser('clmcp-test', password);
+        user = makeSudoUser(passwordLogin, vg);
+        const password = user.password;
         const asUser = (extra: Record<string, unknown>) => ({
           ...remote({ san_login: user!.name, san_private_key: undefined, san_password: '${env:LVM_SSH_PASSWORD}' }).backends[0],
           ...extra,
@@ -514,7 +517,7 @@ if (missing && !inCi) {
         const wrong = await startMcpServer({ backends: [asUser({ san_password: 'not-the-password-1234' })] });
         try {
           const { backends } = (await wrong.call('list_backends')).data;
-          expect(backends[0].error).toMatch(/clmcp-test@127\.0\.0\.1:\d+ refused the login; check san_login and san_password or san_private_key/);
+          expect(backends[0].error).toMatch(new RegExp(`${user.name}@127\\.0\\.0\\.1:\\d+ refused the login; check san_login and san_password or san_private_key`));
         } finally {
           await wrong.close();
         }
