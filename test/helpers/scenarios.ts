@@ -166,7 +166,8 @@ export function defineBackendScenarios(options: ScenarioOptions): void {
     /** An answer as this machine gives it: success, the driver's refusal here (an error record is kept), or UNSUPPORTED. */
     const expectOutcome = (answer: ToolAnswer, outcome: LifecycleOutcome) => {
       if (outcome === 'works') return expect(answer.isError, answer.text).toBe(false);
-      if (outcome === 'unsupported') return expect(answer.text).toMatch(new RegExp(`^UNSUPPORTED: backend "${options.backend}": `));
+      // Or, for a server that is not root, its root helper refusing (sudo -n, contract section 11): how this host says it cannot attach.
+      if (outcome === 'unsupported') return expect(answer.text).toMatch(new RegExp(`^UNSUPPORTED: (backend "${options.backend}": |.*: the root helper \\(root_helper: "[^"]*"\\) may not run )`));
       expect(answer.text).toMatch(/^(BACKEND_UNAVAILABLE|BACKEND_BUSY|INTERNAL): /); // the driver can; this host cannot
     };
 
