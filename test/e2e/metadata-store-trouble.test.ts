@@ -39,7 +39,7 @@ const config = (dbPath: string) => ({
   ],
 });
 
-describe.skipIf(!isRoot && !inCi)('a metadata store whose disk fills up', () => {
+describe.skipIf(!isRoot && !inCi)(`a metadata store whose disk fills up${isRoot ? '' : ' (needs root, to mount a small tmpfs)'}`, () => {
   it('has its prerequisite (root, to mount a small tmpfs) under CI', () => expect(isRoot).toBe(true));
 
   it('tells the client which store and volume or snapshot, keeps it visible as error, and deletes it once there is room', async () => {

@@ -11,7 +11,7 @@ import { startMcpServer, type McpHarness } from '../helpers/server.js';
  */
 const asRoot = process.getuid?.() === 0;
 
-describe.skipIf(!asRoot && process.env.CI !== 'true')('a server without the privilege its root helper would give', () => {
+describe.skipIf(!asRoot && process.env.CI !== 'true')(`a server without the privilege its root helper would give${asRoot ? '' : ' (needs root, to start the server as nobody)'}`, () => {
   let workDir: string;
   let server: McpHarness;
   beforeAll(async () => {

@@ -23,7 +23,20 @@ let root: string;
 beforeAll(() => {
   root = mkdtempSync(join(tmpdir(), 'cinderlib-mcp-serialization-'));
 });
-afterAll(() => rmSync(root, { recursive: true, force: true }));
+afterAll(() => {
+  detachLoopDevicesUnder(root);
+  rmSync(root, { recursive: true, force: true });
+});
+
+/** The net under the round-trip test's own detach: a loop device left on a file of this test (a failed run) is detached before the file goes. */
+function detachLoopDevicesUnder(dir: string): void {
+  if (LOOP_ATTACH_HERE !== 'works') return;
+  const listed = spawnSync('losetup', ['--list', '--noheadings', '--raw', '--output', 'NAME,BACK-FILE'], { encoding: 'utf8' });
+  for (const line of listed.stdout?.split('\n') ?? []) {
+    const [device, file] = line.split(/ (.*)/s);
+    if (device && file?.startsWith(`${dir}/`)) spawnSync('losetup', ['--detach', device]);
+  }
+}
 
 /** A config whose LVM backend cannot initialize here (no such volume group): dump and load never ask it. */
 function writeConfig(name: string): string {
@@ -126,6 +139,24 @@ describe('cinderlib-mcp load and dump', () => {
     } finally {
       await server.close();
     }
+    try {
+      await roundTrip(source, attached);
+    } finally {
+      // The attachment outlives the server, as a host's attachment should: detached here, or its loop device stays on a deleted file.
+      if (attached) await detach(source, attached);
+    }
+  });
+
+  async function detach(config: string, connectionId: string): Promise<void> {
+    const server = await startMcpServer(null, { args: ['--config', config], workDir: mkdtempSync(join(root, 'server-')) });
+    try {
+      expect((await server.call('detach_volume', { connection_id: connectionId })).data).toEqual({ connection_id: connectionId, detached: true });
+    } finally {
+      await server.close();
+    }
+  }
+
+  async function roundTrip(source: string, attached: string | undefined): Promise<void> {
     // ... and, written straight into the store, an error record and a CHAP-protected connection.
     const store = new SqliteVolumeStore(join(root, 'ours.sqlite'));
     const now = new Date().toISOString();
@@ -160,7 +191,7 @@ describe('cinderlib-mcp load and dump', () => {
     const single = writeConfig('single');
     expect(cli('load', writeDumpFile('files.json', files), '--config', single).code).toBe(0);
     expect(dump(single, '--backend', 'files')).toEqual(files);
-  });
+  }
 
   it('refuses a bad dump naming what is wrong, and writes nothing', () => {
     const config = writeConfig('refusals');

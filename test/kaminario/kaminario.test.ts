@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { K2Emulator } from '../emulators/kaminario/server.js';
-import { ISCSI_ATTACH_HERE, defineBackendScenarios } from '../helpers/scenarios.js';
+import { ISCSI_ATTACH_HERE, defineBackendScenarios, settledBackends } from '../helpers/scenarios.js';
 import { startMcpServer } from '../helpers/server.js';
 
 const PASSWORD = 'k2-Secret-pw-7731';
@@ -125,7 +125,7 @@ describe('Kaminario specifics', () => {
       ],
     });
     try {
-      const { backends } = (await server.call('list_backends')).data;
+      const { backends } = (await settledBackends(server)).data;
       const byId = Object.fromEntries(backends.map((b: { id: string }) => [b.id, b]));
       expect(byId.wrong.error).toMatch(/backend "wrong": discover resources failed: HTTP 401: Authentication credentials were not provided or are incorrect; check san_login and san_password/);
       expect(byId.gone.error).toMatch(/cannot reach https:\/\/127\.0\.0\.1:1: ECONNREFUSED/);
@@ -143,7 +143,7 @@ describe('Kaminario specifics', () => {
     const old = await new K2Emulator({ restApiVersion: '2.1.9' }).start();
     const server = await startMcpServer({ backends: [{ ...seedBackend(), san_ip: old.address, san_password: old.password, driver_ssl_cert_path: old.certs.caPath }] });
     try {
-      const { backends } = (await server.call('list_backends')).data;
+      const { backends } = (await settledBackends(server)).data;
       expect(backends[0].error).toMatch(/K2 rest api version should be >= 2\.2\.0, the array has 2\.1\.9/);
     } finally {
       await server.close();

@@ -1,9 +1,12 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { randomInt } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes, randomInt } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import {
+  createThickCommand, dmTargetsCommand, extendCommand, lvsCommand, removeCommand, vgsCommand, volumeLvName, type LvmCommandContext,
+} from '../../drivers/lvm/commands.js';
 
 /**
  * Real LVM on a loop device (metadata only: `activation = 0`, passed through lvm_conf_file as an
@@ -205,14 +208,25 @@ export interface SshdFixture {
   cleanup(): Promise<void>;
 }
 
-/** A real sshd on 127.0.0.1 with a generated host key, accepting one generated client key for root. */
-export async function makeSshd(): Promise<SshdFixture> {
-  const dir = mkdtempSync(join(tmpdir(), 'cinderlib-mcp-sshd-'));
+/** Every sshd of these tests lives in a directory with this prefix, holding an `owner` file (see removeStaleSshds). */
+const SSHD_DIR_PREFIX = 'cinderlib-mcp-sshd-';
+
+/**
+ * A real sshd on 127.0.0.1 with a generated host key, accepting one generated client key (root
+ * and `passwordUser` may use it). Key login only, except `passwordUser`, which may also log in
+ * with its password from 127.0.0.1: the one password path, for the san_password test. An sshd
+ * left running by an interrupted earlier run is stopped first.
+ */
+export async function makeSshd(options: { passwordUser?: string } = {}): Promise<SshdFixture> {
+  removeStaleSshds();
+  const dir = mkdtempSync(join(tmpdir(), SSHD_DIR_PREFIX));
+  writeFileSync(join(dir, 'owner'), JSON.stringify({ owner: process.pid }));
   const keygen = (path: string) => execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', path]);
   keygen(join(dir, 'host_key'));
   keygen(join(dir, 'client_key'));
   writeFileSync(join(dir, 'authorized_keys'), readFileSync(join(dir, 'client_key.pub')));
   const port = await freePort();
+  const users = ['root', ...(options.passwordUser ? [options.passwordUser] : [])];
   writeFileSync(
     join(dir, 'sshd_config'),
     [
@@ -221,12 +235,14 @@ export async function makeSshd(): Promise<SshdFixture> {
       `HostKey ${join(dir, 'host_key')}`,
       `PidFile ${join(dir, 'sshd.pid')}`,
       `AuthorizedKeysFile ${join(dir, 'authorized_keys')}`,
+      `AllowUsers ${users.map((user) => `${user}@127.0.0.1`).join(' ')}`,
       'PermitRootLogin prohibit-password',
-      'PasswordAuthentication yes', // for the non-root login; root itself needs a key
+      'PasswordAuthentication no',
       'KbdInteractiveAuthentication no',
       'UsePAM no',
       'StrictModes no',
       'MaxStartups 50',
+      ...(options.passwordUser ? [`Match User ${options.passwordUser} Address 127.0.0.1`, '\tPasswordAuthentication yes'] : []),
       '',
     ].join('\n'),
   );
@@ -238,6 +254,8 @@ export async function makeSshd(): Promise<SshdFixture> {
     hostPublicKey: readFileSync(join(dir, 'host_key.pub'), 'utf8').trim(),
     async start() {
       child = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'pipe'] });
+      // Who started it and its pid: a later run stops it if this process dies without cleaning up.
+      writeFileSync(join(dir, 'owner'), JSON.stringify({ owner: process.pid, sshd: child.pid }));
       let log = '';
       child.stderr?.on('data', (chunk) => (log += chunk));
       await waitForPort(port, () => log);
@@ -256,6 +274,63 @@ export async function makeSshd(): Promise<SshdFixture> {
   };
   await fixture.start();
   return fixture;
+}
+
+/**
+ * Stops the sshd of an earlier run whose test process is gone (interrupted before its cleanup),
+ * and removes its directory (keys included). One whose test process still runs is another run's.
+ */
+function removeStaleSshds(): void {
+  for (const entry of readdirSync(tmpdir())) {
+    if (!entry.startsWith(SSHD_DIR_PREFIX)) continue;
+    const dir = join(tmpdir(), entry);
+    const recorded = readOwner(dir);
+    if (recorded.owner !== undefined && recorded.owner !== 1 && processAlive(recorded.owner)) continue;
+    // The pid may have been reused since: only a process running this directory's sshd_config is ours to stop.
+    if (recorded.sshd !== undefined && commandLineOf(recorded.sshd).includes(join(dir, 'sshd_config'))) killTree(recorded.sshd);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The owner file; for a directory of a run from before owner files, sshd's own pid file and its parent. */
+function readOwner(dir: string): { owner?: number; sshd?: number } {
+  try {
+    return JSON.parse(readFileSync(join(dir, 'owner'), 'utf8')) as { owner?: number; sshd?: number };
+  } catch {
+    try {
+      const sshd = Number(readFileSync(join(dir, 'sshd.pid'), 'utf8').trim());
+      return { sshd, owner: parentOf(sshd) };
+    } catch {
+      return {};
+    }
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function commandLineOf(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+  } catch {
+    return '';
+  }
+}
+
+function parentOf(pid: number): number | undefined {
+  try {
+    // The field after the parenthesised command name and the state letter.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return undefined;
+  }
 }
 
 async function freePort(): Promise<number> {
@@ -304,30 +379,115 @@ export interface SudoUserFixture {
   cleanup(): void;
 }
 
+/** Test logins are named clmcp-<random> and say in their comment which test process made them (see removeStaleLogins). */
+const LOGIN_PREFIX = 'clmcp-';
+const LOGIN_MARK = 'cinderlib-mcp LVM test login of process ';
+/** The login of the fixture before this one, with a published password and sudo for env: removed wherever found. */
+const LEGACY_LOGIN = 'clmcp-test';
+
+/** A fresh name for makeSudoUser, known before the user exists (makeSshd allows it a password login). */
+export function testLoginName(): string {
+  return `${LOGIN_PREFIX}${randomBytes(4).toString('hex')}`;
+}
+
 /**
- * A non-root login with a password that may run `env` (and so `env ... lvm`) as root through
- * sudo: what an operator sets up for cinderlib's root_helper.
+ * A non-root login with a random password, allowed through sudo (NOPASSWD) exactly the commands
+ * the LVM driver runs through root_helper on `group` for creating, extending, listing and
+ * deleting volumes (and `dmsetup targets`): what an operator sets up for cinderlib's root_helper.
+ *
+ * The driver prefixes lvm with `env LVM_SYSTEM_DIR=... LC_ALL=C`, so sudo sees env as the
+ * command; the entries pin every argument of env, the lvm.conf directory (root's, not writable by
+ * the login) and every lvm argument but a volume id ([0-9a-f] per character) and a size of
+ * 1-9 GiB. Residual risk: the login may create, extend, list and remove volume-<uuid> LVs in that
+ * one group, and env finds lvm through sudo's secure_path, not the login's PATH. The password is
+ * never on a command line (chpasswd reads it on stdin), and the sudoers file is checked by visudo
+ * before it is installed.
  */
-export function makeSudoUser(name: string, password: string): SudoUserFixture {
+export function makeSudoUser(name: string, group: VolumeGroupFixture): SudoUserFixture {
+  removeStaleLogins();
+  const password = randomBytes(18).toString('base64url');
   const sudoers = `/etc/sudoers.d/${name}`;
-  try {
-    execFileSync('userdel', ['-r', name], { stdio: 'ignore' });
-  } catch {
-    // not there from an earlier run
-  }
-  execFileSync('useradd', ['--create-home', '--shell', '/bin/sh', name]);
-  execFileSync('chpasswd', { input: `${name}:${password}\n` });
-  writeFileSync(sudoers, `${name} ALL=(root) NOPASSWD: /usr/bin/env\n`, { mode: 0o440 });
-  return {
+  execFileSync('useradd', ['--create-home', '--shell', '/bin/sh', '--comment', `${LOGIN_MARK}${process.pid}`, name]);
+  const fixture: SudoUserFixture = {
     name,
     password,
-    cleanup() {
-      rmSync(sudoers, { force: true });
-      try {
-        execFileSync('userdel', ['-r', name], { stdio: 'ignore' });
-      } catch {
-        // already gone
-      }
-    },
+    cleanup: () => removeLogin(name),
   };
+  try {
+    execFileSync('chpasswd', { input: `${name}:${password}\n` });
+    // sudo skips files of sudoers.d with a dot in their name: the draft is inert until renamed.
+    const draft = `${sudoers}.draft`;
+    writeFileSync(draft, sudoersFor(name, group), { mode: 0o440 });
+    execFileSync('visudo', ['-c', '-q', '-f', draft]);
+    renameSync(draft, sudoers);
+  } catch (error) {
+    fixture.cleanup();
+    throw error;
+  }
+  return fixture;
+}
+
+/** Stands for the volume id and the size in the driver's commands, replaced by sudoers patterns. */
+const ANY_VOLUME_ID = 'ANY-VOLUME-ID';
+const ANY_SIZE_GB = 424242;
+
+function sudoersFor(name: string, group: VolumeGroupFixture): string {
+  const context: LvmCommandContext = { volumeGroup: group.vg, lvmSystemDir: dirname(group.lvmConfFile), suppressFdWarnings: false, rootHelper: [] };
+  const lv = volumeLvName(ANY_VOLUME_ID);
+  const commands = [
+    vgsCommand(context), lvsCommand(context), lvsCommand(context, lv), createThickCommand(context, lv, ANY_SIZE_GB, 0),
+    extendCommand(context, lv, ANY_SIZE_GB), removeCommand(context, lv), dmTargetsCommand(context),
+  ];
+  const uuid = [8, 4, 4, 4, 12].map((length) => '[0-9a-f]'.repeat(length)).join('-');
+  const lines = commands.map((argv) => {
+    const [command, ...args] = argv;
+    const pattern = args.map(sudoersArgument).join(' ').replaceAll(ANY_VOLUME_ID, uuid).replaceAll(`${ANY_SIZE_GB}g`, '[1-9]g');
+    return `${name} ALL=(root) NOPASSWD: ${commandPath(command!)} ${pattern}`;
+  });
+  return [`# ${LOGIN_MARK}${process.pid}: the LVM driver's commands on ${group.vg}, nothing else`, ...lines, ''].join('\n');
+}
+
+/** An argument as sudoers matches it literally: its special characters and glob characters escaped. */
+function sudoersArgument(argument: string): string {
+  return argument.replace(/[\\,:=*?[\]]/g, (character) => `\\${character}`);
+}
+
+/** Where sudo finds the command through its secure_path (sudoers names commands by full path). */
+function commandPath(command: string): string {
+  const path = ['/usr/sbin', '/usr/bin', '/sbin', '/bin'].map((dir) => join(dir, command)).find((candidate) => existsSync(candidate));
+  if (!path) throw new Error(`${command} is not installed`);
+  return path;
+}
+
+/**
+ * Removes the logins (with their sudoers files and homes) of earlier runs whose test process is
+ * gone, and the legacy login wherever it is. A login whose test process still runs is another
+ * run's and stays.
+ */
+export function removeStaleLogins(): void {
+  const logins = readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .map((line) => line.split(':'))
+    .filter((fields) => fields[0]?.startsWith(LOGIN_PREFIX));
+  for (const [login, , , , comment] of logins) {
+    const owner = comment?.startsWith(LOGIN_MARK) ? Number(comment.slice(LOGIN_MARK.length)) : undefined;
+    if (login === LEGACY_LOGIN || (owner !== undefined && !processAlive(owner))) removeLogin(login!);
+  }
+  const known = new Set(logins.map(([login]) => login));
+  for (const entry of readdirSync('/etc/sudoers.d')) {
+    if (entry.startsWith(LOGIN_PREFIX) && !known.has(entry.replace(/\.draft$/, ''))) rmSync(join('/etc/sudoers.d', entry), { force: true });
+  }
+  if (existsSync(join('/home', LEGACY_LOGIN))) rmSync(join('/home', LEGACY_LOGIN), { recursive: true, force: true });
+}
+
+function removeLogin(name: string): void {
+  rmSync(`/etc/sudoers.d/${name}`, { force: true });
+  rmSync(`/etc/sudoers.d/${name}.draft`, { force: true });
+  try {
+    // --force: even while a session of a killed sshd lingers.
+    execFileSync('userdel', ['--remove', '--force', name], { stdio: 'ignore' });
+  } catch {
+    // already gone, or no home to remove
+  }
+  rmSync(join('/home', name), { recursive: true, force: true });
 }

@@ -12,11 +12,11 @@ import { createLogger } from '../../src/log.js';
 import { SecretRegistry } from '../../src/secrets.js';
 import { SshRunner } from '../../src/exec/ssh.js';
 import { iscsiPrerequisites, useTgtd } from '../iscsi/fixtures.js';
-import { ISCSI_ATTACH_HERE, defineBackendScenarios } from '../helpers/scenarios.js';
+import { ISCSI_ATTACH_HERE, defineBackendScenarios, settledBackends } from '../helpers/scenarios.js';
 import { BIN, startMcpServer } from '../helpers/server.js';
 import {
-  lvmPrerequisites, makeSshd, makeSudoUser, makeVolumeGroup, writeThickSnapshot, writeThinPool, type SshdFixture, type SudoUserFixture,
-  type VolumeGroupFixture,
+  lvmPrerequisites, makeSshd, makeSudoUser, makeVolumeGroup, removeStaleLogins, testLoginName, writeThickSnapshot, writeThinPool, type SshdFixture,
+  type SudoUserFixture, type VolumeGroupFixture,
 } from './fixtures.js';
 
 const missing = lvmPrerequisites();
@@ -46,11 +46,14 @@ if (missing && !inCi) {
   let vg: VolumeGroupFixture;
   let sshd: SshdFixture;
   let knownHosts: string;
+  // The one login sshd lets in with a password (from 127.0.0.1); it exists only during its test.
+  const passwordLogin = testLoginName();
 
   beforeAll(async () => {
+    removeStaleLogins(); // an interrupted earlier run may have left its sudo login behind
     vg = makeVolumeGroup('cinder-volumes');
     vg.lvm('lvcreate', '-n', 'foreign-lv', '-L', '1g', 'cinder-volumes'); // somebody else's LV
-    sshd = await makeSshd();
+    sshd = await makeSshd({ passwordUser: passwordLogin });
     knownHosts = join(vg.dir, 'ssh_known_hosts');
   });
   afterAll(async () => {
@@ -165,7 +168,7 @@ if (missing && !inCi) {
         ],
       });
       try {
-        const { backends } = (await server.call('list_backends')).data;
+        const { backends } = (await settledBackends(server)).data;
         const nogroup = backends.find((b: { id: string }) => b.id === 'nogroup');
         expect(nogroup.initialized).toBe(false);
         expect(nogroup.error).toMatch(/volume group "no-such-vg" does not exist on this host/);
@@ -481,10 +484,10 @@ if (missing && !inCi) {
     });
 
     it('logs in with a password as a non-root user and runs lvm through root_helper (sudo)', async () => {
-      const password = 'ssh-Canary-pw-6060';
       let user: SudoUserFixture | undefined;
       try {
-        user = makeSudoUser('clmcp-test', password);
+        user = makeSudoUser(passwordLogin, vg);
+        const password = user.password;
         const asUser = (extra: Record<string, unknown>) => ({
           ...remote({ san_login: user!.name, san_private_key: undefined, san_password: '${env:LVM_SSH_PASSWORD}' }).backends[0],
           ...extra,
@@ -497,14 +500,14 @@ if (missing && !inCi) {
           expect((await server.call('extend_volume', { volume_id: created.data.id, new_size: 2 })).isError).toBe(false);
           expect((await server.call('delete_volume', { volume_id: created.data.id })).isError).toBe(false);
           expect(vg.lvNames()).not.toContain(`volume-${created.data.id}`);
-          expect(server.stderr() + JSON.stringify((await server.call('list_backends')).data)).not.toContain(password);
+          expect(server.stderr() + JSON.stringify((await settledBackends(server)).data)).not.toContain(password);
         } finally {
           await server.close();
         }
         // disable_sudo (root_helper '') runs lvm directly, which a non-root login may not do.
         const direct = await startMcpServer({ global: { disable_sudo: true }, backends: [asUser({})] }, { env: { LVM_SSH_PASSWORD: password } });
         try {
-          const { backends } = (await direct.call('list_backends')).data;
+          const { backends } = (await settledBackends(direct)).data;
           expect(backends[0].initialized).toBe(false);
           expect(backends[0].error).toMatch(/cannot read volume group "cinder-volumes" on 127\.0\.0\.1:\d+: .*lvm runs without a root helper; set the global root_helper/);
           expect(backends[0].error).not.toContain(password);
@@ -513,8 +516,8 @@ if (missing && !inCi) {
         }
         const wrong = await startMcpServer({ backends: [asUser({ san_password: 'not-the-password-1234' })] });
         try {
-          const { backends } = (await wrong.call('list_backends')).data;
-          expect(backends[0].error).toMatch(/clmcp-test@127\.0\.0\.1:\d+ refused the login; check san_login and san_password or san_private_key/);
+          const { backends } = (await settledBackends(wrong)).data;
+          expect(backends[0].error).toMatch(new RegExp(`${user.name}@127\\.0\\.0\\.1:\\d+ refused the login; check san_login and san_password or san_private_key`));
         } finally {
           await wrong.close();
         }
@@ -597,7 +600,7 @@ if (missing && !inCi) {
         ],
       });
       try {
-        const { backends } = (await server.call('list_backends')).data;
+        const { backends } = (await settledBackends(server)).data;
         const byId = Object.fromEntries(backends.map((b: { id: string }) => [b.id, b]));
         expect(byId.changed.initialized).toBe(false);
         expect(byId.changed.error).toMatch(/the ssh-ed25519 host key of \[127\.0\.0\.1\]:\d+ has changed .*refusing to connect/);
