@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -230,5 +230,37 @@ describe('start-up after a crash', () => {
     } finally {
       await server.close();
     }
+  });
+});
+
+describe('a reader that goes away (contract section 11)', () => {
+  it('dump into a pipe closed after the first bytes ends quietly with status 0', async () => {
+    const dbPath = join(root, 'big-dump.sqlite');
+    const store = new SqliteVolumeStore(dbPath);
+    const now = new Date().toISOString();
+    // About 1 MiB of dump: far more than a pipe holds, so dump is still writing when the reader leaves.
+    for (let i = 0; i < 2000; i++) {
+      const id = `${i.toString(16).padStart(8, '0')}-0000-4000-8000-000000000000`;
+      await store.insert({ id, backend: 'files', name: `v${i}`, description: 'd'.repeat(300), size: 1, pool_name: 'files', bootable: false, created_at: now, updated_at: now, status: 'available', status_reason: null, provider_location: null });
+    }
+    await store.close();
+    const config = writeConfig('big-dump.yaml', {
+      global: { persistence_config: { storage: 'db', connection: `sqlite:///${dbPath}` } },
+      backends: [{ volume_backend_name: 'files', volume_driver: 'file', volumes_dir: join(root, 'big-dump-vols') }],
+    });
+    const child = spawn(process.execPath, [BIN, 'dump', '--config', config], { env: { ...process.env, XDG_DATA_HOME: join(root, 'xdg') }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    let first = '';
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.stdout!.once('data', (chunk: Buffer) => {
+      first = chunk.toString();
+      child.stdout!.destroy(); // as `| head -c 300` does
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (status) => resolve(status)));
+    clearTimeout(timer);
+    expect(first).toMatch(/^\[/);
+    expect(stderr).not.toMatch(/EPIPE|fatal/i);
+    expect(code, stderr).toBe(0);
   });
 });

@@ -329,3 +329,40 @@ describe('serve --http idle sessions', () => {
     await server.stop();
   });
 });
+
+describe('serve --http when its log reader goes away (contract section 11)', () => {
+  it('keeps serving after stderr is closed, and exits 0 on SIGTERM', async () => {
+    // At info level, as `serve --http 2>&1 | head -c 300` runs it: the session lines then hit a closed pipe.
+    const child = spawn(process.execPath, [BIN, 'serve', '--http', '--port', '0', '--config', writeConfig('no-reader', {})], {
+      cwd: REPO_ROOT,
+      env: childEnv({ CINDERLIB_MCP_LOG_LEVEL: 'info' }),
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      let stderr = '';
+      const url = await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`server did not start in 30 s; stderr:\n${stderr}`)), 30_000);
+        child.stderr!.on('data', (chunk: Buffer) => {
+          stderr += chunk.toString();
+          const match = /serving MCP over HTTP at (http:\/\/\S+\/mcp)/.exec(stderr);
+          if (match) {
+            clearTimeout(timer);
+            resolve(match[1]!);
+          }
+        });
+      });
+      child.stderr!.destroy();
+      for (let round = 0; round < 3; round++) {
+        const { client } = await connect(url, undefined, `after-reader-left-${round}`);
+        expect((await client.listTools()).tools.length).toBeGreaterThan(0);
+        await client.close();
+      }
+      expect(child.exitCode).toBeNull();
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+  });
+});
