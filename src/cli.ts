@@ -290,7 +290,7 @@ async function serveHttpCommand(config: LoadedConfig, { host, port }: { host: st
   assertHttpBindingAllowed(host, config.global.httpTokens); // before the store is opened
   // The store opens before the port does: an unreachable store ends start-up with its reason.
   const registry = await BackendRegistry.open(config, secrets, log);
-  const server = await serveHttp({ config, registry: Promise.resolve(registry), secrets, log, host, port, storeHealth: () => registry.storeHealth() }).catch(async (error: unknown) => {
+  const server = await serveHttp({ config, registry: Promise.resolve(registry), secrets, log, host, port, storeHealth: () => registry.storeHealth(), ...httpLoadLimits() }).catch(async (error: unknown) => {
     await registry.close().catch(() => undefined);
     throw error;
   });
@@ -350,6 +350,17 @@ function writeStdout(text: string): Promise<void> {
     process.stdout.once('error', settle);
     process.stdout.once('drain', settle);
   });
+}
+
+/**
+ * The body budget and stall time of `serve --http`, overridable for tests only (not a config
+ * option): CINDERLIB_MCP_HTTP_BODY_BUDGET_BYTES, CINDERLIB_MCP_HTTP_BODY_STALL_MS.
+ */
+function httpLoadLimits(): { bodyBudgetBytes?: number; bodyStallMs?: number } {
+  const whole = (raw: string | undefined) => (raw && /^\d+$/.test(raw) && Number(raw) > 0 ? Number(raw) : undefined);
+  const bodyBudgetBytes = whole(process.env.CINDERLIB_MCP_HTTP_BODY_BUDGET_BYTES);
+  const bodyStallMs = whole(process.env.CINDERLIB_MCP_HTTP_BODY_STALL_MS);
+  return { ...(bodyBudgetBytes ? { bodyBudgetBytes } : {}), ...(bodyStallMs ? { bodyStallMs } : {}) };
 }
 
 /** A client that initializes and then waits gets the SDK loaded anyway, shortly after. */
