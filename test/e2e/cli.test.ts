@@ -263,4 +263,29 @@ describe('a reader that goes away (contract section 11)', () => {
     expect(stderr).not.toMatch(/EPIPE|fatal/i);
     expect(code, stderr).toBe(0);
   });
+
+  it('the stdio server keeps answering when stderr is closed, and exits 0 when stdout is', async () => {
+    const child = spawn(process.execPath, [BIN], { env: { ...process.env, XDG_DATA_HOME: join(root, 'xdg-no-stderr'), CINDERLIB_MCP_LOG_LEVEL: 'debug' }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (status) => resolve(status)));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.stderr!.destroy(); // every log line from here on hits a closed pipe
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    const send = (message: object) => child.stdin!.write(JSON.stringify(message) + '\n');
+    const answered = async (id: number) => {
+      for (let i = 0; i < 200 && !out.split('\n').some((line) => line.includes(`"id":${id}`)); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+      return out.split('\n').some((line) => line.includes(`"id":${id}`));
+    };
+    send({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'no-stderr', version: '1' } } });
+    send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+    for (let id = 2; id < 5; id++) {
+      send({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'list_volumes', arguments: {} } });
+      expect(await answered(id), out).toBe(true);
+    }
+    expect(child.exitCode).toBeNull();
+    child.stdout!.destroy(); // the client leaves
+    send({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'list_volumes', arguments: {} } });
+    expect(await exited).toBe(0);
+    clearTimeout(timer);
+  });
 });
