@@ -270,7 +270,7 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
     const idle = held.filter((session) => session.inFlight === 0).sort((a, b) => a.lastSeen - b.lastSeen);
     const holder = token ? `the token "${token.name}"` : 'clients without a token';
     if (idle.length < excess) {
-      return `Too many sessions: ${holder} already holds ${perToken} session(s), the most global.http_sessions_per_token allows, and none is idle; close one (DELETE /mcp) or retry once a call has finished`;
+      return `Too many sessions: ${holder} already holds ${perToken} session(s), the most global.http_sessions_per_token allows, and none is idle to end in favour of a new one (each has a call running); close one (DELETE /mcp) or retry once a call has finished`;
     }
     for (const session of idle.slice(0, excess)) {
       endSession(session, `${holder} opened a new one beyond global.http_sessions_per_token (${perToken}): its oldest idle session ends first`);
