@@ -36,6 +36,14 @@ const MAX_DISCARD_BYTES = 64 * 1024 * 1024;
 export const BODY_BUDGET_BYTES = 64 * 1024 * 1024;
 /** A request body from which nothing arrives for this long is dropped and its connection destroyed. */
 export const BODY_STALL_MS = 30_000;
+/**
+ * Past its first LOOSE_CHUNKS chunks, a body's chunks smaller than SMALL_CHUNK_BYTES are copied
+ * into blocks of BODY_BLOCK_BYTES (counted whole): a trickle of tiny packets must not hold one
+ * Buffer, a few hundred bytes of overhead, per packet.
+ */
+const LOOSE_CHUNKS = 64;
+const SMALL_CHUNK_BYTES = 16 * 1024;
+const BODY_BLOCK_BYTES = 64 * 1024;
 /** What a client refused for load is told to wait, in seconds. */
 const RETRY_AFTER_SECONDS = 2;
 /** How long /healthz waits for the metadata store's answer. */
@@ -496,6 +504,14 @@ function readBody(req: IncomingMessage, limit: number, budget: BodyBudget, stall
   return new Promise((resolve) => {
     let chunks: Buffer[] = [];
     let size = 0;
+    /** What this body holds in memory, as taken from the budget (blocks count whole). */
+    let held = 0;
+    let block: Buffer | undefined;
+    let blockUsed = 0;
+    const closeBlock = () => {
+      if (block) chunks.push(block.subarray(0, blockUsed));
+      block = undefined;
+    };
     let settled = false;
     const stall = setTimeout(() => {
       req.socket.destroy();
@@ -510,8 +526,9 @@ function readBody(req: IncomingMessage, limit: number, budget: BodyBudget, stall
       req.off('error', onAbort);
       req.off('aborted', onAbort);
       req.off('close', onAbort);
-      budget.give(size);
-      chunks = []; // a dropped body's bytes go now, not when the request object does
+      budget.give(held);
+      chunks = [];
+      block = undefined; // a dropped body's bytes go now, not when the request object does
       resolve(outcome);
     };
     const onData = (chunk: Buffer) => {
@@ -520,14 +537,31 @@ function readBody(req: IncomingMessage, limit: number, budget: BodyBudget, stall
         req.pause();
         return done('too-large');
       }
-      if (!budget.take(chunk.length)) {
-        req.pause();
-        return done('busy');
+      if (chunk.length >= SMALL_CHUNK_BYTES || (!block && chunks.length < LOOSE_CHUNKS)) {
+        if (!budget.take(chunk.length)) return busy();
+        held += chunk.length;
+        closeBlock();
+        chunks.push(chunk);
+      } else {
+        if (!block || blockUsed + chunk.length > block.length) {
+          if (!budget.take(BODY_BLOCK_BYTES)) return busy();
+          held += BODY_BLOCK_BYTES;
+          closeBlock();
+          block = Buffer.allocUnsafe(BODY_BLOCK_BYTES);
+          blockUsed = 0;
+        }
+        blockUsed += chunk.copy(block, blockUsed);
       }
       size += chunk.length;
-      chunks.push(chunk);
     };
-    const onEnd = () => done(Buffer.concat(chunks, size));
+    const busy = () => {
+      req.pause();
+      done('busy');
+    };
+    const onEnd = () => {
+      closeBlock();
+      done(Buffer.concat(chunks, size));
+    };
     const onAbort = () => done('aborted');
     req.on('data', onData);
     req.once('end', onEnd);

@@ -442,4 +442,24 @@ describe('serve --http under load (contract section 16)', () => {
     await after.body?.cancel();
     expect(await server.stop()).toBe(0);
   });
+
+  it('reads a body that arrives in hundreds of tiny packets whole', async () => {
+    const server = await startHttpServer(writeConfig('trickle', {}));
+    const { hostname, port } = new URL(server.url);
+    const body = JSON.stringify({ ...INITIALIZE, params: { ...INITIALIZE.params, clientInfo: { name: `trickle-${'x'.repeat(12_000)}`, version: '1' } } });
+    const socket = tcpConnect(Number(port), hostname);
+    socket.setNoDelay(true);
+    let answer = '';
+    socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+    socket.write(`POST /mcp HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`);
+    for (let i = 0; i < body.length; i += 7) {
+      socket.write(body.slice(i, i + 7));
+      if (i % 70 === 0) await new Promise((resolve) => setImmediate(resolve));
+    }
+    for (let i = 0; i < 200 && !/"serverInfo"/.test(answer); i++) await new Promise((resolve) => setTimeout(resolve, 25));
+    socket.destroy();
+    expect(answer.split('\r\n')[0]).toBe('HTTP/1.1 200 OK');
+    expect(answer).toMatch(/"serverInfo"/);
+    expect(await server.stop()).toBe(0);
+  });
 });
