@@ -32,8 +32,12 @@ function onStderrError(): void {
  * Without a listener, a failed write to stderr is an uncaught exception that ends the process. One
  * listener, added once, for every writer of stderr (the logger and the CLI's own messages).
  */
+let stderrGuarded = false;
+
 export function guardStderr(): void {
-  if (!process.stderr.listeners('error').includes(onStderrError)) process.stderr.on('error', onStderrError);
+  if (stderrGuarded) return;
+  stderrGuarded = true;
+  process.stderr.on('error', onStderrError);
 }
 
 function writeLine(line: string): void {
