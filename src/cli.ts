@@ -1,7 +1,7 @@
 import { ConfigError } from './config/errors.js';
 import type { LoadedConfig } from './config/load.js';
 import { resolveConfig } from './config/resolve.js';
-import { createLogger, type Logger } from './log.js';
+import { createLogger, guardStderr, type Logger } from './log.js';
 import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import type { BackendRegistry } from './registry.js';
 import { secrets } from './secrets.js';
@@ -101,10 +101,12 @@ export function parseArgs(argv: string[]): Command {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  guardStderr();
   const log = createLogger();
   let command: Command;
   // import-cinder-conf reads no config of ours and takes its own arguments.
   if (argv[0] === 'import-cinder-conf') {
+    guardStdout();
     const { runImportCinderConf } = await import('./cinder-conf/index.js');
     const answer = await runImportCinderConf(argv.slice(1));
     process.stdout.write(answer.stdout);
@@ -117,6 +119,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`${(error as Error).message}\n`);
     return 2;
   }
+  // The stdio server watches stdout itself (its client leaving); every other command writes for a reader that may go.
+  if (command.mode !== 'serve' || command.http) guardStdout();
   try {
     if (command.mode === 'help') {
       process.stdout.write(USAGE + '\n');
@@ -152,6 +156,8 @@ export async function main(argv: string[]): Promise<number> {
     if (command.mode === 'serve' && command.http) return await serveHttpCommand(config, command.http, log);
     return command.mode === 'check' ? await check(config, log) : await serve(config, log);
   } catch (error) {
+    // `cinderlib-mcp dump | head`: the reader has what it wanted; nothing failed.
+    if (error instanceof StdoutClosed) return 0;
     if (error instanceof ConfigError) {
       log.error(`config error: ${error.message}`);
       return 1;
@@ -289,7 +295,7 @@ async function serveHttpCommand(config: LoadedConfig, { host, port }: { host: st
   assertHttpBindingAllowed(host, config.global.httpTokens); // before the store is opened
   // The store opens before the port does: an unreachable store ends start-up with its reason.
   const registry = await BackendRegistry.open(config, secrets, log);
-  const server = await serveHttp({ config, registry: Promise.resolve(registry), secrets, log, host, port, storeHealth: () => registry.storeHealth() }).catch(async (error: unknown) => {
+  const server = await serveHttp({ config, registry: Promise.resolve(registry), secrets, log, host, port, storeHealth: () => registry.storeHealth(), ...httpLoadLimits() }).catch(async (error: unknown) => {
     await registry.close().catch(() => undefined);
     throw error;
   });
@@ -321,17 +327,45 @@ async function serveHttpCommand(config: LoadedConfig, { host, port }: { host: st
   return new Promise<number>(() => undefined); // runs until a signal arrives
 }
 
+/** Thrown by writeStdout once stdout's reader has gone (EPIPE): the command ends quietly, status 0. */
+class StdoutClosed extends Error {
+  constructor() {
+    super('stdout was closed by its reader');
+  }
+}
+
+let stdoutClosed = false;
+
+/** A failed write to stdout (EPIPE, say) marks it closed instead of ending the process as an uncaught error. */
+function guardStdout(): void {
+  process.stdout.on('error', () => void (stdoutClosed = true));
+}
+
 /** Writes to stdout, waiting when the pipe is full (a dump of a large store is written piece by piece). */
 function writeStdout(text: string): Promise<void> {
   return new Promise((resolve, reject) => {
+    if (stdoutClosed) return reject(new StdoutClosed());
     if (process.stdout.write(text)) return resolve();
-    const onError = (error: Error) => reject(error);
-    process.stdout.once('error', onError);
-    process.stdout.once('drain', () => {
-      process.stdout.off('error', onError);
-      resolve();
-    });
+    const settle = (error?: Error) => {
+      process.stdout.off('error', settle);
+      process.stdout.off('drain', settle);
+      if (error) reject(new StdoutClosed());
+      else resolve();
+    };
+    process.stdout.once('error', settle);
+    process.stdout.once('drain', settle);
   });
+}
+
+/**
+ * The body budget and stall time of `serve --http`, overridable for tests only (not a config
+ * option): CINDERLIB_MCP_HTTP_BODY_BUDGET_BYTES, CINDERLIB_MCP_HTTP_BODY_STALL_MS.
+ */
+function httpLoadLimits(): { bodyBudgetBytes?: number; bodyStallMs?: number } {
+  const whole = (raw: string | undefined) => (raw && /^\d+$/.test(raw) && Number(raw) > 0 ? Number(raw) : undefined);
+  const bodyBudgetBytes = whole(process.env.CINDERLIB_MCP_HTTP_BODY_BUDGET_BYTES);
+  const bodyStallMs = whole(process.env.CINDERLIB_MCP_HTTP_BODY_STALL_MS);
+  return { ...(bodyBudgetBytes ? { bodyBudgetBytes } : {}), ...(bodyStallMs ? { bodyStallMs } : {}) };
 }
 
 /** A client that initializes and then waits gets the SDK loaded anyway, shortly after. */

@@ -18,12 +18,42 @@ export interface Logger {
   child(scope: string): Logger;
 }
 
-const writeLine = (line: string) => process.stderr.write(line + '\n');
+/**
+ * Set once stderr fails (EPIPE: whoever read the logs went away). Logging then stops; the process
+ * goes on (contract section 11): a log reader is never a reason to die.
+ */
+let stderrGone = false;
+
+function onStderrError(): void {
+  stderrGone = true;
+}
+
+/**
+ * Without a listener, a failed write to stderr is an uncaught exception that ends the process. One
+ * listener, added once, for every writer of stderr (the logger and the CLI's own messages).
+ */
+let stderrGuarded = false;
+
+export function guardStderr(): void {
+  if (stderrGuarded) return;
+  stderrGuarded = true;
+  process.stderr.on('error', onStderrError);
+}
+
+function writeLine(line: string): void {
+  if (stderrGone) return;
+  guardStderr();
+  try {
+    process.stderr.write(line + '\n');
+  } catch {
+    stderrGone = true;
+  }
+}
 
 export function createLogger(scope = 'cinderlib-mcp'): Logger {
   const threshold = LEVEL_ORDER[configuredLevel()];
   const write = (level: LogLevel, message: string) => {
-    if (LEVEL_ORDER[level] < threshold) return;
+    if (LEVEL_ORDER[level] < threshold || stderrGone) return;
     writeLine(secrets.redact(`${new Date().toISOString()} ${level.toUpperCase()} [${scope}] ${message}`));
   };
   return {

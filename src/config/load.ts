@@ -41,6 +41,8 @@ export interface GlobalOptions {
   httpAllowedOrigins?: string[];
   /** An HTTP session with no request for this long ends (global.http_session_idle_seconds; default 3600). */
   httpSessionIdleSeconds?: number;
+  /** The most sessions one token holds; beyond, its oldest idle one ends (global.http_sessions_per_token; default 100). */
+  httpSessionsPerToken?: number;
 }
 
 /** One entry of global.http_tokens: `name` identifies the caller (audit log), `token` is a secret. */
@@ -52,6 +54,7 @@ export interface HttpToken {
 }
 
 export const DEFAULT_HTTP_SESSION_IDLE_SECONDS = 3600;
+export const DEFAULT_HTTP_SESSIONS_PER_TOKEN = 100;
 /** Bearer tokens shorter than this are refused: they could be guessed over the network. */
 export const MIN_HTTP_TOKEN_LENGTH = 16;
 
@@ -115,6 +118,10 @@ const GLOBAL_KEYS = {
   http_session_idle_seconds: z.preprocess(
     (v) => (typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v),
     z.number({ error: 'http_session_idle_seconds must be a whole number of seconds from 1 to 604800' }).int().min(1).max(604_800),
+  ).optional(),
+  http_sessions_per_token: z.preprocess(
+    (v) => (typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v),
+    z.number({ error: 'http_sessions_per_token must be a whole number of sessions from 1 to 1000' }).int().min(1).max(1000),
   ).optional(),
   lease_seconds: z.preprocess(
     (v) => (typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v),
@@ -206,9 +213,11 @@ function parseGlobal(raw: unknown, source: string, warnings: string[], secrets?:
   };
 }
 
+type HttpGlobalOptions = Pick<GlobalOptions, 'httpTokens' | 'httpAllowedOrigins' | 'httpSessionIdleSeconds' | 'httpSessionsPerToken'>;
+
 /** The `serve --http` options, present only when configured. */
-function httpOptions(options: z.infer<typeof globalSchema>, source: string): Pick<GlobalOptions, 'httpTokens' | 'httpAllowedOrigins' | 'httpSessionIdleSeconds'> {
-  const out: Pick<GlobalOptions, 'httpTokens' | 'httpAllowedOrigins' | 'httpSessionIdleSeconds'> = {};
+function httpOptions(options: z.infer<typeof globalSchema>, source: string): HttpGlobalOptions {
+  const out: HttpGlobalOptions = {};
   if (options.http_tokens) {
     const names = new Set<string>();
     const tokens = new Set<string>();
@@ -222,6 +231,7 @@ function httpOptions(options: z.infer<typeof globalSchema>, source: string): Pic
   }
   if (options.http_allowed_origins) out.httpAllowedOrigins = options.http_allowed_origins.map((origin) => new URL(origin).origin);
   if (options.http_session_idle_seconds !== undefined) out.httpSessionIdleSeconds = options.http_session_idle_seconds;
+  if (options.http_sessions_per_token !== undefined) out.httpSessionsPerToken = options.http_sessions_per_token;
   return out;
 }
 

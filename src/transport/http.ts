@@ -6,7 +6,7 @@ import { hostname, networkInterfaces } from 'node:os';
 import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
-import { DEFAULT_HTTP_SESSION_IDLE_SECONDS, type HttpToken, type LoadedConfig } from '../config/load.js';
+import { DEFAULT_HTTP_SESSION_IDLE_SECONDS, DEFAULT_HTTP_SESSIONS_PER_TOKEN, type HttpToken, type LoadedConfig } from '../config/load.js';
 import type { Logger } from '../log.js';
 import type { BackendRegistry } from '../registry.js';
 import type { SecretRegistry } from '../secrets.js';
@@ -21,6 +21,9 @@ import { createMcpServer } from '../server.js';
  *   Sessions of a read-only token (or of a read-only server) offer and run only the read tools.
  * - `/healthz` (GET): 200 `{"status":"ok"}`, or 503 with the reason; no auth.
  * - Order of checks on /mcp: Origin (403), bearer token (401), body size (413), JSON (400), session.
+ * - Under load (contract section 16): a token holds at most global.http_sessions_per_token sessions
+ *   (its oldest idle one ends to make room, else 429); bodies being received share one memory budget
+ *   (beyond it, 503 with Retry-After), and a body that stops arriving is dropped with its connection.
  */
 
 /** Bodies larger than this are answered 413 (contract section 10). */
@@ -29,6 +32,20 @@ export const MAX_BODY_BYTES = 4 * 1024 * 1024;
 export const MAX_SESSIONS = 1000;
 /** How much of a refused body is read and dropped before the connection is cut instead. */
 const MAX_DISCARD_BYTES = 64 * 1024 * 1024;
+/** Request bodies being received are held in memory up to this much in all, across connections. */
+export const BODY_BUDGET_BYTES = 64 * 1024 * 1024;
+/** A request body from which nothing arrives for this long is dropped and its connection destroyed. */
+export const BODY_STALL_MS = 30_000;
+/**
+ * Past its first LOOSE_CHUNKS chunks, a body's chunks smaller than SMALL_CHUNK_BYTES are copied
+ * into blocks of BODY_BLOCK_BYTES (counted whole): a trickle of tiny packets must not hold one
+ * Buffer, a few hundred bytes of overhead, per packet.
+ */
+const LOOSE_CHUNKS = 64;
+const SMALL_CHUNK_BYTES = 16 * 1024;
+const BODY_BLOCK_BYTES = 64 * 1024;
+/** What a client refused for load is told to wait, in seconds. */
+const RETRY_AFTER_SECONDS = 2;
 /** How long /healthz waits for the metadata store's answer. */
 const HEALTH_TIMEOUT_MS = 5000;
 const REALM = 'cinderlib-mcp';
@@ -44,6 +61,10 @@ export interface HttpServeOptions {
   port: number;
   /** Why the metadata store cannot be reached right now, or undefined when it can (for /healthz). */
   storeHealth?: () => Promise<string | undefined>;
+  /** Overrides BODY_BUDGET_BYTES (tests). */
+  bodyBudgetBytes?: number;
+  /** Overrides BODY_STALL_MS (tests). */
+  bodyStallMs?: number;
 }
 
 export interface HttpServerHandle {
@@ -101,6 +122,10 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
   const tokens = config.global.httpTokens ?? [];
   assertHttpBindingAllowed(host, tokens);
   const idleMs = (config.global.httpSessionIdleSeconds ?? DEFAULT_HTTP_SESSION_IDLE_SECONDS) * 1000;
+  const perToken = config.global.httpSessionsPerToken ?? DEFAULT_HTTP_SESSIONS_PER_TOKEN;
+  const bodyBudget = new BodyBudget(options.bodyBudgetBytes ?? BODY_BUDGET_BYTES);
+  const stallMs = options.bodyStallMs ?? BODY_STALL_MS;
+  let budgetWarnedAt = 0;
   const tokenDigests = tokens.map((token) => ({ token, digest: sha256(token.token) }));
 
   // The registry's state, for /healthz.
@@ -111,6 +136,8 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
   );
 
   const sessions = new Map<string, Session>();
+  /** Sessions of each token whose initialize is under way: they count against its cap too. */
+  const opening = new Map<HttpToken | undefined, number>();
   let requestsInFlight = 0;
   let closing = false;
   const inFlightDrained = new Set<() => void>();
@@ -158,10 +185,28 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
       client = token?.name;
       let body: unknown;
       if (req.method === 'POST') {
-        const read = await readBody(req, MAX_BODY_BYTES);
+        const read = await readBody(req, MAX_BODY_BYTES, bodyBudget, stallMs);
         if (read === 'too-large') {
-          discardRest(req);
+          discardRest(req, stallMs);
           return sendJsonRpcError(res, 413, -32000, `Payload too large: a request body may be at most ${MAX_BODY_BYTES} bytes (4 MiB)`);
+        }
+        if (read === 'busy') {
+          discardRest(req, stallMs);
+          if (Date.now() - budgetWarnedAt > 60_000) {
+            budgetWarnedAt = Date.now();
+            log.warn(`request bodies being received hold ${mebibytes(bodyBudget.limit)} MiB, the most this server buffers: new requests get 503 until some finish (logged at most once a minute)`);
+          }
+          return sendJsonRpcError(
+            res,
+            503,
+            -32000,
+            `Service unavailable: request bodies being received already take ${mebibytes(bodyBudget.limit)} MiB, the most this server holds at once; retry in a few seconds`,
+            { 'Retry-After': String(RETRY_AFTER_SECONDS) },
+          );
+        }
+        if (read === 'stalled') {
+          log.debug(`dropped a request body from ${req.socket.remoteAddress ?? '?'}: nothing arrived for ${stallMs / 1000} s`);
+          return;
         }
         if (read === 'aborted') return;
         try {
@@ -181,12 +226,25 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
       if (req.method !== 'POST' || !(Array.isArray(body) ? body.some(isInitializeRequest) : isInitializeRequest(body))) {
         return sendJsonRpcError(res, 400, -32000, 'Bad Request: Mcp-Session-Id header is required (start a session with initialize)');
       }
+      const crowded = makeRoomForSession(token);
+      if (crowded) return sendJsonRpcError(res, 429, -32000, crowded, { 'Retry-After': String(RETRY_AFTER_SECONDS) });
       if (sessions.size >= MAX_SESSIONS) {
         return sendJsonRpcError(res, 503, -32000, `Service unavailable: ${MAX_SESSIONS} sessions are open; close one (DELETE /mcp) or wait for idle ones to end`);
       }
-      session = await openSession(token, initializeClientName(body));
-      client = session.clientName;
-      await handleInSession(session, req, res, body);
+      // Counted as the token's from now until it is in `sessions` (or initialize failed).
+      opening.set(token, (opening.get(token) ?? 0) + 1);
+      let pending = true;
+      const settled = () => {
+        if (pending) opening.set(token, opening.get(token)! - 1);
+        pending = false;
+      };
+      try {
+        session = await openSession(token, initializeClientName(body), settled);
+        client = session.clientName;
+        await handleInSession(session, req, res, body);
+      } finally {
+        settled();
+      }
       if (!sessions.has(session.transport.sessionId ?? '')) {
         // initialize was refused (malformed, say): nothing will ever use this transport.
         await session.server.close().catch(() => undefined);
@@ -209,7 +267,35 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
     return found ? { token: found } : { refused: 'the bearer token is not one this server accepts', invalid: true };
   }
 
-  async function openSession(token: HttpToken | undefined, initializeName: string | undefined): Promise<Session> {
+  /**
+   * Keeps `token` within global.http_sessions_per_token for one more session: ends its oldest idle
+   * sessions as needed. Returns the refusal when they are all busy (other tokens are never touched).
+   */
+  function makeRoomForSession(token: HttpToken | undefined): string | undefined {
+    const held = [...sessions.values()].filter((session) => session.token === token);
+    const excess = held.length + (opening.get(token) ?? 0) + 1 - perToken;
+    if (excess <= 0) return undefined;
+    const idle = held.filter((session) => session.inFlight === 0).sort((a, b) => a.lastSeen - b.lastSeen);
+    const holder = token ? `the token "${token.name}"` : 'clients without a token';
+    if (idle.length < excess) {
+      return `Too many sessions: ${holder} already holds ${perToken} session(s), the most global.http_sessions_per_token allows, and none is idle to end in favour of a new one (each has a call running); close one (DELETE /mcp) or retry once a call has finished`;
+    }
+    for (const session of idle.slice(0, excess)) {
+      endSession(session, `${holder} opened a new one beyond global.http_sessions_per_token (${perToken}): its oldest idle session ends first`);
+    }
+    return undefined;
+  }
+
+  /** Ends a session now: its id is unknown (404) from here on. */
+  function endSession(session: Session, reason: string): void {
+    if (sessions.get(session.id) !== session) return;
+    sessions.delete(session.id);
+    clearTimeout(session.timer);
+    log.info(`HTTP session ${session.id.slice(0, 8)} ended (${reason})`);
+    void session.server.close().catch(() => undefined);
+  }
+
+  async function openSession(token: HttpToken | undefined, initializeName: string | undefined, onOpened: () => void): Promise<Session> {
     const readOnly = config.global.readOnly || (token?.readOnly ?? false);
     const server = createMcpServer({
       registry: options.registry,
@@ -234,6 +320,7 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
       onsessioninitialized: (id) => {
         session.id = id;
         sessions.set(id, session);
+        onOpened();
         armIdleTimer(session);
         log.info(`HTTP session ${id.slice(0, 8)} opened${session.clientName ? ` by "${session.clientName}"` : ''}${readOnly ? ' (read-only)' : ''}`);
       },
@@ -274,8 +361,7 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
       () => {
         if (!sessions.has(session.id)) return;
         if (session.inFlight > 0 || Date.now() - session.lastSeen < idleMs) return armIdleTimer(session);
-        session.endReason = `idle for ${Math.round(idleMs / 1000)} s (global.http_session_idle_seconds)`;
-        void session.server.close().catch(() => undefined);
+        endSession(session, `idle for ${Math.round(idleMs / 1000)} s (global.http_session_idle_seconds)`);
       },
       // A session with a call running is looked at again after a full period.
       Math.max(session.inFlight > 0 ? idleMs : due, 10),
@@ -394,48 +480,123 @@ function headerValue(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
 
-/** Reads a body of at most `limit` bytes, counted as it arrives (Content-Length is only a first hint). */
-function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-large' | 'aborted'> {
+/** The bytes of request bodies held in memory across connections, against one ceiling. */
+class BodyBudget {
+  used = 0;
+  constructor(readonly limit: number) {}
+
+  take(bytes: number): boolean {
+    if (this.used + bytes > this.limit) return false;
+    this.used += bytes;
+    return true;
+  }
+
+  give(bytes: number): void {
+    this.used -= bytes;
+  }
+}
+
+type BodyOutcome = Buffer | 'too-large' | 'busy' | 'stalled' | 'aborted';
+
+/**
+ * Reads a body of at most `limit` bytes, counted as it arrives (Content-Length is only a first
+ * hint). Its bytes are taken from `budget` while held ('busy' when it has no room left), and a
+ * body from which nothing arrives for `stallMs` is dropped with its connection ('stalled').
+ */
+function readBody(req: IncomingMessage, limit: number, budget: BodyBudget, stallMs: number): Promise<BodyOutcome> {
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > limit) return Promise.resolve('too-large');
   return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
+    let chunks: Buffer[] = [];
     let size = 0;
-    const done = (outcome: Buffer | 'too-large' | 'aborted') => {
+    /** What this body holds in memory, as taken from the budget (blocks count whole). */
+    let held = 0;
+    let block: Buffer | undefined;
+    let blockUsed = 0;
+    const closeBlock = () => {
+      if (block) chunks.push(block.subarray(0, blockUsed));
+      block = undefined;
+    };
+    let settled = false;
+    const stall = setTimeout(() => {
+      req.socket.destroy();
+      done('stalled');
+    }, stallMs).unref();
+    const done = (outcome: BodyOutcome) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(stall);
       req.off('data', onData);
       req.off('end', onEnd);
       req.off('error', onAbort);
       req.off('aborted', onAbort);
+      req.off('close', onAbort);
+      budget.give(held);
+      chunks = [];
+      block = undefined; // a dropped body's bytes go now, not when the request object does
       resolve(outcome);
     };
     const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > limit) {
+      stall.refresh();
+      if (size + chunk.length > limit) {
         req.pause();
         return done('too-large');
       }
-      chunks.push(chunk);
+      if (chunk.length >= SMALL_CHUNK_BYTES || (!block && chunks.length < LOOSE_CHUNKS)) {
+        if (!budget.take(chunk.length)) return busy();
+        held += chunk.length;
+        closeBlock();
+        chunks.push(chunk);
+      } else {
+        if (!block || blockUsed + chunk.length > block.length) {
+          if (!budget.take(BODY_BLOCK_BYTES)) return busy();
+          held += BODY_BLOCK_BYTES;
+          closeBlock();
+          block = Buffer.allocUnsafe(BODY_BLOCK_BYTES);
+          blockUsed = 0;
+        }
+        blockUsed += chunk.copy(block, blockUsed);
+      }
+      size += chunk.length;
     };
-    const onEnd = () => done(Buffer.concat(chunks, size));
+    const busy = () => {
+      req.pause();
+      done('busy');
+    };
+    const onEnd = () => {
+      closeBlock();
+      done(Buffer.concat(chunks, size));
+    };
     const onAbort = () => done('aborted');
     req.on('data', onData);
     req.once('end', onEnd);
     req.once('error', onAbort);
     req.once('aborted', onAbort);
+    req.once('close', onAbort);
   });
 }
 
 /**
- * Reads and drops what is left of a refused body, so that a client still sending gets the 413
- * rather than a broken pipe; beyond MAX_DISCARD_BYTES more, the connection is cut.
+ * Reads and drops what is left of a refused body, so that a client still sending gets its answer
+ * rather than a broken pipe; beyond MAX_DISCARD_BYTES more, or nothing for `stallMs`, the
+ * connection is cut instead.
  */
-function discardRest(req: IncomingMessage): void {
+function discardRest(req: IncomingMessage, stallMs: number): void {
   let discarded = 0;
+  const stall = setTimeout(() => req.socket.destroy(), stallMs).unref();
   req.on('data', (chunk: Buffer) => {
+    stall.refresh();
     discarded += chunk.length;
     if (discarded > MAX_DISCARD_BYTES) req.socket.destroy();
   });
+  // Once the body has ended the connection may carry the next request: it is no longer ours to cut.
+  req.once('end', () => clearTimeout(stall));
+  req.once('close', () => clearTimeout(stall));
   req.resume();
+}
+
+function mebibytes(bytes: number): string {
+  return (bytes / (1024 * 1024)).toFixed(bytes % (1024 * 1024) === 0 ? 0 : 1);
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {

@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -231,5 +231,62 @@ describe('start-up after a crash', () => {
     } finally {
       await server.close();
     }
+  });
+});
+
+describe('a reader that goes away (contract section 11)', () => {
+  it('dump into a pipe closed after the first bytes ends quietly with status 0', async () => {
+    const dbPath = join(root, 'big-dump.sqlite');
+    const store = new SqliteVolumeStore(dbPath);
+    const now = new Date().toISOString();
+    // About 1 MiB of dump: far more than a pipe holds, so dump is still writing when the reader leaves.
+    for (let i = 0; i < 2000; i++) {
+      const id = `${i.toString(16).padStart(8, '0')}-0000-4000-8000-000000000000`;
+      await store.insert({ id, backend: 'files', name: `v${i}`, description: 'd'.repeat(300), size: 1, pool_name: 'files', bootable: false, created_at: now, updated_at: now, status: 'available', status_reason: null, provider_location: null });
+    }
+    await store.close();
+    const config = writeConfig('big-dump.yaml', {
+      global: { persistence_config: { storage: 'db', connection: `sqlite:///${dbPath}` } },
+      backends: [{ volume_backend_name: 'files', volume_driver: 'file', volumes_dir: join(root, 'big-dump-vols') }],
+    });
+    const child = spawn(process.execPath, [BIN, 'dump', '--config', config], { env: { ...process.env, XDG_DATA_HOME: join(root, 'xdg') }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    let first = '';
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.stdout!.once('data', (chunk: Buffer) => {
+      first = chunk.toString();
+      child.stdout!.destroy(); // as `| head -c 300` does
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (status) => resolve(status)));
+    clearTimeout(timer);
+    expect(first).toMatch(/^\[/);
+    expect(stderr).not.toMatch(/EPIPE|fatal/i);
+    expect(code, stderr).toBe(0);
+  });
+
+  it('the stdio server keeps answering when stderr is closed, and exits 0 when stdout is', async () => {
+    const child = spawn(process.execPath, [BIN], { env: { ...process.env, XDG_DATA_HOME: join(root, 'xdg-no-stderr'), CINDERLIB_MCP_LOG_LEVEL: 'debug' }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (status) => resolve(status)));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.stderr!.destroy(); // every log line from here on hits a closed pipe
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    const send = (message: object) => child.stdin!.write(JSON.stringify(message) + '\n');
+    const answered = async (id: number) => {
+      for (let i = 0; i < 200 && !out.split('\n').some((line) => line.includes(`"id":${id}`)); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+      return out.split('\n').some((line) => line.includes(`"id":${id}`));
+    };
+    send({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'no-stderr', version: '1' } } });
+    send({ jsonrpc: '2.0', method: 'notifications/initialized' });
+    for (let id = 2; id < 5; id++) {
+      send({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'list_volumes', arguments: {} } });
+      expect(await answered(id), out).toBe(true);
+    }
+    expect(child.exitCode).toBeNull();
+    child.stdout!.destroy(); // the client leaves
+    send({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'list_volumes', arguments: {} } });
+    expect(await exited).toBe(0);
+    clearTimeout(timer);
   });
 });

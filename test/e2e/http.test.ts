@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
+import { connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -45,8 +46,8 @@ function childEnv(extra: Record<string, string> = {}): Record<string, string> {
 }
 
 /** Starts `serve --http --port 0` (at debug level) and waits for the line naming its URL. */
-async function startHttpServer(configPath: string, extraArgs: string[] = []): Promise<HttpServerProcess> {
-  const server = await startHttpServerProcess(configPath, childEnv(), extraArgs);
+async function startHttpServer(configPath: string, extraArgs: string[] = [], env: Record<string, string> = {}): Promise<HttpServerProcess> {
+  const server = await startHttpServerProcess(configPath, childEnv(env), extraArgs);
   started.push(server);
   return server;
 }
@@ -327,5 +328,138 @@ describe('serve --http idle sessions', () => {
     expect(server.stderr()).toMatch(new RegExp(`session ${sessionId.slice(0, 8)} ended \\(idle`));
     await client.close().catch(() => undefined);
     await server.stop();
+  });
+});
+
+describe('serve --http when its log reader goes away (contract section 11)', () => {
+  it('keeps serving after stderr is closed, and exits 0 on SIGTERM', async () => {
+    // At info level, as `serve --http 2>&1 | head -c 300` runs it: the session lines then hit a closed pipe.
+    const child = spawn(process.execPath, [BIN, 'serve', '--http', '--port', '0', '--config', writeConfig('no-reader', {})], {
+      cwd: REPO_ROOT,
+      env: childEnv({ CINDERLIB_MCP_LOG_LEVEL: 'info' }),
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      let stderr = '';
+      const url = await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`server did not start in 30 s; stderr:\n${stderr}`)), 30_000);
+        child.stderr!.on('data', (chunk: Buffer) => {
+          stderr += chunk.toString();
+          const match = /serving MCP over HTTP at (http:\/\/\S+\/mcp)/.exec(stderr);
+          if (match) {
+            clearTimeout(timer);
+            resolve(match[1]!);
+          }
+        });
+      });
+      child.stderr!.destroy();
+      for (let round = 0; round < 3; round++) {
+        const { client } = await connect(url, undefined, `after-reader-left-${round}`);
+        expect((await client.listTools()).tools.length).toBeGreaterThan(0);
+        await client.close();
+      }
+      expect(child.exitCode).toBeNull();
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+  });
+});
+
+describe('serve --http under load (contract section 16)', () => {
+  const toolsList = (url: string, sessionId: string, token: string) =>
+    post(url, { jsonrpc: '2.0', id: 7, method: 'tools/list' }, { Authorization: `Bearer ${token}`, 'Mcp-Session-Id': sessionId, 'Mcp-Protocol-Version': '2025-06-18' });
+
+  it("caps a token's sessions at http_sessions_per_token, ending its oldest idle one; other tokens are not touched", async () => {
+    const server = await startHttpServer(
+      writeConfig('per-token', {
+        http_tokens: [
+          { name: 'greedy', token: ADMIN_TOKEN },
+          { name: 'neighbour', token: READER_TOKEN, read_only: true },
+        ],
+        http_sessions_per_token: 3,
+      }),
+    );
+    const greedy = [];
+    for (let i = 0; i < 3; i++) greedy.push(await connect(server.url, ADMIN_TOKEN, `greedy-${i}`));
+    const neighbour = await connect(server.url, READER_TOKEN, 'neighbour-0');
+    const oldest = greedy[0]!.transport.sessionId!;
+    // A fourth session of the same token: the oldest idle one ends to make room.
+    greedy.push(await connect(server.url, ADMIN_TOKEN, 'greedy-3'));
+    const stale = await toolsList(server.url, oldest, ADMIN_TOKEN);
+    expect(stale.status).toBe(404);
+    await stale.body?.cancel();
+    for (const { client } of greedy.slice(1)) expect((await client.listTools()).tools.length).toBeGreaterThan(0);
+    expect(server.stderr()).toMatch(new RegExp(`session ${oldest.slice(0, 8)} ended \\(the token "greedy" opened a new one beyond global.http_sessions_per_token \\(3\\)`));
+    // The other token still opens its own three, and the first of them is still there.
+    const more = [];
+    for (let i = 1; i < 3; i++) more.push(await connect(server.url, READER_TOKEN, `neighbour-${i}`));
+    expect((await neighbour.client.listTools()).tools.length).toBeGreaterThan(0);
+    for (const { client } of greedy.slice(1)) expect((await client.listTools()).tools.length).toBeGreaterThan(0);
+    for (const { client } of [...greedy.slice(1), neighbour, ...more]) await client.close();
+    await greedy[0]!.client.close().catch(() => undefined);
+    expect(await server.stop()).toBe(0);
+  });
+
+  it('answers 503 with Retry-After while stalled bodies hold the body budget, and drops a stalled body after the stall time', async () => {
+    const budget = 1024 * 1024;
+    const server = await startHttpServer(writeConfig('budget', {}), [], {
+      CINDERLIB_MCP_HTTP_BODY_BUDGET_BYTES: String(budget),
+      CINDERLIB_MCP_HTTP_BODY_STALL_MS: '1500',
+    });
+    const { hostname, port } = new URL(server.url);
+    // A client that announces 3 MiB, sends exactly the budget's worth, then goes quiet.
+    const stalled = tcpConnect(Number(port), hostname);
+    const closed = new Promise<number>((resolve) => stalled.once('close', () => resolve(Date.now())));
+    let answered = '';
+    stalled.on('data', (chunk: Buffer) => (answered += chunk.toString()));
+    stalled.on('error', () => undefined);
+    await new Promise<void>((resolve) => stalled.once('connect', () => resolve()));
+    stalled.write(`POST /mcp HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${3 * budget}\r\n\r\n`);
+    stalled.write(Buffer.alloc(budget, 'a'));
+    const stalledSince = Date.now();
+    let refused: Response | undefined;
+    for (let attempt = 0; attempt < 40 && !refused; attempt++) {
+      const response = await post(server.url, INITIALIZE);
+      if (response.status === 503) refused = response;
+      else {
+        await response.body?.cancel();
+        await new Promise((resolve) => setTimeout(resolve, 25));
+      }
+    }
+    expect(refused?.status).toBe(503);
+    expect(refused!.headers.get('retry-after')).toMatch(/^\d+$/);
+    expect(((await refused!.json()) as any).error.message).toMatch(/request bodies being received/);
+    // The stalled connection is cut (no answer) after the stall time, and its budget is free again.
+    const cutAt = await Promise.race([closed, new Promise<number>((resolve) => setTimeout(() => resolve(-1), 10_000))]);
+    expect(cutAt).toBeGreaterThan(0);
+    expect(cutAt - stalledSince).toBeGreaterThanOrEqual(1000);
+    expect(answered).toBe('');
+    const after = await post(server.url, INITIALIZE);
+    expect(after.status).toBe(200);
+    await after.body?.cancel();
+    expect(await server.stop()).toBe(0);
+  });
+
+  it('reads a body that arrives in hundreds of tiny packets whole', async () => {
+    const server = await startHttpServer(writeConfig('trickle', {}));
+    const { hostname, port } = new URL(server.url);
+    const body = JSON.stringify({ ...INITIALIZE, params: { ...INITIALIZE.params, clientInfo: { name: `trickle-${'x'.repeat(12_000)}`, version: '1' } } });
+    const socket = tcpConnect(Number(port), hostname);
+    socket.setNoDelay(true);
+    let answer = '';
+    socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
+    socket.write(`POST /mcp HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`);
+    for (let i = 0; i < body.length; i += 7) {
+      socket.write(body.slice(i, i + 7));
+      if (i % 70 === 0) await new Promise((resolve) => setImmediate(resolve));
+    }
+    for (let i = 0; i < 200 && !/"serverInfo"/.test(answer); i++) await new Promise((resolve) => setTimeout(resolve, 25));
+    socket.destroy();
+    expect(answer.split('\r\n')[0]).toBe('HTTP/1.1 200 OK');
+    expect(answer).toMatch(/"serverInfo"/);
+    expect(await server.stop()).toBe(0);
   });
 });
