@@ -300,6 +300,9 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
     const server = createMcpServer({
       registry: options.registry,
       readOnly,
+      ...(!config.global.readOnly && token?.readOnly
+        ? { readOnlyReason: `the token "${token.name}" is read-only (its http_tokens entry has read_only: true); a token without read_only may call it` }
+        : {}),
       secrets,
       log,
       // Over HTTP the audit log names the token; without tokens, the client's name from initialize.

@@ -185,7 +185,7 @@ describe('serve --http with bearer tokens', () => {
     expect(tools.some((tool) => tool.name === 'create_volume')).toBe(false);
     const refused = (await client.callTool({ name: 'create_volume', arguments: { backend: 'files', size: 1 } })) as any;
     expect(refused.isError).toBe(true);
-    expect(refused.content[0].text).toMatch(/^READ_ONLY: /);
+    expect(refused.content[0].text).toMatch(/^READ_ONLY: create_volume is disabled: the token "dashboards" is read-only \(its http_tokens entry has read_only: true\)/);
     const listed = (await client.callTool({ name: 'list_volumes', arguments: {} })) as any;
     expect(listed.isError).not.toBe(true);
     expect(listed.structuredContent.volumes.some((volume: any) => volume.name === 'over-http')).toBe(true);
