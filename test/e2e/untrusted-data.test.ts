@@ -1,6 +1,6 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
@@ -52,6 +52,18 @@ async function dumpOfOneVolume(name: string, act: (server: McpHarness, volumeId:
   return JSON.parse(dumped.stdout);
 }
 
+/** A volume_attachment list as cinderlib nests it in a Volume, holding one attachment. */
+function attachmentList(volumeId: string, attachmentId: string, connector: Record<string, unknown>, conn: Record<string, unknown>, device: unknown): unknown {
+  const ovo = (name: string, version: string, data: unknown) => ({
+    'versioned_object.name': name,
+    'versioned_object.namespace': 'cinder',
+    'versioned_object.version': version,
+    'versioned_object.data': data,
+  });
+  const attachment = { id: attachmentId, volume_id: volumeId, attach_status: 'attached', attach_mode: 'rw', connector, connection_info: { conn, connector, device } };
+  return ovo('VolumeAttachmentList', '1.1', { objects: [ovo('VolumeAttachment', '1.3', attachment)] });
+}
+
 function loadInto(name: string, dump: unknown, volumesDir?: string): { code: number | null; stderr: string; config: string } {
   const config = writeConfig(name, volumesDir);
   const file = join(root, `${name}.json`);
@@ -98,28 +110,7 @@ describe('load refuses what this server would never have written', () => {
   const withAttachment = (connector: Record<string, unknown>, data: Record<string, unknown>, device: unknown = null) =>
     tampered((volume) => {
       volume.status = 'in-use';
-      volume.volume_attachment = {
-        'versioned_object.name': 'VolumeAttachmentList',
-        'versioned_object.namespace': 'cinder',
-        'versioned_object.version': '1.1',
-        'versioned_object.data': {
-          objects: [
-            {
-              'versioned_object.name': 'VolumeAttachment',
-              'versioned_object.namespace': 'cinder',
-              'versioned_object.version': '1.3',
-              'versioned_object.data': {
-                id: '3f1c2b4a-5d6e-4f70-8a9b-0c1d2e3f4a5b',
-                volume_id: volume.id,
-                attach_status: 'attached',
-                attach_mode: 'rw',
-                connector,
-                connection_info: { conn: { driver_volume_type: 'iscsi', data }, connector, device },
-              },
-            },
-          ],
-        },
-      };
+      volume.volume_attachment = attachmentList(volume.id, '3f1c2b4a-5d6e-4f70-8a9b-0c1d2e3f4a5b', connector, { driver_volume_type: 'iscsi', data }, device);
     });
   const iscsiData = { target_discovered: false, target_iqn: 'iqn.2010-10.org.openstack:volume-x', target_portal: '127.0.0.1:3260', target_lun: 1, auth_method: 'CHAP', auth_username: 'u', auth_password: '***' };
 
@@ -174,32 +165,8 @@ describe.skipIf(needsRoot)('detach_volume of a loaded attachment (root: loop dev
       // The dump was taken after the detach, so add the attachment back, pointed at the foreign loop device and file.
       const volume = dataOf(dump[0].volumes[0]);
       volume.status = 'in-use';
-      volume.volume_attachment = {
-        'versioned_object.name': 'VolumeAttachmentList',
-        'versioned_object.namespace': 'cinder',
-        'versioned_object.version': '1.1',
-        'versioned_object.data': {
-          objects: [
-            {
-              'versioned_object.name': 'VolumeAttachment',
-              'versioned_object.namespace': 'cinder',
-              'versioned_object.version': '1.3',
-              'versioned_object.data': {
-                id: '6a5b4c3d-2e1f-4a0b-9c8d-7e6f5a4b3c2d',
-                volume_id: volume.id,
-                attach_status: 'attached',
-                attach_mode: 'rw',
-                connector: { host: (await import('node:os')).hostname() },
-                connection_info: {
-                  conn: { driver_volume_type: 'local', data: { device_path: foreign, volume_id: volume.id } },
-                  connector: { host: (await import('node:os')).hostname() },
-                  device: { type: 'block', path: foreignLoop },
-                },
-              },
-            },
-          ],
-        },
-      };
+      const here = { host: hostname() };
+      volume.volume_attachment = attachmentList(volume.id, '6a5b4c3d-2e1f-4a0b-9c8d-7e6f5a4b3c2d', here, { driver_volume_type: 'local', data: { device_path: foreign, volume_id: volume.id } }, { type: 'block', path: foreignLoop });
       const loaded = loadInto('attached-restore', dump, join(root, 'attached-files'));
       expect(loaded.code, loaded.stderr).toBe(0);
       const server = await startMcpServer(null, { args: ['--config', loaded.config], workDir: mkdtempSync(join(root, 'server-')) });
