@@ -3,26 +3,19 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { MemoryVolumeStore } from '../../src/persistence/memory.js';
 import { SqliteVolumeStore } from '../../src/persistence/sqlite.js';
-import type { VolumeStore } from '../../src/persistence/store.js';
-import { defineStoreBehaviours, record, startUp } from '../postgres/store-behaviours.js';
+import { defineStoreBehaviours, record, startUp } from './behaviours.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cinderlib-mcp-store-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-const storages: Array<[string, () => VolumeStore]> = [
-  ['sqlite', () => new SqliteVolumeStore(join(root, `${Math.random()}.sqlite`))],
-  ['memory', () => new MemoryVolumeStore()],
-];
-
-for (const [name, open] of storages) defineStoreBehaviours(name, open);
+defineStoreBehaviours('sqlite', () => new SqliteVolumeStore(join(root, `${Math.random()}.sqlite`)));
 
 describe('sqlite specifics', () => {
   it('uses WAL, records its schema version, and keeps data across reopen', async () => {
     const path = join(root, 'reopen.sqlite');
     const store = new SqliteVolumeStore(path);
-    await store.insert(record(9));
+    await store.volumes.insert(record(9));
     await store.close();
     const db = new Database(path, { readonly: true });
     expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
@@ -30,7 +23,7 @@ describe('sqlite specifics', () => {
     const plan = db.prepare("EXPLAIN QUERY PLAN SELECT * FROM volumes WHERE seq > 0 AND backend = 'x' AND status = 'available' ORDER BY seq LIMIT 10").all() as Array<{ detail: string }>;
     expect(plan.map((row) => row.detail).join(' ')).toMatch(/USING INDEX volumes_by_backend_status/);
     db.close();
-    expect((await new SqliteVolumeStore(path).get(record(9).id))?.name).toBe('v9');
+    expect((await new SqliteVolumeStore(path).volumes.get(record(9).id))?.name).toBe('v9');
   });
 
   it('migrates a store written by the first schema forward, keeping its volumes', async () => {
@@ -45,9 +38,9 @@ describe('sqlite specifics', () => {
     db.pragma('user_version = 1');
     db.close();
     const store = new SqliteVolumeStore(path);
-    expect(await store.get(old.id)).toMatchObject({ name: 'v4', status: 'creating', failed_operation: null });
+    expect(await store.volumes.get(old.id)).toMatchObject({ name: 'v4', status: 'creating', failed_operation: null });
     await store.surfaceInterrupted(startUp, () => 'interrupted');
-    expect(await store.get(old.id)).toMatchObject({ status: 'error', failed_operation: 'create' });
+    expect(await store.volumes.get(old.id)).toMatchObject({ status: 'error', failed_operation: 'create' });
     expect(await store.tombstones('even')).toEqual([]);
     await store.close();
   });
