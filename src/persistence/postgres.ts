@@ -16,34 +16,27 @@ import { KeyedMutex } from '../locks.js';
 import { createLogger, type Logger } from '../log.js';
 import { SecretRegistry } from '../secrets.js';
 import type { SnapshotRecord } from '../snapshot.js';
-import { OPERATION_OF_STATUS, TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../volume.js';
+import type { VolumeRecord } from '../volume.js';
 import { OutcomeBuffer } from './outcome-buffer.js';
 import { LockSession } from './pg-lock-session.js';
 import { isRecoverable } from './recovery.js';
-import {
-  POSTGRES, cutPage, deleteSql, insertSql, matchingSql, onlyFilter, pageSql, patchValues, recordOf, rowValues, selectSql, setFilters, updateSql, upgradeSteps,
-  type Row,
-} from './sql.js';
-import {
-  REQUEST_ID_TTL_MS,
-  type AuditQuery,
-  type AuditRecord,
-  type ConnectionPatch,
-  type ConnectionQuery,
-  type ImportBatch,
-  type InsertOutcome,
-  type Page,
-  type RecordTable,
-  type RecoveredKind,
-  type RecoveryClaim,
-  type RequestEntry,
-  type SharedCoordination,
-  type SnapshotPatch,
-  type SnapshotQuery,
-  type Tombstone,
-  type VolumePatch,
-  type VolumeQuery,
-  type VolumeStore,
+import { POSTGRES, deleteSql, insertSql, rowValues, selectSql, upgradeSteps, type Row } from './sql.js';
+import { SqlRecords, SqlStore, liveRequest, recoveryPatch, underWay, type RecordTableName, type SqlStatements } from './sql-records.js';
+import type {
+  ConnectionPatch,
+  ConnectionQuery,
+  ImportBatch,
+  InsertOutcome,
+  RecoveredKind,
+  RecoveryClaim,
+  RequestEntry,
+  SharedCoordination,
+  SnapshotPatch,
+  SnapshotQuery,
+  Tombstone,
+  VolumePatch,
+  VolumeQuery,
+  VolumeStore,
 } from './store.js';
 
 const { Pool } = pg;
@@ -59,8 +52,6 @@ const MIGRATIONS_DONE = 2;
 
 /** The schema version this code writes and reads. */
 export const POSTGRES_SCHEMA_VERSION = MIGRATIONS_DONE;
-
-type RecordTableName = 'volumes' | 'snapshots' | 'connections';
 
 /** SQLSTATE classes that mean the store itself is in trouble, not that a call was wrong. */
 const TROUBLE_STATES = /^(08|28|3D|53|57|58|XX)/;
@@ -159,60 +150,31 @@ function reasonOf(error: unknown): string {
 /** Loads at least this large analyze the tables they filled. */
 const LOAD_ANALYZE_THRESHOLD = 1000;
 
-/** One record table on PostgreSQL. */
-class PostgresRecords<R extends { id: string; status: string }, P extends object, Q extends { after?: number; limit: number }, Parent extends object>
-  implements RecordTable<R, P, Q, Parent>
-{
-  readonly unwritten = new OutcomeBuffer<P>();
-
+/** One record table on PostgreSQL; what runs inside the store's transactions takes its connection. */
+class PostgresRecords<R extends { id: string; status: string }, P extends object, Q extends { after?: number; limit: number }, Parent extends object> extends SqlRecords<
+  R,
+  P,
+  Q,
+  Parent
+> {
   constructor(
     private readonly store: PostgresVolumeStore,
-    readonly table: RecordTableName,
-    private readonly kind: RecoveredKind,
-  ) {}
-
-  async insert(record: R, request?: RequestEntry): Promise<InsertOutcome> {
-    return this.store.write(`record a new ${this.kind}`, () => this.store.insertClaiming(request, (db) => this.insertRow(db, this.store.onDbClock(record as { lease_expires_at?: string | null }) as R)));
+    table: RecordTableName,
+    kind: RecoveredKind,
+  ) {
+    super(store.statements, table, kind);
   }
 
-  async get(id: string): Promise<R | undefined> {
-    return this.store.read(async () => {
-      const row = (await this.store.pool.query<Row>(selectSql(POSTGRES, this.table), [id])).rows[0];
-      return this.unwritten.apply(row ? this.recordOf(row) : undefined);
-    });
+  protected claimInsert(what: string, request: RequestEntry | undefined, record: R): Promise<InsertOutcome> {
+    return this.store.write(what, () => this.store.insertClaiming(request, (db) => this.insertRow(db, record)));
   }
 
-  async update(id: string, patch: P, expected?: readonly R['status'][]): Promise<R | undefined> {
-    return this.store.write(`update ${this.kind} ${id}`, async (db) => {
-      const written = await this.patchRow(db, id, patch, expected);
-      if (written) this.unwritten.forget(id);
-      return written;
-    });
-  }
-
-  async remove(id: string): Promise<boolean> {
-    return this.store.write(`forget ${this.kind} ${id}`, (db) => this.removeRow(db, id));
-  }
-
-  async list(query: Q): Promise<Page<R>> {
-    const filters = setFilters(this.table, query);
-    const sql = pageSql(POSTGRES, this.table, filters.map(([column]) => column));
-    const rows = await this.store.read(async () => (await this.store.pool.query<Row>(sql, [query.after ?? 0, ...filters.map(([, value]) => value), query.limit + 1])).rows);
-    const { rows: page, nextAfter } = cutPage(rows, query.limit, (row) => row.seq);
-    return { records: page.map((row) => this.unwritten.apply(this.recordOf(row))), nextAfter };
-  }
-
-  async all(parent: Parent): Promise<R[]> {
-    const [column, value] = onlyFilter(this.table, parent);
-    return this.store.read(async () => (await this.store.pool.query<Row>(matchingSql(POSTGRES, this.table, column), [value])).rows.map((row) => this.unwritten.apply(this.recordOf(row))));
-  }
-
-  defer(id: string, patch: P): void {
-    this.unwritten.defer(id, patch);
+  protected override adjust<T extends object>(patch: T): T {
+    return this.store.onDbClock(patch as { lease_expires_at?: string | null }) as T;
   }
 
   async insertRow(db: Queryable, record: R): Promise<boolean> {
-    return (await db.query(insertSql(POSTGRES, this.table), rowValues('postgresql', this.table, record))).rowCount === 1;
+    return (await db.query(...this.insertStatement(record))).rowCount === 1;
   }
 
   async removeRow(db: Queryable, id: string): Promise<boolean> {
@@ -221,12 +183,8 @@ class PostgresRecords<R extends { id: string; status: string }, P extends object
     return removed;
   }
 
-  /** UPDATE of the patch's fields (and updated_at) when the row's status is one of `expected`; the record as written. */
   async patchRow(db: Queryable, id: string, patch: object, expected?: readonly string[]): Promise<R | undefined> {
-    if (expected?.length === 0) return undefined;
-    const fields = patchValues('postgresql', this.table, this.store.onDbClock(patch as { lease_expires_at?: string | null }));
-    const sql = updateSql(POSTGRES, this.table, fields.map(([column]) => column), expected?.length ?? 0);
-    const row = (await db.query<Row>(sql, [...fields.map(([, value]) => value), new Date().toISOString(), id, ...(expected ?? [])])).rows[0];
+    const row = (await db.query<Row>(...this.patchStatement(id, patch, expected))).rows[0];
     return row ? this.recordOf(row) : undefined;
   }
 
@@ -235,29 +193,31 @@ class PostgresRecords<R extends { id: string; status: string }, P extends object
    * recovery waits, then finds these rows no longer under way.
    */
   async recover(db: Queryable, claim: RecoveryClaim, reason: (record: R, kind: RecoveredKind) => string): Promise<R[]> {
-    const under = this.kind === 'connection' ? 'owner IS NOT NULL' : 'status = ANY($1)';
-    const rows = (await db.query<Row>(`SELECT * FROM ${this.table} WHERE ${under} ORDER BY seq FOR UPDATE`, this.kind === 'connection' ? [] : [TRANSITIONAL_STATUSES])).rows;
     const recovered: R[] = [];
-    for (const record of rows.map((row) => this.recordOf(row))) {
+    for (const row of (await db.query<Row>(`SELECT * FROM ${this.table} WHERE ${underWay(this.kind)} ORDER BY seq FOR UPDATE`)).rows) {
+      const record = this.recordOf(row);
       if (!isRecoverable(record as { owner?: string | null }, claim)) continue;
-      const patch: Record<string, unknown> = { status: 'error', status_reason: reason(record, this.kind), owner: null, lease_expires_at: null };
-      if (this.kind !== 'connection') patch.failed_operation = OPERATION_OF_STATUS[record.status as VolumeStatus] ?? null;
-      const updated = await this.patchRow(db, record.id, patch, [record.status]);
+      const updated = await this.patchRow(db, record.id, recoveryPatch(record, this.kind, reason(record, this.kind)), [record.status]);
       if (!updated) continue;
       this.unwritten.forget(record.id);
       recovered.push(updated);
     }
     return recovered;
   }
-
-  private recordOf(row: Row): R {
-    return recordOf<R>('postgresql', this.table, row);
-  }
 }
 
-export class PostgresVolumeStore implements VolumeStore {
+export class PostgresVolumeStore extends SqlStore implements VolumeStore {
   readonly description: string;
   readonly shared: SharedCoordination;
+  readonly statements: SqlStatements = {
+    engine: 'postgresql',
+    read: (sql, params) => this.read(async () => (await this.pool.query<Row>(sql, [...params])).rows),
+    write: (what, sql, params) =>
+      this.write(what, async (db) => {
+        const result = await db.query<Row>(sql, [...params]);
+        return { rows: result.rows, changes: result.rowCount ?? 0 };
+      }),
+  };
   readonly volumes = new PostgresRecords<VolumeRecord, VolumePatch, VolumeQuery, { snapshot_id: string }>(this, 'volumes', 'volume');
   readonly snapshots = new PostgresRecords<SnapshotRecord, SnapshotPatch, SnapshotQuery, { volume_id: string }>(this, 'snapshots', 'snapshot');
   readonly connections = new PostgresRecords<ConnectionRecord, ConnectionPatch, ConnectionQuery, { volume_id: string }>(this, 'connections', 'connection');
@@ -282,6 +242,7 @@ export class PostgresVolumeStore implements VolumeStore {
     private readonly secrets: SecretRegistry,
     options: PostgresOpenOptions,
   ) {
+    super();
     this.description = description;
     this.lockTimeoutMs = options.lockTimeoutMs ?? 30_000;
     this.holdLeaseMs = options.holdLeaseMs ?? 30_000;
@@ -361,12 +322,6 @@ export class PostgresVolumeStore implements VolumeStore {
     return store;
   }
 
-  // ---- requests ----
-
-  async findRequest(requestId: string): Promise<RequestEntry | undefined> {
-    return this.read(() => this.liveRequest(this.pool, requestId));
-  }
-
   // ---- recovery and leases ----
 
   async surfaceInterrupted(
@@ -391,10 +346,9 @@ export class PostgresVolumeStore implements VolumeStore {
       this.transaction(async (db) => {
         await this.measureClock(db);
         until = this.toDbClock(until);
-        for (const table of ['volumes', 'snapshots']) {
-          await db.query(`UPDATE ${table} SET lease_expires_at = $1 WHERE owner = $2 AND status = ANY($3)`, [until, owner, TRANSITIONAL_STATUSES]);
+        for (const records of [this.volumes, this.snapshots, this.connections]) {
+          await db.query(`UPDATE ${records.table} SET lease_expires_at = $1 WHERE owner = $2 AND ${underWay(records.kind)}`, [until, owner]);
         }
-        await db.query('UPDATE connections SET lease_expires_at = $1 WHERE owner = $2', [until, owner]);
         await db.query('UPDATE capacity_holds SET lease_expires_at = $1 WHERE owner = $2', [until, owner]);
         await db.query('UPDATE servers SET lease_expires_at = $1 WHERE server_id = $2', [until, owner]);
       }),
@@ -423,40 +377,15 @@ export class PostgresVolumeStore implements VolumeStore {
     await this.read(async () => void (await this.pool.query('SELECT 1')));
   }
 
-  async appendAudit(record: AuditRecord): Promise<void> {
-    await this.write('record an audit line', (db) => db.query(insertSql(POSTGRES, 'audit_log', 'none'), rowValues('postgresql', 'audit_log', record)));
-  }
-
-  async listAudit(query: AuditQuery): Promise<Page<AuditRecord>> {
-    return this.read(async () => {
-      const { rows } = await this.pool.query<Row>('SELECT * FROM audit_log WHERE seq > $1 AND time >= $2 ORDER BY seq LIMIT $3', [query.after ?? 0, query.since ?? '', query.limit + 1]);
-      const { rows: page, nextAfter } = cutPage(rows, query.limit, (row) => row.seq);
-      return { records: page.map((row) => recordOf<AuditRecord>('postgresql', 'audit_log', row)), nextAfter };
-    });
-  }
-
   async removeLeavingTombstone(id: string, tombstone: Tombstone): Promise<boolean> {
     const records = tombstone.kind === 'snapshot' ? this.snapshots : this.volumes;
     return this.write(`forget ${tombstone.kind} ${id}`, () =>
       this.transaction(async (db) => {
         if (!(await records.removeRow(db, id))) return false;
-        await db.query(insertSql(POSTGRES, 'tombstones', 'replace'), rowValues('postgresql', 'tombstones', tombstone));
+        await db.query(...this.bury(tombstone));
         return true;
       }),
     );
-  }
-
-  async tombstones(backend: string): Promise<Tombstone[]> {
-    return this.read(async () =>
-      (await this.pool.query<Row>('SELECT * FROM tombstones WHERE backend = $1 ORDER BY next_check_at', [backend])).rows.map((row) => recordOf<Tombstone>('postgresql', 'tombstones', row)),
-    );
-  }
-
-  async rescheduleTombstone(objectId: string, next: { checks_done: number; next_check_at: string } | null): Promise<void> {
-    await this.write(`reschedule the tombstone of ${objectId}`, async (db) => {
-      if (next) await db.query('UPDATE tombstones SET checks_done = $1, next_check_at = $2 WHERE object_id = $3', [next.checks_done, next.next_check_at, objectId]);
-      else await db.query(deleteSql(POSTGRES, 'tombstones'), [objectId]);
-    });
   }
 
   async close(): Promise<void> {
@@ -603,9 +532,7 @@ export class PostgresVolumeStore implements VolumeStore {
   }
 
   private async liveRequest(db: Queryable, requestId: string): Promise<RequestEntry | undefined> {
-    const row = (await db.query<Row>(selectSql(POSTGRES, 'requests'), [requestId])).rows[0];
-    const entry = row ? recordOf<RequestEntry>('postgresql', 'requests', row) : undefined;
-    return entry && Date.parse(entry.created_at) + REQUEST_ID_TTL_MS > Date.now() ? entry : undefined;
+    return liveRequest('postgresql', (await db.query<Row>(selectSql(POSTGRES, 'requests'), [requestId])).rows[0]);
   }
 
   /** Runs `task` in one transaction on one connection of the record pool. */

@@ -5,32 +5,24 @@ import { StorageError } from '../errors.js';
 import { privateFile } from '../private-files.js';
 import type { HeldLock } from '../process-lock.js';
 import type { SnapshotRecord } from '../snapshot.js';
-import { OPERATION_OF_STATUS, TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../volume.js';
-import { OutcomeBuffer } from './outcome-buffer.js';
+import type { VolumeRecord } from '../volume.js';
 import { isRecoverable } from './recovery.js';
-import {
-  SQLITE, cutPage, deleteSql, insertSql, matchingSql, onlyFilter, pageSql, patchValues, recordOf, rowValues, selectSql, setFilters, updateSql, upgradeSteps,
-  type Row,
-} from './sql.js';
-import {
-  REQUEST_ID_TTL_MS,
-  type AuditQuery,
-  type AuditRecord,
-  type ImportBatch,
-  type InsertOutcome,
-  type Page,
-  type RecordTable,
-  type RecoveredKind,
-  type RecoveryClaim,
-  type RequestEntry,
-  type ConnectionPatch,
-  type ConnectionQuery,
-  type SnapshotPatch,
-  type SnapshotQuery,
-  type Tombstone,
-  type VolumePatch,
-  type VolumeQuery,
-  type VolumeStore,
+import { SQLITE, deleteSql, insertSql, rowValues, selectSql, upgradeSteps, type Row } from './sql.js';
+import { SqlRecords, SqlStore, liveRequest, recoveryPatch, underWay, type RecordTableName, type SqlStatements } from './sql-records.js';
+import type {
+  ConnectionPatch,
+  ConnectionQuery,
+  ImportBatch,
+  InsertOutcome,
+  RecoveredKind,
+  RecoveryClaim,
+  RequestEntry,
+  SnapshotPatch,
+  SnapshotQuery,
+  Tombstone,
+  VolumePatch,
+  VolumeQuery,
+  VolumeStore,
 } from './store.js';
 
 /**
@@ -43,68 +35,28 @@ const SCHEMA_VERSION = 9;
 /** SQLite result codes that mean the store itself cannot take writes now, not that a call was wrong. */
 const STORE_TROUBLE = /^SQLITE_(FULL|IOERR|READONLY|CANTOPEN|CORRUPT|NOTADB|BUSY|LOCKED)/;
 
-const TRANSITIONAL = `(${TRANSITIONAL_STATUSES.map((status) => `'${status}'`).join(', ')})`;
-
-type RecordTableName = 'volumes' | 'snapshots' | 'connections';
-
-/** One record table on SQLite, every statement prepared once and kept. */
-class SqliteRecords<R extends { id: string; status: string }, P extends object, Q extends { after?: number; limit: number }, Parent extends object>
-  implements RecordTable<R, P, Q, Parent>
-{
-  readonly unwritten = new OutcomeBuffer<P>();
-
+/** One record table on SQLite; what runs inside the store's transactions is synchronous. */
+class SqliteRecords<R extends { id: string; status: string }, P extends object, Q extends { after?: number; limit: number }, Parent extends object> extends SqlRecords<
+  R,
+  P,
+  Q,
+  Parent
+> {
   constructor(
     private readonly store: SqliteVolumeStore,
-    readonly table: RecordTableName,
-    private readonly kind: RecoveredKind,
-  ) {}
-
-  async insert(record: R, request?: RequestEntry): Promise<InsertOutcome> {
-    return this.store.write(`record a new ${this.kind}`, () => this.store.insertClaiming(request, () => this.insertRow(record)));
+    table: RecordTableName,
+    kind: RecoveredKind,
+  ) {
+    super(store.statements, table, kind);
   }
 
-  async get(id: string): Promise<R | undefined> {
-    return this.store.read(() => this.unwritten.apply(this.readRow(id)));
-  }
-
-  async update(id: string, patch: P, expected?: readonly R['status'][]): Promise<R | undefined> {
-    return this.store.write(`update ${this.kind} ${id}`, () => {
-      const written = this.patchRow(id, patch, expected);
-      if (written) this.unwritten.forget(id);
-      return written;
-    });
-  }
-
-  async remove(id: string): Promise<boolean> {
-    return this.store.write(`forget ${this.kind} ${id}`, () => this.removeRow(id));
-  }
-
-  async list(query: Q): Promise<Page<R>> {
-    return this.store.read(() => {
-      const filters = setFilters(this.table, query);
-      const sql = pageSql(SQLITE, this.table, filters.map(([column]) => column));
-      const rows = this.store.statement(sql).all(query.after ?? 0, ...filters.map(([, value]) => value), query.limit + 1) as Row[];
-      const { rows: page, nextAfter } = cutPage(rows, query.limit, (row) => row.seq);
-      return { records: page.map((row) => this.unwritten.apply(this.recordOf(row))), nextAfter };
-    });
-  }
-
-  async all(parent: Parent): Promise<R[]> {
-    const [column, value] = onlyFilter(this.table, parent);
-    return this.store.read(() => (this.store.statement(matchingSql(SQLITE, this.table, column)).all(value) as Row[]).map((row) => this.unwritten.apply(this.recordOf(row))));
-  }
-
-  defer(id: string, patch: P): void {
-    this.unwritten.defer(id, patch);
+  protected async claimInsert(what: string, request: RequestEntry | undefined, record: R): Promise<InsertOutcome> {
+    return this.store.writing(what, () => this.store.insertClaiming(request, () => this.insertRow(record)));
   }
 
   insertRow(record: R): boolean {
-    return this.store.statement(insertSql(SQLITE, this.table)).run(...rowValues('sqlite', this.table, record)).changes === 1;
-  }
-
-  readRow(id: string): R | undefined {
-    const row = this.store.statement(selectSql(SQLITE, this.table)).get(id) as Row | undefined;
-    return row ? this.recordOf(row) : undefined;
+    const [sql, params] = this.insertStatement(record);
+    return this.store.statement(sql).run(...params).changes === 1;
   }
 
   removeRow(id: string): boolean {
@@ -112,38 +64,39 @@ class SqliteRecords<R extends { id: string; status: string }, P extends object, 
     return this.store.statement(deleteSql(SQLITE, this.table)).run(id).changes === 1;
   }
 
-  /** UPDATE of the patch's fields (and updated_at) when the row's status is one of `expected`; the record as written. */
   patchRow(id: string, patch: object, expected?: readonly string[]): R | undefined {
-    if (expected?.length === 0) return undefined;
-    const fields = patchValues('sqlite', this.table, patch);
-    const sql = updateSql(SQLITE, this.table, fields.map(([column]) => column), expected?.length ?? 0);
-    const row = this.store.statement(sql).get(...fields.map(([, value]) => value), new Date().toISOString(), id, ...(expected ?? [])) as Row | undefined;
+    const [sql, params] = this.patchStatement(id, patch, expected);
+    const row = this.store.statement(sql).get(...params) as Row | undefined;
     return row ? this.recordOf(row) : undefined;
   }
 
   /** Records under way that `claim` may recover, moved to error. */
   recover(claim: RecoveryClaim, reason: (record: R, kind: RecoveredKind) => string): R[] {
-    const under = this.kind === 'connection' ? 'owner IS NOT NULL' : `status IN ${TRANSITIONAL}`;
-    return (this.store.statement(`SELECT * FROM ${this.table} WHERE ${under} ORDER BY seq`).all() as Row[])
+    return (this.store.statement(`SELECT * FROM ${this.table} WHERE ${underWay(this.kind)} ORDER BY seq`).all() as Row[])
       .map((row) => this.recordOf(row))
       .filter((record) => isRecoverable(record as { owner?: string | null }, claim))
       .map((record) => {
-        const patch: Record<string, unknown> = { status: 'error', status_reason: reason(record, this.kind), owner: null, lease_expires_at: null };
-        if (this.kind !== 'connection') patch.failed_operation = OPERATION_OF_STATUS[record.status as VolumeStatus] ?? null;
         this.unwritten.forget(record.id);
-        return this.patchRow(record.id, patch, [record.status]);
+        return this.patchRow(record.id, recoveryPatch(record, this.kind, reason(record, this.kind)), [record.status]);
       })
       .filter((record): record is R => record !== undefined);
   }
-
-  private recordOf(row: Row): R {
-    return recordOf<R>('sqlite', this.table, row);
-  }
 }
 
-export class SqliteVolumeStore implements VolumeStore {
+export class SqliteVolumeStore extends SqlStore implements VolumeStore {
   private readonly db: Database.Database;
-  private readonly statements = new Map<string, Database.Statement>();
+  private readonly prepared = new Map<string, Database.Statement>();
+  readonly statements: SqlStatements = {
+    engine: 'sqlite',
+    read: async (sql, params) => this.read(() => this.statement(sql).all(...params) as Row[]),
+    write: async (what, sql, params) =>
+      this.writing(what, () => {
+        const statement = this.statement(sql);
+        if (!statement.reader) return { rows: [], changes: statement.run(...params).changes };
+        const rows = statement.all(...params) as Row[];
+        return { rows, changes: rows.length };
+      }),
+  };
   /** The file's identity at open: a store deleted or replaced under the server must not take writes into nowhere. */
   private readonly fileIdentity?: { dev: number; ino: number };
   readonly volumes = new SqliteRecords<VolumeRecord, VolumePatch, VolumeQuery, { snapshot_id: string }>(this, 'volumes', 'volume');
@@ -160,6 +113,7 @@ export class SqliteVolumeStore implements VolumeStore {
     private readonly lock?: HeldLock,
     options: { readOnly?: boolean } = {},
   ) {
+    super();
     if (options.readOnly) {
       this.db = new Database(path, { readonly: true, fileMustExist: true });
       this.db.pragma('busy_timeout = 5000');
@@ -182,15 +136,11 @@ export class SqliteVolumeStore implements VolumeStore {
     return `SQLite ${this.path}`;
   }
 
-  async findRequest(requestId: string): Promise<RequestEntry | undefined> {
-    return this.read(() => this.liveRequest(requestId));
-  }
-
   async surfaceInterrupted(
     claim: RecoveryClaim,
     reason: (record: { id: string; status: string; owner?: string | null }, kind: RecoveredKind) => string,
   ): Promise<{ volumes: VolumeRecord[]; snapshots: SnapshotRecord[]; connections: ConnectionRecord[] }> {
-    return this.write('mark interrupted operations', () =>
+    return this.writing('mark interrupted operations', () =>
       this.db.transaction(() => ({
         volumes: this.volumes.recover(claim, reason),
         snapshots: this.snapshots.recover(claim, reason),
@@ -200,14 +150,15 @@ export class SqliteVolumeStore implements VolumeStore {
   }
 
   async renewLeases(owner: string, until: string): Promise<void> {
-    this.write('renew the leases of operations under way', () => {
-      for (const table of ['volumes', 'snapshots']) this.statement(`UPDATE ${table} SET lease_expires_at = ? WHERE owner = ? AND status IN ${TRANSITIONAL}`).run(until, owner);
-      this.statement('UPDATE connections SET lease_expires_at = ? WHERE owner = ?').run(until, owner);
+    this.writing('renew the leases of operations under way', () => {
+      for (const records of [this.volumes, this.snapshots, this.connections]) {
+        this.statement(`UPDATE ${records.table} SET lease_expires_at = ? WHERE owner = ? AND ${underWay(records.kind)}`).run(until, owner);
+      }
     });
   }
 
   async importRecords(batch: ImportBatch): Promise<void> {
-    await this.write('load a dump', () =>
+    await this.writing('load a dump', () =>
       // A throw inside the transaction rolls every row of it back: all or nothing.
       this.db.transaction(() => {
         const taken = (what: string) => new StorageError('ALREADY_EXISTS', `${what} is already in the metadata store; nothing was loaded`);
@@ -220,39 +171,17 @@ export class SqliteVolumeStore implements VolumeStore {
 
   async removeLeavingTombstone(id: string, tombstone: Tombstone): Promise<boolean> {
     const records = tombstone.kind === 'snapshot' ? this.snapshots : this.volumes;
-    return this.write(`forget ${tombstone.kind} ${id}`, () =>
+    return this.writing(`forget ${tombstone.kind} ${id}`, () =>
       this.db.transaction(() => {
         if (!records.removeRow(id)) return false;
-        this.statement(insertSql(SQLITE, 'tombstones', 'replace')).run(...rowValues('sqlite', 'tombstones', tombstone));
+        const [sql, params] = this.bury(tombstone);
+        this.statement(sql).run(...params);
         return true;
       })(),
     );
   }
 
-  async tombstones(backend: string): Promise<Tombstone[]> {
-    return this.read(() => (this.statement('SELECT * FROM tombstones WHERE backend = ? ORDER BY next_check_at').all(backend) as Row[]).map((row) => recordOf<Tombstone>('sqlite', 'tombstones', row)));
-  }
-
-  async rescheduleTombstone(objectId: string, next: { checks_done: number; next_check_at: string } | null): Promise<void> {
-    this.write(`reschedule the tombstone of ${objectId}`, () => {
-      if (next) this.statement('UPDATE tombstones SET checks_done = ?, next_check_at = ? WHERE object_id = ?').run(next.checks_done, next.next_check_at, objectId);
-      else this.statement(deleteSql(SQLITE, 'tombstones')).run(objectId);
-    });
-  }
-
-  async appendAudit(record: AuditRecord): Promise<void> {
-    this.write('record an audit line', () => this.statement(insertSql(SQLITE, 'audit_log', 'none')).run(...rowValues('sqlite', 'audit_log', record)));
-  }
-
-  async listAudit(query: AuditQuery): Promise<Page<AuditRecord>> {
-    return this.read(() => {
-      const rows = this.statement('SELECT * FROM audit_log WHERE seq > ? AND time >= ? ORDER BY seq LIMIT ?').all(query.after ?? 0, query.since ?? '', query.limit + 1) as Row[];
-      const { rows: page, nextAfter } = cutPage(rows, query.limit, (row) => row.seq);
-      return { records: page.map((row) => recordOf<AuditRecord>('sqlite', 'audit_log', row)), nextAfter };
-    });
-  }
-
-  /** Seeds a file in tests and benchmarks (test/e2e): `volumes.insert` is the store's way. */
+  /** Seeds a file in tests (test/e2e): `volumes.insert` is the store's way. */
   async insert(record: VolumeRecord): Promise<boolean> {
     return (await this.volumes.insert(record)).inserted;
   }
@@ -276,10 +205,10 @@ export class SqliteVolumeStore implements VolumeStore {
 
   /** The prepared statement of `sql`, prepared on first use and kept. */
   statement(sql: string): Database.Statement {
-    let statement = this.statements.get(sql);
+    let statement = this.prepared.get(sql);
     if (!statement) {
       statement = this.db.prepare(sql);
-      this.statements.set(sql, statement);
+      this.prepared.set(sql, statement);
     }
     return statement;
   }
@@ -288,7 +217,7 @@ export class SqliteVolumeStore implements VolumeStore {
   insertClaiming(request: RequestEntry | undefined, insert: () => boolean): InsertOutcome {
     return this.db.transaction((): InsertOutcome => {
       if (request) {
-        const existing = this.liveRequest(request.request_id);
+        const existing = liveRequest('sqlite', this.statement(selectSql(SQLITE, 'requests')).get(request.request_id) as Row | undefined);
         if (existing) return { inserted: false, existingRequest: existing };
         this.statement(deleteSql(SQLITE, 'requests')).run(request.request_id); // an expired one
       }
@@ -299,7 +228,7 @@ export class SqliteVolumeStore implements VolumeStore {
   }
 
   /** A write, after the deferred ones; the store's own trouble becomes BACKEND_UNAVAILABLE naming it. */
-  write<T>(what: string, task: () => T): T {
+  writing<T>(what: string, task: () => T): T {
     this.checkFile(what);
     try {
       for (const records of [this.volumes, this.snapshots, this.connections] as const) {
@@ -317,12 +246,6 @@ export class SqliteVolumeStore implements VolumeStore {
     } catch (error) {
       throw this.storeTrouble('read', error);
     }
-  }
-
-  private liveRequest(requestId: string): RequestEntry | undefined {
-    const row = this.statement(selectSql(SQLITE, 'requests')).get(requestId) as Row | undefined;
-    const entry = row ? recordOf<RequestEntry>('sqlite', 'requests', row) : undefined;
-    return entry && Date.parse(entry.created_at) + REQUEST_ID_TTL_MS > Date.now() ? entry : undefined;
   }
 
   private checkFile(what: string): void {
