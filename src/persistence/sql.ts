@@ -91,7 +91,7 @@ export type Row = Record<string, unknown>;
 
 /** A record's field as its column holds it. */
 function toDb(engine: Engine, column: Column, value: unknown): unknown {
-  if (value === undefined || value === null) return column.default ?? null;
+  if (value === undefined || value === null) return column.default === undefined ? null : toDb(engine, column, column.default);
   switch (column.type) {
     case 'boolean':
       return engine === 'sqlite' ? (value ? 1 : 0) : value === true;
