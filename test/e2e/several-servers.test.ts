@@ -266,6 +266,9 @@ if (missing && !inCi) {
         env,
         stdio: ['pipe', 'ignore', 'ignore'], // stdin stays open: the stdio server serves until it ends
       });
+      // The server opens its store once a client has initialized (its cold start answers first).
+      const initialize = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'zombie-test', version: '1' } } };
+      parent.stdin!.write(`${JSON.stringify(initialize)}\n${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' })}\n`);
       try {
         // The server's pid, from the description it registered under.
         let pid = 0;
