@@ -20,7 +20,7 @@ export async function connectionSecret(config: LoadedConfig, connectionId: strin
     const { openVolumeStoreForReading } = await import('./persistence/index.js');
     const store = await openVolumeStoreForReading(persistence);
     try {
-      const connection = await store.getConnection(connectionId);
+      const connection = await store.connections.get(connectionId);
       if (!connection) return { code: 1, stdout: '', stderr: `connection ${connectionId} does not exist in ${store.description}\n` };
       return chapLines(connectionId, connection.connection_info);
     } finally {

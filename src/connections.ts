@@ -76,7 +76,7 @@ export class ConnectionLifecycle {
     let after: number | undefined;
     const interrupted: ConnectionRecord[] = [];
     do {
-      const page = await this.deps.store.listConnections({ backend: this.host.id, after, limit: 1000 });
+      const page = await this.deps.store.connections.list({ backend: this.host.id, after, limit: 1000 });
       interrupted.push(...page.records.filter((record) => record.status === 'error' && !record.owner && /^interrupted while (connecting|disconnecting)/.test(record.status_reason ?? '')));
       after = page.nextAfter;
     } while (after !== undefined);
@@ -96,9 +96,9 @@ export class ConnectionLifecycle {
   /** After a volume grew: its devices attached on this host take the new size. */
   async resizeAttached(volumeId: string): Promise<void> {
     const driver = await this.host.ready();
-    const volume = await this.deps.store.get(volumeId);
+    const volume = await this.deps.store.volumes.get(volumeId);
     if (!volume) return;
-    for (const connection of await this.deps.store.connectionsOf(volumeId)) {
+    for (const connection of await this.deps.store.connections.all({ volume_id: volumeId })) {
       if (!connection.device || !this.isOnThisHost(connection)) continue;
       const info = this.trustedInfo(driver, connection, this.volumes.volumeRef(volume));
       await this.deps.attachers[info.driver_volume_type]?.resize?.(info, this.trustedDevice(connection)!);
@@ -167,7 +167,7 @@ export class ConnectionLifecycle {
           const driver = await this.host.ready();
           // What kind of connection this is goes in with the intent, so that what a crash leaves can be undone.
           record.connection_info = { ...this.plannedInfo(driver, volume, local) };
-          const duplicate = (await store.connectionsOf(volumeId)).find((other) => sameEndpoint(other, record));
+          const duplicate = (await store.connections.all({ volume_id: volumeId })).find((other) => sameEndpoint(other, record));
           if (duplicate) {
             throw new StorageError(
               'ALREADY_EXISTS',
@@ -175,10 +175,10 @@ export class ConnectionLifecycle {
             );
           }
           Object.assign(record, this.volumes.claim());
-          const outcome = await store.insertConnectionForRequest(record, request && { ...request, object_id: record.id });
+          const outcome = await store.connections.insert(record, request && { ...request, object_id: record.id });
           if (outcome.inserted) {
             // In use from the intent on: a crash before the answer leaves a volume whose status says it has a connection.
-            await store.update(volumeId, { status: 'in-use' }, ['available', 'in-use']);
+            await store.volumes.update(volumeId, { status: 'in-use' }, ['available', 'in-use']);
             return;
           }
           if (outcome.existingRequest) throw new Replay(outcome.existingRequest);
@@ -197,7 +197,7 @@ export class ConnectionLifecycle {
               if (update && update.provider_auth !== undefined && update.provider_auth !== ref.provider_auth) {
                 // Kept before any host can use them: every later connection of the volume gets the same credentials.
                 if (update.provider_auth) this.deps.secrets.register(update.provider_auth.split(' ')[2]);
-                await store.update(volumeId, { provider_auth: update.provider_auth });
+                await store.volumes.update(volumeId, { provider_auth: update.provider_auth });
                 ref = { ...ref, provider_auth: update.provider_auth };
               }
               info = await exports.initializeConnection(ref, connector);
@@ -212,8 +212,8 @@ export class ConnectionLifecycle {
         },
         finish: async ({ info, device }) => {
           try {
-            await store.update(volumeId, { status: 'in-use' }, ['available', 'in-use']);
-            const updated = await store.updateConnection(record.id, { status: 'attached', connection_info: { ...info }, device: device ? { ...device } : null, owner: null, lease_expires_at: null });
+            await store.volumes.update(volumeId, { status: 'in-use' }, ['available', 'in-use']);
+            const updated = await store.connections.update(record.id, { status: 'attached', connection_info: { ...info }, device: device ? { ...device } : null, owner: null, lease_expires_at: null });
             if (!updated) throw new StorageError('INTERNAL', `connection ${record.id} vanished from the metadata store while it was being made`);
             return updated;
           } catch (error) {
@@ -221,14 +221,14 @@ export class ConnectionLifecycle {
             const driver = await this.host.ready();
             if (device) await attacher!.detach(info, device).catch((undo: unknown) => this.warn(`detach ${device.path} after a failed record`, undo));
             if (info.driver_volume_type !== 'local') await this.undoExport(this.requireExports(driver), this.volumes.volumeRef(volume), connector, record.id);
-            await store.removeConnection(record.id).catch(() => undefined);
+            await store.connections.remove(record.id).catch(() => undefined);
             await this.settleVolumeStatus(volumeId).catch(() => undefined);
             throw error;
           }
         },
         fail: async (failure) => {
           // A failed connect leaves no record (the export was undone in act).
-          await store.removeConnection(record.id).catch((error: unknown) => this.warn(`forget failed connection ${record.id}`, error));
+          await store.connections.remove(record.id).catch((error: unknown) => this.warn(`forget failed connection ${record.id}`, error));
           await this.settleVolumeStatus(volumeId).catch((error: unknown) => this.warn(`settle volume ${volumeId}'s status`, error));
           return failure;
         },
@@ -262,7 +262,7 @@ export class ConnectionLifecycle {
             `connection ${connectionId} is attached on host ${String(connection.connector.host)} as ${device.path}; detach_volume detaches it and disconnects, or disconnect_volume with force: true drops it`,
           );
         }
-        await this.deps.store.updateConnection(connectionId, this.volumes.claim());
+        await this.deps.store.connections.update(connectionId, this.volumes.claim());
       },
       act: async (driver) => {
         const problems: string[] = [];
@@ -275,7 +275,7 @@ export class ConnectionLifecycle {
             problems.push(`${what}: ${describeError(error)}`);
           }
         };
-        const volume = await this.deps.store.get(connection.volume_id);
+        const volume = await this.deps.store.volumes.get(connection.volume_id);
         const ref: VolumeRef = volume ? this.volumes.volumeRef(volume) : { id: connection.volume_id, size: 0, pool_name: '', provider_location: null };
         const info = this.trustedInfo(driver, connection, ref);
         const type = info.driver_volume_type;
@@ -296,12 +296,12 @@ export class ConnectionLifecycle {
       },
       finish: async (problems) => {
         for (const problem of problems) this.deps.log.warn(`connection ${connectionId} of volume ${connection.volume_id} dropped (force) although ${this.deps.secrets.redact(problem)}`);
-        await this.deps.store.removeConnection(connectionId);
+        await this.deps.store.connections.remove(connectionId);
         await this.settleVolumeStatus(connection.volume_id);
       },
       fail: async (failure) => {
         await this.deps.store
-          .updateConnection(connectionId, { status: 'error', status_reason: `${how.local ? 'detach' : 'disconnect'} failed: ${failure.message}`, owner: null, lease_expires_at: null })
+          .connections.update(connectionId, { status: 'error', status_reason: `${how.local ? 'detach' : 'disconnect'} failed: ${failure.message}`, owner: null, lease_expires_at: null })
           .catch((error: unknown) => this.warn(`record the failed disconnect of ${connectionId}`, error));
         return new StorageError(failure.code, `${failure.message}. Connection ${connectionId} is kept in status "error"; disconnect_volume with force: true drops it`);
       },
@@ -328,12 +328,12 @@ export class ConnectionLifecycle {
 
   /** The volume is in-use while any connection is left, available once none is. */
   private async settleVolumeStatus(volumeId: string): Promise<void> {
-    if ((await this.deps.store.connectionsOf(volumeId)).length === 0) await this.deps.store.update(volumeId, { status: 'available' }, ['in-use']);
+    if ((await this.deps.store.connections.all({ volume_id: volumeId })).length === 0) await this.deps.store.volumes.update(volumeId, { status: 'available' }, ['in-use']);
   }
 
   /** Other connections that go through the volume's export (local attachments of image files do not). */
   private async exportStillNeeded(volumeId: string, leaving: string | undefined): Promise<boolean> {
-    return (await this.deps.store.connectionsOf(volumeId)).some((other) => other.id !== leaving && other.connection_info.driver_volume_type !== 'local');
+    return (await this.deps.store.connections.all({ volume_id: volumeId })).some((other) => other.id !== leaving && other.connection_info.driver_volume_type !== 'local');
   }
 
   /** Takes back what a failed connect did on the array or target; failures are logged, the first error is what the caller hears. */
@@ -379,7 +379,7 @@ export class ConnectionLifecycle {
   }
 
   private async requireConnection(connectionId: string): Promise<ConnectionRecord> {
-    const record = await this.deps.store.getConnection(connectionId);
+    const record = await this.deps.store.connections.get(connectionId);
     if (!record || record.backend !== this.host.id) {
       throw new StorageError('NOT_FOUND', `connection ${connectionId} does not exist; list_connections shows the connections there are`);
     }

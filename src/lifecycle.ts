@@ -161,7 +161,7 @@ export class VolumeLifecycle {
           await source?.recheck();
           Object.assign(record, this.claim()); // the lease runs from the intent, not from before any wait for locks
           // Intent first: a crash from here on leaves a record that start-up surfaces, never an unknown array volume.
-          const outcome = await this.deps.store.insertForRequest(record, request && { ...request, object_id: record.id });
+          const outcome = await this.deps.store.volumes.insert(record, request && { ...request, object_id: record.id });
           if (outcome.inserted) return;
           if (outcome.existingRequest) throw new Replay(outcome.existingRequest);
           throw new StorageError('INTERNAL', `volume id ${record.id} already exists in the metadata store`);
@@ -237,7 +237,7 @@ export class VolumeLifecycle {
     const snapshotsDeleted: string[] = [];
     if (cascade) {
       // Every precondition first, the volume's and each snapshot's: a refusal means nothing was deleted.
-      const snapshots = await this.deps.store.snapshotsOf(volumeId);
+      const snapshots = await this.deps.store.snapshots.all({ volume_id: volumeId });
       await this.requireVolumeDeletable(await this.requireVolume(volumeId), []);
       for (const snapshot of snapshots) this.requireStatus('snapshot', snapshot, ['available', 'error'], 'deleted with its volume');
       for (const snapshot of snapshots) {
@@ -251,14 +251,14 @@ export class VolumeLifecycle {
       locks: [volumeKey(volumeId)],
       begin: async () => {
         record = await this.requireVolume(volumeId);
-        await this.requireVolumeDeletable(record, await this.deps.store.snapshotsOf(volumeId));
+        await this.requireVolumeDeletable(record, await this.deps.store.snapshots.all({ volume_id: volumeId }));
         await this.transitionVolume(volumeId, { status: 'deleting' }, ['available', 'error']);
       },
       act: (driver) => driver.deleteVolume(this.volumeRef(record)),
       finish: async () => {
         // "Not on the array" is not "gone" for a create that may still finish there: re-check later.
         if (record.failed_operation === 'create') await this.host.tombstones().bury(record);
-        else await this.deps.store.remove(volumeId);
+        else await this.deps.store.volumes.remove(volumeId);
       },
       fail: async (failure) => {
         // A create that never confirmed stays unconfirmed through a failed delete.
@@ -278,7 +278,7 @@ export class VolumeLifecycle {
         `volume ${record.id} has ${snapshots.length} snapshot(s): ${snapshots.map((s) => s.id).join(', ')}; delete them first (delete_snapshot), or call delete_volume with cascade: true to delete them with it`,
       );
     }
-    const connections = await this.deps.store.connectionsOf(record.id);
+    const connections = await this.deps.store.connections.all({ volume_id: record.id });
     if (connections.length > 0) {
       throw new StorageError(
         'IN_USE',
@@ -324,7 +324,7 @@ export class VolumeLifecycle {
           this.requireStatus('volume', volume, ['available', 'in-use'], 'snapshotted');
           record.volume_size = volume.size;
           Object.assign(record, this.claim()); // the lease runs from the intent, not from before any wait for locks
-          const outcome = await this.deps.store.insertSnapshotForRequest(record, request && { ...request, object_id: record.id });
+          const outcome = await this.deps.store.snapshots.insert(record, request && { ...request, object_id: record.id });
           if (outcome.inserted) return;
           if (outcome.existingRequest) throw new Replay(outcome.existingRequest);
           throw new StorageError('INTERNAL', `snapshot id ${record.id} already exists in the metadata store`);
@@ -358,7 +358,7 @@ export class VolumeLifecycle {
         await this.transitionSnapshot(snapshotId, { status: 'deleting' }, ['available', 'error']);
       },
       act: async () => {
-        const volume = await this.deps.store.get(record.volume_id);
+        const volume = await this.deps.store.volumes.get(record.volume_id);
         const volumeRef = volume ? this.volumeRef(volume) : { id: record.volume_id, size: record.volume_size, pool_name: '', provider_location: null };
         await operations.deleteSnapshot(this.snapshotRef(record), volumeRef);
         return volumeRef;
@@ -366,7 +366,7 @@ export class VolumeLifecycle {
       finish: async (volumeRef) => {
         // As for volumes: a snapshot whose create never confirmed may still appear on the array.
         if (record.failed_operation === 'create') await this.host.tombstones().burySnapshot(record, volumeRef);
-        else await this.deps.store.removeSnapshot(snapshotId);
+        else await this.deps.store.snapshots.remove(snapshotId);
       },
       fail: async (failure) => {
         // A create that never confirmed stays unconfirmed through a failed delete.
@@ -433,7 +433,7 @@ export class VolumeLifecycle {
       const snapshot = await this.requireSnapshot(snapshotId);
       const recheck = async () => this.requireStatus('snapshot', await this.requireSnapshot(snapshotId), ['available'], 'used as a source', 'IN_USE');
       await recheck();
-      const volume = await this.deps.store.get(snapshot.volume_id);
+      const volume = await this.deps.store.volumes.get(snapshot.volume_id);
       return {
         size: snapshot.volume_size,
         label: `snapshot ${snapshotId}`,
@@ -453,7 +453,7 @@ export class VolumeLifecycle {
       const recheck = async () => {
         const current = await this.requireVolume(sourceId);
         if (current.status === 'in-use' && clones.refusesConnectedSource) {
-          const connections = await this.deps.store.connectionsOf(sourceId);
+          const connections = await this.deps.store.connections.all({ volume_id: sourceId });
           throw new StorageError(
             'IN_USE',
             `volume ${sourceId} is connected (${connections.map((c) => `connection ${c.id}`).join(', ')}) and the ${this.host.volumeDriver} driver cannot clone a connected volume; disconnect it first (disconnect_volume), or snapshot it and create the volume from the snapshot`,
@@ -483,16 +483,16 @@ export class VolumeLifecycle {
       );
     }
     if (entry.object_kind === 'connection') {
-      const record = await this.deps.store.getConnection(entry.object_id);
+      const record = await this.deps.store.connections.get(entry.object_id);
       if (!record) throw new StorageError('NOT_FOUND', `request_id "${request.request_id}" made connection ${entry.object_id}, which has been disconnected since`);
       return { kind: 'connection', record };
     }
     if (entry.object_kind === 'snapshot') {
-      const record = await this.deps.store.getSnapshot(entry.object_id);
+      const record = await this.deps.store.snapshots.get(entry.object_id);
       if (!record) throw new StorageError('NOT_FOUND', `request_id "${request.request_id}" made snapshot ${entry.object_id}, which has been deleted since`);
       return { kind: 'snapshot', record };
     }
-    const record = await this.deps.store.get(entry.object_id);
+    const record = await this.deps.store.volumes.get(entry.object_id);
     if (!record) throw new StorageError('NOT_FOUND', `request_id "${request.request_id}" made volume ${entry.object_id}, which has been deleted since`);
     return { kind: 'volume', record };
   }
@@ -509,7 +509,7 @@ export class VolumeLifecycle {
   }
 
   async requireVolume(volumeId: string): Promise<VolumeRecord> {
-    const record = await this.deps.store.get(volumeId);
+    const record = await this.deps.store.volumes.get(volumeId);
     if (!record || record.backend !== this.host.id) {
       throw new StorageError('NOT_FOUND', `volume ${volumeId} does not exist; list_volumes shows the volumes there are`);
     }
@@ -517,7 +517,7 @@ export class VolumeLifecycle {
   }
 
   private async requireSnapshot(snapshotId: string): Promise<SnapshotRecord> {
-    const record = await this.deps.store.getSnapshot(snapshotId);
+    const record = await this.deps.store.snapshots.get(snapshotId);
     if (!record || record.backend !== this.host.id) {
       throw new StorageError('NOT_FOUND', `snapshot ${snapshotId} does not exist; list_snapshots shows the snapshots there are`);
     }
@@ -550,13 +550,13 @@ export class VolumeLifecycle {
   }
 
   private async transitionVolume(volumeId: string, patch: VolumePatch, expected?: VolumeStatus[]): Promise<VolumeRecord> {
-    const updated = await this.deps.store.update(volumeId, this.withClaim(patch), expected);
+    const updated = await this.deps.store.volumes.update(volumeId, this.withClaim(patch), expected);
     if (!updated) throw this.changedUnder('volume', volumeId);
     return updated;
   }
 
   private async transitionSnapshot(snapshotId: string, patch: SnapshotPatch, expected?: SnapshotStatus[]): Promise<SnapshotRecord> {
-    const updated = await this.deps.store.updateSnapshot(snapshotId, this.withClaim(patch), expected);
+    const updated = await this.deps.store.snapshots.update(snapshotId, this.withClaim(patch), expected);
     if (!updated) throw this.changedUnder('snapshot', snapshotId);
     return updated;
   }
@@ -566,11 +566,11 @@ export class VolumeLifecycle {
   }
 
   private recordVolumeOutcome(volumeId: string, operation: 'create' | 'extend' | 'delete', patch: VolumePatch): Promise<VolumeRecord> {
-    return this.recordOutcome('volume', volumeId, operation, patch, () => this.transitionVolume(volumeId, patch), (kept) => this.deps.store.deferUpdate(volumeId, kept));
+    return this.recordOutcome('volume', volumeId, operation, patch, () => this.transitionVolume(volumeId, patch), (kept) => this.deps.store.volumes.defer(volumeId, kept));
   }
 
   private recordSnapshotOutcome(snapshotId: string, operation: 'create' | 'delete', patch: SnapshotPatch): Promise<SnapshotRecord> {
-    return this.recordOutcome('snapshot', snapshotId, operation, patch, () => this.transitionSnapshot(snapshotId, patch), (kept) => this.deps.store.deferSnapshotUpdate(snapshotId, kept));
+    return this.recordOutcome('snapshot', snapshotId, operation, patch, () => this.transitionSnapshot(snapshotId, patch), (kept) => this.deps.store.snapshots.defer(snapshotId, kept));
   }
 
   /**

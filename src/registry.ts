@@ -262,14 +262,14 @@ export class BackendRegistry {
 
   async getVolume(volumeId: string): Promise<VolumeRecord> {
     this.requireUsableConfig();
-    const record = await this.store.get(volumeId);
+    const record = await this.store.volumes.get(volumeId);
     if (!record) throw new StorageError('NOT_FOUND', `volume ${volumeId} does not exist; list_volumes shows the volumes there are`);
     return record;
   }
 
   /** A page of volumes from the metadata store (never the array), in creation order. */
   async listVolumes(input: ListVolumesInput): Promise<{ volumes: VolumeRecord[]; nextCursor?: string }> {
-    const { records, nextCursor } = await this.page('list_volumes', input, { backend: input.backend, status: input.status }, (query) => this.store.list(query));
+    const { records, nextCursor } = await this.page('list_volumes', input, { backend: input.backend, status: input.status }, (query) => this.store.volumes.list(query));
     return { volumes: records, nextCursor };
   }
 
@@ -320,7 +320,7 @@ export class BackendRegistry {
 
   async getSnapshot(snapshotId: string): Promise<SnapshotRecord> {
     this.requireUsableConfig();
-    const record = await this.store.getSnapshot(snapshotId);
+    const record = await this.store.snapshots.get(snapshotId);
     if (!record) throw new StorageError('NOT_FOUND', `snapshot ${snapshotId} does not exist; list_snapshots shows the snapshots there are`);
     return record;
   }
@@ -328,7 +328,7 @@ export class BackendRegistry {
   /** A page of snapshots from the metadata store (never the array), in creation order. */
   async listSnapshots(input: ListSnapshotsInput): Promise<{ snapshots: SnapshotRecord[]; nextCursor?: string }> {
     const filters = { backend: input.backend, volume_id: input.volume_id, status: input.status };
-    const { records, nextCursor } = await this.page('list_snapshots', input, filters, (query) => this.store.listSnapshots(query));
+    const { records, nextCursor } = await this.page('list_snapshots', input, filters, (query) => this.store.snapshots.list(query));
     return { snapshots: records, nextCursor };
   }
 
@@ -352,14 +352,14 @@ export class BackendRegistry {
 
   async getConnection(connectionId: string): Promise<ConnectionRecord> {
     this.requireUsableConfig();
-    const record = await this.store.getConnection(connectionId);
+    const record = await this.store.connections.get(connectionId);
     if (!record) throw new StorageError('NOT_FOUND', `connection ${connectionId} does not exist; list_connections shows the connections there are`);
     return record;
   }
 
   /** A page of connections from the metadata store, in creation order. */
   async listConnections(input: ListConnectionsInput): Promise<{ connections: ConnectionRecord[]; nextCursor?: string }> {
-    const { records, nextCursor } = await this.page('list_connections', input, { backend: input.backend, volume_id: input.volume_id }, (query) => this.store.listConnections(query));
+    const { records, nextCursor } = await this.page('list_connections', input, { backend: input.backend, volume_id: input.volume_id }, (query) => this.store.connections.list(query));
     return { connections: records, nextCursor };
   }
 

@@ -92,17 +92,17 @@ export class ResourceCatalog {
         return text;
       }
       case 'volumes': {
-        const volume = await this.store.get(id);
+        const volume = await this.store.volumes.get(id);
         if (!volume) throw missing();
         return JSON.stringify(await dumpVolume(this.dumper, volume));
       }
       case 'snapshots': {
-        const snapshot = await this.store.getSnapshot(id);
+        const snapshot = await this.store.snapshots.get(id);
         if (!snapshot) throw missing();
         return JSON.stringify(snapshotDump(this.dumper, snapshot));
       }
       case 'connections': {
-        const connection = await this.store.getConnection(id);
+        const connection = await this.store.connections.get(id);
         if (!connection) throw missing();
         return JSON.stringify(connectionDump(this.dumper, connection));
       }
@@ -120,15 +120,15 @@ export class ResourceCatalog {
         return { entries: slice.map((b) => entry(b.id, `backend ${b.id}`, 'Backend')), nextAfter: start + limit < all.length ? start + limit : undefined };
       }
       case 'volumes': {
-        const page = await this.store.list({ after, limit });
+        const page = await this.store.volumes.list({ after, limit });
         return { entries: page.records.map((v) => entry(v.id, `volume ${v.name || v.id} (${v.size} GiB, ${v.status}, ${v.backend})`, 'Volume')), nextAfter: page.nextAfter };
       }
       case 'snapshots': {
-        const page = await this.store.listSnapshots({ after, limit });
+        const page = await this.store.snapshots.list({ after, limit });
         return { entries: page.records.map((s) => entry(s.id, `snapshot ${s.name || s.id} of volume ${s.volume_id}`, 'Snapshot')), nextAfter: page.nextAfter };
       }
       case 'connections': {
-        const page = await this.store.listConnections({ after, limit });
+        const page = await this.store.connections.list({ after, limit });
         return { entries: page.records.map((c) => entry(c.id, `connection of volume ${c.volume_id} to ${String(c.connector.host ?? 'a host')}`, 'Connection')), nextAfter: page.nextAfter };
       }
     }

@@ -10,241 +10,48 @@
  */
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
-import type { ConnectionRecord, ConnectionStatus } from '../connection.js';
+import type { ConnectionRecord } from '../connection.js';
 import { StorageError } from '../errors.js';
 import { KeyedMutex } from '../locks.js';
 import { createLogger, type Logger } from '../log.js';
 import { SecretRegistry } from '../secrets.js';
-import type { SnapshotRecord, SnapshotStatus } from '../snapshot.js';
-import { OPERATION_OF_STATUS, TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../volume.js';
+import type { SnapshotRecord } from '../snapshot.js';
+import type { VolumeRecord } from '../volume.js';
 import { OutcomeBuffer } from './outcome-buffer.js';
 import { LockSession } from './pg-lock-session.js';
 import { isRecoverable } from './recovery.js';
-import {
-  REQUEST_ID_TTL_MS,
-  type AuditQuery,
-  type AuditRecord,
-  type ConnectionPage,
-  type ConnectionPatch,
-  type ConnectionQuery,
-  type ImportBatch,
-  type InsertOutcome,
-  type RecoveredKind,
-  type RecoveryClaim,
-  type RequestEntry,
-  type SharedCoordination,
-  type SnapshotPage,
-  type SnapshotPatch,
-  type SnapshotQuery,
-  type Tombstone,
-  type VolumePage,
-  type VolumePatch,
-  type VolumeQuery,
-  type VolumeStore,
+import { POSTGRES, deleteSql, insertSql, rowValues, selectSql, upgradeSteps, type Row } from './sql.js';
+import { SqlRecords, SqlStore, liveRequest, recoveryPatch, underWay, type RecordTableName, type SqlStatements } from './sql-records.js';
+import type {
+  ConnectionPatch,
+  ConnectionQuery,
+  ImportBatch,
+  InsertOutcome,
+  RecoveredKind,
+  RecoveryClaim,
+  RequestEntry,
+  SharedCoordination,
+  SnapshotPatch,
+  SnapshotQuery,
+  Tombstone,
+  VolumePatch,
+  VolumeQuery,
+  VolumeStore,
 } from './store.js';
 
 const { Pool } = pg;
 type Queryable = Pick<pg.PoolClient, 'query'>;
 
 /**
- * Forward-only migrations; `schema_migrations` holds the versions that ran. The record tables are
- * SQLite's final schema in PostgreSQL types: times stay ISO-8601 TEXT, compared and ordered in
- * the "C" collation (byte order, as SQLite's, whatever the database's locale), JSON-valued fields
- * TEXT (round-trip exact), `seq` a BIGSERIAL for paging.
+ * The versions recorded in `schema_migrations`. Versions 1 and 2 were numbered migrations; since
+ * the tables are declared (schema.ts), opening a database brings it to the declarations (under one
+ * lock: servers starting together do it once) whatever its version up to this one. The number
+ * moves only for a change a declaration cannot express (a column dropped or retyped).
  */
-const MIGRATIONS: readonly string[] = [
-  `CREATE TABLE volumes (
-     seq BIGSERIAL PRIMARY KEY,
-     id TEXT NOT NULL UNIQUE,
-     backend TEXT NOT NULL,
-     name TEXT NOT NULL,
-     description TEXT NOT NULL,
-     size INTEGER NOT NULL,
-     status TEXT NOT NULL,
-     pool_name TEXT NOT NULL,
-     bootable BOOLEAN NOT NULL,
-     created_at TEXT NOT NULL,
-     updated_at TEXT NOT NULL,
-     status_reason TEXT,
-     provider_location TEXT,
-     failed_operation TEXT,
-     owner TEXT,
-     lease_expires_at TEXT COLLATE "C",
-     snapshot_id TEXT,
-     source_volume_id TEXT,
-     provider_auth TEXT,
-     cinderlib_extra TEXT
-   );
-   CREATE INDEX volumes_by_backend ON volumes (backend, seq);
-   CREATE INDEX volumes_by_status ON volumes (status, seq);
-   CREATE INDEX volumes_by_backend_status ON volumes (backend, status, seq);
-   CREATE INDEX volumes_by_snapshot ON volumes (snapshot_id);
-   CREATE TABLE tombstones (
-     object_id TEXT PRIMARY KEY,
-     backend TEXT NOT NULL,
-     pool_name TEXT NOT NULL,
-     size INTEGER NOT NULL,
-     provider_location TEXT,
-     checks_done INTEGER NOT NULL,
-     next_check_at TEXT COLLATE "C" NOT NULL,
-     kind TEXT NOT NULL DEFAULT 'volume',
-     parent_volume_id TEXT
-   );
-   CREATE INDEX tombstones_by_backend ON tombstones (backend);
-   CREATE TABLE snapshots (
-     seq BIGSERIAL PRIMARY KEY,
-     id TEXT NOT NULL UNIQUE,
-     volume_id TEXT NOT NULL,
-     backend TEXT NOT NULL,
-     name TEXT NOT NULL,
-     description TEXT NOT NULL,
-     volume_size INTEGER NOT NULL,
-     status TEXT NOT NULL,
-     created_at TEXT NOT NULL,
-     updated_at TEXT NOT NULL,
-     status_reason TEXT,
-     provider_location TEXT,
-     failed_operation TEXT,
-     owner TEXT,
-     lease_expires_at TEXT COLLATE "C",
-     cinderlib_extra TEXT
-   );
-   CREATE INDEX snapshots_by_backend ON snapshots (backend, seq);
-   CREATE INDEX snapshots_by_volume ON snapshots (volume_id, seq);
-   CREATE INDEX snapshots_by_status ON snapshots (status, seq);
-   CREATE INDEX snapshots_by_backend_status ON snapshots (backend, status, seq);
-   CREATE TABLE requests (
-     request_id TEXT PRIMARY KEY,
-     tool TEXT NOT NULL,
-     fingerprint TEXT NOT NULL,
-     object_kind TEXT NOT NULL,
-     object_id TEXT NOT NULL,
-     created_at TEXT NOT NULL
-   );
-   CREATE TABLE connections (
-     seq BIGSERIAL PRIMARY KEY,
-     id TEXT NOT NULL UNIQUE,
-     volume_id TEXT NOT NULL,
-     backend TEXT NOT NULL,
-     status TEXT NOT NULL,
-     attach_mode TEXT NOT NULL,
-     connector TEXT NOT NULL,
-     connection_info TEXT NOT NULL,
-     device TEXT,
-     created_at TEXT NOT NULL,
-     updated_at TEXT NOT NULL,
-     status_reason TEXT,
-     owner TEXT,
-     lease_expires_at TEXT COLLATE "C",
-     cinderlib_extra TEXT
-   );
-   CREATE INDEX connections_by_backend ON connections (backend, seq);
-   CREATE INDEX connections_by_volume ON connections (volume_id, seq);
-   CREATE INDEX connections_by_owner ON connections (owner) WHERE owner IS NOT NULL;
-   CREATE TABLE audit_log (
-     seq BIGSERIAL PRIMARY KEY,
-     time TEXT COLLATE "C" NOT NULL,
-     server TEXT NOT NULL,
-     client TEXT NOT NULL,
-     tool TEXT NOT NULL,
-     arguments TEXT NOT NULL,
-     outcome TEXT NOT NULL,
-     error TEXT
-   );
-   CREATE INDEX audit_log_by_time ON audit_log (time, seq);`,
-  `CREATE TABLE capacity_holds (
-     id TEXT PRIMARY KEY,
-     domain TEXT NOT NULL,
-     gb DOUBLE PRECISION NOT NULL,
-     owner TEXT NOT NULL,
-     lease_expires_at TEXT COLLATE "C" NOT NULL
-   );
-   CREATE INDEX capacity_holds_by_domain ON capacity_holds (domain, lease_expires_at);
-   CREATE INDEX capacity_holds_by_owner ON capacity_holds (owner);
-   CREATE TABLE servers (
-     server_id TEXT PRIMARY KEY,
-     description TEXT NOT NULL,
-     lease_expires_at TEXT COLLATE "C" NOT NULL
-   );`,
-];
+const MIGRATIONS_DONE = 2;
 
 /** The schema version this code writes and reads. */
-export const POSTGRES_SCHEMA_VERSION = MIGRATIONS.length;
-
-const VOLUME_COLUMNS = [
-  'id', 'backend', 'name', 'description', 'size', 'status', 'pool_name', 'bootable', 'created_at', 'updated_at', 'status_reason', 'provider_location',
-  'provider_auth', 'failed_operation', 'owner', 'lease_expires_at', 'snapshot_id', 'source_volume_id', 'cinderlib_extra',
-] as const;
-const SNAPSHOT_COLUMNS = [
-  'id', 'volume_id', 'backend', 'name', 'description', 'volume_size', 'status', 'created_at', 'updated_at', 'status_reason', 'provider_location',
-  'failed_operation', 'owner', 'lease_expires_at', 'cinderlib_extra',
-] as const;
-const CONNECTION_COLUMNS = [
-  'id', 'volume_id', 'backend', 'status', 'attach_mode', 'connector', 'connection_info', 'device', 'created_at', 'updated_at', 'status_reason', 'owner',
-  'lease_expires_at', 'cinderlib_extra',
-] as const;
-const TOMBSTONE_COLUMNS = ['object_id', 'kind', 'parent_volume_id', 'backend', 'pool_name', 'size', 'provider_location', 'checks_done', 'next_check_at'] as const;
-const REQUEST_COLUMNS = ['request_id', 'tool', 'fingerprint', 'object_kind', 'object_id', 'created_at'] as const;
-
-type Table = 'volumes' | 'snapshots' | 'connections';
-
-function insertStatement(table: string, columns: readonly string[], onConflict: string): string {
-  return `INSERT INTO ${table} (${columns.join(', ')}) VALUES (${columns.map((_, i) => `$${i + 1}`).join(', ')}) ${onConflict}`;
-}
-
-const INSERT_VOLUME = insertStatement('volumes', VOLUME_COLUMNS, 'ON CONFLICT (id) DO NOTHING');
-const INSERT_SNAPSHOT = insertStatement('snapshots', SNAPSHOT_COLUMNS, 'ON CONFLICT (id) DO NOTHING');
-const INSERT_CONNECTION = insertStatement('connections', CONNECTION_COLUMNS, 'ON CONFLICT (id) DO NOTHING');
-const BURY = insertStatement(
-  'tombstones',
-  TOMBSTONE_COLUMNS,
-  `ON CONFLICT (object_id) DO UPDATE SET ${TOMBSTONE_COLUMNS.filter((c) => c !== 'object_id').map((c) => `${c} = EXCLUDED.${c}`).join(', ')}`,
-);
-const CLAIM_REQUEST = insertStatement('requests', REQUEST_COLUMNS, '');
-
-const values = (columns: readonly string[], row: Record<string, unknown>): unknown[] => columns.map((column) => row[column] ?? null);
-
-/** The unmodeled fields of a loaded cinderlib dump, as stored (JSON text). */
-const extraText = (extra: Record<string, unknown> | null | undefined): string | null => (extra ? JSON.stringify(extra) : null);
-const extraOf = (text: string | null | undefined): Record<string, unknown> | null => (text ? (JSON.parse(text) as Record<string, unknown>) : null);
-
-type Row = Record<string, unknown> & { seq: string | number };
-
-function fromRow(row: Row): VolumeRecord {
-  const { seq: _seq, cinderlib_extra, ...rest } = row;
-  return { ...(rest as unknown as VolumeRecord), cinderlib_extra: extraOf(cinderlib_extra as string | null) };
-}
-
-function fromSnapshotRow(row: Row): SnapshotRecord {
-  const { seq: _seq, cinderlib_extra, ...rest } = row;
-  return { ...(rest as unknown as SnapshotRecord), cinderlib_extra: extraOf(cinderlib_extra as string | null) };
-}
-
-function fromConnectionRow(row: Row): ConnectionRecord {
-  const { seq: _seq, connector, connection_info, device, cinderlib_extra, ...rest } = row;
-  return {
-    ...(rest as unknown as ConnectionRecord),
-    connector: JSON.parse(connector as string),
-    connection_info: JSON.parse(connection_info as string),
-    device: device === null ? null : JSON.parse(device as string),
-    cinderlib_extra: extraOf(cinderlib_extra as string | null),
-  };
-}
-
-function toConnectionColumns(patch: Partial<ConnectionRecord>): Record<string, unknown> {
-  const columns: Record<string, unknown> = { ...patch };
-  for (const key of ['connector', 'connection_info', 'device', 'cinderlib_extra'] as const) {
-    if (patch[key] !== undefined) columns[key] = patch[key] === null ? null : JSON.stringify(patch[key]);
-  }
-  return columns;
-}
-
-const volumeRow = (record: VolumeRecord): Record<string, unknown> => ({ ...record, bootable: record.bootable === true, cinderlib_extra: extraText(record.cinderlib_extra) });
-const snapshotRow = (record: SnapshotRecord): Record<string, unknown> => ({ ...record, cinderlib_extra: extraText(record.cinderlib_extra) });
-const connectionRow = (record: ConnectionRecord): Record<string, unknown> => toConnectionColumns({ owner: null, lease_expires_at: null, cinderlib_extra: null, ...record });
-
-/** The column names a patch may carry: identifiers are spliced into SQL, so only these pass. */
-const PATCHABLE = /^[a-z_]+$/;
+export const POSTGRES_SCHEMA_VERSION = MIGRATIONS_DONE;
 
 /** SQLSTATE classes that mean the store itself is in trouble, not that a call was wrong. */
 const TROUBLE_STATES = /^(08|28|3D|53|57|58|XX)/;
@@ -343,11 +150,77 @@ function reasonOf(error: unknown): string {
 /** Loads at least this large analyze the tables they filled. */
 const LOAD_ANALYZE_THRESHOLD = 1000;
 
-export class PostgresVolumeStore implements VolumeStore {
+/** One record table on PostgreSQL; what runs inside the store's transactions takes its connection. */
+class PostgresRecords<R extends { id: string; status: string }, P extends object, Q extends { after?: number; limit: number }, Parent extends object> extends SqlRecords<
+  R,
+  P,
+  Q,
+  Parent
+> {
+  constructor(
+    private readonly store: PostgresVolumeStore,
+    table: RecordTableName,
+    kind: RecoveredKind,
+  ) {
+    super(store.statements, table, kind);
+  }
+
+  protected claimInsert(what: string, request: RequestEntry | undefined, record: R): Promise<InsertOutcome> {
+    return this.store.write(what, () => this.store.insertClaiming(request, (db) => this.insertRow(db, record)));
+  }
+
+  protected override adjust<T extends object>(patch: T): T {
+    return this.store.onDbClock(patch as { lease_expires_at?: string | null }) as T;
+  }
+
+  async insertRow(db: Queryable, record: R): Promise<boolean> {
+    return (await db.query(...this.insertStatement(record))).rowCount === 1;
+  }
+
+  async removeRow(db: Queryable, id: string): Promise<boolean> {
+    const removed = (await db.query(deleteSql(POSTGRES, this.table), [id])).rowCount === 1;
+    this.unwritten.forget(id);
+    return removed;
+  }
+
+  async patchRow(db: Queryable, id: string, patch: object, expected?: readonly string[]): Promise<R | undefined> {
+    const row = (await db.query<Row>(...this.patchStatement(id, patch, expected))).rows[0];
+    return row ? this.recordOf(row) : undefined;
+  }
+
+  /**
+   * Records under way that `claim` may recover, moved to error. FOR UPDATE: another server's
+   * recovery waits, then finds these rows no longer under way.
+   */
+  async recover(db: Queryable, claim: RecoveryClaim, reason: (record: R, kind: RecoveredKind) => string): Promise<R[]> {
+    const recovered: R[] = [];
+    for (const row of (await db.query<Row>(`SELECT * FROM ${this.table} WHERE ${underWay(this.kind)} ORDER BY seq FOR UPDATE`)).rows) {
+      const record = this.recordOf(row);
+      if (!isRecoverable(record as { owner?: string | null }, claim)) continue;
+      const updated = await this.patchRow(db, record.id, recoveryPatch(record, this.kind, reason(record, this.kind)), [record.status]);
+      if (!updated) continue;
+      this.unwritten.forget(record.id);
+      recovered.push(updated);
+    }
+    return recovered;
+  }
+}
+
+export class PostgresVolumeStore extends SqlStore implements VolumeStore {
   readonly description: string;
   readonly shared: SharedCoordination;
-  private readonly unwritten = new OutcomeBuffer<VolumePatch>();
-  private readonly unwrittenSnapshots = new OutcomeBuffer<SnapshotPatch>();
+  readonly statements: SqlStatements = {
+    engine: 'postgresql',
+    read: (sql, params) => this.read(async () => (await this.pool.query<Row>(sql, [...params])).rows),
+    write: (what, sql, params) =>
+      this.write(what, async (db) => {
+        const result = await db.query<Row>(sql, [...params]);
+        return { rows: result.rows, changes: result.rowCount ?? 0 };
+      }),
+  };
+  readonly volumes = new PostgresRecords<VolumeRecord, VolumePatch, VolumeQuery, { snapshot_id: string }>(this, 'volumes', 'volume');
+  readonly snapshots = new PostgresRecords<SnapshotRecord, SnapshotPatch, SnapshotQuery, { volume_id: string }>(this, 'snapshots', 'snapshot');
+  readonly connections = new PostgresRecords<ConnectionRecord, ConnectionPatch, ConnectionQuery, { volume_id: string }>(this, 'connections', 'connection');
   private readonly lockTimeoutMs: number;
   private readonly holdLeaseMs: number;
   private readonly joinGraceMs: number;
@@ -361,7 +234,7 @@ export class PostgresVolumeStore implements VolumeStore {
 
   /** Use `PostgresVolumeStore.open`: the schema must be migrated before the store is used. */
   private constructor(
-    private readonly pool: pg.Pool,
+    readonly pool: pg.Pool,
     /** Connections for capacity decisions (one per domain at a time), so they never starve record queries. */
     private readonly coordination: pg.Pool,
     lockClient: pg.ClientConfig,
@@ -369,6 +242,7 @@ export class PostgresVolumeStore implements VolumeStore {
     private readonly secrets: SecretRegistry,
     options: PostgresOpenOptions,
   ) {
+    super();
     this.description = description;
     this.lockTimeoutMs = options.lockTimeoutMs ?? 30_000;
     this.holdLeaseMs = options.holdLeaseMs ?? 30_000;
@@ -448,144 +322,6 @@ export class PostgresVolumeStore implements VolumeStore {
     return store;
   }
 
-  // ---- volumes ----
-
-  async insert(record: VolumeRecord): Promise<boolean> {
-    return this.write('record a new volume', async (db) => (await db.query(INSERT_VOLUME, values(VOLUME_COLUMNS, volumeRow(this.onDbClock(record))))).rowCount === 1);
-  }
-
-  async insertForRequest(record: VolumeRecord, request: RequestEntry | undefined): Promise<InsertOutcome> {
-    return this.write('record a new volume', () =>
-      this.insertClaiming(request, async (db) => (await db.query(INSERT_VOLUME, values(VOLUME_COLUMNS, volumeRow(this.onDbClock(record))))).rowCount === 1),
-    );
-  }
-
-  async get(id: string): Promise<VolumeRecord | undefined> {
-    return this.read(async () => {
-      const row = (await this.pool.query<Row>('SELECT * FROM volumes WHERE id = $1', [id])).rows[0];
-      return this.unwritten.apply(row ? fromRow(row) : undefined);
-    });
-  }
-
-  async update(id: string, patch: VolumePatch, expected?: readonly VolumeStatus[]): Promise<VolumeRecord | undefined> {
-    return this.write(`update volume ${id}`, (db) => this.applyUpdate(db, id, patch, expected));
-  }
-
-  deferUpdate(id: string, patch: VolumePatch): void {
-    this.unwritten.defer(id, patch);
-  }
-
-  deferSnapshotUpdate(id: string, patch: SnapshotPatch): void {
-    this.unwrittenSnapshots.defer(id, patch);
-  }
-
-  async remove(id: string): Promise<boolean> {
-    return this.write(`forget volume ${id}`, async (db) => {
-      const removed = (await db.query('DELETE FROM volumes WHERE id = $1', [id])).rowCount === 1;
-      this.unwritten.forget(id);
-      return removed;
-    });
-  }
-
-  async list(query: VolumeQuery): Promise<VolumePage> {
-    const { rows, nextAfter } = await this.page('volumes', query, { backend: query.backend, status: query.status });
-    return { records: rows.map((row) => this.unwritten.apply(fromRow(row))), nextAfter };
-  }
-
-  async volumesFromSnapshot(snapshotId: string): Promise<VolumeRecord[]> {
-    return this.read(async () =>
-      (await this.pool.query<Row>('SELECT * FROM volumes WHERE snapshot_id = $1 ORDER BY seq', [snapshotId])).rows.map((row) => this.unwritten.apply(fromRow(row))),
-    );
-  }
-
-  // ---- snapshots ----
-
-  async insertSnapshotForRequest(record: SnapshotRecord, request: RequestEntry | undefined): Promise<InsertOutcome> {
-    return this.write('record a new snapshot', () =>
-      this.insertClaiming(request, async (db) => (await db.query(INSERT_SNAPSHOT, values(SNAPSHOT_COLUMNS, snapshotRow(this.onDbClock(record))))).rowCount === 1),
-    );
-  }
-
-  async getSnapshot(id: string): Promise<SnapshotRecord | undefined> {
-    return this.read(async () => {
-      const row = (await this.pool.query<Row>('SELECT * FROM snapshots WHERE id = $1', [id])).rows[0];
-      return this.unwrittenSnapshots.apply(row ? fromSnapshotRow(row) : undefined);
-    });
-  }
-
-  async updateSnapshot(id: string, patch: SnapshotPatch, expected?: readonly SnapshotStatus[]): Promise<SnapshotRecord | undefined> {
-    return this.write(`update snapshot ${id}`, async (db) => {
-      const row = await this.applyPatch(db, 'snapshots', id, patch, expected);
-      if (!row) return undefined;
-      this.unwrittenSnapshots.forget(id);
-      return fromSnapshotRow(row);
-    });
-  }
-
-  async removeSnapshot(id: string): Promise<boolean> {
-    return this.write(`forget snapshot ${id}`, async (db) => {
-      const removed = (await db.query('DELETE FROM snapshots WHERE id = $1', [id])).rowCount === 1;
-      this.unwrittenSnapshots.forget(id);
-      return removed;
-    });
-  }
-
-  async listSnapshots(query: SnapshotQuery): Promise<SnapshotPage> {
-    const { rows, nextAfter } = await this.page('snapshots', query, { backend: query.backend, volume_id: query.volume_id, status: query.status });
-    return { records: rows.map((row) => this.unwrittenSnapshots.apply(fromSnapshotRow(row))), nextAfter };
-  }
-
-  async snapshotsOf(volumeId: string): Promise<SnapshotRecord[]> {
-    return this.read(async () =>
-      (await this.pool.query<Row>('SELECT * FROM snapshots WHERE volume_id = $1 ORDER BY seq', [volumeId])).rows.map((row) => this.unwrittenSnapshots.apply(fromSnapshotRow(row))),
-    );
-  }
-
-  // ---- connections ----
-
-  async insertConnection(record: ConnectionRecord): Promise<boolean> {
-    return this.write('record a new connection', async (db) => (await db.query(INSERT_CONNECTION, values(CONNECTION_COLUMNS, connectionRow(this.onDbClock(record))))).rowCount === 1);
-  }
-
-  async insertConnectionForRequest(record: ConnectionRecord, request: RequestEntry | undefined): Promise<InsertOutcome> {
-    return this.write('record a new connection', () =>
-      this.insertClaiming(request, async (db) => (await db.query(INSERT_CONNECTION, values(CONNECTION_COLUMNS, connectionRow(this.onDbClock(record))))).rowCount === 1),
-    );
-  }
-
-  async getConnection(id: string): Promise<ConnectionRecord | undefined> {
-    return this.read(async () => {
-      const row = (await this.pool.query<Row>('SELECT * FROM connections WHERE id = $1', [id])).rows[0];
-      return row ? fromConnectionRow(row) : undefined;
-    });
-  }
-
-  async updateConnection(id: string, patch: ConnectionPatch, expected?: readonly ConnectionStatus[]): Promise<ConnectionRecord | undefined> {
-    return this.write(`update connection ${id}`, async (db) => {
-      const row = await this.applyPatch(db, 'connections', id, toConnectionColumns(patch), expected);
-      return row ? fromConnectionRow(row) : undefined;
-    });
-  }
-
-  async removeConnection(id: string): Promise<boolean> {
-    return this.write(`forget connection ${id}`, async (db) => (await db.query('DELETE FROM connections WHERE id = $1', [id])).rowCount === 1);
-  }
-
-  async listConnections(query: ConnectionQuery): Promise<ConnectionPage> {
-    const { rows, nextAfter } = await this.page('connections', query, { backend: query.backend, volume_id: query.volume_id });
-    return { records: rows.map(fromConnectionRow), nextAfter };
-  }
-
-  async connectionsOf(volumeId: string): Promise<ConnectionRecord[]> {
-    return this.read(async () => (await this.pool.query<Row>('SELECT * FROM connections WHERE volume_id = $1 ORDER BY seq', [volumeId])).rows.map(fromConnectionRow));
-  }
-
-  // ---- requests ----
-
-  async findRequest(requestId: string): Promise<RequestEntry | undefined> {
-    return this.read(() => this.liveRequest(this.pool, requestId));
-  }
-
   // ---- recovery and leases ----
 
   async surfaceInterrupted(
@@ -596,41 +332,11 @@ export class PostgresVolumeStore implements VolumeStore {
       this.transaction(async (db) => {
         // Leases lapse on the database's clock, whatever this server's says.
         claim = { ...claim, now: (await db.query<{ now: string }>(`SELECT ${DB_NOW} AS now`)).rows[0]!.now };
-        const recover = async (table: 'volumes' | 'snapshots'): Promise<Row[]> => {
-          const kind = table === 'volumes' ? 'volume' : 'snapshot';
-          // FOR UPDATE: another server's recovery waits, then finds these rows no longer under way.
-          const rows = (await db.query<Row>(`SELECT * FROM ${table} WHERE status = ANY($1) ORDER BY seq FOR UPDATE`, [TRANSITIONAL_STATUSES])).rows;
-          const recovered: Row[] = [];
-          for (const row of rows) {
-            const record = row as unknown as { id: string; status: VolumeStatus; owner: string | null; lease_expires_at: string | null };
-            if (!isRecoverable(record, claim)) continue;
-            const updated = await this.applyPatch(
-              db,
-              table,
-              record.id,
-              { status: 'error', status_reason: reason(record, kind), failed_operation: OPERATION_OF_STATUS[record.status] ?? null, owner: null, lease_expires_at: null },
-              [record.status],
-            );
-            if (updated) recovered.push(updated);
-          }
-          return recovered;
+        return {
+          volumes: await this.volumes.recover(db, claim, reason),
+          snapshots: await this.snapshots.recover(db, claim, reason),
+          connections: await this.connections.recover(db, claim, reason),
         };
-        const volumes = (await recover('volumes')).map((row) => {
-          this.unwritten.forget(row.id as string);
-          return fromRow(row);
-        });
-        const snapshots = (await recover('snapshots')).map((row) => {
-          this.unwrittenSnapshots.forget(row.id as string);
-          return fromSnapshotRow(row);
-        });
-        const connections: ConnectionRecord[] = [];
-        for (const row of (await db.query<Row>('SELECT * FROM connections WHERE owner IS NOT NULL ORDER BY seq FOR UPDATE')).rows) {
-          const record = row as unknown as { id: string; status: ConnectionStatus; owner: string | null; lease_expires_at: string | null };
-          if (!isRecoverable(record, claim)) continue;
-          const updated = await this.applyPatch(db, 'connections', record.id, { status: 'error', status_reason: reason(record, 'connection'), owner: null, lease_expires_at: null }, [record.status]);
-          if (updated) connections.push(fromConnectionRow(updated));
-        }
-        return { volumes, snapshots, connections };
       }),
     );
   }
@@ -640,10 +346,9 @@ export class PostgresVolumeStore implements VolumeStore {
       this.transaction(async (db) => {
         await this.measureClock(db);
         until = this.toDbClock(until);
-        for (const table of ['volumes', 'snapshots']) {
-          await db.query(`UPDATE ${table} SET lease_expires_at = $1 WHERE owner = $2 AND status = ANY($3)`, [until, owner, TRANSITIONAL_STATUSES]);
+        for (const records of [this.volumes, this.snapshots, this.connections]) {
+          await db.query(`UPDATE ${records.table} SET lease_expires_at = $1 WHERE owner = $2 AND ${underWay(records.kind)}`, [until, owner]);
         }
-        await db.query('UPDATE connections SET lease_expires_at = $1 WHERE owner = $2', [until, owner]);
         await db.query('UPDATE capacity_holds SET lease_expires_at = $1 WHERE owner = $2', [until, owner]);
         await db.query('UPDATE servers SET lease_expires_at = $1 WHERE server_id = $2', [until, owner]);
       }),
@@ -657,11 +362,9 @@ export class PostgresVolumeStore implements VolumeStore {
       // A throw inside the transaction rolls every row of it back: all or nothing.
       this.transaction(async (db) => {
         const taken = (what: string) => new StorageError('ALREADY_EXISTS', `${what} is already in the metadata store; nothing was loaded`);
-        for (const record of batch.volumes) if ((await db.query(INSERT_VOLUME, values(VOLUME_COLUMNS, volumeRow(record)))).rowCount !== 1) throw taken(`volume ${record.id}`);
-        for (const record of batch.snapshots) if ((await db.query(INSERT_SNAPSHOT, values(SNAPSHOT_COLUMNS, snapshotRow(record)))).rowCount !== 1) throw taken(`snapshot ${record.id}`);
-        for (const record of batch.connections) {
-          if ((await db.query(INSERT_CONNECTION, values(CONNECTION_COLUMNS, connectionRow(record)))).rowCount !== 1) throw taken(`connection ${record.id}`);
-        }
+        for (const record of batch.volumes) if (!(await this.volumes.insertRow(db, record))) throw taken(`volume ${record.id}`);
+        for (const record of batch.snapshots) if (!(await this.snapshots.insertRow(db, record))) throw taken(`snapshot ${record.id}`);
+        for (const record of batch.connections) if (!(await this.connections.insertRow(db, record))) throw taken(`connection ${record.id}`);
       }),
     );
     // Planner statistics for what a large load added: without them list pages scan the whole table until autovacuum runs.
@@ -674,50 +377,15 @@ export class PostgresVolumeStore implements VolumeStore {
     await this.read(async () => void (await this.pool.query('SELECT 1')));
   }
 
-  async appendAudit(record: AuditRecord): Promise<void> {
-    await this.write('record an audit line', (db) =>
-      db.query('INSERT INTO audit_log (time, server, client, tool, arguments, outcome, error) VALUES ($1, $2, $3, $4, $5, $6, $7)', [
-        record.time, record.server, record.client, record.tool, JSON.stringify(record.arguments), record.outcome, record.error ?? null,
-      ]),
-    );
-  }
-
-  async listAudit(query: AuditQuery): Promise<{ records: AuditRecord[]; nextAfter?: number }> {
-    return this.read(async () => {
-      const rows = (
-        await this.pool.query<Row>('SELECT * FROM audit_log WHERE seq > $1 AND time >= $2 ORDER BY seq LIMIT $3', [query.after ?? 0, query.since ?? '', query.limit + 1])
-      ).rows;
-      const more = rows.length > query.limit;
-      const page = rows.slice(0, query.limit);
-      return {
-        records: page.map(({ seq: _seq, arguments: args, error, ...rest }) => ({ ...(rest as unknown as AuditRecord), arguments: JSON.parse(args as string), ...(error ? { error: error as string } : {}) })),
-        nextAfter: more ? Number(page[page.length - 1]!.seq) : undefined,
-      };
-    });
-  }
-
   async removeLeavingTombstone(id: string, tombstone: Tombstone): Promise<boolean> {
-    return this.write(`forget ${tombstone.kind} ${id}`, async () => {
-      const removed = await this.transaction(async (db) => {
-        const table = tombstone.kind === 'snapshot' ? 'snapshots' : 'volumes';
-        if ((await db.query(`DELETE FROM ${table} WHERE id = $1`, [id])).rowCount !== 1) return false;
-        await db.query(BURY, values(TOMBSTONE_COLUMNS, tombstone as unknown as Record<string, unknown>));
+    const records = tombstone.kind === 'snapshot' ? this.snapshots : this.volumes;
+    return this.write(`forget ${tombstone.kind} ${id}`, () =>
+      this.transaction(async (db) => {
+        if (!(await records.removeRow(db, id))) return false;
+        await db.query(...this.bury(tombstone));
         return true;
-      });
-      (tombstone.kind === 'snapshot' ? this.unwrittenSnapshots : this.unwritten).forget(id);
-      return removed;
-    });
-  }
-
-  async tombstones(backend: string): Promise<Tombstone[]> {
-    return this.read(async () => (await this.pool.query<Tombstone>(`SELECT ${TOMBSTONE_COLUMNS.join(', ')} FROM tombstones WHERE backend = $1 ORDER BY next_check_at`, [backend])).rows);
-  }
-
-  async rescheduleTombstone(objectId: string, next: { checks_done: number; next_check_at: string } | null): Promise<void> {
-    await this.write(`reschedule the tombstone of ${objectId}`, async (db) => {
-      if (next) await db.query('UPDATE tombstones SET checks_done = $1, next_check_at = $2 WHERE object_id = $3', [next.checks_done, next.next_check_at, objectId]);
-      else await db.query('DELETE FROM tombstones WHERE object_id = $1', [objectId]);
-    });
+      }),
+    );
   }
 
   async close(): Promise<void> {
@@ -841,73 +509,33 @@ export class PostgresVolumeStore implements VolumeStore {
   }
 
   /** A record (or patch) whose lease end is moved onto the database's clock. */
-  private onDbClock<T extends { lease_expires_at?: string | null }>(record: T): T {
+  onDbClock<T extends { lease_expires_at?: string | null }>(record: T): T {
     return record.lease_expires_at ? { ...record, lease_expires_at: this.toDbClock(record.lease_expires_at) } : record;
   }
 
-  // ---- helpers ----
-
-  private async applyUpdate(db: Queryable, id: string, patch: VolumePatch, expected?: readonly VolumeStatus[]): Promise<VolumeRecord | undefined> {
-    const row = await this.applyPatch(db, 'volumes', id, patch, expected);
-    if (!row) return undefined;
-    this.unwritten.forget(id);
-    return this.unwritten.apply(fromRow(row));
-  }
-
-  /** UPDATE of the given fields (and updated_at) when the row's status is one of `expected`; the row as written. */
-  private async applyPatch(db: Queryable, table: Table, id: string, patch: object, expected?: readonly string[]): Promise<Row | undefined> {
-    const fields = Object.entries(this.onDbClock(patch as { lease_expires_at?: string | null })).filter(([field, value]) => value !== undefined && field !== 'updated_at');
-    for (const [field] of fields) if (!PATCHABLE.test(field)) throw new Error(`not a column: ${field}`);
-    const params: unknown[] = fields.map(([, value]) => value);
-    const sets = fields.map(([field], i) => `${field} = $${i + 1}`);
-    params.push(new Date().toISOString());
-    sets.push(`updated_at = $${params.length}`);
-    params.push(id);
-    let where = `id = $${params.length}`;
-    if (expected) {
-      params.push([...expected]);
-      where += ` AND status = ANY($${params.length})`;
-    }
-    return (await db.query<Row>(`UPDATE ${table} SET ${sets.join(', ')} WHERE ${where} RETURNING *`, params)).rows[0];
-  }
-
-  /** A page in creation order; one row past the page tells whether another exists, without a COUNT. */
-  private async page(table: Table, query: { after?: number; limit: number }, filters: Record<string, string | undefined>): Promise<{ rows: Row[]; nextAfter?: number }> {
-    const params: unknown[] = [query.after ?? 0];
-    const conditions = ['seq > $1'];
-    for (const [column, value] of Object.entries(filters)) {
-      if (value === undefined) continue;
-      params.push(value);
-      conditions.push(`${column} = $${params.length}`);
-    }
-    params.push(query.limit + 1);
-    const rows = await this.read(async () => (await this.pool.query<Row>(`SELECT * FROM ${table} WHERE ${conditions.join(' AND ')} ORDER BY seq LIMIT $${params.length}`, params)).rows);
-    const page = rows.slice(0, query.limit);
-    return { rows: page, nextAfter: rows.length > query.limit ? Number(page[page.length - 1]!.seq) : undefined };
-  }
+  // ---- for the record tables ----
 
   /**
    * Inserts with `insert` and records `request` in the same transaction, unless the request_id is
    * already live. The request id's own transaction lock makes two servers' retries of one request
    * meet in turn: the second sees the first's entry.
    */
-  private insertClaiming(request: RequestEntry | undefined, insert: (db: Queryable) => Promise<boolean>): Promise<InsertOutcome> {
+  insertClaiming(request: RequestEntry | undefined, insert: (db: Queryable) => Promise<boolean>): Promise<InsertOutcome> {
     return this.transaction(async (db): Promise<InsertOutcome> => {
       if (request) {
         await db.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`request:${request.request_id}`]);
         const existing = await this.liveRequest(db, request.request_id);
         if (existing) return { inserted: false, existingRequest: existing };
-        await db.query('DELETE FROM requests WHERE request_id = $1', [request.request_id]); // an expired one
+        await db.query(deleteSql(POSTGRES, 'requests'), [request.request_id]); // an expired one
       }
       if (!(await insert(db))) return { inserted: false };
-      if (request) await db.query(CLAIM_REQUEST, values(REQUEST_COLUMNS, request as unknown as Record<string, unknown>));
+      if (request) await db.query(insertSql(POSTGRES, 'requests', 'none'), rowValues('postgresql', 'requests', request));
       return { inserted: true };
     });
   }
 
   private async liveRequest(db: Queryable, requestId: string): Promise<RequestEntry | undefined> {
-    const entry = (await db.query<RequestEntry>(`SELECT ${REQUEST_COLUMNS.join(', ')} FROM requests WHERE request_id = $1`, [requestId])).rows[0];
-    return entry && Date.parse(entry.created_at) + REQUEST_ID_TTL_MS > Date.now() ? entry : undefined;
+    return liveRequest('postgresql', (await db.query<Row>(selectSql(POSTGRES, 'requests'), [requestId])).rows[0]);
   }
 
   /** Runs `task` in one transaction on one connection of the record pool. */
@@ -933,7 +561,7 @@ export class PostgresVolumeStore implements VolumeStore {
   }
 
   /** A write, after the deferred ones; the store's own trouble becomes BACKEND_UNAVAILABLE naming it. */
-  private async write<T>(what: string, task: (db: Queryable) => Promise<T>): Promise<T> {
+  async write<T>(what: string, task: (db: Queryable) => Promise<T>): Promise<T> {
     try {
       await this.flushDeferred();
       return await task(this.pool);
@@ -942,7 +570,7 @@ export class PostgresVolumeStore implements VolumeStore {
     }
   }
 
-  private async read<T>(task: () => Promise<T>): Promise<T> {
+  async read<T>(task: () => Promise<T>): Promise<T> {
     try {
       return await task();
     } catch (error) {
@@ -994,8 +622,9 @@ export class PostgresVolumeStore implements VolumeStore {
       return true;
     };
     try {
-      for (let rounds = 0; rounds < 1000 && (await flushOne(this.unwritten, (id, patch) => this.applyPatch(this.pool, 'volumes', id, patch))); rounds++);
-      for (let rounds = 0; rounds < 1000 && (await flushOne(this.unwrittenSnapshots, (id, patch) => this.applyPatch(this.pool, 'snapshots', id, patch))); rounds++);
+      for (const records of [this.volumes, this.snapshots, this.connections] as const) {
+        for (let rounds = 0; rounds < 1000 && (await flushOne<object>(records.unwritten, (id, patch) => records.patchRow(this.pool, id, patch))); rounds++);
+      }
     } catch {
       // Kept for the next write.
     }
@@ -1021,15 +650,20 @@ export class PostgresVolumeStore implements VolumeStore {
         await client.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', ['cinderlib-mcp:schema_migrations']);
         await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)');
         const version = Number((await client.query<{ version: number | null }>('SELECT MAX(version) AS version FROM schema_migrations')).rows[0]?.version ?? 0);
-        if (version > MIGRATIONS.length) {
+        if (version > MIGRATIONS_DONE) {
           throw new StorageError(
             'BACKEND_UNAVAILABLE',
-            `the metadata store ${this.description} has schema version ${version}, newer than this cinderlib-mcp understands (${MIGRATIONS.length}); upgrade cinderlib-mcp`,
+            `the metadata store ${this.description} has schema version ${version}, newer than this cinderlib-mcp understands (${MIGRATIONS_DONE}); upgrade cinderlib-mcp`,
           );
         }
-        for (let next = version; next < MIGRATIONS.length; next++) {
-          await client.query(MIGRATIONS[next]!);
-          await client.query('INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)', [next + 1, new Date().toISOString()]);
+        const { rows } = await client.query<{ table_name: string; column_name: string }>(
+          'SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()',
+        );
+        const existing = new Map<string, Set<string>>();
+        for (const row of rows) existing.set(row.table_name, (existing.get(row.table_name) ?? new Set()).add(row.column_name));
+        for (const step of upgradeSteps('postgresql', existing)) await client.query(step.sql);
+        for (let next = version + 1; next <= MIGRATIONS_DONE; next++) {
+          await client.query('INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)', [next, new Date().toISOString()]);
         }
         await client.query('COMMIT');
       } catch (error) {

@@ -15,11 +15,6 @@ export interface VolumeQuery {
   limit: number;
 }
 
-export interface VolumePage {
-  records: VolumeRecord[];
-  /** Position of the last record returned, for the next page; absent when this page is the last. */
-  nextAfter?: number;
-}
 
 export interface SnapshotQuery {
   backend?: string;
@@ -29,10 +24,6 @@ export interface SnapshotQuery {
   limit: number;
 }
 
-export interface SnapshotPage {
-  records: SnapshotRecord[];
-  nextAfter?: number;
-}
 
 export interface ConnectionQuery {
   backend?: string;
@@ -41,10 +32,6 @@ export interface ConnectionQuery {
   limit: number;
 }
 
-export interface ConnectionPage {
-  records: ConnectionRecord[];
-  nextAfter?: number;
-}
 
 export type ConnectionPatch = Partial<Pick<ConnectionRecord, 'status' | 'status_reason' | 'connection_info' | 'device' | 'owner' | 'lease_expires_at'>>;
 
@@ -178,79 +165,90 @@ export interface SharedCoordination {
   leave(serverId: string): Promise<void>;
 }
 
+/** A page of records in storage order, which is stable and creation-ordered. */
+export interface Page<R> {
+  records: R[];
+  /** Position of the last record returned, for the next page; absent when this page is the last. */
+  nextAfter?: number;
+}
+
+/**
+ * One kind of record (volumes, snapshots, connections), the same on every engine. Nothing here
+ * throws for a record that is missing or in the way: each method says what it answers then.
+ * Any method rejects with StorageError BACKEND_UNAVAILABLE, naming the store, when the store
+ * itself cannot answer (disk full, database unreachable).
+ */
+export interface RecordTable<R extends { id: string; status: string }, Patch, Query extends { limit: number }, Parent> {
+  /**
+   * Adds `record` and, in the same transaction, the request_id that asked for it. Resolves
+   * `{inserted: false}` and writes nothing when the id is already taken (inserting twice is
+   * harmless), and `{inserted: false, existingRequest}` when that request_id is already used and
+   * younger than REQUEST_ID_TTL_MS.
+   */
+  insert(record: R, request?: RequestEntry): Promise<InsertOutcome>;
+  /** The record, with updates deferred by `defer` applied; undefined, not an error, when there is none. */
+  get(id: string): Promise<R | undefined>;
+  /**
+   * Applies `patch` (and a fresh updated_at) when the record's status is one of `expected` (any
+   * status when absent); resolves to the record as written, or undefined, not an error, when the
+   * record is missing or in another status.
+   */
+  update(id: string, patch: Patch, expected?: readonly R['status'][]): Promise<R | undefined>;
+  /** Forgets the record; resolves false, not an error, when there was none (removing twice is harmless). */
+  remove(id: string): Promise<boolean>;
+  /** A page of the records matching the query's filters, after its position `after` (exclusive). */
+  list(query: Query): Promise<Page<R>>;
+  /** Every record of one parent (a volume's snapshots, ...), oldest first: few, so no paging. Empty when none. */
+  all(parent: Parent): Promise<R[]>;
+  /**
+   * Keeps `patch` for a record whose update could not be written now (the store is full, say):
+   * reads show it at once, and the next successful write writes it. Never throws.
+   */
+  defer(id: string, patch: Patch): void;
+}
+
 export interface VolumeStore {
+  readonly volumes: RecordTable<VolumeRecord, VolumePatch, VolumeQuery, { snapshot_id: string }>;
+  readonly snapshots: RecordTable<SnapshotRecord, SnapshotPatch, SnapshotQuery, { volume_id: string }>;
+  readonly connections: RecordTable<ConnectionRecord, ConnectionPatch, ConnectionQuery, { volume_id: string }>;
   /** Present on stores several servers share (PostgreSQL). */
   readonly shared?: SharedCoordination;
   /** What the store is, for messages ("SQLite /var/lib/x.sqlite", "PostgreSQL db@host:5432"), never with a password. */
   readonly description?: string;
   /** Resolves when the store answers now; rejects (BACKEND_UNAVAILABLE, naming it) when it does not. For /healthz. */
   ping?(): Promise<void>;
-  appendAudit(record: AuditRecord): Promise<void>;
-  /** Audit records in the order written, from `since` (ISO time) on. */
-  listAudit(query: AuditQuery): Promise<{ records: AuditRecord[]; nextAfter?: number }>;
-  /** Adds a record; resolves false when the id is already taken. */
-  insert(record: VolumeRecord): Promise<boolean>;
-  /**
-   * Adds a record and, in the same transaction, the request_id that asked for it; when that
-   * request_id is already used (and younger than REQUEST_ID_TTL_MS) nothing is written and the
-   * earlier entry is returned.
-   */
-  insertForRequest(record: VolumeRecord, request: RequestEntry | undefined): Promise<InsertOutcome>;
-  insertSnapshotForRequest(record: SnapshotRecord, request: RequestEntry | undefined): Promise<InsertOutcome>;
-  /** The entry of a request_id younger than REQUEST_ID_TTL_MS. */
+  /** The entry of a request_id younger than REQUEST_ID_TTL_MS; undefined when unused or older. */
   findRequest(requestId: string): Promise<RequestEntry | undefined>;
-  getSnapshot(id: string): Promise<SnapshotRecord | undefined>;
-  updateSnapshot(id: string, patch: SnapshotPatch, expected?: readonly SnapshotStatus[]): Promise<SnapshotRecord | undefined>;
-  removeSnapshot(id: string): Promise<boolean>;
-  listSnapshots(query: SnapshotQuery): Promise<SnapshotPage>;
-  /** Every snapshot of a volume, oldest first (a volume has few). */
-  snapshotsOf(volumeId: string): Promise<SnapshotRecord[]>;
-  /** Volumes made from a snapshot (its dependants on arrays where they share blocks). */
-  volumesFromSnapshot(snapshotId: string): Promise<VolumeRecord[]>;
-  insertConnection(record: ConnectionRecord): Promise<boolean>;
-  insertConnectionForRequest(record: ConnectionRecord, request: RequestEntry | undefined): Promise<InsertOutcome>;
-  getConnection(id: string): Promise<ConnectionRecord | undefined>;
-  updateConnection(id: string, patch: ConnectionPatch, expected?: readonly ConnectionStatus[]): Promise<ConnectionRecord | undefined>;
-  removeConnection(id: string): Promise<boolean>;
-  listConnections(query: ConnectionQuery): Promise<ConnectionPage>;
-  /** Every connection of a volume, oldest first. */
-  connectionsOf(volumeId: string): Promise<ConnectionRecord[]>;
-  get(id: string): Promise<VolumeRecord | undefined>;
-  /**
-   * Applies `patch` (and a fresh updated_at) when the record's status is one of `expected`;
-   * resolves to the updated record, or undefined when the record is missing or in another status.
-   */
-  update(id: string, patch: VolumePatch, expected?: readonly VolumeStatus[]): Promise<VolumeRecord | undefined>;
-  remove(id: string): Promise<boolean>;
-  /** A page in storage order, which is stable and creation-ordered. */
-  list(query: VolumeQuery): Promise<VolumePage>;
-  /**
-   * Keeps `patch` for a record whose update could not be written now (the store is full, say):
-   * reads show it at once, and the next successful write writes it.
-   */
-  deferUpdate(id: string, patch: VolumePatch): void;
-  /** The same for a snapshot. */
-  deferSnapshotUpdate(id: string, patch: SnapshotPatch): void;
   /**
    * Records left in a transitional status by this server before a restart, or by a server whose
    * lease lapsed, move to `error` with `reason`; those of live servers are left alone. Connections
-   * are under way while they have an owner (a connect or disconnect had begun).
+   * are under way while they have an owner (a connect or disconnect had begun). Resolves to the
+   * records moved; running it again (or on two servers at once) moves each record once.
    */
   surfaceInterrupted(
     claim: RecoveryClaim,
     reason: (record: { id: string; status: string; owner?: string | null }, kind: RecoveredKind) => string,
   ): Promise<{ volumes: VolumeRecord[]; snapshots: SnapshotRecord[]; connections: ConnectionRecord[] }>;
-  /** Extends the lease of every record (volume, snapshot or connection) under way that `owner` holds: the server is alive. */
+  /** Extends the lease of every record (volume, snapshot or connection) under way that `owner` holds: the server is alive. None is fine. */
   renewLeases(owner: string, until: string): Promise<void>;
   /**
    * Adds every record of `batch` in one transaction. An id already in the store (a volume id among
    * volumes, and so on) writes nothing and rejects with StorageError ALREADY_EXISTS naming it.
    */
   importRecords(batch: ImportBatch): Promise<void>;
-  /** Removes a volume (or with kind 'snapshot' in the tombstone, a snapshot) record and leaves its tombstone, in one transaction. */
+  /**
+   * Removes a volume (or with kind 'snapshot' in the tombstone, a snapshot) record and leaves its
+   * tombstone (replacing one with the same id), in one transaction. Resolves false and leaves no
+   * tombstone when there is no such record.
+   */
   removeLeavingTombstone(id: string, tombstone: Tombstone): Promise<boolean>;
+  /** The tombstones of a backend, soonest check first; empty when none. */
   tombstones(backend: string): Promise<Tombstone[]>;
-  /** Updates a tombstone's schedule, or forgets it when `next` is null. */
+  /** Updates a tombstone's schedule, or forgets it when `next` is null; nothing happens when there is no such tombstone. */
   rescheduleTombstone(objectId: string, next: { checks_done: number; next_check_at: string } | null): Promise<void>;
+  appendAudit(record: AuditRecord): Promise<void>;
+  /** Audit records in the order written, from `since` (ISO time) on. */
+  listAudit(query: AuditQuery): Promise<Page<AuditRecord>>;
+  /** Closes the store; closing twice is harmless. */
   close(): Promise<void>;
 }

@@ -65,7 +65,7 @@ export function connectionDump(dumper: Dumper, connection: ConnectionRecord): Ob
 
 /** A volume's dump with its snapshots and connections, read from the store. */
 export async function dumpVolume(dumper: Dumper, volume: VolumeRecord): Promise<ObjectDump> {
-  return volumeDump(dumper, volume, await dumper.store.snapshotsOf(volume.id), await dumper.store.connectionsOf(volume.id));
+  return volumeDump(dumper, volume, await dumper.store.snapshots.all({ volume_id: volume.id }), await dumper.store.connections.all({ volume_id: volume.id }));
 }
 
 /**
@@ -74,13 +74,13 @@ export async function dumpVolume(dumper: Dumper, volume: VolumeRecord): Promise<
  */
 export async function writeBackendDump(dumper: Dumper, backend: DumpedBackend, write: (text: string) => void | Promise<void>, limit = Infinity): Promise<void> {
   const { store } = dumper;
-  const snapshots = groupByVolume(await all((after) => store.listSnapshots({ backend: backend.id, after, limit: PAGE })));
-  const connections = groupByVolume(await all((after) => store.listConnections({ backend: backend.id, after, limit: PAGE })));
+  const snapshots = groupByVolume(await all((after) => store.snapshots.list({ backend: backend.id, after, limit: PAGE })));
+  const connections = groupByVolume(await all((after) => store.connections.list({ backend: backend.id, after, limit: PAGE })));
   await write(`{"class":"Backend","backend":${JSON.stringify(dumper.secrets.maskOptions(backend.config))},"volumes":[`);
   let written = 0;
   let after: number | undefined;
   do {
-    const page = await store.list({ backend: backend.id, after, limit: Math.min(PAGE, limit - written) });
+    const page = await store.volumes.list({ backend: backend.id, after, limit: Math.min(PAGE, limit - written) });
     for (const volume of page.records) {
       await write(`${written > 0 ? ',' : ''}${JSON.stringify(volumeDump(dumper, volume, snapshots.get(volume.id) ?? [], connections.get(volume.id) ?? []))}`);
       written++;

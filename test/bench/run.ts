@@ -113,6 +113,7 @@ async function main(): Promise<void> {
   // BENCH_ONLY=connections runs the last part alone (the rest takes minutes).
   if (process.env.BENCH_ONLY === 'connections') return benchConnections().finally(() => rmSync(work, { recursive: true, force: true }));
   if (process.env.BENCH_ONLY === 'shared') return benchShared().finally(() => rmSync(work, { recursive: true, force: true }));
+  if (process.env.BENCH_ONLY === 'store') return benchStore().finally(() => rmSync(work, { recursive: true, force: true }));
   if (process.env.BENCH_ONLY === 'serialization') return benchSerialization().finally(() => rmSync(work, { recursive: true, force: true }));
 
   // 1. Cold start against the reference filesystem server, same machine, same client.
@@ -419,6 +420,57 @@ async function benchSerialization(): Promise<void> {
   const megabytes = statSync(dumpFile).size / 1024 ** 2;
   report('cinderlib-mcp dump, 100,000 volumes (median of 3)', `${ms(stats(dumps).median)} (${megabytes.toFixed(0)} MiB of JSON)`);
   report('cinderlib-mcp load of that dump into an empty store (median of 3)', ms(stats(loads).median));
+}
+
+/**
+ * The metadata store alone, through the real server: list_volumes and list_snapshots pages at 200
+ * and at 100,000 records (first page, a deep cursor, a status filter) on SQLite.
+ */
+async function benchStore(): Promise<void> {
+  const figures = async (label: string, count: number) => {
+    const dir = join(work, `store-${label}`);
+    mkdirSync(dir, { recursive: true });
+    const db = join(dir, 'meta.sqlite');
+    seed(db, count, 'bench');
+    const store = new SqliteVolumeStore(db);
+    const now = new Date().toISOString();
+    const volumeId = randomUUID();
+    for (let start = 0; start < count; start += 10_000) {
+      const snapshots = [];
+      for (let i = start; i < Math.min(count, start + 10_000); i++) {
+        snapshots.push({
+          id: randomUUID(), volume_id: volumeId, backend: 'bench', name: `snap-${i}`, description: '', volume_size: 1,
+          status: (i % Math.max(1, Math.floor(count / 100)) === 0 ? 'error' : 'available') as 'error' | 'available',
+          created_at: now, updated_at: now, status_reason: null, provider_location: null,
+        });
+      }
+      await store.importRecords({ volumes: [], snapshots, connections: [] });
+    }
+    await store.close();
+    const configPath = join(dir, 'config.json');
+    writeFileSync(configPath, JSON.stringify({
+      global: { persistence_config: { storage: 'db', connection: `sqlite:///${db}` } },
+      backends: [{ volume_backend_name: 'bench', volume_driver: 'file', volumes_dir: join(dir, 'volumes') }],
+    }));
+    const client = await connect(process.execPath, [BIN, '--config', configPath], { XDG_DATA_HOME: join(dir, 'xdg'), CINDERLIB_MCP_LOG_LEVEL: 'warn' });
+    await call(client, 'list_backends', {});
+    const deep = Math.floor(count * 0.9);
+    const result = {
+      volumes: await sample(client, 200, 'list_volumes', { backend: 'bench', limit: 100 }),
+      volumesDeep: await sample(client, 200, 'list_volumes', { backend: 'bench', limit: 100, cursor: encodeCursor('list_volumes', deep, { backend: 'bench' }) }),
+      volumesError: await sample(client, 200, 'list_volumes', { status: 'error', limit: 100 }),
+      snapshots: await sample(client, 200, 'list_snapshots', { backend: 'bench', limit: 100 }),
+      snapshotsError: await sample(client, 200, 'list_snapshots', { status: 'error', limit: 100 }),
+      snapshotsOfVolume: await sample(client, 200, 'list_snapshots', { volume_id: volumeId, limit: 100 }),
+    };
+    await client.close();
+    return result;
+  };
+  const small = await figures('small', 200);
+  const large = await figures('large', 100_000);
+  for (const key of Object.keys(small) as Array<keyof typeof small>) {
+    report(`${key} limit 100, 200 / 100,000 records (median)`, `${ms(small[key].median)} / ${ms(large[key].median)} (${(large[key].median / small[key].median).toFixed(2)}x)`);
+  }
 }
 
 /**

@@ -117,7 +117,7 @@ describe('K2 copies through the server\'s host (the core\'s host access)', () =>
       expect(table('mappings')).toEqual([]);
       expect(table('hosts')).toEqual([]);
       expect(attacher.attached.size).toBe(0);
-      expect(await store.connectionsOf(source.id)).toEqual([]);
+      expect(await store.connections.all({ volume_id: source.id })).toEqual([]);
     } finally {
       await backend.close();
     }

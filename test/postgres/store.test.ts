@@ -6,7 +6,7 @@ import { openVolumeStore } from '../../src/persistence/index.js';
 import { POSTGRES_SCHEMA_VERSION, PostgresVolumeStore, type PostgresOpenOptions } from '../../src/persistence/postgres.js';
 import { SecretRegistry } from '../../src/secrets.js';
 import { freePort, postgresPrerequisites, relay, startPostgres, type PostgresFixture } from './fixture.js';
-import { defineStoreBehaviours, record } from './store-behaviours.js';
+import { record } from '../store/behaviours.js';
 
 const missing = postgresPrerequisites();
 const inCi = process.env.CI === 'true';
@@ -61,8 +61,6 @@ if (missing && !inCi) {
     await fixture?.stop();
   });
 
-  defineStoreBehaviours('postgresql', async () => PostgresVolumeStore.open(await fixture.createDatabase()));
-
   describe('postgresql store', () => {
     it('describes itself by database, host and port, never the password', async () => {
       const url = await fixture.createDatabase('described');
@@ -76,8 +74,8 @@ if (missing && !inCi) {
       const url = await fixture.createDatabase('spelled');
       for (const scheme of ['postgresql+psycopg2', 'postgres']) {
         const store = await open(url.replace(/^postgresql/, scheme));
-        await store.insert(record(1));
-        expect((await store.get(record(1).id))?.name).toBe('v1');
+        await store.volumes.insert(record(1));
+        expect((await store.volumes.get(record(1).id))?.name).toBe('v1');
       }
     });
 
@@ -115,15 +113,15 @@ if (missing && !inCi) {
       const link = await relay(fixture.port);
       try {
         const store = await open(fixture.urlWith(url, { port: link.port }), { connectTimeoutMs: 2_000 });
-        await store.insert(record(1));
+        await store.volumes.insert(record(1));
         await link.cut();
-        const lost = await store.get(record(1).id).catch((error: unknown) => error);
+        const lost = await store.volumes.get(record(1).id).catch((error: unknown) => error);
         expect(lost).toMatchObject({ code: 'BACKEND_UNAVAILABLE', message: expect.stringContaining(`the metadata store ${store.description} is unavailable`) });
         expectNoPassword((lost as Error).message);
-        await expect(store.update(record(1).id, { status: 'deleting' })).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE' });
+        await expect(store.volumes.update(record(1).id, { status: 'deleting' })).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE' });
         await expect(store.shared.holdKeys(['volume:x'], async () => 1)).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE' });
         await link.restore();
-        expect((await store.get(record(1).id))?.name).toBe('v1');
+        expect((await store.volumes.get(record(1).id))?.name).toBe('v1');
       } finally {
         await link.close();
       }
@@ -133,12 +131,12 @@ if (missing && !inCi) {
       const url = await fixture.createDatabase('deferred');
       const store = await open(url);
       const other = await open(url);
-      await store.insert(record(1, { status: 'creating' }));
-      store.deferUpdate(record(1).id, { status: 'available', provider_location: 'here' });
-      expect(await store.get(record(1).id)).toMatchObject({ status: 'available', provider_location: 'here' });
-      expect(await other.get(record(1).id)).toMatchObject({ status: 'creating', provider_location: null });
-      await store.insert(record(2));
-      expect(await other.get(record(1).id)).toMatchObject({ status: 'available', provider_location: 'here' });
+      await store.volumes.insert(record(1, { status: 'creating' }));
+      store.volumes.defer(record(1).id, { status: 'available', provider_location: 'here' });
+      expect(await store.volumes.get(record(1).id)).toMatchObject({ status: 'available', provider_location: 'here' });
+      expect(await other.volumes.get(record(1).id)).toMatchObject({ status: 'creating', provider_location: null });
+      await store.volumes.insert(record(2));
+      expect(await other.volumes.get(record(1).id)).toMatchObject({ status: 'available', provider_location: 'here' });
     });
 
     it('takes a ${env:} password holding "@", "/" and "%" from the config, percent-encoded, and masks it', async () => {
@@ -153,8 +151,8 @@ if (missing && !inCi) {
       expect(config.global.persistence).toMatchObject({ storage: 'db', engine: 'postgresql' });
       const store = await openVolumeStore(config.global.persistence, { secrets });
       opened.push(store as PostgresVolumeStore);
-      await store.insert(record(1));
-      expect((await store.get(record(1).id))?.name).toBe('v1');
+      await store.volumes.insert(record(1));
+      expect((await store.volumes.get(record(1).id))?.name).toBe('v1');
       const shown = secrets.redact(JSON.stringify(config.global.persistence));
       expectNoPassword(shown);
     });
@@ -172,7 +170,7 @@ if (missing && !inCi) {
             inside++;
             most = Math.max(most, inside);
             const hold = await store.shared.holdCapacity('pool', 'burst-server', async () => 1);
-            await store.insert(record(i + 1));
+            await store.volumes.insert(record(i + 1));
             await sleep(20); // the array's time
             held.check();
             await hold.release();
@@ -185,7 +183,7 @@ if (missing && !inCi) {
       expect(failed).toEqual([]);
       expect(most).toBeGreaterThan(2); // more operations held locks at once than there are connections
       expect(Date.now() - started).toBeLessThan(15_000);
-      expect((await store.list({ limit: 200 })).records).toHaveLength(100);
+      expect((await store.volumes.list({ limit: 200 })).records).toHaveLength(100);
     });
 
     it('holdKeys excludes across servers: the second waits its turn, or gets BACKEND_BUSY naming the key', async () => {
@@ -327,10 +325,10 @@ if (missing && !inCi) {
       const { a, b } = await twoServers();
       const soon = later(60_000);
       const past = new Date(Date.now() - 1_000).toISOString();
-      await b.insert(record(1, { status: 'creating', owner: 'server-b', lease_expires_at: soon }));
-      await b.insert(record(2, { status: 'extending', owner: 'server-a', lease_expires_at: soon }));
-      await b.insert(record(3, { status: 'deleting', owner: 'server-c', lease_expires_at: past }));
-      await b.insertConnection({
+      await b.volumes.insert(record(1, { status: 'creating', owner: 'server-b', lease_expires_at: soon }));
+      await b.volumes.insert(record(2, { status: 'extending', owner: 'server-a', lease_expires_at: soon }));
+      await b.volumes.insert(record(3, { status: 'deleting', owner: 'server-c', lease_expires_at: past }));
+      await b.connections.insert({
         id: 'c1', volume_id: record(1).id, backend: 'odd', status: 'attached', attach_mode: 'rw', connector: {}, connection_info: {}, device: null,
         created_at: soon, updated_at: soon, status_reason: null, owner: 'server-b', lease_expires_at: soon,
       });
@@ -342,17 +340,17 @@ if (missing && !inCi) {
       const recovered = [...fromA.volumes, ...fromB.volumes].map((volume) => volume.size).sort();
       expect(recovered).toEqual([2, 3]); // each once, by whichever got there first
       expect(fromA.volumes.map((volume) => volume.size)).toContain(2);
-      expect(await a.get(record(1).id)).toMatchObject({ status: 'creating', owner: 'server-b' });
-      expect(await a.getConnection('c1')).toMatchObject({ status: 'attached', owner: 'server-b' });
+      expect(await a.volumes.get(record(1).id)).toMatchObject({ status: 'creating', owner: 'server-b' });
+      expect(await a.connections.get('c1')).toMatchObject({ status: 'attached', owner: 'server-b' });
       expect([...fromA.connections, ...fromB.connections]).toEqual([]);
     });
 
     it('one request_id retried on two servers at once makes one volume', async () => {
       const { a, b } = await twoServers();
       const entry = (object: number) => ({ request_id: 'retry', tool: 'create_volume', fingerprint: '{}', object_kind: 'volume' as const, object_id: record(object).id, created_at: new Date().toISOString() });
-      const outcomes = await Promise.all([a.insertForRequest(record(1), entry(1)), b.insertForRequest(record(2), entry(2))]);
+      const outcomes = await Promise.all([a.volumes.insert(record(1), entry(1)), b.volumes.insert(record(2), entry(2))]);
       expect(outcomes.filter((outcome) => outcome.inserted)).toHaveLength(1);
-      expect((await a.list({ limit: 10 })).records).toHaveLength(1);
+      expect((await a.volumes.list({ limit: 10 })).records).toHaveLength(1);
     });
   });
 }

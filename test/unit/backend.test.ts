@@ -119,10 +119,10 @@ describe('Backend', () => {
     const { backend, store } = await makeBackend(await tempDir());
     const pending = backend.lifecycle.createVolume({ size: 1, name: 'watch me' });
     await new Promise((resolve) => setTimeout(resolve, 45)); // stats (30 ms) done, create (30 ms) under way
-    const during = (await store.list({ limit: 10 })).records;
+    const during = (await store.volumes.list({ limit: 10 })).records;
     expect(during.map((r) => r.status)).toEqual(['creating']);
     const created = await pending;
-    expect((await store.get(created.id))?.status).toBe('available');
+    expect((await store.volumes.get(created.id))?.status).toBe('available');
   });
 
   it('refuses to delete a connected volume, naming the connection, and deletes it once disconnected', async () => {
@@ -133,15 +133,15 @@ describe('Backend', () => {
       id: '30000000-0000-4000-8000-000000000001', volume_id: volume.id, backend: 'b', status: 'attached' as const, attach_mode: 'rw',
       connector: { host: 'web-1', initiator: 'iqn.1993-08.org.debian:01:web-1' }, connection_info: {}, device: null, created_at: now, updated_at: now, status_reason: null,
     };
-    await store.insertConnection(connection);
+    await store.connections.insert(connection);
     await expect(backend.lifecycle.deleteVolume(volume.id)).rejects.toMatchObject({
       code: 'IN_USE',
       message: expect.stringMatching(/is connected \(connection 30000000-0000-4000-8000-000000000001 to web-1\); disconnect it first/),
     });
-    expect((await store.get(volume.id))?.status).toBe('available'); // nothing was touched
-    await store.removeConnection(connection.id);
+    expect((await store.volumes.get(volume.id))?.status).toBe('available'); // nothing was touched
+    await store.connections.remove(connection.id);
     await backend.lifecycle.deleteVolume(volume.id);
-    expect(await store.get(volume.id)).toBeUndefined();
+    expect(await store.volumes.get(volume.id)).toBeUndefined();
   });
 
   it('finds every driver of the catalog by alias and by Cinder path, and nothing else', () => {
