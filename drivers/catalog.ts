@@ -1,4 +1,4 @@
-import type { DriverDefinition } from './types.js';
+import type { DriverDefinition } from './kit/types.js';
 
 /**
  * Maps a `volume_driver` value (Cinder class path or short alias) to a driver folder. Drivers

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { toConnectionView } from '../src/connection.js';
-import { defineTool } from '../src/tool.js';
+import { toConnectionView } from '../src/model/connection.js';
+import { defineTool } from './define.js';
 import { connectionSchema, volumeIdArgument } from './schemas.js';
 
 export default defineTool({

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { toSnapshotView } from '../src/snapshot.js';
-import { defineTool } from '../src/tool.js';
+import { toSnapshotView } from '../src/model/snapshot.js';
+import { defineTool } from './define.js';
 import { descriptionArgument, nameArgument, requestIdArgument, snapshotSchema, volumeIdArgument } from './schemas.js';
 
 export default defineTool({

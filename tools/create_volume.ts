@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { defineTool } from '../src/tool.js';
-import { toVolumeView } from '../src/volume.js';
+import { defineTool } from './define.js';
+import { toVolumeView } from '../src/model/volume.js';
 import {
   backendArgument,
   descriptionArgument,

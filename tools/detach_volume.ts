@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { defineTool } from '../src/tool.js';
+import { defineTool } from './define.js';
 import { connectionIdArgument } from './schemas.js';
 
 export default defineTool({

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { toSnapshotView } from '../src/snapshot.js';
-import { READS_METADATA_STORE, defineTool } from '../src/tool.js';
+import { toSnapshotView } from '../src/model/snapshot.js';
+import { READS_METADATA_STORE, defineTool } from './define.js';
 import { snapshotIdArgument, snapshotSchema } from './schemas.js';
 
 export default defineTool({

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { READS_METADATA_STORE, defineTool } from '../src/tool.js';
-import { toVolumeView } from '../src/volume.js';
+import { READS_METADATA_STORE, defineTool } from './define.js';
+import { toVolumeView } from '../src/model/volume.js';
 import { volumeIdArgument, volumeSchema } from './schemas.js';
 
 export default defineTool({

@@ -1,4 +1,4 @@
-import type { ToolDefinition } from '../src/tool.js';
+import type { ToolDefinition } from './define.js';
 import attachVolume from './attach_volume.js';
 import connectVolume from './connect_volume.js';
 import detachVolume from './detach_volume.js';

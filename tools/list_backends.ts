@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { READS_ARRAYS, defineTool } from '../src/tool.js';
+import { READS_ARRAYS, defineTool } from './define.js';
 
 export default defineTool({
   name: 'list_backends',

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { toConnectionView } from '../src/connection.js';
-import { READS_METADATA_STORE, defineTool } from '../src/tool.js';
+import { toConnectionView } from '../src/model/connection.js';
+import { READS_METADATA_STORE, defineTool } from './define.js';
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, backendArgument, connectionSchema, cursorArgument, limitArgument, volumeIdArgument } from './schemas.js';
 
 export default defineTool({

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { SNAPSHOT_STATUSES, toSnapshotView } from '../src/snapshot.js';
-import { READS_METADATA_STORE, defineTool } from '../src/tool.js';
+import { SNAPSHOT_STATUSES, toSnapshotView } from '../src/model/snapshot.js';
+import { READS_METADATA_STORE, defineTool } from './define.js';
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, backendArgument, cursorArgument, limitArgument, snapshotSchema, volumeIdArgument } from './schemas.js';
 
 export default defineTool({

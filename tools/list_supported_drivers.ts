@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { OPTION_KEYS, listSupportedDrivers } from '../src/driver-listing.js';
-import { READS_METADATA_STORE, defineTool } from '../src/tool.js';
+import { OPTION_KEYS, listSupportedDrivers } from '../src/core/driver-listing.js';
+import { READS_METADATA_STORE, defineTool } from './define.js';
 
 /** What each oslo.config Opt attribute says, for both output versions. */
 const OPTION_ATTRIBUTES: Record<(typeof OPTION_KEYS)[number], string> = {

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { READS_METADATA_STORE, defineTool } from '../src/tool.js';
-import { VOLUME_STATUSES, toVolumeView } from '../src/volume.js';
+import { READS_METADATA_STORE, defineTool } from './define.js';
+import { VOLUME_STATUSES, toVolumeView } from '../src/model/volume.js';
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, backendArgument, cursorArgument, limitArgument, volumeSchema } from './schemas.js';
 
 export default defineTool({

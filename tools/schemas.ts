@@ -1,8 +1,8 @@
 import { z } from 'zod';
-import { SNAPSHOT_STATUSES } from '../src/snapshot.js';
-import { VOLUME_STATUSES } from '../src/volume.js';
-import { CONNECTION_STATUSES } from '../src/connection.js';
-import { connectorSchema } from '../src/untrusted.js';
+import { SNAPSHOT_STATUSES } from '../src/model/snapshot.js';
+import { VOLUME_STATUSES } from '../src/model/volume.js';
+import { CONNECTION_STATUSES } from '../src/model/connection.js';
+import { connectorSchema } from '../src/model/untrusted.js';
 
 /** Schemas shared by several tools: the contract's Volume and the common arguments. */
 export const volumeSchema = z.object({

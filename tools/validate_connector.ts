@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { READS_ARRAYS, defineTool } from '../src/tool.js';
+import { READS_ARRAYS, defineTool } from './define.js';
 import { backendArgument, connectorArgument } from './schemas.js';
 
 export default defineTool({

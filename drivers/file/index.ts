@@ -1,19 +1,17 @@
 import { constants } from 'node:fs';
 import { access, mkdir, open, readdir, stat, statfs, truncate, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { StorageError } from '../../src/errors.js';
-import { defaultVolumesDir } from '../../src/paths.js';
-import { LockHeldError, acquireProcessLock, type HeldLock } from '../../src/process-lock.js';
-import { LocalRunner } from '../../src/exec/local.js';
-import { privilegedPrefix } from '../../src/exec/runner.js';
-import { capacityOptions, enumOption, stringOption } from '../options.js';
-import { TARGET_HELPERS, UnsupportedExports, targetFor, targetOptions, tgtSettings, thisHostAddress } from '../targets/index.js';
+import { acquireProcessLock, defaultVolumesDir, type HeldLock, LockHeldError, StorageError } from '../kit/base.js';
+import { LocalRunner } from '../kit/exec/local.js';
+import { privilegedPrefix } from '../kit/exec/runner.js';
+import { capacityOptions, enumOption, stringOption } from '../kit/options.js';
+import { TARGET_HELPERS, UnsupportedExports, targetFor, targetOptions, tgtSettings, thisHostAddress } from '../kit/targets/index.js';
 import {
   defineDriver, type BackendStats, type CloneOperations, type ConnectionInfo, type CopyProgress, type CreatedVolume, type DriverContext,
   type DriverOptions, type ExportOperations, type SnapshotOperations, type SnapshotRef, type VolumeDriver, type VolumeRef,
-} from '../types.js';
-import { BYTES_PER_GIB, roundGb } from '../units.js';
-import { CopyFailure, copyImage } from './sparse-copy.js';
+} from '../kit/types.js';
+import { BYTES_PER_GIB, roundGb } from '../kit/units.js';
+import { CopyFailure, copyImage } from '../kit/copy/sparse-copy.js';
 
 /**
  * The embedded default: each volume is a sparse raw image file `volume-<id>` in volumes_dir.

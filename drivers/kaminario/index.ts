@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import { StorageError, isStorageError, type ErrorCode } from '../../src/errors.js';
-import { LocalRunner } from '../../src/exec/local.js';
-import { CommandTransportError, privilegedPrefix } from '../../src/exec/runner.js';
-import { RestClient, httpsOrigin, type RestResponse } from '../../src/http/client.js';
-import { boolOption, capacityOptions, intOption, sanIpOption, sanOptions, stringOption, textOption, tlsOptions } from '../options.js';
+import { StorageError, isStorageError, type ErrorCode } from '../kit/base.js';
+import { LocalRunner } from '../kit/exec/local.js';
+import { CommandTransportError, privilegedPrefix } from '../kit/exec/runner.js';
+import { RestClient, httpsOrigin, type RestResponse } from '../kit/rest/client.js';
+import { boolOption, capacityOptions, intOption, sanIpOption, sanOptions, stringOption, textOption, tlsOptions } from '../kit/options.js';
 import {
   defineDriver,
   type BackendStats,
@@ -20,9 +20,9 @@ import {
   type SnapshotRef,
   type VolumeDriver,
   type VolumeRef,
-} from '../types.js';
-import { KIB_PER_GIB, compareVersions, roundGb, versionNumbers } from '../units.js';
-import { CopyFailure, copyDevice } from './copy.js';
+} from '../kit/types.js';
+import { KIB_PER_GIB, compareVersions, roundGb, versionNumbers } from '../kit/units.js';
+import { CopyFailure, copyDevice } from '../kit/copy/host-copy.js';
 
 /**
  * Kaminario K2 over its REST API (/api/v2), spoken directly the way Cinder's Kaminario driver

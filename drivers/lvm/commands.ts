@@ -1,4 +1,4 @@
-import { BYTES_PER_GIB } from '../units.js';
+import { BYTES_PER_GIB } from '../kit/units.js';
 
 /**
  * The lvm commands and flags Cinder's LVM driver (os-brick's local_dev/lvm.py) runs, and parsers

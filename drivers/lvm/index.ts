@@ -1,23 +1,22 @@
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
-import { StorageError, type ErrorCode } from '../../src/errors.js';
-import { LocalRunner } from '../../src/exec/local.js';
-import { CommandTransportError, privilegedPrefix, type CommandResult, type CommandRunner } from '../../src/exec/runner.js';
-import { SshRunner } from '../../src/exec/ssh.js';
-import { isRegularFile } from '../../src/regular-file.js';
-import { boolOption, capacityOptions, enumOption, intOption, sanIpOption, sanOptions, stringOption } from '../options.js';
+import { type ErrorCode, isRegularFile, StorageError } from '../kit/base.js';
+import { LocalRunner } from '../kit/exec/local.js';
+import { CommandTransportError, privilegedPrefix, type CommandResult, type CommandRunner } from '../kit/exec/runner.js';
+import { SshRunner } from '../kit/exec/ssh.js';
+import { boolOption, capacityOptions, enumOption, intOption, sanIpOption, sanOptions, stringOption } from '../kit/options.js';
 import {
   defineDriver, type BackendStats, type CloneOperations, type CopyProgress, type CreatedSnapshot, type CreatedVolume, type DriverContext,
   type DriverOptions, type ExportOperations, type SnapshotOperations, type SnapshotRef, type VolumeDriver, type VolumeRef,
-} from '../types.js';
+} from '../kit/types.js';
 import {
   activateCommand, cloneSnapshotLvName, copyCommands, createSnapshotCommand, createThickCommand, createThinCommand, createThinPoolCommand,
   dmTargetsCommand, extendCommand, lvmErrorText, lvsCommand, parseLvs, parseThinPoolUsage, parseVgs, removeCommand, snapshotLvName,
   snapshotsOf, thinPoolName, thinPoolUsageCommand, vgsCommand, volumeLvName, type LogicalVolumeInfo, type LvmCommandContext,
   type VolumeGroupInfo,
 } from './commands.js';
-import { BYTES_PER_GIB, roundGb } from '../units.js';
-import { TARGET_HELPERS, UnsupportedExports, targetFor, targetOptions, tgtSettings, thisHostAddress } from '../targets/index.js';
+import { BYTES_PER_GIB, roundGb } from '../kit/units.js';
+import { TARGET_HELPERS, UnsupportedExports, targetFor, targetOptions, tgtSettings, thisHostAddress } from '../kit/targets/index.js';
 
 /**
  * Cinder's LVM driver (cinder.volume.drivers.lvm.LVMVolumeDriver), run on this host or, when

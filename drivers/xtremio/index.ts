@@ -1,9 +1,9 @@
 import { randomInt } from 'node:crypto';
 import { isIPv6 } from 'node:net';
 import { z } from 'zod';
-import { StorageError, type ErrorCode } from '../../src/errors.js';
-import { RestClient, httpsOrigin, type RestResponse } from '../../src/http/client.js';
-import { boolOption, capacityOptions, intOption, sanIpOption, sanOptions, textOption, tlsOptions } from '../options.js';
+import { StorageError, type ErrorCode } from '../kit/base.js';
+import { RestClient, httpsOrigin, type RestResponse } from '../kit/rest/client.js';
+import { boolOption, capacityOptions, intOption, sanIpOption, sanOptions, textOption, tlsOptions } from '../kit/options.js';
 import {
   defineDriver,
   type BackendStats,
@@ -17,8 +17,8 @@ import {
   type SnapshotOperations,
   type VolumeDriver,
   type VolumeRef,
-} from '../types.js';
-import { KIB_PER_GIB, compareVersions, roundGb, versionNumbers } from '../units.js';
+} from '../kit/types.js';
+import { KIB_PER_GIB, compareVersions, roundGb, versionNumbers } from '../kit/units.js';
 
 /**
  * Dell EMC XtremIO over the XMS JSON REST API, as Cinder's driver

@@ -1,4 +1,4 @@
-import { MASK, type SecretRegistry } from '../secrets.js';
+import { MASK, type SecretRegistry } from '../base/secrets.js';
 import { ConfigError } from './errors.js';
 
 const ENV_REFERENCE = /\$\{env:([^}]*)\}/g;

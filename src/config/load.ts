@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { extname, isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
-import { defaultMetadataPath } from '../paths.js';
-import type { SecretRegistry } from '../secrets.js';
+import { defaultMetadataPath } from '../base/paths.js';
+import type { SecretRegistry } from '../base/secrets.js';
 import { DEFAULT_LEASE_SECONDS } from './defaults.js';
 import { substituteEnv, substituteEnvInUrl } from './env.js';
 import { ConfigError } from './errors.js';

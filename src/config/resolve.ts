@@ -1,5 +1,5 @@
-import { defaultMetadataPath, defaultVolumesDir } from '../paths.js';
-import type { SecretRegistry } from '../secrets.js';
+import { defaultMetadataPath, defaultVolumesDir } from '../base/paths.js';
+import type { SecretRegistry } from '../base/secrets.js';
 import { ConfigError } from './errors.js';
 import { DEFAULT_LEASE_SECONDS } from './defaults.js';
 import type { LoadedConfig } from './load.js';

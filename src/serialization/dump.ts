@@ -1,8 +1,8 @@
-import type { ConnectionRecord } from '../connection.js';
-import type { VolumeStore } from '../persistence/store.js';
-import type { SecretRegistry } from '../secrets.js';
-import type { SnapshotRecord } from '../snapshot.js';
-import type { VolumeRecord } from '../volume.js';
+import type { ConnectionRecord } from '../model/connection.js';
+import type { VolumeStore } from '../store/store.js';
+import type { SecretRegistry } from '../base/secrets.js';
+import type { SnapshotRecord } from '../model/snapshot.js';
+import type { VolumeRecord } from '../model/volume.js';
 import { connectionOvo, snapshotOvo, volumeOvo, type DumpContext, type ObjectDump } from './ovo.js';
 
 /**
@@ -21,6 +21,14 @@ export interface Dumper {
   store: VolumeStore;
   secrets: SecretRegistry;
   context: DumpContext;
+}
+
+/** Everything cinderlib's JSON of the served objects is made from: the store, the backends' configs, and how to write them. */
+export interface SerializationSource {
+  store: VolumeStore;
+  secrets: SecretRegistry;
+  backends: () => DumpedBackend[];
+  dumper: Dumper;
 }
 
 const PAGE = 1000;

@@ -1,15 +1,15 @@
 import { z } from 'zod';
-import type { ConnectionRecord } from '../connection.js';
-import { StorageError } from '../errors.js';
-import type { ImportBatch, VolumeStore } from '../persistence/store.js';
-import { MASK, type SecretRegistry } from '../secrets.js';
-import type { SnapshotRecord } from '../snapshot.js';
-import type { FailedOperation, VolumeRecord } from '../volume.js';
+import type { ConnectionRecord } from '../model/connection.js';
+import { StorageError } from '../base/errors.js';
+import type { ImportBatch, VolumeStore } from '../store/store.js';
+import { MASK, type SecretRegistry } from '../base/secrets.js';
+import type { SnapshotRecord } from '../model/snapshot.js';
+import type { FailedOperation, VolumeRecord } from '../model/volume.js';
 import {
   CINDERLIB_DATA, MODELED_FIELDS, OVO_DATA, OVO_NAME, OVO_NAMESPACE, OVO_VERSION, connectionStatusOf, parseDatetime, snapshotStatusOf, volumeStatusOf,
   type Primitive,
 } from './ovo.js';
-import { connectorProblem, devicePathProblem, iscsiDataProblem, providerAuthProblem, providerLocationProblem } from '../untrusted.js';
+import { connectorProblem, devicePathProblem, iscsiDataProblem, providerAuthProblem, providerLocationProblem } from '../model/untrusted.js';
 
 /**
  * `cinderlib-mcp load`: a cinderlib dump (a list of backends, as cl.dumps() writes it, or one

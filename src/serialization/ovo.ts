@@ -1,7 +1,7 @@
-import type { ConnectionRecord, ConnectionStatus } from '../connection.js';
-import { MASK } from '../secrets.js';
-import type { SnapshotRecord, SnapshotStatus } from '../snapshot.js';
-import type { FailedOperation, VolumeRecord, VolumeStatus } from '../volume.js';
+import type { ConnectionRecord, ConnectionStatus } from '../model/connection.js';
+import { MASK } from '../base/secrets.js';
+import type { SnapshotRecord, SnapshotStatus } from '../model/snapshot.js';
+import type { FailedOperation, VolumeRecord, VolumeStatus } from '../model/volume.js';
 
 /**
  * cinderlib's JSON forms of its objects (cinderlib/serialization.py and objects.py): each object

@@ -8,10 +8,10 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { readFileSync } from 'node:fs';
-import { encodeCursor } from '../../src/cursor.js';
+import { encodeCursor } from '../../src/model/cursor.js';
 import { XmsEmulator } from '../emulators/xtremio/server.js';
-import { SqliteVolumeStore } from '../../src/persistence/sqlite.js';
-import type { VolumeRecord } from '../../src/volume.js';
+import { SqliteVolumeStore } from '../../src/store/sqlite.js';
+import type { VolumeRecord } from '../../src/model/volume.js';
 
 /**
  * `npm run bench`: cold start, cached round trip, list_volumes at 200 and 100,000 volumes, and
@@ -265,7 +265,7 @@ main().then(
 async function benchImageCopies(): Promise<void> {
   const { spawnSync } = await import('node:child_process');
   const { closeSync, fsyncSync, ftruncateSync, openSync, statSync, writeSync } = await import('node:fs');
-  const { copyImage } = await import('../../drivers/file/sparse-copy.js');
+  const { copyImage } = await import('../../drivers/kit/copy/sparse-copy.js');
   const GIB = 1024 ** 3;
   const dir = join(work, 'image-copies');
   mkdirSync(dir, { recursive: true });
@@ -485,7 +485,7 @@ async function benchShared(): Promise<void> {
     report('PostgreSQL figures', `skipped: ${missing}`);
     return;
   }
-  const { PostgresVolumeStore } = await import('../../src/persistence/postgres.js');
+  const { PostgresVolumeStore } = await import('../../src/store/postgres.js');
   const { StreamableHTTPClientTransport } = await import('@modelcontextprotocol/sdk/client/streamableHttp.js');
   const { startHttpServerProcess } = await import('../helpers/http-server.js');
   const pg = await startPostgres();

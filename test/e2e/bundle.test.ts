@@ -8,13 +8,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../helpers/server.js';
 
 /**
- * `npm run bundle` (node dist/src/bundle/pack.js) packs the MCP Bundle; this packs one into a
+ * `npm run bundle` (node dist/src/cli/bundle-pack.js) packs the MCP Bundle; this packs one into a
  * temporary directory, unpacks it with the mcpb tool as a host would, and starts the server from
  * the unpacked copy exactly as the manifest's mcp_config says, far from the repository's
  * node_modules.
  */
 const MCPB = join(REPO_ROOT, 'node_modules', '@anthropic-ai', 'mcpb', 'dist', 'cli', 'cli.js');
-const PACK = join(REPO_ROOT, 'dist', 'src', 'bundle', 'pack.js');
+const PACK = join(REPO_ROOT, 'dist', 'src', 'cli', 'bundle-pack.js');
 const MUTATING = ['create_volume', 'extend_volume', 'delete_volume'];
 
 function filesUnder(dir: string): string[] {
@@ -50,7 +50,7 @@ describe('the MCP Bundle (npm run bundle)', () => {
     expect(bytes).toBeLessThan(10 * 1024 * 1024);
     expect(files).toContain('manifest.json');
     expect(files).toContain('bin/cinderlib-mcp.js');
-    expect(files).toContain('dist/src/cli.js');
+    expect(files).toContain('dist/src/cli/main.js');
     expect(files).toContain('README.md');
     expect(files.filter((path) => /\.[mc]?ts$/.test(path))).toEqual([]);
     expect(files.filter((path) => /^(test|src|tools|drivers)\/|^dist\/test\//.test(path))).toEqual([]);

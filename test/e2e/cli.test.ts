@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
-import { SqliteVolumeStore } from '../../src/persistence/sqlite.js';
+import { SqliteVolumeStore } from '../../src/store/sqlite.js';
 import { BIN, startMcpServer } from '../helpers/server.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cinderlib-mcp-cli-'));

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { SqliteVolumeStore } from '../../src/persistence/sqlite.js';
+import { SqliteVolumeStore } from '../../src/store/sqlite.js';
 import { BIN, REPO_ROOT, startMcpServer } from '../helpers/server.js';
 import { LOOP_ATTACH_HERE } from '../helpers/scenarios.js';
 

@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { createLogger } from '../../src/log.js';
-import { BoundedStdioTransport } from '../../src/transport/stdio.js';
+import { createLogger } from '../../src/base/log.js';
+import { BoundedStdioTransport } from '../../src/mcp/transport/stdio.js';
 import { RawMcpServer, toolText, writeFileDriverConfig, type RawAnswer } from '../helpers/raw-server.js';
 
 /**

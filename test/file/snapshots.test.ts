@@ -6,11 +6,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { findDriver } from '../../drivers/catalog.js';
-import type { CreateVolumeRequest, SnapshotRef, VolumeDriver, VolumeRef } from '../../drivers/types.js';
-import { StorageError } from '../../src/errors.js';
-import { createLogger } from '../../src/log.js';
-import { SecretRegistry } from '../../src/secrets.js';
-import { validateDriverOptions } from '../../src/driver-options.js';
+import type { CreateVolumeRequest, SnapshotRef, VolumeDriver, VolumeRef } from '../../drivers/kit/types.js';
+import { StorageError } from '../../src/base/errors.js';
+import { createLogger } from '../../src/base/log.js';
+import { SecretRegistry } from '../../src/base/secrets.js';
+import { validateDriverOptions } from '../../src/config/driver-options.js';
 
 /**
  * The file driver's snapshots, clones and volumes from snapshots, driven directly and checked
@@ -292,7 +292,7 @@ describe('the copy strategies under the file driver', () => {
   }
 
   it('uses GNU cp, which jumps over holes, where the host has it (and a reflink where the filesystem shares blocks)', async () => {
-    const { copyImage } = await import('../../drivers/file/sparse-copy.js');
+    const { copyImage } = await import('../../drivers/kit/copy/sparse-copy.js');
     const { dir, source } = await sourceImage();
     const reports: number[] = [];
     const outcome = await copyImage(source, join(dir, 'copy'), (done, total) => {
@@ -308,7 +308,7 @@ describe('the copy strategies under the file driver', () => {
   });
 
   it('falls back to its own read-through copy, with the same bytes, holes and progress', async () => {
-    const { sparseCopy } = await import('../../drivers/file/sparse-copy.js');
+    const { sparseCopy } = await import('../../drivers/kit/copy/sparse-copy.js');
     const { dir, source } = await sourceImage();
     const reports: number[] = [];
     expect(await sparseCopy(source, join(dir, 'copy'), (done) => reports.push(done))).toBe(GIB);

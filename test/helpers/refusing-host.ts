@@ -1,5 +1,5 @@
-import type { HostAccess } from '../../drivers/types.js';
-import { StorageError } from '../../src/errors.js';
+import type { HostAccess } from '../../drivers/kit/types.js';
+import { StorageError } from '../../src/base/errors.js';
 
 /** A host that attaches nothing, saying why: for drivers built outside a server (tests of one driver). */
 export function refusingHost(reason: string): HostAccess {

@@ -4,11 +4,11 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeReply, encodeRequest, tgtErrorText, tgtdRequests, type TgtRequest } from '../../drivers/targets/tgtd-protocol.js';
-import { TgtdChannel } from '../../drivers/targets/tgtd-relay.js';
-import { StorageError } from '../../src/errors.js';
-import type { CommandResult, CommandRunner } from '../../src/exec/runner.js';
-import { SecretRegistry } from '../../src/secrets.js';
+import { decodeReply, encodeRequest, tgtErrorText, tgtdRequests, type TgtRequest } from '../../drivers/kit/targets/tgtd-protocol.js';
+import { TgtdChannel } from '../../drivers/kit/targets/tgtd-relay.js';
+import { StorageError } from '../../src/base/errors.js';
+import type { CommandResult, CommandRunner } from '../../drivers/kit/exec/runner.js';
+import { SecretRegistry } from '../../src/base/secrets.js';
 
 /**
  * The requests this server sends to tgtd are the bytes tgtadm itself sends for the same options:

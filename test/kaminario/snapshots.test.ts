@@ -1,10 +1,10 @@
 import { refusingHost } from '../helpers/refusing-host.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import kaminario from '../../drivers/kaminario/index.js';
-import type { VolumeDriver } from '../../drivers/types.js';
-import { validateDriverOptions } from '../../src/driver-options.js';
-import { createLogger } from '../../src/log.js';
-import { SecretRegistry } from '../../src/secrets.js';
+import type { VolumeDriver } from '../../drivers/kit/types.js';
+import { validateDriverOptions } from '../../src/config/driver-options.js';
+import { createLogger } from '../../src/base/log.js';
+import { SecretRegistry } from '../../src/base/secrets.js';
 import { K2Emulator } from '../emulators/kaminario/server.js';
 
 /**

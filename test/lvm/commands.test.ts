@@ -4,8 +4,8 @@ import {
   devicePath, escapeSnapshotName, extendCommand, lvmErrorText, lvsCommand, parseLvs, parseThinPoolUsage, parseVgs, removeCommand,
   snapshotLvName, snapshotsOf, thinPoolUsageCommand, vgsCommand, volumeLvName, type LvmCommandContext,
 } from '../../drivers/lvm/commands.js';
-import { checkCapacity } from '../../src/capacity.js';
-import { shellCommand, shellQuote } from '../../src/exec/quote.js';
+import { checkCapacity } from '../../src/core/capacity.js';
+import { shellCommand, shellQuote } from '../../drivers/kit/exec/quote.js';
 
 /** Command construction and parsing, including the thin paths this kernel cannot run for real. */
 const context: LvmCommandContext = { volumeGroup: 'cinder-volumes', lvmSystemDir: '/etc/cinder', suppressFdWarnings: false, rootHelper: ['sudo'] };

@@ -5,12 +5,12 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync }
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import lvmDriver from '../../drivers/lvm/index.js';
-import type { CreateVolumeRequest, VolumeDriver } from '../../drivers/types.js';
-import { validateDriverOptions } from '../../src/driver-options.js';
-import { StorageError } from '../../src/errors.js';
-import { createLogger } from '../../src/log.js';
-import { SecretRegistry } from '../../src/secrets.js';
-import { SshRunner } from '../../src/exec/ssh.js';
+import type { CreateVolumeRequest, VolumeDriver } from '../../drivers/kit/types.js';
+import { validateDriverOptions } from '../../src/config/driver-options.js';
+import { StorageError } from '../../src/base/errors.js';
+import { createLogger } from '../../src/base/log.js';
+import { SecretRegistry } from '../../src/base/secrets.js';
+import { SshRunner } from '../../drivers/kit/exec/ssh.js';
 import { iscsiPrerequisites, useTgtd } from '../iscsi/fixtures.js';
 import { ISCSI_ATTACH_HERE, defineBackendScenarios, settledBackends } from '../helpers/scenarios.js';
 import { BIN, startMcpServer } from '../helpers/server.js';

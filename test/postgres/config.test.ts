@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
-import { describePostgresUrl, driverUrl, postgresUrlPassword } from '../../src/persistence/postgres.js';
-import { SecretRegistry } from '../../src/secrets.js';
+import { describePostgresUrl, driverUrl, postgresUrlPassword } from '../../src/store/postgres.js';
+import { SecretRegistry } from '../../src/base/secrets.js';
 
 /** persistence_config for PostgreSQL, without a server: parsing, ${env:} encoding, masking. */
 function load(connection: string, env: NodeJS.ProcessEnv = {}) {

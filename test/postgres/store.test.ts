@@ -1,10 +1,10 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
-import { StorageError } from '../../src/errors.js';
-import { openVolumeStore } from '../../src/persistence/index.js';
-import { POSTGRES_SCHEMA_VERSION, PostgresVolumeStore, type PostgresOpenOptions } from '../../src/persistence/postgres.js';
-import { SecretRegistry } from '../../src/secrets.js';
+import { StorageError } from '../../src/base/errors.js';
+import { openVolumeStore } from '../../src/store/index.js';
+import { POSTGRES_SCHEMA_VERSION, PostgresVolumeStore, type PostgresOpenOptions } from '../../src/store/postgres.js';
+import { SecretRegistry } from '../../src/base/secrets.js';
 import { freePort, postgresPrerequisites, relay, startPostgres, type PostgresFixture } from './fixture.js';
 import { record } from '../store/behaviours.js';
 

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import type { VolumeStore } from '../../src/persistence/store.js';
-import type { VolumeRecord } from '../../src/volume.js';
+import type { VolumeStore } from '../../src/store/store.js';
+import type { VolumeRecord } from '../../src/model/volume.js';
 
 export function record(n: number, overrides: Partial<VolumeRecord> = {}): VolumeRecord {
   const now = new Date().toISOString();

@@ -1,4 +1,4 @@
-import { MemoryVolumeStore } from '../../src/persistence/memory.js';
+import { MemoryVolumeStore } from '../../src/store/memory.js';
 import { defineStoreBehaviours } from './behaviours.js';
 
 defineStoreBehaviours('memory', () => new MemoryVolumeStore());

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PostgresVolumeStore } from '../../src/persistence/postgres.js';
+import { PostgresVolumeStore } from '../../src/store/postgres.js';
 import { postgresPrerequisites, startPostgres, type PostgresFixture } from '../postgres/fixture.js';
 import { defineStoreBehaviours, record } from './behaviours.js';
 

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { SqliteVolumeStore } from '../../src/persistence/sqlite.js';
+import { SqliteVolumeStore } from '../../src/store/sqlite.js';
 import { defineStoreBehaviours, record, startUp } from './behaviours.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cinderlib-mcp-store-'));

@@ -2,13 +2,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Backend } from '../../src/backend.js';
-import { CapacityLedger } from '../../src/capacity-ledger.js';
-import { StorageError } from '../../src/errors.js';
-import { KeyedMutex } from '../../src/locks.js';
-import { createLogger } from '../../src/log.js';
-import { MemoryVolumeStore } from '../../src/persistence/memory.js';
-import { SecretRegistry } from '../../src/secrets.js';
+import { Backend } from '../../src/core/backend.js';
+import { CapacityLedger } from '../../src/core/capacity-ledger.js';
+import { StorageError } from '../../src/base/errors.js';
+import { KeyedMutex } from '../../src/base/locks.js';
+import { createLogger } from '../../src/base/log.js';
+import { MemoryVolumeStore } from '../../src/store/memory.js';
+import { SecretRegistry } from '../../src/base/secrets.js';
 import { DRIVER_CATALOG, findDriver } from '../../drivers/catalog.js';
 
 /**

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { checkCapacity } from '../../src/capacity.js';
-import type { PoolStats } from '../../drivers/types.js';
+import { checkCapacity } from '../../src/core/capacity.js';
+import type { PoolStats } from '../../drivers/kit/types.js';
 
 const pool = (overrides: Partial<PoolStats>): PoolStats => ({
   pool_name: 'p',

@@ -4,11 +4,11 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { findDriver } from '../../drivers/catalog.js';
-import { convertCinderConf, runImportCinderConf } from '../../src/cinder-conf/index.js';
-import { CinderConfError, parseCinderConf } from '../../src/cinder-conf/parse.js';
+import { convertCinderConf, runImportCinderConf } from '../../src/cli/cinder-conf/index.js';
+import { CinderConfError, parseCinderConf } from '../../src/cli/cinder-conf/parse.js';
 import { parseConfig } from '../../src/config/load.js';
-import { readCoreOptions, validateDriverOptions } from '../../src/driver-options.js';
-import { SecretRegistry } from '../../src/secrets.js';
+import { readCoreOptions, validateDriverOptions } from '../../src/config/driver-options.js';
+import { SecretRegistry } from '../../src/base/secrets.js';
 
 /**
  * Written by hand after Cinder's sample cinder.conf (install guide: [DEFAULT], [database],

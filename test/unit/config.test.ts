@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/config/errors.js';
 import { parseConfig } from '../../src/config/load.js';
-import { SecretRegistry } from '../../src/secrets.js';
+import { SecretRegistry } from '../../src/base/secrets.js';
 
 const parse = (doc: unknown, env: Record<string, string> = {}) => {
   const secrets = new SecretRegistry();

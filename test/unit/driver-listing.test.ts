@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import type { z } from 'zod';
 import { DRIVER_CATALOG } from '../../drivers/catalog.js';
-import { optionInfo } from '../../drivers/options.js';
-import { DRIVER_INFO_KEYS, OPTION_KEYS, listSupportedDrivers, type StringDriverOption, type TypedDriverOption } from '../../src/driver-listing.js';
-import { SecretRegistry, isSecretKey } from '../../src/secrets.js';
+import { optionInfo } from '../../drivers/kit/options.js';
+import { DRIVER_INFO_KEYS, OPTION_KEYS, listSupportedDrivers, type StringDriverOption, type TypedDriverOption } from '../../src/core/driver-listing.js';
+import { SecretRegistry, isSecretKey } from '../../src/base/secrets.js';
 import listSupportedDriversTool from '../../tools/list_supported_drivers.js';
 
 const className = (path: string) => path.slice(path.lastIndexOf('.') + 1);

@@ -2,8 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { DRIVER_CATALOG } from '../../drivers/catalog.js';
 import { ConfigError } from '../../src/config/errors.js';
 import { parseConfig } from '../../src/config/load.js';
-import { readCoreOptions, validateDriverOptions } from '../../src/driver-options.js';
-import { SecretRegistry } from '../../src/secrets.js';
+import { readCoreOptions, validateDriverOptions } from '../../src/config/driver-options.js';
+import { SecretRegistry } from '../../src/base/secrets.js';
 
 /**
  * A rejected option value is quoted back to the user, except where it came from `${env:}`

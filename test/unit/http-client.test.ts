@@ -1,9 +1,9 @@
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RestClient, httpsOrigin } from '../../src/http/client.js';
-import { createLogger } from '../../src/log.js';
-import { SecretRegistry } from '../../src/secrets.js';
+import { RestClient, httpsOrigin } from '../../drivers/kit/rest/client.js';
+import { createLogger } from '../../src/base/log.js';
+import { SecretRegistry } from '../../src/base/secrets.js';
 import { makeTestCertificates, type TestCertificates } from '../helpers/tls.js';
 
 /** The shared REST client against a real HTTPS server on 127.0.0.1. */

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { DRIVER_CATALOG } from '../../drivers/catalog.js';
 import { parseConfig } from '../../src/config/load.js';
-import { CORE_OPTIONS } from '../../src/driver-options.js';
-import { MASK, SecretRegistry, isSecretKey } from '../../src/secrets.js';
+import { CORE_OPTIONS } from '../../src/config/driver-options.js';
+import { MASK, SecretRegistry, isSecretKey } from '../../src/base/secrets.js';
 
 /**
  * Every option Cinder marks `secret=True` (oslo.config), read from openstack/cinder's tree:

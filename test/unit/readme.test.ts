@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { END_MARKER, START_MARKER, renderConfigReference } from '../../src/docs/config-reference.js';
+import { END_MARKER, START_MARKER, renderConfigReference } from '../../src/cli/config-reference.js';
 
 describe('README', () => {
   const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { DRIVER_CATALOG } from '../../drivers/catalog.js';
-import { parseSanIp } from '../../drivers/options.js';
-import type { DriverDefinition } from '../../drivers/types.js';
+import { parseSanIp } from '../../drivers/kit/options.js';
+import type { DriverDefinition } from '../../drivers/kit/types.js';
 import { ConfigError } from '../../src/config/errors.js';
-import { validateDriverOptions } from '../../src/driver-options.js';
-import { SecretRegistry } from '../../src/secrets.js';
+import { validateDriverOptions } from '../../src/config/driver-options.js';
+import { SecretRegistry } from '../../src/base/secrets.js';
 
 /** san_ip is checked when the config is read, the same way by every driver that takes it. */
 async function driver(alias: string): Promise<DriverDefinition> {

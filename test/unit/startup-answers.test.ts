@@ -1,12 +1,12 @@
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { SUPPORTED_PROTOCOL_VERSIONS } from '@modelcontextprotocol/sdk/types.js';
-import { createMcpServer } from '../../src/server.js';
-import { createLogger } from '../../src/log.js';
-import { SecretRegistry } from '../../src/secrets.js';
-import { answerBeforeSdk, readPrebuiltListing } from '../../src/startup-answers.js';
-import { BoundedStdioTransport } from '../../src/transport/stdio.js';
-import type { BackendRegistry } from '../../src/registry.js';
+import { createMcpServer } from '../../src/mcp/server.js';
+import { createLogger } from '../../src/base/log.js';
+import { SecretRegistry } from '../../src/base/secrets.js';
+import { answerBeforeSdk, readPrebuiltListing } from '../../src/mcp/startup-answers.js';
+import { BoundedStdioTransport } from '../../src/mcp/transport/stdio.js';
+import type { BackendRegistry } from '../../src/core/registry.js';
 
 /**
  * The answers given before the SDK loads must be the SDK server's own answers: same protocol

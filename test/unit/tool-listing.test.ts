@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { TOOLS } from '../../tools/index.js';
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
 import type { JsonSchemaType } from '@modelcontextprotocol/sdk/validation';
-import { renderPrebuiltListing, renderToolListing } from '../../src/tool-listing.js';
+import { renderPrebuiltListing, renderToolListing } from '../../src/mcp/tool-listing.js';
 
 describe('the prebuilt tools/list answer', () => {
   it('equals a fresh rendering of the tool definitions (run npm run build after editing tools/)', () => {

@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import xtremio from '../../drivers/xtremio/index.js';
-import type { Connector, CreateVolumeRequest, VolumeDriver } from '../../drivers/types.js';
+import type { Connector, CreateVolumeRequest, VolumeDriver } from '../../drivers/kit/types.js';
 import { refusingHost } from '../helpers/refusing-host.js';
-import { validateDriverOptions } from '../../src/driver-options.js';
-import { StorageError } from '../../src/errors.js';
-import { createLogger } from '../../src/log.js';
-import { SecretRegistry } from '../../src/secrets.js';
+import { validateDriverOptions } from '../../src/config/driver-options.js';
+import { StorageError } from '../../src/base/errors.js';
+import { createLogger } from '../../src/base/log.js';
+import { SecretRegistry } from '../../src/base/secrets.js';
 import { XmsEmulator } from '../emulators/xtremio/server.js';
 import { startMcpServer } from '../helpers/server.js';
 

@@ -2,10 +2,10 @@ import { refusingHost } from '../helpers/refusing-host.js';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import xtremio from '../../drivers/xtremio/index.js';
-import type { CreateVolumeRequest, SnapshotRef, VolumeDriver } from '../../drivers/types.js';
-import { validateDriverOptions } from '../../src/driver-options.js';
-import { createLogger } from '../../src/log.js';
-import { SecretRegistry } from '../../src/secrets.js';
+import type { CreateVolumeRequest, SnapshotRef, VolumeDriver } from '../../drivers/kit/types.js';
+import { validateDriverOptions } from '../../src/config/driver-options.js';
+import { createLogger } from '../../src/base/log.js';
+import { SecretRegistry } from '../../src/base/secrets.js';
 import { XmsEmulator } from '../emulators/xtremio/server.js';
 
 /**

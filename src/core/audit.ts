@@ -1,0 +1,94 @@
+import { appendFile } from 'node:fs/promises';
+import { describeError } from '../base/errors.js';
+import { privateFile } from '../base/private-files.js';
+import type { Logger } from '../base/log.js';
+import type { AuditRecord, VolumeStore } from '../store/store.js';
+import type { SecretRegistry } from '../base/secrets.js';
+
+/** Arguments larger than this are recorded by size only: an audit line must not carry a client's megabytes. */
+const MAX_AUDITED_ARGUMENTS_BYTES = 16 * 1024;
+/** Deeper than this, a value is recorded as a marker: every JSON reader (Python's stops near 1,000 levels) reads each audit line. */
+export const MAX_AUDITED_DEPTH = 16;
+const TOO_DEEP = `[nested deeper than ${MAX_AUDITED_DEPTH} levels: not recorded]`;
+
+/** A copy of `value` cut at MAX_AUDITED_DEPTH; it never descends further, so a hostile nesting costs nothing. */
+function cutDeep(value: unknown, depth = 0): unknown {
+  if (value === null || typeof value !== 'object') return value;
+  if (depth >= MAX_AUDITED_DEPTH) return TOO_DEEP;
+  if (Array.isArray(value)) return value.map((item) => cutDeep(item, depth + 1));
+  return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, cutDeep(item, depth + 1)]));
+}
+
+export interface AuditedCall {
+  client: string;
+  tool: string;
+  /** The arguments as the client sent them (masked here). */
+  arguments: unknown;
+  outcome: 'ok' | 'error';
+  /** The coded error text the client got. */
+  error?: string;
+}
+
+/**
+ * The audit log (contract section 10): one record per call of a mutating tool, refused or not, on
+ * any transport, in the metadata store (shared by every server on it) and, with global.audit_log,
+ * as a JSON line appended to that file. Secrets are masked before anything is written. A record
+ * that cannot be written is logged, never turned into the call's failure.
+ */
+export class AuditLog {
+  constructor(
+    private readonly store: VolumeStore,
+    private readonly serverId: string,
+    private readonly secrets: SecretRegistry,
+    private readonly log: Logger,
+    private readonly filePath?: string,
+  ) {
+    if (!filePath) return;
+    try {
+      privateFile(filePath);
+    } catch (error) {
+      log.warn(`audit: cannot make ${filePath} private (0600): ${describeError(error)}`);
+    }
+  }
+
+  async record(call: AuditedCall): Promise<void> {
+    const record: AuditRecord = {
+      time: new Date().toISOString(),
+      server: this.serverId,
+      client: this.secrets.redact(call.client),
+      tool: call.tool,
+      arguments: this.maskedArguments(call.arguments),
+      outcome: call.outcome,
+      ...(call.error !== undefined ? { error: this.secrets.redact(call.error) } : {}),
+    };
+    await Promise.all([
+      this.store.appendAudit(record).catch((error: unknown) => this.log.warn(`audit: cannot record ${call.tool} in the metadata store: ${this.secrets.redact(describeError(error))}`)),
+      this.filePath
+        ? appendFile(this.filePath, `${JSON.stringify(record)}\n`, { mode: 0o600 }).catch((error: unknown) => this.log.warn(`audit: cannot append to ${this.filePath}: ${describeError(error)}`))
+        : undefined,
+    ]);
+  }
+
+  private maskedArguments(raw: unknown): Record<string, unknown> {
+    const value = cutDeep(raw === undefined ? {} : raw);
+    let text: string;
+    try {
+      text = JSON.stringify(this.secrets.maskOptions(value));
+    } catch {
+      return { unreadable: true };
+    }
+    if (text.length > MAX_AUDITED_ARGUMENTS_BYTES) return { too_large_bytes: text.length };
+    const masked = JSON.parse(text) as unknown;
+    return masked && typeof masked === 'object' && !Array.isArray(masked) ? (masked as Record<string, unknown>) : { value: masked };
+  }
+}
+
+/** `cinderlib-mcp audit [--since ISO]`: the records as JSON Lines, oldest first. */
+export async function auditCommand(store: VolumeStore, since: string | undefined, write: (text: string) => Promise<void>): Promise<void> {
+  let after: number | undefined;
+  do {
+    const page = await store.listAudit({ since, after, limit: 1000 });
+    if (page.records.length > 0) await write(page.records.map((record) => `${JSON.stringify(record)}\n`).join(''));
+    after = page.nextAfter;
+  } while (after !== undefined);
+}

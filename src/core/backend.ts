@@ -1,0 +1,437 @@
+import { DEFAULT_VOLUME_DRIVER, findDriver, knownDriverNames } from '../../drivers/catalog.js';
+import type { BackendStats, Connector, PoolStats, VolumeDriver } from '../../drivers/kit/types.js';
+import { checkCapacity } from './capacity.js';
+import type { CapacityLedger, Reservation } from './capacity-ledger.js';
+import { ConfigError } from '../config/errors.js';
+import type { BackendSpec } from '../config/load.js';
+import { readCoreOptions, validateDriverOptions, type CoreOptions } from '../config/driver-options.js';
+import { StorageError, describeError } from '../base/errors.js';
+import { KeyedMutex, SingleFlight } from '../base/locks.js';
+import { waitWithProgress } from './progress.js';
+import { TombstoneKeeper } from './tombstones.js';
+import { VolumeLifecycle } from './lifecycle.js';
+import type { HostAttachers } from './attach/attacher.js';
+import { ConnectionLifecycle } from './connections.js';
+import type { Logger } from '../base/log.js';
+import type { SharedCoordination, VolumeStore } from '../store/store.js';
+import type { SecretRegistry } from '../base/secrets.js';
+
+/**
+ * A Backend is cinderlib's Backend: one array configuration, its driver (initialized in the
+ * background, retried on demand), cached stats and the capacity they leave. Mutations of its
+ * volumes and snapshots go through its lifecycle (src/lifecycle.ts).
+ */
+export interface BackendDependencies {
+  store: VolumeStore;
+  secrets: SecretRegistry;
+  log: Logger;
+  dataDir: string;
+  rootHelper: string;
+  outputAllBackendInfo: boolean;
+  volumeLocks: KeyedMutex;
+  /** Shared by every backend of the registry, so backends drawing on one space see each other. */
+  capacity: CapacityLedger;
+  /** This server's identity, written on every record while an operation on it is under way. */
+  serverId: string;
+  /** How long such a claim holds unless renewed (the registry renews it while the server lives). */
+  leaseMs: number;
+  /** False when only checking the config (cinderlib-mcp check): see DriverContext.serving. */
+  serving: boolean;
+  /** How this host attaches volumes (loop devices, open-iscsi), by driver_volume_type. */
+  attachers: HostAttachers;
+  /** os-brick's connector properties of this host. */
+  ownConnector(): Promise<Connector>;
+}
+
+/** A backend's config as answers and dumps show it (cinderlib's Backend.config): its name alone unless output_all_backend_info. */
+export function backendConfigView(spec: BackendSpec, outputAllBackendInfo: boolean, secrets: SecretRegistry): Record<string, unknown> {
+  if (!outputAllBackendInfo) return { volume_backend_name: spec.name };
+  // Masked from the config's own object: the registry knows which of its values came from ${env:}.
+  const options = secrets.maskOptions(spec.options);
+  // The driver in use (Cinder's default when unset); a configured value keeps its masking.
+  const configured = spec.options.volume_driver;
+  return { ...options, volume_driver: typeof configured === 'string' && configured.trim() ? options.volume_driver : DEFAULT_VOLUME_DRIVER };
+}
+
+type InitState =
+  | { phase: 'initializing' }
+  | { phase: 'ready' }
+  | { phase: 'failed'; reason: string; failures: number; nextTryAt: number };
+
+/** A stats answer and the ledger position it was taken at, so later operations can be added to it. */
+interface StatsSnapshot {
+  stats: BackendStats;
+  seq: number;
+}
+
+/** The longest wait between two initialization attempts of a failed backend. */
+const MAX_RETRY_INTERVAL_MS = 5 * 60_000;
+
+export class Backend {
+  readonly id: string;
+  readonly volumeDriver: string;
+  private driver?: VolumeDriver;
+  private state: InitState = { phase: 'initializing' };
+  private attempt?: Promise<void>;
+  private attemptCount = 0;
+  private readonly core: CoreOptions | { error: string };
+  private cachedStats?: StatsSnapshot;
+  private statsGeneration = 0;
+  private readonly statsFlight = new SingleFlight<StatsSnapshot>();
+  /** Pool names of the last stats seen, kept through cache invalidation so list_backends never waits. */
+  private lastPoolNames: string[] = [];
+  private driverNotes: string[] = [];
+  private tombstones?: TombstoneKeeper;
+  private mutations?: VolumeLifecycle;
+  private links?: ConnectionLifecycle;
+  readonly warnings: string[] = [];
+
+  constructor(
+    private readonly spec: BackendSpec,
+    private readonly deps: BackendDependencies,
+  ) {
+    this.id = spec.name;
+    const configured = spec.options.volume_driver;
+    this.volumeDriver = typeof configured === 'string' && configured.trim() ? configured.trim() : DEFAULT_VOLUME_DRIVER;
+    this.core = readCoreOptions(spec, deps.secrets);
+  }
+
+  get initialized(): boolean {
+    return this.state.phase === 'ready';
+  }
+
+  /** True while an initialization attempt runs (at start-up, or a retry). */
+  get initializing(): boolean {
+    return this.attempt !== undefined;
+  }
+
+  /** Why the backend is not serving (the last attempt's reason); undefined once initialized. */
+  get error(): string | undefined {
+    return this.state.phase === 'failed' ? this.state.reason : undefined;
+  }
+
+  /** When a failed backend will be tried again on its next call (ISO 8601); never for a config problem. */
+  get nextRetryAt(): string | undefined {
+    if (this.state.phase !== 'failed' || this.attempt || !Number.isFinite(this.state.nextTryAt)) return undefined;
+    return new Date(this.state.nextTryAt).toISOString();
+  }
+
+  get notes(): string[] {
+    return this.driverNotes;
+  }
+
+  /** Pool names as last seen, without asking the array (empty until stats were first read). */
+  get knownPoolNames(): string[] {
+    return this.lastPoolNames;
+  }
+
+  /**
+   * Starts (or joins) an initialization attempt. A failed backend is tried again once its back-off
+   * has passed, or at once when `force` (get_stats refresh) asks. Resolves when the attempt ends.
+   */
+  initialize(force = false): Promise<void> {
+    if (this.attempt) return this.attempt;
+    if (this.state.phase === 'ready') return Promise.resolve();
+    if (this.state.phase === 'failed' && (!Number.isFinite(this.state.nextTryAt) || (!force && Date.now() < this.state.nextTryAt))) {
+      return Promise.resolve();
+    }
+    this.attempt = this.runAttempt().finally(() => (this.attempt = undefined));
+    return this.attempt;
+  }
+
+  /** Pool names, reading the stats once if they were never read; never throws. */
+  async poolNamesSoon(): Promise<string[]> {
+    if (this.initialized && this.lastPoolNames.length === 0) await this.snapshot(false).catch(() => undefined);
+    return this.lastPoolNames;
+  }
+
+  /** Resolves when the backend is serving or its current attempt has failed; never retries. */
+  async settled(): Promise<void> {
+    if (this.state.phase === 'initializing' && !this.attempt) this.initialize();
+    await this.attempt;
+  }
+
+  /** cinderlib's Backend.config: the name alone, or every option with secrets masked. */
+  config(): Record<string, unknown> {
+    return backendConfigView(this.spec, this.deps.outputAllBackendInfo, this.deps.secrets);
+  }
+
+  /** Cached stats; `refresh` asks the array again (and retries a failed backend at once). */
+  async stats(refresh = false): Promise<BackendStats> {
+    return (await this.snapshot(refresh)).stats;
+  }
+
+  /** Pool names from the stats (cached unless none were read yet). */
+  async poolNames(): Promise<string[]> {
+    return (await this.stats(false)).pools.map((pool) => pool.pool_name);
+  }
+
+  /** The mutations of this backend's volumes and snapshots (src/lifecycle.ts). */
+  get lifecycle(): VolumeLifecycle {
+    return (this.mutations ??= new VolumeLifecycle(
+      {
+        id: this.id,
+        volumeDriver: this.volumeDriver,
+        ready: () => this.ready(),
+        reserveCapacity: (poolName, sizeGb, refusal) => this.reserveCapacity(poolName, sizeGb, refusal),
+        invalidateStats: () => this.invalidateStats(),
+        tombstones: () => this.tombstones!,
+        afterExtend: (volumeId) => this.connections.resizeAttached(volumeId),
+      },
+      this.lifecycleDependencies(),
+    ));
+  }
+
+  /** Connections of this backend's volumes: exports to hosts and attachments here (src/connections.ts). */
+  get connections(): ConnectionLifecycle {
+    return (this.links ??= new ConnectionLifecycle(
+      { id: this.id, volumeDriver: this.volumeDriver, ready: () => this.ready() },
+      this.lifecycle,
+      { ...this.lifecycleDependencies(), attachers: this.deps.attachers, ownConnector: this.deps.ownConnector },
+    ));
+  }
+
+  private lifecycleDependencies() {
+    return { store: this.deps.store, secrets: this.deps.secrets, log: this.deps.log, locks: this.deps.volumeLocks, serverId: this.deps.serverId, leaseMs: this.deps.leaseMs };
+  }
+
+  /** What the driver can do beyond volumes: the groups it implements (UNSUPPORTED answers the rest). */
+  get capabilities(): { snapshots: boolean; clones: boolean; exports: boolean } | undefined {
+    const offered = (operations: { unavailable?: string } | undefined) => !!operations && !operations.unavailable;
+    return this.driver ? { snapshots: offered(this.driver.snapshots), clones: offered(this.driver.clones), exports: offered(this.driver.exports) } : undefined;
+  }
+
+  async close(): Promise<void> {
+    this.tombstones?.close();
+    await this.driver?.close().catch((error: unknown) => this.deps.log.warn(`closing backend "${this.id}": ${describeError(error)}`));
+  }
+
+  private async runAttempt(): Promise<void> {
+    const attempt = ++this.attemptCount;
+    const timeoutSeconds = 'error' in this.core ? 0 : this.core.backend_init_timeout;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<never>((_resolve, reject) => {
+      if (timeoutSeconds > 0) {
+        timer = setTimeout(
+          () =>
+            reject(
+              new StorageError(
+                'BACKEND_UNAVAILABLE',
+                `the array did not finish answering within ${timeoutSeconds} s (backend_init_timeout); it may accept connections without answering, or be slow: check it, or raise backend_init_timeout`,
+              ),
+            ),
+          timeoutSeconds * 1000,
+        );
+      }
+    });
+    try {
+      await Promise.race([this.setUp(), timedOut]);
+      this.state = { phase: 'ready' };
+      this.deps.log.info(`backend "${this.id}" initialized (${this.volumeDriver})`);
+      const driver = this.driver!;
+      this.tombstones?.close();
+      this.tombstones = new TombstoneKeeper(this.deps.store, this.id, this.deps.log, {
+        volume: (volume) => driver.deleteVolume(volume),
+        snapshot: async (snapshot, volume) => driver.snapshots?.deleteSnapshot(snapshot, volume),
+      });
+      await this.tombstones.resume();
+      // Connections a crash cut short are undone or finished now that the array answers.
+      void this.connections.resolveInterrupted().catch((error: unknown) => this.deps.log.warn(`backend "${this.id}": resolving interrupted connections: ${describeError(error)}`));
+      // As Cinder reads stats right after setup: pool names for list_backends, and the space this
+      // backend draws on registered before any backend sharing it checks capacity.
+      await this.snapshot(false).catch((error: unknown) => this.deps.log.warn(`backend "${this.id}": first stats failed: ${describeError(error)}`));
+    } catch (error) {
+      const abandoned = this.driver;
+      this.driver = undefined;
+      if (abandoned) void abandoned.close().catch(() => undefined);
+      const failures = this.state.phase === 'failed' ? this.state.failures + 1 : 1;
+      const baseMs = 'error' in this.core ? 5_000 : this.core.backend_init_retry_interval * 1000;
+      const waitMs = Math.min(MAX_RETRY_INTERVAL_MS, baseMs * 2 ** (failures - 1));
+      const reason = this.deps.secrets.redact(describeError(error));
+      // The config does not change while the server runs: trying it again cannot help.
+      const permanent = error instanceof ConfigError;
+      this.state = { phase: 'failed', reason, failures, nextTryAt: permanent ? Number.POSITIVE_INFINITY : Date.now() + waitMs };
+      this.deps.log.warn(
+        `backend "${this.id}" not initialized (attempt ${attempt}): ${reason}` +
+          (permanent ? '; fix the config and restart the server' : `; next try on demand after ${Math.round(waitMs / 1000)} s`),
+      );
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async setUp(): Promise<void> {
+    if (this.spec.error) throw new ConfigError(this.spec.error);
+    if ('error' in this.core) throw new ConfigError(this.core.error);
+    const entry = findDriver(this.volumeDriver);
+    if (!entry) {
+      throw new ConfigError(
+        `backend "${this.id}": volume_driver "${this.volumeDriver}" is not supported; use one of: ${knownDriverNames().join(', ')}`,
+      );
+    }
+    const definition = await entry.load();
+    this.warnings.length = 0;
+    const { options, unknown } = validateDriverOptions(this.id, definition, this.spec.options, this.deps.secrets);
+    for (const key of unknown) {
+      const warning = `backend "${this.id}": option "${key}" is not used by the ${entry.alias} driver; kept as given`;
+      this.warnings.push(warning);
+      this.deps.log.warn(warning);
+    }
+    this.driver = definition.create(
+      options,
+      {
+        backendName: this.id,
+        log: this.deps.log.child(this.id),
+        secrets: this.deps.secrets,
+        dataDir: this.deps.dataDir,
+        rootHelper: this.deps.rootHelper,
+        serving: this.deps.serving,
+        // Resolved when a driver asks, by then the backend is ready: the host attaches through the driver's own exports.
+        host: {
+          cannotAttach: () => this.connections.hostAccess().cannotAttach(),
+          attach: (volume) => this.connections.hostAccess().attach(volume),
+        },
+      },
+      this.volumeDriver,
+    );
+    await this.driver.setup();
+    this.driverNotes = this.driver.notes?.() ?? [];
+  }
+
+  /** The driver, once initialized; waits (with progress) for an attempt under way, retries a failed backend after its back-off. */
+  private async ready(force = false): Promise<VolumeDriver> {
+    if (this.state.phase !== 'ready') {
+      const attempt = this.initialize(force);
+      if (this.attempt) await waitWithProgress(`waiting for backend "${this.id}" to initialize`, attempt);
+      else await attempt;
+    }
+    if (this.state.phase === 'ready' && this.driver) return this.driver;
+    const next = this.nextRetryAt;
+    throw new StorageError(
+      'BACKEND_UNAVAILABLE',
+      `backend "${this.id}" is not initialized: ${this.error ?? 'still starting'}; ` +
+        (next ? `it is tried again on the next call after ${next}, or now with get_stats refresh: true` : 'fix its config and restart the server') +
+        ' (cinderlib-mcp check shows every backend\'s state)',
+    );
+  }
+
+  /** Stats and the ledger position they were taken at; concurrent refreshes share one driver call. */
+  private async snapshot(refresh: boolean): Promise<StatsSnapshot> {
+    const driver = await this.ready(refresh);
+    if (!refresh && this.cachedStats) return this.cachedStats;
+    const generation = this.statsGeneration;
+    const snapshot = await this.statsFlight.run(async () => {
+      const seq = this.deps.capacity.mark();
+      const stats = this.normalizeStats(await driver.getStats({ recount: refresh }));
+      for (const pool of stats.pools) {
+        const domain = this.capacityDomain(pool.pool_name);
+        this.deps.capacity.recordSnapshot(domain, this.id, provisionedOf(pool), seq);
+        const sharers = this.deps.capacity.sharers(domain, this.id);
+        if (sharers.length) pool.capacity_shared_with = sharers;
+      }
+      return { stats, seq };
+    });
+    this.lastPoolNames = snapshot.stats.pools.map((pool) => pool.pool_name);
+    // A mutation that finished while we were asking makes this answer stale: do not cache it.
+    if (generation === this.statsGeneration) this.cachedStats = snapshot;
+    return snapshot;
+  }
+
+  /**
+   * Checks that `sizeGb` fits the pool (counting what the stats cannot show yet) and promises it to
+   * the caller in the same tick, so no concurrent request can take the same room.
+   */
+  private async reserveCapacity(
+    poolName: string | undefined,
+    sizeGb: number,
+    refusal: (room: { pool: string; gb: number; text: string }) => string,
+  ): Promise<{ pool: PoolStats; reservation: Reservation }> {
+    const shared = this.deps.store.shared;
+    if (shared) return this.reserveSharedCapacity(shared, poolName, sizeGb, refusal);
+    const { stats, seq } = await this.snapshot(false);
+    const pool = this.choosePool(stats, poolName);
+    const domain = this.capacityDomain(pool.pool_name);
+    this.requireRoom(pool, sizeGb, this.deps.capacity.claims(domain, this.id, seq), refusal);
+    return { pool, reservation: this.deps.capacity.reserve(domain, this.id, sizeGb) };
+  }
+
+  /**
+   * Capacity on a store several servers share: decided under the domain's cluster-wide lock, on
+   * stats asked of the array then and there, counting what other servers' operations under way
+   * hold; what this one needs stays held in the store until it ends. So two servers never both
+   * promise the last GiB.
+   */
+  private async reserveSharedCapacity(
+    shared: SharedCoordination,
+    poolName: string | undefined,
+    sizeGb: number,
+    refusal: (room: { pool: string; gb: number; text: string }) => string,
+  ): Promise<{ pool: PoolStats; reservation: Reservation }> {
+    const { stats } = await this.snapshot(false);
+    const domain = this.capacityDomain(this.choosePool(stats, poolName).pool_name);
+    let chosen!: PoolStats;
+    let local!: Reservation;
+    const hold = await shared.holdCapacity(domain, this.deps.serverId, async (heldByOthersGb) => {
+      const fresh = await this.snapshot(true);
+      chosen = this.choosePool(fresh.stats, poolName);
+      const claims = this.deps.capacity.claims(domain, this.id, fresh.seq);
+      this.requireRoom(chosen, sizeGb, { ...claims, provisionedGb: claims.provisionedGb + heldByOthersGb, allocatedGb: claims.allocatedGb + heldByOthersGb }, refusal);
+      local = this.deps.capacity.reserve(domain, this.id, sizeGb);
+      return sizeGb;
+    });
+    const releaseHold = () => void hold.release().catch((error: unknown) => this.deps.log.warn(`backend "${this.id}": releasing a capacity hold: ${describeError(error)} (it lapses with this server's lease)`));
+    return {
+      pool: chosen,
+      reservation: {
+        commit: () => {
+          local.commit();
+          releaseHold();
+        },
+        release: () => {
+          local.release();
+          releaseHold();
+        },
+      },
+    };
+  }
+
+  private requireRoom(pool: PoolStats, sizeGb: number, claims: ReturnType<CapacityLedger['claims']>, refusal: (room: { pool: string; gb: number; text: string }) => string): void {
+    const verdict = checkCapacity(pool, sizeGb, claims);
+    if (!verdict.fits) {
+      throw new StorageError('OUT_OF_CAPACITY', refusal({ pool: pool.pool_name, gb: verdict.roomGb, text: `${verdict.roomGb} GiB of room left (${verdict.explanation})` }));
+    }
+  }
+
+  private capacityDomain(poolName: string): string {
+    return this.driver?.capacityDomain?.(poolName) ?? `backend:${this.id}/${poolName}`;
+  }
+
+  private choosePool(stats: BackendStats, poolName: string | undefined): PoolStats {
+    const { pools } = stats;
+    if (poolName === undefined) return pools[0]!;
+    const pool = pools.find((candidate) => candidate.pool_name === poolName);
+    if (!pool) {
+      throw new StorageError(
+        'INVALID_ARGUMENT',
+        `pool_name "${poolName}" is not a pool of backend "${this.id}"; its pools are: ${pools.map((p) => p.pool_name).join(', ')}`,
+      );
+    }
+    return pool;
+  }
+
+  private invalidateStats(): void {
+    this.statsGeneration++;
+    this.cachedStats = undefined;
+  }
+
+  private normalizeStats(stats: BackendStats): BackendStats {
+    const pools = stats.pools && stats.pools.length > 0 ? stats.pools : [];
+    if (pools.length === 0) throw new StorageError('INTERNAL', `backend "${this.id}": the driver reported no pools`);
+    return { ...stats, volume_backend_name: this.id, pools };
+  }
+}
+
+/** What a pool's stats say is already promised to volumes, in GiB. */
+function provisionedOf(pool: PoolStats): number {
+  return pool.provisioned_capacity_gb ?? pool.allocated_capacity_gb ?? 0;
+}

@@ -1,0 +1,636 @@
+import { randomUUID } from 'node:crypto';
+import type { CreateVolumeRequest, PoolStats, SnapshotRef, VolumeDriver, VolumeRef } from '../../drivers/kit/types.js';
+import type { Reservation } from './capacity-ledger.js';
+import { StorageError, describeError, isStorageError } from '../base/errors.js';
+import { runHoldingAll, type KeyedMutex } from '../base/locks.js';
+import type { Logger } from '../base/log.js';
+import type { HeldLocks, RequestEntry, SnapshotPatch, VolumePatch, VolumeStore } from '../store/store.js';
+import { trackCopy } from './progress.js';
+import type { ConnectionRecord } from '../model/connection.js';
+import type { SecretRegistry } from '../base/secrets.js';
+import type { SnapshotRecord, SnapshotStatus } from '../model/snapshot.js';
+import type { TombstoneKeeper } from './tombstones.js';
+import { TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../model/volume.js';
+
+/**
+ * Every mutation of volumes and snapshots, each run by one routine (`mutate`): lock every key it
+ * touches, hold the capacity it needs, record its intent, call the driver, record the outcome or
+ * the error, free what it held. cinderlib wrote that try/finally once per object; here it is
+ * written once, and each operation only says what its steps are.
+ */
+export interface LifecycleHost {
+  readonly id: string;
+  readonly volumeDriver: string;
+  ready(): Promise<VolumeDriver>;
+  reserveCapacity(
+    poolName: string | undefined,
+    sizeGb: number,
+    refusal: (room: { pool: string; gb: number; text: string }) => string,
+  ): Promise<{ pool: PoolStats; reservation: Reservation }>;
+  invalidateStats(): void;
+  tombstones(): TombstoneKeeper;
+  /** After a volume grew: devices attached on this host take the new size. */
+  afterExtend?(volumeId: string, newSizeGb: number): Promise<void>;
+}
+
+export interface LifecycleDependencies {
+  store: VolumeStore;
+  secrets: SecretRegistry;
+  log: Logger;
+  locks: KeyedMutex;
+  serverId: string;
+  leaseMs: number;
+}
+
+export interface CreateVolumeInput {
+  size?: number;
+  name?: string;
+  description?: string;
+  bootable?: boolean;
+  pool_name?: string;
+  snapshot_id?: string;
+  source_volume_id?: string;
+  request_id?: string;
+}
+
+export interface CreateSnapshotInput {
+  name?: string;
+  description?: string;
+  request_id?: string;
+}
+
+/** What a repeated request_id answers with: the object the first call made, in its current state. */
+export type RequestReplay =
+  | { kind: 'volume'; record: VolumeRecord }
+  | { kind: 'snapshot'; record: SnapshotRecord }
+  | { kind: 'connection'; record: ConnectionRecord };
+
+interface CapacityNeed {
+  poolName: string | undefined;
+  sizeGb: number;
+  refusal: (room: { pool: string; gb: number; text: string }) => string;
+}
+
+export interface Mutation<T, R> {
+  /** "create volume <id>": for messages and logs. */
+  what: string;
+  /** Lock keys (volume:<id>, snapshot:<id>): one operation per object at a time, sources included. */
+  locks: string[];
+  capacity?: CapacityNeed;
+  /**
+   * Under the locks, before anything is held: reads the current state, and says what capacity the
+   * operation needs, or answers at once when there is nothing to do.
+   */
+  prepare?(): Promise<{ capacity?: CapacityNeed; answer?: R }>;
+  /** Checks and writes the intent; throwing here leaves nothing done. */
+  begin(pool: PoolStats | undefined): Promise<void>;
+  /** Calls the array; between two array calls, `stillHeld` throws when the cluster-wide locks were lost meanwhile. */
+  act(driver: VolumeDriver, stillHeld: () => void): Promise<T>;
+  /** Records success. */
+  finish(result: T): Promise<R>;
+  /** Records the failure; returns the error for the caller. */
+  fail(error: StorageError): Promise<StorageError>;
+}
+
+/** An outcome the store could not take; carries what the caller must be told. */
+class UnrecordedOutcome extends Error {
+  constructor(readonly failure: StorageError) {
+    super(failure.message);
+  }
+}
+
+/** Thrown from begin() when a request_id turned out to be taken by a concurrent call. */
+export class Replay extends Error {
+  constructor(readonly entry: RequestEntry) {
+    super(`request ${entry.request_id} replayed`);
+  }
+}
+
+/** Waits before writing an operation's outcome again, when the metadata store refused it. */
+const OUTCOME_RETRY_MS = [100, 500];
+
+export const volumeKey = (id: string) => `volume:${id}`;
+const snapshotKey = (id: string) => `snapshot:${id}`;
+
+export class VolumeLifecycle {
+  constructor(
+    private readonly host: LifecycleHost,
+    private readonly deps: LifecycleDependencies,
+  ) {}
+
+  /** A plain volume, a volume from a snapshot, or a clone (at most one source). */
+  async createVolume(input: CreateVolumeInput, request?: RequestEntry): Promise<VolumeRecord> {
+    const driver = await this.host.ready();
+    const source = await this.resolveSource(input, driver);
+    const size = input.size ?? source?.size;
+    if (size === undefined) throw new StorageError('INVALID_ARGUMENT', 'create_volume: size is required (in GiB) unless snapshot_id or source_volume_id gives it');
+    if (source && size < source.size) {
+      throw new StorageError('INVALID_ARGUMENT', `size ${size} GiB is smaller than the source's ${source.size} GiB (${source.label}); pass at least ${source.size}, or omit size to use the source's`);
+    }
+    const now = new Date().toISOString();
+    const record: VolumeRecord = {
+      id: randomUUID(),
+      backend: this.host.id,
+      name: input.name ?? '',
+      description: input.description ?? '',
+      size,
+      status: 'creating',
+      pool_name: '',
+      bootable: input.bootable ?? false,
+      created_at: now,
+      updated_at: now,
+      status_reason: null,
+      provider_location: null,
+      snapshot_id: input.snapshot_id ?? null,
+      source_volume_id: input.source_volume_id ?? null,
+      ...this.claim(),
+    };
+    const ask: CreateVolumeRequest = { id: record.id, size, pool_name: '', name: record.name, description: record.description, bootable: record.bootable };
+    try {
+      return await this.mutate<CreateVolumeRequest, VolumeRecord>({
+        what: `create volume ${record.id}`,
+        locks: [volumeKey(record.id), ...(source?.locks ?? [])],
+        capacity: {
+          poolName: input.pool_name ?? source?.poolName,
+          sizeGb: size,
+          refusal: (room) =>
+            `a ${size} GiB volume does not fit in backend "${this.host.id}" pool "${room.pool}": ${room.text}; ask for at most ${Math.floor(room.gb)} GiB or free space first`,
+        },
+        begin: async (pool) => {
+          record.pool_name = ask.pool_name = pool!.pool_name;
+          await source?.recheck();
+          Object.assign(record, this.claim()); // the lease runs from the intent, not from before any wait for locks
+          // Intent first: a crash from here on leaves a record that start-up surfaces, never an unknown array volume.
+          const outcome = await this.deps.store.volumes.insert(record, request && { ...request, object_id: record.id });
+          if (outcome.inserted) return;
+          if (outcome.existingRequest) throw new Replay(outcome.existingRequest);
+          throw new StorageError('INTERNAL', `volume id ${record.id} already exists in the metadata store`);
+        },
+        act: async (driver, stillHeld) => {
+          const created = source ? await source.copy({ ...ask, size: source.size }) : await driver.createVolume(ask);
+          // Cinder makes the copy at the source's size and extends it afterwards.
+          if (source && size > source.size) {
+            stillHeld();
+            await driver.extendVolume({ ...ask, size: source.size, provider_location: created?.provider_location ?? null }, size);
+          }
+          return { ...ask, provider_location: created?.provider_location ?? null };
+        },
+        finish: (made) =>
+          this.recordVolumeOutcome(record.id, 'create', { status: 'available', status_reason: null, provider_location: made.provider_location ?? null, failed_operation: null }),
+        fail: async (failure) => {
+          await this.recordVolumeOutcome(record.id, 'create', { status: 'error', status_reason: `create failed: ${failure.message}`, failed_operation: 'create' });
+          return new StorageError(failure.code, `${failure.message}. The volume record ${record.id} is kept in status "error"; delete_volume removes it`);
+        },
+      });
+    } catch (error) {
+      if (error instanceof Replay) return (await this.replay(error.entry, request!)).record as VolumeRecord;
+      throw error;
+    }
+  }
+
+  async extendVolume(volumeId: string, newSize: number): Promise<VolumeRecord> {
+    let record!: VolumeRecord;
+    return this.mutate<void, VolumeRecord>({
+      what: `extend volume ${volumeId}`,
+      locks: [volumeKey(volumeId)],
+      prepare: async () => {
+        record = await this.requireVolume(volumeId);
+        if (newSize < record.size) {
+          throw new StorageError(
+            'INVALID_ARGUMENT',
+            `new_size ${newSize} GiB is smaller than volume ${volumeId}'s ${record.size} GiB; volumes cannot shrink, pass a new_size above ${record.size}`,
+          );
+        }
+        this.requireStatus('volume', record, ['available', 'in-use'], 'extended');
+        if (newSize === record.size) return { answer: record }; // already there: extending is idempotent
+        const growth = newSize - record.size;
+        return {
+          capacity: {
+            poolName: record.pool_name,
+            sizeGb: growth,
+            refusal: (room) => `growing volume ${volumeId} by ${growth} GiB (to ${newSize} GiB) does not fit in backend "${this.host.id}" pool "${record.pool_name}": ${room.text}`,
+          },
+        };
+      },
+      begin: async () => void (await this.transitionVolume(volumeId, { status: 'extending' }, ['available', 'in-use'])),
+      act: async (driver, stillHeld) => {
+        await driver.extendVolume(this.volumeRef(record), newSize);
+        stillHeld();
+        // A connected volume's export follows the new size (Cinder's extend_target).
+        if (record.status === 'in-use') await driver.exports?.extendExport?.({ ...this.volumeRef(record), size: newSize });
+        await this.host.afterExtend?.(record.id, newSize);
+      },
+      finish: () => this.recordVolumeOutcome(volumeId, 'extend', { status: record.status, size: newSize, status_reason: null, failed_operation: null }),
+      fail: async (failure) => {
+        // As Cinder's error_extending: the array's state is unknown, so the volume is not offered as usable.
+        await this.recordVolumeOutcome(volumeId, 'extend', { status: 'error', status_reason: `extend to ${newSize} GiB failed: ${failure.message}`, failed_operation: 'extend' });
+        return failure;
+      },
+    });
+  }
+
+  /**
+   * Deletes a volume; with `cascade`, its snapshots first (Cinder's cascade delete). Without it, a
+   * volume with snapshots is refused with IN_USE naming them.
+   */
+  async deleteVolume(volumeId: string, cascade = false): Promise<{ snapshotsDeleted: string[] }> {
+    const snapshotsDeleted: string[] = [];
+    if (cascade) {
+      // Every precondition first, the volume's and each snapshot's: a refusal means nothing was deleted.
+      const snapshots = await this.deps.store.snapshots.all({ volume_id: volumeId });
+      await this.requireVolumeDeletable(await this.requireVolume(volumeId), []);
+      for (const snapshot of snapshots) this.requireStatus('snapshot', snapshot, ['available', 'error'], 'deleted with its volume');
+      for (const snapshot of snapshots) {
+        await this.deleteSnapshot(snapshot.id);
+        snapshotsDeleted.push(snapshot.id);
+      }
+    }
+    let record!: VolumeRecord;
+    await this.mutate<void, void>({
+      what: `delete volume ${volumeId}`,
+      locks: [volumeKey(volumeId)],
+      begin: async () => {
+        record = await this.requireVolume(volumeId);
+        await this.requireVolumeDeletable(record, await this.deps.store.snapshots.all({ volume_id: volumeId }));
+        await this.transitionVolume(volumeId, { status: 'deleting' }, ['available', 'error']);
+      },
+      act: (driver) => driver.deleteVolume(this.volumeRef(record)),
+      finish: async () => {
+        // "Not on the array" is not "gone" for a create that may still finish there: re-check later.
+        if (record.failed_operation === 'create') await this.host.tombstones().bury(record);
+        else await this.deps.store.volumes.remove(volumeId);
+      },
+      fail: async (failure) => {
+        // A create that never confirmed stays unconfirmed through a failed delete.
+        const failedOperation = record.failed_operation === 'create' ? 'create' : 'delete';
+        await this.recordVolumeOutcome(volumeId, 'delete', { status: 'error', status_reason: `delete failed: ${failure.message}`, failed_operation: failedOperation });
+        return failure;
+      },
+    });
+    return { snapshotsDeleted };
+  }
+
+  /** Why the volume cannot be deleted now (snapshots left, connections, a status that is not available or error), as IN_USE or INVALID_ARGUMENT. */
+  private async requireVolumeDeletable(record: VolumeRecord, snapshots: readonly SnapshotRecord[]): Promise<void> {
+    if (snapshots.length > 0) {
+      throw new StorageError(
+        'IN_USE',
+        `volume ${record.id} has ${snapshots.length} snapshot(s): ${snapshots.map((s) => s.id).join(', ')}; delete them first (delete_snapshot), or call delete_volume with cascade: true to delete them with it`,
+      );
+    }
+    const connections = await this.deps.store.connections.all({ volume_id: record.id });
+    if (connections.length > 0) {
+      throw new StorageError(
+        'IN_USE',
+        `volume ${record.id} is connected (${connections.map((c) => `connection ${c.id} to ${String(c.connector.host ?? 'a host')}`).join(', ')}); disconnect it first (disconnect_volume)`,
+      );
+    }
+    this.requireStatus('volume', record, ['available', 'error'], 'deleted');
+  }
+
+  async createSnapshot(volumeId: string, input: CreateSnapshotInput, request?: RequestEntry): Promise<SnapshotRecord> {
+    const driver = await this.host.ready();
+    const operations = this.requireSnapshots(driver, true);
+    let volume = await this.requireVolume(volumeId);
+    const now = new Date().toISOString();
+    const record: SnapshotRecord = {
+      id: randomUUID(),
+      volume_id: volumeId,
+      backend: this.host.id,
+      name: input.name ?? '',
+      description: input.description ?? '',
+      volume_size: volume.size,
+      status: 'creating',
+      created_at: now,
+      updated_at: now,
+      status_reason: null,
+      provider_location: null,
+      ...this.claim(),
+    };
+    const copyOnWriteGb = driver.snapshotSizeGb?.(this.volumeRef(volume)) ?? 0;
+    try {
+      return await this.mutate<string | null, SnapshotRecord>({
+        what: `snapshot volume ${volumeId}`,
+        locks: [volumeKey(volumeId), snapshotKey(record.id)],
+        capacity: copyOnWriteGb > 0
+          ? {
+              poolName: volume.pool_name,
+              sizeGb: copyOnWriteGb,
+              refusal: (room) => `a snapshot of volume ${volumeId} needs ${copyOnWriteGb} GiB of copy-on-write space in pool "${room.pool}": ${room.text}`,
+            }
+          : undefined,
+        begin: async () => {
+          volume = await this.requireVolume(volumeId);
+          this.requireStatus('volume', volume, ['available', 'in-use'], 'snapshotted');
+          record.volume_size = volume.size;
+          Object.assign(record, this.claim()); // the lease runs from the intent, not from before any wait for locks
+          const outcome = await this.deps.store.snapshots.insert(record, request && { ...request, object_id: record.id });
+          if (outcome.inserted) return;
+          if (outcome.existingRequest) throw new Replay(outcome.existingRequest);
+          throw new StorageError('INTERNAL', `snapshot id ${record.id} already exists in the metadata store`);
+        },
+        // Every copy reports progress (section 7): a file snapshot is one; an array's answers at once.
+        act: async () =>
+          (await trackCopy(`snapshotting volume ${volumeId}`, (progress) => operations.createSnapshot(this.snapshotRef(record), this.volumeRef(volume), progress)))?.provider_location ?? null,
+        finish: (location) => this.recordSnapshotOutcome(record.id, 'create', { status: 'available', status_reason: null, provider_location: location, failed_operation: null }),
+        fail: async (failure) => {
+          await this.recordSnapshotOutcome(record.id, 'create', { status: 'error', status_reason: `create failed: ${failure.message}`, failed_operation: 'create' });
+          return new StorageError(failure.code, `${failure.message}. The snapshot record ${record.id} is kept in status "error"; delete_snapshot removes it`);
+        },
+      });
+    } catch (error) {
+      if (error instanceof Replay) return (await this.replay(error.entry, request!)).record as SnapshotRecord;
+      throw error;
+    }
+  }
+
+  async deleteSnapshot(snapshotId: string): Promise<void> {
+    const driver = await this.host.ready();
+    const operations = this.requireSnapshots(driver);
+    const first = await this.requireSnapshot(snapshotId);
+    let record!: SnapshotRecord;
+    await this.mutate<VolumeRef, void>({
+      what: `delete snapshot ${snapshotId}`,
+      locks: [volumeKey(first.volume_id), snapshotKey(snapshotId)],
+      begin: async () => {
+        record = await this.requireSnapshot(snapshotId);
+        this.requireStatus('snapshot', record, ['available', 'error'], 'deleted');
+        await this.transitionSnapshot(snapshotId, { status: 'deleting' }, ['available', 'error']);
+      },
+      act: async () => {
+        const volume = await this.deps.store.volumes.get(record.volume_id);
+        const volumeRef = volume ? this.volumeRef(volume) : { id: record.volume_id, size: record.volume_size, pool_name: '', provider_location: null };
+        await operations.deleteSnapshot(this.snapshotRef(record), volumeRef);
+        return volumeRef;
+      },
+      finish: async (volumeRef) => {
+        // As for volumes: a snapshot whose create never confirmed may still appear on the array.
+        if (record.failed_operation === 'create') await this.host.tombstones().burySnapshot(record, volumeRef);
+        else await this.deps.store.snapshots.remove(snapshotId);
+      },
+      fail: async (failure) => {
+        // A create that never confirmed stays unconfirmed through a failed delete.
+        const failedOperation = record.failed_operation === 'create' ? 'create' : 'delete';
+        await this.recordSnapshotOutcome(snapshotId, 'delete', { status: 'error', status_reason: `delete failed: ${failure.message}`, failed_operation: failedOperation });
+        return failure;
+      },
+    });
+  }
+
+  /** What a request_id already made, if it is still remembered: the same call again answers it. */
+  async replayIfRepeated(request: RequestEntry | undefined): Promise<RequestReplay | undefined> {
+    if (!request) return undefined;
+    const entry = await this.deps.store.findRequest(request.request_id);
+    return entry ? this.replay(entry, request) : undefined;
+  }
+
+  /** The one routine every mutation goes through (connections' too: src/connections.ts). */
+  async mutate<T, R>(mutation: Mutation<T, R>): Promise<R> {
+    const driver = await this.host.ready();
+    // This process's locks first, then (on a store several servers share) the cluster's.
+    const shared = this.deps.store.shared;
+    const holdEverywhere = <X>(task: (locks?: HeldLocks) => Promise<X>) =>
+      runHoldingAll(this.deps.locks, mutation.locks, () => (shared ? shared.holdKeys(mutation.locks, task) : task()));
+    return holdEverywhere(async (locks) => {
+      const prepared = await mutation.prepare?.();
+      if (prepared && 'answer' in prepared) return prepared.answer as R;
+      const need = prepared?.capacity ?? mutation.capacity;
+      const held = need ? await this.host.reserveCapacity(need.poolName, need.sizeGb, need.refusal) : undefined;
+      let acted = false;
+      try {
+        await mutation.begin(held?.pool);
+        let result: T;
+        // Locks lost with a dropped database session: stop before the next array call, and record
+        // the operation as failed (as a crash's recovery would) rather than its outcome.
+        const stillHeld = () => locks?.check();
+        try {
+          stillHeld();
+          result = await mutation.act(driver, stillHeld);
+          stillHeld();
+        } catch (error) {
+          throw await mutation.fail(this.asStorageError(error, mutation.what));
+        }
+        acted = true;
+        const outcome = await mutation.finish(result);
+        held?.reservation.commit();
+        return outcome;
+      } catch (error) {
+        // The array did the work even when the store could not say so: the space is taken.
+        if (acted && error instanceof UnrecordedOutcome) held?.reservation.commit();
+        else held?.reservation.release();
+        throw error instanceof UnrecordedOutcome ? error.failure : error;
+      } finally {
+        this.host.invalidateStats();
+      }
+    });
+  }
+
+  /** The source of a volume made from a snapshot or cloned from a volume: checks, locks and the copy. */
+  private async resolveSource(input: CreateVolumeInput, driver: VolumeDriver) {
+    if (input.snapshot_id !== undefined) {
+      const snapshotId = input.snapshot_id;
+      const operations = this.requireSnapshots(driver, true);
+      const snapshot = await this.requireSnapshot(snapshotId);
+      const recheck = async () => this.requireStatus('snapshot', await this.requireSnapshot(snapshotId), ['available'], 'used as a source', 'IN_USE');
+      await recheck();
+      const volume = await this.deps.store.volumes.get(snapshot.volume_id);
+      return {
+        size: snapshot.volume_size,
+        label: `snapshot ${snapshotId}`,
+        poolName: volume?.pool_name,
+        locks: [snapshotKey(snapshotId)],
+        recheck,
+        copy: (ask: CreateVolumeRequest) =>
+          trackCopy(`copying snapshot ${snapshotId} into volume ${ask.id}`, (progress) => operations.createVolumeFromSnapshot(ask, this.snapshotRef(snapshot), progress)),
+      };
+    }
+    if (input.source_volume_id !== undefined) {
+      const sourceId = input.source_volume_id;
+      if (!driver.clones) throw this.unsupported('clone volumes', 'take a snapshot (create_snapshot) and create a volume from it instead, where the driver has snapshots');
+      if (driver.clones.unavailable) throw new StorageError('UNSUPPORTED', `backend "${this.host.id}": ${driver.clones.unavailable}`);
+      const clones = driver.clones;
+      const source = await this.requireVolume(sourceId);
+      const recheck = async () => {
+        const current = await this.requireVolume(sourceId);
+        if (current.status === 'in-use' && clones.refusesConnectedSource) {
+          const connections = await this.deps.store.connections.all({ volume_id: sourceId });
+          throw new StorageError(
+            'IN_USE',
+            `volume ${sourceId} is connected (${connections.map((c) => `connection ${c.id}`).join(', ')}) and the ${this.host.volumeDriver} driver cannot clone a connected volume; disconnect it first (disconnect_volume), or snapshot it and create the volume from the snapshot`,
+          );
+        }
+        this.requireStatus('volume', current, ['available', 'in-use'], 'cloned', 'IN_USE');
+      };
+      await recheck();
+      return {
+        size: source.size,
+        label: `volume ${sourceId}`,
+        poolName: source.pool_name,
+        locks: [volumeKey(sourceId)],
+        recheck,
+        copy: (ask: CreateVolumeRequest) =>
+          trackCopy(`cloning volume ${sourceId} into volume ${ask.id}`, (progress) => clones.createClonedVolume(ask, this.volumeRef(source), progress)),
+      };
+    }
+    return undefined;
+  }
+
+  async replay(entry: RequestEntry, request: RequestEntry): Promise<RequestReplay> {
+    if (entry.tool !== request.tool || entry.fingerprint !== request.fingerprint) {
+      throw new StorageError(
+        'ALREADY_EXISTS',
+        `request_id "${request.request_id}" was already used ${entry.tool === request.tool ? 'with other arguments' : `by ${entry.tool}`} (it made ${entry.object_kind} ${entry.object_id}); use a new request_id for a new request, or repeat the first call exactly`,
+      );
+    }
+    if (entry.object_kind === 'connection') {
+      const record = await this.deps.store.connections.get(entry.object_id);
+      if (!record) throw new StorageError('NOT_FOUND', `request_id "${request.request_id}" made connection ${entry.object_id}, which has been disconnected since`);
+      return { kind: 'connection', record };
+    }
+    if (entry.object_kind === 'snapshot') {
+      const record = await this.deps.store.snapshots.get(entry.object_id);
+      if (!record) throw new StorageError('NOT_FOUND', `request_id "${request.request_id}" made snapshot ${entry.object_id}, which has been deleted since`);
+      return { kind: 'snapshot', record };
+    }
+    const record = await this.deps.store.volumes.get(entry.object_id);
+    if (!record) throw new StorageError('NOT_FOUND', `request_id "${request.request_id}" made volume ${entry.object_id}, which has been deleted since`);
+    return { kind: 'volume', record };
+  }
+
+  /** The driver's snapshots; `toCreate` also refuses where the host cannot make them now (deleting still works there). */
+  private requireSnapshots(driver: VolumeDriver, toCreate = false) {
+    if (!driver.snapshots) throw this.unsupported('take snapshots', 'clone the volume instead, where the driver can');
+    if (toCreate && driver.snapshots.unavailable) throw new StorageError('UNSUPPORTED', `backend "${this.host.id}": ${driver.snapshots.unavailable}`);
+    return driver.snapshots;
+  }
+
+  unsupported(what: string, instead: string): StorageError {
+    return new StorageError('UNSUPPORTED', `backend "${this.host.id}": the ${this.host.volumeDriver} driver cannot ${what}; ${instead}`);
+  }
+
+  async requireVolume(volumeId: string): Promise<VolumeRecord> {
+    const record = await this.deps.store.volumes.get(volumeId);
+    if (!record || record.backend !== this.host.id) {
+      throw new StorageError('NOT_FOUND', `volume ${volumeId} does not exist; list_volumes shows the volumes there are`);
+    }
+    return record;
+  }
+
+  private async requireSnapshot(snapshotId: string): Promise<SnapshotRecord> {
+    const record = await this.deps.store.snapshots.get(snapshotId);
+    if (!record || record.backend !== this.host.id) {
+      throw new StorageError('NOT_FOUND', `snapshot ${snapshotId} does not exist; list_snapshots shows the snapshots there are`);
+    }
+    return record;
+  }
+
+  /**
+   * Refuses an object in the wrong status: one under an operation is BACKEND_BUSY (IN_USE when it
+   * is the source of the caller's copy: the operation holds it), one in error INVALID_ARGUMENT.
+   */
+  requireStatus(kind: 'volume' | 'snapshot', record: VolumeRecord | SnapshotRecord, allowed: string[], action: string, busyCode: 'BACKEND_BUSY' | 'IN_USE' = 'BACKEND_BUSY'): void {
+    if (allowed.includes(record.status)) return;
+    const busy = TRANSITIONAL_STATUSES.includes(record.status as VolumeStatus);
+    throw new StorageError(
+      busy ? busyCode : 'INVALID_ARGUMENT',
+      `${kind} ${record.id} is "${record.status}"${record.status_reason ? ` (${record.status_reason})` : ''}; only ${allowed.map((s) => `"${s}"`).join(' or ')} ${kind}s can be ${action}` +
+        (busy ? `; wait and call get_${kind} again` : `; delete_${kind} removes a ${kind} in error`),
+    );
+  }
+
+  /** Marks a record as this server's, for as long as an operation on it is under way. */
+  claim(): { owner: string; lease_expires_at: string } {
+    return { owner: this.deps.serverId, lease_expires_at: new Date(Date.now() + this.deps.leaseMs).toISOString() };
+  }
+
+  /** Into an operation this server claims the record; out of it nobody does. */
+  private withClaim<P extends { status?: string }>(patch: P): P {
+    if (patch.status === undefined) return patch;
+    return { ...patch, ...(TRANSITIONAL_STATUSES.includes(patch.status as VolumeStatus) ? this.claim() : { owner: null, lease_expires_at: null }) };
+  }
+
+  private async transitionVolume(volumeId: string, patch: VolumePatch, expected?: VolumeStatus[]): Promise<VolumeRecord> {
+    const updated = await this.deps.store.volumes.update(volumeId, this.withClaim(patch), expected);
+    if (!updated) throw this.changedUnder('volume', volumeId);
+    return updated;
+  }
+
+  private async transitionSnapshot(snapshotId: string, patch: SnapshotPatch, expected?: SnapshotStatus[]): Promise<SnapshotRecord> {
+    const updated = await this.deps.store.snapshots.update(snapshotId, this.withClaim(patch), expected);
+    if (!updated) throw this.changedUnder('snapshot', snapshotId);
+    return updated;
+  }
+
+  private changedUnder(kind: string, id: string): StorageError {
+    return new StorageError('BACKEND_BUSY', `${kind} ${id} changed under this operation (another server is operating on it); call get_${kind} and retry`);
+  }
+
+  private recordVolumeOutcome(volumeId: string, operation: 'create' | 'extend' | 'delete', patch: VolumePatch): Promise<VolumeRecord> {
+    return this.recordOutcome('volume', volumeId, operation, patch, () => this.transitionVolume(volumeId, patch), (kept) => this.deps.store.volumes.defer(volumeId, kept));
+  }
+
+  private recordSnapshotOutcome(snapshotId: string, operation: 'create' | 'delete', patch: SnapshotPatch): Promise<SnapshotRecord> {
+    return this.recordOutcome('snapshot', snapshotId, operation, patch, () => this.transitionSnapshot(snapshotId, patch), (kept) => this.deps.store.snapshots.defer(snapshotId, kept));
+  }
+
+  /**
+   * Writes an operation's outcome, trying again briefly when the metadata store refuses. If it
+   * still cannot, the running server keeps the object as `error` in memory (written at the store's
+   * next successful write) so it can be seen and deleted, and the caller is told, with the id.
+   */
+  private async recordOutcome<R>(
+    kind: 'volume' | 'snapshot',
+    id: string,
+    operation: 'create' | 'extend' | 'delete',
+    patch: VolumePatch | SnapshotPatch,
+    write: () => Promise<R>,
+    keep: (patch: VolumePatch & SnapshotPatch) => void,
+  ): Promise<R> {
+    try {
+      return await this.retryingStoreWrites(write);
+    } catch (error) {
+      if (!isStoreTrouble(error)) throw error;
+      const happened = patch.status === 'error' ? `the ${operation} failed (${patch.status_reason})` : `the ${operation} finished on the array`;
+      const reason = `${happened}, but the metadata store could not record it (${error.message})`;
+      keep({
+        status: 'error',
+        status_reason: `${reason}; delete_${kind} removes it`,
+        failed_operation: operation === 'create' ? 'create' : (patch.failed_operation ?? operation),
+        owner: null,
+        lease_expires_at: null,
+      });
+      throw new UnrecordedOutcome(
+        new StorageError('BACKEND_UNAVAILABLE', `${kind} ${id}: ${reason}. It is kept in status "error" for now; once the store takes writes again, delete_${kind} removes it`),
+      );
+    }
+  }
+
+  private async retryingStoreWrites<T>(write: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await write();
+      } catch (error) {
+        if (!isStoreTrouble(error) || attempt >= OUTCOME_RETRY_MS.length) throw error;
+        await new Promise((resolve) => setTimeout(resolve, OUTCOME_RETRY_MS[attempt]));
+      }
+    }
+  }
+
+  volumeRef(record: VolumeRecord): VolumeRef {
+    return { id: record.id, size: record.size, pool_name: record.pool_name, provider_location: record.provider_location, provider_auth: record.provider_auth ?? null };
+  }
+
+  private snapshotRef(record: SnapshotRecord): SnapshotRef {
+    return { id: record.id, volume_id: record.volume_id, volume_size: record.volume_size, provider_location: record.provider_location };
+  }
+
+  asStorageError(error: unknown, operation: string): StorageError {
+    if (isStorageError(error)) return new StorageError(error.code, this.deps.secrets.redact(error.message), { cause: error });
+    this.deps.log.error(`backend "${this.host.id}": ${operation}: unexpected failure: ${describeError(error)}`);
+    return new StorageError('INTERNAL', `backend "${this.host.id}": ${operation} failed unexpectedly: ${this.deps.secrets.redact(describeError(error))}`, { cause: error });
+  }
+}
+
+function isStoreTrouble(error: unknown): error is StorageError {
+  return isStorageError(error) && error.code === 'BACKEND_UNAVAILABLE';
+}

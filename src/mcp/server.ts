@@ -1,0 +1,281 @@
+import { Server } from '@modelcontextprotocol/sdk/server/index.js';
+import { Protocol } from '@modelcontextprotocol/sdk/shared/protocol.js';
+import {
+  CallToolRequestParamsSchema,
+  CallToolRequestSchema,
+  ErrorCode,
+  ListResourceTemplatesRequestSchema,
+  ListResourcesRequestSchema,
+  ListToolsRequestSchema,
+  McpError,
+  ReadResourceRequestSchema,
+  type CallToolResult,
+} from '@modelcontextprotocol/sdk/types.js';
+import { z } from 'zod';
+import { StorageError, describeError, isStorageError } from '../base/errors.js';
+import type { Logger } from '../base/log.js';
+import { runWithProgress, type ProgressReporter } from '../core/progress.js';
+import type { BackendRegistry } from '../core/registry.js';
+import type { SecretRegistry } from '../base/secrets.js';
+import type { ToolDefinition } from '../../tools/define.js';
+import { SERVER_CAPABILITIES, SERVER_INFO, SERVER_INSTRUCTIONS } from './server-identity.js';
+import { offeredTools } from './startup-answers.js';
+import { loadToolListing } from './tool-listing.js';
+import { RESOURCE_TEMPLATES, ResourceCatalog, ResourceNotFound } from './resources.js';
+
+/**
+ * The MCP server. It uses the SDK's low-level Server rather than McpServer so that it owns the
+ * two answers McpServer would shape for it: argument errors ("INVALID_ARGUMENT: ...", naming the
+ * value and what is accepted) and call-time refusal of hidden mutating tools ("READ_ONLY: ...").
+ */
+export interface ServerOptions {
+  /** Resolves once the metadata store and backends are loaded; the server answers tools/list before that. */
+  registry: Promise<BackendRegistry>;
+  readOnly: boolean;
+  /** Why this session is read-only when it is not the server's own setting (a read-only HTTP token), for the READ_ONLY message. */
+  readOnlyReason?: string;
+  secrets: SecretRegistry;
+  log: Logger;
+  /** Who is calling, for the audit log (the HTTP token's name); default: the client's name from initialize. */
+  clientName?: () => string | undefined;
+}
+
+/** This server never asks the client for input (elicitation), so no JSON Schema validator is built. */
+const NO_ELICITATION_VALIDATOR = {
+  getValidator: () => () => ({ valid: false as const, data: undefined, errorMessage: 'cinderlib-mcp does not use elicitation' }),
+};
+
+export function createMcpServer(options: ServerOptions): Server {
+  const { readOnly, secrets, log } = options;
+  const listingReady = loadToolListing().then((tools) => offeredTools(tools, readOnly));
+  let definitions: Promise<Map<string, ToolDefinition>> | undefined;
+  const toolDefinitions = () =>
+    (definitions ??= import('../../tools/index.js').then(({ TOOLS }) => new Map(TOOLS.map((tool) => [tool.name, tool]))));
+
+  const server = new Server(SERVER_INFO, {
+    capabilities: SERVER_CAPABILITIES,
+    instructions: SERVER_INSTRUCTIONS,
+    jsonSchemaValidator: NO_ELICITATION_VALIDATOR,
+  });
+
+  server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: await listingReady }));
+  registerResources(server, options);
+
+  // Registered past Server.setRequestHandler: its tools/call wrapper refuses a non-object
+  // `arguments` with a multi-line -32603 zod dump before this handler can word it.
+  Protocol.prototype.setRequestHandler.call(server, LenientCallToolRequestSchema, async (request: LenientCallToolRequest, extra): Promise<CallToolResult> => {
+    const { name, arguments: rawArguments } = request.params;
+    if (typeof name !== 'string') {
+      throw new ProtocolError(ErrorCode.InvalidParams, 'tools/call needs params.name, the name of a tool as a string; tools/list lists them');
+    }
+    const progressToken = request.params._meta?.progressToken;
+    // Progress goes only to clients that asked for it, and is masked like every other way out.
+    const progress: ProgressReporter | undefined =
+      progressToken === undefined
+        ? undefined
+        : ({ progress, total, message }) =>
+            extra.sendNotification({ method: 'notifications/progress', params: { progressToken, progress, total, message: secrets.redact(message) } });
+    let audited: ToolDefinition | undefined;
+    const result = await (async (): Promise<CallToolResult> => {
+      try {
+        const tool = (await toolDefinitions()).get(name);
+        if (!tool) {
+          const available = (await listingReady).map((t) => t.name).join(', ');
+          throw new StorageError('NOT_FOUND', `there is no tool "${name}"; available tools: ${available}`);
+        }
+        if (!tool.annotations.readOnlyHint) audited = tool;
+        if (readOnly && !tool.annotations.readOnlyHint) {
+          throw new StorageError(
+            'READ_ONLY',
+            `${name} is disabled: ${options.readOnlyReason ?? 'this server runs read-only (global read_only: true or CINDERLIB_MCP_READ_ONLY=true); an administrator can turn writes on in the config'}`,
+          );
+        }
+        const registry = await options.registry;
+        const args = parseArguments(tool, rawArguments, registry, secrets) as Record<string, unknown>;
+        const data = secrets.maskOptions(await runWithProgress(progress, () => tool.handler(args, registry)));
+        return { content: [{ type: 'text', text: JSON.stringify(data) }], structuredContent: data as Record<string, unknown> };
+      } catch (error) {
+        return errorResult(error, name, secrets, log);
+      }
+    })();
+    // Every call of a mutating tool leaves an audit record, refused or not.
+    if (audited) {
+      const registry = await options.registry.catch(() => undefined);
+      await registry?.audit.record({
+        client: options.clientName?.() ?? server.getClientVersion()?.name ?? 'unknown client',
+        tool: audited.name,
+        arguments: rawArguments,
+        outcome: result.isError ? 'error' : 'ok',
+        ...(result.isError ? { error: String((result.content[0] as { text?: string } | undefined)?.text ?? '') } : {}),
+      });
+    }
+    return result;
+  });
+
+  return server;
+}
+
+/** One catalog per registry, made on first use (every session over HTTP shares its server's registry). */
+const catalogs = new WeakMap<BackendRegistry, ResourceCatalog>();
+function resourcesOf(registry: BackendRegistry): ResourceCatalog {
+  let catalog = catalogs.get(registry);
+  if (!catalog) catalogs.set(registry, (catalog = new ResourceCatalog(registry.serializationSource())));
+  return catalog;
+}
+
+/** MCP's "resource not found" (the spec's -32002). */
+const RESOURCE_NOT_FOUND = -32002;
+
+/**
+ * A JSON-RPC error as it goes on the wire. The SDK's McpError writes "MCP error <code>: " into its
+ * own message, and the client's McpError adds it again ("MCP error -32002: MCP error -32002: ..."):
+ * the SDK sends any thrown error's `code` and `message` as they are, so this one carries only ours.
+ */
+class ProtocolError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** resources/list, resources/templates/list and resources/read over the registry's catalog (src/resources.ts). */
+function registerResources(server: Server, options: ServerOptions): void {
+  const { secrets } = options;
+  // Store trouble and bad cursors are JSON-RPC errors here (resources have no isError result), worded as tool errors are.
+  const asMcpError = (error: unknown): ProtocolError => {
+    if (error instanceof ProtocolError) return error;
+    if (error instanceof McpError) return new ProtocolError(error.code, error.message.replace(/^MCP error -?\d+: /, ''));
+    if (error instanceof ResourceNotFound) return new ProtocolError(RESOURCE_NOT_FOUND, secrets.redact(error.message));
+    if (isStorageError(error)) return new ProtocolError(error.code === 'INVALID_ARGUMENT' ? ErrorCode.InvalidParams : ErrorCode.InternalError, secrets.redact(error.toClientText()));
+    options.log.error(`resources: ${describeError(error)}`);
+    return new ProtocolError(ErrorCode.InternalError, `INTERNAL: ${secrets.redact(describeError(error).split('\n')[0]!)}`);
+  };
+  server.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: RESOURCE_TEMPLATES }));
+  // Past Server.setRequestHandler, as tools/call: malformed params get a one-line -32602, not the SDK's -32603 zod dump.
+  const register = (schema: z.ZodObject, handler: (params: Record<string, unknown>) => Promise<Record<string, unknown>>) =>
+    Protocol.prototype.setRequestHandler.call(server, schema, async (request: Record<string, unknown>) => {
+      try {
+        return await handler(request.params as Record<string, unknown>);
+      } catch (error) {
+        throw asMcpError(error);
+      }
+    });
+  register(lenient(ListResourcesRequestSchema), async ({ cursor }) => {
+    if (cursor !== undefined && typeof cursor !== 'string') throw new ProtocolError(ErrorCode.InvalidParams, 'resources/list: cursor must be the nextCursor string of a previous answer');
+    return resourcesOf(await options.registry).list(cursor);
+  });
+  register(lenient(ReadResourceRequestSchema), async ({ uri }) => {
+    if (typeof uri !== 'string') throw new ProtocolError(ErrorCode.InvalidParams, 'resources/read needs params.uri, a cinderlib:// URI as a string; resources/list lists them');
+    const text = await resourcesOf(await options.registry).read(uri);
+    return { contents: [{ uri, mimeType: 'application/json', text }] };
+  });
+}
+
+/** A request schema whose params are taken as any object (missing or malformed: {}), for the handler to check. */
+function lenient(schema: typeof ListResourcesRequestSchema | typeof ReadResourceRequestSchema): z.ZodObject {
+  return schema.extend({ params: z.preprocess((params) => (params && typeof params === 'object' && !Array.isArray(params) ? params : {}), z.record(z.string(), z.unknown())) });
+}
+
+/** tools/call with `name` and `arguments` left for the handler to check. */
+const LenientCallToolRequestSchema = CallToolRequestSchema.extend({
+  // params itself may be missing or malformed too: the handler words that in one line.
+  params: z.preprocess(
+    (params) => (params && typeof params === 'object' && !Array.isArray(params) ? params : {}),
+    CallToolRequestParamsSchema.extend({ name: z.unknown().optional(), arguments: z.unknown().optional() }),
+  ),
+});
+type LenientCallToolRequest = z.infer<typeof LenientCallToolRequestSchema>;
+
+function parseArguments(tool: ToolDefinition, raw: unknown, registry: BackendRegistry, secrets: SecretRegistry): unknown {
+  if (raw === undefined) raw = {};
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    const accepted = Object.keys(tool.input.shape);
+    throw new StorageError(
+      'INVALID_ARGUMENT',
+      `${tool.name}: arguments must be an object of named arguments (${accepted.length ? accepted.join(', ') : 'none'}), got ${describeKind(raw)} ${secrets.redact(preview(raw))}`,
+    );
+  }
+  const result = tool.input.safeParse(raw);
+  if (result.success) return result.data;
+  const accepted = Object.keys(tool.input.shape);
+  const problems = result.error.issues.map((issue) => {
+    if (issue.code === 'unrecognized_keys') {
+      return `unknown argument${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}; ${tool.name} accepts ${accepted.length ? accepted.join(', ') : 'no arguments'}`;
+    }
+    const field = issue.path.join('.');
+    const given = valueAt(raw, issue.path);
+    let text = given === undefined && issue.code === 'invalid_type' ? `${field} is required` : issue.message;
+    if (given !== undefined) text += `, got ${secrets.redact(preview(given))}`;
+    if (issue.path[0] === 'backend') text += ` (known backends: ${registry.list().map((b) => b.id).join(', ')})`;
+    return text;
+  });
+  throw new StorageError('INVALID_ARGUMENT', `${tool.name}: ${problems.join('; ')}`);
+}
+
+function valueAt(raw: unknown, path: readonly PropertyKey[]): unknown {
+  let current: unknown = raw;
+  for (const key of path) {
+    if (!current || typeof current !== 'object') return undefined;
+    current = (current as Record<PropertyKey, unknown>)[key];
+  }
+  return current;
+}
+
+const PREVIEW_DEPTH = 2;
+const PREVIEW_ITEMS = 4;
+const PREVIEW_CHARS = 120;
+
+/**
+ * A client's value as JSON-like text for an error message, at most PREVIEW_CHARS long. It looks
+ * PREVIEW_DEPTH levels deep and at PREVIEW_ITEMS members per level only, so a value nested
+ * thousands of levels deep or megabytes wide costs nothing (JSON.stringify of it overflows the stack).
+ */
+function preview(value: unknown, depth = 0): string {
+  const text = previewPart(value, depth);
+  return text.length > PREVIEW_CHARS ? `${text.slice(0, PREVIEW_CHARS - 3)}...` : text;
+}
+
+function previewPart(value: unknown, depth: number): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > PREVIEW_CHARS ? `${value.slice(0, PREVIEW_CHARS)}...` : value);
+  if (typeof value === 'bigint') return `${value}`;
+  if (value === null || typeof value !== 'object') return String(value);
+  const isArray = Array.isArray(value);
+  if (depth >= PREVIEW_DEPTH) return isArray ? '[...]' : '{...}';
+  const parts: string[] = [];
+  let more = false;
+  if (isArray) {
+    for (const item of value.slice(0, PREVIEW_ITEMS)) parts.push(previewPart(item, depth + 1));
+    more = value.length > PREVIEW_ITEMS;
+  } else {
+    for (const key in value) {
+      if (parts.length === PREVIEW_ITEMS) {
+        more = true;
+        break;
+      }
+      parts.push(`${JSON.stringify(key)}:${previewPart((value as Record<string, unknown>)[key], depth + 1)}`);
+    }
+  }
+  if (more) parts.push('...');
+  return isArray ? `[${parts.join(',')}]` : `{${parts.join(',')}}`;
+}
+
+function describeKind(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+}
+
+function errorResult(error: unknown, toolName: string, secrets: SecretRegistry, log: Logger): CallToolResult {
+  let text: string;
+  if (isStorageError(error)) {
+    text = error.toClientText();
+    if (error.code === 'INTERNAL') log.error(`${toolName}: ${error.message}`);
+  } else {
+    // Unexpected: the details go to stderr (redacted), the client gets a short, stack-free line.
+    log.error(`${toolName} failed unexpectedly: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    text = `INTERNAL: ${toolName} failed unexpectedly (${describeError(error).split('\n')[0]}); the server logged details on stderr and keeps serving`;
+  }
+  return { content: [{ type: 'text', text: secrets.redact(text) }], isError: true };
+}
