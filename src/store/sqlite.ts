@@ -66,7 +66,8 @@ class SqliteRecords<R extends { id: string; status: string }, P extends object, 
 
   patchRow(id: string, patch: object, expected?: readonly string[]): R | undefined {
     const [sql, params] = this.patchStatement(id, patch, expected);
-    const row = this.store.statement(sql).get(...params) as Row | undefined;
+    // all(), not get(): it steps to the end, so an autocommit's failure is thrown, not lost in a reset.
+    const [row] = this.store.statement(sql).all(...params) as Row[];
     return row ? this.recordOf(row) : undefined;
   }
 
@@ -232,7 +233,9 @@ export class SqliteVolumeStore extends SqlStore implements VolumeStore {
     this.checkFile(what);
     try {
       for (const records of [this.volumes, this.snapshots, this.connections] as const) {
-        records.unwritten.flush((id, patch) => void records.patchRow(id, patch));
+        // In a transaction of its own: its COMMIT is a statement that throws on a full disk, where
+        // an UPDATE ... RETURNING read with get() would report success and roll back unseen.
+        records.unwritten.flush((id, patch) => void this.db.transaction(() => records.patchRow(id, patch))());
       }
       return task();
     } catch (error) {
