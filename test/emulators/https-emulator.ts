@@ -1,13 +1,25 @@
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { makeTestCertificates, type TestCertificates } from '../helpers/tls.js';
 
 /**
  * What every array emulator shares: a real HTTPS server on 127.0.0.1 with a test CA, basic
- * auth credentials, a log of requests, and a switch that makes error bodies echo the request
- * headers (to prove no credential escapes through an array's error text).
+ * auth credentials (or, after useSessions, a token-and-session login), a log of requests, and a
+ * switch that makes error bodies echo the request headers (to prove no credential escapes
+ * through an array's error text).
  */
+export interface SessionLogin {
+  /** The login path, e.g. /api/2.4/login. */
+  path: string;
+  /** The request header carrying the API token (e.g. api-token) and its value. */
+  apiTokenHeader: string;
+  apiToken: string;
+  /** The response header the session token comes back in, and every later request carries (e.g. x-auth-token). */
+  sessionHeader: string;
+}
+
 export abstract class HttpsEmulator {
   readonly certs: TestCertificates = makeTestCertificates();
   /** Every request seen, for assertions: "GET /api/v2/volumes?name=...". */
@@ -17,6 +29,11 @@ export abstract class HttpsEmulator {
   private server?: Server;
   private slowRules: Array<{ method: string; pathIncludes: string; ms: number; count: number }> = [];
   private failRules: Array<{ method: string; pathIncludes: string; status: number; times: number }> = [];
+  private sessionLogin?: SessionLogin;
+  /** Session tokens the emulator has issued and not yet ended. */
+  readonly sessions = new Set<string>();
+  /** Logins answered, for assertions. */
+  logins = 0;
 
   constructor(
     readonly username: string,
@@ -65,7 +82,22 @@ export abstract class HttpsEmulator {
     this.echoHeaders = on;
   }
 
+  /** From now on, requests are admitted by a session token that POST `login.path` with the API token answers, not by basic auth. */
+  useSessions(login: SessionLogin): this {
+    this.sessionLogin = login;
+    return this;
+  }
+
+  /** Every session ends, as when the array restarts or times them out: the next request is answered 401. */
+  endSessions(): void {
+    this.sessions.clear();
+  }
+
   protected authorized(req: IncomingMessage): boolean {
+    if (this.sessionLogin) {
+      const token = req.headers[this.sessionLogin.sessionHeader.toLowerCase()];
+      return typeof token === 'string' && this.sessions.has(token);
+    }
     return req.headers.authorization === `Basic ${Buffer.from(`${this.username}:${this.password}`).toString('base64')}`;
   }
 
@@ -84,6 +116,14 @@ export abstract class HttpsEmulator {
     if (failure) {
       failure.times--;
       return sendJson(res, failure.status, { error_msg: 'emulated failure' });
+    }
+    const login = this.sessionLogin;
+    if (login && req.method === 'POST' && url.pathname === login.path) {
+      if (req.headers[login.apiTokenHeader.toLowerCase()] !== login.apiToken) return sendJson(res, 401, { message: 'invalid API token' });
+      const token = randomBytes(12).toString('hex');
+      this.sessions.add(token);
+      this.logins++;
+      return sendJson(res, 200, { items: [{ username: this.username }] }, { [login.sessionHeader.toLowerCase()]: token });
     }
     this.handle(req, res, url, body);
   }

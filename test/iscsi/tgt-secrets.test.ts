@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import Database from 'better-sqlite3';
 import { stringify } from 'yaml';
 import { TgtTarget, type TgtSettings } from '../../drivers/kit/targets/index.js';
-import { isValidProviderAuth, parseProviderAuth } from '../../drivers/kit/targets/chap.js';
+import { isValidProviderAuth, parseProviderAuth } from '../../drivers/kit/iscsi/chap.js';
 import { StorageError } from '../../src/base/errors.js';
 import { LocalRunner } from '../../drivers/kit/exec/local.js';
 import type { CommandRunner } from '../../drivers/kit/exec/runner.js';

@@ -5,7 +5,7 @@ import { TgtTarget, type TargetHost, type TgtSettings } from './tgt.js';
 import type { VolumeRef, DriverContext } from '../types.js';
 
 export { TgtTarget, formatPortal, type TargetHost, type TgtSettings } from './tgt.js';
-export { isValidProviderAuth, parseProviderAuth, formatProviderAuth } from './chap.js';
+export { isValidProviderAuth, parseProviderAuth, formatProviderAuth } from '../iscsi/chap.js';
 export { TARGET_HELPERS, targetOptions, tgtSettings, thisHostAddress, type TargetHelper } from './options.js';
 
 /**

@@ -3,7 +3,8 @@ import { StorageError } from '../../../src/base/errors.js';
 import { KeyedMutex } from '../../../src/base/locks.js';
 import { CommandTransportError, type CommandResult } from '../exec/runner.js';
 import type { ConnectionInfo, Connector, DriverContext, ExportOperations, ExportUpdate, VolumeRef } from '../types.js';
-import { formatProviderAuth, generateChapCredentials, parseProviderAuth, type ChapCredentials } from './chap.js';
+import { iscsiConnection } from '../iscsi/connection.js';
+import { formatProviderAuth, generateChapCredentials, parseProviderAuth, type ChapCredentials } from '../iscsi/chap.js';
 import { checkBackingFlags, checkBackingPath, checkChapSymbols, checkInitiatorAddress, checkTargetName, checkVolumeId, checkWriteCache } from './tgt-fields.js';
 import { TgtError, tgtErrorText, tgtdRequests, type TgtReply, type TgtRequest } from './tgtd-protocol.js';
 import { TgtdChannel, type TargetHost } from './tgtd-relay.js';
@@ -110,20 +111,15 @@ export class TgtTarget implements ExportOperations {
   async initializeConnection(volume: VolumeRef, connector: Connector): Promise<ConnectionInfo> {
     const credentials = this.recordedCredentials(volume);
     if (!credentials) throw new StorageError('INTERNAL', `volume ${volume.id} has no CHAP credentials recorded for its export`);
-    const portal = formatPortal(this.settings.ipAddress, this.settings.port);
-    const data: Record<string, unknown> = {
-      target_discovered: false,
-      target_iqn: this.iqn(volume),
-      target_portal: portal,
-      target_lun: TGT_LUN,
-      volume_id: volume.id,
-      auth_method: 'CHAP',
-      auth_username: credentials.username,
-      auth_password: credentials.password,
+    const target = { iqn: this.iqn(volume), portal: formatPortal(this.settings.ipAddress, this.settings.port), lun: TGT_LUN };
+    return iscsiConnection({
+      target,
+      discovered: false,
+      ...(connector.multipath ? { paths: [target] } : {}),
+      volumeId: volume.id,
+      chap: credentials,
       encrypted: false,
-    };
-    if (connector.multipath) Object.assign(data, { target_portals: [portal], target_iqns: [data.target_iqn], target_luns: [TGT_LUN] });
-    return { driver_volume_type: 'iscsi', data };
+    });
   }
 
   /** tgt targets admit every initiator that knows the volume's CHAP credentials: nothing per host to take away (as Cinder). */

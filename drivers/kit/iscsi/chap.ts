@@ -1,6 +1,9 @@
 import { randomInt } from 'node:crypto';
 
 /**
+ * CHAP in one place: the secrets Cinder's targets and drivers generate, and the provider_auth
+ * form they are recorded in.
+ *
  * Cinder's generate_username / generate_password (volume_utils): symbols without the look-alikes
  * 0, 1, I, O and l, at least one from each group, shuffled. Usernames are 20 characters,
  * passwords 16.
@@ -19,6 +22,20 @@ export function generateChapSecret(length: number): string {
     [chosen[i], chosen[j]] = [chosen[j]!, chosen[i]!];
   }
   return chosen.join('');
+}
+
+/**
+ * `length` distinct symbols of `symbols`, shuffled: Cinder's generate_password when its
+ * symbolgroups is one string (each character a group of its own, each taken once), as the
+ * XtremIO driver calls it with ascii_uppercase + digits and length 12.
+ */
+export function distinctSymbolsSecret(symbols: string, length: number): string {
+  const chosen = [...symbols];
+  for (let i = chosen.length - 1; i > 0; i--) {
+    const j = randomInt(i + 1);
+    [chosen[i], chosen[j]] = [chosen[j]!, chosen[i]!];
+  }
+  return chosen.slice(0, length).join('');
 }
 
 export interface ChapCredentials {
