@@ -34,7 +34,7 @@ export async function renderConfigReference(): Promise<string> {
 function optionTable(options: z.ZodRawShape): string[] {
   const lines = ['| option | expects | default | meaning |', '| --- | --- | --- | --- |'];
   for (const [name, schema] of Object.entries(options)) {
-    const info = optionInfo.get(schema as z.ZodType);
+    const info = optionInfo.get(schema);
     const fallback = info?.required
       ? '**required**'
       : info?.defaultText !== undefined

@@ -60,7 +60,7 @@ export function parseArgs(argv: string[]): Command {
   const command: Command = { mode: 'serve' };
   let subcommandSeen = false;
   for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
+    const arg = argv[i];
     if (arg === '--help' || arg === '-h') return { mode: 'help' };
     if (arg === '--version' || arg === '-v') return { mode: 'version' };
     // The subcommand may follow the options (cinderlib-mcp --config X check), but comes once.

@@ -191,7 +191,7 @@ function parseGlobal(raw: unknown, source: string, warnings: string[], secrets?:
   if (typeof block !== 'object' || Array.isArray(block)) throw new ConfigError(`${source}: "global" must be a mapping of cinderlib.setup() options`);
   const result = globalSchema.safeParse(block);
   if (!result.success) {
-    const issue = result.error.issues[0]!;
+    const issue = result.error.issues[0];
     throw new ConfigError(`${source}: global option "${issue.path.join('.')}": ${issue.message}`);
   }
   for (const key of Object.keys(block)) {
@@ -262,7 +262,7 @@ export function parsePersistence(raw: z.infer<typeof persistenceSchema> | undefi
       `${source}: persistence_config.connection "${scheme}:..." is not supported; use sqlite:///ABS/PATH (one server) or a postgresql:// URL with user, password, host, port and database (several servers)`,
     );
   }
-  const rest = match[1]!;
+  const rest = match[1];
   if (rest === ':memory:') return { storage: 'memory' };
   const path = rest.startsWith('/') ? rest : `/${rest}`;
   return { storage: 'db', path: isAbsolute(path) ? path : resolve(path) };

@@ -6,7 +6,8 @@ import { ConfigError } from '../config/errors.js';
 import type { BackendSpec } from '../config/load.js';
 import { readCoreOptions, validateDriverOptions, type CoreOptions } from '../config/driver-options.js';
 import { StorageError, describeError } from '../base/errors.js';
-import { KeyedMutex, SingleFlight } from '../base/locks.js';
+import type { KeyedMutex} from '../base/locks.js';
+import { SingleFlight } from '../base/locks.js';
 import { waitWithProgress } from './progress.js';
 import { TombstoneKeeper } from './tombstones.js';
 import { VolumeLifecycle } from './lifecycle.js';
@@ -408,7 +409,7 @@ export class Backend {
 
   private choosePool(stats: BackendStats, poolName: string | undefined): PoolStats {
     const { pools } = stats;
-    if (poolName === undefined) return pools[0]!;
+    if (poolName === undefined) return pools[0];
     const pool = pools.find((candidate) => candidate.pool_name === poolName);
     if (!pool) {
       throw new StorageError(

@@ -375,7 +375,7 @@ export class ConnectionLifecycle {
   private async requireAttacher(driver: VolumeDriver): Promise<HostAttacher> {
     const reason = await this.attachRefusal(driver);
     if (reason) throw new StorageError('UNSUPPORTED', reason);
-    return this.deps.attachers[driver.localConnection ? 'local' : exportType(driver)]!;
+    return this.deps.attachers[driver.localConnection ? 'local' : exportType(driver)];
   }
 
   private async requireConnection(connectionId: string): Promise<ConnectionRecord> {

@@ -530,7 +530,7 @@ export class VolumeLifecycle {
    */
   requireStatus(kind: 'volume' | 'snapshot', record: VolumeRecord | SnapshotRecord, allowed: string[], action: string, busyCode: 'BACKEND_BUSY' | 'IN_USE' = 'BACKEND_BUSY'): void {
     if (allowed.includes(record.status)) return;
-    const busy = TRANSITIONAL_STATUSES.includes(record.status as VolumeStatus);
+    const busy = TRANSITIONAL_STATUSES.includes(record.status);
     throw new StorageError(
       busy ? busyCode : 'INVALID_ARGUMENT',
       `${kind} ${record.id} is "${record.status}"${record.status_reason ? ` (${record.status_reason})` : ''}; only ${allowed.map((s) => `"${s}"`).join(' or ')} ${kind}s can be ${action}` +

@@ -53,7 +53,7 @@ export class TombstoneKeeper {
   }
 
   private async leave(grave: Omit<Tombstone, 'checks_done' | 'next_check_at'>): Promise<boolean> {
-    const tombstone: Tombstone = { ...grave, checks_done: 0, next_check_at: new Date(Date.now() + RECHECK_AFTER_MS[0]!).toISOString() };
+    const tombstone: Tombstone = { ...grave, checks_done: 0, next_check_at: new Date(Date.now() + RECHECK_AFTER_MS[0]).toISOString() };
     const removed = await this.store.removeLeavingTombstone(grave.object_id, tombstone);
     if (removed) this.schedule(tombstone);
     return removed;
@@ -87,7 +87,7 @@ export class TombstoneKeeper {
       this.log.warn(`re-deleting ${tombstone.kind} ${tombstone.object_id} (a create that never confirmed) failed: ${describeError(error)}`);
     }
     const last = checksDone >= RECHECK_AFTER_MS.length;
-    const elapsedTarget = RECHECK_AFTER_MS[Math.min(checksDone, RECHECK_AFTER_MS.length - 1)]! - RECHECK_AFTER_MS[checksDone - 1]!;
+    const elapsedTarget = RECHECK_AFTER_MS[Math.min(checksDone, RECHECK_AFTER_MS.length - 1)] - RECHECK_AFTER_MS[checksDone - 1];
     const next = last ? null : { checks_done: checksDone, next_check_at: new Date(Date.now() + elapsedTarget).toISOString() };
     try {
       await this.store.rescheduleTombstone(tombstone.object_id, next);

@@ -60,7 +60,7 @@ export class ResourceCatalog {
     }
     const resources: ResourceEntry[] = [];
     for (; kindIndex < KINDS.length; kindIndex++, after = undefined) {
-      const kind = KINDS[kindIndex]!;
+      const kind = KINDS[kindIndex];
       const room = RESOURCE_PAGE_SIZE - resources.length;
       const page = await this.page(kind, after, room);
       resources.push(...page.entries);
@@ -80,7 +80,7 @@ export class ResourceCatalog {
     const kind = match[1] as Kind;
     let id: string;
     try {
-      id = decodeURIComponent(match[2]!);
+      id = decodeURIComponent(match[2]);
     } catch {
       throw new ResourceNotFound(`no resource ${uri}: its id is not valid percent-encoding`);
     }

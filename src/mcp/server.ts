@@ -93,7 +93,7 @@ export function createMcpServer(options: ServerOptions): Server {
         const registry = await options.registry;
         const args = parseArguments(tool, rawArguments, registry, secrets) as Record<string, unknown>;
         const data = secrets.maskOptions(await runWithProgress(progress, () => tool.handler(args, registry)));
-        return { content: [{ type: 'text', text: JSON.stringify(data) }], structuredContent: data as Record<string, unknown> };
+        return { content: [{ type: 'text', text: JSON.stringify(data) }], structuredContent: data };
       } catch (error) {
         return errorResult(error, name, secrets, log);
       }
@@ -150,7 +150,7 @@ function registerResources(server: Server, options: ServerOptions): void {
     if (error instanceof ResourceNotFound) return new ProtocolError(RESOURCE_NOT_FOUND, secrets.redact(error.message));
     if (isStorageError(error)) return new ProtocolError(error.code === 'INVALID_ARGUMENT' ? ErrorCode.InvalidParams : ErrorCode.InternalError, secrets.redact(error.toClientText()));
     options.log.error(`resources: ${describeError(error)}`);
-    return new ProtocolError(ErrorCode.InternalError, `INTERNAL: ${secrets.redact(describeError(error).split('\n')[0]!)}`);
+    return new ProtocolError(ErrorCode.InternalError, `INTERNAL: ${secrets.redact(describeError(error).split('\n')[0])}`);
   };
   server.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: RESOURCE_TEMPLATES }));
   // Past Server.setRequestHandler, as tools/call: malformed params get a one-line -32602, not the SDK's -32603 zod dump.

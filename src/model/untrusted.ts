@@ -57,7 +57,7 @@ export const connectorSchema = z
 function firstProblem(schema: z.ZodType, value: unknown, prefix: string): string | undefined {
   const result = schema.safeParse(value);
   if (result.success) return undefined;
-  const issue = result.error.issues[0]!;
+  const issue = result.error.issues[0];
   const field = [prefix, ...issue.path.map(String)].join('.');
   // The connector's messages already name their field.
   return issue.message.startsWith(field) ? issue.message : `${field}: ${issue.message}`;

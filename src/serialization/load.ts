@@ -141,7 +141,7 @@ function refuseField(where: string, what: string, problem: string | undefined): 
 function parse<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
-  const issue = result.error.issues[0]!;
+  const issue = result.error.issues[0];
   const at = issue.path.length ? `${where}.${issue.path.join('.')}` : where;
   throw new DumpError(at, issue.message);
 }

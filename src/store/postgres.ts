@@ -17,7 +17,7 @@ import { createLogger, type Logger } from '../base/log.js';
 import { SecretRegistry } from '../base/secrets.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
 import type { VolumeRecord } from '../model/volume.js';
-import { OutcomeBuffer } from './outcome-buffer.js';
+import type { OutcomeBuffer } from './outcome-buffer.js';
 import { LockSession } from './pg-lock-session.js';
 import { isRecoverable } from './recovery.js';
 import { POSTGRES, deleteSql, insertSql, rowValues, selectSql, upgradeSteps, type Row } from './sql.js';
@@ -170,7 +170,7 @@ class PostgresRecords<R extends { id: string; status: string }, P extends object
   }
 
   protected override adjust<T extends object>(patch: T): T {
-    return this.store.onDbClock(patch as { lease_expires_at?: string | null }) as T;
+    return this.store.onDbClock(patch) as T;
   }
 
   async insertRow(db: Queryable, record: R): Promise<boolean> {
@@ -331,7 +331,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
     return this.write('mark interrupted operations', () =>
       this.transaction(async (db) => {
         // Leases lapse on the database's clock, whatever this server's says.
-        claim = { ...claim, now: (await db.query<{ now: string }>(`SELECT ${DB_NOW} AS now`)).rows[0]!.now };
+        claim = { ...claim, now: (await db.query<{ now: string }>(`SELECT ${DB_NOW} AS now`)).rows[0].now };
         return {
           volumes: await this.volumes.recover(db, claim, reason),
           snapshots: await this.snapshots.recover(db, claim, reason),
@@ -415,7 +415,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
             throw new StorageError('BACKEND_BUSY', `the capacity of ${domain} is being decided by another server for longer than ${Math.round(this.lockTimeoutMs / 1000)} s; retry`);
           }
         });
-        const now = await this.storeCall(what, async () => (await client.query<{ now: string }>(`SELECT ${DB_NOW} AS now`)).rows[0]!.now);
+        const now = await this.storeCall(what, async () => (await client.query<{ now: string }>(`SELECT ${DB_NOW} AS now`)).rows[0].now);
         const heldByOthers = await this.storeCall(what, async () => {
           // Holds whose owner stopped renewing are gone: forget them here, lazily.
           await client.query('DELETE FROM capacity_holds WHERE domain = $1 AND lease_expires_at <= $2', [domain, now]);
@@ -423,7 +423,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
             'SELECT COALESCE(SUM(gb), 0)::float8 AS held FROM capacity_holds WHERE domain = $1 AND owner <> $2 AND lease_expires_at > $3',
             [domain, owner, now],
           );
-          return Number(rows[0]!.held);
+          return Number(rows[0].held);
         });
         gb = await decide(heldByOthers);
         if (gb > 0) {
@@ -496,7 +496,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
   /** Measures how far the database's clock is from this server's (half a round trip is the error). */
   private async measureClock(db: Queryable): Promise<void> {
     const sent = Date.now();
-    const now = (await db.query<{ now: string }>(`SELECT ${DB_NOW} AS now`)).rows[0]!.now;
+    const now = (await db.query<{ now: string }>(`SELECT ${DB_NOW} AS now`)).rows[0].now;
     const received = Date.now();
     const offset = Date.parse(now) - (sent + received) / 2;
     // An offset within the measurement's own error is noise: same-clock hosts keep their leases exact.
@@ -617,7 +617,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
       if (!next) return false;
       const [id, patch] = next;
       await write(id, patch);
-      const now = buffer.apply({ id } as { id: string });
+      const now = buffer.apply({ id });
       if (JSON.stringify(now) === JSON.stringify({ id, ...patch })) buffer.forget(id);
       return true;
     };

@@ -103,12 +103,12 @@ async function main(): Promise<void> {
   let stderr = '';
   const url = await new Promise<string>((found, fail) => {
     const timer = setTimeout(() => fail(new Error(`no URL in 30 s: ${stderr}`)), 30_000);
-    child.stderr!.on('data', (chunk: Buffer) => {
+    child.stderr.on('data', (chunk: Buffer) => {
       stderr += chunk.toString();
       const match = /serving MCP over HTTP at (http:\/\/\S+\/mcp)/.exec(stderr);
       if (match) {
         clearTimeout(timer);
-        found(match[1]!);
+        found(match[1]);
       }
     });
     child.once('exit', (code) => fail(new Error(`server exited ${code}: ${stderr}`)));

@@ -12,6 +12,7 @@ import { encodeCursor } from '../../src/model/cursor.js';
 import { XmsEmulator } from '../emulators/xtremio/server.js';
 import { SqliteVolumeStore } from '../../src/store/sqlite.js';
 import type { VolumeRecord } from '../../src/model/volume.js';
+import type { SnapshotRecord } from '../../src/model/snapshot.js';
 
 /**
  * `npm run bench`: cold start, cached round trip, list_volumes at 200 and 100,000 volumes, and
@@ -30,7 +31,7 @@ function report(label: string, value: string): void {
 
 function stats(samples: number[]): { median: number; p95: number } {
   const sorted = [...samples].sort((a, b) => a - b);
-  return { median: sorted[Math.floor(sorted.length / 2)]!, p95: sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.95))]! };
+  return { median: sorted[Math.floor(sorted.length / 2)], p95: sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.95))] };
 }
 
 const ms = (n: number) => `${n.toFixed(2)} ms`;
@@ -371,26 +372,26 @@ async function benchConnections(): Promise<void> {
     const [connects, disconnects, bareUpdates, bareDeletes, attaches, detaches, losetups, losetupDetaches] = [[], [], [], [], [], [], [], []] as number[][];
     for (let i = 0; i < 20; i++) {
       const [connectMs, connection] = await timed(() => call(client, 'connect_volume', { volume_id: volume.id, connector }));
-      connects!.push(connectMs);
-      disconnects!.push((await timed(() => call(client, 'disconnect_volume', { connection_id: connection.id })))[0]);
-      bareUpdates!.push((await timed(async () => run('tgt-admin', ['-c', bareConfig, '--update', bareIqn])))[0]);
-      bareDeletes!.push((await timed(async () => run('tgt-admin', ['--delete', bareIqn, '-f'])))[0]);
+      connects.push(connectMs);
+      disconnects.push((await timed(() => call(client, 'disconnect_volume', { connection_id: connection.id })))[0]);
+      bareUpdates.push((await timed(async () => run('tgt-admin', ['-c', bareConfig, '--update', bareIqn])))[0]);
+      bareDeletes.push((await timed(async () => run('tgt-admin', ['--delete', bareIqn, '-f'])))[0]);
       const [attachMs, attached] = await timed(() => call(client, 'attach_volume', { volume_id: volume.id }));
-      attaches!.push(attachMs);
-      detaches!.push((await timed(() => call(client, 'detach_volume', { connection_id: attached.id })))[0]);
+      attaches.push(attachMs);
+      detaches.push((await timed(() => call(client, 'detach_volume', { connection_id: attached.id })))[0]);
       const [loopMs, loop] = await timed(async () => run('losetup', ['--find', '--show', bareImage]).trim());
-      losetups!.push(loopMs);
-      losetupDetaches!.push((await timed(async () => run('losetup', ['-d', loop])))[0]);
+      losetups.push(loopMs);
+      losetupDetaches.push((await timed(async () => run('losetup', ['-d', loop])))[0]);
     }
     const median = (samples: number[]) => stats(samples).median;
-    report('connect_volume through tgt, file driver (median of 20)', ms(median(connects!)));
-    report('  bare tgt-admin -c FILE --update IQN of the same target', ms(median(bareUpdates!)));
-    report('  ratio connect_volume / bare tgt-admin --update', `${(median(connects!) / median(bareUpdates!)).toFixed(2)}x`);
-    report('disconnect_volume through tgt (median of 20)', ms(median(disconnects!)));
-    report('  bare tgt-admin --delete IQN -f', ms(median(bareDeletes!)));
-    report('  ratio disconnect_volume / bare tgt-admin --delete', `${(median(disconnects!) / median(bareDeletes!)).toFixed(2)}x`);
-    report('attach_volume / detach_volume, loop device (median of 20)', `${ms(median(attaches!))} / ${ms(median(detaches!))}`);
-    report('  bare losetup --find --show / losetup -d', `${ms(median(losetups!))} / ${ms(median(losetupDetaches!))}`);
+    report('connect_volume through tgt, file driver (median of 20)', ms(median(connects)));
+    report('  bare tgt-admin -c FILE --update IQN of the same target', ms(median(bareUpdates)));
+    report('  ratio connect_volume / bare tgt-admin --update', `${(median(connects) / median(bareUpdates)).toFixed(2)}x`);
+    report('disconnect_volume through tgt (median of 20)', ms(median(disconnects)));
+    report('  bare tgt-admin --delete IQN -f', ms(median(bareDeletes)));
+    report('  ratio disconnect_volume / bare tgt-admin --delete', `${(median(disconnects) / median(bareDeletes)).toFixed(2)}x`);
+    report('attach_volume / detach_volume, loop device (median of 20)', `${ms(median(attaches))} / ${ms(median(detaches))}`);
+    report('  bare losetup --find --show / losetup -d', `${ms(median(losetups))} / ${ms(median(losetupDetaches))}`);
   } finally {
     await client.close();
     tgtd.stop();
@@ -436,11 +437,11 @@ async function benchStore(): Promise<void> {
     const now = new Date().toISOString();
     const volumeId = randomUUID();
     for (let start = 0; start < count; start += 10_000) {
-      const snapshots = [];
+      const snapshots: SnapshotRecord[] = [];
       for (let i = start; i < Math.min(count, start + 10_000); i++) {
         snapshots.push({
           id: randomUUID(), volume_id: volumeId, backend: 'bench', name: `snap-${i}`, description: '', volume_size: 1,
-          status: (i % Math.max(1, Math.floor(count / 100)) === 0 ? 'error' : 'available') as 'error' | 'available',
+          status: (i % Math.max(1, Math.floor(count / 100)) === 0 ? 'error' : 'available'),
           created_at: now, updated_at: now, status_reason: null, provider_location: null,
         });
       }
@@ -557,7 +558,7 @@ async function benchShared(): Promise<void> {
     const createMany = async (client: Client, count: number) => {
       for (let i = 0; i < count; i++) await call(client, 'create_volume', { backend: 'xtremio', size: 1 });
     };
-    const [oneMs] = await timed(() => createMany(clients[0]!, 200));
+    const [oneMs] = await timed(() => createMany(clients[0], 200));
     const [twoMs] = await timed(() => Promise.all(clients.map((client) => createMany(client, 200))));
     report('creates per second, one server (XMS emulator, PostgreSQL)', `${(200 / (oneMs / 1000)).toFixed(0)}/s`);
     report('creates per second, two servers at once (same pool)', `${(400 / (twoMs / 1000)).toFixed(0)}/s`);

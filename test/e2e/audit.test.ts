@@ -70,10 +70,10 @@ describe('the audit log', () => {
       expect(record).toMatchObject({ server: 'audit-server', client: 'cinderlib-mcp-tests', time: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
       expect(Object.keys(record).sort()).toEqual(['arguments', 'client', 'outcome', 'server', 'time', 'tool', ...(record.outcome === 'error' ? ['error'] : [])].sort());
     }
-    expect(records[0]!.arguments).toEqual({ backend: 'files', size: 1, name: 'named after ***' });
-    expect(records[1]!.error).toMatch(/^INVALID_ARGUMENT: create_volume: size/);
-    expect(records[3]!.arguments.connector.chap_password).toBe('***');
-    expect(records[5]!.error).toMatch(/^READ_ONLY: /);
+    expect(records[0].arguments).toEqual({ backend: 'files', size: 1, name: 'named after ***' });
+    expect(records[1].error).toMatch(/^INVALID_ARGUMENT: create_volume: size/);
+    expect(records[3].arguments.connector.chap_password).toBe('***');
+    expect(records[5].error).toMatch(/^READ_ONLY: /);
 
     // The file holds the same records, one JSON line each, readable by its owner alone.
     const file = join(root, 'audit.jsonl');
@@ -84,7 +84,7 @@ describe('the audit log', () => {
     for (const secret of [SECRET, 'ConnectorSecret-77']) expect(everything).not.toContain(secret);
 
     // --since keeps the records from that time on.
-    expect(auditCli('--since', records[4]!.time).map((r) => r.tool)).toEqual(records.slice(4).map((r) => r.tool));
+    expect(auditCli('--since', records[4].time).map((r) => r.tool)).toEqual(records.slice(4).map((r) => r.tool));
     const bad = spawnSync(process.execPath, [BIN, 'audit', '--since', 'yesterday-ish', '--config', join(root, 'config.yaml')], { encoding: 'utf8', cwd: REPO_ROOT });
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/--since needs a date and time/);

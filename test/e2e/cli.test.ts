@@ -252,10 +252,10 @@ describe('a reader that goes away (contract section 11)', () => {
     const child = spawn(process.execPath, [BIN, 'dump', '--config', config], { env: { ...process.env, XDG_DATA_HOME: join(root, 'xdg') }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     let first = '';
-    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.stdout!.once('data', (chunk: Buffer) => {
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.stdout.once('data', (chunk: Buffer) => {
       first = chunk.toString();
-      child.stdout!.destroy(); // as `| head -c 300` does
+      child.stdout.destroy(); // as `| head -c 300` does
     });
     const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
     const code = await new Promise<number | null>((resolve) => child.once('exit', (status) => resolve(status)));
@@ -269,10 +269,10 @@ describe('a reader that goes away (contract section 11)', () => {
     const child = spawn(process.execPath, [BIN], { env: { ...process.env, XDG_DATA_HOME: join(root, 'xdg-no-stderr'), CINDERLIB_MCP_LOG_LEVEL: 'debug' }, stdio: ['pipe', 'pipe', 'pipe'] });
     const exited = new Promise<number | null>((resolve) => child.once('exit', (status) => resolve(status)));
     const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.stderr!.destroy(); // every log line from here on hits a closed pipe
+    child.stderr.destroy(); // every log line from here on hits a closed pipe
     let out = '';
-    child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    const send = (message: object) => child.stdin!.write(JSON.stringify(message) + '\n');
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    const send = (message: object) => child.stdin.write(JSON.stringify(message) + '\n');
     const answered = async (id: number) => {
       for (let i = 0; i < 200 && !out.split('\n').some((line) => line.includes(`"id":${id}`)); i++) await new Promise((resolve) => setTimeout(resolve, 50));
       return out.split('\n').some((line) => line.includes(`"id":${id}`));
@@ -284,7 +284,7 @@ describe('a reader that goes away (contract section 11)', () => {
       expect(await answered(id), out).toBe(true);
     }
     expect(child.exitCode).toBeNull();
-    child.stdout!.destroy(); // the client leaves
+    child.stdout.destroy(); // the client leaves
     send({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'list_volumes', arguments: {} } });
     expect(await exited).toBe(0);
     clearTimeout(timer);

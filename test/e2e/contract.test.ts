@@ -56,7 +56,7 @@ describe('the MCP contract over a real stdio pipe', () => {
 
   it('answers structuredContent and the same data as JSON text', async () => {
     const result = await server.client.callTool({ name: 'list_backends', arguments: {} });
-    const text = (result.content as Array<{ type: string; text: string }>)[0]!;
+    const text = (result.content as Array<{ type: string; text: string }>)[0];
     expect(text.type).toBe('text');
     expect(JSON.parse(text.text)).toEqual(result.structuredContent);
     const backends = (result.structuredContent as { backends: Array<Record<string, unknown>> }).backends;
@@ -159,7 +159,7 @@ describe('the MCP contract over a real stdio pipe', () => {
     rmSync(join(root, 'alpha'), { recursive: true, force: true }); // the "array" goes away under the server
     const failed = await server.call('create_volume', { backend: 'alpha', size: 1, name: 'doomed' });
     expect(failed.text).toMatch(/^BACKEND_UNAVAILABLE: .*The volume record [0-9a-f-]{36} is kept in status "error"; delete_volume removes it/);
-    const id = /record ([0-9a-f-]{36})/.exec(failed.text)![1]!;
+    const id = /record ([0-9a-f-]{36})/.exec(failed.text)![1];
     const record = await server.call('get_volume', { volume_id: id });
     expect(record.data).toMatchObject({ status: 'error', name: 'doomed' });
     expect(record.data.status_reason).toMatch(/^create failed: /);
@@ -217,7 +217,7 @@ describe('the MCP contract over a real stdio pipe', () => {
     expect(copied.isError).toBeFalsy();
     expect(progress[0]?.message).toBe(`copying snapshot ${snapshot.data.id} into volume ${copied.structuredContent!.id}`);
     expect(progress.at(-1)).toMatchObject({ progress: 1024 ** 3, total: 1024 ** 3, message: expect.stringMatching(/: done$/) });
-    for (let i = 1; i < progress.length; i++) expect(progress[i]!.progress).toBeGreaterThanOrEqual(progress[i - 1]!.progress);
+    for (let i = 1; i < progress.length; i++) expect(progress[i].progress).toBeGreaterThanOrEqual(progress[i - 1].progress);
     expect((await server.call('delete_volume', { volume_id: copied.structuredContent!.id })).isError).toBe(false);
 
     // A file snapshot is a copy too, and says so (start, bytes, end).

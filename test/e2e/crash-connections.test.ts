@@ -38,7 +38,7 @@ afterAll(async () => {
 const data = (answer: RawAnswer) => {
   const text = toolText(answer);
   if (answer.result?.isError) throw new Error(text);
-  return answer.result!.structuredContent as any;
+  return answer.result!.structuredContent;
 };
 const mappings = () => [...k2.objects.get('mappings')!.values()];
 const hosts = () => [...k2.objects.get('hosts')!.values()];

@@ -415,7 +415,7 @@ describe('kill -9 during snapshots, clones and volumes from snapshots', () => {
         const snapshots = await check(server, files, tombstones, run);
 
         // The first round makes (and lets finish) a snapshot, so later rounds have one to copy from.
-        let kind: Kind = run === 1 ? 'snapshot' : (['snapshot', 'clone', 'fromSnapshot'] as const)[int(0, 2)]!;
+        let kind: Kind = run === 1 ? 'snapshot' : (['snapshot', 'clone', 'fromSnapshot'] as const)[int(0, 2)];
         if (kind === 'fromSnapshot' && snapshots.length === 0) kind = 'snapshot';
         // Late rounds let the copy finish before the kill: the first of each kind, and about one in five.
         const late = figures.fired[kind] === 0 || random() < 0.2;
@@ -426,7 +426,7 @@ describe('kill -9 during snapshots, clones and volumes from snapshots', () => {
             ? ['create_snapshot', { volume_id: sourceId, name, request_id }]
             : kind === 'clone'
               ? ['create_volume', { source_volume_id: sourceId, name, request_id }]
-              : ['create_volume', { snapshot_id: snapshots[int(0, snapshots.length - 1)]!.id, name, request_id }];
+              : ['create_volume', { snapshot_id: snapshots[int(0, snapshots.length - 1)].id, name, request_id }];
         const fired: Fired = { run, kind, name, tool, args, callId: server.callTool(tool, args), late, killAfterMs: int(20, 600) };
         figures.fired[kind]++;
         if (late) {

@@ -57,7 +57,7 @@ function runToExit(args: string[]): Promise<{ code: number | null; stderr: strin
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
-    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
     child.once('exit', (code) => {
       clearTimeout(timer);
@@ -344,16 +344,16 @@ describe('serve --http when its log reader goes away (contract section 11)', () 
       let stderr = '';
       const url = await new Promise<string>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`server did not start in 30 s; stderr:\n${stderr}`)), 30_000);
-        child.stderr!.on('data', (chunk: Buffer) => {
+        child.stderr.on('data', (chunk: Buffer) => {
           stderr += chunk.toString();
           const match = /serving MCP over HTTP at (http:\/\/\S+\/mcp)/.exec(stderr);
           if (match) {
             clearTimeout(timer);
-            resolve(match[1]!);
+            resolve(match[1]);
           }
         });
       });
-      child.stderr!.destroy();
+      child.stderr.destroy();
       for (let round = 0; round < 3; round++) {
         const { client } = await connect(url, undefined, `after-reader-left-${round}`);
         expect((await client.listTools()).tools.length).toBeGreaterThan(0);
@@ -385,7 +385,7 @@ describe('serve --http under load (contract section 16)', () => {
     const greedy = [];
     for (let i = 0; i < 3; i++) greedy.push(await connect(server.url, ADMIN_TOKEN, `greedy-${i}`));
     const neighbour = await connect(server.url, READER_TOKEN, 'neighbour-0');
-    const oldest = greedy[0]!.transport.sessionId!;
+    const oldest = greedy[0].transport.sessionId!;
     // A fourth session of the same token: the oldest idle one ends to make room.
     greedy.push(await connect(server.url, ADMIN_TOKEN, 'greedy-3'));
     const stale = await toolsList(server.url, oldest, ADMIN_TOKEN);
@@ -399,7 +399,7 @@ describe('serve --http under load (contract section 16)', () => {
     expect((await neighbour.client.listTools()).tools.length).toBeGreaterThan(0);
     for (const { client } of greedy.slice(1)) expect((await client.listTools()).tools.length).toBeGreaterThan(0);
     for (const { client } of [...greedy.slice(1), neighbour, ...more]) await client.close();
-    await greedy[0]!.client.close().catch(() => undefined);
+    await greedy[0].client.close().catch(() => undefined);
     expect(await server.stop()).toBe(0);
   });
 

@@ -84,7 +84,7 @@ describe('MCP resources', () => {
     const read = async (uri: string) => {
       const { contents } = await server.client.readResource({ uri });
       expect(contents).toHaveLength(1);
-      expect(contents[0]!.mimeType).toBe('application/json');
+      expect(contents[0].mimeType).toBe('application/json');
       return JSON.parse(String((contents[0] as { text?: string }).text));
     };
     const connectedEntry = dumped[0].volumes[0];

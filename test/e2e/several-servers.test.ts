@@ -24,7 +24,7 @@ const POOL_GB = 20;
 
 const data = (answer: RawAnswer) => {
   if (answer.result?.isError) throw new Error(toolText(answer));
-  return answer.result!.structuredContent as any;
+  return answer.result!.structuredContent;
 };
 
 if (missing && !inCi) {
@@ -106,7 +106,7 @@ if (missing && !inCi) {
     });
 
     it('runs one operation per volume across servers', async () => {
-      const [a, b] = [servers[0]!, servers[1]!];
+      const [a, b] = [servers[0], servers[1]];
       const volume = data(await a.call('create_volume', { backend: 'xtremio', size: 1 }));
       xms.slowDown({ method: 'PUT', pathIncludes: '/volumes', ms: 1_500 });
       const extend = a.call('extend_volume', { volume_id: volume.id, new_size: 2 }, 30_000);
@@ -123,7 +123,7 @@ if (missing && !inCi) {
     });
 
     it('recovers a killed server\'s operation when its lease lapses, and leaves a live server\'s alone', async () => {
-      const [a, b] = [servers[0]!, servers[1]!];
+      const [a, b] = [servers[0], servers[1]];
       xms.slowDown({ method: 'POST', pathIncludes: '/volumes', ms: 4_000 });
       const seen = xms.requests.length;
       a.callTool('create_volume', { backend: 'xtremio', size: 1, name: 'orphaned' });
@@ -176,7 +176,7 @@ if (missing && !inCi) {
       through.port = String(link.port);
       const token = 'healthz-token-5f2a9c';
       const configPath = configFor('server-http', through.toString(), { global: { http_tokens: [{ name: 'ops', token }] } });
-      const server = await startHttpServerProcess(configPath, { ...process.env, XDG_DATA_HOME: join(root, 'server-http'), CINDERLIB_MCP_LOG_LEVEL: 'info' } as Record<string, string>);
+      const server = await startHttpServerProcess(configPath, { ...process.env, XDG_DATA_HOME: join(root, 'server-http'), CINDERLIB_MCP_LOG_LEVEL: 'info' });
       try {
         const health = async (bearer?: string) => {
           const response = await fetch(`${server.base}/healthz`, bearer ? { headers: { Authorization: `Bearer ${bearer}` } } : {});
@@ -336,7 +336,7 @@ if (missing && !inCi) {
     });
 
     it('shares the audit log between servers', async () => {
-      const b = servers[1]!;
+      const b = servers[1];
       data(await b.call('create_volume', { backend: 'xtremio', size: 1, name: 'audited' }));
       const audit = spawnSync(process.execPath, [BIN, 'audit', '--config', configFor('server-b')], { encoding: 'utf8', cwd: REPO_ROOT });
       expect(audit.status, audit.stderr).toBe(0);

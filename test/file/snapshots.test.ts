@@ -89,7 +89,7 @@ function expectSparse(path: string): void {
 
 async function pool(driver: VolumeDriver, recount = false) {
   const stats = await driver.getStats({ recount });
-  const first = stats.pools[0]!;
+  const first = stats.pools[0];
   return { provisioned: first.provisioned_capacity_gb, volumes: first.total_volumes };
 }
 
@@ -137,7 +137,7 @@ describe('file driver: snapshots, clones and volumes from snapshots', () => {
     // Progress: bytes, never going back, ending at the total.
     expect(progress.length).toBeGreaterThan(0);
     for (const [, total] of progress) expect(total).toBe(GIB);
-    for (let i = 1; i < progress.length; i++) expect(progress[i]![0]).toBeGreaterThanOrEqual(progress[i - 1]![0]);
+    for (let i = 1; i < progress.length; i++) expect(progress[i][0]).toBeGreaterThanOrEqual(progress[i - 1][0]);
     expect(progress.at(-1)).toEqual([GIB, GIB]);
 
     // The new volume is independent of the snapshot too.
@@ -161,7 +161,7 @@ describe('file driver: snapshots, clones and volumes from snapshots', () => {
     await expectBytes(clonePath, 7);
     await expectBytes(sourcePath, 50);
     expectSparse(clonePath);
-    for (let i = 1; i < progress.length; i++) expect(progress[i]![0]).toBeGreaterThanOrEqual(progress[i - 1]![0]);
+    for (let i = 1; i < progress.length; i++) expect(progress[i][0]).toBeGreaterThanOrEqual(progress[i - 1][0]);
     expect(progress.at(-1)).toEqual([GIB, GIB]);
   });
 

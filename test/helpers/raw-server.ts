@@ -121,7 +121,7 @@ export class RawMcpServer {
   /** The first answer with this id; rejects after `timeoutMs` or when the server exits without one. */
   async answer(id: string | number | null, timeoutMs = 30_000): Promise<RawAnswer> {
     await this.until(() => this.answers.has(id), timeoutMs, `no answer for id ${JSON.stringify(id)}`);
-    return this.answers.get(id)![0]!;
+    return this.answers.get(id)![0];
   }
 
   /** Calls a tool and waits for its answer. */

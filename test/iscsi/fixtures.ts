@@ -89,7 +89,7 @@ export function readOverIscsi(url: string, offset: number, length: number): Buff
   const bytes: number[] = [];
   for (const line of result.stdout.split('\n')) {
     const match = /^[0-9a-f]{8}:\s+((?:[0-9a-f]{2} ){1,16})/.exec(line);
-    if (match) bytes.push(...match[1]!.trim().split(/\s+/).map((hex) => parseInt(hex, 16)));
+    if (match) bytes.push(...match[1].trim().split(/\s+/).map((hex) => parseInt(hex, 16)));
   }
   return Buffer.from(bytes);
 }

@@ -76,7 +76,7 @@ if (missing && !inCi) {
     const secretOf = (connectionId: string) => {
       const result = spawnSync(process.execPath, [BIN, 'connection-secret', connectionId, '--config', configPath], { encoding: 'utf8', cwd: REPO_ROOT });
       const lines = Object.fromEntries(result.stdout.trim().split('\n').filter(Boolean).map((line) => line.split(': ') as [string, string]));
-      return { username: lines.auth_username as string, password: lines.auth_password as string };
+      return { username: lines.auth_username, password: lines.auth_password };
     };
     const targetIqn = (volumeId: string) => `iqn.2010-10.org.openstack:volume-${volumeId}`;
 

@@ -128,7 +128,7 @@ if (missing && !inCi) {
       expect(secret.username).toBe(connection.connection_info.data.auth_username);
       expect(secret.password).toMatch(CHAP_SYMBOLS);
       expect(secret.password).toHaveLength(16);
-      const credentials = { username: secret.username!, password: secret.password! };
+      const credentials = { username: secret.username, password: secret.password };
 
       const url = iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, credentials);
       expect(readCapacity(url)).toEqual({ bytes: GIB });
@@ -151,7 +151,7 @@ if (missing && !inCi) {
       const volume = (await server.call('create_volume', { backend: 'files', size: 1 })).data;
       const connection = (await server.call('connect_volume', { volume_id: volume.id, connector: { host: 'host-a', initiator: INITIATOR_A } })).data;
       const { username, password } = secretOf(connection.id);
-      const url = iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: username!, password: password! });
+      const url = iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: username, password: password });
 
       const known = Buffer.from(Array.from({ length: 512 }, (_, i) => (i * 7 + 3) % 256));
       const image = await open(imageOf(volume.id), 'r+');
@@ -171,7 +171,7 @@ if (missing && !inCi) {
       const volume = (await server.call('create_volume', { backend: 'files', size: 1 })).data;
       const connection = (await server.call('connect_volume', { volume_id: volume.id, connector: { host: 'host-a', initiator: INITIATOR_A } })).data;
       const { username, password } = secretOf(connection.id);
-      const url = iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: username!, password: password! });
+      const url = iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: username, password: password });
       const extended = await server.call('extend_volume', { volume_id: volume.id, new_size: 3 });
       expect(extended.isError, extended.text).toBe(false);
       expect(extended.data).toMatchObject({ size: 3, status: 'in-use' });
@@ -191,7 +191,7 @@ if (missing && !inCi) {
       expect(secretOf(second.id).password).toBe(secretOf(first.id).password);
 
       const { username, password } = secretOf(first.id);
-      const url = iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: username!, password: password! });
+      const url = iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: username, password: password });
       expect((await server.call('disconnect_volume', { connection_id: first.id })).data).toEqual({ connection_id: first.id, disconnected: true });
       // The other host still reaches the volume.
       expect(readCapacity(url)).toEqual({ bytes: GIB });
@@ -214,7 +214,7 @@ if (missing && !inCi) {
       const listed = (await server.call('list_connections', { volume_id: volume.id })).data.connections;
       expect(listed.map((c: { id: string }) => c.id)).toEqual([connection.id]);
       const { username, password } = secretOf(connection.id);
-      expect(readCapacity(iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: username!, password: password! }))).toEqual({ bytes: GIB });
+      expect(readCapacity(iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: username, password: password }))).toEqual({ bytes: GIB });
       // A retried connect with the same request_id answers the same connection.
       const retried = await server.call('connect_volume', { volume_id: volume.id, connector: { host: 'host-a', initiator: INITIATOR_A }, request_id: 'restart-1' });
       expect(retried.data.id).toBe(connection.id);
@@ -267,7 +267,7 @@ if (missing && !inCi) {
         const kept = secretIn(after, another.data.id);
         expect([kept.username, kept.password]).toEqual([credentials.username, credentials.password]);
         // The host connected before the restore still logs in with what it had.
-        expect(readCapacity(iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: credentials.username!, password: credentials.password! }))).toEqual({ bytes: GIB });
+        expect(readCapacity(iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: credentials.username, password: credentials.password }))).toEqual({ bytes: GIB });
         for (const connection of [original.id, another.data.id]) expect((await restored.call('disconnect_volume', { connection_id: connection })).isError).toBe(false);
         expect((await restored.call('delete_volume', { volume_id: volume.id })).isError).toBe(false);
       } finally {

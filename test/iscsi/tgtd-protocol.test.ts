@@ -82,7 +82,7 @@ describe('tgtd replies and relay failures', () => {
     const noUser = Buffer.from([15, 0, 0, 0, 8, 0, 0, 0]).toString('hex');
     const replies = await channel({ exitCode: 0, stdout: `${ok}\n${noUser}\n`, stderr: '' }).send([tgtdRequests.showTargets(), tgtdRequests.deleteAccount('someone'), tgtdRequests.showTargets()]);
     expect(replies).toEqual([{ code: 0, output: '' }, { code: 15, output: '' }]);
-    expect(tgtErrorText(replies[1]!.code)).toBe("can't find the account");
+    expect(tgtErrorText(replies[1].code)).toBe("can't find the account");
   });
 
   it('says tgtd closed the connection unanswered (as it does for a peer that is not root)', async () => {

@@ -89,10 +89,10 @@ describe('Kaminario K2 connections', () => {
     expect(host).toMatchObject({ name: 'compute-a', type: 'Linux' });
     expect(iqnsOfHost(host.id).map((iqn) => iqn.iqn)).toEqual([connector.initiator]);
     const [mapping] = mappingsOfHost(host.id);
-    expect(refOf(mapping!.volume)).toBe(`/volumes/${k2.named('volumes', `cv-${volume.id}`)!.id}`);
+    expect(refOf(mapping.volume)).toBe(`/volumes/${k2.named('volumes', `cv-${volume.id}`)!.id}`);
     expect(info).toEqual({
       driver_volume_type: 'iscsi',
-      data: { target_iqn: k2.targetIqn, target_portal: '127.0.0.20:3260', target_lun: mapping!.lun, target_discovered: true },
+      data: { target_iqn: k2.targetIqn, target_portal: '127.0.0.20:3260', target_lun: mapping.lun, target_discovered: true },
     });
     expect(k2.requests).toContain('GET /api/v2/hosts?name=compute-a');
     expect(k2.requests).toContain('GET /api/v2/system/net_ips');
@@ -135,13 +135,13 @@ describe('Kaminario K2 connections', () => {
   it('maps two volumes to one host under different LUNs, and a second connect of a volume reuses its mapping', async () => {
     const driver = await makeDriver();
     const [first, second] = [newVolume(), newVolume()];
-    await driver.createVolume(first!);
-    await driver.createVolume(second!);
+    await driver.createVolume(first);
+    await driver.createVolume(second);
     const connector = connectorFor('compute-shared');
 
-    const one = await driver.exports!.initializeConnection(first!, connector);
-    const two = await driver.exports!.initializeConnection(second!, connector);
-    const again = await driver.exports!.initializeConnection(first!, connector);
+    const one = await driver.exports!.initializeConnection(first, connector);
+    const two = await driver.exports!.initializeConnection(second, connector);
+    const again = await driver.exports!.initializeConnection(first, connector);
 
     expect(table('hosts').filter((host) => host.name === 'compute-shared')).toHaveLength(1);
     const host = k2.named('hosts', 'compute-shared')!;
@@ -151,35 +151,35 @@ describe('Kaminario K2 connections', () => {
     expect(again.data.target_lun).toBe(one.data.target_lun);
     expect(again.data.target_iqn).toBe(k2.targetIqn);
 
-    await driver.exports!.terminateConnection(first!, connector, false);
-    await driver.exports!.terminateConnection(second!, connector, false);
-    for (const volume of [first!, second!]) await driver.deleteVolume(volume);
+    await driver.exports!.terminateConnection(first, connector, false);
+    await driver.exports!.terminateConnection(second, connector, false);
+    for (const volume of [first, second]) await driver.deleteVolume(volume);
   });
 
   it('disconnects: the mapping goes, the host (and its IQN) only with its last mapping, and a second disconnect succeeds', async () => {
     const driver = await makeDriver();
     const [first, second] = [newVolume(), newVolume()];
-    await driver.createVolume(first!);
-    await driver.createVolume(second!);
+    await driver.createVolume(first);
+    await driver.createVolume(second);
     const connector = connectorFor('compute-b');
-    await driver.exports!.initializeConnection(first!, connector);
-    await driver.exports!.initializeConnection(second!, connector);
+    await driver.exports!.initializeConnection(first, connector);
+    await driver.exports!.initializeConnection(second, connector);
     const host = k2.named('hosts', 'compute-b')!;
 
-    await driver.exports!.terminateConnection(first!, connector, false);
-    expect(mappingsOfHost(host.id).map((mapping) => refOf(mapping.volume))).toEqual([`/volumes/${k2.named('volumes', `cv-${second!.id}`)!.id}`]);
+    await driver.exports!.terminateConnection(first, connector, false);
+    expect(mappingsOfHost(host.id).map((mapping) => refOf(mapping.volume))).toEqual([`/volumes/${k2.named('volumes', `cv-${second.id}`)!.id}`]);
     expect(k2.named('hosts', 'compute-b')).toBeDefined();
     expect(iqnsOfHost(host.id)).toHaveLength(1);
 
-    await driver.exports!.terminateConnection(second!, connector, false);
+    await driver.exports!.terminateConnection(second, connector, false);
     expect(mappingsOfHost(host.id)).toEqual([]);
     expect(k2.named('hosts', 'compute-b')).toBeUndefined();
     expect(iqnsOfHost(host.id)).toEqual([]);
 
-    await driver.exports!.terminateConnection(second!, connector, false); // already gone: success
-    await driver.exports!.terminateConnection(first!, connector, true);
-    for (const volume of [first!, second!]) await driver.deleteVolume(volume);
-    await driver.exports!.terminateConnection(first!, connector, false); // the volume gone too: still success
+    await driver.exports!.terminateConnection(second, connector, false); // already gone: success
+    await driver.exports!.terminateConnection(first, connector, true);
+    for (const volume of [first, second]) await driver.deleteVolume(volume);
+    await driver.exports!.terminateConnection(first, connector, false); // the volume gone too: still success
   });
 
   it('with disable_discovery and a multipath connector, lists every iSCSI portal (not the WAN one) with the IQN and LUN for each', async () => {
@@ -335,7 +335,7 @@ describe('Kaminario K2 copies through the host', () => {
 
     expect(created).toEqual({ provider_location: `cv-${target.id}` });
     const targetFile = join(workDir, `cv-${target.id}`);
-    PATTERN_OFFSETS.forEach((offset, index) => expect(readAt(targetFile, offset, MIB).equals(pattern[index]!)).toBe(true));
+    PATTERN_OFFSETS.forEach((offset, index) => expect(readAt(targetFile, offset, MIB).equals(pattern[index])).toBe(true));
     expect(attached.map((entry) => [entry.volume.provider_location, entry.detached])).toEqual([
       [`cview-${target.id}`, true],
       [`cv-${target.id}`, true],
@@ -369,7 +369,7 @@ describe('Kaminario K2 copies through the host', () => {
     await driver.clones!.createClonedVolume(clone, source, (done, total) => progress.push([done, total]));
 
     const cloneFile = join(workDir, `cv-${clone.id}`);
-    PATTERN_OFFSETS.forEach((offset, index) => expect(readAt(cloneFile, offset, MIB).equals(pattern[index]!)).toBe(true));
+    PATTERN_OFFSETS.forEach((offset, index) => expect(readAt(cloneFile, offset, MIB).equals(pattern[index])).toBe(true));
     expect(attached.map((entry) => [entry.path, entry.detached])).toEqual([
       [sourceFile, true],
       [cloneFile, true],

@@ -76,7 +76,7 @@ describe('Kaminario specifics', () => {
       expect(failed.text).toMatch(/^BACKEND_UNAVAILABLE: backend "kaminario": create volume cv-[0-9a-f-]+ failed: HTTP 400: size: Volume size exceeds the system limit\. The volume record .* is kept in status "error"/);
       expect(k2Groups()).toEqual(groupsBefore); // the volume group made in step one was rolled back
       expect(k2Volumes()).toEqual(volumesBefore);
-      const id = /record ([0-9a-f-]{36})/.exec(failed.text)![1]!;
+      const id = /record ([0-9a-f-]{36})/.exec(failed.text)![1];
       expect((await server.call('delete_volume', { volume_id: id })).isError).toBe(false);
     } finally {
       k2.clearFaults();

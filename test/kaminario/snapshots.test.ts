@@ -95,18 +95,18 @@ describe('Kaminario K2 snapshots', () => {
     const volume = newVolume();
     await driver.createVolume(volume);
     const [first, second] = [snapshotOf(volume), snapshotOf(volume)];
-    for (const snapshot of [first!, second!]) await driver.snapshots!.createSnapshot(snapshot, volume);
+    for (const snapshot of [first, second]) await driver.snapshots!.createSnapshot(snapshot, volume);
     const before = arrayState();
 
     const refusal = driver.deleteVolume(volume);
     await expect(refusal).rejects.toMatchObject({ code: 'IN_USE' });
     const message = await refusal.catch((error: Error) => error.message);
-    expect(message).toContain(first!.id);
-    expect(message).toContain(second!.id);
+    expect(message).toContain(first.id);
+    expect(message).toContain(second.id);
     expect(message).toMatch(/delete the snapshots first/);
     expect(arrayState()).toBe(before); // the volume inside the group is still there too
 
-    for (const snapshot of [first!, second!]) await driver.snapshots!.deleteSnapshot(snapshot, volume);
+    for (const snapshot of [first, second]) await driver.snapshots!.deleteSnapshot(snapshot, volume);
     await driver.deleteVolume(volume);
     expect(k2.named('volumes', `cv-${volume.id}`)).toBeUndefined();
   });

@@ -53,9 +53,9 @@ describe("LVM commands, as Cinder's driver runs them", () => {
   it('reads free space in bytes, so a group with 39.996 GiB free refuses a 40 GiB thick volume that lvcreate would refuse', () => {
     // `vgs --unit=g` (os-brick's flags) prints this group's free space as 40.00.
     const [group] = parseVgs('  cinder-volumes:42945478656:42945478656\n');
-    expect(group!.freeGb).toBe(39.99);
+    expect(group.freeGb).toBe(39.99);
     const pool = {
-      pool_name: 'lvm', total_capacity_gb: group!.sizeGb, free_capacity_gb: group!.freeGb, reserved_percentage: 0,
+      pool_name: 'lvm', total_capacity_gb: group.sizeGb, free_capacity_gb: group.freeGb, reserved_percentage: 0,
       max_over_subscription_ratio: 1, thin_provisioning_support: false, thick_provisioning_support: true,
     };
     expect(checkCapacity(pool, 40)).toMatchObject({ fits: false, roomGb: 39.99 });
@@ -94,11 +94,11 @@ describe("LVM snapshots and copies, as Cinder's LVM driver makes them", () => {
     expect(devicePath('cinder-volumes', '_snapshot-a-b')).toBe('/dev/mapper/cinder--volumes-_snapshot--a--b');
     const steps = copyCommands(context, { sourceLv: '_snapshot-s1', targetLv: 'volume-v2', sizeGb: 1, sparse: false });
     expect(steps.map((step) => step.bytesDone)).toEqual([1, 2, 3, 4].map((quarter) => quarter * 256 * 1024 * 1024));
-    expect(steps[0]!.command).toEqual([
+    expect(steps[0].command).toEqual([
       'sudo', 'env', 'LC_ALL=C', 'dd', 'if=/dev/mapper/cinder--volumes-_snapshot--s1', 'of=/dev/mapper/cinder--volumes-volume--v2',
       'bs=1M', 'count=256', 'skip=0', 'seek=0', 'iflag=direct', 'oflag=direct', 'conv=notrunc',
     ]);
-    expect(steps[3]!.command.slice(7, 10)).toEqual(['count=256', 'skip=768', 'seek=768']);
+    expect(steps[3].command.slice(7, 10)).toEqual(['count=256', 'skip=768', 'seek=768']);
     const thin = copyCommands(bare, { sourceLv: 'clone-snap-v3', targetLv: 'volume-v3', sizeGb: 2, sparse: true });
     expect(thin).toHaveLength(8);
     expect(thin.every((step) => step.command.at(-1) === 'conv=notrunc,sparse')).toBe(true);

@@ -442,7 +442,7 @@ function sudoersFor(name: string, group: VolumeGroupFixture): string {
   const lines = commands.map((argv) => {
     const [command, ...args] = argv;
     const pattern = args.map(sudoersArgument).join(' ').replaceAll(ANY_VOLUME_ID, uuid).replaceAll(`${ANY_SIZE_GB}g`, '[1-9]g');
-    return `${name} ALL=(root) NOPASSWD: ${commandPath(command!)} ${pattern}`;
+    return `${name} ALL=(root) NOPASSWD: ${commandPath(command)} ${pattern}`;
   });
   return [`# ${LOGIN_MARK}${process.pid}: the LVM driver's commands on ${group.vg}, nothing else`, ...lines, ''].join('\n');
 }
@@ -471,7 +471,7 @@ export function removeStaleLogins(): void {
     .filter((fields) => fields[0]?.startsWith(LOGIN_PREFIX));
   for (const [login, , , , comment] of logins) {
     const owner = comment?.startsWith(LOGIN_MARK) ? Number(comment.slice(LOGIN_MARK.length)) : undefined;
-    if (login === LEGACY_LOGIN || (owner !== undefined && !processAlive(owner))) removeLogin(login!);
+    if (login === LEGACY_LOGIN || (owner !== undefined && !processAlive(owner))) removeLogin(login);
   }
   const known = new Set(logins.map(([login]) => login));
   for (const entry of readdirSync('/etc/sudoers.d')) {

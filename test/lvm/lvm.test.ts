@@ -271,14 +271,14 @@ if (missing && !inCi) {
         const volume = newVolume();
         await driver.createVolume(volume);
         const snapshot = snapshotOf(volume);
-        const freeBefore = (await driver.getStats()).pools[0]!.free_capacity_gb as number;
+        const freeBefore = (await driver.getStats()).pools[0].free_capacity_gb as number;
         writeThickSnapshot(thick, `volume-${volume.id}`, `_snapshot-${snapshot.id}`);
         expect(originOf(thick, `_snapshot-${snapshot.id}`)).toBe(`volume-${volume.id}`);
 
         const [pool] = (await driver.getStats()).pools;
-        expect(pool!.free_capacity_gb).toBe(freeBefore - 1); // the copy-on-write space is the volume's size
-        expect(pool!.provisioned_capacity_gb).toBeCloseTo((pool!.total_capacity_gb as number) - (pool!.free_capacity_gb as number), 2);
-        expect(pool!.total_volumes).toBe(thick.lvNames().length);
+        expect(pool.free_capacity_gb).toBe(freeBefore - 1); // the copy-on-write space is the volume's size
+        expect(pool.provisioned_capacity_gb).toBeCloseTo((pool.total_capacity_gb as number) - (pool.free_capacity_gb as number), 2);
+        expect(pool.total_volumes).toBe(thick.lvNames().length);
         expect(driver.snapshotSizeGb!(volume)).toBe(1);
 
         const refused = await refusal(driver.deleteVolume(volume));
@@ -291,7 +291,7 @@ if (missing && !inCi) {
         await driver.snapshots!.deleteSnapshot(snapshot, volume); // already gone counts as deleted
         await driver.deleteVolume(volume);
         expect(thick.lvNames()).toEqual([]);
-        expect((await driver.getStats()).pools[0]!.free_capacity_gb).toBe(freeBefore + 1);
+        expect((await driver.getStats()).pools[0].free_capacity_gb).toBe(freeBefore + 1);
       });
 
       it('snapshots with lvcreate --snapshot -L, or says why LVM refused and leaves no LV', async () => {
@@ -434,7 +434,7 @@ if (missing && !inCi) {
 
         await driver.snapshots!.deleteSnapshot(snapshot, volume);
         expect(thin.lvNames()).not.toContain(`_snapshot-${snapshot.id}`);
-        expect((await driver.getStats()).pools[0]!.provisioned_capacity_gb).toBe(2);
+        expect((await driver.getStats()).pools[0].provisioned_capacity_gb).toBe(2);
         await driver.deleteVolume(volume);
         expect(thin.lvNames().sort()).toEqual(['cinder-thin-pool', `volume-${thinClone.id}`].sort());
       });

@@ -179,7 +179,7 @@ if (missing && !inCi) {
           }),
         ),
       );
-      const failed = outcomes.filter((outcome) => outcome.status === 'rejected').map((outcome) => String((outcome as PromiseRejectedResult).reason));
+      const failed = outcomes.filter((outcome) => outcome.status === 'rejected').map((outcome) => String((outcome).reason));
       expect(failed).toEqual([]);
       expect(most).toBeGreaterThan(2); // more operations held locks at once than there are connections
       expect(Date.now() - started).toBeLessThan(15_000);
@@ -226,8 +226,8 @@ if (missing && !inCi) {
       const attempt = (store: PostgresVolumeStore, owner: string) =>
         store.shared.holdCapacity('pool-1', owner, async (heldByOthers) => {
           await sleep(5); // a decision takes a moment: the window a race would need
-          if (heldByOthers + ownHeld[owner]! + 1 > 10) throw new StorageError('OUT_OF_CAPACITY', 'pool-1 is full');
-          ownHeld[owner]! += 1;
+          if (heldByOthers + ownHeld[owner] + 1 > 10) throw new StorageError('OUT_OF_CAPACITY', 'pool-1 is full');
+          ownHeld[owner] += 1;
           return 1;
         });
       const outcomes = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => (i % 2 ? attempt(a, 'server-a') : attempt(b, 'server-b'))));

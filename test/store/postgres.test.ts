@@ -60,7 +60,7 @@ if (missing && process.env.CI !== 'true') {
         }
         await query(url, `INSERT INTO volumes (id, backend, name, description, size, status, pool_name, bootable, created_at, updated_at) VALUES ($1, 'b', 'old', '', 1, 'available', 'p', true, 't', 't')`, [record(version).id]);
         const stores = await Promise.all([1, 2, 3].map(() => PostgresVolumeStore.open(url)));
-        expect(await stores[0]!.volumes.get(record(version).id)).toMatchObject({ name: 'old', bootable: true, cinderlib_extra: null });
+        expect(await stores[0].volumes.get(record(version).id)).toMatchObject({ name: 'old', bootable: true, cinderlib_extra: null });
         await Promise.all(stores.map((store) => store.close()));
         expect((await query(url, 'SELECT version FROM schema_migrations ORDER BY version')).map((row) => row.version)).toEqual([1, 2]);
         expect(await schemaOf(url)).toEqual(await schemaOf(fresh));

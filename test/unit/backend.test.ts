@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Backend } from '../../src/core/backend.js';
 import { CapacityLedger } from '../../src/core/capacity-ledger.js';
-import { StorageError } from '../../src/base/errors.js';
+import type { StorageError } from '../../src/base/errors.js';
 import { KeyedMutex } from '../../src/base/locks.js';
 import { createLogger } from '../../src/base/log.js';
 import { MemoryVolumeStore } from '../../src/store/memory.js';
@@ -28,7 +28,7 @@ async function makeBackend(dir: string) {
   const driver = (backend as unknown as { driver: Record<string, (...args: unknown[]) => Promise<unknown>> }).driver;
   const calls: string[] = [];
   for (const method of ['getStats', 'createVolume', 'extendVolume', 'deleteVolume']) {
-    const original = driver[method]!.bind(driver);
+    const original = driver[method].bind(driver);
     driver[method] = async (...args: unknown[]) => {
       calls.push(`${method}:start`);
       await new Promise((resolve) => setTimeout(resolve, 30));
@@ -80,15 +80,15 @@ describe('Backend', () => {
     const results = await Promise.allSettled([backend.lifecycle.createVolume({ size: 6 }), backend.lifecycle.createVolume({ size: 6 })]);
     const refused = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
     expect(refused.length).toBe(1);
-    expect((refused[0]!.reason as StorageError).code).toBe('OUT_OF_CAPACITY');
-    expect((refused[0]!.reason as StorageError).message).toMatch(/4 GiB of room left \(thin pool: 10 GiB total x 1 over-subscription - 0 GiB provisioned - 6 GiB being created/);
+    expect((refused[0].reason as StorageError).code).toBe('OUT_OF_CAPACITY');
+    expect((refused[0].reason as StorageError).message).toMatch(/4 GiB of room left \(thin pool: 10 GiB total x 1 over-subscription - 0 GiB provisioned - 6 GiB being created/);
   });
 
   it('counts creates that finished after a slow stats answer was taken: no overbooking from stale stats', async () => {
     const { backend, driver } = await makeBackend(await tempDir());
     poolOf(driver, { total: 10, free: 10, ratio: 1, delayMs: [100, 200] });
     // Creates of uneven length, so some finish while a stats answer is on its way.
-    const driverCreate = driver.createVolume!;
+    const driverCreate = driver.createVolume;
     driver.createVolume = async (...args: unknown[]) => {
       await new Promise((resolve) => setTimeout(resolve, Math.random() * 250));
       return driverCreate(...args);
@@ -103,7 +103,7 @@ describe('Backend', () => {
     const results = await Promise.allSettled(creates);
     const made = results.filter((r) => r.status === 'fulfilled').length;
     expect(made).toBeLessThanOrEqual(10);
-    expect((await backend.stats(true)).pools[0]!.provisioned_capacity_gb).toBeLessThanOrEqual(10);
+    expect((await backend.stats(true)).pools[0].provisioned_capacity_gb).toBeLessThanOrEqual(10);
     for (const r of results) if (r.status === 'rejected') expect((r.reason as StorageError).code).toBe('OUT_OF_CAPACITY');
   });
 
@@ -112,7 +112,7 @@ describe('Backend', () => {
     poolOf(driver, { total: 100, free: 100, ratio: 20 });
     const sizes = Array.from({ length: 200 }, (_, i) => 1 + (i % 3));
     const results = await Promise.allSettled(sizes.map((size) => backend.lifecycle.createVolume({ size })));
-    expect(results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
+    expect(results.filter((r) => r.status === 'rejected').map((r) => String((r).reason))).toEqual([]);
   });
 
   it('records intent before the array call: the volume is "creating" while the driver works', async () => {
@@ -160,7 +160,7 @@ describe('Backend', () => {
  * capacity rules can be exercised on a real file backend without filling a disk.
  */
 function poolOf(driver: Record<string, (...args: unknown[]) => Promise<unknown>>, pool: { total: number; free: number; ratio: number; delayMs?: [number, number] }) {
-  const real = driver.getStats!;
+  const real = driver.getStats;
   driver.getStats = async (...args: unknown[]) => {
     const stats = (await real(...args)) as { pools: Array<Record<string, unknown>> };
     if (pool.delayMs) {

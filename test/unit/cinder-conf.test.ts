@@ -221,7 +221,7 @@ describe('import-cinder-conf (cinderlib cinder_to_yaml)', () => {
     ]);
     const config = await loadConverted(result.yaml, result.envNames);
     expect(config.backends.map((spec) => spec.name)).toEqual(['LVM_iSCSI', 'xtremio', 'kaminario', 'nameless']);
-    expect(config.backends[1]!.options.san_password).toBe('value-of-CINDERLIB_XTREMIO_SAN_PASSWORD');
+    expect(config.backends[1].options.san_password).toBe('value-of-CINDERLIB_XTREMIO_SAN_PASSWORD');
     expect(config.global.host).toBe('storage-node-1');
     expect(result.yaml).toMatch(/^# cinderlib-mcp config converted from \/etc\/cinder\/cinder\.conf/);
     expect(result.yaml).toContain('#   CINDERLIB_XTREMIO_SAN_PASSWORD  ([xtremio] san_password)');

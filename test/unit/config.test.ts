@@ -21,7 +21,7 @@ describe('config parsing', () => {
       rootHelper: 'sudo',
       leaseSeconds: 30,
     });
-    expect(config.backends[0]!.options.volume_group).toBe('cinder-volumes');
+    expect(config.backends[0].options.volume_group).toBe('cinder-volumes');
     const named = parse({ global: { host: 'storage-1', lease_seconds: '45' }, backends: [{ volume_backend_name: 'a' }] }).config.global;
     expect(named).toMatchObject({ host: 'storage-1', leaseSeconds: 45 });
     expect(() => parse({ global: { lease_seconds: 1 }, backends: [{ volume_backend_name: 'a' }] })).toThrow(/lease_seconds must be a whole number of seconds from 5 to 3600/);
@@ -41,14 +41,14 @@ describe('config parsing', () => {
       { backends: [{ volume_backend_name: 'x', san_ip: '${env:ARRAY_HOST}:8443', san_password: '${env:PW}' }] },
       { ARRAY_HOST: 'array.example', PW: 's3cr3t-value' },
     );
-    expect(config.backends[0]!.options.san_ip).toBe('array.example:8443');
+    expect(config.backends[0].options.san_ip).toBe('array.example:8443');
     expect(secrets.redact('login with s3cr3t-value at array.example')).toBe('login with *** at ***');
   });
 
   it('names a missing environment variable, never a value, and disables only that backend', () => {
     const { config } = parse({ backends: [{ volume_backend_name: 'x', san_password: '${env:MISSING_PW}' }, { volume_backend_name: 'y' }] });
     expect(config.backends[0]).toMatchObject({ name: 'x', error: expect.stringMatching(/environment variable MISSING_PW is not set/) });
-    expect(config.backends[1]!.error).toBeUndefined();
+    expect(config.backends[1].error).toBeUndefined();
     expect(() => parse({ global: { persistence_config: { storage: 'db', connection: 'sqlite:///${env:MISSING_DB}' } }, backends: [{ volume_backend_name: 'y' }] })).toThrow(
       /global.*environment variable MISSING_DB is not set/,
     );

@@ -123,7 +123,7 @@ describe('masking by origin: ${env:} values', () => {
       'test.yaml',
       { env: { SHORT: 'ab', HOST: 'Array-1' }, secrets },
     );
-    const options = config.backends[0]!.options;
+    const options = config.backends[0].options;
     expect(options.san_login).toBe('ab');
     expect(secrets.maskOptions(options)).toMatchObject({
       san_login: MASK,

@@ -80,7 +80,7 @@ describe('start-up answers given before the SDK loads', () => {
       onserverwanted: () => wanted++,
     });
     transport.listen();
-    send(initialize(1, SUPPORTED_PROTOCOL_VERSIONS[0]!));
+    send(initialize(1, SUPPORTED_PROTOCOL_VERSIONS[0]));
     send({ method: 'notifications/initialized' });
     send({ id: 2, method: 'tools/list' });
     send({ id: 3, method: 'tools/call', params: { name: 'no_such_tool', arguments: {} } });

@@ -33,7 +33,7 @@ async function startDriver(xms: XmsEmulator, extra: Record<string, unknown> = {}
   const secrets = new SecretRegistry();
   const config = xms.cinderBackend('xtremio', extra);
   const { options } = validateDriverOptions('xtremio', xtremio, config, secrets);
-  const driver = xtremio.create(options as never, { backendName: 'xtremio', log: createLogger('t'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') }, String(config.volume_driver));
+  const driver = xtremio.create(options, { backendName: 'xtremio', log: createLogger('t'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') }, String(config.volume_driver));
   await driver.setup();
   return { driver, close: () => driver.close() };
 }
@@ -67,7 +67,7 @@ for (const { api, paths, xms } of arrays) {
       await withDriver(xms, async (driver) => {
         const volume = newVolume(3);
         await driver.createVolume(volume);
-        const free = (await driver.getStats()).pools[0]!.free_capacity_gb;
+        const free = (await driver.getStats()).pools[0].free_capacity_gb;
         const snapshot = snapshotOf(volume);
         const putsBefore = xms.requests.filter((line) => line.startsWith('PUT')).length;
         const created = await driver.snapshots!.createSnapshot(snapshot, volume);
@@ -89,7 +89,7 @@ for (const { api, paths, xms } of arrays) {
           expect(xms.requests.filter((line) => line.startsWith('PUT')).length).toBe(putsBefore);
         }
         // Thin: the snapshot shares the volume's blocks.
-        expect((await driver.getStats()).pools[0]!.free_capacity_gb).toBe(free);
+        expect((await driver.getStats()).pools[0].free_capacity_gb).toBe(free);
 
         await driver.snapshots!.deleteSnapshot(snapshot, volume);
         expect(xms.volumes.has(snapshot.id)).toBe(false);

@@ -75,7 +75,7 @@ function fileSecrets(ini: IniFile): SecretRegistry {
         for (const match of value.matchAll(URL_PASSWORD)) {
           registry.register(match[1]);
           try {
-            registry.register(decodeURIComponent(match[1]!));
+            registry.register(decodeURIComponent(match[1]));
           } catch {
             // not percent-encoded: registered as is
           }
@@ -105,7 +105,7 @@ function groupIndex(ini: IniFile): (name: string) => IniSection | undefined {
     if (found) return found;
     const sections = groups.get(group);
     if (!sections) return undefined;
-    let section = sections[0]!;
+    let section = sections[0];
     if (sections.length > 1) {
       section = new Map();
       for (const part of sections) for (const [key, values] of part) section.set(key, [...(section.get(key) ?? []), ...values]);

@@ -17,7 +17,7 @@ const TRAILING_ID = new RegExp(String.raw`[{,]\s*"id"\s*:\s*${ID_VALUE}\s*\}\s*$
 export function recoverRequestId(head: Buffer, tail: Buffer): RequestId | null {
   const match = LEADING_ID.exec(head.toString('utf8')) ?? TRAILING_ID.exec(tail.toString('utf8'));
   if (!match) return null;
-  const literal = match[1]!;
+  const literal = match[1];
   try {
     return literal.startsWith('"') ? (JSON.parse(literal) as string) : Number(literal);
   } catch {

@@ -260,7 +260,7 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
     if (tokens.length === 0) return {};
     const match = header === undefined ? null : /^\s*bearer\s+(\S+)\s*$/i.exec(header);
     if (!match) return { refused: 'this server needs a bearer token (header "Authorization: Bearer <token>", one of global.http_tokens)' };
-    const presented = sha256(match[1]!);
+    const presented = sha256(match[1]);
     let found: HttpToken | undefined;
     // Every token is compared, in constant time each: the time taken tells nothing about which matched.
     for (const { token, digest } of tokenDigests) if (timingSafeEqual(presented, digest)) found = token;
@@ -475,7 +475,7 @@ function sha256(text: string): Buffer {
 
 /** The path alone: a query string may carry anything, and is never logged. */
 function requestPath(url: string | undefined): string {
-  const path = (url ?? '/').split('?')[0]!;
+  const path = (url ?? '/').split('?')[0];
   return path.length > 200 ? `${path.slice(0, 200)}...` : path;
 }
 
@@ -639,7 +639,7 @@ function ownOrigins(host: string, port: number): string[] {
   if (bare === '' || bare === '0.0.0.0' || bare === '::') {
     for (const name of ['localhost', '127.0.0.1', '[::1]', hostname()]) names.add(name);
     for (const addresses of Object.values(networkInterfaces())) {
-      for (const address of addresses ?? []) names.add(urlHost(address.address.split('%')[0]!));
+      for (const address of addresses ?? []) names.add(urlHost(address.address.split('%')[0]));
     }
   }
   const origins: string[] = [];

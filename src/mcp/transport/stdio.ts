@@ -463,7 +463,7 @@ function idOf(value: unknown): RequestId | null {
 }
 
 function firstLine(text: string): string {
-  const line = text.split('\n', 1)[0]!;
+  const line = text.split('\n', 1)[0];
   return line.length > 200 ? `${line.slice(0, 200)}...` : line;
 }
 

@@ -163,7 +163,7 @@ export class K2Emulator extends HttpsEmulator {
   resolve(ref: string): { resource: string; object: K2Object } | undefined {
     const match = /^\/(.+)\/(\d+)$/.exec(ref);
     const resource = match && Object.keys(RESOURCES).find((name) => RESOURCES[name] === `/${match[1]}`);
-    const object = resource ? this.objects.get(resource)!.get(Number(match![2])) : undefined;
+    const object = resource ? this.objects.get(resource)!.get(Number(match[2])) : undefined;
     return resource && object ? { resource, object } : undefined;
   }
 
@@ -258,7 +258,7 @@ export class K2Emulator extends HttpsEmulator {
     const path = url.pathname.replace(/^\/api\/v2/, '');
     const resource = Object.keys(RESOURCES).sort((a, b) => b.length - a.length).find((name) => path === RESOURCES[name] || path.startsWith(`${RESOURCES[name]}/`));
     if (!resource) return fail(404, `No such resource: ${path}`);
-    const idText = path.slice(RESOURCES[resource]!.length + 1);
+    const idText = path.slice(RESOURCES[resource].length + 1);
     const id = idText ? Number(idText) : undefined;
 
     const fault = this.faults.find((f) => f.count > 0 && (!f.method || f.method === req.method) && (!f.resource || f.resource === resource));

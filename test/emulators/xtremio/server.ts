@@ -270,7 +270,7 @@ export class XmsEmulator extends HttpsEmulator {
       });
     }
     if (collection === 'snapshot-sets' && version === 'v2') return this.handleSnapshotSets(req.method, name, index, send, fail, href);
-    if (SAN_COLLECTIONS.has(collection!)) return this.handleSan(collection as SanCollection, req.method, url, name, index, body, send, fail, href);
+    if (SAN_COLLECTIONS.has(collection)) return this.handleSan(collection as SanCollection, req.method, url, name, index, body, send, fail, href);
     if (collection !== 'volumes' && collection !== 'snapshots') return fail(OBJ_NOT_FOUND);
 
     // `snapshots` is the same objects as `volumes`, narrowed to those with an ancestor.
@@ -287,7 +287,7 @@ export class XmsEmulator extends HttpsEmulator {
         }
         const volume = find();
         if (!volume) return fail(OBJ_NOT_FOUND);
-        const content = pick(this.describe(volume) as XmsObject, url.searchParams.getAll('prop'));
+        const content = pick(this.describe(volume), url.searchParams.getAll('prop'));
         return send(200, { content, links: [{ href: href(collection, volume.index), rel: 'self' }] });
       }
       case 'POST': {
@@ -366,7 +366,7 @@ export class XmsEmulator extends HttpsEmulator {
     if (names.some((snapshotName) => this.volumes.has(snapshotName))) return fail(VOL_NOT_UNIQUE);
     this.snapshotSets.set(setName, { index: this.nextSetIndex++, name: setName });
     const snapshots = ancestors.map((ancestor, i) =>
-      this.add({ name: names[i]!, sizeKib: ancestor!.sizeKib, ancestor: ancestor!, snapshotType: type, snapshotSet: setName }),
+      this.add({ name: names[i], sizeKib: ancestor!.sizeKib, ancestor: ancestor!, snapshotType: type, snapshotSet: setName }),
     );
     return send(201, { links: snapshots.map((snapshot) => ({ href: href('snapshots', snapshot.index), rel: 'self' })) });
   }
@@ -663,11 +663,11 @@ function parseFilter(text: string): Array<(object: XmsObject) => boolean> | unde
     if (!match) return undefined;
     const [, field, op, value] = match;
     return (object: XmsObject) => {
-      const raw = object[field!];
+      const raw = object[field];
       // Object ids compare by name, as XMS filters on ig-id and such.
       const actual = Array.isArray(raw) ? String(raw[1]) : raw === null || raw === undefined ? '' : String(raw);
       const numeric = actual !== '' && value !== '' && !Number.isNaN(Number(actual)) && !Number.isNaN(Number(value));
-      const [a, b] = numeric ? [Number(actual), Number(value!)] : [actual, value!];
+      const [a, b] = numeric ? [Number(actual), Number(value)] : [actual, value];
       switch (op) {
         case 'eq': return a === b;
         case 'ne': return a !== b;
@@ -675,11 +675,11 @@ function parseFilter(text: string): Array<(object: XmsObject) => boolean> | unde
         case 'ge': return a >= b;
         case 'lt': return a < b;
         case 'le': return a <= b;
-        default: return actual.includes(value!);
+        default: return actual.includes(value);
       }
     };
   });
-  return terms.every((term) => term !== undefined) ? (terms as Array<(object: XmsObject) => boolean>) : undefined;
+  return terms.every((term) => term !== undefined) ? (terms) : undefined;
 }
 
 /** Only the asked props (XMS `prop=`), or the whole object when none were asked. */
@@ -698,6 +698,6 @@ function parseSize(value: unknown): number | undefined {
   if (typeof value !== 'string') return undefined;
   const match = /^(\d+(?:\.\d+)?)([kmgt])$/i.exec(value.trim());
   if (!match) return undefined;
-  const factor = { k: 1, m: 1024, g: 1024 ** 2, t: 1024 ** 3 }[match[2]!.toLowerCase() as 'k' | 'm' | 'g' | 't'];
+  const factor = { k: 1, m: 1024, g: 1024 ** 2, t: 1024 ** 3 }[match[2].toLowerCase() as 'k' | 'm' | 'g' | 't'];
   return Math.round(Number(match[1]) * factor);
 }
