@@ -128,7 +128,7 @@ export class SecretRegistry {
    */
   markEnvDerived(owner: object, key: string, masked: string): void {
     let keys = this.envDerived.get(owner);
-    if (!keys) this.envDerived.set(owner, (keys = new Map()));
+    if (!keys) this.envDerived.set(owner, (keys = new Map<string, string>()));
     keys.set(key, masked);
   }
 

@@ -61,5 +61,11 @@ export async function updateReadme(path: string): Promise<boolean> {
 
 if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
   const path = process.argv[2] ?? 'README.md';
-  updateReadme(path).then((changed) => process.stdout.write(changed ? `${path} updated\n` : `${path} already up to date\n`));
+  updateReadme(path).then(
+    (changed) => process.stdout.write(changed ? `${path} updated\n` : `${path} already up to date\n`),
+    (error: unknown) => {
+      process.stderr.write(`config-reference: ${error instanceof Error ? error.message : String(error)}\n`);
+      process.exitCode = 1;
+    },
+  );
 }

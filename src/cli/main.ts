@@ -208,14 +208,21 @@ async function serve(config: LoadedConfig, log: Logger): Promise<number> {
   let server: Server | undefined;
   let serverReady: Promise<void> | undefined;
   const loadServer = () => (serverReady ??= connectServer());
-  const loadServerSoon = () => void setImmediate(loadServer);
+  // Loaded in the background: a server that cannot load (a broken install) ends the process with its reason.
+  const loadServerInBackground = () => {
+    loadServer().catch((error: unknown) => {
+      log.error(`the MCP server could not load: ${error instanceof Error ? error.message : String(error)}`);
+      process.exit(1);
+    });
+  };
+  const loadServerSoon = () => void setImmediate(loadServerInBackground);
   const transport = new BoundedStdioTransport({
     log,
     earlyResponder: (request) => {
       const result = listing && answerBeforeSdk(request, listing, readOnly);
       if (!result) return undefined;
       if (request.method === 'tools/list') loadServerSoon();
-      if (request.method === 'initialize') setTimeout(loadServer, SDK_LOAD_AFTER_INITIALIZE_MS).unref();
+      if (request.method === 'initialize') setTimeout(loadServerInBackground, SDK_LOAD_AFTER_INITIALIZE_MS).unref();
       return { result, alsoDeliver: request.method === 'initialize' };
     },
     onserverwanted: loadServerSoon,
@@ -237,17 +244,20 @@ async function serve(config: LoadedConfig, log: Logger): Promise<number> {
     await server.connect(transport);
     // The metadata store and drivers load after the connection is up, so initialize and tools/list
     // answer without waiting for them; tool calls wait for the registry.
-    setImmediate(async () => {
-      try {
-        const { BackendRegistry } = await import('../core/registry.js');
-        resolveRegistry(await BackendRegistry.open(config, secrets, log));
-      } catch (error) {
-        // BackendRegistry.open already words it as a coded error naming the store.
-        log.error(error instanceof Error ? error.message : String(error));
-        if (error instanceof Error && error.name === 'StartupRefusal') process.exit(1);
-        rejectRegistry(error as Error);
-      }
-    });
+    setImmediate(() => void openRegistry());
+  }
+
+  /** Never rejects: a store that cannot open rejects registryReady, which each tool call reports. */
+  async function openRegistry(): Promise<void> {
+    try {
+      const { BackendRegistry } = await import('../core/registry.js');
+      resolveRegistry(await BackendRegistry.open(config, secrets, log));
+    } catch (error) {
+      // BackendRegistry.open already words it as a coded error naming the store.
+      log.error(error instanceof Error ? error.message : String(error));
+      if (error instanceof Error && error.name === 'StartupRefusal') process.exit(1);
+      rejectRegistry(error instanceof Error ? error : new Error(String(error)));
+    }
   }
 
   const graceMs = shutdownGraceMs(log);

@@ -64,7 +64,7 @@ function describeIssues(
  */
 function isMasked(raw: Record<string, unknown>, key: string, secrets: SecretRegistry): boolean {
   if (!Object.hasOwn(raw, key)) return false;
-  return JSON.stringify((secrets.maskOptions(raw) as Record<string, unknown>)[key]) !== JSON.stringify(raw[key]);
+  return JSON.stringify(secrets.maskOptions<Record<string, unknown>>(raw)[key]) !== JSON.stringify(raw[key]);
 }
 
 export interface ValidatedOptions<Options = Record<string, unknown>> {

@@ -41,7 +41,7 @@ export interface BackendDependencies {
   /** How this host attaches volumes (loop devices, open-iscsi), by driver_volume_type. */
   attachers: HostAttachers;
   /** os-brick's connector properties of this host. */
-  ownConnector(): Promise<Connector>;
+  ownConnector: () => Promise<Connector>;
 }
 
 /** A backend's config as answers and dumps show it (cinderlib's Backend.config): its name alone unless output_all_backend_info. */
@@ -148,7 +148,7 @@ export class Backend {
 
   /** Resolves when the backend is serving or its current attempt has failed; never retries. */
   async settled(): Promise<void> {
-    if (this.state.phase === 'initializing' && !this.attempt) this.initialize();
+    if (this.state.phase === 'initializing' && !this.attempt) void this.initialize(); // sets this.attempt, awaited below
     await this.attempt;
   }
 

@@ -401,9 +401,14 @@ function exportType(driver: VolumeDriver): string {
 }
 
 /** Two connections of one volume to the same place: the same initiator (or host, without one), the same way (local or exported). */
+/** A connector field as text; connectors are checked on the way in, so anything else is shown empty. */
+function text(value: unknown): string {
+  return typeof value === 'string' || typeof value === 'number' ? String(value) : '';
+}
+
 function sameEndpoint(a: ConnectionRecord, b: ConnectionRecord): boolean {
   const endpoint = (record: ConnectionRecord) =>
-    `${record.connection_info.driver_volume_type === 'local' ? 'local' : 'export'}|${String(record.connector.initiator ?? '')}|${record.connector.initiator ? '' : String(record.connector.host)}`;
+    `${record.connection_info.driver_volume_type === 'local' ? 'local' : 'export'}|${text(record.connector.initiator)}|${record.connector.initiator ? '' : text(record.connector.host)}`;
   return endpoint(a) === endpoint(b);
 }
 

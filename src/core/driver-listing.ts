@@ -229,7 +229,9 @@ function pyStr(value: unknown, floating = false): string {
   if (typeof value === 'boolean') return value ? 'True' : 'False';
   if (typeof value === 'number') return floating && Number.isInteger(value) ? value.toFixed(1) : String(value);
   if (Array.isArray(value)) return `[${value.map(pyRepr).join(', ')}]`;
-  return String(value);
+  if (typeof value === 'string') return value;
+  if (typeof value === 'bigint' || typeof value === 'symbol') return value.toString();
+  return JSON.stringify(value) ?? '';
 }
 
 /** Python's repr() of a string, as oslo.config's type reprs quote choices and patterns. */

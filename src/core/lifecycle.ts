@@ -282,7 +282,7 @@ export class VolumeLifecycle {
     if (connections.length > 0) {
       throw new StorageError(
         'IN_USE',
-        `volume ${record.id} is connected (${connections.map((c) => `connection ${c.id} to ${String(c.connector.host ?? 'a host')}`).join(', ')}); disconnect it first (disconnect_volume)`,
+        `volume ${record.id} is connected (${connections.map((c) => `connection ${c.id} to ${typeof c.connector.host === 'string' ? c.connector.host : 'a host'}`).join(', ')}); disconnect it first (disconnect_volume)`,
       );
     }
     this.requireStatus('volume', record, ['available', 'error'], 'deleted');

@@ -131,7 +131,7 @@ export class ResourceCatalog {
       }
       case 'connections': {
         const page = await this.store.connections.list({ after, limit });
-        return { entries: page.records.map((c) => entry(c.id, `connection of volume ${c.volume_id} to ${String(c.connector.host ?? 'a host')}`, 'Connection')), nextAfter: page.nextAfter };
+        return { entries: page.records.map((c) => entry(c.id, `connection of volume ${c.volume_id} to ${typeof c.connector.host === 'string' ? c.connector.host : 'a host'}`, 'Connection')), nextAfter: page.nextAfter };
       }
     }
   }

@@ -13,7 +13,8 @@ export function encodeCursor(list: string, after: number, filters: CursorFilters
 export function decodeCursor(cursor: string, list: string, filters: CursorFilters): number {
   let parsed: { v?: unknown; l?: unknown; a?: unknown; f?: unknown };
   try {
-    parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    const value: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    parsed = typeof value === 'object' && value !== null ? value : {};
   } catch {
     throw invalid(list);
   }

@@ -196,7 +196,7 @@ export function readDump(text: string, knownBackends: ReadonlySet<string>, secre
     }
   };
 
-  backendObjects.forEach((raw, backendIndex) => {
+  backendObjects.forEach((raw: unknown, backendIndex) => {
     const backendWhere = Array.isArray(root) ? `[${backendIndex}]` : '$';
     const entry = (raw as { class?: unknown })?.class === 'Volume' ? { class: 'Backend', backend: (raw as { backend?: unknown }).backend, volumes: [raw] } : raw;
     const backend = parse(backendEntry, entry, backendWhere);

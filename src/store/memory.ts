@@ -1,7 +1,7 @@
 import type { ConnectionRecord } from '../model/connection.js';
 import { StorageError } from '../base/errors.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
-import { OPERATION_OF_STATUS, TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../model/volume.js';
+import { OPERATION_OF_STATUS, TRANSITIONAL_STATUSES, type VolumeRecord } from '../model/volume.js';
 import { isRecoverable } from './recovery.js';
 import { TABLES } from './schema.js';
 import {

@@ -170,7 +170,7 @@ class PostgresRecords<R extends { id: string; status: string }, P extends object
   }
 
   protected override adjust<T extends object>(patch: T): T {
-    return this.store.onDbClock(patch) as T;
+    return this.store.onDbClock<T>(patch);
   }
 
   async insertRow(db: Queryable, record: R): Promise<boolean> {

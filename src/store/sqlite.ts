@@ -158,7 +158,7 @@ export class SqliteVolumeStore extends SqlStore implements VolumeStore {
   }
 
   async importRecords(batch: ImportBatch): Promise<void> {
-    await this.writing('load a dump', () =>
+    this.writing('load a dump', () =>
       // A throw inside the transaction rolls every row of it back: all or nothing.
       this.db.transaction(() => {
         const taken = (what: string) => new StorageError('ALREADY_EXISTS', `${what} is already in the metadata store; nothing was loaded`);

@@ -1,4 +1,4 @@
-import type { ConnectionRecord, ConnectionStatus } from '../model/connection.js';
+import type { ConnectionRecord } from '../model/connection.js';
 import type { SnapshotRecord, SnapshotStatus } from '../model/snapshot.js';
 import type { VolumeRecord, VolumeStatus } from '../model/volume.js';
 

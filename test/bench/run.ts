@@ -81,7 +81,7 @@ function seed(path: string, count: number, backend: string): void {
     if (batch.length === 10_000) store.insertMany(batch.splice(0));
   }
   store.insertMany(batch);
-  store.close();
+  void store.close(); // SQLite closes synchronously; the promise is only the store interface's
 }
 
 async function call(client: Client, name: string, args: Record<string, unknown>): Promise<any> {

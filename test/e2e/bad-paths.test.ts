@@ -29,7 +29,7 @@ beforeAll(() => {
   root = mkdtempSync(join(tmpdir(), 'cinderlib-mcp-bad-paths-'));
   fifo = join(root, 'lvm.conf');
   const made = spawnSync('mkfifo', [fifo]);
-  if (made.status !== 0) throw new Error(`mkfifo failed: ${made.stderr}`);
+  if (made.status !== 0) throw new Error(`mkfifo failed: ${made.stderr.toString()}`);
   procFifo = `/proc/self/root${fifo}`;
   bigFile = join(root, 'two-mib');
   writeFileSync(bigFile, '');

@@ -45,9 +45,9 @@ async function makeDriver(extra: Record<string, unknown> = {}, host: (driver: ()
   const secrets = new SecretRegistry();
   const raw = k2.cinderBackend('k2', extra);
   const { options } = validateDriverOptions('k2', kaminario, raw, secrets);
-  let driver: VolumeDriver | undefined;
-  const context = { backendName: 'k2', log: createLogger('k2-test'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: host(() => driver!) };
-  driver = kaminario.create(options, context, 'cinder.volume.drivers.kaminario.kaminario_iscsi.KaminarioISCSIDriver');
+  // The host reaches the driver lazily: it exists by the time the host is asked for it.
+  const context = { backendName: 'k2', log: createLogger('k2-test'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: host(() => driver) };
+  const driver: VolumeDriver = kaminario.create(options, context, 'cinder.volume.drivers.kaminario.kaminario_iscsi.KaminarioISCSIDriver');
   drivers.push(driver);
   await driver.setup();
   return driver;

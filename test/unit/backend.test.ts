@@ -78,7 +78,7 @@ describe('Backend', () => {
     const { backend, driver } = await makeBackend(await tempDir());
     poolOf(driver, { total: 10, free: 10, ratio: 1 });
     const results = await Promise.allSettled([backend.lifecycle.createVolume({ size: 6 }), backend.lifecycle.createVolume({ size: 6 })]);
-    const refused = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
+    const refused = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     expect(refused.length).toBe(1);
     expect((refused[0].reason as StorageError).code).toBe('OUT_OF_CAPACITY');
     expect((refused[0].reason as StorageError).message).toMatch(/4 GiB of room left \(thin pool: 10 GiB total x 1 over-subscription - 0 GiB provisioned - 6 GiB being created/);

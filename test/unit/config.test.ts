@@ -66,7 +66,10 @@ describe('config parsing', () => {
       [{ global: { read_only: 'maybe' }, backends: [{ volume_backend_name: 'a' }] }, /global option "read_only": true or false/],
       [{ global: { persistence_config: { storage: 'redis' } }, backends: [{ volume_backend_name: 'a' }] }, /storage must be "memory" or "db"/],
     ];
-    for (const [doc, message] of cases) expect(() => parse(doc)).toThrow(ConfigError), expect(() => parse(doc)).toThrow(message);
+    for (const [doc, message] of cases) {
+      expect(() => parse(doc)).toThrow(ConfigError);
+      expect(() => parse(doc)).toThrow(message);
+    }
   });
 
   it('lists a backend without a name, or with a taken one, as not serving, and serves the others', () => {
