@@ -23,9 +23,7 @@ export interface ToolDefinition<Input extends z.ZodObject = z.ZodObject, Output 
   handler(args: z.output<Input>, registry: BackendRegistry): Promise<z.input<Output>>;
 }
 
-export function defineTool<Input extends z.ZodObject, Output extends z.ZodObject>(
-  definition: ToolDefinition<Input, Output>,
-): ToolDefinition<Input, Output> {
+export function defineTool<Input extends z.ZodObject, Output extends z.ZodObject>(definition: ToolDefinition<Input, Output>): ToolDefinition<Input, Output> {
   return definition;
 }
 

@@ -34,12 +34,14 @@ interface LockEntry {
 /** Paths (relative to the root) of every installed package a production install keeps. */
 export function productionPackages(root: string): string[] {
   const lock = JSON.parse(readFileSync(join(root, 'package-lock.json'), 'utf8')) as { packages?: Record<string, LockEntry> };
-  return Object.entries(lock.packages ?? {})
-    .filter(([path, entry]) => path.startsWith('node_modules/') && !entry.dev && !entry.link)
-    // Optional dependencies for other platforms are in the lockfile but not installed.
-    .filter(([path]) => existsSync(join(root, path, 'package.json')))
-    .map(([path]) => path)
-    .sort();
+  return (
+    Object.entries(lock.packages ?? {})
+      .filter(([path, entry]) => path.startsWith('node_modules/') && !entry.dev && !entry.link)
+      // Optional dependencies for other platforms are in the lockfile but not installed.
+      .filter(([path]) => existsSync(join(root, path, 'package.json')))
+      .map(([path]) => path)
+      .sort()
+  );
 }
 
 function walk(dir: string, visit: (path: string, isDir: boolean) => 'skip' | void): void {

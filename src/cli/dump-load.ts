@@ -70,7 +70,9 @@ export async function loadCommand(config: LoadedConfig, file: string, secrets: S
   }
   try {
     const summary = await loadDump(store, text, new Set(config.backends.map((spec) => spec.name)), secrets);
-    out.error(`loaded ${summary.volumes} volume(s), ${summary.snapshots} snapshot(s) and ${summary.connections} connection(s) for backend(s) ${summary.backends.join(', ') || 'none'}\n`);
+    out.error(
+      `loaded ${summary.volumes} volume(s), ${summary.snapshots} snapshot(s) and ${summary.connections} connection(s) for backend(s) ${summary.backends.join(', ') || 'none'}\n`,
+    );
     return 0;
   } catch (error) {
     if (error instanceof StorageError) {

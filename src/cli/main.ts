@@ -54,7 +54,14 @@ const DEFAULT_HTTP_HOST = '127.0.0.1';
 const DEFAULT_HTTP_PORT = 8808;
 
 /** Commands and the name of their one positional argument, if they take one. */
-const SUBCOMMANDS: Record<string, string | undefined> = { check: undefined, serve: undefined, dump: undefined, audit: undefined, load: 'a dump file', 'connection-secret': 'a connection id (list_connections shows them)' };
+const SUBCOMMANDS: Record<string, string | undefined> = {
+  check: undefined,
+  serve: undefined,
+  dump: undefined,
+  audit: undefined,
+  load: 'a dump file',
+  'connection-secret': 'a connection id (list_connections shows them)',
+};
 
 export function parseArgs(argv: string[]): Command {
   const command: Command = { mode: 'serve' };
@@ -67,8 +74,7 @@ export function parseArgs(argv: string[]): Command {
     if (!subcommandSeen && Object.hasOwn(SUBCOMMANDS, arg)) {
       command.mode = arg as Command['mode'];
       subcommandSeen = true;
-    }
-    else if (SUBCOMMANDS[command.mode] && command.operand === undefined && !arg.startsWith('-')) command.operand = arg;
+    } else if (SUBCOMMANDS[command.mode] && command.operand === undefined && !arg.startsWith('-')) command.operand = arg;
     else if (command.mode === 'serve' && (arg === '--http' || /^--(host|port)(=|$)/.test(arg))) {
       command.http ??= { host: DEFAULT_HTTP_HOST, port: DEFAULT_HTTP_PORT };
       if (arg === '--http') continue;
@@ -78,8 +84,7 @@ export function parseArgs(argv: string[]): Command {
       else if (/^\d{1,5}$/.test(inline) && Number(inline) <= 65535) command.http.port = Number(inline);
       else throw new ConfigError(`--port needs a port number from 0 to 65535, got "${inline}"`);
       if (!argv.includes('--http')) throw new ConfigError(`${flag} is for serve --http; add --http`);
-    }
-    else if (command.mode === 'audit' && (arg === '--since' || arg.startsWith('--since='))) {
+    } else if (command.mode === 'audit' && (arg === '--since' || arg.startsWith('--since='))) {
       const value = arg === '--since' ? argv[++i] : arg.slice('--since='.length);
       if (!value || Number.isNaN(Date.parse(value))) throw new ConfigError('--since needs a date and time (ISO 8601, e.g. 2026-11-26T10:00:00Z)');
       command.since = new Date(value).toISOString();
@@ -87,8 +92,7 @@ export function parseArgs(argv: string[]): Command {
       const value = arg === '--backend' ? argv[++i] : arg.slice('--backend='.length);
       if (!value) throw new ConfigError('--backend needs a volume_backend_name');
       command.backend = value;
-    }
-    else if (arg === '--config' || arg === '-c') {
+    } else if (arg === '--config' || arg === '-c') {
       const value = argv[++i];
       if (value === undefined) throw new ConfigError('--config needs a file path');
       command.configPath = value;
@@ -198,10 +202,7 @@ async function check(config: LoadedConfig, log: Logger): Promise<number> {
 
 async function serve(config: LoadedConfig, log: Logger): Promise<number> {
   const readOnly = config.global.readOnly;
-  const [{ BoundedStdioTransport }, { answerBeforeSdk, readPrebuiltListing }] = await Promise.all([
-    import('../mcp/transport/stdio.js'),
-    import('../mcp/startup-answers.js'),
-  ]);
+  const [{ BoundedStdioTransport }, { answerBeforeSdk, readPrebuiltListing }] = await Promise.all([import('../mcp/transport/stdio.js'), import('../mcp/startup-answers.js')]);
   // The SDK and zod take most of a cold start: the start-up answers (initialize, tools/list) go
   // out before they load, and they load once the client has its tool list or asks for more.
   const listing = readPrebuiltListing();
@@ -305,10 +306,12 @@ async function serveHttpCommand(config: LoadedConfig, { host, port }: { host: st
   assertHttpBindingAllowed(host, config.global.httpTokens); // before the store is opened
   // The store opens before the port does: an unreachable store ends start-up with its reason.
   const registry = await BackendRegistry.open(config, secrets, log);
-  const server = await serveHttp({ config, registry: Promise.resolve(registry), secrets, log, host, port, storeHealth: () => registry.storeHealth(), ...httpLoadLimits() }).catch(async (error: unknown) => {
-    await registry.close().catch(() => undefined);
-    throw error;
-  });
+  const server = await serveHttp({ config, registry: Promise.resolve(registry), secrets, log, host, port, storeHealth: () => registry.storeHealth(), ...httpLoadLimits() }).catch(
+    async (error: unknown) => {
+      await registry.close().catch(() => undefined);
+      throw error;
+    },
+  );
   const graceMs = shutdownGraceMs(log);
   let closing = false;
   const shutdown = async (why: string) => {

@@ -6,7 +6,7 @@ import { ConfigError } from '../config/errors.js';
 import type { BackendSpec } from '../config/load.js';
 import { readCoreOptions, validateDriverOptions, type CoreOptions } from '../config/driver-options.js';
 import { StorageError, describeError } from '../base/errors.js';
-import type { KeyedMutex} from '../base/locks.js';
+import type { KeyedMutex } from '../base/locks.js';
 import { SingleFlight } from '../base/locks.js';
 import { waitWithProgress } from './progress.js';
 import { TombstoneKeeper } from './tombstones.js';
@@ -54,10 +54,7 @@ export function backendConfigView(spec: BackendSpec, outputAllBackendInfo: boole
   return { ...options, volume_driver: typeof configured === 'string' && configured.trim() ? options.volume_driver : DEFAULT_VOLUME_DRIVER };
 }
 
-type InitState =
-  | { phase: 'initializing' }
-  | { phase: 'ready' }
-  | { phase: 'failed'; reason: string; failures: number; nextTryAt: number };
+type InitState = { phase: 'initializing' } | { phase: 'ready' } | { phase: 'failed'; reason: string; failures: number; nextTryAt: number };
 
 /** A stats answer and the ledger position it was taken at, so later operations can be added to it. */
 interface StatsSnapshot {
@@ -185,11 +182,11 @@ export class Backend {
 
   /** Connections of this backend's volumes: exports to hosts and attachments here (src/connections.ts). */
   get connections(): ConnectionLifecycle {
-    return (this.links ??= new ConnectionLifecycle(
-      { id: this.id, volumeDriver: this.volumeDriver, ready: () => this.ready() },
-      this.lifecycle,
-      { ...this.lifecycleDependencies(), attachers: this.deps.attachers, ownConnector: this.deps.ownConnector },
-    ));
+    return (this.links ??= new ConnectionLifecycle({ id: this.id, volumeDriver: this.volumeDriver, ready: () => this.ready() }, this.lifecycle, {
+      ...this.lifecycleDependencies(),
+      attachers: this.deps.attachers,
+      ownConnector: this.deps.ownConnector,
+    }));
   }
 
   private lifecycleDependencies() {
@@ -266,9 +263,7 @@ export class Backend {
     if ('error' in this.core) throw new ConfigError(this.core.error);
     const entry = findDriver(this.volumeDriver);
     if (!entry) {
-      throw new ConfigError(
-        `backend "${this.id}": volume_driver "${this.volumeDriver}" is not supported; use one of: ${knownDriverNames().join(', ')}`,
-      );
+      throw new ConfigError(`backend "${this.id}": volume_driver "${this.volumeDriver}" is not supported; use one of: ${knownDriverNames().join(', ')}`);
     }
     const definition = await entry.load();
     this.warnings.length = 0;
@@ -312,7 +307,7 @@ export class Backend {
       'BACKEND_UNAVAILABLE',
       `backend "${this.id}" is not initialized: ${this.error ?? 'still starting'}; ` +
         (next ? `it is tried again on the next call after ${next}, or now with get_stats refresh: true` : 'fix its config and restart the server') +
-        ' (cinderlib-mcp check shows every backend\'s state)',
+        " (cinderlib-mcp check shows every backend's state)",
     );
   }
 
@@ -380,7 +375,8 @@ export class Backend {
       local = this.deps.capacity.reserve(domain, this.id, sizeGb);
       return sizeGb;
     });
-    const releaseHold = () => void hold.release().catch((error: unknown) => this.deps.log.warn(`backend "${this.id}": releasing a capacity hold: ${describeError(error)} (it lapses with this server's lease)`));
+    const releaseHold = () =>
+      void hold.release().catch((error: unknown) => this.deps.log.warn(`backend "${this.id}": releasing a capacity hold: ${describeError(error)} (it lapses with this server's lease)`));
     return {
       pool: chosen,
       reservation: {
@@ -412,10 +408,7 @@ export class Backend {
     if (poolName === undefined) return pools[0];
     const pool = pools.find((candidate) => candidate.pool_name === poolName);
     if (!pool) {
-      throw new StorageError(
-        'INVALID_ARGUMENT',
-        `pool_name "${poolName}" is not a pool of backend "${this.id}"; its pools are: ${pools.map((p) => p.pool_name).join(', ')}`,
-      );
+      throw new StorageError('INVALID_ARGUMENT', `pool_name "${poolName}" is not a pool of backend "${this.id}"; its pools are: ${pools.map((p) => p.pool_name).join(', ')}`);
     }
     return pool;
   }

@@ -77,7 +77,9 @@ export class ConnectionLifecycle {
     const interrupted: ConnectionRecord[] = [];
     do {
       const page = await this.deps.store.connections.list({ backend: this.host.id, after, limit: 1000 });
-      interrupted.push(...page.records.filter((record) => record.status === 'error' && !record.owner && /^interrupted while (connecting|disconnecting)/.test(record.status_reason ?? '')));
+      interrupted.push(
+        ...page.records.filter((record) => record.status === 'error' && !record.owner && /^interrupted while (connecting|disconnecting)/.test(record.status_reason ?? '')),
+      );
       after = page.nextAfter;
     } while (after !== undefined);
     for (const record of interrupted) {
@@ -85,7 +87,9 @@ export class ConnectionLifecycle {
       if (attachment && !this.isOnThisHost(record)) continue; // another host's attachment: its own server detaches it
       try {
         await this.close(record.id, { force: false, local: record.device !== null });
-        this.deps.log.info(`connection ${record.id} of volume ${record.volume_id}, ${record.status_reason!.split(':', 1)[0]}, was resolved: nothing of it is left on the array or target`);
+        this.deps.log.info(
+          `connection ${record.id} of volume ${record.volume_id}, ${record.status_reason!.split(':', 1)[0]}, was resolved: nothing of it is left on the array or target`,
+        );
       } catch (error) {
         if (isStorageError(error) && error.code === 'NOT_FOUND') continue; // another server resolved it first
         this.warn(`resolve interrupted connection ${record.id}`, error);
@@ -213,7 +217,13 @@ export class ConnectionLifecycle {
         finish: async ({ info, device }) => {
           try {
             await store.volumes.update(volumeId, { status: 'in-use' }, ['available', 'in-use']);
-            const updated = await store.connections.update(record.id, { status: 'attached', connection_info: { ...info }, device: device ? { ...device } : null, owner: null, lease_expires_at: null });
+            const updated = await store.connections.update(record.id, {
+              status: 'attached',
+              connection_info: { ...info },
+              device: device ? { ...device } : null,
+              owner: null,
+              lease_expires_at: null,
+            });
             if (!updated) throw new StorageError('INTERNAL', `connection ${record.id} vanished from the metadata store while it was being made`);
             return updated;
           } catch (error) {
@@ -254,7 +264,10 @@ export class ConnectionLifecycle {
         if (how.local) {
           if (!device) throw new StorageError('INVALID_ARGUMENT', `connection ${connectionId} is not attached on a host (it has no device); disconnect_volume removes it`);
           if (!this.isOnThisHost(connection)) {
-            throw new StorageError('INVALID_ARGUMENT', `connection ${connectionId} is attached on host ${String(connection.connector.host)}, not on this server's host (${hostname()}); detach it with the server there`);
+            throw new StorageError(
+              'INVALID_ARGUMENT',
+              `connection ${connectionId} is attached on host ${String(connection.connector.host)}, not on this server's host (${hostname()}); detach it with the server there`,
+            );
           }
         } else if (device && !how.force) {
           throw new StorageError(
@@ -300,8 +313,8 @@ export class ConnectionLifecycle {
         await this.settleVolumeStatus(connection.volume_id);
       },
       fail: async (failure) => {
-        await this.deps.store
-          .connections.update(connectionId, { status: 'error', status_reason: `${how.local ? 'detach' : 'disconnect'} failed: ${failure.message}`, owner: null, lease_expires_at: null })
+        await this.deps.store.connections
+          .update(connectionId, { status: 'error', status_reason: `${how.local ? 'detach' : 'disconnect'} failed: ${failure.message}`, owner: null, lease_expires_at: null })
           .catch((error: unknown) => this.warn(`record the failed disconnect of ${connectionId}`, error));
         return new StorageError(failure.code, `${failure.message}. Connection ${connectionId} is kept in status "error"; disconnect_volume with force: true drops it`);
       },
@@ -353,7 +366,7 @@ export class ConnectionLifecycle {
   private checkConnector(exports: ExportOperations, connector: Connector): void {
     const missing = exports.requiredConnectorKeys.filter((key) => isBlank(connector[key]));
     if (missing.length > 0) {
-      const hint = missing.includes('initiator') ? ' (iSCSI: the host\'s IQN, from its /etc/iscsi/initiatorname.iscsi)' : '';
+      const hint = missing.includes('initiator') ? " (iSCSI: the host's IQN, from its /etc/iscsi/initiatorname.iscsi)" : '';
       throw new StorageError('INVALID_ARGUMENT', `backend "${this.host.id}": the connector lacks ${missing.join(', ')}, which the ${this.host.volumeDriver} driver needs${hint}`);
     }
   }

@@ -21,7 +21,16 @@ export const OUTPUT_VERSIONS = [1, 2] as const;
 
 /** The oslo.config type of an option, as version 2 gives it (`vars()` of the type object, plus `type_class`). */
 export type OptionType =
-  | { type_name: 'string value'; ignore_case: false; quotes: false; max_length: 0; choices: Record<string, null> | null; lower_case_choices: null; regex: string | null; type_class: string }
+  | {
+      type_name: 'string value';
+      ignore_case: false;
+      quotes: false;
+      max_length: 0;
+      choices: Record<string, null> | null;
+      lower_case_choices: null;
+      regex: string | null;
+      type_class: string;
+    }
   | { type_name: 'integer value' | 'floating point value'; choices: null; min: number | null; max: number | null; num_type: 'int' | 'float'; type_class: string }
   | { type_name: 'boolean value'; type_class: string };
 
@@ -65,8 +74,23 @@ export const DRIVER_INFO_KEYS = ['version', 'class_name', 'supported', 'ci_wiki_
 
 /** The public attributes of an oslo.config Opt, in the order its constructor sets them. */
 export const OPTION_KEYS = [
-  'name', 'type', 'dest', 'short', 'default', 'sample_default', 'positional', 'metavar', 'help', 'secret', 'required',
-  'deprecated_for_removal', 'deprecated_reason', 'deprecated_since', 'deprecated_opts', 'mutable', 'advanced',
+  'name',
+  'type',
+  'dest',
+  'short',
+  'default',
+  'sample_default',
+  'positional',
+  'metavar',
+  'help',
+  'secret',
+  'required',
+  'deprecated_for_removal',
+  'deprecated_reason',
+  'deprecated_since',
+  'deprecated_opts',
+  'mutable',
+  'advanced',
 ] as const satisfies readonly (keyof TypedDriverOption)[];
 
 /** The listing for one output version; the catalog's drivers load once per process. */

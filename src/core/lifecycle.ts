@@ -60,10 +60,7 @@ export interface CreateSnapshotInput {
 }
 
 /** What a repeated request_id answers with: the object the first call made, in its current state. */
-export type RequestReplay =
-  | { kind: 'volume'; record: VolumeRecord }
-  | { kind: 'snapshot'; record: SnapshotRecord }
-  | { kind: 'connection'; record: ConnectionRecord };
+export type RequestReplay = { kind: 'volume'; record: VolumeRecord } | { kind: 'snapshot'; record: SnapshotRecord } | { kind: 'connection'; record: ConnectionRecord };
 
 interface CapacityNeed {
   poolName: string | undefined;
@@ -125,7 +122,10 @@ export class VolumeLifecycle {
     const size = input.size ?? source?.size;
     if (size === undefined) throw new StorageError('INVALID_ARGUMENT', 'create_volume: size is required (in GiB) unless snapshot_id or source_volume_id gives it');
     if (source && size < source.size) {
-      throw new StorageError('INVALID_ARGUMENT', `size ${size} GiB is smaller than the source's ${source.size} GiB (${source.label}); pass at least ${source.size}, or omit size to use the source's`);
+      throw new StorageError(
+        'INVALID_ARGUMENT',
+        `size ${size} GiB is smaller than the source's ${source.size} GiB (${source.label}); pass at least ${source.size}, or omit size to use the source's`,
+      );
     }
     const now = new Date().toISOString();
     const record: VolumeRecord = {
@@ -312,13 +312,14 @@ export class VolumeLifecycle {
       return await this.mutate<string | null, SnapshotRecord>({
         what: `snapshot volume ${volumeId}`,
         locks: [volumeKey(volumeId), snapshotKey(record.id)],
-        capacity: copyOnWriteGb > 0
-          ? {
-              poolName: volume.pool_name,
-              sizeGb: copyOnWriteGb,
-              refusal: (room) => `a snapshot of volume ${volumeId} needs ${copyOnWriteGb} GiB of copy-on-write space in pool "${room.pool}": ${room.text}`,
-            }
-          : undefined,
+        capacity:
+          copyOnWriteGb > 0
+            ? {
+                poolName: volume.pool_name,
+                sizeGb: copyOnWriteGb,
+                refusal: (room) => `a snapshot of volume ${volumeId} needs ${copyOnWriteGb} GiB of copy-on-write space in pool "${room.pool}": ${room.text}`,
+              }
+            : undefined,
         begin: async () => {
           volume = await this.requireVolume(volumeId);
           this.requireStatus('volume', volume, ['available', 'in-use'], 'snapshotted');
@@ -331,7 +332,8 @@ export class VolumeLifecycle {
         },
         // Every copy reports progress (section 7): a file snapshot is one; an array's answers at once.
         act: async () =>
-          (await trackCopy(`snapshotting volume ${volumeId}`, (progress) => operations.createSnapshot(this.snapshotRef(record), this.volumeRef(volume), progress)))?.provider_location ?? null,
+          (await trackCopy(`snapshotting volume ${volumeId}`, (progress) => operations.createSnapshot(this.snapshotRef(record), this.volumeRef(volume), progress)))?.provider_location ??
+          null,
         finish: (location) => this.recordSnapshotOutcome(record.id, 'create', { status: 'available', status_reason: null, provider_location: location, failed_operation: null }),
         fail: async (failure) => {
           await this.recordSnapshotOutcome(record.id, 'create', { status: 'error', status_reason: `create failed: ${failure.message}`, failed_operation: 'create' });
@@ -566,11 +568,25 @@ export class VolumeLifecycle {
   }
 
   private recordVolumeOutcome(volumeId: string, operation: 'create' | 'extend' | 'delete', patch: VolumePatch): Promise<VolumeRecord> {
-    return this.recordOutcome('volume', volumeId, operation, patch, () => this.transitionVolume(volumeId, patch), (kept) => this.deps.store.volumes.defer(volumeId, kept));
+    return this.recordOutcome(
+      'volume',
+      volumeId,
+      operation,
+      patch,
+      () => this.transitionVolume(volumeId, patch),
+      (kept) => this.deps.store.volumes.defer(volumeId, kept),
+    );
   }
 
   private recordSnapshotOutcome(snapshotId: string, operation: 'create' | 'delete', patch: SnapshotPatch): Promise<SnapshotRecord> {
-    return this.recordOutcome('snapshot', snapshotId, operation, patch, () => this.transitionSnapshot(snapshotId, patch), (kept) => this.deps.store.snapshots.defer(snapshotId, kept));
+    return this.recordOutcome(
+      'snapshot',
+      snapshotId,
+      operation,
+      patch,
+      () => this.transitionSnapshot(snapshotId, patch),
+      (kept) => this.deps.store.snapshots.defer(snapshotId, kept),
+    );
   }
 
   /**

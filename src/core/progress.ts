@@ -50,8 +50,7 @@ export async function trackCopy<T>(message: string, work: (progress: (done: numb
   if (!report) return work(() => undefined);
   let done = 0;
   let total: number | undefined;
-  const send = (text: string) =>
-    Promise.resolve(report({ progress: done, ...(total !== undefined ? { total } : {}), message: text })).catch(() => undefined);
+  const send = (text: string) => Promise.resolve(report({ progress: done, ...(total !== undefined ? { total } : {}), message: text })).catch(() => undefined);
   void send(message);
   const timer = setInterval(() => void send(total ? `${message}: ${Math.floor((done / total) * 100)}%` : message), PROGRESS_INTERVAL_MS);
   try {

@@ -31,7 +31,15 @@ export class TombstoneKeeper {
 
   /** Forgets the volume record and leaves its tombstone, in one store transaction. */
   bury(record: VolumeRecord): Promise<boolean> {
-    return this.leave({ object_id: record.id, kind: 'volume', parent_volume_id: null, backend: record.backend, pool_name: record.pool_name, size: record.size, provider_location: record.provider_location });
+    return this.leave({
+      object_id: record.id,
+      kind: 'volume',
+      parent_volume_id: null,
+      backend: record.backend,
+      pool_name: record.pool_name,
+      size: record.size,
+      provider_location: record.provider_location,
+    });
   }
 
   /** Forgets the snapshot record and leaves its tombstone, in one store transaction. */

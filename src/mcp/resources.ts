@@ -17,10 +17,28 @@ const KINDS = ['backends', 'volumes', 'snapshots', 'connections'] as const;
 type Kind = (typeof KINDS)[number];
 
 export const RESOURCE_TEMPLATES = [
-  { uriTemplate: 'cinderlib://backends/{id}', name: 'backend', title: 'Backend', description: 'A backend (volume_backend_name) as cinderlib\'s JSON: its config (secrets masked) and its first 100 volumes.', mimeType: MIME },
-  { uriTemplate: 'cinderlib://volumes/{id}', name: 'volume', title: 'Volume', description: 'A volume as cinderlib\'s JSON (Cinder\'s Volume object), with its snapshots and connections.', mimeType: MIME },
-  { uriTemplate: 'cinderlib://snapshots/{id}', name: 'snapshot', title: 'Snapshot', description: 'A snapshot as cinderlib\'s JSON (Cinder\'s Snapshot object).', mimeType: MIME },
-  { uriTemplate: 'cinderlib://connections/{id}', name: 'connection', title: 'Connection', description: 'A connection as cinderlib\'s JSON (Cinder\'s VolumeAttachment object); CHAP passwords read "***".', mimeType: MIME },
+  {
+    uriTemplate: 'cinderlib://backends/{id}',
+    name: 'backend',
+    title: 'Backend',
+    description: "A backend (volume_backend_name) as cinderlib's JSON: its config (secrets masked) and its first 100 volumes.",
+    mimeType: MIME,
+  },
+  {
+    uriTemplate: 'cinderlib://volumes/{id}',
+    name: 'volume',
+    title: 'Volume',
+    description: "A volume as cinderlib's JSON (Cinder's Volume object), with its snapshots and connections.",
+    mimeType: MIME,
+  },
+  { uriTemplate: 'cinderlib://snapshots/{id}', name: 'snapshot', title: 'Snapshot', description: "A snapshot as cinderlib's JSON (Cinder's Snapshot object).", mimeType: MIME },
+  {
+    uriTemplate: 'cinderlib://connections/{id}',
+    name: 'connection',
+    title: 'Connection',
+    description: 'A connection as cinderlib\'s JSON (Cinder\'s VolumeAttachment object); CHAP passwords read "***".',
+    mimeType: MIME,
+  },
 ];
 
 export interface ResourceEntry {
@@ -113,7 +131,12 @@ export class ResourceCatalog {
 
   private async page(kind: Kind, after: number | undefined, limit: number): Promise<{ entries: ResourceEntry[]; nextAfter?: number }> {
     if (limit <= 0) return { entries: [], nextAfter: after ?? 0 };
-    const entry = (id: string, label: string, title: string): ResourceEntry => ({ uri: `cinderlib://${kind}/${encodeURIComponent(id)}`, name: this.secrets.redact(label), title, mimeType: MIME });
+    const entry = (id: string, label: string, title: string): ResourceEntry => ({
+      uri: `cinderlib://${kind}/${encodeURIComponent(id)}`,
+      name: this.secrets.redact(label),
+      title,
+      mimeType: MIME,
+    });
     switch (kind) {
       case 'backends': {
         const all = this.backends();
@@ -131,7 +154,10 @@ export class ResourceCatalog {
       }
       case 'connections': {
         const page = await this.store.connections.list({ after, limit });
-        return { entries: page.records.map((c) => entry(c.id, `connection of volume ${c.volume_id} to ${typeof c.connector.host === 'string' ? c.connector.host : 'a host'}`, 'Connection')), nextAfter: page.nextAfter };
+        return {
+          entries: page.records.map((c) => entry(c.id, `connection of volume ${c.volume_id} to ${typeof c.connector.host === 'string' ? c.connector.host : 'a host'}`, 'Connection')),
+          nextAfter: page.nextAfter,
+        };
       }
     }
   }

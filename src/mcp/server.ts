@@ -49,8 +49,7 @@ export function createMcpServer(options: ServerOptions): Server {
   const { readOnly, secrets, log } = options;
   const listingReady = loadToolListing().then((tools) => offeredTools(tools, readOnly));
   let definitions: Promise<Map<string, ToolDefinition>> | undefined;
-  const toolDefinitions = () =>
-    (definitions ??= import('../../tools/index.js').then(({ TOOLS }) => new Map(TOOLS.map((tool) => [tool.name, tool]))));
+  const toolDefinitions = () => (definitions ??= import('../../tools/index.js').then(({ TOOLS }) => new Map(TOOLS.map((tool) => [tool.name, tool]))));
 
   const server = new Server(SERVER_INFO, {
     capabilities: SERVER_CAPABILITIES,
@@ -73,8 +72,7 @@ export function createMcpServer(options: ServerOptions): Server {
     const progress: ProgressReporter | undefined =
       progressToken === undefined
         ? undefined
-        : ({ progress, total, message }) =>
-            extra.sendNotification({ method: 'notifications/progress', params: { progressToken, progress, total, message: secrets.redact(message) } });
+        : ({ progress, total, message }) => extra.sendNotification({ method: 'notifications/progress', params: { progressToken, progress, total, message: secrets.redact(message) } });
     let audited: ToolDefinition | undefined;
     const result = await (async (): Promise<CallToolResult> => {
       try {
@@ -163,7 +161,8 @@ function registerResources(server: Server, options: ServerOptions): void {
       }
     });
   register(lenient(ListResourcesRequestSchema), async ({ cursor }) => {
-    if (cursor !== undefined && typeof cursor !== 'string') throw new ProtocolError(ErrorCode.InvalidParams, 'resources/list: cursor must be the nextCursor string of a previous answer');
+    if (cursor !== undefined && typeof cursor !== 'string')
+      throw new ProtocolError(ErrorCode.InvalidParams, 'resources/list: cursor must be the nextCursor string of a previous answer');
     return resourcesOf(await options.registry).list(cursor);
   });
   register(lenient(ReadResourceRequestSchema), async ({ uri }) => {
@@ -208,7 +207,11 @@ function parseArguments(tool: ToolDefinition, raw: unknown, registry: BackendReg
     const given = valueAt(raw, issue.path);
     let text = given === undefined && issue.code === 'invalid_type' ? `${field} is required` : issue.message;
     if (given !== undefined) text += `, got ${secrets.redact(preview(given))}`;
-    if (issue.path[0] === 'backend') text += ` (known backends: ${registry.list().map((b) => b.id).join(', ')})`;
+    if (issue.path[0] === 'backend')
+      text += ` (known backends: ${registry
+        .list()
+        .map((b) => b.id)
+        .join(', ')})`;
     return text;
   });
   throw new StorageError('INVALID_ARGUMENT', `${tool.name}: ${problems.join('; ')}`);

@@ -29,7 +29,11 @@ export function decodeCursor(cursor: string, list: string, filters: CursorFilter
 }
 
 function defined(filters: CursorFilters): CursorFilters {
-  return Object.fromEntries(Object.entries(filters).filter(([, value]) => value !== undefined).sort(([a], [b]) => a.localeCompare(b)));
+  return Object.fromEntries(
+    Object.entries(filters)
+      .filter(([, value]) => value !== undefined)
+      .sort(([a], [b]) => a.localeCompare(b)),
+  );
 }
 
 function invalid(list: string): StorageError {

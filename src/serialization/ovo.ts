@@ -211,7 +211,22 @@ export function volumeOvo(record: VolumeRecord, snapshots: SnapshotRecord[], con
 
 /** Fields of each OVO this project models: everything else a dump holds is kept as loaded. */
 export const MODELED_FIELDS = {
-  Volume: new Set(['id', 'size', 'status', 'attach_status', 'display_name', 'display_description', 'bootable', 'provider_location', 'snapshot_id', 'source_volid', 'snapshots', 'volume_attachment', 'created_at', 'updated_at']),
+  Volume: new Set([
+    'id',
+    'size',
+    'status',
+    'attach_status',
+    'display_name',
+    'display_description',
+    'bootable',
+    'provider_location',
+    'snapshot_id',
+    'source_volid',
+    'snapshots',
+    'volume_attachment',
+    'created_at',
+    'updated_at',
+  ]),
   Snapshot: new Set(['id', 'volume_id', 'status', 'progress', 'volume_size', 'display_name', 'display_description', 'provider_location', 'created_at', 'updated_at', 'volume']),
   VolumeAttachment: new Set(['id', 'volume_id', 'attach_status', 'attach_mode', 'connection_info', 'connector', 'created_at', 'updated_at', 'volume']),
 };

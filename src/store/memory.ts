@@ -26,9 +26,12 @@ import {
 } from './store.js';
 
 /** Records in insertion order (Map iteration order), which gives stable, creation-ordered pages. */
-class MemoryRecords<R extends { id: string; status: string }, P extends object, Q extends { after?: number; limit: number }, Parent extends object>
-  implements RecordTable<R, P, Q, Parent>
-{
+class MemoryRecords<R extends { id: string; status: string }, P extends object, Q extends { after?: number; limit: number }, Parent extends object> implements RecordTable<
+  R,
+  P,
+  Q,
+  Parent
+> {
   private readonly byId = new Map<string, { seq: number; record: R }>();
   private nextSeq = 1;
 
@@ -71,7 +74,9 @@ class MemoryRecords<R extends { id: string; status: string }, P extends object, 
 
   async all(parent: Parent): Promise<R[]> {
     const [[field, value]] = Object.entries(parent) as Array<[string, unknown]>;
-    return this.records().filter((record) => (record as Record<string, unknown>)[field] === value).map((record) => ({ ...record }));
+    return this.records()
+      .filter((record) => (record as Record<string, unknown>)[field] === value)
+      .map((record) => ({ ...record }));
   }
 
   /** Memory cannot fill up the way a disk does: the update is applied at once. */
@@ -150,15 +155,14 @@ export class MemoryVolumeStore implements VolumeStore {
       table
         .records()
         .filter((record) => TRANSITIONAL_STATUSES.includes(record.status) && isRecoverable(record, claim))
-        .map(
-          (record) =>
-            table.updateRecord(record.id, {
-              status: 'error',
-              status_reason: reason(record, kind),
-              failed_operation: OPERATION_OF_STATUS[record.status] ?? null,
-              owner: null,
-              lease_expires_at: null,
-            })!,
+        .map((record) =>
+          table.updateRecord(record.id, {
+            status: 'error',
+            status_reason: reason(record, kind),
+            failed_operation: OPERATION_OF_STATUS[record.status] ?? null,
+            owner: null,
+            lease_expires_at: null,
+          })!,
         );
     const connections = this.connections
       .records()

@@ -56,7 +56,8 @@ export const POSTGRES_SCHEMA_VERSION = MIGRATIONS_DONE;
 /** SQLSTATE classes that mean the store itself is in trouble, not that a call was wrong. */
 const TROUBLE_STATES = /^(08|28|3D|53|57|58|XX)/;
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'EPIPE', 'ECONNABORTED', 'EADDRNOTAVAIL']);
-const TROUBLE_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|Query read timeout|connection timeout|Client has encountered a connection error|Cannot use a pool after calling end|Client was closed|not queryable/i;
+const TROUBLE_MESSAGES =
+  /Connection terminated|timeout exceeded when trying to connect|Query read timeout|connection timeout|Client has encountered a connection error|Cannot use a pool after calling end|Client was closed|not queryable/i;
 
 /** `postgresql+psycopg2://` (SQLAlchemy) and `postgres://` as the driver reads them: `postgresql://`. */
 export function driverUrl(url: string): string {
@@ -593,10 +594,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
     } catch (error) {
       // Every connection busy (each deciding another domain's capacity) is this server's load, not the database's trouble.
       if (pool.totalCount >= (pool.options.max ?? 10) && /timeout/i.test(reasonOf(error))) {
-        throw new StorageError(
-          'BACKEND_BUSY',
-          `${what}: this server is already deciding the capacity of ${pool.totalCount} pools at once on ${this.description}; retry in a moment`,
-        );
+        throw new StorageError('BACKEND_BUSY', `${what}: this server is already deciding the capacity of ${pool.totalCount} pools at once on ${this.description}; retry in a moment`);
       }
       throw this.storeTrouble(what, error);
     }

@@ -156,7 +156,11 @@ export function insertSql(dialect: Dialect, table: TableName, conflict: 'ignore'
   const key = tableSpec(table).key;
   let sql = `INSERT INTO ${table} (${names.join(', ')}) VALUES (${names.map((_, i) => dialect.param(i + 1)).join(', ')})`;
   if (conflict === 'ignore') sql += ` ON CONFLICT (${key}) DO NOTHING`;
-  if (conflict === 'replace') sql += ` ON CONFLICT (${key}) DO UPDATE SET ${names.filter((n) => n !== key).map((n) => `${n} = excluded.${n}`).join(', ')}`;
+  if (conflict === 'replace')
+    sql += ` ON CONFLICT (${key}) DO UPDATE SET ${names
+      .filter((n) => n !== key)
+      .map((n) => `${n} = excluded.${n}`)
+      .join(', ')}`;
   return sql;
 }
 

@@ -36,12 +36,7 @@ const SCHEMA_VERSION = 9;
 const STORE_TROUBLE = /^SQLITE_(FULL|IOERR|READONLY|CANTOPEN|CORRUPT|NOTADB|BUSY|LOCKED)/;
 
 /** One record table on SQLite; what runs inside the store's transactions is synchronous. */
-class SqliteRecords<R extends { id: string; status: string }, P extends object, Q extends { after?: number; limit: number }, Parent extends object> extends SqlRecords<
-  R,
-  P,
-  Q,
-  Parent
-> {
+class SqliteRecords<R extends { id: string; status: string }, P extends object, Q extends { after?: number; limit: number }, Parent extends object> extends SqlRecords<R, P, Q, Parent> {
   constructor(
     private readonly store: SqliteVolumeStore,
     table: RecordTableName,

@@ -15,7 +15,6 @@ export interface VolumeQuery {
   limit: number;
 }
 
-
 export interface SnapshotQuery {
   backend?: string;
   volume_id?: string;
@@ -24,14 +23,12 @@ export interface SnapshotQuery {
   limit: number;
 }
 
-
 export interface ConnectionQuery {
   backend?: string;
   volume_id?: string;
   after?: number;
   limit: number;
 }
-
 
 export type ConnectionPatch = Partial<Pick<ConnectionRecord, 'status' | 'status_reason' | 'connection_info' | 'device' | 'owner' | 'lease_expires_at'>>;
 
@@ -57,9 +54,7 @@ export const REQUEST_ID_TTL_MS = 24 * 60 * 60 * 1000;
 /** What an insert did: wrote the record, found its id taken, or found the request_id already used. */
 export type InsertOutcome = { inserted: true } | { inserted: false; existingRequest?: RequestEntry };
 
-export type VolumePatch = Partial<
-  Pick<VolumeRecord, 'status' | 'size' | 'status_reason' | 'provider_location' | 'provider_auth' | 'failed_operation' | 'owner' | 'lease_expires_at'>
->;
+export type VolumePatch = Partial<Pick<VolumeRecord, 'status' | 'size' | 'status_reason' | 'provider_location' | 'provider_auth' | 'failed_operation' | 'owner' | 'lease_expires_at'>>;
 
 /**
  * Who asks for recovery: records under way that are abandoned (no owner, or an owner whose lease

@@ -9,8 +9,12 @@ const loose = report.files.filter((file) => /^src\/[^/]+\.ts$/.test(file));
 const longest = [...report.files].sort((a, b) => lines(b) - lines(a)).slice(0, 3);
 const driverFiles = report.files.filter((file) => file.startsWith('drivers/'));
 const longestDriver = [...driverFiles].sort((a, b) => lines(b) - lines(a))[0];
-const fromDriversOutsideKit = report.imports.filter((edge) => edge.from.startsWith('drivers/') && !edge.from.startsWith('drivers/kit/') && edge.from !== 'drivers/catalog.ts' && !edge.to.startsWith('drivers/'));
-const coreToDrivers = report.imports.filter((edge) => !edge.from.startsWith('drivers/') && edge.to.startsWith('drivers/') && !edge.to.startsWith('drivers/kit/') && edge.to !== 'drivers/catalog.ts');
+const fromDriversOutsideKit = report.imports.filter(
+  (edge) => edge.from.startsWith('drivers/') && !edge.from.startsWith('drivers/kit/') && edge.from !== 'drivers/catalog.ts' && !edge.to.startsWith('drivers/'),
+);
+const coreToDrivers = report.imports.filter(
+  (edge) => !edge.from.startsWith('drivers/') && edge.to.startsWith('drivers/') && !edge.to.startsWith('drivers/kit/') && edge.to !== 'drivers/catalog.ts',
+);
 const engines = ['src/store/sqlite.ts', 'src/store/postgres.ts', 'src/store/memory.ts'].filter((file) => report.files.includes(file));
 
 const figures = {

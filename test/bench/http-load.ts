@@ -31,7 +31,9 @@ const INITIALIZE = JSON.stringify({
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 
 function rssMiB(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((text) => text.startsWith('VmRSS:'))!;
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8')
+    .split('\n')
+    .find((text) => text.startsWith('VmRSS:'))!;
   return Math.round(Number(/(\d+)/.exec(line)![1]) / 1024);
 }
 
@@ -92,7 +94,13 @@ async function main(): Promise<void> {
   writeFileSync(
     config,
     JSON.stringify({
-      global: { persistence_config: { storage: 'memory' }, http_tokens: [{ name: 'greedy', token: GREEDY }, { name: 'other', token: OTHER, read_only: true }] },
+      global: {
+        persistence_config: { storage: 'memory' },
+        http_tokens: [
+          { name: 'greedy', token: GREEDY },
+          { name: 'other', token: OTHER, read_only: true },
+        ],
+      },
       backends: [{ volume_backend_name: 'files', volume_driver: 'file', volumes_dir: join(work, 'volumes') }],
     }),
   );

@@ -72,11 +72,19 @@ function seed(path: string, count: number, backend: string): void {
   const batch: VolumeRecord[] = [];
   for (let i = 0; i < count; i++) {
     batch.push({
-      id: randomUUID(), backend, name: `bench-${i}`, description: '', size: 1,
+      id: randomUUID(),
+      backend,
+      name: `bench-${i}`,
+      description: '',
+      size: 1,
       // 100 volumes in error, spread out, whatever the count.
       status: i % Math.max(1, Math.floor(count / 100)) === 0 ? 'error' : 'available',
-      pool_name: backend, bootable: false,
-      created_at: now, updated_at: now, status_reason: null, provider_location: null,
+      pool_name: backend,
+      bootable: false,
+      created_at: now,
+      updated_at: now,
+      status_reason: null,
+      provider_location: null,
     });
     if (batch.length === 10_000) store.insertMany(batch.splice(0));
   }
@@ -102,10 +110,13 @@ function serverEnv(label: string, volumes: number): { env: Record<string, string
   const db = join(dir, 'meta.sqlite');
   if (volumes > 0) seed(db, volumes, 'bench');
   const configPath = join(dir, 'config.json');
-  writeFileSync(configPath, JSON.stringify({
-    global: { persistence_config: { storage: 'db', connection: `sqlite:///${db}` } },
-    backends: [{ volume_backend_name: 'bench', volume_driver: 'file', volumes_dir: join(dir, 'volumes') }],
-  }));
+  writeFileSync(
+    configPath,
+    JSON.stringify({
+      global: { persistence_config: { storage: 'db', connection: `sqlite:///${db}` } },
+      backends: [{ volume_backend_name: 'bench', volume_driver: 'file', volumes_dir: join(dir, 'volumes') }],
+    }),
+  );
   return { env: { XDG_DATA_HOME: join(dir, 'xdg'), CINDERLIB_MCP_LOG_LEVEL: 'warn' }, configPath };
 }
 
@@ -199,13 +210,23 @@ async function main(): Promise<void> {
   // (one HTTPS GET per refresh) next to the same GET made directly with undici.
   const xms = await new XmsEmulator({ password: 'bench-password' }).start();
   const xmsConfig = join(work, 'xtremio.json');
-  writeFileSync(xmsConfig, JSON.stringify({
-    global: { persistence_config: { storage: 'memory' } },
-    backends: [{
-      volume_backend_name: 'xtremio', volume_driver: 'xtremio', san_ip: xms.address, xtremio_cluster_name: 'xtremio_cluster',
-      san_login: xms.username, san_password: xms.password, driver_ssl_cert_path: xms.certs.caPath,
-    }],
-  }));
+  writeFileSync(
+    xmsConfig,
+    JSON.stringify({
+      global: { persistence_config: { storage: 'memory' } },
+      backends: [
+        {
+          volume_backend_name: 'xtremio',
+          volume_driver: 'xtremio',
+          san_ip: xms.address,
+          xtremio_cluster_name: 'xtremio_cluster',
+          san_login: xms.username,
+          san_password: xms.password,
+          driver_ssl_cert_path: xms.certs.caPath,
+        },
+      ],
+    }),
+  );
   const viaTool = await connect(process.execPath, [BIN, '--config', xmsConfig], { XDG_DATA_HOME: join(work, 'xms-xdg'), CINDERLIB_MCP_LOG_LEVEL: 'warn' });
   await call(viaTool, 'get_stats', { backend: 'xtremio', refresh: true });
   const toolStats = await sample(viaTool, 300, 'get_stats', { backend: 'xtremio', refresh: true });
@@ -313,10 +334,14 @@ async function benchImageCopies(): Promise<void> {
       cps.push((await timed(async () => run('cp', ['--sparse=always', volume, copied])))[0]);
       cpAllocated = allocated(copied);
       const copiedSynced = join(dir, `cp-sync-${i}`);
-      cpSyncs.push((await timed(async () => {
-        run('cp', ['--sparse=always', volume, copiedSynced]);
-        run('sync', [copiedSynced]);
-      }))[0]);
+      cpSyncs.push(
+        (
+          await timed(async () => {
+            run('cp', ['--sparse=always', volume, copiedSynced]);
+            run('sync', [copiedSynced]);
+          })
+        )[0],
+      );
       for (const path of [snapshot, clone, copied, copiedSynced]) rmSync(path, { force: true });
     }
     rmSync(volume, { force: true });
@@ -348,13 +373,23 @@ async function benchConnections(): Promise<void> {
   const dir = join(work, 'connections');
   mkdirSync(dir, { recursive: true });
   const configPath = join(dir, 'config.json');
-  writeFileSync(configPath, JSON.stringify({
-    global: { persistence_config: { storage: 'db', connection: `sqlite:///${join(dir, 'meta.sqlite')}` } },
-    backends: [{
-      volume_backend_name: 'bench', volume_driver: 'file', volumes_dir: join(dir, 'volumes'),
-      target_helper: 'tgtadm', target_ip_address: tgtd.address, target_port: tgtd.port, target_config_dir: join(dir, 'targets'),
-    }],
-  }));
+  writeFileSync(
+    configPath,
+    JSON.stringify({
+      global: { persistence_config: { storage: 'db', connection: `sqlite:///${join(dir, 'meta.sqlite')}` } },
+      backends: [
+        {
+          volume_backend_name: 'bench',
+          volume_driver: 'file',
+          volumes_dir: join(dir, 'volumes'),
+          target_helper: 'tgtadm',
+          target_ip_address: tgtd.address,
+          target_port: tgtd.port,
+          target_config_dir: join(dir, 'targets'),
+        },
+      ],
+    }),
+  );
   const run = (command: string, args: string[]) => {
     const result = spawnSync(command, args, { encoding: 'utf8' });
     if (result.status !== 0) throw new Error(`${command} ${args.join(' ')}: ${result.stderr.trim()}`);
@@ -367,7 +402,11 @@ async function benchConnections(): Promise<void> {
     const bareImage = join(dir, 'volumes', `volume-${bare.id}`);
     const bareIqn = `iqn.2010-10.org.openstack:bench-bare-${bare.id}`;
     const bareConfig = join(dir, 'bare.conf');
-    writeFileSync(bareConfig, `<target ${bareIqn}>\n    backing-store ${bareImage}\n    driver iscsi\n    incominguser benchuser2345678901ab benchpass23456789\n    write-cache on\n</target>\n`, { mode: 0o600 });
+    writeFileSync(
+      bareConfig,
+      `<target ${bareIqn}>\n    backing-store ${bareImage}\n    driver iscsi\n    incominguser benchuser2345678901ab benchpass23456789\n    write-cache on\n</target>\n`,
+      { mode: 0o600 },
+    );
     const connector = { host: 'bench-host', initiator: 'iqn.1994-05.com.example:bench' };
     const [connects, disconnects, bareUpdates, bareDeletes, attaches, detaches, losetups, losetupDetaches] = [[], [], [], [], [], [], [], []] as number[][];
     for (let i = 0; i < 20; i++) {
@@ -440,19 +479,30 @@ async function benchStore(): Promise<void> {
       const snapshots: SnapshotRecord[] = [];
       for (let i = start; i < Math.min(count, start + 10_000); i++) {
         snapshots.push({
-          id: randomUUID(), volume_id: volumeId, backend: 'bench', name: `snap-${i}`, description: '', volume_size: 1,
-          status: (i % Math.max(1, Math.floor(count / 100)) === 0 ? 'error' : 'available'),
-          created_at: now, updated_at: now, status_reason: null, provider_location: null,
+          id: randomUUID(),
+          volume_id: volumeId,
+          backend: 'bench',
+          name: `snap-${i}`,
+          description: '',
+          volume_size: 1,
+          status: i % Math.max(1, Math.floor(count / 100)) === 0 ? 'error' : 'available',
+          created_at: now,
+          updated_at: now,
+          status_reason: null,
+          provider_location: null,
         });
       }
       await store.importRecords({ volumes: [], snapshots, connections: [] });
     }
     await store.close();
     const configPath = join(dir, 'config.json');
-    writeFileSync(configPath, JSON.stringify({
-      global: { persistence_config: { storage: 'db', connection: `sqlite:///${db}` } },
-      backends: [{ volume_backend_name: 'bench', volume_driver: 'file', volumes_dir: join(dir, 'volumes') }],
-    }));
+    writeFileSync(
+      configPath,
+      JSON.stringify({
+        global: { persistence_config: { storage: 'db', connection: `sqlite:///${db}` } },
+        backends: [{ volume_backend_name: 'bench', volume_driver: 'file', volumes_dir: join(dir, 'volumes') }],
+      }),
+    );
     const client = await connect(process.execPath, [BIN, '--config', configPath], { XDG_DATA_HOME: join(dir, 'xdg'), CINDERLIB_MCP_LOG_LEVEL: 'warn' });
     await call(client, 'list_backends', {});
     const deep = Math.floor(count * 0.9);
@@ -499,8 +549,18 @@ async function benchShared(): Promise<void> {
       const volumes: VolumeRecord[] = [];
       for (let i = start; i < start + 10_000; i++) {
         volumes.push({
-          id: randomUUID(), backend: 'bench', name: `bench-${i}`, description: '', size: 1, status: i % 1000 === 0 ? 'error' : 'available',
-          pool_name: 'bench', bootable: false, created_at: now, updated_at: now, status_reason: null, provider_location: null,
+          id: randomUUID(),
+          backend: 'bench',
+          name: `bench-${i}`,
+          description: '',
+          size: 1,
+          status: i % 1000 === 0 ? 'error' : 'available',
+          pool_name: 'bench',
+          bootable: false,
+          created_at: now,
+          updated_at: now,
+          status_reason: null,
+          provider_location: null,
         });
       }
       await store.importRecords({ volumes, snapshots: [], connections: [] });
@@ -526,13 +586,20 @@ async function benchShared(): Promise<void> {
     const pgDir = join(work, 'shared-pg');
     mkdirSync(pgDir, { recursive: true });
     const pgConfig = join(pgDir, 'config.json');
-    writeFileSync(pgConfig, JSON.stringify({
-      global: { persistence_config: { storage: 'db', connection: url } },
-      backends: [{ volume_backend_name: 'bench', volume_driver: 'file', volumes_dir: join(pgDir, 'volumes') }],
-    }));
+    writeFileSync(
+      pgConfig,
+      JSON.stringify({
+        global: { persistence_config: { storage: 'db', connection: url } },
+        backends: [{ volume_backend_name: 'bench', volume_driver: 'file', volumes_dir: join(pgDir, 'volumes') }],
+      }),
+    );
     const onSqlite = await figures('SQLite', sqlite.configPath, sqlite.env);
     const onPg = await figures('PostgreSQL', pgConfig, { XDG_DATA_HOME: join(pgDir, 'xdg'), CINDERLIB_MCP_LOG_LEVEL: 'warn' });
-    for (const [what, key] of [['get_stats cached round trip', 'cached'], ['list_volumes page of 100 at 100,000 volumes', 'page'], ['create_volume, file driver', 'create']] as const) {
+    for (const [what, key] of [
+      ['get_stats cached round trip', 'cached'],
+      ['list_volumes page of 100 at 100,000 volumes', 'page'],
+      ['create_volume, file driver', 'create'],
+    ] as const) {
       report(`${what}: SQLite / PostgreSQL (median)`, `${ms(onSqlite[key])} / ${ms(onPg[key])} (ratio ${(onPg[key] / onSqlite[key]).toFixed(2)}x)`);
     }
 
@@ -541,13 +608,23 @@ async function benchShared(): Promise<void> {
     const shared = await pg.createDatabase('bench_two');
     const serverConfig = (host: string) => {
       const path = join(work, `two-${host}.json`);
-      writeFileSync(path, JSON.stringify({
-        global: { host, persistence_config: { storage: 'db', connection: shared } },
-        backends: [{
-          volume_backend_name: 'xtremio', volume_driver: 'xtremio', san_ip: xms.address, xtremio_cluster_name: 'xtremio_cluster',
-          san_login: xms.username, san_password: xms.password, driver_ssl_cert_path: xms.certs.caPath,
-        }],
-      }));
+      writeFileSync(
+        path,
+        JSON.stringify({
+          global: { host, persistence_config: { storage: 'db', connection: shared } },
+          backends: [
+            {
+              volume_backend_name: 'xtremio',
+              volume_driver: 'xtremio',
+              san_ip: xms.address,
+              xtremio_cluster_name: 'xtremio_cluster',
+              san_login: xms.username,
+              san_password: xms.password,
+              driver_ssl_cert_path: xms.certs.caPath,
+            },
+          ],
+        }),
+      );
       return path;
     };
     const clients = [
@@ -573,7 +650,10 @@ async function benchShared(): Promise<void> {
       await call(httpClient, 'get_stats', { backend: 'bench' });
       const overHttp = await sample(httpClient, 300, 'get_stats', { backend: 'bench' });
       await httpClient.close();
-      report('get_stats cached over Streamable HTTP / over stdio (median)', `${ms(overHttp.median)} / ${ms(onSqlite.cached)} (ratio ${(overHttp.median / onSqlite.cached).toFixed(2)}x)`);
+      report(
+        'get_stats cached over Streamable HTTP / over stdio (median)',
+        `${ms(overHttp.median)} / ${ms(onSqlite.cached)} (ratio ${(overHttp.median / onSqlite.cached).toFixed(2)}x)`,
+      );
     } finally {
       await httpServer.stop();
     }

@@ -30,9 +30,17 @@ const config = (readOnly = false) => ({
 });
 
 function auditCli(...args: string[]): Array<Record<string, any>> {
-  const result = spawnSync(process.execPath, [BIN, 'audit', '--config', join(root, 'config.yaml'), ...args], { encoding: 'utf8', cwd: REPO_ROOT, env: { ...process.env, AUDIT_TEST_SECRET: SECRET } });
+  const result = spawnSync(process.execPath, [BIN, 'audit', '--config', join(root, 'config.yaml'), ...args], {
+    encoding: 'utf8',
+    cwd: REPO_ROOT,
+    env: { ...process.env, AUDIT_TEST_SECRET: SECRET },
+  });
   expect(result.status, result.stderr).toBe(0);
-  return result.stdout.trim().split('\n').filter(Boolean).map((line) => JSON.parse(line));
+  return result.stdout
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line));
 }
 
 describe('the audit log', () => {
@@ -77,7 +85,10 @@ describe('the audit log', () => {
 
     // The file holds the same records, one JSON line each, readable by its owner alone.
     const file = join(root, 'audit.jsonl');
-    const lines = readFileSync(file, 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+    const lines = readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
     expect(lines).toEqual(records);
     expect(statSync(file).mode & 0o077).toBe(0);
     const everything = readFileSync(file, 'utf8') + JSON.stringify(records);
@@ -90,7 +101,7 @@ describe('the audit log', () => {
     expect(bad.stderr).toMatch(/--since needs a date and time/);
   });
 
-  it('keeps a hostile nesting out of the record, so every JSON reader (Python\'s too) reads each audit line', async () => {
+  it("keeps a hostile nesting out of the record, so every JSON reader (Python's too) reads each audit line", async () => {
     let nested: unknown = 'bottom';
     for (let level = 0; level < 1000; level++) nested = { deeper: nested };
     const server = await startMcpServer(config(), { workDir: root, keepWorkDir: true, env: { AUDIT_TEST_SECRET: SECRET } });

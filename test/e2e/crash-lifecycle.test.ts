@@ -462,7 +462,14 @@ describe('kill -9 during snapshots, clones and volumes from snapshots', () => {
       const remaining = await check(last, allFiles(), readTombstones(sqlitePath), RUNS + 1);
       const cascade = await last.call('delete_volume', { volume_id: sourceId, cascade: true }, STEP_TIMEOUT_MS);
       const deleted = cascade.result?.structuredContent as { deleted?: boolean; snapshots_deleted?: string[] } | undefined;
-      if (deleted?.deleted !== true || [...(deleted.snapshots_deleted ?? [])].sort().join() !== remaining.map((s) => s.id).sort().join()) {
+      if (
+        deleted?.deleted !== true ||
+        [...(deleted.snapshots_deleted ?? [])].sort().join() !==
+          remaining
+            .map((s) => s.id)
+            .sort()
+            .join()
+      ) {
         problem(`cascade delete of the source answered ${JSON.stringify(cascade).slice(0, 600)}; expected snapshots ${remaining.map((s) => s.id).join(', ')}`);
       }
       const leftVolumes = await listAllPages<Volume>(last, 'list_volumes', 'volumes', STEP_TIMEOUT_MS);
@@ -489,7 +496,10 @@ describe('kill -9 during snapshots, clones and volumes from snapshots', () => {
       expect(figures.orphans + figures.unexpectedFiles + figures.lostRecords + figures.byteMismatches, summary).toBe(0);
       expect(figures.failedErrorDeletes + figures.filesLeftAfterDelete + figures.badErrorReasons + figures.unsettled + figures.badRetries, summary).toBe(0);
       // The rounds did exercise what they claim to: kills landed mid-operation, and finished copies were read.
-      expect(Object.values(figures.interruptedRecords).reduce((a, b) => a + b, 0), summary).toBeGreaterThan(0);
+      expect(
+        Object.values(figures.interruptedRecords).reduce((a, b) => a + b, 0),
+        summary,
+      ).toBeGreaterThan(0);
       expect(figures.copiesVerified.snapshot, summary).toBeGreaterThan(0);
       if (RUNS >= 6) expect(figures.copiesVerified.clone + figures.copiesVerified.fromSnapshot, summary).toBeGreaterThan(0);
     },

@@ -193,7 +193,10 @@ describe('serve --http with bearer tokens', () => {
   });
 
   it('names the token in the audit records of mutating calls, refused or not', () => {
-    const records = readFileSync(join(root, 'audit.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+    const records = readFileSync(join(root, 'audit.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
     expect(records).toContainEqual(expect.objectContaining({ client: 'admin-console', tool: 'create_volume', outcome: 'ok' }));
     expect(records).toContainEqual(expect.objectContaining({ client: 'dashboards', tool: 'create_volume', outcome: 'error' }));
     expect(JSON.stringify(records)).not.toContain(ADMIN_TOKEN);
@@ -201,11 +204,15 @@ describe('serve --http with bearer tokens', () => {
 
   it("does not let one token use another token's session", async () => {
     const { client, transport } = await connect(server.url, ADMIN_TOKEN);
-    const borrowed = await post(server.url, { jsonrpc: '2.0', id: 2, method: 'tools/list' }, {
-      Authorization: `Bearer ${READER_TOKEN}`,
-      'Mcp-Session-Id': transport.sessionId!,
-      'Mcp-Protocol-Version': '2025-06-18',
-    });
+    const borrowed = await post(
+      server.url,
+      { jsonrpc: '2.0', id: 2, method: 'tools/list' },
+      {
+        Authorization: `Bearer ${READER_TOKEN}`,
+        'Mcp-Session-Id': transport.sessionId!,
+        'Mcp-Protocol-Version': '2025-06-18',
+      },
+    );
     expect(borrowed.status).toBe(404);
     await client.close();
   });
@@ -417,7 +424,9 @@ describe('serve --http under load (contract section 16)', () => {
     stalled.on('data', (chunk: Buffer) => (answered += chunk.toString()));
     stalled.on('error', () => undefined);
     await new Promise<void>((resolve) => stalled.once('connect', () => resolve()));
-    stalled.write(`POST /mcp HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${3 * budget}\r\n\r\n`);
+    stalled.write(
+      `POST /mcp HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${3 * budget}\r\n\r\n`,
+    );
     stalled.write(Buffer.alloc(budget, 'a'));
     const stalledSince = Date.now();
     let refused: Response | undefined;
@@ -451,7 +460,9 @@ describe('serve --http under load (contract section 16)', () => {
     socket.setNoDelay(true);
     let answer = '';
     socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
-    socket.write(`POST /mcp HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`);
+    socket.write(
+      `POST /mcp HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`,
+    );
     for (let i = 0; i < body.length; i += 7) {
       socket.write(body.slice(i, i + 7));
       if (i % 70 === 0) await new Promise((resolve) => setImmediate(resolve));

@@ -57,7 +57,11 @@ describe.skipIf(!isRoot && !inCi)(`a metadata store whose disk fills up${isRoot 
       const filler = join(disk, 'filler');
       execFileSync('sh', ['-c', `dd if=/dev/zero of=${filler} bs=64k 2>/dev/null; true`]);
       const answer = await creating;
-      expect(answer.text).toMatch(new RegExp(`^BACKEND_UNAVAILABLE: volume ([0-9a-f-]{36}): the create finished on the array, but the metadata store could not record it \\(cannot update volume \\1: the metadata store ${dbPath} cannot be written: its disk is full`));
+      expect(answer.text).toMatch(
+        new RegExp(
+          `^BACKEND_UNAVAILABLE: volume ([0-9a-f-]{36}): the create finished on the array, but the metadata store could not record it \\(cannot update volume \\1: the metadata store ${dbPath} cannot be written: its disk is full`,
+        ),
+      );
       const id = /volume ([0-9a-f-]{36})/.exec(answer.text)![1];
 
       // The running server knows: not "creating" (which would make delete_volume wait for ever).

@@ -37,7 +37,11 @@ async function makeDriver(): Promise<{ driver: VolumeDriver; dir: string }> {
   const secrets = new SecretRegistry();
   const definition = await findDriver('file')!.load();
   const { options } = validateDriverOptions('files', definition, { volume_backend_name: 'files', volume_driver: 'file', volumes_dir: dir }, secrets);
-  const driver = definition.create(options, { backendName: 'files', log: createLogger('test'), secrets, dataDir: root, rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') }, 'file');
+  const driver = definition.create(
+    options,
+    { backendName: 'files', log: createLogger('test'), secrets, dataDir: root, rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') },
+    'file',
+  );
   await driver.setup();
   open_drivers.push(driver);
   return { driver, dir };
@@ -234,7 +238,7 @@ describe('file driver: snapshots, clones and volumes from snapshots', () => {
     expect(refused.code).toBe('ALREADY_EXISTS');
     expect(refused.message).toContain('files');
     expect(refused.message).toContain(clonePath);
-    expect((await readFile(clonePath, 'utf8'))).toBe('not ours');
+    expect(await readFile(clonePath, 'utf8')).toBe('not ours');
     await expectBytes(sourcePath, 3);
     expect(readdirSync(dir).sort()).toEqual([...before, `volume-${clone.id}`].sort());
 
@@ -253,9 +257,14 @@ describe('file driver: snapshots, clones and volumes from snapshots', () => {
     const before = readdirSync(dir).sort();
     const clone = volumeRequest();
     // The progress callback throws once the copy is under way: the copy stops there.
-    const failure = await driver.clones!.createClonedVolume(clone, source, (done) => {
-      if (done > 0) throw new Error('interrupted');
-    }).then(() => undefined, (error: unknown) => error);
+    const failure = await driver
+      .clones!.createClonedVolume(clone, source, (done) => {
+        if (done > 0) throw new Error('interrupted');
+      })
+      .then(
+        () => undefined,
+        (error: unknown) => error,
+      );
     expect(failure).toBeInstanceOf(Error);
     expect(existsSync(join(dir, `volume-${clone.id}`))).toBe(false);
     expect(readdirSync(dir).sort()).toEqual(before);

@@ -48,4 +48,3 @@ export async function startHttpServerProcess(configPath: string, env: Record<str
   };
   return server;
 }
-

@@ -41,7 +41,10 @@ afterAll(async () => {
   rmSync(workDir, { recursive: true, force: true });
 });
 
-async function makeDriver(extra: Record<string, unknown> = {}, host: (driver: () => VolumeDriver) => HostAccess = () => refusingHost('this test attaches nothing')): Promise<VolumeDriver> {
+async function makeDriver(
+  extra: Record<string, unknown> = {},
+  host: (driver: () => VolumeDriver) => HostAccess = () => refusingHost('this test attaches nothing'),
+): Promise<VolumeDriver> {
   const secrets = new SecretRegistry();
   const raw = k2.cinderBackend('k2', extra);
   const { options } = validateDriverOptions('k2', kaminario, raw, secrets);
@@ -66,7 +69,15 @@ function newVolume(size = 1) {
 let initiatorCounter = 0;
 function connectorFor(host: string, extra: Partial<Connector> = {}): Connector {
   initiatorCounter += 1;
-  return { host, initiator: `iqn.1993-08.org.debian:01:${String(initiatorCounter).padStart(12, 'a')}`, ip: '127.0.0.5', platform: 'x86_64', os_type: 'linux2', multipath: false, ...extra };
+  return {
+    host,
+    initiator: `iqn.1993-08.org.debian:01:${String(initiatorCounter).padStart(12, 'a')}`,
+    ip: '127.0.0.5',
+    platform: 'x86_64',
+    os_type: 'linux2',
+    multipath: false,
+    ...extra,
+  };
 }
 
 const table = (resource: string) => [...k2.objects.get(resource)!.values()];
@@ -120,7 +131,11 @@ describe('Kaminario K2 connections', () => {
 
     const unique = connectorFor('ignored-host-name', { initiator: 'iqn.1993-08.org.debian:01:12aa12aa12aa-extra-long-part' });
     await reversed.exports!.initializeConnection(volume, unique);
-    const expected = [...unique.initiator!].reverse().join('').slice(0, 32).replace(/[^0-9a-zA-Z_-]/g, '_');
+    const expected = [...unique.initiator!]
+      .reverse()
+      .join('')
+      .slice(0, 32)
+      .replace(/[^0-9a-zA-Z_-]/g, '_');
     expect(expected).toBe('trap-gnol-artxe-aa21aa21aa21_10_');
     expect(k2.named('hosts', expected)).toMatchObject({ type: 'Linux' });
     expect(k2.named('hosts', 'ignored-host-name')).toBeUndefined();
@@ -265,9 +280,6 @@ function fileHost(attached: Attached[], options: { brokenTarget?: boolean } = {}
   });
 }
 
-
-
-
 /** Known bytes at the start and past the first 256 MiB chunk of a 1 GiB volume. */
 const PATTERN_OFFSETS = [0, 700 * MIB];
 
@@ -390,7 +402,9 @@ describe('Kaminario K2 copies through the host', () => {
       run: async (argv) => {
         recorded.push([...argv]);
         const probe = argv.includes('count=0');
-        return probe && refused.some((flag) => argv.includes(flag)) ? { exitCode: 1, stdout: '', stderr: 'dd: failed to open: Invalid argument' } : { exitCode: 0, stdout: '', stderr: '' };
+        return probe && refused.some((flag) => argv.includes(flag))
+          ? { exitCode: 1, stdout: '', stderr: 'dd: failed to open: Invalid argument' }
+          : { exitCode: 0, stdout: '', stderr: '' };
       },
     });
     const progress: number[] = [];

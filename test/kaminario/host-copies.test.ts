@@ -62,9 +62,6 @@ class EmulatedIscsiAttacher implements HostAttacher {
   }
 }
 
-
-
-
 beforeAll(async () => {
   await k2.start();
   dir = mkdtempSync(join(tmpdir(), 'k2-host-copies-'));
@@ -74,16 +71,26 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-describe('K2 copies through the server\'s host (the core\'s host access)', () => {
-  it('makes a volume from a snapshot and a clone holding the source\'s bytes, leaving no mapping, host or attachment behind', async () => {
+describe("K2 copies through the server's host (the core's host access)", () => {
+  it("makes a volume from a snapshot and a clone holding the source's bytes, leaving no mapping, host or attachment behind", async () => {
     const attacher = new EmulatedIscsiAttacher();
     const store = new MemoryVolumeStore();
     const backend = new Backend(
       { name: 'k2', options: k2.cinderBackend('k2') },
       {
-        store, secrets: new SecretRegistry(), log: createLogger('test'), dataDir: dir, rootHelper: '', outputAllBackendInfo: false,
-        volumeLocks: new KeyedMutex(), capacity: new CapacityLedger(), serverId: 'host-copies', leaseMs: 30_000, serving: true,
-        attachers: { iscsi: attacher }, ownConnector: async () => THIS_HOST,
+        store,
+        secrets: new SecretRegistry(),
+        log: createLogger('test'),
+        dataDir: dir,
+        rootHelper: '',
+        outputAllBackendInfo: false,
+        volumeLocks: new KeyedMutex(),
+        capacity: new CapacityLedger(),
+        serverId: 'host-copies',
+        leaseMs: 30_000,
+        serving: true,
+        attachers: { iscsi: attacher },
+        ownConnector: async () => THIS_HOST,
       },
     );
     await backend.initialize();

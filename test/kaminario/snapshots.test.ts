@@ -32,7 +32,11 @@ async function makeDriver(extra: Record<string, unknown> = {}): Promise<VolumeDr
   const secrets = new SecretRegistry();
   const raw = k2.cinderBackend('k2', extra);
   const { options } = validateDriverOptions('k2', kaminario, raw, secrets);
-  const driver = kaminario.create(options, { backendName: 'k2', log: createLogger('k2-test'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') }, 'kaminario');
+  const driver = kaminario.create(
+    options,
+    { backendName: 'k2', log: createLogger('k2-test'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') },
+    'kaminario',
+  );
   drivers.push(driver);
   await driver.setup();
   return driver;

@@ -19,7 +19,21 @@ async function makeBackend(dir: string) {
   const store = new MemoryVolumeStore();
   const backend = new Backend(
     { name: 'b', options: { volume_backend_name: 'b', volume_driver: 'file', volumes_dir: dir } },
-    { store, secrets: new SecretRegistry(), log: createLogger('test'), dataDir: dir, rootHelper: '', outputAllBackendInfo: false, volumeLocks: new KeyedMutex(), capacity: new CapacityLedger(), serverId: 'unit-test-server', leaseMs: 30_000, serving: true, attachers: {}, ownConnector: async () => ({ host: 'unit-test-host' }) },
+    {
+      store,
+      secrets: new SecretRegistry(),
+      log: createLogger('test'),
+      dataDir: dir,
+      rootHelper: '',
+      outputAllBackendInfo: false,
+      volumeLocks: new KeyedMutex(),
+      capacity: new CapacityLedger(),
+      serverId: 'unit-test-server',
+      leaseMs: 30_000,
+      serving: true,
+      attachers: {},
+      ownConnector: async () => ({ host: 'unit-test-host' }),
+    },
   );
   await backend.initialize();
   expect(backend.initialized, backend.error).toBe(true);
@@ -112,7 +126,7 @@ describe('Backend', () => {
     poolOf(driver, { total: 100, free: 100, ratio: 20 });
     const sizes = Array.from({ length: 200 }, (_, i) => 1 + (i % 3));
     const results = await Promise.allSettled(sizes.map((size) => backend.lifecycle.createVolume({ size })));
-    expect(results.filter((r) => r.status === 'rejected').map((r) => String((r).reason))).toEqual([]);
+    expect(results.filter((r) => r.status === 'rejected').map((r) => String(r.reason))).toEqual([]);
   });
 
   it('records intent before the array call: the volume is "creating" while the driver works', async () => {
@@ -130,8 +144,17 @@ describe('Backend', () => {
     const volume = await backend.lifecycle.createVolume({ size: 1 });
     const now = new Date().toISOString();
     const connection = {
-      id: '30000000-0000-4000-8000-000000000001', volume_id: volume.id, backend: 'b', status: 'attached' as const, attach_mode: 'rw',
-      connector: { host: 'web-1', initiator: 'iqn.1993-08.org.debian:01:web-1' }, connection_info: {}, device: null, created_at: now, updated_at: now, status_reason: null,
+      id: '30000000-0000-4000-8000-000000000001',
+      volume_id: volume.id,
+      backend: 'b',
+      status: 'attached' as const,
+      attach_mode: 'rw',
+      connector: { host: 'web-1', initiator: 'iqn.1993-08.org.debian:01:web-1' },
+      connection_info: {},
+      device: null,
+      created_at: now,
+      updated_at: now,
+      status_reason: null,
     };
     await store.connections.insert(connection);
     await expect(backend.lifecycle.deleteVolume(volume.id)).rejects.toMatchObject({
@@ -167,7 +190,8 @@ function poolOf(driver: Record<string, (...args: unknown[]) => Promise<unknown>>
       const [min, max] = pool.delayMs;
       await new Promise((resolve) => setTimeout(resolve, min + Math.random() * (max - min)));
     }
-    for (const p of stats.pools) Object.assign(p, { total_capacity_gb: pool.total, free_capacity_gb: pool.free, max_over_subscription_ratio: pool.ratio, thin_provisioning_support: true });
+    for (const p of stats.pools)
+      Object.assign(p, { total_capacity_gb: pool.total, free_capacity_gb: pool.free, max_over_subscription_ratio: pool.ratio, thin_provisioning_support: true });
     return stats;
   };
 }

@@ -369,7 +369,8 @@ target_prefix = iqn.2010-10.org.example$$:
   });
 
   it('converts __proto__ sections and keys as data, polluting nothing', async () => {
-    const text = '[DEFAULT]\nenabled_backends = __proto__, constructor\n[__proto__]\nvolume_driver = lvm\n__proto__ = x\nprototype = y\nvolume_group = vg-proto\n[constructor]\nvolume_driver = lvm\nconstructor = z\nvolume_group = vg-ctor\n';
+    const text =
+      '[DEFAULT]\nenabled_backends = __proto__, constructor\n[__proto__]\nvolume_driver = lvm\n__proto__ = x\nprototype = y\nvolume_group = vg-proto\n[constructor]\nvolume_driver = lvm\nconstructor = z\nvolume_group = vg-ctor\n';
     const outcome = await runImportCinderConf([writeConf('proto.conf', text)]);
     expect(outcome.code).toBe(0);
     const doc = parseYaml(outcome.stdout);

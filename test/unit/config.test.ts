@@ -26,7 +26,9 @@ describe('config parsing', () => {
     expect(named).toMatchObject({ host: 'storage-1', leaseSeconds: 45 });
     expect(() => parse({ global: { lease_seconds: 1 }, backends: [{ volume_backend_name: 'a' }] })).toThrow(/lease_seconds must be a whole number of seconds from 5 to 3600/);
     expect(parse({ global: { http_sessions_per_token: '3' }, backends: [{ volume_backend_name: 'a' }] }).config.global.httpSessionsPerToken).toBe(3);
-    expect(() => parse({ global: { http_sessions_per_token: 0 }, backends: [{ volume_backend_name: 'a' }] })).toThrow(/http_sessions_per_token must be a whole number of sessions from 1 to 1000/);
+    expect(() => parse({ global: { http_sessions_per_token: 0 }, backends: [{ volume_backend_name: 'a' }] })).toThrow(
+      /http_sessions_per_token must be a whole number of sessions from 1 to 1000/,
+    );
   });
 
   it('accepts SQLAlchemy four-slash URLs and memory storage', () => {

@@ -59,7 +59,10 @@ describe("list_supported_drivers (cinderlib's Backend.list_supported_drivers)", 
     const listing = await listSupportedDrivers(2);
     for (const { definition, name } of await catalogClasses()) {
       const options = listing[name].driver_options;
-      expect(options.map((o) => o.name), name).toEqual(Object.keys(definition.options));
+      expect(
+        options.map((o) => o.name),
+        name,
+      ).toEqual(Object.keys(definition.options));
       for (const option of options) {
         const info = optionInfo.get(definition.options[option.name])!;
         expect(option.help).toBe(info.help);
@@ -159,13 +162,16 @@ describe("list_supported_drivers (cinderlib's Backend.list_supported_drivers)", 
         secretsSeen += 1;
         expect(option.default).toBeNull();
         expect(option.sample_default).toBeNull();
-        const asString = (v1[name].driver_options).find((o) => o.name === option.name)!;
+        const asString = v1[name].driver_options.find((o) => o.name === option.name)!;
         expect(asString).toMatchObject({ secret: 'True', default: 'None', sample_default: 'None' });
       }
     }
     expect(secretsSeen).toBeGreaterThan(0);
     for (const name of ['LVMVolumeDriver', 'XtremIOISCSIDriver', 'KaminarioFCDriver']) {
-      expect(v2[name].driver_options.find((o) => o.name === 'san_password'), name).toMatchObject({ secret: true, default: null });
+      expect(
+        v2[name].driver_options.find((o) => o.name === 'san_password'),
+        name,
+      ).toMatchObject({ secret: true, default: null });
     }
   });
 

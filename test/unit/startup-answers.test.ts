@@ -48,7 +48,7 @@ describe('start-up answers given before the SDK loads', () => {
   // The listing `npm run build` wrote (the tests run the TypeScript sources, not dist/).
   const listing = readPrebuiltListing(new URL('../../dist/tool-listing.json', import.meta.url))!;
 
-  it('equal the SDK server\'s answers to initialize (every version, and one it does not speak) and tools/list', async () => {
+  it("equal the SDK server's answers to initialize (every version, and one it does not speak) and tools/list", async () => {
     expect(listing).toBeDefined();
     for (const readOnly of [false, true]) {
       const { input, output, send, answerTo } = wire();

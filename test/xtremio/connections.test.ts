@@ -109,9 +109,7 @@ for (const { api, paths, xms } of arrays) {
         if (api === 'v1') {
           expect(xms.requests).toContain(`GET ${paths}/initiators?name=${encodeURIComponent(connector.initiator!)}`);
         } else {
-          expect(xms.requests).toContain(
-            `GET ${paths}/initiators?filter=${encodeURIComponent(`port-address:eq:${connector.initiator}`)}&full=1&cluster-name=${xms.clusterName}`,
-          );
+          expect(xms.requests).toContain(`GET ${paths}/initiators?filter=${encodeURIComponent(`port-address:eq:${connector.initiator}`)}&full=1&cluster-name=${xms.clusterName}`);
         }
         await driver.exports!.terminateConnection(volume, connector, false);
         await driver.deleteVolume(volume);
@@ -133,7 +131,12 @@ for (const { api, paths, xms } of arrays) {
         expect(groupPosts()).toBe(groupsBefore + 1);
         expect(initiatorPosts()).toBe(initiatorsBefore + 1);
         const group = xms.initiatorGroups.get(connector.initiator!)!;
-        expect(xms.groupMaps(group).map((map) => map.volume.name).sort()).toEqual([first.id, second.id].sort());
+        expect(
+          xms
+            .groupMaps(group)
+            .map((map) => map.volume.name)
+            .sort(),
+        ).toEqual([first.id, second.id].sort());
         expect(one.data.target_lun).toBe(mapsOf(first.id)[0].lun);
         expect(two.data.target_lun).toBe(mapsOf(second.id)[0].lun);
         expect(two.data.target_lun).not.toBe(one.data.target_lun);

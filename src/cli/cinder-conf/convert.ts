@@ -180,13 +180,20 @@ export async function convertCinderConf(text: string, source: string): Promise<C
   }
   if (ini.sections.get('database')?.has('connection')) {
     warnings.push(
-      '[database] connection not converted: it is Cinder\'s database, not a cinderlib metadata store, and its credentials are never copied; ' +
+      "[database] connection not converted: it is Cinder's database, not a cinderlib metadata store, and its credentials are never copied; " +
         'set global.persistence_config by hand if the default (sqlite in the data directory) does not suit',
     );
   }
 
   const listed = lastValue(defaults, 'enabled_backends');
-  const names = [...new Set((listed ?? '').split(',').map((name) => name.trim()).filter(Boolean))];
+  const names = [
+    ...new Set(
+      (listed ?? '')
+        .split(',')
+        .map((name) => name.trim())
+        .filter(Boolean),
+    ),
+  ];
   if (names.length === 0) {
     warnings.push(`[DEFAULT] enabled_backends is ${listed === undefined ? 'not set' : 'empty'}: no backend to convert`);
   }
@@ -347,8 +354,8 @@ function header(source: string, envNames: string[], envOwners: Map<string, strin
   const clean = (text: string) => text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, '?');
   const lines = [
     `cinderlib-mcp config converted from ${clean(source)} by \`cinderlib-mcp import-cinder-conf\``,
-    '(as cinderlib\'s cinder_to_yaml: only the options each driver knows were kept).',
-    'Cinder\'s database ([database] connection) and transport_url are not converted: the metadata',
+    "(as cinderlib's cinder_to_yaml: only the options each driver knows were kept).",
+    "Cinder's database ([database] connection) and transport_url are not converted: the metadata",
     'store is global.persistence_config (default: sqlite in the data directory).',
   ];
   if (envNames.length > 0) {

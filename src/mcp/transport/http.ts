@@ -164,7 +164,12 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
       const origin = req.headers.origin;
       if (origin !== undefined && !originAllowed(origin, allowedOrigins)) {
         log.warn(`refused a request from origin ${JSON.stringify(origin.slice(0, 200))}: not this server's own and not in global.http_allowed_origins`);
-        return sendJsonRpcError(res, 403, -32000, `Forbidden: origin ${JSON.stringify(origin.slice(0, 200))} is not allowed; an administrator can list it in global.http_allowed_origins`);
+        return sendJsonRpcError(
+          res,
+          403,
+          -32000,
+          `Forbidden: origin ${JSON.stringify(origin.slice(0, 200))} is not allowed; an administrator can list it in global.http_allowed_origins`,
+        );
       }
       // A browser page of an allowed origin may read the answers (CORS); its preflight needs no token.
       if (origin !== undefined) for (const [name, value] of Object.entries(corsHeaders(origin))) res.setHeader(name, value);
@@ -194,7 +199,9 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
           discardRest(req, stallMs);
           if (Date.now() - budgetWarnedAt > 60_000) {
             budgetWarnedAt = Date.now();
-            log.warn(`request bodies being received hold ${mebibytes(bodyBudget.limit)} MiB, the most this server buffers: new requests get 503 until some finish (logged at most once a minute)`);
+            log.warn(
+              `request bodies being received hold ${mebibytes(bodyBudget.limit)} MiB, the most this server buffers: new requests get 503 until some finish (logged at most once a minute)`,
+            );
           }
           return sendJsonRpcError(
             res,
@@ -377,8 +384,7 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
     // Without a valid token the answer is the state alone: the reason names the store's address.
     const auth = tokens.length > 0 && req.headers.authorization !== undefined ? authenticate(req.headers.authorization) : {};
     const trusted = auth.token !== undefined;
-    const down = (status: 'starting' | 'unavailable', reason: string) =>
-      sendJson(res, 503, trusted ? { status, reason: secrets.redact(reason) } : { status: 'unavailable' });
+    const down = (status: 'starting' | 'unavailable', reason: string) => sendJson(res, 503, trusted ? { status, reason: secrets.redact(reason) } : { status: 'unavailable' });
     const state = registryState;
     if (state.state === 'loading') return down('starting', 'the metadata store and backends are still loading');
     if (state.state === 'failed') return down('unavailable', state.reason);

@@ -7,9 +7,7 @@
  * Frames are pulled one at a time with next(), so the caller decides how fast to take them
  * (backpressure) while only the chunks already read wait here.
  */
-export type Frame =
-  | { kind: 'line'; bytes: Buffer }
-  | { kind: 'oversized'; bytes: number; head: Buffer; tail: Buffer };
+export type Frame = { kind: 'line'; bytes: Buffer } | { kind: 'oversized'; bytes: number; head: Buffer; tail: Buffer };
 
 /** How much of an oversized frame's start and end is kept for recovering its id. */
 const EDGE_BYTES = 1024;

@@ -211,8 +211,7 @@ export class XmsEmulator extends HttpsEmulator {
 
   protected handle(req: IncomingMessage, res: ServerResponse, url: URL, body: Record<string, unknown>): void {
     const send = (status: number, payload: unknown) => sendJson(res, status, payload);
-    const fail = (message: string, status = 400) =>
-      send(status, { message, error_code: status, ...(this.echoHeaders ? { request_headers: req.headers } : {}) });
+    const fail = (message: string, status = 400) => send(status, { message, error_code: status, ...(this.echoHeaders ? { request_headers: req.headers } : {}) });
 
     if (!this.authorized(req)) {
       const payload = { message: 'Unauthorized', error_code: 401, ...(this.echoHeaders ? { request_headers: req.headers } : {}) };
@@ -231,9 +230,7 @@ export class XmsEmulator extends HttpsEmulator {
     const match = /^\/api\/json\/(v2\/)?types\/([a-z-]+)(?:\/(\d+))?\/?$/.exec(url.pathname);
     if (!match) return fail(OBJ_NOT_FOUND, 404);
     const [, v2, collection, index] = match;
-    const errorAnswer = this.errorAnswers.find(
-      (rule) => rule.count > 0 && (!rule.method || rule.method === req.method) && (!rule.collection || rule.collection === collection),
-    );
+    const errorAnswer = this.errorAnswers.find((rule) => rule.count > 0 && (!rule.method || rule.method === req.method) && (!rule.collection || rule.collection === collection));
     if (errorAnswer) {
       errorAnswer.count--;
       return fail(errorAnswer.message, errorAnswer.status);
@@ -365,9 +362,7 @@ export class XmsEmulator extends HttpsEmulator {
     const names = ancestors.map((ancestor) => `${ancestor!.name}.${suffix}`);
     if (names.some((snapshotName) => this.volumes.has(snapshotName))) return fail(VOL_NOT_UNIQUE);
     this.snapshotSets.set(setName, { index: this.nextSetIndex++, name: setName });
-    const snapshots = ancestors.map((ancestor, i) =>
-      this.add({ name: names[i], sizeKib: ancestor!.sizeKib, ancestor: ancestor!, snapshotType: type, snapshotSet: setName }),
-    );
+    const snapshots = ancestors.map((ancestor, i) => this.add({ name: names[i], sizeKib: ancestor!.sizeKib, ancestor: ancestor!, snapshotType: type, snapshotSet: setName }));
     return send(201, { links: snapshots.map((snapshot) => ({ href: href('snapshots', snapshot.index), rel: 'self' })) });
   }
 
@@ -430,9 +425,7 @@ export class XmsEmulator extends HttpsEmulator {
       'num-of-dest-snaps': this.snapshotCount(volume),
       ...(volume.snapshotType ? { 'snapshot-type': volume.snapshotType } : {}),
       // [ig OID, tg OID, lun] per mapping, as Cinder's force detach reads it.
-      'lun-mapping-list': [...this.lunMaps.values()]
-        .filter((map) => map.volume === volume)
-        .map((map) => [groupId(map.group), ['guid', TARGET_GROUP.name, TARGET_GROUP.index], map.lun]),
+      'lun-mapping-list': [...this.lunMaps.values()].filter((map) => map.volume === volume).map((map) => [groupId(map.group), ['guid', TARGET_GROUP.name, TARGET_GROUP.index], map.lun]),
       'num-of-lun-mappings': [...this.lunMaps.values()].filter((map) => map.volume === volume).length,
     };
   }
@@ -459,9 +452,8 @@ export class XmsEmulator extends HttpsEmulator {
       const filters = url.searchParams.getAll('filter').map(parseFilter);
       if (filters.some((filter) => filter === undefined)) return fail('invalid_filter');
       const matching = objects.filter((object) => filters.every((alternatives) => alternatives!.some((term) => term(object))));
-      const listed = url.searchParams.get('full') === '1'
-        ? matching.map((object) => pick(object, props))
-        : matching.map((object) => ({ href: href(collection, object.index), name: object.name }));
+      const listed =
+        url.searchParams.get('full') === '1' ? matching.map((object) => pick(object, props)) : matching.map((object) => ({ href: href(collection, object.index), name: object.name }));
       return send(200, { [collection]: listed, links: [] });
     }
     if (method === 'POST') {
@@ -669,17 +661,24 @@ function parseFilter(text: string): Array<(object: XmsObject) => boolean> | unde
       const numeric = actual !== '' && value !== '' && !Number.isNaN(Number(actual)) && !Number.isNaN(Number(value));
       const [a, b] = numeric ? [Number(actual), Number(value)] : [actual, value];
       switch (op) {
-        case 'eq': return a === b;
-        case 'ne': return a !== b;
-        case 'gt': return a > b;
-        case 'ge': return a >= b;
-        case 'lt': return a < b;
-        case 'le': return a <= b;
-        default: return actual.includes(value);
+        case 'eq':
+          return a === b;
+        case 'ne':
+          return a !== b;
+        case 'gt':
+          return a > b;
+        case 'ge':
+          return a >= b;
+        case 'lt':
+          return a < b;
+        case 'le':
+          return a <= b;
+        default:
+          return actual.includes(value);
       }
     };
   });
-  return terms.every((term) => term !== undefined) ? (terms) : undefined;
+  return terms.every((term) => term !== undefined) ? terms : undefined;
 }
 
 /** Only the asked props (XMS `prop=`), or the whole object when none were asked. */
