@@ -1,15 +1,16 @@
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
-import { Protocol } from '@modelcontextprotocol/sdk/shared/protocol.js';
+import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import {
   CallToolRequestParamsSchema,
-  CallToolRequestSchema,
   ErrorCode,
   ListResourceTemplatesRequestSchema,
-  ListResourcesRequestSchema,
   ListToolsRequestSchema,
   McpError,
-  ReadResourceRequestSchema,
   type CallToolResult,
+  type JSONRPCRequest,
+  type ServerNotification,
+  type ServerRequest,
+  type ServerResult,
 } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import { StorageError, describeError, isStorageError } from '../base/errors.js';
@@ -58,11 +59,23 @@ export function createMcpServer(options: ServerOptions): Server {
   });
 
   server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: await listingReady }));
-  registerResources(server, options);
+  server.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: RESOURCE_TEMPLATES }));
 
-  // Registered past Server.setRequestHandler: its tools/call wrapper refuses a non-object
-  // `arguments` with a multi-line -32603 zod dump before this handler can word it.
-  Protocol.prototype.setRequestHandler.call(server, LenientCallToolRequestSchema, async (request: LenientCallToolRequest, extra): Promise<CallToolResult> => {
+  // tools/call, resources/list and resources/read take their params as sent and check them here:
+  // through Server.setRequestHandler the SDK's own schemas would refuse a non-object `arguments` or
+  // a missing uri with a multi-line zod dump before these handlers could word it in one line. The
+  // SDK hands every method without a handler of its own to fallbackRequestHandler, untouched.
+  const lenientHandlers = new Map<string, LenientHandler>([['tools/call', (request, extra) => callTool(request, extra)], ...resourceHandlers(options)]);
+  server.fallbackRequestHandler = async (request, extra) => {
+    const handler = lenientHandlers.get(request.method);
+    if (!handler) throw new ProtocolError(ErrorCode.MethodNotFound, 'Method not found'); // the SDK's own answer
+    return handler(request, extra);
+  };
+
+  async function callTool(frame: JSONRPCRequest, extra: RequestHandlerExtra<ServerRequest, ServerNotification>): Promise<CallToolResult> {
+    const parsed = LenientCallToolParamsSchema.safeParse(frame.params);
+    if (!parsed.success) throw new ProtocolError(ErrorCode.InvalidParams, 'tools/call: params._meta must be an object whose progressToken is a string or an integer');
+    const request = { params: parsed.data };
     const { name, arguments: rawArguments } = request.params;
     if (typeof name !== 'string') {
       throw new ProtocolError(ErrorCode.InvalidParams, 'tools/call needs params.name, the name of a tool as a string; tools/list lists them');
@@ -108,10 +121,13 @@ export function createMcpServer(options: ServerOptions): Server {
       });
     }
     return result;
-  });
+  }
 
   return server;
 }
+
+/** A request handler that takes the frame as the client sent it. */
+type LenientHandler = (request: JSONRPCRequest, extra: RequestHandlerExtra<ServerRequest, ServerNotification>) => Promise<ServerResult>;
 
 /** One catalog per registry, made on first use (every session over HTTP shares its server's registry). */
 const catalogs = new WeakMap<BackendRegistry, ResourceCatalog>();
@@ -138,8 +154,8 @@ class ProtocolError extends Error {
   }
 }
 
-/** resources/list, resources/templates/list and resources/read over the registry's catalog (src/resources.ts). */
-function registerResources(server: Server, options: ServerOptions): void {
+/** resources/list and resources/read over the registry's catalog (src/resources.ts), by method. */
+function resourceHandlers(options: ServerOptions): [string, LenientHandler][] {
   const { secrets } = options;
   // Store trouble and bad cursors are JSON-RPC errors here (resources have no isError result), worded as tool errors are.
   const asMcpError = (error: unknown): ProtocolError => {
@@ -150,42 +166,45 @@ function registerResources(server: Server, options: ServerOptions): void {
     options.log.error(`resources: ${describeError(error)}`);
     return new ProtocolError(ErrorCode.InternalError, `INTERNAL: ${secrets.redact(describeError(error).split('\n')[0])}`);
   };
-  server.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: RESOURCE_TEMPLATES }));
-  // Past Server.setRequestHandler, as tools/call: malformed params get a one-line -32602, not the SDK's -32603 zod dump.
-  const register = (schema: z.ZodObject, handler: (params: Record<string, unknown>) => Promise<Record<string, unknown>>) =>
-    Protocol.prototype.setRequestHandler.call(server, schema, async (request: Record<string, unknown>) => {
+  // Malformed params (missing, not an object) are taken as {}, for the handler to word what is missing.
+  const handle =
+    (handler: (params: Record<string, unknown>) => Promise<ServerResult>): LenientHandler =>
+    async (request) => {
       try {
-        return await handler(request.params as Record<string, unknown>);
+        return await handler(isPlainObject(request.params) ? request.params : {});
       } catch (error) {
         throw asMcpError(error);
       }
-    });
-  register(lenient(ListResourcesRequestSchema), async ({ cursor }) => {
-    if (cursor !== undefined && typeof cursor !== 'string')
-      throw new ProtocolError(ErrorCode.InvalidParams, 'resources/list: cursor must be the nextCursor string of a previous answer');
-    return resourcesOf(await options.registry).list(cursor);
-  });
-  register(lenient(ReadResourceRequestSchema), async ({ uri }) => {
-    if (typeof uri !== 'string') throw new ProtocolError(ErrorCode.InvalidParams, 'resources/read needs params.uri, a cinderlib:// URI as a string; resources/list lists them');
-    const text = await resourcesOf(await options.registry).read(uri);
-    return { contents: [{ uri, mimeType: 'application/json', text }] };
-  });
+    };
+  return [
+    [
+      'resources/list',
+      handle(async ({ cursor }) => {
+        if (cursor !== undefined && typeof cursor !== 'string')
+          throw new ProtocolError(ErrorCode.InvalidParams, 'resources/list: cursor must be the nextCursor string of a previous answer');
+        return resourcesOf(await options.registry).list(cursor);
+      }),
+    ],
+    [
+      'resources/read',
+      handle(async ({ uri }) => {
+        if (typeof uri !== 'string') throw new ProtocolError(ErrorCode.InvalidParams, 'resources/read needs params.uri, a cinderlib:// URI as a string; resources/list lists them');
+        const text = await resourcesOf(await options.registry).read(uri);
+        return { contents: [{ uri, mimeType: 'application/json', text }] };
+      }),
+    ],
+  ];
 }
 
-/** A request schema whose params are taken as any object (missing or malformed: {}), for the handler to check. */
-function lenient(schema: typeof ListResourcesRequestSchema | typeof ReadResourceRequestSchema): z.ZodObject {
-  return schema.extend({ params: z.preprocess((params) => (params && typeof params === 'object' && !Array.isArray(params) ? params : {}), z.record(z.string(), z.unknown())) });
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** tools/call with `name` and `arguments` left for the handler to check. */
-const LenientCallToolRequestSchema = CallToolRequestSchema.extend({
-  // params itself may be missing or malformed too: the handler words that in one line.
-  params: z.preprocess(
-    (params) => (params && typeof params === 'object' && !Array.isArray(params) ? params : {}),
-    CallToolRequestParamsSchema.extend({ name: z.unknown().optional(), arguments: z.unknown().optional() }),
-  ),
-});
-type LenientCallToolRequest = z.infer<typeof LenientCallToolRequestSchema>;
+/** tools/call params with `name` and `arguments` left for the handler to check; missing or malformed params are {}. */
+const LenientCallToolParamsSchema = z.preprocess(
+  (params) => (isPlainObject(params) ? params : {}),
+  CallToolRequestParamsSchema.extend({ name: z.unknown().optional(), arguments: z.unknown().optional() }),
+);
 
 function parseArguments(tool: ToolDefinition, raw: unknown, registry: BackendRegistry, secrets: SecretRegistry): unknown {
   if (raw === undefined) raw = {};
