@@ -1,10 +1,10 @@
-import { domainToASCII } from 'node:url';
-
 /**
  * The one masking mechanism (contract section 6). Secret option values and every `${env:...}`
  * substitution are registered here; every way out of the process (tool results, errors, stderr
  * logs, serialized dumps) passes its text through `redact` or its objects through `maskOptions`.
  */
+
+import { domainToASCII } from 'node:url';
 
 export const MASK = '***';
 

@@ -1,3 +1,10 @@
+/**
+ * Reads the config file (contract section 2): a `global` block of cinderlib.setup() options and
+ * a list of backends, each the keyword arguments of cinderlib.Backend(...). Driver options are
+ * validated later against the driver's own schema (src/backend-factory.ts); here we only check
+ * the shape every backend shares.
+ */
+
 import { readFileSync } from 'node:fs';
 import { extname, isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
@@ -6,13 +13,6 @@ import type { SecretRegistry } from '../base/secrets.js';
 import { DEFAULT_LEASE_SECONDS } from './defaults.js';
 import { substituteEnv, substituteEnvInUrl } from './env.js';
 import { ConfigError } from './errors.js';
-
-/**
- * Reads the config file (contract section 2): a `global` block of cinderlib.setup() options and
- * a list of backends, each the keyword arguments of cinderlib.Backend(...). Driver options are
- * validated later against the driver's own schema (src/backend-factory.ts); here we only check
- * the shape every backend shares.
- */
 
 /**
  * Where metadata lives: memory, a SQLite file (one server), or PostgreSQL (several servers sharing

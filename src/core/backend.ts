@@ -1,3 +1,9 @@
+/**
+ * A Backend is cinderlib's Backend: one array configuration, its driver (initialized in the
+ * background, retried on demand), cached stats and the capacity they leave. Mutations of its
+ * volumes and snapshots go through its lifecycle (src/lifecycle.ts).
+ */
+
 import { DEFAULT_VOLUME_DRIVER, findDriver, knownDriverNames } from '../../drivers/catalog.js';
 import type { BackendStats, Connector, PoolStats, VolumeDriver } from '../../drivers/kit/types.js';
 import { checkCapacity } from './capacity.js';
@@ -17,11 +23,6 @@ import type { Logger } from '../base/log.js';
 import type { SharedCoordination, VolumeStore } from '../store/store.js';
 import type { SecretRegistry } from '../base/secrets.js';
 
-/**
- * A Backend is cinderlib's Backend: one array configuration, its driver (initialized in the
- * background, retried on demand), cached stats and the capacity they leave. Mutations of its
- * volumes and snapshots go through its lifecycle (src/lifecycle.ts).
- */
 export interface BackendDependencies {
   store: VolumeStore;
   secrets: SecretRegistry;

@@ -1,3 +1,11 @@
+/**
+ * Connections (cinderlib's Connection): a volume exported to a host (connect/disconnect), or
+ * attached on the server's own host (attach/detach). Each is a mutation of the volume like the
+ * others, through the lifecycle's one routine: the volume's lock, the intent written first (a
+ * connection record with this server's lease), the driver's export calls, the outcome. A failed
+ * connect is undone on the array or target and leaves no record.
+ */
+
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { ConnectionInfo, Connector, ExportOperations, HostAccess, LocalAttachment, VolumeDriver, VolumeRef } from '../../drivers/kit/types.js';
@@ -10,13 +18,6 @@ import type { RequestEntry } from '../store/store.js';
 import { isRecoverable } from '../store/recovery.js';
 import type { VolumeRecord } from '../model/volume.js';
 
-/**
- * Connections (cinderlib's Connection): a volume exported to a host (connect/disconnect), or
- * attached on the server's own host (attach/detach). Each is a mutation of the volume like the
- * others, through the lifecycle's one routine: the volume's lock, the intent written first (a
- * connection record with this server's lease), the driver's export calls, the outcome. A failed
- * connect is undone on the array or target and leaves no record.
- */
 export interface ConnectionDependencies extends LifecycleDependencies {
   attachers: HostAttachers;
   /** os-brick's connector properties of the server's own host. */

@@ -1,8 +1,3 @@
-import type { z } from 'zod';
-import { DRIVER_CATALOG } from '../../drivers/catalog.js';
-import { optionInfo } from '../../drivers/kit/options.js';
-import { isSecretKey } from '../base/secrets.js';
-
 /**
  * cinderlib's `Backend.list_supported_drivers(output_version)`, from this project's drivers: the
  * catalog's class paths, each driver definition's version and its option schemas (the same
@@ -15,6 +10,11 @@ import { isSecretKey } from '../base/secrets.js';
  * `str()` of it); version 2 keeps their types and makes `type` a dict of the oslo.config type's
  * attributes plus `type_class`.
  */
+
+import type { z } from 'zod';
+import { DRIVER_CATALOG } from '../../drivers/catalog.js';
+import { optionInfo } from '../../drivers/kit/options.js';
+import { isSecretKey } from '../base/secrets.js';
 
 export type OutputVersion = 1 | 2;
 export const OUTPUT_VERSIONS = [1, 2] as const;

@@ -1,3 +1,10 @@
+/**
+ * Every mutation of volumes and snapshots, each run by one routine (`mutate`): lock every key it
+ * touches, hold the capacity it needs, record its intent, call the driver, record the outcome or
+ * the error, free what it held. cinderlib wrote that try/finally once per object; here it is
+ * written once, and each operation only says what its steps are.
+ */
+
 import { randomUUID } from 'node:crypto';
 import type { CreateVolumeRequest, PoolStats, SnapshotRef, VolumeDriver, VolumeRef } from '../../drivers/kit/types.js';
 import type { Reservation } from './capacity-ledger.js';
@@ -12,12 +19,6 @@ import type { SnapshotRecord, SnapshotStatus } from '../model/snapshot.js';
 import type { TombstoneKeeper } from './tombstones.js';
 import { TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../model/volume.js';
 
-/**
- * Every mutation of volumes and snapshots, each run by one routine (`mutate`): lock every key it
- * touches, hold the capacity it needs, record its intent, call the driver, record the outcome or
- * the error, free what it held. cinderlib wrote that try/finally once per object; here it is
- * written once, and each operation only says what its steps are.
- */
 export interface LifecycleHost {
   readonly id: string;
   readonly volumeDriver: string;

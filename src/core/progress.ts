@@ -1,10 +1,11 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
-
 /**
  * MCP progress notifications for whatever makes a tool call wait (a backend still initializing,
  * later long copies). The server binds a reporter to each call that carried a progressToken;
  * code deep in the core reports through `waitWithProgress` without knowing about MCP.
  */
+
+import { AsyncLocalStorage } from 'node:async_hooks';
+
 export type ProgressReporter = (update: { progress: number; total?: number; message: string }) => Promise<void> | void;
 
 const current = new AsyncLocalStorage<ProgressReporter>();

@@ -1,3 +1,8 @@
+/**
+ * cinderlib's class-level registry of backends: backends by volume_backend_name, and the routes
+ * from a volume id to the backend that owns it.
+ */
+
 import { Backend } from './backend.js';
 import type { CreateSnapshotInput, CreateVolumeInput } from './lifecycle.js';
 import type { RequestEntry } from '../store/store.js';
@@ -21,10 +26,6 @@ import type { Connector } from '../../drivers/kit/types.js';
 import type { VolumeRecord, VolumeStatus } from '../model/volume.js';
 import type { SerializationSource } from '../serialization/dump.js';
 
-/**
- * cinderlib's class-level registry of backends: backends by volume_backend_name, and the routes
- * from a volume id to the backend that owns it.
- */
 export interface ListVolumesInput {
   backend?: string;
   status?: VolumeStatus;

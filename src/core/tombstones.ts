@@ -1,10 +1,3 @@
-import type { SnapshotRef, VolumeRef } from '../../drivers/kit/types.js';
-import { describeError } from '../base/errors.js';
-import type { Logger } from '../base/log.js';
-import type { Tombstone, VolumeStore } from '../store/store.js';
-import type { SnapshotRecord } from '../model/snapshot.js';
-import type { VolumeRecord } from '../model/volume.js';
-
 /**
  * Deleting a volume or snapshot whose create never confirmed (the server died mid-create, or the
  * array timed out) cannot trust "not there": the array may still be working on that create and
@@ -12,6 +5,14 @@ import type { VolumeRecord } from '../model/volume.js';
  * deterministic name on this schedule, counted from the delete, before it is forgotten. The
  * schedule outlasts every driver's request time-out with room to spare.
  */
+
+import type { SnapshotRef, VolumeRef } from '../../drivers/kit/types.js';
+import { describeError } from '../base/errors.js';
+import type { Logger } from '../base/log.js';
+import type { Tombstone, VolumeStore } from '../store/store.js';
+import type { SnapshotRecord } from '../model/snapshot.js';
+import type { VolumeRecord } from '../model/volume.js';
+
 export interface DeleteAgain {
   volume(volume: VolumeRef): Promise<void>;
   snapshot(snapshot: SnapshotRef, volume: VolumeRef): Promise<void>;

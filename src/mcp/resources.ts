@@ -1,15 +1,16 @@
-import { StorageError } from '../base/errors.js';
-import { decodeCursor, encodeCursor } from '../model/cursor.js';
-import type { VolumeStore } from '../store/store.js';
-import { connectionDump, dumpVolume, snapshotDump, writeBackendDump, type DumpedBackend, type Dumper, type SerializationSource } from '../serialization/dump.js';
-import type { SecretRegistry } from '../base/secrets.js';
-
 /**
  * MCP resources (contract section 9): every backend, volume, snapshot and connection as
  * `cinderlib://<kind>/<id>`, each read as the object's cinderlib JSON, the same as its entry in
  * `cinderlib-mcp dump` (a backend's with at most its first 100 volumes: list_volumes pages the
  * rest). resources/list pages through all of them, backends first, 100 per page.
  */
+
+import { StorageError } from '../base/errors.js';
+import { decodeCursor, encodeCursor } from '../model/cursor.js';
+import type { VolumeStore } from '../store/store.js';
+import { connectionDump, dumpVolume, snapshotDump, writeBackendDump, type DumpedBackend, type Dumper, type SerializationSource } from '../serialization/dump.js';
+import type { SecretRegistry } from '../base/secrets.js';
+
 export const RESOURCE_PAGE_SIZE = 100;
 export const BACKEND_RESOURCE_VOLUMES = 100;
 const MIME = 'application/json';

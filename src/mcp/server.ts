@@ -1,3 +1,9 @@
+/**
+ * The MCP server. It uses the SDK's low-level Server rather than McpServer so that it owns the
+ * two answers McpServer would shape for it: argument errors ("INVALID_ARGUMENT: ...", naming the
+ * value and what is accepted) and call-time refusal of hidden mutating tools ("READ_ONLY: ...").
+ */
+
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import {
@@ -24,11 +30,6 @@ import { offeredTools } from './startup-answers.js';
 import { loadToolListing } from './tool-listing.js';
 import { RESOURCE_TEMPLATES, ResourceCatalog, ResourceNotFound } from './resources.js';
 
-/**
- * The MCP server. It uses the SDK's low-level Server rather than McpServer so that it owns the
- * two answers McpServer would shape for it: argument errors ("INVALID_ARGUMENT: ...", naming the
- * value and what is accepted) and call-time refusal of hidden mutating tools ("READ_ONLY: ...").
- */
 export interface ServerOptions {
   /** Resolves once the metadata store and backends are loaded; the server answers tools/list before that. */
   registry: Promise<BackendRegistry>;

@@ -1,9 +1,10 @@
-import { StorageError } from '../base/errors.js';
-
 /**
  * Opaque list cursors: the store position plus the list and the filters they were issued for, so
  * a cursor reused with other filters (or on another list) is refused instead of silently skipping.
  */
+
+import { StorageError } from '../base/errors.js';
+
 export type CursorFilters = Record<string, string | undefined>;
 
 export function encodeCursor(list: string, after: number, filters: CursorFilters): string {

@@ -1,3 +1,11 @@
+/**
+ * `cinderlib-mcp load`: a cinderlib dump (a list of backends, as cl.dumps() writes it, or one
+ * backend, as backend.dumps does) into the metadata store, all of it in one transaction or none
+ * of it. Every object is checked first: an unknown backend, a repeated id, a malformed object is
+ * a clear error naming where it is, and nothing is written. Fields this project does not model are
+ * kept as loaded and dumped back unchanged.
+ */
+
 import { z } from 'zod';
 import type { ConnectionRecord } from '../model/connection.js';
 import { StorageError } from '../base/errors.js';
@@ -20,13 +28,6 @@ import {
 } from './ovo.js';
 import { connectorProblem, devicePathProblem, iscsiDataProblem, providerAuthProblem, providerLocationProblem } from '../model/untrusted.js';
 
-/**
- * `cinderlib-mcp load`: a cinderlib dump (a list of backends, as cl.dumps() writes it, or one
- * backend, as backend.dumps does) into the metadata store, all of it in one transaction or none
- * of it. Every object is checked first: an unknown backend, a repeated id, a malformed object is
- * a clear error naming where it is, and nothing is written. Fields this project does not model are
- * kept as loaded and dumped back unchanged.
- */
 export const MAX_DUMP_DEPTH = 64;
 const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -1,8 +1,3 @@
-import type { ConnectionRecord, ConnectionStatus } from '../model/connection.js';
-import { MASK } from '../base/secrets.js';
-import type { SnapshotRecord, SnapshotStatus } from '../model/snapshot.js';
-import type { FailedOperation, VolumeRecord, VolumeStatus } from '../model/volume.js';
-
 /**
  * cinderlib's JSON forms of its objects (cinderlib/serialization.py and objects.py): each object
  * is `{"class", "backend", "ovo"}` where `ovo` is the Cinder versioned object as
@@ -12,6 +7,12 @@ import type { FailedOperation, VolumeRecord, VolumeStatus } from '../model/volum
  * said (kept in `cinderlib_extra`). What this project keeps beyond Cinder's fields (why a record is
  * in error) rides in cinderlib's own piggyback key, "cinderlib.data".
  */
+
+import type { ConnectionRecord, ConnectionStatus } from '../model/connection.js';
+import { MASK } from '../base/secrets.js';
+import type { SnapshotRecord, SnapshotStatus } from '../model/snapshot.js';
+import type { FailedOperation, VolumeRecord, VolumeStatus } from '../model/volume.js';
+
 export const OVO_NAME = 'versioned_object.name';
 export const OVO_NAMESPACE = 'versioned_object.namespace';
 export const OVO_VERSION = 'versioned_object.version';

@@ -1,12 +1,13 @@
-import type { ConnectionRecord } from '../model/connection.js';
-import type { SnapshotRecord, SnapshotStatus } from '../model/snapshot.js';
-import type { VolumeRecord, VolumeStatus } from '../model/volume.js';
-
 /**
  * Where volume metadata lives, behind one interface (cinderlib's persistence/base.py). The
  * objects never know which storage holds them. Calls are asynchronous, so that a storage across
  * the network (PostgreSQL) is one more implementation; the in-process ones answer at once.
  */
+
+import type { ConnectionRecord } from '../model/connection.js';
+import type { SnapshotRecord, SnapshotStatus } from '../model/snapshot.js';
+import type { VolumeRecord, VolumeStatus } from '../model/volume.js';
+
 export interface VolumeQuery {
   backend?: string;
   status?: VolumeStatus;

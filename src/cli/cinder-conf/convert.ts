@@ -1,12 +1,3 @@
-import { stringify } from 'yaml';
-import { z } from 'zod';
-import { DEFAULT_VOLUME_DRIVER, DRIVER_CATALOG, findDriver } from '../../../drivers/catalog.js';
-import type { DriverDefinition } from '../../../drivers/kit/types.js';
-import { ConfigError } from '../../config/errors.js';
-import { CORE_OPTIONS, readCoreOptions, validateDriverOptions } from '../../config/driver-options.js';
-import { SecretRegistry, isSecretKey } from '../../base/secrets.js';
-import { type IniFile, type IniSection, lastValue, parseCinderConf } from './parse.js';
-
 /**
  * cinderlib's cinder_to_yaml, natively (contract section 9): every backend of
  * `[DEFAULT] enabled_backends` becomes a backend of this project's YAML config, with the options
@@ -27,6 +18,15 @@ import { type IniFile, type IniSection, lastValue, parseCinderConf } from './par
  *   `global.root_helper` unless it is Cinder's own rootwrap (whose filters list Cinder's commands,
  *   not this project's), in which case the project's default (`sudo`) stays.
  */
+
+import { stringify } from 'yaml';
+import { z } from 'zod';
+import { DEFAULT_VOLUME_DRIVER, DRIVER_CATALOG, findDriver } from '../../../drivers/catalog.js';
+import type { DriverDefinition } from '../../../drivers/kit/types.js';
+import { ConfigError } from '../../config/errors.js';
+import { CORE_OPTIONS, readCoreOptions, validateDriverOptions } from '../../config/driver-options.js';
+import { SecretRegistry, isSecretKey } from '../../base/secrets.js';
+import { type IniFile, type IniSection, lastValue, parseCinderConf } from './parse.js';
 
 export interface CinderConfConversion {
   /** The config, header comment included; empty when no backend converted. */

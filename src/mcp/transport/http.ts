@@ -1,17 +1,3 @@
-import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { isIP } from 'node:net';
-import { hostname, networkInterfaces } from 'node:os';
-import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
-import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
-import { DEFAULT_HTTP_SESSION_IDLE_SECONDS, DEFAULT_HTTP_SESSIONS_PER_TOKEN, type HttpToken, type LoadedConfig } from '../../config/load.js';
-import type { Logger } from '../../base/log.js';
-import type { BackendRegistry } from '../../core/registry.js';
-import type { SecretRegistry } from '../../base/secrets.js';
-import { createMcpServer } from '../server.js';
-
 /**
  * `cinderlib-mcp serve --http`: MCP over the SDK's Streamable HTTP transport (contract section 10)
  * on Node's own http module.
@@ -25,6 +11,20 @@ import { createMcpServer } from '../server.js';
  *   (its oldest idle one ends to make room, else 429); bodies being received share one memory budget
  *   (beyond it, 503 with Retry-After), and a body that stops arriving is dropped with its connection.
  */
+
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { isIP } from 'node:net';
+import { hostname, networkInterfaces } from 'node:os';
+import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
+import { DEFAULT_HTTP_SESSION_IDLE_SECONDS, DEFAULT_HTTP_SESSIONS_PER_TOKEN, type HttpToken, type LoadedConfig } from '../../config/load.js';
+import type { Logger } from '../../base/log.js';
+import type { BackendRegistry } from '../../core/registry.js';
+import type { SecretRegistry } from '../../base/secrets.js';
+import { createMcpServer } from '../server.js';
 
 /** Bodies larger than this are answered 413 (contract section 10). */
 export const MAX_BODY_BYTES = 4 * 1024 * 1024;

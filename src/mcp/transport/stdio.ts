@@ -1,10 +1,3 @@
-import type { Readable, Writable } from 'node:stream';
-import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
-import type { JSONRPCMessage, JSONRPCRequest, RequestId } from '@modelcontextprotocol/sdk/types.js';
-import type { Logger } from '../../base/log.js';
-import { recoverRequestId } from './frame-id.js';
-import { LineSplitter, type Frame } from './line-splitter.js';
-
 /**
  * MCP over stdio with bounded memory, in place of the SDK's StdioServerTransport, which keeps
  * reading however far the client is behind, closes for good on one frame over 10 MiB, and gives
@@ -20,6 +13,14 @@ import { LineSplitter, type Frame } from './line-splitter.js';
  * - Shutdown: finish() stops reading, waits for the calls taken to be answered and for stdout to
  *   flush, bounded by a grace period.
  */
+
+import type { Readable, Writable } from 'node:stream';
+import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
+import type { JSONRPCMessage, JSONRPCRequest, RequestId } from '@modelcontextprotocol/sdk/types.js';
+import type { Logger } from '../../base/log.js';
+import { recoverRequestId } from './frame-id.js';
+import { LineSplitter, type Frame } from './line-splitter.js';
+
 export const DEFAULT_MAX_FRAME_BYTES = 10 * 1024 * 1024;
 export const DEFAULT_MAX_IN_FLIGHT = 64;
 /**
