@@ -7,6 +7,7 @@
  * a stale lock behind. A side file says who holds it, for the refusal message only.
  */
 
+import { errorCode } from './errors.js';
 import Database from 'better-sqlite3';
 import { hostname } from 'node:os';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -40,7 +41,7 @@ export async function acquireProcessLock(lockPath: string, purpose: string): Pro
     db.exec('CREATE TABLE IF NOT EXISTS lock (purpose TEXT); BEGIN EXCLUSIVE; COMMIT;');
   } catch (error) {
     db.close();
-    if ((error as { code?: string }).code === 'SQLITE_BUSY') throw new LockHeldError(lockPath, await describeHolder(lockPath));
+    if (errorCode(error) === 'SQLITE_BUSY') throw new LockHeldError(lockPath, await describeHolder(lockPath));
     throw error;
   }
   heldHere.set(lockPath, purpose);

@@ -7,6 +7,7 @@
  * backend, the option and the path.
  */
 
+import { errorCode } from './errors.js';
 import { constants, type Stats } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 
@@ -57,7 +58,7 @@ export async function isRegularFile(path: string): Promise<boolean> {
   try {
     stats = await stat(path);
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
+    const code = errorCode(error);
     if (code === 'ENOENT' || code === 'ENOTDIR') return false;
     throw new Error(fsReason(error));
   }
@@ -79,7 +80,7 @@ function sizeLabel(bytes: number): string {
 }
 
 function fsReason(error: unknown): string {
-  const code = (error as NodeJS.ErrnoException).code;
+  const code = errorCode(error);
   if (code === 'ENOENT') return 'ENOENT (no such file)';
   if (code === 'EACCES' || code === 'EPERM') return `${code} (permission denied)`;
   if (code === 'EISDIR') return 'not a regular file (a directory)';

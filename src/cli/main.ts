@@ -1,3 +1,4 @@
+import { describeError } from '../base/errors.js';
 import { ConfigError } from '../config/errors.js';
 import type { LoadedConfig } from '../config/load.js';
 import { resolveConfig } from '../config/resolve.js';
@@ -63,6 +64,10 @@ const SUBCOMMANDS: Record<string, string | undefined> = {
   'connection-secret': 'a connection id (list_connections shows them)',
 };
 
+function isSubcommand(arg: string): arg is Command['mode'] {
+  return Object.hasOwn(SUBCOMMANDS, arg);
+}
+
 export function parseArgs(argv: string[]): Command {
   const command: Command = { mode: 'serve' };
   let subcommandSeen = false;
@@ -71,8 +76,8 @@ export function parseArgs(argv: string[]): Command {
     if (arg === '--help' || arg === '-h') return { mode: 'help' };
     if (arg === '--version' || arg === '-v') return { mode: 'version' };
     // The subcommand may follow the options (cinderlib-mcp --config X check), but comes once.
-    if (!subcommandSeen && Object.hasOwn(SUBCOMMANDS, arg)) {
-      command.mode = arg as Command['mode'];
+    if (!subcommandSeen && isSubcommand(arg)) {
+      command.mode = arg;
       subcommandSeen = true;
     } else if (SUBCOMMANDS[command.mode] && command.operand === undefined && !arg.startsWith('-')) command.operand = arg;
     else if (command.mode === 'serve' && (arg === '--http' || /^--(host|port)(=|$)/.test(arg))) {
@@ -120,7 +125,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     command = parseArgs(argv);
   } catch (error) {
-    process.stderr.write(`${(error as Error).message}\n`);
+    process.stderr.write(`${describeError(error)}\n`);
     return 2;
   }
   // The stdio server watches stdout itself (its client leaving); every other command writes for a reader that may go.

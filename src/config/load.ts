@@ -5,6 +5,7 @@
  * the shape every backend shares.
  */
 
+import { errorCode } from '../base/errors.js';
 import { readFileSync } from 'node:fs';
 import { extname, isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
@@ -168,7 +169,7 @@ export async function readConfigFile(path: string, options: LoadOptions): Promis
   try {
     text = readFileSync(path, 'utf8');
   } catch (error) {
-    throw new ConfigError(`cannot read config file ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+    throw new ConfigError(`cannot read config file ${path}: ${errorCode(error) ?? String(error)}`);
   }
   let parsed: unknown;
   try {

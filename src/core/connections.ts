@@ -13,7 +13,7 @@ import type { AttachedDevice, HostAttacher, HostAttachers } from './attach/attac
 import { connectorProblem, devicePathProblem, iscsiDataProblem, refuseUntrusted } from '../model/untrusted.js';
 import type { ConnectionRecord } from '../model/connection.js';
 import { StorageError, describeError, isStorageError } from '../base/errors.js';
-import { Replay, volumeKey, type LifecycleDependencies, type LifecycleHost, type VolumeLifecycle } from './lifecycle.js';
+import { Replay, replayedRecord, volumeKey, type LifecycleDependencies, type LifecycleHost, type VolumeLifecycle } from './lifecycle.js';
 import type { RequestEntry } from '../store/store.js';
 import { isRecoverable } from '../store/recovery.js';
 import type { VolumeRecord } from '../model/volume.js';
@@ -245,7 +245,7 @@ export class ConnectionLifecycle {
         },
       });
     } catch (error) {
-      if (error instanceof Replay) return (await this.volumes.replay(error.entry, request!)).record as ConnectionRecord;
+      if (error instanceof Replay) return replayedRecord(await this.volumes.replay(error.entry, request!), 'connection');
       throw error;
     }
   }

@@ -63,6 +63,15 @@ export interface CreateSnapshotInput {
 /** What a repeated request_id answers with: the object the first call made, in its current state. */
 export type RequestReplay = { kind: 'volume'; record: VolumeRecord } | { kind: 'snapshot'; record: SnapshotRecord } | { kind: 'connection'; record: ConnectionRecord };
 
+/** The record a repeated call's first run made, checked to be of the kind that call makes. */
+export function replayedRecord(replay: RequestReplay, kind: 'volume'): VolumeRecord;
+export function replayedRecord(replay: RequestReplay, kind: 'snapshot'): SnapshotRecord;
+export function replayedRecord(replay: RequestReplay, kind: 'connection'): ConnectionRecord;
+export function replayedRecord(replay: RequestReplay, kind: RequestReplay['kind']): RequestReplay['record'] {
+  if (replay.kind !== kind) throw new StorageError('INTERNAL', `a request_id replay found a ${replay.kind} where a ${kind} was made; use a new request_id`);
+  return replay.record;
+}
+
 interface CapacityNeed {
   poolName: string | undefined;
   sizeGb: number;
@@ -184,7 +193,7 @@ export class VolumeLifecycle {
         },
       });
     } catch (error) {
-      if (error instanceof Replay) return (await this.replay(error.entry, request!)).record as VolumeRecord;
+      if (error instanceof Replay) return replayedRecord(await this.replay(error.entry, request!), 'volume');
       throw error;
     }
   }
@@ -342,7 +351,7 @@ export class VolumeLifecycle {
         },
       });
     } catch (error) {
-      if (error instanceof Replay) return (await this.replay(error.entry, request!)).record as SnapshotRecord;
+      if (error instanceof Replay) return replayedRecord(await this.replay(error.entry, request!), 'snapshot');
       throw error;
     }
   }

@@ -4,7 +4,7 @@
  */
 
 import { Backend } from './backend.js';
-import type { CreateSnapshotInput, CreateVolumeInput } from './lifecycle.js';
+import { replayedRecord, type CreateSnapshotInput, type CreateVolumeInput } from './lifecycle.js';
 import type { RequestEntry } from '../store/store.js';
 import type { SnapshotRecord, SnapshotStatus } from '../model/snapshot.js';
 import { CapacityLedger } from './capacity-ledger.js';
@@ -301,7 +301,7 @@ export class BackendRegistry {
     const backend = sourceBackend === undefined ? this.get(target) : this.backendOf(target, 'the source');
     const request = requestEntry(input.request_id, 'create_volume', 'volume', requestArguments);
     const replay = await backend.lifecycle.replayIfRepeated(request);
-    if (replay) return replay.record as VolumeRecord;
+    if (replay) return replayedRecord(replay, 'volume');
     return backend.lifecycle.createVolume(input, request);
   }
 
@@ -331,7 +331,7 @@ export class BackendRegistry {
     const backend = await this.owner(volumeId);
     const request = requestEntry(input.request_id, 'create_snapshot', 'snapshot', requestArguments);
     const replay = await backend.lifecycle.replayIfRepeated(request);
-    if (replay) return replay.record as SnapshotRecord;
+    if (replay) return replayedRecord(replay, 'snapshot');
     return backend.lifecycle.createSnapshot(volumeId, input, request);
   }
 
@@ -362,7 +362,7 @@ export class BackendRegistry {
     const backend = await this.owner(volumeId);
     const request = requestEntry(requestId, 'connect_volume', 'connection', requestArguments);
     const replay = await backend.lifecycle.replayIfRepeated(request);
-    if (replay) return replay.record as ConnectionRecord;
+    if (replay) return replayedRecord(replay, 'connection');
     return backend.connections.connect(volumeId, connector, request);
   }
 

@@ -103,7 +103,7 @@ export function createMcpServer(options: ServerOptions): Server {
           );
         }
         const registry = await options.registry;
-        const args = parseArguments(tool, rawArguments, registry, secrets) as Record<string, unknown>;
+        const args = parseArguments(tool, rawArguments, registry, secrets);
         const data = secrets.maskOptions(await runWithProgress(progress, () => tool.handler(args, registry)));
         return { content: [{ type: 'text', text: JSON.stringify(data) }], structuredContent: data };
       } catch (error) {
@@ -118,7 +118,7 @@ export function createMcpServer(options: ServerOptions): Server {
         tool: audited.name,
         arguments: rawArguments,
         outcome: result.isError ? 'error' : 'ok',
-        ...(result.isError ? { error: String((result.content[0] as { text?: string } | undefined)?.text ?? '') } : {}),
+        ...(result.isError ? { error: firstText(result) } : {}),
       });
     }
     return result;
@@ -207,7 +207,7 @@ const LenientCallToolParamsSchema = z.preprocess(
   CallToolRequestParamsSchema.extend({ name: z.unknown().optional(), arguments: z.unknown().optional() }),
 );
 
-function parseArguments(tool: ToolDefinition, raw: unknown, registry: BackendRegistry, secrets: SecretRegistry): unknown {
+function parseArguments(tool: ToolDefinition, raw: unknown, registry: BackendRegistry, secrets: SecretRegistry): z.output<ToolDefinition['input']> {
   if (raw === undefined) raw = {};
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     const accepted = Object.keys(tool.input.shape);
@@ -288,6 +288,12 @@ function describeKind(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+}
+
+/** The text of a result's first content item (an error result's message). */
+function firstText(result: CallToolResult): string {
+  const first = result.content[0];
+  return first?.type === 'text' ? first.text : '';
 }
 
 function errorResult(error: unknown, toolName: string, secrets: SecretRegistry, log: Logger): CallToolResult {

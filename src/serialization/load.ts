@@ -8,7 +8,7 @@
 
 import { z } from 'zod';
 import type { ConnectionRecord } from '../model/connection.js';
-import { StorageError } from '../base/errors.js';
+import { StorageError, describeError } from '../base/errors.js';
 import type { ImportBatch, VolumeStore } from '../store/store.js';
 import { MASK, type SecretRegistry } from '../base/secrets.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
@@ -205,7 +205,7 @@ export function readDump(text: string, knownBackends: ReadonlySet<string>, secre
   try {
     root = JSON.parse(text);
   } catch (error) {
-    throw new DumpError('the dump', `is not JSON (${(error as Error).message})`);
+    throw new DumpError('the dump', `is not JSON (${describeError(error)})`);
   }
   checkShape(root);
   const backendObjects = Array.isArray(root) ? root : [root];

@@ -11,7 +11,7 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { ConnectionRecord } from '../model/connection.js';
-import { StorageError } from '../base/errors.js';
+import { StorageError, errorCode } from '../base/errors.js';
 import { KeyedMutex } from '../base/locks.js';
 import { createLogger, type Logger } from '../base/log.js';
 import { SecretRegistry } from '../base/secrets.js';
@@ -677,7 +677,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
 
 /** lock_timeout (55P03), or a deadlock PostgreSQL broke (40P01): someone else holds the lock. */
 function isLockTimeout(error: unknown): boolean {
-  const code = (error as { code?: unknown }).code;
+  const code = errorCode(error);
   return code === '55P03' || code === '40P01';
 }
 

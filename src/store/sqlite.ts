@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
 import { statSync } from 'node:fs';
 import type { ConnectionRecord } from '../model/connection.js';
-import { StorageError } from '../base/errors.js';
+import { StorageError, errorCode } from '../base/errors.js';
 import { privateFile } from '../base/private-files.js';
 import type { HeldLock } from '../base/process-lock.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
@@ -259,7 +259,7 @@ export class SqliteVolumeStore extends SqlStore implements VolumeStore {
   }
 
   private storeTrouble(what: string, error: unknown): unknown {
-    const code = (error as { code?: string }).code;
+    const code = errorCode(error);
     if (error instanceof StorageError || !code || !STORE_TROUBLE.test(code)) return error;
     const why = code === 'SQLITE_FULL' ? 'its disk is full' : code.startsWith('SQLITE_READONLY') ? 'it is read-only' : `it failed (${code})`;
     return new StorageError('BACKEND_UNAVAILABLE', `cannot ${what}: the metadata store ${this.path} cannot be written: ${why}; free space or fix the file, and retry`, { cause: error });

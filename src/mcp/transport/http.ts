@@ -14,7 +14,6 @@
 
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
 import { hostname, networkInterfaces } from 'node:os';
 import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
@@ -414,7 +413,8 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
     });
   });
   httpServer.on('error', (error) => log.error(`HTTP server: ${error.message}`));
-  const address = httpServer.address() as AddressInfo;
+  const address = httpServer.address();
+  if (address === null || typeof address === 'string') throw new Error('the HTTP server is not listening on a TCP port');
   allowedOrigins = new Set([...ownOrigins(host, address.port), ...(config.global.httpAllowedOrigins ?? [])]);
   const url = `http://${urlHost(host === '' ? address.address : host)}:${address.port}/mcp`;
   if (!isLoopbackHost(host)) {

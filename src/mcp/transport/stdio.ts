@@ -14,6 +14,7 @@
  *   flush, bounded by a grace period.
  */
 
+import { describeError } from '../../base/errors.js';
 import type { Readable, Writable } from 'node:stream';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import type { JSONRPCMessage, JSONRPCRequest, RequestId } from '@modelcontextprotocol/sdk/types.js';
@@ -303,7 +304,7 @@ export class BoundedStdioTransport implements Transport {
       this.replyWithError(
         null,
         ErrorCode.ParseError,
-        `Parse error: a line is not valid JSON (${firstLine((error as Error).message)}); send one JSON-RPC message per line; the server keeps serving`,
+        `Parse error: a line is not valid JSON (${firstLine(describeError(error))}); send one JSON-RPC message per line; the server keeps serving`,
       );
       return;
     }
