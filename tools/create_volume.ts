@@ -1,16 +1,7 @@
 import { z } from 'zod';
 import { defineTool } from './define.js';
 import { toVolumeView } from '../src/model/volume.js';
-import {
-  backendArgument,
-  descriptionArgument,
-  nameArgument,
-  requestIdArgument,
-  sizeArgument,
-  snapshotIdArgument,
-  volumeIdArgument,
-  volumeSchema,
-} from './schemas.js';
+import { backendArgument, descriptionArgument, nameArgument, requestIdArgument, sizeArgument, snapshotIdArgument, volumeIdArgument, volumeSchema } from './schemas.js';
 
 export default defineTool({
   name: 'create_volume',
@@ -25,7 +16,7 @@ export default defineTool({
       source_volume_id: volumeIdArgument.optional().describe('Make the volume a clone of this volume (its data now, on its backend).'),
       name: nameArgument.optional(),
       description: descriptionArgument.optional(),
-      pool_name: z.string({ error: 'pool_name must be a string from pool_names' }).min(1).optional().describe('Pool to use (from pool_names); default the backend\'s first pool.'),
+      pool_name: z.string({ error: 'pool_name must be a string from pool_names' }).min(1).optional().describe("Pool to use (from pool_names); default the backend's first pool."),
       bootable: z.boolean({ error: 'bootable must be true or false' }).optional().describe('Mark the volume bootable (metadata only).'),
       request_id: requestIdArgument.optional(),
     })

@@ -1,10 +1,11 @@
-import type { z } from 'zod';
-import type { BackendRegistry } from '../src/core/registry.js';
-
 /**
  * What a tools/ file declares: schema, hints and handler side by side, as the SDK's registerTool
  * does. The server (src/server.ts) owns validation, read-only refusal and error shaping.
  */
+
+import type { z } from 'zod';
+import type { BackendRegistry } from '../src/core/registry.js';
+
 export interface ToolAnnotations {
   readOnlyHint: boolean;
   destructiveHint: boolean;
@@ -23,9 +24,7 @@ export interface ToolDefinition<Input extends z.ZodObject = z.ZodObject, Output 
   handler(args: z.output<Input>, registry: BackendRegistry): Promise<z.input<Output>>;
 }
 
-export function defineTool<Input extends z.ZodObject, Output extends z.ZodObject>(
-  definition: ToolDefinition<Input, Output>,
-): ToolDefinition<Input, Output> {
+export function defineTool<Input extends z.ZodObject, Output extends z.ZodObject>(definition: ToolDefinition<Input, Output>): ToolDefinition<Input, Output> {
   return definition;
 }
 

@@ -10,11 +10,11 @@ export default defineTool({
   input: z
     .object({
       volume_id: volumeIdArgument,
-      cascade: z.boolean({ error: 'cascade must be true or false' }).optional().describe('Also delete the volume\'s snapshots (first). Default false.'),
+      cascade: z.boolean({ error: 'cascade must be true or false' }).optional().describe("Also delete the volume's snapshots (first). Default false."),
     })
     .strict(),
   output: z.object({
-    volume_id: z.string().describe('The deleted volume\'s id.'),
+    volume_id: z.string().describe("The deleted volume's id."),
     deleted: z.literal(true).describe('Always true: the array no longer holds the volume and the metadata store forgot it.'),
     snapshots_deleted: z.array(z.string()).optional().describe('With cascade: the ids of the snapshots deleted with it (possibly none).'),
   }),

@@ -10,11 +10,14 @@ export default defineTool({
   input: z
     .object({
       connection_id: connectionIdArgument,
-      force: z.boolean({ error: 'force must be true or false' }).optional().describe('Drop the connection even when the array or target refuses, or when it is attached on this host. Default false.'),
+      force: z
+        .boolean({ error: 'force must be true or false' })
+        .optional()
+        .describe('Drop the connection even when the array or target refuses, or when it is attached on this host. Default false.'),
     })
     .strict(),
   output: z.object({
-    connection_id: z.string().describe('The removed connection\'s id.'),
+    connection_id: z.string().describe("The removed connection's id."),
     disconnected: z.literal(true).describe('Always true: the export for this connection is gone and the connection is forgotten.'),
   }),
   annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: true },

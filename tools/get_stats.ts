@@ -4,9 +4,7 @@ import { backendArgument } from './schemas.js';
 
 /** A GiB figure, or one of the markers Cinder drivers report when they cannot give one. */
 const capacityGb = (what: string) =>
-  z
-    .union([z.number(), z.enum(['unknown', 'infinite'])])
-    .describe(`${what} in GiB, or the string "unknown" (the array did not say) or "infinite" (no limit), as Cinder reports them.`);
+  z.union([z.number(), z.enum(['unknown', 'infinite'])]).describe(`${what} in GiB, or the string "unknown" (the array did not say) or "infinite" (no limit), as Cinder reports them.`);
 
 const poolSchema = z
   .object({
@@ -15,9 +13,7 @@ const poolSchema = z
     free_capacity_gb: capacityGb('Free physical capacity'),
     provisioned_capacity_gb: z.number().optional().describe('GiB promised to volumes (for thin pools, more than is written).'),
     reserved_percentage: z.number().describe('Percent of total capacity kept free, never given to volumes.'),
-    max_over_subscription_ratio: z
-      .union([z.number(), z.string()])
-      .describe('How many times total capacity thin volumes may promise (a number, or a string such as "auto" or "20.0").'),
+    max_over_subscription_ratio: z.union([z.number(), z.string()]).describe('How many times total capacity thin volumes may promise (a number, or a string such as "auto" or "20.0").'),
     thin_provisioning_support: z.boolean().describe('Volumes are thin: they take space as data is written.'),
     thick_provisioning_support: z.boolean().describe('Volumes are thick: they take their whole size at creation.'),
   })

@@ -20,7 +20,7 @@ import poolNames from './pool_names.js';
 import listSupportedDrivers from './list_supported_drivers.js';
 
 /** Every MCP tool, in the order clients list them. */
-export const TOOLS = [
+export const TOOLS: readonly ToolDefinition[] = [
   listBackends,
   getStats,
   poolNames,
@@ -40,4 +40,4 @@ export const TOOLS = [
   attachVolume,
   detachVolume,
   listSupportedDrivers,
-] as unknown as readonly ToolDefinition[];
+];

@@ -59,7 +59,7 @@ const driverInfo = z
   .object({
     version: z.string().describe("The driver's own version."),
     class_name: z.string().describe('The class name, the key of this entry.'),
-    supported: z.boolean().describe('Whether the driver is supported: all of this server\'s are.'),
+    supported: z.boolean().describe("Whether the driver is supported: all of this server's are."),
     ci_wiki_name: z.string().nullable().describe("Cinder's third-party CI name for the driver: none runs this server's drivers."),
     driver_options: z.array(z.union([stringOption, typedOption])).describe('Every option the driver reads from a backend config.'),
     class_fqn: z.string().describe("The class path to give as volume_driver: Cinder's own for Cinder's drivers."),
@@ -77,7 +77,7 @@ export default defineTool({
       output_version: z
         .union([z.literal(1), z.literal(2)], { error: 'output_version must be 1 (option attributes as strings) or 2 (typed)' })
         .default(1)
-        .describe('1 (default): option attributes as strings, as cinderlib\'s original output; 2: attributes keep their types and `type` is a dict.'),
+        .describe("1 (default): option attributes as strings, as cinderlib's original output; 2: attributes keep their types and `type` is a dict."),
     })
     .strict(),
   output: z.object({}).catchall(driverInfo).describe("A dict keyed by driver class name, as cinderlib's list_supported_drivers returns."),

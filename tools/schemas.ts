@@ -43,7 +43,7 @@ export const snapshotSchema = z.object({
   volume_id: z.string().describe('The volume the snapshot was taken of.'),
   name: z.string().describe('Display name given at creation (may be empty).'),
   description: z.string().describe('Free text given at creation.'),
-  volume_size: z.number().int().min(1).describe('GiB: the volume\'s size when the snapshot was taken (the default size of a volume made from it).'),
+  volume_size: z.number().int().min(1).describe("GiB: the volume's size when the snapshot was taken (the default size of a volume made from it)."),
   status: z.enum(SNAPSHOT_STATUSES).describe('creating, available, deleting or error.'),
   backend: z.string().describe('volume_backend_name of the backend holding the snapshot.'),
   created_at: z.string().describe('ISO 8601 creation time.'),
@@ -83,13 +83,12 @@ export const limitArgument = z
   .max(MAX_PAGE_SIZE, { error: `limit must be at most ${MAX_PAGE_SIZE}; page through with cursor for more` })
   .describe(`Page size (default ${DEFAULT_PAGE_SIZE}, at most ${MAX_PAGE_SIZE}).`);
 
-export const cursorArgument = z
-  .string({ error: 'cursor must be the next_cursor string of a previous answer' })
-  .describe('next_cursor from the previous page.');
+export const cursorArgument = z.string({ error: 'cursor must be the next_cursor string of a previous answer' }).describe('next_cursor from the previous page.');
 
 /** os-brick's connector dict (contract section 8), with the rules every connector meets (src/untrusted.ts). */
-export const connectorArgument = connectorSchema
-  .describe('os-brick\'s connector properties of the host to connect: {host, initiator?, ip?, multipath?, platform?, os_type?, wwpns?, wwnns?}.');
+export const connectorArgument = connectorSchema.describe(
+  "os-brick's connector properties of the host to connect: {host, initiator?, ip?, multipath?, platform?, os_type?, wwpns?, wwnns?}.",
+);
 
 export const connectionIdArgument = z
   .string({ error: 'connection_id must be a string: a connection id from list_connections or connect_volume' })
@@ -100,19 +99,24 @@ export const connectionIdArgument = z
 export const connectionSchema = z.object({
   id: z.string().describe('Connection id (UUID); pass it to disconnect_volume (or detach_volume for an attachment on this host).'),
   volume_id: z.string().describe('The connected volume.'),
-  backend: z.string().describe('volume_backend_name of the volume\'s backend.'),
+  backend: z.string().describe("volume_backend_name of the volume's backend."),
   status: z.enum(CONNECTION_STATUSES).describe('attached, detached (being connected) or error.'),
   attach_mode: z.string().describe('rw.'),
   connector: z.record(z.string(), z.unknown()).describe('The connector the connection was made for.'),
   connection_info: z
     .object({
-      driver_volume_type: z.string().describe('iscsi, or local for a file attached on the server\'s own host.'),
-      data: z.record(z.string(), z.unknown()).describe('What the host\'s initiator needs: target_iqn, target_portal, target_lun, auth_method, auth_username, auth_password (always "***": the host\'s administrator reads it with `cinderlib-mcp connection-secret ID`).'),
+      driver_volume_type: z.string().describe("iscsi, or local for a file attached on the server's own host."),
+      data: z
+        .record(z.string(), z.unknown())
+        .describe(
+          'What the host\'s initiator needs: target_iqn, target_portal, target_lun, auth_method, auth_username, auth_password (always "***": the host\'s administrator reads it with `cinderlib-mcp connection-secret ID`).',
+        ),
     })
-    .describe('Cinder\'s initialize_connection answer.'),
+    .describe("Cinder's initialize_connection answer."),
   device: z
     .object({ type: z.string().describe('block.'), path: z.string().describe('The device node, e.g. /dev/loop3 or /dev/sdc.') })
-    .optional().describe('For attach_volume: the block device on the server\'s own host.'),
+    .optional()
+    .describe("For attach_volume: the block device on the server's own host."),
   created_at: z.string().describe('ISO 8601 creation time.'),
   status_reason: z.string().optional().describe('Why the connection is in error, when it is.'),
 });

@@ -6,7 +6,7 @@ export default defineTool({
   name: 'validate_connector',
   title: 'Check a host connector',
   description:
-    'Checks that a host\'s connector (os-brick\'s connector properties) has what the backend needs to connect volumes to that host (Cinder\'s validate_connector): iSCSI backends need initiator, the host\'s IQN. Answers valid: true, or INVALID_ARGUMENT naming the missing keys. Changes nothing; use it before connect_volume.',
+    "Checks that a host's connector (os-brick's connector properties) has what the backend needs to connect volumes to that host (Cinder's validate_connector): iSCSI backends need initiator, the host's IQN. Answers valid: true, or INVALID_ARGUMENT naming the missing keys. Changes nothing; use it before connect_volume.",
   input: z.object({ backend: backendArgument, connector: connectorArgument }).strict(),
   output: z.object({
     backend: z.string().describe('The backend checked.'),

@@ -37,6 +37,12 @@ export function isStorageError(error: unknown): error is StorageError {
 }
 
 /** A short description of any thrown value, for logs (never for clients without redaction). */
+/** The `code` a thrown error carries (Node's errno names, SQLite's codes, PostgreSQL's SQLSTATE), if it is a string. */
+export function errorCode(error: unknown): string | undefined {
+  if (typeof error !== 'object' || error === null || !('code' in error)) return undefined;
+  return typeof error.code === 'string' ? error.code : undefined;
+}
+
 export function describeError(error: unknown): string {
   if (error instanceof Error) return error.message;
   return String(error);

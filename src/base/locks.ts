@@ -24,7 +24,7 @@ export class KeyedMutex {
 /** Holds every key of `keys` (in a fixed order, so two callers never wait on each other crosswise), then runs `task`. */
 export function runHoldingAll<T>(mutex: KeyedMutex, keys: readonly string[], task: () => Promise<T>): Promise<T> {
   const ordered = [...new Set(keys)].sort();
-  const hold = (index: number): Promise<T> => (index === ordered.length ? task() : mutex.run(ordered[index]!, () => hold(index + 1)));
+  const hold = (index: number): Promise<T> => (index === ordered.length ? task() : mutex.run(ordered[index], () => hold(index + 1)));
   return hold(0);
 }
 

@@ -7,7 +7,11 @@ const LEVEL_ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, e
 
 function configuredLevel(): LogLevel {
   const wanted = process.env.CINDERLIB_MCP_LOG_LEVEL?.toLowerCase();
-  return wanted && wanted in LEVEL_ORDER ? (wanted as LogLevel) : 'info';
+  return wanted && isLogLevel(wanted) ? wanted : 'info';
+}
+
+function isLogLevel(name: string): name is LogLevel {
+  return Object.hasOwn(LEVEL_ORDER, name);
 }
 
 export interface Logger {

@@ -1,12 +1,13 @@
-import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
-import { dirname } from 'node:path';
-
 /**
  * Contract section 11: a file that holds a secret (the metadata store and its -wal/-shm, lock side
  * files, the audit log) is 0600 in a 0700 folder, so no other local user reads CHAP credentials.
  * Folders made here are 0700; a folder that already exists is the administrator's and keeps its
  * mode, while the files in it are still 0600.
  */
+
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
+
 export function privateDirectory(dir: string): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
 }

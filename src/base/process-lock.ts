@@ -1,8 +1,3 @@
-import Database from 'better-sqlite3';
-import { hostname } from 'node:os';
-import { readFile, writeFile } from 'node:fs/promises';
-import { privateFile } from './private-files.js';
-
 /**
  * A lock held for the life of the process, named after what it guards (a metadata store file, a
  * volumes folder), that a second holder is refused with a message naming the first.
@@ -11,6 +6,13 @@ import { privateFile } from './private-files.js';
  * file, which the kernel releases when the holder exits, even on kill -9, so a crash never leaves
  * a stale lock behind. A side file says who holds it, for the refusal message only.
  */
+
+import { errorCode } from './errors.js';
+import Database from 'better-sqlite3';
+import { hostname } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
+import { privateFile } from './private-files.js';
+
 export interface HeldLock {
   release(): void;
 }
@@ -39,7 +41,7 @@ export async function acquireProcessLock(lockPath: string, purpose: string): Pro
     db.exec('CREATE TABLE IF NOT EXISTS lock (purpose TEXT); BEGIN EXCLUSIVE; COMMIT;');
   } catch (error) {
     db.close();
-    if ((error as { code?: string }).code === 'SQLITE_BUSY') throw new LockHeldError(lockPath, await describeHolder(lockPath));
+    if (errorCode(error) === 'SQLITE_BUSY') throw new LockHeldError(lockPath, await describeHolder(lockPath));
     throw error;
   }
   heldHere.set(lockPath, purpose);

@@ -1,6 +1,3 @@
-import { constants, type Stats } from 'node:fs';
-import { open, stat } from 'node:fs/promises';
-
 /**
  * Files a config names (san_private_key, driver_ssl_cert_path, lvm_conf_file) can be anything:
  * a FIFO, a device, a path under /proc. Node's synchronous calls on such paths can block the one
@@ -9,6 +6,10 @@ import { open, stat } from 'node:fs/promises';
  * ("ENOENT", "not a regular file (a FIFO)", "larger than 1 MiB") for the caller to put after the
  * backend, the option and the path.
  */
+
+import { errorCode } from './errors.js';
+import { constants, type Stats } from 'node:fs';
+import { open, stat } from 'node:fs/promises';
 
 /** Far above any real private key or CA bundle (a full public CA bundle is about 220 KiB). */
 export const MAX_CONFIG_FILE_BYTES = 1024 * 1024;
@@ -57,7 +58,7 @@ export async function isRegularFile(path: string): Promise<boolean> {
   try {
     stats = await stat(path);
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
+    const code = errorCode(error);
     if (code === 'ENOENT' || code === 'ENOTDIR') return false;
     throw new Error(fsReason(error));
   }
@@ -79,7 +80,7 @@ function sizeLabel(bytes: number): string {
 }
 
 function fsReason(error: unknown): string {
-  const code = (error as NodeJS.ErrnoException).code;
+  const code = errorCode(error);
   if (code === 'ENOENT') return 'ENOENT (no such file)';
   if (code === 'EACCES' || code === 'EPERM') return `${code} (permission denied)`;
   if (code === 'EISDIR') return 'not a regular file (a directory)';

@@ -1,10 +1,10 @@
-import { domainToASCII } from 'node:url';
-
 /**
  * The one masking mechanism (contract section 6). Secret option values and every `${env:...}`
  * substitution are registered here; every way out of the process (tool results, errors, stderr
  * logs, serialized dumps) passes its text through `redact` or its objects through `maskOptions`.
  */
+
+import { domainToASCII } from 'node:url';
 
 export const MASK = '***';
 
@@ -20,8 +20,28 @@ const SECRET_NAMES = new Set(['replication_device', 'backend_url', 'backup_gcs_p
 
 /** `<word>_key` names that look a key up or hold a public key or a path, not a credential. */
 const NON_CREDENTIAL_KEY_QUALIFIERS = new Set([
-  'public', 'host', 'hosts', 'known', 'sort', 'lookup', 'primary', 'foreign', 'partition', 'shard', 'cache',
-  'hash', 'routing', 'index', 'row', 'group', 'map', 'dict', 'metadata', 'object', 'unique', 'composite',
+  'public',
+  'host',
+  'hosts',
+  'known',
+  'sort',
+  'lookup',
+  'primary',
+  'foreign',
+  'partition',
+  'shard',
+  'cache',
+  'hash',
+  'routing',
+  'index',
+  'row',
+  'group',
+  'map',
+  'dict',
+  'metadata',
+  'object',
+  'unique',
+  'composite',
 ]);
 
 /** One-word credential keys (apikey, accessKey, ...). */
@@ -128,7 +148,7 @@ export class SecretRegistry {
    */
   markEnvDerived(owner: object, key: string, masked: string): void {
     let keys = this.envDerived.get(owner);
-    if (!keys) this.envDerived.set(owner, (keys = new Map()));
+    if (!keys) this.envDerived.set(owner, (keys = new Map<string, string>()));
     keys.set(key, masked);
   }
 
@@ -138,9 +158,7 @@ export class SecretRegistry {
     if (this.values.size === 0) return withoutUrlPasswords;
     if (!this.pattern) {
       // Longest first, so a secret that contains another is masked whole.
-      const alternatives = [...this.values]
-        .sort((a, b) => b.length - a.length)
-        .map((value) => value.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+      const alternatives = [...this.values].sort((a, b) => b.length - a.length).map((value) => value.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
       this.pattern = new RegExp(alternatives.join('|'), 'gi');
     }
     return withoutUrlPasswords.replace(this.pattern, MASK);

@@ -16,6 +16,7 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, sta
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
 
 /** dist/src/cli/bundle-pack.js -> the repository (or installed package) root. */
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -33,12 +34,14 @@ interface LockEntry {
 /** Paths (relative to the root) of every installed package a production install keeps. */
 export function productionPackages(root: string): string[] {
   const lock = JSON.parse(readFileSync(join(root, 'package-lock.json'), 'utf8')) as { packages?: Record<string, LockEntry> };
-  return Object.entries(lock.packages ?? {})
-    .filter(([path, entry]) => path.startsWith('node_modules/') && !entry.dev && !entry.link)
-    // Optional dependencies for other platforms are in the lockfile but not installed.
-    .filter(([path]) => existsSync(join(root, path, 'package.json')))
-    .map(([path]) => path)
-    .sort();
+  return (
+    Object.entries(lock.packages ?? {})
+      .filter(([path, entry]) => path.startsWith('node_modules/') && !entry.dev && !entry.link)
+      // Optional dependencies for other platforms are in the lockfile but not installed.
+      .filter(([path]) => existsSync(join(root, path, 'package.json')))
+      .map(([path]) => path)
+      .sort()
+  );
 }
 
 function walk(dir: string, visit: (path: string, isDir: boolean) => 'skip' | void): void {
@@ -73,8 +76,13 @@ function pruneBuildLeftovers(modules: string): void {
   });
 }
 
+/** The parts of manifest.json and package.json the bundle rewrites; the rest is copied as it is. */
+const manifestSchema = z.looseObject({ compatibility: z.looseObject({ runtimes: z.record(z.string(), z.unknown()).optional() }).optional() });
+const packageSchema = z.looseObject({ engines: z.looseObject({ node: z.string().optional() }).optional() });
+type BundleManifest = z.infer<typeof manifestSchema>;
+
 /** The staged manifest claims this machine's platform and the Node.js major its addons were built for. */
-export function bundleManifest(manifest: any, engines: string | undefined): any {
+export function bundleManifest(manifest: BundleManifest, engines: string | undefined): BundleManifest {
   const major = Number(process.versions.node.split('.')[0]);
   const floor = /^>=\s*(\d+)\.(\d+)\.(\d+)$/.exec(engines?.trim() ?? '');
   const from = floor && Number(floor[1]) === major ? `${floor[1]}.${floor[2]}.${floor[3]}` : `${major}.0.0`;
@@ -104,11 +112,11 @@ export function packBundle(output: string, root: string = PACKAGE_ROOT): PackRes
     for (const name of readdirSync(root)) {
       if (name === 'README.md' || /^(LICENSE|LICENCE|NOTICE)/i.test(name)) cpSync(join(root, name), join(stage, name));
     }
-    const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+    const pkg = packageSchema.parse(JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')));
     // What the running server reads (type, version); no scripts or devDependencies to mislead.
     const { name, version, description, type, license, bin, engines, dependencies } = pkg;
     writeFileSync(join(stage, 'package.json'), `${JSON.stringify({ name, version, description, type, license, bin, engines, dependencies }, null, 2)}\n`);
-    const manifest = JSON.parse(readFileSync(join(root, 'manifest.json'), 'utf8'));
+    const manifest = manifestSchema.parse(JSON.parse(readFileSync(join(root, 'manifest.json'), 'utf8')));
     writeFileSync(join(stage, 'manifest.json'), `${JSON.stringify(bundleManifest(manifest, engines?.node), null, 2)}\n`);
     for (const path of productionPackages(root)) {
       const from = join(root, path);

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { backendConfigView } from '../core/backend.js';
 import type { LoadedConfig } from '../config/load.js';
-import { StorageError } from '../base/errors.js';
+import { StorageError, describeError } from '../base/errors.js';
 import { openVolumeStore, openVolumeStoreForReading } from '../store/index.js';
 import { readRegularFile } from '../base/regular-file.js';
 import type { SecretRegistry } from '../base/secrets.js';
@@ -58,19 +58,21 @@ export async function loadCommand(config: LoadedConfig, file: string, secrets: S
   try {
     text = (await readRegularFile(file, MAX_DUMP_BYTES)).toString('utf8');
   } catch (error) {
-    out.error(`${file}: ${(error as Error).message}; nothing was loaded\n`);
+    out.error(`${file}: ${describeError(error)}; nothing was loaded\n`);
     return 1;
   }
   let store;
   try {
     store = await openVolumeStore(config.global.persistence);
   } catch (error) {
-    out.error(`${secrets.redact((error as Error).message)}; load writes the store, so stop the server that holds it first\n`);
+    out.error(`${secrets.redact(describeError(error))}; load writes the store, so stop the server that holds it first\n`);
     return 1;
   }
   try {
     const summary = await loadDump(store, text, new Set(config.backends.map((spec) => spec.name)), secrets);
-    out.error(`loaded ${summary.volumes} volume(s), ${summary.snapshots} snapshot(s) and ${summary.connections} connection(s) for backend(s) ${summary.backends.join(', ') || 'none'}\n`);
+    out.error(
+      `loaded ${summary.volumes} volume(s), ${summary.snapshots} snapshot(s) and ${summary.connections} connection(s) for backend(s) ${summary.backends.join(', ') || 'none'}\n`,
+    );
     return 0;
   } catch (error) {
     if (error instanceof StorageError) {

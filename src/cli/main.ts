@@ -1,3 +1,4 @@
+import { describeError } from '../base/errors.js';
 import { ConfigError } from '../config/errors.js';
 import type { LoadedConfig } from '../config/load.js';
 import { resolveConfig } from '../config/resolve.js';
@@ -54,21 +55,31 @@ const DEFAULT_HTTP_HOST = '127.0.0.1';
 const DEFAULT_HTTP_PORT = 8808;
 
 /** Commands and the name of their one positional argument, if they take one. */
-const SUBCOMMANDS: Record<string, string | undefined> = { check: undefined, serve: undefined, dump: undefined, audit: undefined, load: 'a dump file', 'connection-secret': 'a connection id (list_connections shows them)' };
+const SUBCOMMANDS: Record<string, string | undefined> = {
+  check: undefined,
+  serve: undefined,
+  dump: undefined,
+  audit: undefined,
+  load: 'a dump file',
+  'connection-secret': 'a connection id (list_connections shows them)',
+};
+
+function isSubcommand(arg: string): arg is Command['mode'] {
+  return Object.hasOwn(SUBCOMMANDS, arg);
+}
 
 export function parseArgs(argv: string[]): Command {
   const command: Command = { mode: 'serve' };
   let subcommandSeen = false;
   for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
+    const arg = argv[i];
     if (arg === '--help' || arg === '-h') return { mode: 'help' };
     if (arg === '--version' || arg === '-v') return { mode: 'version' };
     // The subcommand may follow the options (cinderlib-mcp --config X check), but comes once.
-    if (!subcommandSeen && Object.hasOwn(SUBCOMMANDS, arg)) {
-      command.mode = arg as Command['mode'];
+    if (!subcommandSeen && isSubcommand(arg)) {
+      command.mode = arg;
       subcommandSeen = true;
-    }
-    else if (SUBCOMMANDS[command.mode] && command.operand === undefined && !arg.startsWith('-')) command.operand = arg;
+    } else if (SUBCOMMANDS[command.mode] && command.operand === undefined && !arg.startsWith('-')) command.operand = arg;
     else if (command.mode === 'serve' && (arg === '--http' || /^--(host|port)(=|$)/.test(arg))) {
       command.http ??= { host: DEFAULT_HTTP_HOST, port: DEFAULT_HTTP_PORT };
       if (arg === '--http') continue;
@@ -78,8 +89,7 @@ export function parseArgs(argv: string[]): Command {
       else if (/^\d{1,5}$/.test(inline) && Number(inline) <= 65535) command.http.port = Number(inline);
       else throw new ConfigError(`--port needs a port number from 0 to 65535, got "${inline}"`);
       if (!argv.includes('--http')) throw new ConfigError(`${flag} is for serve --http; add --http`);
-    }
-    else if (command.mode === 'audit' && (arg === '--since' || arg.startsWith('--since='))) {
+    } else if (command.mode === 'audit' && (arg === '--since' || arg.startsWith('--since='))) {
       const value = arg === '--since' ? argv[++i] : arg.slice('--since='.length);
       if (!value || Number.isNaN(Date.parse(value))) throw new ConfigError('--since needs a date and time (ISO 8601, e.g. 2026-11-26T10:00:00Z)');
       command.since = new Date(value).toISOString();
@@ -87,8 +97,7 @@ export function parseArgs(argv: string[]): Command {
       const value = arg === '--backend' ? argv[++i] : arg.slice('--backend='.length);
       if (!value) throw new ConfigError('--backend needs a volume_backend_name');
       command.backend = value;
-    }
-    else if (arg === '--config' || arg === '-c') {
+    } else if (arg === '--config' || arg === '-c') {
       const value = argv[++i];
       if (value === undefined) throw new ConfigError('--config needs a file path');
       command.configPath = value;
@@ -116,7 +125,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     command = parseArgs(argv);
   } catch (error) {
-    process.stderr.write(`${(error as Error).message}\n`);
+    process.stderr.write(`${describeError(error)}\n`);
     return 2;
   }
   // The stdio server watches stdout itself (its client leaving); every other command writes for a reader that may go.
@@ -198,24 +207,28 @@ async function check(config: LoadedConfig, log: Logger): Promise<number> {
 
 async function serve(config: LoadedConfig, log: Logger): Promise<number> {
   const readOnly = config.global.readOnly;
-  const [{ BoundedStdioTransport }, { answerBeforeSdk, readPrebuiltListing }] = await Promise.all([
-    import('../mcp/transport/stdio.js'),
-    import('../mcp/startup-answers.js'),
-  ]);
+  const [{ BoundedStdioTransport }, { answerBeforeSdk, readPrebuiltListing }] = await Promise.all([import('../mcp/transport/stdio.js'), import('../mcp/startup-answers.js')]);
   // The SDK and zod take most of a cold start: the start-up answers (initialize, tools/list) go
   // out before they load, and they load once the client has its tool list or asks for more.
   const listing = readPrebuiltListing();
   let server: Server | undefined;
   let serverReady: Promise<void> | undefined;
   const loadServer = () => (serverReady ??= connectServer());
-  const loadServerSoon = () => void setImmediate(loadServer);
+  // Loaded in the background: a server that cannot load (a broken install) ends the process with its reason.
+  const loadServerInBackground = () => {
+    loadServer().catch((error: unknown) => {
+      log.error(`the MCP server could not load: ${error instanceof Error ? error.message : String(error)}`);
+      process.exit(1);
+    });
+  };
+  const loadServerSoon = () => void setImmediate(loadServerInBackground);
   const transport = new BoundedStdioTransport({
     log,
     earlyResponder: (request) => {
       const result = listing && answerBeforeSdk(request, listing, readOnly);
       if (!result) return undefined;
       if (request.method === 'tools/list') loadServerSoon();
-      if (request.method === 'initialize') setTimeout(loadServer, SDK_LOAD_AFTER_INITIALIZE_MS).unref();
+      if (request.method === 'initialize') setTimeout(loadServerInBackground, SDK_LOAD_AFTER_INITIALIZE_MS).unref();
       return { result, alsoDeliver: request.method === 'initialize' };
     },
     onserverwanted: loadServerSoon,
@@ -237,17 +250,20 @@ async function serve(config: LoadedConfig, log: Logger): Promise<number> {
     await server.connect(transport);
     // The metadata store and drivers load after the connection is up, so initialize and tools/list
     // answer without waiting for them; tool calls wait for the registry.
-    setImmediate(async () => {
-      try {
-        const { BackendRegistry } = await import('../core/registry.js');
-        resolveRegistry(await BackendRegistry.open(config, secrets, log));
-      } catch (error) {
-        // BackendRegistry.open already words it as a coded error naming the store.
-        log.error(error instanceof Error ? error.message : String(error));
-        if (error instanceof Error && error.name === 'StartupRefusal') process.exit(1);
-        rejectRegistry(error as Error);
-      }
-    });
+    setImmediate(() => void openRegistry());
+  }
+
+  /** Never rejects: a store that cannot open rejects registryReady, which each tool call reports. */
+  async function openRegistry(): Promise<void> {
+    try {
+      const { BackendRegistry } = await import('../core/registry.js');
+      resolveRegistry(await BackendRegistry.open(config, secrets, log));
+    } catch (error) {
+      // BackendRegistry.open already words it as a coded error naming the store.
+      log.error(error instanceof Error ? error.message : String(error));
+      if (error instanceof Error && error.name === 'StartupRefusal') process.exit(1);
+      rejectRegistry(error instanceof Error ? error : new Error(String(error)));
+    }
   }
 
   const graceMs = shutdownGraceMs(log);
@@ -295,10 +311,12 @@ async function serveHttpCommand(config: LoadedConfig, { host, port }: { host: st
   assertHttpBindingAllowed(host, config.global.httpTokens); // before the store is opened
   // The store opens before the port does: an unreachable store ends start-up with its reason.
   const registry = await BackendRegistry.open(config, secrets, log);
-  const server = await serveHttp({ config, registry: Promise.resolve(registry), secrets, log, host, port, storeHealth: () => registry.storeHealth(), ...httpLoadLimits() }).catch(async (error: unknown) => {
-    await registry.close().catch(() => undefined);
-    throw error;
-  });
+  const server = await serveHttp({ config, registry: Promise.resolve(registry), secrets, log, host, port, storeHealth: () => registry.storeHealth(), ...httpLoadLimits() }).catch(
+    async (error: unknown) => {
+      await registry.close().catch(() => undefined);
+      throw error;
+    },
+  );
   const graceMs = shutdownGraceMs(log);
   let closing = false;
   const shutdown = async (why: string) => {

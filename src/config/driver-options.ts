@@ -11,7 +11,7 @@ import { MASK, isSecretKey, type SecretRegistry } from '../base/secrets.js';
  */
 export const CORE_OPTIONS = {
   backend_init_timeout: intOption(
-    'Seconds an initialization attempt may take before the backend is reported not initialized (an array that accepts connections but never answers); 0 waits for the driver\'s own time-outs.',
+    "Seconds an initialization attempt may take before the backend is reported not initialized (an array that accepts connections but never answers); 0 waits for the driver's own time-outs.",
     { default: 10, min: 0, max: 3600 },
   ),
   backend_init_retry_interval: intOption(
@@ -26,7 +26,11 @@ export const CORE_OPTION_NAMES = new Set(['volume_backend_name', 'volume_driver'
 
 /** The core's own options of a backend, or the reason they are unusable (which disables that backend only). */
 export function readCoreOptions(spec: BackendSpec, secrets: SecretRegistry): CoreOptions | { error: string } {
-  const given = Object.fromEntries(Object.keys(CORE_OPTIONS).filter((key) => key in spec.options).map((key) => [key, spec.options[key]]));
+  const given = Object.fromEntries(
+    Object.keys(CORE_OPTIONS)
+      .filter((key) => key in spec.options)
+      .map((key) => [key, spec.options[key]]),
+  );
   const result = z.object(CORE_OPTIONS).safeParse(given);
   if (result.success) return result.data;
   return { error: `backend "${spec.name}": ${describeIssues(result.error.issues, CORE_OPTIONS, given, secrets, spec.options)}` };
@@ -38,13 +42,7 @@ export function readCoreOptions(spec: BackendSpec, secrets: SecretRegistry): Cor
  * whatever its length (contract section 6), not only where free-text redaction would catch it,
  * and not quoted, so that the mask's own length or quotes say nothing about the value.
  */
-function describeIssues(
-  issues: z.core.$ZodIssue[],
-  shape: z.ZodRawShape,
-  given: Record<string, unknown>,
-  secrets: SecretRegistry,
-  raw: Record<string, unknown>,
-): string {
+function describeIssues(issues: z.core.$ZodIssue[], shape: z.ZodRawShape, given: Record<string, unknown>, secrets: SecretRegistry, raw: Record<string, unknown>): string {
   const problems = issues.map((issue) => {
     const option = String(issue.path[0] ?? '?');
     const value = given[option];
@@ -64,7 +62,7 @@ function describeIssues(
  */
 function isMasked(raw: Record<string, unknown>, key: string, secrets: SecretRegistry): boolean {
   if (!Object.hasOwn(raw, key)) return false;
-  return JSON.stringify((secrets.maskOptions(raw) as Record<string, unknown>)[key]) !== JSON.stringify(raw[key]);
+  return JSON.stringify(secrets.maskOptions<Record<string, unknown>>(raw)[key]) !== JSON.stringify(raw[key]);
 }
 
 export interface ValidatedOptions<Options = Record<string, unknown>> {

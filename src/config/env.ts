@@ -50,7 +50,7 @@ function encodeForUrlPosition(found: string, before: string, after: string): str
   const authoritySoFar = before.slice(schemeEnd + 3);
   if (/[/?#]/.test(authoritySoFar)) return encodeURIComponent(found); // path, query or fragment
   if (authoritySoFar.includes('@')) return found; // host or port
-  const restOfAuthority = after.split(/[/?#]/)[0]!;
+  const restOfAuthority = after.split(/[/?#]/)[0];
   return restOfAuthority.includes('@') ? encodeURIComponent(found) : found; // userinfo, else host or port
 }
 
@@ -66,7 +66,7 @@ function substituteString(
   let masked = '';
   let literalStart = 0;
   for (const match of value.matchAll(ENV_REFERENCE)) {
-    const rawName = match[1]!;
+    const rawName = match[1];
     const name = rawName.trim();
     if (!VALID_NAME.test(name)) {
       throw new ConfigError(`${where}: "\${env:${rawName}}" is not a valid environment reference; use \${env:NAME} with NAME made of letters, digits and _`);

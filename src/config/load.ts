@@ -1,3 +1,11 @@
+/**
+ * Reads the config file (contract section 2): a `global` block of cinderlib.setup() options and
+ * a list of backends, each the keyword arguments of cinderlib.Backend(...). Driver options are
+ * validated later against the driver's own schema (src/backend-factory.ts); here we only check
+ * the shape every backend shares.
+ */
+
+import { errorCode } from '../base/errors.js';
 import { readFileSync } from 'node:fs';
 import { extname, isAbsolute, resolve } from 'node:path';
 import { z } from 'zod';
@@ -8,20 +16,10 @@ import { substituteEnv, substituteEnvInUrl } from './env.js';
 import { ConfigError } from './errors.js';
 
 /**
- * Reads the config file (contract section 2): a `global` block of cinderlib.setup() options and
- * a list of backends, each the keyword arguments of cinderlib.Backend(...). Driver options are
- * validated later against the driver's own schema (src/backend-factory.ts); here we only check
- * the shape every backend shares.
- */
-
-/**
  * Where metadata lives: memory, a SQLite file (one server), or PostgreSQL (several servers sharing
  * it; `url` as configured, password included: open it, never print it).
  */
-export type PersistenceConfig =
-  | { storage: 'memory' }
-  | { storage: 'db'; engine?: 'sqlite'; path: string }
-  | { storage: 'db'; engine: 'postgresql'; url: string };
+export type PersistenceConfig = { storage: 'memory' } | { storage: 'db'; engine?: 'sqlite'; path: string } | { storage: 'db'; engine: 'postgresql'; url: string };
 
 export interface GlobalOptions {
   persistence: PersistenceConfig;
@@ -79,7 +77,10 @@ export interface LoadedConfig {
   warnings: string[];
 }
 
-const bool = z.preprocess((v) => (typeof v === 'string' ? ['true', 'yes', 'on', '1'].includes(v.toLowerCase()) || (['false', 'no', 'off', '0'].includes(v.toLowerCase()) ? false : v) : v), z.boolean({ error: 'true or false' }));
+const bool = z.preprocess(
+  (v) => (typeof v === 'string' ? ['true', 'yes', 'on', '1'].includes(v.toLowerCase()) || (['false', 'no', 'off', '0'].includes(v.toLowerCase()) ? false : v) : v),
+  z.boolean({ error: 'true or false' }),
+);
 
 const persistenceSchema = z
   .object({
@@ -100,7 +101,10 @@ const GLOBAL_KEYS = {
     .array(
       z
         .object({
-          name: z.string({ error: 'each http_tokens entry needs a name (a string naming the client, shown in the audit log)' }).trim().min(1, { error: 'an http_tokens name must not be empty' }),
+          name: z
+            .string({ error: 'each http_tokens entry needs a name (a string naming the client, shown in the audit log)' })
+            .trim()
+            .min(1, { error: 'an http_tokens name must not be empty' }),
           token: z
             .string({ error: 'each http_tokens entry needs a token (a string; use ${env:NAME} to keep it out of the file)' })
             .min(MIN_HTTP_TOKEN_LENGTH, { error: `an http_tokens token must be at least ${MIN_HTTP_TOKEN_LENGTH} characters (e.g. the output of: openssl rand -hex 32)` }),
@@ -111,28 +115,46 @@ const GLOBAL_KEYS = {
     )
     .optional(),
   http_allowed_origins: z
-    .array(z.string({ error: 'each http_allowed_origins entry must be a string' }).refine(isOrigin, { error: 'each http_allowed_origins entry must be an origin such as https://app.example.com or http://localhost:3000 (scheme, host and port only)' }), {
-      error: 'http_allowed_origins must be a list of origins such as https://app.example.com',
-    })
+    .array(
+      z
+        .string({ error: 'each http_allowed_origins entry must be a string' })
+        .refine(isOrigin, { error: 'each http_allowed_origins entry must be an origin such as https://app.example.com or http://localhost:3000 (scheme, host and port only)' }),
+      {
+        error: 'http_allowed_origins must be a list of origins such as https://app.example.com',
+      },
+    )
     .optional(),
-  http_session_idle_seconds: z.preprocess(
-    (v) => (typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v),
-    z.number({ error: 'http_session_idle_seconds must be a whole number of seconds from 1 to 604800' }).int().min(1).max(604_800),
-  ).optional(),
-  http_sessions_per_token: z.preprocess(
-    (v) => (typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v),
-    z.number({ error: 'http_sessions_per_token must be a whole number of sessions from 1 to 1000' }).int().min(1).max(1000),
-  ).optional(),
-  lease_seconds: z.preprocess(
-    (v) => (typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v),
-    z.number({ error: 'lease_seconds must be a whole number of seconds from 5 to 3600' }).int().min(5).max(3600),
-  ).optional(),
+  http_session_idle_seconds: z
+    .preprocess(
+      (v) => (typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v),
+      z.number({ error: 'http_session_idle_seconds must be a whole number of seconds from 1 to 604800' }).int().min(1).max(604_800),
+    )
+    .optional(),
+  http_sessions_per_token: z
+    .preprocess(
+      (v) => (typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v),
+      z.number({ error: 'http_sessions_per_token must be a whole number of sessions from 1 to 1000' }).int().min(1).max(1000),
+    )
+    .optional(),
+  lease_seconds: z
+    .preprocess(
+      (v) => (typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v),
+      z.number({ error: 'lease_seconds must be a whole number of seconds from 5 to 3600' }).int().min(5).max(3600),
+    )
+    .optional(),
 };
 
 /** cinderlib.setup() options that have no effect here; accepted quietly so cinderlib configs paste. */
 const IGNORED_CINDERLIB_GLOBALS = new Set([
-  'disable_logs', 'debug', 'project_id', 'user_id', 'file_locks_path', 'lock_path',
-  'suppress_requests_ssl_warnings', 'fail_on_missing_backend', 'locks_path',
+  'disable_logs',
+  'debug',
+  'project_id',
+  'user_id',
+  'file_locks_path',
+  'lock_path',
+  'suppress_requests_ssl_warnings',
+  'fail_on_missing_backend',
+  'locks_path',
 ]);
 
 const globalSchema = z.object(GLOBAL_KEYS);
@@ -147,7 +169,7 @@ export async function readConfigFile(path: string, options: LoadOptions): Promis
   try {
     text = readFileSync(path, 'utf8');
   } catch (error) {
-    throw new ConfigError(`cannot read config file ${path}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+    throw new ConfigError(`cannot read config file ${path}: ${errorCode(error) ?? String(error)}`);
   }
   let parsed: unknown;
   try {
@@ -191,7 +213,7 @@ function parseGlobal(raw: unknown, source: string, warnings: string[], secrets?:
   if (typeof block !== 'object' || Array.isArray(block)) throw new ConfigError(`${source}: "global" must be a mapping of cinderlib.setup() options`);
   const result = globalSchema.safeParse(block);
   if (!result.success) {
-    const issue = result.error.issues[0]!;
+    const issue = result.error.issues[0];
     throw new ConfigError(`${source}: global option "${issue.path.join('.')}": ${issue.message}`);
   }
   for (const key of Object.keys(block)) {
@@ -262,7 +284,7 @@ export function parsePersistence(raw: z.infer<typeof persistenceSchema> | undefi
       `${source}: persistence_config.connection "${scheme}:..." is not supported; use sqlite:///ABS/PATH (one server) or a postgresql:// URL with user, password, host, port and database (several servers)`,
     );
   }
-  const rest = match[1]!;
+  const rest = match[1];
   if (rest === ':memory:') return { storage: 'memory' };
   const path = rest.startsWith('/') ? rest : `/${rest}`;
   return { storage: 'db', path: isAbsolute(path) ? path : resolve(path) };

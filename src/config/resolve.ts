@@ -30,11 +30,7 @@ export function embeddedDefaultConfig(env: NodeJS.ProcessEnv = process.env): Loa
  * counts as unset, so a bundle's blank user_config field falls through to the default.
  * CINDERLIB_MCP_READ_ONLY=true forces read-only mode (the bundle's opt-in switch for writes).
  */
-export async function resolveConfig(
-  configPath: string | undefined,
-  secrets: SecretRegistry,
-  env: NodeJS.ProcessEnv = process.env,
-): Promise<LoadedConfig> {
+export async function resolveConfig(configPath: string | undefined, secrets: SecretRegistry, env: NodeJS.ProcessEnv = process.env): Promise<LoadedConfig> {
   const path = nonEmpty(configPath) ?? nonEmpty(env.CINDERLIB_MCP_CONFIG);
   let config: LoadedConfig;
   try {

@@ -64,7 +64,9 @@ export class AuditLog {
     await Promise.all([
       this.store.appendAudit(record).catch((error: unknown) => this.log.warn(`audit: cannot record ${call.tool} in the metadata store: ${this.secrets.redact(describeError(error))}`)),
       this.filePath
-        ? appendFile(this.filePath, `${JSON.stringify(record)}\n`, { mode: 0o600 }).catch((error: unknown) => this.log.warn(`audit: cannot append to ${this.filePath}: ${describeError(error)}`))
+        ? appendFile(this.filePath, `${JSON.stringify(record)}\n`, { mode: 0o600 }).catch((error: unknown) =>
+            this.log.warn(`audit: cannot append to ${this.filePath}: ${describeError(error)}`),
+          )
         : undefined,
     ]);
   }

@@ -1,3 +1,9 @@
+/**
+ * A Backend is cinderlib's Backend: one array configuration, its driver (initialized in the
+ * background, retried on demand), cached stats and the capacity they leave. Mutations of its
+ * volumes and snapshots go through its lifecycle (src/lifecycle.ts).
+ */
+
 import { DEFAULT_VOLUME_DRIVER, findDriver, knownDriverNames } from '../../drivers/catalog.js';
 import type { BackendStats, Connector, PoolStats, VolumeDriver } from '../../drivers/kit/types.js';
 import { checkCapacity } from './capacity.js';
@@ -6,7 +12,8 @@ import { ConfigError } from '../config/errors.js';
 import type { BackendSpec } from '../config/load.js';
 import { readCoreOptions, validateDriverOptions, type CoreOptions } from '../config/driver-options.js';
 import { StorageError, describeError } from '../base/errors.js';
-import { KeyedMutex, SingleFlight } from '../base/locks.js';
+import type { KeyedMutex } from '../base/locks.js';
+import { SingleFlight } from '../base/locks.js';
 import { waitWithProgress } from './progress.js';
 import { TombstoneKeeper } from './tombstones.js';
 import { VolumeLifecycle } from './lifecycle.js';
@@ -16,11 +23,6 @@ import type { Logger } from '../base/log.js';
 import type { SharedCoordination, VolumeStore } from '../store/store.js';
 import type { SecretRegistry } from '../base/secrets.js';
 
-/**
- * A Backend is cinderlib's Backend: one array configuration, its driver (initialized in the
- * background, retried on demand), cached stats and the capacity they leave. Mutations of its
- * volumes and snapshots go through its lifecycle (src/lifecycle.ts).
- */
 export interface BackendDependencies {
   store: VolumeStore;
   secrets: SecretRegistry;
@@ -40,7 +42,7 @@ export interface BackendDependencies {
   /** How this host attaches volumes (loop devices, open-iscsi), by driver_volume_type. */
   attachers: HostAttachers;
   /** os-brick's connector properties of this host. */
-  ownConnector(): Promise<Connector>;
+  ownConnector: () => Promise<Connector>;
 }
 
 /** A backend's config as answers and dumps show it (cinderlib's Backend.config): its name alone unless output_all_backend_info. */
@@ -53,10 +55,7 @@ export function backendConfigView(spec: BackendSpec, outputAllBackendInfo: boole
   return { ...options, volume_driver: typeof configured === 'string' && configured.trim() ? options.volume_driver : DEFAULT_VOLUME_DRIVER };
 }
 
-type InitState =
-  | { phase: 'initializing' }
-  | { phase: 'ready' }
-  | { phase: 'failed'; reason: string; failures: number; nextTryAt: number };
+type InitState = { phase: 'initializing' } | { phase: 'ready' } | { phase: 'failed'; reason: string; failures: number; nextTryAt: number };
 
 /** A stats answer and the ledger position it was taken at, so later operations can be added to it. */
 interface StatsSnapshot {
@@ -147,7 +146,7 @@ export class Backend {
 
   /** Resolves when the backend is serving or its current attempt has failed; never retries. */
   async settled(): Promise<void> {
-    if (this.state.phase === 'initializing' && !this.attempt) this.initialize();
+    if (this.state.phase === 'initializing' && !this.attempt) void this.initialize(); // sets this.attempt, awaited below
     await this.attempt;
   }
 
@@ -184,11 +183,11 @@ export class Backend {
 
   /** Connections of this backend's volumes: exports to hosts and attachments here (src/connections.ts). */
   get connections(): ConnectionLifecycle {
-    return (this.links ??= new ConnectionLifecycle(
-      { id: this.id, volumeDriver: this.volumeDriver, ready: () => this.ready() },
-      this.lifecycle,
-      { ...this.lifecycleDependencies(), attachers: this.deps.attachers, ownConnector: this.deps.ownConnector },
-    ));
+    return (this.links ??= new ConnectionLifecycle({ id: this.id, volumeDriver: this.volumeDriver, ready: () => this.ready() }, this.lifecycle, {
+      ...this.lifecycleDependencies(),
+      attachers: this.deps.attachers,
+      ownConnector: this.deps.ownConnector,
+    }));
   }
 
   private lifecycleDependencies() {
@@ -265,9 +264,7 @@ export class Backend {
     if ('error' in this.core) throw new ConfigError(this.core.error);
     const entry = findDriver(this.volumeDriver);
     if (!entry) {
-      throw new ConfigError(
-        `backend "${this.id}": volume_driver "${this.volumeDriver}" is not supported; use one of: ${knownDriverNames().join(', ')}`,
-      );
+      throw new ConfigError(`backend "${this.id}": volume_driver "${this.volumeDriver}" is not supported; use one of: ${knownDriverNames().join(', ')}`);
     }
     const definition = await entry.load();
     this.warnings.length = 0;
@@ -311,7 +308,7 @@ export class Backend {
       'BACKEND_UNAVAILABLE',
       `backend "${this.id}" is not initialized: ${this.error ?? 'still starting'}; ` +
         (next ? `it is tried again on the next call after ${next}, or now with get_stats refresh: true` : 'fix its config and restart the server') +
-        ' (cinderlib-mcp check shows every backend\'s state)',
+        " (cinderlib-mcp check shows every backend's state)",
     );
   }
 
@@ -379,7 +376,8 @@ export class Backend {
       local = this.deps.capacity.reserve(domain, this.id, sizeGb);
       return sizeGb;
     });
-    const releaseHold = () => void hold.release().catch((error: unknown) => this.deps.log.warn(`backend "${this.id}": releasing a capacity hold: ${describeError(error)} (it lapses with this server's lease)`));
+    const releaseHold = () =>
+      void hold.release().catch((error: unknown) => this.deps.log.warn(`backend "${this.id}": releasing a capacity hold: ${describeError(error)} (it lapses with this server's lease)`));
     return {
       pool: chosen,
       reservation: {
@@ -408,13 +406,10 @@ export class Backend {
 
   private choosePool(stats: BackendStats, poolName: string | undefined): PoolStats {
     const { pools } = stats;
-    if (poolName === undefined) return pools[0]!;
+    if (poolName === undefined) return pools[0];
     const pool = pools.find((candidate) => candidate.pool_name === poolName);
     if (!pool) {
-      throw new StorageError(
-        'INVALID_ARGUMENT',
-        `pool_name "${poolName}" is not a pool of backend "${this.id}"; its pools are: ${pools.map((p) => p.pool_name).join(', ')}`,
-      );
+      throw new StorageError('INVALID_ARGUMENT', `pool_name "${poolName}" is not a pool of backend "${this.id}"; its pools are: ${pools.map((p) => p.pool_name).join(', ')}`);
     }
     return pool;
   }

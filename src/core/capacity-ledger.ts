@@ -68,7 +68,7 @@ export class CapacityLedger {
   /** Records a member's fresh stats, and forgets finished operations every member has now seen. */
   recordSnapshot(domain: string, member: string, provisionedGb: number, snapshotSeq: number): void {
     let byMember = this.members.get(domain);
-    if (!byMember) this.members.set(domain, (byMember = new Map()));
+    if (!byMember) this.members.set(domain, (byMember = new Map<string, { provisionedGb: number; seq: number }>()));
     byMember.set(member, { provisionedGb, seq: snapshotSeq });
     const entries = this.committed.get(domain);
     if (!entries?.length) return;

@@ -1,6 +1,3 @@
-import type { PoolStats } from '../../drivers/kit/types.js';
-import { roundGb } from '../../drivers/kit/units.js';
-
 /**
  * Cinder's capacity filter (cinder/scheduler/filters/capacity_filter.py), applied before a create
  * touches the array.
@@ -10,6 +7,10 @@ import { roundGb } from '../../drivers/kit/units.js';
  * - Thick pools: the free space less the reserve and less what operations under way will take
  *   must hold it.
  */
+
+import type { PoolStats } from '../../drivers/kit/types.js';
+import { roundGb } from '../../drivers/kit/units.js';
+
 export interface CapacityVerdict {
   fits: boolean;
   /** GiB that could still be created, for the error message (never rounded up). */

@@ -1,15 +1,3 @@
-import { randomUUID } from 'node:crypto';
-import { hostname } from 'node:os';
-import type { ConnectionInfo, Connector, ExportOperations, HostAccess, LocalAttachment, VolumeDriver, VolumeRef } from '../../drivers/kit/types.js';
-import type { AttachedDevice, HostAttacher, HostAttachers } from './attach/attacher.js';
-import { connectorProblem, devicePathProblem, iscsiDataProblem, refuseUntrusted } from '../model/untrusted.js';
-import type { ConnectionRecord } from '../model/connection.js';
-import { StorageError, describeError, isStorageError } from '../base/errors.js';
-import { Replay, volumeKey, type LifecycleDependencies, type LifecycleHost, type VolumeLifecycle } from './lifecycle.js';
-import type { RequestEntry } from '../store/store.js';
-import { isRecoverable } from '../store/recovery.js';
-import type { VolumeRecord } from '../model/volume.js';
-
 /**
  * Connections (cinderlib's Connection): a volume exported to a host (connect/disconnect), or
  * attached on the server's own host (attach/detach). Each is a mutation of the volume like the
@@ -17,6 +5,19 @@ import type { VolumeRecord } from '../model/volume.js';
  * connection record with this server's lease), the driver's export calls, the outcome. A failed
  * connect is undone on the array or target and leaves no record.
  */
+
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { ConnectionInfo, Connector, ExportOperations, HostAccess, LocalAttachment, VolumeDriver, VolumeRef } from '../../drivers/kit/types.js';
+import type { AttachedDevice, HostAttacher, HostAttachers } from './attach/attacher.js';
+import { connectorProblem, devicePathProblem, iscsiDataProblem, refuseUntrusted } from '../model/untrusted.js';
+import type { ConnectionRecord } from '../model/connection.js';
+import { StorageError, describeError, isStorageError } from '../base/errors.js';
+import { Replay, replayedRecord, volumeKey, type LifecycleDependencies, type LifecycleHost, type VolumeLifecycle } from './lifecycle.js';
+import type { RequestEntry } from '../store/store.js';
+import { isRecoverable } from '../store/recovery.js';
+import type { VolumeRecord } from '../model/volume.js';
+
 export interface ConnectionDependencies extends LifecycleDependencies {
   attachers: HostAttachers;
   /** os-brick's connector properties of the server's own host. */
@@ -77,7 +78,9 @@ export class ConnectionLifecycle {
     const interrupted: ConnectionRecord[] = [];
     do {
       const page = await this.deps.store.connections.list({ backend: this.host.id, after, limit: 1000 });
-      interrupted.push(...page.records.filter((record) => record.status === 'error' && !record.owner && /^interrupted while (connecting|disconnecting)/.test(record.status_reason ?? '')));
+      interrupted.push(
+        ...page.records.filter((record) => record.status === 'error' && !record.owner && /^interrupted while (connecting|disconnecting)/.test(record.status_reason ?? '')),
+      );
       after = page.nextAfter;
     } while (after !== undefined);
     for (const record of interrupted) {
@@ -85,7 +88,9 @@ export class ConnectionLifecycle {
       if (attachment && !this.isOnThisHost(record)) continue; // another host's attachment: its own server detaches it
       try {
         await this.close(record.id, { force: false, local: record.device !== null });
-        this.deps.log.info(`connection ${record.id} of volume ${record.volume_id}, ${record.status_reason!.split(':', 1)[0]}, was resolved: nothing of it is left on the array or target`);
+        this.deps.log.info(
+          `connection ${record.id} of volume ${record.volume_id}, ${record.status_reason!.split(':', 1)[0]}, was resolved: nothing of it is left on the array or target`,
+        );
       } catch (error) {
         if (isStorageError(error) && error.code === 'NOT_FOUND') continue; // another server resolved it first
         this.warn(`resolve interrupted connection ${record.id}`, error);
@@ -213,7 +218,13 @@ export class ConnectionLifecycle {
         finish: async ({ info, device }) => {
           try {
             await store.volumes.update(volumeId, { status: 'in-use' }, ['available', 'in-use']);
-            const updated = await store.connections.update(record.id, { status: 'attached', connection_info: { ...info }, device: device ? { ...device } : null, owner: null, lease_expires_at: null });
+            const updated = await store.connections.update(record.id, {
+              status: 'attached',
+              connection_info: { ...info },
+              device: device ? { ...device } : null,
+              owner: null,
+              lease_expires_at: null,
+            });
             if (!updated) throw new StorageError('INTERNAL', `connection ${record.id} vanished from the metadata store while it was being made`);
             return updated;
           } catch (error) {
@@ -234,7 +245,7 @@ export class ConnectionLifecycle {
         },
       });
     } catch (error) {
-      if (error instanceof Replay) return (await this.volumes.replay(error.entry, request!)).record as ConnectionRecord;
+      if (error instanceof Replay) return replayedRecord(await this.volumes.replay(error.entry, request!), 'connection');
       throw error;
     }
   }
@@ -254,7 +265,10 @@ export class ConnectionLifecycle {
         if (how.local) {
           if (!device) throw new StorageError('INVALID_ARGUMENT', `connection ${connectionId} is not attached on a host (it has no device); disconnect_volume removes it`);
           if (!this.isOnThisHost(connection)) {
-            throw new StorageError('INVALID_ARGUMENT', `connection ${connectionId} is attached on host ${String(connection.connector.host)}, not on this server's host (${hostname()}); detach it with the server there`);
+            throw new StorageError(
+              'INVALID_ARGUMENT',
+              `connection ${connectionId} is attached on host ${String(connection.connector.host)}, not on this server's host (${hostname()}); detach it with the server there`,
+            );
           }
         } else if (device && !how.force) {
           throw new StorageError(
@@ -300,8 +314,8 @@ export class ConnectionLifecycle {
         await this.settleVolumeStatus(connection.volume_id);
       },
       fail: async (failure) => {
-        await this.deps.store
-          .connections.update(connectionId, { status: 'error', status_reason: `${how.local ? 'detach' : 'disconnect'} failed: ${failure.message}`, owner: null, lease_expires_at: null })
+        await this.deps.store.connections
+          .update(connectionId, { status: 'error', status_reason: `${how.local ? 'detach' : 'disconnect'} failed: ${failure.message}`, owner: null, lease_expires_at: null })
           .catch((error: unknown) => this.warn(`record the failed disconnect of ${connectionId}`, error));
         return new StorageError(failure.code, `${failure.message}. Connection ${connectionId} is kept in status "error"; disconnect_volume with force: true drops it`);
       },
@@ -353,7 +367,7 @@ export class ConnectionLifecycle {
   private checkConnector(exports: ExportOperations, connector: Connector): void {
     const missing = exports.requiredConnectorKeys.filter((key) => isBlank(connector[key]));
     if (missing.length > 0) {
-      const hint = missing.includes('initiator') ? ' (iSCSI: the host\'s IQN, from its /etc/iscsi/initiatorname.iscsi)' : '';
+      const hint = missing.includes('initiator') ? " (iSCSI: the host's IQN, from its /etc/iscsi/initiatorname.iscsi)" : '';
       throw new StorageError('INVALID_ARGUMENT', `backend "${this.host.id}": the connector lacks ${missing.join(', ')}, which the ${this.host.volumeDriver} driver needs${hint}`);
     }
   }
@@ -375,7 +389,7 @@ export class ConnectionLifecycle {
   private async requireAttacher(driver: VolumeDriver): Promise<HostAttacher> {
     const reason = await this.attachRefusal(driver);
     if (reason) throw new StorageError('UNSUPPORTED', reason);
-    return this.deps.attachers[driver.localConnection ? 'local' : exportType(driver)]!;
+    return this.deps.attachers[driver.localConnection ? 'local' : exportType(driver)];
   }
 
   private async requireConnection(connectionId: string): Promise<ConnectionRecord> {
@@ -401,9 +415,14 @@ function exportType(driver: VolumeDriver): string {
 }
 
 /** Two connections of one volume to the same place: the same initiator (or host, without one), the same way (local or exported). */
+/** A connector field as text; connectors are checked on the way in, so anything else is shown empty. */
+function text(value: unknown): string {
+  return typeof value === 'string' || typeof value === 'number' ? String(value) : '';
+}
+
 function sameEndpoint(a: ConnectionRecord, b: ConnectionRecord): boolean {
   const endpoint = (record: ConnectionRecord) =>
-    `${record.connection_info.driver_volume_type === 'local' ? 'local' : 'export'}|${String(record.connector.initiator ?? '')}|${record.connector.initiator ? '' : String(record.connector.host)}`;
+    `${record.connection_info.driver_volume_type === 'local' ? 'local' : 'export'}|${text(record.connector.initiator)}|${record.connector.initiator ? '' : text(record.connector.host)}`;
   return endpoint(a) === endpoint(b);
 }
 

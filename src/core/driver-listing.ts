@@ -1,8 +1,3 @@
-import type { z } from 'zod';
-import { DRIVER_CATALOG } from '../../drivers/catalog.js';
-import { optionInfo } from '../../drivers/kit/options.js';
-import { isSecretKey } from '../base/secrets.js';
-
 /**
  * cinderlib's `Backend.list_supported_drivers(output_version)`, from this project's drivers: the
  * catalog's class paths, each driver definition's version and its option schemas (the same
@@ -16,12 +11,26 @@ import { isSecretKey } from '../base/secrets.js';
  * attributes plus `type_class`.
  */
 
+import type { z } from 'zod';
+import { DRIVER_CATALOG } from '../../drivers/catalog.js';
+import { optionInfo } from '../../drivers/kit/options.js';
+import { isSecretKey } from '../base/secrets.js';
+
 export type OutputVersion = 1 | 2;
 export const OUTPUT_VERSIONS = [1, 2] as const;
 
 /** The oslo.config type of an option, as version 2 gives it (`vars()` of the type object, plus `type_class`). */
 export type OptionType =
-  | { type_name: 'string value'; ignore_case: false; quotes: false; max_length: 0; choices: Record<string, null> | null; lower_case_choices: null; regex: string | null; type_class: string }
+  | {
+      type_name: 'string value';
+      ignore_case: false;
+      quotes: false;
+      max_length: 0;
+      choices: Record<string, null> | null;
+      lower_case_choices: null;
+      regex: string | null;
+      type_class: string;
+    }
   | { type_name: 'integer value' | 'floating point value'; choices: null; min: number | null; max: number | null; num_type: 'int' | 'float'; type_class: string }
   | { type_name: 'boolean value'; type_class: string };
 
@@ -65,8 +74,23 @@ export const DRIVER_INFO_KEYS = ['version', 'class_name', 'supported', 'ci_wiki_
 
 /** The public attributes of an oslo.config Opt, in the order its constructor sets them. */
 export const OPTION_KEYS = [
-  'name', 'type', 'dest', 'short', 'default', 'sample_default', 'positional', 'metavar', 'help', 'secret', 'required',
-  'deprecated_for_removal', 'deprecated_reason', 'deprecated_since', 'deprecated_opts', 'mutable', 'advanced',
+  'name',
+  'type',
+  'dest',
+  'short',
+  'default',
+  'sample_default',
+  'positional',
+  'metavar',
+  'help',
+  'secret',
+  'required',
+  'deprecated_for_removal',
+  'deprecated_reason',
+  'deprecated_since',
+  'deprecated_opts',
+  'mutable',
+  'advanced',
 ] as const satisfies readonly (keyof TypedDriverOption)[];
 
 /** The listing for one output version; the catalog's drivers load once per process. */
@@ -229,7 +253,9 @@ function pyStr(value: unknown, floating = false): string {
   if (typeof value === 'boolean') return value ? 'True' : 'False';
   if (typeof value === 'number') return floating && Number.isInteger(value) ? value.toFixed(1) : String(value);
   if (Array.isArray(value)) return `[${value.map(pyRepr).join(', ')}]`;
-  return String(value);
+  if (typeof value === 'string') return value;
+  if (typeof value === 'bigint' || typeof value === 'symbol') return value.toString();
+  return JSON.stringify(value) ?? '';
 }
 
 /** Python's repr() of a string, as oslo.config's type reprs quote choices and patterns. */

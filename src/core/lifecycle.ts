@@ -1,3 +1,10 @@
+/**
+ * Every mutation of volumes and snapshots, each run by one routine (`mutate`): lock every key it
+ * touches, hold the capacity it needs, record its intent, call the driver, record the outcome or
+ * the error, free what it held. cinderlib wrote that try/finally once per object; here it is
+ * written once, and each operation only says what its steps are.
+ */
+
 import { randomUUID } from 'node:crypto';
 import type { CreateVolumeRequest, PoolStats, SnapshotRef, VolumeDriver, VolumeRef } from '../../drivers/kit/types.js';
 import type { Reservation } from './capacity-ledger.js';
@@ -12,12 +19,6 @@ import type { SnapshotRecord, SnapshotStatus } from '../model/snapshot.js';
 import type { TombstoneKeeper } from './tombstones.js';
 import { TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../model/volume.js';
 
-/**
- * Every mutation of volumes and snapshots, each run by one routine (`mutate`): lock every key it
- * touches, hold the capacity it needs, record its intent, call the driver, record the outcome or
- * the error, free what it held. cinderlib wrote that try/finally once per object; here it is
- * written once, and each operation only says what its steps are.
- */
 export interface LifecycleHost {
   readonly id: string;
   readonly volumeDriver: string;
@@ -60,10 +61,16 @@ export interface CreateSnapshotInput {
 }
 
 /** What a repeated request_id answers with: the object the first call made, in its current state. */
-export type RequestReplay =
-  | { kind: 'volume'; record: VolumeRecord }
-  | { kind: 'snapshot'; record: SnapshotRecord }
-  | { kind: 'connection'; record: ConnectionRecord };
+export type RequestReplay = { kind: 'volume'; record: VolumeRecord } | { kind: 'snapshot'; record: SnapshotRecord } | { kind: 'connection'; record: ConnectionRecord };
+
+/** The record a repeated call's first run made, checked to be of the kind that call makes. */
+export function replayedRecord(replay: RequestReplay, kind: 'volume'): VolumeRecord;
+export function replayedRecord(replay: RequestReplay, kind: 'snapshot'): SnapshotRecord;
+export function replayedRecord(replay: RequestReplay, kind: 'connection'): ConnectionRecord;
+export function replayedRecord(replay: RequestReplay, kind: RequestReplay['kind']): RequestReplay['record'] {
+  if (replay.kind !== kind) throw new StorageError('INTERNAL', `a request_id replay found a ${replay.kind} where a ${kind} was made; use a new request_id`);
+  return replay.record;
+}
 
 interface CapacityNeed {
   poolName: string | undefined;
@@ -125,7 +132,10 @@ export class VolumeLifecycle {
     const size = input.size ?? source?.size;
     if (size === undefined) throw new StorageError('INVALID_ARGUMENT', 'create_volume: size is required (in GiB) unless snapshot_id or source_volume_id gives it');
     if (source && size < source.size) {
-      throw new StorageError('INVALID_ARGUMENT', `size ${size} GiB is smaller than the source's ${source.size} GiB (${source.label}); pass at least ${source.size}, or omit size to use the source's`);
+      throw new StorageError(
+        'INVALID_ARGUMENT',
+        `size ${size} GiB is smaller than the source's ${source.size} GiB (${source.label}); pass at least ${source.size}, or omit size to use the source's`,
+      );
     }
     const now = new Date().toISOString();
     const record: VolumeRecord = {
@@ -183,7 +193,7 @@ export class VolumeLifecycle {
         },
       });
     } catch (error) {
-      if (error instanceof Replay) return (await this.replay(error.entry, request!)).record as VolumeRecord;
+      if (error instanceof Replay) return replayedRecord(await this.replay(error.entry, request!), 'volume');
       throw error;
     }
   }
@@ -282,7 +292,7 @@ export class VolumeLifecycle {
     if (connections.length > 0) {
       throw new StorageError(
         'IN_USE',
-        `volume ${record.id} is connected (${connections.map((c) => `connection ${c.id} to ${String(c.connector.host ?? 'a host')}`).join(', ')}); disconnect it first (disconnect_volume)`,
+        `volume ${record.id} is connected (${connections.map((c) => `connection ${c.id} to ${typeof c.connector.host === 'string' ? c.connector.host : 'a host'}`).join(', ')}); disconnect it first (disconnect_volume)`,
       );
     }
     this.requireStatus('volume', record, ['available', 'error'], 'deleted');
@@ -312,13 +322,14 @@ export class VolumeLifecycle {
       return await this.mutate<string | null, SnapshotRecord>({
         what: `snapshot volume ${volumeId}`,
         locks: [volumeKey(volumeId), snapshotKey(record.id)],
-        capacity: copyOnWriteGb > 0
-          ? {
-              poolName: volume.pool_name,
-              sizeGb: copyOnWriteGb,
-              refusal: (room) => `a snapshot of volume ${volumeId} needs ${copyOnWriteGb} GiB of copy-on-write space in pool "${room.pool}": ${room.text}`,
-            }
-          : undefined,
+        capacity:
+          copyOnWriteGb > 0
+            ? {
+                poolName: volume.pool_name,
+                sizeGb: copyOnWriteGb,
+                refusal: (room) => `a snapshot of volume ${volumeId} needs ${copyOnWriteGb} GiB of copy-on-write space in pool "${room.pool}": ${room.text}`,
+              }
+            : undefined,
         begin: async () => {
           volume = await this.requireVolume(volumeId);
           this.requireStatus('volume', volume, ['available', 'in-use'], 'snapshotted');
@@ -331,7 +342,8 @@ export class VolumeLifecycle {
         },
         // Every copy reports progress (section 7): a file snapshot is one; an array's answers at once.
         act: async () =>
-          (await trackCopy(`snapshotting volume ${volumeId}`, (progress) => operations.createSnapshot(this.snapshotRef(record), this.volumeRef(volume), progress)))?.provider_location ?? null,
+          (await trackCopy(`snapshotting volume ${volumeId}`, (progress) => operations.createSnapshot(this.snapshotRef(record), this.volumeRef(volume), progress)))?.provider_location ??
+          null,
         finish: (location) => this.recordSnapshotOutcome(record.id, 'create', { status: 'available', status_reason: null, provider_location: location, failed_operation: null }),
         fail: async (failure) => {
           await this.recordSnapshotOutcome(record.id, 'create', { status: 'error', status_reason: `create failed: ${failure.message}`, failed_operation: 'create' });
@@ -339,7 +351,7 @@ export class VolumeLifecycle {
         },
       });
     } catch (error) {
-      if (error instanceof Replay) return (await this.replay(error.entry, request!)).record as SnapshotRecord;
+      if (error instanceof Replay) return replayedRecord(await this.replay(error.entry, request!), 'snapshot');
       throw error;
     }
   }
@@ -530,7 +542,7 @@ export class VolumeLifecycle {
    */
   requireStatus(kind: 'volume' | 'snapshot', record: VolumeRecord | SnapshotRecord, allowed: string[], action: string, busyCode: 'BACKEND_BUSY' | 'IN_USE' = 'BACKEND_BUSY'): void {
     if (allowed.includes(record.status)) return;
-    const busy = TRANSITIONAL_STATUSES.includes(record.status as VolumeStatus);
+    const busy = TRANSITIONAL_STATUSES.includes(record.status);
     throw new StorageError(
       busy ? busyCode : 'INVALID_ARGUMENT',
       `${kind} ${record.id} is "${record.status}"${record.status_reason ? ` (${record.status_reason})` : ''}; only ${allowed.map((s) => `"${s}"`).join(' or ')} ${kind}s can be ${action}` +
@@ -566,11 +578,25 @@ export class VolumeLifecycle {
   }
 
   private recordVolumeOutcome(volumeId: string, operation: 'create' | 'extend' | 'delete', patch: VolumePatch): Promise<VolumeRecord> {
-    return this.recordOutcome('volume', volumeId, operation, patch, () => this.transitionVolume(volumeId, patch), (kept) => this.deps.store.volumes.defer(volumeId, kept));
+    return this.recordOutcome(
+      'volume',
+      volumeId,
+      operation,
+      patch,
+      () => this.transitionVolume(volumeId, patch),
+      (kept) => this.deps.store.volumes.defer(volumeId, kept),
+    );
   }
 
   private recordSnapshotOutcome(snapshotId: string, operation: 'create' | 'delete', patch: SnapshotPatch): Promise<SnapshotRecord> {
-    return this.recordOutcome('snapshot', snapshotId, operation, patch, () => this.transitionSnapshot(snapshotId, patch), (kept) => this.deps.store.snapshots.defer(snapshotId, kept));
+    return this.recordOutcome(
+      'snapshot',
+      snapshotId,
+      operation,
+      patch,
+      () => this.transitionSnapshot(snapshotId, patch),
+      (kept) => this.deps.store.snapshots.defer(snapshotId, kept),
+    );
   }
 
   /**

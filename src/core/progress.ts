@@ -1,10 +1,11 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
-
 /**
  * MCP progress notifications for whatever makes a tool call wait (a backend still initializing,
  * later long copies). The server binds a reporter to each call that carried a progressToken;
  * code deep in the core reports through `waitWithProgress` without knowing about MCP.
  */
+
+import { AsyncLocalStorage } from 'node:async_hooks';
+
 export type ProgressReporter = (update: { progress: number; total?: number; message: string }) => Promise<void> | void;
 
 const current = new AsyncLocalStorage<ProgressReporter>();
@@ -50,8 +51,7 @@ export async function trackCopy<T>(message: string, work: (progress: (done: numb
   if (!report) return work(() => undefined);
   let done = 0;
   let total: number | undefined;
-  const send = (text: string) =>
-    Promise.resolve(report({ progress: done, ...(total !== undefined ? { total } : {}), message: text })).catch(() => undefined);
+  const send = (text: string) => Promise.resolve(report({ progress: done, ...(total !== undefined ? { total } : {}), message: text })).catch(() => undefined);
   void send(message);
   const timer = setInterval(() => void send(total ? `${message}: ${Math.floor((done / total) * 100)}%` : message), PROGRESS_INTERVAL_MS);
   try {

@@ -1,5 +1,10 @@
+/**
+ * cinderlib's class-level registry of backends: backends by volume_backend_name, and the routes
+ * from a volume id to the backend that owns it.
+ */
+
 import { Backend } from './backend.js';
-import type { CreateSnapshotInput, CreateVolumeInput } from './lifecycle.js';
+import { replayedRecord, type CreateSnapshotInput, type CreateVolumeInput } from './lifecycle.js';
 import type { RequestEntry } from '../store/store.js';
 import type { SnapshotRecord, SnapshotStatus } from '../model/snapshot.js';
 import { CapacityLedger } from './capacity-ledger.js';
@@ -21,10 +26,6 @@ import type { Connector } from '../../drivers/kit/types.js';
 import type { VolumeRecord, VolumeStatus } from '../model/volume.js';
 import type { SerializationSource } from '../serialization/dump.js';
 
-/**
- * cinderlib's class-level registry of backends: backends by volume_backend_name, and the routes
- * from a volume id to the backend that owns it.
- */
 export interface ListVolumesInput {
   backend?: string;
   status?: VolumeStatus;
@@ -155,10 +156,7 @@ export class BackendRegistry {
         throw new StartupRefusal(isStorageError(error) ? error.message : `the metadata store cannot be opened: ${secrets.redact(describeError(error))}`);
       }
       if (isStorageError(error)) throw error;
-      throw new StorageError(
-        'BACKEND_UNAVAILABLE',
-        `the metadata store cannot be opened: ${secrets.redact(describeError(error))}; fix persistence_config and restart the server`,
-      );
+      throw new StorageError('BACKEND_UNAVAILABLE', `the metadata store cannot be opened: ${secrets.redact(describeError(error))}; fix persistence_config and restart the server`);
     }
     for (const warning of config.warnings) log.warn(warning);
     const registry = new BackendRegistry(config, volumeStore, secrets, log, serving);
@@ -181,24 +179,22 @@ export class BackendRegistry {
    * server that stopped renewing its leases; a live server's operations are left alone.
    */
   private async recoverInterrupted(includeOwn: boolean): Promise<void> {
-    const surfaced = await this.store.surfaceInterrupted(
-      { owner: this.serverId, now: new Date().toISOString(), includeOwn },
-      (record, kind) => {
-        const who = record.owner && record.owner !== this.serverId ? `server ${record.owner} stopped renewing its lease` : 'the server stopped';
-        if (kind === 'connection') {
-          const step = record.status === 'attached' ? 'disconnecting' : 'connecting';
-          return `interrupted while ${step}: ${who} before the array or target answered; the export may be partly in place. disconnect_volume removes what is left (and the connection)`;
-        }
-        return `interrupted while ${record.status}: ${who} before the array answered; the array may or may not hold ${kind} ${record.id}. delete_${kind} cleans up both`;
-      },
-    );
+    const surfaced = await this.store.surfaceInterrupted({ owner: this.serverId, now: new Date().toISOString(), includeOwn }, (record, kind) => {
+      const who = record.owner && record.owner !== this.serverId ? `server ${record.owner} stopped renewing its lease` : 'the server stopped';
+      if (kind === 'connection') {
+        const step = record.status === 'attached' ? 'disconnecting' : 'connecting';
+        return `interrupted while ${step}: ${who} before the array or target answered; the export may be partly in place. disconnect_volume removes what is left (and the connection)`;
+      }
+      return `interrupted while ${record.status}: ${who} before the array answered; the array may or may not hold ${kind} ${record.id}. delete_${kind} cleans up both`;
+    });
     for (const record of surfaced.volumes) this.log.warn(`volume ${record.id} on backend "${record.backend}" was left "${record.status_reason}"`);
     for (const record of surfaced.snapshots) this.log.warn(`snapshot ${record.id} on backend "${record.backend}" was left "${record.status_reason}"`);
     for (const record of surfaced.connections) this.log.warn(`connection ${record.id} of volume ${record.volume_id} was left "${record.status_reason}"`);
     // Another server's, found while serving: resolved here at once (a backend still starting does it when ready).
     for (const name of new Set(surfaced.connections.map((record) => record.backend))) {
       const backend = this.backends.get(name);
-      if (backend?.initialized) void backend.connections.resolveInterrupted().catch((error: unknown) => this.log.warn(`resolving interrupted connections of "${name}": ${describeError(error)}`));
+      if (backend?.initialized)
+        void backend.connections.resolveInterrupted().catch((error: unknown) => this.log.warn(`resolving interrupted connections of "${name}": ${describeError(error)}`));
     }
   }
 
@@ -305,7 +301,7 @@ export class BackendRegistry {
     const backend = sourceBackend === undefined ? this.get(target) : this.backendOf(target, 'the source');
     const request = requestEntry(input.request_id, 'create_volume', 'volume', requestArguments);
     const replay = await backend.lifecycle.replayIfRepeated(request);
-    if (replay) return replay.record as VolumeRecord;
+    if (replay) return replayedRecord(replay, 'volume');
     return backend.lifecycle.createVolume(input, request);
   }
 
@@ -335,7 +331,7 @@ export class BackendRegistry {
     const backend = await this.owner(volumeId);
     const request = requestEntry(input.request_id, 'create_snapshot', 'snapshot', requestArguments);
     const replay = await backend.lifecycle.replayIfRepeated(request);
-    if (replay) return replay.record as SnapshotRecord;
+    if (replay) return replayedRecord(replay, 'snapshot');
     return backend.lifecycle.createSnapshot(volumeId, input, request);
   }
 
@@ -366,7 +362,7 @@ export class BackendRegistry {
     const backend = await this.owner(volumeId);
     const request = requestEntry(requestId, 'connect_volume', 'connection', requestArguments);
     const replay = await backend.lifecycle.replayIfRepeated(request);
-    if (replay) return replay.record as ConnectionRecord;
+    if (replay) return replayedRecord(replay, 'connection');
     return backend.connections.connect(volumeId, connector, request);
   }
 
@@ -452,7 +448,10 @@ export class BackendRegistry {
 
   private requireUsableConfig(): void {
     if (this.configError) {
-      throw new StorageError('BACKEND_UNAVAILABLE', `the server's config cannot be used, so it serves no backend: ${this.configError}. Fix the file and restart the server (cinderlib-mcp check --config FILE checks it)`);
+      throw new StorageError(
+        'BACKEND_UNAVAILABLE',
+        `the server's config cannot be used, so it serves no backend: ${this.configError}. Fix the file and restart the server (cinderlib-mcp check --config FILE checks it)`,
+      );
     }
   }
 
@@ -465,10 +464,7 @@ export class BackendRegistry {
   private backendOf(name: string, what: string): Backend {
     const backend = this.backends.get(name);
     if (!backend) {
-      throw new StorageError(
-        'BACKEND_UNAVAILABLE',
-        `${what} belongs to backend "${name}", which is not in the current config; add it back to manage it`,
-      );
+      throw new StorageError('BACKEND_UNAVAILABLE', `${what} belongs to backend "${name}", which is not in the current config; add it back to manage it`);
     }
     return backend;
   }

@@ -1,10 +1,3 @@
-import type { SnapshotRef, VolumeRef } from '../../drivers/kit/types.js';
-import { describeError } from '../base/errors.js';
-import type { Logger } from '../base/log.js';
-import type { Tombstone, VolumeStore } from '../store/store.js';
-import type { SnapshotRecord } from '../model/snapshot.js';
-import type { VolumeRecord } from '../model/volume.js';
-
 /**
  * Deleting a volume or snapshot whose create never confirmed (the server died mid-create, or the
  * array timed out) cannot trust "not there": the array may still be working on that create and
@@ -12,6 +5,14 @@ import type { VolumeRecord } from '../model/volume.js';
  * deterministic name on this schedule, counted from the delete, before it is forgotten. The
  * schedule outlasts every driver's request time-out with room to spare.
  */
+
+import type { SnapshotRef, VolumeRef } from '../../drivers/kit/types.js';
+import { describeError } from '../base/errors.js';
+import type { Logger } from '../base/log.js';
+import type { Tombstone, VolumeStore } from '../store/store.js';
+import type { SnapshotRecord } from '../model/snapshot.js';
+import type { VolumeRecord } from '../model/volume.js';
+
 export interface DeleteAgain {
   volume(volume: VolumeRef): Promise<void>;
   snapshot(snapshot: SnapshotRef, volume: VolumeRef): Promise<void>;
@@ -31,7 +32,15 @@ export class TombstoneKeeper {
 
   /** Forgets the volume record and leaves its tombstone, in one store transaction. */
   bury(record: VolumeRecord): Promise<boolean> {
-    return this.leave({ object_id: record.id, kind: 'volume', parent_volume_id: null, backend: record.backend, pool_name: record.pool_name, size: record.size, provider_location: record.provider_location });
+    return this.leave({
+      object_id: record.id,
+      kind: 'volume',
+      parent_volume_id: null,
+      backend: record.backend,
+      pool_name: record.pool_name,
+      size: record.size,
+      provider_location: record.provider_location,
+    });
   }
 
   /** Forgets the snapshot record and leaves its tombstone, in one store transaction. */
@@ -53,7 +62,7 @@ export class TombstoneKeeper {
   }
 
   private async leave(grave: Omit<Tombstone, 'checks_done' | 'next_check_at'>): Promise<boolean> {
-    const tombstone: Tombstone = { ...grave, checks_done: 0, next_check_at: new Date(Date.now() + RECHECK_AFTER_MS[0]!).toISOString() };
+    const tombstone: Tombstone = { ...grave, checks_done: 0, next_check_at: new Date(Date.now() + RECHECK_AFTER_MS[0]).toISOString() };
     const removed = await this.store.removeLeavingTombstone(grave.object_id, tombstone);
     if (removed) this.schedule(tombstone);
     return removed;
@@ -87,7 +96,7 @@ export class TombstoneKeeper {
       this.log.warn(`re-deleting ${tombstone.kind} ${tombstone.object_id} (a create that never confirmed) failed: ${describeError(error)}`);
     }
     const last = checksDone >= RECHECK_AFTER_MS.length;
-    const elapsedTarget = RECHECK_AFTER_MS[Math.min(checksDone, RECHECK_AFTER_MS.length - 1)]! - RECHECK_AFTER_MS[checksDone - 1]!;
+    const elapsedTarget = RECHECK_AFTER_MS[Math.min(checksDone, RECHECK_AFTER_MS.length - 1)] - RECHECK_AFTER_MS[checksDone - 1];
     const next = last ? null : { checks_done: checksDone, next_check_at: new Date(Date.now() + elapsedTarget).toISOString() };
     try {
       await this.store.rescheduleTombstone(tombstone.object_id, next);

@@ -1,15 +1,16 @@
-import { StorageError } from '../base/errors.js';
-import { decodeCursor, encodeCursor } from '../model/cursor.js';
-import type { VolumeStore } from '../store/store.js';
-import { connectionDump, dumpVolume, snapshotDump, writeBackendDump, type DumpedBackend, type Dumper, type SerializationSource } from '../serialization/dump.js';
-import type { SecretRegistry } from '../base/secrets.js';
-
 /**
  * MCP resources (contract section 9): every backend, volume, snapshot and connection as
  * `cinderlib://<kind>/<id>`, each read as the object's cinderlib JSON, the same as its entry in
  * `cinderlib-mcp dump` (a backend's with at most its first 100 volumes: list_volumes pages the
  * rest). resources/list pages through all of them, backends first, 100 per page.
  */
+
+import { StorageError } from '../base/errors.js';
+import { decodeCursor, encodeCursor } from '../model/cursor.js';
+import type { VolumeStore } from '../store/store.js';
+import { connectionDump, dumpVolume, snapshotDump, writeBackendDump, type DumpedBackend, type Dumper, type SerializationSource } from '../serialization/dump.js';
+import type { SecretRegistry } from '../base/secrets.js';
+
 export const RESOURCE_PAGE_SIZE = 100;
 export const BACKEND_RESOURCE_VOLUMES = 100;
 const MIME = 'application/json';
@@ -17,10 +18,28 @@ const KINDS = ['backends', 'volumes', 'snapshots', 'connections'] as const;
 type Kind = (typeof KINDS)[number];
 
 export const RESOURCE_TEMPLATES = [
-  { uriTemplate: 'cinderlib://backends/{id}', name: 'backend', title: 'Backend', description: 'A backend (volume_backend_name) as cinderlib\'s JSON: its config (secrets masked) and its first 100 volumes.', mimeType: MIME },
-  { uriTemplate: 'cinderlib://volumes/{id}', name: 'volume', title: 'Volume', description: 'A volume as cinderlib\'s JSON (Cinder\'s Volume object), with its snapshots and connections.', mimeType: MIME },
-  { uriTemplate: 'cinderlib://snapshots/{id}', name: 'snapshot', title: 'Snapshot', description: 'A snapshot as cinderlib\'s JSON (Cinder\'s Snapshot object).', mimeType: MIME },
-  { uriTemplate: 'cinderlib://connections/{id}', name: 'connection', title: 'Connection', description: 'A connection as cinderlib\'s JSON (Cinder\'s VolumeAttachment object); CHAP passwords read "***".', mimeType: MIME },
+  {
+    uriTemplate: 'cinderlib://backends/{id}',
+    name: 'backend',
+    title: 'Backend',
+    description: "A backend (volume_backend_name) as cinderlib's JSON: its config (secrets masked) and its first 100 volumes.",
+    mimeType: MIME,
+  },
+  {
+    uriTemplate: 'cinderlib://volumes/{id}',
+    name: 'volume',
+    title: 'Volume',
+    description: "A volume as cinderlib's JSON (Cinder's Volume object), with its snapshots and connections.",
+    mimeType: MIME,
+  },
+  { uriTemplate: 'cinderlib://snapshots/{id}', name: 'snapshot', title: 'Snapshot', description: "A snapshot as cinderlib's JSON (Cinder's Snapshot object).", mimeType: MIME },
+  {
+    uriTemplate: 'cinderlib://connections/{id}',
+    name: 'connection',
+    title: 'Connection',
+    description: 'A connection as cinderlib\'s JSON (Cinder\'s VolumeAttachment object); CHAP passwords read "***".',
+    mimeType: MIME,
+  },
 ];
 
 export interface ResourceEntry {
@@ -60,7 +79,7 @@ export class ResourceCatalog {
     }
     const resources: ResourceEntry[] = [];
     for (; kindIndex < KINDS.length; kindIndex++, after = undefined) {
-      const kind = KINDS[kindIndex]!;
+      const kind = KINDS[kindIndex];
       const room = RESOURCE_PAGE_SIZE - resources.length;
       const page = await this.page(kind, after, room);
       resources.push(...page.entries);
@@ -80,7 +99,7 @@ export class ResourceCatalog {
     const kind = match[1] as Kind;
     let id: string;
     try {
-      id = decodeURIComponent(match[2]!);
+      id = decodeURIComponent(match[2]);
     } catch {
       throw new ResourceNotFound(`no resource ${uri}: its id is not valid percent-encoding`);
     }
@@ -113,7 +132,12 @@ export class ResourceCatalog {
 
   private async page(kind: Kind, after: number | undefined, limit: number): Promise<{ entries: ResourceEntry[]; nextAfter?: number }> {
     if (limit <= 0) return { entries: [], nextAfter: after ?? 0 };
-    const entry = (id: string, label: string, title: string): ResourceEntry => ({ uri: `cinderlib://${kind}/${encodeURIComponent(id)}`, name: this.secrets.redact(label), title, mimeType: MIME });
+    const entry = (id: string, label: string, title: string): ResourceEntry => ({
+      uri: `cinderlib://${kind}/${encodeURIComponent(id)}`,
+      name: this.secrets.redact(label),
+      title,
+      mimeType: MIME,
+    });
     switch (kind) {
       case 'backends': {
         const all = this.backends();
@@ -131,7 +155,10 @@ export class ResourceCatalog {
       }
       case 'connections': {
         const page = await this.store.connections.list({ after, limit });
-        return { entries: page.records.map((c) => entry(c.id, `connection of volume ${c.volume_id} to ${String(c.connector.host ?? 'a host')}`, 'Connection')), nextAfter: page.nextAfter };
+        return {
+          entries: page.records.map((c) => entry(c.id, `connection of volume ${c.volume_id} to ${typeof c.connector.host === 'string' ? c.connector.host : 'a host'}`, 'Connection')),
+          nextAfter: page.nextAfter,
+        };
       }
     }
   }

@@ -1,15 +1,22 @@
+/**
+ * The MCP server. It uses the SDK's low-level Server rather than McpServer so that it owns the
+ * two answers McpServer would shape for it: argument errors ("INVALID_ARGUMENT: ...", naming the
+ * value and what is accepted) and call-time refusal of hidden mutating tools ("READ_ONLY: ...").
+ */
+
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
-import { Protocol } from '@modelcontextprotocol/sdk/shared/protocol.js';
+import type { RequestHandlerExtra } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import {
   CallToolRequestParamsSchema,
-  CallToolRequestSchema,
   ErrorCode,
   ListResourceTemplatesRequestSchema,
-  ListResourcesRequestSchema,
   ListToolsRequestSchema,
   McpError,
-  ReadResourceRequestSchema,
   type CallToolResult,
+  type JSONRPCRequest,
+  type ServerNotification,
+  type ServerRequest,
+  type ServerResult,
 } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import { StorageError, describeError, isStorageError } from '../base/errors.js';
@@ -23,11 +30,6 @@ import { offeredTools } from './startup-answers.js';
 import { loadToolListing } from './tool-listing.js';
 import { RESOURCE_TEMPLATES, ResourceCatalog, ResourceNotFound } from './resources.js';
 
-/**
- * The MCP server. It uses the SDK's low-level Server rather than McpServer so that it owns the
- * two answers McpServer would shape for it: argument errors ("INVALID_ARGUMENT: ...", naming the
- * value and what is accepted) and call-time refusal of hidden mutating tools ("READ_ONLY: ...").
- */
 export interface ServerOptions {
   /** Resolves once the metadata store and backends are loaded; the server answers tools/list before that. */
   registry: Promise<BackendRegistry>;
@@ -49,8 +51,7 @@ export function createMcpServer(options: ServerOptions): Server {
   const { readOnly, secrets, log } = options;
   const listingReady = loadToolListing().then((tools) => offeredTools(tools, readOnly));
   let definitions: Promise<Map<string, ToolDefinition>> | undefined;
-  const toolDefinitions = () =>
-    (definitions ??= import('../../tools/index.js').then(({ TOOLS }) => new Map(TOOLS.map((tool) => [tool.name, tool]))));
+  const toolDefinitions = () => (definitions ??= import('../../tools/index.js').then(({ TOOLS }) => new Map(TOOLS.map((tool) => [tool.name, tool]))));
 
   const server = new Server(SERVER_INFO, {
     capabilities: SERVER_CAPABILITIES,
@@ -59,11 +60,23 @@ export function createMcpServer(options: ServerOptions): Server {
   });
 
   server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: await listingReady }));
-  registerResources(server, options);
+  server.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: RESOURCE_TEMPLATES }));
 
-  // Registered past Server.setRequestHandler: its tools/call wrapper refuses a non-object
-  // `arguments` with a multi-line -32603 zod dump before this handler can word it.
-  Protocol.prototype.setRequestHandler.call(server, LenientCallToolRequestSchema, async (request: LenientCallToolRequest, extra): Promise<CallToolResult> => {
+  // tools/call, resources/list and resources/read take their params as sent and check them here:
+  // through Server.setRequestHandler the SDK's own schemas would refuse a non-object `arguments` or
+  // a missing uri with a multi-line zod dump before these handlers could word it in one line. The
+  // SDK hands every method without a handler of its own to fallbackRequestHandler, untouched.
+  const lenientHandlers = new Map<string, LenientHandler>([['tools/call', (request, extra) => callTool(request, extra)], ...resourceHandlers(options)]);
+  server.fallbackRequestHandler = async (request, extra) => {
+    const handler = lenientHandlers.get(request.method);
+    if (!handler) throw new ProtocolError(ErrorCode.MethodNotFound, 'Method not found'); // the SDK's own answer
+    return handler(request, extra);
+  };
+
+  async function callTool(frame: JSONRPCRequest, extra: RequestHandlerExtra<ServerRequest, ServerNotification>): Promise<CallToolResult> {
+    const parsed = LenientCallToolParamsSchema.safeParse(frame.params);
+    if (!parsed.success) throw new ProtocolError(ErrorCode.InvalidParams, 'tools/call: params._meta must be an object whose progressToken is a string or an integer');
+    const request = { params: parsed.data };
     const { name, arguments: rawArguments } = request.params;
     if (typeof name !== 'string') {
       throw new ProtocolError(ErrorCode.InvalidParams, 'tools/call needs params.name, the name of a tool as a string; tools/list lists them');
@@ -73,8 +86,7 @@ export function createMcpServer(options: ServerOptions): Server {
     const progress: ProgressReporter | undefined =
       progressToken === undefined
         ? undefined
-        : ({ progress, total, message }) =>
-            extra.sendNotification({ method: 'notifications/progress', params: { progressToken, progress, total, message: secrets.redact(message) } });
+        : ({ progress, total, message }) => extra.sendNotification({ method: 'notifications/progress', params: { progressToken, progress, total, message: secrets.redact(message) } });
     let audited: ToolDefinition | undefined;
     const result = await (async (): Promise<CallToolResult> => {
       try {
@@ -91,9 +103,9 @@ export function createMcpServer(options: ServerOptions): Server {
           );
         }
         const registry = await options.registry;
-        const args = parseArguments(tool, rawArguments, registry, secrets) as Record<string, unknown>;
+        const args = parseArguments(tool, rawArguments, registry, secrets);
         const data = secrets.maskOptions(await runWithProgress(progress, () => tool.handler(args, registry)));
-        return { content: [{ type: 'text', text: JSON.stringify(data) }], structuredContent: data as Record<string, unknown> };
+        return { content: [{ type: 'text', text: JSON.stringify(data) }], structuredContent: data };
       } catch (error) {
         return errorResult(error, name, secrets, log);
       }
@@ -106,14 +118,17 @@ export function createMcpServer(options: ServerOptions): Server {
         tool: audited.name,
         arguments: rawArguments,
         outcome: result.isError ? 'error' : 'ok',
-        ...(result.isError ? { error: String((result.content[0] as { text?: string } | undefined)?.text ?? '') } : {}),
+        ...(result.isError ? { error: firstText(result) } : {}),
       });
     }
     return result;
-  });
+  }
 
   return server;
 }
+
+/** A request handler that takes the frame as the client sent it. */
+type LenientHandler = (request: JSONRPCRequest, extra: RequestHandlerExtra<ServerRequest, ServerNotification>) => Promise<ServerResult>;
 
 /** One catalog per registry, made on first use (every session over HTTP shares its server's registry). */
 const catalogs = new WeakMap<BackendRegistry, ResourceCatalog>();
@@ -140,8 +155,8 @@ class ProtocolError extends Error {
   }
 }
 
-/** resources/list, resources/templates/list and resources/read over the registry's catalog (src/resources.ts). */
-function registerResources(server: Server, options: ServerOptions): void {
+/** resources/list and resources/read over the registry's catalog (src/resources.ts), by method. */
+function resourceHandlers(options: ServerOptions): [string, LenientHandler][] {
   const { secrets } = options;
   // Store trouble and bad cursors are JSON-RPC errors here (resources have no isError result), worded as tool errors are.
   const asMcpError = (error: unknown): ProtocolError => {
@@ -150,45 +165,49 @@ function registerResources(server: Server, options: ServerOptions): void {
     if (error instanceof ResourceNotFound) return new ProtocolError(RESOURCE_NOT_FOUND, secrets.redact(error.message));
     if (isStorageError(error)) return new ProtocolError(error.code === 'INVALID_ARGUMENT' ? ErrorCode.InvalidParams : ErrorCode.InternalError, secrets.redact(error.toClientText()));
     options.log.error(`resources: ${describeError(error)}`);
-    return new ProtocolError(ErrorCode.InternalError, `INTERNAL: ${secrets.redact(describeError(error).split('\n')[0]!)}`);
+    return new ProtocolError(ErrorCode.InternalError, `INTERNAL: ${secrets.redact(describeError(error).split('\n')[0])}`);
   };
-  server.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: RESOURCE_TEMPLATES }));
-  // Past Server.setRequestHandler, as tools/call: malformed params get a one-line -32602, not the SDK's -32603 zod dump.
-  const register = (schema: z.ZodObject, handler: (params: Record<string, unknown>) => Promise<Record<string, unknown>>) =>
-    Protocol.prototype.setRequestHandler.call(server, schema, async (request: Record<string, unknown>) => {
+  // Malformed params (missing, not an object) are taken as {}, for the handler to word what is missing.
+  const handle =
+    (handler: (params: Record<string, unknown>) => Promise<ServerResult>): LenientHandler =>
+    async (request) => {
       try {
-        return await handler(request.params as Record<string, unknown>);
+        return await handler(isPlainObject(request.params) ? request.params : {});
       } catch (error) {
         throw asMcpError(error);
       }
-    });
-  register(lenient(ListResourcesRequestSchema), async ({ cursor }) => {
-    if (cursor !== undefined && typeof cursor !== 'string') throw new ProtocolError(ErrorCode.InvalidParams, 'resources/list: cursor must be the nextCursor string of a previous answer');
-    return resourcesOf(await options.registry).list(cursor);
-  });
-  register(lenient(ReadResourceRequestSchema), async ({ uri }) => {
-    if (typeof uri !== 'string') throw new ProtocolError(ErrorCode.InvalidParams, 'resources/read needs params.uri, a cinderlib:// URI as a string; resources/list lists them');
-    const text = await resourcesOf(await options.registry).read(uri);
-    return { contents: [{ uri, mimeType: 'application/json', text }] };
-  });
+    };
+  return [
+    [
+      'resources/list',
+      handle(async ({ cursor }) => {
+        if (cursor !== undefined && typeof cursor !== 'string')
+          throw new ProtocolError(ErrorCode.InvalidParams, 'resources/list: cursor must be the nextCursor string of a previous answer');
+        return resourcesOf(await options.registry).list(cursor);
+      }),
+    ],
+    [
+      'resources/read',
+      handle(async ({ uri }) => {
+        if (typeof uri !== 'string') throw new ProtocolError(ErrorCode.InvalidParams, 'resources/read needs params.uri, a cinderlib:// URI as a string; resources/list lists them');
+        const text = await resourcesOf(await options.registry).read(uri);
+        return { contents: [{ uri, mimeType: 'application/json', text }] };
+      }),
+    ],
+  ];
 }
 
-/** A request schema whose params are taken as any object (missing or malformed: {}), for the handler to check. */
-function lenient(schema: typeof ListResourcesRequestSchema | typeof ReadResourceRequestSchema): z.ZodObject {
-  return schema.extend({ params: z.preprocess((params) => (params && typeof params === 'object' && !Array.isArray(params) ? params : {}), z.record(z.string(), z.unknown())) });
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** tools/call with `name` and `arguments` left for the handler to check. */
-const LenientCallToolRequestSchema = CallToolRequestSchema.extend({
-  // params itself may be missing or malformed too: the handler words that in one line.
-  params: z.preprocess(
-    (params) => (params && typeof params === 'object' && !Array.isArray(params) ? params : {}),
-    CallToolRequestParamsSchema.extend({ name: z.unknown().optional(), arguments: z.unknown().optional() }),
-  ),
-});
-type LenientCallToolRequest = z.infer<typeof LenientCallToolRequestSchema>;
+/** tools/call params with `name` and `arguments` left for the handler to check; missing or malformed params are {}. */
+const LenientCallToolParamsSchema = z.preprocess(
+  (params) => (isPlainObject(params) ? params : {}),
+  CallToolRequestParamsSchema.extend({ name: z.unknown().optional(), arguments: z.unknown().optional() }),
+);
 
-function parseArguments(tool: ToolDefinition, raw: unknown, registry: BackendRegistry, secrets: SecretRegistry): unknown {
+function parseArguments(tool: ToolDefinition, raw: unknown, registry: BackendRegistry, secrets: SecretRegistry): z.output<ToolDefinition['input']> {
   if (raw === undefined) raw = {};
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
     const accepted = Object.keys(tool.input.shape);
@@ -208,7 +227,11 @@ function parseArguments(tool: ToolDefinition, raw: unknown, registry: BackendReg
     const given = valueAt(raw, issue.path);
     let text = given === undefined && issue.code === 'invalid_type' ? `${field} is required` : issue.message;
     if (given !== undefined) text += `, got ${secrets.redact(preview(given))}`;
-    if (issue.path[0] === 'backend') text += ` (known backends: ${registry.list().map((b) => b.id).join(', ')})`;
+    if (issue.path[0] === 'backend')
+      text += ` (known backends: ${registry
+        .list()
+        .map((b) => b.id)
+        .join(', ')})`;
     return text;
   });
   throw new StorageError('INVALID_ARGUMENT', `${tool.name}: ${problems.join('; ')}`);
@@ -265,6 +288,12 @@ function describeKind(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   return typeof value === 'object' ? 'an object' : `a ${typeof value}`;
+}
+
+/** The text of a result's first content item (an error result's message). */
+function firstText(result: CallToolResult): string {
+  const first = result.content[0];
+  return first?.type === 'text' ? first.text : '';
 }
 
 function errorResult(error: unknown, toolName: string, secrets: SecretRegistry, log: Logger): CallToolResult {

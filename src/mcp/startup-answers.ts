@@ -1,6 +1,3 @@
-import { readFileSync } from 'node:fs';
-import { SERVER_CAPABILITIES, SERVER_INFO, SERVER_INSTRUCTIONS } from './server-identity.js';
-
 /**
  * The answers a client waits for at start-up (initialize, ping, tools/list), given before the
  * MCP SDK and zod have loaded: they take most of a cold start, and these answers need neither.
@@ -8,6 +5,10 @@ import { SERVER_CAPABILITIES, SERVER_INFO, SERVER_INSTRUCTIONS } from './server-
  * (tool schemas, and the protocol versions the SDK speaks), so they cannot drift from what the
  * SDK server answers once it is up; a test compares the two.
  */
+
+import { readFileSync } from 'node:fs';
+import { SERVER_CAPABILITIES, SERVER_INFO, SERVER_INSTRUCTIONS } from './server-identity.js';
+
 export interface ListedTool {
   name: string;
   title: string;

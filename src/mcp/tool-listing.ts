@@ -50,7 +50,7 @@ function portable(node: unknown): unknown {
   for (const [key, value] of Object.entries(node)) {
     if (key === 'additionalProperties' && isEmptySchema(value)) result[key] = true;
     else if (key === 'propertyNames' && isStringSchema(value)) continue;
-    else if (key === 'type' && Array.isArray(value)) result.anyOf = value.map((type) => ({ type }));
+    else if (key === 'type' && Array.isArray(value)) result.anyOf = value.map((type: unknown) => ({ type }));
     else result[key] = portable(value);
   }
   return result;

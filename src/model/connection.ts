@@ -57,7 +57,7 @@ export function toConnectionView(record: ConnectionRecord, mask: <T>(value: T) =
     created_at: record.created_at,
   };
   const device = record.device as { type?: unknown; path?: unknown } | null;
-  if (device && typeof device.path === 'string') view.device = { type: String(device.type ?? 'block'), path: device.path };
+  if (device && typeof device.path === 'string') view.device = { type: typeof device.type === 'string' ? device.type : 'block', path: device.path };
   if (record.status_reason) view.status_reason = record.status_reason;
   return view;
 }

@@ -1,9 +1,10 @@
-import { StorageError } from '../base/errors.js';
-
 /**
  * Opaque list cursors: the store position plus the list and the filters they were issued for, so
  * a cursor reused with other filters (or on another list) is refused instead of silently skipping.
  */
+
+import { StorageError } from '../base/errors.js';
+
 export type CursorFilters = Record<string, string | undefined>;
 
 export function encodeCursor(list: string, after: number, filters: CursorFilters): string {
@@ -13,7 +14,8 @@ export function encodeCursor(list: string, after: number, filters: CursorFilters
 export function decodeCursor(cursor: string, list: string, filters: CursorFilters): number {
   let parsed: { v?: unknown; l?: unknown; a?: unknown; f?: unknown };
   try {
-    parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    const value: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    parsed = typeof value === 'object' && value !== null ? value : {};
   } catch {
     throw invalid(list);
   }
@@ -28,7 +30,11 @@ export function decodeCursor(cursor: string, list: string, filters: CursorFilter
 }
 
 function defined(filters: CursorFilters): CursorFilters {
-  return Object.fromEntries(Object.entries(filters).filter(([, value]) => value !== undefined).sort(([a], [b]) => a.localeCompare(b)));
+  return Object.fromEntries(
+    Object.entries(filters)
+      .filter(([, value]) => value !== undefined)
+      .sort(([a], [b]) => a.localeCompare(b)),
+  );
 }
 
 function invalid(list: string): StorageError {

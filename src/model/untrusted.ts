@@ -28,23 +28,34 @@ const DEVICE_PATH = /^\/dev\/[A-Za-z0-9_.:+@-]+(\/[A-Za-z0-9_.:+@-]+)*$/;
 export const connectorSchema = z
   .object({
     host: z
-      .string({ error: 'connector.host must be the connecting host\'s name' })
+      .string({ error: "connector.host must be the connecting host's name" })
       .min(1, { error: 'connector.host must not be empty' })
       .max(255, { error: 'connector.host must be at most 255 characters' })
       .regex(PRINTABLE, { error: 'connector.host must be a host name (printable characters, no spaces)' })
       .describe('Name of the host that will use the volume.'),
     initiator: z
-      .string({ error: 'connector.initiator must be the host\'s iSCSI initiator name (IQN)' })
+      .string({ error: "connector.initiator must be the host's iSCSI initiator name (IQN)" })
       .max(223, { error: 'connector.initiator must be at most 223 characters (RFC 3720)' })
-      .regex(ISCSI_NAME, { error: 'connector.initiator must be an iSCSI name of RFC 3720\'s characters (letters, digits, "-", ".", ":"): iqn.YYYY-MM.domain[:id], eui.<16 hex> or naa.<16 or 32 hex> (the host\'s /etc/iscsi/initiatorname.iscsi)' })
+      .regex(ISCSI_NAME, {
+        error:
+          'connector.initiator must be an iSCSI name of RFC 3720\'s characters (letters, digits, "-", ".", ":"): iqn.YYYY-MM.domain[:id], eui.<16 hex> or naa.<16 or 32 hex> (the host\'s /etc/iscsi/initiatorname.iscsi)',
+      })
       .optional()
-      .describe('The host\'s iSCSI initiator name (from /etc/iscsi/initiatorname.iscsi); iSCSI backends require it.'),
-    ip: z.string().max(64).regex(PRINTABLE, { error: 'connector.ip must be an address' }).optional().describe('The host\'s IP address.'),
+      .describe("The host's iSCSI initiator name (from /etc/iscsi/initiatorname.iscsi); iSCSI backends require it."),
+    ip: z.string().max(64).regex(PRINTABLE, { error: 'connector.ip must be an address' }).optional().describe("The host's IP address."),
     multipath: z.boolean({ error: 'connector.multipath must be true or false' }).optional().describe('Ask for every portal (target_portals/target_iqns/target_luns).'),
     platform: z.string().max(64).optional().describe('e.g. x86_64.'),
     os_type: z.string().max(64).optional().describe('e.g. linux2.'),
-    wwpns: z.array(z.string().regex(WWN, { error: 'connector.wwpns entries must be 16 hex digits' })).max(64).optional().describe('Fibre Channel port WWNs (FC backends).'),
-    wwnns: z.array(z.string().regex(WWN, { error: 'connector.wwnns entries must be 16 hex digits' })).max(64).optional().describe('Fibre Channel node WWNs (FC backends).'),
+    wwpns: z
+      .array(z.string().regex(WWN, { error: 'connector.wwpns entries must be 16 hex digits' }))
+      .max(64)
+      .optional()
+      .describe('Fibre Channel port WWNs (FC backends).'),
+    wwnns: z
+      .array(z.string().regex(WWN, { error: 'connector.wwnns entries must be 16 hex digits' }))
+      .max(64)
+      .optional()
+      .describe('Fibre Channel node WWNs (FC backends).'),
   })
   .catchall(
     z.union([z.string().max(1024), z.number(), z.boolean(), z.null()], {
@@ -57,7 +68,7 @@ export const connectorSchema = z
 function firstProblem(schema: z.ZodType, value: unknown, prefix: string): string | undefined {
   const result = schema.safeParse(value);
   if (result.success) return undefined;
-  const issue = result.error.issues[0]!;
+  const issue = result.error.issues[0];
   const field = [prefix, ...issue.path.map(String)].join('.');
   // The connector's messages already name their field.
   return issue.message.startsWith(field) ? issue.message : `${field}: ${issue.message}`;
@@ -88,11 +99,17 @@ export function providerLocationProblem(value: unknown): string | undefined {
 
 const iscsiData = z
   .object({
-    target_iqn: z.string().regex(ISCSI_NAME, { error: 'must be an iSCSI name of RFC 3720\'s characters' }),
+    target_iqn: z.string().regex(ISCSI_NAME, { error: "must be an iSCSI name of RFC 3720's characters" }),
     target_portal: z.string().regex(PORTAL, { error: 'must be address:port' }),
     target_lun: z.number().int().min(0).max(16383),
-    target_iqns: z.array(z.string().regex(ISCSI_NAME, { error: 'must hold iSCSI names' })).max(64).optional(),
-    target_portals: z.array(z.string().regex(PORTAL, { error: 'must hold address:port portals' })).max(64).optional(),
+    target_iqns: z
+      .array(z.string().regex(ISCSI_NAME, { error: 'must hold iSCSI names' }))
+      .max(64)
+      .optional(),
+    target_portals: z
+      .array(z.string().regex(PORTAL, { error: 'must hold address:port portals' }))
+      .max(64)
+      .optional(),
     target_luns: z.array(z.number().int().min(0).max(16383)).max(64).optional(),
     auth_username: z.string().regex(PRINTABLE, { error: 'must be printable ASCII without spaces' }).max(255).optional(),
     auth_password: z.string().regex(PRINTABLE, { error: 'must be printable ASCII without spaces' }).max(255).optional(),
@@ -114,5 +131,9 @@ export function devicePathProblem(path: unknown): string | undefined {
 
 /** Throws INVALID_ARGUMENT naming `what` (the object) and the rule broken, when `problem` is set. */
 export function refuseUntrusted(what: string, problem: string | undefined): void {
-  if (problem) throw new StorageError('INVALID_ARGUMENT', `${what} holds data this server would never have written (${problem}); it is not used. Check where that record came from (a loaded dump, an edited store)`);
+  if (problem)
+    throw new StorageError(
+      'INVALID_ARGUMENT',
+      `${what} holds data this server would never have written (${problem}); it is not used. Check where that record came from (a loaded dump, an edited store)`,
+    );
 }

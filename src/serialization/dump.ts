@@ -1,3 +1,10 @@
+/**
+ * cinderlib's dumps from the metadata store alone (never an array): a backend is
+ * `{"class": "Backend", "backend": config, "volumes": [...]}` and the whole is a list of them
+ * (cl.dumps()). Snapshots and connections nest in their volume, as cinderlib nests them. Every
+ * object goes out through the masking: no secret is ever in a dump.
+ */
+
 import type { ConnectionRecord } from '../model/connection.js';
 import type { VolumeStore } from '../store/store.js';
 import type { SecretRegistry } from '../base/secrets.js';
@@ -5,12 +12,6 @@ import type { SnapshotRecord } from '../model/snapshot.js';
 import type { VolumeRecord } from '../model/volume.js';
 import { connectionOvo, snapshotOvo, volumeOvo, type DumpContext, type ObjectDump } from './ovo.js';
 
-/**
- * cinderlib's dumps from the metadata store alone (never an array): a backend is
- * `{"class": "Backend", "backend": config, "volumes": [...]}` and the whole is a list of them
- * (cl.dumps()). Snapshots and connections nest in their volume, as cinderlib nests them. Every
- * object goes out through the masking: no secret is ever in a dump.
- */
 export interface DumpedBackend {
   id: string;
   /** As list_backends shows it: {volume_backend_name} unless output_all_backend_info, secrets masked. */

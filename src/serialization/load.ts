@@ -1,16 +1,3 @@
-import { z } from 'zod';
-import type { ConnectionRecord } from '../model/connection.js';
-import { StorageError } from '../base/errors.js';
-import type { ImportBatch, VolumeStore } from '../store/store.js';
-import { MASK, type SecretRegistry } from '../base/secrets.js';
-import type { SnapshotRecord } from '../model/snapshot.js';
-import type { FailedOperation, VolumeRecord } from '../model/volume.js';
-import {
-  CINDERLIB_DATA, MODELED_FIELDS, OVO_DATA, OVO_NAME, OVO_NAMESPACE, OVO_VERSION, connectionStatusOf, parseDatetime, snapshotStatusOf, volumeStatusOf,
-  type Primitive,
-} from './ovo.js';
-import { connectorProblem, devicePathProblem, iscsiDataProblem, providerAuthProblem, providerLocationProblem } from '../model/untrusted.js';
-
 /**
  * `cinderlib-mcp load`: a cinderlib dump (a list of backends, as cl.dumps() writes it, or one
  * backend, as backend.dumps does) into the metadata store, all of it in one transaction or none
@@ -18,6 +5,29 @@ import { connectorProblem, devicePathProblem, iscsiDataProblem, providerAuthProb
  * a clear error naming where it is, and nothing is written. Fields this project does not model are
  * kept as loaded and dumped back unchanged.
  */
+
+import { z } from 'zod';
+import type { ConnectionRecord } from '../model/connection.js';
+import { StorageError, describeError } from '../base/errors.js';
+import type { ImportBatch, VolumeStore } from '../store/store.js';
+import { MASK, type SecretRegistry } from '../base/secrets.js';
+import type { SnapshotRecord } from '../model/snapshot.js';
+import type { FailedOperation, VolumeRecord } from '../model/volume.js';
+import {
+  CINDERLIB_DATA,
+  MODELED_FIELDS,
+  OVO_DATA,
+  OVO_NAME,
+  OVO_NAMESPACE,
+  OVO_VERSION,
+  connectionStatusOf,
+  parseDatetime,
+  snapshotStatusOf,
+  volumeStatusOf,
+  type Primitive,
+} from './ovo.js';
+import { connectorProblem, devicePathProblem, iscsiDataProblem, providerAuthProblem, providerLocationProblem } from '../model/untrusted.js';
+
 export const MAX_DUMP_DEPTH = 64;
 const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -57,7 +67,12 @@ function checkShape(root: unknown): void {
 }
 
 const uuid = (what: string) => z.string({ error: `${what} must be a UUID string` }).regex(UUID, { error: `${what} must be a UUID (this server addresses objects by UUID)` });
-const nullableText = (max: number) => z.string().max(max, { error: `at most ${max} characters` }).nullable().optional();
+const nullableText = (max: number) =>
+  z
+    .string()
+    .max(max, { error: `at most ${max} characters` })
+    .nullable()
+    .optional();
 const backendRef = z.object({ volume_backend_name: z.string({ error: 'backend.volume_backend_name must be a string' }).min(1) }).loose();
 
 function ovoSchema(name: string) {
@@ -77,7 +92,11 @@ const listSchema = (name: string) => ovoSchema(name).nullable().optional();
 const volumeData = z
   .object({
     id: uuid('id'),
-    size: z.number({ error: 'size must be a whole number of GiB' }).int().min(1).max(1024 * 1024),
+    size: z
+      .number({ error: 'size must be a whole number of GiB' })
+      .int()
+      .min(1)
+      .max(1024 * 1024),
     status: z.string({ error: 'status must be a string' }),
     display_name: nullableText(255),
     display_description: nullableText(4096),
@@ -99,7 +118,13 @@ const snapshotData = z
     id: uuid('id'),
     volume_id: uuid('volume_id'),
     status: z.string({ error: 'status must be a string' }),
-    volume_size: z.number().int().min(1).max(1024 * 1024).nullable().optional(),
+    volume_size: z
+      .number()
+      .int()
+      .min(1)
+      .max(1024 * 1024)
+      .nullable()
+      .optional(),
     display_name: nullableText(255),
     display_description: nullableText(4096),
     provider_location: z.string().nullable().optional(),
@@ -117,11 +142,13 @@ const connectionData = z
     connection_info: z
       .object(
         {
-          conn: z.object({ driver_volume_type: z.string(), data: z.record(z.string(), z.unknown()).optional() }, { error: 'connection_info.conn must be {driver_volume_type, data}' }).loose(),
+          conn: z
+            .object({ driver_volume_type: z.string(), data: z.record(z.string(), z.unknown()).optional() }, { error: 'connection_info.conn must be {driver_volume_type, data}' })
+            .loose(),
           connector: z.record(z.string(), z.unknown()).nullable().optional(),
           device: z.record(z.string(), z.unknown()).nullable().optional(),
         },
-        { error: 'connection_info must be cinderlib\'s {conn, connector, device?}' },
+        { error: "connection_info must be cinderlib's {conn, connector, device?}" },
       )
       .loose(),
     connector: z.record(z.string(), z.unknown()).nullable().optional(),
@@ -141,7 +168,7 @@ function refuseField(where: string, what: string, problem: string | undefined): 
 function parse<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
-  const issue = result.error.issues[0]!;
+  const issue = result.error.issues[0];
   const at = issue.path.length ? `${where}.${issue.path.join('.')}` : where;
   throw new DumpError(at, issue.message);
 }
@@ -178,7 +205,7 @@ export function readDump(text: string, knownBackends: ReadonlySet<string>, secre
   try {
     root = JSON.parse(text);
   } catch (error) {
-    throw new DumpError('the dump', `is not JSON (${(error as Error).message})`);
+    throw new DumpError('the dump', `is not JSON (${describeError(error)})`);
   }
   checkShape(root);
   const backendObjects = Array.isArray(root) ? root : [root];
@@ -196,7 +223,7 @@ export function readDump(text: string, knownBackends: ReadonlySet<string>, secre
     }
   };
 
-  backendObjects.forEach((raw, backendIndex) => {
+  backendObjects.forEach((raw: unknown, backendIndex) => {
     const backendWhere = Array.isArray(root) ? `[${backendIndex}]` : '$';
     const entry = (raw as { class?: unknown })?.class === 'Volume' ? { class: 'Backend', backend: (raw as { backend?: unknown }).backend, volumes: [raw] } : raw;
     const backend = parse(backendEntry, entry, backendWhere);
@@ -256,7 +283,8 @@ export function readDump(text: string, knownBackends: ReadonlySet<string>, secre
         const snap = parse(snapshotData, snapshotOvo[OVO_DATA], `${snapWhere}.versioned_object.data`);
         claim('snapshot', snap.id, snapWhere);
         refuseField(`${snapWhere}.versioned_object.data`, `snapshot ${snap.id}`, providerLocationProblem(snap.provider_location));
-        if (snap.volume_id.toLowerCase() !== volume.id.toLowerCase()) throw new DumpError(snapWhere, `snapshot ${snap.id} is of volume ${snap.volume_id}, not of the volume it is nested in (${volume.id})`);
+        if (snap.volume_id.toLowerCase() !== volume.id.toLowerCase())
+          throw new DumpError(snapWhere, `snapshot ${snap.id} is of volume ${snap.volume_id}, not of the volume it is nested in (${volume.id})`);
         const snapStatus = snapshotStatusOf(snap.status);
         const snapMine = piggyback(snapshotOvo);
         const snapCreated = datetime(snap.created_at, `${snapWhere}.created_at`);
@@ -285,7 +313,8 @@ export function readDump(text: string, knownBackends: ReadonlySet<string>, secre
         const attachmentOvo = parse(ovoSchema('VolumeAttachment'), rawAttachment, connWhere);
         const conn = parse(connectionData, attachmentOvo[OVO_DATA], `${connWhere}.versioned_object.data`);
         claim('connection', conn.id, connWhere);
-        if (conn.volume_id.toLowerCase() !== volume.id.toLowerCase()) throw new DumpError(connWhere, `connection ${conn.id} is of volume ${conn.volume_id}, not of the volume it is nested in (${volume.id})`);
+        if (conn.volume_id.toLowerCase() !== volume.id.toLowerCase())
+          throw new DumpError(connWhere, `connection ${conn.id} is of volume ${conn.volume_id}, not of the volume it is nested in (${volume.id})`);
         const info = conn.connection_info.conn;
         const connDataWhere = `${connWhere}.versioned_object.data`;
         for (const connector of [conn.connection_info.connector, conn.connector]) {

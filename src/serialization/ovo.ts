@@ -1,8 +1,3 @@
-import type { ConnectionRecord, ConnectionStatus } from '../model/connection.js';
-import { MASK } from '../base/secrets.js';
-import type { SnapshotRecord, SnapshotStatus } from '../model/snapshot.js';
-import type { FailedOperation, VolumeRecord, VolumeStatus } from '../model/volume.js';
-
 /**
  * cinderlib's JSON forms of its objects (cinderlib/serialization.py and objects.py): each object
  * is `{"class", "backend", "ovo"}` where `ovo` is the Cinder versioned object as
@@ -12,6 +7,12 @@ import type { FailedOperation, VolumeRecord, VolumeStatus } from '../model/volum
  * said (kept in `cinderlib_extra`). What this project keeps beyond Cinder's fields (why a record is
  * in error) rides in cinderlib's own piggyback key, "cinderlib.data".
  */
+
+import type { ConnectionRecord, ConnectionStatus } from '../model/connection.js';
+import { MASK } from '../base/secrets.js';
+import type { SnapshotRecord, SnapshotStatus } from '../model/snapshot.js';
+import type { FailedOperation, VolumeRecord, VolumeStatus } from '../model/volume.js';
+
 export const OVO_NAME = 'versioned_object.name';
 export const OVO_NAMESPACE = 'versioned_object.namespace';
 export const OVO_VERSION = 'versioned_object.version';
@@ -211,7 +212,22 @@ export function volumeOvo(record: VolumeRecord, snapshots: SnapshotRecord[], con
 
 /** Fields of each OVO this project models: everything else a dump holds is kept as loaded. */
 export const MODELED_FIELDS = {
-  Volume: new Set(['id', 'size', 'status', 'attach_status', 'display_name', 'display_description', 'bootable', 'provider_location', 'snapshot_id', 'source_volid', 'snapshots', 'volume_attachment', 'created_at', 'updated_at']),
+  Volume: new Set([
+    'id',
+    'size',
+    'status',
+    'attach_status',
+    'display_name',
+    'display_description',
+    'bootable',
+    'provider_location',
+    'snapshot_id',
+    'source_volid',
+    'snapshots',
+    'volume_attachment',
+    'created_at',
+    'updated_at',
+  ]),
   Snapshot: new Set(['id', 'volume_id', 'status', 'progress', 'volume_size', 'display_name', 'display_description', 'provider_location', 'created_at', 'updated_at', 'volume']),
   VolumeAttachment: new Set(['id', 'volume_id', 'attach_status', 'attach_mode', 'connection_info', 'connector', 'created_at', 'updated_at', 'volume']),
 };

@@ -1,7 +1,7 @@
 import type { ConnectionRecord } from '../model/connection.js';
 import { StorageError } from '../base/errors.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
-import { OPERATION_OF_STATUS, TRANSITIONAL_STATUSES, type VolumeRecord, type VolumeStatus } from '../model/volume.js';
+import { OPERATION_OF_STATUS, TRANSITIONAL_STATUSES, type VolumeRecord } from '../model/volume.js';
 import { isRecoverable } from './recovery.js';
 import { TABLES } from './schema.js';
 import {
@@ -26,9 +26,12 @@ import {
 } from './store.js';
 
 /** Records in insertion order (Map iteration order), which gives stable, creation-ordered pages. */
-class MemoryRecords<R extends { id: string; status: string }, P extends object, Q extends { after?: number; limit: number }, Parent extends object>
-  implements RecordTable<R, P, Q, Parent>
-{
+class MemoryRecords<R extends { id: string; status: string }, P extends object, Q extends { after?: number; limit: number }, Parent extends object> implements RecordTable<
+  R,
+  P,
+  Q,
+  Parent
+> {
   private readonly byId = new Map<string, { seq: number; record: R }>();
   private nextSeq = 1;
 
@@ -71,7 +74,9 @@ class MemoryRecords<R extends { id: string; status: string }, P extends object, 
 
   async all(parent: Parent): Promise<R[]> {
     const [[field, value]] = Object.entries(parent) as Array<[string, unknown]>;
-    return this.records().filter((record) => (record as Record<string, unknown>)[field!] === value).map((record) => ({ ...record }));
+    return this.records()
+      .filter((record) => (record as Record<string, unknown>)[field] === value)
+      .map((record) => ({ ...record }));
   }
 
   /** Memory cannot fill up the way a disk does: the update is applied at once. */
@@ -149,16 +154,15 @@ export class MemoryVolumeStore implements VolumeStore {
     const recover = <R extends VolumeRecord | SnapshotRecord>(table: MemoryRecords<R, object, VolumeQuery, object>, kind: 'volume' | 'snapshot'): R[] =>
       table
         .records()
-        .filter((record) => TRANSITIONAL_STATUSES.includes(record.status as VolumeStatus) && isRecoverable(record, claim))
-        .map(
-          (record) =>
-            table.updateRecord(record.id, {
-              status: 'error',
-              status_reason: reason(record, kind),
-              failed_operation: OPERATION_OF_STATUS[record.status as VolumeStatus] ?? null,
-              owner: null,
-              lease_expires_at: null,
-            })!,
+        .filter((record) => TRANSITIONAL_STATUSES.includes(record.status) && isRecoverable(record, claim))
+        .map((record) =>
+          table.updateRecord(record.id, {
+            status: 'error',
+            status_reason: reason(record, kind),
+            failed_operation: OPERATION_OF_STATUS[record.status] ?? null,
+            owner: null,
+            lease_expires_at: null,
+          })!,
         );
     const connections = this.connections
       .records()
@@ -178,11 +182,11 @@ export class MemoryVolumeStore implements VolumeStore {
     const start = query.after ?? 0;
     const matching: Array<{ seq: number; record: AuditRecord }> = [];
     for (let index = start; index < this.audit.length && matching.length <= query.limit; index++) {
-      const record = this.audit[index]!;
+      const record = this.audit[index];
       if (!query.since || record.time >= query.since) matching.push({ seq: index + 1, record });
     }
     const page = matching.slice(0, query.limit);
-    return { records: page.map((entry) => structuredClone(entry.record)), nextAfter: matching.length > query.limit ? page[page.length - 1]!.seq : undefined };
+    return { records: page.map((entry) => structuredClone(entry.record)), nextAfter: matching.length > query.limit ? page[page.length - 1].seq : undefined };
   }
 
   async importRecords(batch: ImportBatch): Promise<void> {
@@ -198,7 +202,7 @@ export class MemoryVolumeStore implements VolumeStore {
 
   async renewLeases(owner: string, until: string): Promise<void> {
     for (const record of [...this.volumes.records(), ...this.snapshots.records()]) {
-      if (record.owner === owner && TRANSITIONAL_STATUSES.includes(record.status as VolumeStatus)) record.lease_expires_at = until;
+      if (record.owner === owner && TRANSITIONAL_STATUSES.includes(record.status)) record.lease_expires_at = until;
     }
     for (const record of this.connections.records()) if (record.owner === owner) record.lease_expires_at = until;
   }

@@ -65,7 +65,7 @@ export class LockSession {
         return true;
       }
       if (Date.now() >= deadline) return false;
-      await sleep(Math.min(200, RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)]!));
+      await sleep(Math.min(200, RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)]));
     }
   }
 
@@ -137,14 +137,14 @@ export class LockSession {
           `${key} is busy: another server is operating on it (waited ${Math.round(this.options.lockTimeoutMs / 1000)} s for its lock in ${this.options.description}); retry when that operation has finished`,
         );
       }
-      const pause = RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)]!;
+      const pause = RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)];
       await sleep(pause / 2 + Math.random() * pause); // jittered: two servers waiting do not retry in step
     }
   }
 
   private async tryLock(client: pg.Client, key: string, what: string): Promise<boolean> {
     try {
-      return (await this.query<{ locked: boolean }>(client, LOCK, [key])).rows[0]!.locked === true;
+      return (await this.query<{ locked: boolean }>(client, LOCK, [key])).rows[0].locked === true;
     } catch (error) {
       throw this.options.trouble(what, error);
     }
@@ -214,7 +214,7 @@ export class LockSession {
     this.reacquiring = true;
     try {
       for (let attempt = 0; !this.closed && this.identity && !this.identity.held; attempt++) {
-        await sleep(RECONNECT_MS[Math.min(attempt, RECONNECT_MS.length - 1)]!);
+        await sleep(RECONNECT_MS[Math.min(attempt, RECONNECT_MS.length - 1)]);
         const identity = this.identity;
         if (this.closed || !identity) return;
         try {

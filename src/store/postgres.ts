@@ -11,13 +11,13 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { ConnectionRecord } from '../model/connection.js';
-import { StorageError } from '../base/errors.js';
+import { StorageError, errorCode } from '../base/errors.js';
 import { KeyedMutex } from '../base/locks.js';
 import { createLogger, type Logger } from '../base/log.js';
 import { SecretRegistry } from '../base/secrets.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
 import type { VolumeRecord } from '../model/volume.js';
-import { OutcomeBuffer } from './outcome-buffer.js';
+import type { OutcomeBuffer } from './outcome-buffer.js';
 import { LockSession } from './pg-lock-session.js';
 import { isRecoverable } from './recovery.js';
 import { POSTGRES, deleteSql, insertSql, rowValues, selectSql, upgradeSteps, type Row } from './sql.js';
@@ -56,7 +56,8 @@ export const POSTGRES_SCHEMA_VERSION = MIGRATIONS_DONE;
 /** SQLSTATE classes that mean the store itself is in trouble, not that a call was wrong. */
 const TROUBLE_STATES = /^(08|28|3D|53|57|58|XX)/;
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'EPIPE', 'ECONNABORTED', 'EADDRNOTAVAIL']);
-const TROUBLE_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|Query read timeout|connection timeout|Client has encountered a connection error|Cannot use a pool after calling end|Client was closed|not queryable/i;
+const TROUBLE_MESSAGES =
+  /Connection terminated|timeout exceeded when trying to connect|Query read timeout|connection timeout|Client has encountered a connection error|Cannot use a pool after calling end|Client was closed|not queryable/i;
 
 /** `postgresql+psycopg2://` (SQLAlchemy) and `postgres://` as the driver reads them: `postgresql://`. */
 export function driverUrl(url: string): string {
@@ -170,7 +171,7 @@ class PostgresRecords<R extends { id: string; status: string }, P extends object
   }
 
   protected override adjust<T extends object>(patch: T): T {
-    return this.store.onDbClock(patch as { lease_expires_at?: string | null }) as T;
+    return this.store.onDbClock<T>(patch);
   }
 
   async insertRow(db: Queryable, record: R): Promise<boolean> {
@@ -331,7 +332,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
     return this.write('mark interrupted operations', () =>
       this.transaction(async (db) => {
         // Leases lapse on the database's clock, whatever this server's says.
-        claim = { ...claim, now: (await db.query<{ now: string }>(`SELECT ${DB_NOW} AS now`)).rows[0]!.now };
+        claim = { ...claim, now: (await db.query<{ now: string }>(`SELECT ${DB_NOW} AS now`)).rows[0].now };
         return {
           volumes: await this.volumes.recover(db, claim, reason),
           snapshots: await this.snapshots.recover(db, claim, reason),
@@ -415,7 +416,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
             throw new StorageError('BACKEND_BUSY', `the capacity of ${domain} is being decided by another server for longer than ${Math.round(this.lockTimeoutMs / 1000)} s; retry`);
           }
         });
-        const now = await this.storeCall(what, async () => (await client.query<{ now: string }>(`SELECT ${DB_NOW} AS now`)).rows[0]!.now);
+        const now = await this.storeCall(what, async () => (await client.query<{ now: string }>(`SELECT ${DB_NOW} AS now`)).rows[0].now);
         const heldByOthers = await this.storeCall(what, async () => {
           // Holds whose owner stopped renewing are gone: forget them here, lazily.
           await client.query('DELETE FROM capacity_holds WHERE domain = $1 AND lease_expires_at <= $2', [domain, now]);
@@ -423,7 +424,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
             'SELECT COALESCE(SUM(gb), 0)::float8 AS held FROM capacity_holds WHERE domain = $1 AND owner <> $2 AND lease_expires_at > $3',
             [domain, owner, now],
           );
-          return Number(rows[0]!.held);
+          return Number(rows[0].held);
         });
         gb = await decide(heldByOthers);
         if (gb > 0) {
@@ -496,7 +497,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
   /** Measures how far the database's clock is from this server's (half a round trip is the error). */
   private async measureClock(db: Queryable): Promise<void> {
     const sent = Date.now();
-    const now = (await db.query<{ now: string }>(`SELECT ${DB_NOW} AS now`)).rows[0]!.now;
+    const now = (await db.query<{ now: string }>(`SELECT ${DB_NOW} AS now`)).rows[0].now;
     const received = Date.now();
     const offset = Date.parse(now) - (sent + received) / 2;
     // An offset within the measurement's own error is noise: same-clock hosts keep their leases exact.
@@ -593,10 +594,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
     } catch (error) {
       // Every connection busy (each deciding another domain's capacity) is this server's load, not the database's trouble.
       if (pool.totalCount >= (pool.options.max ?? 10) && /timeout/i.test(reasonOf(error))) {
-        throw new StorageError(
-          'BACKEND_BUSY',
-          `${what}: this server is already deciding the capacity of ${pool.totalCount} pools at once on ${this.description}; retry in a moment`,
-        );
+        throw new StorageError('BACKEND_BUSY', `${what}: this server is already deciding the capacity of ${pool.totalCount} pools at once on ${this.description}; retry in a moment`);
       }
       throw this.storeTrouble(what, error);
     }
@@ -617,7 +615,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
       if (!next) return false;
       const [id, patch] = next;
       await write(id, patch);
-      const now = buffer.apply({ id } as { id: string });
+      const now = buffer.apply({ id });
       if (JSON.stringify(now) === JSON.stringify({ id, ...patch })) buffer.forget(id);
       return true;
     };
@@ -679,7 +677,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
 
 /** lock_timeout (55P03), or a deadlock PostgreSQL broke (40P01): someone else holds the lock. */
 function isLockTimeout(error: unknown): boolean {
-  const code = (error as { code?: unknown }).code;
+  const code = errorCode(error);
   return code === '55P03' || code === '40P01';
 }
 

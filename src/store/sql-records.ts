@@ -8,10 +8,35 @@ import { OPERATION_OF_STATUS, TRANSITIONAL_STATUSES, type VolumeStatus } from '.
 import { OutcomeBuffer } from './outcome-buffer.js';
 import type { TableName } from './schema.js';
 import {
-  POSTGRES, SQLITE, cutPage, deleteSql, insertSql, matchingSql, onlyFilter, pageSql, patchValues, recordOf, rowValues, selectSql, setFilters, updateSql,
-  type Dialect, type Engine, type Row,
+  POSTGRES,
+  SQLITE,
+  cutPage,
+  deleteSql,
+  insertSql,
+  matchingSql,
+  onlyFilter,
+  pageSql,
+  patchValues,
+  recordOf,
+  rowValues,
+  selectSql,
+  setFilters,
+  updateSql,
+  type Dialect,
+  type Engine,
+  type Row,
 } from './sql.js';
-import { REQUEST_ID_TTL_MS, type AuditQuery, type AuditRecord, type InsertOutcome, type Page, type RecordTable, type RecoveredKind, type RequestEntry, type Tombstone } from './store.js';
+import {
+  REQUEST_ID_TTL_MS,
+  type AuditQuery,
+  type AuditRecord,
+  type InsertOutcome,
+  type Page,
+  type RecordTable,
+  type RecoveredKind,
+  type RequestEntry,
+  type Tombstone,
+} from './store.js';
 
 /** One statement at a time, outside any transaction, as an engine runs it. */
 export interface SqlStatements {
@@ -44,9 +69,12 @@ export function liveRequest(engine: Engine, row: Row | undefined): RequestEntry 
 }
 
 /** A record table; the engine adds what runs inside its own transactions. */
-export abstract class SqlRecords<R extends { id: string; status: string }, P extends object, Q extends { after?: number; limit: number }, Parent extends object>
-  implements RecordTable<R, P, Q, Parent>
-{
+export abstract class SqlRecords<R extends { id: string; status: string }, P extends object, Q extends { after?: number; limit: number }, Parent extends object> implements RecordTable<
+  R,
+  P,
+  Q,
+  Parent
+> {
   readonly unwritten = new OutcomeBuffer<P>();
   protected readonly dialect: Dialect;
 
@@ -92,7 +120,11 @@ export abstract class SqlRecords<R extends { id: string; status: string }, P ext
 
   async list(query: Q): Promise<Page<R>> {
     const filters = setFilters(this.table, query);
-    const sql = pageSql(this.dialect, this.table, filters.map(([column]) => column));
+    const sql = pageSql(
+      this.dialect,
+      this.table,
+      filters.map(([column]) => column),
+    );
     const rows = await this.statements.read(sql, [query.after ?? 0, ...filters.map(([, value]) => value), query.limit + 1]);
     const { rows: page, nextAfter } = cutPage(rows, query.limit, (row) => row.seq);
     return { records: page.map((row) => this.unwritten.apply(this.recordOf(row))), nextAfter };
@@ -110,7 +142,12 @@ export abstract class SqlRecords<R extends { id: string; status: string }, P ext
   /** The UPDATE of a patch's fields (and updated_at) when the row's status is one of `expected`, with its parameters. */
   patchStatement(id: string, patch: object, expected?: readonly string[]): [string, unknown[]] {
     const fields = patchValues(this.statements.engine, this.table, this.adjust(patch));
-    const sql = updateSql(this.dialect, this.table, fields.map(([column]) => column), expected?.length ?? 0);
+    const sql = updateSql(
+      this.dialect,
+      this.table,
+      fields.map(([column]) => column),
+      expected?.length ?? 0,
+    );
     return [sql, [...fields.map(([, value]) => value), new Date().toISOString(), id, ...(expected ?? [])]];
   }
 
@@ -144,7 +181,8 @@ export abstract class SqlStore {
   async rescheduleTombstone(objectId: string, next: { checks_done: number; next_check_at: string } | null): Promise<void> {
     const [p1, p2, p3] = [1, 2, 3].map((n) => this.dialect.param(n));
     const what = `reschedule the tombstone of ${objectId}`;
-    if (next) await this.statements.write(what, `UPDATE tombstones SET checks_done = ${p1}, next_check_at = ${p2} WHERE object_id = ${p3}`, [next.checks_done, next.next_check_at, objectId]);
+    if (next)
+      await this.statements.write(what, `UPDATE tombstones SET checks_done = ${p1}, next_check_at = ${p2} WHERE object_id = ${p3}`, [next.checks_done, next.next_check_at, objectId]);
     else await this.statements.write(what, deleteSql(this.dialect, 'tombstones'), [objectId]);
   }
 
@@ -154,7 +192,11 @@ export abstract class SqlStore {
 
   async listAudit(query: AuditQuery): Promise<Page<AuditRecord>> {
     const [p1, p2, p3] = [1, 2, 3].map((n) => this.dialect.param(n));
-    const rows = await this.statements.read(`SELECT * FROM audit_log WHERE seq > ${p1} AND time >= ${p2} ORDER BY seq LIMIT ${p3}`, [query.after ?? 0, query.since ?? '', query.limit + 1]);
+    const rows = await this.statements.read(`SELECT * FROM audit_log WHERE seq > ${p1} AND time >= ${p2} ORDER BY seq LIMIT ${p3}`, [
+      query.after ?? 0,
+      query.since ?? '',
+      query.limit + 1,
+    ]);
     const { rows: page, nextAfter } = cutPage(rows, query.limit, (row) => row.seq);
     return { records: page.map((row) => this.recordOf<AuditRecord>('audit_log', row)), nextAfter };
   }

@@ -156,7 +156,11 @@ export function insertSql(dialect: Dialect, table: TableName, conflict: 'ignore'
   const key = tableSpec(table).key;
   let sql = `INSERT INTO ${table} (${names.join(', ')}) VALUES (${names.map((_, i) => dialect.param(i + 1)).join(', ')})`;
   if (conflict === 'ignore') sql += ` ON CONFLICT (${key}) DO NOTHING`;
-  if (conflict === 'replace') sql += ` ON CONFLICT (${key}) DO UPDATE SET ${names.filter((n) => n !== key).map((n) => `${n} = excluded.${n}`).join(', ')}`;
+  if (conflict === 'replace')
+    sql += ` ON CONFLICT (${key}) DO UPDATE SET ${names
+      .filter((n) => n !== key)
+      .map((n) => `${n} = excluded.${n}`)
+      .join(', ')}`;
   return sql;
 }
 
@@ -197,11 +201,11 @@ export function setFilters(table: TableName, query: object): Array<[string, unkn
 export function onlyFilter(table: TableName, filter: object): [string, unknown] {
   const entries = Object.entries(filter).filter(([, value]) => value !== undefined);
   if (entries.length !== 1) throw new Error(`${table}: all() takes one filter, not ${entries.length}`);
-  return [checkFilter(table, entries[0]![0]), entries[0]![1]];
+  return [checkFilter(table, entries[0][0]), entries[0][1]];
 }
 
 /** Which rows a page returns and where the next one starts. */
 export function cutPage<T>(rows: T[], limit: number, seqOf: (row: T) => unknown): { rows: T[]; nextAfter?: number } {
   const page = rows.slice(0, limit);
-  return { rows: page, nextAfter: rows.length > limit ? Number(seqOf(page[page.length - 1]!)) : undefined };
+  return { rows: page, nextAfter: rows.length > limit ? Number(seqOf(page[page.length - 1])) : undefined };
 }

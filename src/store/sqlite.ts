@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
 import { statSync } from 'node:fs';
 import type { ConnectionRecord } from '../model/connection.js';
-import { StorageError } from '../base/errors.js';
+import { StorageError, errorCode } from '../base/errors.js';
 import { privateFile } from '../base/private-files.js';
 import type { HeldLock } from '../base/process-lock.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
@@ -36,12 +36,7 @@ const SCHEMA_VERSION = 9;
 const STORE_TROUBLE = /^SQLITE_(FULL|IOERR|READONLY|CANTOPEN|CORRUPT|NOTADB|BUSY|LOCKED)/;
 
 /** One record table on SQLite; what runs inside the store's transactions is synchronous. */
-class SqliteRecords<R extends { id: string; status: string }, P extends object, Q extends { after?: number; limit: number }, Parent extends object> extends SqlRecords<
-  R,
-  P,
-  Q,
-  Parent
-> {
+class SqliteRecords<R extends { id: string; status: string }, P extends object, Q extends { after?: number; limit: number }, Parent extends object> extends SqlRecords<R, P, Q, Parent> {
   constructor(
     private readonly store: SqliteVolumeStore,
     table: RecordTableName,
@@ -159,7 +154,7 @@ export class SqliteVolumeStore extends SqlStore implements VolumeStore {
   }
 
   async importRecords(batch: ImportBatch): Promise<void> {
-    await this.writing('load a dump', () =>
+    this.writing('load a dump', () =>
       // A throw inside the transaction rolls every row of it back: all or nothing.
       this.db.transaction(() => {
         const taken = (what: string) => new StorageError('ALREADY_EXISTS', `${what} is already in the metadata store; nothing was loaded`);
@@ -267,7 +262,7 @@ export class SqliteVolumeStore extends SqlStore implements VolumeStore {
   }
 
   private storeTrouble(what: string, error: unknown): unknown {
-    const code = (error as { code?: string }).code;
+    const code = errorCode(error);
     if (error instanceof StorageError || !code || !STORE_TROUBLE.test(code)) return error;
     const why = code === 'SQLITE_FULL' ? 'its disk is full' : code.startsWith('SQLITE_READONLY') ? 'it is read-only' : `it failed (${code})`;
     return new StorageError('BACKEND_UNAVAILABLE', `cannot ${what}: the metadata store ${this.path} cannot be written: ${why}; free space or fix the file, and retry`, { cause: error });

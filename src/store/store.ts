@@ -1,12 +1,13 @@
-import type { ConnectionRecord, ConnectionStatus } from '../model/connection.js';
-import type { SnapshotRecord, SnapshotStatus } from '../model/snapshot.js';
-import type { VolumeRecord, VolumeStatus } from '../model/volume.js';
-
 /**
  * Where volume metadata lives, behind one interface (cinderlib's persistence/base.py). The
  * objects never know which storage holds them. Calls are asynchronous, so that a storage across
  * the network (PostgreSQL) is one more implementation; the in-process ones answer at once.
  */
+
+import type { ConnectionRecord } from '../model/connection.js';
+import type { SnapshotRecord, SnapshotStatus } from '../model/snapshot.js';
+import type { VolumeRecord, VolumeStatus } from '../model/volume.js';
+
 export interface VolumeQuery {
   backend?: string;
   status?: VolumeStatus;
@@ -14,7 +15,6 @@ export interface VolumeQuery {
   after?: number;
   limit: number;
 }
-
 
 export interface SnapshotQuery {
   backend?: string;
@@ -24,14 +24,12 @@ export interface SnapshotQuery {
   limit: number;
 }
 
-
 export interface ConnectionQuery {
   backend?: string;
   volume_id?: string;
   after?: number;
   limit: number;
 }
-
 
 export type ConnectionPatch = Partial<Pick<ConnectionRecord, 'status' | 'status_reason' | 'connection_info' | 'device' | 'owner' | 'lease_expires_at'>>;
 
@@ -57,9 +55,7 @@ export const REQUEST_ID_TTL_MS = 24 * 60 * 60 * 1000;
 /** What an insert did: wrote the record, found its id taken, or found the request_id already used. */
 export type InsertOutcome = { inserted: true } | { inserted: false; existingRequest?: RequestEntry };
 
-export type VolumePatch = Partial<
-  Pick<VolumeRecord, 'status' | 'size' | 'status_reason' | 'provider_location' | 'provider_auth' | 'failed_operation' | 'owner' | 'lease_expires_at'>
->;
+export type VolumePatch = Partial<Pick<VolumeRecord, 'status' | 'size' | 'status_reason' | 'provider_location' | 'provider_auth' | 'failed_operation' | 'owner' | 'lease_expires_at'>>;
 
 /**
  * Who asks for recovery: records under way that are abandoned (no owner, or an owner whose lease

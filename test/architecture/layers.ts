@@ -54,7 +54,7 @@ export function importsOf(root: string, file: string): ModuleImport[] {
   const text = readFileSync(join(root, file), 'utf8');
   const found: ModuleImport[] = [];
   for (const match of text.matchAll(IMPORT)) {
-    const spec = match[3] ?? match[4]!;
+    const spec = match[3] ?? match[4];
     const target = normalize(join(dirname(file), spec)).replace(/\.js$/, '.ts');
     found.push({ from: file, to: target, typeOnly: match[2] !== undefined });
   }

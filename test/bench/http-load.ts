@@ -31,7 +31,9 @@ const INITIALIZE = JSON.stringify({
 const sleep = (ms: number) => new Promise((done) => setTimeout(done, ms));
 
 function rssMiB(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((text) => text.startsWith('VmRSS:'))!;
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8')
+    .split('\n')
+    .find((text) => text.startsWith('VmRSS:'))!;
   return Math.round(Number(/(\d+)/.exec(line)![1]) / 1024);
 }
 
@@ -92,7 +94,13 @@ async function main(): Promise<void> {
   writeFileSync(
     config,
     JSON.stringify({
-      global: { persistence_config: { storage: 'memory' }, http_tokens: [{ name: 'greedy', token: GREEDY }, { name: 'other', token: OTHER, read_only: true }] },
+      global: {
+        persistence_config: { storage: 'memory' },
+        http_tokens: [
+          { name: 'greedy', token: GREEDY },
+          { name: 'other', token: OTHER, read_only: true },
+        ],
+      },
       backends: [{ volume_backend_name: 'files', volume_driver: 'file', volumes_dir: join(work, 'volumes') }],
     }),
   );
@@ -103,12 +111,12 @@ async function main(): Promise<void> {
   let stderr = '';
   const url = await new Promise<string>((found, fail) => {
     const timer = setTimeout(() => fail(new Error(`no URL in 30 s: ${stderr}`)), 30_000);
-    child.stderr!.on('data', (chunk: Buffer) => {
+    child.stderr.on('data', (chunk: Buffer) => {
       stderr += chunk.toString();
       const match = /serving MCP over HTTP at (http:\/\/\S+\/mcp)/.exec(stderr);
       if (match) {
         clearTimeout(timer);
-        found(match[1]!);
+        found(match[1]);
       }
     });
     child.once('exit', (code) => fail(new Error(`server exited ${code}: ${stderr}`)));

@@ -12,6 +12,7 @@ import { encodeCursor } from '../../src/model/cursor.js';
 import { XmsEmulator } from '../emulators/xtremio/server.js';
 import { SqliteVolumeStore } from '../../src/store/sqlite.js';
 import type { VolumeRecord } from '../../src/model/volume.js';
+import type { SnapshotRecord } from '../../src/model/snapshot.js';
 
 /**
  * `npm run bench`: cold start, cached round trip, list_volumes at 200 and 100,000 volumes, and
@@ -30,7 +31,7 @@ function report(label: string, value: string): void {
 
 function stats(samples: number[]): { median: number; p95: number } {
   const sorted = [...samples].sort((a, b) => a - b);
-  return { median: sorted[Math.floor(sorted.length / 2)]!, p95: sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.95))]! };
+  return { median: sorted[Math.floor(sorted.length / 2)], p95: sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.95))] };
 }
 
 const ms = (n: number) => `${n.toFixed(2)} ms`;
@@ -71,16 +72,24 @@ function seed(path: string, count: number, backend: string): void {
   const batch: VolumeRecord[] = [];
   for (let i = 0; i < count; i++) {
     batch.push({
-      id: randomUUID(), backend, name: `bench-${i}`, description: '', size: 1,
+      id: randomUUID(),
+      backend,
+      name: `bench-${i}`,
+      description: '',
+      size: 1,
       // 100 volumes in error, spread out, whatever the count.
       status: i % Math.max(1, Math.floor(count / 100)) === 0 ? 'error' : 'available',
-      pool_name: backend, bootable: false,
-      created_at: now, updated_at: now, status_reason: null, provider_location: null,
+      pool_name: backend,
+      bootable: false,
+      created_at: now,
+      updated_at: now,
+      status_reason: null,
+      provider_location: null,
     });
     if (batch.length === 10_000) store.insertMany(batch.splice(0));
   }
   store.insertMany(batch);
-  store.close();
+  void store.close(); // SQLite closes synchronously; the promise is only the store interface's
 }
 
 async function call(client: Client, name: string, args: Record<string, unknown>): Promise<any> {
@@ -101,10 +110,13 @@ function serverEnv(label: string, volumes: number): { env: Record<string, string
   const db = join(dir, 'meta.sqlite');
   if (volumes > 0) seed(db, volumes, 'bench');
   const configPath = join(dir, 'config.json');
-  writeFileSync(configPath, JSON.stringify({
-    global: { persistence_config: { storage: 'db', connection: `sqlite:///${db}` } },
-    backends: [{ volume_backend_name: 'bench', volume_driver: 'file', volumes_dir: join(dir, 'volumes') }],
-  }));
+  writeFileSync(
+    configPath,
+    JSON.stringify({
+      global: { persistence_config: { storage: 'db', connection: `sqlite:///${db}` } },
+      backends: [{ volume_backend_name: 'bench', volume_driver: 'file', volumes_dir: join(dir, 'volumes') }],
+    }),
+  );
   return { env: { XDG_DATA_HOME: join(dir, 'xdg'), CINDERLIB_MCP_LOG_LEVEL: 'warn' }, configPath };
 }
 
@@ -198,13 +210,23 @@ async function main(): Promise<void> {
   // (one HTTPS GET per refresh) next to the same GET made directly with undici.
   const xms = await new XmsEmulator({ password: 'bench-password' }).start();
   const xmsConfig = join(work, 'xtremio.json');
-  writeFileSync(xmsConfig, JSON.stringify({
-    global: { persistence_config: { storage: 'memory' } },
-    backends: [{
-      volume_backend_name: 'xtremio', volume_driver: 'xtremio', san_ip: xms.address, xtremio_cluster_name: 'xtremio_cluster',
-      san_login: xms.username, san_password: xms.password, driver_ssl_cert_path: xms.certs.caPath,
-    }],
-  }));
+  writeFileSync(
+    xmsConfig,
+    JSON.stringify({
+      global: { persistence_config: { storage: 'memory' } },
+      backends: [
+        {
+          volume_backend_name: 'xtremio',
+          volume_driver: 'xtremio',
+          san_ip: xms.address,
+          xtremio_cluster_name: 'xtremio_cluster',
+          san_login: xms.username,
+          san_password: xms.password,
+          driver_ssl_cert_path: xms.certs.caPath,
+        },
+      ],
+    }),
+  );
   const viaTool = await connect(process.execPath, [BIN, '--config', xmsConfig], { XDG_DATA_HOME: join(work, 'xms-xdg'), CINDERLIB_MCP_LOG_LEVEL: 'warn' });
   await call(viaTool, 'get_stats', { backend: 'xtremio', refresh: true });
   const toolStats = await sample(viaTool, 300, 'get_stats', { backend: 'xtremio', refresh: true });
@@ -312,10 +334,14 @@ async function benchImageCopies(): Promise<void> {
       cps.push((await timed(async () => run('cp', ['--sparse=always', volume, copied])))[0]);
       cpAllocated = allocated(copied);
       const copiedSynced = join(dir, `cp-sync-${i}`);
-      cpSyncs.push((await timed(async () => {
-        run('cp', ['--sparse=always', volume, copiedSynced]);
-        run('sync', [copiedSynced]);
-      }))[0]);
+      cpSyncs.push(
+        (
+          await timed(async () => {
+            run('cp', ['--sparse=always', volume, copiedSynced]);
+            run('sync', [copiedSynced]);
+          })
+        )[0],
+      );
       for (const path of [snapshot, clone, copied, copiedSynced]) rmSync(path, { force: true });
     }
     rmSync(volume, { force: true });
@@ -347,13 +373,23 @@ async function benchConnections(): Promise<void> {
   const dir = join(work, 'connections');
   mkdirSync(dir, { recursive: true });
   const configPath = join(dir, 'config.json');
-  writeFileSync(configPath, JSON.stringify({
-    global: { persistence_config: { storage: 'db', connection: `sqlite:///${join(dir, 'meta.sqlite')}` } },
-    backends: [{
-      volume_backend_name: 'bench', volume_driver: 'file', volumes_dir: join(dir, 'volumes'),
-      target_helper: 'tgtadm', target_ip_address: tgtd.address, target_port: tgtd.port, target_config_dir: join(dir, 'targets'),
-    }],
-  }));
+  writeFileSync(
+    configPath,
+    JSON.stringify({
+      global: { persistence_config: { storage: 'db', connection: `sqlite:///${join(dir, 'meta.sqlite')}` } },
+      backends: [
+        {
+          volume_backend_name: 'bench',
+          volume_driver: 'file',
+          volumes_dir: join(dir, 'volumes'),
+          target_helper: 'tgtadm',
+          target_ip_address: tgtd.address,
+          target_port: tgtd.port,
+          target_config_dir: join(dir, 'targets'),
+        },
+      ],
+    }),
+  );
   const run = (command: string, args: string[]) => {
     const result = spawnSync(command, args, { encoding: 'utf8' });
     if (result.status !== 0) throw new Error(`${command} ${args.join(' ')}: ${result.stderr.trim()}`);
@@ -366,31 +402,35 @@ async function benchConnections(): Promise<void> {
     const bareImage = join(dir, 'volumes', `volume-${bare.id}`);
     const bareIqn = `iqn.2010-10.org.openstack:bench-bare-${bare.id}`;
     const bareConfig = join(dir, 'bare.conf');
-    writeFileSync(bareConfig, `<target ${bareIqn}>\n    backing-store ${bareImage}\n    driver iscsi\n    incominguser benchuser2345678901ab benchpass23456789\n    write-cache on\n</target>\n`, { mode: 0o600 });
+    writeFileSync(
+      bareConfig,
+      `<target ${bareIqn}>\n    backing-store ${bareImage}\n    driver iscsi\n    incominguser benchuser2345678901ab benchpass23456789\n    write-cache on\n</target>\n`,
+      { mode: 0o600 },
+    );
     const connector = { host: 'bench-host', initiator: 'iqn.1994-05.com.example:bench' };
     const [connects, disconnects, bareUpdates, bareDeletes, attaches, detaches, losetups, losetupDetaches] = [[], [], [], [], [], [], [], []] as number[][];
     for (let i = 0; i < 20; i++) {
       const [connectMs, connection] = await timed(() => call(client, 'connect_volume', { volume_id: volume.id, connector }));
-      connects!.push(connectMs);
-      disconnects!.push((await timed(() => call(client, 'disconnect_volume', { connection_id: connection.id })))[0]);
-      bareUpdates!.push((await timed(async () => run('tgt-admin', ['-c', bareConfig, '--update', bareIqn])))[0]);
-      bareDeletes!.push((await timed(async () => run('tgt-admin', ['--delete', bareIqn, '-f'])))[0]);
+      connects.push(connectMs);
+      disconnects.push((await timed(() => call(client, 'disconnect_volume', { connection_id: connection.id })))[0]);
+      bareUpdates.push((await timed(async () => run('tgt-admin', ['-c', bareConfig, '--update', bareIqn])))[0]);
+      bareDeletes.push((await timed(async () => run('tgt-admin', ['--delete', bareIqn, '-f'])))[0]);
       const [attachMs, attached] = await timed(() => call(client, 'attach_volume', { volume_id: volume.id }));
-      attaches!.push(attachMs);
-      detaches!.push((await timed(() => call(client, 'detach_volume', { connection_id: attached.id })))[0]);
+      attaches.push(attachMs);
+      detaches.push((await timed(() => call(client, 'detach_volume', { connection_id: attached.id })))[0]);
       const [loopMs, loop] = await timed(async () => run('losetup', ['--find', '--show', bareImage]).trim());
-      losetups!.push(loopMs);
-      losetupDetaches!.push((await timed(async () => run('losetup', ['-d', loop])))[0]);
+      losetups.push(loopMs);
+      losetupDetaches.push((await timed(async () => run('losetup', ['-d', loop])))[0]);
     }
     const median = (samples: number[]) => stats(samples).median;
-    report('connect_volume through tgt, file driver (median of 20)', ms(median(connects!)));
-    report('  bare tgt-admin -c FILE --update IQN of the same target', ms(median(bareUpdates!)));
-    report('  ratio connect_volume / bare tgt-admin --update', `${(median(connects!) / median(bareUpdates!)).toFixed(2)}x`);
-    report('disconnect_volume through tgt (median of 20)', ms(median(disconnects!)));
-    report('  bare tgt-admin --delete IQN -f', ms(median(bareDeletes!)));
-    report('  ratio disconnect_volume / bare tgt-admin --delete', `${(median(disconnects!) / median(bareDeletes!)).toFixed(2)}x`);
-    report('attach_volume / detach_volume, loop device (median of 20)', `${ms(median(attaches!))} / ${ms(median(detaches!))}`);
-    report('  bare losetup --find --show / losetup -d', `${ms(median(losetups!))} / ${ms(median(losetupDetaches!))}`);
+    report('connect_volume through tgt, file driver (median of 20)', ms(median(connects)));
+    report('  bare tgt-admin -c FILE --update IQN of the same target', ms(median(bareUpdates)));
+    report('  ratio connect_volume / bare tgt-admin --update', `${(median(connects) / median(bareUpdates)).toFixed(2)}x`);
+    report('disconnect_volume through tgt (median of 20)', ms(median(disconnects)));
+    report('  bare tgt-admin --delete IQN -f', ms(median(bareDeletes)));
+    report('  ratio disconnect_volume / bare tgt-admin --delete', `${(median(disconnects) / median(bareDeletes)).toFixed(2)}x`);
+    report('attach_volume / detach_volume, loop device (median of 20)', `${ms(median(attaches))} / ${ms(median(detaches))}`);
+    report('  bare losetup --find --show / losetup -d', `${ms(median(losetups))} / ${ms(median(losetupDetaches))}`);
   } finally {
     await client.close();
     tgtd.stop();
@@ -436,22 +476,33 @@ async function benchStore(): Promise<void> {
     const now = new Date().toISOString();
     const volumeId = randomUUID();
     for (let start = 0; start < count; start += 10_000) {
-      const snapshots = [];
+      const snapshots: SnapshotRecord[] = [];
       for (let i = start; i < Math.min(count, start + 10_000); i++) {
         snapshots.push({
-          id: randomUUID(), volume_id: volumeId, backend: 'bench', name: `snap-${i}`, description: '', volume_size: 1,
-          status: (i % Math.max(1, Math.floor(count / 100)) === 0 ? 'error' : 'available') as 'error' | 'available',
-          created_at: now, updated_at: now, status_reason: null, provider_location: null,
+          id: randomUUID(),
+          volume_id: volumeId,
+          backend: 'bench',
+          name: `snap-${i}`,
+          description: '',
+          volume_size: 1,
+          status: i % Math.max(1, Math.floor(count / 100)) === 0 ? 'error' : 'available',
+          created_at: now,
+          updated_at: now,
+          status_reason: null,
+          provider_location: null,
         });
       }
       await store.importRecords({ volumes: [], snapshots, connections: [] });
     }
     await store.close();
     const configPath = join(dir, 'config.json');
-    writeFileSync(configPath, JSON.stringify({
-      global: { persistence_config: { storage: 'db', connection: `sqlite:///${db}` } },
-      backends: [{ volume_backend_name: 'bench', volume_driver: 'file', volumes_dir: join(dir, 'volumes') }],
-    }));
+    writeFileSync(
+      configPath,
+      JSON.stringify({
+        global: { persistence_config: { storage: 'db', connection: `sqlite:///${db}` } },
+        backends: [{ volume_backend_name: 'bench', volume_driver: 'file', volumes_dir: join(dir, 'volumes') }],
+      }),
+    );
     const client = await connect(process.execPath, [BIN, '--config', configPath], { XDG_DATA_HOME: join(dir, 'xdg'), CINDERLIB_MCP_LOG_LEVEL: 'warn' });
     await call(client, 'list_backends', {});
     const deep = Math.floor(count * 0.9);
@@ -498,8 +549,18 @@ async function benchShared(): Promise<void> {
       const volumes: VolumeRecord[] = [];
       for (let i = start; i < start + 10_000; i++) {
         volumes.push({
-          id: randomUUID(), backend: 'bench', name: `bench-${i}`, description: '', size: 1, status: i % 1000 === 0 ? 'error' : 'available',
-          pool_name: 'bench', bootable: false, created_at: now, updated_at: now, status_reason: null, provider_location: null,
+          id: randomUUID(),
+          backend: 'bench',
+          name: `bench-${i}`,
+          description: '',
+          size: 1,
+          status: i % 1000 === 0 ? 'error' : 'available',
+          pool_name: 'bench',
+          bootable: false,
+          created_at: now,
+          updated_at: now,
+          status_reason: null,
+          provider_location: null,
         });
       }
       await store.importRecords({ volumes, snapshots: [], connections: [] });
@@ -525,13 +586,20 @@ async function benchShared(): Promise<void> {
     const pgDir = join(work, 'shared-pg');
     mkdirSync(pgDir, { recursive: true });
     const pgConfig = join(pgDir, 'config.json');
-    writeFileSync(pgConfig, JSON.stringify({
-      global: { persistence_config: { storage: 'db', connection: url } },
-      backends: [{ volume_backend_name: 'bench', volume_driver: 'file', volumes_dir: join(pgDir, 'volumes') }],
-    }));
+    writeFileSync(
+      pgConfig,
+      JSON.stringify({
+        global: { persistence_config: { storage: 'db', connection: url } },
+        backends: [{ volume_backend_name: 'bench', volume_driver: 'file', volumes_dir: join(pgDir, 'volumes') }],
+      }),
+    );
     const onSqlite = await figures('SQLite', sqlite.configPath, sqlite.env);
     const onPg = await figures('PostgreSQL', pgConfig, { XDG_DATA_HOME: join(pgDir, 'xdg'), CINDERLIB_MCP_LOG_LEVEL: 'warn' });
-    for (const [what, key] of [['get_stats cached round trip', 'cached'], ['list_volumes page of 100 at 100,000 volumes', 'page'], ['create_volume, file driver', 'create']] as const) {
+    for (const [what, key] of [
+      ['get_stats cached round trip', 'cached'],
+      ['list_volumes page of 100 at 100,000 volumes', 'page'],
+      ['create_volume, file driver', 'create'],
+    ] as const) {
       report(`${what}: SQLite / PostgreSQL (median)`, `${ms(onSqlite[key])} / ${ms(onPg[key])} (ratio ${(onPg[key] / onSqlite[key]).toFixed(2)}x)`);
     }
 
@@ -540,13 +608,23 @@ async function benchShared(): Promise<void> {
     const shared = await pg.createDatabase('bench_two');
     const serverConfig = (host: string) => {
       const path = join(work, `two-${host}.json`);
-      writeFileSync(path, JSON.stringify({
-        global: { host, persistence_config: { storage: 'db', connection: shared } },
-        backends: [{
-          volume_backend_name: 'xtremio', volume_driver: 'xtremio', san_ip: xms.address, xtremio_cluster_name: 'xtremio_cluster',
-          san_login: xms.username, san_password: xms.password, driver_ssl_cert_path: xms.certs.caPath,
-        }],
-      }));
+      writeFileSync(
+        path,
+        JSON.stringify({
+          global: { host, persistence_config: { storage: 'db', connection: shared } },
+          backends: [
+            {
+              volume_backend_name: 'xtremio',
+              volume_driver: 'xtremio',
+              san_ip: xms.address,
+              xtremio_cluster_name: 'xtremio_cluster',
+              san_login: xms.username,
+              san_password: xms.password,
+              driver_ssl_cert_path: xms.certs.caPath,
+            },
+          ],
+        }),
+      );
       return path;
     };
     const clients = [
@@ -557,7 +635,7 @@ async function benchShared(): Promise<void> {
     const createMany = async (client: Client, count: number) => {
       for (let i = 0; i < count; i++) await call(client, 'create_volume', { backend: 'xtremio', size: 1 });
     };
-    const [oneMs] = await timed(() => createMany(clients[0]!, 200));
+    const [oneMs] = await timed(() => createMany(clients[0], 200));
     const [twoMs] = await timed(() => Promise.all(clients.map((client) => createMany(client, 200))));
     report('creates per second, one server (XMS emulator, PostgreSQL)', `${(200 / (oneMs / 1000)).toFixed(0)}/s`);
     report('creates per second, two servers at once (same pool)', `${(400 / (twoMs / 1000)).toFixed(0)}/s`);
@@ -572,7 +650,10 @@ async function benchShared(): Promise<void> {
       await call(httpClient, 'get_stats', { backend: 'bench' });
       const overHttp = await sample(httpClient, 300, 'get_stats', { backend: 'bench' });
       await httpClient.close();
-      report('get_stats cached over Streamable HTTP / over stdio (median)', `${ms(overHttp.median)} / ${ms(onSqlite.cached)} (ratio ${(overHttp.median / onSqlite.cached).toFixed(2)}x)`);
+      report(
+        'get_stats cached over Streamable HTTP / over stdio (median)',
+        `${ms(overHttp.median)} / ${ms(onSqlite.cached)} (ratio ${(overHttp.median / onSqlite.cached).toFixed(2)}x)`,
+      );
     } finally {
       await httpServer.stop();
     }

@@ -30,9 +30,17 @@ const config = (readOnly = false) => ({
 });
 
 function auditCli(...args: string[]): Array<Record<string, any>> {
-  const result = spawnSync(process.execPath, [BIN, 'audit', '--config', join(root, 'config.yaml'), ...args], { encoding: 'utf8', cwd: REPO_ROOT, env: { ...process.env, AUDIT_TEST_SECRET: SECRET } });
+  const result = spawnSync(process.execPath, [BIN, 'audit', '--config', join(root, 'config.yaml'), ...args], {
+    encoding: 'utf8',
+    cwd: REPO_ROOT,
+    env: { ...process.env, AUDIT_TEST_SECRET: SECRET },
+  });
   expect(result.status, result.stderr).toBe(0);
-  return result.stdout.trim().split('\n').filter(Boolean).map((line) => JSON.parse(line));
+  return result.stdout
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line));
 }
 
 describe('the audit log', () => {
@@ -70,27 +78,30 @@ describe('the audit log', () => {
       expect(record).toMatchObject({ server: 'audit-server', client: 'cinderlib-mcp-tests', time: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
       expect(Object.keys(record).sort()).toEqual(['arguments', 'client', 'outcome', 'server', 'time', 'tool', ...(record.outcome === 'error' ? ['error'] : [])].sort());
     }
-    expect(records[0]!.arguments).toEqual({ backend: 'files', size: 1, name: 'named after ***' });
-    expect(records[1]!.error).toMatch(/^INVALID_ARGUMENT: create_volume: size/);
-    expect(records[3]!.arguments.connector.chap_password).toBe('***');
-    expect(records[5]!.error).toMatch(/^READ_ONLY: /);
+    expect(records[0].arguments).toEqual({ backend: 'files', size: 1, name: 'named after ***' });
+    expect(records[1].error).toMatch(/^INVALID_ARGUMENT: create_volume: size/);
+    expect(records[3].arguments.connector.chap_password).toBe('***');
+    expect(records[5].error).toMatch(/^READ_ONLY: /);
 
     // The file holds the same records, one JSON line each, readable by its owner alone.
     const file = join(root, 'audit.jsonl');
-    const lines = readFileSync(file, 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+    const lines = readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
     expect(lines).toEqual(records);
     expect(statSync(file).mode & 0o077).toBe(0);
     const everything = readFileSync(file, 'utf8') + JSON.stringify(records);
     for (const secret of [SECRET, 'ConnectorSecret-77']) expect(everything).not.toContain(secret);
 
     // --since keeps the records from that time on.
-    expect(auditCli('--since', records[4]!.time).map((r) => r.tool)).toEqual(records.slice(4).map((r) => r.tool));
+    expect(auditCli('--since', records[4].time).map((r) => r.tool)).toEqual(records.slice(4).map((r) => r.tool));
     const bad = spawnSync(process.execPath, [BIN, 'audit', '--since', 'yesterday-ish', '--config', join(root, 'config.yaml')], { encoding: 'utf8', cwd: REPO_ROOT });
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/--since needs a date and time/);
   });
 
-  it('keeps a hostile nesting out of the record, so every JSON reader (Python\'s too) reads each audit line', async () => {
+  it("keeps a hostile nesting out of the record, so every JSON reader (Python's too) reads each audit line", async () => {
     let nested: unknown = 'bottom';
     for (let level = 0; level < 1000; level++) nested = { deeper: nested };
     const server = await startMcpServer(config(), { workDir: root, keepWorkDir: true, env: { AUDIT_TEST_SECRET: SECRET } });

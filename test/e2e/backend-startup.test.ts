@@ -76,7 +76,7 @@ describe('a silent array', () => {
         timeout: 30_000,
       })) as { isError?: boolean; content: Array<{ text: string }> };
       expect(result.isError).toBe(true);
-      expect(result.content[0]!.text).toMatch(/^BACKEND_UNAVAILABLE: backend "silent" is not initialized: the array did not finish answering within 2 s \(backend_init_timeout\)/);
+      expect(result.content[0].text).toMatch(/^BACKEND_UNAVAILABLE: backend "silent" is not initialized: the array did not finish answering within 2 s \(backend_init_timeout\)/);
       expect(progress[0]).toBe('waiting for backend "silent" to initialize');
       expect(progress.at(-1)).toBe('waiting for backend "silent" to initialize: done');
       const { backends } = (await server.call('list_backends')).data;

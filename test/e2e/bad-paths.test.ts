@@ -29,7 +29,7 @@ beforeAll(() => {
   root = mkdtempSync(join(tmpdir(), 'cinderlib-mcp-bad-paths-'));
   fifo = join(root, 'lvm.conf');
   const made = spawnSync('mkfifo', [fifo]);
-  if (made.status !== 0) throw new Error(`mkfifo failed: ${made.stderr}`);
+  if (made.status !== 0) throw new Error(`mkfifo failed: ${made.stderr.toString()}`);
   procFifo = `/proc/self/root${fifo}`;
   bigFile = join(root, 'two-mib');
   writeFileSync(bigFile, '');
@@ -109,14 +109,14 @@ describe('san_private_key on a FIFO, under /proc, or too large', () => {
       ['key-big', bigFile, 'larger than 1 MiB'],
     ];
     for (const [id, path, reason] of reasons) {
-      expect(byId[id]!.initialized).toBe(false);
+      expect(byId[id].initialized).toBe(false);
       // san_private_key is secret by its name (contract section 6), so its value, the path, reads as the mask.
-      expect(byId[id]!.error).toMatch(new RegExp(`backend "${id}": .*cannot read san_private_key \\*\\*\\*: ${escape(reason)}`));
-      expect(byId[id]!.error).not.toContain(path);
+      expect(byId[id].error).toMatch(new RegExp(`backend "${id}": .*cannot read san_private_key \\*\\*\\*: ${escape(reason)}`));
+      expect(byId[id].error).not.toContain(path);
     }
     // The key is read before any connection: the SSH server never saw one.
     expect(connections).toBe(0);
-    expect(byId.files!.initialized).toBe(true);
+    expect(byId.files.initialized).toBe(true);
     await expectFileBackendServes(server);
   });
 });
@@ -162,8 +162,8 @@ describe('driver_ssl_cert_path on a FIFO, under /proc, or too large', () => {
       ['ca-big', bigFile, 'larger than 1 MiB'],
     ];
     for (const [id, path, reason] of reasons) {
-      expect(byId[id]!.initialized).toBe(false);
-      expect(byId[id]!.error).toMatch(new RegExp(`backend "${id}": cannot read driver_ssl_cert_path ${escape(path)}: ${escape(reason)}`));
+      expect(byId[id].initialized).toBe(false);
+      expect(byId[id].error).toMatch(new RegExp(`backend "${id}": cannot read driver_ssl_cert_path ${escape(path)}: ${escape(reason)}`));
     }
     const good = await server.call('get_stats', { backend: 'ca-good', refresh: true });
     expect(good.isError, good.text).toBe(false);
@@ -198,8 +198,8 @@ describe('lvm_conf_file on a FIFO or under /proc', () => {
       ['conf-proc-dir', '/proc/self', 'not a regular file (a directory)'],
     ];
     for (const [id, path, reason] of reasons) {
-      expect(byId[id]!.initialized).toBe(false);
-      expect(byId[id]!.error).toMatch(new RegExp(`backend "${id}": cannot use lvm_conf_file ${escape(path)}: ${escape(reason)}`));
+      expect(byId[id].initialized).toBe(false);
+      expect(byId[id].error).toMatch(new RegExp(`backend "${id}": cannot use lvm_conf_file ${escape(path)}: ${escape(reason)}`));
     }
     await expectFileBackendServes(server);
   });

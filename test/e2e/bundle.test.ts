@@ -57,7 +57,10 @@ describe('the MCP Bundle (npm run bundle)', () => {
     const devDependencies = Object.keys(JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')).devDependencies);
     expect(devDependencies).toEqual(expect.arrayContaining(['typescript', 'vitest']));
     for (const name of [...devDependencies, 'vite', 'esbuild']) {
-      expect(files.filter((path) => path.startsWith(`node_modules/${name}/`)), name).toEqual([]);
+      expect(
+        files.filter((path) => path.startsWith(`node_modules/${name}/`)),
+        name,
+      ).toEqual([]);
     }
     const pkg = JSON.parse(readFileSync(join(unpacked, 'package.json'), 'utf8'));
     expect(pkg.devDependencies).toBeUndefined();
@@ -78,10 +81,7 @@ describe('the MCP Bundle (npm run bundle)', () => {
     const manifest = JSON.parse(readFileSync(join(unpacked, 'manifest.json'), 'utf8'));
     const userConfig: Record<string, unknown> = {};
     for (const [key, option] of Object.entries<{ default?: unknown }>(manifest.user_config ?? {})) userConfig[key] = option.default ?? '';
-    const substitute = (value: string) =>
-      value
-        .replaceAll('${__dirname}', unpacked)
-        .replace(/\$\{user_config\.(\w+)\}/g, (_, key: string) => String(userConfig[key] ?? ''));
+    const substitute = (value: string) => value.replaceAll('${__dirname}', unpacked).replace(/\$\{user_config\.(\w+)\}/g, (_, key: string) => String(userConfig[key] ?? ''));
     const { command, args, env: configEnv } = manifest.server.mcp_config as { command: string; args: string[]; env: Record<string, string> };
     expect(command).toBe('node');
     const env: Record<string, string> = {

@@ -91,7 +91,9 @@ describe('the cinderlib-mcp command', () => {
     const bad = run(['check', '--config', mixed]);
     expect(bad.code).toBe(1);
     expect(bad.stdout).toMatch(/^files\tfile\tinitialized$/m);
-    expect(bad.stdout).toMatch(/^nope\tcinder\.volume\.drivers\.netapp\.common\.NetAppDriver\tnot initialized: backend "nope": volume_driver ".*" is not supported; use one of: file, .*lvm/m);
+    expect(bad.stdout).toMatch(
+      /^nope\tcinder\.volume\.drivers\.netapp\.common\.NetAppDriver\tnot initialized: backend "nope": volume_driver ".*" is not supported; use one of: file, .*lvm/m,
+    );
     expect(bad.stdout).toMatch(/^typo\tfile\tnot initialized: backend "typo": option "reserved_percentage" must be an integer from 0 to 100, got "lots"$/m);
     expect(bad.stdout + bad.stderr).not.toContain('hunter2-canary');
   });
@@ -141,8 +143,13 @@ describe('the cinderlib-mcp command', () => {
     // The file is named once.
     expect(broken.stdout).toMatch(/^config: config file \S*broken\.yaml is not valid YAML: .* at line \d+, column \d+:\n\n.*volume_driver: \[file/m);
     expect(run(['check', '--config', join(root, 'absent.yaml')]).stdout).toMatch(/cannot read config file .*absent\.yaml: ENOENT/);
-    const engine = writeConfig('pg.yaml', { global: { persistence_config: { storage: 'db', connection: 'mysql://u:p@db/x' } }, backends: [{ volume_backend_name: 'x', volume_driver: 'file' }] });
-    expect(run(['check', '--config', engine]).stdout).toMatch(/"mysql:\.\.\." is not supported; use sqlite:\/\/\/ABS\/PATH \(one server\) or a postgresql:\/\/ URL with user, password, host, port and database \(several servers\)/);
+    const engine = writeConfig('pg.yaml', {
+      global: { persistence_config: { storage: 'db', connection: 'mysql://u:p@db/x' } },
+      backends: [{ volume_backend_name: 'x', volume_driver: 'file' }],
+    });
+    expect(run(['check', '--config', engine]).stdout).toMatch(
+      /"mysql:\.\.\." is not supported; use sqlite:\/\/\/ABS\/PATH \(one server\) or a postgresql:\/\/ URL with user, password, host, port and database \(several servers\)/,
+    );
   });
 
   it('serves even a config it cannot use, and says why over MCP', async () => {
@@ -153,7 +160,11 @@ describe('the cinderlib-mcp command', () => {
       expect(listed.isError).toBe(false);
       expect(listed.data.backends).toEqual([]);
       expect(listed.data.config_error).toMatch(/broken\.json is not valid JSON: .*line 2, column \d+/);
-      for (const [tool, args] of [['get_stats', { backend: 'x' }], ['list_volumes', {}], ['create_volume', { backend: 'x', size: 1 }]] as const) {
+      for (const [tool, args] of [
+        ['get_stats', { backend: 'x' }],
+        ['list_volumes', {}],
+        ['create_volume', { backend: 'x', size: 1 }],
+      ] as const) {
         const answer = await server.call(tool, args);
         expect(answer.text).toMatch(/^BACKEND_UNAVAILABLE: the server's config cannot be used, so it serves no backend: .*broken\.json is not valid JSON: .*line 2, column \d+/);
       }
@@ -242,7 +253,20 @@ describe('a reader that goes away (contract section 11)', () => {
     // About 1 MiB of dump: far more than a pipe holds, so dump is still writing when the reader leaves.
     for (let i = 0; i < 2000; i++) {
       const id = `${i.toString(16).padStart(8, '0')}-0000-4000-8000-000000000000`;
-      await store.insert({ id, backend: 'files', name: `v${i}`, description: 'd'.repeat(300), size: 1, pool_name: 'files', bootable: false, created_at: now, updated_at: now, status: 'available', status_reason: null, provider_location: null });
+      await store.insert({
+        id,
+        backend: 'files',
+        name: `v${i}`,
+        description: 'd'.repeat(300),
+        size: 1,
+        pool_name: 'files',
+        bootable: false,
+        created_at: now,
+        updated_at: now,
+        status: 'available',
+        status_reason: null,
+        provider_location: null,
+      });
     }
     await store.close();
     const config = writeConfig('big-dump.yaml', {
@@ -252,10 +276,10 @@ describe('a reader that goes away (contract section 11)', () => {
     const child = spawn(process.execPath, [BIN, 'dump', '--config', config], { env: { ...process.env, XDG_DATA_HOME: join(root, 'xdg') }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     let first = '';
-    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.stdout!.once('data', (chunk: Buffer) => {
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.stdout.once('data', (chunk: Buffer) => {
       first = chunk.toString();
-      child.stdout!.destroy(); // as `| head -c 300` does
+      child.stdout.destroy(); // as `| head -c 300` does
     });
     const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
     const code = await new Promise<number | null>((resolve) => child.once('exit', (status) => resolve(status)));
@@ -266,13 +290,16 @@ describe('a reader that goes away (contract section 11)', () => {
   });
 
   it('the stdio server keeps answering when stderr is closed, and exits 0 when stdout is', async () => {
-    const child = spawn(process.execPath, [BIN], { env: { ...process.env, XDG_DATA_HOME: join(root, 'xdg-no-stderr'), CINDERLIB_MCP_LOG_LEVEL: 'debug' }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BIN], {
+      env: { ...process.env, XDG_DATA_HOME: join(root, 'xdg-no-stderr'), CINDERLIB_MCP_LOG_LEVEL: 'debug' },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     const exited = new Promise<number | null>((resolve) => child.once('exit', (status) => resolve(status)));
     const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.stderr!.destroy(); // every log line from here on hits a closed pipe
+    child.stderr.destroy(); // every log line from here on hits a closed pipe
     let out = '';
-    child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    const send = (message: object) => child.stdin!.write(JSON.stringify(message) + '\n');
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    const send = (message: object) => child.stdin.write(JSON.stringify(message) + '\n');
     const answered = async (id: number) => {
       for (let i = 0; i < 200 && !out.split('\n').some((line) => line.includes(`"id":${id}`)); i++) await new Promise((resolve) => setTimeout(resolve, 50));
       return out.split('\n').some((line) => line.includes(`"id":${id}`));
@@ -284,7 +311,7 @@ describe('a reader that goes away (contract section 11)', () => {
       expect(await answered(id), out).toBe(true);
     }
     expect(child.exitCode).toBeNull();
-    child.stdout!.destroy(); // the client leaves
+    child.stdout.destroy(); // the client leaves
     send({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'list_volumes', arguments: {} } });
     expect(await exited).toBe(0);
     clearTimeout(timer);

@@ -5,10 +5,32 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkingOutputSchemas, type SchemaCheckedHarness } from '../helpers/scenarios.js';
 import { startMcpServer } from '../helpers/server.js';
 
-const READ_TOOLS = ['list_backends', 'get_stats', 'pool_names', 'list_volumes', 'get_volume', 'list_snapshots', 'get_snapshot', 'validate_connector', 'list_connections', 'list_supported_drivers'];
+const READ_TOOLS = [
+  'list_backends',
+  'get_stats',
+  'pool_names',
+  'list_volumes',
+  'get_volume',
+  'list_snapshots',
+  'get_snapshot',
+  'validate_connector',
+  'list_connections',
+  'list_supported_drivers',
+];
 /** Their answers' schemas are checked in test/iscsi, against a real target. */
 const CONNECTION_TOOLS = ['validate_connector', 'connect_volume', 'list_connections', 'disconnect_volume', 'attach_volume', 'detach_volume'];
-const ALL_TOOLS = [...READ_TOOLS, 'create_volume', 'extend_volume', 'delete_volume', 'create_snapshot', 'delete_snapshot', 'connect_volume', 'disconnect_volume', 'attach_volume', 'detach_volume'];
+const ALL_TOOLS = [
+  ...READ_TOOLS,
+  'create_volume',
+  'extend_volume',
+  'delete_volume',
+  'create_snapshot',
+  'delete_snapshot',
+  'connect_volume',
+  'disconnect_volume',
+  'attach_volume',
+  'detach_volume',
+];
 /** Tools that answer from the metadata store alone; every other tool may ask an array. */
 const STORE_ONLY_TOOLS = ['list_volumes', 'get_volume', 'list_snapshots', 'get_snapshot', 'list_connections', 'list_supported_drivers'];
 /** Tools whose second identical call does not answer as the first did (without a request_id). */
@@ -56,7 +78,7 @@ describe('the MCP contract over a real stdio pipe', () => {
 
   it('answers structuredContent and the same data as JSON text', async () => {
     const result = await server.client.callTool({ name: 'list_backends', arguments: {} });
-    const text = (result.content as Array<{ type: string; text: string }>)[0]!;
+    const text = (result.content as Array<{ type: string; text: string }>)[0];
     expect(text.type).toBe('text');
     expect(JSON.parse(text.text)).toEqual(result.structuredContent);
     const backends = (result.structuredContent as { backends: Array<Record<string, unknown>> }).backends;
@@ -141,7 +163,9 @@ describe('the MCP contract over a real stdio pipe', () => {
     const badSize = await server.call('create_volume', { backend: 'alpha', size: 1.5 });
     expect(badSize.text).toMatch(/^INVALID_ARGUMENT: .*size must be a whole number of GiB.*got 1.5/);
     const extra = await server.call('create_volume', { backend: 'alpha', size: 1, colour: 'blue' });
-    expect(extra.text).toMatch(/^INVALID_ARGUMENT: .*unknown argument "colour"; create_volume accepts backend, size, snapshot_id, source_volume_id, name, description, pool_name, bootable, request_id/);
+    expect(extra.text).toMatch(
+      /^INVALID_ARGUMENT: .*unknown argument "colour"; create_volume accepts backend, size, snapshot_id, source_volume_id, name, description, pool_name, bootable, request_id/,
+    );
     const badId = await server.call('get_volume', { volume_id: '42' });
     expect(badId.text).toMatch(/^INVALID_ARGUMENT: .*volume_id must be a volume id/);
     const noVolume = await server.call('delete_volume', { volume_id: '00000000-0000-4000-8000-000000000000' });
@@ -159,7 +183,7 @@ describe('the MCP contract over a real stdio pipe', () => {
     rmSync(join(root, 'alpha'), { recursive: true, force: true }); // the "array" goes away under the server
     const failed = await server.call('create_volume', { backend: 'alpha', size: 1, name: 'doomed' });
     expect(failed.text).toMatch(/^BACKEND_UNAVAILABLE: .*The volume record [0-9a-f-]{36} is kept in status "error"; delete_volume removes it/);
-    const id = /record ([0-9a-f-]{36})/.exec(failed.text)![1]!;
+    const id = /record ([0-9a-f-]{36})/.exec(failed.text)![1];
     const record = await server.call('get_volume', { volume_id: id });
     expect(record.data).toMatchObject({ status: 'error', name: 'doomed' });
     expect(record.data.status_reason).toMatch(/^create failed: /);
@@ -171,7 +195,7 @@ describe('the MCP contract over a real stdio pipe', () => {
     expect(deleted.isError, deleted.text).toBe(false);
   });
 
-  it('snapshots, volumes from snapshots and clones hold the source\'s bytes of the moment; cascade and IN_USE; request_id replays', async () => {
+  it("snapshots, volumes from snapshots and clones hold the source's bytes of the moment; cascade and IN_USE; request_id replays", async () => {
     const original = Buffer.alloc(4096, 0x5a);
     const changed = Buffer.alloc(4096, 0xa5);
     const source = (await server.call('create_volume', { backend: 'beta', size: 1, name: 'source' })).data;
@@ -196,7 +220,9 @@ describe('the MCP contract over a real stdio pipe', () => {
     expect(snapshot.data).toMatchObject({ volume_id: source.id, volume_size: 1, status: 'available', backend: 'beta', name: 'before the change' });
     // A retry with the same request_id answers the same snapshot; other arguments under it are refused.
     expect((await server.call('create_snapshot', { volume_id: source.id, name: 'before the change', request_id: 'snap-1' })).data.id).toBe(snapshot.data.id);
-    expect((await server.call('create_snapshot', { volume_id: source.id, name: 'other', request_id: 'snap-1' })).text).toMatch(/^ALREADY_EXISTS: request_id "snap-1" was already used with other arguments/);
+    expect((await server.call('create_snapshot', { volume_id: source.id, name: 'other', request_id: 'snap-1' })).text).toMatch(
+      /^ALREADY_EXISTS: request_id "snap-1" was already used with other arguments/,
+    );
     expect((await server.call('get_snapshot', { snapshot_id: snapshot.data.id })).data).toEqual(snapshot.data);
 
     writeAt(source.id, changed, 0); // the risky change
@@ -217,7 +243,7 @@ describe('the MCP contract over a real stdio pipe', () => {
     expect(copied.isError).toBeFalsy();
     expect(progress[0]?.message).toBe(`copying snapshot ${snapshot.data.id} into volume ${copied.structuredContent!.id}`);
     expect(progress.at(-1)).toMatchObject({ progress: 1024 ** 3, total: 1024 ** 3, message: expect.stringMatching(/: done$/) });
-    for (let i = 1; i < progress.length; i++) expect(progress[i]!.progress).toBeGreaterThanOrEqual(progress[i - 1]!.progress);
+    for (let i = 1; i < progress.length; i++) expect(progress[i].progress).toBeGreaterThanOrEqual(progress[i - 1].progress);
     expect((await server.call('delete_volume', { volume_id: copied.structuredContent!.id })).isError).toBe(false);
 
     // A file snapshot is a copy too, and says so (start, bytes, end).
@@ -242,7 +268,11 @@ describe('the MCP contract over a real stdio pipe', () => {
       ['create_volume', { snapshot_id: snapshot.data.id, size: 0 }, /^INVALID_ARGUMENT: /],
       ['create_volume', { backend: 'alpha', snapshot_id: snapshot.data.id }, /^INVALID_ARGUMENT: the source is on backend "beta", not "alpha"/],
       ['create_volume', { snapshot_id: snapshot.data.id, source_volume_id: source.id }, /^INVALID_ARGUMENT: create_volume takes at most one of snapshot_id and source_volume_id/],
-      ['create_volume', { source_volume_id: source.id, size: 1, name: 'x', pool_name: 'beta', request_id: 'restore-1' }, /^ALREADY_EXISTS: request_id "restore-1" was already used with other arguments/],
+      [
+        'create_volume',
+        { source_volume_id: source.id, size: 1, name: 'x', pool_name: 'beta', request_id: 'restore-1' },
+        /^ALREADY_EXISTS: request_id "restore-1" was already used with other arguments/,
+      ],
       ['delete_volume', { volume_id: source.id }, new RegExp(`^IN_USE: volume ${source.id} has 1 snapshot\\(s\\): ${snapshot.data.id}; delete them first`)],
     ] as const) {
       expect((await server.call(refused[0], refused[1])).text, JSON.stringify(refused[1])).toMatch(refused[2]);

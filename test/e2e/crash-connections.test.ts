@@ -38,7 +38,7 @@ afterAll(async () => {
 const data = (answer: RawAnswer) => {
   const text = toolText(answer);
   if (answer.result?.isError) throw new Error(text);
-  return answer.result!.structuredContent as any;
+  return answer.result!.structuredContent;
 };
 const mappings = () => [...k2.objects.get('mappings')!.values()];
 const hosts = () => [...k2.objects.get('hosts')!.values()];
@@ -62,13 +62,16 @@ async function killDuring(server: RawMcpServer, tool: string, args: Record<strin
 describe('connections survive a crash of the server', () => {
   /** Waits until start-up recovery has resolved the volume's interrupted connections. */
   async function untilResolved(server: RawMcpServer, volumeId: string): Promise<void> {
-    await poll(async () => data(await server.call('list_connections', { volume_id: volumeId })).connections.length === 0, 'start-up recovery resolving the interrupted connection').catch((error: Error) => {
+    await poll(
+      async () => data(await server.call('list_connections', { volume_id: volumeId })).connections.length === 0,
+      'start-up recovery resolving the interrupted connection',
+    ).catch((error: Error) => {
       throw new Error(`${error.message}; server stderr:\n${server.stderr.slice(-3000)}`);
     });
   }
 
   async function poll(done: () => Promise<boolean>, what: string): Promise<void> {
-    for (const deadline = Date.now() + 20_000; !(await done()); ) {
+    for (const deadline = Date.now() + 20_000; !(await done());) {
       if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }

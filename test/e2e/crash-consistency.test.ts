@@ -168,12 +168,12 @@ describe('kill -9 at random moments of concurrent creates, extends and deletes',
         for (const [index, callId] of ids.entries()) {
           const answer = await server.answer(callId, STEP_TIMEOUT_MS);
           const data = answer.result?.structuredContent;
-          if (answer.result?.isError || answer.error || data?.deleted !== true || data?.volume_id !== failed[index]!.id) {
+          if (answer.result?.isError || answer.error || data?.deleted !== true || data?.volume_id !== failed[index].id) {
             figures.failedErrorDeletes++;
-            problem(`run ${run}: delete_volume of error record ${failed[index]!.id} answered ${JSON.stringify(answer).slice(0, 400)}`);
+            problem(`run ${run}: delete_volume of error record ${failed[index].id} answered ${JSON.stringify(answer).slice(0, 400)}`);
           } else {
             figures.errorRecordsDeleted++;
-            promised.delete(failed[index]!.id);
+            promised.delete(failed[index].id);
           }
         }
         usable = volumes.filter((volume) => volume.status === 'available');
@@ -212,12 +212,12 @@ describe('kill -9 at random moments of concurrent creates, extends and deletes',
             const size = int(1, 3);
             fired.push({ kind: 'create', size, id: server.callTool('create_volume', { backend: BACKEND, size, name: `crash-${run}-${i}` }) });
           } else if (roll < createShare + 0.25) {
-            const target = targets[int(0, targets.length - 1)]!;
+            const target = targets[int(0, targets.length - 1)];
             const size = target.size + int(1, 2);
             target.size = size; // a later extend of the same volume asks for more still
             fired.push({ kind: 'extend', volumeId: target.id, size, id: server.callTool('extend_volume', { volume_id: target.id, new_size: size }) });
           } else {
-            const target = targets.splice(int(0, targets.length - 1), 1)[0]!;
+            const target = targets.splice(int(0, targets.length - 1), 1)[0];
             fired.push({ kind: 'delete', volumeId: target.id, id: server.callTool('delete_volume', { volume_id: target.id }) });
           }
         };

@@ -415,7 +415,7 @@ describe('kill -9 during snapshots, clones and volumes from snapshots', () => {
         const snapshots = await check(server, files, tombstones, run);
 
         // The first round makes (and lets finish) a snapshot, so later rounds have one to copy from.
-        let kind: Kind = run === 1 ? 'snapshot' : (['snapshot', 'clone', 'fromSnapshot'] as const)[int(0, 2)]!;
+        let kind: Kind = run === 1 ? 'snapshot' : (['snapshot', 'clone', 'fromSnapshot'] as const)[int(0, 2)];
         if (kind === 'fromSnapshot' && snapshots.length === 0) kind = 'snapshot';
         // Late rounds let the copy finish before the kill: the first of each kind, and about one in five.
         const late = figures.fired[kind] === 0 || random() < 0.2;
@@ -426,7 +426,7 @@ describe('kill -9 during snapshots, clones and volumes from snapshots', () => {
             ? ['create_snapshot', { volume_id: sourceId, name, request_id }]
             : kind === 'clone'
               ? ['create_volume', { source_volume_id: sourceId, name, request_id }]
-              : ['create_volume', { snapshot_id: snapshots[int(0, snapshots.length - 1)]!.id, name, request_id }];
+              : ['create_volume', { snapshot_id: snapshots[int(0, snapshots.length - 1)].id, name, request_id }];
         const fired: Fired = { run, kind, name, tool, args, callId: server.callTool(tool, args), late, killAfterMs: int(20, 600) };
         figures.fired[kind]++;
         if (late) {
@@ -462,7 +462,14 @@ describe('kill -9 during snapshots, clones and volumes from snapshots', () => {
       const remaining = await check(last, allFiles(), readTombstones(sqlitePath), RUNS + 1);
       const cascade = await last.call('delete_volume', { volume_id: sourceId, cascade: true }, STEP_TIMEOUT_MS);
       const deleted = cascade.result?.structuredContent as { deleted?: boolean; snapshots_deleted?: string[] } | undefined;
-      if (deleted?.deleted !== true || [...(deleted.snapshots_deleted ?? [])].sort().join() !== remaining.map((s) => s.id).sort().join()) {
+      if (
+        deleted?.deleted !== true ||
+        [...(deleted.snapshots_deleted ?? [])].sort().join() !==
+          remaining
+            .map((s) => s.id)
+            .sort()
+            .join()
+      ) {
         problem(`cascade delete of the source answered ${JSON.stringify(cascade).slice(0, 600)}; expected snapshots ${remaining.map((s) => s.id).join(', ')}`);
       }
       const leftVolumes = await listAllPages<Volume>(last, 'list_volumes', 'volumes', STEP_TIMEOUT_MS);
@@ -489,7 +496,10 @@ describe('kill -9 during snapshots, clones and volumes from snapshots', () => {
       expect(figures.orphans + figures.unexpectedFiles + figures.lostRecords + figures.byteMismatches, summary).toBe(0);
       expect(figures.failedErrorDeletes + figures.filesLeftAfterDelete + figures.badErrorReasons + figures.unsettled + figures.badRetries, summary).toBe(0);
       // The rounds did exercise what they claim to: kills landed mid-operation, and finished copies were read.
-      expect(Object.values(figures.interruptedRecords).reduce((a, b) => a + b, 0), summary).toBeGreaterThan(0);
+      expect(
+        Object.values(figures.interruptedRecords).reduce((a, b) => a + b, 0),
+        summary,
+      ).toBeGreaterThan(0);
       expect(figures.copiesVerified.snapshot, summary).toBeGreaterThan(0);
       if (RUNS >= 6) expect(figures.copiesVerified.clone + figures.copiesVerified.fromSnapshot, summary).toBeGreaterThan(0);
     },

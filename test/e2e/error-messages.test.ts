@@ -42,7 +42,10 @@ describe('error messages', () => {
 
   it('check comes after the options too, and a bad config names its file once', () => {
     const config = join(root, 'short-token.yaml');
-    writeFileSync(config, stringify({ global: { http_tokens: [{ name: 'a', token: 'tiny1' }] }, backends: [{ volume_backend_name: 'f', volume_driver: 'file', volumes_dir: join(root, 'f') }] }));
+    writeFileSync(
+      config,
+      stringify({ global: { http_tokens: [{ name: 'a', token: 'tiny1' }] }, backends: [{ volume_backend_name: 'f', volume_driver: 'file', volumes_dir: join(root, 'f') }] }),
+    );
     const checked = cli('--config', config, 'check');
     expect(checked.status).toBe(1);
     expect(checked.stdout).toContain('token must be at least 16 characters');

@@ -40,14 +40,58 @@ const CODE_PREFIX = new RegExp(`^(${CODES.join('|')}): \\S`);
 const STACK = /\n\s+at /;
 /** attach_volume is left out: a fuzzed attach that succeeds would leave loop devices on this host. */
 const TOOLS = [
-  'list_backends', 'get_stats', 'pool_names', 'list_volumes', 'get_volume', 'create_volume', 'extend_volume', 'delete_volume',
-  'validate_connector', 'connect_volume', 'list_connections', 'disconnect_volume', 'detach_volume', 'list_supported_drivers',
+  'list_backends',
+  'get_stats',
+  'pool_names',
+  'list_volumes',
+  'get_volume',
+  'create_volume',
+  'extend_volume',
+  'delete_volume',
+  'validate_connector',
+  'connect_volume',
+  'list_connections',
+  'disconnect_volume',
+  'detach_volume',
+  'list_supported_drivers',
 ];
 const ARG_NAMES = [
-  'backend', 'refresh', 'status', 'limit', 'cursor', 'volume_id', 'size', 'name', 'description', 'pool_name', 'bootable', 'new_size',
-  'connector', 'connection_id', 'force', 'request_id', 'output_version',
+  'backend',
+  'refresh',
+  'status',
+  'limit',
+  'cursor',
+  'volume_id',
+  'size',
+  'name',
+  'description',
+  'pool_name',
+  'bootable',
+  'new_size',
+  'connector',
+  'connection_id',
+  'force',
+  'request_id',
+  'output_version',
 ];
-const NASTY_KEYS = ['__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'valueOf', '__defineGetter__', '', ' ', 'size ', 'Size', 'then', '$ref', '\u0000', '\u202e', 'x'.repeat(300)];
+const NASTY_KEYS = [
+  '__proto__',
+  'constructor',
+  'prototype',
+  'toString',
+  'hasOwnProperty',
+  'valueOf',
+  '__defineGetter__',
+  '',
+  ' ',
+  'size ',
+  'Size',
+  'then',
+  '$ref',
+  '\u0000',
+  '\u202e',
+  'x'.repeat(300),
+];
 
 const root = mkdtempSync(join(tmpdir(), 'cinderlib-mcp-fuzz-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -101,7 +145,7 @@ class Generator {
   }
 
   pick<T>(items: readonly T[]): T {
-    return items[this.int(0, items.length - 1)]!;
+    return items[this.int(0, items.length - 1)];
   }
 
   chance(p: number): boolean {
@@ -109,7 +153,52 @@ class Generator {
   }
 
   unicode(length: number): string {
-    const pieces = ['a', 'Z', '0', ' ', '-', '/', '..', '\\', '"', "'", '$', '{', '}', '%s', '%n', '\t', '\n', '\r', '\u0000', '\u0007', '\u00e9', '\u00df', '\u0130', '\u2028', '\u2029', '\u200b', '\u202e', '\ufeff', '\ufffd', '\ud800', '\udfff', '\u{1f4a5}', '\u{1f468}\u200d\u{1f469}', '\u0627\u0644', '\u4e2d\u6587', '${env:HOME}', '`id`', '$(id)', ';ls', '../../etc/passwd', '<script>', 'NaN', 'null', 'undefined'];
+    const pieces = [
+      'a',
+      'Z',
+      '0',
+      ' ',
+      '-',
+      '/',
+      '..',
+      '\\',
+      '"',
+      "'",
+      '$',
+      '{',
+      '}',
+      '%s',
+      '%n',
+      '\t',
+      '\n',
+      '\r',
+      '\u0000',
+      '\u0007',
+      '\u00e9',
+      '\u00df',
+      '\u0130',
+      '\u2028',
+      '\u2029',
+      '\u200b',
+      '\u202e',
+      '\ufeff',
+      '\ufffd',
+      '\ud800',
+      '\udfff',
+      '\u{1f4a5}',
+      '\u{1f468}\u200d\u{1f469}',
+      '\u0627\u0644',
+      '\u4e2d\u6587',
+      '${env:HOME}',
+      '`id`',
+      '$(id)',
+      ';ls',
+      '../../etc/passwd',
+      '<script>',
+      'NaN',
+      'null',
+      'undefined',
+    ];
     let text = '';
     while (text.length < length) text += this.pick(pieces);
     return text.slice(0, length);
@@ -117,8 +206,32 @@ class Generator {
 
   number(): string {
     return this.pick([
-      '0', '-0', '1', '-1', '2', '3', '-3', '0.5', '-0.5', '1.0000000001', '2147483648', '4294967296', '9007199254740993', '-9007199254740993',
-      '1e308', '1e999', '-1e999', '1e-999', '5e-324', '1E3', '1e+2', '1000000', '1073741824', '1.5e300', String(this.int(-10, 10)), String(this.int(0, 2000)),
+      '0',
+      '-0',
+      '1',
+      '-1',
+      '2',
+      '3',
+      '-3',
+      '0.5',
+      '-0.5',
+      '1.0000000001',
+      '2147483648',
+      '4294967296',
+      '9007199254740993',
+      '-9007199254740993',
+      '1e308',
+      '1e999',
+      '-1e999',
+      '1e-999',
+      '5e-324',
+      '1E3',
+      '1e+2',
+      '1000000',
+      '1073741824',
+      '1.5e300',
+      String(this.int(-10, 10)),
+      String(this.int(0, 2000)),
     ]);
   }
 
@@ -126,7 +239,36 @@ class Generator {
   string(): string {
     if (this.chance(0.03)) return JSON.stringify(this.unicode(this.int(1_000, 100_000)));
     if (this.chance(0.2)) {
-      return JSON.stringify(this.pick(['NaN', 'Infinity', '-Infinity', '-1', '1e3', '0x10', ' 1 ', '1,5', '', 'true', 'null', '[]', '{}', BACKEND, 'FILES', 'files ', 'available', 'error', 'creating', 'deleting', '00000000-0000-0000-0000-000000000000', 'ffffffff-ffff-ffff-ffff-ffffffffffff', 'volume-1', '*', '%', '..']));
+      return JSON.stringify(
+        this.pick([
+          'NaN',
+          'Infinity',
+          '-Infinity',
+          '-1',
+          '1e3',
+          '0x10',
+          ' 1 ',
+          '1,5',
+          '',
+          'true',
+          'null',
+          '[]',
+          '{}',
+          BACKEND,
+          'FILES',
+          'files ',
+          'available',
+          'error',
+          'creating',
+          'deleting',
+          '00000000-0000-0000-0000-000000000000',
+          'ffffffff-ffff-ffff-ffff-ffffffffffff',
+          'volume-1',
+          '*',
+          '%',
+          '..',
+        ]),
+      );
     }
     if (this.volumeIds.length && this.chance(0.1)) return JSON.stringify(this.pick(this.volumeIds));
     return JSON.stringify(this.unicode(this.int(0, 40)));
@@ -185,16 +327,20 @@ class Generator {
     if (['get_volume', 'extend_volume', 'delete_volume'].includes(tool)) members.volume_id = volume;
     if (tool === 'extend_volume') members.new_size = String(this.int(1, 6));
     if (tool === 'list_volumes' && this.chance(0.5)) members.limit = String(this.int(1, 5));
-    if (['validate_connector', 'connect_volume'].includes(tool)) members.connector = JSON.stringify({ host: `fuzz-${this.int(0, 9)}`, initiator: `iqn.1994-05.com.example:fuzz-${this.int(0, 9)}` });
+    if (['validate_connector', 'connect_volume'].includes(tool))
+      members.connector = JSON.stringify({ host: `fuzz-${this.int(0, 9)}`, initiator: `iqn.1994-05.com.example:fuzz-${this.int(0, 9)}` });
     if (tool === 'validate_connector') members.backend = JSON.stringify(BACKEND);
     if (tool === 'connect_volume') members.volume_id = volume;
     if (['disconnect_volume', 'detach_volume'].includes(tool)) members.connection_id = JSON.stringify(this.uuid());
     if (tool === 'list_supported_drivers' && this.chance(0.5)) members.output_version = String(this.int(0, 3));
     const names = Object.keys(members);
     const roll = this.random();
-    if (roll < 0.3 && names.length) members[this.pick(names)] = this.value(1); // one wrong value
-    else if (roll < 0.45) members[this.key()] = this.value(1); // an extra (or duplicate-looking) key
-    else if (roll < 0.55 && names.length) delete members[this.pick(names)]; // one missing
+    if (roll < 0.3 && names.length)
+      members[this.pick(names)] = this.value(1); // one wrong value
+    else if (roll < 0.45)
+      members[this.key()] = this.value(1); // an extra (or duplicate-looking) key
+    else if (roll < 0.55 && names.length)
+      delete members[this.pick(names)]; // one missing
     else if (roll < 0.6) members.__proto__ = this.object(1); // __proto__ as an own key
     // else: right as is
     const text = Object.entries(members).map(([key, value]) => `${JSON.stringify(key)}:${value}`);
@@ -210,7 +356,24 @@ class Generator {
   toolName(): string {
     const roll = this.random();
     if (roll < 0.6) return JSON.stringify(this.pick(TOOLS));
-    if (roll < 0.75) return JSON.stringify(this.pick(['List_Backends', 'list_backends ', 'create-volume', 'createVolume', 'delete_volumes', 'tools/call', '__proto__', 'constructor', 'toString', '', 'a'.repeat(10_000), 'list_backends\u0000', 'get_volume\n']));
+    if (roll < 0.75)
+      return JSON.stringify(
+        this.pick([
+          'List_Backends',
+          'list_backends ',
+          'create-volume',
+          'createVolume',
+          'delete_volumes',
+          'tools/call',
+          '__proto__',
+          'constructor',
+          'toString',
+          '',
+          'a'.repeat(10_000),
+          'list_backends\u0000',
+          'get_volume\n',
+        ]),
+      );
     if (roll < 0.85) return JSON.stringify(this.unicode(this.int(0, 30)));
     return this.value(1); // not a string at all (or missing, as null)
   }
@@ -246,7 +409,23 @@ class Generator {
 
   /** Another method with junk params: each still a well-formed request with a unique id. */
   otherRequest(id: number): string {
-    const method = this.pick(['tools/list', 'ping', 'initialize', 'resources/list', 'resources/read', 'prompts/list', 'prompts/get', 'completion/complete', 'logging/setLevel', 'notifications/initialized', 'tools/call ', 'rpc.discover', '', '__proto__', this.unicode(10)]);
+    const method = this.pick([
+      'tools/list',
+      'ping',
+      'initialize',
+      'resources/list',
+      'resources/read',
+      'prompts/list',
+      'prompts/get',
+      'completion/complete',
+      'logging/setLevel',
+      'notifications/initialized',
+      'tools/call ',
+      'rpc.discover',
+      '',
+      '__proto__',
+      this.unicode(10),
+    ]);
     const params = this.chance(0.3) ? '' : `,"params":${this.object(1)}`;
     return `{"jsonrpc":"2.0","id":${id},"method":${JSON.stringify(method)}${params}}`;
   }
@@ -264,7 +443,8 @@ class Generator {
       () => `{"id":${uniqueId},"method":"ping"}`,
       () => `{"jsonrpc":"2.0","id":${this.pick(['null', 'true', '{}', '[]', `"x-${serial}"`])},"method":${this.pick(['1', 'null', '{}', '"ping"'])}}`,
       () => `{"jsonrpc":"2.0","id":${uniqueId},"method":"tools/call","params":${this.pick(['[]', '"x"', '1', 'null', '[1,2]'])}}`,
-      () => `{"jsonrpc":"2.0","method":${JSON.stringify(this.pick(['notifications/progress', 'notifications/unknown', 'notifications/cancelled', 'tools/call']))},"params":{"requestId":"never-${serial}","progressToken":"never"}}`,
+      () =>
+        `{"jsonrpc":"2.0","method":${JSON.stringify(this.pick(['notifications/progress', 'notifications/unknown', 'notifications/cancelled', 'tools/call']))},"params":{"requestId":"never-${serial}","progressToken":"never"}}`,
       () => `{"jsonrpc":"2.0","id":"r-${serial}","result":${this.pick(['{}', '1', 'null'])}}`, // a response nobody asked for
       () => `{"jsonrpc":"2.0","id":"e-${serial}","error":${this.pick(['{"code":1,"message":"x"}', '{"code":"1"}', '"bad"'])}}`,
       () => `{"jsonrpc":"2.0","id":${uniqueId},"method":"ping","params":${this.deep(this.int(100, 5_000))}}`,
@@ -340,7 +520,7 @@ describe('generated bad inputs', () => {
       try {
         await server.initialize();
         let nextId = FIRST_ID; // the harness's own calls (initialize, list_backends) count from 1
-        for (let done = 0; done < INPUTS; ) {
+        for (let done = 0; done < INPUTS;) {
           const batch = Math.min(BATCH, INPUTS - done);
           const ids: Array<string | number> = [];
           for (let i = 0; i < batch; i++, done++) {
@@ -489,7 +669,11 @@ describe('generated bad inputs', () => {
         if (/failed unexpectedly/.test(server.stderr)) problem(`stderr reports an unexpected failure: ${/.*failed unexpectedly.*/.exec(server.stderr)?.[0]}`);
 
         // The folder holds exactly the volumes whose create succeeded (and were not deleted).
-        const files = existsSync(volumesDir) ? readdirSync(volumesDir).filter((name) => name.startsWith('volume-')).sort() : [];
+        const files = existsSync(volumesDir)
+          ? readdirSync(volumesDir)
+              .filter((name) => name.startsWith('volume-'))
+              .sort()
+          : [];
         const expected = [...created].map((id) => `volume-${id}`).sort();
         const strays = files.filter((name) => !expected.includes(name));
         const missing = expected.filter((name) => !files.includes(name));
@@ -557,10 +741,10 @@ describe('requests the SDK request schema refuses', () => {
       for (const id of ids.values()) {
         if (!server.answers.has(id)) continue;
         expect.soft(server.answers.get(id)).toHaveLength(1);
-        expect.soft(server.answers.get(id)![0]!.error?.code).not.toBe(-32603);
+        expect.soft(server.answers.get(id)![0].error?.code).not.toBe(-32603);
       }
 
-      for (let i = 0; i < 70; i++) server.writeLine(shapes['_meta an array']!(10_000 + i));
+      for (let i = 0; i < 70; i++) server.writeLine(shapes['_meta an array'](10_000 + i));
       const after = server.callTool('list_backends', {});
       await server.until(() => server.answers.has(after), 5_000, 'a valid call after 70 refused ones').catch(() => undefined);
       expect.soft(server.answers.has(after), 'a valid call after 70 refused ones is answered').toBe(true);

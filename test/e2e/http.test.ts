@@ -57,7 +57,7 @@ function runToExit(args: string[]): Promise<{ code: number | null; stderr: strin
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
-    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
     child.once('exit', (code) => {
       clearTimeout(timer);
@@ -193,7 +193,10 @@ describe('serve --http with bearer tokens', () => {
   });
 
   it('names the token in the audit records of mutating calls, refused or not', () => {
-    const records = readFileSync(join(root, 'audit.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+    const records = readFileSync(join(root, 'audit.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
     expect(records).toContainEqual(expect.objectContaining({ client: 'admin-console', tool: 'create_volume', outcome: 'ok' }));
     expect(records).toContainEqual(expect.objectContaining({ client: 'dashboards', tool: 'create_volume', outcome: 'error' }));
     expect(JSON.stringify(records)).not.toContain(ADMIN_TOKEN);
@@ -201,11 +204,15 @@ describe('serve --http with bearer tokens', () => {
 
   it("does not let one token use another token's session", async () => {
     const { client, transport } = await connect(server.url, ADMIN_TOKEN);
-    const borrowed = await post(server.url, { jsonrpc: '2.0', id: 2, method: 'tools/list' }, {
-      Authorization: `Bearer ${READER_TOKEN}`,
-      'Mcp-Session-Id': transport.sessionId!,
-      'Mcp-Protocol-Version': '2025-06-18',
-    });
+    const borrowed = await post(
+      server.url,
+      { jsonrpc: '2.0', id: 2, method: 'tools/list' },
+      {
+        Authorization: `Bearer ${READER_TOKEN}`,
+        'Mcp-Session-Id': transport.sessionId!,
+        'Mcp-Protocol-Version': '2025-06-18',
+      },
+    );
     expect(borrowed.status).toBe(404);
     await client.close();
   });
@@ -344,16 +351,16 @@ describe('serve --http when its log reader goes away (contract section 11)', () 
       let stderr = '';
       const url = await new Promise<string>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`server did not start in 30 s; stderr:\n${stderr}`)), 30_000);
-        child.stderr!.on('data', (chunk: Buffer) => {
+        child.stderr.on('data', (chunk: Buffer) => {
           stderr += chunk.toString();
           const match = /serving MCP over HTTP at (http:\/\/\S+\/mcp)/.exec(stderr);
           if (match) {
             clearTimeout(timer);
-            resolve(match[1]!);
+            resolve(match[1]);
           }
         });
       });
-      child.stderr!.destroy();
+      child.stderr.destroy();
       for (let round = 0; round < 3; round++) {
         const { client } = await connect(url, undefined, `after-reader-left-${round}`);
         expect((await client.listTools()).tools.length).toBeGreaterThan(0);
@@ -385,7 +392,7 @@ describe('serve --http under load (contract section 16)', () => {
     const greedy = [];
     for (let i = 0; i < 3; i++) greedy.push(await connect(server.url, ADMIN_TOKEN, `greedy-${i}`));
     const neighbour = await connect(server.url, READER_TOKEN, 'neighbour-0');
-    const oldest = greedy[0]!.transport.sessionId!;
+    const oldest = greedy[0].transport.sessionId!;
     // A fourth session of the same token: the oldest idle one ends to make room.
     greedy.push(await connect(server.url, ADMIN_TOKEN, 'greedy-3'));
     const stale = await toolsList(server.url, oldest, ADMIN_TOKEN);
@@ -399,7 +406,7 @@ describe('serve --http under load (contract section 16)', () => {
     expect((await neighbour.client.listTools()).tools.length).toBeGreaterThan(0);
     for (const { client } of greedy.slice(1)) expect((await client.listTools()).tools.length).toBeGreaterThan(0);
     for (const { client } of [...greedy.slice(1), neighbour, ...more]) await client.close();
-    await greedy[0]!.client.close().catch(() => undefined);
+    await greedy[0].client.close().catch(() => undefined);
     expect(await server.stop()).toBe(0);
   });
 
@@ -417,7 +424,9 @@ describe('serve --http under load (contract section 16)', () => {
     stalled.on('data', (chunk: Buffer) => (answered += chunk.toString()));
     stalled.on('error', () => undefined);
     await new Promise<void>((resolve) => stalled.once('connect', () => resolve()));
-    stalled.write(`POST /mcp HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${3 * budget}\r\n\r\n`);
+    stalled.write(
+      `POST /mcp HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${3 * budget}\r\n\r\n`,
+    );
     stalled.write(Buffer.alloc(budget, 'a'));
     const stalledSince = Date.now();
     let refused: Response | undefined;
@@ -451,7 +460,9 @@ describe('serve --http under load (contract section 16)', () => {
     socket.setNoDelay(true);
     let answer = '';
     socket.on('data', (chunk: Buffer) => (answer += chunk.toString()));
-    socket.write(`POST /mcp HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`);
+    socket.write(
+      `POST /mcp HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n`,
+    );
     for (let i = 0; i < body.length; i += 7) {
       socket.write(body.slice(i, i + 7));
       if (i % 70 === 0) await new Promise((resolve) => setImmediate(resolve));

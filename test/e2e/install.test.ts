@@ -33,11 +33,11 @@ describe('npm install -g . from a clone', () => {
       CINDERLIB_MCP_LOG_LEVEL: 'warn',
     };
     // --ignore-scripts: `npm ci` already built dist/; don't rebuild it under the other test files.
-    const installed = spawnSync(
-      'npm',
-      ['install', '-g', '.', '--prefix', prefix, '--offline', '--ignore-scripts', '--no-audit', '--no-fund'],
-      { cwd: REPO_ROOT, env: { ...env, npm_config_cache: join(work, 'npm-cache') }, encoding: 'utf8' },
-    );
+    const installed = spawnSync('npm', ['install', '-g', '.', '--prefix', prefix, '--offline', '--ignore-scripts', '--no-audit', '--no-fund'], {
+      cwd: REPO_ROOT,
+      env: { ...env, npm_config_cache: join(work, 'npm-cache') },
+      encoding: 'utf8',
+    });
     expect(installed.status, installed.stdout + installed.stderr).toBe(0);
     command = join(prefix, 'bin', 'cinderlib-mcp');
   });
@@ -54,7 +54,7 @@ describe('npm install -g . from a clone', () => {
     expect(result.status).toBe(0);
   });
 
-  it('checks the embedded default from another directory (the README\'s check line)', () => {
+  it("checks the embedded default from another directory (the README's check line)", () => {
     const result = spawnSync('cinderlib-mcp', ['check'], { cwd: elsewhere, env, encoding: 'utf8' });
     expect(result.stdout).toMatch(/default/);
     expect(result.status, result.stdout + result.stderr).toBe(0);

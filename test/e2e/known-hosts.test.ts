@@ -58,9 +58,7 @@ describe('ssh_hosts_key_file on a path that cannot hold a file', () => {
     }
     const remote = backends.find((backend) => backend.id === 'remote-lvm')!;
     expect(remote.initialized).toBe(false);
-    expect(remote.error).toMatch(
-      /cannot record the host key of \[127\.0\.0\.1\]:\d+ \(SHA256:[^)]+\) in ssh_hosts_key_file \/proc\/cinderlib-mcp-test\/known_hosts: ENOENT/,
-    );
+    expect(remote.error).toMatch(/cannot record the host key of \[127\.0\.0\.1\]:\d+ \(SHA256:[^)]+\) in ssh_hosts_key_file \/proc\/cinderlib-mcp-test\/known_hosts: ENOENT/);
     const stats = await server.call('get_stats', { backend: 'files', refresh: true });
     expect(stats.isError, stats.text).toBe(false);
   });

@@ -55,7 +55,11 @@ function startServer(name: string): Promise<McpHarness> {
 async function killDuringCreate(server: McpHarness, backend: string, arrayRequests: () => string[]): Promise<void> {
   const before = arrayRequests().length;
   void server.call('create_volume', { backend, size: 2 }).catch(() => undefined);
-  await until('the create to reach the array', () => arrayRequests().slice(before).some((line) => line.startsWith('POST')));
+  await until('the create to reach the array', () =>
+    arrayRequests()
+      .slice(before)
+      .some((line) => line.startsWith('POST')),
+  );
   process.kill((server.client.transport as StdioClientTransport).pid!, 'SIGKILL');
   await server.client.close().catch(() => undefined);
 }

@@ -57,8 +57,12 @@ describe.skipIf(!isRoot && !inCi)(`a metadata store whose disk fills up${isRoot 
       const filler = join(disk, 'filler');
       execFileSync('sh', ['-c', `dd if=/dev/zero of=${filler} bs=64k 2>/dev/null; true`]);
       const answer = await creating;
-      expect(answer.text).toMatch(new RegExp(`^BACKEND_UNAVAILABLE: volume ([0-9a-f-]{36}): the create finished on the array, but the metadata store could not record it \\(cannot update volume \\1: the metadata store ${dbPath} cannot be written: its disk is full`));
-      const id = /volume ([0-9a-f-]{36})/.exec(answer.text)![1]!;
+      expect(answer.text).toMatch(
+        new RegExp(
+          `^BACKEND_UNAVAILABLE: volume ([0-9a-f-]{36}): the create finished on the array, but the metadata store could not record it \\(cannot update volume \\1: the metadata store ${dbPath} cannot be written: its disk is full`,
+        ),
+      );
+      const id = /volume ([0-9a-f-]{36})/.exec(answer.text)![1];
 
       // The running server knows: not "creating" (which would make delete_volume wait for ever).
       const shown = await server.call('get_volume', { volume_id: id });
@@ -81,7 +85,7 @@ describe.skipIf(!isRoot && !inCi)(`a metadata store whose disk fills up${isRoot 
       execFileSync('sh', ['-c', `dd if=/dev/zero of=${filler} bs=64k 2>/dev/null; true`]);
       const snapshotAnswer = await snapshotting;
       expect(snapshotAnswer.text).toMatch(/^BACKEND_UNAVAILABLE: snapshot ([0-9a-f-]{36}): the create finished on the array, but the metadata store could not record it/);
-      const snapshotId = /snapshot ([0-9a-f-]{36})/.exec(snapshotAnswer.text)![1]!;
+      const snapshotId = /snapshot ([0-9a-f-]{36})/.exec(snapshotAnswer.text)![1];
       expect((await server.call('get_snapshot', { snapshot_id: snapshotId })).data).toMatchObject({ status: 'error', status_reason: expect.stringMatching(/could not record it/) });
       rmSync(filler);
       expect((await server.call('delete_snapshot', { snapshot_id: snapshotId })).data).toEqual({ snapshot_id: snapshotId, deleted: true });

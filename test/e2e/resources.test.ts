@@ -49,12 +49,7 @@ function dumpNow(): any[] {
 describe('MCP resources', () => {
   it('declares the four resource templates', async () => {
     const { resourceTemplates } = await server.client.listResourceTemplates();
-    expect(resourceTemplates.map((t) => t.uriTemplate)).toEqual([
-      'cinderlib://backends/{id}',
-      'cinderlib://volumes/{id}',
-      'cinderlib://snapshots/{id}',
-      'cinderlib://connections/{id}',
-    ]);
+    expect(resourceTemplates.map((t) => t.uriTemplate)).toEqual(['cinderlib://backends/{id}', 'cinderlib://volumes/{id}', 'cinderlib://snapshots/{id}', 'cinderlib://connections/{id}']);
     for (const template of resourceTemplates) expect(template.mimeType).toBe('application/json');
   });
 
@@ -84,7 +79,7 @@ describe('MCP resources', () => {
     const read = async (uri: string) => {
       const { contents } = await server.client.readResource({ uri });
       expect(contents).toHaveLength(1);
-      expect(contents[0]!.mimeType).toBe('application/json');
+      expect(contents[0].mimeType).toBe('application/json');
       return JSON.parse(String((contents[0] as { text?: string }).text));
     };
     const connectedEntry = dumped[0].volumes[0];
@@ -103,7 +98,14 @@ describe('MCP resources', () => {
   });
 
   it('answers an unknown resource with -32002, resource not found', async () => {
-    for (const uri of ['cinderlib://volumes/00000000-0000-4000-8000-000000000000', 'cinderlib://backends/ceph', 'cinderlib://pools/x', 'file:///etc/passwd', 'cinderlib://volumes/%E0%A4%A', `cinderlib://backends/${'x'.repeat(100_000)}`]) {
+    for (const uri of [
+      'cinderlib://volumes/00000000-0000-4000-8000-000000000000',
+      'cinderlib://backends/ceph',
+      'cinderlib://pools/x',
+      'file:///etc/passwd',
+      'cinderlib://volumes/%E0%A4%A',
+      `cinderlib://backends/${'x'.repeat(100_000)}`,
+    ]) {
       const failure = await server.client.readResource({ uri }).catch((error: unknown) => error);
       expect(failure, uri).toBeInstanceOf(McpError);
       expect((failure as McpError).code, uri).toBe(-32002);

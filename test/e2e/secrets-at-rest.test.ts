@@ -9,7 +9,7 @@ import { startMcpServer } from '../helpers/server.js';
  * the file driver's images and folder likewise.
  */
 describe('secrets at rest', () => {
-  it('the embedded default\'s metadata store, its WAL files and its locks are private to the server\'s user', async () => {
+  it("the embedded default's metadata store, its WAL files and its locks are private to the server's user", async () => {
     const server = await startMcpServer(null);
     const dataDir = join(server.workDir, 'data', 'cinderlib-mcp');
     try {

@@ -55,7 +55,12 @@ function writeConfig(name: string): string {
 }
 
 function cli(...args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const result = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', cwd: REPO_ROOT, env: { ...process.env, XDG_DATA_HOME: join(root, 'xdg') }, maxBuffer: 256 * 1024 * 1024 });
+  const result = spawnSync(process.execPath, [BIN, ...args], {
+    encoding: 'utf8',
+    cwd: REPO_ROOT,
+    env: { ...process.env, XDG_DATA_HOME: join(root, 'xdg') },
+    maxBuffer: 256 * 1024 * 1024,
+  });
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
@@ -86,7 +91,15 @@ describe('cinderlib-mcp load and dump', () => {
       const volumes = (await server.call('list_volumes', { backend: 'lvm' })).data.volumes;
       expect(volumes).toEqual([
         expect.objectContaining({ id: '5b7c9a6e-2f1d-4c3b-9a8e-1d2c3b4a5f60', name: 'disk', size: 1, status: 'in-use', pool_name: 'lvm', created_at: '2023-09-14T10:21:33.123456Z' }),
-        expect.objectContaining({ id: '9d0e1f2a-3b4c-4d5e-8f6a-7b8c9d0e1f2a', name: '', description: 'restored copy', size: 2, status: 'available', bootable: true, snapshot_id: '7e8f9a0b-1c2d-4e3f-a4b5-c6d7e8f9a0b1' }),
+        expect.objectContaining({
+          id: '9d0e1f2a-3b4c-4d5e-8f6a-7b8c9d0e1f2a',
+          name: '',
+          description: 'restored copy',
+          size: 2,
+          status: 'available',
+          bootable: true,
+          snapshot_id: '7e8f9a0b-1c2d-4e3f-a4b5-c6d7e8f9a0b1',
+        }),
       ]);
       const snapshot = (await server.call('get_snapshot', { snapshot_id: '7e8f9a0b-1c2d-4e3f-a4b5-c6d7e8f9a0b1' })).data;
       expect(snapshot).toMatchObject({ volume_id: '5b7c9a6e-2f1d-4c3b-9a8e-1d2c3b4a5f60', name: 'before-upgrade', volume_size: 1, status: 'available', backend: 'lvm' });
@@ -161,14 +174,43 @@ describe('cinderlib-mcp load and dump', () => {
     const store = new SqliteVolumeStore(join(root, 'ours.sqlite'));
     const now = new Date().toISOString();
     await store.insert({
-      id: '11111111-2222-4333-8444-555555555555', backend: 'lvm', name: 'broken', description: '', size: 3, status: 'error', pool_name: 'lvm', bootable: false,
-      created_at: now, updated_at: now, status_reason: 'create failed: no such volume group', provider_location: null, provider_auth: 'CHAP userNameOf20Chars pass16CharsLong', failed_operation: 'create',
+      id: '11111111-2222-4333-8444-555555555555',
+      backend: 'lvm',
+      name: 'broken',
+      description: '',
+      size: 3,
+      status: 'error',
+      pool_name: 'lvm',
+      bootable: false,
+      created_at: now,
+      updated_at: now,
+      status_reason: 'create failed: no such volume group',
+      provider_location: null,
+      provider_auth: 'CHAP userNameOf20Chars pass16CharsLong',
+      failed_operation: 'create',
     });
     await store.insertConnection({
-      id: '66666666-7777-4888-8999-aaaaaaaaaaaa', volume_id: '11111111-2222-4333-8444-555555555555', backend: 'lvm', status: 'attached', attach_mode: 'rw',
+      id: '66666666-7777-4888-8999-aaaaaaaaaaaa',
+      volume_id: '11111111-2222-4333-8444-555555555555',
+      backend: 'lvm',
+      status: 'attached',
+      attach_mode: 'rw',
       connector: { host: 'h', initiator: 'iqn.1994-05.com.example:h' },
-      connection_info: { driver_volume_type: 'iscsi', data: { target_iqn: 'iqn.2010-10.org.openstack:volume-1', target_portal: '127.0.0.1:3260', target_lun: 1, auth_method: 'CHAP', auth_username: 'userNameOf20Chars', auth_password: 'pass16CharsLong' } },
-      device: null, created_at: now, updated_at: now, status_reason: null,
+      connection_info: {
+        driver_volume_type: 'iscsi',
+        data: {
+          target_iqn: 'iqn.2010-10.org.openstack:volume-1',
+          target_portal: '127.0.0.1:3260',
+          target_lun: 1,
+          auth_method: 'CHAP',
+          auth_username: 'userNameOf20Chars',
+          auth_password: 'pass16CharsLong',
+        },
+      },
+      device: null,
+      created_at: now,
+      updated_at: now,
+      status_reason: null,
     });
     await store.close();
 
@@ -203,15 +245,27 @@ describe('cinderlib-mcp load and dump', () => {
     };
     const cases: Array<[string, unknown, RegExp]> = [
       ['not-json.json', '{"class": "Backend", ', /is not JSON/],
-      ['unknown-backend.json', structuredClone(PYTHON_DUMP).map((b: any) => ({ ...b, backend: { volume_backend_name: 'ceph' } })), /backend "ceph" is not in this server's config \(its backends: lvm, files\)/],
+      [
+        'unknown-backend.json',
+        structuredClone(PYTHON_DUMP).map((b: any) => ({ ...b, backend: { volume_backend_name: 'ceph' } })),
+        /backend "ceph" is not in this server's config \(its backends: lvm, files\)/,
+      ],
       ['bad-size.json', withVolume((v) => (dataOf(v).size = 'big')), /\[0\]\.volumes\[0\]\.ovo\.versioned_object\.data\.size: size must be a whole number of GiB/],
       ['bad-id.json', withVolume((v) => (dataOf(v).id = '../../etc/passwd')), /data\.id: id must be a UUID/],
       ['duplicate.json', [...structuredClone(PYTHON_DUMP), ...structuredClone(PYTHON_DUMP)], /^.*ALREADY_EXISTS: .*volume 5b7c9a6e-2f1d-4c3b-9a8e-1d2c3b4a5f60 appears twice/],
       ['wrong-class.json', withVolume((v) => (v.class = 'Backup')), /class must be "Volume"/],
-      ['foreign-snapshot.json', withVolume((v) => (dataOf(v).snapshots['versioned_object.data'].objects[0]['versioned_object.data'].volume_id = '9d0e1f2a-3b4c-4d5e-8f6a-7b8c9d0e1f2a')), /not of the volume it is nested in/],
+      [
+        'foreign-snapshot.json',
+        withVolume((v) => (dataOf(v).snapshots['versioned_object.data'].objects[0]['versioned_object.data'].volume_id = '9d0e1f2a-3b4c-4d5e-8f6a-7b8c9d0e1f2a')),
+        /not of the volume it is nested in/,
+      ],
       ['proto.json', '[{"class":"Backend","backend":{"volume_backend_name":"lvm"},"volumes":[],"__proto__":{"polluted":true}}]', /the key "__proto__" is not a field/],
       ['deep.json', `${'['.repeat(100_000)}${']'.repeat(100_000)}`, /nested deeper than 64 levels/],
-      ['no-connection-info.json', withVolume((v) => (dataOf(v).volume_attachment['versioned_object.data'].objects[0]['versioned_object.data'].connection_info = null)), /connection_info must be cinderlib's \{conn, connector, device\?\}/],
+      [
+        'no-connection-info.json',
+        withVolume((v) => (dataOf(v).volume_attachment['versioned_object.data'].objects[0]['versioned_object.data'].connection_info = null)),
+        /connection_info must be cinderlib's \{conn, connector, device\?\}/,
+      ],
     ];
     for (const [name, content, expected] of cases) {
       const result = cli('load', writeDumpFile(name, content), '--config', config);

@@ -24,7 +24,7 @@ const POOL_GB = 20;
 
 const data = (answer: RawAnswer) => {
   if (answer.result?.isError) throw new Error(toolText(answer));
-  return answer.result!.structuredContent as any;
+  return answer.result!.structuredContent;
 };
 
 if (missing && !inCi) {
@@ -90,9 +90,7 @@ if (missing && !inCi) {
 
     it('never overbooks a pool from two servers creating at once', async () => {
       const [a, b] = [await start('server-a'), await start('server-b')];
-      const answers = await Promise.all(
-        Array.from({ length: 16 }, (_, i) => (i % 2 ? a : b).call('create_volume', { backend: 'xtremio', size: 2, name: `race-${i}` }, 60_000)),
-      );
+      const answers = await Promise.all(Array.from({ length: 16 }, (_, i) => (i % 2 ? a : b).call('create_volume', { backend: 'xtremio', size: 2, name: `race-${i}` }, 60_000)));
       const made = answers.filter((answer) => !answer.result?.isError);
       const refused = answers.filter((answer) => answer.result?.isError);
       expect(made.length).toBe(POOL_GB / 2);
@@ -106,7 +104,7 @@ if (missing && !inCi) {
     });
 
     it('runs one operation per volume across servers', async () => {
-      const [a, b] = [servers[0]!, servers[1]!];
+      const [a, b] = [servers[0], servers[1]];
       const volume = data(await a.call('create_volume', { backend: 'xtremio', size: 1 }));
       xms.slowDown({ method: 'PUT', pathIncludes: '/volumes', ms: 1_500 });
       const extend = a.call('extend_volume', { volume_id: volume.id, new_size: 2 }, 30_000);
@@ -122,8 +120,8 @@ if (missing && !inCi) {
       expect([...xms.volumes.values()].filter((v) => v.name === volume.id)).toEqual([]);
     });
 
-    it('recovers a killed server\'s operation when its lease lapses, and leaves a live server\'s alone', async () => {
-      const [a, b] = [servers[0]!, servers[1]!];
+    it("recovers a killed server's operation when its lease lapses, and leaves a live server's alone", async () => {
+      const [a, b] = [servers[0], servers[1]];
       xms.slowDown({ method: 'POST', pathIncludes: '/volumes', ms: 4_000 });
       const seen = xms.requests.length;
       a.callTool('create_volume', { backend: 'xtremio', size: 1, name: 'orphaned' });
@@ -176,7 +174,7 @@ if (missing && !inCi) {
       through.port = String(link.port);
       const token = 'healthz-token-5f2a9c';
       const configPath = configFor('server-http', through.toString(), { global: { http_tokens: [{ name: 'ops', token }] } });
-      const server = await startHttpServerProcess(configPath, { ...process.env, XDG_DATA_HOME: join(root, 'server-http'), CINDERLIB_MCP_LOG_LEVEL: 'info' } as Record<string, string>);
+      const server = await startHttpServerProcess(configPath, { ...process.env, XDG_DATA_HOME: join(root, 'server-http'), CINDERLIB_MCP_LOG_LEVEL: 'info' });
       try {
         const health = async (bearer?: string) => {
           const response = await fetch(`${server.base}/healthz`, bearer ? { headers: { Authorization: `Bearer ${bearer}` } } : {});
@@ -217,14 +215,24 @@ if (missing && !inCi) {
       // Asynchronous: the XMS emulator answers from this very process while check runs.
       const check = (storeUrl: string) =>
         new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
-          execFile(process.execPath, [BIN, 'check', '--config', configFor('server-check', storeUrl)], { encoding: 'utf8', cwd: REPO_ROOT, env: { ...process.env, XDG_DATA_HOME: join(root, 'check') } }, (error, stdout, stderr) =>
-            resolve({ status: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+          execFile(
+            process.execPath,
+            [BIN, 'check', '--config', configFor('server-check', storeUrl)],
+            { encoding: 'utf8', cwd: REPO_ROOT, env: { ...process.env, XDG_DATA_HOME: join(root, 'check') } },
+            (error, stdout, stderr) => resolve({ status: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
           );
         });
       const up = await check(fresh);
       expect(up.stdout).toMatch(/^store\tPostgreSQL \S+ on 127\.0\.0\.1:\d+\treachable$/m);
       expect(up.status, up.stdout + up.stderr).toBe(0);
-      const tables = spawnSync(process.execPath, ['-e', `const pg=require('pg');const c=new pg.Client(${JSON.stringify(fresh)});c.connect().then(()=>c.query("select count(*) from information_schema.tables where table_schema='public'")).then(r=>{console.log(r.rows[0].count);return c.end()})`], { encoding: 'utf8', cwd: REPO_ROOT });
+      const tables = spawnSync(
+        process.execPath,
+        [
+          '-e',
+          `const pg=require('pg');const c=new pg.Client(${JSON.stringify(fresh)});c.connect().then(()=>c.query("select count(*) from information_schema.tables where table_schema='public'")).then(r=>{console.log(r.rows[0].count);return c.end()})`,
+        ],
+        { encoding: 'utf8', cwd: REPO_ROOT },
+      );
       expect(tables.stdout.trim()).toBe('0');
       const down = await check(pg.urlWith(fresh, { port: 1 }));
       expect(down.status).toBe(1);
@@ -235,7 +243,9 @@ if (missing && !inCi) {
     it('completes 100 concurrent creates on one server (no operation waits for a second database connection while holding one)', async () => {
       const big = await new XmsEmulator({ password: PASSWORD, physicalGb: 500, usedGb: 0 }).start();
       try {
-        const server = await start('server-burst', await pg.createDatabase('burst'), { backends: [big.cinderBackend('big', { max_over_subscription_ratio: 1, reserved_percentage: 0 })] });
+        const server = await start('server-burst', await pg.createDatabase('burst'), {
+          backends: [big.cinderBackend('big', { max_over_subscription_ratio: 1, reserved_percentage: 0 })],
+        });
         data(await server.call('get_stats', { backend: 'big' }, 30_000));
         const started = Date.now();
         const answers = await Promise.all(Array.from({ length: 100 }, (_, i) => server.call('create_volume', { backend: 'big', size: 1, name: `burst-${i}` }, 120_000)));
@@ -261,11 +271,15 @@ if (missing && !inCi) {
       for (const [key, value] of Object.entries(process.env)) if (value !== undefined && !key.startsWith('CINDERLIB_MCP_')) env[key] = value;
       Object.assign(env, { XDG_DATA_HOME: join(root, host), CINDERLIB_MCP_LOG_LEVEL: 'warn' });
       // perl forks the server and never reaps it: once killed, the server stays a zombie while perl lives.
-      const parent: ChildProcess = spawn('perl', ['-e', 'my $pid = fork(); die "fork: $!" unless defined $pid; if ($pid == 0) { exec(@ARGV) or exit 127 } sleep 600;', process.execPath, SERVER_BIN, '--config', config], {
-        cwd: REPO_ROOT,
-        env,
-        stdio: ['pipe', 'ignore', 'ignore'], // stdin stays open: the stdio server serves until it ends
-      });
+      const parent: ChildProcess = spawn(
+        'perl',
+        ['-e', 'my $pid = fork(); die "fork: $!" unless defined $pid; if ($pid == 0) { exec(@ARGV) or exit 127 } sleep 600;', process.execPath, SERVER_BIN, '--config', config],
+        {
+          cwd: REPO_ROOT,
+          env,
+          stdio: ['pipe', 'ignore', 'ignore'], // stdin stays open: the stdio server serves until it ends
+        },
+      );
       // The server opens its store once a client has initialized (its cold start answers first).
       const initialize = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'zombie-test', version: '1' } } };
       parent.stdin!.write(`${JSON.stringify(initialize)}\n${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' })}\n`);
@@ -312,7 +326,10 @@ if (missing && !inCi) {
       const seen = xms.requests.length;
       const id = server.callTool('create_volume', { backend: 'xtremio', source_volume_id: source.id, size: 2, name: 'dropped-clone' });
       await server.until(() => xms.requests.slice(seen).some((line) => line.startsWith('POST ') && line.includes('/snapshots')), 20_000, 'the clone reaching the array');
-      const terminated = await sql(own, "SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'cinderlib-mcp locks'");
+      const terminated = await sql(
+        own,
+        "SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'cinderlib-mcp locks'",
+      );
       expect(terminated).toEqual([{ done: true }]);
       const answer = await server.answer(id, 30_000);
       expect(toolText(answer)).toMatch(/^BACKEND_UNAVAILABLE: .*was lost .*stopped before its next array call.*kept in status "error"/);
@@ -336,11 +353,14 @@ if (missing && !inCi) {
     });
 
     it('shares the audit log between servers', async () => {
-      const b = servers[1]!;
+      const b = servers[1];
       data(await b.call('create_volume', { backend: 'xtremio', size: 1, name: 'audited' }));
       const audit = spawnSync(process.execPath, [BIN, 'audit', '--config', configFor('server-b')], { encoding: 'utf8', cwd: REPO_ROOT });
       expect(audit.status, audit.stderr).toBe(0);
-      const records = audit.stdout.trim().split('\n').map((line) => JSON.parse(line));
+      const records = audit.stdout
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line));
       const servedBy = new Set(records.map((record) => record.server));
       expect(servedBy).toEqual(new Set(['server-a', 'server-b']));
     });

@@ -101,7 +101,10 @@ describe('load refuses what this server would never have written', () => {
   });
 
   it('a provider_location with control characters', () => {
-    const loaded = loadInto('location', tampered((volume) => (volume.provider_location = 'x\n<target evil>')));
+    const loaded = loadInto(
+      'location',
+      tampered((volume) => (volume.provider_location = 'x\n<target evil>')),
+    );
     expect(loaded.code).toBe(1);
     expect(loaded.stderr).toMatch(/provider_location must be printable ASCII/);
     expect(storedVolumes(loaded.config)).toBe(0);
@@ -112,7 +115,15 @@ describe('load refuses what this server would never have written', () => {
       volume.status = 'in-use';
       volume.volume_attachment = attachmentList(volume.id, '3f1c2b4a-5d6e-4f70-8a9b-0c1d2e3f4a5b', connector, { driver_volume_type: 'iscsi', data }, device);
     });
-  const iscsiData = { target_discovered: false, target_iqn: 'iqn.2010-10.org.openstack:volume-x', target_portal: '127.0.0.1:3260', target_lun: 1, auth_method: 'CHAP', auth_username: 'u', auth_password: '***' };
+  const iscsiData = {
+    target_discovered: false,
+    target_iqn: 'iqn.2010-10.org.openstack:volume-x',
+    target_portal: '127.0.0.1:3260',
+    target_lun: 1,
+    auth_method: 'CHAP',
+    auth_username: 'u',
+    auth_password: '***',
+  };
 
   it('a connector whose initiator holds a quote, and accepts the same dump with a real IQN', () => {
     const bad = loadInto('quote', withAttachment({ host: 'h', initiator: 'iqn.1994-05.com.example:h"; rm -rf /' }, iscsiData));
@@ -149,7 +160,7 @@ const asRoot = process.getuid?.() === 0;
 const needsRoot = !asRoot && process.env.CI !== 'true';
 
 describe.skipIf(needsRoot)('detach_volume of a loaded attachment (root: loop devices)', () => {
-  it('releases no loop device but its own volume\'s, whatever device and file the dump names', async () => {
+  it("releases no loop device but its own volume's, whatever device and file the dump names", async () => {
     expect(asRoot, 'this test needs root to attach loop devices').toBe(true);
     const foreign = join(root, 'someone-elses.img');
     execFileSync('truncate', ['-s', '16M', foreign]);
@@ -166,7 +177,13 @@ describe.skipIf(needsRoot)('detach_volume of a loaded attachment (root: loop dev
       const volume = dataOf(dump[0].volumes[0]);
       volume.status = 'in-use';
       const here = { host: hostname() };
-      volume.volume_attachment = attachmentList(volume.id, '6a5b4c3d-2e1f-4a0b-9c8d-7e6f5a4b3c2d', here, { driver_volume_type: 'local', data: { device_path: foreign, volume_id: volume.id } }, { type: 'block', path: foreignLoop });
+      volume.volume_attachment = attachmentList(
+        volume.id,
+        '6a5b4c3d-2e1f-4a0b-9c8d-7e6f5a4b3c2d',
+        here,
+        { driver_volume_type: 'local', data: { device_path: foreign, volume_id: volume.id } },
+        { type: 'block', path: foreignLoop },
+      );
       const loaded = loadInto('attached-restore', dump, join(root, 'attached-files'));
       expect(loaded.code, loaded.stderr).toBe(0);
       const server = await startMcpServer(null, { args: ['--config', loaded.config], workDir: mkdtempSync(join(root, 'server-')) });

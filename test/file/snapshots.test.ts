@@ -37,7 +37,11 @@ async function makeDriver(): Promise<{ driver: VolumeDriver; dir: string }> {
   const secrets = new SecretRegistry();
   const definition = await findDriver('file')!.load();
   const { options } = validateDriverOptions('files', definition, { volume_backend_name: 'files', volume_driver: 'file', volumes_dir: dir }, secrets);
-  const driver = definition.create(options, { backendName: 'files', log: createLogger('test'), secrets, dataDir: root, rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') }, 'file');
+  const driver = definition.create(
+    options,
+    { backendName: 'files', log: createLogger('test'), secrets, dataDir: root, rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') },
+    'file',
+  );
   await driver.setup();
   open_drivers.push(driver);
   return { driver, dir };
@@ -89,7 +93,7 @@ function expectSparse(path: string): void {
 
 async function pool(driver: VolumeDriver, recount = false) {
   const stats = await driver.getStats({ recount });
-  const first = stats.pools[0]!;
+  const first = stats.pools[0];
   return { provisioned: first.provisioned_capacity_gb, volumes: first.total_volumes };
 }
 
@@ -137,7 +141,7 @@ describe('file driver: snapshots, clones and volumes from snapshots', () => {
     // Progress: bytes, never going back, ending at the total.
     expect(progress.length).toBeGreaterThan(0);
     for (const [, total] of progress) expect(total).toBe(GIB);
-    for (let i = 1; i < progress.length; i++) expect(progress[i]![0]).toBeGreaterThanOrEqual(progress[i - 1]![0]);
+    for (let i = 1; i < progress.length; i++) expect(progress[i][0]).toBeGreaterThanOrEqual(progress[i - 1][0]);
     expect(progress.at(-1)).toEqual([GIB, GIB]);
 
     // The new volume is independent of the snapshot too.
@@ -161,7 +165,7 @@ describe('file driver: snapshots, clones and volumes from snapshots', () => {
     await expectBytes(clonePath, 7);
     await expectBytes(sourcePath, 50);
     expectSparse(clonePath);
-    for (let i = 1; i < progress.length; i++) expect(progress[i]![0]).toBeGreaterThanOrEqual(progress[i - 1]![0]);
+    for (let i = 1; i < progress.length; i++) expect(progress[i][0]).toBeGreaterThanOrEqual(progress[i - 1][0]);
     expect(progress.at(-1)).toEqual([GIB, GIB]);
   });
 
@@ -234,7 +238,7 @@ describe('file driver: snapshots, clones and volumes from snapshots', () => {
     expect(refused.code).toBe('ALREADY_EXISTS');
     expect(refused.message).toContain('files');
     expect(refused.message).toContain(clonePath);
-    expect((await readFile(clonePath, 'utf8'))).toBe('not ours');
+    expect(await readFile(clonePath, 'utf8')).toBe('not ours');
     await expectBytes(sourcePath, 3);
     expect(readdirSync(dir).sort()).toEqual([...before, `volume-${clone.id}`].sort());
 
@@ -253,9 +257,14 @@ describe('file driver: snapshots, clones and volumes from snapshots', () => {
     const before = readdirSync(dir).sort();
     const clone = volumeRequest();
     // The progress callback throws once the copy is under way: the copy stops there.
-    const failure = await driver.clones!.createClonedVolume(clone, source, (done) => {
-      if (done > 0) throw new Error('interrupted');
-    }).then(() => undefined, (error: unknown) => error);
+    const failure = await driver
+      .clones!.createClonedVolume(clone, source, (done) => {
+        if (done > 0) throw new Error('interrupted');
+      })
+      .then(
+        () => undefined,
+        (error: unknown) => error,
+      );
     expect(failure).toBeInstanceOf(Error);
     expect(existsSync(join(dir, `volume-${clone.id}`))).toBe(false);
     expect(readdirSync(dir).sort()).toEqual(before);

@@ -18,7 +18,7 @@ export async function startHttpServerProcess(configPath: string, env: Record<str
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start in 30 s; stderr:\n${stderr}`)), 30_000);
@@ -26,11 +26,11 @@ export async function startHttpServerProcess(configPath: string, env: Record<str
       const match = /serving MCP over HTTP at (http:\/\/\S+\/mcp)/.exec(stderr);
       if (match) {
         clearTimeout(timer);
-        child.stderr!.off('data', look);
-        resolve(match[1]!);
+        child.stderr.off('data', look);
+        resolve(match[1]);
       }
     };
-    child.stderr!.on('data', look);
+    child.stderr.on('data', look);
     void exited.then((code) => {
       clearTimeout(timer);
       reject(new Error(`server exited with ${code} before serving; stderr:\n${stderr}`));
@@ -48,4 +48,3 @@ export async function startHttpServerProcess(configPath: string, env: Record<str
   };
   return server;
 }
-

@@ -17,10 +17,7 @@ export interface RawAnswer {
 }
 
 /** A file-driver config (JSON) for `volumesDir`, with memory persistence or the SQLite file `sqlitePath`. */
-export function writeFileDriverConfig(
-  configPath: string,
-  options: { volumesDir: string; sqlitePath?: string; backend?: string; ratio?: number },
-): string {
+export function writeFileDriverConfig(configPath: string, options: { volumesDir: string; sqlitePath?: string; backend?: string; ratio?: number }): string {
   mkdirSync(dirname(configPath), { recursive: true });
   writeFileSync(
     configPath,
@@ -108,11 +105,7 @@ export class RawMcpServer {
 
   /** The initialize handshake; `id` is the next numeric id unless given (e.g. 'init', to leave numbers to the test). */
   async initialize(timeoutMs = 30_000, id: string | number = this.nextId++): Promise<void> {
-    this.request(
-      'initialize',
-      { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'cinderlib-mcp-raw-tests', version: '1' } },
-      id,
-    );
+    this.request('initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'cinderlib-mcp-raw-tests', version: '1' } }, id);
     const answer = await this.answer(id, timeoutMs);
     if (answer.error) throw new Error(`initialize failed: ${JSON.stringify(answer.error)}`);
     this.writeLine(JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }));
@@ -121,7 +114,7 @@ export class RawMcpServer {
   /** The first answer with this id; rejects after `timeoutMs` or when the server exits without one. */
   async answer(id: string | number | null, timeoutMs = 30_000): Promise<RawAnswer> {
     await this.until(() => this.answers.has(id), timeoutMs, `no answer for id ${JSON.stringify(id)}`);
-    return this.answers.get(id)![0]!;
+    return this.answers.get(id)![0];
   }
 
   /** Calls a tool and waits for its answer. */
@@ -134,9 +127,7 @@ export class RawMcpServer {
     while (!done()) {
       if (Date.now() > deadline || this.exitCode !== undefined) {
         if (done()) return;
-        throw new Error(
-          `${what} (server ${this.exitCode === undefined ? 'running' : `exited ${this.exitCode ?? this.exitSignal}`}); stderr:\n${this.stderr.slice(-2000)}`,
-        );
+        throw new Error(`${what} (server ${this.exitCode === undefined ? 'running' : `exited ${this.exitCode ?? this.exitSignal}`}); stderr:\n${this.stderr.slice(-2000)}`);
       }
       await new Promise<void>((resolve) => {
         this.waiters.push(resolve);

@@ -167,18 +167,21 @@ export function defineBackendScenarios(options: ScenarioOptions): void {
     const expectOutcome = (answer: ToolAnswer, outcome: LifecycleOutcome) => {
       if (outcome === 'works') return expect(answer.isError, answer.text).toBe(false);
       // Or, for a server that is not root, its root helper refusing (sudo -n, contract section 11): how this host says it cannot attach.
-      if (outcome === 'unsupported') return expect(answer.text).toMatch(new RegExp(`^UNSUPPORTED: (backend "${options.backend}": |.*: the root helper \\(root_helper: "[^"]*"\\) may not run )`));
+      if (outcome === 'unsupported')
+        return expect(answer.text).toMatch(new RegExp(`^UNSUPPORTED: (backend "${options.backend}": |.*: the root helper \\(root_helper: "[^"]*"\\) may not run )`));
       expect(answer.text).toMatch(/^(BACKEND_UNAVAILABLE|BACKEND_BUSY|INTERNAL): /); // the driver can; this host cannot
     };
 
     it('walks snapshot, volume from snapshot, clone, cascade delete and the refusals', async () => {
       const { backends } = (await server.call('list_backends')).data;
       const capabilities = backends.find((b: { id: string }) => b.id === options.backend).capabilities;
-      expect(capabilities).toEqual(options.capabilities ?? {
-        snapshots: lifecycle.snapshots !== 'unsupported',
-        clones: lifecycle.clones !== 'unsupported',
-        exports: options.connections.connect !== 'unsupported',
-      });
+      expect(capabilities).toEqual(
+        options.capabilities ?? {
+          snapshots: lifecycle.snapshots !== 'unsupported',
+          clones: lifecycle.clones !== 'unsupported',
+          exports: options.connections.connect !== 'unsupported',
+        },
+      );
       const volume = (await server.call('create_volume', { backend: options.backend, size, name: 'lifecycle source' })).data;
 
       const snapshot = await server.call('create_snapshot', { volume_id: volume.id, name: 'restore point' });

@@ -42,7 +42,7 @@ export async function watchCommandLines(): Promise<CommandLineWatch> {
   const child = spawn(process.execPath, ['-e', WATCHER, out], { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise<void>((resolve, reject) => {
     child.once('error', reject);
-    child.stdout!.once('data', () => resolve());
+    child.stdout.once('data', () => resolve());
   });
   return {
     stop: async () => {

@@ -9,8 +9,16 @@ import { existsSync } from 'node:fs';
  */
 // perl carries the server's requests to tgtd; sudo, runuser and useradd play a server that is not root.
 const BINARIES = [
-  '/usr/sbin/tgtd', '/usr/sbin/tgtadm', '/usr/bin/perl', '/usr/bin/iscsi-ls', '/usr/bin/iscsi-readcapacity16', '/usr/bin/qemu-io', '/usr/sbin/losetup',
-  '/usr/bin/sudo', '/usr/sbin/runuser', '/usr/sbin/useradd',
+  '/usr/sbin/tgtd',
+  '/usr/sbin/tgtadm',
+  '/usr/bin/perl',
+  '/usr/bin/iscsi-ls',
+  '/usr/bin/iscsi-readcapacity16',
+  '/usr/bin/qemu-io',
+  '/usr/sbin/losetup',
+  '/usr/bin/sudo',
+  '/usr/sbin/runuser',
+  '/usr/sbin/useradd',
 ];
 
 export function iscsiPrerequisites(): string | undefined {
@@ -89,7 +97,13 @@ export function readOverIscsi(url: string, offset: number, length: number): Buff
   const bytes: number[] = [];
   for (const line of result.stdout.split('\n')) {
     const match = /^[0-9a-f]{8}:\s+((?:[0-9a-f]{2} ){1,16})/.exec(line);
-    if (match) bytes.push(...match[1]!.trim().split(/\s+/).map((hex) => parseInt(hex, 16)));
+    if (match)
+      bytes.push(
+        ...match[1]
+          .trim()
+          .split(/\s+/)
+          .map((hex) => parseInt(hex, 16)),
+      );
   }
   return Buffer.from(bytes);
 }

@@ -32,8 +32,21 @@ describe('provider_auth parsing', () => {
     expect(parseProviderAuth('CHAP abcDEF234 pqr789XYZ')).toEqual({ username: 'abcDEF234', password: 'pqr789XYZ' });
     expect(isValidProviderAuth('CHAP a!b~c d#e$f')).toBe(true);
     for (const bad of [
-      SMUGGLING_AUTH, 'CHAP user pass extra', 'CHAP user  pass', 'CHAP user\tpass x', 'CHAP user pass\n', ' CHAP user pass', 'chap user pass',
-      'CHAP user', 'CHAP  pass', 'CHAP user p\u00e4ss', 'CHAP us\u0000er pass', '', null, undefined, 42,
+      SMUGGLING_AUTH,
+      'CHAP user pass extra',
+      'CHAP user  pass',
+      'CHAP user\tpass x',
+      'CHAP user pass\n',
+      ' CHAP user pass',
+      'chap user pass',
+      'CHAP user',
+      'CHAP  pass',
+      'CHAP user p\u00e4ss',
+      'CHAP us\u0000er pass',
+      '',
+      null,
+      undefined,
+      42,
     ]) {
       expect(parseProviderAuth(bad), JSON.stringify(bad)).toBeUndefined();
       expect(isValidProviderAuth(bad), JSON.stringify(bad)).toBe(false);
@@ -75,8 +88,14 @@ if (missing && !inCi) {
     const start = () => startMcpServer(config(), { workDir: root, keepWorkDir: true, configFileName: 'config.yaml' });
     const secretOf = (connectionId: string) => {
       const result = spawnSync(process.execPath, [BIN, 'connection-secret', connectionId, '--config', configPath], { encoding: 'utf8', cwd: REPO_ROOT });
-      const lines = Object.fromEntries(result.stdout.trim().split('\n').filter(Boolean).map((line) => line.split(': ') as [string, string]));
-      return { username: lines.auth_username as string, password: lines.auth_password as string };
+      const lines = Object.fromEntries(
+        result.stdout
+          .trim()
+          .split('\n')
+          .filter(Boolean)
+          .map((line) => line.split(': ') as [string, string]),
+      );
+      return { username: lines.auth_username, password: lines.auth_password };
     };
     const targetIqn = (volumeId: string) => `iqn.2010-10.org.openstack:volume-${volumeId}`;
 
@@ -185,7 +204,10 @@ if (missing && !inCi) {
         expect(existsSync(join(root, 'direct-targets')) ? readdirSync(join(root, 'direct-targets')).filter((name) => name.includes(id)) : []).toEqual([]);
       };
       const refusal = async (attempt: Promise<unknown>) => {
-        const error = await attempt.then(() => undefined, (caught: unknown) => caught);
+        const error = await attempt.then(
+          () => undefined,
+          (caught: unknown) => caught,
+        );
         expect(error).toBeInstanceOf(StorageError);
         expect(['INVALID_ARGUMENT', 'INTERNAL']).toContain((error as StorageError).code);
         return (error as StorageError).message;
@@ -240,7 +262,13 @@ if (missing && !inCi) {
         // qemu-io holds a session open while it sleeps.
         const holder = spawn('qemu-io', ['-f', 'raw', '-c', 'sleep 20000', url], { env: chapEnvironment(credentials), stdio: 'ignore' });
         try {
-          const session = () => /I_T nexus: \d+/.test(tgtd.targets().split(/^(?=Target \d+: )/m).find((section) => section.includes(iqn)) ?? '');
+          const session = () =>
+            /I_T nexus: \d+/.test(
+              tgtd
+                .targets()
+                .split(/^(?=Target \d+: )/m)
+                .find((section) => section.includes(iqn)) ?? '',
+            );
           for (let i = 0; i < 100 && !session(); i++) await new Promise((resolve) => setTimeout(resolve, 100));
           expect(session()).toBe(true);
           execFileSync('truncate', ['-s', '128M', join(root, 'direct', `volume-${volume.id}`)]);
@@ -283,7 +311,12 @@ if (missing && !inCi) {
               secrets: new SecretRegistry(),
               log: createLogger('tgt-test'),
             });
-          const refused = await make([]).createExport(volume).then(() => undefined, (caught: unknown) => caught as StorageError);
+          const refused = await make([])
+            .createExport(volume)
+            .then(
+              () => undefined,
+              (caught: unknown) => caught as StorageError,
+            );
           expect(refused?.code).toBe('UNSUPPORTED');
           expect(refused?.message).toMatch(/tgtd on this host answers root only .*root_helper/);
           const exporter = make(['sudo', '-n']);
@@ -324,7 +357,13 @@ if (missing && !inCi) {
       });
 
       it('refuses a backing path with a newline, a comma or a relative part, naming the field, leaving nothing', async () => {
-        for (const path of [`${join(root, 'direct', 'x')}\n\tincominguser evil evilpassword`, `${join(root, 'direct', 'a')},bsoflags=direct`, `${root}/direct/../direct/x`, 'relative/path', `${root}/with space`]) {
+        for (const path of [
+          `${join(root, 'direct', 'x')}\n\tincominguser evil evilpassword`,
+          `${join(root, 'direct', 'a')},bsoflags=direct`,
+          `${root}/direct/../direct/x`,
+          'relative/path',
+          `${root}/with space`,
+        ]) {
           const volume = newVolume();
           const message = await refusal(target({}, path).createExport(volume));
           expect(message).toContain('backing store path');
@@ -342,7 +381,7 @@ if (missing && !inCi) {
         }
       });
 
-      it('refuses bsoflags other than tgt\'s', async () => {
+      it("refuses bsoflags other than tgt's", async () => {
         const volume = newVolume();
         expect(await refusal(target({ backingFlags: 'sync,path=/etc/shadow' }).createExport(volume))).toContain('iscsi_target_flags');
         leftNothing(volume.id);

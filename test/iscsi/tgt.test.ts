@@ -69,7 +69,13 @@ if (missing && !inCi) {
     const start = async () => checkingOutputSchemas(await startMcpServer(config(), { workDir: root, keepWorkDir: true, configFileName: 'config.yaml' }));
     const secretOf = (connectionId: string) => {
       const result = spawnSync(process.execPath, [BIN, 'connection-secret', connectionId, '--config', configPath], { encoding: 'utf8', cwd: REPO_ROOT });
-      const lines = Object.fromEntries(result.stdout.trim().split('\n').filter(Boolean).map((line) => line.split(': ') as [string, string]));
+      const lines = Object.fromEntries(
+        result.stdout
+          .trim()
+          .split('\n')
+          .filter(Boolean)
+          .map((line) => line.split(': ') as [string, string]),
+      );
       return { code: result.status, stdout: result.stdout, stderr: result.stderr, username: lines.auth_username, password: lines.auth_password };
     };
     const imageOf = (volumeId: string) => join(volumesDir(), `volume-${volumeId}`);
@@ -100,7 +106,10 @@ if (missing && !inCi) {
       expect(bad.text).toMatch(/^INVALID_ARGUMENT: .*iSCSI name/);
       const good = await server.call('validate_connector', { backend: 'files', connector: { host: 'host-a', initiator: INITIATOR_A } });
       expect(good.data).toEqual({ backend: 'files', valid: true });
-      const plain = await server.call('connect_volume', { volume_id: (await server.call('create_volume', { backend: 'plain', size: 1 })).data.id, connector: { host: 'host-a', initiator: INITIATOR_A } });
+      const plain = await server.call('connect_volume', {
+        volume_id: (await server.call('create_volume', { backend: 'plain', size: 1 })).data.id,
+        connector: { host: 'host-a', initiator: INITIATOR_A },
+      });
       expect(plain.text).toMatch(/^UNSUPPORTED: .*set target_helper: tgtadm/);
     });
 
@@ -128,7 +137,7 @@ if (missing && !inCi) {
       expect(secret.username).toBe(connection.connection_info.data.auth_username);
       expect(secret.password).toMatch(CHAP_SYMBOLS);
       expect(secret.password).toHaveLength(16);
-      const credentials = { username: secret.username!, password: secret.password! };
+      const credentials = { username: secret.username, password: secret.password };
 
       const url = iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, credentials);
       expect(readCapacity(url)).toEqual({ bytes: GIB });
@@ -151,7 +160,7 @@ if (missing && !inCi) {
       const volume = (await server.call('create_volume', { backend: 'files', size: 1 })).data;
       const connection = (await server.call('connect_volume', { volume_id: volume.id, connector: { host: 'host-a', initiator: INITIATOR_A } })).data;
       const { username, password } = secretOf(connection.id);
-      const url = iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: username!, password: password! });
+      const url = iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: username, password: password });
 
       const known = Buffer.from(Array.from({ length: 512 }, (_, i) => (i * 7 + 3) % 256));
       const image = await open(imageOf(volume.id), 'r+');
@@ -171,7 +180,7 @@ if (missing && !inCi) {
       const volume = (await server.call('create_volume', { backend: 'files', size: 1 })).data;
       const connection = (await server.call('connect_volume', { volume_id: volume.id, connector: { host: 'host-a', initiator: INITIATOR_A } })).data;
       const { username, password } = secretOf(connection.id);
-      const url = iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: username!, password: password! });
+      const url = iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: username, password: password });
       const extended = await server.call('extend_volume', { volume_id: volume.id, new_size: 3 });
       expect(extended.isError, extended.text).toBe(false);
       expect(extended.data).toMatchObject({ size: 3, status: 'in-use' });
@@ -191,7 +200,7 @@ if (missing && !inCi) {
       expect(secretOf(second.id).password).toBe(secretOf(first.id).password);
 
       const { username, password } = secretOf(first.id);
-      const url = iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: username!, password: password! });
+      const url = iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: username, password: password });
       expect((await server.call('disconnect_volume', { connection_id: first.id })).data).toEqual({ connection_id: first.id, disconnected: true });
       // The other host still reaches the volume.
       expect(readCapacity(url)).toEqual({ bytes: GIB });
@@ -214,14 +223,14 @@ if (missing && !inCi) {
       const listed = (await server.call('list_connections', { volume_id: volume.id })).data.connections;
       expect(listed.map((c: { id: string }) => c.id)).toEqual([connection.id]);
       const { username, password } = secretOf(connection.id);
-      expect(readCapacity(iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: username!, password: password! }))).toEqual({ bytes: GIB });
+      expect(readCapacity(iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: username, password: password }))).toEqual({ bytes: GIB });
       // A retried connect with the same request_id answers the same connection.
       const retried = await server.call('connect_volume', { volume_id: volume.id, connector: { host: 'host-a', initiator: INITIATOR_A }, request_id: 'restart-1' });
       expect(retried.data.id).toBe(connection.id);
       await server.call('disconnect_volume', { connection_id: connection.id });
     });
 
-    it('a volume restored from a dump keeps its live target\'s CHAP credentials; connection-secret says the loaded one\'s are not known', async () => {
+    it("a volume restored from a dump keeps its live target's CHAP credentials; connection-secret says the loaded one's are not known", async () => {
       // Its own store, images and target configs; the restore goes into a second store on the same folders.
       const restoreConfig = (store: string) => {
         const path = join(root, `restore-${store}.yaml`);
@@ -237,7 +246,13 @@ if (missing && !inCi) {
       const cli = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', cwd: REPO_ROOT });
       const secretIn = (config: string, connectionId: string) => {
         const result = cli('connection-secret', connectionId, '--config', config);
-        const lines = Object.fromEntries(result.stdout.trim().split('\n').filter(Boolean).map((line) => line.split(': ') as [string, string]));
+        const lines = Object.fromEntries(
+          result.stdout
+            .trim()
+            .split('\n')
+            .filter(Boolean)
+            .map((line) => line.split(': ') as [string, string]),
+        );
         return { code: result.status, stderr: result.stderr, username: lines.auth_username, password: lines.auth_password };
       };
       const before = restoreConfig('before');
@@ -267,7 +282,7 @@ if (missing && !inCi) {
         const kept = secretIn(after, another.data.id);
         expect([kept.username, kept.password]).toEqual([credentials.username, credentials.password]);
         // The host connected before the restore still logs in with what it had.
-        expect(readCapacity(iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: credentials.username!, password: credentials.password! }))).toEqual({ bytes: GIB });
+        expect(readCapacity(iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: credentials.username, password: credentials.password }))).toEqual({ bytes: GIB });
         for (const connection of [original.id, another.data.id]) expect((await restored.call('disconnect_volume', { connection_id: connection })).isError).toBe(false);
         expect((await restored.call('delete_volume', { volume_id: volume.id })).isError).toBe(false);
       } finally {
@@ -298,7 +313,7 @@ if (missing && !inCi) {
       expect(readdirSync(targetsDir()).filter((name) => name.endsWith('.tmp'))).toEqual([]);
     });
 
-    it('attaches a volume on the server\'s host as a loop device that dd reads and writes, follows an extend, and detaches leaving nothing', async () => {
+    it("attaches a volume on the server's host as a loop device that dd reads and writes, follows an extend, and detaches leaving nothing", async () => {
       const volume = (await server.call('create_volume', { backend: 'files', size: 1 })).data;
       const attached = await server.call('attach_volume', { volume_id: volume.id });
       expect(attached.isError, attached.text).toBe(false);
@@ -331,7 +346,10 @@ if (missing && !inCi) {
       await server.call('validate_connector', { backend: 'files', connector });
       const connection = (await server.call('connect_volume', { volume_id: volume.id, connector })).data;
       const attached = (await server.call('attach_volume', { volume_id: volume.id })).data;
-      expect((await server.call('list_connections', { backend: 'files', volume_id: volume.id })).data.connections.map((c: { id: string }) => c.id)).toEqual([connection.id, attached.id]);
+      expect((await server.call('list_connections', { backend: 'files', volume_id: volume.id })).data.connections.map((c: { id: string }) => c.id)).toEqual([
+        connection.id,
+        attached.id,
+      ]);
       await server.call('detach_volume', { connection_id: attached.id });
       await server.call('disconnect_volume', { connection_id: connection.id });
       for (const tool of ['validate_connector', 'connect_volume', 'list_connections', 'disconnect_volume', 'attach_volume', 'detach_volume']) {

@@ -30,13 +30,21 @@ const CASES: [string, TgtRequest, string[]][] = [
   ['unbind ALL', tgtdRequests.bindAddress(7, 'ALL', false), ['--lld', 'iscsi', '--op', 'unbind', '--mode', 'target', '--tid', '7', '--initiator-address', 'ALL']],
   ['close connection', tgtdRequests.closeConnection(7, 3n, 1), ['--lld', 'iscsi', '--op', 'delete', '--mode', 'conn', '--tid', '7', '--sid', '3', '--cid', '1']],
   ['new LUN', tgtdRequests.newUnit(7, 1, PATH, ''), ['--lld', 'iscsi', '--op', 'new', '--mode', 'logicalunit', '--tid', '7', '--lun', '1', '--backing-store', PATH]],
-  ['new LUN with bsoflags', tgtdRequests.newUnit(7, 1, PATH, 'sync:direct'), ['--lld', 'iscsi', '--op', 'new', '--mode', 'logicalunit', '--tid', '7', '--lun', '1', '--backing-store', PATH, '--bsoflags', 'sync:direct']],
+  [
+    'new LUN with bsoflags',
+    tgtdRequests.newUnit(7, 1, PATH, 'sync:direct'),
+    ['--lld', 'iscsi', '--op', 'new', '--mode', 'logicalunit', '--tid', '7', '--lun', '1', '--backing-store', PATH, '--bsoflags', 'sync:direct'],
+  ],
   [
     'LUN serials',
     tgtdRequests.updateUnit(7, 1, { scsi_id: 'volume-0b6e9f5c', scsi_sn: 'volume-0b6e9f5c' }),
     ['--lld', 'iscsi', '--op', 'update', '--mode', 'logicalunit', '--tid', '7', '--lun', '1', '--params', 'scsi_id=volume-0b6e9f5c,scsi_sn=volume-0b6e9f5c'],
   ],
-  ['new account', tgtdRequests.newAccount('Abcdefghij2345678901', 'NotASecret234567'), ['--lld', 'iscsi', '--mode', 'account', '--op', 'new', '--user', 'Abcdefghij2345678901', '--password', 'NotASecret234567']],
+  [
+    'new account',
+    tgtdRequests.newAccount('Abcdefghij2345678901', 'NotASecret234567'),
+    ['--lld', 'iscsi', '--mode', 'account', '--op', 'new', '--user', 'Abcdefghij2345678901', '--password', 'NotASecret234567'],
+  ],
   ['delete account', tgtdRequests.deleteAccount('Abcdefghij2345678901'), ['--lld', 'iscsi', '--mode', 'account', '--op', 'delete', '--user', 'Abcdefghij2345678901']],
   ['bind account', tgtdRequests.bindAccount(7, 'Abcdefghij2345678901'), ['--lld', 'iscsi', '--mode', 'account', '--op', 'bind', '--tid', '7', '--user', 'Abcdefghij2345678901']],
 ];
@@ -66,27 +74,42 @@ describe('tgtd replies and relay failures', () => {
       .catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(StorageError);
     expect((error as StorageError).code).toBe('BACKEND_UNAVAILABLE');
-    expect((error as StorageError).message).toMatch(/list the portals tgtd listens on: tgtd is not running on this host \(can't connect .*\); start tgtd \(control port 0\) listening on 127\.0\.0\.1:3260/);
+    expect((error as StorageError).message).toMatch(
+      /list the portals tgtd listens on: tgtd is not running on this host \(can't connect .*\); start tgtd \(control port 0\) listening on 127\.0\.0\.1:3260/,
+    );
   });
 
   it('names the root helper when sudo refuses, and perl when it is missing', async () => {
-    const sudo = await channel({ exitCode: 1, stdout: '', stderr: 'sudo: a password is required\n' }).send([tgtdRequests.showTargets()]).catch((caught: unknown) => caught);
+    const sudo = await channel({ exitCode: 1, stdout: '', stderr: 'sudo: a password is required\n' })
+      .send([tgtdRequests.showTargets()])
+      .catch((caught: unknown) => caught);
     expect((sudo as StorageError).code).toBe('UNSUPPORTED');
     expect((sudo as StorageError).message).toMatch(/root_helper/);
-    const perl = await channel({ exitCode: 127, stdout: '', stderr: 'sh: 1: perl: not found\n' }).send([tgtdRequests.showTargets()]).catch((caught: unknown) => caught);
+    const perl = await channel({ exitCode: 127, stdout: '', stderr: 'sh: 1: perl: not found\n' })
+      .send([tgtdRequests.showTargets()])
+      .catch((caught: unknown) => caught);
     expect((perl as StorageError).message).toMatch(/perl is not installed/);
   });
 
   it('answers the replies up to the first error, which the caller names', async () => {
     const ok = Buffer.from([0, 0, 0, 0, 8, 0, 0, 0]).toString('hex');
     const noUser = Buffer.from([15, 0, 0, 0, 8, 0, 0, 0]).toString('hex');
-    const replies = await channel({ exitCode: 0, stdout: `${ok}\n${noUser}\n`, stderr: '' }).send([tgtdRequests.showTargets(), tgtdRequests.deleteAccount('someone'), tgtdRequests.showTargets()]);
-    expect(replies).toEqual([{ code: 0, output: '' }, { code: 15, output: '' }]);
-    expect(tgtErrorText(replies[1]!.code)).toBe("can't find the account");
+    const replies = await channel({ exitCode: 0, stdout: `${ok}\n${noUser}\n`, stderr: '' }).send([
+      tgtdRequests.showTargets(),
+      tgtdRequests.deleteAccount('someone'),
+      tgtdRequests.showTargets(),
+    ]);
+    expect(replies).toEqual([
+      { code: 0, output: '' },
+      { code: 15, output: '' },
+    ]);
+    expect(tgtErrorText(replies[1].code)).toBe("can't find the account");
   });
 
   it('says tgtd closed the connection unanswered (as it does for a peer that is not root)', async () => {
-    const error = await channel({ exitCode: 0, stdout: '\n', stderr: '' }).send([tgtdRequests.showTargets()]).catch((caught: unknown) => caught);
+    const error = await channel({ exitCode: 0, stdout: '\n', stderr: '' })
+      .send([tgtdRequests.showTargets()])
+      .catch((caught: unknown) => caught);
     expect((error as StorageError).message).toMatch(/list tgtd targets: tgtd on this host closed the connection without a full answer; it answers root only/);
   });
 

@@ -41,13 +41,16 @@ afterAll(async () => {
   rmSync(workDir, { recursive: true, force: true });
 });
 
-async function makeDriver(extra: Record<string, unknown> = {}, host: (driver: () => VolumeDriver) => HostAccess = () => refusingHost('this test attaches nothing')): Promise<VolumeDriver> {
+async function makeDriver(
+  extra: Record<string, unknown> = {},
+  host: (driver: () => VolumeDriver) => HostAccess = () => refusingHost('this test attaches nothing'),
+): Promise<VolumeDriver> {
   const secrets = new SecretRegistry();
   const raw = k2.cinderBackend('k2', extra);
   const { options } = validateDriverOptions('k2', kaminario, raw, secrets);
-  let driver: VolumeDriver | undefined;
-  const context = { backendName: 'k2', log: createLogger('k2-test'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: host(() => driver!) };
-  driver = kaminario.create(options, context, 'cinder.volume.drivers.kaminario.kaminario_iscsi.KaminarioISCSIDriver');
+  // The host reaches the driver lazily: it exists by the time the host is asked for it.
+  const context = { backendName: 'k2', log: createLogger('k2-test'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: host(() => driver) };
+  const driver: VolumeDriver = kaminario.create(options, context, 'cinder.volume.drivers.kaminario.kaminario_iscsi.KaminarioISCSIDriver');
   drivers.push(driver);
   await driver.setup();
   return driver;
@@ -66,7 +69,15 @@ function newVolume(size = 1) {
 let initiatorCounter = 0;
 function connectorFor(host: string, extra: Partial<Connector> = {}): Connector {
   initiatorCounter += 1;
-  return { host, initiator: `iqn.1993-08.org.debian:01:${String(initiatorCounter).padStart(12, 'a')}`, ip: '127.0.0.5', platform: 'x86_64', os_type: 'linux2', multipath: false, ...extra };
+  return {
+    host,
+    initiator: `iqn.1993-08.org.debian:01:${String(initiatorCounter).padStart(12, 'a')}`,
+    ip: '127.0.0.5',
+    platform: 'x86_64',
+    os_type: 'linux2',
+    multipath: false,
+    ...extra,
+  };
 }
 
 const table = (resource: string) => [...k2.objects.get(resource)!.values()];
@@ -89,10 +100,10 @@ describe('Kaminario K2 connections', () => {
     expect(host).toMatchObject({ name: 'compute-a', type: 'Linux' });
     expect(iqnsOfHost(host.id).map((iqn) => iqn.iqn)).toEqual([connector.initiator]);
     const [mapping] = mappingsOfHost(host.id);
-    expect(refOf(mapping!.volume)).toBe(`/volumes/${k2.named('volumes', `cv-${volume.id}`)!.id}`);
+    expect(refOf(mapping.volume)).toBe(`/volumes/${k2.named('volumes', `cv-${volume.id}`)!.id}`);
     expect(info).toEqual({
       driver_volume_type: 'iscsi',
-      data: { target_iqn: k2.targetIqn, target_portal: '127.0.0.20:3260', target_lun: mapping!.lun, target_discovered: true },
+      data: { target_iqn: k2.targetIqn, target_portal: '127.0.0.20:3260', target_lun: mapping.lun, target_discovered: true },
     });
     expect(k2.requests).toContain('GET /api/v2/hosts?name=compute-a');
     expect(k2.requests).toContain('GET /api/v2/system/net_ips');
@@ -120,7 +131,11 @@ describe('Kaminario K2 connections', () => {
 
     const unique = connectorFor('ignored-host-name', { initiator: 'iqn.1993-08.org.debian:01:12aa12aa12aa-extra-long-part' });
     await reversed.exports!.initializeConnection(volume, unique);
-    const expected = [...unique.initiator!].reverse().join('').slice(0, 32).replace(/[^0-9a-zA-Z_-]/g, '_');
+    const expected = [...unique.initiator!]
+      .reverse()
+      .join('')
+      .slice(0, 32)
+      .replace(/[^0-9a-zA-Z_-]/g, '_');
     expect(expected).toBe('trap-gnol-artxe-aa21aa21aa21_10_');
     expect(k2.named('hosts', expected)).toMatchObject({ type: 'Linux' });
     expect(k2.named('hosts', 'ignored-host-name')).toBeUndefined();
@@ -135,13 +150,13 @@ describe('Kaminario K2 connections', () => {
   it('maps two volumes to one host under different LUNs, and a second connect of a volume reuses its mapping', async () => {
     const driver = await makeDriver();
     const [first, second] = [newVolume(), newVolume()];
-    await driver.createVolume(first!);
-    await driver.createVolume(second!);
+    await driver.createVolume(first);
+    await driver.createVolume(second);
     const connector = connectorFor('compute-shared');
 
-    const one = await driver.exports!.initializeConnection(first!, connector);
-    const two = await driver.exports!.initializeConnection(second!, connector);
-    const again = await driver.exports!.initializeConnection(first!, connector);
+    const one = await driver.exports!.initializeConnection(first, connector);
+    const two = await driver.exports!.initializeConnection(second, connector);
+    const again = await driver.exports!.initializeConnection(first, connector);
 
     expect(table('hosts').filter((host) => host.name === 'compute-shared')).toHaveLength(1);
     const host = k2.named('hosts', 'compute-shared')!;
@@ -151,35 +166,35 @@ describe('Kaminario K2 connections', () => {
     expect(again.data.target_lun).toBe(one.data.target_lun);
     expect(again.data.target_iqn).toBe(k2.targetIqn);
 
-    await driver.exports!.terminateConnection(first!, connector, false);
-    await driver.exports!.terminateConnection(second!, connector, false);
-    for (const volume of [first!, second!]) await driver.deleteVolume(volume);
+    await driver.exports!.terminateConnection(first, connector, false);
+    await driver.exports!.terminateConnection(second, connector, false);
+    for (const volume of [first, second]) await driver.deleteVolume(volume);
   });
 
   it('disconnects: the mapping goes, the host (and its IQN) only with its last mapping, and a second disconnect succeeds', async () => {
     const driver = await makeDriver();
     const [first, second] = [newVolume(), newVolume()];
-    await driver.createVolume(first!);
-    await driver.createVolume(second!);
+    await driver.createVolume(first);
+    await driver.createVolume(second);
     const connector = connectorFor('compute-b');
-    await driver.exports!.initializeConnection(first!, connector);
-    await driver.exports!.initializeConnection(second!, connector);
+    await driver.exports!.initializeConnection(first, connector);
+    await driver.exports!.initializeConnection(second, connector);
     const host = k2.named('hosts', 'compute-b')!;
 
-    await driver.exports!.terminateConnection(first!, connector, false);
-    expect(mappingsOfHost(host.id).map((mapping) => refOf(mapping.volume))).toEqual([`/volumes/${k2.named('volumes', `cv-${second!.id}`)!.id}`]);
+    await driver.exports!.terminateConnection(first, connector, false);
+    expect(mappingsOfHost(host.id).map((mapping) => refOf(mapping.volume))).toEqual([`/volumes/${k2.named('volumes', `cv-${second.id}`)!.id}`]);
     expect(k2.named('hosts', 'compute-b')).toBeDefined();
     expect(iqnsOfHost(host.id)).toHaveLength(1);
 
-    await driver.exports!.terminateConnection(second!, connector, false);
+    await driver.exports!.terminateConnection(second, connector, false);
     expect(mappingsOfHost(host.id)).toEqual([]);
     expect(k2.named('hosts', 'compute-b')).toBeUndefined();
     expect(iqnsOfHost(host.id)).toEqual([]);
 
-    await driver.exports!.terminateConnection(second!, connector, false); // already gone: success
-    await driver.exports!.terminateConnection(first!, connector, true);
-    for (const volume of [first!, second!]) await driver.deleteVolume(volume);
-    await driver.exports!.terminateConnection(first!, connector, false); // the volume gone too: still success
+    await driver.exports!.terminateConnection(second, connector, false); // already gone: success
+    await driver.exports!.terminateConnection(first, connector, true);
+    for (const volume of [first, second]) await driver.deleteVolume(volume);
+    await driver.exports!.terminateConnection(first, connector, false); // the volume gone too: still success
   });
 
   it('with disable_discovery and a multipath connector, lists every iSCSI portal (not the WAN one) with the IQN and LUN for each', async () => {
@@ -265,9 +280,6 @@ function fileHost(attached: Attached[], options: { brokenTarget?: boolean } = {}
   });
 }
 
-
-
-
 /** Known bytes at the start and past the first 256 MiB chunk of a 1 GiB volume. */
 const PATTERN_OFFSETS = [0, 700 * MIB];
 
@@ -335,7 +347,7 @@ describe('Kaminario K2 copies through the host', () => {
 
     expect(created).toEqual({ provider_location: `cv-${target.id}` });
     const targetFile = join(workDir, `cv-${target.id}`);
-    PATTERN_OFFSETS.forEach((offset, index) => expect(readAt(targetFile, offset, MIB).equals(pattern[index]!)).toBe(true));
+    PATTERN_OFFSETS.forEach((offset, index) => expect(readAt(targetFile, offset, MIB).equals(pattern[index])).toBe(true));
     expect(attached.map((entry) => [entry.volume.provider_location, entry.detached])).toEqual([
       [`cview-${target.id}`, true],
       [`cv-${target.id}`, true],
@@ -369,7 +381,7 @@ describe('Kaminario K2 copies through the host', () => {
     await driver.clones!.createClonedVolume(clone, source, (done, total) => progress.push([done, total]));
 
     const cloneFile = join(workDir, `cv-${clone.id}`);
-    PATTERN_OFFSETS.forEach((offset, index) => expect(readAt(cloneFile, offset, MIB).equals(pattern[index]!)).toBe(true));
+    PATTERN_OFFSETS.forEach((offset, index) => expect(readAt(cloneFile, offset, MIB).equals(pattern[index])).toBe(true));
     expect(attached.map((entry) => [entry.path, entry.detached])).toEqual([
       [sourceFile, true],
       [cloneFile, true],
@@ -390,7 +402,9 @@ describe('Kaminario K2 copies through the host', () => {
       run: async (argv) => {
         recorded.push([...argv]);
         const probe = argv.includes('count=0');
-        return probe && refused.some((flag) => argv.includes(flag)) ? { exitCode: 1, stdout: '', stderr: 'dd: failed to open: Invalid argument' } : { exitCode: 0, stdout: '', stderr: '' };
+        return probe && refused.some((flag) => argv.includes(flag))
+          ? { exitCode: 1, stdout: '', stderr: 'dd: failed to open: Invalid argument' }
+          : { exitCode: 0, stdout: '', stderr: '' };
       },
     });
     const progress: number[] = [];

@@ -62,9 +62,6 @@ class EmulatedIscsiAttacher implements HostAttacher {
   }
 }
 
-
-
-
 beforeAll(async () => {
   await k2.start();
   dir = mkdtempSync(join(tmpdir(), 'k2-host-copies-'));
@@ -74,16 +71,26 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-describe('K2 copies through the server\'s host (the core\'s host access)', () => {
-  it('makes a volume from a snapshot and a clone holding the source\'s bytes, leaving no mapping, host or attachment behind', async () => {
+describe("K2 copies through the server's host (the core's host access)", () => {
+  it("makes a volume from a snapshot and a clone holding the source's bytes, leaving no mapping, host or attachment behind", async () => {
     const attacher = new EmulatedIscsiAttacher();
     const store = new MemoryVolumeStore();
     const backend = new Backend(
       { name: 'k2', options: k2.cinderBackend('k2') },
       {
-        store, secrets: new SecretRegistry(), log: createLogger('test'), dataDir: dir, rootHelper: '', outputAllBackendInfo: false,
-        volumeLocks: new KeyedMutex(), capacity: new CapacityLedger(), serverId: 'host-copies', leaseMs: 30_000, serving: true,
-        attachers: { iscsi: attacher }, ownConnector: async () => THIS_HOST,
+        store,
+        secrets: new SecretRegistry(),
+        log: createLogger('test'),
+        dataDir: dir,
+        rootHelper: '',
+        outputAllBackendInfo: false,
+        volumeLocks: new KeyedMutex(),
+        capacity: new CapacityLedger(),
+        serverId: 'host-copies',
+        leaseMs: 30_000,
+        serving: true,
+        attachers: { iscsi: attacher },
+        ownConnector: async () => THIS_HOST,
       },
     );
     await backend.initialize();
@@ -93,25 +100,25 @@ describe('K2 copies through the server\'s host (the core\'s host access)', () =>
       const sourceImage = imagePath(`cv-${source.id}`);
       sparseFile(sourceImage, GIB);
       const known = [randomBytes(64 * 1024), randomBytes(64 * 1024)];
-      writeAt(sourceImage, 0, known[0]!);
-      writeAt(sourceImage, 700 * MIB, known[1]!);
+      writeAt(sourceImage, 0, known[0]);
+      writeAt(sourceImage, 700 * MIB, known[1]);
 
       const snapshot = await backend.lifecycle.createSnapshot(source.id, { name: 'point' });
       // The snapshot's bytes are the source's at this moment; then the source changes.
       const snapshotName = String(table('snapshots').find((candidate) => String(candidate.short_name).includes(snapshot.id))!.short_name);
       execFileSync('cp', ['--sparse=always', sourceImage, imagePath(snapshotName)]);
-      writeAt(sourceImage, 0, Buffer.alloc(known[0]!.length, 0xee));
+      writeAt(sourceImage, 0, Buffer.alloc(known[0].length, 0xee));
       const fromSnapshot = await backend.lifecycle.createVolume({ snapshot_id: snapshot.id });
       expect(fromSnapshot.status).toBe('available');
       const restored = imagePath(`cv-${fromSnapshot.id}`);
-      expect(readAt(restored, 0, known[0]!.length).equals(known[0]!)).toBe(true);
-      expect(readAt(restored, 700 * MIB, known[1]!.length).equals(known[1]!)).toBe(true);
+      expect(readAt(restored, 0, known[0].length).equals(known[0])).toBe(true);
+      expect(readAt(restored, 700 * MIB, known[1].length).equals(known[1])).toBe(true);
 
       const clone = await backend.lifecycle.createVolume({ source_volume_id: source.id });
       expect(clone.status).toBe('available');
       const cloned = imagePath(`cv-${clone.id}`);
-      expect(readAt(cloned, 0, known[0]!.length).equals(Buffer.alloc(known[0]!.length, 0xee))).toBe(true);
-      expect(readAt(cloned, 700 * MIB, known[1]!.length).equals(known[1]!)).toBe(true);
+      expect(readAt(cloned, 0, known[0].length).equals(Buffer.alloc(known[0].length, 0xee))).toBe(true);
+      expect(readAt(cloned, 700 * MIB, known[1].length).equals(known[1])).toBe(true);
 
       // Everything the copies exported to this host was taken back, and nothing stays attached.
       expect(table('mappings')).toEqual([]);

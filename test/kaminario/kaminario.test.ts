@@ -33,7 +33,11 @@ defineBackendScenarios({
   label: 'Kaminario K2 (emulator)',
   backend: 'kaminario',
   makeConfig: () => ({ backends: [seedBackend()] }),
-  lifecycle: { snapshots: 'works', fromSnapshot: ISCSI_ATTACH_HERE === 'unsupported' ? 'unsupported' : 'fails here', clones: ISCSI_ATTACH_HERE === 'unsupported' ? 'unsupported' : 'fails here' },
+  lifecycle: {
+    snapshots: 'works',
+    fromSnapshot: ISCSI_ATTACH_HERE === 'unsupported' ? 'unsupported' : 'fails here',
+    clones: ISCSI_ATTACH_HERE === 'unsupported' ? 'unsupported' : 'fails here',
+  },
   connections: { connect: 'works', attach: ISCSI_ATTACH_HERE },
   capabilities: { snapshots: true, clones: true, exports: true },
 });
@@ -43,7 +47,15 @@ describe('Kaminario specifics', () => {
     const server = await startMcpServer({ backends: [seedBackend()] });
     try {
       const before = (await server.call('get_stats', { backend: 'kaminario', refresh: true })).data.stats;
-      expect(before).toMatchObject({ vendor_name: 'Kaminario', driver_version: '1.0', storage_protocol: 'iSCSI', total_capacity_gb: 20000, free_capacity_gb: 18000, thin_provisioning_support: true, thick_provisioning_support: false });
+      expect(before).toMatchObject({
+        vendor_name: 'Kaminario',
+        driver_version: '1.0',
+        storage_protocol: 'iSCSI',
+        total_capacity_gb: 20000,
+        free_capacity_gb: 18000,
+        thin_provisioning_support: true,
+        thick_provisioning_support: false,
+      });
       expect(before.pools[0]).toMatchObject({ pool_name: 'kaminario', total_capacity_gb: 20000, free_capacity_gb: 18000 });
       const created = await server.call('create_volume', { backend: 'kaminario', size: 4 });
       const id = created.data.id as string;
@@ -73,10 +85,12 @@ describe('Kaminario specifics', () => {
       const volumesBefore = k2Volumes();
       k2.inject({ status: 400, method: 'POST', resource: 'volumes', count: 1, message: 'size: Volume size exceeds the system limit' });
       const failed = await server.call('create_volume', { backend: 'kaminario', size: 2 });
-      expect(failed.text).toMatch(/^BACKEND_UNAVAILABLE: backend "kaminario": create volume cv-[0-9a-f-]+ failed: HTTP 400: size: Volume size exceeds the system limit\. The volume record .* is kept in status "error"/);
+      expect(failed.text).toMatch(
+        /^BACKEND_UNAVAILABLE: backend "kaminario": create volume cv-[0-9a-f-]+ failed: HTTP 400: size: Volume size exceeds the system limit\. The volume record .* is kept in status "error"/,
+      );
       expect(k2Groups()).toEqual(groupsBefore); // the volume group made in step one was rolled back
       expect(k2Volumes()).toEqual(volumesBefore);
-      const id = /record ([0-9a-f-]{36})/.exec(failed.text)![1]!;
+      const id = /record ([0-9a-f-]{36})/.exec(failed.text)![1];
       expect((await server.call('delete_volume', { volume_id: id })).isError).toBe(false);
     } finally {
       k2.clearFaults();
@@ -127,7 +141,9 @@ describe('Kaminario specifics', () => {
     try {
       const { backends } = (await settledBackends(server)).data;
       const byId = Object.fromEntries(backends.map((b: { id: string }) => [b.id, b]));
-      expect(byId.wrong.error).toMatch(/backend "wrong": discover resources failed: HTTP 401: Authentication credentials were not provided or are incorrect; check san_login and san_password/);
+      expect(byId.wrong.error).toMatch(
+        /backend "wrong": discover resources failed: HTTP 401: Authentication credentials were not provided or are incorrect; check san_login and san_password/,
+      );
       expect(byId.gone.error).toMatch(/cannot reach https:\/\/127\.0\.0\.1:1: ECONNREFUSED/);
       expect(byId.untrusted.error).toMatch(/TLS certificate .* was refused .*driver_ssl_cert_verify: false/);
       expect(byId.lax.initialized).toBe(true);

@@ -32,7 +32,11 @@ async function makeDriver(extra: Record<string, unknown> = {}): Promise<VolumeDr
   const secrets = new SecretRegistry();
   const raw = k2.cinderBackend('k2', extra);
   const { options } = validateDriverOptions('k2', kaminario, raw, secrets);
-  const driver = kaminario.create(options, { backendName: 'k2', log: createLogger('k2-test'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') }, 'kaminario');
+  const driver = kaminario.create(
+    options,
+    { backendName: 'k2', log: createLogger('k2-test'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') },
+    'kaminario',
+  );
   drivers.push(driver);
   await driver.setup();
   return driver;
@@ -95,18 +99,18 @@ describe('Kaminario K2 snapshots', () => {
     const volume = newVolume();
     await driver.createVolume(volume);
     const [first, second] = [snapshotOf(volume), snapshotOf(volume)];
-    for (const snapshot of [first!, second!]) await driver.snapshots!.createSnapshot(snapshot, volume);
+    for (const snapshot of [first, second]) await driver.snapshots!.createSnapshot(snapshot, volume);
     const before = arrayState();
 
     const refusal = driver.deleteVolume(volume);
     await expect(refusal).rejects.toMatchObject({ code: 'IN_USE' });
     const message = await refusal.catch((error: Error) => error.message);
-    expect(message).toContain(first!.id);
-    expect(message).toContain(second!.id);
+    expect(message).toContain(first.id);
+    expect(message).toContain(second.id);
     expect(message).toMatch(/delete the snapshots first/);
     expect(arrayState()).toBe(before); // the volume inside the group is still there too
 
-    for (const snapshot of [first!, second!]) await driver.snapshots!.deleteSnapshot(snapshot, volume);
+    for (const snapshot of [first, second]) await driver.snapshots!.deleteSnapshot(snapshot, volume);
     await driver.deleteVolume(volume);
     expect(k2.named('volumes', `cv-${volume.id}`)).toBeUndefined();
   });

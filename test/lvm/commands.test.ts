@@ -1,8 +1,27 @@
 import { describe, expect, it } from 'vitest';
 import {
-  activateCommand, cloneSnapshotLvName, copyCommands, createSnapshotCommand, createThickCommand, createThinCommand, createThinPoolCommand,
-  devicePath, escapeSnapshotName, extendCommand, lvmErrorText, lvsCommand, parseLvs, parseThinPoolUsage, parseVgs, removeCommand,
-  snapshotLvName, snapshotsOf, thinPoolUsageCommand, vgsCommand, volumeLvName, type LvmCommandContext,
+  activateCommand,
+  cloneSnapshotLvName,
+  copyCommands,
+  createSnapshotCommand,
+  createThickCommand,
+  createThinCommand,
+  createThinPoolCommand,
+  devicePath,
+  escapeSnapshotName,
+  extendCommand,
+  lvmErrorText,
+  lvsCommand,
+  parseLvs,
+  parseThinPoolUsage,
+  parseVgs,
+  removeCommand,
+  snapshotLvName,
+  snapshotsOf,
+  thinPoolUsageCommand,
+  vgsCommand,
+  volumeLvName,
+  type LvmCommandContext,
 } from '../../drivers/lvm/commands.js';
 import { checkCapacity } from '../../src/core/capacity.js';
 import { shellCommand, shellQuote } from '../../drivers/kit/exec/quote.js';
@@ -13,16 +32,39 @@ const context: LvmCommandContext = { volumeGroup: 'cinder-volumes', lvmSystemDir
 describe("LVM commands, as Cinder's driver runs them", () => {
   it('prefixes env LC_ALL=C, LVM_SYSTEM_DIR from lvm_conf_file, and the root helper for non-root logins', () => {
     expect(vgsCommand(context)).toEqual([
-      'sudo', 'env', 'LVM_SYSTEM_DIR=/etc/cinder', 'LC_ALL=C',
-      'vgs', '--noheadings', '--units', 'b', '-o', 'name,size,free', '--separator', ':', '--nosuffix', 'cinder-volumes',
+      'sudo',
+      'env',
+      'LVM_SYSTEM_DIR=/etc/cinder',
+      'LC_ALL=C',
+      'vgs',
+      '--noheadings',
+      '--units',
+      'b',
+      '-o',
+      'name,size,free',
+      '--separator',
+      ':',
+      '--nosuffix',
+      'cinder-volumes',
     ]);
     const asRoot = { ...context, rootHelper: [], lvmSystemDir: undefined };
     expect(lvsCommand(asRoot, 'volume-1')).toEqual([
-      'env', 'LC_ALL=C', 'lvs', '--noheadings', '--units', 'b', '-o', 'vg_name,name,size,origin,lv_attr', '--separator', ':', '--nosuffix', 'cinder-volumes/volume-1',
+      'env',
+      'LC_ALL=C',
+      'lvs',
+      '--noheadings',
+      '--units',
+      'b',
+      '-o',
+      'vg_name,name,size,origin,lv_attr',
+      '--separator',
+      ':',
+      '--nosuffix',
+      'cinder-volumes/volume-1',
     ]);
   });
 
-  it('creates thick, mirrored and thin volumes with Cinder\'s flags', () => {
+  it("creates thick, mirrored and thin volumes with Cinder's flags", () => {
     const bare = { ...context, rootHelper: [], lvmSystemDir: undefined };
     expect(createThickCommand(bare, 'volume-1', 10, 0).slice(2)).toEqual(['lvcreate', '-n', 'volume-1', 'cinder-volumes', '-L', '10g']);
     expect(createThickCommand(bare, 'volume-1', 10, 2).slice(-5)).toEqual(['-m', '2', '--nosync', '--mirrorlog', 'mirrored']);
@@ -31,7 +73,11 @@ describe("LVM commands, as Cinder's driver runs them", () => {
     expect(thinPoolUsageCommand(bare).slice(-1)).toEqual(['/dev/cinder-volumes/cinder-volumes-pool']);
     expect(extendCommand(bare, 'volume-1', 12).slice(2)).toEqual(['lvextend', '-L', '12g', 'cinder-volumes/volume-1']);
     expect(removeCommand(bare, 'volume-1').slice(2)).toEqual([
-      'lvremove', '--config', 'activation { retry_deactivation = 1} devices { ignore_suspended_devices = 1}', '-f', 'cinder-volumes/volume-1',
+      'lvremove',
+      '--config',
+      'activation { retry_deactivation = 1} devices { ignore_suspended_devices = 1}',
+      '-f',
+      'cinder-volumes/volume-1',
     ]);
   });
 
@@ -53,10 +99,15 @@ describe("LVM commands, as Cinder's driver runs them", () => {
   it('reads free space in bytes, so a group with 39.996 GiB free refuses a 40 GiB thick volume that lvcreate would refuse', () => {
     // `vgs --unit=g` (os-brick's flags) prints this group's free space as 40.00.
     const [group] = parseVgs('  cinder-volumes:42945478656:42945478656\n');
-    expect(group!.freeGb).toBe(39.99);
+    expect(group.freeGb).toBe(39.99);
     const pool = {
-      pool_name: 'lvm', total_capacity_gb: group!.sizeGb, free_capacity_gb: group!.freeGb, reserved_percentage: 0,
-      max_over_subscription_ratio: 1, thin_provisioning_support: false, thick_provisioning_support: true,
+      pool_name: 'lvm',
+      total_capacity_gb: group.sizeGb,
+      free_capacity_gb: group.freeGb,
+      reserved_percentage: 0,
+      max_over_subscription_ratio: 1,
+      thin_provisioning_support: false,
+      thick_provisioning_support: true,
     };
     expect(checkCapacity(pool, 40)).toMatchObject({ fits: false, roomGb: 39.99 });
     expect(checkCapacity(pool, 39).fits).toBe(true);
@@ -78,7 +129,17 @@ describe("LVM snapshots and copies, as Cinder's LVM driver makes them", () => {
 
   it('snapshots with lvcreate --snapshot: -L the origin size when thick, no size when thin', () => {
     expect(createSnapshotCommand(context, '_snapshot-s1', 'volume-v1', 10)).toEqual([
-      'sudo', 'env', 'LVM_SYSTEM_DIR=/etc/cinder', 'LC_ALL=C', 'lvcreate', '--name', '_snapshot-s1', '--snapshot', 'cinder-volumes/volume-v1', '-L', '10g',
+      'sudo',
+      'env',
+      'LVM_SYSTEM_DIR=/etc/cinder',
+      'LC_ALL=C',
+      'lvcreate',
+      '--name',
+      '_snapshot-s1',
+      '--snapshot',
+      'cinder-volumes/volume-v1',
+      '-L',
+      '10g',
     ]);
     expect(createSnapshotCommand(bare, '_snapshot-s1', 'volume-v1').slice(2)).toEqual(['lvcreate', '--name', '_snapshot-s1', '--snapshot', 'cinder-volumes/volume-v1']);
     // A thin volume from a snapshot is a snapshot of the snapshot, named as the volume.
@@ -94,11 +155,22 @@ describe("LVM snapshots and copies, as Cinder's LVM driver makes them", () => {
     expect(devicePath('cinder-volumes', '_snapshot-a-b')).toBe('/dev/mapper/cinder--volumes-_snapshot--a--b');
     const steps = copyCommands(context, { sourceLv: '_snapshot-s1', targetLv: 'volume-v2', sizeGb: 1, sparse: false });
     expect(steps.map((step) => step.bytesDone)).toEqual([1, 2, 3, 4].map((quarter) => quarter * 256 * 1024 * 1024));
-    expect(steps[0]!.command).toEqual([
-      'sudo', 'env', 'LC_ALL=C', 'dd', 'if=/dev/mapper/cinder--volumes-_snapshot--s1', 'of=/dev/mapper/cinder--volumes-volume--v2',
-      'bs=1M', 'count=256', 'skip=0', 'seek=0', 'iflag=direct', 'oflag=direct', 'conv=notrunc',
+    expect(steps[0].command).toEqual([
+      'sudo',
+      'env',
+      'LC_ALL=C',
+      'dd',
+      'if=/dev/mapper/cinder--volumes-_snapshot--s1',
+      'of=/dev/mapper/cinder--volumes-volume--v2',
+      'bs=1M',
+      'count=256',
+      'skip=0',
+      'seek=0',
+      'iflag=direct',
+      'oflag=direct',
+      'conv=notrunc',
     ]);
-    expect(steps[3]!.command.slice(7, 10)).toEqual(['count=256', 'skip=768', 'seek=768']);
+    expect(steps[3].command.slice(7, 10)).toEqual(['count=256', 'skip=768', 'seek=768']);
     const thin = copyCommands(bare, { sourceLv: 'clone-snap-v3', targetLv: 'volume-v3', sizeGb: 2, sparse: true });
     expect(thin).toHaveLength(8);
     expect(thin.every((step) => step.command.at(-1) === 'conv=notrunc,sparse')).toBe(true);

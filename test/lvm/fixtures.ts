@@ -4,9 +4,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import {
-  createThickCommand, dmTargetsCommand, extendCommand, lvsCommand, removeCommand, vgsCommand, volumeLvName, type LvmCommandContext,
-} from '../../drivers/lvm/commands.js';
+import { createThickCommand, dmTargetsCommand, extendCommand, lvsCommand, removeCommand, vgsCommand, volumeLvName, type LvmCommandContext } from '../../drivers/lvm/commands.js';
 
 /**
  * Real LVM on a loop device (metadata only: `activation = 0`, passed through lvm_conf_file as an
@@ -108,9 +106,7 @@ export function writeThickSnapshot(fixture: VolumeGroupFixture, origin: string, 
   editVolumeGroupMetadata(fixture, (metadata) => {
     const index = (metadata.match(/type = "snapshot"/g) ?? []).length;
     return appendLvs(metadata, [
-      lvBlock(`snapshot${index}`, { visible: true }, [
-        `extent_count = ${extents}`, 'type = "snapshot"', 'chunk_size = 8', `origin = "${origin}"`, `cow_store = "${name}"`,
-      ]),
+      lvBlock(`snapshot${index}`, { visible: true }, [`extent_count = ${extents}`, 'type = "snapshot"', 'chunk_size = 8', `origin = "${origin}"`, `cow_store = "${name}"`]),
     ]);
   });
 }
@@ -138,13 +134,23 @@ export function writeThinPool(fixture: VolumeGroupFixture, pool: string, dataGb:
     const extentBytes = extentSizeBytes(metadata);
     return appendLvs(metadata, [
       lvBlock(pool, { visible: true }, [
-        `extent_count = ${(dataGb * 1024 ** 3) / extentBytes}`, 'type = "thin-pool"', `metadata = "${parts.meta}"`, `pool = "${parts.data}"`,
-        `transaction_id = ${thinLvs.length}`, 'chunk_size = 128', 'discards = "passdown"', 'zero_new_blocks = 1',
+        `extent_count = ${(dataGb * 1024 ** 3) / extentBytes}`,
+        'type = "thin-pool"',
+        `metadata = "${parts.meta}"`,
+        `pool = "${parts.data}"`,
+        `transaction_id = ${thinLvs.length}`,
+        'chunk_size = 128',
+        'discards = "passdown"',
+        'zero_new_blocks = 1',
       ]),
       ...thinLvs.map((lv, index) =>
         lvBlock(lv.name, { visible: true, activationSkip: Boolean(lv.origin) }, [
-          `extent_count = ${(lv.sizeGb * 1024 ** 3) / extentBytes}`, 'type = "thin"', `thin_pool = "${pool}"`, `transaction_id = ${index}`,
-          `device_id = ${index + 1}`, ...(lv.origin ? [`origin = "${lv.origin}"`] : []),
+          `extent_count = ${(lv.sizeGb * 1024 ** 3) / extentBytes}`,
+          'type = "thin"',
+          `thin_pool = "${pool}"`,
+          `transaction_id = ${index}`,
+          `device_id = ${index + 1}`,
+          ...(lv.origin ? [`origin = "${lv.origin}"`] : []),
         ]),
       ),
     ]);
@@ -361,7 +367,10 @@ async function waitForPort(port: number, log: () => string): Promise<void> {
 function killTree(pid: number): void {
   let children: number[] = [];
   try {
-    children = execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).split('\n').filter(Boolean).map(Number);
+    children = execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
+      .split('\n')
+      .filter(Boolean)
+      .map(Number);
   } catch {
     // pgrep exits 1 when there are no children
   }
@@ -435,14 +444,19 @@ function sudoersFor(name: string, group: VolumeGroupFixture): string {
   const context: LvmCommandContext = { volumeGroup: group.vg, lvmSystemDir: dirname(group.lvmConfFile), suppressFdWarnings: false, rootHelper: [] };
   const lv = volumeLvName(ANY_VOLUME_ID);
   const commands = [
-    vgsCommand(context), lvsCommand(context), lvsCommand(context, lv), createThickCommand(context, lv, ANY_SIZE_GB, 0),
-    extendCommand(context, lv, ANY_SIZE_GB), removeCommand(context, lv), dmTargetsCommand(context),
+    vgsCommand(context),
+    lvsCommand(context),
+    lvsCommand(context, lv),
+    createThickCommand(context, lv, ANY_SIZE_GB, 0),
+    extendCommand(context, lv, ANY_SIZE_GB),
+    removeCommand(context, lv),
+    dmTargetsCommand(context),
   ];
   const uuid = [8, 4, 4, 4, 12].map((length) => '[0-9a-f]'.repeat(length)).join('-');
   const lines = commands.map((argv) => {
     const [command, ...args] = argv;
     const pattern = args.map(sudoersArgument).join(' ').replaceAll(ANY_VOLUME_ID, uuid).replaceAll(`${ANY_SIZE_GB}g`, '[1-9]g');
-    return `${name} ALL=(root) NOPASSWD: ${commandPath(command!)} ${pattern}`;
+    return `${name} ALL=(root) NOPASSWD: ${commandPath(command)} ${pattern}`;
   });
   return [`# ${LOGIN_MARK}${process.pid}: the LVM driver's commands on ${group.vg}, nothing else`, ...lines, ''].join('\n');
 }
@@ -471,7 +485,7 @@ export function removeStaleLogins(): void {
     .filter((fields) => fields[0]?.startsWith(LOGIN_PREFIX));
   for (const [login, , , , comment] of logins) {
     const owner = comment?.startsWith(LOGIN_MARK) ? Number(comment.slice(LOGIN_MARK.length)) : undefined;
-    if (login === LEGACY_LOGIN || (owner !== undefined && !processAlive(owner))) removeLogin(login!);
+    if (login === LEGACY_LOGIN || (owner !== undefined && !processAlive(owner))) removeLogin(login);
   }
   const known = new Set(logins.map(([login]) => login));
   for (const entry of readdirSync('/etc/sudoers.d')) {

@@ -15,8 +15,17 @@ import { iscsiPrerequisites, useTgtd } from '../iscsi/fixtures.js';
 import { ISCSI_ATTACH_HERE, defineBackendScenarios, settledBackends } from '../helpers/scenarios.js';
 import { BIN, startMcpServer } from '../helpers/server.js';
 import {
-  lvmPrerequisites, makeSshd, makeSudoUser, makeVolumeGroup, removeStaleLogins, testLoginName, writeThickSnapshot, writeThinPool, type SshdFixture,
-  type SudoUserFixture, type VolumeGroupFixture,
+  lvmPrerequisites,
+  makeSshd,
+  makeSudoUser,
+  makeVolumeGroup,
+  removeStaleLogins,
+  testLoginName,
+  writeThickSnapshot,
+  writeThinPool,
+  type SshdFixture,
+  type SudoUserFixture,
+  type VolumeGroupFixture,
 } from './fixtures.js';
 
 const missing = lvmPrerequisites();
@@ -87,13 +96,20 @@ if (missing && !inCi) {
   defineBackendScenarios({ label: 'LVM over SSH', backend: 'lvm', makeConfig: () => remote(), lifecycle, connections });
 
   describe('LVM on this host, specifics', () => {
-    it('reports stats in the shape of Cinder\'s LVM driver, counting LVs that are not ours', async () => {
+    it("reports stats in the shape of Cinder's LVM driver, counting LVs that are not ours", async () => {
       const server = await startMcpServer(local());
       try {
         const { stats } = (await server.call('get_stats', { backend: 'lvm' })).data;
         expect(stats).toMatchObject({ vendor_name: 'Open Source', driver_version: '3.0.0', storage_protocol: 'iSCSI', volume_backend_name: 'lvm' });
         const [pool] = stats.pools;
-        expect(pool).toMatchObject({ pool_name: 'lvm', thin_provisioning_support: false, thick_provisioning_support: true, QoS_support: false, reserved_percentage: 0, max_over_subscription_ratio: 20 });
+        expect(pool).toMatchObject({
+          pool_name: 'lvm',
+          thin_provisioning_support: false,
+          thick_provisioning_support: true,
+          QoS_support: false,
+          reserved_percentage: 0,
+          max_over_subscription_ratio: 20,
+        });
         expect(pool.location_info).toMatch(/^LVMVolumeDriver:[^:]+:cinder-volumes:default:0$/);
         expect(pool.total_capacity_gb).toBeGreaterThan(39);
         expect(pool.provisioned_capacity_gb).toBeCloseTo(pool.total_capacity_gb - pool.free_capacity_gb, 2);
@@ -235,7 +251,11 @@ if (missing && !inCi) {
       const secrets = new SecretRegistry();
       const raw = { ...SEED_BACKEND, volume_backend_name: 'snaps', volume_group: fixture.vg, lvm_type: lvmType, lvm_conf_file: fixture.lvmConfFile };
       const { options } = validateDriverOptions('snaps', lvmDriver, raw, secrets);
-      const driver = lvmDriver.create(options, { backendName: 'snaps', log: createLogger('test'), secrets, dataDir: fixture.dir, rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') }, SEED_BACKEND.volume_driver);
+      const driver = lvmDriver.create(
+        options,
+        { backendName: 'snaps', log: createLogger('test'), secrets, dataDir: fixture.dir, rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') },
+        SEED_BACKEND.volume_driver,
+      );
       await driver.setup();
       return driver;
     }
@@ -271,14 +291,14 @@ if (missing && !inCi) {
         const volume = newVolume();
         await driver.createVolume(volume);
         const snapshot = snapshotOf(volume);
-        const freeBefore = (await driver.getStats()).pools[0]!.free_capacity_gb as number;
+        const freeBefore = (await driver.getStats()).pools[0].free_capacity_gb as number;
         writeThickSnapshot(thick, `volume-${volume.id}`, `_snapshot-${snapshot.id}`);
         expect(originOf(thick, `_snapshot-${snapshot.id}`)).toBe(`volume-${volume.id}`);
 
         const [pool] = (await driver.getStats()).pools;
-        expect(pool!.free_capacity_gb).toBe(freeBefore - 1); // the copy-on-write space is the volume's size
-        expect(pool!.provisioned_capacity_gb).toBeCloseTo((pool!.total_capacity_gb as number) - (pool!.free_capacity_gb as number), 2);
-        expect(pool!.total_volumes).toBe(thick.lvNames().length);
+        expect(pool.free_capacity_gb).toBe(freeBefore - 1); // the copy-on-write space is the volume's size
+        expect(pool.provisioned_capacity_gb).toBeCloseTo((pool.total_capacity_gb as number) - (pool.free_capacity_gb as number), 2);
+        expect(pool.total_volumes).toBe(thick.lvNames().length);
         expect(driver.snapshotSizeGb!(volume)).toBe(1);
 
         const refused = await refusal(driver.deleteVolume(volume));
@@ -291,7 +311,7 @@ if (missing && !inCi) {
         await driver.snapshots!.deleteSnapshot(snapshot, volume); // already gone counts as deleted
         await driver.deleteVolume(volume);
         expect(thick.lvNames()).toEqual([]);
-        expect((await driver.getStats()).pools[0]!.free_capacity_gb).toBe(freeBefore + 1);
+        expect((await driver.getStats()).pools[0].free_capacity_gb).toBe(freeBefore + 1);
       });
 
       it('snapshots with lvcreate --snapshot -L, or says why LVM refused and leaves no LV', async () => {
@@ -384,13 +404,17 @@ if (missing && !inCi) {
 
         // With the real dd: the copy fails here (no device nodes) with dd's reason, and the new volume is removed.
         const another = newVolume();
-        const outcome = await driver.snapshots!.createVolumeFromSnapshot(another, snapshot, () => undefined).then(
-          () => undefined,
-          (error: unknown) => error,
-        );
+        const outcome = await driver
+          .snapshots!.createVolumeFromSnapshot(another, snapshot, () => undefined)
+          .then(
+            () => undefined,
+            (error: unknown) => error,
+          );
         if (outcome) {
           expect(outcome).toBeInstanceOf(StorageError);
-          expect((outcome as StorageError).message).toMatch(new RegExp(`^backend "snaps": copy cinder-snaps/_snapshot-${snapshot.id} to volume-${another.id} failed on this host after 0 of 1073741824 bytes: dd: \\S`));
+          expect((outcome as StorageError).message).toMatch(
+            new RegExp(`^backend "snaps": copy cinder-snaps/_snapshot-${snapshot.id} to volume-${another.id} failed on this host after 0 of 1073741824 bytes: dd: \\S`),
+          );
           expect(thick.lvNames()).not.toContain(`volume-${another.id}`);
         } else {
           expect(thick.lvNames()).toContain(`volume-${another.id}`);
@@ -434,7 +458,7 @@ if (missing && !inCi) {
 
         await driver.snapshots!.deleteSnapshot(snapshot, volume);
         expect(thin.lvNames()).not.toContain(`_snapshot-${snapshot.id}`);
-        expect((await driver.getStats()).pools[0]!.provisioned_capacity_gb).toBe(2);
+        expect((await driver.getStats()).pools[0].provisioned_capacity_gb).toBe(2);
         await driver.deleteVolume(volume);
         expect(thin.lvNames().sort()).toEqual(['cinder-thin-pool', `volume-${thinClone.id}`].sort());
       });
@@ -470,8 +494,16 @@ if (missing && !inCi) {
     it('passes every argument to the remote shell literally', async () => {
       const flag = join(vg.dir, 'quoted-pwned');
       const runner = new SshRunner({
-        host: '127.0.0.1', port: sshd.port, username: 'root', privateKeyPath: sshd.clientKey, connectTimeoutMs: 10_000,
-        minConnections: 1, maxConnections: 1, knownHostsFile: join(vg.dir, 'runner_known_hosts'), strictHostKeyPolicy: false, log: createLogger('test'),
+        host: '127.0.0.1',
+        port: sshd.port,
+        username: 'root',
+        privateKeyPath: sshd.clientKey,
+        connectTimeoutMs: 10_000,
+        minConnections: 1,
+        maxConnections: 1,
+        knownHostsFile: join(vg.dir, 'runner_known_hosts'),
+        strictHostKeyPolicy: false,
+        log: createLogger('test'),
       });
       try {
         const nasty = `it's $(touch ${flag}) \`touch ${flag}\`; touch ${flag} | "x" \\ * ~ \n end`;
@@ -526,26 +558,36 @@ if (missing && !inCi) {
       }
     });
 
-    it.skipIf(iscsiMissing !== undefined && !inCi)('exports through tgt on the volume group\'s host; without an active LV tgt has nothing to serve, and the failed connect leaves nothing', async () => {
-      const tgtd = useTgtd();
-      const targets = join(vg.dir, 'targets');
-      const server = await startMcpServer(remote({ target_helper: 'tgtadm', target_ip_address: tgtd.address, target_port: tgtd.port, target_config_dir: targets }));
-      try {
-        const volume = (await server.call('create_volume', { backend: 'lvm', size: 1 })).data;
-        expect((await server.call('validate_connector', { backend: 'lvm', connector: { host: 'h', initiator: 'iqn.1994-05.com.example:h' } })).data).toEqual({ backend: 'lvm', valid: true });
-        const refused = await server.call('connect_volume', { volume_id: volume.id, connector: { host: 'h', initiator: 'iqn.1994-05.com.example:h' } });
-        // Activation is off in this lvm.conf (no device-mapper here): /dev/cinder-volumes/volume-<id> never appears.
-        expect(refused.text).toMatch(new RegExp(`^BACKEND_UNAVAILABLE: backend "lvm": (activate volume-${volume.id}|volume ${volume.id}'s backing store /dev/cinder-volumes/volume-${volume.id} does not exist on root@127\\.0\\.0\\.1)`));
-        expect((await server.call('list_connections', { volume_id: volume.id })).data.connections).toEqual([]);
-        expect((await server.call('get_volume', { volume_id: volume.id })).data.status).toBe('available');
-        expect(tgtd.targets()).not.toContain(volume.id);
-        expect(existsSync(join(targets, `volume-${volume.id}`))).toBe(false);
-        expect((await server.call('delete_volume', { volume_id: volume.id })).isError).toBe(false);
-      } finally {
-        await server.close();
-        tgtd.stop();
-      }
-    });
+    it.skipIf(iscsiMissing !== undefined && !inCi)(
+      "exports through tgt on the volume group's host; without an active LV tgt has nothing to serve, and the failed connect leaves nothing",
+      async () => {
+        const tgtd = useTgtd();
+        const targets = join(vg.dir, 'targets');
+        const server = await startMcpServer(remote({ target_helper: 'tgtadm', target_ip_address: tgtd.address, target_port: tgtd.port, target_config_dir: targets }));
+        try {
+          const volume = (await server.call('create_volume', { backend: 'lvm', size: 1 })).data;
+          expect((await server.call('validate_connector', { backend: 'lvm', connector: { host: 'h', initiator: 'iqn.1994-05.com.example:h' } })).data).toEqual({
+            backend: 'lvm',
+            valid: true,
+          });
+          const refused = await server.call('connect_volume', { volume_id: volume.id, connector: { host: 'h', initiator: 'iqn.1994-05.com.example:h' } });
+          // Activation is off in this lvm.conf (no device-mapper here): /dev/cinder-volumes/volume-<id> never appears.
+          expect(refused.text).toMatch(
+            new RegExp(
+              `^BACKEND_UNAVAILABLE: backend "lvm": (activate volume-${volume.id}|volume ${volume.id}'s backing store /dev/cinder-volumes/volume-${volume.id} does not exist on root@127\\.0\\.0\\.1)`,
+            ),
+          );
+          expect((await server.call('list_connections', { volume_id: volume.id })).data.connections).toEqual([]);
+          expect((await server.call('get_volume', { volume_id: volume.id })).data.status).toBe('available');
+          expect(tgtd.targets()).not.toContain(volume.id);
+          expect(existsSync(join(targets, `volume-${volume.id}`))).toBe(false);
+          expect((await server.call('delete_volume', { volume_id: volume.id })).isError).toBe(false);
+        } finally {
+          await server.close();
+          tgtd.stop();
+        }
+      },
+    );
 
     it('check prints which provisioning mode was chosen and why', () => {
       const configPath = join(vg.dir, 'check.json');

@@ -6,21 +6,22 @@ import { SecretRegistry } from '../../src/base/secrets.js';
 /** persistence_config for PostgreSQL, without a server: parsing, ${env:} encoding, masking. */
 function load(connection: string, env: NodeJS.ProcessEnv = {}) {
   const secrets = new SecretRegistry();
-  const config = parseConfig(
-    { global: { persistence_config: { storage: 'db', connection } }, backends: [{ volume_backend_name: 'b', volume_driver: 'x' }] },
-    'c.yaml',
-    { env, secrets },
-  );
+  const config = parseConfig({ global: { persistence_config: { storage: 'db', connection } }, backends: [{ volume_backend_name: 'b', volume_driver: 'x' }] }, 'c.yaml', {
+    env,
+    secrets,
+  });
   return { persistence: config.global.persistence, secrets };
 }
 
 describe('postgresql persistence_config', () => {
-  it('accepts postgresql://, postgres:// and SQLAlchemy\'s postgresql+psycopg2://, keeping the sqlite forms', () => {
+  it("accepts postgresql://, postgres:// and SQLAlchemy's postgresql+psycopg2://, keeping the sqlite forms", () => {
     for (const url of ['postgresql://u:p4ss@db:5432/cinder', 'postgres://u:p4ss@db/cinder', 'postgresql+psycopg2://u:p4ss@db:5433/cinder']) {
       expect(load(url).persistence).toEqual({ storage: 'db', engine: 'postgresql', url });
     }
     expect(load('sqlite:////tmp/x.sqlite').persistence).toEqual({ storage: 'db', path: '/tmp/x.sqlite' });
-    expect(() => load('mysql://u:p@h/d')).toThrow(/"mysql:\.\.\." is not supported; use sqlite:\/\/\/ABS\/PATH \(one server\) or a postgresql:\/\/ URL with user, password, host, port and database/);
+    expect(() => load('mysql://u:p@h/d')).toThrow(
+      /"mysql:\.\.\." is not supported; use sqlite:\/\/\/ABS\/PATH \(one server\) or a postgresql:\/\/ URL with user, password, host, port and database/,
+    );
   });
 
   it('registers the password as a secret, decoded and as written', () => {

@@ -84,8 +84,15 @@ export async function startPostgres(): Promise<PostgresFixture> {
     asPostgres('initdb', ['-D', data, '-U', 'postgres', `--pwfile=${pwfile}`, '--auth-local=trust', '--auth-host=scram-sha-256', '--encoding=UTF8', '--locale=C']);
     const port = await freePort();
     asPostgres('pg_ctl', [
-      '-D', data, '-l', join(dir, 'server.log'), '-w', '-t', '60',
-      '-o', `-c listen_addresses=127.0.0.1 -c port=${port} -c unix_socket_directories=${dir} -c fsync=off -c max_connections=200`,
+      '-D',
+      data,
+      '-l',
+      join(dir, 'server.log'),
+      '-w',
+      '-t',
+      '60',
+      '-o',
+      `-c listen_addresses=127.0.0.1 -c port=${port} -c unix_socket_directories=${dir} -c fsync=off -c max_connections=200`,
       'start',
     ]);
     stopServer = async () => {
@@ -165,4 +172,3 @@ export async function relay(targetPort: number): Promise<{ port: number; cut(): 
   await listen();
   return { port, cut, restore: listen, close: cut };
 }
-

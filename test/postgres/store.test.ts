@@ -88,7 +88,10 @@ if (missing && !inCi) {
       expect(tables).toEqual(['audit_log', 'capacity_holds', 'connections', 'requests', 'schema_migrations', 'servers', 'snapshots', 'tombstones', 'volumes']);
       await query(url, "INSERT INTO schema_migrations (version, applied_at) VALUES (99, 'future')");
       const refused = PostgresVolumeStore.open(url);
-      await expect(refused).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE', message: expect.stringMatching(/schema version 99, newer than this cinderlib-mcp understands \(\d+\); upgrade/) });
+      await expect(refused).rejects.toMatchObject({
+        code: 'BACKEND_UNAVAILABLE',
+        message: expect.stringMatching(/schema version 99, newer than this cinderlib-mcp understands \(\d+\); upgrade/),
+      });
     });
 
     it('never shows the password: a wrong one, an unreachable port', async () => {
@@ -96,7 +99,10 @@ if (missing && !inCi) {
       const wrong = fixture.urlWith(url, { password: `${fixture.password}-wrong` });
       const wrongError = await PostgresVolumeStore.open(wrong).catch((error: unknown) => error);
       expect(wrongError).toBeInstanceOf(StorageError);
-      expect(wrongError).toMatchObject({ code: 'BACKEND_UNAVAILABLE', message: expect.stringMatching(/^cannot open the metadata store PostgreSQL secret_\S+ on 127\.0\.0\.1:\d+: .*password authentication failed/) });
+      expect(wrongError).toMatchObject({
+        code: 'BACKEND_UNAVAILABLE',
+        message: expect.stringMatching(/^cannot open the metadata store PostgreSQL secret_\S+ on 127\.0\.0\.1:\d+: .*password authentication failed/),
+      });
       expectNoPassword((wrongError as Error).message);
       expect((wrongError as Error).message).not.toContain('-wrong');
       expectNoPassword(JSON.stringify(wrongError));
@@ -179,7 +185,7 @@ if (missing && !inCi) {
           }),
         ),
       );
-      const failed = outcomes.filter((outcome) => outcome.status === 'rejected').map((outcome) => String((outcome as PromiseRejectedResult).reason));
+      const failed = outcomes.filter((outcome) => outcome.status === 'rejected').map((outcome) => String(outcome.reason));
       expect(failed).toEqual([]);
       expect(most).toBeGreaterThan(2); // more operations held locks at once than there are connections
       expect(Date.now() - started).toBeLessThan(15_000);
@@ -226,8 +232,8 @@ if (missing && !inCi) {
       const attempt = (store: PostgresVolumeStore, owner: string) =>
         store.shared.holdCapacity('pool-1', owner, async (heldByOthers) => {
           await sleep(5); // a decision takes a moment: the window a race would need
-          if (heldByOthers + ownHeld[owner]! + 1 > 10) throw new StorageError('OUT_OF_CAPACITY', 'pool-1 is full');
-          ownHeld[owner]! += 1;
+          if (heldByOthers + ownHeld[owner] + 1 > 10) throw new StorageError('OUT_OF_CAPACITY', 'pool-1 is full');
+          ownHeld[owner] += 1;
           return 1;
         });
       const outcomes = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => (i % 2 ? attempt(a, 'server-a') : attempt(b, 'server-b'))));
@@ -264,7 +270,7 @@ if (missing && !inCi) {
       expect(seen).toBe(0);
     });
 
-    it('join refuses a twin while the holder\'s database session lives, naming it, and takes the identity at once when that session ends', async () => {
+    it("join refuses a twin while the holder's database session lives, naming it, and takes the identity at once when that session ends", async () => {
       const { url, a, b } = await twoServers({ joinGraceMs: 300 });
       expect(await a.shared.join('host-1', 'server A (pid 1 on alpha)', later(1_500))).toEqual({ joined: true });
       expect(await b.shared.join('host-1', 'server B', later(30_000))).toEqual({ joined: false, holder: 'server A (pid 1 on alpha)' });
@@ -303,7 +309,10 @@ if (missing && !inCi) {
         return held.signal.aborted;
       });
       await inside;
-      const terminated = await query(url, "SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'cinderlib-mcp locks'");
+      const terminated = await query(
+        url,
+        "SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'cinderlib-mcp locks'",
+      );
       expect(terminated).toEqual([{ done: true }]);
       await sleep(200);
       finish();
@@ -329,8 +338,19 @@ if (missing && !inCi) {
       await b.volumes.insert(record(2, { status: 'extending', owner: 'server-a', lease_expires_at: soon }));
       await b.volumes.insert(record(3, { status: 'deleting', owner: 'server-c', lease_expires_at: past }));
       await b.connections.insert({
-        id: 'c1', volume_id: record(1).id, backend: 'odd', status: 'attached', attach_mode: 'rw', connector: {}, connection_info: {}, device: null,
-        created_at: soon, updated_at: soon, status_reason: null, owner: 'server-b', lease_expires_at: soon,
+        id: 'c1',
+        volume_id: record(1).id,
+        backend: 'odd',
+        status: 'attached',
+        attach_mode: 'rw',
+        connector: {},
+        connection_info: {},
+        device: null,
+        created_at: soon,
+        updated_at: soon,
+        status_reason: null,
+        owner: 'server-b',
+        lease_expires_at: soon,
       });
       const now = new Date().toISOString();
       const [fromA, fromB] = await Promise.all([
@@ -347,7 +367,14 @@ if (missing && !inCi) {
 
     it('one request_id retried on two servers at once makes one volume', async () => {
       const { a, b } = await twoServers();
-      const entry = (object: number) => ({ request_id: 'retry', tool: 'create_volume', fingerprint: '{}', object_kind: 'volume' as const, object_id: record(object).id, created_at: new Date().toISOString() });
+      const entry = (object: number) => ({
+        request_id: 'retry',
+        tool: 'create_volume',
+        fingerprint: '{}',
+        object_kind: 'volume' as const,
+        object_id: record(object).id,
+        created_at: new Date().toISOString(),
+      });
       const outcomes = await Promise.all([a.volumes.insert(record(1), entry(1)), b.volumes.insert(record(2), entry(2))]);
       expect(outcomes.filter((outcome) => outcome.inserted)).toHaveLength(1);
       expect((await a.volumes.list({ limit: 10 })).records).toHaveLength(1);

@@ -58,9 +58,13 @@ if (missing && process.env.CI !== 'true') {
           await query(url, legacy(step));
           await query(url, 'INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)', [step, 'then']);
         }
-        await query(url, `INSERT INTO volumes (id, backend, name, description, size, status, pool_name, bootable, created_at, updated_at) VALUES ($1, 'b', 'old', '', 1, 'available', 'p', true, 't', 't')`, [record(version).id]);
+        await query(
+          url,
+          `INSERT INTO volumes (id, backend, name, description, size, status, pool_name, bootable, created_at, updated_at) VALUES ($1, 'b', 'old', '', 1, 'available', 'p', true, 't', 't')`,
+          [record(version).id],
+        );
         const stores = await Promise.all([1, 2, 3].map(() => PostgresVolumeStore.open(url)));
-        expect(await stores[0]!.volumes.get(record(version).id)).toMatchObject({ name: 'old', bootable: true, cinderlib_extra: null });
+        expect(await stores[0].volumes.get(record(version).id)).toMatchObject({ name: 'old', bootable: true, cinderlib_extra: null });
         await Promise.all(stores.map((store) => store.close()));
         expect((await query(url, 'SELECT version FROM schema_migrations ORDER BY version')).map((row) => row.version)).toEqual([1, 2]);
         expect(await schemaOf(url)).toEqual(await schemaOf(fresh));
@@ -74,8 +78,18 @@ if (missing && process.env.CI !== 'true') {
       const store = await PostgresVolumeStore.open(url);
       const now = new Date().toISOString();
       const snapshot = {
-        id: '10000000-0000-4000-8000-000000000001', volume_id: record(1).id, backend: 'b', name: 's', description: '', volume_size: 1, status: 'available' as const,
-        created_at: now, updated_at: now, status_reason: null, provider_location: null, cinderlib_extra: { user_id: 'u' },
+        id: '10000000-0000-4000-8000-000000000001',
+        volume_id: record(1).id,
+        backend: 'b',
+        name: 's',
+        description: '',
+        volume_size: 1,
+        status: 'available' as const,
+        created_at: now,
+        updated_at: now,
+        status_reason: null,
+        provider_location: null,
+        cinderlib_extra: { user_id: 'u' },
       };
       await store.snapshots.insert(snapshot);
       expect(await store.snapshots.get(snapshot.id)).toMatchObject({ cinderlib_extra: { user_id: 'u' } });

@@ -20,7 +20,9 @@ describe('sqlite specifics', () => {
     const db = new Database(path, { readonly: true });
     expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
     expect(db.pragma('user_version', { simple: true })).toBe(9);
-    const plan = db.prepare("EXPLAIN QUERY PLAN SELECT * FROM volumes WHERE seq > 0 AND backend = 'x' AND status = 'available' ORDER BY seq LIMIT 10").all() as Array<{ detail: string }>;
+    const plan = db.prepare("EXPLAIN QUERY PLAN SELECT * FROM volumes WHERE seq > 0 AND backend = 'x' AND status = 'available' ORDER BY seq LIMIT 10").all() as Array<{
+      detail: string;
+    }>;
     expect(plan.map((row) => row.detail).join(' ')).toMatch(/USING INDEX volumes_by_backend_status/);
     db.close();
     expect((await new SqliteVolumeStore(path).volumes.get(record(9).id))?.name).toBe('v9');
@@ -33,8 +35,10 @@ describe('sqlite specifics', () => {
       description TEXT NOT NULL, size INTEGER NOT NULL, status TEXT NOT NULL, pool_name TEXT NOT NULL, bootable INTEGER NOT NULL,
       created_at TEXT NOT NULL, updated_at TEXT NOT NULL, status_reason TEXT, provider_location TEXT)`);
     const old = record(4, { status: 'creating' });
-    db.prepare(`INSERT INTO volumes (id, backend, name, description, size, status, pool_name, bootable, created_at, updated_at, status_reason, provider_location)
-      VALUES (@id, @backend, @name, @description, @size, @status, @pool_name, 0, @created_at, @updated_at, NULL, NULL)`).run(old);
+    db.prepare(
+      `INSERT INTO volumes (id, backend, name, description, size, status, pool_name, bootable, created_at, updated_at, status_reason, provider_location)
+      VALUES (@id, @backend, @name, @description, @size, @status, @pool_name, 0, @created_at, @updated_at, NULL, NULL)`,
+    ).run(old);
     db.pragma('user_version = 1');
     db.close();
     const store = new SqliteVolumeStore(path);
@@ -50,7 +54,9 @@ describe('sqlite specifics', () => {
     const db = new Database(path, { readonly: true });
     const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as Array<{ name: string }>).map(({ name }) => ({
       name,
-      columns: (db.pragma(`table_info(${name})`) as Array<{ name: string }>).map(({ name: column, ...rest }) => ({ column, ...rest, cid: undefined })).sort((a, b) => a.column.localeCompare(b.column)),
+      columns: (db.pragma(`table_info(${name})`) as Array<{ name: string }>)
+        .map(({ name: column, ...rest }) => ({ column, ...rest, cid: undefined }))
+        .sort((a, b) => a.column.localeCompare(b.column)),
     }));
     const indexes = db.prepare("SELECT name, tbl_name FROM sqlite_master WHERE type = 'index' ORDER BY name").all();
     db.close();
@@ -65,8 +71,13 @@ describe('sqlite specifics', () => {
       const path = join(root, `legacy-${version}.sqlite`);
       const db = new Database(path);
       for (const step of legacy.slice(0, version)) db.exec(step);
-      db.prepare(`INSERT INTO volumes (id, backend, name, description, size, status, pool_name, bootable, created_at, updated_at) VALUES (?, 'b', 'old', '', 1, 'available', 'p', 1, 't', 't')`).run(record(version).id);
-      if (version >= 2) db.prepare(`INSERT INTO tombstones (${version >= 6 ? 'object_id' : 'volume_id'}, backend, pool_name, size, checks_done, next_check_at) VALUES ('gone', 'b', 'p', 1, 0, 't')`).run();
+      db.prepare(
+        `INSERT INTO volumes (id, backend, name, description, size, status, pool_name, bootable, created_at, updated_at) VALUES (?, 'b', 'old', '', 1, 'available', 'p', 1, 't', 't')`,
+      ).run(record(version).id);
+      if (version >= 2)
+        db.prepare(
+          `INSERT INTO tombstones (${version >= 6 ? 'object_id' : 'volume_id'}, backend, pool_name, size, checks_done, next_check_at) VALUES ('gone', 'b', 'p', 1, 0, 't')`,
+        ).run();
       db.pragma(`user_version = ${version}`);
       db.close();
       const store = new SqliteVolumeStore(path);

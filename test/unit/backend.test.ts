@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Backend } from '../../src/core/backend.js';
 import { CapacityLedger } from '../../src/core/capacity-ledger.js';
-import { StorageError } from '../../src/base/errors.js';
+import type { StorageError } from '../../src/base/errors.js';
 import { KeyedMutex } from '../../src/base/locks.js';
 import { createLogger } from '../../src/base/log.js';
 import { MemoryVolumeStore } from '../../src/store/memory.js';
@@ -19,7 +19,21 @@ async function makeBackend(dir: string) {
   const store = new MemoryVolumeStore();
   const backend = new Backend(
     { name: 'b', options: { volume_backend_name: 'b', volume_driver: 'file', volumes_dir: dir } },
-    { store, secrets: new SecretRegistry(), log: createLogger('test'), dataDir: dir, rootHelper: '', outputAllBackendInfo: false, volumeLocks: new KeyedMutex(), capacity: new CapacityLedger(), serverId: 'unit-test-server', leaseMs: 30_000, serving: true, attachers: {}, ownConnector: async () => ({ host: 'unit-test-host' }) },
+    {
+      store,
+      secrets: new SecretRegistry(),
+      log: createLogger('test'),
+      dataDir: dir,
+      rootHelper: '',
+      outputAllBackendInfo: false,
+      volumeLocks: new KeyedMutex(),
+      capacity: new CapacityLedger(),
+      serverId: 'unit-test-server',
+      leaseMs: 30_000,
+      serving: true,
+      attachers: {},
+      ownConnector: async () => ({ host: 'unit-test-host' }),
+    },
   );
   await backend.initialize();
   expect(backend.initialized, backend.error).toBe(true);
@@ -28,7 +42,7 @@ async function makeBackend(dir: string) {
   const driver = (backend as unknown as { driver: Record<string, (...args: unknown[]) => Promise<unknown>> }).driver;
   const calls: string[] = [];
   for (const method of ['getStats', 'createVolume', 'extendVolume', 'deleteVolume']) {
-    const original = driver[method]!.bind(driver);
+    const original = driver[method].bind(driver);
     driver[method] = async (...args: unknown[]) => {
       calls.push(`${method}:start`);
       await new Promise((resolve) => setTimeout(resolve, 30));
@@ -78,17 +92,17 @@ describe('Backend', () => {
     const { backend, driver } = await makeBackend(await tempDir());
     poolOf(driver, { total: 10, free: 10, ratio: 1 });
     const results = await Promise.allSettled([backend.lifecycle.createVolume({ size: 6 }), backend.lifecycle.createVolume({ size: 6 })]);
-    const refused = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
+    const refused = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     expect(refused.length).toBe(1);
-    expect((refused[0]!.reason as StorageError).code).toBe('OUT_OF_CAPACITY');
-    expect((refused[0]!.reason as StorageError).message).toMatch(/4 GiB of room left \(thin pool: 10 GiB total x 1 over-subscription - 0 GiB provisioned - 6 GiB being created/);
+    expect((refused[0].reason as StorageError).code).toBe('OUT_OF_CAPACITY');
+    expect((refused[0].reason as StorageError).message).toMatch(/4 GiB of room left \(thin pool: 10 GiB total x 1 over-subscription - 0 GiB provisioned - 6 GiB being created/);
   });
 
   it('counts creates that finished after a slow stats answer was taken: no overbooking from stale stats', async () => {
     const { backend, driver } = await makeBackend(await tempDir());
     poolOf(driver, { total: 10, free: 10, ratio: 1, delayMs: [100, 200] });
     // Creates of uneven length, so some finish while a stats answer is on its way.
-    const driverCreate = driver.createVolume!;
+    const driverCreate = driver.createVolume;
     driver.createVolume = async (...args: unknown[]) => {
       await new Promise((resolve) => setTimeout(resolve, Math.random() * 250));
       return driverCreate(...args);
@@ -103,7 +117,7 @@ describe('Backend', () => {
     const results = await Promise.allSettled(creates);
     const made = results.filter((r) => r.status === 'fulfilled').length;
     expect(made).toBeLessThanOrEqual(10);
-    expect((await backend.stats(true)).pools[0]!.provisioned_capacity_gb).toBeLessThanOrEqual(10);
+    expect((await backend.stats(true)).pools[0].provisioned_capacity_gb).toBeLessThanOrEqual(10);
     for (const r of results) if (r.status === 'rejected') expect((r.reason as StorageError).code).toBe('OUT_OF_CAPACITY');
   });
 
@@ -112,7 +126,7 @@ describe('Backend', () => {
     poolOf(driver, { total: 100, free: 100, ratio: 20 });
     const sizes = Array.from({ length: 200 }, (_, i) => 1 + (i % 3));
     const results = await Promise.allSettled(sizes.map((size) => backend.lifecycle.createVolume({ size })));
-    expect(results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
+    expect(results.filter((r) => r.status === 'rejected').map((r) => String(r.reason))).toEqual([]);
   });
 
   it('records intent before the array call: the volume is "creating" while the driver works', async () => {
@@ -130,8 +144,17 @@ describe('Backend', () => {
     const volume = await backend.lifecycle.createVolume({ size: 1 });
     const now = new Date().toISOString();
     const connection = {
-      id: '30000000-0000-4000-8000-000000000001', volume_id: volume.id, backend: 'b', status: 'attached' as const, attach_mode: 'rw',
-      connector: { host: 'web-1', initiator: 'iqn.1993-08.org.debian:01:web-1' }, connection_info: {}, device: null, created_at: now, updated_at: now, status_reason: null,
+      id: '30000000-0000-4000-8000-000000000001',
+      volume_id: volume.id,
+      backend: 'b',
+      status: 'attached' as const,
+      attach_mode: 'rw',
+      connector: { host: 'web-1', initiator: 'iqn.1993-08.org.debian:01:web-1' },
+      connection_info: {},
+      device: null,
+      created_at: now,
+      updated_at: now,
+      status_reason: null,
     };
     await store.connections.insert(connection);
     await expect(backend.lifecycle.deleteVolume(volume.id)).rejects.toMatchObject({
@@ -160,14 +183,15 @@ describe('Backend', () => {
  * capacity rules can be exercised on a real file backend without filling a disk.
  */
 function poolOf(driver: Record<string, (...args: unknown[]) => Promise<unknown>>, pool: { total: number; free: number; ratio: number; delayMs?: [number, number] }) {
-  const real = driver.getStats!;
+  const real = driver.getStats;
   driver.getStats = async (...args: unknown[]) => {
     const stats = (await real(...args)) as { pools: Array<Record<string, unknown>> };
     if (pool.delayMs) {
       const [min, max] = pool.delayMs;
       await new Promise((resolve) => setTimeout(resolve, min + Math.random() * (max - min)));
     }
-    for (const p of stats.pools) Object.assign(p, { total_capacity_gb: pool.total, free_capacity_gb: pool.free, max_over_subscription_ratio: pool.ratio, thin_provisioning_support: true });
+    for (const p of stats.pools)
+      Object.assign(p, { total_capacity_gb: pool.total, free_capacity_gb: pool.free, max_over_subscription_ratio: pool.ratio, thin_provisioning_support: true });
     return stats;
   };
 }

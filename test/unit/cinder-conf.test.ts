@@ -221,7 +221,7 @@ describe('import-cinder-conf (cinderlib cinder_to_yaml)', () => {
     ]);
     const config = await loadConverted(result.yaml, result.envNames);
     expect(config.backends.map((spec) => spec.name)).toEqual(['LVM_iSCSI', 'xtremio', 'kaminario', 'nameless']);
-    expect(config.backends[1]!.options.san_password).toBe('value-of-CINDERLIB_XTREMIO_SAN_PASSWORD');
+    expect(config.backends[1].options.san_password).toBe('value-of-CINDERLIB_XTREMIO_SAN_PASSWORD');
     expect(config.global.host).toBe('storage-node-1');
     expect(result.yaml).toMatch(/^# cinderlib-mcp config converted from \/etc\/cinder\/cinder\.conf/);
     expect(result.yaml).toContain('#   CINDERLIB_XTREMIO_SAN_PASSWORD  ([xtremio] san_password)');
@@ -369,7 +369,8 @@ target_prefix = iqn.2010-10.org.example$$:
   });
 
   it('converts __proto__ sections and keys as data, polluting nothing', async () => {
-    const text = '[DEFAULT]\nenabled_backends = __proto__, constructor\n[__proto__]\nvolume_driver = lvm\n__proto__ = x\nprototype = y\nvolume_group = vg-proto\n[constructor]\nvolume_driver = lvm\nconstructor = z\nvolume_group = vg-ctor\n';
+    const text =
+      '[DEFAULT]\nenabled_backends = __proto__, constructor\n[__proto__]\nvolume_driver = lvm\n__proto__ = x\nprototype = y\nvolume_group = vg-proto\n[constructor]\nvolume_driver = lvm\nconstructor = z\nvolume_group = vg-ctor\n';
     const outcome = await runImportCinderConf([writeConf('proto.conf', text)]);
     expect(outcome.code).toBe(0);
     const doc = parseYaml(outcome.stdout);

@@ -21,12 +21,14 @@ describe('config parsing', () => {
       rootHelper: 'sudo',
       leaseSeconds: 30,
     });
-    expect(config.backends[0]!.options.volume_group).toBe('cinder-volumes');
+    expect(config.backends[0].options.volume_group).toBe('cinder-volumes');
     const named = parse({ global: { host: 'storage-1', lease_seconds: '45' }, backends: [{ volume_backend_name: 'a' }] }).config.global;
     expect(named).toMatchObject({ host: 'storage-1', leaseSeconds: 45 });
     expect(() => parse({ global: { lease_seconds: 1 }, backends: [{ volume_backend_name: 'a' }] })).toThrow(/lease_seconds must be a whole number of seconds from 5 to 3600/);
     expect(parse({ global: { http_sessions_per_token: '3' }, backends: [{ volume_backend_name: 'a' }] }).config.global.httpSessionsPerToken).toBe(3);
-    expect(() => parse({ global: { http_sessions_per_token: 0 }, backends: [{ volume_backend_name: 'a' }] })).toThrow(/http_sessions_per_token must be a whole number of sessions from 1 to 1000/);
+    expect(() => parse({ global: { http_sessions_per_token: 0 }, backends: [{ volume_backend_name: 'a' }] })).toThrow(
+      /http_sessions_per_token must be a whole number of sessions from 1 to 1000/,
+    );
   });
 
   it('accepts SQLAlchemy four-slash URLs and memory storage', () => {
@@ -41,14 +43,14 @@ describe('config parsing', () => {
       { backends: [{ volume_backend_name: 'x', san_ip: '${env:ARRAY_HOST}:8443', san_password: '${env:PW}' }] },
       { ARRAY_HOST: 'array.example', PW: 's3cr3t-value' },
     );
-    expect(config.backends[0]!.options.san_ip).toBe('array.example:8443');
+    expect(config.backends[0].options.san_ip).toBe('array.example:8443');
     expect(secrets.redact('login with s3cr3t-value at array.example')).toBe('login with *** at ***');
   });
 
   it('names a missing environment variable, never a value, and disables only that backend', () => {
     const { config } = parse({ backends: [{ volume_backend_name: 'x', san_password: '${env:MISSING_PW}' }, { volume_backend_name: 'y' }] });
     expect(config.backends[0]).toMatchObject({ name: 'x', error: expect.stringMatching(/environment variable MISSING_PW is not set/) });
-    expect(config.backends[1]!.error).toBeUndefined();
+    expect(config.backends[1].error).toBeUndefined();
     expect(() => parse({ global: { persistence_config: { storage: 'db', connection: 'sqlite:///${env:MISSING_DB}' } }, backends: [{ volume_backend_name: 'y' }] })).toThrow(
       /global.*environment variable MISSING_DB is not set/,
     );
@@ -66,7 +68,10 @@ describe('config parsing', () => {
       [{ global: { read_only: 'maybe' }, backends: [{ volume_backend_name: 'a' }] }, /global option "read_only": true or false/],
       [{ global: { persistence_config: { storage: 'redis' } }, backends: [{ volume_backend_name: 'a' }] }, /storage must be "memory" or "db"/],
     ];
-    for (const [doc, message] of cases) expect(() => parse(doc)).toThrow(ConfigError), expect(() => parse(doc)).toThrow(message);
+    for (const [doc, message] of cases) {
+      expect(() => parse(doc)).toThrow(ConfigError);
+      expect(() => parse(doc)).toThrow(message);
+    }
   });
 
   it('lists a backend without a name, or with a taken one, as not serving, and serves the others', () => {

@@ -24,23 +24,23 @@ describe("list_supported_drivers (cinderlib's Backend.list_supported_drivers)", 
     const classes = await catalogClasses();
     expect(Object.keys(listing).sort()).toEqual(classes.map((c) => c.name).sort());
     for (const { path, name } of classes) {
-      expect(listing[name]!.class_fqn).toBe(path);
-      expect(listing[name]!.class_name).toBe(name);
+      expect(listing[name].class_fqn).toBe(path);
+      expect(listing[name].class_name).toBe(name);
     }
     // Cinder's class paths for Cinder's drivers, one entry per class; our own name for the file driver.
-    expect(listing.LVMVolumeDriver!.class_fqn).toBe('cinder.volume.drivers.lvm.LVMVolumeDriver');
-    expect(listing.XtremIOISCSIDriver!.class_fqn).toBe('cinder.volume.drivers.dell_emc.xtremio.XtremIOISCSIDriver');
-    expect(listing.XtremIOFCDriver!.class_fqn).toBe('cinder.volume.drivers.dell_emc.xtremio.XtremIOFCDriver');
-    expect(listing.KaminarioISCSIDriver!.class_fqn).toBe('cinder.volume.drivers.kaminario.kaminario_iscsi.KaminarioISCSIDriver');
-    expect(listing.KaminarioFCDriver!.class_fqn).toBe('cinder.volume.drivers.kaminario.kaminario_fc.KaminarioFCDriver');
-    expect(listing.FileDriver!.class_fqn).toBe('cinderlib_mcp.drivers.file.FileDriver');
+    expect(listing.LVMVolumeDriver.class_fqn).toBe('cinder.volume.drivers.lvm.LVMVolumeDriver');
+    expect(listing.XtremIOISCSIDriver.class_fqn).toBe('cinder.volume.drivers.dell_emc.xtremio.XtremIOISCSIDriver');
+    expect(listing.XtremIOFCDriver.class_fqn).toBe('cinder.volume.drivers.dell_emc.xtremio.XtremIOFCDriver');
+    expect(listing.KaminarioISCSIDriver.class_fqn).toBe('cinder.volume.drivers.kaminario.kaminario_iscsi.KaminarioISCSIDriver');
+    expect(listing.KaminarioFCDriver.class_fqn).toBe('cinder.volume.drivers.kaminario.kaminario_fc.KaminarioFCDriver');
+    expect(listing.FileDriver.class_fqn).toBe('cinderlib_mcp.drivers.file.FileDriver');
   });
 
   it("gives each entry exactly cinderlib's keys, the driver's own version and a description", async () => {
     for (const version of [1, 2] as const) {
       const listing = await listSupportedDrivers(version);
       for (const { definition, name } of await catalogClasses()) {
-        const info = listing[name]!;
+        const info = listing[name];
         expect(Object.keys(info).sort(), name).toEqual([...DRIVER_INFO_KEYS].sort());
         expect(definition.version, `${name}: the definition sets its version`).toMatch(/^\d+(\.\d+)*$/);
         expect(info.version).toBe(definition.version);
@@ -51,17 +51,20 @@ describe("list_supported_drivers (cinderlib's Backend.list_supported_drivers)", 
       }
     }
     const listing = await listSupportedDrivers(2);
-    expect(listing.LVMVolumeDriver!.version).toBe('3.0.0');
-    expect(listing.XtremIOFCDriver!.desc).toMatch(/Fibre Channel connections .* not implemented/);
+    expect(listing.LVMVolumeDriver.version).toBe('3.0.0');
+    expect(listing.XtremIOFCDriver.desc).toMatch(/Fibre Channel connections .* not implemented/);
   });
 
   it('lists every option the driver schema declares, in order, with its help, default and required flag', async () => {
     const listing = await listSupportedDrivers(2);
     for (const { definition, name } of await catalogClasses()) {
-      const options = listing[name]!.driver_options;
-      expect(options.map((o) => o.name), name).toEqual(Object.keys(definition.options));
+      const options = listing[name].driver_options;
+      expect(
+        options.map((o) => o.name),
+        name,
+      ).toEqual(Object.keys(definition.options));
       for (const option of options) {
-        const info = optionInfo.get(definition.options[option.name] as z.ZodType)!;
+        const info = optionInfo.get(definition.options[option.name])!;
         expect(option.help).toBe(info.help);
         expect(option.dest).toBe(option.name);
         expect(option.required).toBe(info.required ?? false);
@@ -71,7 +74,7 @@ describe("list_supported_drivers (cinderlib's Backend.list_supported_drivers)", 
         }
       }
     }
-    const xtremio = listing.XtremIOISCSIDriver!.driver_options;
+    const xtremio = listing.XtremIOISCSIDriver.driver_options;
     expect(xtremio.find((o) => o.name === 'san_ip')).toMatchObject({ required: true, default: null });
     expect(xtremio.find((o) => o.name === 'xtremio_array_busy_retry_count')).toMatchObject({ default: 5, required: false });
   });
@@ -79,7 +82,7 @@ describe("list_supported_drivers (cinderlib's Backend.list_supported_drivers)", 
   it('gives types that accept and refuse what the schema accepts and refuses', async () => {
     const listing = await listSupportedDrivers(2);
     for (const { definition, name } of await catalogClasses()) {
-      for (const option of listing[name]!.driver_options) {
+      for (const option of listing[name].driver_options) {
         const schema = definition.options[option.name] as z.ZodType;
         const accepts = (value: unknown) => schema.safeParse(value).success;
         const type = option.type as Record<string, unknown>;
@@ -112,7 +115,7 @@ describe("list_supported_drivers (cinderlib's Backend.list_supported_drivers)", 
         }
       }
     }
-    const lvm = listing.LVMVolumeDriver!.driver_options;
+    const lvm = listing.LVMVolumeDriver.driver_options;
     expect(lvm.find((o) => o.name === 'lvm_type')!.type).toMatchObject({
       type_name: 'string value',
       choices: { default: null, thin: null, auto: null },
@@ -132,17 +135,17 @@ describe("list_supported_drivers (cinderlib's Backend.list_supported_drivers)", 
       }
     }
     for (const [name, info] of Object.entries(v2)) {
-      for (const option of info.driver_options as TypedDriverOption[]) {
+      for (const option of info.driver_options) {
         expect(typeof option.required, `${name}.${option.name}`).toBe('boolean');
         expect(typeof option.secret, `${name}.${option.name}`).toBe('boolean');
         expect(option.type, `${name}.${option.name}`).toHaveProperty('type_class');
       }
     }
-    const ratio1 = v1.LVMVolumeDriver!.driver_options.find((o) => o.name === 'max_over_subscription_ratio') as StringDriverOption;
+    const ratio1 = v1.LVMVolumeDriver.driver_options.find((o) => o.name === 'max_over_subscription_ratio') as StringDriverOption;
     expect(ratio1).toMatchObject({ type: 'Float(min=1)', default: '20.0', required: 'False', secret: 'False', sample_default: 'None', deprecated_opts: '[]' });
-    const ratio2 = v2.LVMVolumeDriver!.driver_options.find((o) => o.name === 'max_over_subscription_ratio') as TypedDriverOption;
+    const ratio2 = v2.LVMVolumeDriver.driver_options.find((o) => o.name === 'max_over_subscription_ratio') as TypedDriverOption;
     expect(ratio2).toMatchObject({ default: 20, required: false, secret: false, sample_default: null, deprecated_opts: [] });
-    const port1 = v1.LVMVolumeDriver!.driver_options.find((o) => o.name === 'target_port') as StringDriverOption;
+    const port1 = v1.LVMVolumeDriver.driver_options.find((o) => o.name === 'target_port') as StringDriverOption;
     expect(port1).toMatchObject({ type: 'Integer(min=1, max=65535)', default: '3260' });
     await expect(listSupportedDrivers(3 as 1)).rejects.toThrow(/output_version must be 1 or 2/);
   });
@@ -153,19 +156,22 @@ describe("list_supported_drivers (cinderlib's Backend.list_supported_drivers)", 
     const v2 = await listSupportedDrivers(2);
     let secretsSeen = 0;
     for (const [name, info] of Object.entries(v2)) {
-      for (const option of info.driver_options as TypedDriverOption[]) {
+      for (const option of info.driver_options) {
         expect(option.secret, `${name}.${option.name}`).toBe(isSecretKey(option.name));
         if (!option.secret) continue;
         secretsSeen += 1;
         expect(option.default).toBeNull();
         expect(option.sample_default).toBeNull();
-        const asString = (v1[name]!.driver_options as StringDriverOption[]).find((o) => o.name === option.name)!;
+        const asString = v1[name].driver_options.find((o) => o.name === option.name)!;
         expect(asString).toMatchObject({ secret: 'True', default: 'None', sample_default: 'None' });
       }
     }
     expect(secretsSeen).toBeGreaterThan(0);
     for (const name of ['LVMVolumeDriver', 'XtremIOISCSIDriver', 'KaminarioFCDriver']) {
-      expect(v2[name]!.driver_options.find((o) => o.name === 'san_password'), name).toMatchObject({ secret: true, default: null });
+      expect(
+        v2[name].driver_options.find((o) => o.name === 'san_password'),
+        name,
+      ).toMatchObject({ secret: true, default: null });
     }
   });
 

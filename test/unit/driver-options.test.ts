@@ -15,7 +15,7 @@ describe('rejected option values in config errors', () => {
     const secrets = new SecretRegistry();
     const config = parseConfig({ backends: [{ volume_backend_name: 'vg1', volume_driver: 'lvm', ...options }] }, 'test config', { env, secrets });
     const definition = await DRIVER_CATALOG.find((entry) => entry.alias === 'lvm')!.load();
-    return { spec: config.backends[0]!, definition, secrets };
+    return { spec: config.backends[0], definition, secrets };
   }
 
   function rejection(run: () => unknown): string {

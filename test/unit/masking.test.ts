@@ -11,13 +11,41 @@ import { MASK, SecretRegistry, isSecretKey } from '../../src/base/secrets.js';
  * (cinderlib is free-form), must be masked.
  */
 const CINDER_SECRET_OPTIONS = [
-  'backend_url', 'backup_gcs_proxy_url', 'backup_s3_sse_customer_key', 'backup_s3_store_access_key',
-  'backup_s3_store_secret_key', 'backup_swift_key', 'chap_password', 'cisco_fc_fabric_password', 'fc_fabric_password',
-  'fixed_key', 'gpfs_user_password', 'hitachi_mirror_auth_password', 'hitachi_mirror_rest_password', 'hpe3par_password',
-  'macrosan_replication_password', 'macrosan_sdas_password', 'metro_san_password', 'nas_password', 'nec_ismcli_password',
-  'netapp_password', 'nexenta_password', 'nexenta_rest_password', 'password', 'podm_password', 'rbd_iscsi_api_password',
-  'replication_device', 'san_password', 'secondary_san_password', 'spdk_rpc_password', 'synology_one_time_pass',
-  'synology_password', 'vast_api_token', 'vmstore_password', 'vmware_host_password', 'zadara_access_key',
+  'backend_url',
+  'backup_gcs_proxy_url',
+  'backup_s3_sse_customer_key',
+  'backup_s3_store_access_key',
+  'backup_s3_store_secret_key',
+  'backup_swift_key',
+  'chap_password',
+  'cisco_fc_fabric_password',
+  'fc_fabric_password',
+  'fixed_key',
+  'gpfs_user_password',
+  'hitachi_mirror_auth_password',
+  'hitachi_mirror_rest_password',
+  'hpe3par_password',
+  'macrosan_replication_password',
+  'macrosan_sdas_password',
+  'metro_san_password',
+  'nas_password',
+  'nec_ismcli_password',
+  'netapp_password',
+  'nexenta_password',
+  'nexenta_rest_password',
+  'password',
+  'podm_password',
+  'rbd_iscsi_api_password',
+  'replication_device',
+  'san_password',
+  'secondary_san_password',
+  'spdk_rpc_password',
+  'synology_one_time_pass',
+  'synology_password',
+  'vast_api_token',
+  'vmstore_password',
+  'vmware_host_password',
+  'zadara_access_key',
 ];
 
 /** Contract section 6's name fragments; section 9: chap_username is not a secret. */
@@ -52,9 +80,25 @@ describe('masking by option name', () => {
 
   it('keeps user names, addresses, paths and key-lookup names visible (chap_username included)', () => {
     for (const name of [
-      'chap_username', 'discovery_chap_username', 'san_login', 'san_ip', 'volume_group', 'ssh_hosts_key_file',
-      'lvm_conf_file', 'driver_ssl_cert_path', 'xtremio_cluster_name', 'target_prefix', 'passthrough', 'compass',
-      'bypass_cache', 'key_name', 'sort_key', 'public_key', 'ssh_host_key', 'encryption_key_id', 'strict_ssh_host_key_policy',
+      'chap_username',
+      'discovery_chap_username',
+      'san_login',
+      'san_ip',
+      'volume_group',
+      'ssh_hosts_key_file',
+      'lvm_conf_file',
+      'driver_ssl_cert_path',
+      'xtremio_cluster_name',
+      'target_prefix',
+      'passthrough',
+      'compass',
+      'bypass_cache',
+      'key_name',
+      'sort_key',
+      'public_key',
+      'ssh_host_key',
+      'encryption_key_id',
+      'strict_ssh_host_key_policy',
     ]) {
       expect(isSecretKey(name), name).toBe(false);
       expect(shown(name), name).toBe(`value-of-${name}`);
@@ -63,8 +107,23 @@ describe('masking by option name', () => {
 
   it('masks passwd, pass as a word of the name, and keys that are credentials', () => {
     for (const name of [
-      'san_passwd', 'passwd', 'san_pass', 'db_pass', 'pass', 'api_key', 'apikey', 'apiKey', 'access_key', 'secret_key',
-      'auth_key', 'x-api-key', 'key', 'chap_password', 'target_chap_password', 'provider_auth', 'SAN_PASSWORD',
+      'san_passwd',
+      'passwd',
+      'san_pass',
+      'db_pass',
+      'pass',
+      'api_key',
+      'apikey',
+      'apiKey',
+      'access_key',
+      'secret_key',
+      'auth_key',
+      'x-api-key',
+      'key',
+      'chap_password',
+      'target_chap_password',
+      'provider_auth',
+      'SAN_PASSWORD',
     ]) {
       expect(isSecretKey(name), name).toBe(true);
       expect(shown(name), name).toBe(MASK);
@@ -76,9 +135,7 @@ describe('masking by value', () => {
   it('masks the password of a URL in any value, whatever the scheme', () => {
     const secrets = new SecretRegistry();
     expect(secrets.redact('cannot reach https://admin:pw@10.0.0.1:8443/api')).toBe('cannot reach https://admin:***@10.0.0.1:8443/api');
-    expect(secrets.redact('postgresql+psycopg2://cinder:s3cr3t@db/cinder and redis://:tok@cache')).toBe(
-      'postgresql+psycopg2://cinder:***@db/cinder and redis://:***@cache',
-    );
+    expect(secrets.redact('postgresql+psycopg2://cinder:s3cr3t@db/cinder and redis://:tok@cache')).toBe('postgresql+psycopg2://cinder:***@db/cinder and redis://:***@cache');
     // A raw @ in the password is masked whole; the text around a quoted URL stays intact.
     expect(secrets.redact('{"url":"https://u:p@ss@host/x","mail":"a@b"}')).toBe('{"url":"https://u:***@host/x","mail":"a@b"}');
     expect(secrets.redact('ssh://root@host and https://host:8443/path')).toBe('ssh://root@host and https://host:8443/path');
@@ -123,7 +180,7 @@ describe('masking by origin: ${env:} values', () => {
       'test.yaml',
       { env: { SHORT: 'ab', HOST: 'Array-1' }, secrets },
     );
-    const options = config.backends[0]!.options;
+    const options = config.backends[0].options;
     expect(options.san_login).toBe('ab');
     expect(secrets.maskOptions(options)).toMatchObject({
       san_login: MASK,

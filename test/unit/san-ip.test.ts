@@ -26,9 +26,28 @@ const ACCEPTED: Array<[string, { host: string; port?: number }]> = [
 ];
 
 const REJECTED = [
-  '', ' ', '127.0.0.2:abc', 'https://127.0.0.2', 'https://array', '10.0.0.1/24', 'array/api', '10.0.0.1:0', '10.0.0.1:65536',
-  '10.0.0.1:', 'host:8443:1', '[::1]:x', '[10.0.0.1]:443', '[::1', '999.1.1.1', '10.1', 'user@host', 'a b', '-host', 'host..example',
-  'fe80::1%eth0', 'array?x=1',
+  '',
+  ' ',
+  '127.0.0.2:abc',
+  'https://127.0.0.2',
+  'https://array',
+  '10.0.0.1/24',
+  'array/api',
+  '10.0.0.1:0',
+  '10.0.0.1:65536',
+  '10.0.0.1:',
+  'host:8443:1',
+  '[::1]:x',
+  '[10.0.0.1]:443',
+  '[::1',
+  '999.1.1.1',
+  '10.1',
+  'user@host',
+  'a b',
+  '-host',
+  'host..example',
+  'fe80::1%eth0',
+  'array?x=1',
 ];
 
 describe('san_ip', () => {

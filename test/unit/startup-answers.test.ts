@@ -48,7 +48,7 @@ describe('start-up answers given before the SDK loads', () => {
   // The listing `npm run build` wrote (the tests run the TypeScript sources, not dist/).
   const listing = readPrebuiltListing(new URL('../../dist/tool-listing.json', import.meta.url))!;
 
-  it('equal the SDK server\'s answers to initialize (every version, and one it does not speak) and tools/list', async () => {
+  it("equal the SDK server's answers to initialize (every version, and one it does not speak) and tools/list", async () => {
     expect(listing).toBeDefined();
     for (const readOnly of [false, true]) {
       const { input, output, send, answerTo } = wire();
@@ -80,7 +80,7 @@ describe('start-up answers given before the SDK loads', () => {
       onserverwanted: () => wanted++,
     });
     transport.listen();
-    send(initialize(1, SUPPORTED_PROTOCOL_VERSIONS[0]!));
+    send(initialize(1, SUPPORTED_PROTOCOL_VERSIONS[0]));
     send({ method: 'notifications/initialized' });
     send({ id: 2, method: 'tools/list' });
     send({ id: 3, method: 'tools/call', params: { name: 'no_such_tool', arguments: {} } });

@@ -42,15 +42,40 @@ describe('the prebuilt tools/list answer', () => {
     const withPool = (total: unknown, free: unknown) => ({
       backend: 'b',
       stats: {
-        driver_version: '1', storage_protocol: 'iSCSI', vendor_name: 'v', volume_backend_name: 'b',
-        pools: [{ pool_name: 'p', total_capacity_gb: total, free_capacity_gb: free, reserved_percentage: 0, max_over_subscription_ratio: 20, thin_provisioning_support: true, thick_provisioning_support: false, QoS_support: false }],
+        driver_version: '1',
+        storage_protocol: 'iSCSI',
+        vendor_name: 'v',
+        volume_backend_name: 'b',
+        pools: [
+          {
+            pool_name: 'p',
+            total_capacity_gb: total,
+            free_capacity_gb: free,
+            reserved_percentage: 0,
+            max_over_subscription_ratio: 20,
+            thin_provisioning_support: true,
+            thick_provisioning_support: false,
+            QoS_support: false,
+          },
+        ],
       },
     });
     expect(stats(withPool(100, 'unknown')).valid).toBe(true);
     expect(stats(withPool('infinite', 'infinite')).valid).toBe(true);
     expect(stats(withPool(100, 'plenty')).valid).toBe(false);
     const volume = validator.getValidator(listing.get('get_volume') as JsonSchemaType);
-    const record = { id: 'i', name: '', description: '', status: 'available', backend: 'b', pool_name: 'p', bootable: false, created_at: 'now', snapshot_id: null, source_volume_id: null };
+    const record = {
+      id: 'i',
+      name: '',
+      description: '',
+      status: 'available',
+      backend: 'b',
+      pool_name: 'p',
+      bootable: false,
+      created_at: 'now',
+      snapshot_id: null,
+      source_volume_id: null,
+    };
     expect(volume({ ...record, size: 1 }).valid).toBe(true);
     expect(volume({ ...record, size: 0 }).valid).toBe(false);
     expect(volume({ ...record, size: 1.5 }).valid).toBe(false);

@@ -41,7 +41,7 @@ async function startDriver(xms: XmsEmulator, extra: Record<string, unknown> = {}
   const config = xms.cinderBackend('xtremio', { volume_driver: volumeDriver, ...extra });
   const { options } = validateDriverOptions('xtremio', xtremio, config, secrets);
   const context = { backendName: 'xtremio', log: createLogger('t'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') };
-  const driver = xtremio.create(options as never, context, volumeDriver);
+  const driver = xtremio.create(options, context, volumeDriver);
   await driver.setup();
   return { driver, secrets };
 }
@@ -103,15 +103,13 @@ for (const { api, paths, xms } of arrays) {
         expect(info.driver_volume_type).toBe('iscsi');
         const portal = xms.iscsiPortals.find((p) => `${p.ipAddr.split('/')[0]}:${p.ipPort}` === info.data.target_portal);
         expect(portal, `portal ${String(info.data.target_portal)} is one of the array's`).toBeDefined();
-        expect(info.data).toMatchObject({ target_discovered: false, target_iqn: portal!.portAddress, target_lun: map!.lun, volume_id: volume.id });
+        expect(info.data).toMatchObject({ target_discovered: false, target_iqn: portal!.portAddress, target_lun: map.lun, volume_id: volume.id });
         expect(info.data.target_portal).toMatch(/^127\.0\.0\.\d+:3260$/);
         for (const key of AUTH_KEYS) expect(info.data).not.toHaveProperty(key); // CHAP is off on the cluster
         if (api === 'v1') {
           expect(xms.requests).toContain(`GET ${paths}/initiators?name=${encodeURIComponent(connector.initiator!)}`);
         } else {
-          expect(xms.requests).toContain(
-            `GET ${paths}/initiators?filter=${encodeURIComponent(`port-address:eq:${connector.initiator}`)}&full=1&cluster-name=${xms.clusterName}`,
-          );
+          expect(xms.requests).toContain(`GET ${paths}/initiators?filter=${encodeURIComponent(`port-address:eq:${connector.initiator}`)}&full=1&cluster-name=${xms.clusterName}`);
         }
         await driver.exports!.terminateConnection(volume, connector, false);
         await driver.deleteVolume(volume);
@@ -133,9 +131,14 @@ for (const { api, paths, xms } of arrays) {
         expect(groupPosts()).toBe(groupsBefore + 1);
         expect(initiatorPosts()).toBe(initiatorsBefore + 1);
         const group = xms.initiatorGroups.get(connector.initiator!)!;
-        expect(xms.groupMaps(group).map((map) => map.volume.name).sort()).toEqual([first.id, second.id].sort());
-        expect(one.data.target_lun).toBe(mapsOf(first.id)[0]!.lun);
-        expect(two.data.target_lun).toBe(mapsOf(second.id)[0]!.lun);
+        expect(
+          xms
+            .groupMaps(group)
+            .map((map) => map.volume.name)
+            .sort(),
+        ).toEqual([first.id, second.id].sort());
+        expect(one.data.target_lun).toBe(mapsOf(first.id)[0].lun);
+        expect(two.data.target_lun).toBe(mapsOf(second.id)[0].lun);
         expect(two.data.target_lun).not.toBe(one.data.target_lun);
 
         // Connecting again: the array answers already mapped, and the map it has is used.
@@ -216,7 +219,7 @@ for (const { api, paths, xms } of arrays) {
         await driver.createVolume(volume);
         const connector = newConnector({ multipath: true });
         const info = await driver.exports!.initializeConnection(volume, connector);
-        const lun = mapsOf(volume.id)[0]!.lun;
+        const lun = mapsOf(volume.id)[0].lun;
         expect(info.data.target_portals).toEqual(xms.iscsiPortals.map((p) => `${p.ipAddr.split('/')[0]}:3260`));
         expect(info.data.target_iqns).toEqual(xms.iscsiPortals.map((p) => p.portAddress));
         expect(info.data.target_luns).toEqual(xms.iscsiPortals.map(() => lun));
@@ -269,7 +272,7 @@ for (const { api, paths, xms } of arrays) {
           // Connecting again makes the group and the initiator anew.
           const info = await driver.exports!.initializeConnection(first, connector);
           expect(xms.initiatorGroups.has(connector.initiator!)).toBe(true);
-          expect(info.data.target_lun).toBe(mapsOf(first.id)[0]!.lun);
+          expect(info.data.target_lun).toBe(mapsOf(first.id)[0].lun);
           await driver.exports!.terminateConnection(first, connector, false);
           for (const v of [first, second]) await driver.deleteVolume(v);
         },
@@ -307,7 +310,7 @@ for (const { api, paths, xms } of arrays) {
     });
 
     it('uses only the portals xtremio_ports allows, and says so when none is left', async () => {
-      const [first, second] = xms.iscsiPortals.map((p) => p.ipAddr.split('/')[0]!);
+      const [first, second] = xms.iscsiPortals.map((p) => p.ipAddr.split('/')[0]);
       await withDriver(
         xms,
         async ({ driver }) => {

@@ -33,7 +33,11 @@ async function startDriver(xms: XmsEmulator, extra: Record<string, unknown> = {}
   const secrets = new SecretRegistry();
   const config = xms.cinderBackend('xtremio', extra);
   const { options } = validateDriverOptions('xtremio', xtremio, config, secrets);
-  const driver = xtremio.create(options as never, { backendName: 'xtremio', log: createLogger('t'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') }, String(config.volume_driver));
+  const driver = xtremio.create(
+    options,
+    { backendName: 'xtremio', log: createLogger('t'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') },
+    String(config.volume_driver),
+  );
   await driver.setup();
   return { driver, close: () => driver.close() };
 }
@@ -67,7 +71,7 @@ for (const { api, paths, xms } of arrays) {
       await withDriver(xms, async (driver) => {
         const volume = newVolume(3);
         await driver.createVolume(volume);
-        const free = (await driver.getStats()).pools[0]!.free_capacity_gb;
+        const free = (await driver.getStats()).pools[0].free_capacity_gb;
         const snapshot = snapshotOf(volume);
         const putsBefore = xms.requests.filter((line) => line.startsWith('PUT')).length;
         const created = await driver.snapshots!.createSnapshot(snapshot, volume);
@@ -89,7 +93,7 @@ for (const { api, paths, xms } of arrays) {
           expect(xms.requests.filter((line) => line.startsWith('PUT')).length).toBe(putsBefore);
         }
         // Thin: the snapshot shares the volume's blocks.
-        expect((await driver.getStats()).pools[0]!.free_capacity_gb).toBe(free);
+        expect((await driver.getStats()).pools[0].free_capacity_gb).toBe(free);
 
         await driver.snapshots!.deleteSnapshot(snapshot, volume);
         expect(xms.volumes.has(snapshot.id)).toBe(false);
@@ -112,7 +116,10 @@ for (const { api, paths, xms } of arrays) {
         const larger = newVolume(5);
         await driver.snapshots!.createVolumeFromSnapshot(larger, snapshot, noProgress);
 
-        for (const [made, sizeGb] of [[same, 2], [larger, 5]] as const) {
+        for (const [made, sizeGb] of [
+          [same, 2],
+          [larger, 5],
+        ] as const) {
           const object = xms.volumes.get(made.id);
           expect(object?.ancestor?.name).toBe(snapshot.id);
           expect(object?.sizeKib).toBe(sizeGb * GIB_IN_KIB);
@@ -138,7 +145,10 @@ for (const { api, paths, xms } of arrays) {
         const larger = newVolume(6);
         await driver.clones!.createClonedVolume(larger, source, noProgress);
 
-        for (const [made, sizeGb] of [[clone, 4], [larger, 6]] as const) {
+        for (const [made, sizeGb] of [
+          [clone, 4],
+          [larger, 6],
+        ] as const) {
           const object = xms.volumes.get(made.id);
           expect(object?.ancestor?.name).toBe(source.id);
           expect(object?.sizeKib).toBe(sizeGb * GIB_IN_KIB);
@@ -228,7 +238,7 @@ for (const { api, paths, xms } of arrays) {
   });
 }
 
-it('says when the array\'s snapshot limit is reached (Cinder\'s XtremIOSnapshotsLimitExceeded)', async () => {
+it("says when the array's snapshot limit is reached (Cinder's XtremIOSnapshotsLimitExceeded)", async () => {
   const limited = await new XmsEmulator({ password: PASSWORD, maxSnapshotsPerVolume: 1 }).start();
   const { driver, close } = await startDriver(limited);
   try {
@@ -268,7 +278,7 @@ describe('XtremIO v2 snapshot renames', () => {
     }
   });
 
-  it('removes a snapshot left under the array\'s name when deleting its id', async () => {
+  it("removes a snapshot left under the array's name when deleting its id", async () => {
     const { driver, close } = await startDriver(xms);
     try {
       const volume = newVolume(1);

@@ -41,7 +41,7 @@ defineBackendScenarios({
 });
 
 describe('XtremIO specifics', () => {
-  it('reports Cinder\'s XtremIO stats with KiB converted to GiB, and capacity moves with volumes', async () => {
+  it("reports Cinder's XtremIO stats with KiB converted to GiB, and capacity moves with volumes", async () => {
     const server = await startMcpServer({ backends: [seedBackend()] }, { env });
     try {
       const before = (await server.call('get_stats', { backend: 'xtremio', refresh: true })).data.stats;
@@ -87,7 +87,11 @@ describe('XtremIO specifics', () => {
     // The array's own uniqueness rule, straight through the driver.
     const secrets = new SecretRegistry();
     const { options } = validateDriverOptions('xtremio', xtremio, { ...seedBackend(), san_password: PASSWORD }, secrets);
-    const driver = xtremio.create(options as never, { backendName: 'xtremio', log: createLogger('t'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') }, 'xtremio');
+    const driver = xtremio.create(
+      options,
+      { backendName: 'xtremio', log: createLogger('t'), secrets, dataDir: '/tmp', rootHelper: '', serving: true, host: refusingHost('this test attaches nothing') },
+      'xtremio',
+    );
     await driver.setup();
     const volume = { id: '5a1d3c84-1111-4c2b-9c55-0d7a5b1e2f30', size: 1, pool_name: 'xtremio', name: '', description: '', bootable: false };
     await driver.createVolume(volume);
@@ -118,7 +122,7 @@ describe('XtremIO specifics', () => {
       expect(early.text).toMatch(/^BACKEND_BUSY: backend "xtremio": read cluster xtremio_cluster: the array stayed busy after 3 attempts/);
       expect((await server.call('list_volumes', { backend: 'xtremio' })).data.volumes.length).toBe(volumesBefore);
       xms.answerBusy(0);
-      const id = /record ([0-9a-f-]{36})/.exec(gaveUp.text)![1]!;
+      const id = /record ([0-9a-f-]{36})/.exec(gaveUp.text)![1];
       expect((await server.call('get_volume', { volume_id: id })).data.status).toBe('error');
       expect((await server.call('delete_volume', { volume_id: id })).isError).toBe(false);
       xms.answerServerError(1, 'PUT'); // not "busy": no retry, a clear failure
@@ -163,7 +167,9 @@ describe('XtremIO specifics', () => {
       const { backends } = (await server.call('list_backends')).data;
       const byId = Object.fromEntries(backends.map((b: { id: string }) => [b.id, b]));
       expect(byId.strict.initialized).toBe(false);
-      expect(byId.strict.error).toMatch(/TLS certificate of https:\/\/127\.0\.0\.1:\d+ was refused .*set driver_ssl_cert_path to the array's CA bundle, or driver_ssl_cert_verify: false/);
+      expect(byId.strict.error).toMatch(
+        /TLS certificate of https:\/\/127\.0\.0\.1:\d+ was refused .*set driver_ssl_cert_path to the array's CA bundle, or driver_ssl_cert_verify: false/,
+      );
       expect(byId.lax.initialized).toBe(true);
       expect(byId.gone.initialized).toBe(false);
       expect(byId.gone.error).toMatch(/cannot reach https:\/\/127\.0\.0\.1:1: ECONNREFUSED/);

@@ -1,12 +1,3 @@
-import { stringify } from 'yaml';
-import { z } from 'zod';
-import { DEFAULT_VOLUME_DRIVER, DRIVER_CATALOG, findDriver } from '../../../drivers/catalog.js';
-import type { DriverDefinition } from '../../../drivers/kit/types.js';
-import { ConfigError } from '../../config/errors.js';
-import { CORE_OPTIONS, readCoreOptions, validateDriverOptions } from '../../config/driver-options.js';
-import { SecretRegistry, isSecretKey } from '../../base/secrets.js';
-import { type IniFile, type IniSection, lastValue, parseCinderConf } from './parse.js';
-
 /**
  * cinderlib's cinder_to_yaml, natively (contract section 9): every backend of
  * `[DEFAULT] enabled_backends` becomes a backend of this project's YAML config, with the options
@@ -27,6 +18,15 @@ import { type IniFile, type IniSection, lastValue, parseCinderConf } from './par
  *   `global.root_helper` unless it is Cinder's own rootwrap (whose filters list Cinder's commands,
  *   not this project's), in which case the project's default (`sudo`) stays.
  */
+
+import { stringify } from 'yaml';
+import { z } from 'zod';
+import { DEFAULT_VOLUME_DRIVER, DRIVER_CATALOG, findDriver } from '../../../drivers/catalog.js';
+import type { DriverDefinition } from '../../../drivers/kit/types.js';
+import { ConfigError } from '../../config/errors.js';
+import { CORE_OPTIONS, readCoreOptions, validateDriverOptions } from '../../config/driver-options.js';
+import { SecretRegistry, isSecretKey } from '../../base/secrets.js';
+import { type IniFile, type IniSection, lastValue, parseCinderConf } from './parse.js';
 
 export interface CinderConfConversion {
   /** The config, header comment included; empty when no backend converted. */
@@ -75,7 +75,7 @@ function fileSecrets(ini: IniFile): SecretRegistry {
         for (const match of value.matchAll(URL_PASSWORD)) {
           registry.register(match[1]);
           try {
-            registry.register(decodeURIComponent(match[1]!));
+            registry.register(decodeURIComponent(match[1]));
           } catch {
             // not percent-encoded: registered as is
           }
@@ -105,7 +105,7 @@ function groupIndex(ini: IniFile): (name: string) => IniSection | undefined {
     if (found) return found;
     const sections = groups.get(group);
     if (!sections) return undefined;
-    let section = sections[0]!;
+    let section = sections[0];
     if (sections.length > 1) {
       section = new Map();
       for (const part of sections) for (const [key, values] of part) section.set(key, [...(section.get(key) ?? []), ...values]);
@@ -180,13 +180,20 @@ export async function convertCinderConf(text: string, source: string): Promise<C
   }
   if (ini.sections.get('database')?.has('connection')) {
     warnings.push(
-      '[database] connection not converted: it is Cinder\'s database, not a cinderlib metadata store, and its credentials are never copied; ' +
+      "[database] connection not converted: it is Cinder's database, not a cinderlib metadata store, and its credentials are never copied; " +
         'set global.persistence_config by hand if the default (sqlite in the data directory) does not suit',
     );
   }
 
   const listed = lastValue(defaults, 'enabled_backends');
-  const names = [...new Set((listed ?? '').split(',').map((name) => name.trim()).filter(Boolean))];
+  const names = [
+    ...new Set(
+      (listed ?? '')
+        .split(',')
+        .map((name) => name.trim())
+        .filter(Boolean),
+    ),
+  ];
   if (names.length === 0) {
     warnings.push(`[DEFAULT] enabled_backends is ${listed === undefined ? 'not set' : 'empty'}: no backend to convert`);
   }
@@ -347,8 +354,8 @@ function header(source: string, envNames: string[], envOwners: Map<string, strin
   const clean = (text: string) => text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, '?');
   const lines = [
     `cinderlib-mcp config converted from ${clean(source)} by \`cinderlib-mcp import-cinder-conf\``,
-    '(as cinderlib\'s cinder_to_yaml: only the options each driver knows were kept).',
-    'Cinder\'s database ([database] connection) and transport_url are not converted: the metadata',
+    "(as cinderlib's cinder_to_yaml: only the options each driver knows were kept).",
+    "Cinder's database ([database] connection) and transport_url are not converted: the metadata",
     'store is global.persistence_config (default: sqlite in the data directory).',
   ];
   if (envNames.length > 0) {

@@ -33,7 +33,12 @@ export class LoopAttacher implements HostAttacher {
 
   async detach(info: ConnectionInfo, device: AttachedDevice | null): Promise<void> {
     const file = imagePath(info);
-    const loops = new Set((await this.losetup(['--noheadings', '--output', 'NAME', '--associated', file], `find the loop devices on ${file}`)).split('\n').map((line) => line.trim()).filter(Boolean));
+    const loops = new Set(
+      (await this.losetup(['--noheadings', '--output', 'NAME', '--associated', file], `find the loop devices on ${file}`))
+        .split('\n')
+        .map((line) => line.trim())
+        .filter(Boolean),
+    );
     if (device && (await this.backingFile(device.path)) === file) loops.add(device.path);
     for (const loop of loops) await this.losetup(['--detach', loop], `detach ${loop} from ${file}`, /No such device or address/);
   }
@@ -62,4 +67,3 @@ function imagePath(info: ConnectionInfo): string {
   if (typeof path !== 'string' || !path.startsWith('/')) throw new StorageError('INTERNAL', 'a local connection carries no absolute device_path');
   return path;
 }
-

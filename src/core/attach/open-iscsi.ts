@@ -106,4 +106,3 @@ export async function initiatorName(): Promise<string | undefined> {
   const text = await readFile(INITIATOR_NAME_FILE, 'utf8').catch(() => '');
   return /^InitiatorName=(\S+)/m.exec(text)?.[1];
 }
-

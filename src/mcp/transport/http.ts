@@ -1,17 +1,3 @@
-import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { isIP } from 'node:net';
-import { hostname, networkInterfaces } from 'node:os';
-import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
-import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
-import { DEFAULT_HTTP_SESSION_IDLE_SECONDS, DEFAULT_HTTP_SESSIONS_PER_TOKEN, type HttpToken, type LoadedConfig } from '../../config/load.js';
-import type { Logger } from '../../base/log.js';
-import type { BackendRegistry } from '../../core/registry.js';
-import type { SecretRegistry } from '../../base/secrets.js';
-import { createMcpServer } from '../server.js';
-
 /**
  * `cinderlib-mcp serve --http`: MCP over the SDK's Streamable HTTP transport (contract section 10)
  * on Node's own http module.
@@ -25,6 +11,19 @@ import { createMcpServer } from '../server.js';
  *   (its oldest idle one ends to make room, else 429); bodies being received share one memory budget
  *   (beyond it, 503 with Retry-After), and a body that stops arriving is dropped with its connection.
  */
+
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { isIP } from 'node:net';
+import { hostname, networkInterfaces } from 'node:os';
+import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
+import { DEFAULT_HTTP_SESSION_IDLE_SECONDS, DEFAULT_HTTP_SESSIONS_PER_TOKEN, type HttpToken, type LoadedConfig } from '../../config/load.js';
+import type { Logger } from '../../base/log.js';
+import type { BackendRegistry } from '../../core/registry.js';
+import type { SecretRegistry } from '../../base/secrets.js';
+import { createMcpServer } from '../server.js';
 
 /** Bodies larger than this are answered 413 (contract section 10). */
 export const MAX_BODY_BYTES = 4 * 1024 * 1024;
@@ -164,7 +163,12 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
       const origin = req.headers.origin;
       if (origin !== undefined && !originAllowed(origin, allowedOrigins)) {
         log.warn(`refused a request from origin ${JSON.stringify(origin.slice(0, 200))}: not this server's own and not in global.http_allowed_origins`);
-        return sendJsonRpcError(res, 403, -32000, `Forbidden: origin ${JSON.stringify(origin.slice(0, 200))} is not allowed; an administrator can list it in global.http_allowed_origins`);
+        return sendJsonRpcError(
+          res,
+          403,
+          -32000,
+          `Forbidden: origin ${JSON.stringify(origin.slice(0, 200))} is not allowed; an administrator can list it in global.http_allowed_origins`,
+        );
       }
       // A browser page of an allowed origin may read the answers (CORS); its preflight needs no token.
       if (origin !== undefined) for (const [name, value] of Object.entries(corsHeaders(origin))) res.setHeader(name, value);
@@ -194,7 +198,9 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
           discardRest(req, stallMs);
           if (Date.now() - budgetWarnedAt > 60_000) {
             budgetWarnedAt = Date.now();
-            log.warn(`request bodies being received hold ${mebibytes(bodyBudget.limit)} MiB, the most this server buffers: new requests get 503 until some finish (logged at most once a minute)`);
+            log.warn(
+              `request bodies being received hold ${mebibytes(bodyBudget.limit)} MiB, the most this server buffers: new requests get 503 until some finish (logged at most once a minute)`,
+            );
           }
           return sendJsonRpcError(
             res,
@@ -260,7 +266,7 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
     if (tokens.length === 0) return {};
     const match = header === undefined ? null : /^\s*bearer\s+(\S+)\s*$/i.exec(header);
     if (!match) return { refused: 'this server needs a bearer token (header "Authorization: Bearer <token>", one of global.http_tokens)' };
-    const presented = sha256(match[1]!);
+    const presented = sha256(match[1]);
     let found: HttpToken | undefined;
     // Every token is compared, in constant time each: the time taken tells nothing about which matched.
     for (const { token, digest } of tokenDigests) if (timingSafeEqual(presented, digest)) found = token;
@@ -377,8 +383,7 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
     // Without a valid token the answer is the state alone: the reason names the store's address.
     const auth = tokens.length > 0 && req.headers.authorization !== undefined ? authenticate(req.headers.authorization) : {};
     const trusted = auth.token !== undefined;
-    const down = (status: 'starting' | 'unavailable', reason: string) =>
-      sendJson(res, 503, trusted ? { status, reason: secrets.redact(reason) } : { status: 'unavailable' });
+    const down = (status: 'starting' | 'unavailable', reason: string) => sendJson(res, 503, trusted ? { status, reason: secrets.redact(reason) } : { status: 'unavailable' });
     const state = registryState;
     if (state.state === 'loading') return down('starting', 'the metadata store and backends are still loading');
     if (state.state === 'failed') return down('unavailable', state.reason);
@@ -408,7 +413,8 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
     });
   });
   httpServer.on('error', (error) => log.error(`HTTP server: ${error.message}`));
-  const address = httpServer.address() as AddressInfo;
+  const address = httpServer.address();
+  if (address === null || typeof address === 'string') throw new Error('the HTTP server is not listening on a TCP port');
   allowedOrigins = new Set([...ownOrigins(host, address.port), ...(config.global.httpAllowedOrigins ?? [])]);
   const url = `http://${urlHost(host === '' ? address.address : host)}:${address.port}/mcp`;
   if (!isLoopbackHost(host)) {
@@ -475,7 +481,7 @@ function sha256(text: string): Buffer {
 
 /** The path alone: a query string may carry anything, and is never logged. */
 function requestPath(url: string | undefined): string {
-  const path = (url ?? '/').split('?')[0]!;
+  const path = (url ?? '/').split('?')[0];
   return path.length > 200 ? `${path.slice(0, 200)}...` : path;
 }
 
@@ -639,7 +645,7 @@ function ownOrigins(host: string, port: number): string[] {
   if (bare === '' || bare === '0.0.0.0' || bare === '::') {
     for (const name of ['localhost', '127.0.0.1', '[::1]', hostname()]) names.add(name);
     for (const addresses of Object.values(networkInterfaces())) {
-      for (const address of addresses ?? []) names.add(urlHost(address.address.split('%')[0]!));
+      for (const address of addresses ?? []) names.add(urlHost(address.address.split('%')[0]));
     }
   }
   const origins: string[] = [];

@@ -7,9 +7,7 @@
  * Frames are pulled one at a time with next(), so the caller decides how fast to take them
  * (backpressure) while only the chunks already read wait here.
  */
-export type Frame =
-  | { kind: 'line'; bytes: Buffer }
-  | { kind: 'oversized'; bytes: number; head: Buffer; tail: Buffer };
+export type Frame = { kind: 'line'; bytes: Buffer } | { kind: 'oversized'; bytes: number; head: Buffer; tail: Buffer };
 
 /** How much of an oversized frame's start and end is kept for recovering its id. */
 const EDGE_BYTES = 1024;
@@ -48,7 +46,7 @@ export class LineSplitter {
   /** The next complete frame, or undefined until more input arrives. Blank lines are skipped. */
   next(): Frame | undefined {
     while (this.unscanned.length > 0) {
-      const chunk = this.unscanned[0]!;
+      const chunk = this.unscanned[0];
       const newline = chunk.indexOf(NEWLINE);
       if (newline === -1) {
         this.unscanned.shift();
@@ -96,7 +94,7 @@ export class LineSplitter {
       this.discarding = undefined;
       return { kind: 'oversized', bytes, head, tail };
     }
-    let bytes = this.partial.length === 1 ? this.partial[0]! : Buffer.concat(this.partial, this.partialBytes);
+    let bytes = this.partial.length === 1 ? this.partial[0] : Buffer.concat(this.partial, this.partialBytes);
     this.partial = [];
     this.partialBytes = 0;
     if (bytes.length > 0 && bytes[bytes.length - 1] === CARRIAGE_RETURN) bytes = bytes.subarray(0, -1);
@@ -109,8 +107,8 @@ function lastBytes(pieces: Buffer[]): Buffer {
   const kept: Buffer[] = [];
   let length = 0;
   for (let i = pieces.length - 1; i >= 0 && length < EDGE_BYTES; i--) {
-    kept.unshift(pieces[i]!);
-    length += pieces[i]!.length;
+    kept.unshift(pieces[i]);
+    length += pieces[i].length;
   }
   const joined = Buffer.concat(kept);
   return Buffer.from(joined.subarray(Math.max(0, joined.length - EDGE_BYTES)));

@@ -1,10 +1,3 @@
-import type { Readable, Writable } from 'node:stream';
-import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
-import type { JSONRPCMessage, JSONRPCRequest, RequestId } from '@modelcontextprotocol/sdk/types.js';
-import type { Logger } from '../../base/log.js';
-import { recoverRequestId } from './frame-id.js';
-import { LineSplitter, type Frame } from './line-splitter.js';
-
 /**
  * MCP over stdio with bounded memory, in place of the SDK's StdioServerTransport, which keeps
  * reading however far the client is behind, closes for good on one frame over 10 MiB, and gives
@@ -20,6 +13,15 @@ import { LineSplitter, type Frame } from './line-splitter.js';
  * - Shutdown: finish() stops reading, waits for the calls taken to be answered and for stdout to
  *   flush, bounded by a grace period.
  */
+
+import { describeError } from '../../base/errors.js';
+import type { Readable, Writable } from 'node:stream';
+import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
+import type { JSONRPCMessage, JSONRPCRequest, RequestId } from '@modelcontextprotocol/sdk/types.js';
+import type { Logger } from '../../base/log.js';
+import { recoverRequestId } from './frame-id.js';
+import { LineSplitter, type Frame } from './line-splitter.js';
+
 export const DEFAULT_MAX_FRAME_BYTES = 10 * 1024 * 1024;
 export const DEFAULT_MAX_IN_FLIGHT = 64;
 /**
@@ -302,7 +304,7 @@ export class BoundedStdioTransport implements Transport {
       this.replyWithError(
         null,
         ErrorCode.ParseError,
-        `Parse error: a line is not valid JSON (${firstLine((error as Error).message)}); send one JSON-RPC message per line; the server keeps serving`,
+        `Parse error: a line is not valid JSON (${firstLine(describeError(error))}); send one JSON-RPC message per line; the server keeps serving`,
       );
       return;
     }
@@ -463,7 +465,7 @@ function idOf(value: unknown): RequestId | null {
 }
 
 function firstLine(text: string): string {
-  const line = text.split('\n', 1)[0]!;
+  const line = text.split('\n', 1)[0];
   return line.length > 200 ? `${line.slice(0, 200)}...` : line;
 }
 

@@ -163,7 +163,7 @@ export class K2Emulator extends HttpsEmulator {
   resolve(ref: string): { resource: string; object: K2Object } | undefined {
     const match = /^\/(.+)\/(\d+)$/.exec(ref);
     const resource = match && Object.keys(RESOURCES).find((name) => RESOURCES[name] === `/${match[1]}`);
-    const object = resource ? this.objects.get(resource)!.get(Number(match![2])) : undefined;
+    const object = resource ? this.objects.get(resource)!.get(Number(match[2])) : undefined;
     return resource && object ? { resource, object } : undefined;
   }
 
@@ -247,8 +247,7 @@ export class K2Emulator extends HttpsEmulator {
 
   protected handle(req: IncomingMessage, res: ServerResponse, url: URL, body: Record<string, unknown>): void {
     const send = (status: number, payload?: unknown) => sendJson(res, status, payload);
-    const fail = (status: number, message: string) =>
-      send(status, { error_msg: message, error_code: status, ...(this.echoHeaders ? { request_headers: req.headers } : {}) });
+    const fail = (status: number, message: string) => send(status, { error_msg: message, error_code: status, ...(this.echoHeaders ? { request_headers: req.headers } : {}) });
 
     if (!this.authorized(req)) return fail(401, 'Authentication credentials were not provided or are incorrect');
 
@@ -256,9 +255,11 @@ export class K2Emulator extends HttpsEmulator {
       return send(200, { resources: Object.fromEntries(Object.entries(RESOURCES).map(([name, path]) => [name, { url: path }])) });
     }
     const path = url.pathname.replace(/^\/api\/v2/, '');
-    const resource = Object.keys(RESOURCES).sort((a, b) => b.length - a.length).find((name) => path === RESOURCES[name] || path.startsWith(`${RESOURCES[name]}/`));
+    const resource = Object.keys(RESOURCES)
+      .sort((a, b) => b.length - a.length)
+      .find((name) => path === RESOURCES[name] || path.startsWith(`${RESOURCES[name]}/`));
     if (!resource) return fail(404, `No such resource: ${path}`);
-    const idText = path.slice(RESOURCES[resource]!.length + 1);
+    const idText = path.slice(RESOURCES[resource].length + 1);
     const id = idText ? Number(idText) : undefined;
 
     const fault = this.faults.find((f) => f.count > 0 && (!f.method || f.method === req.method) && (!f.resource || f.resource === resource));
@@ -269,7 +270,12 @@ export class K2Emulator extends HttpsEmulator {
 
     if (resource === 'system/state') {
       if (req.method !== 'GET') return fail(405, 'Method not allowed');
-      return send(200, { hits: [{ id: 1, rest_api_version: this.restApiVersion, system_version: '6.1.0', state: 'online', iscsi_qualified_target_name: this.targetIqn }], total: 1, limit: 100, offset: 0 });
+      return send(200, {
+        hits: [{ id: 1, rest_api_version: this.restApiVersion, system_version: '6.1.0', state: 'online', iscsi_qualified_target_name: this.targetIqn }],
+        total: 1,
+        limit: 100,
+        offset: 0,
+      });
     }
     if (resource === 'system/net_ips') {
       if (req.method !== 'GET') return fail(405, 'Method not allowed');
@@ -281,7 +287,9 @@ export class K2Emulator extends HttpsEmulator {
       const provisioned = this.provisionedKib();
       return send(200, {
         hits: [{ id: 1, total: this.totalKib, free: this.freeKib, provisioned, provisioned_volumes: provisioned, provisioned_snapshots: 0 }],
-        total: 1, limit: 100, offset: 0,
+        total: 1,
+        limit: 100,
+        offset: 0,
       });
     }
 

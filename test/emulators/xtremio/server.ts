@@ -211,8 +211,7 @@ export class XmsEmulator extends HttpsEmulator {
 
   protected handle(req: IncomingMessage, res: ServerResponse, url: URL, body: Record<string, unknown>): void {
     const send = (status: number, payload: unknown) => sendJson(res, status, payload);
-    const fail = (message: string, status = 400) =>
-      send(status, { message, error_code: status, ...(this.echoHeaders ? { request_headers: req.headers } : {}) });
+    const fail = (message: string, status = 400) => send(status, { message, error_code: status, ...(this.echoHeaders ? { request_headers: req.headers } : {}) });
 
     if (!this.authorized(req)) {
       const payload = { message: 'Unauthorized', error_code: 401, ...(this.echoHeaders ? { request_headers: req.headers } : {}) };
@@ -231,9 +230,7 @@ export class XmsEmulator extends HttpsEmulator {
     const match = /^\/api\/json\/(v2\/)?types\/([a-z-]+)(?:\/(\d+))?\/?$/.exec(url.pathname);
     if (!match) return fail(OBJ_NOT_FOUND, 404);
     const [, v2, collection, index] = match;
-    const errorAnswer = this.errorAnswers.find(
-      (rule) => rule.count > 0 && (!rule.method || rule.method === req.method) && (!rule.collection || rule.collection === collection),
-    );
+    const errorAnswer = this.errorAnswers.find((rule) => rule.count > 0 && (!rule.method || rule.method === req.method) && (!rule.collection || rule.collection === collection));
     if (errorAnswer) {
       errorAnswer.count--;
       return fail(errorAnswer.message, errorAnswer.status);
@@ -270,7 +267,7 @@ export class XmsEmulator extends HttpsEmulator {
       });
     }
     if (collection === 'snapshot-sets' && version === 'v2') return this.handleSnapshotSets(req.method, name, index, send, fail, href);
-    if (SAN_COLLECTIONS.has(collection!)) return this.handleSan(collection as SanCollection, req.method, url, name, index, body, send, fail, href);
+    if (SAN_COLLECTIONS.has(collection)) return this.handleSan(collection as SanCollection, req.method, url, name, index, body, send, fail, href);
     if (collection !== 'volumes' && collection !== 'snapshots') return fail(OBJ_NOT_FOUND);
 
     // `snapshots` is the same objects as `volumes`, narrowed to those with an ancestor.
@@ -287,7 +284,7 @@ export class XmsEmulator extends HttpsEmulator {
         }
         const volume = find();
         if (!volume) return fail(OBJ_NOT_FOUND);
-        const content = pick(this.describe(volume) as XmsObject, url.searchParams.getAll('prop'));
+        const content = pick(this.describe(volume), url.searchParams.getAll('prop'));
         return send(200, { content, links: [{ href: href(collection, volume.index), rel: 'self' }] });
       }
       case 'POST': {
@@ -365,9 +362,7 @@ export class XmsEmulator extends HttpsEmulator {
     const names = ancestors.map((ancestor) => `${ancestor!.name}.${suffix}`);
     if (names.some((snapshotName) => this.volumes.has(snapshotName))) return fail(VOL_NOT_UNIQUE);
     this.snapshotSets.set(setName, { index: this.nextSetIndex++, name: setName });
-    const snapshots = ancestors.map((ancestor, i) =>
-      this.add({ name: names[i]!, sizeKib: ancestor!.sizeKib, ancestor: ancestor!, snapshotType: type, snapshotSet: setName }),
-    );
+    const snapshots = ancestors.map((ancestor, i) => this.add({ name: names[i], sizeKib: ancestor!.sizeKib, ancestor: ancestor!, snapshotType: type, snapshotSet: setName }));
     return send(201, { links: snapshots.map((snapshot) => ({ href: href('snapshots', snapshot.index), rel: 'self' })) });
   }
 
@@ -430,9 +425,7 @@ export class XmsEmulator extends HttpsEmulator {
       'num-of-dest-snaps': this.snapshotCount(volume),
       ...(volume.snapshotType ? { 'snapshot-type': volume.snapshotType } : {}),
       // [ig OID, tg OID, lun] per mapping, as Cinder's force detach reads it.
-      'lun-mapping-list': [...this.lunMaps.values()]
-        .filter((map) => map.volume === volume)
-        .map((map) => [groupId(map.group), ['guid', TARGET_GROUP.name, TARGET_GROUP.index], map.lun]),
+      'lun-mapping-list': [...this.lunMaps.values()].filter((map) => map.volume === volume).map((map) => [groupId(map.group), ['guid', TARGET_GROUP.name, TARGET_GROUP.index], map.lun]),
       'num-of-lun-mappings': [...this.lunMaps.values()].filter((map) => map.volume === volume).length,
     };
   }
@@ -459,9 +452,8 @@ export class XmsEmulator extends HttpsEmulator {
       const filters = url.searchParams.getAll('filter').map(parseFilter);
       if (filters.some((filter) => filter === undefined)) return fail('invalid_filter');
       const matching = objects.filter((object) => filters.every((alternatives) => alternatives!.some((term) => term(object))));
-      const listed = url.searchParams.get('full') === '1'
-        ? matching.map((object) => pick(object, props))
-        : matching.map((object) => ({ href: href(collection, object.index), name: object.name }));
+      const listed =
+        url.searchParams.get('full') === '1' ? matching.map((object) => pick(object, props)) : matching.map((object) => ({ href: href(collection, object.index), name: object.name }));
       return send(200, { [collection]: listed, links: [] });
     }
     if (method === 'POST') {
@@ -663,23 +655,30 @@ function parseFilter(text: string): Array<(object: XmsObject) => boolean> | unde
     if (!match) return undefined;
     const [, field, op, value] = match;
     return (object: XmsObject) => {
-      const raw = object[field!];
+      const raw = object[field];
       // Object ids compare by name, as XMS filters on ig-id and such.
       const actual = Array.isArray(raw) ? String(raw[1]) : raw === null || raw === undefined ? '' : String(raw);
       const numeric = actual !== '' && value !== '' && !Number.isNaN(Number(actual)) && !Number.isNaN(Number(value));
-      const [a, b] = numeric ? [Number(actual), Number(value!)] : [actual, value!];
+      const [a, b] = numeric ? [Number(actual), Number(value)] : [actual, value];
       switch (op) {
-        case 'eq': return a === b;
-        case 'ne': return a !== b;
-        case 'gt': return a > b;
-        case 'ge': return a >= b;
-        case 'lt': return a < b;
-        case 'le': return a <= b;
-        default: return actual.includes(value!);
+        case 'eq':
+          return a === b;
+        case 'ne':
+          return a !== b;
+        case 'gt':
+          return a > b;
+        case 'ge':
+          return a >= b;
+        case 'lt':
+          return a < b;
+        case 'le':
+          return a <= b;
+        default:
+          return actual.includes(value);
       }
     };
   });
-  return terms.every((term) => term !== undefined) ? (terms as Array<(object: XmsObject) => boolean>) : undefined;
+  return terms.every((term) => term !== undefined) ? terms : undefined;
 }
 
 /** Only the asked props (XMS `prop=`), or the whole object when none were asked. */
@@ -698,6 +697,6 @@ function parseSize(value: unknown): number | undefined {
   if (typeof value !== 'string') return undefined;
   const match = /^(\d+(?:\.\d+)?)([kmgt])$/i.exec(value.trim());
   if (!match) return undefined;
-  const factor = { k: 1, m: 1024, g: 1024 ** 2, t: 1024 ** 3 }[match[2]!.toLowerCase() as 'k' | 'm' | 'g' | 't'];
+  const factor = { k: 1, m: 1024, g: 1024 ** 2, t: 1024 ** 3 }[match[2].toLowerCase() as 'k' | 'm' | 'g' | 't'];
   return Math.round(Number(match[1]) * factor);
 }
