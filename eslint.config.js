@@ -6,14 +6,7 @@ import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
   {
-    ignores: [
-      'dist/**',
-      'node_modules/**',
-      'coverage/**',
-      '.bench/**',
-      // Being split by another branch; drop this line after the merge and run `npm run lint`.
-      'drivers/**',
-    ],
+    ignores: ['dist/**', 'node_modules/**', 'coverage/**', '.bench/**'],
   },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,

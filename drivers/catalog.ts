@@ -24,18 +24,12 @@ export const DRIVER_CATALOG: readonly CatalogEntry[] = [
   },
   {
     alias: 'xtremio',
-    cinderPaths: [
-      'cinder.volume.drivers.dell_emc.xtremio.XtremIOISCSIDriver',
-      'cinder.volume.drivers.dell_emc.xtremio.XtremIOFCDriver',
-    ],
+    cinderPaths: ['cinder.volume.drivers.dell_emc.xtremio.XtremIOISCSIDriver', 'cinder.volume.drivers.dell_emc.xtremio.XtremIOFCDriver'],
     load: async () => (await import('./xtremio/index.js')).default,
   },
   {
     alias: 'kaminario',
-    cinderPaths: [
-      'cinder.volume.drivers.kaminario.kaminario_iscsi.KaminarioISCSIDriver',
-      'cinder.volume.drivers.kaminario.kaminario_fc.KaminarioFCDriver',
-    ],
+    cinderPaths: ['cinder.volume.drivers.kaminario.kaminario_iscsi.KaminarioISCSIDriver', 'cinder.volume.drivers.kaminario.kaminario_fc.KaminarioFCDriver'],
     load: async () => (await import('./kaminario/index.js')).default,
   },
 ];
@@ -45,9 +39,7 @@ export const DEFAULT_VOLUME_DRIVER = 'cinder.volume.drivers.lvm.LVMVolumeDriver'
 
 export function findDriver(volumeDriver: string): CatalogEntry | undefined {
   const wanted = volumeDriver.trim();
-  return DRIVER_CATALOG.find(
-    (entry) => entry.alias === wanted.toLowerCase() || entry.cinderPaths.includes(wanted),
-  );
+  return DRIVER_CATALOG.find((entry) => entry.alias === wanted.toLowerCase() || entry.cinderPaths.includes(wanted));
 }
 
 export function knownDriverNames(): string[] {

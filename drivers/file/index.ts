@@ -7,8 +7,19 @@ import { privilegedPrefix } from '../kit/exec/runner.js';
 import { capacityOptions, enumOption, stringOption } from '../kit/options.js';
 import { TARGET_HELPERS, UnsupportedExports, targetFor, targetOptions, tgtSettings, thisHostAddress } from '../kit/targets/index.js';
 import {
-  defineDriver, type BackendStats, type CloneOperations, type ConnectionInfo, type CopyProgress, type CreatedVolume, type DriverContext,
-  type DriverOptions, type ExportOperations, type SnapshotOperations, type SnapshotRef, type VolumeDriver, type VolumeRef,
+  defineDriver,
+  type BackendStats,
+  type CloneOperations,
+  type ConnectionInfo,
+  type CopyProgress,
+  type CreatedVolume,
+  type DriverContext,
+  type DriverOptions,
+  type ExportOperations,
+  type SnapshotOperations,
+  type SnapshotRef,
+  type VolumeDriver,
+  type VolumeRef,
 } from '../kit/types.js';
 import { BYTES_PER_GIB, roundGb } from '../kit/units.js';
 import { CopyFailure, copyImage } from '../kit/copy/sparse-copy.js';
@@ -76,7 +87,9 @@ class FileDriver implements VolumeDriver {
           (volume) => this.pathOf(volume),
           context,
         )
-      : new UnsupportedExports(`${backend}: the file driver exports volumes to other hosts only through a target; set target_helper: tgtadm and run tgtd (attach_volume works without it)`);
+      : new UnsupportedExports(
+          `${backend}: the file driver exports volumes to other hosts only through a target; set target_helper: tgtadm and run tgtd (attach_volume works without it)`,
+        );
   }
 
   /** The image file itself: attach_volume puts a loop device on it. */
@@ -271,11 +284,9 @@ class FileDriver implements VolumeDriver {
 
   private failure(operation: string, path: string, error: unknown): StorageError {
     const code = errorCode(error);
-    return new StorageError(
-      code === 'ENOSPC' ? 'OUT_OF_CAPACITY' : 'BACKEND_UNAVAILABLE',
-      `backend "${this.context.backendName}": ${operation} ${path} failed (${code})`,
-      { cause: error },
-    );
+    return new StorageError(code === 'ENOSPC' ? 'OUT_OF_CAPACITY' : 'BACKEND_UNAVAILABLE', `backend "${this.context.backendName}": ${operation} ${path} failed (${code})`, {
+      cause: error,
+    });
   }
 }
 
@@ -287,7 +298,6 @@ function gibOf(bytes: number): number {
 function errorCode(error: unknown): string {
   return (error as NodeJS.ErrnoException)?.code ?? String(error);
 }
-
 
 export default defineDriver({
   summary: 'Sparse raw image files in a local directory; the embedded default.',

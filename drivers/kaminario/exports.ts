@@ -59,9 +59,9 @@ export class K2Connections {
     const lun = await this.mapToHost(volume, connector);
     const multipath = this.settings.disableDiscovery && connector.multipath;
     return iscsiConnection({
-      target: { iqn: iqns[0]!, portal: portals[0]!, lun },
+      target: { iqn: iqns[0], portal: portals[0], lun },
       discovered: true,
-      ...(multipath ? { paths: portals.map((portal, i) => ({ iqn: iqns[i]!, portal, lun })) } : {}),
+      ...(multipath ? { paths: portals.map((portal, i) => ({ iqn: iqns[i], portal, lun })) } : {}),
     });
   }
 
@@ -178,5 +178,8 @@ function k2HostName(connector: Connector, uniqueFqdnNetwork: boolean): string {
   const initiator = typeof connector.initiator === 'string' ? connector.initiator : (connector.wwnns?.[0] ?? '');
   let name = Array.from(initiator).reverse().join('');
   if (uniqueFqdnNetwork && typeof connector.host === 'string') name = connector.host;
-  return Array.from(name).slice(0, 32).join('').replace(/[^0-9a-zA-Z_-]/gu, '_');
+  return Array.from(name)
+    .slice(0, 32)
+    .join('')
+    .replace(/[^0-9a-zA-Z_-]/gu, '_');
 }

@@ -40,7 +40,7 @@ const options = {
   disable_discovery: boolOption('Disable iSCSI discovery (sendtargets) for multipath connections: connection info then lists every portal, IQN and LUN.', {
     default: false,
   }),
-  auto_calc_max_oversubscription_ratio: boolOption('Compute max_over_subscription_ratio from the array\'s provisioned/used ratio.', { default: false }),
+  auto_calc_max_oversubscription_ratio: boolOption("Compute max_over_subscription_ratio from the array's provisioned/used ratio.", { default: false }),
   kaminario_retry_count: intOption('Not a Cinder option: attempts when the K2 is busy (MC_ERR_BUSY and kin, or 5xx); Cinder tried 5 times.', {
     default: 5,
     min: 1,
@@ -52,9 +52,7 @@ const options = {
 
 type KaminarioOptions = DriverOptions<typeof options>;
 
-const capacitySchema = z
-  .object({ total: z.number(), free: z.number(), provisioned: z.number().optional(), provisioned_volumes: z.number() })
-  .loose();
+const capacitySchema = z.object({ total: z.number(), free: z.number(), provisioned: z.number().optional(), provisioned_volumes: z.number() }).loose();
 
 class KaminarioDriver implements VolumeDriver {
   private readonly k2: K2Client;
@@ -124,9 +122,7 @@ class KaminarioDriver implements VolumeDriver {
     const volumes = await this.k2.search('volumes', { __limit: 1 }, 'count volumes');
     const used = capacity.total - capacity.free;
     const ratio =
-      this.options.auto_calc_max_oversubscription_ratio && capacity.provisioned && used !== 0
-        ? capacity.provisioned_volumes / used
-        : this.options.max_over_subscription_ratio;
+      this.options.auto_calc_max_oversubscription_ratio && capacity.provisioned && used !== 0 ? capacity.provisioned_volumes / used : this.options.max_over_subscription_ratio;
     const pool = {
       QoS_support: false,
       free_capacity_gb: roundGb(capacity.free / KIB_PER_GIB),

@@ -75,9 +75,7 @@ export class K2Snapshots {
     );
     // The view as a VolumeRef: its provider_location names the view, which is how exports find it.
     const view: VolumeRef = { id: viewName, size: snapshot.volume_size, pool_name: volume.pool_name, provider_location: viewName };
-    return this.copyThroughHost(operation, volume, view, snapshot.volume_size, progress, () =>
-      this.k2.deleteFound('snapshots', { short_name: viewName }),
-    );
+    return this.copyThroughHost(operation, volume, view, snapshot.volume_size, progress, () => this.k2.deleteFound('snapshots', { short_name: viewName }));
   }
 
   /**
@@ -108,9 +106,7 @@ export class K2Snapshots {
 
   /** Throws UNSUPPORTED, touching nothing, when this host cannot attach K2 volumes (or no exports exist to attach with). */
   private async refuseUnlessAttachable(operation: string, how: string, instead: string): Promise<void> {
-    const reason = this.canAttach
-      ? await this.k2.context.host.cannotAttach()
-      : "copies need Fibre Channel connections, which this server's Kaminario FC driver does not make";
+    const reason = this.canAttach ? await this.k2.context.host.cannotAttach() : "copies need Fibre Channel connections, which this server's Kaminario FC driver does not make";
     if (reason === undefined) return;
     throw this.k2.error(
       'UNSUPPORTED',

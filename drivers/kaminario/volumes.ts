@@ -19,11 +19,7 @@ export class K2Volumes {
     const volumeName = k2VolumeName(volume.id);
     try {
       const group = await this.k2.create('volume_groups', { name: groupName, quota: 0, is_dedup: true }, `create volume group ${groupName}`);
-      await this.k2.create(
-        'volumes',
-        { name: volumeName, size: volume.size * KIB_PER_GIB, volume_group: { ref: this.k2.ref('volume_groups', group) } },
-        `create volume ${volumeName}`,
-      );
+      await this.k2.create('volumes', { name: volumeName, size: volume.size * KIB_PER_GIB, volume_group: { ref: this.k2.ref('volume_groups', group) } }, `create volume ${volumeName}`);
     } catch (error) {
       await this.rollBack(volumeName, groupName);
       throw error;
@@ -74,7 +70,10 @@ export class K2Volumes {
   }
 
   private async rollBack(volumeName: string, groupName: string): Promise<void> {
-    for (const [resource, name] of [['volumes', volumeName], ['volume_groups', groupName]] as const) {
+    for (const [resource, name] of [
+      ['volumes', volumeName],
+      ['volume_groups', groupName],
+    ] as const) {
       try {
         await this.k2.deleteFound(resource, { name });
       } catch (error) {

@@ -49,11 +49,7 @@ interface Common<T> {
  * is always there (`T`), `required: true` makes it `T` too (missing is a config error), otherwise
  * it is `T | undefined`. A driver's option type is then `DriverOptions<typeof options>`.
  */
-export type OptionSchema<S extends z.ZodType, O> = O extends { default: {} | null }
-  ? z.ZodDefault<S>
-  : O extends { required: true }
-    ? S
-    : z.ZodOptional<S>;
+export type OptionSchema<S extends z.ZodType, O> = O extends { default: NonNullable<unknown> | null } ? z.ZodDefault<S> : O extends { required: true } ? S : z.ZodOptional<S>;
 
 /** Wraps `schema` as `opts` says (default, required or optional) and records its OptionInfo. */
 function finish<S extends z.ZodType, O extends Common<z.output<S>>>(schema: S, info: OptionInfo, opts: O | undefined): OptionSchema<S, O>;
@@ -70,13 +66,13 @@ function stringSchema(expected: string, pattern?: RegExp) {
   return pattern ? schema.regex(pattern, { error: expected }) : schema;
 }
 
-export function stringOption<const O extends Common<string> & { pattern?: RegExp; patternHelp?: string } = {}>(help: string, opts?: O) {
+export function stringOption<const O extends Common<string> & { pattern?: RegExp; patternHelp?: string } = Record<never, never>>(help: string, opts?: O) {
   const expected = opts?.patternHelp ?? 'a non-empty string';
   return finish(stringSchema(expected, opts?.pattern), { expected, help }, opts);
 }
 
 /** A string that may be empty (e.g. root_helper: '' means "run directly"). */
-export function textOption<const O extends Common<string> = {}>(help: string, opts?: O) {
+export function textOption<const O extends Common<string> = Record<never, never>>(help: string, opts?: O) {
   const expected = 'a string';
   return finish(z.string({ error: expected }), { expected, help }, opts);
 }
@@ -89,26 +85,22 @@ function numberSchema(expected: string, integer: boolean, min?: number, max?: nu
   return z.preprocess(coerceNumber, inner);
 }
 
-export function intOption<const O extends Common<number> & { min?: number; max?: number } = {}>(help: string, opts?: O) {
+export function intOption<const O extends Common<number> & { min?: number; max?: number } = Record<never, never>>(help: string, opts?: O) {
   const expected = rangeText('an integer', opts?.min, opts?.max);
   return finish(numberSchema(expected, true, opts?.min, opts?.max), { expected, help }, opts);
 }
 
-export function floatOption<const O extends Common<number> & { min?: number; max?: number } = {}>(help: string, opts?: O) {
+export function floatOption<const O extends Common<number> & { min?: number; max?: number } = Record<never, never>>(help: string, opts?: O) {
   const expected = rangeText('a number', opts?.min, opts?.max);
   return finish(numberSchema(expected, false, opts?.min, opts?.max), { expected, help }, opts);
 }
 
-export function boolOption<const O extends Common<boolean> = {}>(help: string, opts?: O) {
+export function boolOption<const O extends Common<boolean> = Record<never, never>>(help: string, opts?: O) {
   const expected = 'true or false';
   return finish(z.preprocess(coerceBoolean, z.boolean({ error: expected })), { expected, help }, opts);
 }
 
-export function enumOption<const V extends readonly [string, ...string[]], const O extends Common<V[number]> = {}>(
-  help: string,
-  values: V,
-  opts?: O,
-) {
+export function enumOption<const V extends readonly [string, ...string[]], const O extends Common<V[number]> = Record<never, never>>(help: string, values: V, opts?: O) {
   const expected = `one of ${values.map((v) => `"${v}"`).join(', ')}`;
   return finish(z.enum(values, { error: expected }), { expected, help }, opts);
 }
@@ -160,10 +152,10 @@ function parsePort(text: string): number | undefined {
 export function parseSanIp(value: string): SanAddress | undefined {
   const bracketed = /^\[([^\]]+)\](?::([^:]*))?$/.exec(value);
   if (bracketed) {
-    if (!isIPv6(bracketed[1]!) || bracketed[1]!.includes('%')) return undefined;
-    if (bracketed[2] === undefined) return { host: bracketed[1]! };
+    if (!isIPv6(bracketed[1]) || bracketed[1].includes('%')) return undefined;
+    if (bracketed[2] === undefined) return { host: bracketed[1] };
     const port = parsePort(bracketed[2]);
-    return port === undefined ? undefined : { host: bracketed[1]!, port };
+    return port === undefined ? undefined : { host: bracketed[1], port };
   }
   if (isIPv6(value)) return value.includes('%') ? undefined : { host: value };
   const [host, portText, ...rest] = value.split(':');
@@ -174,7 +166,7 @@ export function parseSanIp(value: string): SanAddress | undefined {
 }
 
 /** Cinder's san_ip, checked at config time so a bad address is named before any connection attempt. */
-export function sanIpOption<const O extends Common<string> = {}>(help: string, opts?: O) {
+export function sanIpOption<const O extends Common<string> = Record<never, never>>(help: string, opts?: O) {
   const schema = z.string({ error: SAN_IP_FORMS }).refine((value) => parseSanIp(value) !== undefined, { error: SAN_IP_FORMS });
   return finish(schema, { expected: SAN_IP_FORMS, help }, opts);
 }
@@ -186,10 +178,7 @@ export const capacityOptions = {
     min: 0,
     max: 100,
   }),
-  max_over_subscription_ratio: floatOption(
-    'Thin provisioning: how many times the real capacity may be promised to volumes.',
-    { default: 20.0, min: 1 },
-  ),
+  max_over_subscription_ratio: floatOption('Thin provisioning: how many times the real capacity may be promised to volumes.', { default: 20.0, min: 1 }),
 };
 
 /** Cinder's SAN options (cinder/volume/drivers/san/san.py) for drivers reached over the network. */
@@ -209,8 +198,8 @@ export const sanOptions = {
  * default and say which option turns it off when a certificate is refused.
  */
 export const tlsOptions = {
-  driver_ssl_cert_verify: boolOption('Verify the array\'s TLS certificate (on by default here, unlike Cinder).', {
+  driver_ssl_cert_verify: boolOption("Verify the array's TLS certificate (on by default here, unlike Cinder).", {
     default: true,
   }),
-  driver_ssl_cert_path: stringOption('Path of a CA bundle (PEM) used to verify the array\'s certificate.'),
+  driver_ssl_cert_path: stringOption("Path of a CA bundle (PEM) used to verify the array's certificate."),
 };

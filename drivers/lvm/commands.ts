@@ -28,11 +28,7 @@ export function lvmPrefix(context: LvmCommandContext): string[] {
 }
 
 export function vgsCommand(context: LvmCommandContext): string[] {
-  return [
-    ...lvmPrefix(context),
-    'vgs', '--noheadings', '--units', 'b', '-o', 'name,size,free', '--separator', ':', '--nosuffix',
-    context.volumeGroup,
-  ];
+  return [...lvmPrefix(context), 'vgs', '--noheadings', '--units', 'b', '-o', 'name,size,free', '--separator', ':', '--nosuffix', context.volumeGroup];
 }
 
 /**
@@ -42,7 +38,15 @@ export function vgsCommand(context: LvmCommandContext): string[] {
 export function lvsCommand(context: LvmCommandContext, lvName?: string): string[] {
   return [
     ...lvmPrefix(context),
-    'lvs', '--noheadings', '--units', 'b', '-o', 'vg_name,name,size,origin,lv_attr', '--separator', ':', '--nosuffix',
+    'lvs',
+    '--noheadings',
+    '--units',
+    'b',
+    '-o',
+    'vg_name,name,size,origin,lv_attr',
+    '--separator',
+    ':',
+    '--nosuffix',
     lvName ? `${context.volumeGroup}/${lvName}` : context.volumeGroup,
   ];
 }
@@ -54,7 +58,15 @@ export function thinPoolName(volumeGroup: string): string {
 export function thinPoolUsageCommand(context: LvmCommandContext): string[] {
   return [
     ...lvmPrefix(context),
-    'lvs', '--noheadings', '--units', 'b', '-o', 'size,data_percent', '--separator', ':', '--nosuffix',
+    'lvs',
+    '--noheadings',
+    '--units',
+    'b',
+    '-o',
+    'size,data_percent',
+    '--separator',
+    ':',
+    '--nosuffix',
     `/dev/${context.volumeGroup}/${thinPoolName(context.volumeGroup)}`,
   ];
 }
@@ -66,10 +78,7 @@ export function createThickCommand(context: LvmCommandContext, lvName: string, s
 }
 
 export function createThinCommand(context: LvmCommandContext, lvName: string, sizeGb: number): string[] {
-  return [
-    ...lvmPrefix(context),
-    'lvcreate', '-T', '-V', `${sizeGb}g`, '-n', lvName, `${context.volumeGroup}/${thinPoolName(context.volumeGroup)}`,
-  ];
+  return [...lvmPrefix(context), 'lvcreate', '-T', '-V', `${sizeGb}g`, '-n', lvName, `${context.volumeGroup}/${thinPoolName(context.volumeGroup)}`];
 }
 
 /** Cinder sizes a new thin pool at 95% of the group's free space. */
@@ -83,11 +92,7 @@ export function extendCommand(context: LvmCommandContext, lvName: string, newSiz
 }
 
 export function removeCommand(context: LvmCommandContext, lvName: string): string[] {
-  return [
-    ...lvmPrefix(context),
-    'lvremove', '--config', 'activation { retry_deactivation = 1} devices { ignore_suspended_devices = 1}', '-f',
-    `${context.volumeGroup}/${lvName}`,
-  ];
+  return [...lvmPrefix(context), 'lvremove', '--config', 'activation { retry_deactivation = 1} devices { ignore_suspended_devices = 1}', '-f', `${context.volumeGroup}/${lvName}`];
 }
 
 /** Cinder's volume_name_template. */
@@ -127,10 +132,7 @@ export function createSnapshotCommand(context: LvmCommandContext, name: string, 
  * anyway; `permanent` clears the flag (-k n), for a volume made from a snapshot.
  */
 export function activateCommand(context: LvmCommandContext, lvName: string, options: { permanent: boolean }): string[] {
-  return [
-    ...lvmPrefix(context),
-    'lvchange', '-a', 'y', '--yes', ...(options.permanent ? ['-k', 'n'] : ['-K']), `${context.volumeGroup}/${lvName}`,
-  ];
+  return [...lvmPrefix(context), 'lvchange', '-a', 'y', '--yes', ...(options.permanent ? ['-k', 'n'] : ['-K']), `${context.volumeGroup}/${lvName}`];
 }
 
 /** Cinder's local_path: the device-mapper node, with "-" doubled in both names as device-mapper does. */
@@ -163,9 +165,18 @@ export function copyCommands(context: LvmCommandContext, copy: { sourceLv: strin
     const blocks = Math.min(blocksPerChunk, Math.ceil((totalBytes - offset) / COPY_BLOCK_BYTES));
     steps.push({
       command: [
-        ...context.rootHelper, 'env', 'LC_ALL=C', 'dd',
-        `if=${devicePath(context.volumeGroup, copy.sourceLv)}`, `of=${devicePath(context.volumeGroup, copy.targetLv)}`,
-        'bs=1M', `count=${blocks}`, `skip=${firstBlock}`, `seek=${firstBlock}`, 'iflag=direct', 'oflag=direct',
+        ...context.rootHelper,
+        'env',
+        'LC_ALL=C',
+        'dd',
+        `if=${devicePath(context.volumeGroup, copy.sourceLv)}`,
+        `of=${devicePath(context.volumeGroup, copy.targetLv)}`,
+        'bs=1M',
+        `count=${blocks}`,
+        `skip=${firstBlock}`,
+        `seek=${firstBlock}`,
+        'iflag=direct',
+        'oflag=direct',
         copy.sparse ? 'conv=notrunc,sparse' : 'conv=notrunc',
       ],
       bytesDone: Math.min(totalBytes, offset + blocks * COPY_BLOCK_BYTES),
@@ -205,14 +216,14 @@ export interface LogicalVolumeInfo {
 export function parseVgs(stdout: string): VolumeGroupInfo[] {
   return dataLines(stdout).map((line) => {
     const [name, size, free] = line.split(':');
-    return { name: name!, sizeGb: gibFromBytes(size), freeGb: gibFromBytes(free) };
+    return { name: name, sizeGb: gibFromBytes(size), freeGb: gibFromBytes(free) };
   });
 }
 
 export function parseLvs(stdout: string): LogicalVolumeInfo[] {
   return dataLines(stdout).map((line) => {
     const [vg, name, size, origin, attr] = line.split(':');
-    return { vg: vg!, name: name!, sizeGb: gibFromBytes(size), origin: origin ?? '', attr: attr ?? '' };
+    return { vg: vg, name: name, sizeGb: gibFromBytes(size), origin: origin ?? '', attr: attr ?? '' };
   });
 }
 
@@ -222,9 +233,7 @@ export function parseLvs(stdout: string): LogicalVolumeInfo[] {
  * (a thin clone, named volume-<id>) is independent in the pool and does not count.
  */
 export function snapshotsOf(lvs: readonly LogicalVolumeInfo[], lvName: string): string[] {
-  return lvs
-    .filter((lv) => lv.origin === lvName && !(isThinVolume(lv) && lv.name.startsWith(VOLUME_LV_PREFIX)))
-    .map((lv) => lv.name);
+  return lvs.filter((lv) => lv.origin === lvName && !(isThinVolume(lv) && lv.name.startsWith(VOLUME_LV_PREFIX))).map((lv) => lv.name);
 }
 
 function isThinVolume(lv: LogicalVolumeInfo): boolean {

@@ -2,8 +2,15 @@ import { hostname } from 'node:os';
 import { type ErrorCode, StorageError } from '../kit/base.js';
 import { boolOption, capacityOptions, enumOption, intOption, sanIpOption, sanOptions, stringOption } from '../kit/options.js';
 import {
-  defineDriver, type BackendStats, type CloneOperations, type DriverContext, type DriverOptions, type ExportOperations, type SnapshotOperations,
-  type VolumeDriver, type VolumeRef,
+  defineDriver,
+  type BackendStats,
+  type CloneOperations,
+  type DriverContext,
+  type DriverOptions,
+  type ExportOperations,
+  type SnapshotOperations,
+  type VolumeDriver,
+  type VolumeRef,
 } from '../kit/types.js';
 import { activateCommand, extendCommand, lvmErrorText, parseThinPoolUsage, snapshotLvName, snapshotsOf, thinPoolName, thinPoolUsageCommand, volumeLvName } from './commands.js';
 import { roundGb } from '../kit/units.js';
@@ -35,7 +42,7 @@ const options = {
   target_protocol: enumOption('Export protocol; iSCSI through target_helper is the one this server exports with.', ['iscsi', 'iser', 'nvmet_rdma', 'nvmet_tcp'] as const, {
     default: 'iscsi',
   }),
-  target_helper: enumOption('How volumes are exported to hosts: tgtadm (Linux SCSI target, tgtd) on the volume group\'s host.', TARGET_HELPERS, { default: 'tgtadm' }),
+  target_helper: enumOption("How volumes are exported to hosts: tgtadm (Linux SCSI target, tgtd) on the volume group's host.", TARGET_HELPERS, { default: 'tgtadm' }),
   ...targetOptions,
   ...sanOptions,
   san_ip: sanIpOption('Host holding the volume group; when set, lvm commands run there over SSH.'),
@@ -100,12 +107,16 @@ class LvmDriver implements VolumeDriver {
             (volume) => `/dev/${options.volume_group}/${volumeLvName(volume.id)}`,
             context,
           )
-        : new UnsupportedExports(`backend "${context.backendName}": target_protocol "${options.target_protocol}" is not exported by this server; use target_protocol: iscsi with target_helper: tgtadm`);
+        : new UnsupportedExports(
+            `backend "${context.backendName}": target_protocol "${options.target_protocol}" is not exported by this server; use target_protocol: iscsi with target_helper: tgtadm`,
+          );
   }
 
   async setup(): Promise<void> {
     const missing = await this.group.setup();
-    this.snapshots.unavailable = missing && `the LVM driver cannot make snapshots or volumes from them on ${this.group.hostLabel}: ${missing}; creating, extending and deleting volumes (and deleting snapshots) still work`;
+    this.snapshots.unavailable =
+      missing &&
+      `the LVM driver cannot make snapshots or volumes from them on ${this.group.hostLabel}: ${missing}; creating, extending and deleting volumes (and deleting snapshots) still work`;
     this.clones.unavailable = missing && `the LVM driver cannot clone volumes on ${this.group.hostLabel}: ${missing}; creating, extending and deleting volumes still work`;
   }
 
@@ -196,7 +207,6 @@ class LvmDriver implements VolumeDriver {
   async close(): Promise<void> {
     await this.group.runner.close();
   }
-
 }
 
 export default defineDriver({
@@ -205,4 +215,3 @@ export default defineDriver({
   version: DRIVER_VERSION,
   create: (opts, context) => new LvmDriver(opts, context),
 });
-

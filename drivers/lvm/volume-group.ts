@@ -5,8 +5,21 @@ import { CommandTransportError, privilegedPrefix, type CommandResult, type Comma
 import { SshRunner } from '../kit/exec/ssh.js';
 import type { DriverContext, VolumeRef } from '../kit/types.js';
 import {
-  createThickCommand, createThinCommand, createThinPoolCommand, dmTargetsCommand, lvmErrorText, lvsCommand, parseLvs, parseVgs, removeCommand,
-  thinPoolName, vgsCommand, volumeLvName, type LogicalVolumeInfo, type LvmCommandContext, type VolumeGroupInfo,
+  createThickCommand,
+  createThinCommand,
+  createThinPoolCommand,
+  dmTargetsCommand,
+  lvmErrorText,
+  lvsCommand,
+  parseLvs,
+  parseVgs,
+  removeCommand,
+  thinPoolName,
+  vgsCommand,
+  volumeLvName,
+  type LogicalVolumeInfo,
+  type LvmCommandContext,
+  type VolumeGroupInfo,
 } from './commands.js';
 import type { LvmOptions } from './index.js';
 
@@ -78,9 +91,7 @@ export class VolumeGroup {
   /** The LV of a new volume: thin in the pool, or thick (mirrored as lvm_mirrors says). */
   async createVolumeLv(volume: VolumeRef): Promise<{ provider_location: string }> {
     const name = volumeLvName(volume.id);
-    const command = this.thin
-      ? createThinCommand(this.commands, name, volume.size)
-      : createThickCommand(this.commands, name, volume.size, this.options.lvm_mirrors);
+    const command = this.thin ? createThinCommand(this.commands, name, volume.size) : createThickCommand(this.commands, name, volume.size, this.options.lvm_mirrors);
     return this.createLv(name, command);
   }
 
@@ -267,8 +278,8 @@ export class VolumeGroup {
 
 export function splitHost(sanIp: string, defaultPort: number): { host: string; port: number } {
   const bracketed = /^\[(.+)\](?::(\d+))?$/.exec(sanIp);
-  if (bracketed) return { host: bracketed[1]!, port: bracketed[2] ? Number(bracketed[2]) : defaultPort };
+  if (bracketed) return { host: bracketed[1], port: bracketed[2] ? Number(bracketed[2]) : defaultPort };
   const parts = sanIp.split(':');
-  if (parts.length === 2 && /^\d+$/.test(parts[1]!)) return { host: parts[0]!, port: Number(parts[1]) };
+  if (parts.length === 2 && /^\d+$/.test(parts[1])) return { host: parts[0], port: Number(parts[1]) };
   return { host: sanIp, port: defaultPort };
 }

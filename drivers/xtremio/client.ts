@@ -16,8 +16,7 @@ const SYSTEM_BUSY = 'system_is_busy';
 // Numbers may arrive as strings.
 const kib = z.union([z.number(), z.string().regex(/^\d+(\.\d+)?$/)]).transform(Number);
 export const count = z.union([z.number(), z.string().regex(/^\d+$/)]).transform(Number);
-export const listSchema = (collection: string) =>
-  z.object({ [collection]: z.array(z.object({ name: z.string().optional(), href: z.string() }).loose()) }).loose();
+export const listSchema = (collection: string) => z.object({ [collection]: z.array(z.object({ name: z.string().optional(), href: z.string() }).loose()) }).loose();
 export const contentOf = <T extends z.ZodType>(schema: T) => z.object({ content: schema }).loose();
 const clusterSchema = z
   .object({
@@ -96,12 +95,12 @@ export class XmsClient {
     if (this.clusterName && !names.includes(this.clusterName)) {
       throw this.error('BACKEND_UNAVAILABLE', `xtremio_cluster_name "${this.clusterName}" is not a cluster of this XMS; its clusters are: ${names.join(', ')}`);
     }
-    const cluster = await this.cluster(this.clusterName || names[0]!, 'v1');
+    const cluster = await this.cluster(this.clusterName || names[0], 'v1');
     const version = versionNumbers(cluster['sys-sw-version']);
     if (compareVersions(version, MIN_XMS_VERSION) < 0) {
       throw this.error('BACKEND_UNAVAILABLE', `XtremIO version ${cluster['sys-sw-version']} is too old; ${MIN_XMS_VERSION.join('.')} or later is required`);
     }
-    if (version[0]! >= 4) {
+    if (version[0] >= 4) {
       const xms = this.parse(xmsSchema, await this.request('GET', 'xms/1', { operation: 'read XMS version' }), 'read XMS version');
       this.context.log.info(`XtremIO cluster ${cluster['sys-sw-version']}, XMS ${xms.content['sw-version']}: using the v2 API`);
       this.api = 'v2';

@@ -49,9 +49,7 @@ const portalSchema = z.object({ 'ip-addr': z.string(), 'ip-port': count, 'port-a
 type Portal = z.output<typeof portalSchema>;
 const portalListSchema = z.object({ 'iscsi-portals': z.array(portalSchema) }).loose();
 /** What a POST answers: a link to the new object, "…/types/<type>/<index>". */
-const createdSchema = z
-  .object({ links: z.array(z.object({ href: z.string().regex(/\/[a-z-]+\/\d+\/?$/, 'a link to <type>/<index>') }).loose()).min(1) })
-  .loose();
+const createdSchema = z.object({ links: z.array(z.object({ href: z.string().regex(/\/[a-z-]+\/\d+\/?$/, 'a link to <type>/<index>') }).loose()).min(1) }).loose();
 
 /** The connector's initiator group, and the CHAP passwords its initiator has. */
 interface InitiatorGroup {
@@ -85,7 +83,7 @@ export class XtremioConnections {
     if (this.protocol === 'FC') {
       throw this.xms.error('UNSUPPORTED', `connect volume ${volume.id}: ${FC_UNSUPPORTED}`);
     }
-    const iqn = this.initiatorNames(connector)[0]!;
+    const iqn = this.initiatorNames(connector)[0];
     const cluster = await this.xms.currentCluster();
     const chap: ChapModes = {
       login: (cluster['chap-authentication-mode'] ?? 'disabled') !== 'disabled',
@@ -312,7 +310,7 @@ export class XtremioConnections {
       if (isNotFound(response)) throw xms.error('NOT_FOUND', `${operation}: the array has no such volume or initiator group (${message})`);
       throw xms.fail(operation, response, message || undefined);
     }
-    const link = XmsClient.linked(xms.parse(createdSchema, response, operation).links[0]!.href);
+    const link = XmsClient.linked(xms.parse(createdSchema, response, operation).links[0].href);
     const read = `${operation}: read ${link}`;
     return xms.parse(contentOf(lunMapSchema), await xms.request('GET', link, { operation: read, query: xms.withClusterName({}) }), read).content;
   }
@@ -349,15 +347,19 @@ export class XtremioConnections {
    */
   private async iscsiPaths(lunMap: LunMap): Promise<{ target: IscsiPath; paths: IscsiPath[] }> {
     const allowed = (await this.iscsiPortals())
-      .map((portal) => ({ ...portal, 'ip-addr': portal['ip-addr'].split('/')[0]! }))
+      .map((portal) => ({ ...portal, 'ip-addr': portal['ip-addr'].split('/')[0] }))
       .filter((portal) => this.allowedPorts.length === 0 || this.allowedPorts.includes(portal['ip-addr'].toLowerCase()));
-    if (allowed.length === 0) throw this.xms.error('BACKEND_UNAVAILABLE', 'there are no accessible iSCSI targets on the system' + (this.allowedPorts.length ? ` (xtremio_ports allows ${this.allowedPorts.join(', ')})` : ''));
+    if (allowed.length === 0)
+      throw this.xms.error(
+        'BACKEND_UNAVAILABLE',
+        'there are no accessible iSCSI targets on the system' + (this.allowedPorts.length ? ` (xtremio_ports allows ${this.allowedPorts.join(', ')})` : ''),
+      );
     const paths = allowed.map((portal) => ({
       iqn: portal['port-address'],
       portal: `${isIPv6(portal['ip-addr']) ? `[${portal['ip-addr']}]` : portal['ip-addr']}:${portal['ip-port']}`,
       lun: lunMap.lun,
     }));
-    return { target: paths[randomInt(paths.length)]!, paths };
+    return { target: paths[randomInt(paths.length)], paths };
   }
 
   /** Cinder's get_iscsi_portals: v2 lists them in full; v1 lists their names and reads each. */

@@ -12,9 +12,7 @@ import { creationFailure, type XtremioVolumes } from './volumes.js';
 /** POST snapshots links to the new snapshots, "…/types/snapshots/<index>" (Cinder's unit-test fakes answer volumes/<index> too). */
 const createdSnapshotSchema = z
   .object({
-    links: z
-      .array(z.object({ href: z.string().regex(/\/(snapshots|volumes)\/\d+\/?$/, 'a link to snapshots/<index>') }).loose())
-      .min(1),
+    links: z.array(z.object({ href: z.string().regex(/\/(snapshots|volumes)\/\d+\/?$/, 'a link to snapshots/<index>') }).loose()).min(1),
   })
   .loose();
 
@@ -30,8 +28,7 @@ export class XtremioSnapshots {
       return { provider_location: snapshot.id };
     },
     deleteSnapshot: (snapshot) => this.volumes.deleteNamed(snapshot.id, `delete snapshot ${snapshot.id}`),
-    createVolumeFromSnapshot: (volume, snapshot) =>
-      this.createWritableSnapshot(snapshot.id, snapshot.volume_size, volume, `create volume ${volume.id} from snapshot ${snapshot.id}`),
+    createVolumeFromSnapshot: (volume, snapshot) => this.createWritableSnapshot(snapshot.id, snapshot.volume_size, volume, `create volume ${volume.id} from snapshot ${snapshot.id}`),
   };
 
   /** Cinder: a clone is a regular (writable) XMS snapshot of the source volume. */
@@ -54,7 +51,9 @@ export class XtremioSnapshots {
       try {
         await this.volumes.extendVolume(volume, volume.size);
       } catch (error) {
-        await this.volumes.deleteVolume(volume).catch((cleanup: unknown) => this.xms.context.log.warn(`${operation}: could not remove ${volume.id} after the failed extend: ${String(cleanup)}`));
+        await this.volumes
+          .deleteVolume(volume)
+          .catch((cleanup: unknown) => this.xms.context.log.warn(`${operation}: could not remove ${volume.id} after the failed extend: ${String(cleanup)}`));
         throw error;
       }
     }
@@ -79,7 +78,7 @@ export class XtremioSnapshots {
       body: xms.withClusterId({ 'snapshot-set-name': newName, 'snap-suffix': newName, 'volume-list': [sourceName], 'snapshot-type': type }),
     });
     if (response.status >= 300) throw creationFailure(xms, operation, response, subjects);
-    const created = XmsClient.linked(xms.parse(createdSnapshotSchema, response, operation).links[0]!.href);
+    const created = XmsClient.linked(xms.parse(createdSnapshotSchema, response, operation).links[0].href);
     const rename = `${operation}: rename ${created} to ${newName}`;
     try {
       const renamed = await xms.request('PUT', created, { operation: rename, body: xms.withClusterId({ name: newName }) });

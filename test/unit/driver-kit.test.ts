@@ -10,7 +10,17 @@ describe('iscsiConnection', () => {
     const chap = { username: 'user', password: 'secret' };
     expect(iscsiConnection({ target, discovered: false, volumeId: 'v1', chap, encrypted: false })).toEqual({
       driver_volume_type: 'iscsi',
-      data: { target_discovered: false, target_iqn: target.iqn, target_portal: target.portal, target_lun: 1, volume_id: 'v1', auth_method: 'CHAP', auth_username: 'user', auth_password: 'secret', encrypted: false },
+      data: {
+        target_discovered: false,
+        target_iqn: target.iqn,
+        target_portal: target.portal,
+        target_lun: 1,
+        volume_id: 'v1',
+        auth_method: 'CHAP',
+        auth_username: 'user',
+        auth_password: 'secret',
+        encrypted: false,
+      },
     });
     expect(iscsiConnection({ target, discovered: false, paths: [target], chap }).data).toMatchObject({ target_iqns: [target.iqn], target_portals: [target.portal], target_luns: [1] });
   });

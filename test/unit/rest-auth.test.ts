@@ -45,7 +45,10 @@ describe('RestClient auth modes and paging', () => {
       if (url.pathname === '/api/2.4/volumes') {
         // Seven volumes, three a page, then a last page of one.
         const start = Number(url.searchParams.get('continuation_token') ?? '0');
-        const items = [0, 1, 2].map((i) => start + i).filter((i) => i < 7).map((i) => ({ name: `vol${i}` }));
+        const items = [0, 1, 2]
+          .map((i) => start + i)
+          .filter((i) => i < 7)
+          .map((i) => ({ name: `vol${i}` }));
         const next = start + 3 < 7 ? String(start + 3) : null;
         return send(res, 200, { items, continuation_token: next, total_item_count: 7 }, { 'x-request-id': `req-${start}` });
       }
@@ -71,10 +74,28 @@ describe('RestClient auth modes and paging', () => {
 
   const session: RestAuth = { kind: 'session', login: { path: '/login', headers: { 'api-token': API_TOKEN } }, tokenHeader: 'x-auth-token' };
   const client = (auth: RestAuth, secrets = new SecretRegistry()) =>
-    new RestClient({ backendName: 'flash1', baseUrl: `${origin}/api/2.4`, auth, authHint: 'check the api token', verifyTls: true, caPath: certs.caPath, timeoutMs: 5000, log: createLogger('test'), secrets });
+    new RestClient({
+      backendName: 'flash1',
+      baseUrl: `${origin}/api/2.4`,
+      auth,
+      authHint: 'check the api token',
+      verifyTls: true,
+      caPath: certs.caPath,
+      timeoutMs: 5000,
+      log: createLogger('test'),
+      secrets,
+    });
 
   it('sends a header token on every request', async () => {
-    const rest = new RestClient({ backendName: 'flash1', baseUrl: `${origin}/api`, auth: { kind: 'header', header: 'Authorization', value: `Bearer ${API_TOKEN}` }, verifyTls: true, caPath: certs.caPath, log: createLogger('test'), secrets: new SecretRegistry() });
+    const rest = new RestClient({
+      backendName: 'flash1',
+      baseUrl: `${origin}/api`,
+      auth: { kind: 'header', header: 'Authorization', value: `Bearer ${API_TOKEN}` },
+      verifyTls: true,
+      caPath: certs.caPath,
+      log: createLogger('test'),
+      secrets: new SecretRegistry(),
+    });
     expect((await rest.request('GET', '/token-only', { operation: 'get thing' })).status).toBe(200);
     expect((await rest.request('GET', '/token-only', { operation: 'get thing' })).status).toBe(200);
     await rest.close();
@@ -85,8 +106,8 @@ describe('RestClient auth modes and paging', () => {
     const rest = client(session);
     const answers = await Promise.all([1, 2, 3].map(() => rest.request('GET', '/volumes', { operation: 'list volumes' })));
     expect(answers.map((answer) => answer.status)).toEqual([200, 200, 200]);
-    expect(answers[0]!.headers['x-request-id']).toBe('req-0');
-    expect(answers[0]!.headers['content-type']).toBe('application/json');
+    expect(answers[0].headers['x-request-id']).toBe('req-0');
+    expect(answers[0].headers['content-type']).toBe('application/json');
     expect(logins - before).toBe(1);
     const login = seen.find((request) => request.url === 'POST /api/2.4/login')!;
     expect(login.headers['api-token']).toBe(API_TOKEN);
@@ -132,9 +153,9 @@ describe('RestClient auth modes and paging', () => {
     );
     expect(names).toEqual(['vol0', 'vol1', 'vol2', 'vol3', 'vol4', 'vol5', 'vol6']);
     expect(seen.slice(-3).map((request) => request.url)).toEqual([
-      "GET /api/2.4/volumes?filter=name%3D%27vol*%27",
-      "GET /api/2.4/volumes?filter=name%3D%27vol*%27&continuation_token=3",
-      "GET /api/2.4/volumes?filter=name%3D%27vol*%27&continuation_token=6",
+      'GET /api/2.4/volumes?filter=name%3D%27vol*%27',
+      'GET /api/2.4/volumes?filter=name%3D%27vol*%27&continuation_token=3',
+      'GET /api/2.4/volumes?filter=name%3D%27vol*%27&continuation_token=6',
     ]);
     await rest.close();
   });

@@ -43,7 +43,10 @@ export async function copyDevice(runner: CommandRunner, copy: DeviceCopy): Promi
   for (let block = 0; block < copy.sizeMib; block += CHUNK_BLOCKS) {
     const count = Math.min(CHUNK_BLOCKS, copy.sizeMib - block);
     const argv = dd(
-      `if=${copy.source}`, `of=${copy.target}`, 'bs=1M', `count=${count}`,
+      `if=${copy.source}`,
+      `of=${copy.target}`,
+      'bs=1M',
+      `count=${count}`,
       ...(block > 0 ? [`skip=${block}`, `seek=${block}`] : []),
       ...(directIn ? ['iflag=direct'] : []),
       ...(directOut ? ['oflag=direct'] : []),

@@ -129,7 +129,7 @@ export async function sparseCopy(
       };
       for (let i = 0; i < readAhead && nextRead < size; i++) startRead(Buffer.allocUnsafe(chunkBytes));
       while (inFlight.length > 0) {
-        const { buffer, position, read } = inFlight[0]!;
+        const { buffer, position, read } = inFlight[0];
         const length = await read;
         inFlight.shift();
         await writeData(output, buffer, length, position, zeros, destination);
@@ -205,21 +205,29 @@ async function writeFully(handle: FileHandle, buffer: Buffer, start: number, end
  * Progress is the share of the source's allocated blocks the copy has allocated so far.
  */
 async function holeSkippingCopy(source: string, destination: string, size: number, progress: CopyProgress): Promise<boolean> {
-  if (await access(destination).then(() => true, () => false)) throw new CopyFailure('create', destination, Object.assign(new Error('exists'), { code: 'EEXIST' }));
+  if (
+    await access(destination).then(
+      () => true,
+      () => false,
+    )
+  )
+    throw new CopyFailure('create', destination, Object.assign(new Error('exists'), { code: 'EEXIST' }));
   const sourceAllocated = Math.max(1, ((await stat(source)).blocks ?? 0) * 512);
   progress(0, size);
   let reported = 0;
   let running = true;
-  let progressFailure: unknown;
+  let progressFailure: Error | undefined;
   const poll = setInterval(() => {
-    stat(destination).then(
-      (info) => {
-        const done = Math.min(size, Math.floor((size * (info.blocks ?? 0) * 512) / sourceAllocated));
-        // Only forward, and never after the copy ended (a late look must not undo the final report).
-        if (running && done > reported) progress((reported = done), size);
-      },
-      () => undefined,
-    ).catch((error: unknown) => (progressFailure ??= error));
+    stat(destination)
+      .then(
+        (info) => {
+          const done = Math.min(size, Math.floor((size * (info.blocks ?? 0) * 512) / sourceAllocated));
+          // Only forward, and never after the copy ended (a late look must not undo the final report).
+          if (running && done > reported) progress((reported = done), size);
+        },
+        () => undefined,
+      )
+      .catch((error: unknown) => (progressFailure ??= error instanceof Error ? error : new Error(String(error))));
   }, CP_PROGRESS_POLL_MS);
   let copied = false;
   try {
@@ -228,7 +236,12 @@ async function holeSkippingCopy(source: string, destination: string, size: numbe
       operation: `copy ${source}`,
       timeoutMs: CP_TIMEOUT_MS,
     });
-    copied = result.exitCode === 0 && (await stat(destination).then((info) => info.size === size, () => false));
+    copied =
+      result.exitCode === 0 &&
+      (await stat(destination).then(
+        (info) => info.size === size,
+        () => false,
+      ));
   } catch {
     copied = false; // cp missing or killed: the read-through copy takes over
   } finally {

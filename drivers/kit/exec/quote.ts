@@ -5,7 +5,7 @@
  */
 export function shellQuote(argument: string): string {
   if (argument.includes('\0')) throw new Error('a command argument cannot contain a NUL byte');
-  if (/^[A-Za-z0-9_\/.,:=@%+-]+$/.test(argument)) return argument;
+  if (/^[A-Za-z0-9_/.,:=@%+-]+$/.test(argument)) return argument;
   return `'${argument.replace(/'/g, `'\\''`)}'`;
 }
 

@@ -219,7 +219,7 @@ export class SshRunner implements CommandRunner {
       try {
         connection.client.exec(command, (error, channel) => (error ? reject(error) : resolve(channel)));
       } catch (error) {
-        reject(error as Error);
+        reject(error instanceof Error ? error : new Error(String(error)));
       }
     });
   }

@@ -15,11 +15,11 @@ export const CHAP_USERNAME_LENGTH = 20;
 export const CHAP_PASSWORD_LENGTH = 16;
 
 export function generateChapSecret(length: number): string {
-  const chosen = SYMBOL_GROUPS.map((group) => group[randomInt(group.length)]!).slice(0, length);
-  while (chosen.length < length) chosen.push(ALL_SYMBOLS[randomInt(ALL_SYMBOLS.length)]!);
+  const chosen = SYMBOL_GROUPS.map((group) => group[randomInt(group.length)]).slice(0, length);
+  while (chosen.length < length) chosen.push(ALL_SYMBOLS[randomInt(ALL_SYMBOLS.length)]);
   for (let i = chosen.length - 1; i > 0; i--) {
     const j = randomInt(i + 1);
-    [chosen[i], chosen[j]] = [chosen[j]!, chosen[i]!];
+    [chosen[i], chosen[j]] = [chosen[j], chosen[i]];
   }
   return chosen.join('');
 }
@@ -33,7 +33,7 @@ export function distinctSymbolsSecret(symbols: string, length: number): string {
   const chosen = [...symbols];
   for (let i = chosen.length - 1; i > 0; i--) {
     const j = randomInt(i + 1);
-    [chosen[i], chosen[j]] = [chosen[j]!, chosen[i]!];
+    [chosen[i], chosen[j]] = [chosen[j], chosen[i]];
   }
   return chosen.slice(0, length).join('');
 }

@@ -103,9 +103,7 @@ export class RestClient {
     this.basePath = url.pathname.replace(/\/$/, '');
     this.auth =
       options.auth ??
-      (options.username !== undefined || options.password !== undefined
-        ? { kind: 'basic', username: options.username ?? '', password: options.password ?? '' }
-        : undefined);
+      (options.username !== undefined || options.password !== undefined ? { kind: 'basic', username: options.username ?? '', password: options.password ?? '' } : undefined);
     if (this.auth) for (const secret of authSecrets(this.auth)) options.secrets.register(secret);
   }
 
@@ -142,7 +140,10 @@ export class RestClient {
     let next: { path: string; query?: RequestOptions['query']; absolute: boolean } | undefined = { path, query: request.query, absolute: false };
     for (let page = 1; next; page++) {
       if (page > maxPages) {
-        throw new StorageError('BACKEND_UNAVAILABLE', `backend "${this.options.backendName}": ${request.operation}: the listing goes on past ${maxPages} pages; the array keeps answering a next page`);
+        throw new StorageError(
+          'BACKEND_UNAVAILABLE',
+          `backend "${this.options.backendName}": ${request.operation}: the listing goes on past ${maxPages} pages; the array keeps answering a next page`,
+        );
       }
       const response = next.absolute
         ? await this.exchange('GET', this.sameOrigin(next.path, request.operation), { ...request, query: undefined }, true)
@@ -165,15 +166,9 @@ export class RestClient {
   /** A StorageError for an answer the driver cannot accept. */
   fail(operation: string, response: RestResponse, reason?: string): StorageError {
     const status = response.status;
-    const code =
-      STATUS_CODES.find(([match]) => match(status))?.[1] ?? (status >= 500 ? 'BACKEND_UNAVAILABLE' : 'INTERNAL');
+    const code = STATUS_CODES.find(([match]) => match(status))?.[1] ?? (status >= 500 ? 'BACKEND_UNAVAILABLE' : 'INTERNAL');
     const hint = status === 401 || status === 403 ? `; ${this.options.authHint ?? 'check san_login and san_password'}` : '';
-    return new StorageError(
-      code,
-      this.options.secrets.redact(
-        `backend "${this.options.backendName}": ${operation} failed: HTTP ${status}: ${reason ?? this.reason(response)}${hint}`,
-      ),
-    );
+    return new StorageError(code, this.options.secrets.redact(`backend "${this.options.backendName}": ${operation} failed: HTTP ${status}: ${reason ?? this.reason(response)}${hint}`));
   }
 
   async close(): Promise<void> {
@@ -248,7 +243,10 @@ export class RestClient {
     if (response.status >= 300) throw this.fail(operation, response);
     const token = sessionToken(auth, response);
     if (!token) {
-      throw new StorageError('BACKEND_UNAVAILABLE', `backend "${this.options.backendName}": ${operation}: the array answered HTTP ${response.status} without a session token (${auth.tokenHeader})`);
+      throw new StorageError(
+        'BACKEND_UNAVAILABLE',
+        `backend "${this.options.backendName}": ${operation}: the array answered HTTP ${response.status} without a session token (${auth.tokenHeader})`,
+      );
     }
     this.options.secrets.register(token);
     return token;
@@ -258,7 +256,10 @@ export class RestClient {
   private sameOrigin(link: string, operation: string): string {
     const url = new URL(link, this.origin);
     if (url.origin !== this.origin) {
-      throw new StorageError('BACKEND_UNAVAILABLE', this.options.secrets.redact(`backend "${this.options.backendName}": ${operation}: the next page is on ${url.origin}, not on ${this.origin}`));
+      throw new StorageError(
+        'BACKEND_UNAVAILABLE',
+        this.options.secrets.redact(`backend "${this.options.backendName}": ${operation}: the next page is on ${url.origin}, not on ${this.origin}`),
+      );
     }
     return `${url.pathname}${url.search}`;
   }
@@ -335,24 +336,16 @@ export class RestClient {
         { cause: error },
       );
     }
-    const detail = (code ?? causeCode ?? (error instanceof Error ? error.message : String(error))) as string;
+    const detail = code ?? causeCode ?? (error instanceof Error ? error.message : String(error));
     const timeout = /timeout/i.test(detail) ? ' (timed out)' : '';
-    return new StorageError(
-      'BACKEND_UNAVAILABLE',
-      this.options.secrets.redact(`${backend}: ${operation}: cannot reach ${this.origin}${timeout}: ${detail}`),
-      { cause: error },
-    );
+    return new StorageError('BACKEND_UNAVAILABLE', this.options.secrets.redact(`${backend}: ${operation}: cannot reach ${this.origin}${timeout}: ${detail}`), { cause: error });
   }
 
   private async readCa(caPath: string): Promise<string> {
     try {
       return (await readRegularFile(caPath)).toString('utf8');
     } catch (error) {
-      throw new StorageError(
-        'BACKEND_UNAVAILABLE',
-        `backend "${this.options.backendName}": cannot read driver_ssl_cert_path ${caPath}: ${(error as Error).message}`,
-        { cause: error },
-      );
+      throw new StorageError('BACKEND_UNAVAILABLE', `backend "${this.options.backendName}": cannot read driver_ssl_cert_path ${caPath}: ${(error as Error).message}`, { cause: error });
     }
   }
 }

@@ -52,7 +52,8 @@ export function targetFor(
         `${backend}: target_helper "lioadm" needs the kernel's LIO target (configfs at /sys/kernel/config/target) on ${host.runner.target}, which this server does not drive; set target_helper: tgtadm (Linux SCSI target, Debian package tgt) and run tgtd`,
       );
     default:
-      return new UnsupportedExports(`${backend}: target_helper "${helper}" is not supported by this server; set target_helper: tgtadm (Linux SCSI target, Debian package tgt) and run tgtd`);
+      return new UnsupportedExports(
+        `${backend}: target_helper "${helper}" is not supported by this server; set target_helper: tgtadm (Linux SCSI target, Debian package tgt) and run tgtd`,
+      );
   }
 }
-

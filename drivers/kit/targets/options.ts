@@ -13,7 +13,7 @@ export const TARGET_HELPERS = ['tgtadm', 'lioadm', 'scstadmin', 'iscsictl', 'iet
 export type TargetHelper = (typeof TARGET_HELPERS)[number];
 
 export const targetOptions = {
-  target_ip_address: stringOption("IP address the target (tgtd) listens on, given to connecting hosts as the portal.", {
+  target_ip_address: stringOption('IP address the target (tgtd) listens on, given to connecting hosts as the portal.', {
     defaultText: "this host's first non-loopback IPv4 address (Cinder's $my_ip)",
   }),
   target_port: intOption('Port the target listens on.', { default: 3260, min: 1, max: 65535 }),

@@ -38,10 +38,7 @@ export function checkTargetName(name: string, field = 'target name'): string {
 
 export function checkBackingPath(path: string, field = 'backing store path'): string {
   if (!BACKING_PATH.test(path) || BACKING_PATH_FORBIDDEN.test(path) || /\/\.\.?(\/|$)/.test(path)) {
-    refuse(
-      `${field} ${JSON.stringify(path)}`,
-      "must be an absolute path of printable ASCII without spaces, control characters, '.' or '..' parts, or any of , \" ' < > # \\ $ `",
-    );
+    refuse(`${field} ${JSON.stringify(path)}`, "must be an absolute path of printable ASCII without spaces, control characters, '.' or '..' parts, or any of , \" ' < > # \\ $ `");
   }
   return path;
 }
@@ -49,7 +46,7 @@ export function checkBackingPath(path: string, field = 'backing store path'): st
 /** A CHAP user name or password: the value itself never appears in the message. */
 export function checkChapSymbols(value: string, field: string): string {
   if (!CHAP_SYMBOLS.test(value) || CHAP_FORBIDDEN.test(value)) {
-    refuse(field, "must be printable ASCII without spaces, control characters or any of , \" ' < > # \\ $ ` (Cinder makes letters and digits)");
+    refuse(field, 'must be printable ASCII without spaces, control characters or any of , " \' < > # \\ $ ` (Cinder makes letters and digits)');
   }
   return value;
 }

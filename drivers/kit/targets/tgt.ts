@@ -79,14 +79,20 @@ export class TgtTarget implements ExportOperations {
     await this.requirePortal();
     await this.host.prepareBacking?.(volume);
     if ((await this.run(['test', '-e', spec.backing], `look for ${spec.backing}`)).exitCode !== 0) {
-      throw new StorageError('BACKEND_UNAVAILABLE', `backend "${this.settings.backendName}": volume ${volume.id}'s backing store ${spec.backing} does not exist on ${this.host.runner.target}, so it cannot be exported`);
+      throw new StorageError(
+        'BACKEND_UNAVAILABLE',
+        `backend "${this.settings.backendName}": volume ${volume.id}'s backing store ${spec.backing} does not exist on ${this.host.runner.target}, so it cannot be exported`,
+      );
     }
     const file = this.configFile(volume);
     await this.writeConfig(file, this.configText(spec));
     try {
       await tgtdTurns.run(this.host.runner.target, () => this.applyTarget(spec, { closeSessions: false }));
       if (!(await this.hasLun(spec.iqn))) {
-        throw new StorageError('BACKEND_UNAVAILABLE', `backend "${this.settings.backendName}": tgtd shows no LUN ${TGT_LUN} in target ${spec.iqn}; tgtd's log says why (is ${spec.backing} readable by tgtd?)`);
+        throw new StorageError(
+          'BACKEND_UNAVAILABLE',
+          `backend "${this.settings.backendName}": tgtd shows no LUN ${TGT_LUN} in target ${spec.iqn}; tgtd's log says why (is ${spec.backing} readable by tgtd?)`,
+        );
       }
     } catch (error) {
       // A failed export leaves nothing behind: no target, no account, no file holding the credentials.
@@ -135,7 +141,10 @@ export class TgtTarget implements ExportOperations {
       // Cinder saw deletes fail silently under load; one more try, then say so.
       await tgtdTurns.run(this.host.runner.target, () => this.removeTarget(iqn, username));
       if (await this.targetExists(iqn)) {
-        throw new StorageError('BACKEND_BUSY', `backend "${this.settings.backendName}": tgtd still shows target ${iqn} after deleting it; an initiator may hold it. Log it out, then disconnect again`);
+        throw new StorageError(
+          'BACKEND_BUSY',
+          `backend "${this.settings.backendName}": tgtd still shows target ${iqn} after deleting it; an initiator may hold it. Log it out, then disconnect again`,
+        );
       }
     }
     await this.removeConfig(this.configFile(volume));
@@ -150,7 +159,10 @@ export class TgtTarget implements ExportOperations {
     const spec = this.targetSpec(volume, credentials);
     await tgtdTurns.run(this.host.runner.target, () => this.applyTarget(spec, { closeSessions: true }));
     if (!(await this.hasLun(iqn))) {
-      throw new StorageError('BACKEND_UNAVAILABLE', `backend "${this.settings.backendName}": tgtd shows no LUN ${TGT_LUN} in target ${iqn} after re-reading volume ${volume.id}; tgtd's log says why`);
+      throw new StorageError(
+        'BACKEND_UNAVAILABLE',
+        `backend "${this.settings.backendName}": tgtd shows no LUN ${TGT_LUN} in target ${iqn} after re-reading volume ${volume.id}; tgtd's log says why`,
+      );
     }
   }
 
@@ -193,7 +205,7 @@ export class TgtTarget implements ExportOperations {
     const { username, password } = spec.credentials;
     for (let attempt = 1; ; attempt++) {
       const [targetsReply, accountsReply] = await this.sendAll([tgtdRequests.showTargets(), tgtdRequests.showAccounts()]);
-      const targets = parseTargets(targetsReply!.output);
+      const targets = parseTargets(targetsReply.output);
       const existing = targets.find((target) => target.name === spec.iqn);
       if (existing && existing.connections.length > 0 && !options.closeSessions) return;
       if (existing) await this.deleteTarget(existing);
@@ -202,7 +214,7 @@ export class TgtTarget implements ExportOperations {
       const account: TgtRequest[] = [];
       if (!others.some((target) => target.accounts.includes(username))) {
         // Ours alone: made anew, so tgtd holds the password recorded for the volume.
-        if (parseAccounts(accountsReply!.output).includes(username)) account.push(tgtdRequests.deleteAccount(username));
+        if (parseAccounts(accountsReply.output).includes(username)) account.push(tgtdRequests.deleteAccount(username));
         account.push(tgtdRequests.newAccount(username, password));
       }
       const unit = tgtdRequests.newUnit(tid, TGT_LUN, spec.backing, spec.backingFlags);
@@ -217,17 +229,17 @@ export class TgtTarget implements ExportOperations {
       ];
       const replies = await this.tgtd.send(requests);
       const failed = replies.length - 1;
-      const last = replies[failed]!;
+      const last = replies[failed];
       if (last.code === 0) return;
       // Another tool took that tid between our look and our create: look again.
       if (failed === 0 && last.code === TgtError.TargetExists && !existing && attempt < 5) continue;
       if (requests[failed] === unit) {
         throw new StorageError(
           'BACKEND_UNAVAILABLE',
-          `backend "${this.settings.backendName}": tgtd shows no LUN ${TGT_LUN} in target ${spec.iqn}: ${requests[failed]!.operation} failed (${tgtErrorText(last.code)}); tgtd's log says why (is ${spec.backing} readable by tgtd?)`,
+          `backend "${this.settings.backendName}": tgtd shows no LUN ${TGT_LUN} in target ${spec.iqn}: ${requests[failed].operation} failed (${tgtErrorText(last.code)}); tgtd's log says why (is ${spec.backing} readable by tgtd?)`,
         );
       }
-      this.refused(requests[failed]!, last);
+      this.refused(requests[failed], last);
     }
   }
 
@@ -247,7 +259,7 @@ export class TgtTarget implements ExportOperations {
       if (reply.code === 0 || reply.code === TgtError.NoTarget) return;
       if (reply.code !== TgtError.TargetActive || attempt >= DELETE_ATTEMPTS) this.refused(tgtdRequests.deleteTarget(target.tid, target.name), reply);
       await new Promise((resolve) => setTimeout(resolve, DELETE_PAUSE_MS));
-      const again = parseTargets((await this.sendAll([tgtdRequests.showTargets()]))[0]!.output).find((shown) => shown.tid === target.tid && shown.name === target.name);
+      const again = parseTargets((await this.sendAll([tgtdRequests.showTargets()]))[0].output).find((shown) => shown.tid === target.tid && shown.name === target.name);
       if (!again) return;
       await this.sendTolerating(
         again.connections.map(({ sid, cid }) => tgtdRequests.closeConnection(again.tid, sid, cid)),
@@ -259,14 +271,17 @@ export class TgtTarget implements ExportOperations {
   /** The target if tgtd has it, then the accounts it used (and the volume's own) that no other target uses. */
   private async removeTarget(iqn: string, username: string | undefined): Promise<void> {
     const [targetsReply, accountsReply] = await this.sendAll([tgtdRequests.showTargets(), tgtdRequests.showAccounts()]);
-    const targets = parseTargets(targetsReply!.output);
+    const targets = parseTargets(targetsReply.output);
     const target = targets.find((shown) => shown.name === iqn);
     if (target) await this.deleteTarget(target);
     const others = targets.filter((shown) => shown.name !== iqn);
-    const accounts = parseAccounts(accountsReply!.output);
+    const accounts = parseAccounts(accountsReply.output);
     const candidates = new Set([...(target?.accounts ?? []), ...(username ? [username] : [])]);
     const unused = [...candidates].filter((name) => accounts.includes(name) && !others.some((shown) => shown.accounts.includes(name)) && isChapSymbols(name));
-    await this.sendTolerating(unused.map((name) => tgtdRequests.deleteAccount(name)), [TgtError.NoUser]);
+    await this.sendTolerating(
+      unused.map((name) => tgtdRequests.deleteAccount(name)),
+      [TgtError.NoUser],
+    );
   }
 
   /** Sends each request, an error among `tolerated` being an answer (the rest are still sent). */
@@ -275,7 +290,7 @@ export class TgtTarget implements ExportOperations {
     while (rest.length > 0) {
       const replies = await this.tgtd.send(rest);
       const last = replies.at(-1)!;
-      if (last.code !== 0 && !tolerated.includes(last.code)) this.refused(rest[replies.length - 1]!, last);
+      if (last.code !== 0 && !tolerated.includes(last.code)) this.refused(rest[replies.length - 1], last);
       rest = rest.slice(replies.length);
     }
   }
@@ -284,7 +299,7 @@ export class TgtTarget implements ExportOperations {
   private async sendAll(requests: TgtRequest[]): Promise<TgtReply[]> {
     const replies = await this.tgtd.send(requests);
     const last = replies.at(-1)!;
-    if (last.code !== 0) this.refused(requests[replies.length - 1]!, last);
+    if (last.code !== 0) this.refused(requests[replies.length - 1], last);
     return replies;
   }
 
@@ -319,16 +334,16 @@ export class TgtTarget implements ExportOperations {
   /** Written through the command runner (the target's host may be remote), the password on stdin, never in argv. */
   private async writeConfig(file: string, text: string): Promise<void> {
     const script = 'umask 077 && mkdir -p "$1" && cat > "$2.tmp" && mv -f "$2.tmp" "$2"';
-    await this.check(await this.run(['sh', '-c', script, 'sh', this.settings.configDir, file], `write ${file}`, text), `write ${file}`);
+    this.check(await this.run(['sh', '-c', script, 'sh', this.settings.configDir, file], `write ${file}`, text), `write ${file}`);
   }
 
   private async removeConfig(file: string): Promise<void> {
-    await this.check(await this.run(['rm', '-f', file, `${file}.tmp`], `remove ${file}`), `remove ${file}`);
+    this.check(await this.run(['rm', '-f', file, `${file}.tmp`], `remove ${file}`), `remove ${file}`);
   }
 
   /** tgtd must listen where connecting hosts are told to go: refuse before exporting, naming both. */
   private async requirePortal(): Promise<void> {
-    const portals = parsePortals((await this.sendAll([tgtdRequests.showPortals()]))[0]!.output);
+    const portals = parsePortals((await this.sendAll([tgtdRequests.showPortals()]))[0].output);
     const wanted = formatPortal(this.settings.ipAddress, this.settings.port);
     const anyAddress = [formatPortal('0.0.0.0', this.settings.port), formatPortal('::', this.settings.port)];
     if (portals.includes(wanted) || portals.some((portal) => anyAddress.includes(portal))) return;
@@ -339,7 +354,7 @@ export class TgtTarget implements ExportOperations {
   }
 
   private async shownTarget(iqn: string): Promise<ShownTarget | undefined> {
-    return parseTargets((await this.sendAll([tgtdRequests.showTargets()]))[0]!.output).find((target) => target.name === iqn);
+    return parseTargets((await this.sendAll([tgtdRequests.showTargets()]))[0].output).find((target) => target.name === iqn);
   }
 
   private async targetExists(iqn: string): Promise<boolean> {

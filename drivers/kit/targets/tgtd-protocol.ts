@@ -181,8 +181,17 @@ export const tgtdRequests = {
     for (const [name, value] of Object.entries(settings)) {
       if (!/^[a-z_]+$/.test(name) || !/^[A-Za-z0-9.:_-]+$/.test(value)) throw new StorageError('INTERNAL', `LUN setting ${name} holds characters tgtd must not get`);
     }
-    const list = Object.entries(settings).map(([name, value]) => `${name}=${value},`).join('');
-    return { operation: `set ${Object.keys(settings).join(', ')} of LUN ${lun} in target tid ${tid}`, mode: TgtMode.Device, op: TgtOp.Update, tid: checkTid(tid), lun: BigInt(lun), params: `${UNIT_PARAMS}${list}` };
+    const list = Object.entries(settings)
+      .map(([name, value]) => `${name}=${value},`)
+      .join('');
+    return {
+      operation: `set ${Object.keys(settings).join(', ')} of LUN ${lun} in target tid ${tid}`,
+      mode: TgtMode.Device,
+      op: TgtOp.Update,
+      tid: checkTid(tid),
+      lun: BigInt(lun),
+      params: `${UNIT_PARAMS}${list}`,
+    };
   },
 
   /** tgtadm --mode account --op new --user U --password P: the password goes only into this socket request. */

@@ -53,10 +53,13 @@ export class TgtdChannel {
     if (requests.length === 0) return [];
     // Encoding checks every request: one refused request leaves the whole batch unsent.
     const input = requests.map((request) => `${encodeRequest(request).toString('hex')}\n`).join('');
-    const operation = requests.length === 1 ? requests[0]!.operation : `${requests[0]!.operation} (and ${requests.length - 1} more tgtd requests)`;
+    const operation = requests.length === 1 ? requests[0].operation : `${requests[0].operation} (and ${requests.length - 1} more tgtd requests)`;
     const result = await this.run([...(await this.host.privileged()), 'perl', '-e', RELAY, TGTD_SOCKET], operation, input);
     // One line per reply; an empty one is a connection tgtd closed without answering.
-    const lines = result.stdout.split('\n').slice(0, -1).filter((line) => /^[0-9a-f]*$/.test(line));
+    const lines = result.stdout
+      .split('\n')
+      .slice(0, -1)
+      .filter((line) => /^[0-9a-f]*$/.test(line));
     if (result.exitCode !== 0) this.failed(result, requests[lines.length]?.operation ?? operation);
     const replies: TgtReply[] = [];
     for (const [index, line] of lines.entries()) {
@@ -64,20 +67,23 @@ export class TgtdChannel {
       if (!reply) {
         throw new StorageError(
           'BACKEND_UNAVAILABLE',
-          `backend "${this.place.backendName}": ${requests[index]!.operation}: tgtd on ${this.host.runner.target} closed the connection without a full answer; it answers root only (set the global root_helper where the server is not root)`,
+          `backend "${this.place.backendName}": ${requests[index].operation}: tgtd on ${this.host.runner.target} closed the connection without a full answer; it answers root only (set the global root_helper where the server is not root)`,
         );
       }
       replies.push(reply);
     }
     if (replies.length === 0 || (replies.length < requests.length && replies.at(-1)!.code === 0)) {
-      throw new StorageError('BACKEND_UNAVAILABLE', `backend "${this.place.backendName}": ${operation}: the relay to tgtd on ${this.host.runner.target} stopped early without saying why`);
+      throw new StorageError(
+        'BACKEND_UNAVAILABLE',
+        `backend "${this.place.backendName}": ${operation}: the relay to tgtd on ${this.host.runner.target} stopped early without saying why`,
+      );
     }
     return replies;
   }
 
   /** One request whose error is an answer, not a failure. */
   async ask(request: TgtRequest): Promise<TgtReply> {
-    return (await this.send([request]))[0]!;
+    return (await this.send([request]))[0];
   }
 
   private async run(argv: string[], operation: string, input: string): Promise<CommandResult> {

@@ -21,7 +21,7 @@ export function parseTargets(show: string): ShownTarget[] {
   for (const line of show.split('\n')) {
     const head = /^Target (\d+): (\S+)$/.exec(line);
     if (head) {
-      target = { tid: Number(head[1]), name: head[2]!, connections: [], luns: [], accounts: [], acls: [] };
+      target = { tid: Number(head[1]), name: head[2], connections: [], luns: [], accounts: [], acls: [] };
       targets.push(target);
       part = '';
       continue;
@@ -36,7 +36,7 @@ export function parseTargets(show: string): ShownTarget[] {
     if (!entry) continue;
     if (part === 'I_T nexus') {
       const nexus = /^I_T nexus: (\d+)$/.exec(entry);
-      if (nexus) sid = BigInt(nexus[1]!);
+      if (nexus) sid = BigInt(nexus[1]);
       const connection = /^Connection: (\d+)$/.exec(entry);
       if (connection && sid !== undefined) target.connections.push({ sid, cid: Number(connection[1]) });
     } else if (part === 'LUN') {
@@ -59,5 +59,5 @@ export function parseAccounts(show: string): string[] {
 }
 
 export function parsePortals(show: string): string[] {
-  return [...show.matchAll(/^Portal:\s*(\S+),\d+/gm)].map((match) => match[1]!);
+  return [...show.matchAll(/^Portal:\s*(\S+),\d+/gm)].map((match) => match[1]);
 }
