@@ -1,4 +1,3 @@
-import { posix } from 'node:path';
 import { StorageError } from '../../../src/base/errors.js';
 import { KeyedMutex } from '../../../src/base/locks.js';
 import { CommandTransportError, type CommandResult } from '../exec/runner.js';
@@ -7,6 +6,7 @@ import { iscsiConnection } from '../iscsi/connection.js';
 import { formatProviderAuth, generateChapCredentials, parseProviderAuth, type ChapCredentials } from '../iscsi/chap.js';
 import { checkBackingFlags, checkBackingPath, checkChapSymbols, checkInitiatorAddress, checkTargetName, checkVolumeId, checkWriteCache } from './tgt-fields.js';
 import { TgtError, tgtErrorText, tgtdRequests, type TgtReply, type TgtRequest } from './tgtd-protocol.js';
+import { TgtConfigFiles, type TargetSpec } from './tgt-config.js';
 import { TgtdChannel, type TargetHost } from './tgtd-relay.js';
 import { parseAccounts, parsePortals, parseTargets, type ShownTarget } from './tgtd-show.js';
 
@@ -32,15 +32,6 @@ export interface TgtSettings {
 }
 
 /** Everything one target is made of, each field checked before anything is written or sent. */
-interface TargetSpec {
-  volumeId: string;
-  iqn: string;
-  backing: string;
-  credentials: ChapCredentials;
-  backingFlags: string;
-  writeCache: 'on' | 'off';
-}
-
 /** A new target takes the next free tid: two exports at once on one host would pick the same. */
 const tgtdTurns = new KeyedMutex();
 
@@ -54,6 +45,7 @@ const DELETE_PAUSE_MS = 200;
 export class TgtTarget implements ExportOperations {
   readonly requiredConnectorKeys = ['initiator'] as const;
   private readonly tgtd: TgtdChannel;
+  private readonly configFiles: TgtConfigFiles;
 
   constructor(
     private readonly settings: TgtSettings,
@@ -62,6 +54,11 @@ export class TgtTarget implements ExportOperations {
     private readonly context: Pick<DriverContext, 'secrets' | 'log'>,
   ) {
     this.tgtd = new TgtdChannel(host, { backendName: settings.backendName, portal: formatPortal(settings.ipAddress, settings.port) }, context.secrets);
+    this.configFiles = new TgtConfigFiles(
+      settings.configDir,
+      (argv, operation, input) => this.run(argv, operation, input),
+      (result, operation) => this.check(result, operation),
+    );
   }
 
   iqn(volume: VolumeRef): string {
@@ -84,8 +81,8 @@ export class TgtTarget implements ExportOperations {
         `backend "${this.settings.backendName}": volume ${volume.id}'s backing store ${spec.backing} does not exist on ${this.host.runner.target}, so it cannot be exported`,
       );
     }
-    const file = this.configFile(volume);
-    await this.writeConfig(file, this.configText(spec));
+    const file = this.configFiles.pathOf(volume.id);
+    await this.configFiles.write(file, this.configFiles.textOf(spec));
     try {
       await tgtdTurns.run(this.host.runner.target, () => this.applyTarget(spec, { closeSessions: false }));
       if (!(await this.hasLun(spec.iqn))) {
@@ -97,7 +94,7 @@ export class TgtTarget implements ExportOperations {
     } catch (error) {
       // A failed export leaves nothing behind: no target, no account, no file holding the credentials.
       await tgtdTurns.run(this.host.runner.target, () => this.removeTarget(spec.iqn, credentials.username)).catch(() => undefined);
-      await this.removeConfig(file).catch(() => undefined);
+      await this.configFiles.remove(file).catch(() => undefined);
       throw error;
     }
     return recorded ? undefined : { provider_auth: formatProviderAuth(credentials) };
@@ -105,11 +102,8 @@ export class TgtTarget implements ExportOperations {
 
   /** The CHAP credentials in the volume's own target config file, when an earlier export left one; only a well-formed line counts. */
   private async liveCredentials(volume: VolumeRef): Promise<ChapCredentials | undefined> {
-    const file = this.configFile(volume);
-    const read = await this.run(['cat', file], `read ${file}`);
-    if (read.exitCode !== 0) return undefined;
-    const line = /^ {4}incominguser (\S+) (\S+)$/m.exec(read.stdout);
-    const credentials = line ? parseProviderAuth(`CHAP ${line[1]} ${line[2]}`) : undefined;
+    const file = this.configFiles.pathOf(volume.id);
+    const credentials = await this.configFiles.credentialsIn(file);
     if (credentials) this.context.log.info(`volume ${volume.id} has no CHAP credentials recorded (restored from a dump?): its export keeps the ones in ${file}`);
     return credentials;
   }
@@ -147,7 +141,7 @@ export class TgtTarget implements ExportOperations {
         );
       }
     }
-    await this.removeConfig(this.configFile(volume));
+    await this.configFiles.remove(this.configFiles.pathOf(volume.id));
   }
 
   /** Cinder's extend_target (`tgt-admin --force --update`): the LUN takes the new size only when tgt re-opens it, which interrupts sessions briefly. */
@@ -308,37 +302,6 @@ export class TgtTarget implements ExportOperations {
       'BACKEND_UNAVAILABLE',
       `backend "${this.settings.backendName}": ${request.operation}: tgtd on ${this.host.runner.target} answered "${tgtErrorText(reply.code)}" (tgtadm error ${reply.code}); tgtd's log says more`,
     );
-  }
-
-  private configFile(volume: VolumeRef): string {
-    return posix.join(this.settings.configDir, `volume-${checkVolumeId(volume.id)}`);
-  }
-
-  /** Cinder's VOLUME_CONF, from checked fields only: no value can open a line, block or comment of its own. */
-  private configText(spec: TargetSpec): string {
-    const lines = [
-      `<target ${spec.iqn}>`,
-      `    backing-store ${spec.backing}`,
-      '    driver iscsi',
-      `    incominguser ${spec.credentials.username} ${spec.credentials.password}`,
-      ...(spec.backingFlags ? [`    bsoflags ${spec.backingFlags}`] : []),
-      `    write-cache ${spec.writeCache}`,
-      `    scsi_sn volume-${spec.volumeId}`,
-      `    scsi_id volume-${spec.volumeId}`,
-      '</target>',
-      '',
-    ];
-    return lines.join('\n');
-  }
-
-  /** Written through the command runner (the target's host may be remote), the password on stdin, never in argv. */
-  private async writeConfig(file: string, text: string): Promise<void> {
-    const script = 'umask 077 && mkdir -p "$1" && cat > "$2.tmp" && mv -f "$2.tmp" "$2"';
-    this.check(await this.run(['sh', '-c', script, 'sh', this.settings.configDir, file], `write ${file}`, text), `write ${file}`);
-  }
-
-  private async removeConfig(file: string): Promise<void> {
-    this.check(await this.run(['rm', '-f', file, `${file}.tmp`], `remove ${file}`), `remove ${file}`);
   }
 
   /** tgtd must listen where connecting hosts are told to go: refuse before exporting, naming both. */
