@@ -67,8 +67,9 @@ if (missing && !inCi) {
       ],
     });
     const start = async () => checkingOutputSchemas(await startMcpServer(config(), { workDir: root, keepWorkDir: true, configFileName: 'config.yaml' }));
-    const secretOf = (connectionId: string) => {
-      const result = spawnSync(process.execPath, [BIN, 'connection-secret', connectionId, '--config', configPath], { encoding: 'utf8', cwd: REPO_ROOT });
+    /** What `connection-secret` prints for a connection, read from `config` (the suite's own by default). */
+    const secretOf = (connectionId: string, config = configPath) => {
+      const result = spawnSync(process.execPath, [BIN, 'connection-secret', connectionId, '--config', config], { encoding: 'utf8', cwd: REPO_ROOT });
       const lines = Object.fromEntries(
         result.stdout
           .trim()
@@ -244,23 +245,12 @@ if (missing && !inCi) {
         return path;
       };
       const cli = (...args: string[]) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', cwd: REPO_ROOT });
-      const secretIn = (config: string, connectionId: string) => {
-        const result = cli('connection-secret', connectionId, '--config', config);
-        const lines = Object.fromEntries(
-          result.stdout
-            .trim()
-            .split('\n')
-            .filter(Boolean)
-            .map((line) => line.split(': ') as [string, string]),
-        );
-        return { code: result.status, stderr: result.stderr, username: lines.auth_username, password: lines.auth_password };
-      };
       const before = restoreConfig('before');
       const first = await startMcpServer(null, { args: ['--config', before], workDir: mkdtempSync(join(root, 'restore-server-')) });
       const volume = (await first.call('create_volume', { backend: 'files', size: 1 })).data;
       const original = (await first.call('connect_volume', { volume_id: volume.id, connector: { host: 'host-a', initiator: INITIATOR_A } })).data;
       await first.close();
-      const credentials = secretIn(before, original.id);
+      const credentials = secretOf(original.id, before);
       expect(credentials.code).toBe(0);
 
       const dumped = cli('dump', '--config', before);
@@ -271,7 +261,7 @@ if (missing && !inCi) {
       const loaded = cli('load', join(root, 'restore.json'), '--config', after);
       expect(loaded.status, loaded.stderr).toBe(0);
 
-      const unknown = secretIn(after, original.id);
+      const unknown = secretOf(original.id, after);
       expect(unknown.code).toBe(1);
       expect(unknown.stderr).toMatch(/auth_password is not known here: it was loaded from a dump, and dumps never carry secrets/);
 
@@ -279,7 +269,7 @@ if (missing && !inCi) {
       try {
         const another = await restored.call('connect_volume', { volume_id: volume.id, connector: { host: 'host-b', initiator: INITIATOR_B } });
         expect(another.isError, another.text).toBe(false);
-        const kept = secretIn(after, another.data.id);
+        const kept = secretOf(another.data.id, after);
         expect([kept.username, kept.password]).toEqual([credentials.username, credentials.password]);
         // The host connected before the restore still logs in with what it had.
         expect(readCapacity(iscsiUrl(tgtd.portal, targetIqn(volume.id), 1, { username: credentials.username, password: credentials.password }))).toEqual({ bytes: GIB });
