@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { ConnectionInfo, Connector, ExportOperations, HostAccess, LocalAttachment, VolumeDriver, VolumeRef } from '../../drivers/kit/types.js';
 import type { AttachedDevice, HostAttacher, HostAttachers } from './attach/attacher.js';
-import { connectorProblem, devicePathProblem, iscsiDataProblem, refuseUntrusted } from '../model/untrusted.js';
+import { iscsiDataProblem, refuseUntrusted, storedConnectionInfo, storedConnector, storedDevice } from '../model/untrusted.js';
 import type { ConnectionRecord } from '../model/connection.js';
 import { StorageError, describeError, isStorageError } from '../base/errors.js';
 import { Replay, replayedRecord, volumeKey, type LifecycleDependencies, type LifecycleHost, type VolumeLifecycle } from './lifecycle.js';
@@ -261,7 +261,7 @@ export class ConnectionLifecycle {
         if (connection.owner && !isRecoverable(connection, { owner: this.deps.serverId, now: new Date().toISOString(), includeOwn: true })) {
           throw new StorageError('BACKEND_BUSY', `connection ${connectionId} is being changed by server ${connection.owner}; wait and call list_connections again`);
         }
-        const device = connection.device as AttachedDevice | null;
+        const device = connection.device;
         if (how.local) {
           if (!device) throw new StorageError('INVALID_ARGUMENT', `connection ${connectionId} is not attached on a host (it has no device); disconnect_volume removes it`);
           if (!this.isOnThisHost(connection)) {
@@ -273,7 +273,7 @@ export class ConnectionLifecycle {
         } else if (device && !how.force) {
           throw new StorageError(
             'IN_USE',
-            `connection ${connectionId} is attached on host ${String(connection.connector.host)} as ${device.path}; detach_volume detaches it and disconnects, or disconnect_volume with force: true drops it`,
+            `connection ${connectionId} is attached on host ${String(connection.connector.host)} as ${String(device.path)}; detach_volume detaches it and disconnects, or disconnect_volume with force: true drops it`,
           );
         }
         await this.deps.store.connections.update(connectionId, this.volumes.claim());
@@ -301,8 +301,7 @@ export class ConnectionLifecycle {
         if (type !== 'local') {
           const exports = this.requireExports(driver);
           await step('terminate the connection', async () => {
-            refuseUntrusted(`connection ${connectionId}`, connectorProblem(connection.connector));
-            await exports.terminateConnection(ref, connection.connector as Connector, how.force);
+            await exports.terminateConnection(ref, storedConnector(`connection ${connectionId}`, connection.connector), how.force);
           });
           if (!(await this.exportStillNeeded(connection.volume_id, connectionId))) await step('remove the export', () => exports.removeExport(ref));
         }
@@ -327,7 +326,7 @@ export class ConnectionLifecycle {
    * the volume, never the recorded one; an iSCSI one is the record's, once it passes section 11.
    */
   private trustedInfo(driver: VolumeDriver, connection: ConnectionRecord, volume: VolumeRef): ConnectionInfo {
-    const info = connection.connection_info as unknown as ConnectionInfo;
+    const info = storedConnectionInfo(`connection ${connection.id}`, connection.connection_info);
     if (info.driver_volume_type === 'local' && driver.localConnection) return driver.localConnection(volume);
     // An attacher logs in with these only when a device was recorded (a connect cut short has none yet).
     if (info.driver_volume_type === 'iscsi' && connection.device) refuseUntrusted(`connection ${connection.id}`, iscsiDataProblem(info.data));
@@ -335,9 +334,7 @@ export class ConnectionLifecycle {
   }
 
   private trustedDevice(connection: ConnectionRecord): AttachedDevice | null {
-    if (!connection.device) return null;
-    refuseUntrusted(`connection ${connection.id}`, devicePathProblem(connection.device.path));
-    return connection.device as unknown as AttachedDevice;
+    return storedDevice(`connection ${connection.id}`, connection.device);
   }
 
   /** The volume is in-use while any connection is left, available once none is. */
@@ -360,7 +357,7 @@ export class ConnectionLifecycle {
 
   /** The connection_info kind written with the intent: a local file's own path, or the export's protocol. */
   private plannedInfo(driver: VolumeDriver, volume: VolumeRecord, local: boolean): Record<string, unknown> {
-    if (local && driver.localConnection) return driver.localConnection(this.volumes.volumeRef(volume)) as unknown as Record<string, unknown>;
+    if (local && driver.localConnection) return { ...driver.localConnection(this.volumes.volumeRef(volume)) };
     return { driver_volume_type: exportType(driver), data: {} };
   }
 

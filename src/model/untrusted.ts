@@ -7,6 +7,7 @@
  */
 import { z } from 'zod';
 import { StorageError } from '../base/errors.js';
+import type { ConnectionInfo, Connector } from '../../drivers/kit/types.js';
 
 /**
  * iSCSI names (RFC 3720 section 3.2.6): iqn.YYYY-MM.reversed.domain[:unique part], eui.<16 hex>,
@@ -136,4 +137,37 @@ export function refuseUntrusted(what: string, problem: string | undefined): void
       'INVALID_ARGUMENT',
       `${what} holds data this server would never have written (${problem}); it is not used. Check where that record came from (a loaded dump, an edited store)`,
     );
+}
+
+/** A stored connection's connection_info as drivers take it, once its shape is checked: a type name and a data object. */
+export function storedConnectionInfo(what: string, value: Record<string, unknown>): ConnectionInfo {
+  const { driver_volume_type: type, data } = value;
+  if (typeof type === 'string' && isRecord(data)) return { driver_volume_type: type, data };
+  return untrusted(what, 'connection_info must be {driver_volume_type, data}');
+}
+
+/** A stored device, once its path passes devicePathProblem. */
+export function storedDevice(what: string, device: Record<string, unknown> | null): { type: 'block'; path: string } | null {
+  if (!device) return null;
+  const path = device.path;
+  const problem = devicePathProblem(path);
+  if (problem || typeof path !== 'string') return untrusted(what, problem ?? 'device.path must be a string');
+  return { type: 'block', path };
+}
+
+/** A stored connector, once it meets the connector rules, typed as drivers take it. */
+export function storedConnector(what: string, connector: Record<string, unknown>): Connector {
+  const parsed = connectorSchema.safeParse(connector);
+  return parsed.success ? parsed.data : untrusted(what, connectorProblem(connector) ?? 'connector is not a connector');
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function untrusted(what: string, problem: string): never {
+  throw new StorageError(
+    'INVALID_ARGUMENT',
+    `${what} holds data this server would never have written (${problem}); it is not used. Check where that record came from (a loaded dump, an edited store)`,
+  );
 }

@@ -130,17 +130,9 @@ export class TgtTarget implements ExportOperations {
     const iqn = this.iqn(volume);
     // Removal goes on with a damaged provider_auth: only the account it names is then left to tgtd.
     const username = safeUsername(volume.provider_auth);
+    // tgtd answers each delete itself (deleteTarget retries while the target is active), so its answer
+    // is the check Cinder made by listing again after tgt-admin, which could fail silently.
     await tgtdTurns.run(this.host.runner.target, () => this.removeTarget(iqn, username));
-    if (await this.targetExists(iqn)) {
-      // Cinder saw deletes fail silently under load; one more try, then say so.
-      await tgtdTurns.run(this.host.runner.target, () => this.removeTarget(iqn, username));
-      if (await this.targetExists(iqn)) {
-        throw new StorageError(
-          'BACKEND_BUSY',
-          `backend "${this.settings.backendName}": tgtd still shows target ${iqn} after deleting it; an initiator may hold it. Log it out, then disconnect again`,
-        );
-      }
-    }
     await this.configFiles.remove(this.configFiles.pathOf(volume.id));
   }
 
@@ -251,7 +243,13 @@ export class TgtTarget implements ExportOperations {
     for (let attempt = 1; ; attempt++) {
       const reply = await this.tgtd.ask(tgtdRequests.deleteTarget(target.tid, target.name));
       if (reply.code === 0 || reply.code === TgtError.NoTarget) return;
-      if (reply.code !== TgtError.TargetActive || attempt >= DELETE_ATTEMPTS) this.refused(tgtdRequests.deleteTarget(target.tid, target.name), reply);
+      if (reply.code === TgtError.TargetActive && attempt >= DELETE_ATTEMPTS) {
+        throw new StorageError(
+          'BACKEND_BUSY',
+          `backend "${this.settings.backendName}": tgtd keeps target ${target.name} active after ${DELETE_ATTEMPTS} deletes; an initiator may hold it. Log it out, then disconnect again`,
+        );
+      }
+      if (reply.code !== TgtError.TargetActive) this.refused(tgtdRequests.deleteTarget(target.tid, target.name), reply);
       await new Promise((resolve) => setTimeout(resolve, DELETE_PAUSE_MS));
       const again = parseTargets((await this.sendAll([tgtdRequests.showTargets()]))[0].output).find((shown) => shown.tid === target.tid && shown.name === target.name);
       if (!again) return;
