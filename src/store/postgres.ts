@@ -399,15 +399,9 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
 
   private async holdCapacity(domain: string, owner: string, decide: (heldByOthersGb: number) => Promise<number>): Promise<{ release(): Promise<void> }> {
     const what = `hold capacity of ${domain}`;
-    const client = await this.checkout(this.coordination, what);
-    let broken: Error | undefined;
-    const onError = (error: Error) => (broken = error);
-    client.on('error', onError);
     const id = randomUUID();
-    let gb = 0;
-    try {
-      await this.storeCall(what, () => client.query('BEGIN'));
-      try {
+    const gb = await this.transaction(
+      async (client) => {
         await this.storeCall(what, async () => {
           try {
             await client.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`capacity:${domain}`]);
@@ -426,7 +420,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
           );
           return Number(rows[0].held);
         });
-        gb = await decide(heldByOthers);
+        const gb = await decide(heldByOthers);
         if (gb > 0) {
           await this.storeCall(what, async () => {
             const joined = (await client.query<{ lease_expires_at: string }>('SELECT lease_expires_at FROM servers WHERE server_id = $1', [owner])).rows[0]?.lease_expires_at;
@@ -435,15 +429,11 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
             await client.query('INSERT INTO capacity_holds (id, domain, gb, owner, lease_expires_at) VALUES ($1, $2, $3, $4, $5)', [id, domain, gb, owner, until]);
           });
         }
-        await this.storeCall(what, () => client.query('COMMIT'));
-      } catch (error) {
-        if (!broken) await client.query('ROLLBACK').catch((rollbackError: Error) => (broken = rollbackError));
-        throw error;
-      }
-    } finally {
-      client.off('error', onError);
-      client.release(broken ?? undefined);
-    }
+        return gb;
+      },
+      () => this.checkout(this.coordination, what),
+      (run) => this.storeCall(what, run),
+    );
     let released = gb <= 0;
     return {
       release: async () => {
@@ -539,17 +529,24 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
     return liveRequest('postgresql', (await db.query<Row>(selectSql(POSTGRES, 'requests'), [requestId])).rows[0]);
   }
 
-  /** Runs `task` in one transaction on one connection of the record pool. */
-  private async transaction<T>(task: (db: Queryable) => Promise<T>): Promise<T> {
-    const client = await this.pool.connect();
+  /**
+   * Runs `task` in one transaction on one connection, of the record pool unless `open` gives
+   * another; `step` wraps BEGIN and COMMIT (holdCapacity names its store trouble with it).
+   */
+  private async transaction<T>(
+    task: (db: pg.PoolClient) => Promise<T>,
+    open: () => Promise<pg.PoolClient> = () => this.pool.connect(),
+    step: <X>(run: () => Promise<X>) => Promise<X> = (run) => run(),
+  ): Promise<T> {
+    const client = await open();
     let broken: Error | undefined;
     const onError = (error: Error) => (broken = error);
     client.on('error', onError);
     try {
-      await client.query('BEGIN');
+      await step(() => client.query('BEGIN'));
       try {
         const result = await task(client);
-        await client.query('COMMIT');
+        await step(() => client.query('COMMIT'));
         return result;
       } catch (error) {
         if (!broken) await client.query('ROLLBACK').catch((rollbackError: Error) => (broken = rollbackError));
