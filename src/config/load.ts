@@ -222,7 +222,7 @@ function parseGlobal(raw: unknown, source: string, warnings: string[], secrets?:
     }
   }
   const options = result.data;
-  const rootHelper = options.disable_sudo ? '' : (options.root_helper ?? 'sudo');
+  const rootHelper = options.disable_sudo ? '' : (options.root_helper ?? 'sudo -n');
   return {
     persistence: parsePersistence(options.persistence_config, source, secrets),
     outputAllBackendInfo: options.output_all_backend_info ?? false,

@@ -12,7 +12,7 @@ export function embeddedDefaultConfig(env: NodeJS.ProcessEnv = process.env): Loa
       persistence: { storage: 'db', path: defaultMetadataPath(env) },
       outputAllBackendInfo: false,
       readOnly: false,
-      rootHelper: 'sudo',
+      rootHelper: 'sudo -n',
       leaseSeconds: DEFAULT_LEASE_SECONDS,
     },
     backends: [

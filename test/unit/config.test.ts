@@ -18,7 +18,7 @@ describe('config parsing', () => {
       persistence: { storage: 'db', path: '/var/lib/cinderlib-mcp/meta.sqlite' },
       outputAllBackendInfo: false,
       readOnly: false,
-      rootHelper: 'sudo',
+      rootHelper: 'sudo -n',
       leaseSeconds: 30,
     });
     expect(config.backends[0].options.volume_group).toBe('cinder-volumes');
