@@ -14,7 +14,7 @@ export interface LvmCommandContext {
   /** Directory of lvm_conf_file when that file exists: exported as LVM_SYSTEM_DIR. */
   lvmSystemDir?: string;
   suppressFdWarnings: boolean;
-  /** Root helper argv ("sudo"), empty when commands already run as root. */
+  /** Root helper argv (["sudo", "-n"]), empty when commands already run as root. */
   rootHelper: readonly string[];
 }
 

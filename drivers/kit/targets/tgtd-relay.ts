@@ -102,7 +102,7 @@ export class TgtdChannel {
     if (result.exitCode === 5 || /sudo: .*(password|terminal) is required|sudo: .*not allowed|is not in the sudoers/.test(output)) {
       throw new StorageError(
         'UNSUPPORTED',
-        `${backend}: ${operation}: tgtd on ${where} answers root only (${firstLine(output)}); run the server as root there, or set the global root_helper (e.g. "sudo") and let it run perl without a password`,
+        `${backend}: ${operation}: tgtd on ${where} answers root only (${firstLine(output)}); run the server as root there, or set the global root_helper (e.g. "sudo -n") and let it run perl without a password`,
       );
     }
     if (result.exitCode === 3) {

@@ -18,7 +18,7 @@ export class LoopAttacher implements HostAttacher {
     if (!(await pathExists('/dev/loop-control'))) return 'this host has no loop devices (/dev/loop-control is missing; the kernel needs loop support)';
     const asRoot = await this.runner.isRoot();
     if (!asRoot && (await this.privileged()).length === 0) {
-      return 'attaching through a loop device needs root: run the server as root or set the global root_helper (e.g. "sudo")';
+      return 'attaching through a loop device needs root: run the server as root or set the global root_helper (e.g. "sudo -n")';
     }
     return undefined;
   }
