@@ -132,11 +132,7 @@ export function devicePathProblem(path: unknown): string | undefined {
 
 /** Throws INVALID_ARGUMENT naming `what` (the object) and the rule broken, when `problem` is set. */
 export function refuseUntrusted(what: string, problem: string | undefined): void {
-  if (problem)
-    throw new StorageError(
-      'INVALID_ARGUMENT',
-      `${what} holds data this server would never have written (${problem}); it is not used. Check where that record came from (a loaded dump, an edited store)`,
-    );
+  if (problem) untrusted(what, problem);
 }
 
 /** A stored connection's connection_info as drivers take it, once its shape is checked: a type name and a data object. */
@@ -165,6 +161,7 @@ function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** The one refusal of data this server did not write. */
 function untrusted(what: string, problem: string): never {
   throw new StorageError(
     'INVALID_ARGUMENT',
