@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import type { VolumeStore } from '../../src/store/store.js';
+import type { SnapshotRecord } from '../../src/model/snapshot.js';
 import type { VolumeRecord } from '../../src/model/volume.js';
 
 export function record(n: number, overrides: Partial<VolumeRecord> = {}): VolumeRecord {
@@ -17,6 +18,26 @@ export function record(n: number, overrides: Partial<VolumeRecord> = {}): Volume
     updated_at: now,
     status_reason: null,
     provider_location: null,
+    ...overrides,
+  };
+}
+
+/** A snapshot of record(1) carrying a field this project does not model, as a loaded dump has. */
+export function snapshotRecord(overrides: Partial<SnapshotRecord> = {}): SnapshotRecord {
+  const now = new Date().toISOString();
+  return {
+    id: '10000000-0000-4000-8000-000000000001',
+    volume_id: record(1).id,
+    backend: 'odd',
+    name: 's1',
+    description: '',
+    volume_size: 1,
+    status: 'available',
+    created_at: now,
+    updated_at: now,
+    status_reason: null,
+    provider_location: null,
+    cinderlib_extra: { user_id: 'u' },
     ...overrides,
   };
 }
@@ -250,22 +271,8 @@ export function defineStoreBehaviours(name: string, openStore: () => VolumeStore
 
     it('loads a batch all or nothing, naming the id already there', async () => {
       const store = await open();
-      const now = new Date().toISOString();
       await store.volumes.insert(record(2));
-      const snapshot = {
-        id: '10000000-0000-4000-8000-000000000001',
-        volume_id: record(1).id,
-        backend: 'odd',
-        name: 's1',
-        description: '',
-        volume_size: 1,
-        status: 'available' as const,
-        created_at: now,
-        updated_at: now,
-        status_reason: null,
-        provider_location: null,
-        cinderlib_extra: { user_id: 'u' },
-      };
+      const snapshot = snapshotRecord();
       const rejected = store.importRecords({ volumes: [record(1), record(2)], snapshots: [snapshot], connections: [] });
       await expect(rejected).rejects.toMatchObject({ code: 'ALREADY_EXISTS', message: expect.stringContaining(record(2).id) });
       expect(await store.volumes.get(record(1).id)).toBeUndefined();

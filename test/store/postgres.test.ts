@@ -3,7 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PostgresVolumeStore } from '../../src/store/postgres.js';
 import { postgresPrerequisites, startPostgres, type PostgresFixture } from '../postgres/fixture.js';
-import { defineStoreBehaviours, record } from './behaviours.js';
+import { defineStoreBehaviours, record, snapshotRecord } from './behaviours.js';
 
 const missing = postgresPrerequisites();
 
@@ -76,21 +76,7 @@ if (missing && process.env.CI !== 'true') {
       await (await PostgresVolumeStore.open(url)).close();
       await query(url, 'ALTER TABLE snapshots DROP COLUMN cinderlib_extra'); // as a database from before that column
       const store = await PostgresVolumeStore.open(url);
-      const now = new Date().toISOString();
-      const snapshot = {
-        id: '10000000-0000-4000-8000-000000000001',
-        volume_id: record(1).id,
-        backend: 'b',
-        name: 's',
-        description: '',
-        volume_size: 1,
-        status: 'available' as const,
-        created_at: now,
-        updated_at: now,
-        status_reason: null,
-        provider_location: null,
-        cinderlib_extra: { user_id: 'u' },
-      };
+      const snapshot = snapshotRecord({ backend: 'b', name: 's' });
       await store.snapshots.insert(snapshot);
       expect(await store.snapshots.get(snapshot.id)).toMatchObject({ cinderlib_extra: { user_id: 'u' } });
       await store.close();
