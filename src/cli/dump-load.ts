@@ -37,7 +37,8 @@ export async function dumpCommand(config: LoadedConfig, backendId: string | unde
     const dumper = { store, secrets, context: { host: config.global.host ?? hostname() } };
     if (chosen) await writeBackendDump(dumper, chosen, (text) => out.write(text));
     else await writeDump(dumper, backends, (text) => out.write(text));
-    await out.write('\n');
+    // cl.dumps() text exactly, so a dump of a loaded file is that file byte for byte; a terminal still gets its line end.
+    if (process.stdout.isTTY) await out.write('\n');
     return 0;
   } finally {
     await store.close();

@@ -5,6 +5,7 @@
  * rest). resources/list pages through all of them, backends first, 100 per page.
  */
 
+import { pythonJson } from '../serialization/python-json.js';
 import { StorageError } from '../base/errors.js';
 import { decodeCursor, encodeCursor } from '../model/cursor.js';
 import type { VolumeStore } from '../store/store.js';
@@ -115,17 +116,17 @@ export class ResourceCatalog {
       case 'volumes': {
         const volume = await this.store.volumes.get(id);
         if (!volume) throw missing();
-        return JSON.stringify(await dumpVolume(this.dumper, volume));
+        return pythonJson(await dumpVolume(this.dumper, volume));
       }
       case 'snapshots': {
         const snapshot = await this.store.snapshots.get(id);
         if (!snapshot) throw missing();
-        return JSON.stringify(snapshotDump(this.dumper, snapshot));
+        return pythonJson(snapshotDump(this.dumper, snapshot));
       }
       case 'connections': {
         const connection = await this.store.connections.get(id);
         if (!connection) throw missing();
-        return JSON.stringify(connectionDump(this.dumper, connection));
+        return pythonJson(connectionDump(this.dumper, connection));
       }
     }
   }

@@ -10,6 +10,7 @@ import type { VolumeStore } from '../store/store.js';
 import type { SecretRegistry } from '../base/secrets.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
 import type { VolumeRecord } from '../model/volume.js';
+import { pythonJson } from './python-json.js';
 import { connectionOvo, snapshotOvo, volumeOvo, type DumpContext, type ObjectDump } from './ovo.js';
 
 export interface DumpedBackend {
@@ -21,7 +22,7 @@ export interface DumpedBackend {
 export interface Dumper {
   store: VolumeStore;
   secrets: SecretRegistry;
-  context: DumpContext;
+  context: Omit<DumpContext, 'mask'>;
 }
 
 /** Everything cinderlib's JSON of the served objects is made from: the store, the backends' configs, and how to write them. */
@@ -56,20 +57,24 @@ function groupByVolume<R extends { volume_id: string }>(records: R[]): Map<strin
   return groups;
 }
 
+function ovoContext(dumper: Dumper): DumpContext {
+  return { ...dumper.context, mask: (value) => dumper.secrets.maskOptions(value) };
+}
+
 function objectDump(dumper: Dumper, kind: ObjectDump['class'], backend: string, ovo: ObjectDump['ovo']): ObjectDump {
   return { class: kind, backend: { volume_backend_name: backend }, ovo: dumper.secrets.maskOptions(ovo) };
 }
 
 export function volumeDump(dumper: Dumper, volume: VolumeRecord, snapshots: SnapshotRecord[], connections: ConnectionRecord[]): ObjectDump {
-  return objectDump(dumper, 'Volume', volume.backend, volumeOvo(volume, snapshots, connections, dumper.context));
+  return objectDump(dumper, 'Volume', volume.backend, volumeOvo(volume, snapshots, connections, ovoContext(dumper)));
 }
 
 export function snapshotDump(dumper: Dumper, snapshot: SnapshotRecord): ObjectDump {
-  return objectDump(dumper, 'Snapshot', snapshot.backend, snapshotOvo(snapshot));
+  return objectDump(dumper, 'Snapshot', snapshot.backend, snapshotOvo(snapshot, ovoContext(dumper)));
 }
 
 export function connectionDump(dumper: Dumper, connection: ConnectionRecord): ObjectDump {
-  return objectDump(dumper, 'Connection', connection.backend, connectionOvo(connection));
+  return objectDump(dumper, 'Connection', connection.backend, connectionOvo(connection, ovoContext(dumper)));
 }
 
 /** A volume's dump with its snapshots and connections, read from the store. */
@@ -85,13 +90,13 @@ export async function writeBackendDump(dumper: Dumper, backend: DumpedBackend, w
   const { store } = dumper;
   const snapshots = groupByVolume(await all((after) => store.snapshots.list({ backend: backend.id, after, limit: PAGE })));
   const connections = groupByVolume(await all((after) => store.connections.list({ backend: backend.id, after, limit: PAGE })));
-  await write(`{"class":"Backend","backend":${JSON.stringify(dumper.secrets.maskOptions(backend.config))},"volumes":[`);
+  await write(`{"class":"Backend","backend":${pythonJson(dumper.secrets.maskOptions(backend.config))},"volumes":[`);
   let written = 0;
   let after: number | undefined;
   do {
     const page = await store.volumes.list({ backend: backend.id, after, limit: Math.min(PAGE, limit - written) });
     for (const volume of page.records) {
-      await write(`${written > 0 ? ',' : ''}${JSON.stringify(volumeDump(dumper, volume, snapshots.get(volume.id) ?? [], connections.get(volume.id) ?? []))}`);
+      await write(`${written > 0 ? ',' : ''}${pythonJson(volumeDump(dumper, volume, snapshots.get(volume.id) ?? [], connections.get(volume.id) ?? []))}`);
       written++;
     }
     after = written < limit ? page.nextAfter : undefined;

@@ -15,15 +15,19 @@ import type { SnapshotRecord } from '../model/snapshot.js';
 import type { FailedOperation, VolumeRecord } from '../model/volume.js';
 import {
   CINDERLIB_DATA,
-  MODELED_FIELDS,
   OVO_DATA,
   OVO_NAME,
   OVO_NAMESPACE,
   OVO_VERSION,
+  connectionFields,
   connectionStatusOf,
   parseDatetime,
+  snapshotFields,
   snapshotStatusOf,
+  volumeFields,
   volumeStatusOf,
+  type LoadedForm,
+  type Ovo,
   type Primitive,
 } from './ovo.js';
 import { connectorProblem, devicePathProblem, iscsiDataProblem, providerAuthProblem, providerLocationProblem } from '../model/untrusted.js';
@@ -173,13 +177,18 @@ function parse<T>(schema: z.ZodType<T>, value: unknown, where: string): T {
   throw new DumpError(at, issue.message);
 }
 
-/** The fields a dump holds that this project does not model, kept to be dumped back unchanged. */
-function extrasOf(kind: keyof typeof MODELED_FIELDS, data: Primitive, nullable: string[]): Record<string, unknown> | null {
-  const extra: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(data)) if (!MODELED_FIELDS[kind].has(key)) extra[key] = value;
-  // A modeled field the dump held as null is stored with a stand-in; the null is dumped back.
-  for (const key of nullable) if (data[key] === null) extra[key] = null;
-  return Object.keys(extra).length > 0 ? extra : null;
+/**
+ * What a loaded record keeps of its object (ovo.ts, LoadedForm): the object with its secrets masked
+ * and its nested lists emptied, and this project's fields as they read right after the load.
+ */
+function loadedForm(object: Primitive, fields: Primitive, secrets: SecretRegistry): LoadedForm {
+  const loaded = secrets.maskOptions(object) as unknown as Ovo;
+  const data = { ...loaded[OVO_DATA] };
+  for (const list of ['snapshots', 'volume_attachment']) {
+    const wrapper = data[list] as Ovo | null | undefined;
+    if (wrapper && typeof wrapper === 'object' && wrapper[OVO_DATA]) data[list] = { ...wrapper, [OVO_DATA]: { ...wrapper[OVO_DATA], objects: [] } };
+  }
+  return { loaded_ovo: { ...loaded, [OVO_DATA]: data }, as_loaded: secrets.maskOptions(fields) };
 }
 
 function piggyback(ovo: { [CINDERLIB_DATA]?: Record<string, unknown> | null }): { status_reason?: string; failed_operation?: FailedOperation } {
@@ -246,11 +255,6 @@ export function readDump(text: string, knownBackends: ReadonlySet<string>, secre
       const status = volumeStatusOf(data.status, attachmentOvos.length > 0);
       const mine = piggyback(volumeObject.ovo);
       const created = datetime(data.created_at, `${dataWhere}.created_at`);
-      const extra = extrasOf('Volume', data, ['display_name', 'display_description', 'updated_at']);
-      if (extra) {
-        delete extra.provider_auth;
-        if (data.provider_auth === MASK) extra.provider_auth = MASK;
-      }
       const providerAuth = data.provider_auth && data.provider_auth !== MASK ? data.provider_auth : null;
       if (providerAuth) secrets.register(providerAuth.split(' ')[2]);
       const host = typeof data.host === 'string' ? data.host : '';
@@ -273,8 +277,8 @@ export function readDump(text: string, knownBackends: ReadonlySet<string>, secre
         lease_expires_at: null,
         snapshot_id: data.snapshot_id ?? null,
         source_volume_id: data.source_volid ?? null,
-        cinderlib_extra: extra,
       };
+      volume.cinderlib_extra = loadedForm(volumeObject.ovo, volumeFields(volume), secrets);
       batch.volumes.push(volume);
 
       snapshotOvos.forEach((rawSnapshot, snapshotIndex) => {
@@ -303,8 +307,8 @@ export function readDump(text: string, knownBackends: ReadonlySet<string>, secre
           failed_operation: snapMine.failed_operation ?? (snapStatus.status === 'error' ? 'create' : null),
           owner: null,
           lease_expires_at: null,
-          cinderlib_extra: extrasOf('Snapshot', snap, ['display_name', 'display_description', 'updated_at']),
         };
+        record.cinderlib_extra = loadedForm(snapshotOvo, snapshotFields(record), secrets);
         batch.snapshots.push(record);
       });
 
@@ -340,8 +344,8 @@ export function readDump(text: string, knownBackends: ReadonlySet<string>, secre
           status_reason: connMine.status_reason ?? null,
           owner: null,
           lease_expires_at: null,
-          cinderlib_extra: extrasOf('VolumeAttachment', conn, ['updated_at']),
         };
+        record.cinderlib_extra = loadedForm(attachmentOvo, connectionFields(record), secrets);
         batch.connections.push(record);
       });
     });
