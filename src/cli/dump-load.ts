@@ -35,7 +35,7 @@ export async function dumpCommand(config: LoadedConfig, backendId: string | unde
   const store = await openVolumeStoreForReading(config.global.persistence);
   try {
     const dumper = { store, secrets, context: { host: config.global.host ?? hostname() } };
-    if (chosen) await writeBackendDump(dumper, chosen, (text) => out.write(text));
+    if (chosen) await writeBackendDump(dumper, chosen, (text) => out.write(text), { spaced: true });
     else await writeDump(dumper, backends, (text) => out.write(text));
     // cl.dumps() text exactly, so a dump of a loaded file is that file byte for byte; a terminal still gets its line end.
     if (process.stdout.isTTY) await out.write('\n');

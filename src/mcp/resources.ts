@@ -110,7 +110,7 @@ export class ResourceCatalog {
         const backend = this.backends().find((candidate) => candidate.id === id);
         if (!backend) throw missing();
         let text = '';
-        await writeBackendDump(this.dumper, backend, (piece) => void (text += piece), BACKEND_RESOURCE_VOLUMES);
+        await writeBackendDump(this.dumper, backend, (piece) => void (text += piece), { limit: BACKEND_RESOURCE_VOLUMES });
         return text;
       }
       case 'volumes': {

@@ -10,7 +10,7 @@ import type { VolumeStore } from '../store/store.js';
 import type { SecretRegistry } from '../base/secrets.js';
 import type { SnapshotRecord } from '../model/snapshot.js';
 import type { VolumeRecord } from '../model/volume.js';
-import { pythonJson } from './python-json.js';
+import { pythonJson, pythonJsonSpaced } from './python-json.js';
 import { connectionOvo, snapshotOvo, volumeOvo, type DumpContext, type ObjectDump } from './ovo.js';
 
 export interface DumpedBackend {
@@ -82,21 +82,34 @@ export async function dumpVolume(dumper: Dumper, volume: VolumeRecord): Promise<
   return volumeDump(dumper, volume, await dumper.store.snapshots.all({ volume_id: volume.id }), await dumper.store.connections.all({ volume_id: volume.id }));
 }
 
+export interface BackendDumpForm {
+  /** Caps the volumes (resources show 100). */
+  limit?: number;
+  /**
+   * cinderlib's Backend.dumps writes Python's default separators (`', '`, `': '`); cl.dumps() and
+   * the objects' own dumps are compact.
+   */
+  spaced?: boolean;
+}
+
 /**
  * One backend's dump as JSON text, written piece by piece (`write`), so that a store of a hundred
- * thousand volumes is never held as one string. `limit` caps the volumes (resources show 100).
+ * thousand volumes is never held as one string.
  */
-export async function writeBackendDump(dumper: Dumper, backend: DumpedBackend, write: (text: string) => void | Promise<void>, limit = Infinity): Promise<void> {
+export async function writeBackendDump(dumper: Dumper, backend: DumpedBackend, write: (text: string) => void | Promise<void>, form: BackendDumpForm = {}): Promise<void> {
   const { store } = dumper;
+  const limit = form.limit ?? Infinity;
+  const json = form.spaced ? pythonJsonSpaced : pythonJson;
+  const [comma, colon] = form.spaced ? [', ', ': '] : [',', ':'];
   const snapshots = groupByVolume(await all((after) => store.snapshots.list({ backend: backend.id, after, limit: PAGE })));
   const connections = groupByVolume(await all((after) => store.connections.list({ backend: backend.id, after, limit: PAGE })));
-  await write(`{"class":"Backend","backend":${pythonJson(dumper.secrets.maskOptions(backend.config))},"volumes":[`);
+  await write(`{"class"${colon}"Backend"${comma}"backend"${colon}${json(dumper.secrets.maskOptions(backend.config))}${comma}"volumes"${colon}[`);
   let written = 0;
   let after: number | undefined;
   do {
     const page = await store.volumes.list({ backend: backend.id, after, limit: Math.min(PAGE, limit - written) });
     for (const volume of page.records) {
-      await write(`${written > 0 ? ',' : ''}${pythonJson(volumeDump(dumper, volume, snapshots.get(volume.id) ?? [], connections.get(volume.id) ?? []))}`);
+      await write(`${written > 0 ? comma : ''}${json(volumeDump(dumper, volume, snapshots.get(volume.id) ?? [], connections.get(volume.id) ?? []))}`);
       written++;
     }
     after = written < limit ? page.nextAfter : undefined;
