@@ -103,7 +103,8 @@ export class XtremioConnections {
       target,
       discovered: false,
       paths,
-      volumeId: volume.id,
+      // Cinder's _get_iscsi_properties (1.0.13): no volume_id, the LUN before the portal.
+      targetKeyOrder: ['target_discovered', 'target_iqn', 'target_lun', 'target_portal'],
       chap: chap.login ? credentials(group.loginPassword) : undefined,
       discoveryChap: chap.discovery ? credentials(group.discoveryPassword) : undefined,
     });

@@ -23,7 +23,8 @@ import { XtremioVolumes } from './volumes.js';
  * through initiator groups and lun-maps (exports.ts). Exports are nothing on the array
  * (SanDriver's create_export and remove_export do nothing); sizes are "<n>g", capacities KiB.
  */
-const DRIVER_VERSION = '1.0.9';
+/** Cinder 21's XtremIOVolumeDriver.VERSION, whose behaviour this follows. */
+const DRIVER_VERSION = '1.0.13';
 
 const options = {
   san_ip: sanIpOption('Address of the XMS, optionally host:port.', { required: true }),
@@ -128,7 +129,8 @@ class XtremioDriver implements VolumeDriver {
     };
   }
 
-  createVolume(volume: VolumeRef): Promise<{ provider_location: string }> {
+  /** Cinder's XtremIO driver sets no provider_location: the array object is named by the volume id. */
+  createVolume(volume: VolumeRef): Promise<void> {
     return this.volumes.createVolume(volume);
   }
 

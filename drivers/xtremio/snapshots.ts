@@ -25,7 +25,6 @@ export class XtremioSnapshots {
   readonly snapshots: SnapshotOperations = {
     createSnapshot: async (snapshot, volume) => {
       await this.createArraySnapshot(volume.id, snapshot.id, 'readonly', `create snapshot ${snapshot.id} of volume ${volume.id}`);
-      return { provider_location: snapshot.id };
     },
     deleteSnapshot: (snapshot) => this.volumes.deleteNamed(snapshot.id, `delete snapshot ${snapshot.id}`),
     createVolumeFromSnapshot: (volume, snapshot) => this.createWritableSnapshot(snapshot.id, snapshot.volume_size, volume, `create volume ${volume.id} from snapshot ${snapshot.id}`),
@@ -57,7 +56,6 @@ export class XtremioSnapshots {
         throw error;
       }
     }
-    return { provider_location: volume.id };
   }
 
   /**

@@ -10,14 +10,13 @@ const SNAPSHOT_LIMITS = new Set(['too_many_objs', 'too_many_snapshots_per_vol'])
 export class XtremioVolumes {
   constructor(private readonly xms: XmsClient) {}
 
-  async createVolume(volume: VolumeRef): Promise<{ provider_location: string }> {
+  async createVolume(volume: VolumeRef): Promise<void> {
     const operation = `create volume ${volume.id}`;
     const response = await this.xms.request('POST', 'volumes', {
       operation,
       body: this.xms.withClusterId({ 'vol-name': volume.id, 'vol-size': `${volume.size}g` }),
     });
     if (response.status >= 300) throw creationFailure(this.xms, operation, response, { name: volume.id });
-    return { provider_location: volume.id };
   }
 
   async extendVolume(volume: VolumeRef, newSizeGb: number): Promise<void> {

@@ -141,12 +141,13 @@ export class VolumeLifecycle {
     const record: VolumeRecord = {
       id: randomUUID(),
       backend: this.host.id,
-      name: input.name ?? '',
-      description: input.description ?? '',
+      // cinderlib's Volume(source, ...) copies the source volume's fields the call does not give.
+      name: input.name ?? source?.inherited?.name ?? '',
+      description: input.description ?? source?.inherited?.description ?? '',
       size,
       status: 'creating',
       pool_name: '',
-      bootable: input.bootable ?? false,
+      bootable: input.bootable ?? source?.inherited?.bootable ?? false,
       created_at: now,
       updated_at: now,
       status_reason: null,
@@ -450,6 +451,8 @@ export class VolumeLifecycle {
         size: snapshot.volume_size,
         label: `snapshot ${snapshotId}`,
         poolName: volume?.pool_name,
+        // cinderlib's Snapshot.create_volume starts from the snapshot's volume, not the snapshot.
+        inherited: volume,
         locks: [snapshotKey(snapshotId)],
         recheck,
         copy: (ask: CreateVolumeRequest) =>
@@ -478,6 +481,7 @@ export class VolumeLifecycle {
         size: source.size,
         label: `volume ${sourceId}`,
         poolName: source.pool_name,
+        inherited: source,
         locks: [volumeKey(sourceId)],
         recheck,
         copy: (ask: CreateVolumeRequest) =>

@@ -217,7 +217,7 @@ function parseArguments(tool: ToolDefinition, raw: unknown, registry: BackendReg
     );
   }
   const result = tool.input.safeParse(raw);
-  if (result.success) return result.data;
+  if (result.success) return inCallerOrder(result.data, raw) as z.output<ToolDefinition['input']>;
   const accepted = Object.keys(tool.input.shape);
   const problems = result.error.issues.map((issue) => {
     if (issue.code === 'unrecognized_keys') {
@@ -235,6 +235,19 @@ function parseArguments(tool: ToolDefinition, raw: unknown, registry: BackendReg
     return text;
   });
   throw new StorageError('INVALID_ARGUMENT', `${tool.name}: ${problems.join('; ')}`);
+}
+
+/**
+ * The parsed value with each object's keys in the order the caller wrote them (zod puts a schema's
+ * keys first): a connector is kept and dumped as the host gave it, as cinderlib keeps it.
+ */
+function inCallerOrder(parsed: unknown, raw: unknown): unknown {
+  if (Array.isArray(parsed) && Array.isArray(raw)) return parsed.map((item, index) => inCallerOrder(item, raw[index]));
+  if (!isPlainObject(parsed) || !isPlainObject(raw)) return parsed;
+  const ordered: Record<string, unknown> = {};
+  for (const key of Object.keys(raw)) if (Object.hasOwn(parsed, key)) ordered[key] = inCallerOrder(parsed[key], raw[key]);
+  for (const [key, value] of Object.entries(parsed)) if (!Object.hasOwn(ordered, key)) ordered[key] = value;
+  return ordered;
 }
 
 function valueAt(raw: unknown, path: readonly PropertyKey[]): unknown {

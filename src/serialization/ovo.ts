@@ -253,11 +253,6 @@ function failedStatus(status: string, failed: FailedOperation | null | undefined
   return 'error';
 }
 
-/** A stored null (cinderlib writes null until a save sets it) for an updated_at that never moved. */
-function updatedAt(record: { created_at: string; updated_at: string }): string | null {
-  return record.updated_at === record.created_at ? null : formatDatetime(record.updated_at);
-}
-
 /** The fields of a snapshot this project models, as a dump writes them. */
 export function snapshotFields(record: SnapshotRecord): Primitive {
   return {
@@ -267,15 +262,16 @@ export function snapshotFields(record: SnapshotRecord): Primitive {
     // cinderlib keeps a snapshot's backend name in `progress` (BACKEND_NAME_SNAPSHOT_FIELD).
     progress: record.backend,
     volume_size: record.volume_size,
-    display_name: record.name || null,
-    display_description: record.description || null,
+    display_name: record.name,
+    display_description: record.description,
     provider_location: record.provider_location,
     created_at: formatDatetime(record.created_at),
-    updated_at: updatedAt(record),
   };
 }
 
 const SNAPSHOT_DEFAULTS: Primitive = {
+  // cinderlib's objects carry updated_at null: its persistence never writes it back into them.
+  updated_at: null,
   user_id: CINDERLIB_ID,
   project_id: CINDERLIB_ID,
   use_quota: true,
@@ -305,8 +301,9 @@ const ATTACH_STATUS: Record<ConnectionStatus, string | null> = { attached: null,
 /** The fields of a connection this project models, as a dump writes them. */
 export function connectionFields(record: ConnectionRecord): Primitive {
   const info = record.connection_info as { driver_volume_type?: unknown; data?: Record<string, unknown> };
-  // cinderlib's Connection keeps {conn, connector, device} in connection_info.
-  const connectionInfo: Primitive = { conn: info, connector: record.connector };
+  // cinderlib's Connection keeps {conn, connector, device} in connection_info, and sets the data's access_mode to its attach_mode.
+  const conn = info.data ? { ...info, data: { ...info.data, access_mode: record.attach_mode } } : info;
+  const connectionInfo: Primitive = { conn, connector: record.connector };
   if (record.device) connectionInfo.device = record.device;
   return {
     id: record.id,
@@ -316,11 +313,12 @@ export function connectionFields(record: ConnectionRecord): Primitive {
     connection_info: connectionInfo,
     connector: record.connector,
     created_at: formatDatetime(record.created_at),
-    updated_at: updatedAt(record),
   };
 }
 
 const CONNECTION_DEFAULTS: Primitive = {
+  // cinderlib's objects carry updated_at null: its persistence never writes it back into them.
+  updated_at: null,
   instance_uuid: null,
   attached_host: null,
   mountpoint: null,
@@ -346,19 +344,20 @@ export function volumeFields(record: VolumeRecord): Primitive {
     size: record.size,
     status: failedStatus(record.status, record.failed_operation),
     attach_status: 'detached',
-    display_name: record.name || null,
-    display_description: record.description || null,
+    display_name: record.name,
+    display_description: record.description,
     provider_location: record.provider_location,
     // A secret (contract section 6): never in a dump.
     provider_auth: record.provider_auth ? MASK : null,
     source_volid: record.source_volume_id ?? null,
     bootable: record.bootable,
     created_at: formatDatetime(record.created_at),
-    updated_at: updatedAt(record),
   };
 }
 
 const VOLUME_DEFAULTS: Primitive = {
+  // cinderlib's objects carry updated_at null: its persistence never writes it back into them.
+  updated_at: null,
   _name_id: null,
   ec2_id: null,
   user_id: CINDERLIB_ID,

@@ -75,7 +75,7 @@ for (const { api, paths, xms } of arrays) {
         const snapshot = snapshotOf(volume);
         const putsBefore = xms.requests.filter((line) => line.startsWith('PUT')).length;
         const created = await driver.snapshots!.createSnapshot(snapshot, volume);
-        expect(created).toEqual({ provider_location: snapshot.id });
+        expect(created).toBeUndefined(); // Cinder's driver sets no provider_location
 
         const object = xms.volumes.get(snapshot.id);
         expect(object?.ancestor?.name).toBe(volume.id);
@@ -112,7 +112,7 @@ for (const { api, paths, xms } of arrays) {
         await driver.snapshots!.createSnapshot(snapshot, volume);
 
         const same = newVolume(2);
-        expect(await driver.snapshots!.createVolumeFromSnapshot(same, snapshot, noProgress)).toEqual({ provider_location: same.id });
+        expect(await driver.snapshots!.createVolumeFromSnapshot(same, snapshot, noProgress)).toBeUndefined();
         const larger = newVolume(5);
         await driver.snapshots!.createVolumeFromSnapshot(larger, snapshot, noProgress);
 
@@ -141,7 +141,7 @@ for (const { api, paths, xms } of arrays) {
         const source = newVolume(4);
         await driver.createVolume(source);
         const clone = newVolume(4);
-        expect(await driver.clones!.createClonedVolume(clone, source, noProgress)).toEqual({ provider_location: clone.id });
+        expect(await driver.clones!.createClonedVolume(clone, source, noProgress)).toBeUndefined();
         const larger = newVolume(6);
         await driver.clones!.createClonedVolume(larger, source, noProgress);
 

@@ -45,7 +45,7 @@ describe('XtremIO specifics', () => {
     const server = await startMcpServer({ backends: [seedBackend()] }, { env });
     try {
       const before = (await server.call('get_stats', { backend: 'xtremio', refresh: true })).data.stats;
-      expect(before).toMatchObject({ vendor_name: 'Dell EMC', driver_version: '1.0.9', storage_protocol: 'iSCSI', thin_provisioning_support: true, consistencygroup_support: true });
+      expect(before).toMatchObject({ vendor_name: 'Dell EMC', driver_version: '1.0.13', storage_protocol: 'iSCSI', thin_provisioning_support: true, consistencygroup_support: true });
       expect(before.total_capacity_gb).toBe(8000);
       expect(before.free_capacity_gb).toBe(7500);
       expect(before.pools[0]).toMatchObject({ pool_name: 'xtremio', total_capacity_gb: 8000, free_capacity_gb: 7500, max_over_subscription_ratio: 20 });

@@ -33,16 +33,18 @@ export interface IscsiConnection {
   discoveryChap?: IscsiChap;
   /** Cinder's `encrypted` flag, when the driver states it. */
   encrypted?: boolean;
+  /**
+   * The target keys in the order the driver's Cinder code writes them (serialized dumps keep key
+   * order); by default Cinder's ISCSITarget order: discovered, iqn, portal, lun.
+   */
+  targetKeyOrder?: readonly ['target_discovered', 'target_iqn', 'target_lun', 'target_portal'] | readonly ['target_discovered', 'target_iqn', 'target_portal', 'target_lun'];
 }
 
 export function iscsiConnection(connection: IscsiConnection): ConnectionInfo {
   const { target, paths, chap, discoveryChap } = connection;
-  const data: Record<string, unknown> = {
-    target_discovered: connection.discovered,
-    target_iqn: target.iqn,
-    target_portal: target.portal,
-    target_lun: target.lun,
-  };
+  const targetKeys: Record<string, unknown> = { target_discovered: connection.discovered, target_iqn: target.iqn, target_portal: target.portal, target_lun: target.lun };
+  const data: Record<string, unknown> = {};
+  for (const key of connection.targetKeyOrder ?? ['target_discovered', 'target_iqn', 'target_portal', 'target_lun']) data[key] = targetKeys[key];
   if (paths) {
     Object.assign(data, {
       target_iqns: paths.map((path) => path.iqn),
