@@ -1,10 +1,13 @@
+import { existsSync } from 'node:fs';
 import { StorageError } from '../../../src/base/errors.js';
 import { KeyedMutex } from '../../../src/base/locks.js';
 import type { ConnectionInfo, Connector, DriverContext, ExportOperations, ExportUpdate, VolumeRef } from '../types.js';
 import { iscsiConnection } from '../iscsi/connection.js';
 import { formatProviderAuth, generateChapCredentials, parseProviderAuth, type ChapCredentials } from '../iscsi/chap.js';
 import { checkConfigfsRoot, checkIscsiName, checkLioBackingPath, checkLioChap, checkLioVolumeId, portalDirName } from './lio-fields.js';
-import { ConfigfsChannel, ConfigfsOpError, parseListing, type ConfigfsEntry, type ConfigfsOp } from './lio-relay.js';
+import { ConfigfsChannel, ConfigfsOpError, type ConfigfsEntry, type ConfigfsOp } from './lio-relay.js';
+import { readBacking, readLioState, type Backing, type LioState } from './lio-state.js';
+import { LocalRunner } from '../exec/local.js';
 import type { TargetHost } from './tgtd-relay.js';
 import { formatPortal } from './tgt.js';
 
@@ -46,26 +49,11 @@ const TPG = 'tpgt_1';
 /** Cinder: "For lio, the lun starts at lun 0." */
 const LUN = 0;
 
-interface Backing {
-  plugin: 'iblock' | 'fileio';
-  size: number;
-}
-
-/** What a host's configfs holds for one volume, read in one relay call. */
-interface LioState {
-  fabric: boolean;
-  /** Backstores named after the target, as `core/<hba>/<name>`. */
-  storageObjects: string[];
-  /** Every backstore HBA index in use (rtslib-fb numbers them across plugins). */
-  hbaIndexes: Set<number>;
-  tpg?: ConfigfsEntry[];
-  tpgEnabled: boolean;
-}
-
 export class LioTarget implements ExportOperations {
   readonly requiredConnectorKeys = ['initiator'] as const;
   private readonly configfs: ConfigfsChannel;
   private readonly root: string;
+  private probed: string | undefined;
 
   constructor(
     private readonly settings: LioSettings,
@@ -90,7 +78,7 @@ export class LioTarget implements ExportOperations {
     return this.turn(async () => {
       await this.requireLio();
       await this.host.prepareBacking?.(volume);
-      const backing = await this.backing(volume, backingPath);
+      const backing = await readBacking(this.configfs, backingPath, { backend: this.settings.backendName, volumeId: volume.id, host: this.host.runner.target });
       const state = await this.state(iqn);
       const known = recorded ?? (await this.liveCredentials(iqn, state));
       const credentials = known ?? generateChapCredentials();
@@ -195,7 +183,7 @@ export class LioTarget implements ExportOperations {
       if (!(await this.hasLio())) return;
       const fileio = (await this.state(iqn)).storageObjects.filter((path) => path.startsWith('fileio_'));
       if (fileio.length === 0) return;
-      const backing = await this.backing(volume, backingPath);
+      const backing = await readBacking(this.configfs, backingPath, { backend: this.settings.backendName, volumeId: volume.id, host: this.host.runner.target });
       await this.configfs
         .send(
           fileio.map((path) => ({ op: 'write', path: `${this.root}/core/${path}/control`, value: `fd_dev_size=${backing.size}` })),
@@ -277,57 +265,42 @@ export class LioTarget implements ExportOperations {
     return ops;
   }
 
+  /** The state of the target named `iqn`; a relay error becomes the user's answer. */
+  private state(iqn: string): Promise<LioState> {
+    return readLioState(this.configfs, this.root, this.tpgPath(iqn), iqn).catch((error: unknown) => {
+      throw this.failure(error, `look at LIO target ${iqn}`);
+    });
+  }
+
+  /**
+   * Why exports cannot work here: no LIO on the host. This host is looked at each time (a stat of
+   * the configfs root); another host (over SSH) as of the last probe, made at set-up and by each export.
+   */
+  get unavailable(): string | undefined {
+    if (this.host.runner instanceof LocalRunner) return existsSync(this.root) ? undefined : this.noLio();
+    return this.probed;
+  }
+
+  /** Looks for LIO on the host (at the driver's set-up); a host that cannot be asked yet is left to the first export. */
+  async probe(): Promise<void> {
+    await this.hasLio().catch(() => undefined);
+  }
+
+  private noLio(): string {
+    return `backend "${this.settings.backendName}": target_helper "lioadm" needs the kernel's LIO target (configfs at ${this.root}) on ${this.host.runner.target}, which has none (load target_core_mod and iscsi_target_mod with configfs mounted at /sys/kernel/config); or set target_helper: tgtadm (Linux SCSI target, Debian package tgt) and run tgtd`;
+  }
+
   private async requireLio(): Promise<void> {
-    if (await this.hasLio()) return;
-    throw new StorageError(
-      'UNSUPPORTED',
-      `backend "${this.settings.backendName}": target_helper "lioadm" needs the kernel's LIO target (configfs at ${this.root}) on ${this.host.runner.target}, which has none (load target_core_mod and iscsi_target_mod with configfs mounted at /sys/kernel/config); or set target_helper: tgtadm (Linux SCSI target, Debian package tgt) and run tgtd`,
-    );
+    if (!(await this.hasLio())) throw new StorageError('UNSUPPORTED', this.noLio());
   }
 
   private async hasLio(): Promise<boolean> {
     const [probe] = await this.configfs.send([{ op: 'lstat', path: this.root }], 'look for LIO').catch((error: unknown) => {
       throw this.failure(error, 'look for LIO');
     });
-    return probe.ok && probe.output.startsWith('d ');
-  }
-
-  /** The backing store as rtslib-fb tells them apart: a block device (iblock) or a regular file (fileio, with its size). */
-  private async backing(volume: VolumeRef, path: string): Promise<Backing> {
-    const [reply] = await this.configfs.send([{ op: 'stat', path }], `look at ${path}`);
-    const [kind, size] = reply.ok ? reply.output.split(' ') : ['-'];
-    if (kind === 'b') return { plugin: 'iblock', size: 0 };
-    if (kind === 'f' && Number(size) > 0) return { plugin: 'fileio', size: Number(size) };
-    throw new StorageError(
-      'BACKEND_UNAVAILABLE',
-      `backend "${this.settings.backendName}": volume ${volume.id}'s backing store ${path} ${kind === '-' ? 'does not exist' : 'is neither a block device nor a non-empty file'} on ${this.host.runner.target}, so LIO cannot export it`,
-    );
-  }
-
-  private async state(iqn: string): Promise<LioState> {
-    const gone = ['ENOENT'];
-    const [fabric, core, tpg, enable] = await this.configfs
-      .send(
-        [
-          { op: 'lstat', path: `${this.root}/iscsi` },
-          { op: 'ls', path: `${this.root}/core`, depth: 2, tolerate: gone },
-          { op: 'ls', path: this.tpgPath(iqn), depth: 4, tolerate: gone },
-          { op: 'read', path: `${this.tpgPath(iqn)}/enable`, tolerate: gone },
-        ],
-        `look at LIO target ${iqn}`,
-      )
-      .catch((error: unknown) => {
-        throw this.failure(error, `look at LIO target ${iqn}`);
-      });
-    const objects = core.ok ? parseListing(core.output) : [];
-    const hbaIndexes = new Set(objects.filter((entry) => entry.kind === 'd' && /^[a-z]+_\d+$/.test(entry.path)).map((entry) => Number(entry.path.split('_').pop())));
-    return {
-      fabric: fabric.ok && fabric.output.startsWith('d '),
-      storageObjects: objects.filter((entry) => entry.kind === 'd' && /^(iblock|fileio)_\d+\/[^/]+$/.test(entry.path) && entry.path.split('/')[1] === iqn).map((entry) => entry.path),
-      hbaIndexes,
-      tpg: tpg.ok ? parseListing(tpg.output) : undefined,
-      tpgEnabled: enable.ok && enable.output.trim() === '1',
-    };
+    const present = probe.ok && probe.output.startsWith('d ');
+    this.probed = present ? undefined : this.noLio();
+    return present;
   }
 
   /** A volume restored from a dump (which holds no secrets) keeps the credentials its live ACLs hold, so connected hosts can log in again. */
