@@ -158,6 +158,27 @@ if (missing && !inCi) {
     expect(standin.read(`${acl}/lun_0/write_protect`)).toBe('0');
   };
 
+  it('the stand-in answers as configfs does: attributes appear with their object, misplaced mkdir, misspelt attribute, linked or non-empty rmdir refused', () => {
+    const perl = (code: string) => spawnSync('perl', ['-e', code, standin.root], { encoding: 'utf8', env: process.env }).stdout.trim();
+    const tpg = 'iscsi/iqn.2003-01.org.example:standin/tpgt_1';
+    const script = [
+      'my $r = shift; my @out;',
+      'sub try { my ($ok) = @_; push @out, $ok ? "ok" : ($!{EPERM} ? "EPERM" : $!{ENOENT} ? "ENOENT" : $!{EBUSY} ? "EBUSY" : $!{ENOTEMPTY} ? "ENOTEMPTY" : "other") }',
+      'try(mkdir "$r/iscsi"); try(mkdir "$r/iscsi/iqn.2003-01.org.example:standin"); try(mkdir "$r/iscsi/iqn.2003-01.org.example:standin/tpgt_1");',
+      `try(mkdir "$r/${tpg}/attrib/extra");`,
+      // As the relay opens an attribute (no O_CREAT): a misspelt name is ENOENT. (Creating files is not refused here; the relay never asks to.)
+      `use Fcntl; try(sysopen(my $fh, "$r/${tpg}/attrib/authenticaton", O_WRONLY | O_TRUNC));`,
+      'try(mkdir "$r/core/fileio_9"); try(mkdir "$r/core/fileio_9/so");',
+      `try(mkdir "$r/${tpg}/lun/lun_0"); try(symlink "$r/core/fileio_9/so", "$r/${tpg}/lun/lun_0/x");`,
+      'try(rmdir "$r/core/fileio_9/so");',
+      `try(rmdir "$r/${tpg}");`,
+      `try(unlink "$r/${tpg}/lun/lun_0/x"); try(rmdir "$r/${tpg}/lun/lun_0"); try(rmdir "$r/${tpg}"); try(rmdir "$r/core/fileio_9/so"); try(rmdir "$r/core/fileio_9"); try(rmdir "$r/iscsi/iqn.2003-01.org.example:standin");`,
+      'print join(" ", @out);',
+    ].join(' ');
+    expect(perl(script).split(' ')).toEqual(['ok', 'ok', 'ok', 'EPERM', 'ENOENT', 'ok', 'ok', 'ok', 'ok', 'EBUSY', 'ENOTEMPTY', 'ok', 'ok', 'ok', 'ok', 'ok', 'ok']);
+    expect(leftover()).toEqual([]);
+  });
+
   describe('the file driver through the server', () => {
     let server: McpHarness;
     let configPath: string;
@@ -235,7 +256,7 @@ if (missing && !inCi) {
       expect(seen.lines.filter((line) => line.includes(password)).map((line) => line.split(password).join('***'))).toEqual([]);
     });
 
-    it('refuses a hostile initiator at the tool, and a store-row one at the target, writing nothing', async () => {
+    it('refuses hostile initiators at the tool, writing nothing to configfs', async () => {
       const volume = (await server.call('create_volume', { backend: 'files', size: 1 })).data;
       for (const initiator of [`${HOST_A}/../../../core`, `${HOST_A}\nuserid`, 'iqn.1994-05.com.example:a,b']) {
         const refused = await server.call('connect_volume', { volume_id: volume.id, connector: { host: 'h', initiator } });
