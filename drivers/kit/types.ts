@@ -139,6 +139,8 @@ export interface ExportOperations {
   removeExport(volume: VolumeRef): Promise<void>;
   /** After a connected volume was extended: make the export show the new size (tgt-admin --update -f). */
   extendExport?(volume: VolumeRef): Promise<void>;
+  /** Looks at the target's host once the driver is set up (LIO: has it configfs?), so `unavailable` tells before any export. */
+  probe?(): Promise<void>;
 }
 
 /** A volume attached on the server's own host: a block device path, and how to let go of it. */

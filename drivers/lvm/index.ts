@@ -114,6 +114,7 @@ class LvmDriver implements VolumeDriver {
 
   async setup(): Promise<void> {
     const missing = await this.group.setup();
+    await this.exports.probe?.();
     this.snapshots.unavailable =
       missing &&
       `the LVM driver cannot make snapshots or volumes from them on ${this.group.hostLabel}: ${missing}; creating, extending and deleting volumes (and deleting snapshots) still work`;

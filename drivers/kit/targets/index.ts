@@ -2,9 +2,11 @@ import { StorageError } from '../../../src/base/errors.js';
 import type { ExportOperations } from '../types.js';
 import type { TargetHelper } from './options.js';
 import { TgtTarget, type TargetHost, type TgtSettings } from './tgt.js';
+import { LioTarget, lioConfigfsRoot } from './lio.js';
 import type { VolumeRef, DriverContext } from '../types.js';
 
 export { TgtTarget, formatPortal, type TargetHost, type TgtSettings } from './tgt.js';
+export { LioTarget, LIO_CONFIGFS_ROOT, lioConfigfsRoot, type LioSettings } from './lio.js';
 export { isValidProviderAuth, parseProviderAuth, formatProviderAuth } from '../iscsi/chap.js';
 export { TARGET_HELPERS, targetOptions, tgtSettings, thisHostAddress, type TargetHelper } from './options.js';
 
@@ -47,9 +49,12 @@ export function targetFor(
     case 'tgtadm':
       return new TgtTarget(settings, host, backingPath, context);
     case 'lioadm':
-      // Accepted in configs, as Cinder's; this server drives tgt only.
-      return new UnsupportedExports(
-        `${backend}: target_helper "lioadm" needs the kernel's LIO target (configfs at /sys/kernel/config/target) on ${host.runner.target}, which this server does not drive; set target_helper: tgtadm (Linux SCSI target, Debian package tgt) and run tgtd`,
+      // Where the host has no LIO (no configfs target tree), each export answers UNSUPPORTED naming tgtadm.
+      return new LioTarget(
+        { backendName: settings.backendName, ipAddress: settings.ipAddress, port: settings.port, prefix: settings.prefix, configfsRoot: lioConfigfsRoot() },
+        host,
+        backingPath,
+        context,
       );
     default:
       return new UnsupportedExports(
