@@ -39,7 +39,7 @@ const typedOption = z
       .describe("The oslo.config type's attributes: strings have choices (a dict of the allowed values), regex, max_length; numbers min, max, num_type."),
     dest: z.string().describe(OPTION_ATTRIBUTES.dest),
     short: z.null().describe(OPTION_ATTRIBUTES.short),
-    default: z.union([z.string(), z.number(), z.boolean(), z.null()]).describe(OPTION_ATTRIBUTES.default),
+    default: z.union([z.string(), z.number(), z.boolean(), z.array(z.string()), z.null()]).describe(OPTION_ATTRIBUTES.default),
     sample_default: z.string().nullable().describe(OPTION_ATTRIBUTES.sample_default),
     positional: z.boolean().describe(OPTION_ATTRIBUTES.positional),
     metavar: z.null().describe(OPTION_ATTRIBUTES.metavar),

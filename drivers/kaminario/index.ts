@@ -121,8 +121,13 @@ class KaminarioDriver implements VolumeDriver {
     const capacity = parsed.data;
     const volumes = await this.k2.search('volumes', { __limit: 1 }, 'count volumes');
     const used = capacity.total - capacity.free;
+    const configured = this.options.max_over_subscription_ratio;
     const ratio =
-      this.options.auto_calc_max_oversubscription_ratio && capacity.provisioned && used !== 0 ? capacity.provisioned_volumes / used : this.options.max_over_subscription_ratio;
+      this.options.auto_calc_max_oversubscription_ratio && capacity.provisioned && used !== 0
+        ? roundGb(capacity.provisioned_volumes / used)
+        : configured === 'auto'
+          ? configured
+          : roundGb(configured);
     const pool = {
       QoS_support: false,
       free_capacity_gb: roundGb(capacity.free / KIB_PER_GIB),
@@ -132,7 +137,7 @@ class KaminarioDriver implements VolumeDriver {
       total_volumes: Math.max(0, volumes.total - 1), // as Cinder: the K2 counts one volume of its own
       thick_provisioning_support: false,
       provisioned_capacity_gb: roundGb(capacity.provisioned_volumes / KIB_PER_GIB),
-      max_over_subscription_ratio: roundGb(ratio),
+      max_over_subscription_ratio: ratio,
       reserved_percentage: this.options.reserved_percentage,
     };
     return {

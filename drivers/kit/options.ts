@@ -17,7 +17,24 @@ export interface OptionInfo {
   /** How the default reads in documentation when it depends on the machine. */
   defaultText?: string;
   required?: boolean;
+  /** Cinder's oslo.config type, where the schema (stricter, or shaped otherwise) would list another. */
+  oslo?: OsloTypeOverride;
+  /** The default as Cinder's listing gives it, where the parsed value differs ('20.0' for 20, '$my_ip'). */
+  listedDefault?: unknown;
+  /**
+   * Set for an option Cinder's driver does not have, or whose default here deliberately differs
+   * from Cinder's: why, in a few words. list_supported_drivers marks such options as this project's.
+   */
+  ours?: string;
+  /** Cinder's help text for each choice of a string option with choices, when Cinder gives one. */
+  choiceHelp?: Readonly<Record<string, string>>;
 }
+
+/**
+ * Cinder's declaration of an option where a zod schema cannot say it: oslo.config's Integer without
+ * the bounds this project checks, its Port, ListOpt and DictOpt.
+ */
+export type OsloTypeOverride = { kind: 'Integer'; min?: number; max?: number } | { kind: 'Port' } | { kind: 'List' } | { kind: 'Dict' } | { kind: 'String'; regex: string };
 
 export const optionInfo = new WeakMap<z.core.$ZodType, OptionInfo>();
 
@@ -42,6 +59,9 @@ interface Common<T> {
   default?: T;
   defaultText?: string;
   required?: boolean;
+  oslo?: OsloTypeOverride;
+  listedDefault?: unknown;
+  ours?: string;
 }
 
 /**
@@ -57,7 +77,8 @@ function finish(schema: z.ZodType, info: OptionInfo, opts: Common<unknown> = {})
   let out = schema;
   if (opts.default !== undefined) out = schema.default(opts.default);
   else if (!opts.required) out = schema.optional();
-  optionInfo.set(out, { ...info, default: opts.default, defaultText: opts.defaultText, required: opts.required });
+  const { default: value, defaultText, required, oslo, listedDefault, ours } = opts;
+  optionInfo.set(out, { ...info, default: value, defaultText, required, oslo: oslo ?? info.oslo, listedDefault, ours });
   return out;
 }
 
@@ -100,9 +121,66 @@ export function boolOption<const O extends Common<boolean> = Record<never, never
   return finish(z.preprocess(coerceBoolean, z.boolean({ error: expected })), { expected, help }, opts);
 }
 
-export function enumOption<const V extends readonly [string, ...string[]], const O extends Common<V[number]> = Record<never, never>>(help: string, values: V, opts?: O) {
+export function enumOption<const V extends readonly [string, ...string[]], const O extends Common<V[number]> & { choiceHelp?: Readonly<Record<V[number], string>> } = Record<never, never>>(
+  help: string,
+  values: V,
+  opts?: O,
+) {
   const expected = `one of ${values.map((v) => `"${v}"`).join(', ')}`;
-  return finish(z.enum(values, { error: expected }), { expected, help }, opts);
+  return finish(z.enum(values, { error: expected }), { expected, help, choiceHelp: opts?.choiceHelp }, opts);
+}
+
+/** The items of a comma-separated string (cinder.conf's way of writing a list): trimmed, none empty. */
+export function listItems(value: string): string[] {
+  return value
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== '');
+}
+
+/**
+ * oslo.config's ListOpt: a list of strings, written as a YAML list or as one comma-separated
+ * string as cinder.conf writes it; each item trimmed, empty ones dropped, each checked by `check`.
+ */
+export function listOption<const O extends Common<string[]> & { check?: (item: string) => boolean; itemHelp?: string } = Record<never, never>>(help: string, opts?: O) {
+  const expected = `a list of ${opts?.itemHelp ?? 'strings'}, or one comma-separated string of them`;
+  const check = opts?.check ?? (() => true);
+  const items = (value: unknown): unknown => {
+    if (typeof value === 'string') return listItems(value);
+    return Array.isArray(value) && value.every((item) => typeof item === 'string') ? listItems(value.join(',')) : value;
+  };
+  const schema = z.preprocess(items, z.array(z.string(), { error: expected }).refine((list) => list.every(check), { error: expected }));
+  return finish(schema, { expected, help, oslo: { kind: 'List' } }, opts);
+}
+
+/** oslo.config's DictOpt: `key:value` pairs, as a YAML mapping or cinder.conf's `k1:v1,k2:v2`. */
+export function dictOption<const O extends Common<Record<string, string>> = Record<never, never>>(help: string, opts?: O) {
+  const expected = 'a mapping of names to strings, or "key:value,key:value"';
+  const pairs = (value: unknown): unknown => {
+    if (typeof value !== 'string') return value;
+    const entries = listItems(value).map((pair) => {
+      const colon = pair.indexOf(':');
+      return colon < 0 ? [pair, ''] : [pair.slice(0, colon).trim(), pair.slice(colon + 1).trim()];
+    });
+    return Object.fromEntries(entries);
+  };
+  return finish(z.preprocess(pairs, z.record(z.string(), z.string(), { error: expected })), { expected, help, oslo: { kind: 'Dict' } }, opts);
+}
+
+/** Cinder's max_over_subscription_ratio: a number of at least 1, or "auto" (computed from the pool's use, as Cinder does). */
+export type OverSubscriptionRatio = number | 'auto';
+
+/**
+ * Cinder declares the ratio a string matching `^(auto|\d*\.\d+|\d+)$`, default '20.0': here the
+ * value is "auto" or the number.
+ */
+export function ratioOption<const O extends Common<OverSubscriptionRatio> = Record<never, never>>(help: string, opts?: O) {
+  const expected = 'a number of at least 1 (such as 20 or 1.5), or "auto"';
+  const schema = z.preprocess(
+    (value) => (typeof value === 'string' && value.trim().toLowerCase() === 'auto' ? 'auto' : coerceNumber(value)),
+    z.union([z.literal('auto'), z.number().min(1)], { error: expected }),
+  );
+  return finish(schema, { expected, help, oslo: { kind: 'String', regex: '^(auto|\\d*\\.\\d+|\\d+)$' } }, opts);
 }
 
 function rangeText(kind: string, min?: number, max?: number): string {
@@ -171,35 +249,54 @@ export function sanIpOption<const O extends Common<string> = Record<never, never
   return finish(schema, { expected: SAN_IP_FORMS, help }, opts);
 }
 
-/** Cinder's common capacity options (cinder/volume/driver.py), shared by every driver. */
-export const capacityOptions = {
-  reserved_percentage: intOption('Percentage of backend capacity kept free (Cinder reserved_percentage).', {
-    default: 0,
-    min: 0,
-    max: 100,
-  }),
-  max_over_subscription_ratio: floatOption('Thin provisioning: how many times the real capacity may be promised to volumes.', { default: 20.0, min: 1 }),
-};
+/**
+ * Cinder's common capacity options (cinder/volume/driver.py), read by every driver. `ours` marks
+ * them for a driver whose Cinder listing leaves them out.
+ */
+export function capacityOptionSet(ours?: string) {
+  return {
+    reserved_percentage: intOption('Percentage of backend capacity kept free (Cinder reserved_percentage).', { default: 0, min: 0, max: 100, ours }),
+    max_over_subscription_ratio: ratioOption(
+      'Thin provisioning: how many times the real capacity may be promised to volumes; "auto" computes it from what is provisioned and used, as Cinder does.',
+      { default: 20, listedDefault: '20.0', ours },
+    ),
+  };
+}
 
-/** Cinder's SAN options (cinder/volume/drivers/san/san.py) for drivers reached over the network. */
-export const sanOptions = {
-  san_ip: sanIpOption('Address of the array or host, optionally host:port.'),
-  san_login: stringOption('User name on the array or host.', { default: 'admin' }),
-  san_password: textOption('Password on the array or host.', { default: '' }),
-  san_private_key: stringOption('Path of an SSH private key file used instead of a password.'),
-  san_ssh_port: intOption('SSH port of the host.', { default: 22, min: 1, max: 65535 }),
-  ssh_conn_timeout: intOption('SSH connection timeout in seconds.', { default: 30, min: 1 }),
-  ssh_min_pool_conn: intOption('Minimum SSH connections kept in the pool.', { default: 1, min: 1 }),
-  ssh_max_pool_conn: intOption('Maximum SSH connections in the pool.', { default: 5, min: 1 }),
-};
+export const capacityOptions = capacityOptionSet();
+
+/**
+ * Cinder's SAN options (cinder/volume/drivers/san/san.py) for drivers reached over the network.
+ * `ours` marks them for a driver whose Cinder release does not read them (LVM on another host).
+ */
+export function sanOptionSet(ours?: string) {
+  return {
+    san_ip: sanIpOption('Address of the array or host, optionally host:port.', { ours }),
+    san_login: stringOption('User name on the array or host.', { default: 'admin', ours }),
+    san_password: textOption('Password on the array or host.', { default: '', ours }),
+    san_private_key: stringOption('Path of an SSH private key file used instead of a password.', { ours }),
+    san_ssh_port: intOption('SSH port of the host.', { default: 22, min: 1, max: 65535, ours }),
+    ssh_conn_timeout: intOption('SSH connection timeout in seconds.', { default: 30, min: 1, ours }),
+    ssh_min_pool_conn: intOption('Minimum SSH connections kept in the pool.', { default: 1, min: 1, ours }),
+    ssh_max_pool_conn: intOption('Maximum SSH connections in the pool.', { default: 5, min: 1, ours }),
+  };
+}
+
+export const sanOptions = sanOptionSet();
 
 /**
  * TLS options of Cinder's REST drivers. Cinder defaults verification to off; we verify by
- * default and say which option turns it off when a certificate is refused.
+ * default and say which option turns it off when a certificate is refused. `ours` marks both for a
+ * driver whose Cinder release has no such options.
  */
-export const tlsOptions = {
-  driver_ssl_cert_verify: boolOption("Verify the array's TLS certificate (on by default here, unlike Cinder).", {
-    default: true,
-  }),
-  driver_ssl_cert_path: stringOption("Path of a CA bundle (PEM) used to verify the array's certificate."),
-};
+export function tlsOptionSet(ours?: string) {
+  return {
+    driver_ssl_cert_verify: boolOption("Verify the array's TLS certificate (on by default here, unlike Cinder).", {
+      default: true,
+      ours: ours ?? "Cinder's default is false: certificates are verified here unless this is set to false",
+    }),
+    driver_ssl_cert_path: stringOption("Path of a CA bundle (PEM) used to verify the array's certificate.", { ours }),
+  };
+}
+
+export const tlsOptions = tlsOptionSet();

@@ -263,6 +263,8 @@ export interface DriverDefinition<Shape extends z.ZodRawShape = z.ZodRawShape> {
    * catalog's class paths, where one class differs from the summary (say, FC connections not made).
    */
   readonly classDescriptions?: Readonly<Record<string, string>>;
+  /** Cinder's CI_WIKI_NAME for the driver this follows (the CI that tests Cinder's driver), listed by list_supported_drivers. */
+  readonly ciWikiName?: string;
   /**
    * Builds the driver. `volumeDriver` is the volume_driver string as configured, for drivers
    * whose protocol depends on the class path (iSCSI vs FC). A property, not a method, so that a
@@ -285,6 +287,7 @@ export function defineDriver<Shape extends z.ZodRawShape>(definition: DriverDefi
     options: definition.options,
     version: definition.version,
     classDescriptions: definition.classDescriptions,
+    ciWikiName: definition.ciWikiName,
     create: (options, context, volumeDriver) => definition.create(schema.parse(options), context, volumeDriver),
   };
 }

@@ -40,16 +40,17 @@ export function checkCapacity(pool: PoolStats, sizeGb: number, claims: CapacityC
   const notInStats = (gb: number) => (gb ? ` - ${roundGb(gb)} GiB being created or not yet in the stats` : '');
   if (pool.thin_provisioning_support) {
     const outstanding = claims.provisionedGb ?? 0;
-    const ratio = overSubscriptionRatio(pool.max_over_subscription_ratio);
     const provisioned = pool.provisioned_capacity_gb ?? pool.allocated_capacity_gb ?? 0;
+    const ratio = overSubscriptionRatio(pool.max_over_subscription_ratio, { total, free, provisioned });
     const byRatio = total * ratio - provisioned - shared - outstanding;
     const byFree = physicalFree * ratio;
     const roomGb = floorGb(Math.max(0, Math.min(byRatio, byFree)));
+    const ratioName = pool.max_over_subscription_ratio === 'auto' ? `${roundGb(ratio)} (auto)` : `${ratio}`;
     const ratioText =
-      `thin pool: ${roundGb(total)} GiB total x ${ratio} over-subscription - ${roundGb(provisioned)} GiB provisioned` +
+      `thin pool: ${roundGb(total)} GiB total x ${ratioName} over-subscription - ${roundGb(provisioned)} GiB provisioned` +
       (shared ? ` - ${roundGb(shared)} GiB provisioned by backends sharing this space` : '') +
       notInStats(outstanding);
-    const freeText = `${roundGb(free)} GiB free${reserveText} = ${roundGb(physicalFree)} GiB x ${ratio}`;
+    const freeText = `${roundGb(free)} GiB free${reserveText} = ${roundGb(physicalFree)} GiB x ${ratioName}`;
     return {
       fits: sizeGb <= roomGb,
       roomGb,
@@ -66,7 +67,15 @@ function floorGb(value: number): number {
   return Math.floor(value * 100 + 1e-9) / 100;
 }
 
-function overSubscriptionRatio(value: number | string): number {
+/** Cinder's automatic ratio while nothing is provisioned yet (cinder/utils.py INITIAL_AUTO_MOSR). */
+export const INITIAL_AUTO_RATIO = 20;
+
+/**
+ * Cinder's calculate_max_over_subscription_ratio: "auto" is 1 + provisioned / (used + 1), or
+ * INITIAL_AUTO_RATIO while nothing is provisioned; a number is taken as it is.
+ */
+export function overSubscriptionRatio(value: number | string, pool: { total: number; free: number; provisioned: number }): number {
+  if (value === 'auto') return pool.provisioned !== 0 ? 1 + pool.provisioned / (pool.total - pool.free + 1) : INITIAL_AUTO_RATIO;
   const ratio = typeof value === 'number' ? value : Number.parseFloat(value);
   return Number.isFinite(ratio) && ratio >= 1 ? ratio : 1;
 }

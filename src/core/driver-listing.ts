@@ -13,7 +13,7 @@
 
 import type { z } from 'zod';
 import { DRIVER_CATALOG } from '../../drivers/catalog.js';
-import { optionInfo } from '../../drivers/kit/options.js';
+import { optionInfo, type OptionInfo, type OsloTypeOverride } from '../../drivers/kit/options.js';
 import { isSecretKey } from '../base/secrets.js';
 
 export type OutputVersion = 1 | 2;
@@ -24,15 +24,17 @@ export type OptionType =
   | {
       type_name: 'string value';
       ignore_case: false;
-      quotes: false;
+      quotes: null;
       max_length: 0;
-      choices: Record<string, null> | null;
+      choices: Record<string, string | null> | null;
       lower_case_choices: null;
       regex: string | null;
       type_class: string;
     }
-  | { type_name: 'integer value' | 'floating point value'; choices: null; min: number | null; max: number | null; num_type: 'int' | 'float'; type_class: string }
-  | { type_name: 'boolean value'; type_class: string };
+  | { type_name: 'integer value' | 'floating point value' | 'port value'; choices: null; min: number | null; max: number | null; num_type: 'int' | 'float'; type_class: string }
+  | { type_name: 'boolean value'; type_class: string }
+  | { type_name: 'list value'; item_type: 'String'; bounds: null; type_class: 'List of String' }
+  | { type_name: 'dict value'; value_type: 'String'; bounds: null; type_class: 'Dict of String' };
 
 /** An option as version 2 lists it: oslo.config's Opt attributes with their types. */
 export interface TypedDriverOption {
@@ -40,7 +42,7 @@ export interface TypedDriverOption {
   type: OptionType;
   dest: string;
   short: null;
-  default: string | number | boolean | null;
+  default: string | number | boolean | string[] | null;
   sample_default: string | null;
   positional: false;
   metavar: null;
@@ -123,8 +125,8 @@ async function buildListing(outputVersion: OutputVersion): Promise<Record<string
         version: definition.version ?? 'unknown',
         class_name: className,
         supported: true,
-        // Cinder's CI_WIKI_NAME names the third-party CI that tests a Cinder driver; none runs this project's drivers.
-        ci_wiki_name: null,
+        // Cinder's CI_WIKI_NAME: the CI that tests the Cinder driver this one follows (none for this project's own).
+        ci_wiki_name: definition.ciWikiName ?? null,
         driver_options: outputVersion === 2 ? options : options.map(asStrings),
         class_fqn: classFqn,
         desc: definition.classDescriptions?.[className] ?? definition.summary,
@@ -148,18 +150,20 @@ function describeOption(name: string, schema: z.ZodType): TypedDriverOption {
   const info = optionInfo.get(schema);
   if (!info) throw new Error(`option ${name} was not built with drivers/options.ts, so it has no help or default to list`);
   const secret = isSecretKey(name);
+  const listedDefault = info.listedDefault !== undefined ? info.listedDefault : info.default;
   return {
     name,
-    type: optionType(schema),
+    type: info.oslo ? osloType(info.oslo) : optionType(schema, info),
     dest: name,
     short: null,
     // A secret's default is never shown, whatever it is (contract section 6).
-    default: secret ? null : ((info.default ?? null) as TypedDriverOption['default']),
+    default: secret ? null : ((listedDefault ?? null) as TypedDriverOption['default']),
     // oslo.config's sample_default: how a default that depends on the machine reads in documentation.
     sample_default: secret ? null : (info.defaultText ?? null),
     positional: false,
     metavar: null,
-    help: info.help,
+    // Options that are not Cinder's, or whose default deliberately is not, say so where listings show text.
+    help: info.ours ? `${info.help} [cinderlib-mcp: ${info.ours}]` : info.help,
     secret,
     required: info.required ?? false,
     deprecated_for_removal: false,
@@ -193,8 +197,51 @@ function checksOf(node: z.core.$ZodType): Check[] {
   return (node._zod.def.checks ?? []).map((check) => check._zod.def as Check);
 }
 
+/** The type Cinder declares, where the schema alone would list another (see OsloTypeOverride). */
+function osloType(override: OsloTypeOverride): OptionType {
+  switch (override.kind) {
+    case 'Integer':
+      return numberType(true, override.min ?? null, override.max ?? null);
+    case 'Port':
+      return { type_name: 'port value', choices: null, min: 0, max: 65535, num_type: 'int', type_class: 'Port(min=0, max=65535)' };
+    case 'List':
+      return { type_name: 'list value', item_type: 'String', bounds: null, type_class: 'List of String' };
+    case 'Dict':
+      return { type_name: 'dict value', value_type: 'String', bounds: null, type_class: 'Dict of String' };
+    case 'String':
+      return stringType(null, override.regex);
+  }
+}
+
+function numberType(integer: boolean, min: number | null, max: number | null): OptionType {
+  const className = integer ? 'Integer' : 'Float';
+  const bounds = [min === null ? '' : `min=${pyG(min)}`, max === null ? '' : `max=${pyG(max)}`].filter(Boolean);
+  return {
+    type_name: integer ? 'integer value' : 'floating point value',
+    choices: null,
+    min,
+    max,
+    num_type: integer ? 'int' : 'float',
+    type_class: bounds.length ? `${className}(${bounds.join(', ')})` : className,
+  };
+}
+
+function stringType(choices: Record<string, string | null> | null, regex: string | null): OptionType {
+  const details = [choices ? `choices=[${Object.keys(choices).map(pyRepr).join(', ')}]` : '', regex ? `regex=${pyRepr(regex)}` : ''].filter(Boolean);
+  return {
+    type_name: 'string value',
+    ignore_case: false,
+    quotes: null,
+    max_length: 0,
+    choices,
+    lower_case_choices: null,
+    regex,
+    type_class: details.length ? `String(${details.join(', ')})` : 'String',
+  };
+}
+
 /** The oslo.config type a Cinder option of this schema would have (StrOpt, IntOpt, FloatOpt, BoolOpt, StrOpt with choices). */
-function optionType(schema: z.ZodType): OptionType {
+function optionType(schema: z.ZodType, info: OptionInfo): OptionType {
   const node = innerSchema(schema);
   const def = node._zod.def as z.core.$ZodTypeDef & { entries?: Record<string, string> };
   switch (def.type) {
@@ -205,32 +252,13 @@ function optionType(schema: z.ZodType): OptionType {
       const integer = checks.some((check) => check.check === 'number_format' && /int/.test(check.format ?? ''));
       const min = checks.find((check) => check.check === 'greater_than')?.value ?? null;
       const max = checks.find((check) => check.check === 'less_than')?.value ?? null;
-      const className = integer ? 'Integer' : 'Float';
-      const bounds = [min === null ? '' : `min=${pyG(min)}`, max === null ? '' : `max=${pyG(max)}`].filter(Boolean);
-      return {
-        type_name: integer ? 'integer value' : 'floating point value',
-        choices: null,
-        min,
-        max,
-        num_type: integer ? 'int' : 'float',
-        type_class: bounds.length ? `${className}(${bounds.join(', ')})` : className,
-      };
+      return numberType(integer, min, max);
     }
     case 'enum':
     case 'string': {
       const choices = def.type === 'enum' ? Object.values(def.entries ?? {}) : null;
       const regex = checksOf(node).find((check) => check.check === 'string_format' && check.format === 'regex')?.pattern?.source ?? null;
-      const details = [choices ? `choices=[${choices.map(pyRepr).join(', ')}]` : '', regex ? `regex=${pyRepr(regex)}` : ''].filter(Boolean);
-      return {
-        type_name: 'string value',
-        ignore_case: false,
-        quotes: false,
-        max_length: 0,
-        choices: choices ? Object.fromEntries(choices.map((choice) => [choice, null])) : null,
-        lower_case_choices: null,
-        regex,
-        type_class: details.length ? `String(${details.join(',')})` : 'String',
-      };
+      return stringType(choices ? Object.fromEntries(choices.map((choice) => [choice, info.choiceHelp?.[choice] ?? null])) : null, regex);
     }
     default:
       throw new Error(`no oslo.config type for a zod ${def.type} option`);

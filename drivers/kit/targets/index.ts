@@ -8,7 +8,7 @@ import type { VolumeRef, DriverContext } from '../types.js';
 export { TgtTarget, formatPortal, type TargetHost, type TgtSettings } from './tgt.js';
 export { LioTarget, LIO_CONFIGFS_ROOT, lioConfigfsRoot, type LioSettings } from './lio.js';
 export { isValidProviderAuth, parseProviderAuth, formatProviderAuth } from '../iscsi/chap.js';
-export { TARGET_HELPERS, targetOptions, tgtSettings, thisHostAddress, type TargetHelper } from './options.js';
+export { MY_IP, TARGET_HELPERS, otherTargetOptions, targetOptions, tgtSettings, thisHostAddress, type TargetHelper } from './options.js';
 
 /**
  * Exports a driver cannot make, each call refused with the reason (the option to set, the
@@ -51,7 +51,14 @@ export function targetFor(
     case 'lioadm':
       // Where the host has no LIO (no configfs target tree), each export answers UNSUPPORTED naming tgtadm.
       return new LioTarget(
-        { backendName: settings.backendName, ipAddress: settings.ipAddress, port: settings.port, prefix: settings.prefix, configfsRoot: lioConfigfsRoot() },
+        {
+          backendName: settings.backendName,
+          ipAddress: settings.ipAddress,
+          secondaryIpAddresses: settings.secondaryIpAddresses,
+          port: settings.port,
+          prefix: settings.prefix,
+          configfsRoot: lioConfigfsRoot(),
+        },
         host,
         backingPath,
         context,

@@ -24,6 +24,8 @@ export type { TargetHost } from './tgtd-relay.js';
 export interface TgtSettings {
   backendName: string;
   ipAddress: string;
+  /** Cinder's iscsi_secondary_ip_addresses: more portals of the same target, given to multipath hosts. */
+  secondaryIpAddresses?: readonly string[];
   port: number;
   prefix: string;
   configDir: string;
@@ -112,10 +114,11 @@ export class TgtTarget implements ExportOperations {
     const credentials = this.recordedCredentials(volume);
     if (!credentials) throw new StorageError('INTERNAL', `volume ${volume.id} has no CHAP credentials recorded for its export`);
     const target = { iqn: this.iqn(volume), portal: formatPortal(this.settings.ipAddress, this.settings.port), lun: TGT_LUN };
+    const secondary = (this.settings.secondaryIpAddresses ?? []).map((address) => ({ ...target, portal: formatPortal(address, this.settings.port) }));
     return iscsiConnection({
       target,
       discovered: false,
-      ...(connector.multipath ? { paths: [target] } : {}),
+      ...(connector.multipath ? { paths: [target, ...secondary] } : {}),
       volumeId: volume.id,
       chap: credentials,
       encrypted: false,
