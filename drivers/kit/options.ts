@@ -66,9 +66,30 @@ function stringSchema(expected: string, pattern?: RegExp) {
   return pattern ? schema.regex(pattern, { error: expected }) : schema;
 }
 
-export function stringOption<const O extends Common<string> & { pattern?: RegExp; patternHelp?: string } = Record<never, never>>(help: string, opts?: O) {
+export function stringOption<const O extends Common<string> & { pattern?: RegExp; patternHelp?: string; check?: (value: string) => boolean } = Record<never, never>>(
+  help: string,
+  opts?: O,
+) {
   const expected = opts?.patternHelp ?? 'a non-empty string';
-  return finish(stringSchema(expected, opts?.pattern), { expected, help }, opts);
+  const schema = stringSchema(expected, opts?.pattern);
+  const check = opts?.check;
+  return finish(check ? schema.refine(check, { error: expected }) : schema, { expected, help }, opts);
+}
+
+/**
+ * oslo.config's ListOpt: a list of strings, written as a list or as one comma-separated string
+ * (as cinder.conf writes it); each item trimmed, empty items dropped, and each checked by `check`.
+ */
+export function listOption<const O extends Common<string[]> & { check?: (item: string) => boolean; itemHelp?: string } = Record<never, never>>(help: string, opts?: O) {
+  const expected = `a list of ${opts?.itemHelp ?? 'strings'}, or one comma-separated string of them`;
+  const check = opts?.check ?? (() => true);
+  const items = z.array(z.string({ error: expected }), { error: expected }).refine((list) => list.every(check), { error: expected });
+  const split = (value: unknown): unknown => {
+    const list = typeof value === 'string' ? value.split(',') : value;
+    if (!Array.isArray(list)) return value;
+    return list.map((item: unknown) => (typeof item === 'string' ? item.trim() : item)).filter((item) => item !== '');
+  };
+  return finish(z.preprocess(split, items), { expected, help }, opts);
 }
 
 /** A string that may be empty (e.g. root_helper: '' means "run directly"). */
