@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { boolOption, capacityOptions, enumOption, listOption, sanIpOption, stringOption, tlsOptions } from '../kit/options.js';
+import { boolOption, capacityOptions, enumOption, listItems, listOption, sanIpOption, stringOption, tlsOptions } from '../kit/options.js';
 import {
   defineDriver,
   type BackendStats,
@@ -25,7 +25,10 @@ import { PureVolumes } from './volumes.js';
  * array hosts (exports.ts). Exports are nothing on the array (create_export does nothing); sizes
  * are bytes. Replication, volume groups, QoS and volume tags are not built.
  */
+/** Cinder's PureISCSIDriver.VERSION, reported in the stats as Cinder reports it. */
 const DRIVER_VERSION = '22.0.iscsi';
+/** list_supported_drivers gives versions as numbers: Cinder's without its protocol suffix. */
+const LISTED_VERSION = '22.0';
 const DEFAULT_CIDR = '0.0.0.0/0';
 const CIDR_FORMS = 'an IPv4 or IPv6 network written address/prefix, such as 10.0.0.0/24 or fd00::/64';
 
@@ -114,7 +117,7 @@ class PureDriver implements VolumeDriver {
     const copies = new PureSnapshots(this.array, this.volumes, options.pure_eradicate_on_delete);
     this.snapshots = copies.snapshots;
     this.clones = copies.clones;
-    const cidrList = options.pure_iscsi_cidr_list ?? [];
+    const cidrList = listItems(options.pure_iscsi_cidr_list);
     if (cidrList.length > 0 && options.pure_iscsi_cidr !== DEFAULT_CIDR) context.log.warn('pure_iscsi_cidr was ignored as pure_iscsi_cidr_list is set');
     const connections = new PureConnections(this.array, this.volumes, {
       useChap: options.use_chap_auth,
@@ -234,7 +237,7 @@ class PureDriver implements VolumeDriver {
 export default defineDriver({
   summary: "Pure Storage FlashArray over its REST 2.x API, as Cinder's PureISCSIDriver uses it through py-pure-client (no py-pure-client needed).",
   options,
-  version: DRIVER_VERSION,
+  version: LISTED_VERSION,
   classDescriptions: {
     PureISCSIDriver:
       'Pure Storage FlashArray over its REST 2.x API (no py-pure-client needed): volumes, snapshots, array copies (clones, volumes from snapshots) and iSCSI connections through array hosts, CHAP with use_chap_auth.',
