@@ -87,9 +87,39 @@ function stringSchema(expected: string, pattern?: RegExp) {
   return pattern ? schema.regex(pattern, { error: expected }) : schema;
 }
 
-export function stringOption<const O extends Common<string> & { pattern?: RegExp; patternHelp?: string } = Record<never, never>>(help: string, opts?: O) {
+export function stringOption<const O extends Common<string> & { pattern?: RegExp; patternHelp?: string; check?: (value: string) => boolean } = Record<never, never>>(
+  help: string,
+  opts?: O,
+) {
   const expected = opts?.patternHelp ?? 'a non-empty string';
-  return finish(stringSchema(expected, opts?.pattern), { expected, help }, opts);
+  const schema = stringSchema(expected, opts?.pattern);
+  const check = opts?.check;
+  return finish(check ? schema.refine(check, { error: expected }) : schema, { expected, help }, opts);
+}
+
+/**
+ * oslo.config's ListOpt, written as a list or as one comma-separated string (as cinder.conf writes
+ * it): each item trimmed, empty ones dropped, each checked by `check`. The value is kept as one
+ * comma-separated string (so option listings show a string option); `listItems` splits it.
+ */
+export function listOption<const O extends Common<string> & { check?: (item: string) => boolean; itemHelp?: string } = Record<never, never>>(help: string, opts?: O) {
+  const expected = `a list of ${opts?.itemHelp ?? 'strings'}, or one comma-separated string of them`;
+  const check = opts?.check ?? (() => true);
+  const join = (value: unknown): unknown => {
+    const list = typeof value === 'string' ? value.split(',') : value;
+    if (!Array.isArray(list) || !list.every((item) => typeof item === 'string')) return value;
+    return listItems(list.join(',')).join(',');
+  };
+  const schema = z.string({ error: expected }).refine((text) => listItems(text).every(check), { error: expected });
+  return finish(z.preprocess(join, schema), { expected, help }, opts);
+}
+
+/** The items of a listOption value (or any comma-separated string): trimmed, none empty. */
+export function listItems(value: string | undefined): string[] {
+  return (value ?? '')
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== '');
 }
 
 /** A string that may be empty (e.g. root_helper: '' means "run directly"). */
