@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { boolOption, capacityOptions, intOption, sanIpOption, sanOptions, stringOption, textOption, tlsOptions } from '../kit/options.js';
+import { boolOption, capacityOptionSet, dictOption, intOption, sanIpOption, sanOptions, stringOption, textOption, tlsOptionSet } from '../kit/options.js';
 import {
   defineDriver,
   type BackendStats,
@@ -24,14 +24,19 @@ import { K2Volumes } from './volumes.js';
  * (volumes.ts), snapshots and the copies through this host (snapshots.ts), and iSCSI connections
  * through K2 hosts and mappings (exports.ts).
  */
-const DRIVER_VERSION = '1.0';
+/**
+ * Cinder 21's KaminarioISCSIDriver.VERSION. Its 1.1 to 1.4 added manage/unmanage, replication and
+ * retype, which cinderlib never calls (replication_device is accepted and not used).
+ */
+const DRIVER_VERSION = '1.4';
 
 const options = {
-  san_ip: sanIpOption('Address of the K2 array, optionally host:port.', { required: true }),
+  san_ip: sanIpOption('Address of the K2 array, optionally host:port (required).', { default: '' }),
   san_login: sanOptions.san_login,
   san_password: textOption('Password of san_login on the K2.', { default: '' }),
   kaminario_nodedup_substring: stringOption('Older Cinder releases: volume types containing this create nodedup volumes; cinderlib has no volume types, so volumes are dedup.', {
     default: 'K2-nodedup',
+    ours: 'kept from Cinder releases before 21 for configs written for them',
   }),
   unique_fqdn_network: boolOption(
     "Name the K2 host of a connection after the connector's host name (true) or after its reversed initiator IQN (false: for hosts whose names are not unique in the network).",
@@ -41,13 +46,18 @@ const options = {
     default: false,
   }),
   auto_calc_max_oversubscription_ratio: boolOption("Compute max_over_subscription_ratio from the array's provisioned/used ratio.", { default: false }),
-  kaminario_retry_count: intOption('Not a Cinder option: attempts when the K2 is busy (MC_ERR_BUSY and kin, or 5xx); Cinder tried 5 times.', {
+  kaminario_retry_count: intOption('Attempts when the K2 is busy (MC_ERR_BUSY and kin, or 5xx); Cinder tried 5 times.', {
     default: 5,
     min: 1,
+    ours: 'not a Cinder option',
   }),
-  kaminario_retry_interval: intOption('Not a Cinder option: seconds before the first retry, doubling after each.', { default: 2, min: 0 }),
-  ...tlsOptions,
-  ...capacityOptions,
+  kaminario_retry_interval: intOption('Seconds before the first retry, doubling after each.', { default: 2, min: 0, ours: 'not a Cinder option' }),
+  replication_device: dictOption('Replication target array (Cinder 1.2+): accepted and not used, as cinderlib never replicates.'),
+  volume_dd_blocksize: stringOption("Block size of Cinder's generic dd copies; copies here go through the host in large sparse chunks, so it is accepted and not used.", {
+    default: '1M',
+  }),
+  ...tlsOptionSet("Cinder's K2 driver has no TLS options (krest does not verify); this one verifies unless told not to"),
+  ...capacityOptionSet("read by every Cinder driver (cinder/volume/driver.py), though the K2 driver's listing leaves them out"),
 };
 
 type KaminarioOptions = DriverOptions<typeof options>;
@@ -176,6 +186,7 @@ export default defineDriver({
   summary: "Kaminario K2 over its REST API, as Cinder's Kaminario iSCSI/FC drivers used it through krest (no krest needed).",
   options,
   version: DRIVER_VERSION,
+  ciWikiName: 'Kaminario_K2_CI',
   classDescriptions: {
     KaminarioISCSIDriver: 'Kaminario K2 over its REST API (no krest needed): volumes, snapshots, clones and copies through this host, iSCSI connections.',
     KaminarioFCDriver:

@@ -34,7 +34,7 @@ export interface OptionInfo {
  * Cinder's declaration of an option where a zod schema cannot say it: oslo.config's Integer without
  * the bounds this project checks, its Port, ListOpt and DictOpt.
  */
-export type OsloTypeOverride = { kind: 'Integer'; min?: number; max?: number } | { kind: 'Port' } | { kind: 'List' } | { kind: 'Dict' } | { kind: 'String'; regex: string };
+export type OsloTypeOverride = { kind: 'Integer'; min?: number; max?: number } | { kind: 'Port' } | { kind: 'List' } | { kind: 'Dict' } | { kind: 'String'; regex?: string };
 
 export const optionInfo = new WeakMap<z.core.$ZodType, OptionInfo>();
 
@@ -97,31 +97,6 @@ export function stringOption<const O extends Common<string> & { pattern?: RegExp
   return finish(check ? schema.refine(check, { error: expected }) : schema, { expected, help }, opts);
 }
 
-/**
- * oslo.config's ListOpt, written as a list or as one comma-separated string (as cinder.conf writes
- * it): each item trimmed, empty ones dropped, each checked by `check`. The value is kept as one
- * comma-separated string (so option listings show a string option); `listItems` splits it.
- */
-export function listOption<const O extends Common<string> & { check?: (item: string) => boolean; itemHelp?: string } = Record<never, never>>(help: string, opts?: O) {
-  const expected = `a list of ${opts?.itemHelp ?? 'strings'}, or one comma-separated string of them`;
-  const check = opts?.check ?? (() => true);
-  const join = (value: unknown): unknown => {
-    const list = typeof value === 'string' ? value.split(',') : value;
-    if (!Array.isArray(list) || !list.every((item) => typeof item === 'string')) return value;
-    return listItems(list.join(',')).join(',');
-  };
-  const schema = z.string({ error: expected }).refine((text) => listItems(text).every(check), { error: expected });
-  return finish(z.preprocess(join, schema), { expected, help }, opts);
-}
-
-/** The items of a listOption value (or any comma-separated string): trimmed, none empty. */
-export function listItems(value: string | undefined): string[] {
-  return (value ?? '')
-    .split(',')
-    .map((item) => item.trim())
-    .filter((item) => item !== '');
-}
-
 /** A string that may be empty (e.g. root_helper: '' means "run directly"). */
 export function textOption<const O extends Common<string> = Record<never, never>>(help: string, opts?: O) {
   const expected = 'a string';
@@ -151,11 +126,10 @@ export function boolOption<const O extends Common<boolean> = Record<never, never
   return finish(z.preprocess(coerceBoolean, z.boolean({ error: expected })), { expected, help }, opts);
 }
 
-export function enumOption<const V extends readonly [string, ...string[]], const O extends Common<V[number]> & { choiceHelp?: Readonly<Record<V[number], string>> } = Record<never, never>>(
-  help: string,
-  values: V,
-  opts?: O,
-) {
+export function enumOption<
+  const V extends readonly [string, ...string[]],
+  const O extends Common<V[number]> & { choiceHelp?: Readonly<Record<V[number], string>> } = Record<never, never>,
+>(help: string, values: V, opts?: O) {
   const expected = `one of ${values.map((v) => `"${v}"`).join(', ')}`;
   return finish(z.enum(values, { error: expected }), { expected, help, choiceHelp: opts?.choiceHelp }, opts);
 }
@@ -179,7 +153,10 @@ export function listOption<const O extends Common<string[]> & { check?: (item: s
     if (typeof value === 'string') return listItems(value);
     return Array.isArray(value) && value.every((item) => typeof item === 'string') ? listItems(value.join(',')) : value;
   };
-  const schema = z.preprocess(items, z.array(z.string(), { error: expected }).refine((list) => list.every(check), { error: expected }));
+  const schema = z.preprocess(
+    items,
+    z.array(z.string(), { error: expected }).refine((list) => list.every(check), { error: expected }),
+  );
   return finish(schema, { expected, help, oslo: { kind: 'List' } }, opts);
 }
 
@@ -275,7 +252,8 @@ export function parseSanIp(value: string): SanAddress | undefined {
 
 /** Cinder's san_ip, checked at config time so a bad address is named before any connection attempt. */
 export function sanIpOption<const O extends Common<string> = Record<never, never>>(help: string, opts?: O) {
-  const schema = z.string({ error: SAN_IP_FORMS }).refine((value) => parseSanIp(value) !== undefined, { error: SAN_IP_FORMS });
+  // Cinder's default is '' (not set): drivers that need an address say so when they start.
+  const schema = z.string({ error: SAN_IP_FORMS }).refine((value) => value === '' || parseSanIp(value) !== undefined, { error: SAN_IP_FORMS });
   return finish(schema, { expected: SAN_IP_FORMS, help }, opts);
 }
 
@@ -313,6 +291,18 @@ export function sanOptionSet(ours?: string) {
 }
 
 export const sanOptions = sanOptionSet();
+
+/**
+ * Cinder's common iSCSI CHAP options (cinder/volume/driver.py iscsi_opts), which cinder_to_yaml keeps
+ * for every backend. `ours` says what they do for a driver whose Cinder listing leaves them out.
+ */
+export function chapOptionSet(ours: string) {
+  return {
+    use_chap_auth: boolOption('Cinder: use CHAP authentication for iSCSI targets.', { default: false, ours }),
+    chap_username: textOption('Cinder: CHAP user name.', { default: '', ours }),
+    chap_password: textOption('Cinder: password for the CHAP user name.', { default: '', ours }),
+  };
+}
 
 /**
  * TLS options of Cinder's REST drivers. Cinder defaults verification to off; we verify by

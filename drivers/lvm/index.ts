@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { type ErrorCode, StorageError } from '../kit/base.js';
-import { boolOption, capacityOptions, enumOption, intOption, sanIpOption, sanOptions, stringOption } from '../kit/options.js';
+import { boolOption, capacityOptions, chapOptionSet, enumOption, intOption, sanIpOption, sanOptionSet, stringOption } from '../kit/options.js';
 import {
   defineDriver,
   type BackendStats,
@@ -14,7 +14,7 @@ import {
 } from '../kit/types.js';
 import { activateCommand, extendCommand, lvmErrorText, parseThinPoolUsage, snapshotLvName, snapshotsOf, thinPoolName, thinPoolUsageCommand, volumeLvName } from './commands.js';
 import { roundGb } from '../kit/units.js';
-import { TARGET_HELPERS, UnsupportedExports, targetFor, targetOptions, tgtSettings, thisHostAddress } from '../kit/targets/index.js';
+import { TARGET_HELPERS, UnsupportedExports, otherTargetOptions, targetFor, targetOptions, tgtSettings, thisHostAddress } from '../kit/targets/index.js';
 import { LvmSnapshots } from './snapshots.js';
 import { VolumeGroup, splitHost } from './volume-group.js';
 
@@ -26,32 +26,58 @@ import { VolumeGroup, splitHost } from './volume-group.js';
  */
 const DRIVER_VERSION = '3.0.0';
 
+/** Cinder's LVM driver runs on the volume group's host; reaching it over SSH is this project's. */
+const REMOTE = "Cinder's LVM driver has no remote host: the volume group on another host, over SSH";
+
 const options = {
   volume_group: stringOption('Name of the volume group that holds the volumes.', { default: 'cinder-volumes' }),
   lvm_type: enumOption(
     'Provisioning: "default" (thick), "thin" (a <volume_group>-pool thin pool), or "auto": thin where this host can make and use thin pools, thick otherwise.',
     ['default', 'thin', 'auto'] as const,
-    { default: 'auto' },
+    { default: 'auto', choiceHelp: { default: 'Thick-provisioned LVM.', thin: 'Thin-provisioned LVM.', auto: 'Defaults to thin when supported.' } },
   ),
   lvm_conf_file: stringOption('An lvm.conf for every lvm command (its directory becomes LVM_SYSTEM_DIR); ignored when the file does not exist.', {
     default: '/etc/cinder/lvm.conf',
   }),
-  lvm_mirrors: intOption('If above 0, create mirrored LVs with this many mirrors (needs lvm_mirrors + 2 PVs).', { default: 0, min: 0 }),
+  lvm_mirrors: intOption('If above 0, create mirrored LVs with this many mirrors (needs lvm_mirrors + 2 PVs).', { default: 0, min: 0, oslo: { kind: 'Integer' } }),
   lvm_suppress_fd_warnings: boolOption('Set LVM_SUPPRESS_FD_WARNINGS for lvm commands.', { default: false }),
   ...capacityOptions,
   target_protocol: enumOption('Export protocol; iSCSI through target_helper is the one this server exports with.', ['iscsi', 'iser', 'nvmet_rdma', 'nvmet_tcp'] as const, {
     default: 'iscsi',
   }),
-  target_helper: enumOption("How volumes are exported to hosts: tgtadm (Linux SCSI target, tgtd) on the volume group's host.", TARGET_HELPERS, { default: 'tgtadm' }),
+  target_helper: enumOption(
+    "How volumes are exported to hosts on the volume group's host: tgtadm (Linux SCSI target, tgtd) or lioadm (the kernel's LIO target, through configfs).",
+    TARGET_HELPERS,
+    { default: 'tgtadm' },
+  ),
+  volume_clear: enumOption(
+    'How a deleted volume\'s blocks are wiped before its space is reused: "zero" writes zeros over it, "none" leaves them (thin LVs need none).',
+    ['none', 'zero'] as const,
+    {
+      default: 'zero',
+    },
+  ),
+  volume_clear_size: intOption('MiB wiped at the start of a deleted volume; 0 wipes all of it.', { default: 0, min: 0, max: 1024, oslo: { kind: 'Integer', max: 1024 } }),
+  volume_dd_blocksize: stringOption('Block size of the writes that wipe and copy volumes (dd syntax: 512, 64K, 1M, 4M).', {
+    default: '1M',
+    pattern: /^\d+[kKMG]?$/,
+    patternHelp: 'a dd block size such as 512, 64K, 1M or 4M',
+    oslo: { kind: 'String' },
+  }),
   ...targetOptions,
-  ...sanOptions,
-  san_ip: sanIpOption('Host holding the volume group; when set, lvm commands run there over SSH.'),
-  san_login: stringOption('SSH user on san_ip; any user but root runs lvm through the global root_helper.', { default: 'admin' }),
+  ...chapOptionSet("accepted as Cinder's targets take them: every export here has its own generated CHAP credentials, as Cinder's tgt and LIO exports do"),
+  volumes_dir: stringOption("Folder for the per-target tgt configuration files (Cinder's name; target_config_dir, when set, wins).", { listedDefault: '$state_path/volumes' }),
+  ...otherTargetOptions,
+  ...sanOptionSet(REMOTE),
+  san_ip: sanIpOption('Host holding the volume group; when set, lvm commands run there over SSH.', { ours: REMOTE }),
+  san_login: stringOption('SSH user on san_ip; any user but root runs lvm through the global root_helper.', { default: 'admin', ours: REMOTE }),
   ssh_hosts_key_file: stringOption('known_hosts file for san_ip (default: ssh_known_hosts in the data directory).', {
     defaultText: '$XDG_DATA_HOME/cinderlib-mcp/ssh_known_hosts',
+    ours: REMOTE,
   }),
   strict_ssh_host_key_policy: boolOption('Refuse hosts not already in ssh_hosts_key_file (otherwise a new host is trusted and recorded).', {
     default: false,
+    ours: REMOTE,
   }),
 };
 
@@ -94,7 +120,12 @@ class LvmDriver implements VolumeDriver {
       options.target_protocol === 'iscsi'
         ? targetFor(
             options.target_helper,
-            tgtSettings(options, context, options.san_ip ? splitHost(options.san_ip, options.san_ssh_port).host : thisHostAddress()),
+            tgtSettings(
+              // Cinder's volumes_dir is target_config_dir's folder; $state_path is this project's data directory.
+              { ...options, target_config_dir: options.target_config_dir ?? options.volumes_dir?.replace(/^\$state_path(?=\/|$)/, context.dataDir) },
+              context,
+              options.san_ip ? splitHost(options.san_ip, options.san_ssh_port).host : thisHostAddress(),
+            ),
             {
               runner: group.runner,
               privileged: async () => [...group.commands.rootHelper],
@@ -214,5 +245,6 @@ export default defineDriver({
   summary: "Cinder's LVM driver: logical volumes in a volume group, on this host or on san_ip over SSH.",
   options,
   version: DRIVER_VERSION,
+  ciWikiName: 'Cinder_Jenkins',
   create: (opts, context) => new LvmDriver(opts, context),
 });

@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { boolOption, capacityOptions, enumOption, listItems, listOption, sanIpOption, stringOption, tlsOptions } from '../kit/options.js';
+import { boolOption, capacityOptions, dictOption, enumOption, intOption, listOption, sanIpOption, stringOption, tlsOptions } from '../kit/options.js';
 import {
   defineDriver,
   type BackendStats,
@@ -25,10 +25,8 @@ import { PureVolumes } from './volumes.js';
  * array hosts (exports.ts). Exports are nothing on the array (create_export does nothing); sizes
  * are bytes. Replication, volume groups, QoS and volume tags are not built.
  */
-/** Cinder's PureISCSIDriver.VERSION, reported in the stats as Cinder reports it. */
+/** Cinder's PureISCSIDriver.VERSION (the REST 2.x driver), in the stats and the listing as Cinder gives it. */
 const DRIVER_VERSION = '22.0.iscsi';
-/** list_supported_drivers gives versions as numbers: Cinder's without its protocol suffix. */
-const LISTED_VERSION = '22.0';
 const DEFAULT_CIDR = '0.0.0.0/0';
 const CIDR_FORMS = 'an IPv4 or IPv6 network written address/prefix, such as 10.0.0.0/24 or fd00::/64';
 
@@ -41,9 +39,28 @@ function isCidr(value: string): boolean {
   return /^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 6 ? 128 : 32);
 }
 
+/** Cinder's replication and NVMe options of the Pure driver: cinderlib neither replicates nor connects NVMe here; accepted and not used. */
+function replicationOptions() {
+  const unused = (what: string) => `${what}: accepted and not used (cinderlib does not replicate; connections here are iSCSI).`;
+  return {
+    pure_replica_interval_default: intOption(unused('Replication interval in seconds'), { default: 3600, oslo: { kind: 'Integer' } }),
+    pure_replica_retention_short_term_default: intOption(unused('Seconds all replicated snapshots are kept'), { default: 14400, oslo: { kind: 'Integer' } }),
+    pure_replica_retention_long_term_per_day_default: intOption(unused('Snapshots kept per day'), { default: 3, oslo: { kind: 'Integer' } }),
+    pure_replica_retention_long_term_default: intOption(unused('Days snapshots are kept beyond the short term'), { default: 7, oslo: { kind: 'Integer' } }),
+    pure_replication_pg_name: stringOption(unused('Protection group of replicated volumes'), { default: 'cinder-group' }),
+    pure_replication_pod_name: stringOption(unused('Pod of synchronously replicated volumes'), { default: 'cinder-pod' }),
+    pure_nvme_cidr: stringOption(unused('Network of the NVMe portals'), { default: '0.0.0.0/0' }),
+    pure_nvme_cidr_list: listOption(unused('Networks of the NVMe portals')),
+    pure_nvme_transport: enumOption(unused('NVMe transport'), ['roce'] as const, { default: 'roce' }),
+    replication_device: dictOption(unused('Replication target array')),
+  };
+}
+
 const options = {
-  san_ip: sanIpOption('Address of the FlashArray management interface, optionally host:port (Cinder: no default).', { required: true }),
-  pure_api_token: stringOption('REST API authorization token of the array user; a secret (Cinder: no default).', { required: true }),
+  san_ip: sanIpOption('Address of the FlashArray management interface, optionally host:port (required).', { default: '' }),
+  pure_api_token: stringOption('REST API authorization token of the array user (required).', {
+    ours: "a secret here by its name (contract section 6), though Cinder's option is not marked secret",
+  }),
   use_chap_auth: boolOption('Give each host this driver creates CHAP credentials and send them with connections (Cinder default: false).', { default: false }),
   pure_eradicate_on_delete: boolOption(
     'Eradicate volumes and snapshots when they are deleted; data is then NOT recoverable. Off, they stay destroyed (pending eradication) and recoverable on the array (Cinder default: false).',
@@ -53,15 +70,11 @@ const options = {
     "Report the array's total data reduction as max_over_subscription_ratio (while it is below 100) instead of max_over_subscription_ratio (Cinder default: true).",
     { default: true },
   ),
-  pure_host_personality: enumOption('How Purity tunes the protocol for hosts this driver creates (Cinder default: none).', [
-    'aix',
-    'esxi',
-    'hitachi-vsp',
-    'hpux',
-    'oracle-vm-server',
-    'solaris',
-    'vms',
-  ] as const),
+  pure_host_personality: enumOption(
+    'How Purity tunes the protocol for hosts this driver creates (Cinder default: none).',
+    ['aix', 'esxi', 'hitachi-vsp', 'hpux', 'oracle-vm-server', 'solaris', 'vms'] as const,
+    { ours: "Cinder's choices end with None (unset): leave the option out for that" },
+  ),
   pure_iscsi_cidr: stringOption('Network of the iSCSI portals hosts may connect to; ignored when pure_iscsi_cidr_list is set (Cinder default: 0.0.0.0/0).', {
     default: DEFAULT_CIDR,
     check: isCidr,
@@ -71,6 +84,7 @@ const options = {
     check: isCidr,
     itemHelp: 'networks (address/prefix)',
   }),
+  ...replicationOptions(),
   ...tlsOptions,
   ...capacityOptions,
 };
@@ -112,12 +126,13 @@ class PureDriver implements VolumeDriver {
     private readonly options: PureOptions,
     private readonly context: DriverContext,
   ) {
+    if (!options.pure_api_token) throw new Error('pure_api_token is not set: give the API token of the array user the driver acts as (Purity: Settings > Users > API Tokens)');
     this.array = new PureClient({ sanIp: options.san_ip, apiToken: options.pure_api_token, verifyTls: options.driver_ssl_cert_verify, caPath: options.driver_ssl_cert_path }, context);
     this.volumes = new PureVolumes(this.array, options.pure_eradicate_on_delete);
     const copies = new PureSnapshots(this.array, this.volumes, options.pure_eradicate_on_delete);
     this.snapshots = copies.snapshots;
     this.clones = copies.clones;
-    const cidrList = listItems(options.pure_iscsi_cidr_list);
+    const cidrList = options.pure_iscsi_cidr_list ?? [];
     if (cidrList.length > 0 && options.pure_iscsi_cidr !== DEFAULT_CIDR) context.log.warn('pure_iscsi_cidr was ignored as pure_iscsi_cidr_list is set');
     const connections = new PureConnections(this.array, this.volumes, {
       useChap: options.use_chap_auth,
@@ -237,7 +252,8 @@ class PureDriver implements VolumeDriver {
 export default defineDriver({
   summary: "Pure Storage FlashArray over its REST 2.x API, as Cinder's PureISCSIDriver uses it through py-pure-client (no py-pure-client needed).",
   options,
-  version: LISTED_VERSION,
+  version: DRIVER_VERSION,
+  ciWikiName: 'Pure_Storage_CI',
   classDescriptions: {
     PureISCSIDriver:
       'Pure Storage FlashArray over its REST 2.x API (no py-pure-client needed): volumes, snapshots, array copies (clones, volumes from snapshots) and iSCSI connections through array hosts, CHAP with use_chap_auth.',

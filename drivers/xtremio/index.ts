@@ -1,4 +1,4 @@
-import { boolOption, capacityOptions, intOption, sanIpOption, sanOptions, textOption, tlsOptions } from '../kit/options.js';
+import { boolOption, capacityOptions, chapOptionSet, intOption, listOption, sanIpOption, sanOptions, textOption, tlsOptions } from '../kit/options.js';
 import {
   defineDriver,
   type BackendStats,
@@ -27,17 +27,18 @@ import { XtremioVolumes } from './volumes.js';
 const DRIVER_VERSION = '1.0.13';
 
 const options = {
-  san_ip: sanIpOption('Address of the XMS, optionally host:port.', { required: true }),
+  san_ip: sanIpOption('Address of the XMS, optionally host:port (required).', { default: '' }),
   san_login: sanOptions.san_login,
   san_password: textOption('Password of san_login on the XMS.', { default: '' }),
   xtremio_cluster_name: textOption('XMS cluster name in a multi-cluster XMS; empty uses the first cluster.', { default: '' }),
-  xtremio_array_busy_retry_count: intOption('Attempts when the array answers "system_is_busy".', { default: 5, min: 1 }),
-  xtremio_array_busy_retry_interval: intOption('Seconds between attempts when the array is busy.', { default: 5, min: 0 }),
-  xtremio_volumes_per_glance_cache: intOption('Kept for config compatibility (image cache is not used here).', { default: 100, min: 0 }),
+  xtremio_array_busy_retry_count: intOption('Attempts when the array answers "system_is_busy".', { default: 5, min: 1, oslo: { kind: 'Integer' } }),
+  xtremio_array_busy_retry_interval: intOption('Seconds between attempts when the array is busy.', { default: 5, min: 0, oslo: { kind: 'Integer' } }),
+  xtremio_volumes_per_glance_cache: intOption('Kept for config compatibility (image cache is not used here).', { default: 100, min: 0, oslo: { kind: 'Integer' } }),
   xtremio_clean_unused_ig: boolOption('Delete an initiator group once the last volume mapped to it is disconnected (Cinder leaves it by default).', {
     default: false,
   }),
-  xtremio_ports: textOption('Comma-separated XtremIO iSCSI IPs or FC WWNs that connections may use; empty allows all ports.', { default: '' }),
+  xtremio_ports: listOption('XtremIO iSCSI IPs or FC WWNs that connections may use; empty allows all ports.', { default: [] }),
+  ...chapOptionSet("accepted and not read, as Cinder's XtremIO driver: CHAP follows the cluster's own CHAP modes"),
   ...tlsOptions,
   ...capacityOptions,
 };
@@ -75,10 +76,7 @@ class XtremioDriver implements VolumeDriver {
     const copies = new XtremioSnapshots(this.xms, this.volumes);
     this.snapshots = copies.snapshots;
     this.clones = copies.clones;
-    const allowedPorts = options.xtremio_ports
-      .split(',')
-      .map((port) => port.trim().toLowerCase())
-      .filter((port) => port !== '');
+    const allowedPorts = options.xtremio_ports.map((port) => port.toLowerCase());
     const connections = new XtremioConnections(this.xms, this.protocol, allowedPorts, options.xtremio_clean_unused_ig);
     this.exports = {
       ...(this.protocol === 'FC' ? { unavailable: `backend "${context.backendName}": ${FC_UNSUPPORTED}` } : {}),
@@ -156,6 +154,7 @@ export default defineDriver({
   summary: "Dell EMC XtremIO over the XMS REST API, as Cinder's XtremIO iSCSI/FC drivers use it.",
   options,
   version: DRIVER_VERSION,
+  ciWikiName: 'DellEMC_XtremIO_CI',
   classDescriptions: {
     XtremIOISCSIDriver: 'Dell EMC XtremIO over the XMS REST API: volumes, snapshots, clones and iSCSI connections (initiator groups, CHAP as the cluster requires).',
     XtremIOFCDriver: `Dell EMC XtremIO over the XMS REST API: volumes, snapshots and clones. ${FC_UNSUPPORTED}.`,

@@ -91,7 +91,8 @@ function judgeKey(key: string): boolean {
   if (SECRET_NAMES.has(name)) return true;
   if (SECRET_FRAGMENTS.test(name)) return true;
   const segments = name.split('_').filter(Boolean);
-  if (name.includes('chap') && !isUserName(segments)) return true;
+  // use_chap_auth and kin switch CHAP on: a flag, not a credential.
+  if (name.includes('chap') && !isUserName(segments) && segments[0] !== 'use') return true;
   // `pass` as the last word (san_pass, db_pass), not inside words (passthrough, compass).
   if (segments.at(-1) === 'pass') return true;
   return isCredentialKey(segments);
@@ -105,6 +106,7 @@ const URL_USERINFO = /\b([a-z][a-z0-9+.-]*:\/\/[^\s/?#@:"'<>\\`]*:)([^\s/?#"'<>\
 
 /** Values shorter than this cannot be hunted in free text without mangling ordinary words. */
 const MIN_REDACTABLE_LENGTH = 3;
+const BOOLEAN_WORDS = new Set(['true', 'false', 'yes', 'no', 'on', 'off', 'none', 'null']);
 
 /** The spellings a value takes once URL parsing, JSON or base64 has been through it. */
 function travelForms(text: string): string[] {
@@ -132,7 +134,8 @@ export class SecretRegistry {
   register(value: unknown): void {
     if (typeof value !== 'string' && typeof value !== 'number') return;
     const text = String(value);
-    if (text.length < MIN_REDACTABLE_LENGTH) return;
+    // A boolean word is never a credential, and hunting it would mask every "true" in every text.
+    if (text.length < MIN_REDACTABLE_LENGTH || BOOLEAN_WORDS.has(text.toLowerCase())) return;
     for (const form of travelForms(text)) {
       const key = form.toLowerCase();
       if (form.length >= MIN_REDACTABLE_LENGTH && !this.values.has(key)) {

@@ -34,7 +34,7 @@ export type OptionType =
   | { type_name: 'integer value' | 'floating point value' | 'port value'; choices: null; min: number | null; max: number | null; num_type: 'int' | 'float'; type_class: string }
   | { type_name: 'boolean value'; type_class: string }
   | { type_name: 'list value'; item_type: 'String'; bounds: null; type_class: 'List of String' }
-  | { type_name: 'dict value'; value_type: 'String'; bounds: null; type_class: 'Dict of String' };
+  | { type_name: 'dict value'; value_type: 'String'; bounds: false; type_class: 'Dict of String' };
 
 /** An option as version 2 lists it: oslo.config's Opt attributes with their types. */
 export interface TypedDriverOption {
@@ -156,8 +156,8 @@ function describeOption(name: string, schema: z.ZodType): TypedDriverOption {
     type: info.oslo ? osloType(info.oslo) : optionType(schema, info),
     dest: name,
     short: null,
-    // A secret's default is never shown, whatever it is (contract section 6).
-    default: secret ? null : ((listedDefault ?? null) as TypedDriverOption['default']),
+    // A secret's default is never shown (contract section 6); an empty one, as Cinder's san_password '', holds nothing.
+    default: secret && listedDefault !== '' ? null : ((listedDefault ?? null) as TypedDriverOption['default']),
     // oslo.config's sample_default: how a default that depends on the machine reads in documentation.
     sample_default: secret ? null : (info.defaultText ?? null),
     positional: false,
@@ -207,9 +207,9 @@ function osloType(override: OsloTypeOverride): OptionType {
     case 'List':
       return { type_name: 'list value', item_type: 'String', bounds: null, type_class: 'List of String' };
     case 'Dict':
-      return { type_name: 'dict value', value_type: 'String', bounds: null, type_class: 'Dict of String' };
+      return { type_name: 'dict value', value_type: 'String', bounds: false, type_class: 'Dict of String' };
     case 'String':
-      return stringType(null, override.regex);
+      return stringType(null, override.regex ?? null);
   }
 }
 

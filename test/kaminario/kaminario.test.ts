@@ -49,7 +49,7 @@ describe('Kaminario specifics', () => {
       const before = (await server.call('get_stats', { backend: 'kaminario', refresh: true })).data.stats;
       expect(before).toMatchObject({
         vendor_name: 'Kaminario',
-        driver_version: '1.0',
+        driver_version: '1.4',
         storage_protocol: 'iSCSI',
         total_capacity_gb: 20000,
         free_capacity_gb: 18000,

@@ -38,8 +38,8 @@ describe('Pure configuration', () => {
   it('converts a cinder.conf Pure section: typed options, the token behind an environment variable, unknown options named', async () => {
     const result = await convertCinderConf(CINDER_CONF, '/etc/cinder/cinder.conf');
     expect(result.converted).toBe(1);
-    // Contract section 6: an option named with "chap" is a secret, so use_chap_auth travels by environment too.
-    expect(result.envNames).toEqual(['CINDERLIB_PUREDRIVER_1_PURE_API_TOKEN', 'CINDERLIB_PUREDRIVER_1_USE_CHAP_AUTH']);
+    // use_chap_auth is a flag, not a credential: only the token travels by environment.
+    expect(result.envNames).toEqual(['CINDERLIB_PUREDRIVER_1_PURE_API_TOKEN']);
     expect(result.yaml).not.toContain('PURE-TOKEN-FILE');
     expect(parseYaml(result.yaml).backends).toEqual([
       {
@@ -47,16 +47,17 @@ describe('Pure configuration', () => {
         volume_driver: 'cinder.volume.drivers.pure.PureISCSIDriver',
         san_ip: '10.20.30.40',
         pure_api_token: '${env:CINDERLIB_PUREDRIVER_1_PURE_API_TOKEN}',
-        use_chap_auth: '${env:CINDERLIB_PUREDRIVER_1_USE_CHAP_AUTH}',
+        use_chap_auth: true,
         pure_eradicate_on_delete: true,
         pure_automatic_max_oversubscription_ratio: false,
         max_over_subscription_ratio: 10,
         pure_host_personality: 'esxi',
-        pure_iscsi_cidr_list: '10.20.0.0/16, fd00:20::/64',
+        pure_iscsi_cidr_list: ['10.20.0.0/16', 'fd00:20::/64'],
         driver_ssl_cert_verify: false,
+        // Cinder's replication options: kept as cinder_to_yaml keeps them, not used here.
+        pure_replication_pg_name: 'cinder-group',
       },
     ]);
-    expect(result.warnings).toContain('[puredriver-1]: option "pure_replication_pg_name" is not used by the pure driver; not converted');
   });
 
   it("has Cinder's defaults, and refuses what Cinder's option types refuse, naming what is expected", () => {
@@ -71,17 +72,19 @@ describe('Pure configuration', () => {
       reserved_percentage: 0,
     });
     expect(options.pure_host_personality).toBeUndefined();
-    expect(validate({ pure_iscsi_cidr_list: ['10.0.0.0/8', ' fd00::/8 '] }).options.pure_iscsi_cidr_list).toBe('10.0.0.0/8,fd00::/8');
+    expect(validate({ pure_iscsi_cidr_list: ['10.0.0.0/8', ' fd00::/8 '] }).options.pure_iscsi_cidr_list).toEqual(['10.0.0.0/8', 'fd00::/8']);
     expect(() => validate({ pure_iscsi_cidr: '10.0.0.0/33' })).toThrow(/pure_iscsi_cidr.*an IPv4 or IPv6 network written address\/prefix/);
     expect(() => validate({ pure_iscsi_cidr_list: '10.0.0.0/8,not-a-net' })).toThrow(/pure_iscsi_cidr_list.*a list of networks/);
     expect(() => validate({ pure_host_personality: 'linux' })).toThrow(/pure_host_personality.*one of "aix", "esxi"/);
-    expect(() => validateDriverOptions('p', pure, { volume_backend_name: 'p', volume_driver: 'pure', san_ip: '10.0.0.1' }, new SecretRegistry())).toThrow(/pure_api_token/);
+    // As Cinder's option, the token is not required by the config; the driver says it is missing when it starts.
+    const withoutToken = validateDriverOptions('p', pure, { volume_backend_name: 'p', volume_driver: 'pure', san_ip: '10.0.0.1' }, new SecretRegistry()).options;
+    expect(() => pure.create(withoutToken, {} as never, 'pure')).toThrow(/pure_api_token is not set/);
   });
 
   it("is listed by list_supported_drivers with Cinder's options, the token a secret", async () => {
     const listing = await listSupportedDrivers(2);
     const entry = listing.PureISCSIDriver;
-    expect(entry).toMatchObject({ class_fqn: 'cinder.volume.drivers.pure.PureISCSIDriver', class_name: 'PureISCSIDriver', version: '22.0' });
+    expect(entry).toMatchObject({ class_fqn: 'cinder.volume.drivers.pure.PureISCSIDriver', class_name: 'PureISCSIDriver', version: '22.0.iscsi', ci_wiki_name: 'Pure_Storage_CI' });
     const byName = Object.fromEntries(entry.driver_options.map((option) => [option.name, option]));
     for (const name of [
       'san_ip',
@@ -98,7 +101,7 @@ describe('Pure configuration', () => {
       'reserved_percentage',
     ])
       expect(byName[name], name).toBeDefined();
-    expect(byName.pure_api_token).toMatchObject({ secret: true, required: true });
+    expect(byName.pure_api_token).toMatchObject({ secret: true, required: false });
     expect(byName.pure_eradicate_on_delete).toMatchObject({ default: false, help: expect.stringMatching(/Cinder default: false/) });
     expect(byName.pure_iscsi_cidr).toMatchObject({ default: '0.0.0.0/0' });
   });

@@ -187,6 +187,8 @@ describe('import-cinder-conf (cinderlib cinder_to_yaml)', () => {
         target_protocol: 'iscsi',
         target_helper: 'lioadm',
         target_ip_address: '10.0.0.41',
+        volume_clear: 'zero',
+        use_chap_auth: true,
         lvm_mirrors: 0,
         max_over_subscription_ratio: 1.5,
       },
@@ -217,6 +219,8 @@ describe('import-cinder-conf (cinderlib cinder_to_yaml)', () => {
         volume_driver: 'cinder.volume.drivers.lvm.LVMVolumeDriver',
         reserved_percentage: 5,
         volume_group: 'stack-volumes-lvmdriver-1',
+        // Cinder's default target_ip_address is [DEFAULT] my_ip.
+        target_ip_address: '10.0.0.41',
       },
     ]);
     const config = await loadConverted(result.yaml, result.envNames);
@@ -230,12 +234,12 @@ describe('import-cinder-conf (cinderlib cinder_to_yaml)', () => {
   it('reports unknown drivers, unknown options, missing sections and the database, one warning each', async () => {
     const { warnings } = await convertCinderConf(CINDER_CONF, 'cinder.conf');
     expect(warnings).toContainEqual(expect.stringMatching(/^\[ceph\]: volume_driver "cinder\.volume\.drivers\.rbd\.RBDDriver" is not a driver cinderlib-mcp has .*; backend skipped$/));
-    expect(warnings).toContain('[lvm]: option "volume_clear" is not used by the lvm driver; not converted');
-    expect(warnings).toContain('[lvm]: option "use_chap_auth" is not used by the lvm driver; not converted');
+    // Options Cinder's LVM driver reads are kept (volume_clear, use_chap_auth), as cinder_to_yaml keeps them.
+    expect(warnings.filter((warning) => /volume_clear|use_chap_auth/.test(warning))).toEqual([]);
+    expect(warnings).toContainEqual(expect.stringMatching(/^\[lvm\]: target_helper lioadm exports through the kernel's LIO target .* use tgtadm there$/));
     expect(warnings).toContain('[xtremio]: option "image_volume_cache_enabled" is not used by the xtremio driver; not converted');
     expect(warnings).toContain('[missing]: listed in [DEFAULT] enabled_backends but the file has no such section; skipped');
     expect(warnings).toContainEqual(expect.stringMatching(/^\[database\] connection not converted/));
-    expect(warnings.filter((warning) => warning.includes('volume_clear'))).toHaveLength(1);
     // A shared option is reported once per driver, not once per backend (two LVM backends here).
     expect(warnings.filter((warning) => warning.includes('image_upload_use_cinder_backend'))).toEqual([
       '[backend_defaults]: option "image_upload_use_cinder_backend" is not used by the lvm driver; not converted for its backends',

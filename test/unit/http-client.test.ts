@@ -123,8 +123,10 @@ describe('httpsOrigin', () => {
   });
 
   it('refuses what the config refuses, naming san_ip and the accepted forms instead of a bare "Invalid URL"', () => {
-    for (const value of ['https://127.0.0.2', '127.0.0.2:abc', '']) {
+    for (const value of ['https://127.0.0.2', '127.0.0.2:abc']) {
       expect(() => httpsOrigin(value), value).toThrow(/san_ip ".*" is not an array address; use a host name or IP address, optionally with a port/);
     }
+    // Cinder's default san_ip is '' (not set): named as missing, with the forms it takes.
+    expect(() => httpsOrigin('')).toThrow(/san_ip is not set: give the array's address \(a host name or IP address, optionally with a port/);
   });
 });

@@ -48,10 +48,10 @@ const CINDER_SECRET_OPTIONS = [
   'zadara_access_key',
 ];
 
-/** Contract section 6's name fragments; section 9: chap_username is not a secret. */
+/** Contract section 6's name fragments; section 9: chap_username is not a secret, nor is use_chap_auth (a flag that switches CHAP on). */
 function contractSecret(name: string): boolean {
   if (/password|secret|token|private_key|passphrase|credential/.test(name)) return true;
-  return name.includes('chap') && !/(username|user|login)$/.test(name);
+  return name.includes('chap') && !/(username|user|login)$/.test(name) && !name.startsWith('use_');
 }
 
 function shown(name: string, value: unknown = `value-of-${name}`): unknown {

@@ -361,6 +361,7 @@ function flatHeaders(headers: Record<string, string | string[] | undefined>): Re
  * same parser that validated the option, so a value the config accepted always makes a URL.
  */
 export function httpsOrigin(sanIp: string, defaultPort = 443): string {
+  if (sanIp.trim() === '') throw new Error(`san_ip is not set: give the array's address (${SAN_IP_FORMS})`);
   const address = parseSanIp(sanIp.trim());
   if (!address) throw new Error(`san_ip "${sanIp}" is not an array address; use ${SAN_IP_FORMS}`);
   const host = isIPv6(address.host) ? `[${address.host}]` : address.host;

@@ -22,6 +22,7 @@
 import { stringify } from 'yaml';
 import { z } from 'zod';
 import { DEFAULT_VOLUME_DRIVER, DRIVER_CATALOG, findDriver } from '../../../drivers/catalog.js';
+import { listItems, optionInfo } from '../../../drivers/kit/options.js';
 import type { DriverDefinition } from '../../../drivers/kit/types.js';
 import { ConfigError } from '../../config/errors.js';
 import { CORE_OPTIONS, readCoreOptions, validateDriverOptions } from '../../config/driver-options.js';
@@ -154,6 +155,8 @@ const FALSE_WORDS = new Set(['false', 'no', 'off', '0']);
  * A value the schema refuses either way stays text: the loader then names the problem.
  */
 function typedValue(schema: z.core.$ZodType, text: string): unknown {
+  // oslo.config's ListOpt: a YAML list, as cinder_to_yaml writes it.
+  if (optionInfo.get(schema as z.ZodType)?.oslo?.kind === 'List') return listItems(text);
   const word = text.trim().toLowerCase();
   const candidates: unknown[] = [];
   if (TRUE_WORDS.has(word)) candidates.push(true);
@@ -304,8 +307,14 @@ export async function convertCinderConf(text: string, source: string): Promise<C
         continue;
       }
       let value: string;
+      // A value made from a secret option ($san_password) is that secret: it travels by environment too.
+      let fromSecret = false;
+      const tracking = (name: string): string | undefined => {
+        if (isSecretKey(name.slice(name.indexOf('.') + 1))) fromSecret = true;
+        return lookup(name);
+      };
       try {
-        value = substitute(raw, lookup);
+        value = substitute(raw, tracking);
       } catch (error) {
         if (!(error instanceof SubstitutionError)) throw error;
         warnings.push(`${from}: option ${show(option)} ${error.message}; not converted (this project's default applies)`);
@@ -313,12 +322,21 @@ export async function convertCinderConf(text: string, source: string): Promise<C
       }
       if (value === '' && !z.safeParse(schema, '').success) continue; // oslo's empty value: not set
       const typed = typedValue(schema, value);
-      if (secrets.redact(value) !== value) {
-        warnings.push(`${from}: option ${show(option)} holds a secret of the file; written as an environment reference`);
+      // A value is a secret because of its option (above), because it is made from a secret option, or because it is a URL with a password in it: never because it equals a secret's value.
+      if (fromSecret || new RegExp(URL_PASSWORD.source, 'i').test(value)) {
+        warnings.push(`${from}: option ${show(option)} holds ${fromSecret ? 'a secret option of the file' : 'a URL with a password'}; written as an environment reference`);
         useEnv(option, typed);
         continue;
       }
       backend[option] = plain[option] = typed;
+    }
+    // Cinder's target_ip_address defaults to [DEFAULT] my_ip: the exports keep advertising that address.
+    const myIp = lastValue(defaults, 'my_ip')?.trim();
+    if (myIp && schemaOf('target_ip_address') && !('target_ip_address' in backend)) backend.target_ip_address = plain.target_ip_address = myIp;
+    if (backend.target_helper === 'lioadm') {
+      warnings.push(
+        `${label}: target_helper lioadm exports through the kernel's LIO target (configfs at /sys/kernel/config/target) on the volume group's host; where it has none, exports answer UNSUPPORTED: use tgtadm there`,
+      );
     }
 
     // What the server will say of it, said now (values from the file are masked as the server masks them).
