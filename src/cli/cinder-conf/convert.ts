@@ -156,7 +156,7 @@ const FALSE_WORDS = new Set(['false', 'no', 'off', '0']);
  */
 function typedValue(schema: z.core.$ZodType, text: string): unknown {
   // oslo.config's ListOpt: a YAML list, as cinder_to_yaml writes it.
-  if (optionInfo.get(schema as z.ZodType)?.oslo?.kind === 'List') return listItems(text);
+  if (optionInfo.get(schema)?.oslo?.kind === 'List') return listItems(text);
   const word = text.trim().toLowerCase();
   const candidates: unknown[] = [];
   if (TRUE_WORDS.has(word)) candidates.push(true);
