@@ -1,6 +1,7 @@
 /** Units and small numeric rules shared by drivers. */
 export const KIB_PER_GIB = 1024 * 1024;
 export const BYTES_PER_GIB = 1024 ** 3;
+export const BYTES_PER_MIB = 1024 ** 2;
 
 /** Capacities are reported in GiB with two decimals, as Cinder drivers round them. */
 export function roundGb(value: number): number {

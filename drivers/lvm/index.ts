@@ -58,12 +58,15 @@ const options = {
     },
   ),
   volume_clear_size: intOption('MiB wiped at the start of a deleted volume; 0 wipes all of it.', { default: 0, min: 0, max: 1024, oslo: { kind: 'Integer', max: 1024 } }),
-  volume_dd_blocksize: stringOption('Block size of the writes that wipe and copy volumes (dd syntax: 512, 64K, 1M, 4M).', {
-    default: '1M',
-    pattern: /^\d+[kKMG]?$/,
-    patternHelp: 'a dd block size such as 512, 64K, 1M or 4M',
-    oslo: { kind: 'String' },
-  }),
+  volume_dd_blocksize: stringOption(
+    "Cinder's dd block size (dd syntax: 512, 64K, 1M, 4M); copies here write 1 MiB blocks and wipes use the kernel's zero-out, so it is accepted and not used.",
+    {
+      default: '1M',
+      pattern: /^\d+[kKMG]?$/,
+      patternHelp: 'a dd block size such as 512, 64K, 1M or 4M',
+      oslo: { kind: 'String' },
+    },
+  ),
   ...targetOptions,
   ...chapOptionSet("accepted as Cinder's targets take them: every export here has its own generated CHAP credentials, as Cinder's tgt and LIO exports do"),
   volumes_dir: stringOption("Folder for the per-target tgt configuration files (Cinder's name; target_config_dir, when set, wins).", { listedDefault: '$state_path/volumes' }),
@@ -97,7 +100,7 @@ class LvmDriver implements VolumeDriver {
   /** Cinder's create_snapshot, delete_snapshot and create_volume_from_snapshot. */
   readonly snapshots: SnapshotOperations = {
     createSnapshot: (snapshot, volume) => this.copies.createSnapshot(snapshotLvName(snapshot.id), volume),
-    deleteSnapshot: (snapshot) => this.group.removeLvIfPresent(snapshotLvName(snapshot.id)),
+    deleteSnapshot: (snapshot) => this.group.deleteLvIfPresent(snapshotLvName(snapshot.id)),
     createVolumeFromSnapshot: (volume, snapshot, progress) => this.copies.createVolumeFromSnapshot(volume, snapshot, progress),
   };
 
@@ -228,6 +231,10 @@ class LvmDriver implements VolumeDriver {
         `backend "${this.context.backendName}": volume ${volume.id} has snapshots in volume group ${this.options.volume_group}: ${snapshots.join(', ')}; delete them first`,
       );
     }
+    await this.group.clearLv(
+      lvs.find((lv) => lv.name === name)!,
+      `delete ${name}`,
+    );
     await this.group.removeLv(name);
   }
 

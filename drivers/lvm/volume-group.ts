@@ -4,8 +4,14 @@ import { LocalRunner } from '../kit/exec/local.js';
 import { CommandTransportError, privilegedPrefix, type CommandResult, type CommandRunner } from '../kit/exec/runner.js';
 import { SshRunner } from '../kit/exec/ssh.js';
 import type { DriverContext, VolumeRef } from '../kit/types.js';
+import { BYTES_PER_MIB } from '../kit/units.js';
 import {
+  clearRanges,
   createThickCommand,
+  dataStartsCommand,
+  segmentsCommand,
+  zeroCommand,
+  type DeviceRange,
   createThinCommand,
   createThinPoolCommand,
   dmTargetsCommand,
@@ -138,6 +144,36 @@ export class VolumeGroup {
   /** Already gone counts as removed (Cinder's delete_snapshot and delete_volume). */
   async removeLvIfPresent(name: string): Promise<void> {
     if (await this.findLv(name)) await this.removeLv(name);
+  }
+
+  /** Deletes a user's LV when it is there (a snapshot), its blocks wiped first as volume_clear says. */
+  async deleteLvIfPresent(name: string): Promise<void> {
+    const lv = await this.findLv(name);
+    if (!lv) return;
+    await this.clearLv(lv, `delete ${name}`);
+    await this.removeLv(name);
+  }
+
+  /**
+   * Cinder's volume_clear on delete: zeros over the LV's blocks (its first volume_clear_size MiB, or
+   * all of them) before lvremove hands its extents to the next volume, so that volume cannot read
+   * this one's data. Written on the physical volumes the LV's segments lie on, so it needs no
+   * device-mapper; thin LVs are skipped, as Cinder skips them (the pool hands out zeroed blocks).
+   */
+  async clearLv(lv: LogicalVolumeInfo, operation: string): Promise<void> {
+    if (this.options.volume_clear === 'none' || lv.attr.startsWith('V')) return;
+    const limit = this.options.volume_clear_size > 0 ? this.options.volume_clear_size * BYTES_PER_MIB : undefined;
+    const segments = await this.run(segmentsCommand(this.commands), `${operation}: find its blocks`);
+    const starts = await this.run(dataStartsCommand(this.commands), `${operation}: find the physical volumes' data areas`);
+    let ranges: DeviceRange[];
+    try {
+      ranges = clearRanges(segments.stdout, starts.stdout, this.options.volume_group, lv.name, limit);
+    } catch (error) {
+      throw new StorageError('BACKEND_UNAVAILABLE', `backend "${this.context.backendName}": ${operation}: ${(error as Error).message}; nothing was wiped or removed`);
+    }
+    for (const range of ranges) {
+      await this.run(zeroCommand(this.commands, range), `${operation}: wipe ${range.length} bytes of ${range.device} (volume_clear=zero)`);
+    }
   }
 
   async removeLv(name: string): Promise<void> {

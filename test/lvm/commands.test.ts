@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
+  clearRanges,
+  zeroCommand,
   activateCommand,
   cloneSnapshotLvName,
   copyCommands,
@@ -202,5 +204,47 @@ describe('the one shell quoting function', () => {
     expect(shellQuote("it's $(rm -rf /) `x` ; | &")).toBe(`'it'\\''s $(rm -rf /) \`x\` ; | &'`);
     expect(shellCommand(['lvremove', '--config', 'activation { a = 1}'])).toBe("lvremove --config 'activation { a = 1}'");
     expect(() => shellQuote('a\0b')).toThrow(/NUL/);
+  });
+});
+
+describe("volume_clear's ranges (Cinder's clear_volume, on the physical volumes)", () => {
+  const pvs = '  /dev/loop3:1048576:vg1\n  /dev/loop9:1048576:other\n';
+  const extent = 4194304;
+
+  it("maps an LV's segments, and a mirror's images, to byte ranges of its physical volumes, up to volume_clear_size", () => {
+    const lvs = [
+      `  volume-a:0:8388608:${extent}:/dev/loop3:0-1`,
+      `  volume-a:8388608:8388608:${extent}:/dev/loop3:5-6`,
+      `  volume-b:0:4194304:${extent}:/dev/loop3:2-2`,
+      `  volume-m:0:4194304:${extent}:volume-m_mimage_0:0-0 volume-m_mimage_1:0-0`,
+      `  [volume-m_mimage_0]:0:4194304:${extent}:/dev/loop3:7-7`,
+      `  [volume-m_mimage_1]:0:4194304:${extent}:/dev/loop3:8-8`,
+    ].join('\n');
+    expect(clearRanges(lvs, pvs, 'vg1', 'volume-a')).toEqual([
+      { device: '/dev/loop3', offset: 1048576, length: 2 * extent },
+      { device: '/dev/loop3', offset: 1048576 + 5 * extent, length: 2 * extent },
+    ]);
+    // The first 6 MiB only: the first segment whole, nothing of the second.
+    expect(clearRanges(lvs, pvs, 'vg1', 'volume-a', 6 * 1024 * 1024)).toEqual([{ device: '/dev/loop3', offset: 1048576, length: 6 * 1024 * 1024 }]);
+    expect(clearRanges(lvs, pvs, 'vg1', 'volume-m')).toEqual([
+      { device: '/dev/loop3', offset: 1048576 + 7 * extent, length: extent },
+      { device: '/dev/loop3', offset: 1048576 + 8 * extent, length: extent },
+    ]);
+  });
+
+  it('refuses a range on anything but a physical volume of the group, writing nowhere', () => {
+    expect(() => clearRanges(`  volume-a:0:4194304:${extent}:/dev/loop9:0-0`, pvs, 'vg1', 'volume-a')).toThrow(/not list as a physical volume of vg1/);
+    expect(() => clearRanges(`  volume-a:0:4194304:${extent}:/etc/passwd:0-0`, pvs, 'vg1', 'volume-a')).toThrow(/not list as a physical volume/);
+    expect(zeroCommand({ rootHelper: ['sudo', '-n'], volumeGroup: 'vg1' } as never, { device: '/dev/loop3', offset: 1048576, length: 4096 })).toEqual([
+      'sudo',
+      '-n',
+      'blkdiscard',
+      '--zeroout',
+      '--offset',
+      '1048576',
+      '--length',
+      '4096',
+      '/dev/loop3',
+    ]);
   });
 });

@@ -1,7 +1,7 @@
 import { refusingHost } from '../helpers/refusing-host.js';
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import lvmDriver from '../../drivers/lvm/index.js';
@@ -233,6 +233,94 @@ if (missing && !inCi) {
       } finally {
         await server.close();
       }
+    });
+  });
+
+  /**
+   * Cinder's volume_clear: a deleted thick volume's blocks are zeroed before lvremove hands its
+   * extents to the next volume. Written on the physical volume (no device-mapper needed), so the
+   * test reads the loop device itself: where the LV lay, what the next volume is given.
+   */
+  describe('LVM volume_clear', () => {
+    let group: VolumeGroupFixture;
+    const MIB = 1024 * 1024;
+    beforeAll(() => {
+      group = makeVolumeGroup('cinder-clear', 4);
+    });
+    afterAll(() => group?.cleanup());
+
+    /** Byte ranges of the loop device that hold LV `name`, from LVM's own answer. */
+    function extentsOf(name: string): { offset: number; length: number }[] {
+      const peStart = Number(group.lvm('pvs', '--noheadings', '--units', 'b', '--nosuffix', '-o', 'pe_start', group.loop).trim());
+      const extent = Number(group.lvm('vgs', '--noheadings', '--units', 'b', '--nosuffix', '-o', 'vg_extent_size', group.vg).trim());
+      const ranges = group.lvm('lvs', '--noheadings', '--segments', '-o', 'seg_pe_ranges', `${group.vg}/${name}`).trim().split(/\s+/);
+      return ranges.map((range) => {
+        const [first, last] = range.split(':')[1].split('-').map(Number);
+        return { offset: peStart + first * extent, length: (last - first + 1) * extent };
+      });
+    }
+    const fill = (offset: number, length: number) => {
+      const fd = openSync(group.loop, 'r+');
+      try {
+        writeSync(fd, Buffer.alloc(length, 0xa5), 0, length, offset);
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+    };
+    const nonZeroBytes = (offset: number, length: number) => {
+      const fd = openSync(group.loop, 'r');
+      try {
+        const buffer = Buffer.alloc(length);
+        readSync(fd, buffer, 0, length, offset);
+        return buffer.filter((byte) => byte !== 0).length;
+      } finally {
+        closeSync(fd);
+      }
+    };
+
+    async function deleteWith(extra: Record<string, unknown>): Promise<{ offset: number; length: number }> {
+      const server = await startMcpServer({
+        backends: [{ ...SEED_BACKEND, volume_backend_name: 'clear', volume_group: group.vg, lvm_type: 'default', lvm_conf_file: group.lvmConfFile, ...extra }],
+      });
+      try {
+        const volume = (await server.call('create_volume', { backend: 'clear', size: 1 })).data;
+        const [extents] = extentsOf(`volume-${volume.id}`);
+        // What the volume's user wrote: its first and last MiB.
+        fill(extents.offset, 4 * MIB);
+        fill(extents.offset + extents.length - 4 * MIB, 4 * MIB);
+        const deleted = await server.call('delete_volume', { volume_id: volume.id });
+        expect(deleted.isError, deleted.text).toBe(false);
+        expect(group.lvNames()).toEqual([]);
+        return extents;
+      } finally {
+        await server.close();
+      }
+    }
+
+    it('zeroes a deleted volume by default, so the next volume given its extents reads none of its data', async () => {
+      const extents = await deleteWith({});
+      expect(nonZeroBytes(extents.offset, 4 * MIB)).toBe(0);
+      expect(nonZeroBytes(extents.offset + extents.length - 4 * MIB, 4 * MIB)).toBe(0);
+      const server = await startMcpServer({
+        backends: [{ ...SEED_BACKEND, volume_backend_name: 'clear', volume_group: group.vg, lvm_type: 'default', lvm_conf_file: group.lvmConfFile }],
+      });
+      try {
+        const next = (await server.call('create_volume', { backend: 'clear', size: 1 })).data;
+        expect(extentsOf(`volume-${next.id}`)[0].offset).toBe(extents.offset);
+        await server.call('delete_volume', { volume_id: next.id });
+      } finally {
+        await server.close();
+      }
+    });
+
+    it('zeroes only the first volume_clear_size MiB when set, and nothing with volume_clear none', async () => {
+      const partly = await deleteWith({ volume_clear_size: 2 });
+      expect(nonZeroBytes(partly.offset, 2 * MIB)).toBe(0);
+      expect(nonZeroBytes(partly.offset + 2 * MIB, 2 * MIB)).toBe(2 * MIB);
+      expect(nonZeroBytes(partly.offset + partly.length - 4 * MIB, 4 * MIB)).toBe(4 * MIB);
+      const kept = await deleteWith({ volume_clear: 'none' });
+      expect(nonZeroBytes(kept.offset, 4 * MIB)).toBe(4 * MIB);
     });
   });
 
