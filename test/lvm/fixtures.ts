@@ -4,7 +4,19 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createThickCommand, dmTargetsCommand, extendCommand, lvsCommand, removeCommand, vgsCommand, volumeLvName, type LvmCommandContext } from '../../drivers/lvm/commands.js';
+import {
+  createThickCommand,
+  dataStartsCommand,
+  dmTargetsCommand,
+  extendCommand,
+  lvsCommand,
+  removeCommand,
+  segmentsCommand,
+  vgsCommand,
+  volumeLvName,
+  zeroCommand,
+  type LvmCommandContext,
+} from '../../drivers/lvm/commands.js';
 
 /**
  * Real LVM on a loop device (metadata only: `activation = 0`, passed through lvm_conf_file as an
@@ -438,6 +450,8 @@ export function makeSudoUser(name: string, group: VolumeGroupFixture): SudoUserF
 
 /** Stands for the volume id and the size in the driver's commands, replaced by sudoers patterns. */
 const ANY_VOLUME_ID = 'ANY-VOLUME-ID';
+/** Stands for a byte offset or length (volume_clear's), replaced by a digits pattern. */
+const ANY_NUMBER = 987654321987;
 const ANY_SIZE_GB = 424242;
 
 function sudoersFor(name: string, group: VolumeGroupFixture): string {
@@ -451,11 +465,15 @@ function sudoersFor(name: string, group: VolumeGroupFixture): string {
     extendCommand(context, lv, ANY_SIZE_GB),
     removeCommand(context, lv),
     dmTargetsCommand(context),
+    // volume_clear: where the LV's blocks lie, then zeros over them on the group's PV alone.
+    segmentsCommand(context),
+    dataStartsCommand(context),
+    zeroCommand(context, { device: group.loop, offset: ANY_NUMBER, length: ANY_NUMBER }),
   ];
   const uuid = [8, 4, 4, 4, 12].map((length) => '[0-9a-f]'.repeat(length)).join('-');
   const lines = commands.map((argv) => {
     const [command, ...args] = argv;
-    const pattern = args.map(sudoersArgument).join(' ').replaceAll(ANY_VOLUME_ID, uuid).replaceAll(`${ANY_SIZE_GB}g`, '[1-9]g');
+    const pattern = args.map(sudoersArgument).join(' ').replaceAll(ANY_VOLUME_ID, uuid).replaceAll(`${ANY_SIZE_GB}g`, '[1-9]g').replaceAll(String(ANY_NUMBER), '[0-9]*');
     return `${name} ALL=(root) NOPASSWD: ${commandPath(command)} ${pattern}`;
   });
   return [`# ${LOGIN_MARK}${process.pid}: the LVM driver's commands on ${group.vg}, nothing else`, ...lines, ''].join('\n');
