@@ -41,7 +41,8 @@ function optionTable(options: z.ZodRawShape): string[] {
         : info?.default === undefined
           ? ''
           : `\`${JSON.stringify(info.default)}\``;
-    lines.push(`| \`${name}\` | ${info?.expected ?? ''} | ${fallback} | ${(info?.help ?? '').replace(/\|/g, '\\|')} |`);
+    const meaning = info?.ours ? `${info.help} *(cinderlib-mcp: ${info.ours})*` : (info?.help ?? '');
+    lines.push(`| \`${name}\` | ${info?.expected ?? ''} | ${fallback} | ${meaning.replace(/\|/g, '\\|')} |`);
   }
   return lines;
 }
