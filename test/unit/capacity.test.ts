@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkCapacity } from '../../src/core/capacity.js';
+import { INITIAL_AUTO_RATIO, checkCapacity, overSubscriptionRatio } from '../../src/core/capacity.js';
 import type { PoolStats } from '../../drivers/kit/types.js';
 
 const pool = (overrides: Partial<PoolStats>): PoolStats => ({
@@ -48,5 +48,26 @@ describe("Cinder's capacity rules", () => {
 
   it('lets infinite or unknown capacity through, as Cinder does', () => {
     expect(checkCapacity(pool({ free_capacity_gb: 'unknown' }), 1_000_000).fits).toBe(true);
+  });
+});
+
+describe("max_over_subscription_ratio auto (Cinder's calculate_max_over_subscription_ratio)", () => {
+  it('is 1 + provisioned / (used + 1), and 20 while nothing is provisioned', () => {
+    expect(overSubscriptionRatio('auto', { total: 100, free: 60, provisioned: 82 })).toBe(3);
+    expect(overSubscriptionRatio('auto', { total: 100, free: 100, provisioned: 0 })).toBe(INITIAL_AUTO_RATIO);
+    expect(overSubscriptionRatio(1.5, { total: 100, free: 60, provisioned: 82 })).toBe(1.5);
+  });
+
+  it('decides the room of a thin pool, and says it was computed', () => {
+    // used 40, provisioned 82: ratio 3, so 300 - 82 = 218 GiB by the ratio; 60 free x 3 = 180 by the free space.
+    const verdict = checkCapacity(
+      pool({ thin_provisioning_support: true, total_capacity_gb: 100, free_capacity_gb: 60, provisioned_capacity_gb: 82, max_over_subscription_ratio: 'auto' }),
+      180,
+    );
+    expect(verdict).toMatchObject({ fits: true, roomGb: 180 });
+    expect(verdict.explanation).toMatch(/x 3 \(auto\)/);
+    expect(
+      checkCapacity(pool({ thin_provisioning_support: true, total_capacity_gb: 100, free_capacity_gb: 60, provisioned_capacity_gb: 82, max_over_subscription_ratio: 'auto' }), 181).fits,
+    ).toBe(false);
   });
 });
