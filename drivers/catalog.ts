@@ -32,6 +32,11 @@ export const DRIVER_CATALOG: readonly CatalogEntry[] = [
     cinderPaths: ['cinder.volume.drivers.kaminario.kaminario_iscsi.KaminarioISCSIDriver', 'cinder.volume.drivers.kaminario.kaminario_fc.KaminarioFCDriver'],
     load: async () => (await import('./kaminario/index.js')).default,
   },
+  {
+    alias: 'rbd',
+    cinderPaths: ['cinder.volume.drivers.rbd.RBDDriver'],
+    load: async () => (await import('./rbd/index.js')).default,
+  },
 ];
 
 /** Cinder's own default volume_driver is LVM; cinderlib inherits it. */

@@ -1,10 +1,10 @@
 import { StorageError } from '../../../src/base/errors.js';
 import type { ExportOperations } from '../types.js';
 import type { TargetHelper } from './options.js';
-import { TgtTarget, type TargetHost, type TgtSettings } from './tgt.js';
+import { TgtTarget, type BackingStore, type TargetHost, type TgtSettings } from './tgt.js';
 import type { VolumeRef, DriverContext } from '../types.js';
 
-export { TgtTarget, formatPortal, type TargetHost, type TgtSettings } from './tgt.js';
+export { TgtTarget, formatPortal, type BackingStore, type TargetHost, type TgtSettings } from './tgt.js';
 export { isValidProviderAuth, parseProviderAuth, formatProviderAuth } from '../iscsi/chap.js';
 export { TARGET_HELPERS, targetOptions, tgtSettings, thisHostAddress, type TargetHelper } from './options.js';
 
@@ -39,13 +39,14 @@ export function targetFor(
   helper: TargetHelper,
   settings: TgtSettings,
   host: TargetHost,
-  backingPath: (volume: VolumeRef) => string,
+  /** The volume's LUN: a path, or a store of a tgt backing-store module (rbd). */
+  backing: (volume: VolumeRef) => BackingStore,
   context: Pick<DriverContext, 'secrets' | 'log'>,
 ): ExportOperations {
   const backend = `backend "${settings.backendName}"`;
   switch (helper) {
     case 'tgtadm':
-      return new TgtTarget(settings, host, backingPath, context);
+      return new TgtTarget(settings, host, backing, context);
     case 'lioadm':
       // Accepted in configs, as Cinder's; this server drives tgt only.
       return new UnsupportedExports(
