@@ -1,3 +1,4 @@
+import type { z } from 'zod';
 import type { DriverContext } from '../kit/types.js';
 import { BYTES_PER_GIB, roundGb } from '../kit/units.js';
 import type { CephCli } from './cli.js';
@@ -9,6 +10,8 @@ import { DELETED_SUFFIX, Errno, childrenSchema, dfSchema, imageInfoSchema, longL
  * from the cluster's own `df`.
  */
 export class RbdImages {
+  private usage: { pool: PoolUsage; at: number } | undefined;
+
   constructor(
     readonly cli: CephCli,
     private readonly chunkMiB: number,
@@ -114,9 +117,11 @@ export class RbdImages {
    */
   async deleteVolume(volumeId: string): Promise<void> {
     const image = volumeImage(volumeId);
-    const snaps = await this.snapshots(image);
-    if (!snaps) return this.removeStrayCloneSnapshot(volumeId);
+    const info = await this.info(image);
+    if (!info) return this.removeStrayCloneSnapshot(volumeId);
     let withClones = false;
+    // `rbd info` counts the snapshots: only an image that has some is asked for them.
+    const snaps = info.snapshot_count === 0 ? [] : ((await this.snapshots(image)) ?? []);
     for (const snap of snaps.filter((s) => s.name.endsWith('.clone_snap'))) {
       if ((await this.children(image, snap.name)).length > 0) withClones = true;
       else await this.removeSnapshot(image, snap.name);
@@ -127,7 +132,7 @@ export class RbdImages {
       this.context.log.info(`${image} has clones; kept as ${image}${DELETED_SUFFIX} until they are deleted, as Cinder does`);
       return;
     }
-    const parent = cloneParent(image, await this.info(image));
+    const parent = cloneParent(image, info);
     await this.remove(image);
     if (parent) await this.deleteParentReferences(parent.image, parent.snapshot);
   }
@@ -179,14 +184,11 @@ export class RbdImages {
    * (Cinder's _get_usage_info), else this backend's volumes only (what Cinder's scheduler counts
    * as allocated_capacity_gb for an exclusive pool).
    */
-  async capacity(exclusive: boolean): Promise<{ totalGb: number; freeGb: number; provisionedGb: number }> {
-    const df = await this.cli.json('ceph', ['df', 'detail'], dfSchema, 'read the pool usage (ceph df)');
-    const pool = df.pools.find((entry) => entry.name === this.cli.settings.pool);
-    if (!pool)
-      throw this.cli.error('BACKEND_UNAVAILABLE', `pool "${this.cli.settings.pool}" is not in the cluster's df; create it (ceph osd pool create, rbd pool init) or set rbd_pool`);
-    const stored = pool.stats.stored ?? pool.stats.bytes_used ?? 0;
-    const quota = pool.stats.quota_bytes ?? 0;
-    const free = quota ? Math.max(Math.min(quota - stored, pool.stats.max_avail), 0) : pool.stats.max_avail;
+  async capacity(exclusive: boolean, fresh: boolean): Promise<{ totalGb: number; freeGb: number; provisionedGb: number }> {
+    const pool = await this.poolUsage(fresh);
+    const stored = pool.stored ?? pool.bytes_used ?? 0;
+    const quota = pool.quota_bytes ?? 0;
+    const free = quota ? Math.max(Math.min(quota - stored, pool.max_avail), 0) : pool.max_avail;
     const images = (await this.longList('get stats')).filter((entry) => entry.snapshot === undefined);
     const counted = exclusive ? images.filter((entry) => /^volume-[0-9a-f-]{36}$/.test(entry.image) && volumeIdOf(entry.image)) : images;
     const provisionedBytes = counted.reduce((sum, entry) => sum + entry.size, 0);
@@ -196,7 +198,27 @@ export class RbdImages {
       provisionedGb: exclusive ? roundGb(provisionedBytes / BYTES_PER_GIB) : Math.ceil(provisionedBytes / BYTES_PER_GIB),
     };
   }
+
+  /**
+   * The pool's line of the mon's `df`. The ceph CLI is a Python start-up (about 0.35 s), and the
+   * core asks for stats before every create and extend: the answer is reused for DF_REUSE_MS
+   * unless `fresh` (get_stats refresh). Thin creates do not move it; the provisioned figure is
+   * counted anew every time.
+   */
+  private async poolUsage(fresh: boolean): Promise<PoolUsage> {
+    if (!fresh && this.usage && Date.now() - this.usage.at < DF_REUSE_MS) return this.usage.pool;
+    const df = await this.cli.json('ceph', ['df', 'detail'], dfSchema, 'read the pool usage (ceph df)');
+    const pool = df.pools.find((entry) => entry.name === this.cli.settings.pool);
+    if (!pool)
+      throw this.cli.error('BACKEND_UNAVAILABLE', `pool "${this.cli.settings.pool}" is not in the cluster's df; create it (ceph osd pool create, rbd pool init) or set rbd_pool`);
+    this.usage = { pool: pool.stats, at: Date.now() };
+    return pool.stats;
+  }
 }
+
+/** How long a `ceph df` answer stands for capacity checks between refreshes. */
+const DF_REUSE_MS = 10_000;
+type PoolUsage = z.output<typeof dfSchema>['pools'][number]['stats'];
 
 /** Cinder's _get_clone_info: the parent, when `image` is a clone of the parent's `<image>.clone_snap`. */
 export function cloneParent(image: string, info: ImageInfo | undefined): { image: string; snapshot: string } | undefined {

@@ -186,8 +186,8 @@ class RbdDriver implements VolumeDriver {
     return this.fsid ? `ceph:${this.fsid}/${this.options.rbd_pool}` : undefined;
   }
 
-  async getStats(): Promise<BackendStats> {
-    const { totalGb, freeGb, provisionedGb } = await this.images.capacity(this.options.rbd_exclusive_cinder_pool);
+  async getStats(request?: { recount?: boolean }): Promise<BackendStats> {
+    const { totalGb, freeGb, provisionedGb } = await this.images.capacity(this.options.rbd_exclusive_cinder_pool, request?.recount === true);
     const o = this.options;
     return {
       volume_backend_name: this.context.backendName,
