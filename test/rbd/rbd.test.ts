@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ISCSI_ATTACH_HERE, checkingOutputSchemas, defineBackendScenarios, type SchemaCheckedHarness } from '../helpers/scenarios.js';
+import { ISCSI_ATTACH_HERE, checkingOutputSchemas, defineBackendScenarios, settledBackends, type SchemaCheckedHarness } from '../helpers/scenarios.js';
 import { BIN, REPO_ROOT, startMcpServer } from '../helpers/server.js';
 import { watchCommandLines } from '../iscsi/cmdline-watch.js';
 import { iscsiUrl, readCapacity, readOverIscsi, useTgtd, writeOverIscsi, type TgtdFixture } from '../iscsi/fixtures.js';
@@ -67,12 +67,22 @@ if (missing && !inCi) {
             rbdBackend(cluster, 'rbd1'),
             rbdBackend(cluster, 'shallow', { rbd_max_clone_depth: 1, rbd_flatten_volume_from_snapshot: true }),
             rbdBackend(cluster, 'copies', { rbd_max_clone_depth: 0 }),
+            rbdBackend(cluster, 'nopool', { rbd_pool: 'no-such-pool' }),
+            rbdBackend(cluster, 'nokey', { rbd_keyring_conf: join(cluster.dir, 'no-such.keyring') }),
           ],
         }),
       );
     });
     afterAll(async () => {
       await server?.close();
+    });
+
+    it('reports a backend that cannot serve, saying why: a missing pool, a keyring without data', async () => {
+      const { backends } = (await settledBackends(server)).data;
+      const byId = (id: string) => backends.find((b: { id: string }) => b.id === id);
+      expect(byId('rbd1')).toMatchObject({ initialized: true });
+      expect(byId('nopool')).toMatchObject({ initialized: false, error: expect.stringMatching(/pool "no-such-pool" does not exist .*set rbd_pool/) });
+      expect(byId('nokey')).toMatchObject({ initialized: false, error: expect.stringMatching(/no keyring data found in rbd_keyring_conf .*no-such\.keyring/) });
     });
 
     it('names and relates images as Cinder does, and snapshots and clones hold the bytes of their moment', async () => {
