@@ -237,6 +237,10 @@ if (missing && !inCi) {
       expect(secret.stdout).toBe(`auth_username: cinder\nkeyring: ${JSON.stringify(readFileSync(cluster.cinderKeyring, 'utf8'))}\n`);
       expect((await server.call('get_volume', { volume_id: volume.id })).data.status).toBe('in-use');
       expect((await server.call('disconnect_volume', { connection_id: connected.data.id })).isError).toBe(false);
+      // The server attaches iSCSI and image files only (no krbd or rbd-nbd here either): refused before anything is touched.
+      const attached = await server.call('attach_volume', { volume_id: volume.id });
+      expect(attached.text).toMatch(/^UNSUPPORTED: /);
+      expect((await server.call('list_connections', { volume_id: volume.id })).data.connections).toEqual([]);
       expect((await server.call('delete_volume', { volume_id: volume.id })).isError).toBe(false);
     });
 
