@@ -37,6 +37,11 @@ export const DRIVER_CATALOG: readonly CatalogEntry[] = [
     cinderPaths: ['cinder.volume.drivers.pure.PureISCSIDriver'],
     load: async () => (await import('./pure/index.js')).default,
   },
+  {
+    alias: 'rbd',
+    cinderPaths: ['cinder.volume.drivers.rbd.RBDDriver'],
+    load: async () => (await import('./rbd/index.js')).default,
+  },
 ];
 
 /** Cinder's own default volume_driver is LVM; cinderlib inherits it. */

@@ -14,9 +14,10 @@ const SECRET_FRAGMENTS = /password|passwd|secret|token|private_?key|passphrase|c
 /**
  * Names the rules below would miss: options Cinder marks `secret=True` (oslo.config) such as
  * replication_device (cinder/volume/driver.py, a dict carrying the peer array's credentials) and
- * URLs that embed credentials, and the volume field holding CHAP credentials (contract section 9).
+ * URLs that embed credentials, the volume field holding CHAP credentials (contract section 9), and
+ * the cephx keyring cinderlib's RBD connections carry (data.keyring, contract section 13).
  */
-const SECRET_NAMES = new Set(['replication_device', 'backend_url', 'backup_gcs_proxy_url', 'provider_auth']);
+const SECRET_NAMES = new Set(['replication_device', 'backend_url', 'backup_gcs_proxy_url', 'provider_auth', 'keyring']);
 
 /** `<word>_key` names that look a key up or hold a public key or a path, not a credential. */
 const NON_CREDENTIAL_KEY_QUALIFIERS = new Set([

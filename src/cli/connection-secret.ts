@@ -2,8 +2,12 @@ import { existsSync } from 'node:fs';
 import type { LoadedConfig } from '../config/load.js';
 import { MASK } from '../base/secrets.js';
 
-/** The CHAP keys `cinderlib-mcp connection-secret` prints, in this order, when the connection has them. */
-const SECRET_KEYS = ['auth_username', 'auth_password', 'discovery_auth_username', 'discovery_auth_password'] as const;
+/**
+ * The keys `cinderlib-mcp connection-secret` prints, in this order, when the connection has them:
+ * CHAP credentials, and an RBD connection's cephx keyring (cinderlib's data.keyring, one line as a
+ * JSON string since a keyring spans lines).
+ */
+const SECRET_KEYS = ['auth_username', 'auth_password', 'discovery_auth_username', 'discovery_auth_password', 'keyring'] as const;
 
 /**
  * `cinderlib-mcp connection-secret CONNECTION_ID`: the CHAP credentials of a connection, for the
@@ -52,7 +56,7 @@ function chapLines(connectionId: string, connectionInfo: Record<string, unknown>
       stderr: `connection ${connectionId}'s ${unknown.join(' and ')} ${unknown.length > 1 ? 'are' : 'is'} not known here: it was loaded from a dump, and dumps never carry secrets. The target still holds the credentials in force; connect_volume for the same volume keeps a tgt target's credentials, and connection-secret of that new connection prints them\n`,
     };
   }
-  const lines = present.map((key) => `${key}: ${String(data[key])}\n`);
-  if (lines.length === 0) return { code: 0, stdout: '', stderr: `connection ${connectionId} uses no CHAP credentials\n` };
+  const lines = present.map((key) => `${key}: ${key === 'keyring' ? JSON.stringify(data[key]) : String(data[key])}\n`);
+  if (lines.length === 0) return { code: 0, stdout: '', stderr: `connection ${connectionId} uses no CHAP credentials or keyring\n` };
   return { code: 0, stdout: lines.join(''), stderr: '' };
 }

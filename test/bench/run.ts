@@ -126,6 +126,7 @@ async function main(): Promise<void> {
   if (process.env.BENCH_ONLY === 'connections') return benchConnections().finally(() => rmSync(work, { recursive: true, force: true }));
   if (process.env.BENCH_ONLY === 'shared') return benchShared().finally(() => rmSync(work, { recursive: true, force: true }));
   if (process.env.BENCH_ONLY === 'store') return benchStore().finally(() => rmSync(work, { recursive: true, force: true }));
+  if (process.env.BENCH_ONLY === 'rbd') return benchRbd().finally(() => rmSync(work, { recursive: true, force: true }));
   if (process.env.BENCH_ONLY === 'serialization') return benchSerialization().finally(() => rmSync(work, { recursive: true, force: true }));
 
   // 1. Cold start against the reference filesystem server, same machine, same client.
@@ -659,5 +660,120 @@ async function benchShared(): Promise<void> {
     }
   } finally {
     await pg.stop();
+  }
+}
+
+/**
+ * BENCH_ONLY=rbd: each RBD tool call next to the bare `rbd`/`ceph` commands the driver runs for it,
+ * as client.cinder against a real single-node Ceph (test/rbd/ceph-cluster.ts, started here).
+ */
+async function benchRbd(): Promise<void> {
+  const { spawnSync } = await import('node:child_process');
+  const { startCephCluster, cephPrerequisites, CINDER_USER } = await import('../rbd/ceph-cluster.js');
+  const missing = cephPrerequisites();
+  if (missing) {
+    report('RBD tools over bare rbd', `skipped: the RBD bench ${missing}`);
+    return;
+  }
+  const cluster = await startCephCluster();
+  report('single-node Ceph start to HEALTH_OK', `${cluster.startSeconds.toFixed(1)} s`);
+  const dir = join(work, 'rbd');
+  mkdirSync(dir, { recursive: true });
+  const configPath = join(dir, 'config.json');
+  const backend = {
+    volume_backend_name: 'bench',
+    volume_driver: 'rbd',
+    rbd_pool: cluster.pool,
+    rbd_user: CINDER_USER,
+    rbd_ceph_conf: cluster.conf,
+    rbd_keyring_conf: cluster.cinderKeyring,
+  };
+  writeFileSync(configPath, JSON.stringify({ global: { persistence_config: { storage: 'memory' } }, backends: [backend] }));
+  const common = ['--id', CINDER_USER, '--cluster', 'ceph', '--conf', cluster.conf, '--keyring', cluster.cinderKeyring];
+  const bare = (tool: 'rbd' | 'ceph', ...args: string[]) => {
+    const result = spawnSync(tool, [...common, ...args], { encoding: 'utf8' });
+    if (result.status !== 0) throw new Error(`${tool} ${args.join(' ')}: ${result.stderr.trim()}`);
+    return result.stdout;
+  };
+  const spec = (name: string) => `${cluster.pool}/${name}`;
+  const client = await connect(process.execPath, [BIN, '--config', configPath], { XDG_DATA_HOME: join(dir, 'xdg'), CINDERLIB_MCP_LOG_LEVEL: 'warn' });
+  const runs = 10;
+  const samples: Record<string, { tool: number[]; bare: number[] }> = {};
+  const add = (label: string, tool: number, bareMs: number) => {
+    samples[label] ??= { tool: [], bare: [] };
+    samples[label].tool.push(tool);
+    samples[label].bare.push(bareMs);
+  };
+  try {
+    await call(client, 'get_stats', { backend: 'bench', refresh: true });
+    for (let i = 0; i < runs; i++) {
+      const [createMs, volume] = await timed(() => call(client, 'create_volume', { backend: 'bench', size: 1 }));
+      const b = `bench-bare-${i}`;
+      add('create_volume / rbd create', createMs, (await timed(async () => bare('rbd', 'create', '--size', '1G', '--object-size', '4M', spec(b))))[0]);
+      add(
+        'extend_volume / rbd resize',
+        (await timed(() => call(client, 'extend_volume', { volume_id: volume.id, new_size: 2 })))[0],
+        (await timed(async () => bare('rbd', 'resize', '--no-progress', '--size', '2G', spec(b))))[0],
+      );
+      const [snapMs, snapshot] = await timed(() => call(client, 'create_snapshot', { volume_id: volume.id }));
+      add(
+        'create_snapshot / rbd snap create + protect',
+        snapMs,
+        (await timed(async () => (bare('rbd', 'snap', 'create', '--no-progress', spec(`${b}@s`)), bare('rbd', 'snap', 'protect', spec(`${b}@s`)))))[0],
+      );
+      const [cloneMs, clone] = await timed(() => call(client, 'create_volume', { source_volume_id: volume.id }));
+      add(
+        'create_volume (clone) / rbd snap create + protect + clone',
+        cloneMs,
+        (
+          await timed(
+            async () => (
+              bare('rbd', 'snap', 'create', '--no-progress', spec(`${b}@c`)),
+              bare('rbd', 'snap', 'protect', spec(`${b}@c`)),
+              bare('rbd', 'clone', spec(`${b}@c`), spec(`${b}-clone`))
+            ),
+          )
+        )[0],
+      );
+      const [connectMs, connection] = await timed(() => call(client, 'connect_volume', { volume_id: volume.id, connector: { host: 'bench-host' } }));
+      add('connect_volume (rbd info) / ceph mon dump', connectMs, (await timed(async () => bare('ceph', 'mon', 'dump', '--format', 'json')))[0]);
+      await call(client, 'disconnect_volume', { connection_id: connection.id });
+      add(
+        'get_stats refresh / ceph df detail',
+        (await timed(() => call(client, 'get_stats', { backend: 'bench', refresh: true })))[0],
+        (await timed(async () => bare('ceph', 'df', 'detail', '--format', 'json')))[0],
+      );
+      add(
+        'delete_volume (a clone) / rbd rm + snap unprotect + snap rm',
+        (await timed(() => call(client, 'delete_volume', { volume_id: clone.id })))[0],
+        (
+          await timed(
+            async () => (
+              bare('rbd', 'rm', '--no-progress', spec(`${b}-clone`)),
+              bare('rbd', 'snap', 'unprotect', spec(`${b}@c`)),
+              bare('rbd', 'snap', 'rm', '--no-progress', spec(`${b}@c`))
+            ),
+          )
+        )[0],
+      );
+      add(
+        'delete_snapshot / rbd snap unprotect + snap rm',
+        (await timed(() => call(client, 'delete_snapshot', { snapshot_id: snapshot.id })))[0],
+        (await timed(async () => (bare('rbd', 'snap', 'unprotect', spec(`${b}@s`)), bare('rbd', 'snap', 'rm', '--no-progress', spec(`${b}@s`)))))[0],
+      );
+      add(
+        'delete_volume / rbd rm',
+        (await timed(() => call(client, 'delete_volume', { volume_id: volume.id })))[0],
+        (await timed(async () => bare('rbd', 'rm', '--no-progress', spec(b))))[0],
+      );
+    }
+    for (const [label, { tool, bare: bareSamples }] of Object.entries(samples)) {
+      const toolMs = stats(tool).median;
+      const bareMs = stats(bareSamples).median;
+      report(`RBD ${label} (median of ${runs})`, `${ms(toolMs)} / ${ms(bareMs)}: +${ms(toolMs - bareMs)} (${(toolMs / bareMs).toFixed(2)}x)`);
+    }
+  } finally {
+    await client.close();
+    await cluster.stop();
   }
 }

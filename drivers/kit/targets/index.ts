@@ -1,11 +1,11 @@
 import { StorageError } from '../../../src/base/errors.js';
 import type { ExportOperations } from '../types.js';
 import type { TargetHelper } from './options.js';
-import { TgtTarget, type TargetHost, type TgtSettings } from './tgt.js';
+import { TgtTarget, type BackingStore, type TargetHost, type TgtSettings } from './tgt.js';
 import { LioTarget, lioConfigfsRoot } from './lio.js';
 import type { VolumeRef, DriverContext } from '../types.js';
 
-export { TgtTarget, formatPortal, type TargetHost, type TgtSettings } from './tgt.js';
+export { TgtTarget, formatPortal, type BackingStore, type TargetHost, type TgtSettings } from './tgt.js';
 export { LioTarget, LIO_CONFIGFS_ROOT, lioConfigfsRoot, type LioSettings } from './lio.js';
 export { isValidProviderAuth, parseProviderAuth, formatProviderAuth } from '../iscsi/chap.js';
 export { MY_IP, TARGET_HELPERS, otherTargetOptions, targetOptions, tgtSettings, thisHostAddress, type TargetHelper } from './options.js';
@@ -41,13 +41,14 @@ export function targetFor(
   helper: TargetHelper,
   settings: TgtSettings,
   host: TargetHost,
-  backingPath: (volume: VolumeRef) => string,
+  /** The volume's LUN: a path, or a store of a tgt backing-store module (rbd). */
+  backing: (volume: VolumeRef) => BackingStore,
   context: Pick<DriverContext, 'secrets' | 'log'>,
 ): ExportOperations {
   const backend = `backend "${settings.backendName}"`;
   switch (helper) {
     case 'tgtadm':
-      return new TgtTarget(settings, host, backingPath, context);
+      return new TgtTarget(settings, host, backing, context);
     case 'lioadm':
       // Where the host has no LIO (no configfs target tree), each export answers UNSUPPORTED naming tgtadm.
       return new LioTarget(
@@ -60,7 +61,12 @@ export function targetFor(
           configfsRoot: lioConfigfsRoot(),
         },
         host,
-        backingPath,
+        (volume) => {
+          const store = backing(volume);
+          if (typeof store === 'string') return store;
+          // LIO serves block devices and files; a module store (tgt's rbd) has neither here.
+          throw new StorageError('UNSUPPORTED', `${backend}: target_helper "lioadm" exports a block device or a file; a ${store.type} image is exported through tgt: set target_helper: tgtadm`);
+        },
         context,
       );
     default:

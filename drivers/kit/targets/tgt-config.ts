@@ -7,7 +7,11 @@ import { checkVolumeId } from './tgt-fields.js';
 export interface TargetSpec {
   volumeId: string;
   iqn: string;
+  /** An absolute path, or a name in a backing-store module (`backingType`: rbd's pool/image). */
   backing: string;
+  backingType?: string;
+  /** The module's --bsopts (rbd: conf=...;id=...). */
+  backingOptions?: string;
   credentials: ChapCredentials;
   backingFlags: string;
   writeCache: 'on' | 'off';
@@ -37,6 +41,8 @@ export class TgtConfigFiles {
     const lines = [
       `<target ${spec.iqn}>`,
       `    backing-store ${spec.backing}`,
+      ...(spec.backingType ? [`    bs-type ${spec.backingType}`] : []),
+      ...(spec.backingType && spec.backingOptions ? [`    bsopts "${spec.backingOptions}"`] : []),
       '    driver iscsi',
       `    incominguser ${spec.credentials.username} ${spec.credentials.password}`,
       ...(spec.backingFlags ? [`    bsoflags ${spec.backingFlags}`] : []),

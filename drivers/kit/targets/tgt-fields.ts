@@ -43,6 +43,31 @@ export function checkBackingPath(path: string, field = 'backing store path'): st
   return path;
 }
 
+/** A backing store tgt opens through one of its backing-store modules (rbd's pool/image): names, never paths. */
+const NAMED_BACKING = /^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)+$/;
+/** tgt's --bstype: a module name (rdwr, aio, rbd, ...). */
+const BACKING_TYPE = /^[a-z][a-z0-9_]{0,15}$/;
+/** tgt's --bsopts: key=value pairs joined by ';', each value printable ASCII without space, ',', ';', '=', quotes or shell characters. */
+const BACKING_OPTION = /^[a-z_]+=[\x21-\x7e]+$/;
+const BACKING_OPTION_FORBIDDEN = /[,;"'<>#\\$`]/;
+
+export function checkNamedBacking(name: string, field = 'backing store name'): string {
+  if (!NAMED_BACKING.test(name)) refuse(`${field} ${JSON.stringify(name)}`, "must be names of letters, digits, '.', '_' or '-' joined by '/' (pool/image)");
+  return name;
+}
+
+export function checkBackingType(type: string): string {
+  if (!BACKING_TYPE.test(type)) refuse(`backing store type ${JSON.stringify(type)}`, 'must be a tgt backing-store module name (lower-case letters, digits, _)');
+  return type;
+}
+
+export function checkBackingOptions(options: string, field = 'backing store options'): string {
+  if (!options.split(';').every((pair) => BACKING_OPTION.test(pair) && !BACKING_OPTION_FORBIDDEN.test(pair) && pair.indexOf('=') === pair.lastIndexOf('='))) {
+    refuse(field, "must be key=value pairs joined by ';', each value printable ASCII without spaces or any of , ; = \" ' < > # \\ $ `");
+  }
+  return options;
+}
+
 /** A CHAP user name or password: the value itself never appears in the message. */
 export function checkChapSymbols(value: string, field: string): string {
   if (!CHAP_SYMBOLS.test(value) || CHAP_FORBIDDEN.test(value)) {

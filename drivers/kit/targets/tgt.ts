@@ -4,7 +4,18 @@ import { CommandTransportError, type CommandResult } from '../exec/runner.js';
 import type { ConnectionInfo, Connector, DriverContext, ExportOperations, ExportUpdate, VolumeRef } from '../types.js';
 import { iscsiConnection } from '../iscsi/connection.js';
 import { formatProviderAuth, generateChapCredentials, parseProviderAuth, type ChapCredentials } from '../iscsi/chap.js';
-import { checkBackingFlags, checkBackingPath, checkChapSymbols, checkInitiatorAddress, checkTargetName, checkVolumeId, checkWriteCache } from './tgt-fields.js';
+import {
+  checkBackingFlags,
+  checkBackingOptions,
+  checkBackingPath,
+  checkBackingType,
+  checkChapSymbols,
+  checkInitiatorAddress,
+  checkNamedBacking,
+  checkTargetName,
+  checkVolumeId,
+  checkWriteCache,
+} from './tgt-fields.js';
 import { TgtError, tgtErrorText, tgtdRequests, type TgtReply, type TgtRequest } from './tgtd-protocol.js';
 import { TgtConfigFiles, type TargetSpec } from './tgt-config.js';
 import { TgtdChannel, type TargetHost } from './tgtd-relay.js';
@@ -33,7 +44,13 @@ export interface TgtSettings {
   backingFlags: string;
 }
 
-/** Everything one target is made of, each field checked before anything is written or sent. */
+/**
+ * What tgt serves as a volume's LUN: a file or block device (an absolute path), or a store that one
+ * of tgt's backing-store modules opens by name (`type: 'rbd'`, `name: 'pool/image'`, `options:
+ * 'conf=...;id=...'`, tgt's --bstype and --bsopts).
+ */
+export type BackingStore = string | { type: string; name: string; options?: string };
+
 /** A new target takes the next free tid: two exports at once on one host would pick the same. */
 const tgtdTurns = new KeyedMutex();
 
@@ -52,7 +69,7 @@ export class TgtTarget implements ExportOperations {
   constructor(
     private readonly settings: TgtSettings,
     private readonly host: TargetHost,
-    private readonly backingPath: (volume: VolumeRef) => string,
+    private readonly backingOf: (volume: VolumeRef) => BackingStore,
     private readonly context: Pick<DriverContext, 'secrets' | 'log'>,
   ) {
     this.tgtd = new TgtdChannel(host, { backendName: settings.backendName, portal: formatPortal(settings.ipAddress, settings.port) }, context.secrets);
@@ -77,7 +94,8 @@ export class TgtTarget implements ExportOperations {
     this.context.secrets.register(credentials.password);
     await this.requirePortal();
     await this.host.prepareBacking?.(volume);
-    if ((await this.run(['test', '-e', spec.backing], `look for ${spec.backing}`)).exitCode !== 0) {
+    // A module's store (an rbd image) is checked by tgt itself when it opens it: the LUN is there or tgtd says why.
+    if (!spec.backingType && (await this.run(['test', '-e', spec.backing], `look for ${spec.backing}`)).exitCode !== 0) {
       throw new StorageError(
         'BACKEND_UNAVAILABLE',
         `backend "${this.settings.backendName}": volume ${volume.id}'s backing store ${spec.backing} does not exist on ${this.host.runner.target}, so it cannot be exported`,
@@ -90,7 +108,7 @@ export class TgtTarget implements ExportOperations {
       if (!(await this.hasLun(spec.iqn))) {
         throw new StorageError(
           'BACKEND_UNAVAILABLE',
-          `backend "${this.settings.backendName}": tgtd shows no LUN ${TGT_LUN} in target ${spec.iqn}; tgtd's log says why (is ${spec.backing} readable by tgtd?)`,
+          `backend "${this.settings.backendName}": tgtd shows no LUN ${TGT_LUN} in target ${spec.iqn}; tgtd's log says why (${backingHint(spec)})`,
         );
       }
     } catch (error) {
@@ -172,10 +190,19 @@ export class TgtTarget implements ExportOperations {
   }
 
   private targetSpec(volume: VolumeRef, credentials: ChapCredentials): TargetSpec {
+    const store = this.backingOf(volume);
+    const backing =
+      typeof store === 'string'
+        ? { backing: checkBackingPath(store, `volume ${volume.id}'s backing store path`) }
+        : {
+            backing: checkNamedBacking(store.name, `volume ${volume.id}'s backing store`),
+            backingType: checkBackingType(store.type),
+            ...(store.options ? { backingOptions: checkBackingOptions(store.options, `volume ${volume.id}'s backing store options`) } : {}),
+          };
     return {
       volumeId: volume.id,
       iqn: this.iqn(volume),
-      backing: checkBackingPath(this.backingPath(volume), `volume ${volume.id}'s backing store path`),
+      ...backing,
       credentials: {
         username: checkChapSymbols(credentials.username, `volume ${volume.id}'s provider_auth user name`),
         password: checkChapSymbols(credentials.password, `volume ${volume.id}'s provider_auth password`),
@@ -206,7 +233,7 @@ export class TgtTarget implements ExportOperations {
         if (parseAccounts(accountsReply.output).includes(username)) account.push(tgtdRequests.deleteAccount(username));
         account.push(tgtdRequests.newAccount(username, password));
       }
-      const unit = tgtdRequests.newUnit(tid, TGT_LUN, spec.backing, spec.backingFlags);
+      const unit = tgtdRequests.newUnit(tid, TGT_LUN, spec.backing, spec.backingFlags, { type: spec.backingType, options: spec.backingOptions });
       const requests = [
         tgtdRequests.newTarget(tid, spec.iqn),
         unit,
@@ -225,7 +252,7 @@ export class TgtTarget implements ExportOperations {
       if (requests[failed] === unit) {
         throw new StorageError(
           'BACKEND_UNAVAILABLE',
-          `backend "${this.settings.backendName}": tgtd shows no LUN ${TGT_LUN} in target ${spec.iqn}: ${requests[failed].operation} failed (${tgtErrorText(last.code)}); tgtd's log says why (is ${spec.backing} readable by tgtd?)`,
+          `backend "${this.settings.backendName}": tgtd shows no LUN ${TGT_LUN} in target ${spec.iqn}: ${requests[failed].operation} failed (${tgtErrorText(last.code)}); tgtd's log says why (${backingHint(spec)})`,
         );
       }
       this.refused(requests[failed], last);
@@ -343,6 +370,12 @@ export class TgtTarget implements ExportOperations {
     const output = this.context.secrets.redact(`${result.stderr}\n${result.stdout}`.trim()).slice(0, 2000);
     throw new StorageError('BACKEND_UNAVAILABLE', `backend "${this.settings.backendName}": ${operation} failed on ${this.host.runner.target} (exit ${result.exitCode}): ${output}`);
   }
+}
+
+/** What to check when tgtd could not open a LUN's backing store. */
+function backingHint(spec: TargetSpec): string {
+  if (!spec.backingType) return `is ${spec.backing} readable by tgtd?`;
+  return `can tgtd open ${spec.backingType} store ${spec.backing}? Its ${spec.backingType} backing-store module must be installed (Debian: tgt-${spec.backingType}) before tgtd starts, and reach the store with the options given`;
 }
 
 export function formatPortal(address: string, port: number): string {

@@ -1,5 +1,14 @@
 import { StorageError } from '../../../src/base/errors.js';
-import { checkBackingFlags, checkBackingPath, checkChapSymbols, checkInitiatorAddress, checkTargetName } from './tgt-fields.js';
+import {
+  checkBackingFlags,
+  checkBackingOptions,
+  checkBackingPath,
+  checkBackingType,
+  checkChapSymbols,
+  checkInitiatorAddress,
+  checkNamedBacking,
+  checkTargetName,
+} from './tgt-fields.js';
 
 /**
  * tgtd's management protocol, as tgtadm speaks it over the unix socket
@@ -167,14 +176,21 @@ export const tgtdRequests = {
     cid,
   }),
 
-  /** tgtadm --op new --mode logicalunit --tid T --lun L --backing-store PATH [--bsoflags FLAGS] (device type disk) */
-  newUnit: (tid: number, lun: number, path: string, bsoflags: string): TgtRequest => ({
-    operation: `add ${checkBackingPath(path)} as LUN ${lun} of target tid ${tid}`,
+  /**
+   * tgtadm --op new --mode logicalunit --tid T --lun L --backing-store PATH [--bstype TYPE --bsopts OPTS] [--bsoflags FLAGS]
+   * (device type disk). A file or device is an absolute path; a store of another module (rbd) is named by it (pool/image).
+   */
+  newUnit: (tid: number, lun: number, path: string, bsoflags: string, store: { type?: string; options?: string } = {}): TgtRequest => ({
+    operation: `add ${store.type ? `${checkBackingType(store.type)} store ${checkNamedBacking(path)}` : checkBackingPath(path)} as LUN ${lun} of target tid ${tid}`,
     mode: TgtMode.Device,
     op: TgtOp.New,
     tid: checkTid(tid),
     lun: BigInt(lun),
-    params: `path=${path}${checkBackingFlags(bsoflags) ? `,bsoflags=${bsoflags}` : ''}`,
+    params:
+      `path=${path}` +
+      (store.type ? `,bstype=${store.type}` : '') +
+      (store.type && store.options ? `,bsopts=${checkBackingOptions(store.options)}` : '') +
+      (checkBackingFlags(bsoflags) ? `,bsoflags=${bsoflags}` : ''),
   }),
   /** tgtadm --op update --mode logicalunit --tid T --lun L --params NAME=VALUE[,...] */
   updateUnit: (tid: number, lun: number, settings: Record<string, string>): TgtRequest => {
