@@ -258,6 +258,20 @@ export function sanIpOption<const O extends Common<string> = Record<never, never
 }
 
 /**
+ * The same options marked as this project's for one driver (list_supported_drivers and the README
+ * say why): shared option groups such as the target options are Cinder's for LVM, ours for RBD.
+ */
+export function markedOurs<T extends Record<string, z.ZodType>>(options: T, why: string): T {
+  const out: Record<string, z.ZodType> = {};
+  for (const [name, schema] of Object.entries(options)) {
+    const copy = schema.clone();
+    optionInfo.set(copy, { ...optionInfo.get(schema)!, ours: why });
+    out[name] = copy;
+  }
+  return out as T;
+}
+
+/**
  * Cinder's common capacity options (cinder/volume/driver.py), read by every driver. `ours` marks
  * them for a driver whose Cinder listing leaves them out.
  */

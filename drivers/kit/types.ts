@@ -126,6 +126,11 @@ export interface ExportOperations {
   readonly unavailable?: string;
   /** Connector keys the protocol needs (Cinder's validate_connector): ['initiator'] for iSCSI. */
   readonly requiredConnectorKeys: readonly string[];
+  /**
+   * The driver_volume_type of the connections it makes, where the connector keys do not tell it
+   * ('rbd'): the core attaches them on its own host with the attacher of that type.
+   */
+  readonly connectionType?: string;
   /** Makes the volume exportable (a tgt target); arrays that map per host may do nothing here. */
   createExport(volume: VolumeRef, connector: Connector): Promise<ExportUpdate | void>;
   /** Gives `connector` access to the volume and says how to reach it. */

@@ -38,6 +38,7 @@ export async function monitorAddresses(cli: CephCli): Promise<{ hosts: string[];
 export class RbdConnections implements ExportOperations {
   /** os-brick's RBD connector needs nothing of the host. */
   readonly requiredConnectorKeys = [] as const;
+  readonly connectionType = 'rbd';
 
   constructor(
     private readonly cli: CephCli,

@@ -3,7 +3,7 @@ import { StorageError } from '../kit/base.js';
 import { LocalRunner } from '../kit/exec/local.js';
 import { privilegedPrefix, type CommandRunner } from '../kit/exec/runner.js';
 import { SshRunner } from '../kit/exec/ssh.js';
-import { boolOption, capacityOptions, enumOption, intOption, parseSanIp, sanIpOption, sanOptions, stringOption, textOption } from '../kit/options.js';
+import { boolOption, capacityOptions, dictOption, enumOption, intOption, markedOurs, parseSanIp, sanIpOption, sanOptions, stringOption, textOption } from '../kit/options.js';
 import { TARGET_HELPERS, targetFor, targetOptions, tgtSettings, thisHostAddress } from '../kit/targets/index.js';
 import { defineDriver, type BackendStats, type DriverContext, type DriverOptions, type ExportOperations, type VolumeDriver, type VolumeRef } from '../kit/types.js';
 import { CephCli, volumeImage } from './cli.js';
@@ -19,6 +19,22 @@ import { RbdSnapshots } from './snapshots.js';
  */
 const DRIVER_VERSION = '1.3.0';
 
+/** Options of Cinder 21's RBD driver that cinderlib's single-process use never reaches: accepted and not used. */
+function unusedCinderOptions() {
+  const unused = (what: string) => `${what}: accepted and not used here.`;
+  return {
+    rados_connection_retries: intOption(unused('Times librados retries connecting (the tools connect per call)'), { default: 3, oslo: { kind: 'Integer' } }),
+    rados_connection_interval: intOption(unused('Seconds between librados connection retries'), { default: 5, oslo: { kind: 'Integer' } }),
+    replication_connect_timeout: intOption(unused("Timeout to reach a replication target's cluster (cinderlib does not replicate)"), { default: 5, oslo: { kind: 'Integer' } }),
+    report_dynamic_total_capacity: boolOption(unused("Cinder's choice of total capacity formula; the one here is Cinder 21's default (max_avail + stored)"), { default: true }),
+    enable_deferred_deletion: boolOption(unused("Cinder's delayed deletion through the trash; images with watchers or snapshots of others go to the trash here"), { default: false }),
+    deferred_deletion_delay: intOption(unused('Seconds a deferred deletion waits'), { default: 0, oslo: { kind: 'Integer' } }),
+    deferred_deletion_purge_interval: intOption(unused("Seconds between purges of Cinder's deferred deletions"), { default: 60, oslo: { kind: 'Integer' } }),
+    replication_device: dictOption(unused('Replication target cluster (cinderlib does not replicate)')),
+    volume_dd_blocksize: stringOption(unused("Block size of Cinder's generic dd copies (copies here are rbd's own)"), { default: '1M' }),
+  };
+}
+
 const options = {
   rbd_pool: stringOption('The RADOS pool where rbd volumes are stored.', { default: 'rbd' }),
   rbd_user: stringOption('The RADOS client name for accessing rbd volumes (only set when using cephx authentication), e.g. cinder for client.cinder.'),
@@ -29,24 +45,42 @@ const options = {
     default: '',
   }),
   rbd_flatten_volume_from_snapshot: boolOption('Flatten volumes created from snapshots to remove dependency from volume to snapshot.', { default: false }),
-  rbd_max_clone_depth: intOption('Maximum number of nested volume clones that are taken before a flatten occurs; 0 copies instead of cloning.', { default: 5, min: 0 }),
-  rbd_store_chunk_size: intOption('Volumes will be chunked into objects of this size (in megabytes).', { default: 4, min: 1, max: 32 }),
+  rbd_max_clone_depth: intOption('Maximum number of nested volume clones that are taken before a flatten occurs; 0 copies instead of cloning.', {
+    default: 5,
+    min: 0,
+    oslo: { kind: 'Integer' },
+  }),
+  rbd_store_chunk_size: intOption('Volumes will be chunked into objects of this size (in megabytes).', { default: 4, min: 1, max: 32, oslo: { kind: 'Integer' } }),
   rados_connect_timeout: intOption('Timeout in seconds for reaching the cluster; below 0 keeps librados defaults.', { default: -1 }),
-  report_discard_supported: boolOption("Accepted as Cinder's; RBD connections always report discard: true, as Cinder's RBD driver does.", { default: false }),
+  report_discard_supported: boolOption("Accepted as Cinder's; RBD connections always report discard: true, as Cinder's RBD driver does.", {
+    default: false,
+    ours: "a common Cinder option (cinder/volume/driver.py) the RBD driver's listing leaves out",
+  }),
+  ...unusedCinderOptions(),
   rbd_exclusive_cinder_pool: boolOption("The pool is used by this backend only: provisioned capacity counts this backend's volumes, not every image of the pool.", { default: true }),
   ...capacityOptions,
-  target_helper: enumOption(
-    "Beyond Cinder: also export volumes over iSCSI with tgtadm (tgt's rbd backing store, Debian package tgt-rbd, on the host the tools run on). Unset: connections answer Cinder's rbd connection info.",
-    TARGET_HELPERS,
+  ...markedOurs(
+    {
+      target_helper: enumOption(
+        "Also export volumes over iSCSI with tgtadm (tgt's rbd backing store, Debian package tgt-rbd, on the host the tools run on). Unset: connections answer Cinder's rbd connection info.",
+        TARGET_HELPERS,
+      ),
+      ...targetOptions,
+    },
+    "Cinder's RBD driver has no iSCSI export: tgt's rbd backing store",
   ),
-  ...targetOptions,
-  ...sanOptions,
-  san_ip: sanIpOption('Host where the rbd and ceph tools run (over SSH); unset runs them on this host.'),
-  san_login: stringOption('SSH user on san_ip.', { default: 'admin' }),
-  ssh_hosts_key_file: stringOption('known_hosts file for san_ip (default: ssh_known_hosts in the data directory).', {
-    defaultText: '$XDG_DATA_HOME/cinderlib-mcp/ssh_known_hosts',
-  }),
-  strict_ssh_host_key_policy: boolOption('Refuse hosts not already in ssh_hosts_key_file (otherwise a new host is trusted and recorded).', { default: false }),
+  ...markedOurs(
+    {
+      ...sanOptions,
+      san_ip: sanIpOption('Host where the rbd and ceph tools run (over SSH); unset runs them on this host.'),
+      san_login: stringOption('SSH user on san_ip.', { default: 'admin' }),
+      ssh_hosts_key_file: stringOption('known_hosts file for san_ip (default: ssh_known_hosts in the data directory).', {
+        defaultText: '$XDG_DATA_HOME/cinderlib-mcp/ssh_known_hosts',
+      }),
+      strict_ssh_host_key_policy: boolOption('Refuse hosts not already in ssh_hosts_key_file (otherwise a new host is trusted and recorded).', { default: false }),
+    },
+    "Cinder's RBD driver runs where librados is: the rbd and ceph tools on another host, over SSH",
+  ),
 };
 
 export type RbdOptions = DriverOptions<typeof options>;
@@ -235,5 +269,6 @@ export default defineDriver({
   summary: "Cinder's RBD driver: Ceph RBD images through the rbd and ceph tools, on this host or on san_ip over SSH.",
   options,
   version: DRIVER_VERSION,
+  ciWikiName: 'Cinder_Jenkins',
   create: (opts, context) => new RbdDriver(opts, context),
 });

@@ -19,6 +19,12 @@ const SECRET_FRAGMENTS = /password|passwd|secret|token|private_?key|passphrase|c
  */
 const SECRET_NAMES = new Set(['replication_device', 'backend_url', 'backup_gcs_proxy_url', 'provider_auth', 'keyring']);
 
+/**
+ * Names that say "secret" but hold what only points at one: the libvirt secret's uuid and type of
+ * an rbd connection, and Cinder's rbd_secret_uuid (not secret in Cinder's listing either).
+ */
+const NOT_SECRET_NAMES = new Set(['secret_type', 'secret_uuid', 'rbd_secret_uuid']);
+
 /** `<word>_key` names that look a key up or hold a public key or a path, not a credential. */
 const NON_CREDENTIAL_KEY_QUALIFIERS = new Set([
   'public',
@@ -90,6 +96,7 @@ export function isSecretKey(key: string): boolean {
 function judgeKey(key: string): boolean {
   const name = snakeCase(key);
   if (SECRET_NAMES.has(name)) return true;
+  if (NOT_SECRET_NAMES.has(name)) return false;
   if (SECRET_FRAGMENTS.test(name)) return true;
   const segments = name.split('_').filter(Boolean);
   // use_chap_auth and kin switch CHAP on: a flag, not a credential.

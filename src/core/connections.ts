@@ -408,6 +408,7 @@ export class ConnectionLifecycle {
 
 /** The driver_volume_type a driver's exports give (Cinder's FC drivers ask for wwpns). */
 function exportType(driver: VolumeDriver): string {
+  if (driver.exports?.connectionType) return driver.exports.connectionType;
   return driver.exports?.requiredConnectorKeys.includes('wwpns') ? 'fibre_channel' : 'iscsi';
 }
 

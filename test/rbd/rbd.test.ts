@@ -222,8 +222,8 @@ if (missing && !inCi) {
         discard: true,
         keyring: '***',
       });
-      // The core masks every key named *secret* (contract section 6): secret_type and secret_uuid read *** in answers too.
-      expect(Object.keys(connected.data.connection_info.data)).toEqual(expect.arrayContaining(['secret_type', 'secret_uuid']));
+      // secret_type and secret_uuid name libvirt's secret, they do not hold it: shown as Cinder gives them; the keyring is masked.
+      expect(connected.data.connection_info.data).toMatchObject({ secret_type: 'ceph', secret_uuid: cluster.fsid, keyring: '***' });
       expect(JSON.stringify(connected)).not.toContain(cluster.cinderKey);
       // What the store keeps (and a host's os-brick gets): Cinder's values, the fsid as secret uuid, the keyring file's contents.
       const db = new Database(join(dir, 'meta.sqlite'), { readonly: true });
@@ -237,9 +237,11 @@ if (missing && !inCi) {
       expect(secret.stdout).toBe(`auth_username: cinder\nkeyring: ${JSON.stringify(readFileSync(cluster.cinderKeyring, 'utf8'))}\n`);
       expect((await server.call('get_volume', { volume_id: volume.id })).data.status).toBe('in-use');
       expect((await server.call('disconnect_volume', { connection_id: connected.data.id })).isError).toBe(false);
-      // The server attaches iSCSI and image files only (no krbd or rbd-nbd here either): refused before anything is touched.
+      // No krbd or rbd-nbd here: refused before anything is touched, naming what the host lacks.
       const attached = await server.call('attach_volume', { volume_id: volume.id });
-      expect(attached.text).toMatch(/^UNSUPPORTED: /);
+      expect(attached.text).toMatch(
+        /^UNSUPPORTED: backend "\w+": this host cannot map rbd images: it has neither the kernel's rbd module \(\/sys\/bus\/rbd is missing\) nor the nbd module/,
+      );
       expect((await server.call('list_connections', { volume_id: volume.id })).data.connections).toEqual([]);
       expect((await server.call('delete_volume', { volume_id: volume.id })).isError).toBe(false);
     });

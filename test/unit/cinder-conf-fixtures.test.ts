@@ -20,9 +20,11 @@ const KEPT_HERE = {
   target_ip_address: 'my_ip',
   // Contract section 9: a section without volume_backend_name takes the section's name.
   volume_backend_name: 'section',
+  // cinderlib's own RBD option (the keyring it puts in connections): cinder_to_yaml drops it, though cinderlib reads it.
+  rbd_keyring_conf: 'cinderlib',
 } as const;
 
-describe.each(['lvm', 'xtremio', 'kaminario', 'pure', 'several'])("import-cinder-conf on %s.conf, against cinderlib's cinder_to_yaml", (sample) => {
+describe.each(['lvm', 'xtremio', 'kaminario', 'pure', 'rbd', 'several'])("import-cinder-conf on %s.conf, against cinderlib's cinder_to_yaml", (sample) => {
   it('keeps what cinder_to_yaml keeps, with its values; secrets become environment references', async () => {
     const conf = readFileSync(join(SAMPLES, `${sample}.conf`), 'utf8');
     const theirs: Record<string, unknown>[] = parse(readFileSync(join(SAMPLES, `${sample}.yaml`), 'utf8')).backends;

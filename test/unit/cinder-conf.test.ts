@@ -75,7 +75,7 @@ unique_fqdn_network = false
 ; a comment in ini style
 
 [ceph]
-volume_driver = cinder.volume.drivers.rbd.RBDDriver
+volume_driver = cinder.volume.drivers.netapp.common.NetAppDriver
 volume_backend_name = ceph
 rbd_pool = volumes
 rbd_user = cinder
@@ -233,7 +233,9 @@ describe('import-cinder-conf (cinderlib cinder_to_yaml)', () => {
 
   it('reports unknown drivers, unknown options, missing sections and the database, one warning each', async () => {
     const { warnings } = await convertCinderConf(CINDER_CONF, 'cinder.conf');
-    expect(warnings).toContainEqual(expect.stringMatching(/^\[ceph\]: volume_driver "cinder\.volume\.drivers\.rbd\.RBDDriver" is not a driver cinderlib-mcp has .*; backend skipped$/));
+    expect(warnings).toContainEqual(
+      expect.stringMatching(/^\[ceph\]: volume_driver "cinder\.volume\.drivers\.netapp\.common\.NetAppDriver" is not a driver cinderlib-mcp has .*; backend skipped$/),
+    );
     // Options Cinder's LVM driver reads are kept (volume_clear, use_chap_auth), as cinder_to_yaml keeps them.
     expect(warnings.filter((warning) => /volume_clear|use_chap_auth/.test(warning))).toEqual([]);
     expect(warnings).toContainEqual(expect.stringMatching(/^\[lvm\]: target_helper lioadm exports through the kernel's LIO target .* use tgtadm there$/));
@@ -335,9 +337,9 @@ target_prefix = iqn.2010-10.org.example$$:
   });
 
   it('exits 1 when nothing converts: only unknown drivers, or no enabled_backends', async () => {
-    const rbd = await runImportCinderConf([writeConf('rbd.conf', '[DEFAULT]\nenabled_backends = ceph\n[ceph]\nvolume_driver = cinder.volume.drivers.rbd.RBDDriver\n')]);
+    const rbd = await runImportCinderConf([writeConf('rbd.conf', '[DEFAULT]\nenabled_backends = ceph\n[ceph]\nvolume_driver = cinder.volume.drivers.netapp.common.NetAppDriver\n')]);
     expect(rbd).toMatchObject({ code: 1, stdout: '' });
-    expect(rbd.stderr).toMatch(/\[ceph\]: volume_driver "cinder\.volume\.drivers\.rbd\.RBDDriver" is not a driver cinderlib-mcp has/);
+    expect(rbd.stderr).toMatch(/\[ceph\]: volume_driver "cinder\.volume\.drivers\.netapp\.common\.NetAppDriver" is not a driver cinderlib-mcp has/);
     expect(rbd.stderr).toMatch(/no backend converted/);
     const none = await runImportCinderConf([writeConf('none.conf', '[DEFAULT]\ndebug = true\n')]);
     expect(none).toMatchObject({ code: 1, stdout: '' });
