@@ -65,7 +65,10 @@ export function targetFor(
           const store = backing(volume);
           if (typeof store === 'string') return store;
           // LIO serves block devices and files; a module store (tgt's rbd) has neither here.
-          throw new StorageError('UNSUPPORTED', `${backend}: target_helper "lioadm" exports a block device or a file; a ${store.type} image is exported through tgt: set target_helper: tgtadm`);
+          throw new StorageError(
+            'UNSUPPORTED',
+            `${backend}: target_helper "lioadm" exports a block device or a file; a ${store.type} image is exported through tgt: set target_helper: tgtadm`,
+          );
         },
         context,
       );
