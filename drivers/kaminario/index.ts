@@ -160,7 +160,7 @@ class KaminarioDriver implements VolumeDriver {
     };
   }
 
-  createVolume(volume: VolumeRef): Promise<{ provider_location: string }> {
+  createVolume(volume: VolumeRef): Promise<void> {
     return this.volumes.createVolume(volume);
   }
 

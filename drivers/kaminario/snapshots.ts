@@ -25,7 +25,7 @@ export class K2Snapshots {
   ) {}
 
   /** Cinder's create_snapshot: a snapshot of the volume's group, kept until Cinder deletes it. */
-  async createSnapshot(snapshot: SnapshotRef): Promise<{ provider_location: string }> {
+  async createSnapshot(snapshot: SnapshotRef): Promise<void> {
     const snapshotName = k2SnapshotName(snapshot.id);
     const groupName = k2GroupName(snapshot.volume_id);
     const policy = await this.volumes.retentionPolicy();
@@ -42,7 +42,6 @@ export class K2Snapshots {
       },
       `create snapshot ${snapshotName} of ${groupName}`,
     );
-    return { provider_location: snapshotName };
   }
 
   /** Cinder's delete_snapshot: found by short_name; a snapshot already gone counts as deleted. */
@@ -56,7 +55,7 @@ export class K2Snapshots {
    * here, dd from one to the other, both detached and the view deleted; on failure the new volume
    * is deleted too. Asks this host first, and touches nothing on the array when it cannot attach.
    */
-  async createVolumeFromSnapshot(volume: CreateVolumeRequest, snapshot: SnapshotRef, progress: CopyProgress): Promise<{ provider_location: string }> {
+  async createVolumeFromSnapshot(volume: CreateVolumeRequest, snapshot: SnapshotRef, progress: CopyProgress): Promise<void> {
     const operation = `create volume ${volume.id} from snapshot ${snapshot.id}`;
     await this.refuseUnlessAttachable(
       operation,
@@ -83,7 +82,7 @@ export class K2Snapshots {
    * cannot clone an attached volume); otherwise the source and the new volume attached here, dd,
    * both detached; on failure the new volume is deleted.
    */
-  async createClonedVolume(volume: CreateVolumeRequest, sourceVolume: VolumeRef, progress: CopyProgress): Promise<{ provider_location: string }> {
+  async createClonedVolume(volume: CreateVolumeRequest, sourceVolume: VolumeRef, progress: CopyProgress): Promise<void> {
     const operation = `clone volume ${sourceVolume.id} to ${volume.id}`;
     await this.refuseUnlessAttachable(
       operation,
@@ -129,16 +128,17 @@ export class K2Snapshots {
     sizeGb: number,
     progress: CopyProgress,
     afterDetach?: () => Promise<void>,
-  ): Promise<{ provider_location: string }> {
+  ): Promise<void> {
     const attachments: Array<{ what: string; attachment: LocalAttachment }> = [];
-    let created: { provider_location: string } | undefined;
+    let created = false;
     let failure: unknown;
     try {
       const from = await this.k2.context.host.attach(source);
       attachments.push({ what: `source ${source.provider_location ?? k2VolumeName(source.id)}`, attachment: from });
-      created = await this.volumes.createVolume(volume);
-      const to = await this.k2.context.host.attach({ id: volume.id, size: volume.size, pool_name: volume.pool_name, provider_location: created.provider_location });
-      attachments.push({ what: `new volume ${created.provider_location}`, attachment: to });
+      await this.volumes.createVolume(volume);
+      created = true;
+      const to = await this.k2.context.host.attach({ id: volume.id, size: volume.size, pool_name: volume.pool_name });
+      attachments.push({ what: `new volume ${k2VolumeName(volume.id)}`, attachment: to });
       await copyDevice(this.runner, {
         source: from.path,
         target: to.path,
@@ -166,12 +166,12 @@ export class K2Snapshots {
         failure ??= error;
       }
     }
-    if (failure === undefined) return created!;
+    if (failure === undefined) return;
     if (created) {
       try {
         await this.volumes.deleteVolume(volume);
       } catch (error) {
-        this.k2.context.log.error(`${operation} failed, and deleting the new volume ${created.provider_location} failed too: ${(error as Error).message}`);
+        this.k2.context.log.error(`${operation} failed, and deleting the new volume ${k2VolumeName(volume.id)} failed too: ${(error as Error).message}`);
       }
     }
     throw this.copyFailure(operation, failure);

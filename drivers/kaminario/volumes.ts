@@ -14,7 +14,8 @@ export class K2Volumes {
   constructor(private readonly k2: K2Client) {}
 
   /** A volume group, then the volume inside it; any failure removes whatever was made. */
-  async createVolume(volume: VolumeRef): Promise<{ provider_location: string }> {
+  /** Cinder's K2 create_volume: a volume group and its volume, named after the id (no provider_location, as Cinder's driver sets none). */
+  async createVolume(volume: VolumeRef): Promise<void> {
     const groupName = k2GroupName(volume.id);
     const volumeName = k2VolumeName(volume.id);
     try {
@@ -24,7 +25,6 @@ export class K2Volumes {
       await this.rollBack(volumeName, groupName);
       throw error;
     }
-    return { provider_location: volumeName };
   }
 
   async extendVolume(volume: VolumeRef, newSizeGb: number): Promise<void> {

@@ -123,7 +123,7 @@ describe('secrets never leave the process', () => {
     expect(xtremio.error).toBeTruthy();
     const badTypes = answer.data.backends.find((b: { id: string }) => b.id === 'bad-types');
     expect(badTypes.initialized).toBe(false);
-    expect(badTypes.error).toMatch(/backend "bad-types": option "max_over_subscription_ratio" must be a number of at least 1, got \*\*\*$/);
+    expect(badTypes.error).toMatch(/backend "bad-types": option "max_over_subscription_ratio" must be a number of at least 1 \(such as 20 or 1\.5\), or "auto", got \*\*\*$/);
     const widened = answer.data.backends.find((b: { id: string }) => b.id === 'widened');
     expect(widened.config).toMatchObject({
       san_passwd: '***',
