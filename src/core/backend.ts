@@ -81,6 +81,8 @@ export class Backend {
   private readonly statsFlight = new SingleFlight<StatsSnapshot>();
   /** Pool names of the last stats seen, kept through cache invalidation so list_backends never waits. */
   private lastPoolNames: string[] = [];
+  /** The last stats read, kept through cache invalidation: what /metrics shows without asking the array. */
+  private lastStats?: BackendStats;
   private driverNotes: string[] = [];
   private tombstones?: TombstoneKeeper;
   private mutations?: VolumeLifecycle;
@@ -119,6 +121,11 @@ export class Backend {
 
   get notes(): string[] {
     return this.driverNotes;
+  }
+
+  /** Pools as last seen, without asking the array (empty until stats were first read). */
+  get lastPools(): readonly PoolStats[] {
+    return this.lastStats?.pools ?? [];
   }
 
   /** Pool names as last seen, without asking the array (empty until stats were first read). */
@@ -345,6 +352,7 @@ export class Backend {
       return { stats, seq };
     });
     this.lastPoolNames = snapshot.stats.pools.map((pool) => pool.pool_name);
+    this.lastStats = snapshot.stats;
     // A mutation that finished while we were asking makes this answer stale: do not cache it.
     if (generation === this.statsGeneration) this.cachedStats = snapshot;
     return snapshot;
