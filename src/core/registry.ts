@@ -423,7 +423,8 @@ export class BackendRegistry {
           ['provisioned', pool.provisioned_capacity_gb ?? pool.allocated_capacity_gb],
         ];
         for (const [kind, value] of figures) {
-          if (typeof value === 'number') samples.push({ name: 'cinderlib_mcp_pool_capacity_gb', help: CAPACITY_HELP, labels: { backend: backend.id, pool: pool.pool_name, kind }, value });
+          if (typeof value === 'number')
+            samples.push({ name: 'cinderlib_mcp_pool_capacity_gb', help: CAPACITY_HELP, labels: { backend: backend.id, pool: pool.pool_name, kind }, value });
         }
       }
     }

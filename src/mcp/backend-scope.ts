@@ -51,10 +51,7 @@ export async function scopeArguments(scope: BackendScope, tool: string, args: Re
   }
   if (LISTS.has(tool) && args.backend === undefined && args.volume_id === undefined) {
     if (scope.backends.length === 1) return { ...args, backend: scope.backends[0] };
-    throw new StorageError(
-      'FORBIDDEN',
-      `${tool}: the token "${scope.holder}" may list only backends ${scope.backends.join(', ')}; pass backend (one of them) or volume_id`,
-    );
+    throw new StorageError('FORBIDDEN', `${tool}: the token "${scope.holder}" may list only backends ${scope.backends.join(', ')}; pass backend (one of them) or volume_id`);
   }
   return args;
 }

@@ -112,7 +112,7 @@ export function createMcpServer(options: ServerOptions): Server {
         const registry = await options.registry;
         let args = parseArguments(tool, rawArguments, registry, secrets);
         const scope = options.backendScope;
-        if (scope) args = (await scopeArguments(scope, name, args as Record<string, unknown>, registry)) as typeof args;
+        if (scope) args = await scopeArguments(scope, name, args, registry);
         let data = secrets.maskOptions(await runWithProgress(progress, () => tool.handler(args, registry)));
         if (scope) data = scopeAnswer(scope, name, data) as typeof data;
         return { content: [{ type: 'text', text: JSON.stringify(data) }], structuredContent: data };
