@@ -212,15 +212,25 @@ class FileDriver implements VolumeDriver {
   private async recount(): Promise<void> {
     let provisionedGb = 0;
     let volumeCount = 0;
-    for (const entry of await readdir(this.options.volumes_dir, { withFileTypes: true })) {
-      // Images only: the lock file and anything else in the folder are not ours to count.
-      const isVolume = VOLUME_FILE.test(entry.name);
-      if (!entry.isFile() || !(isVolume || SNAPSHOT_FILE.test(entry.name))) continue;
-      const info = await stat(join(this.options.volumes_dir, entry.name)).catch(() => undefined);
-      if (!info) continue; // deleted while counting
-      provisionedGb += gibOf(info.size);
-      if (isVolume) volumeCount++;
-    }
+    // Images only: the lock file and anything else in the folder are not ours to count.
+    const images = (await readdir(this.options.volumes_dir, { withFileTypes: true })).filter(
+      (entry) => entry.isFile() && (VOLUME_FILE.test(entry.name) || SNAPSHOT_FILE.test(entry.name)),
+    );
+    // Asked all at once: a shared folder is counted for every capacity decision.
+    const sizes = await Promise.all(
+      images.map((entry) =>
+        stat(join(this.options.volumes_dir, entry.name)).then(
+          (info) => info.size,
+          () => undefined,
+        ),
+      ),
+    );
+    images.forEach((entry, index) => {
+      const size = sizes[index];
+      if (size === undefined) return; // deleted while counting
+      provisionedGb += gibOf(size);
+      if (VOLUME_FILE.test(entry.name)) volumeCount++;
+    });
     this.provisionedGb = provisionedGb;
     this.volumeCount = volumeCount;
   }
