@@ -1,5 +1,6 @@
 import { constants } from 'node:fs';
-import { access, mkdir, open, readdir, stat, statfs, truncate, unlink } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { access, link, mkdir, open, readFile, readdir, realpath, stat, statfs, truncate, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { acquireProcessLock, defaultVolumesDir, type HeldLock, LockHeldError, StorageError } from '../kit/base.js';
 import { LocalRunner } from '../kit/exec/local.js';
@@ -34,6 +35,14 @@ const VOLUME_FILE = /^volume-[0-9a-f-]{36}$/;
 const SNAPSHOT_FILE = /^snapshot-[0-9a-f-]{36}$/;
 /** Held for the server's life: a folder's capacity accounting belongs to one backend of one server. */
 const LOCK_FILE = '.cinderlib-mcp.lock';
+/**
+ * The folder's own identity, made once by whichever server gets there first: servers sharing the
+ * folder (NFS) name one capacity domain by it, whatever device number each host gives the mount.
+ */
+const FOLDER_ID_FILE = '.cinderlib-mcp.folder-id';
+const FOLDER_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** Folders served by a backend of this process on a shared store (by real path): one backend per folder here too. */
+const servedHere = new Map<string, string>();
 
 const options = {
   volumes_dir: stringOption('Directory holding the volume image files.', {
@@ -51,9 +60,14 @@ class FileDriver implements VolumeDriver {
   private provisionedGb = 0;
   private volumeCount = 0;
   private lock?: HeldLock;
+  /** On a shared store: the folder's real path, as this process's claim on it. */
+  private servedPath?: string;
   private readonly setupNotes: string[] = [];
-  /** The filesystem the folder is on: backends in other folders of it draw on the same free space. */
-  private filesystem = '';
+  /**
+   * The capacity domain: on a store several servers share, the folder's id (kept in the folder);
+   * otherwise the filesystem it is on (backends in other folders of it draw on the same free space).
+   */
+  private domain = '';
 
   /** Cinder's create_snapshot, delete_snapshot and create_volume_from_snapshot, as file copies. */
   readonly snapshots: SnapshotOperations = {
@@ -105,6 +119,11 @@ class FileDriver implements VolumeDriver {
     } catch (error) {
       throw new StorageError('BACKEND_UNAVAILABLE', `backend "${this.context.backendName}": volumes_dir ${dir} is not a writable directory (${errorCode(error)})`);
     }
+    if (this.context.sharedStore) {
+      await this.claimSharedFolder(dir);
+      await this.recount();
+      return;
+    }
     try {
       this.lock = await acquireProcessLock(join(dir, LOCK_FILE), `backend "${this.context.backendName}"`);
     } catch (error) {
@@ -118,8 +137,63 @@ class FileDriver implements VolumeDriver {
       // `check` only looks: a running server holding the folder is what a checked config is for.
       this.setupNotes.push(`volumes_dir ${dir} is in use by ${error.holder}`);
     }
-    this.filesystem = String((await stat(dir)).dev);
+    this.domain = `filesystem:${(await stat(dir)).dev}`;
     await this.recount();
+  }
+
+  /**
+   * On a store several servers share, every server serves the folder: capacity is decided under
+   * the cluster-wide lock of the folder's id, on a fresh count. Two backends of this one server on
+   * one folder are still refused (each would count the other's images as its own).
+   */
+  private async claimSharedFolder(dir: string): Promise<void> {
+    const path = await realpath(dir);
+    const holder = servedHere.get(path);
+    if (holder !== undefined && this.context.serving) {
+      throw new StorageError(
+        'BACKEND_UNAVAILABLE',
+        `backend "${this.context.backendName}": volumes_dir ${dir} is already served by backend "${holder}" of this server; give each backend its own volumes_dir (servers sharing the store may all serve it)`,
+      );
+    }
+    this.domain = `folder:${await this.folderId(dir)}`;
+    if (this.context.serving) {
+      servedHere.set(path, this.context.backendName);
+      this.servedPath = path;
+    }
+  }
+
+  /** The folder's id, made here (atomically: a hard link never replaces) when no server made it yet. */
+  private async folderId(dir: string): Promise<string> {
+    const path = join(dir, FOLDER_ID_FILE);
+    for (let attempt = 0; attempt < 2; attempt++) {
+      let text: string | undefined;
+      try {
+        text = await readFile(path, 'utf8');
+      } catch (error) {
+        if (errorCode(error) !== 'ENOENT') throw this.failure('read', path, error);
+      }
+      if (text !== undefined) {
+        const id = text.trim();
+        // Read back from a folder others write to: untrusted until it has the shape this driver writes.
+        if (!FOLDER_ID.test(id)) {
+          throw new StorageError(
+            'BACKEND_UNAVAILABLE',
+            `backend "${this.context.backendName}": ${path} does not hold a folder id this driver wrote (a UUID); remove it if no server uses the folder, and it is made again`,
+          );
+        }
+        return id;
+      }
+      const draft = join(dir, `${FOLDER_ID_FILE}.${randomUUID()}`);
+      try {
+        await writeFile(draft, `${randomUUID()}\n`, { mode: 0o600, flag: 'wx' });
+        await link(draft, path);
+      } catch (error) {
+        if (errorCode(error) !== 'EEXIST') throw this.failure('create', path, error);
+      } finally {
+        await unlink(draft).catch(() => undefined);
+      }
+    }
+    throw new StorageError('BACKEND_UNAVAILABLE', `backend "${this.context.backendName}": ${path} could not be read after it was made`);
   }
 
   notes(): string[] {
@@ -127,22 +201,36 @@ class FileDriver implements VolumeDriver {
   }
 
   capacityDomain(): string {
-    return `filesystem:${this.filesystem}`;
+    return this.domain;
+  }
+
+  identity(): Record<string, string> {
+    return this.context.sharedStore ? { volumes_dir: this.domain } : {};
   }
 
   /** Counted at setup and on refresh, and kept up to date by each operation, so stats stay flat as volumes grow. */
   private async recount(): Promise<void> {
     let provisionedGb = 0;
     let volumeCount = 0;
-    for (const entry of await readdir(this.options.volumes_dir, { withFileTypes: true })) {
-      // Images only: the lock file and anything else in the folder are not ours to count.
-      const isVolume = VOLUME_FILE.test(entry.name);
-      if (!entry.isFile() || !(isVolume || SNAPSHOT_FILE.test(entry.name))) continue;
-      const info = await stat(join(this.options.volumes_dir, entry.name)).catch(() => undefined);
-      if (!info) continue; // deleted while counting
-      provisionedGb += gibOf(info.size);
-      if (isVolume) volumeCount++;
-    }
+    // Images only: the lock file and anything else in the folder are not ours to count.
+    const images = (await readdir(this.options.volumes_dir, { withFileTypes: true })).filter(
+      (entry) => entry.isFile() && (VOLUME_FILE.test(entry.name) || SNAPSHOT_FILE.test(entry.name)),
+    );
+    // Asked all at once: a shared folder is counted for every capacity decision.
+    const sizes = await Promise.all(
+      images.map((entry) =>
+        stat(join(this.options.volumes_dir, entry.name)).then(
+          (info) => info.size,
+          () => undefined,
+        ),
+      ),
+    );
+    images.forEach((entry, index) => {
+      const size = sizes[index];
+      if (size === undefined) return; // deleted while counting
+      provisionedGb += gibOf(size);
+      if (VOLUME_FILE.test(entry.name)) volumeCount++;
+    });
     this.provisionedGb = provisionedGb;
     this.volumeCount = volumeCount;
   }
@@ -150,7 +238,8 @@ class FileDriver implements VolumeDriver {
   async getStats(request: { recount?: boolean } = {}): Promise<BackendStats> {
     let fs;
     try {
-      if (request.recount) await this.recount();
+      // Other servers add and remove images in a shared folder: only a count says what it holds.
+      if (request.recount || this.context.sharedStore) await this.recount();
       fs = await statfs(this.options.volumes_dir);
     } catch (error) {
       throw this.failure('read capacity of', this.options.volumes_dir, error);
@@ -272,6 +361,8 @@ class FileDriver implements VolumeDriver {
   async close(): Promise<void> {
     this.lock?.release();
     this.lock = undefined;
+    if (this.servedPath !== undefined && servedHere.get(this.servedPath) === this.context.backendName) servedHere.delete(this.servedPath);
+    this.servedPath = undefined;
   }
 
   private pathOf(volume: VolumeRef): string {

@@ -209,6 +209,13 @@ export interface DriverContext {
    * server) over resources a running server holds for its life, such as the file driver's folder.
    */
   serving: boolean;
+  /**
+   * True when several servers share the metadata store (PostgreSQL): every capacity decision is
+   * taken under a cluster-wide lock on stats read for it, so a resource several servers reach (a
+   * file backend's shared folder) may be served by all of them. False or absent: this process is
+   * the only one deciding, and keeps what it serves to itself.
+   */
+  sharedStore?: boolean;
   /** The server's own host, for drivers that copy data through it. */
   host: HostAccess;
 }
@@ -226,6 +233,12 @@ export interface VolumeDriver {
    * on it too; backends whose pools name the same domain share capacity accounting.
    */
   capacityDomain?(poolName: string): string | undefined;
+  /**
+   * After setup: options whose identity is not their written value, by option name (the file
+   * driver's volumes_dir on a shared store is its folder's id: the same folder may be mounted at
+   * other paths on other hosts). Servers sharing a store compare these instead.
+   */
+  identity?(): Record<string, string>;
   createVolume(volume: CreateVolumeRequest): Promise<CreatedVolume | void>;
   extendVolume(volume: VolumeRef, newSizeGb: number): Promise<void>;
   /** Must succeed when the volume is already gone from the array. */

@@ -13,6 +13,8 @@ export const ERROR_CODES = [
   'IN_USE',
   'UNSUPPORTED',
   'INTERNAL',
+  // A token limited to some backends (global.http_tokens[].backends) called on another.
+  'FORBIDDEN',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

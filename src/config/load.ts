@@ -33,6 +33,8 @@ export interface GlobalOptions {
   leaseSeconds: number;
   /** A file each audit record is also appended to, as a JSON line (global.audit_log). */
   auditLog?: string;
+  /** When the audit file rotates: past a size, at the turn of each day (UTC), or both; and how many rotated files stay. */
+  auditRotation?: AuditRotation;
   /** `serve --http` bearer tokens (global.http_tokens); absent: none configured. */
   httpTokens?: HttpToken[];
   /** Origins besides the server's own that may call /mcp (global.http_allowed_origins), as `new URL(x).origin`. */
@@ -49,7 +51,18 @@ export interface HttpToken {
   token: string;
   /** Sessions opened with this token see and may call only the read tools. */
   readOnly: boolean;
+  /** The backends this token may use (absent: every backend). */
+  backends?: string[];
 }
+
+export interface AuditRotation {
+  maxBytes?: number;
+  daily: boolean;
+  /** Rotated files kept (audit.jsonl.1 the newest); older ones are removed. */
+  keep: number;
+}
+
+export const DEFAULT_AUDIT_LOG_KEEP = 7;
 
 export const DEFAULT_HTTP_SESSION_IDLE_SECONDS = 3600;
 export const DEFAULT_HTTP_SESSIONS_PER_TOKEN = 100;
@@ -109,9 +122,15 @@ const GLOBAL_KEYS = {
             .string({ error: 'each http_tokens entry needs a token (a string; use ${env:NAME} to keep it out of the file)' })
             .min(MIN_HTTP_TOKEN_LENGTH, { error: `an http_tokens token must be at least ${MIN_HTTP_TOKEN_LENGTH} characters (e.g. the output of: openssl rand -hex 32)` }),
           read_only: bool.optional(),
+          backends: z
+            .array(z.string({ error: 'each http_tokens backends entry must be a volume_backend_name (a string)' }).min(1), {
+              error: 'an http_tokens backends must be a list of volume_backend_name values the token may use',
+            })
+            .min(1, { error: 'an http_tokens backends list must name at least one backend (leave it out for every backend)' })
+            .optional(),
         })
         .strict(),
-      { error: 'http_tokens must be a list of {name, token, read_only?} mappings' },
+      { error: 'http_tokens must be a list of {name, token, read_only?, backends?} mappings' },
     )
     .optional(),
   http_allowed_origins: z
@@ -134,6 +153,19 @@ const GLOBAL_KEYS = {
     .preprocess(
       (v) => (typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v),
       z.number({ error: 'http_sessions_per_token must be a whole number of sessions from 1 to 1000' }).int().min(1).max(1000),
+    )
+    .optional(),
+  audit_log_max_bytes: z
+    .preprocess(
+      (v) => (typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v),
+      z.number({ error: 'audit_log_max_bytes must be a whole number of bytes from 4096 up' }).int().min(4096),
+    )
+    .optional(),
+  audit_log_rotate_daily: bool.optional(),
+  audit_log_keep: z
+    .preprocess(
+      (v) => (typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v),
+      z.number({ error: 'audit_log_keep must be a whole number of rotated files to keep, from 1 to 1000' }).int().min(1).max(1000),
     )
     .optional(),
   lease_seconds: z
@@ -197,6 +229,12 @@ export function parseConfig(document: unknown, source: string, options: LoadOpti
   options.secrets.registerFromOptions(globalBlock);
   const global = parseGlobal(globalBlock, source, warnings, options.secrets);
   const backends = parseBackends(raw.backends, source, env, options.secrets);
+  const names = new Set(backends.map((spec) => spec.name));
+  for (const token of global.httpTokens ?? []) {
+    for (const name of token.backends ?? []) {
+      if (!names.has(name)) warnings.push(`${source}: http_tokens "${token.name}" lists backend "${name}", which is not configured; its calls on it are refused like any other`);
+    }
+  }
   return { source, global, backends, warnings };
 }
 
@@ -228,6 +266,9 @@ function parseGlobal(raw: unknown, source: string, warnings: string[], secrets?:
     outputAllBackendInfo: options.output_all_backend_info ?? false,
     host: options.host,
     auditLog: options.audit_log,
+    ...(options.audit_log_max_bytes !== undefined || options.audit_log_rotate_daily
+      ? { auditRotation: { maxBytes: options.audit_log_max_bytes, daily: options.audit_log_rotate_daily ?? false, keep: options.audit_log_keep ?? DEFAULT_AUDIT_LOG_KEEP } }
+      : {}),
     leaseSeconds: options.lease_seconds ?? DEFAULT_LEASE_SECONDS,
     readOnly: options.read_only ?? false,
     rootHelper,
@@ -248,7 +289,7 @@ function httpOptions(options: z.infer<typeof globalSchema>, source: string): Htt
       if (tokens.has(entry.token)) throw new ConfigError(`${source}: global option "http_tokens.${index}.token": the same token is listed twice; give each client its own token`);
       names.add(entry.name);
       tokens.add(entry.token);
-      return { name: entry.name, token: entry.token, readOnly: entry.read_only ?? false };
+      return { name: entry.name, token: entry.token, readOnly: entry.read_only ?? false, ...(entry.backends ? { backends: [...new Set(entry.backends)] } : {}) };
     });
   }
   if (options.http_allowed_origins) out.httpAllowedOrigins = options.http_allowed_origins.map((origin) => new URL(origin).origin);

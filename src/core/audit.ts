@@ -1,4 +1,5 @@
-import { appendFile } from 'node:fs/promises';
+import { appendFile, rename, rm, stat } from 'node:fs/promises';
+import type { AuditRotation } from '../config/load.js';
 import { describeError } from '../base/errors.js';
 import { privateFile } from '../base/private-files.js';
 import type { Logger } from '../base/log.js';
@@ -36,12 +37,18 @@ export interface AuditedCall {
  * that cannot be written is logged, never turned into the call's failure.
  */
 export class AuditLog {
+  /** Appends to the file, one at a time: rotation must not cut a line, nor two records cross. */
+  private fileTurn: Promise<void> = Promise.resolve();
+  /** The file's size and the day (UTC, YYYY-MM-DD) its records began, once read from the file itself. */
+  private current?: { bytes: number; day: string };
+
   constructor(
     private readonly store: VolumeStore,
     private readonly serverId: string,
     private readonly secrets: SecretRegistry,
     private readonly log: Logger,
     private readonly filePath?: string,
+    private readonly rotation?: AuditRotation,
   ) {
     if (!filePath) return;
     try {
@@ -63,12 +70,48 @@ export class AuditLog {
     };
     await Promise.all([
       this.store.appendAudit(record).catch((error: unknown) => this.log.warn(`audit: cannot record ${call.tool} in the metadata store: ${this.secrets.redact(describeError(error))}`)),
-      this.filePath
-        ? appendFile(this.filePath, `${JSON.stringify(record)}\n`, { mode: 0o600 }).catch((error: unknown) =>
-            this.log.warn(`audit: cannot append to ${this.filePath}: ${describeError(error)}`),
-          )
-        : undefined,
+      this.filePath ? this.appendLine(this.filePath, `${JSON.stringify(record)}\n`, record.time) : undefined,
     ]);
+  }
+
+  private appendLine(path: string, line: string, time: string): Promise<void> {
+    const turn = this.fileTurn.then(async () => {
+      try {
+        if (this.rotation) await this.rotateIfDue(path, this.rotation, Buffer.byteLength(line), time.slice(0, 10));
+        await appendFile(path, line, { mode: 0o600 });
+        if (this.current) this.current.bytes += Buffer.byteLength(line);
+      } catch (error) {
+        this.log.warn(`audit: cannot append to ${path}: ${describeError(error)}`);
+      }
+    });
+    this.fileTurn = turn;
+    return turn;
+  }
+
+  /**
+   * Rotation (global.audit_log_max_bytes, audit_log_rotate_daily): the file becomes PATH.1, PATH.1
+   * becomes PATH.2, and so on; beyond audit_log_keep files the oldest is removed.
+   */
+  private async rotateIfDue(path: string, rotation: AuditRotation, adding: number, today: string): Promise<void> {
+    if (!this.current) {
+      const info = await stat(path).catch(() => undefined);
+      this.current = { bytes: info?.size ?? 0, day: (info ? info.mtime : new Date()).toISOString().slice(0, 10) };
+    }
+    const full = rotation.maxBytes !== undefined && this.current.bytes > 0 && this.current.bytes + adding > rotation.maxBytes;
+    const newDay = rotation.daily && this.current.bytes > 0 && this.current.day !== today;
+    if (!full && !newDay) {
+      if (this.current.bytes === 0) this.current.day = today;
+      return;
+    }
+    await rm(`${path}.${rotation.keep}`, { force: true });
+    for (let index = rotation.keep - 1; index >= 1; index--) {
+      await rename(`${path}.${index}`, `${path}.${index + 1}`).catch((error: unknown) => {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      });
+    }
+    await rename(path, `${path}.1`);
+    this.current = { bytes: 0, day: today };
+    this.log.info(`audit: ${path} rotated to ${path}.1 (${full ? `reached ${rotation.maxBytes} bytes` : 'a new day began'}); keeping ${rotation.keep} rotated files`);
   }
 
   private maskedArguments(raw: unknown): Record<string, unknown> {

@@ -15,6 +15,8 @@ import { StorageError, describeError } from '../base/errors.js';
 import type { KeyedMutex } from '../base/locks.js';
 import { SingleFlight } from '../base/locks.js';
 import { waitWithProgress } from './progress.js';
+import { stepDone } from '../base/metrics.js';
+import { backendFingerprint, differingOptions } from './backend-identity.js';
 import { TombstoneKeeper } from './tombstones.js';
 import { VolumeLifecycle } from './lifecycle.js';
 import type { HostAttachers } from './attach/attacher.js';
@@ -79,6 +81,8 @@ export class Backend {
   private readonly statsFlight = new SingleFlight<StatsSnapshot>();
   /** Pool names of the last stats seen, kept through cache invalidation so list_backends never waits. */
   private lastPoolNames: string[] = [];
+  /** The last stats read, kept through cache invalidation: what /metrics shows without asking the array. */
+  private lastStats?: BackendStats;
   private driverNotes: string[] = [];
   private tombstones?: TombstoneKeeper;
   private mutations?: VolumeLifecycle;
@@ -117,6 +121,11 @@ export class Backend {
 
   get notes(): string[] {
     return this.driverNotes;
+  }
+
+  /** Pools as last seen, without asking the array (empty until stats were first read). */
+  get lastPools(): readonly PoolStats[] {
+    return this.lastStats?.pools ?? [];
   }
 
   /** Pool names as last seen, without asking the array (empty until stats were first read). */
@@ -283,6 +292,7 @@ export class Backend {
         dataDir: this.deps.dataDir,
         rootHelper: this.deps.rootHelper,
         serving: this.deps.serving,
+        sharedStore: this.deps.store.shared !== undefined,
         // Resolved when a driver asks, by then the backend is ready: the host attaches through the driver's own exports.
         host: {
           cannotAttach: () => this.connections.hostAccess().cannotAttach(),
@@ -293,6 +303,19 @@ export class Backend {
     );
     await this.driver.setup();
     this.driverNotes = this.driver.notes?.() ?? [];
+    const shared = this.deps.store.shared;
+    if (shared && this.deps.serving) {
+      const fingerprint = backendFingerprint(entry.alias, Object.keys(definition.options), options, this.deps.secrets, this.driver.identity?.());
+      const verdict = await shared.agreeOnBackend(this.id, this.deps.serverId, fingerprint, differingOptions);
+      if (!verdict.agreed) {
+        const how = verdict.differing.map((d) => `${d.option} (here ${d.here}, there ${d.there})`).join(', ');
+        throw new StorageError(
+          'BACKEND_UNAVAILABLE',
+          `backend "${this.id}" is configured differently on server ${verdict.server}, which shares this metadata store and serves it: ${verdict.differing.length === 1 ? 'option' : 'options'} ${how}; ` +
+            `one volume_backend_name must name one storage on every server: configure it alike on both (or give one of them another name); it is compared again on the next try`,
+        );
+      }
+    }
   }
 
   /** The driver, once initialized; waits (with progress) for an attempt under way, retries a failed backend after its back-off. */
@@ -329,6 +352,7 @@ export class Backend {
       return { stats, seq };
     });
     this.lastPoolNames = snapshot.stats.pools.map((pool) => pool.pool_name);
+    this.lastStats = snapshot.stats;
     // A mutation that finished while we were asking makes this answer stale: do not cache it.
     if (generation === this.statsGeneration) this.cachedStats = snapshot;
     return snapshot;
@@ -364,18 +388,22 @@ export class Backend {
     sizeGb: number,
     refusal: (room: { pool: string; gb: number; text: string }) => string,
   ): Promise<{ pool: PoolStats; reservation: Reservation }> {
-    const { stats } = await this.snapshot(false);
-    const domain = this.capacityDomain(this.choosePool(stats, poolName).pool_name);
+    // The pool (so its domain) from the pools already known: stats are read under the lock anyway.
+    const known = poolName === undefined ? this.lastPoolNames[0] : this.lastPoolNames.find((name) => name === poolName);
+    const domain = this.capacityDomain(known ?? this.choosePool((await this.snapshot(false)).stats, poolName).pool_name);
+    stepDone('stats (cached)');
     let chosen!: PoolStats;
     let local!: Reservation;
     const hold = await shared.holdCapacity(domain, this.deps.serverId, async (heldByOthersGb) => {
       const fresh = await this.snapshot(true);
+      stepDone('stats (fresh)');
       chosen = this.choosePool(fresh.stats, poolName);
       const claims = this.deps.capacity.claims(domain, this.id, fresh.seq);
       this.requireRoom(chosen, sizeGb, { ...claims, provisionedGb: claims.provisionedGb + heldByOthersGb, allocatedGb: claims.allocatedGb + heldByOthersGb }, refusal);
       local = this.deps.capacity.reserve(domain, this.id, sizeGb);
       return sizeGb;
     });
+    stepDone('capacity hold written');
     const releaseHold = () =>
       void hold.release().catch((error: unknown) => this.deps.log.warn(`backend "${this.id}": releasing a capacity hold: ${describeError(error)} (it lapses with this server's lease)`));
     return {

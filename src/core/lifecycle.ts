@@ -13,6 +13,7 @@ import { runHoldingAll, type KeyedMutex } from '../base/locks.js';
 import type { Logger } from '../base/log.js';
 import type { HeldLocks, RequestEntry, SnapshotPatch, VolumePatch, VolumeStore } from '../store/store.js';
 import { trackCopy } from './progress.js';
+import { LOCK_WAIT_HELP, LOCK_WAIT_SECONDS, metrics, stepDone, timedOperation } from '../base/metrics.js';
 import type { ConnectionRecord } from '../model/connection.js';
 import type { SecretRegistry } from '../base/secrets.js';
 import type { SnapshotRecord, SnapshotStatus } from '../model/snapshot.js';
@@ -112,6 +113,9 @@ export class Replay extends Error {
     super(`request ${entry.request_id} replayed`);
   }
 }
+
+const IN_FLIGHT = 'cinderlib_mcp_operations_in_flight';
+const IN_FLIGHT_HELP = 'Operations (create, extend, delete, snapshot, connect, ...) under way on this server, holding their locks.';
 
 /** Waits before writing an operation's outcome again, when the metadata store refused it. */
 const OUTCOME_RETRY_MS = [100, 500];
@@ -402,40 +406,67 @@ export class VolumeLifecycle {
     const driver = await this.host.ready();
     // This process's locks first, then (on a store several servers share) the cluster's.
     const shared = this.deps.store.shared;
+    const waited = performance.now();
     const holdEverywhere = <X>(task: (locks?: HeldLocks) => Promise<X>) =>
-      runHoldingAll(this.deps.locks, mutation.locks, () => (shared ? shared.holdKeys(mutation.locks, task) : task()));
-    return holdEverywhere(async (locks) => {
-      const prepared = await mutation.prepare?.();
-      if (prepared && 'answer' in prepared) return prepared.answer as R;
-      const need = prepared?.capacity ?? mutation.capacity;
-      const held = need ? await this.host.reserveCapacity(need.poolName, need.sizeGb, need.refusal) : undefined;
-      let acted = false;
-      try {
-        await mutation.begin(held?.pool);
-        let result: T;
-        // Locks lost with a dropped database session: stop before the next array call, and record
-        // the operation as failed (as a crash's recovery would) rather than its outcome.
-        const stillHeld = () => locks?.check();
+      runHoldingAll(this.deps.locks, mutation.locks, () => {
+        stepDone('local locks');
+        if (!shared) return task();
+        return shared.holdKeys(mutation.locks, (locks) => {
+          stepDone('cluster locks');
+          return task(locks);
+        });
+      });
+    const labels = { backend: this.host.id };
+    return timedOperation(mutation.what, () =>
+      holdEverywhere(async (locks) => {
+        metrics.observe(LOCK_WAIT_SECONDS, LOCK_WAIT_HELP, { lock: 'object' }, (performance.now() - waited) / 1000);
+        metrics.add(IN_FLIGHT, IN_FLIGHT_HELP, labels, 1);
         try {
-          stillHeld();
-          result = await mutation.act(driver, stillHeld);
-          stillHeld();
-        } catch (error) {
-          throw await mutation.fail(this.asStorageError(error, mutation.what));
+          return await this.runHolding(mutation, driver, locks);
+        } finally {
+          metrics.add(IN_FLIGHT, IN_FLIGHT_HELP, labels, -1);
         }
-        acted = true;
-        const outcome = await mutation.finish(result);
-        held?.reservation.commit();
-        return outcome;
+      }).finally(() => stepDone('unlock')),
+    );
+  }
+
+  /** mutate's steps, once every lock is held. */
+  private async runHolding<T, R>(mutation: Mutation<T, R>, driver: VolumeDriver, locks: HeldLocks | undefined): Promise<R> {
+    const prepared = await mutation.prepare?.();
+    stepDone('prepare');
+    if (prepared && 'answer' in prepared) return prepared.answer as R;
+    const need = prepared?.capacity ?? mutation.capacity;
+    const held = need ? await this.host.reserveCapacity(need.poolName, need.sizeGb, need.refusal) : undefined;
+    stepDone('capacity');
+    let acted = false;
+    try {
+      await mutation.begin(held?.pool);
+      stepDone('record intent');
+      let result: T;
+      // Locks lost with a dropped database session: stop before the next array call, and record
+      // the operation as failed (as a crash's recovery would) rather than its outcome.
+      const stillHeld = () => locks?.check();
+      try {
+        stillHeld();
+        result = await mutation.act(driver, stillHeld);
+        stillHeld();
+        stepDone('array');
       } catch (error) {
-        // The array did the work even when the store could not say so: the space is taken.
-        if (acted && error instanceof UnrecordedOutcome) held?.reservation.commit();
-        else held?.reservation.release();
-        throw error instanceof UnrecordedOutcome ? error.failure : error;
-      } finally {
-        this.host.invalidateStats();
+        throw await mutation.fail(this.asStorageError(error, mutation.what));
       }
-    });
+      acted = true;
+      const outcome = await mutation.finish(result);
+      stepDone('record outcome');
+      held?.reservation.commit();
+      return outcome;
+    } catch (error) {
+      // The array did the work even when the store could not say so: the space is taken.
+      if (acted && error instanceof UnrecordedOutcome) held?.reservation.commit();
+      else held?.reservation.release();
+      throw error instanceof UnrecordedOutcome ? error.failure : error;
+    } finally {
+      this.host.invalidateStats();
+    }
   }
 
   /** The source of a volume made from a snapshot or cloned from a volume: checks, locks and the copy. */

@@ -16,6 +16,7 @@ import type { Logger } from '../base/log.js';
 import { hostname } from 'node:os';
 import { hostAttachers, thisHostConnector } from './attach/index.js';
 import { AuditLog } from './audit.js';
+import { metrics } from '../base/metrics.js';
 import { dataDir } from '../base/paths.js';
 import { openVolumeStore } from '../store/index.js';
 import { MemoryVolumeStore } from '../store/memory.js';
@@ -104,6 +105,7 @@ export class BackendRegistry {
   readonly audit: AuditLog;
   private readonly leaseMs: number;
   private leaseTimer?: NodeJS.Timeout;
+  private stopMetrics?: () => void;
 
   private constructor(
     config: LoadedConfig,
@@ -114,7 +116,7 @@ export class BackendRegistry {
   ) {
     this.serverId = config.global.host ?? `${hostname()}:${dataDir()}`;
     this.cinderHost = config.global.host ?? hostname();
-    this.audit = new AuditLog(store, this.serverId, secrets, log, config.global.auditLog);
+    this.audit = new AuditLog(store, this.serverId, secrets, log, config.global.auditLog, config.global.auditRotation);
     this.leaseMs = config.global.leaseSeconds * 1000;
     const deps = {
       store,
@@ -170,6 +172,7 @@ export class BackendRegistry {
     }
     await registry.recoverInterrupted(true);
     registry.keepLeases();
+    if (serving) registry.stopMetrics = metrics.collect(() => registry.metricSamples());
     for (const backend of registry.backends.values()) void backend.initialize();
     return registry;
   }
@@ -406,7 +409,30 @@ export class BackendRegistry {
     return this.secrets.maskOptions(value);
   }
 
+  /** Backends up or down, and each pool's capacity from the stats last read (never asking an array for a scrape). */
+  private metricSamples(): Array<{ name: string; help: string; labels: Record<string, string>; value: number }> {
+    const samples: Array<{ name: string; help: string; labels: Record<string, string>; value: number }> = [];
+    const UP_HELP = 'Whether the backend is initialized and serving (1) or not (0).';
+    const CAPACITY_HELP = 'Capacity of a pool in GiB from the stats last read: kind="total", "free" or "provisioned".';
+    for (const backend of this.backends.values()) {
+      samples.push({ name: 'cinderlib_mcp_backend_up', help: UP_HELP, labels: { backend: backend.id }, value: backend.initialized ? 1 : 0 });
+      for (const pool of backend.lastPools) {
+        const figures: Array<[string, unknown]> = [
+          ['total', pool.total_capacity_gb],
+          ['free', pool.free_capacity_gb],
+          ['provisioned', pool.provisioned_capacity_gb ?? pool.allocated_capacity_gb],
+        ];
+        for (const [kind, value] of figures) {
+          if (typeof value === 'number')
+            samples.push({ name: 'cinderlib_mcp_pool_capacity_gb', help: CAPACITY_HELP, labels: { backend: backend.id, pool: pool.pool_name, kind }, value });
+        }
+      }
+    }
+    return samples;
+  }
+
   async close(): Promise<void> {
+    this.stopMetrics?.();
     clearInterval(this.leaseTimer);
     await Promise.all(this.list().map((backend) => backend.close()));
     await this.store.shared?.leave(this.serverId).catch((error: unknown) => this.log.warn(`leaving the shared store: ${describeError(error)}`));

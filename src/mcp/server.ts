@@ -29,6 +29,8 @@ import { SERVER_CAPABILITIES, SERVER_INFO, SERVER_INSTRUCTIONS } from './server-
 import { offeredTools } from './startup-answers.js';
 import { loadToolListing } from './tool-listing.js';
 import { RESOURCE_TEMPLATES, ResourceCatalog, ResourceNotFound } from './resources.js';
+import { scopeAnswer, scopeArguments, type BackendScope } from './backend-scope.js';
+import { metrics } from '../base/metrics.js';
 
 export interface ServerOptions {
   /** Resolves once the metadata store and backends are loaded; the server answers tools/list before that. */
@@ -40,6 +42,8 @@ export interface ServerOptions {
   log: Logger;
   /** Who is calling, for the audit log (the HTTP token's name); default: the client's name from initialize. */
   clientName?: () => string | undefined;
+  /** A token limited to some backends (http_tokens[].backends): calls on others are FORBIDDEN. */
+  backendScope?: BackendScope;
 }
 
 /** This server never asks the client for input (elicitation), so no JSON Schema validator is built. */
@@ -88,6 +92,8 @@ export function createMcpServer(options: ServerOptions): Server {
         ? undefined
         : ({ progress, total, message }) => extra.sendNotification({ method: 'notifications/progress', params: { progressToken, progress, total, message: secrets.redact(message) } });
     let audited: ToolDefinition | undefined;
+    const started = performance.now();
+    let known = false;
     const result = await (async (): Promise<CallToolResult> => {
       try {
         const tool = (await toolDefinitions()).get(name);
@@ -95,6 +101,7 @@ export function createMcpServer(options: ServerOptions): Server {
           const available = (await listingReady).map((t) => t.name).join(', ');
           throw new StorageError('NOT_FOUND', `there is no tool "${name}"; available tools: ${available}`);
         }
+        known = true;
         if (!tool.annotations.readOnlyHint) audited = tool;
         if (readOnly && !tool.annotations.readOnlyHint) {
           throw new StorageError(
@@ -103,13 +110,17 @@ export function createMcpServer(options: ServerOptions): Server {
           );
         }
         const registry = await options.registry;
-        const args = parseArguments(tool, rawArguments, registry, secrets);
-        const data = secrets.maskOptions(await runWithProgress(progress, () => tool.handler(args, registry)));
+        let args = parseArguments(tool, rawArguments, registry, secrets);
+        const scope = options.backendScope;
+        if (scope) args = await scopeArguments(scope, name, args, registry);
+        let data = secrets.maskOptions(await runWithProgress(progress, () => tool.handler(args, registry)));
+        if (scope) data = scopeAnswer(scope, name, data) as typeof data;
         return { content: [{ type: 'text', text: JSON.stringify(data) }], structuredContent: data };
       } catch (error) {
         return errorResult(error, name, secrets, log);
       }
     })();
+    countCall(name, known, result, started);
     // Every call of a mutating tool leaves an audit record, refused or not.
     if (audited) {
       const registry = await options.registry.catch(() => undefined);
@@ -125,6 +136,15 @@ export function createMcpServer(options: ServerOptions): Server {
   }
 
   return server;
+}
+
+/** Tool calls by tool and outcome ("ok", or the error's code), and their latency, for /metrics. */
+function countCall(tool: string, known: boolean, result: CallToolResult, started: number): void {
+  // A name no tool has is counted as one label value: clients must not grow the series without bound.
+  const label = known ? tool : 'unknown';
+  const outcome = result.isError ? (/^([A-Z_]+): /.exec(firstText(result) ?? '')?.[1] ?? 'INTERNAL') : 'ok';
+  metrics.inc('cinderlib_mcp_tool_calls_total', 'Tool calls answered, by tool and outcome (ok, or the error code).', { tool: label, outcome });
+  metrics.observe('cinderlib_mcp_tool_call_duration_seconds', 'Time from a tool call to its answer, by tool.', { tool: label }, (performance.now() - started) / 1000);
 }
 
 /** A request handler that takes the frame as the client sent it. */
@@ -171,6 +191,13 @@ function resourceHandlers(options: ServerOptions): [string, LenientHandler][] {
   const handle =
     (handler: (params: Record<string, unknown>) => Promise<ServerResult>): LenientHandler =>
     async (request) => {
+      // Resources serialize every backend's objects: a token limited to some backends reads them through tools.
+      if (options.backendScope) {
+        throw new ProtocolError(
+          ErrorCode.InvalidRequest,
+          `FORBIDDEN: the token "${options.backendScope.holder}" is limited to backends ${options.backendScope.backends.join(', ')} and resources span every backend; use the tools (get_volume, list_volumes, ...)`,
+        );
+      }
       try {
         return await handler(isPlainObject(request.params) ? request.params : {});
       } catch (error) {

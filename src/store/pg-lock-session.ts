@@ -33,6 +33,7 @@ const RECONNECT_MS = [100, 250, 500, 1_000, 2_000, 5_000];
 
 const LOCK = 'SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS locked';
 const UNLOCK = 'SELECT pg_advisory_unlock(hashtextextended($1, 0))';
+const UNLOCK_ALL = 'SELECT pg_advisory_unlock(hashtextextended(key, 0)) FROM unnest($1::text[]) AS key';
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class LockSession {
@@ -107,11 +108,11 @@ export class LockSession {
         return await task(held);
       } finally {
         this.holders.delete(controller);
-        if (this.generation === generation) {
-          for (const key of taken.reverse()) {
-            // Cannot unlock: the session is in trouble; dropping it frees every lock it held.
-            await this.query(client, UNLOCK, [key]).catch((error: unknown) => this.drop(client, `unlocking ${key} failed: ${reasonOf(error)}`));
-          }
+        if (this.generation === generation && taken.length > 0) {
+          // Not waited for: statements on the session run in order, so this process's next lock of
+          // these keys comes after the unlock; the operation's answer need not wait for it.
+          // Cannot unlock: the session is in trouble; dropping it frees every lock it held.
+          void this.query(client, UNLOCK_ALL, [taken]).catch((error: unknown) => this.drop(client, `unlocking ${taken.join(', ')} failed: ${reasonOf(error)}`));
         }
       }
     });

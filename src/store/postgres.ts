@@ -12,6 +12,7 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { ConnectionRecord } from '../model/connection.js';
 import { StorageError, errorCode } from '../base/errors.js';
+import { LOCK_WAIT_HELP, LOCK_WAIT_SECONDS, metrics, stepDone } from '../base/metrics.js';
 import { KeyedMutex } from '../base/locks.js';
 import { createLogger, type Logger } from '../base/log.js';
 import { SecretRegistry } from '../base/secrets.js';
@@ -23,6 +24,8 @@ import { isRecoverable } from './recovery.js';
 import { POSTGRES, deleteSql, insertSql, rowValues, selectSql, upgradeSteps, type Row } from './sql.js';
 import { SqlRecords, SqlStore, liveRequest, recoveryPatch, underWay, type RecordTableName, type SqlStatements } from './sql-records.js';
 import type {
+  BackendDisagreement,
+  BackendFingerprint,
   ConnectionPatch,
   ConnectionQuery,
   ImportBatch,
@@ -213,11 +216,15 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
   readonly statements: SqlStatements = {
     engine: 'postgresql',
     read: (sql, params) => this.read(async () => (await this.pool.query<Row>(sql, [...params])).rows),
-    write: (what, sql, params) =>
-      this.write(what, async (db) => {
-        const result = await db.query<Row>(sql, [...params]);
-        return { rows: result.rows, changes: result.rowCount ?? 0 };
-      }),
+    write: (what, sql, params, relaxed) =>
+      this.write(
+        what,
+        async (db) => {
+          const result = await db.query<Row>(sql, [...params]);
+          return { rows: result.rows, changes: result.rowCount ?? 0 };
+        },
+        relaxed ? this.relaxed : this.pool,
+      ),
   };
   readonly volumes = new PostgresRecords<VolumeRecord, VolumePatch, VolumeQuery, { snapshot_id: string }>(this, 'volumes', 'volume');
   readonly snapshots = new PostgresRecords<SnapshotRecord, SnapshotPatch, SnapshotQuery, { volume_id: string }>(this, 'snapshots', 'snapshot');
@@ -236,6 +243,8 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
   /** Use `PostgresVolumeStore.open`: the schema must be migrated before the store is used. */
   private constructor(
     readonly pool: pg.Pool,
+    /** Connections whose commits do not wait for the disk (synchronous_commit off): see SqlStatements.write's `relaxed`. */
+    private readonly relaxed: pg.Pool,
     /** Connections for capacity decisions (one per domain at a time), so they never starve record queries. */
     private readonly coordination: pg.Pool,
     lockClient: pg.ClientConfig,
@@ -259,6 +268,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
       holdKeys: (keys, task) => this.locks.hold(keys, task),
       holdCapacity: (domain, owner, decide) => this.capacityTurns.run(domain, () => this.holdCapacity(domain, owner, decide)),
       join: (serverId, description, until) => this.join(serverId, description, until),
+      agreeOnBackend: (backend, serverId, fingerprint, differ) => this.agreeOnBackend(backend, serverId, fingerprint, differ),
       leave: (serverId) => this.leave(serverId),
     };
   }
@@ -296,9 +306,15 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
       statement_timeout: Math.max(statementTimeout, lockTimeout + 5_000),
       lock_timeout: lockTimeout,
     });
+    const relaxed = new Pool({
+      ...common,
+      max: Math.max(2, Math.ceil((options.poolSize ?? 10) / 2)),
+      statement_timeout: statementTimeout,
+      query_timeout: statementTimeout + 5_000,
+      options: '-c synchronous_commit=off',
+    });
     // An idle connection the server drops emits 'error' on its pool: the next call reports it.
-    pool.on('error', () => undefined);
-    coordination.on('error', () => undefined);
+    for (const each of [pool, coordination, relaxed]) each.on('error', () => undefined);
     const lockClient: pg.ClientConfig = {
       connectionString: common.connectionString,
       connectionTimeoutMillis: common.connectionTimeoutMillis,
@@ -308,12 +324,12 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
       statement_timeout: 10_000,
       query_timeout: 15_000,
     };
-    const store = new PostgresVolumeStore(pool, coordination, lockClient, description, secrets, options);
+    const store = new PostgresVolumeStore(pool, relaxed, coordination, lockClient, description, secrets, options);
     try {
       await store.migrate();
       await store.measureClock(pool);
     } catch (error) {
-      await Promise.allSettled([pool.end(), coordination.end()]);
+      await Promise.allSettled([pool.end(), relaxed.end(), coordination.end()]);
       if (error instanceof StorageError) throw error;
       throw new StorageError(
         'BACKEND_UNAVAILABLE',
@@ -352,6 +368,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
         }
         await db.query('UPDATE capacity_holds SET lease_expires_at = $1 WHERE owner = $2', [until, owner]);
         await db.query('UPDATE servers SET lease_expires_at = $1 WHERE server_id = $2', [until, owner]);
+        await db.query('UPDATE backend_fingerprints SET lease_expires_at = $1 WHERE server_id = $2', [until, owner]);
       }),
     );
   }
@@ -392,16 +409,24 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await Promise.allSettled([this.locks.close(), this.pool.end(), this.coordination.end()]);
+    await Promise.allSettled([this.locks.close(), this.pool.end(), this.relaxed.end(), this.coordination.end()]);
   }
 
   // ---- shared coordination ----
 
+  /**
+   * Four round trips: BEGIN, the domain's lock, one read (the database's time, other servers' live
+   * holds, this server's lease; lapsed holds forgotten on the way), the hold written with COMMIT.
+   * Holds are committed without waiting for the disk (synchronous_commit off): a hold lost with a
+   * crash of PostgreSQL goes with every session, so with every lock the operations held, and
+   * capacity is decided on stats read under the lock, never on holds alone.
+   */
   private async holdCapacity(domain: string, owner: string, decide: (heldByOthersGb: number) => Promise<number>): Promise<{ release(): Promise<void> }> {
     const what = `hold capacity of ${domain}`;
     const id = randomUUID();
     const gb = await this.transaction(
       async (client) => {
+        const waited = performance.now();
         await this.storeCall(what, async () => {
           try {
             await client.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`capacity:${domain}`]);
@@ -410,35 +435,42 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
             throw new StorageError('BACKEND_BUSY', `the capacity of ${domain} is being decided by another server for longer than ${Math.round(this.lockTimeoutMs / 1000)} s; retry`);
           }
         });
-        const now = await this.storeCall(what, async () => (await client.query<{ now: string }>(`SELECT ${DB_NOW} AS now`)).rows[0].now);
-        const heldByOthers = await this.storeCall(what, async () => {
-          // Holds whose owner stopped renewing are gone: forget them here, lazily.
-          await client.query('DELETE FROM capacity_holds WHERE domain = $1 AND lease_expires_at <= $2', [domain, now]);
-          const { rows } = await client.query<{ held: number }>(
-            'SELECT COALESCE(SUM(gb), 0)::float8 AS held FROM capacity_holds WHERE domain = $1 AND owner <> $2 AND lease_expires_at > $3',
-            [domain, owner, now],
+        metrics.observe(LOCK_WAIT_SECONDS, LOCK_WAIT_HELP, { lock: 'capacity' }, (performance.now() - waited) / 1000);
+        stepDone('capacity lock');
+        const { now, held, joined } = await this.storeCall(what, async () => {
+          const { rows } = await client.query<{ now: string; held: number; joined: string | null }>(
+            `WITH clock AS MATERIALIZED (SELECT ${DB_NOW} AS now),
+                  lapsed AS (DELETE FROM capacity_holds WHERE domain = $1 AND lease_expires_at <= (SELECT now FROM clock))
+             SELECT (SELECT now FROM clock) AS now,
+                    (SELECT COALESCE(SUM(gb), 0)::float8 FROM capacity_holds WHERE domain = $1 AND owner <> $2 AND lease_expires_at > (SELECT now FROM clock)) AS held,
+                    (SELECT lease_expires_at FROM servers WHERE server_id = $2) AS joined`,
+            [domain, owner],
           );
-          return Number(rows[0].held);
+          return rows[0];
         });
-        const gb = await decide(heldByOthers);
+        stepDone('capacity read');
+        const gb = await decide(Number(held));
         if (gb > 0) {
-          await this.storeCall(what, async () => {
-            const joined = (await client.query<{ lease_expires_at: string }>('SELECT lease_expires_at FROM servers WHERE server_id = $1', [owner])).rows[0]?.lease_expires_at;
-            const ownLease = new Date(Date.parse(now) + this.holdLeaseMs).toISOString();
-            const until = joined && joined > ownLease ? joined : ownLease;
-            await client.query('INSERT INTO capacity_holds (id, domain, gb, owner, lease_expires_at) VALUES ($1, $2, $3, $4, $5)', [id, domain, gb, owner, until]);
-          });
+          const ownLease = new Date(Date.parse(now) + this.holdLeaseMs).toISOString();
+          const until = joined && joined > ownLease ? joined : ownLease;
+          const literal = (value: string) => client.escapeLiteral(value);
+          await this.storeCall(what, () =>
+            client.query(
+              `INSERT INTO capacity_holds (id, domain, gb, owner, lease_expires_at) VALUES (${literal(id)}, ${literal(domain)}, ${Number(gb)}, ${literal(owner)}, ${literal(until)}); COMMIT`,
+            ),
+          );
         }
         return gb;
       },
-      () => this.checkout(this.coordination, what),
+      () => this.checkout(this.coordination, what).finally(() => stepDone('capacity connection')),
       (run) => this.storeCall(what, run),
+      'BEGIN; SET LOCAL synchronous_commit TO off',
     );
     let released = gb <= 0;
     return {
       release: async () => {
         if (released) return;
-        await this.write(`release capacity held in ${domain}`, (db) => db.query('DELETE FROM capacity_holds WHERE id = $1', [id]));
+        await this.write(`release capacity held in ${domain}`, (db) => db.query('DELETE FROM capacity_holds WHERE id = $1', [id]), this.relaxed);
         released = true;
       },
     };
@@ -470,12 +502,44 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
     return { joined: true };
   }
 
+  private async agreeOnBackend(
+    backend: string,
+    serverId: string,
+    fingerprint: BackendFingerprint,
+    differ: (here: BackendFingerprint, there: BackendFingerprint) => BackendDisagreement['differing'],
+  ): Promise<{ agreed: true } | ({ agreed: false } & BackendDisagreement)> {
+    return this.write(`compare backend "${backend}" with the other servers`, () =>
+      this.transaction(async (db) => {
+        await db.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`backend:${backend}`]);
+        const now = (await db.query<{ now: string }>(`SELECT ${DB_NOW} AS now`)).rows[0].now;
+        const { rows } = await db.query<{ server_id: string; fingerprint: string | BackendFingerprint }>(
+          'SELECT server_id, fingerprint FROM backend_fingerprints WHERE backend = $1 AND server_id <> $2 AND lease_expires_at > $3 ORDER BY server_id',
+          [backend, serverId, now],
+        );
+        for (const row of rows) {
+          const theirs = (typeof row.fingerprint === 'string' ? JSON.parse(row.fingerprint) : row.fingerprint) as BackendFingerprint;
+          const differing = differ(fingerprint, theirs);
+          if (differing.length > 0) return { agreed: false as const, server: row.server_id, differing };
+        }
+        const joined = (await db.query<{ lease_expires_at: string }>('SELECT lease_expires_at FROM servers WHERE server_id = $1', [serverId])).rows[0]?.lease_expires_at;
+        const until = joined ?? new Date(Date.parse(now) + this.holdLeaseMs).toISOString();
+        await db.query(
+          `INSERT INTO backend_fingerprints (id, backend, server_id, fingerprint, lease_expires_at) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, lease_expires_at = EXCLUDED.lease_expires_at`,
+          [JSON.stringify([backend, serverId]), backend, serverId, JSON.stringify(fingerprint), until],
+        );
+        return { agreed: true as const };
+      }),
+    );
+  }
+
   /** Removes the server's registration and the capacity it still held, and gives its identity up: its operations are over. */
   private async leave(serverId: string): Promise<void> {
     try {
       await this.write(`unregister server ${serverId}`, () =>
         this.transaction(async (db) => {
           await db.query('DELETE FROM capacity_holds WHERE owner = $1', [serverId]);
+          await db.query('DELETE FROM backend_fingerprints WHERE server_id = $1', [serverId]);
           await db.query('DELETE FROM servers WHERE server_id = $1', [serverId]);
         }),
       );
@@ -511,7 +575,9 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
    * already live. The request id's own transaction lock makes two servers' retries of one request
    * meet in turn: the second sees the first's entry.
    */
-  insertClaiming(request: RequestEntry | undefined, insert: (db: Queryable) => Promise<boolean>): Promise<InsertOutcome> {
+  async insertClaiming(request: RequestEntry | undefined, insert: (db: Queryable) => Promise<boolean>): Promise<InsertOutcome> {
+    // One statement needs no transaction of its own: one round trip instead of three.
+    if (!request) return (await insert(this.pool)) ? { inserted: true } : { inserted: false };
     return this.transaction(async (db): Promise<InsertOutcome> => {
       if (request) {
         await db.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`request:${request.request_id}`]);
@@ -537,16 +603,18 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
     task: (db: pg.PoolClient) => Promise<T>,
     open: () => Promise<pg.PoolClient> = () => this.pool.connect(),
     step: <X>(run: () => Promise<X>) => Promise<X> = (run) => run(),
+    begin = 'BEGIN',
   ): Promise<T> {
     const client = await open();
     let broken: Error | undefined;
     const onError = (error: Error) => (broken = error);
     client.on('error', onError);
     try {
-      await step(() => client.query('BEGIN'));
+      await step(() => client.query(begin));
       try {
         const result = await task(client);
-        await step(() => client.query('COMMIT'));
+        // A task may end its transaction itself, with its last statement (one round trip less).
+        if (transactionOpen(client)) await step(() => client.query('COMMIT'));
         return result;
       } catch (error) {
         if (!broken) await client.query('ROLLBACK').catch((rollbackError: Error) => (broken = rollbackError));
@@ -559,10 +627,10 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
   }
 
   /** A write, after the deferred ones; the store's own trouble becomes BACKEND_UNAVAILABLE naming it. */
-  async write<T>(what: string, task: (db: Queryable) => Promise<T>): Promise<T> {
+  async write<T>(what: string, task: (db: Queryable) => Promise<T>, db: Queryable = this.pool): Promise<T> {
     try {
       await this.flushDeferred();
-      return await task(this.pool);
+      return await task(db);
     } catch (error) {
       throw this.storeTrouble(what, error);
     }
@@ -670,6 +738,11 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
       client.release(broken ?? undefined);
     }
   }
+}
+
+/** Whether `client`'s session is inside a transaction (node-postgres keeps the server's last ReadyForQuery status). */
+function transactionOpen(client: pg.PoolClient): boolean {
+  return (client as unknown as { getTransactionStatus?(): string | null }).getTransactionStatus?.() !== 'I';
 }
 
 /** lock_timeout (55P03), or a deadlock PostgreSQL broke (40P01): someone else holds the lock. */

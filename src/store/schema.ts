@@ -171,6 +171,13 @@ export const TABLES = {
     columns: { id: 'text', domain: 'text', gb: 'real', owner: 'text', lease_expires_at: 'stamp' },
     indexes: { capacity_holds_by_domain: 'domain, lease_expires_at', capacity_holds_by_owner: 'owner' },
   },
+  backend_fingerprints: {
+    postgresOnly: true,
+    key: 'id',
+    // id: the backend and the server, as a JSON pair; fingerprint: BackendFingerprint (no secret values).
+    columns: { id: 'text', backend: 'text', server_id: 'text', fingerprint: 'json', lease_expires_at: 'stamp' },
+    indexes: { backend_fingerprints_by_backend: 'backend', backend_fingerprints_by_server: 'server_id' },
+  },
   servers: {
     postgresOnly: true,
     key: 'server_id',

@@ -43,8 +43,13 @@ export interface SqlStatements {
   readonly engine: Engine;
   /** The rows of a read; the store's own trouble becomes BACKEND_UNAVAILABLE. */
   read(sql: string, params: readonly unknown[]): Promise<Row[]>;
-  /** A write, after the deferred updates: the rows it returns (RETURNING) and how many it changed. */
-  write(what: string, sql: string, params: readonly unknown[]): Promise<{ rows: Row[]; changes: number }>;
+  /**
+   * A write, after the deferred updates: the rows it returns (RETURNING) and how many it changed.
+   * `relaxed`: a write whose loss in a crash of the database only leaves an operation to be
+   * recovered as interrupted (its outcome, an audit line), committed without waiting for the disk
+   * where the engine waits otherwise (PostgreSQL), as SQLite's WAL with synchronous=NORMAL does.
+   */
+  write(what: string, sql: string, params: readonly unknown[], relaxed?: boolean): Promise<{ rows: Row[]; changes: number }>;
 }
 
 export type RecordTableName = 'volumes' | 'snapshots' | 'connections';
@@ -106,14 +111,16 @@ export abstract class SqlRecords<R extends { id: string; status: string }, P ext
   async update(id: string, patch: P, expected?: readonly R['status'][]): Promise<R | undefined> {
     if (expected?.length === 0) return undefined;
     const [sql, params] = this.patchStatement(id, patch, expected);
-    const [row] = (await this.statements.write(`update ${this.kind} ${id}`, sql, params)).rows;
+    // An update that ends an operation (its owner let go): lost in a crash, the record is recovered as interrupted.
+    const endsOperation = (patch as { owner?: unknown }).owner === null;
+    const [row] = (await this.statements.write(`update ${this.kind} ${id}`, sql, params, endsOperation)).rows;
     if (!row) return undefined;
     this.unwritten.forget(id);
     return this.recordOf(row);
   }
 
   async remove(id: string): Promise<boolean> {
-    const { changes } = await this.statements.write(`forget ${this.kind} ${id}`, deleteSql(this.dialect, this.table), [id]);
+    const { changes } = await this.statements.write(`forget ${this.kind} ${id}`, deleteSql(this.dialect, this.table), [id], true);
     this.unwritten.forget(id);
     return changes === 1;
   }
@@ -187,7 +194,7 @@ export abstract class SqlStore {
   }
 
   async appendAudit(record: AuditRecord): Promise<void> {
-    await this.statements.write('record an audit line', insertSql(this.dialect, 'audit_log', 'none'), rowValues(this.statements.engine, 'audit_log', record));
+    await this.statements.write('record an audit line', insertSql(this.dialect, 'audit_log', 'none'), rowValues(this.statements.engine, 'audit_log', record), true);
   }
 
   async listAudit(query: AuditQuery): Promise<Page<AuditRecord>> {

@@ -129,6 +129,15 @@ export interface HeldLocks {
   check(): void;
 }
 
+/** A backend's identity options: per option, the value compared (a digest for secrets' kin) and the value shown. */
+export type BackendFingerprint = Record<string, { compared: string; shown: string }>;
+
+/** What another live server's backend of the same name has that differs from this server's. */
+export interface BackendDisagreement {
+  server: string;
+  differing: Array<{ option: string; here: string; there: string }>;
+}
+
 /**
  * What servers sharing one store (PostgreSQL) need beyond records: cluster-wide locks, capacity
  * held by operations under way on every server, and one live server per identity. Stores that
@@ -158,6 +167,18 @@ export interface SharedCoordination {
    * the registration's lease (renewed with renewLeases), for capacity holds; removed by `leave`.
    */
   join(serverId: string, description: string, until: string): Promise<{ joined: true } | { joined: false; holder: string }>;
+  /**
+   * Servers agree on each backend: compares `fingerprint` with those other live servers keep for
+   * `backend` (under its cluster-wide lock, so two servers starting at once meet in turn). Agreed,
+   * this server's fingerprint is kept (for as long as its registration lives); otherwise the first
+   * server that differs, and how, is returned and nothing is kept.
+   */
+  agreeOnBackend(
+    backend: string,
+    serverId: string,
+    fingerprint: BackendFingerprint,
+    differ: (here: BackendFingerprint, there: BackendFingerprint) => BackendDisagreement['differing'],
+  ): Promise<{ agreed: true } | ({ agreed: false } & BackendDisagreement)>;
   leave(serverId: string): Promise<void>;
 }
 

@@ -530,6 +530,25 @@ async function benchStore(): Promise<void> {
  * driver), creates per second from two servers at once on one PostgreSQL and one array (the XMS
  * emulator), and a cached call's round trip over Streamable HTTP next to stdio.
  */
+/**
+ * Where an operation's time goes: the servers append one line per operation to `file`
+ * (CINDERLIB_MCP_STEP_TIMINGS); the median of each step, of operations named like `what`.
+ */
+function stepFigures(file: string, what: RegExp, label: string): void {
+  let lines: string[];
+  try {
+    lines = readFileSync(file, 'utf8').trim().split('\n').filter(Boolean);
+  } catch {
+    return;
+  }
+  const operations = lines.map((line) => JSON.parse(line) as { what: string; total_ms: number; steps: Record<string, number> }).filter((op) => what.test(op.what));
+  if (operations.length === 0) return;
+  const names = [...new Set(operations.flatMap((op) => Object.keys(op.steps)))];
+  const parts = names.map((name) => `${name} ${stats(operations.map((op) => op.steps[name] ?? 0)).median.toFixed(2)}`);
+  report(`  steps of ${label} (median ms, ${operations.length} ops)`, `total ${stats(operations.map((op) => op.total_ms)).median.toFixed(2)}: ${parts.join(', ')}`);
+  writeFileSync(file, '');
+}
+
 async function benchShared(): Promise<void> {
   const { postgresPrerequisites, startPostgres } = await import('../postgres/fixture.js');
   const missing = postgresPrerequisites();
@@ -594,14 +613,21 @@ async function benchShared(): Promise<void> {
         backends: [{ volume_backend_name: 'bench', volume_driver: 'file', volumes_dir: join(pgDir, 'volumes') }],
       }),
     );
-    const onSqlite = await figures('SQLite', sqlite.configPath, sqlite.env);
-    const onPg = await figures('PostgreSQL', pgConfig, { XDG_DATA_HOME: join(pgDir, 'xdg'), CINDERLIB_MCP_LOG_LEVEL: 'warn' });
+    const timings = join(work, 'step-timings.jsonl');
+    writeFileSync(timings, '');
+    const onSqlite = await figures('SQLite', sqlite.configPath, { ...sqlite.env, CINDERLIB_MCP_STEP_TIMINGS: timings });
+    stepFigures(timings, /^create volume/, 'create_volume, file driver, SQLite');
+    const onPg = await figures('PostgreSQL', pgConfig, { XDG_DATA_HOME: join(pgDir, 'xdg'), CINDERLIB_MCP_LOG_LEVEL: 'warn', CINDERLIB_MCP_STEP_TIMINGS: timings });
+    stepFigures(timings, /^create volume/, 'create_volume, file driver, PostgreSQL');
     for (const [what, key] of [
       ['get_stats cached round trip', 'cached'],
       ['list_volumes page of 100 at 100,000 volumes', 'page'],
       ['create_volume, file driver', 'create'],
     ] as const) {
-      report(`${what}: SQLite / PostgreSQL (median)`, `${ms(onSqlite[key])} / ${ms(onPg[key])} (ratio ${(onPg[key] / onSqlite[key]).toFixed(2)}x)`);
+      report(
+        `${what}: SQLite / PostgreSQL (median)`,
+        `${ms(onSqlite[key])} / ${ms(onPg[key])} (ratio ${(onPg[key] / onSqlite[key]).toFixed(2)}x${key === 'create' ? '; goal <= 3x' : ''})`,
+      );
     }
 
     // Creates per second: one server, then two at once, on one PostgreSQL and one array.
@@ -629,17 +655,31 @@ async function benchShared(): Promise<void> {
       return path;
     };
     const clients = [
-      await connect(process.execPath, [BIN, '--config', serverConfig('bench-a')], { XDG_DATA_HOME: join(work, 'two-a'), CINDERLIB_MCP_LOG_LEVEL: 'warn' }),
-      await connect(process.execPath, [BIN, '--config', serverConfig('bench-b')], { XDG_DATA_HOME: join(work, 'two-b'), CINDERLIB_MCP_LOG_LEVEL: 'warn' }),
+      await connect(process.execPath, [BIN, '--config', serverConfig('bench-a')], {
+        XDG_DATA_HOME: join(work, 'two-a'),
+        CINDERLIB_MCP_LOG_LEVEL: 'warn',
+        CINDERLIB_MCP_STEP_TIMINGS: timings,
+      }),
+      await connect(process.execPath, [BIN, '--config', serverConfig('bench-b')], {
+        XDG_DATA_HOME: join(work, 'two-b'),
+        CINDERLIB_MCP_LOG_LEVEL: 'warn',
+        CINDERLIB_MCP_STEP_TIMINGS: timings,
+      }),
     ];
     for (const client of clients) await call(client, 'get_stats', { backend: 'xtremio' });
     const createMany = async (client: Client, count: number) => {
       for (let i = 0; i < count; i++) await call(client, 'create_volume', { backend: 'xtremio', size: 1 });
     };
+    writeFileSync(timings, '');
     const [oneMs] = await timed(() => createMany(clients[0], 200));
+    const onePerSecond = 200 / (oneMs / 1000);
+    report('creates per second, one server (XMS emulator, PostgreSQL)', `${onePerSecond.toFixed(0)}/s`);
+    stepFigures(timings, /^create volume/, 'create_volume, XMS, one server');
     const [twoMs] = await timed(() => Promise.all(clients.map((client) => createMany(client, 200))));
-    report('creates per second, one server (XMS emulator, PostgreSQL)', `${(200 / (oneMs / 1000)).toFixed(0)}/s`);
-    report('creates per second, two servers at once (same pool)', `${(400 / (twoMs / 1000)).toFixed(0)}/s`);
+    const twoPerSecond = 400 / (twoMs / 1000);
+    report('creates per second, two servers at once (same pool)', `${twoPerSecond.toFixed(0)}/s`);
+    stepFigures(timings, /^create volume/, 'create_volume, XMS, two servers');
+    report('two servers / one server, creates per second (goal >= 1.6x)', `${(twoPerSecond / onePerSecond).toFixed(2)}x`);
     for (const client of clients) await client.close();
     await xms.cleanup();
 
@@ -653,7 +693,7 @@ async function benchShared(): Promise<void> {
       await httpClient.close();
       report(
         'get_stats cached over Streamable HTTP / over stdio (median)',
-        `${ms(overHttp.median)} / ${ms(onSqlite.cached)} (ratio ${(overHttp.median / onSqlite.cached).toFixed(2)}x)`,
+        `${ms(overHttp.median)} / ${ms(onSqlite.cached)} (ratio ${(overHttp.median / onSqlite.cached).toFixed(2)}x; goal <= 1 ms over HTTP)`,
       );
     } finally {
       await httpServer.stop();

@@ -6,6 +6,7 @@
  *   shared. A session belongs to the token that opened it: another token's requests get 404.
  *   Sessions of a read-only token (or of a read-only server) offer and run only the read tools.
  * - `/healthz` (GET): 200 `{"status":"ok"}`, or 503 with the reason; no auth.
+ * - `/metrics` (GET): the Prometheus text format (src/base/metrics.ts), behind the same tokens as /mcp.
  * - Order of checks on /mcp: Origin (403), bearer token (401), body size (413), JSON (400), session.
  * - Under load (contract section 16): a token holds at most global.http_sessions_per_token sessions
  *   (its oldest idle one ends to make room, else 429); bodies being received share one memory budget
@@ -24,6 +25,7 @@ import type { Logger } from '../../base/log.js';
 import type { BackendRegistry } from '../../core/registry.js';
 import type { SecretRegistry } from '../../base/secrets.js';
 import { createMcpServer } from '../server.js';
+import { metrics } from '../../base/metrics.js';
 
 /** Bodies larger than this are answered 413 (contract section 10). */
 export const MAX_BODY_BYTES = 4 * 1024 * 1024;
@@ -159,7 +161,8 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
     void (async () => {
       if (closing) return sendJson(res, 503, { error: 'the server is shutting down' }, { Connection: 'close' });
       if (path === '/healthz') return await health(req, res);
-      if (path !== '/mcp') return sendJson(res, 404, { error: `no such endpoint ${path}; MCP is served at /mcp, health at /healthz` });
+      if (path === '/metrics') return scrape(req, res);
+      if (path !== '/mcp') return sendJson(res, 404, { error: `no such endpoint ${path}; MCP is served at /mcp, health at /healthz, metrics at /metrics` });
       const origin = req.headers.origin;
       if (origin !== undefined && !originAllowed(origin, allowedOrigins)) {
         log.warn(`refused a request from origin ${JSON.stringify(origin.slice(0, 200))}: not this server's own and not in global.http_allowed_origins`);
@@ -313,6 +316,7 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
       log,
       // Over HTTP the audit log names the token; without tokens, the client's name from initialize.
       ...(token ? { clientName: () => token.name } : {}),
+      ...(token?.backends ? { backendScope: { holder: token.name, backends: token.backends } } : {}),
     });
     const session: Session = {
       id: '',
@@ -377,6 +381,24 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
     );
     session.timer.unref();
   }
+
+  /** Prometheus' scrape: behind the same tokens as /mcp (a limited or read-only one will do: it reveals no volume). */
+  function scrape(req: IncomingMessage, res: ServerResponse): void {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return sendJson(res, 405, { error: '/metrics takes GET' }, { Allow: 'GET, HEAD' });
+    const origin = req.headers.origin;
+    if (origin !== undefined && !originAllowed(origin, allowedOrigins)) return sendJson(res, 403, { error: 'origin not allowed' });
+    const auth = authenticate(req.headers.authorization);
+    if (auth.refused) {
+      return sendJson(res, 401, { error: `Unauthorized: ${auth.refused}` }, { 'WWW-Authenticate': `Bearer realm="${REALM}"${auth.invalid ? ', error="invalid_token"' : ''}` });
+    }
+    const text = secrets.redact(metrics.render());
+    res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8', 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-store' });
+    res.end(req.method === 'HEAD' ? undefined : text);
+  }
+  metrics.collect(() => [
+    { name: 'cinderlib_mcp_http_sessions', help: 'Streamable HTTP sessions open on this server.', labels: {}, value: sessions.size },
+    { name: 'cinderlib_mcp_http_requests_in_flight', help: 'HTTP calls (POST /mcp) not yet answered.', labels: {}, value: requestsInFlight },
+  ]);
 
   async function health(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (req.method !== 'GET' && req.method !== 'HEAD') return sendJson(res, 405, { error: '/healthz takes GET' }, { Allow: 'GET, HEAD' });
