@@ -14,7 +14,6 @@ export const ERROR_CODES = [
   'UNSUPPORTED',
   'INTERNAL',
   // A token limited to some backends (global.http_tokens[].backends) called on another.
-  'FORBIDDEN',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -1,7 +1,7 @@
 /**
  * Tokens limited to some backends (global.http_tokens[].backends): every call is checked against
  * the backends it touches, named directly (`backend`) or through the object it acts on (a volume,
- * a snapshot, a connection), before it runs. A call on another backend is FORBIDDEN, naming the
+ * a snapshot, a connection), before it runs. A call on another backend is NOT_FOUND (for this token it is not there: contract section 5's codes), naming the
  * token and what it may use; lists without a backend filter are narrowed to the token's backend
  * when it has one, else must name one; list_backends shows the token's backends only.
  */
@@ -16,12 +16,12 @@ export interface BackendScope {
 
 const LISTS = new Set(['list_volumes', 'list_snapshots', 'list_connections']);
 
-/** Checks (and for lists, narrows) a call's arguments to `scope`; throws FORBIDDEN otherwise. */
+/** Checks (and for lists, narrows) a call's arguments to `scope`; throws NOT_FOUND otherwise. */
 export async function scopeArguments(scope: BackendScope, tool: string, args: Record<string, unknown>, registry: BackendRegistry): Promise<Record<string, unknown>> {
   const allowed = new Set(scope.backends);
   const refuse = (backend: string, what: string) =>
     new StorageError(
-      'FORBIDDEN',
+      'NOT_FOUND',
       `${tool}: ${what} backend "${backend}", which the token "${scope.holder}" may not use (it may use: ${scope.backends.join(', ')}); a token whose http_tokens entry lists "${backend}" in its backends may call it`,
     );
   if (typeof args.backend === 'string' && !allowed.has(args.backend)) throw refuse(args.backend, 'the call names');
@@ -51,7 +51,7 @@ export async function scopeArguments(scope: BackendScope, tool: string, args: Re
   }
   if (LISTS.has(tool) && args.backend === undefined && args.volume_id === undefined) {
     if (scope.backends.length === 1) return { ...args, backend: scope.backends[0] };
-    throw new StorageError('FORBIDDEN', `${tool}: the token "${scope.holder}" may list only backends ${scope.backends.join(', ')}; pass backend (one of them) or volume_id`);
+    throw new StorageError('INVALID_ARGUMENT', `${tool}: the token "${scope.holder}" may list only backends ${scope.backends.join(', ')}; pass backend (one of them) or volume_id`);
   }
   return args;
 }

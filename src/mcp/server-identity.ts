@@ -15,4 +15,4 @@ export const SERVER_INSTRUCTIONS =
   'create_snapshot takes a restore point of a volume; create_volume with snapshot_id or source_volume_id copies one; pass request_id to make a retry safe. ' +
   "connect_volume exports a volume to a host (validate_connector first), attach_volume attaches it on this server's host; disconnect_volume and detach_volume undo them. " +
   'Every backend, volume, snapshot and connection is also a resource (cinderlib://volumes/{id}, ...) holding its cinderlib JSON. ' +
-  'Errors start with a code (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, OUT_OF_CAPACITY, BACKEND_UNAVAILABLE, BACKEND_BUSY, READ_ONLY, IN_USE, UNSUPPORTED, INTERNAL, FORBIDDEN).';
+  'Errors start with a code (INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, OUT_OF_CAPACITY, BACKEND_UNAVAILABLE, BACKEND_BUSY, READ_ONLY, IN_USE, UNSUPPORTED, INTERNAL).';

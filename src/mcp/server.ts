@@ -42,7 +42,7 @@ export interface ServerOptions {
   log: Logger;
   /** Who is calling, for the audit log (the HTTP token's name); default: the client's name from initialize. */
   clientName?: () => string | undefined;
-  /** A token limited to some backends (http_tokens[].backends): calls on others are FORBIDDEN. */
+  /** A token limited to some backends (http_tokens[].backends): calls on others are NOT_FOUND. */
   backendScope?: BackendScope;
 }
 
@@ -195,7 +195,7 @@ function resourceHandlers(options: ServerOptions): [string, LenientHandler][] {
       if (options.backendScope) {
         throw new ProtocolError(
           ErrorCode.InvalidRequest,
-          `FORBIDDEN: the token "${options.backendScope.holder}" is limited to backends ${options.backendScope.backends.join(', ')} and resources span every backend; use the tools (get_volume, list_volumes, ...)`,
+          `INVALID_ARGUMENT: the token "${options.backendScope.holder}" is limited to backends ${options.backendScope.backends.join(', ')} and resources span every backend; use the tools (get_volume, list_volumes, ...)`,
         );
       }
       try {

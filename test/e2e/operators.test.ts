@@ -9,7 +9,7 @@ import { startHttpServerProcess, type HttpServerProcess } from '../helpers/http-
 /**
  * What an operator of a fleet needs (contract section 16's follow-up): /metrics in the Prometheus
  * text format behind the same tokens as /mcp, scraped and parsed here; tokens limited to some
- * backends (http_tokens[].backends), refused FORBIDDEN elsewhere; the audit file rotated by size,
+ * backends (http_tokens[].backends), refused elsewhere as NOT_FOUND (for that token they are not there); the audit file rotated by size,
  * keeping audit_log_keep files. One `serve --http` process, two file backends.
  */
 const OPS = 'ops-token-3f9a1c7e5b2d';
@@ -148,7 +148,7 @@ describe('operators: /metrics, audit rotation, tokens limited to some backends',
     expect(find(samples, 'cinderlib_mcp_http_sessions', {})[0].value).toBeGreaterThanOrEqual(1);
   });
 
-  it('refuses a token limited to some backends on any other, with FORBIDDEN naming what it may use', async () => {
+  it('refuses a token limited to some backends on any other, with NOT_FOUND naming what it may use', async () => {
     const ops = await connect(OPS);
     const alpha = await connect(ALPHA);
     const onBeta = (await call(ops, 'create_volume', { backend: 'beta', size: 1, name: 'beta-volume' })).data;
@@ -156,12 +156,12 @@ describe('operators: /metrics, audit rotation, tokens limited to some backends',
     expect(onAlpha.error).toBeUndefined();
 
     expect((await call(alpha, 'create_volume', { backend: 'beta', size: 1 })).error).toMatch(
-      /^FORBIDDEN: create_volume: the call names backend "beta", which the token "alpha-team" may not use \(it may use: alpha\)/,
+      /^NOT_FOUND: create_volume: the call names backend "beta", which the token "alpha-team" may not use \(it may use: alpha\)/,
     );
-    expect((await call(alpha, 'get_volume', { volume_id: onBeta.id })).error).toMatch(/^FORBIDDEN: get_volume: volume \S+ is on backend "beta"/);
-    expect((await call(alpha, 'delete_volume', { volume_id: onBeta.id })).error).toMatch(/^FORBIDDEN: /);
-    expect((await call(alpha, 'create_volume', { source_volume_id: onBeta.id })).error).toMatch(/^FORBIDDEN: /);
-    expect((await call(alpha, 'get_stats', { backend: 'beta' })).error).toMatch(/^FORBIDDEN: /);
+    expect((await call(alpha, 'get_volume', { volume_id: onBeta.id })).error).toMatch(/^NOT_FOUND: get_volume: volume \S+ is on backend "beta"/);
+    expect((await call(alpha, 'delete_volume', { volume_id: onBeta.id })).error).toMatch(/^NOT_FOUND: /);
+    expect((await call(alpha, 'create_volume', { source_volume_id: onBeta.id })).error).toMatch(/^NOT_FOUND: /);
+    expect((await call(alpha, 'get_stats', { backend: 'beta' })).error).toMatch(/^NOT_FOUND: /);
     // Lists and list_backends show the token's backend alone.
     const listed = (await call(alpha, 'list_volumes', {})).data.volumes as Array<{ backend: string; name: string }>;
     expect(listed.map((volume) => volume.name)).toEqual(['alpha-volume']);
