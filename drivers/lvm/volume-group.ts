@@ -1,8 +1,9 @@
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { type ErrorCode, isRegularFile, StorageError } from '../kit/base.js';
 import { LocalRunner } from '../kit/exec/local.js';
 import { CommandTransportError, privilegedPrefix, type CommandResult, type CommandRunner } from '../kit/exec/runner.js';
 import { SshRunner } from '../kit/exec/ssh.js';
+import { sanCommandRunner } from '../kit/exec/san-runner.js';
 import type { DriverContext, VolumeRef } from '../kit/types.js';
 import { BYTES_PER_MIB } from '../kit/units.js';
 import {
@@ -49,26 +50,9 @@ export class VolumeGroup {
   }
 
   private commandRunner(): CommandRunner {
-    const options = this.options;
-    if (options.san_ip) {
-      const { host, port } = splitHost(options.san_ip, options.san_ssh_port);
-      this.hostLabel = `${host}:${port}`;
-      return new SshRunner({
-        host,
-        port,
-        username: options.san_login,
-        password: options.san_password || undefined,
-        privateKeyPath: options.san_private_key,
-        connectTimeoutMs: options.ssh_conn_timeout * 1000,
-        minConnections: Math.min(options.ssh_min_pool_conn, options.ssh_max_pool_conn),
-        maxConnections: options.ssh_max_pool_conn,
-        knownHostsFile: options.ssh_hosts_key_file ?? join(this.context.dataDir, 'ssh_known_hosts'),
-        strictHostKeyPolicy: options.strict_ssh_host_key_policy,
-        log: this.context.log,
-      });
-    }
-    this.hostLabel = 'this host';
-    return new LocalRunner();
+    const { runner, hostLabel } = sanCommandRunner(this.options, this.context);
+    this.hostLabel = hostLabel;
+    return runner;
   }
 
   /**

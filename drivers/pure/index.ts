@@ -227,7 +227,7 @@ class PureDriver implements VolumeDriver {
     };
   }
 
-  createVolume(volume: VolumeRef): Promise<{ provider_location: string }> {
+  createVolume(volume: VolumeRef): Promise<void> {
     return this.volumes.createVolume(volume);
   }
 

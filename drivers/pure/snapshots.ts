@@ -20,13 +20,11 @@ export class PureSnapshots {
       const operation = `create snapshot ${name}`;
       const response = await this.array.request('POST', '/volume-snapshots', { source_names: pureVolumeName(snapshot.volume_id) }, operation, { suffix: `snapshot-${snapshot.id}` });
       if (response.status >= 300) throw this.array.failure(operation, response);
-      return { provider_location: name };
     },
     deleteSnapshot: (snapshot) => this.deleteSnapshot(pureSnapshotName(snapshot)),
     createVolumeFromSnapshot: async (volume, snapshot) => {
       const name = pureVolumeName(volume.id);
       await this.volumes.post(name, { source: { name: pureSnapshotName(snapshot) } }, `create volume ${name} from snapshot ${pureSnapshotName(snapshot)}`);
-      return { provider_location: name };
     },
   };
 
@@ -34,7 +32,6 @@ export class PureSnapshots {
     createClonedVolume: async (volume, source) => {
       const name = pureVolumeName(volume.id);
       await this.volumes.post(name, { source: { name: pureVolumeName(source.id) } }, `clone volume ${pureVolumeName(source.id)} into ${name}`);
-      return { provider_location: name };
     },
   };
 

@@ -27,11 +27,14 @@ export class PureVolumes {
     private readonly eradicateOnDelete: boolean,
   ) {}
 
-  /** Cinder's create_volume (no volume type: no QoS, no volume group). */
-  async createVolume(volume: VolumeRef): Promise<{ provider_location: string }> {
+  /**
+   * Cinder's create_volume (no volume type: no QoS, no volume group). Cinder keeps the Purity name
+   * as provider_id, which cinderlib's objects have and this project's records do not: the name
+   * follows from the id, so nothing is kept (provider_location stays null, as Cinder's).
+   */
+  async createVolume(volume: VolumeRef): Promise<void> {
     const name = pureVolumeName(volume.id);
     await this.post(name, { provisioned: volume.size * BYTES_PER_GIB }, `create volume ${name}`);
-    return { provider_location: name };
   }
 
   /**

@@ -1,8 +1,7 @@
-import { join } from 'node:path';
 import { StorageError } from '../kit/base.js';
-import { LocalRunner } from '../kit/exec/local.js';
 import { privilegedPrefix, type CommandRunner } from '../kit/exec/runner.js';
 import { SshRunner } from '../kit/exec/ssh.js';
+import { sanCommandRunner } from '../kit/exec/san-runner.js';
 import { boolOption, capacityOptions, dictOption, enumOption, intOption, markedOurs, parseSanIp, sanIpOption, sanOptions, stringOption, textOption } from '../kit/options.js';
 import { TARGET_HELPERS, targetFor, targetOptions, tgtSettings, thisHostAddress } from '../kit/targets/index.js';
 import { defineDriver, type BackendStats, type DriverContext, type DriverOptions, type ExportOperations, type VolumeDriver, type VolumeRef } from '../kit/types.js';
@@ -100,27 +99,7 @@ class RbdDriver implements VolumeDriver {
     private readonly options: RbdOptions,
     private readonly context: DriverContext,
   ) {
-    const address = options.san_ip ? parseSanIp(options.san_ip) : undefined;
-    if (address) {
-      const port = address.port ?? options.san_ssh_port;
-      this.hostLabel = `${address.host}:${port}`;
-      this.runner = new SshRunner({
-        host: address.host,
-        port,
-        username: options.san_login,
-        password: options.san_password || undefined,
-        privateKeyPath: options.san_private_key,
-        connectTimeoutMs: options.ssh_conn_timeout * 1000,
-        minConnections: Math.min(options.ssh_min_pool_conn, options.ssh_max_pool_conn),
-        maxConnections: options.ssh_max_pool_conn,
-        knownHostsFile: options.ssh_hosts_key_file ?? join(context.dataDir, 'ssh_known_hosts'),
-        strictHostKeyPolicy: options.strict_ssh_host_key_policy,
-        log: context.log,
-      });
-    } else {
-      this.hostLabel = 'this host';
-      this.runner = new LocalRunner();
-    }
+    ({ runner: this.runner, hostLabel: this.hostLabel } = sanCommandRunner(options, context));
     this.cli = new CephCli(
       this.runner,
       {
@@ -138,7 +117,7 @@ class RbdDriver implements VolumeDriver {
       maxCloneDepth: options.rbd_max_clone_depth,
       flattenFromSnapshot: options.rbd_flatten_volume_from_snapshot,
     });
-    this.exports = options.target_helper ? this.iscsiExports(options.target_helper, address?.host) : this.rbdConnections();
+    this.exports = options.target_helper ? this.iscsiExports(options.target_helper, options.san_ip ? parseSanIp(options.san_ip)?.host : undefined) : this.rbdConnections();
   }
 
   private rbdConnections(): RbdConnections {
