@@ -5,6 +5,7 @@ import { connectionSchema, connectorArgument, requestIdArgument, volumeIdArgumen
 
 export default defineTool({
   name: 'connect_volume',
+  toolset: 'connections',
   title: 'Connect a volume to a host',
   description:
     'Exports a volume to a host (cinderlib\'s vol.connect: create_export + initialize_connection) and returns the connection: connection_info.data holds what the host\'s initiator needs (iSCSI: target_iqn, target_portal, target_lun, auth_method, auth_username; auth_password always reads "***": the host\'s administrator reads it with `cinderlib-mcp connection-secret CONNECTION_ID` on the server\'s host). The volume becomes "in-use". The volume must be "available" or "in-use"; connecting it twice to one initiator is ALREADY_EXISTS. Undo with disconnect_volume. Pass request_id to make a retry safe.',

@@ -5,6 +5,7 @@ import { backendArgument, descriptionArgument, nameArgument, requestIdArgument, 
 
 export default defineTool({
   name: 'create_volume',
+  toolset: 'volumes',
   title: 'Create a volume',
   description:
     'Creates a block volume of "size" GiB on a backend (see list_backends) and returns it with status "available". With snapshot_id it holds that snapshot\'s data; with source_volume_id it is a clone of that volume (its data at the moment of the call): then backend may be omitted (it is the source\'s), size defaults to the source\'s and may be larger, never smaller. Sizes the pool cannot hold are refused before the array is touched (get_stats shows the room). name and description are free text kept in the metadata store only (a copy takes name, description and bootable from its source volume unless given, as cinderlib does); the array object is named after the volume id. Each call creates a new volume, unless it repeats a request_id.',

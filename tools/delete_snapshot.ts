@@ -4,6 +4,7 @@ import { snapshotIdArgument } from './schemas.js';
 
 export default defineTool({
   name: 'delete_snapshot',
+  toolset: 'snapshots',
   title: 'Delete a snapshot',
   description:
     'Deletes a snapshot from the array, then forgets it. Works on "available" snapshots and on snapshots in "error". Volumes already made from it are not affected where the array keeps them independent; where they still depend on it (thin LVM), the driver refuses with IN_USE naming them. Calling it again answers NOT_FOUND: the snapshot is gone.',

@@ -4,6 +4,7 @@ import { volumeIdArgument } from './schemas.js';
 
 export default defineTool({
   name: 'delete_volume',
+  toolset: 'volumes',
   title: 'Delete a volume',
   description:
     'Deletes a volume and all its data from the array, then forgets it. Works on "available" volumes and on volumes in "error" (e.g. a failed create). A volume with snapshots is refused with IN_USE naming them, unless cascade is true, which deletes its snapshots first (Cinder\'s cascade). This cannot be undone. Calling it again for the same volume answers NOT_FOUND: after a delete_volume, NOT_FOUND for that volume_id means the volume is gone.',

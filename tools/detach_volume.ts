@@ -4,6 +4,7 @@ import { connectionIdArgument } from './schemas.js';
 
 export default defineTool({
   name: 'detach_volume',
+  toolset: 'connections',
   title: "Detach a volume from the server's host",
   description:
     "Detaches a volume attached on this server's host by attach_volume (cinderlib's vol.detach): the device goes away (make sure nothing has it open or mounted), then the connection is removed as disconnect_volume does. Connections to other hosts are INVALID_ARGUMENT: use disconnect_volume for them. Calling it again answers NOT_FOUND.",

@@ -4,6 +4,7 @@ import { connectionIdArgument } from './schemas.js';
 
 export default defineTool({
   name: 'disconnect_volume',
+  toolset: 'connections',
   title: 'Disconnect a volume from a host',
   description:
     'Removes a connection (cinderlib\'s conn.disconnect: terminate_connection, then remove_export once the volume has no connection left): the host loses access to the volume, which is "available" again when no connection is left. Make sure the host no longer uses the volume first. A connection attached on the server\'s own host (attach_volume) is refused with IN_USE: use detach_volume, or force: true. force: true also drops a connection whose array or target calls fail (what may be left is logged). Calling it again answers NOT_FOUND: the connection is gone.',

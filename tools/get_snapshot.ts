@@ -5,6 +5,7 @@ import { snapshotIdArgument, snapshotSchema } from './schemas.js';
 
 export default defineTool({
   name: 'get_snapshot',
+  toolset: 'snapshots',
   title: 'Get a snapshot',
   description:
     'Returns one snapshot by id from the metadata store (the array is not asked): its volume, name, volume_size (GiB), status (creating, available, deleting, error), backend and creation time; status_reason explains an error.',

@@ -22,6 +22,7 @@ const poolSchema = z
 
 export default defineTool({
   name: 'get_stats',
+  toolset: 'backends',
   title: 'Get backend capacity and capabilities',
   description:
     'Returns the Cinder stats of a backend: vendor_name, driver_version, storage_protocol and, per pool, total_capacity_gb, free_capacity_gb, provisioned_capacity_gb (GiB), reserved_percentage, max_over_subscription_ratio and thin/thick provisioning support. total_capacity_gb and free_capacity_gb are numbers of GiB, or the strings "unknown" or "infinite" when the array gives no figure. Answers from a cache (the first call asks the array); pass refresh: true to ask the array again. Use it before create_volume to see how much room a pool has.',

@@ -5,6 +5,7 @@ import { volumeIdArgument, volumeSchema } from './schemas.js';
 
 export default defineTool({
   name: 'get_volume',
+  toolset: 'volumes',
   title: 'Get a volume',
   description:
     'Returns one volume by id from the metadata store (the array is not asked): name, size (GiB), status (creating, available, extending, deleting, error), backend, pool and creation time; status_reason explains an error.',

@@ -3,6 +3,7 @@ import { READS_ARRAYS, defineTool } from './define.js';
 
 export default defineTool({
   name: 'list_backends',
+  toolset: 'backends',
   title: 'List storage backends',
   description:
     'Lists the configured storage backends (arrays): id (the volume_backend_name other tools take as "backend"), driver, whether it initialized, its pool names, and the reason when it did not. Answers at once from what is known, never waiting for an array: a backend still starting shows initializing: true, a failed one its reason and next_retry_at. Call this first; then get_stats for capacity or list_volumes for volumes.',

@@ -5,6 +5,7 @@ import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, backendArgument, connectionSchema, cu
 
 export default defineTool({
   name: 'list_connections',
+  toolset: 'connections',
   title: 'List connections',
   description: `Lists the connections of volumes to hosts made through this server (from its metadata store), oldest first, at most "limit" per call (default ${DEFAULT_PAGE_SIZE}, at most ${MAX_PAGE_SIZE}). Filter by backend and/or volume_id. CHAP passwords read "***". When next_cursor is present, call again with cursor set to it (and the same filters).`,
   input: z

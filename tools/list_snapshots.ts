@@ -5,6 +5,7 @@ import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, backendArgument, cursorArgument, limi
 
 export default defineTool({
   name: 'list_snapshots',
+  toolset: 'snapshots',
   title: 'List snapshots',
   description: `Lists snapshots taken through this server (from its metadata store, not from the array), oldest first, at most "limit" per call (default ${DEFAULT_PAGE_SIZE}, at most ${MAX_PAGE_SIZE}). Filter by backend, volume_id and/or status. When next_cursor is present, call again with cursor set to it (and the same filters) for the next page.`,
   input: z

@@ -69,6 +69,7 @@ const driverInfo = z
 
 export default defineTool({
   name: 'list_supported_drivers',
+  toolset: 'discovery',
   title: 'List supported drivers and their options',
   description:
     "cinderlib's list_supported_drivers: every volume_driver this server can run, keyed by class name, with its version, class path and every option a backend config may set (type, default, help, whether required or secret; secrets' defaults are never shown). output_version 1 (the default) gives each option attribute as a string, 2 keeps their types. Answers from the server's own driver definitions; no array is asked.",

@@ -4,6 +4,7 @@ import { backendArgument } from './schemas.js';
 
 export default defineTool({
   name: 'pool_names',
+  toolset: 'backends',
   title: 'List pools of a backend',
   description:
     'Lists the pool names of a backend; pass one as pool_name to create_volume to choose where a volume goes (by default the first pool). Backends that are not pool-aware have one pool named after the backend. Reads them from the cached stats (the first call asks the array).',

@@ -4,6 +4,7 @@ import { backendArgument, connectorArgument } from './schemas.js';
 
 export default defineTool({
   name: 'validate_connector',
+  toolset: 'connections',
   title: 'Check a host connector',
   description:
     "Checks that a host's connector (os-brick's connector properties) has what the backend needs to connect volumes to that host (Cinder's validate_connector): iSCSI backends need initiator, the host's IQN. Answers valid: true, or INVALID_ARGUMENT naming the missing keys. Changes nothing; use it before connect_volume.",

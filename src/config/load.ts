@@ -14,6 +14,7 @@ import type { SecretRegistry } from '../base/secrets.js';
 import { DEFAULT_LEASE_SECONDS } from './defaults.js';
 import { substituteEnv, substituteEnvInUrl } from './env.js';
 import { ConfigError } from './errors.js';
+import { DEFAULT_TOOLSETS, resolveToolsets, type ToolsetName } from './toolsets.js';
 
 /**
  * Where metadata lives: memory, a SQLite file (one server), or PostgreSQL (several servers sharing
@@ -25,6 +26,8 @@ export interface GlobalOptions {
   persistence: PersistenceConfig;
   outputAllBackendInfo: boolean;
   readOnly: boolean;
+  /** The toolsets offered (global.toolsets, CINDERLIB_MCP_TOOLSETS, --toolsets), resolved: names in table order, backends included. */
+  toolsets: ToolsetName[];
   /** '' runs privileged commands directly (cinderlib's disable_sudo). */
   rootHelper: string;
   /** This server's identity in the metadata store (cinderlib's `host`); undefined: hostname + data directory. */
@@ -93,6 +96,11 @@ const GLOBAL_KEYS = {
   persistence_config: persistenceSchema.optional(),
   output_all_backend_info: bool.optional(),
   read_only: bool.optional(),
+  toolsets: z
+    .union([z.string(), z.array(z.string({ error: 'each toolsets entry must be a string' }))], {
+      error: 'toolsets must be a list of toolset names (or one comma-separated string)',
+    })
+    .optional(),
   root_helper: z.string({ error: 'root_helper must be a string (empty runs commands directly)' }).optional(),
   disable_sudo: bool.optional(),
   host: z.string({ error: 'host must be a string naming this server' }).min(1, { error: 'host must not be empty' }).optional(),
@@ -230,6 +238,7 @@ function parseGlobal(raw: unknown, source: string, warnings: string[], secrets?:
     auditLog: options.audit_log,
     leaseSeconds: options.lease_seconds ?? DEFAULT_LEASE_SECONDS,
     readOnly: options.read_only ?? false,
+    toolsets: options.toolsets === undefined ? [...DEFAULT_TOOLSETS] : resolveToolsets(options.toolsets, `${source}: global option "toolsets"`),
     rootHelper,
     ...httpOptions(options, source),
   };

@@ -17,18 +17,23 @@ export function renderToolListing(tools: readonly ToolDefinition[]): ListedTool[
     description: tool.description,
     inputSchema: jsonSchema(tool.input, 'input'),
     outputSchema: jsonSchema(tool.output, 'output'),
-    annotations: { title: tool.title, ...tool.annotations },
+    annotations: { ...tool.annotations },
   }));
 }
 
 /** What dist/tool-listing.json holds: the tools, and the protocol versions the SDK speaks. */
 export function renderPrebuiltListing(tools: readonly ToolDefinition[]): PrebuiltListing {
-  return { protocolVersions: [...SUPPORTED_PROTOCOL_VERSIONS], latestProtocolVersion: LATEST_PROTOCOL_VERSION, tools: renderToolListing(tools) };
+  return {
+    protocolVersions: [...SUPPORTED_PROTOCOL_VERSIONS],
+    latestProtocolVersion: LATEST_PROTOCOL_VERSION,
+    tools: renderToolListing(tools),
+    toolsets: Object.fromEntries(tools.map((tool) => [tool.name, tool.toolset])),
+  };
 }
 
 /** The prebuilt tool listing, or a fresh rendering when the build did not write one. */
-export async function loadToolListing(): Promise<ListedTool[]> {
-  return readPrebuiltListing()?.tools ?? renderToolListing((await import('../../tools/index.js')).TOOLS);
+export async function loadToolListing(): Promise<PrebuiltListing> {
+  return readPrebuiltListing() ?? renderPrebuiltListing((await import('../../tools/index.js')).TOOLS);
 }
 
 function jsonSchema(schema: z.ZodObject, io: 'input' | 'output'): { type: 'object'; [key: string]: unknown } {
