@@ -58,7 +58,7 @@ export function promptContext(listing: Pick<PrebuiltListing, 'tools' | 'toolsets
   const tools = offeredTools(listing, offer);
   return {
     offered: new Set(tools.map((tool) => tool.name)),
-    dryRun: new Set(tools.filter((tool) => Object.hasOwn((tool.inputSchema.properties ?? {}), 'dry_run')).map((tool) => tool.name)),
+    dryRun: new Set(tools.filter((tool) => Object.hasOwn(tool.inputSchema.properties ?? {}, 'dry_run')).map((tool) => tool.name)),
   };
 }
 
