@@ -225,7 +225,7 @@ async function serve(config: LoadedConfig, log: Logger): Promise<number> {
   const offer = { toolsets: config.global.toolsets, readOnly };
   const [{ BoundedStdioTransport }, { answerBeforeSdk, readPrebuiltListing }] = await Promise.all([import('../mcp/transport/stdio.js'), import('../mcp/startup-answers.js')]);
   // The SDK and zod take most of a cold start: the start-up answers (initialize, tools/list) go
-  // out before they load, and they load once the client has its tool list or asks for more.
+  // out before they load, and they load (with the store and drivers) as soon as initialize is answered.
   const listing = readPrebuiltListing();
   let server: Server | undefined;
   let serverReady: Promise<void> | undefined;
@@ -243,8 +243,8 @@ async function serve(config: LoadedConfig, log: Logger): Promise<number> {
     earlyResponder: (request) => {
       const result = listing && answerBeforeSdk(request, listing, offer);
       if (!result) return undefined;
-      if (request.method === 'tools/list') loadServerSoon();
-      if (request.method === 'initialize') setTimeout(loadServerInBackground, SDK_LOAD_AFTER_INITIALIZE_MS).unref();
+      // Loading starts once initialize is answered: the client's round trips overlap with it.
+      if (request.method === 'initialize' || request.method === 'tools/list') loadServerSoon();
       return { result, alsoDeliver: request.method === 'initialize' };
     },
     onserverwanted: loadServerSoon,
@@ -261,12 +261,12 @@ async function serve(config: LoadedConfig, log: Logger): Promise<number> {
   registryReady.catch(() => undefined); // reported per tool call, not as an unhandled rejection
 
   async function connectServer(): Promise<void> {
+    // The metadata store and drivers load alongside the SDK (their file reads and the SDK's overlap);
+    // initialize and tools/list never wait for either, tool calls wait for the registry.
+    void openRegistry();
     const { createMcpServer } = await import('../mcp/server.js');
     server = createMcpServer({ registry: registryReady, readOnly, toolsets: config.global.toolsets, ...(listing ? { listing } : {}), secrets, log });
     await server.connect(transport);
-    // The metadata store and drivers load after the connection is up, so initialize and tools/list
-    // answer without waiting for them; tool calls wait for the registry.
-    setImmediate(() => void openRegistry());
   }
 
   /** Never rejects: a store that cannot open rejects registryReady, which each tool call reports. */
@@ -401,9 +401,6 @@ function httpLoadLimits(): { bodyBudgetBytes?: number; bodyStallMs?: number } {
   const bodyStallMs = whole(process.env.CINDERLIB_MCP_HTTP_BODY_STALL_MS);
   return { ...(bodyBudgetBytes ? { bodyBudgetBytes } : {}), ...(bodyStallMs ? { bodyStallMs } : {}) };
 }
-
-/** A client that initializes and then waits gets the SDK loaded anyway, shortly after. */
-const SDK_LOAD_AFTER_INITIALIZE_MS = 250;
 
 const DEFAULT_SHUTDOWN_GRACE_MS = 30_000;
 
