@@ -8,6 +8,7 @@
 import { errorCode } from '../base/errors.js';
 import { readFileSync } from 'node:fs';
 import { extname, isAbsolute, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { defaultMetadataPath } from '../base/paths.js';
 import type { SecretRegistry } from '../base/secrets.js';
@@ -182,7 +183,7 @@ export async function readConfigFile(path: string, options: LoadOptions): Promis
   let parsed: unknown;
   try {
     // yaml loads only for YAML files: JSON configs and the embedded default start faster.
-    parsed = extname(path).toLowerCase() === '.json' ? JSON.parse(text) : (await import('yaml')).parse(text);
+    parsed = extname(path).toLowerCase() === '.json' ? JSON.parse(text) : parseYaml(text);
   } catch (error) {
     const kind = extname(path).toLowerCase() === '.json' ? 'JSON' : 'YAML';
     throw new ConfigError(`config file ${path} is not valid ${kind}: ${options.secrets.redact(describeSyntaxError(error, text))}`);

@@ -31,7 +31,7 @@ export const TOOLSETS: Readonly<Record<ToolsetName, ToolsetInfo>> = {
     description: 'export volumes to hosts and attach them here',
     tools: ['validate_connector', 'connect_volume', 'list_connections', 'disconnect_volume', 'attach_volume', 'detach_volume'],
   },
-  discovery: { description: "the drivers this server runs and their options (cinderlib's list_supported_drivers)", tools: ['list_supported_drivers'] },
+  discovery: { description: 'the drivers this server runs and their options', tools: ['list_supported_drivers'] },
   adoption: { description: 'adopt or forget array volumes no record knows', tools: ['list_unmanaged', 'manage_volume', 'unmanage_volume'] },
 };
 
