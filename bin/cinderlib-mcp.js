@@ -1,5 +1,10 @@
 #!/usr/bin/env node
-import { main } from '../dist/src/cli/main.js';
+import { existsSync } from 'node:fs';
+import { URL } from 'node:url';
+
+// The bundle `npm run build` writes (src/cli/build-bundle.ts) starts faster; the unbundled build is the fallback.
+const bundled = new URL('../dist/bundle/cli/main.js', import.meta.url);
+const { main } = await import(existsSync(bundled) ? bundled.href : '../dist/src/cli/main.js');
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),

@@ -5,9 +5,9 @@ import { connectionSchema, volumeIdArgument } from './schemas.js';
 
 export default defineTool({
   name: 'attach_volume',
-  title: "Attach a volume on the server's host",
-  description:
-    'Attaches a volume on the host this server runs on (cinderlib\'s vol.attach) and returns the connection with device.path, a block device there: the file driver through a loop device, iSCSI backends through the host\'s open-iscsi initiator. A host that cannot attach (no kernel iSCSI initiator, no root) answers UNSUPPORTED saying why, before touching the array. The volume becomes "in-use"; undo with detach_volume.',
+  toolset: 'connections',
+  title: 'Attach a volume here',
+  description: "Attaches a volume on this server's host; the answer's device.path is the block device.",
   input: z.object({ volume_id: volumeIdArgument }).strict(),
   output: connectionSchema,
   annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },

@@ -5,9 +5,10 @@ import { connectionSchema, connectorArgument, requestIdArgument, volumeIdArgumen
 
 export default defineTool({
   name: 'connect_volume',
+  toolset: 'connections',
   title: 'Connect a volume to a host',
   description:
-    'Exports a volume to a host (cinderlib\'s vol.connect: create_export + initialize_connection) and returns the connection: connection_info.data holds what the host\'s initiator needs (iSCSI: target_iqn, target_portal, target_lun, auth_method, auth_username; auth_password always reads "***": the host\'s administrator reads it with `cinderlib-mcp connection-secret CONNECTION_ID` on the server\'s host). The volume becomes "in-use". The volume must be "available" or "in-use"; connecting it twice to one initiator is ALREADY_EXISTS. Undo with disconnect_volume. Pass request_id to make a retry safe.',
+    'Exports a volume to a host; it becomes "in-use". connection_info.data is what the host\'s initiator needs; auth_password reads "***" (on this server: cinderlib-mcp connection-secret ID).',
   input: z.object({ volume_id: volumeIdArgument, connector: connectorArgument, request_id: requestIdArgument.optional() }).strict(),
   output: connectionSchema,
   annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },

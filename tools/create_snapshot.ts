@@ -5,9 +5,9 @@ import { descriptionArgument, nameArgument, requestIdArgument, snapshotSchema, v
 
 export default defineTool({
   name: 'create_snapshot',
+  toolset: 'snapshots',
   title: 'Snapshot a volume',
-  description:
-    'Takes a snapshot of an "available" volume (cinderlib\'s vol.create_snapshot) and returns it with status "available": a restore point to make new volumes from (create_volume with snapshot_id), e.g. before a risky change. The snapshot lives on the volume\'s backend; a volume with snapshots cannot be deleted without cascade. Drivers without snapshots answer UNSUPPORTED. Pass request_id to make a retry safe.',
+  description: 'Snapshots an "available" volume: a restore point for create_volume with snapshot_id.',
   input: z
     .object({
       volume_id: volumeIdArgument,

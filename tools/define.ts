@@ -5,6 +5,7 @@
 
 import type { z } from 'zod';
 import type { BackendRegistry } from '../src/core/registry.js';
+import type { ToolsetName } from '../src/config/toolsets.js';
 
 export interface ToolAnnotations {
   readOnlyHint: boolean;
@@ -16,6 +17,8 @@ export interface ToolAnnotations {
 
 export interface ToolDefinition<Input extends z.ZodObject = z.ZodObject, Output extends z.ZodObject = z.ZodObject> {
   name: string;
+  /** The toolset that offers it (src/config/toolsets.ts); the server offers a tool only when its toolset is enabled. */
+  toolset: ToolsetName;
   title: string;
   description: string;
   input: Input;

@@ -4,13 +4,13 @@ import { snapshotIdArgument } from './schemas.js';
 
 export default defineTool({
   name: 'delete_snapshot',
+  toolset: 'snapshots',
   title: 'Delete a snapshot',
-  description:
-    'Deletes a snapshot from the array, then forgets it. Works on "available" snapshots and on snapshots in "error". Volumes already made from it are not affected where the array keeps them independent; where they still depend on it (thin LVM), the driver refuses with IN_USE naming them. Calling it again answers NOT_FOUND: the snapshot is gone.',
+  description: 'Deletes a snapshot; IN_USE while volumes depend on it.',
   input: z.object({ snapshot_id: snapshotIdArgument }).strict(),
   output: z.object({
-    snapshot_id: z.string().describe("The deleted snapshot's id."),
-    deleted: z.literal(true).describe('Always true: the array no longer holds the snapshot and the metadata store forgot it.'),
+    snapshot_id: z.string(),
+    deleted: z.literal(true),
   }),
   // Not idempotent: a second call answers NOT_FOUND, not the first call's success.
   annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: true },

@@ -4,19 +4,19 @@ import { volumeIdArgument } from './schemas.js';
 
 export default defineTool({
   name: 'delete_volume',
+  toolset: 'volumes',
   title: 'Delete a volume',
-  description:
-    'Deletes a volume and all its data from the array, then forgets it. Works on "available" volumes and on volumes in "error" (e.g. a failed create). A volume with snapshots is refused with IN_USE naming them, unless cascade is true, which deletes its snapshots first (Cinder\'s cascade). This cannot be undone. Calling it again for the same volume answers NOT_FOUND: after a delete_volume, NOT_FOUND for that volume_id means the volume is gone.',
+  description: 'Deletes a volume and its data; one with snapshots needs cascade: true. Cannot be undone.',
   input: z
     .object({
       volume_id: volumeIdArgument,
-      cascade: z.boolean({ error: 'cascade must be true or false' }).optional().describe("Also delete the volume's snapshots (first). Default false."),
+      cascade: z.boolean({ error: 'cascade must be true or false' }).optional().describe('Delete its snapshots first.'),
     })
     .strict(),
   output: z.object({
-    volume_id: z.string().describe("The deleted volume's id."),
-    deleted: z.literal(true).describe('Always true: the array no longer holds the volume and the metadata store forgot it.'),
-    snapshots_deleted: z.array(z.string()).optional().describe('With cascade: the ids of the snapshots deleted with it (possibly none).'),
+    volume_id: z.string(),
+    deleted: z.literal(true),
+    snapshots_deleted: z.array(z.string()).optional().describe('With cascade: the snapshots deleted.'),
   }),
   // Not idempotent: a second call answers NOT_FOUND, not the first call's success.
   annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: true },

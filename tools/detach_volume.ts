@@ -4,13 +4,13 @@ import { connectionIdArgument } from './schemas.js';
 
 export default defineTool({
   name: 'detach_volume',
-  title: "Detach a volume from the server's host",
-  description:
-    "Detaches a volume attached on this server's host by attach_volume (cinderlib's vol.detach): the device goes away (make sure nothing has it open or mounted), then the connection is removed as disconnect_volume does. Connections to other hosts are INVALID_ARGUMENT: use disconnect_volume for them. Calling it again answers NOT_FOUND.",
+  toolset: 'connections',
+  title: 'Detach a volume from here',
+  description: 'Detaches a volume attached here (nothing may hold it open) and removes its connection.',
   input: z.object({ connection_id: connectionIdArgument }).strict(),
   output: z.object({
-    connection_id: z.string().describe("The removed connection's id."),
-    detached: z.literal(true).describe('Always true: the device is gone from this host and the connection is forgotten.'),
+    connection_id: z.string(),
+    detached: z.literal(true),
   }),
   annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: true },
   async handler({ connection_id }, registry) {

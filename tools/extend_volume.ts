@@ -5,13 +5,13 @@ import { sizeArgument, volumeIdArgument, volumeSchema } from './schemas.js';
 
 export default defineTool({
   name: 'extend_volume',
+  toolset: 'volumes',
   title: 'Extend a volume',
-  description:
-    'Grows an "available" volume to new_size GiB (the new total size, not the increment). Volumes never shrink: a smaller new_size is refused; the same size is a no-op. Growth the pool cannot hold is refused before the array is touched.',
+  description: 'Grows an "available" volume to new_size GiB.',
   input: z
     .object({
       volume_id: volumeIdArgument,
-      new_size: sizeArgument('new_size').describe('New total size in GiB, at least the current size.'),
+      new_size: sizeArgument('new_size').describe('New total size in GiB.'),
     })
     .strict(),
   output: volumeSchema,

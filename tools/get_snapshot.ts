@@ -5,9 +5,9 @@ import { snapshotIdArgument, snapshotSchema } from './schemas.js';
 
 export default defineTool({
   name: 'get_snapshot',
+  toolset: 'snapshots',
   title: 'Get a snapshot',
-  description:
-    'Returns one snapshot by id from the metadata store (the array is not asked): its volume, name, volume_size (GiB), status (creating, available, deleting, error), backend and creation time; status_reason explains an error.',
+  description: 'One snapshot by id, from the metadata store.',
   input: z.object({ snapshot_id: snapshotIdArgument }).strict(),
   output: snapshotSchema,
   annotations: READS_METADATA_STORE,

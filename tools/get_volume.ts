@@ -5,9 +5,9 @@ import { volumeIdArgument, volumeSchema } from './schemas.js';
 
 export default defineTool({
   name: 'get_volume',
+  toolset: 'volumes',
   title: 'Get a volume',
-  description:
-    'Returns one volume by id from the metadata store (the array is not asked): name, size (GiB), status (creating, available, extending, deleting, error), backend, pool and creation time; status_reason explains an error.',
+  description: 'One volume by id, from the metadata store.',
   input: z.object({ volume_id: volumeIdArgument }).strict(),
   output: volumeSchema,
   annotations: READS_METADATA_STORE,

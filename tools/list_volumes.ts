@@ -1,26 +1,27 @@
 import { z } from 'zod';
 import { READS_METADATA_STORE, defineTool } from './define.js';
 import { VOLUME_STATUSES, toVolumeView } from '../src/model/volume.js';
-import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, backendArgument, cursorArgument, limitArgument, volumeSchema } from './schemas.js';
+import { DEFAULT_PAGE_SIZE, backendArgument, cursorArgument, limitArgument, nextCursorField, volumeSchema } from './schemas.js';
 
 export default defineTool({
   name: 'list_volumes',
+  toolset: 'volumes',
   title: 'List volumes',
-  description: `Lists volumes created through this server (from its metadata store, not from the array), oldest first, at most "limit" per call (default ${DEFAULT_PAGE_SIZE}, at most ${MAX_PAGE_SIZE}). Filter by backend and/or status. When next_cursor is present, call again with cursor set to it (and the same filters) for the next page.`,
+  description: 'Volumes made through this server (from its store, not the array), oldest first.',
   input: z
     .object({
       backend: backendArgument.optional(),
       status: z
         .enum(VOLUME_STATUSES, { error: `status must be one of ${VOLUME_STATUSES.join(', ')}` })
         .optional()
-        .describe('Only volumes in this status.'),
+        .describe('Filter.'),
       limit: limitArgument.optional(),
       cursor: cursorArgument.optional(),
     })
     .strict(),
   output: z.object({
-    volumes: z.array(volumeSchema).describe('At most "limit" volumes, oldest first.'),
-    next_cursor: z.string().optional().describe('Pass as cursor to get the next page; absent on the last page.'),
+    volumes: z.array(volumeSchema),
+    next_cursor: nextCursorField,
   }),
   annotations: READS_METADATA_STORE,
   async handler({ backend, status, limit, cursor }, registry) {

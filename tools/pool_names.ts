@@ -4,13 +4,13 @@ import { backendArgument } from './schemas.js';
 
 export default defineTool({
   name: 'pool_names',
-  title: 'List pools of a backend',
-  description:
-    'Lists the pool names of a backend; pass one as pool_name to create_volume to choose where a volume goes (by default the first pool). Backends that are not pool-aware have one pool named after the backend. Reads them from the cached stats (the first call asks the array).',
+  toolset: 'backends',
+  title: 'List pools',
+  description: "A backend's pools; the first is create_volume's default.",
   input: z.object({ backend: backendArgument }).strict(),
   output: z.object({
-    backend: z.string().describe('The backend asked about.'),
-    pool_names: z.array(z.string()).describe('Pool names, the first being the default for create_volume.'),
+    backend: z.string(),
+    pool_names: z.array(z.string()),
   }),
   annotations: READS_ARRAYS,
   async handler({ backend }, registry) {

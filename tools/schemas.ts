@@ -4,31 +4,35 @@ import { VOLUME_STATUSES } from '../src/model/volume.js';
 import { CONNECTION_STATUSES } from '../src/model/connection.js';
 import { connectorSchema } from '../src/model/untrusted.js';
 
-/** Schemas shared by several tools: the contract's Volume and the common arguments. */
+/**
+ * Schemas shared by several tools: the contract's Volume, Snapshot and Connection and the common
+ * arguments. Output fields carry a description only where the name does not say it all: every
+ * description is in every conversation's context.
+ */
 export const volumeSchema = z.object({
-  id: z.string().describe('Volume id (UUID); pass it to get_volume, extend_volume or delete_volume.'),
-  name: z.string().describe('Display name given at creation (may be empty).'),
-  description: z.string().describe('Free text description given at creation (may be empty).'),
-  size: z.number().int().min(1).describe('Size in GiB (a whole number, 1 or more).'),
-  status: z.enum(VOLUME_STATUSES).describe('creating, available, in-use (connected: see list_connections), extending, deleting or error.'),
-  backend: z.string().describe('volume_backend_name of the backend holding the volume.'),
-  pool_name: z.string().describe('Pool of the backend holding the volume.'),
-  bootable: z.boolean().describe('Whether the volume is marked bootable (metadata only).'),
-  created_at: z.string().describe('ISO 8601 creation time.'),
-  snapshot_id: z.string().nullable().describe('The snapshot this volume was made from, else null.'),
-  source_volume_id: z.string().nullable().describe('The volume this volume was cloned from, else null.'),
-  status_reason: z.string().optional().describe('Why the volume is in error, when it is.'),
+  id: z.string(),
+  name: z.string(),
+  description: z.string(),
+  size: z.number().int().min(1).describe('GiB.'),
+  status: z.enum(VOLUME_STATUSES),
+  backend: z.string(),
+  pool_name: z.string(),
+  bootable: z.boolean(),
+  created_at: z.string(),
+  snapshot_id: z.string().nullable(),
+  source_volume_id: z.string().nullable(),
+  status_reason: z.string().optional(),
 });
 
 export const backendArgument = z
   .string({ error: 'backend must be a string: a volume_backend_name from list_backends' })
   .min(1, { error: 'backend must not be empty: pass a volume_backend_name from list_backends' })
-  .describe('Backend name (volume_backend_name), as listed by list_backends.');
+  .describe('From list_backends.');
 
 export const volumeIdArgument = z
   .string({ error: 'volume_id must be a string: a volume id from list_volumes or create_volume' })
   .uuid({ error: 'volume_id must be a volume id (a UUID such as 0b5e3f0c-1d2e-4f5a-9b8c-7d6e5f4a3b2c) from list_volumes or create_volume' })
-  .describe('Volume id (UUID) from list_volumes or create_volume.');
+  .describe('Volume id.');
 
 export const sizeArgument = (name: string) =>
   z
@@ -39,39 +43,31 @@ export const sizeArgument = (name: string) =>
 
 /** The contract's Snapshot (section 7). */
 export const snapshotSchema = z.object({
-  id: z.string().describe('Snapshot id (UUID); pass it to get_snapshot, delete_snapshot, or create_volume as snapshot_id.'),
-  volume_id: z.string().describe('The volume the snapshot was taken of.'),
-  name: z.string().describe('Display name given at creation (may be empty).'),
-  description: z.string().describe('Free text given at creation.'),
-  volume_size: z.number().int().min(1).describe("GiB: the volume's size when the snapshot was taken (the default size of a volume made from it)."),
-  status: z.enum(SNAPSHOT_STATUSES).describe('creating, available, deleting or error.'),
-  backend: z.string().describe('volume_backend_name of the backend holding the snapshot.'),
-  created_at: z.string().describe('ISO 8601 creation time.'),
-  status_reason: z.string().optional().describe('Why the snapshot is in error, when it is.'),
+  id: z.string(),
+  volume_id: z.string(),
+  name: z.string(),
+  description: z.string(),
+  volume_size: z.number().int().min(1).describe('GiB.'),
+  status: z.enum(SNAPSHOT_STATUSES),
+  backend: z.string(),
+  created_at: z.string(),
+  status_reason: z.string().optional(),
 });
 
 export const snapshotIdArgument = z
   .string({ error: 'snapshot_id must be a string: a snapshot id from list_snapshots or create_snapshot' })
   .uuid({ error: 'snapshot_id must be a snapshot id (a UUID) from list_snapshots or create_snapshot' })
-  .describe('Snapshot id (UUID) from list_snapshots or create_snapshot.');
+  .describe('Snapshot id.');
 
 export const requestIdArgument = z
   .string({ error: 'request_id must be a string of your choosing, at most 128 characters' })
   .min(1, { error: 'request_id must not be empty' })
   .max(128, { error: 'request_id must be at most 128 characters' })
-  .describe(
-    'Your own id for this request (at most 128 characters). Repeating the same call with the same request_id within 24 hours answers the object the first call made, in its current state, instead of making another: safe to retry after a time-out. Another call under the same request_id is ALREADY_EXISTS.',
-  );
+  .describe("Retry key: a repeat within 24 h answers the first call's object.");
 
-export const nameArgument = z
-  .string({ error: 'name must be a string' })
-  .max(255, { error: 'name must be at most 255 characters' })
-  .describe('Display name (free text, up to 255 characters).');
+export const nameArgument = z.string({ error: 'name must be a string' }).max(255, { error: 'name must be at most 255 characters' }).describe('Display name.');
 
-export const descriptionArgument = z
-  .string({ error: 'description must be a string' })
-  .max(4096, { error: 'description must be at most 4096 characters' })
-  .describe('Free text description.');
+export const descriptionArgument = z.string({ error: 'description must be a string' }).max(4096, { error: 'description must be at most 4096 characters' }).describe('Free text.');
 
 export const DEFAULT_PAGE_SIZE = 100;
 export const MAX_PAGE_SIZE = 1000;
@@ -81,42 +77,53 @@ export const limitArgument = z
   .int({ error: `limit must be a whole number from 1 to ${MAX_PAGE_SIZE}` })
   .min(1, { error: `limit must be a whole number from 1 to ${MAX_PAGE_SIZE}` })
   .max(MAX_PAGE_SIZE, { error: `limit must be at most ${MAX_PAGE_SIZE}; page through with cursor for more` })
-  .describe(`Page size (default ${DEFAULT_PAGE_SIZE}, at most ${MAX_PAGE_SIZE}).`);
+  .describe(`Page size (default ${DEFAULT_PAGE_SIZE}).`);
 
-export const cursorArgument = z.string({ error: 'cursor must be the next_cursor string of a previous answer' }).describe('next_cursor from the previous page.');
+export const cursorArgument = z.string({ error: 'cursor must be the next_cursor string of a previous answer' }).describe('next_cursor of the previous page (same filters).');
+
+/** What a paged answer adds to its items. */
+export const nextCursorField = z.string().optional().describe('Absent on the last page.');
 
 /** os-brick's connector dict (contract section 8), with the rules every connector meets (src/untrusted.ts). */
-export const connectorArgument = connectorSchema.describe(
-  "os-brick's connector properties of the host to connect: {host, initiator?, ip?, multipath?, platform?, os_type?, wwpns?, wwnns?}.",
-);
+export const connectorArgument = connectorSchema.describe("The host's os-brick connector properties.");
 
 export const connectionIdArgument = z
   .string({ error: 'connection_id must be a string: a connection id from list_connections or connect_volume' })
   .uuid({ error: 'connection_id must be a connection id (a UUID) from list_connections, connect_volume or attach_volume' })
-  .describe('Connection id (UUID) from list_connections, connect_volume or attach_volume.');
+  .describe('Connection id.');
 
 /** The contract's Connection (section 8). */
 export const connectionSchema = z.object({
-  id: z.string().describe('Connection id (UUID); pass it to disconnect_volume (or detach_volume for an attachment on this host).'),
-  volume_id: z.string().describe('The connected volume.'),
-  backend: z.string().describe("volume_backend_name of the volume's backend."),
-  status: z.enum(CONNECTION_STATUSES).describe('attached, detached (being connected) or error.'),
-  attach_mode: z.string().describe('rw.'),
-  connector: z.record(z.string(), z.unknown()).describe('The connector the connection was made for.'),
-  connection_info: z
-    .object({
-      driver_volume_type: z.string().describe("iscsi, or local for a file attached on the server's own host."),
-      data: z
-        .record(z.string(), z.unknown())
-        .describe(
-          'What the host\'s initiator needs: target_iqn, target_portal, target_lun, auth_method, auth_username, auth_password (always "***": the host\'s administrator reads it with `cinderlib-mcp connection-secret ID`).',
-        ),
-    })
-    .describe("Cinder's initialize_connection answer."),
-  device: z
-    .object({ type: z.string().describe('block.'), path: z.string().describe('The device node, e.g. /dev/loop3 or /dev/sdc.') })
-    .optional()
-    .describe("For attach_volume: the block device on the server's own host."),
-  created_at: z.string().describe('ISO 8601 creation time.'),
-  status_reason: z.string().optional().describe('Why the connection is in error, when it is.'),
+  id: z.string(),
+  volume_id: z.string(),
+  backend: z.string(),
+  status: z.enum(CONNECTION_STATUSES),
+  attach_mode: z.string(),
+  connector: z.record(z.string(), z.unknown()),
+  connection_info: z.object({
+    driver_volume_type: z.string(),
+    data: z.record(z.string(), z.unknown()).describe('iSCSI: target_iqn, target_portal, target_lun, auth_method, auth_username, auth_password.'),
+  }),
+  device: z.object({ type: z.string(), path: z.string() }).optional().describe('attach_volume: the device here.'),
+  created_at: z.string(),
+  status_reason: z.string().optional(),
 });
+
+/**
+ * Shapes several tools take or answer with, each listed in full once, by its home tool (a read
+ * tool, so it is offered whenever its toolset is, read-only or not); the others list it by
+ * reference: its name, the home tool, and the `keep` fields alone (src/mcp/tool-listing.ts).
+ * What the server accepts and answers is the full shape either way.
+ */
+export interface SharedShape {
+  name: string;
+  home: string;
+  keep: string[];
+}
+
+export const SHARED_SHAPES = new Map<z.ZodType, SharedShape>([
+  [volumeSchema, { name: 'Volume', home: 'get_volume', keep: [] }],
+  [snapshotSchema, { name: 'Snapshot', home: 'get_snapshot', keep: [] }],
+  [connectionSchema, { name: 'Connection', home: 'list_connections', keep: [] }],
+  [connectorArgument, { name: 'connector', home: 'validate_connector', keep: ['host', 'initiator'] }],
+]);

@@ -4,13 +4,13 @@ import { backendArgument, connectorArgument } from './schemas.js';
 
 export default defineTool({
   name: 'validate_connector',
+  toolset: 'connections',
   title: 'Check a host connector',
-  description:
-    "Checks that a host's connector (os-brick's connector properties) has what the backend needs to connect volumes to that host (Cinder's validate_connector): iSCSI backends need initiator, the host's IQN. Answers valid: true, or INVALID_ARGUMENT naming the missing keys. Changes nothing; use it before connect_volume.",
+  description: "Checks a host's connector has what the backend needs (iSCSI: initiator). Use before connect_volume.",
   input: z.object({ backend: backendArgument, connector: connectorArgument }).strict(),
   output: z.object({
-    backend: z.string().describe('The backend checked.'),
-    valid: z.literal(true).describe('Always true: an invalid connector is an INVALID_ARGUMENT error instead.'),
+    backend: z.string(),
+    valid: z.literal(true),
   }),
   annotations: READS_ARRAYS,
   async handler({ backend, connector }, registry) {

@@ -2,17 +2,21 @@ import { describeError } from '../base/errors.js';
 import { ConfigError } from '../config/errors.js';
 import type { LoadedConfig } from '../config/load.js';
 import { resolveConfig } from '../config/resolve.js';
+import { TOOLSETS, TOOLSET_NAMES, resolveToolsets } from '../config/toolsets.js';
 import { createLogger, guardStderr, type Logger } from '../base/log.js';
 import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import type { BackendRegistry } from '../core/registry.js';
 import { secrets } from '../base/secrets.js';
 import { VERSION } from '../base/version.js';
 
+const TOOLSET_HELP = TOOLSET_NAMES.map((name) => `  ${name}: ${TOOLSETS[name].description}`).join('\n');
+
 const USAGE = `cinderlib-mcp ${VERSION}: block storage for AI assistants, over MCP (stdio)
 
 Usage:
-  cinderlib-mcp [--config FILE]         serve MCP over stdio
-  cinderlib-mcp serve --http [--host 127.0.0.1] [--port 8808] [--config FILE]
+  cinderlib-mcp [--config FILE] [--toolsets a,b]
+                                        serve MCP over stdio
+  cinderlib-mcp serve --http [--host 127.0.0.1] [--port 8808] [--config FILE] [--toolsets a,b]
                                         serve MCP over Streamable HTTP at /mcp (health at /healthz);
                                         bearer tokens from global.http_tokens, required beyond loopback
   cinderlib-mcp check [--config FILE]   initialize every backend, print a summary, exit 0 if all are up
@@ -33,7 +37,11 @@ Usage:
 
 Config lookup: --config, then $CINDERLIB_MCP_CONFIG, then the embedded default
 (one "file" backend under $XDG_DATA_HOME/cinderlib-mcp). CINDERLIB_MCP_READ_ONLY=true hides
-every mutating tool. Logs go to stderr (CINDERLIB_MCP_LOG_LEVEL=debug|info|warn|error).
+every mutating tool.
+Toolsets (--toolsets, else $CINDERLIB_MCP_TOOLSETS, else global.toolsets; default: default):
+${TOOLSET_HELP}
+  all: every toolset; default: backends, volumes, snapshots, connections (e.g. default,discovery).
+Logs go to stderr (CINDERLIB_MCP_LOG_LEVEL=debug|info|warn|error).
 On end of input, SIGTERM or SIGINT the server stops reading, lets calls in flight finish and
 answers them before it exits, for up to CINDERLIB_MCP_SHUTDOWN_GRACE_MS (default 30000) ms;
 a second signal exits at once.`;
@@ -49,6 +57,8 @@ interface Command {
   since?: string;
   /** serve --http [--host H] [--port N]. */
   http?: { host: string; port: number };
+  /** --toolsets a,b (serve, check). */
+  toolsets?: string;
 }
 
 const DEFAULT_HTTP_HOST = '127.0.0.1';
@@ -97,6 +107,11 @@ export function parseArgs(argv: string[]): Command {
       const value = arg === '--backend' ? argv[++i] : arg.slice('--backend='.length);
       if (!value) throw new ConfigError('--backend needs a volume_backend_name');
       command.backend = value;
+    } else if ((command.mode === 'serve' || command.mode === 'check') && (arg === '--toolsets' || arg.startsWith('--toolsets='))) {
+      const value = arg === '--toolsets' ? argv[++i] : arg.slice('--toolsets='.length);
+      if (value === undefined || value.startsWith('-')) throw new ConfigError(`--toolsets needs a comma-separated list: ${[...TOOLSET_NAMES, 'all', 'default'].join(', ')}`);
+      resolveToolsets(value, '--toolsets'); // an unknown name stops here, before anything starts
+      command.toolsets = value;
     } else if (arg === '--config' || arg === '-c') {
       const value = argv[++i];
       if (value === undefined) throw new ConfigError('--config needs a file path');
@@ -139,7 +154,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(VERSION + '\n');
       return 0;
     }
-    const config = await resolveConfig(command.configPath, secrets);
+    const config = await resolveConfig(command.configPath, secrets, process.env, { toolsets: command.toolsets });
     if (command.mode === 'connection-secret') {
       const { connectionSecret } = await import('./connection-secret.js');
       const answer = await connectionSecret(config, command.operand!);
@@ -207,9 +222,10 @@ async function check(config: LoadedConfig, log: Logger): Promise<number> {
 
 async function serve(config: LoadedConfig, log: Logger): Promise<number> {
   const readOnly = config.global.readOnly;
+  const offer = { toolsets: config.global.toolsets, readOnly };
   const [{ BoundedStdioTransport }, { answerBeforeSdk, readPrebuiltListing }] = await Promise.all([import('../mcp/transport/stdio.js'), import('../mcp/startup-answers.js')]);
   // The SDK and zod take most of a cold start: the start-up answers (initialize, tools/list) go
-  // out before they load, and they load once the client has its tool list or asks for more.
+  // out before they load, and they load (with the store and drivers) as soon as initialize is answered.
   const listing = readPrebuiltListing();
   let server: Server | undefined;
   let serverReady: Promise<void> | undefined;
@@ -225,10 +241,10 @@ async function serve(config: LoadedConfig, log: Logger): Promise<number> {
   const transport = new BoundedStdioTransport({
     log,
     earlyResponder: (request) => {
-      const result = listing && answerBeforeSdk(request, listing, readOnly);
+      const result = listing && answerBeforeSdk(request, listing, offer);
       if (!result) return undefined;
-      if (request.method === 'tools/list') loadServerSoon();
-      if (request.method === 'initialize') setTimeout(loadServerInBackground, SDK_LOAD_AFTER_INITIALIZE_MS).unref();
+      // Loading starts once initialize is answered: the client's round trips overlap with it.
+      if (request.method === 'initialize' || request.method === 'tools/list') loadServerSoon();
       return { result, alsoDeliver: request.method === 'initialize' };
     },
     onserverwanted: loadServerSoon,
@@ -245,12 +261,12 @@ async function serve(config: LoadedConfig, log: Logger): Promise<number> {
   registryReady.catch(() => undefined); // reported per tool call, not as an unhandled rejection
 
   async function connectServer(): Promise<void> {
+    // The metadata store and drivers load alongside the SDK (their file reads and the SDK's overlap);
+    // initialize and tools/list never wait for either, tool calls wait for the registry.
+    void openRegistry();
     const { createMcpServer } = await import('../mcp/server.js');
-    server = createMcpServer({ registry: registryReady, readOnly, secrets, log });
+    server = createMcpServer({ registry: registryReady, readOnly, toolsets: config.global.toolsets, ...(listing ? { listing } : {}), secrets, log });
     await server.connect(transport);
-    // The metadata store and drivers load after the connection is up, so initialize and tools/list
-    // answer without waiting for them; tool calls wait for the registry.
-    setImmediate(() => void openRegistry());
   }
 
   /** Never rejects: a store that cannot open rejects registryReady, which each tool call reports. */
@@ -385,9 +401,6 @@ function httpLoadLimits(): { bodyBudgetBytes?: number; bodyStallMs?: number } {
   const bodyStallMs = whole(process.env.CINDERLIB_MCP_HTTP_BODY_STALL_MS);
   return { ...(bodyBudgetBytes ? { bodyBudgetBytes } : {}), ...(bodyStallMs ? { bodyStallMs } : {}) };
 }
-
-/** A client that initializes and then waits gets the SDK loaded anyway, shortly after. */
-const SDK_LOAD_AFTER_INITIALIZE_MS = 250;
 
 const DEFAULT_SHUTDOWN_GRACE_MS = 30_000;
 

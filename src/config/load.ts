@@ -8,12 +8,14 @@
 import { errorCode } from '../base/errors.js';
 import { readFileSync } from 'node:fs';
 import { extname, isAbsolute, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { defaultMetadataPath } from '../base/paths.js';
 import type { SecretRegistry } from '../base/secrets.js';
 import { DEFAULT_LEASE_SECONDS } from './defaults.js';
 import { substituteEnv, substituteEnvInUrl } from './env.js';
 import { ConfigError } from './errors.js';
+import { DEFAULT_TOOLSETS, resolveToolsets, type ToolsetName } from './toolsets.js';
 
 /**
  * Where metadata lives: memory, a SQLite file (one server), or PostgreSQL (several servers sharing
@@ -25,6 +27,8 @@ export interface GlobalOptions {
   persistence: PersistenceConfig;
   outputAllBackendInfo: boolean;
   readOnly: boolean;
+  /** The toolsets offered (global.toolsets, CINDERLIB_MCP_TOOLSETS, --toolsets), resolved: names in table order, backends included. */
+  toolsets: ToolsetName[];
   /** '' runs privileged commands directly (cinderlib's disable_sudo). */
   rootHelper: string;
   /** This server's identity in the metadata store (cinderlib's `host`); undefined: hostname + data directory. */
@@ -106,6 +110,11 @@ const GLOBAL_KEYS = {
   persistence_config: persistenceSchema.optional(),
   output_all_backend_info: bool.optional(),
   read_only: bool.optional(),
+  toolsets: z
+    .union([z.string(), z.array(z.string({ error: 'each toolsets entry must be a string' }))], {
+      error: 'toolsets must be a list of toolset names (or one comma-separated string)',
+    })
+    .optional(),
   root_helper: z.string({ error: 'root_helper must be a string (empty runs commands directly)' }).optional(),
   disable_sudo: bool.optional(),
   host: z.string({ error: 'host must be a string naming this server' }).min(1, { error: 'host must not be empty' }).optional(),
@@ -206,7 +215,7 @@ export async function readConfigFile(path: string, options: LoadOptions): Promis
   let parsed: unknown;
   try {
     // yaml loads only for YAML files: JSON configs and the embedded default start faster.
-    parsed = extname(path).toLowerCase() === '.json' ? JSON.parse(text) : (await import('yaml')).parse(text);
+    parsed = extname(path).toLowerCase() === '.json' ? JSON.parse(text) : parseYaml(text);
   } catch (error) {
     const kind = extname(path).toLowerCase() === '.json' ? 'JSON' : 'YAML';
     throw new ConfigError(`config file ${path} is not valid ${kind}: ${options.secrets.redact(describeSyntaxError(error, text))}`);
@@ -271,6 +280,7 @@ function parseGlobal(raw: unknown, source: string, warnings: string[], secrets?:
       : {}),
     leaseSeconds: options.lease_seconds ?? DEFAULT_LEASE_SECONDS,
     readOnly: options.read_only ?? false,
+    toolsets: options.toolsets === undefined ? [...DEFAULT_TOOLSETS] : resolveToolsets(options.toolsets, `${source}: global option "toolsets"`),
     rootHelper,
     ...httpOptions(options, source),
   };

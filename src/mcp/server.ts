@@ -10,6 +10,7 @@ import {
   CallToolRequestParamsSchema,
   ErrorCode,
   ListResourceTemplatesRequestSchema,
+  ListPromptsRequestSchema,
   ListToolsRequestSchema,
   McpError,
   type CallToolResult,
@@ -25,9 +26,11 @@ import { runWithProgress, type ProgressReporter } from '../core/progress.js';
 import type { BackendRegistry } from '../core/registry.js';
 import type { SecretRegistry } from '../base/secrets.js';
 import type { ToolDefinition } from '../../tools/define.js';
-import { SERVER_CAPABILITIES, SERVER_INFO, SERVER_INSTRUCTIONS } from './server-identity.js';
-import { offeredTools } from './startup-answers.js';
-import { loadToolListing } from './tool-listing.js';
+import { TOOLSETS, TOOLSET_NAMES, type ToolsetName } from '../config/toolsets.js';
+import { SERVER_CAPABILITIES, SERVER_INFO } from './server-identity.js';
+import { offeredTools, promptContext, readPrebuiltListing, sessionInstructions, type PrebuiltListing } from './startup-answers.js';
+import { notOfferedText, type Offer } from './offer.js';
+import { PromptError, getPrompt, offeredPrompts } from './prompts.js';
 import { RESOURCE_TEMPLATES, ResourceCatalog, ResourceNotFound } from './resources.js';
 import { scopeAnswer, scopeArguments, type BackendScope } from './backend-scope.js';
 import { metrics } from '../base/metrics.js';
@@ -36,10 +39,14 @@ export interface ServerOptions {
   /** Resolves once the metadata store and backends are loaded; the server answers tools/list before that. */
   registry: Promise<BackendRegistry>;
   readOnly: boolean;
+  /** The toolsets offered (GlobalOptions.toolsets); read-only mode filters them further. */
+  toolsets: readonly ToolsetName[];
   /** Why this session is read-only when it is not the server's own setting (a read-only HTTP token), for the READ_ONLY message. */
   readOnlyReason?: string;
   secrets: SecretRegistry;
   log: Logger;
+  /** The prebuilt listing (dist/tool-listing.json) when the caller has read it already. */
+  listing?: PrebuiltListing;
   /** Who is calling, for the audit log (the HTTP token's name); default: the client's name from initialize. */
   clientName?: () => string | undefined;
   /** A token limited to some backends (http_tokens[].backends): calls on others are NOT_FOUND. */
@@ -53,29 +60,51 @@ const NO_ELICITATION_VALIDATOR = {
 
 export function createMcpServer(options: ServerOptions): Server {
   const { readOnly, secrets, log } = options;
-  const listingReady = loadToolListing().then((tools) => offeredTools(tools, readOnly));
+  const offer: Offer = { toolsets: options.toolsets, readOnly };
+  // The listing `npm run build` wrote (read once, a few ms); without it (the sources run directly) the definitions render it.
+  const prebuilt = options.listing ?? readPrebuiltListing();
+  let rendered: Promise<PrebuiltListing> | undefined;
+  const fullListing = async () => prebuilt ?? (await (rendered ??= import('./tool-listing.js').then(({ loadToolListing }) => loadToolListing())));
+  const listingReady = (async () => offeredTools(await fullListing(), offer))();
   let definitions: Promise<Map<string, ToolDefinition>> | undefined;
   const toolDefinitions = () => (definitions ??= import('../../tools/index.js').then(({ TOOLS }) => new Map(TOOLS.map((tool) => [tool.name, tool]))));
 
   const server = new Server(SERVER_INFO, {
     capabilities: SERVER_CAPABILITIES,
-    instructions: SERVER_INSTRUCTIONS,
+    // Without a prebuilt listing, the contract's toolset table stands in for the defined tools.
+    instructions: sessionInstructions(prebuilt ?? tableListing(), offer),
     jsonSchemaValidator: NO_ELICITATION_VALIDATOR,
   });
 
   server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: await listingReady }));
   server.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: RESOURCE_TEMPLATES }));
+  server.setRequestHandler(ListPromptsRequestSchema, async () => ({ prompts: offeredPrompts(promptContext(await fullListing(), offer)) }));
 
   // tools/call, resources/list and resources/read take their params as sent and check them here:
   // through Server.setRequestHandler the SDK's own schemas would refuse a non-object `arguments` or
   // a missing uri with a multi-line zod dump before these handlers could word it in one line. The
   // SDK hands every method without a handler of its own to fallbackRequestHandler, untouched.
-  const lenientHandlers = new Map<string, LenientHandler>([['tools/call', (request, extra) => callTool(request, extra)], ...resourceHandlers(options)]);
+  const lenientHandlers = new Map<string, LenientHandler>([
+    ['tools/call', (request, extra) => callTool(request, extra)],
+    ['prompts/get', (request) => promptAnswer(request)],
+    ...resourceHandlers(options),
+  ]);
   server.fallbackRequestHandler = async (request, extra) => {
     const handler = lenientHandlers.get(request.method);
     if (!handler) throw new ProtocolError(ErrorCode.MethodNotFound, 'Method not found'); // the SDK's own answer
     return handler(request, extra);
   };
+
+  /** prompts/get, its params checked here so that a wrong argument is one line naming what is accepted. */
+  async function promptAnswer(frame: JSONRPCRequest): Promise<ServerResult> {
+    const params = isPlainObject(frame.params) ? frame.params : {};
+    try {
+      return getPrompt(params.name, params.arguments, promptContext(await fullListing(), offer));
+    } catch (error) {
+      if (error instanceof PromptError) throw new ProtocolError(ErrorCode.InvalidParams, secrets.redact(error.message));
+      throw error;
+    }
+  }
 
   async function callTool(frame: JSONRPCRequest, extra: RequestHandlerExtra<ServerRequest, ServerNotification>): Promise<CallToolResult> {
     const parsed = LenientCallToolParamsSchema.safeParse(frame.params);
@@ -100,6 +129,16 @@ export function createMcpServer(options: ServerOptions): Server {
         if (!tool) {
           const available = (await listingReady).map((t) => t.name).join(', ');
           throw new StorageError('NOT_FOUND', `there is no tool "${name}"; available tools: ${available}`);
+        }
+        if (!offer.toolsets.includes(tool.toolset)) {
+          throw new StorageError(
+            'NOT_FOUND',
+            notOfferedText(
+              name,
+              tool.toolset,
+              (await listingReady).map((t) => t.name),
+            ),
+          );
         }
         known = true;
         if (!tool.annotations.readOnlyHint) audited = tool;
@@ -145,6 +184,22 @@ function countCall(tool: string, known: boolean, result: CallToolResult, started
   const outcome = result.isError ? (/^([A-Z_]+): /.exec(firstText(result) ?? '')?.[1] ?? 'INTERNAL') : 'ok';
   metrics.inc('cinderlib_mcp_tool_calls_total', 'Tool calls answered, by tool and outcome (ok, or the error code).', { tool: label, outcome });
   metrics.observe('cinderlib_mcp_tool_call_duration_seconds', 'Time from a tool call to its answer, by tool.', { tool: label }, (performance.now() - started) / 1000);
+}
+
+/** The contract's toolset table as a listing without schemas: what the instructions need when no listing was built. */
+function tableListing(): Pick<PrebuiltListing, 'tools' | 'toolsets'> {
+  const entries = TOOLSET_NAMES.flatMap((toolset) => TOOLSETS[toolset].tools.map((name) => ({ name, toolset })));
+  return {
+    tools: entries.map(({ name }) => ({
+      name,
+      title: name,
+      description: '',
+      inputSchema: { type: 'object' as const },
+      outputSchema: { type: 'object' as const },
+      annotations: { readOnlyHint: /^(list|get|pool|validate)_/.test(name), destructiveHint: false, idempotentHint: false, openWorldHint: false },
+    })),
+    toolsets: Object.fromEntries(entries.map(({ name, toolset }) => [name, toolset])),
+  };
 }
 
 /** A request handler that takes the frame as the client sent it. */

@@ -3,6 +3,7 @@ import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '@modelcont
 import { z } from 'zod';
 import { LISTING_FILE, readPrebuiltListing, type ListedTool, type PrebuiltListing } from './startup-answers.js';
 import type { ToolDefinition } from '../../tools/define.js';
+import { SHARED_SHAPES } from '../../tools/schemas.js';
 
 /**
  * The tools/list answer, rendered from the tool definitions. `npm run build` writes it to
@@ -15,25 +16,77 @@ export function renderToolListing(tools: readonly ToolDefinition[]): ListedTool[
     name: tool.name,
     title: tool.title,
     description: tool.description,
-    inputSchema: jsonSchema(tool.input, 'input'),
-    outputSchema: jsonSchema(tool.output, 'output'),
-    annotations: { title: tool.title, ...tool.annotations },
+    inputSchema: jsonSchema(tool.input, 'input', tool.name),
+    outputSchema: jsonSchema(tool.output, 'output', tool.name),
+    annotations: { ...tool.annotations },
   }));
 }
 
 /** What dist/tool-listing.json holds: the tools, and the protocol versions the SDK speaks. */
 export function renderPrebuiltListing(tools: readonly ToolDefinition[]): PrebuiltListing {
-  return { protocolVersions: [...SUPPORTED_PROTOCOL_VERSIONS], latestProtocolVersion: LATEST_PROTOCOL_VERSION, tools: renderToolListing(tools) };
+  return {
+    protocolVersions: [...SUPPORTED_PROTOCOL_VERSIONS],
+    latestProtocolVersion: LATEST_PROTOCOL_VERSION,
+    tools: renderToolListing(tools),
+    toolsets: Object.fromEntries(tools.map((tool) => [tool.name, tool.toolset])),
+  };
 }
 
 /** The prebuilt tool listing, or a fresh rendering when the build did not write one. */
-export async function loadToolListing(): Promise<ListedTool[]> {
-  return readPrebuiltListing()?.tools ?? renderToolListing((await import('../../tools/index.js')).TOOLS);
+export async function loadToolListing(): Promise<PrebuiltListing> {
+  return readPrebuiltListing() ?? renderPrebuiltListing((await import('../../tools/index.js')).TOOLS);
 }
 
-function jsonSchema(schema: z.ZodObject, io: 'input' | 'output'): { type: 'object'; [key: string]: unknown } {
-  const { $schema: _ignored, ...rest } = portable(z.toJSONSchema(schema, { target: 'draft-7', io })) as Record<string, unknown>;
+function jsonSchema(schema: z.ZodObject, io: 'input' | 'output', toolName: string): { type: 'object'; [key: string]: unknown } {
+  const portableSchema = portable(z.toJSONSchema(schema, { target: 'draft-7', io, override: (context) => byReference(context, toolName) }));
+  const { $schema: _ignored, ...rest } = lean(portableSchema, io) as Record<string, unknown>;
   return { ...rest, type: 'object' };
+}
+
+/**
+ * A shared shape (tools/schemas.ts SHARED_SHAPES) outside its home tool: named, pointing at the
+ * tool that lists it in full, with its `keep` fields alone instead of every field again.
+ */
+function byReference({ zodSchema, jsonSchema }: { zodSchema: unknown; jsonSchema: Record<string, unknown> }, toolName: string): void {
+  const shared = SHARED_SHAPES.get(zodSchema as z.ZodType);
+  if (!shared || shared.home === toolName) return;
+  const properties = (jsonSchema.properties ?? {}) as Record<string, Record<string, unknown>>;
+  const required = Array.isArray(jsonSchema.required) ? jsonSchema.required.filter((name: string) => shared.keep.includes(name)) : [];
+  const kept = Object.fromEntries(shared.keep.filter((name) => properties[name]).map((name) => [name, { type: properties[name].type }]));
+  for (const key of Object.keys(jsonSchema)) delete jsonSchema[key];
+  Object.assign(jsonSchema, {
+    type: 'object',
+    description: `${shared.name} as in ${shared.home}.`,
+    ...(Object.keys(kept).length ? { properties: kept } : {}),
+    ...(required.length ? { required } : {}),
+  });
+}
+
+/** Keywords a listing leaves out: see lean(). */
+const LEFT_OUT = new Set(['pattern', 'minLength', 'maxLength', 'maxItems']);
+
+/**
+ * A schema as an agent needs it, every byte of tools/list being in every conversation's context:
+ * the arguments or fields, their types, enums, numeric bounds and (for inputs) which are required.
+ * Left out: regexes and length bounds (`pattern`, `minLength`, `maxLength`, `maxItems`; ids keep
+ * `format: uuid`), which the server checks itself, naming what it expects; `additionalProperties:
+ * false` (the server refuses an unknown argument by name); and in outputs the `required` lists,
+ * which repeat every field name of every object. Clients still validate answers against the shape
+ * and types; tests check every answer against the full zod schema.
+ */
+function lean(node: unknown, io: 'input' | 'output'): unknown {
+  if (Array.isArray(node)) return node.map((item) => lean(item, io));
+  if (!node || typeof node !== 'object') return node;
+  const result: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(node as Record<string, unknown>)) {
+    if (key === 'properties' && value && typeof value === 'object') {
+      result[key] = Object.fromEntries(Object.entries(value as Record<string, unknown>).map(([name, property]) => [name, lean(property, io)]));
+    } else if (LEFT_OUT.has(key) && typeof value !== 'object') continue;
+    else if (key === 'additionalProperties' && (value === false || (io === 'output' && value === true))) continue;
+    else if (key === 'required' && io === 'output' && Array.isArray(value)) continue;
+    else result[key] = lean(value, io);
+  }
+  return result;
 }
 
 /**
@@ -49,6 +102,8 @@ function portable(node: unknown): unknown {
   const result: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(node)) {
     if (key === 'additionalProperties' && isEmptySchema(value)) result[key] = true;
+    else if ((key === 'maximum' || key === 'minimum') && Math.abs(value as number) === Number.MAX_SAFE_INTEGER)
+      continue; // zod's int() bounds
     else if (key === 'propertyNames' && isStringSchema(value)) continue;
     else if (key === 'type' && Array.isArray(value)) result.anyOf = value.map((type: unknown) => ({ type }));
     else result[key] = portable(value);

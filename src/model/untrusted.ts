@@ -33,7 +33,7 @@ export const connectorSchema = z
       .min(1, { error: 'connector.host must not be empty' })
       .max(255, { error: 'connector.host must be at most 255 characters' })
       .regex(PRINTABLE, { error: 'connector.host must be a host name (printable characters, no spaces)' })
-      .describe('Name of the host that will use the volume.'),
+      .describe('Host name.'),
     initiator: z
       .string({ error: "connector.initiator must be the host's iSCSI initiator name (IQN)" })
       .max(223, { error: 'connector.initiator must be at most 223 characters (RFC 3720)' })
@@ -42,21 +42,21 @@ export const connectorSchema = z
           'connector.initiator must be an iSCSI name of RFC 3720\'s characters (letters, digits, "-", ".", ":"): iqn.YYYY-MM.domain[:id], eui.<16 hex> or naa.<16 or 32 hex> (the host\'s /etc/iscsi/initiatorname.iscsi)',
       })
       .optional()
-      .describe("The host's iSCSI initiator name (from /etc/iscsi/initiatorname.iscsi); iSCSI backends require it."),
-    ip: z.string().max(64).regex(PRINTABLE, { error: 'connector.ip must be an address' }).optional().describe("The host's IP address."),
-    multipath: z.boolean({ error: 'connector.multipath must be true or false' }).optional().describe('Ask for every portal (target_portals/target_iqns/target_luns).'),
-    platform: z.string().max(64).optional().describe('e.g. x86_64.'),
-    os_type: z.string().max(64).optional().describe('e.g. linux2.'),
+      .describe('IQN from /etc/iscsi/initiatorname.iscsi; iSCSI needs it.'),
+    ip: z.string().max(64).regex(PRINTABLE, { error: 'connector.ip must be an address' }).optional(),
+    multipath: z.boolean({ error: 'connector.multipath must be true or false' }).optional().describe('Ask for every portal.'),
+    platform: z.string().max(64).optional(),
+    os_type: z.string().max(64).optional(),
     wwpns: z
       .array(z.string().regex(WWN, { error: 'connector.wwpns entries must be 16 hex digits' }))
       .max(64)
       .optional()
-      .describe('Fibre Channel port WWNs (FC backends).'),
+      .describe('FC port WWNs.'),
     wwnns: z
       .array(z.string().regex(WWN, { error: 'connector.wwnns entries must be 16 hex digits' }))
       .max(64)
       .optional()
-      .describe('Fibre Channel node WWNs (FC backends).'),
+      .describe('FC node WWNs.'),
   })
   .catchall(
     z.union([z.string().max(1024), z.number(), z.boolean(), z.null()], {

@@ -66,6 +66,50 @@ async function coldStart(command: string, args: string[], env: Record<string, st
   return { toolsListed, firstAnswer };
 }
 
+/**
+ * Cold start against the reference filesystem server, same machine, same client: BENCH_PAIRS
+ * interleaved pairs (default 21), medians. Then the bytes of tools/list (the JSON of its result)
+ * for the default toolsets and for all of them, next to the reference server's.
+ */
+async function benchColdStart(): Promise<void> {
+  const pairs = Number(process.env.BENCH_PAIRS) || 21;
+  const require = createRequire(import.meta.url);
+  const fsServer = join(dirname(require.resolve('@modelcontextprotocol/server-filesystem/package.json')), 'dist', 'index.js');
+  mkdirSync(join(work, 'fsroot'), { recursive: true });
+  const oursListed: number[] = [];
+  const oursAnswered: number[] = [];
+  const referenceListed: number[] = [];
+  const referenceAnswered: number[] = [];
+  for (let run = 0; run < pairs; run++) {
+    // Interleaved, so machine noise falls on both alike.
+    const ours = await coldStart(process.execPath, [BIN], { XDG_DATA_HOME: join(work, 'cold'), CINDERLIB_MCP_LOG_LEVEL: 'warn' }, 'list_backends');
+    const reference = await coldStart(process.execPath, [fsServer, join(work, 'fsroot')], {}, 'list_allowed_directories');
+    oursListed.push(ours.toolsListed);
+    oursAnswered.push(ours.firstAnswer);
+    referenceListed.push(reference.toolsListed);
+    referenceAnswered.push(reference.firstAnswer);
+  }
+  const [listed, referenceList] = [stats(oursListed), stats(referenceListed)];
+  const [answered, referenceAnswer] = [stats(oursAnswered), stats(referenceAnswered)];
+  report('cold start to first tools/list, cinderlib-mcp (median)', ms(listed.median));
+  report('cold start, @modelcontextprotocol/server-filesystem (median)', ms(referenceList.median));
+  report('  ratio cinderlib-mcp / server-filesystem', `${(listed.median / referenceList.median).toFixed(2)}x`);
+  report('cold start to first tool answer: list_backends (median)', ms(answered.median));
+  report('  server-filesystem: list_allowed_directories (median)', ms(referenceAnswer.median));
+  report('  ratio cinderlib-mcp / server-filesystem', `${(answered.median / referenceAnswer.median).toFixed(2)}x`);
+
+  const sizeOf = async (command: string, args: string[], env: Record<string, string>) => {
+    const client = await connect(command, args, env);
+    const bytes = Buffer.byteLength(JSON.stringify(await client.listTools()));
+    await client.close();
+    return bytes;
+  };
+  const coldEnv = { XDG_DATA_HOME: join(work, 'cold'), CINDERLIB_MCP_LOG_LEVEL: 'warn' };
+  report('tools/list bytes, default toolsets', String(await sizeOf(process.execPath, [BIN], coldEnv)));
+  report('tools/list bytes, --toolsets all', String(await sizeOf(process.execPath, [BIN, '--toolsets', 'all'], coldEnv)));
+  report('tools/list bytes, server-filesystem', String(await sizeOf(process.execPath, [fsServer, join(work, 'fsroot')], {})));
+}
+
 function seed(path: string, count: number, backend: string): void {
   const store = new SqliteVolumeStore(path);
   const now = new Date().toISOString();
@@ -127,33 +171,11 @@ async function main(): Promise<void> {
   if (process.env.BENCH_ONLY === 'shared') return benchShared().finally(() => rmSync(work, { recursive: true, force: true }));
   if (process.env.BENCH_ONLY === 'store') return benchStore().finally(() => rmSync(work, { recursive: true, force: true }));
   if (process.env.BENCH_ONLY === 'rbd') return benchRbd().finally(() => rmSync(work, { recursive: true, force: true }));
+  if (process.env.BENCH_ONLY === 'cold') return benchColdStart().finally(() => rmSync(work, { recursive: true, force: true }));
   if (process.env.BENCH_ONLY === 'serialization') return benchSerialization().finally(() => rmSync(work, { recursive: true, force: true }));
 
-  // 1. Cold start against the reference filesystem server, same machine, same client.
-  const require = createRequire(import.meta.url);
-  const fsServer = join(dirname(require.resolve('@modelcontextprotocol/server-filesystem/package.json')), 'dist', 'index.js');
-  mkdirSync(join(work, 'fsroot'), { recursive: true });
-  const oursListed: number[] = [];
-  const oursAnswered: number[] = [];
-  const referenceListed: number[] = [];
-  const referenceAnswered: number[] = [];
-  for (let run = 0; run < 21; run++) {
-    // Interleaved, so machine noise falls on both alike.
-    const ours = await coldStart(process.execPath, [BIN], { XDG_DATA_HOME: join(work, 'cold'), CINDERLIB_MCP_LOG_LEVEL: 'warn' }, 'list_backends');
-    const reference = await coldStart(process.execPath, [fsServer, join(work, 'fsroot')], {}, 'list_allowed_directories');
-    oursListed.push(ours.toolsListed);
-    oursAnswered.push(ours.firstAnswer);
-    referenceListed.push(reference.toolsListed);
-    referenceAnswered.push(reference.firstAnswer);
-  }
-  const [listed, referenceList] = [stats(oursListed), stats(referenceListed)];
-  const [answered, referenceAnswer] = [stats(oursAnswered), stats(referenceAnswered)];
-  report('cold start to first tools/list, cinderlib-mcp (median)', ms(listed.median));
-  report('cold start, @modelcontextprotocol/server-filesystem (median)', ms(referenceList.median));
-  report('  ratio cinderlib-mcp / server-filesystem', `${(listed.median / referenceList.median).toFixed(2)}x`);
-  report('cold start to first tool answer: list_backends (median)', ms(answered.median));
-  report('  server-filesystem: list_allowed_directories (median)', ms(referenceAnswer.median));
-  report('  ratio cinderlib-mcp / server-filesystem', `${(answered.median / referenceAnswer.median).toFixed(2)}x`);
+  // 1. Cold start against the reference filesystem server, and the size of tools/list.
+  await benchColdStart();
 
   // 2. Cached call round trip vs asking the "array" (statfs) again.
   const small = serverEnv('small', 200);

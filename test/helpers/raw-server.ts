@@ -61,7 +61,7 @@ export class RawMcpServer {
   constructor(configPath: string, env: Record<string, string> = {}) {
     const childEnv: Record<string, string> = {};
     for (const [key, value] of Object.entries(process.env)) if (value !== undefined && !key.startsWith('CINDERLIB_MCP_')) childEnv[key] = value;
-    Object.assign(childEnv, { CINDERLIB_MCP_LOG_LEVEL: 'warn', ...env });
+    Object.assign(childEnv, { CINDERLIB_MCP_LOG_LEVEL: 'warn', CINDERLIB_MCP_TOOLSETS: 'all', ...env }); // every toolset, as test/helpers/server.ts
     this.child = spawn(process.execPath, [SERVER_BIN, '--config', configPath], { cwd: REPO_ROOT, env: childEnv });
     this.child.stderr.on('data', (chunk: Buffer) => {
       this.stderr += chunk.toString();

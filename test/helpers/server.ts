@@ -64,7 +64,8 @@ export async function startMcpServer(config: object | null, options: StartOption
   for (const [key, value] of Object.entries(process.env)) {
     if (value !== undefined && !key.startsWith('CINDERLIB_MCP_')) env[key] = value;
   }
-  Object.assign(env, { XDG_DATA_HOME: join(workDir, 'data'), ...options.env });
+  // Every toolset, so that suites reach every tool; a test of the default set passes CINDERLIB_MCP_TOOLSETS: '' (unset).
+  Object.assign(env, { XDG_DATA_HOME: join(workDir, 'data'), CINDERLIB_MCP_TOOLSETS: 'all', ...options.env });
   const [command, commandArgs] = options.runAs
     ? ['setpriv', [`--reuid=${options.runAs.user}`, `--regid=${options.runAs.group}`, '--clear-groups', '--', process.execPath, ...args]]
     : [process.execPath, args];

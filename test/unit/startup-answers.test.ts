@@ -7,6 +7,7 @@ import { SecretRegistry } from '../../src/base/secrets.js';
 import { answerBeforeSdk, readPrebuiltListing } from '../../src/mcp/startup-answers.js';
 import { BoundedStdioTransport } from '../../src/mcp/transport/stdio.js';
 import type { BackendRegistry } from '../../src/core/registry.js';
+import type { Offer } from '../../src/mcp/offer.js';
 
 /**
  * The answers given before the SDK loads must be the SDK server's own answers: same protocol
@@ -34,8 +35,10 @@ function wire() {
   return { input, output, frames, send, answerTo };
 }
 
-function sdkServer(readOnly: boolean) {
-  return createMcpServer({ registry: new Promise<BackendRegistry>(() => undefined), readOnly, secrets: new SecretRegistry(), log: createLogger('test') });
+const DEFAULT = ['backends', 'volumes', 'snapshots', 'connections'] as const;
+
+function sdkServer(offer: Offer) {
+  return createMcpServer({ registry: new Promise<BackendRegistry>(() => undefined), ...offer, listing, secrets: new SecretRegistry(), log: createLogger('test') });
 }
 
 const initialize = (id: number, protocolVersion: string) => ({
@@ -44,25 +47,34 @@ const initialize = (id: number, protocolVersion: string) => ({
   params: { protocolVersion, capabilities: {}, clientInfo: { name: 'early-test-client', version: '9.9.9' } },
 });
 
-describe('start-up answers given before the SDK loads', () => {
-  // The listing `npm run build` wrote (the tests run the TypeScript sources, not dist/).
-  const listing = readPrebuiltListing(new URL('../../dist/tool-listing.json', import.meta.url))!;
+// The listing `npm run build` wrote (the tests run the TypeScript sources, not dist/).
+const listing = readPrebuiltListing(new URL('../../dist/tool-listing.json', import.meta.url))!;
 
+describe('start-up answers given before the SDK loads', () => {
   it("equal the SDK server's answers to initialize (every version, and one it does not speak) and tools/list", async () => {
     expect(listing).toBeDefined();
-    for (const readOnly of [false, true]) {
+    const offers: Offer[] = [
+      { toolsets: DEFAULT, readOnly: false },
+      { toolsets: DEFAULT, readOnly: true },
+      { toolsets: ['backends', 'volumes', 'snapshots', 'connections', 'discovery', 'adoption'], readOnly: false },
+      { toolsets: ['backends', 'discovery'], readOnly: true },
+    ];
+    for (const offer of offers) {
       const { input, output, send, answerTo } = wire();
       const transport = new BoundedStdioTransport({ log: createLogger('test'), input, output });
-      await sdkServer(readOnly).connect(transport);
+      await sdkServer(offer).connect(transport);
       let id = 0;
       for (const version of [...SUPPORTED_PROTOCOL_VERSIONS, '1999-01-01']) {
         send(initialize(++id, version));
         const [answer] = await answerTo(id);
-        expect(answerBeforeSdk(initialize(id, version), listing, readOnly)).toEqual(answer.result);
+        expect(answerBeforeSdk(initialize(id, version), listing, offer)).toEqual(answer.result);
       }
       send({ id: ++id, method: 'tools/list' });
       const [tools] = await answerTo(id);
-      expect(answerBeforeSdk({ method: 'tools/list' }, listing, readOnly)).toEqual(tools.result);
+      expect(answerBeforeSdk({ method: 'tools/list' }, listing, offer)).toEqual(tools.result);
+      send({ id: ++id, method: 'prompts/list' });
+      const [prompts] = await answerTo(id);
+      expect(answerBeforeSdk({ method: 'prompts/list' }, listing, offer)).toEqual(prompts.result);
     }
   });
 
@@ -74,7 +86,7 @@ describe('start-up answers given before the SDK loads', () => {
       input,
       output,
       earlyResponder: (request) => {
-        const result = answerBeforeSdk(request, listing, false);
+        const result = answerBeforeSdk(request, listing, { toolsets: DEFAULT, readOnly: false });
         return result && { result, alsoDeliver: request.method === 'initialize' };
       },
       onserverwanted: () => wanted++,
@@ -89,7 +101,7 @@ describe('start-up answers given before the SDK loads', () => {
     expect(frames.some((f) => f.id === 3)).toBe(false); // waits for the server
     expect(wanted).toBe(1);
 
-    const server = sdkServer(false);
+    const server = sdkServer({ toolsets: DEFAULT, readOnly: false });
     await server.connect(transport);
     const [call] = await answerTo(3);
     expect(call.result.content[0].text).toMatch(/^NOT_FOUND: there is no tool "no_such_tool"/);

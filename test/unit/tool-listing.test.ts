@@ -21,14 +21,15 @@ describe('the prebuilt tools/list answer', () => {
       if (Array.isArray(node.type)) problems.push(`${path}: type is an array (${node.type.join(', ')}); use anyOf branches`);
       const extra = node.additionalProperties;
       if (extra && typeof extra === 'object' && Object.keys(extra).length === 0) problems.push(`${path}.additionalProperties: {} constrains nothing; say true`);
-      for (const [name, property] of Object.entries((node.properties ?? {}) as Record<string, { description?: string }>)) {
-        if (!property.description) problems.push(`${path}.properties.${name}: no description`);
-      }
       for (const [key, value] of Object.entries(node)) check(value, `${path}.${key}`);
     };
     for (const tool of renderToolListing(TOOLS)) {
       expect(tool.inputSchema.type).toBe('object');
       expect(tool.outputSchema.type).toBe('object');
+      // Every argument says what it is; output fields and nested keys only where their name does not (tools/schemas.ts).
+      for (const [name, property] of Object.entries((tool.inputSchema.properties ?? {}) as Record<string, { description?: string }>)) {
+        if (!property.description) problems.push(`${tool.name}.inputSchema.properties.${name}: no description`);
+      }
       check(tool.inputSchema, `${tool.name}.inputSchema`);
       check(tool.outputSchema, `${tool.name}.outputSchema`);
     }
@@ -90,6 +91,7 @@ describe('the prebuilt tools/list answer', () => {
     expect(manifest.server.mcp_config.env).toEqual({
       CINDERLIB_MCP_CONFIG: '${user_config.config_path}',
       CINDERLIB_MCP_READ_ONLY: '${user_config.read_only}',
+      CINDERLIB_MCP_TOOLSETS: '${user_config.toolsets}',
     });
   });
 });

@@ -307,6 +307,7 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
   async function openSession(token: HttpToken | undefined, initializeName: string | undefined, onOpened: () => void): Promise<Session> {
     const readOnly = config.global.readOnly || (token?.readOnly ?? false);
     const server = createMcpServer({
+      toolsets: config.global.toolsets,
       registry: options.registry,
       readOnly,
       ...(!config.global.readOnly && token?.readOnly
