@@ -20,6 +20,8 @@ describe('config parsing', () => {
       readOnly: false,
       rootHelper: 'sudo -n',
       leaseSeconds: 30,
+      // Contract section 14's default toolsets.
+      toolsets: ['backends', 'volumes', 'snapshots', 'connections'],
     });
     expect(config.backends[0].options.volume_group).toBe('cinder-volumes');
     const named = parse({ global: { host: 'storage-1', lease_seconds: '45' }, backends: [{ volume_backend_name: 'a' }] }).config.global;
