@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { defineTool } from './define.js';
-import { connectionIdArgument } from './schemas.js';
+import { isDryRun } from '../src/core/dry-run.js';
+import { connectionIdArgument, dryRunArgument, orDryRun } from './schemas.js';
 
 export default defineTool({
   name: 'disconnect_volume',
@@ -14,15 +15,19 @@ export default defineTool({
         .boolean({ error: 'force must be true or false' })
         .optional()
         .describe('Drop the connection even when the array or target refuses, or when it is attached on this host. Default false.'),
+      dry_run: dryRunArgument,
     })
     .strict(),
-  output: z.object({
-    connection_id: z.string().describe("The removed connection's id."),
-    disconnected: z.literal(true).describe('Always true: the export for this connection is gone and the connection is forgotten.'),
-  }),
+  output: orDryRun(
+    z.object({
+      connection_id: z.string().describe("The removed connection's id."),
+      disconnected: z.literal(true).describe('Always true: the export for this connection is gone and the connection is forgotten.'),
+    }),
+  ),
   annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: true },
-  async handler({ connection_id, force }, registry) {
-    await registry.disconnectVolume(connection_id, force ?? false);
+  async handler({ connection_id, force, dry_run }, registry) {
+    const result = await registry.disconnectVolume(connection_id, force ?? false, dry_run);
+    if (isDryRun(result)) return result;
     return { connection_id, disconnected: true as const };
   },
 });

@@ -120,3 +120,15 @@ export const connectionSchema = z.object({
   created_at: z.string().describe('ISO 8601 creation time.'),
   status_reason: z.string().optional().describe('Why the connection is in error, when it is.'),
 });
+
+/** dry_run on every mutating tool (contract section 14). */
+export const dryRunArgument = z.boolean({ error: 'dry_run must be true or false' }).optional().describe('Check only: answer what would happen, change nothing.');
+
+/** What a dry run answers. */
+export const dryRunSchema = z.object({
+  dry_run: z.literal(true).describe('A dry run: nothing was changed.'),
+  would: z.record(z.string(), z.unknown()).describe('What the call would do: action and objects.'),
+});
+
+/** A mutating tool's answer: its result, or a dry run's. */
+export const orDryRun = <T extends z.ZodObject>(schema: T) => z.union([schema, dryRunSchema]);

@@ -173,6 +173,7 @@ export class Backend {
         volumeDriver: this.volumeDriver,
         ready: () => this.ready(),
         reserveCapacity: (poolName, sizeGb, refusal) => this.reserveCapacity(poolName, sizeGb, refusal),
+        checkCapacity: (poolName, sizeGb, refusal) => this.checkCapacity(poolName, sizeGb, refusal),
         invalidateStats: () => this.invalidateStats(),
         tombstones: () => this.tombstones!,
         afterExtend: (volumeId) => this.connections.resizeAttached(volumeId),
@@ -350,6 +351,14 @@ export class Backend {
     const domain = this.capacityDomain(pool.pool_name);
     this.requireRoom(pool, sizeGb, this.deps.capacity.claims(domain, this.id, seq), refusal);
     return { pool, reservation: this.deps.capacity.reserve(domain, this.id, sizeGb) };
+  }
+
+  /** reserveCapacity's check on this server's figures, promising nothing (dry runs). */
+  private async checkCapacity(poolName: string | undefined, sizeGb: number, refusal: (room: { pool: string; gb: number; text: string }) => string): Promise<PoolStats> {
+    const { stats, seq } = await this.snapshot(false);
+    const pool = this.choosePool(stats, poolName);
+    this.requireRoom(pool, sizeGb, this.deps.capacity.claims(this.capacityDomain(pool.pool_name), this.id, seq), refusal);
+    return pool;
   }
 
   /**

@@ -119,6 +119,7 @@ export function createMcpServer(options: ServerOptions): Server {
         arguments: rawArguments,
         outcome: result.isError ? 'error' : 'ok',
         ...(result.isError ? { error: firstText(result) } : {}),
+        ...(isPlainObject(rawArguments) && rawArguments.dry_run === true ? { dryRun: true } : {}),
       });
     }
     return result;

@@ -31,7 +31,7 @@ export async function loadToolListing(): Promise<ListedTool[]> {
   return readPrebuiltListing()?.tools ?? renderToolListing((await import('../../tools/index.js')).TOOLS);
 }
 
-function jsonSchema(schema: z.ZodObject, io: 'input' | 'output'): { type: 'object'; [key: string]: unknown } {
+function jsonSchema(schema: z.ZodType, io: 'input' | 'output'): { type: 'object'; [key: string]: unknown } {
   const { $schema: _ignored, ...rest } = portable(z.toJSONSchema(schema, { target: 'draft-7', io })) as Record<string, unknown>;
   return { ...rest, type: 'object' };
 }

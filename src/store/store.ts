@@ -109,6 +109,8 @@ export interface AuditRecord {
   outcome: 'ok' | 'error';
   /** The error's text (coded, masked) when outcome is error. */
   error?: string;
+  /** Present (true) on a dry run: every check ran, nothing was changed. */
+  dry_run?: boolean;
 }
 
 export interface AuditQuery {

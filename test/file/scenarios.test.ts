@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
-import { LOOP_ATTACH_HERE, defineBackendScenarios } from '../helpers/scenarios.js';
+import { LOOP_ATTACH_HERE, defineBackendScenarios, folderState } from '../helpers/scenarios.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cinderlib-mcp-file-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -16,4 +16,5 @@ defineBackendScenarios({
   }),
   // Without target_helper the file driver exports nothing; it attaches here through a loop device (test/iscsi exports it through tgt).
   connections: { connect: 'unsupported', attach: LOOP_ATTACH_HERE },
+  arrayState: () => folderState(join(root, 'volumes')),
 });

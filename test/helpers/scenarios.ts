@@ -1,6 +1,8 @@
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
 import type { JsonSchemaType } from '@modelcontextprotocol/sdk/validation';
-import { existsSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TOOLS } from '../../tools/index.js';
 import { startMcpServer, type McpHarness, type ToolAnswer } from './server.js';
@@ -33,6 +35,10 @@ export interface ScenarioOptions {
   connections: { connect: LifecycleOutcome; attach: LifecycleOutcome };
   /** list_backends' capabilities when they differ from what works here (K2 can clone, through a host that can attach). */
   capabilities?: { snapshots: boolean; clones: boolean; exports: boolean };
+  /** What the array holds now (files, LVs, an emulator's objects), compared before and after dry runs. */
+  arrayState(): unknown;
+  /** An emulator's request log ("METHOD /path?query"): dry runs may only read. */
+  arrayRequests?: () => readonly string[];
 }
 
 export type LifecycleOutcome = 'works' | 'fails here' | 'unsupported';
@@ -272,12 +278,82 @@ export function defineBackendScenarios(options: ScenarioOptions): void {
       expect((await server.call('delete_volume', { volume_id: volume.id })).isError).toBe(false);
     });
 
+    it('dry runs check what the real call checks, answer what it would do, and change nothing in the store or on the array', async () => {
+      const volume = (await server.call('create_volume', { backend: options.backend, size, name: 'dry source' })).data;
+      const snapshot = lifecycle.snapshots === 'works' ? (await server.call('create_snapshot', { volume_id: volume.id })).data : undefined;
+      const before = { store: await storeState(server), array: await options.arrayState() };
+      const requestsBefore = options.arrayRequests?.().length ?? 0;
+      const dry = async (tool: string, args: Record<string, unknown>) => server.call(tool, { ...args, dry_run: true });
+
+      const create = await dry('create_volume', { backend: options.backend, size, name: 'would be' });
+      expect(create.data, create.text).toEqual({
+        dry_run: true,
+        would: {
+          action: 'create_volume',
+          volume: { backend: options.backend, pool_name: expect.any(String), size, name: 'would be', description: '', bootable: false, snapshot_id: null, source_volume_id: null },
+        },
+      });
+      expect((await dry('extend_volume', { volume_id: volume.id, new_size: size + 1 })).data.would).toEqual({ action: 'extend_volume', volume_id: volume.id, size, new_size: size + 1 });
+      expect((await dry('extend_volume', { volume_id: volume.id, new_size: size })).data.would).toMatchObject({ action: 'none' });
+      const cascade = await dry('delete_volume', { volume_id: volume.id, cascade: true });
+      expect(cascade.data?.would, cascade.text).toEqual({ action: 'delete_volume', volume_id: volume.id, snapshots_deleted: snapshot ? [snapshot.id] : [] });
+      const snap = await dry('create_snapshot', { volume_id: volume.id, name: 'would be' });
+      if (lifecycle.snapshots === 'unsupported') expectOutcome(snap, 'unsupported');
+      else expect(snap.data?.would, snap.text).toEqual({ action: 'create_snapshot', volume_id: volume.id, snapshot: { name: 'would be', description: '', volume_size: size } });
+      if (snapshot)
+        expect((await dry('delete_snapshot', { snapshot_id: snapshot.id })).data.would).toEqual({ action: 'delete_snapshot', snapshot_id: snapshot.id, volume_id: volume.id });
+      const connector = { host: 'dry-host', initiator: 'iqn.1994-05.com.example:dry-host' };
+      const connect = await dry('connect_volume', { volume_id: volume.id, connector });
+      if (options.connections.connect === 'works')
+        expect(connect.data?.would, connect.text).toEqual({ action: 'connect_volume', volume_id: volume.id, connector, driver_volume_type: 'iscsi' });
+      else expect(connect.text).toMatch(/^UNSUPPORTED: /);
+      const attach = await dry('attach_volume', { volume_id: volume.id });
+      if (options.connections.attach === 'works') expect(attach.data?.would, attach.text).toMatchObject({ action: 'attach_volume', volume_id: volume.id });
+      else expect(attach.isError).toBe(true);
+
+      // Refusals: the same error as the real call, which refuses without writing either.
+      const refusals: Array<[string, Record<string, unknown>]> = [
+        ['create_volume', { backend: options.backend, size: 1024 * 1024 }],
+        ['create_volume', { backend: options.backend, size, pool_name: 'no-such-pool' }],
+        ['extend_volume', { volume_id: volume.id, new_size: 1024 * 1024 }],
+        ['extend_volume', { volume_id: randomUUID(), new_size: size + 1 }],
+        ['delete_snapshot', { snapshot_id: randomUUID() }],
+        ['disconnect_volume', { connection_id: randomUUID() }],
+      ];
+      if (snapshot) refusals.push(['delete_volume', { volume_id: volume.id }]);
+      for (const [tool, args] of refusals) {
+        const real = await server.call(tool, args);
+        expect(real.isError, `${tool} ${real.text}`).toBe(true);
+        expect((await dry(tool, args)).text).toBe(real.text);
+      }
+
+      expect({ store: await storeState(server), array: await options.arrayState() }).toEqual(before);
+      for (const request of options.arrayRequests?.().slice(requestsBefore) ?? []) expect(request).toMatch(/^GET /);
+
+      expect((await server.call('delete_volume', { volume_id: volume.id, cascade: true })).isError).toBe(false);
+    });
+
     it('refuses an unknown pool and names the real ones', async () => {
       const answer = await server.call('create_volume', { backend: options.backend, size, pool_name: 'no-such-pool' });
       expect(answer.isError).toBe(true);
       expect(answer.text).toMatch(/^INVALID_ARGUMENT: pool_name "no-such-pool" is not a pool/);
     });
   });
+}
+
+/** Every object of the metadata store as cinderlib's JSON (its resources), by URI. */
+export async function storeState(server: McpHarness): Promise<Record<string, string>> {
+  const state: Record<string, string> = {};
+  let cursor: string | undefined;
+  do {
+    const page = await server.client.listResources(cursor ? { cursor } : {});
+    for (const resource of page.resources) {
+      const read = await server.client.readResource({ uri: resource.uri });
+      state[resource.uri] = (read.contents[0] as { text: string }).text;
+    }
+    cursor = page.nextCursor;
+  } while (cursor);
+  return state;
 }
 
 export interface SchemaCheckedHarness extends McpHarness {
@@ -309,4 +385,26 @@ export async function checkingOutputSchemas(harness: McpHarness): Promise<Schema
       return answer;
     },
   };
+}
+
+/** A plain copy of an emulator's maps (nested maps included), for before-and-after comparisons. */
+export function mapsState(...maps: ReadonlyArray<Map<unknown, unknown>>): unknown {
+  const plain = (value: unknown): unknown => {
+    if (value instanceof Map) return [...value.entries()].map(([key, item]) => [key, plain(item)]);
+    if (value instanceof Set) return [...value].map(plain);
+    if (Array.isArray(value)) return value.map(plain);
+    if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, plain(item)]));
+    return value;
+  };
+  return maps.map(plain);
+}
+
+/** The files of a folder (names, sizes, modification times), for before-and-after comparisons. */
+export function folderState(dir: string): Array<[string, number, number]> {
+  return readdirSync(dir)
+    .sort()
+    .map((name) => {
+      const info = statSync(join(dir, name));
+      return [name, info.size, info.mtimeMs];
+    });
 }
