@@ -10,6 +10,7 @@ import createVolume from './create_volume.js';
 import deleteSnapshot from './delete_snapshot.js';
 import deleteVolume from './delete_volume.js';
 import extendVolume from './extend_volume.js';
+import updateVolume from './update_volume.js';
 import getStats from './get_stats.js';
 import getSnapshot from './get_snapshot.js';
 import getVolume from './get_volume.js';
@@ -28,6 +29,7 @@ export const TOOLS: readonly ToolDefinition[] = [
   getVolume,
   createVolume,
   extendVolume,
+  updateVolume,
   deleteVolume,
   listSnapshots,
   getSnapshot,

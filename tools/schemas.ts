@@ -73,6 +73,9 @@ export const descriptionArgument = z
   .max(4096, { error: 'description must be at most 4096 characters' })
   .describe('Free text description.');
 
+/** list_volumes' and list_snapshots' name filter. */
+export const nameFilterArgument = z.string({ error: 'name must be a string' }).max(255).optional().describe('Only those whose name contains this text (case-insensitive).');
+
 export const DEFAULT_PAGE_SIZE = 100;
 export const MAX_PAGE_SIZE = 1000;
 

@@ -57,6 +57,13 @@ export interface CreateVolumeInput {
   request_id?: string;
 }
 
+/** update_volume's fields: metadata the array never sees. */
+export interface VolumeChanges {
+  name?: string;
+  description?: string;
+  bootable?: boolean;
+}
+
 export interface CreateSnapshotInput {
   name?: string;
   description?: string;
@@ -269,6 +276,26 @@ export class VolumeLifecycle {
       },
       plan: async (_pool, settled) => ({ action: settled ? 'none' : 'extend_volume', volume_id: volumeId, size: record.size, new_size: newSize }),
     };
+  }
+
+  /** Changes a volume's name, description or bootable flag: the metadata store alone, in any status. */
+  async updateVolume(volumeId: string, changes: VolumeChanges): Promise<VolumeRecord> {
+    this.requireChanges(changes);
+    await this.requireVolume(volumeId);
+    const updated = await this.deps.store.volumes.update(volumeId, defined(changes));
+    if (!updated) throw new StorageError('NOT_FOUND', `volume ${volumeId} does not exist; list_volumes shows the volumes there are`);
+    return updated;
+  }
+
+  async planUpdateVolume(volumeId: string, changes: VolumeChanges): Promise<DryRunAnswer> {
+    this.requireChanges(changes);
+    const record = await this.requireVolume(volumeId);
+    const changed = Object.fromEntries(Object.entries(defined(changes)).map(([key, value]) => [key, { from: record[key as keyof VolumeChanges], to: value }]));
+    return dryRunAnswer({ action: 'update_volume', volume_id: volumeId, changes: changed });
+  }
+
+  private requireChanges(changes: VolumeChanges): void {
+    if (Object.keys(defined(changes)).length === 0) throw new StorageError('INVALID_ARGUMENT', 'update_volume: nothing to change; pass name, description and/or bootable');
   }
 
   /**
@@ -756,6 +783,11 @@ export class VolumeLifecycle {
     this.deps.log.error(`backend "${this.host.id}": ${operation}: unexpected failure: ${describeError(error)}`);
     return new StorageError('INTERNAL', `backend "${this.host.id}": ${operation} failed unexpectedly: ${this.deps.secrets.redact(describeError(error))}`, { cause: error });
   }
+}
+
+/** The fields that are set. */
+function defined<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, item]) => item !== undefined)) as Partial<T>;
 }
 
 function isStoreTrouble(error: unknown): error is StorageError {

@@ -4,7 +4,7 @@
  */
 
 import { Backend } from './backend.js';
-import { replayedRecord, type CreateSnapshotInput, type CreateVolumeInput } from './lifecycle.js';
+import { replayedRecord, type CreateSnapshotInput, type CreateVolumeInput, type VolumeChanges } from './lifecycle.js';
 import type { RequestEntry } from '../store/store.js';
 import type { SnapshotRecord, SnapshotStatus } from '../model/snapshot.js';
 import { CapacityLedger } from './capacity-ledger.js';
@@ -30,6 +30,8 @@ import { dryRunAnswer, type DryRunAnswer } from './dry-run.js';
 export interface ListVolumesInput {
   backend?: string;
   status?: VolumeStatus;
+  /** Case-insensitive substring of the name. */
+  name?: string;
   limit: number;
   cursor?: string;
 }
@@ -41,6 +43,8 @@ export interface ListSnapshotsInput {
   backend?: string;
   volume_id?: string;
   status?: SnapshotStatus;
+  /** Case-insensitive substring of the name. */
+  name?: string;
   limit: number;
   cursor?: string;
 }
@@ -270,7 +274,8 @@ export class BackendRegistry {
 
   /** A page of volumes from the metadata store (never the array), in creation order. */
   async listVolumes(input: ListVolumesInput): Promise<{ volumes: VolumeRecord[]; nextCursor?: string }> {
-    const { records, nextCursor } = await this.page('list_volumes', input, { backend: input.backend, status: input.status }, (query) => this.store.volumes.list(query));
+    const filters = { backend: input.backend, status: input.status, name: input.name };
+    const { records, nextCursor } = await this.page('list_volumes', input, filters, (query) => this.store.volumes.list(query));
     return { volumes: records, nextCursor };
   }
 
@@ -316,6 +321,12 @@ export class BackendRegistry {
     return dryRun ? lifecycle.planExtendVolume(volumeId, newSize) : lifecycle.extendVolume(volumeId, newSize);
   }
 
+  /** Metadata only: name, description, bootable. */
+  async updateVolume(volumeId: string, changes: VolumeChanges, dryRun = false): Promise<VolumeRecord | DryRunAnswer> {
+    const lifecycle = (await this.owner(volumeId)).lifecycle;
+    return dryRun ? lifecycle.planUpdateVolume(volumeId, changes) : lifecycle.updateVolume(volumeId, changes);
+  }
+
   async deleteVolume(volumeId: string, cascade = false, dryRun = false): Promise<{ snapshotsDeleted: string[] } | DryRunAnswer> {
     const lifecycle = (await this.owner(volumeId)).lifecycle;
     return dryRun ? lifecycle.planDeleteVolume(volumeId, cascade) : lifecycle.deleteVolume(volumeId, cascade);
@@ -330,7 +341,7 @@ export class BackendRegistry {
 
   /** A page of snapshots from the metadata store (never the array), in creation order. */
   async listSnapshots(input: ListSnapshotsInput): Promise<{ snapshots: SnapshotRecord[]; nextCursor?: string }> {
-    const filters = { backend: input.backend, volume_id: input.volume_id, status: input.status };
+    const filters = { backend: input.backend, volume_id: input.volume_id, status: input.status, name: input.name };
     const { records, nextCursor } = await this.page('list_snapshots', input, filters, (query) => this.store.snapshots.list(query));
     return { snapshots: records, nextCursor };
   }

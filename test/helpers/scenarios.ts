@@ -333,6 +333,46 @@ export function defineBackendScenarios(options: ScenarioOptions): void {
       expect((await server.call('delete_volume', { volume_id: volume.id, cascade: true })).isError).toBe(false);
     });
 
+    it('renames and describes a volume (metadata only) and finds volumes and snapshots by name', async () => {
+      const arrayBefore = await options.arrayState();
+      const alpha = (await server.call('create_volume', { backend: options.backend, size, name: 'Alpha' })).data;
+      const beta = (await server.call('create_volume', { backend: options.backend, size, name: 'beta 100%' })).data;
+      const array = await options.arrayState();
+      const updated = await server.call('update_volume', { volume_id: alpha.id, name: 'Gamma_1', description: 'renamed', bootable: true });
+      expect(updated.data, updated.text).toEqual({ ...alpha, name: 'Gamma_1', description: 'renamed', bootable: true });
+      expect((await server.call('get_volume', { volume_id: alpha.id })).data).toEqual(updated.data);
+      expect(await options.arrayState()).toEqual(array); // the array never sees names
+      expect((await server.call('update_volume', { volume_id: alpha.id, name: 'Delta', dry_run: true })).data).toEqual({
+        dry_run: true,
+        would: { action: 'update_volume', volume_id: alpha.id, changes: { name: { from: 'Gamma_1', to: 'Delta' } } },
+      });
+      expect((await server.call('update_volume', { volume_id: alpha.id })).text).toMatch(/^INVALID_ARGUMENT: update_volume: nothing to change/);
+      expect((await server.call('update_volume', { volume_id: randomUUID(), name: 'x' })).text).toMatch(/^NOT_FOUND: /);
+
+      const names = async (args: Record<string, unknown>) => (await server.call('list_volumes', { backend: options.backend, ...args })).data.volumes.map((v: { id: string }) => v.id);
+      expect(await names({ name: 'gamma' })).toEqual([alpha.id]);
+      expect(await names({ name: 'BETA 100%' })).toEqual([beta.id]);
+      expect(await names({ name: '_1' })).toEqual([alpha.id]); // LIKE's wildcards are taken literally
+      expect(await names({ name: '%' })).toEqual([beta.id]);
+      expect(await names({ name: 'no such volume' })).toEqual([]);
+      const first = (await server.call('list_volumes', { backend: options.backend, name: 'A', limit: 1 })).data;
+      expect(first.volumes.map((v: { id: string }) => v.id)).toEqual([alpha.id]);
+      const second = (await server.call('list_volumes', { backend: options.backend, name: 'A', limit: 1, cursor: first.next_cursor })).data;
+      expect(second.volumes.map((v: { id: string }) => v.id)).toEqual([beta.id]);
+      expect((await server.call('list_volumes', { backend: options.backend, name: 'B', cursor: first.next_cursor })).text).toMatch(
+        /^INVALID_ARGUMENT: cursor was issued for other filters/,
+      );
+
+      if (lifecycle.snapshots === 'works') {
+        const nightly = (await server.call('create_snapshot', { volume_id: beta.id, name: 'Nightly backup' })).data;
+        await server.call('create_snapshot', { volume_id: beta.id, name: 'weekly' });
+        const found = await server.call('list_snapshots', { volume_id: beta.id, name: 'NIGHT' });
+        expect(found.data.snapshots.map((s: { id: string }) => s.id)).toEqual([nightly.id]);
+      }
+      for (const volume of [alpha, beta]) expect((await server.call('delete_volume', { volume_id: volume.id, cascade: true })).isError).toBe(false);
+      expect(await options.arrayState()).toEqual(arrayBefore);
+    });
+
     it('refuses an unknown pool and names the real ones', async () => {
       const answer = await server.call('create_volume', { backend: options.backend, size, pool_name: 'no-such-pool' });
       expect(answer.isError).toBe(true);
