@@ -63,10 +63,7 @@ class MemoryRecords<R extends { id: string; status: string }, P extends object, 
     const name = typeof fields.name === 'string' ? fields.name.toLowerCase() : undefined;
     const keep = (record: R) =>
       this.filters.every((field) => fields[field] === undefined || (record as Record<string, unknown>)[field] === fields[field]) &&
-      (name === undefined ||
-        String((record as Record<string, unknown>).name ?? '')
-          .toLowerCase()
-          .includes(name));
+      (name === undefined || ((record as { name?: string }).name ?? '').toLowerCase().includes(name));
     const records: R[] = [];
     let lastSeq = 0;
     for (const { seq, record } of this.byId.values()) {
