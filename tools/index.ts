@@ -8,6 +8,7 @@ import validateConnector from './validate_connector.js';
 import createSnapshot from './create_snapshot.js';
 import createVolume from './create_volume.js';
 import deleteSnapshot from './delete_snapshot.js';
+import revertToSnapshot from './revert_to_snapshot.js';
 import deleteVolume from './delete_volume.js';
 import extendVolume from './extend_volume.js';
 import updateVolume from './update_volume.js';
@@ -35,6 +36,7 @@ export const TOOLS: readonly ToolDefinition[] = [
   getSnapshot,
   createSnapshot,
   deleteSnapshot,
+  revertToSnapshot,
   validateConnector,
   connectVolume,
   listConnections,

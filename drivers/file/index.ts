@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { access, mkdir, open, readdir, stat, statfs, truncate, unlink } from 'node:fs/promises';
+import { access, mkdir, open, readdir, rename, stat, statfs, truncate, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { acquireProcessLock, defaultVolumesDir, type HeldLock, LockHeldError, StorageError } from '../kit/base.js';
 import { LocalRunner } from '../kit/exec/local.js';
@@ -34,6 +34,8 @@ const VOLUME_FILE = /^volume-[0-9a-f-]{36}$/;
 const SNAPSHOT_FILE = /^snapshot-[0-9a-f-]{36}$/;
 /** Held for the server's life: a folder's capacity accounting belongs to one backend of one server. */
 const LOCK_FILE = '.cinderlib-mcp.lock';
+/** A revert's copy of the snapshot, before it takes the volume's place. */
+const REVERT_PREFIX = '.revert-volume-';
 
 const options = {
   volumes_dir: stringOption('Directory holding the volume image files.', {
@@ -63,6 +65,7 @@ class FileDriver implements VolumeDriver {
     },
     deleteSnapshot: (snapshot) => this.removeImage(this.snapshotPathOf(snapshot), false),
     createVolumeFromSnapshot: (volume, snapshot, progress) => this.copyIntoVolume(this.snapshotPathOf(snapshot), volume, `snapshot ${snapshot.id}`, progress),
+    revertToSnapshot: (volume, snapshot, progress) => this.revert(volume, snapshot, progress),
   };
 
   /** Cinder's create_cloned_volume: a full copy of the source's image. */
@@ -253,9 +256,13 @@ class FileDriver implements VolumeDriver {
    * provisioned; a copy that fails leaves no file behind.
    */
   private async copy(source: string, destination: string, sourceLabel: string, progress: CopyProgress): Promise<void> {
-    let bytes: number;
+    const { bytes } = await this.copied(source, destination, sourceLabel, progress);
+    this.provisionedGb += gibOf(bytes);
+  }
+
+  private async copied(source: string, destination: string, sourceLabel: string, progress: CopyProgress): Promise<{ bytes: number }> {
     try {
-      ({ bytes } = await copyImage(source, destination, progress));
+      return await copyImage(source, destination, progress);
     } catch (error) {
       if (!(error instanceof CopyFailure)) throw error;
       if (error.step === 'create' && error.code === 'EEXIST') {
@@ -266,7 +273,25 @@ class FileDriver implements VolumeDriver {
       }
       throw this.failure(`copy ${source} to`, destination, error.cause);
     }
-    this.provisionedGb += gibOf(bytes);
+  }
+
+  /**
+   * Cinder's revert: the snapshot is copied (sparse) beside the volume, given the volume's length
+   * (past the snapshot's end it reads zeros), and renamed over the volume's image in one step, so
+   * the volume is either reverted or untouched, never half of each.
+   */
+  private async revert(volume: VolumeRef, snapshot: SnapshotRef, progress: CopyProgress): Promise<void> {
+    const path = this.pathOf(volume);
+    const staging = join(this.options.volumes_dir, `${REVERT_PREFIX}${volume.id}`);
+    await unlink(staging).catch(() => undefined); // what an interrupted revert left
+    await this.copied(this.snapshotPathOf(snapshot), staging, `snapshot ${snapshot.id}`, progress);
+    try {
+      await truncate(staging, volume.size * BYTES_PER_GIB);
+      await rename(staging, path);
+    } catch (error) {
+      await unlink(staging).catch(() => undefined);
+      throw this.failure('revert', path, error);
+    }
   }
 
   async close(): Promise<void> {

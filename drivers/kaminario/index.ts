@@ -113,6 +113,8 @@ class KaminarioDriver implements VolumeDriver {
       createSnapshot: (snapshot) => copies.createSnapshot(snapshot),
       deleteSnapshot: (snapshot) => copies.deleteSnapshot(snapshot),
       createVolumeFromSnapshot: (volume, snapshot, progress) => copies.createVolumeFromSnapshot(volume, snapshot, progress),
+      revertToSnapshot: (volume, snapshot, progress) => copies.revertToSnapshot(volume, snapshot, progress),
+      cannotRevert: () => copies.cannotRevert(),
     };
     this.clones = {
       refusesConnectedSource: true,

@@ -71,6 +71,13 @@ export interface SnapshotOperations {
   deleteSnapshot(snapshot: SnapshotRef, volume: VolumeRef): Promise<void>;
   /** `volume.size` is the snapshot's volume_size: the core extends afterwards when more was asked. */
   createVolumeFromSnapshot(volume: CreateVolumeRequest, snapshot: SnapshotRef, progress: CopyProgress): Promise<CreatedVolume | void>;
+  /**
+   * Cinder's revert_to_snapshot: the volume's bytes become the snapshot's, and it keeps its own
+   * size (at least the snapshot's). Absent: UNSUPPORTED.
+   */
+  revertToSnapshot?(volume: VolumeRef, snapshot: SnapshotRef, progress: CopyProgress): Promise<void>;
+  /** Why this backend cannot revert now (reads only; checked before anything is touched), or undefined. */
+  cannotRevert?(): Promise<string | undefined>;
 }
 
 /** Cinder's create_cloned_volume: a new volume holding the source's data at the moment of the call. */

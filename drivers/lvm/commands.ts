@@ -135,6 +135,21 @@ export function activateCommand(context: LvmCommandContext, lvName: string, opti
   return [...lvmPrefix(context), 'lvchange', '-a', 'y', '--yes', ...(options.permanent ? ['-k', 'n'] : ['-K']), `${context.volumeGroup}/${lvName}`];
 }
 
+/** os-brick's deactivate_lv. */
+export function deactivateCommand(context: LvmCommandContext, lvName: string): string[] {
+  return [...lvmPrefix(context), 'lvchange', '-a', 'n', `${context.volumeGroup}/${lvName}`];
+}
+
+/** os-brick's revert: the snapshot merged back into its origin (the snapshot LV is gone after). */
+export function mergeCommand(context: LvmCommandContext, snapshotLv: string): string[] {
+  return [...lvmPrefix(context), 'lvconvert', '--merge', `${context.volumeGroup}/${snapshotLv}`];
+}
+
+/** The temporary volume Cinder's generic revert copies from, named after the reverted volume. */
+export function revertTemporaryLvName(volumeId: string): string {
+  return `revert-snap-${volumeId}`;
+}
+
 /** Cinder's local_path: the device-mapper node, with "-" doubled in both names as device-mapper does. */
 export function devicePath(volumeGroup: string, lvName: string): string {
   return `/dev/mapper/${volumeGroup.replace(/-/g, '--')}-${lvName.replace(/-/g, '--')}`;

@@ -99,6 +99,7 @@ class LvmDriver implements VolumeDriver {
     createSnapshot: (snapshot, volume) => this.copies.createSnapshot(snapshotLvName(snapshot.id), volume),
     deleteSnapshot: (snapshot) => this.group.removeLvIfPresent(snapshotLvName(snapshot.id)),
     createVolumeFromSnapshot: (volume, snapshot, progress) => this.copies.createVolumeFromSnapshot(volume, snapshot, progress),
+    revertToSnapshot: (volume, snapshot, progress) => this.copies.revertToSnapshot(volume, snapshot, progress),
   };
 
   /** Cinder's create_cloned_volume. */
@@ -148,7 +149,7 @@ class LvmDriver implements VolumeDriver {
     await this.exports.probe?.();
     this.snapshots.unavailable =
       missing &&
-      `the LVM driver cannot make snapshots or volumes from them on ${this.group.hostLabel}: ${missing}; creating, extending and deleting volumes (and deleting snapshots) still work`;
+      `the LVM driver cannot make snapshots, volumes from them or reverts on ${this.group.hostLabel}: ${missing}; creating, extending and deleting volumes (and deleting snapshots) still work`;
     this.clones.unavailable = missing && `the LVM driver cannot clone volumes on ${this.group.hostLabel}: ${missing}; creating, extending and deleting volumes still work`;
   }
 

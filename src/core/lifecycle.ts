@@ -278,6 +278,74 @@ export class VolumeLifecycle {
     };
   }
 
+  /**
+   * Cinder's revert_to_snapshot: an available volume at least the snapshot's size takes the
+   * snapshot's bytes back (the driver's own revert, or its copy); it is "reverting" meanwhile and
+   * "error" if that fails, as in Cinder.
+   */
+  async revertToSnapshot(volumeId: string, snapshotId: string): Promise<VolumeRecord> {
+    return this.mutate(await this.volumeReversion(volumeId, snapshotId));
+  }
+
+  async planRevertToSnapshot(volumeId: string, snapshotId: string): Promise<DryRunAnswer> {
+    return this.dryRun(await this.volumeReversion(volumeId, snapshotId));
+  }
+
+  private async volumeReversion(volumeId: string, snapshotId: string): Promise<Mutation<void, VolumeRecord>> {
+    const driver = await this.host.ready();
+    const operations = this.requireSnapshots(driver, true);
+    const revert = operations.revertToSnapshot?.bind(operations);
+    if (!revert) throw this.unsupported('revert volumes to snapshots', 'create a volume from the snapshot (create_volume with snapshot_id) instead');
+    let volume!: VolumeRecord;
+    let snapshot!: SnapshotRecord;
+    const check = async () => {
+      volume = await this.requireVolume(volumeId);
+      snapshot = await this.requireSnapshot(snapshotId);
+      if (snapshot.volume_id !== volumeId) {
+        throw new StorageError('INVALID_ARGUMENT', `snapshot ${snapshotId} is of volume ${snapshot.volume_id}, not of volume ${volumeId}; a volume reverts only to its own snapshots`);
+      }
+      if (volume.status === 'in-use') {
+        const connections = await this.deps.store.connections.all({ volume_id: volumeId });
+        throw new StorageError(
+          'IN_USE',
+          `volume ${volumeId} is connected (${connections.map((c) => `connection ${c.id}`).join(', ')}); disconnect it first (disconnect_volume), then revert`,
+        );
+      }
+      this.requireStatus('volume', volume, ['available'], 'reverted');
+      this.requireStatus('snapshot', snapshot, ['available'], 'reverted to');
+      if (volume.size < snapshot.volume_size) {
+        throw new StorageError(
+          'INVALID_ARGUMENT',
+          `volume ${volumeId} is ${volume.size} GiB, smaller than snapshot ${snapshotId}'s ${snapshot.volume_size} GiB; extend it first (extend_volume)`,
+        );
+      }
+      const reason = await operations.cannotRevert?.();
+      if (reason) throw new StorageError('UNSUPPORTED', `backend "${this.host.id}": ${reason}`);
+    };
+    return {
+      what: `revert volume ${volumeId} to snapshot ${snapshotId}`,
+      locks: [volumeKey(volumeId), snapshotKey(snapshotId)],
+      begin: async () => {
+        await check();
+        await this.transitionVolume(volumeId, { status: 'reverting' }, ['available']);
+      },
+      act: () => trackCopy(`reverting volume ${volumeId} to snapshot ${snapshotId}`, (progress) => revert(this.volumeRef(volume), this.snapshotRef(snapshot), progress)),
+      finish: () => this.recordVolumeOutcome(volumeId, 'revert', { status: 'available', status_reason: null, failed_operation: null }),
+      fail: async (failure) => {
+        await this.recordVolumeOutcome(volumeId, 'revert', {
+          status: 'error',
+          status_reason: `revert to snapshot ${snapshotId} failed: ${failure.message}`,
+          failed_operation: 'revert',
+        });
+        return new StorageError(failure.code, `${failure.message}. Volume ${volumeId} is left in status "error": its data may be partly reverted; snapshot ${snapshotId} is intact`);
+      },
+      plan: async () => {
+        await check();
+        return { action: 'revert_to_snapshot', volume_id: volumeId, snapshot_id: snapshotId, size: volume.size, snapshot_size: snapshot.volume_size };
+      },
+    };
+  }
+
   /** Changes a volume's name, description or bootable flag: the metadata store alone, in any status. */
   async updateVolume(volumeId: string, changes: VolumeChanges): Promise<VolumeRecord> {
     this.requireChanges(changes);
@@ -705,7 +773,7 @@ export class VolumeLifecycle {
     return new StorageError('BACKEND_BUSY', `${kind} ${id} changed under this operation (another server is operating on it); call get_${kind} and retry`);
   }
 
-  private recordVolumeOutcome(volumeId: string, operation: 'create' | 'extend' | 'delete', patch: VolumePatch): Promise<VolumeRecord> {
+  private recordVolumeOutcome(volumeId: string, operation: 'create' | 'extend' | 'revert' | 'delete', patch: VolumePatch): Promise<VolumeRecord> {
     return this.recordOutcome(
       'volume',
       volumeId,
@@ -735,7 +803,7 @@ export class VolumeLifecycle {
   private async recordOutcome<R>(
     kind: 'volume' | 'snapshot',
     id: string,
-    operation: 'create' | 'extend' | 'delete',
+    operation: 'create' | 'extend' | 'revert' | 'delete',
     patch: VolumePatch | SnapshotPatch,
     write: () => Promise<R>,
     keep: (patch: VolumePatch & SnapshotPatch) => void,

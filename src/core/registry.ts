@@ -321,6 +321,12 @@ export class BackendRegistry {
     return dryRun ? lifecycle.planExtendVolume(volumeId, newSize) : lifecycle.extendVolume(volumeId, newSize);
   }
 
+  /** Cinder's revert_to_snapshot, on the volume's backend. */
+  async revertToSnapshot(volumeId: string, snapshotId: string, dryRun = false): Promise<VolumeRecord | DryRunAnswer> {
+    const lifecycle = (await this.owner(volumeId)).lifecycle;
+    return dryRun ? lifecycle.planRevertToSnapshot(volumeId, snapshotId) : lifecycle.revertToSnapshot(volumeId, snapshotId);
+  }
+
   /** Metadata only: name, description, bootable. */
   async updateVolume(volumeId: string, changes: VolumeChanges, dryRun = false): Promise<VolumeRecord | DryRunAnswer> {
     const lifecycle = (await this.owner(volumeId)).lifecycle;

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, openSync, readSync, rmSync, writeSync, closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
@@ -17,4 +17,18 @@ defineBackendScenarios({
   // Without target_helper the file driver exports nothing; it attaches here through a loop device (test/iscsi exports it through tgt).
   connections: { connect: 'unsupported', attach: LOOP_ATTACH_HERE },
   arrayState: () => folderState(join(root, 'volumes')),
+  data: {
+    write: (id, text) => {
+      const fd = openSync(join(root, 'volumes', `volume-${id}`), 'r+');
+      writeSync(fd, text.padEnd(32, '\0'), 0);
+      closeSync(fd);
+    },
+    read: (id) => {
+      const fd = openSync(join(root, 'volumes', `volume-${id}`), 'r');
+      const buffer = Buffer.alloc(32);
+      readSync(fd, buffer, 0, 32, 0);
+      closeSync(fd);
+      return buffer.toString('utf8').replace(/\0+$/, '');
+    },
+  },
 });

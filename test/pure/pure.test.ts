@@ -23,6 +23,10 @@ const backend = (extra: Record<string, unknown> = {}) => ({
 });
 const env = { PURE_API_TOKEN: TOKEN };
 const GIB = 1024 ** 3;
+const data = {
+  write: (id: string, text: string) => void (array.volumes.get(`volume-${id}-cinder`)!.content = text),
+  read: (id: string) => array.volumes.get(`volume-${id}-cinder`)!.content ?? '',
+};
 const arrayState = () => mapsState(array.volumes, array.snapshots, array.hosts, new Map(array.connections.map((c, i) => [i, c])));
 
 defineBackendScenarios({
@@ -33,6 +37,7 @@ defineBackendScenarios({
   connections: { connect: 'works', attach: ISCSI_ATTACH_HERE },
   arrayState,
   arrayRequests: () => array.requests,
+  data,
 });
 
 defineBackendScenarios({
@@ -43,6 +48,7 @@ defineBackendScenarios({
   connections: { connect: 'works', attach: ISCSI_ATTACH_HERE },
   arrayState,
   arrayRequests: () => array.requests,
+  data,
 });
 
 describe('Pure specifics', () => {
