@@ -113,7 +113,7 @@ export class K2Snapshots {
     await this.k2.deleteFound('snapshots', { short_name: view.id }).catch((error: unknown) => (failure ??= error));
     if (failure === undefined) return;
     if (failure instanceof CopyFailure || failure instanceof CommandTransportError) throw this.k2.error('BACKEND_UNAVAILABLE', `${operation}: ${failure.message}`);
-    throw failure instanceof Error ? failure : new Error(String(failure));
+    throw failure instanceof Error ? failure : new Error(`${operation} failed`);
   }
 
   /**
