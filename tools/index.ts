@@ -20,6 +20,9 @@ import listSnapshots from './list_snapshots.js';
 import listVolumes from './list_volumes.js';
 import poolNames from './pool_names.js';
 import listSupportedDrivers from './list_supported_drivers.js';
+import listUnmanaged from './list_unmanaged.js';
+import manageVolume from './manage_volume.js';
+import unmanageVolume from './unmanage_volume.js';
 
 /** Every MCP tool, in the order clients list them. */
 export const TOOLS: readonly ToolDefinition[] = [
@@ -44,4 +47,7 @@ export const TOOLS: readonly ToolDefinition[] = [
   attachVolume,
   detachVolume,
   listSupportedDrivers,
+  listUnmanaged,
+  manageVolume,
+  unmanageVolume,
 ];

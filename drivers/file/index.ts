@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { access, mkdir, open, readdir, rename, stat, statfs, truncate, unlink } from 'node:fs/promises';
+import { access, mkdir, open, readFile, readdir, rename, stat, statfs, truncate, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { acquireProcessLock, defaultVolumesDir, type HeldLock, LockHeldError, StorageError } from '../kit/base.js';
 import { LocalRunner } from '../kit/exec/local.js';
@@ -16,6 +16,8 @@ import {
   type DriverContext,
   type DriverOptions,
   type ExportOperations,
+  type ManageableVolume,
+  type ManageOperations,
   type SnapshotOperations,
   type SnapshotRef,
   type VolumeDriver,
@@ -71,6 +73,29 @@ class FileDriver implements VolumeDriver {
   /** Cinder's create_cloned_volume: a full copy of the source's image. */
   readonly clones: CloneOperations = {
     createClonedVolume: (volume, source, progress) => this.copyIntoVolume(this.pathOf(source), volume, `volume ${source.id}`, progress),
+  };
+
+  /**
+   * The files of volumes_dir as volumes to adopt (what Cinder's LVM driver does for LVs): a file is
+   * adopted by renaming it volume-<id> and giving it a whole number of GiB (sparse).
+   */
+  readonly manage: ManageOperations = {
+    listManageable: () => this.manageableFiles(),
+    manageExisting: async (volume, name) => {
+      const path = this.pathOf(volume);
+      const source = join(this.options.volumes_dir, name);
+      const counted = VOLUME_FILE.test(name) || SNAPSHOT_FILE.test(name);
+      const before = gibOf((await stat(source)).size);
+      try {
+        if (source !== path) await rename(source, path);
+        await truncate(path, Math.max(volume.size * BYTES_PER_GIB, (await stat(path)).size));
+      } catch (error) {
+        throw this.failure(`adopt ${source} as`, path, error);
+      }
+      this.provisionedGb += volume.size - (counted ? before : 0);
+      if (!VOLUME_FILE.test(name)) this.volumeCount++;
+      return { provider_location: path };
+    },
   };
 
   /** Cinder's target export over iSCSI, when target_helper is set. */
@@ -230,6 +255,26 @@ class FileDriver implements VolumeDriver {
     return 0;
   }
 
+  /** Regular files of volumes_dir but ours (the lock, a revert's staging copy: dot files), with what a loop device holds. */
+  private async manageableFiles(): Promise<ManageableVolume[]> {
+    const attached = await loopBackingFiles();
+    const found: ManageableVolume[] = [];
+    for (const entry of await readdir(this.options.volumes_dir, { withFileTypes: true })) {
+      if (!entry.isFile() || entry.name.startsWith('.')) continue;
+      const path = join(this.options.volumes_dir, entry.name);
+      const info = await stat(path).catch(() => undefined);
+      if (!info) continue;
+      const loop = attached.get(path);
+      found.push({
+        name: entry.name,
+        sizeGb: gibOf(info.size),
+        carriedId: /^(?:volume|snapshot)-(.{36})$/.exec(entry.name)?.[1],
+        ...(loop ? { notSafe: `in use: attached as ${loop}` } : {}),
+      });
+    }
+    return found;
+  }
+
   /** Removes an image file (already gone counts as removed) and takes it off the counts. */
   private async removeImage(path: string, isVolume: boolean): Promise<void> {
     let sizeGb: number;
@@ -313,6 +358,17 @@ class FileDriver implements VolumeDriver {
       cause: error,
     });
   }
+}
+
+/** Loop devices' backing files on this host, by path (none where /sys has no loop devices). */
+async function loopBackingFiles(): Promise<Map<string, string>> {
+  const devices = new Map<string, string>();
+  const names = await readdir('/sys/block').catch(() => [] as string[]);
+  for (const name of names.filter((candidate) => candidate.startsWith('loop'))) {
+    const backing = await readFile(`/sys/block/${name}/loop/backing_file`, 'utf8').catch(() => '');
+    if (backing.trim()) devices.set(backing.trim(), `/dev/${name}`);
+  }
+  return devices;
 }
 
 /** What an image of `bytes` provisions, in whole GiB. */

@@ -90,6 +90,32 @@ export interface CloneOperations {
   createClonedVolume(volume: CreateVolumeRequest, source: VolumeRef, progress: CopyProgress): Promise<CreatedVolume | void>;
 }
 
+/** An array volume as get_manageable_volumes sees it: the core drops those its records know. */
+export interface ManageableVolume {
+  /** Its name on the array: Cinder's reference `source-name`. */
+  name: string;
+  /** GiB, rounded up. */
+  sizeGb: number;
+  /** The object id its name carries where it follows this driver's naming (volume-<id>, <id>, cv-<id>): a record may know it. */
+  carriedId?: string;
+  /** Why it may not be adopted now (connected to a host, open, destroyed), or undefined. */
+  notSafe?: string;
+}
+
+/**
+ * Cinder's get_manageable_volumes and manage_existing: array volumes this backend could adopt.
+ * Unmanaging needs nothing of the driver (the record is forgotten; the array is not touched).
+ */
+export interface ManageOperations {
+  /** Every volume on the array this backend could hold (not snapshots, pools or temporary objects); reads only. */
+  listManageable(): Promise<ManageableVolume[]>;
+  /**
+   * Adopts `name` (one listManageable gave) as `volume`: renamed to this driver's name for it where
+   * Cinder's driver renames; `volume.size` is the listed size, rounded up.
+   */
+  manageExisting(volume: VolumeRef, name: string): Promise<CreatedVolume | void>;
+}
+
 /**
  * os-brick's connector dict: who is connecting. iSCSI drivers need `initiator` (an IQN), FC drivers
  * `wwpns` and `wwnns`; unknown keys are passed through, as Cinder does.
@@ -238,6 +264,8 @@ export interface VolumeDriver {
   readonly clones?: CloneOperations;
   /** Present on drivers that can export volumes to hosts (connect_volume); absent ones answer UNSUPPORTED. */
   readonly exports?: ExportOperations;
+  /** Present on drivers that can list and adopt volumes no record knows (list_unmanaged, manage_volume). */
+  readonly manage?: ManageOperations;
   /**
    * Drivers whose volumes are files or devices on the server's own host: how to reach one there
    * without an export (os-brick's 'local' connection: `{driver_volume_type: 'local', data: {device_path}}`).

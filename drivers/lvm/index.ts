@@ -8,11 +8,24 @@ import {
   type DriverContext,
   type DriverOptions,
   type ExportOperations,
+  type ManageOperations,
   type SnapshotOperations,
   type VolumeDriver,
   type VolumeRef,
 } from '../kit/types.js';
-import { activateCommand, extendCommand, lvmErrorText, parseThinPoolUsage, snapshotLvName, snapshotsOf, thinPoolName, thinPoolUsageCommand, volumeLvName } from './commands.js';
+import {
+  activateCommand,
+  extendCommand,
+  lvmErrorText,
+  manageableLvs,
+  parseThinPoolUsage,
+  renameCommand,
+  snapshotLvName,
+  snapshotsOf,
+  thinPoolName,
+  thinPoolUsageCommand,
+  volumeLvName,
+} from './commands.js';
 import { roundGb } from '../kit/units.js';
 import { TARGET_HELPERS, UnsupportedExports, otherTargetOptions, targetFor, targetOptions, tgtSettings, thisHostAddress } from '../kit/targets/index.js';
 import { LvmSnapshots } from './snapshots.js';
@@ -105,6 +118,16 @@ class LvmDriver implements VolumeDriver {
   /** Cinder's create_cloned_volume. */
   readonly clones: CloneOperations = {
     createClonedVolume: (volume, source, progress) => this.copies.createClonedVolume(volume, source, progress),
+  };
+
+  /** Cinder's get_manageable_volumes and manage_existing (which renames the LV to volume-<id>). */
+  readonly manage: ManageOperations = {
+    listManageable: async () => manageableLvs(await this.group.listLvs('list volumes to manage'), thinPoolName(this.options.volume_group)),
+    manageExisting: async (volume, name) => {
+      const target = volumeLvName(volume.id);
+      if (name !== target) await this.group.run(renameCommand(this.group.commands, name, target), `rename ${name} to ${target}`);
+      return { provider_location: `${this.options.volume_group}/${target}` };
+    },
   };
 
   /** Cinder's create_export: the LV through target_helper, on the volume group's host. */

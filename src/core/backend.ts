@@ -19,6 +19,7 @@ import { TombstoneKeeper } from './tombstones.js';
 import { VolumeLifecycle } from './lifecycle.js';
 import type { HostAttachers } from './attach/attacher.js';
 import { ConnectionLifecycle } from './connections.js';
+import { VolumeAdoption } from './adoption.js';
 import type { Logger } from '../base/log.js';
 import type { SharedCoordination, VolumeStore } from '../store/store.js';
 import type { SecretRegistry } from '../base/secrets.js';
@@ -83,6 +84,7 @@ export class Backend {
   private tombstones?: TombstoneKeeper;
   private mutations?: VolumeLifecycle;
   private links?: ConnectionLifecycle;
+  private adopting?: VolumeAdoption;
   readonly warnings: string[] = [];
 
   constructor(
@@ -178,6 +180,15 @@ export class Backend {
         tombstones: () => this.tombstones!,
         afterExtend: (volumeId) => this.connections.resizeAttached(volumeId),
       },
+      this.lifecycleDependencies(),
+    ));
+  }
+
+  /** Array volumes no record knows: listing, adopting, forgetting (src/adoption.ts). */
+  get adoption(): VolumeAdoption {
+    return (this.adopting ??= new VolumeAdoption(
+      { id: this.id, volumeDriver: this.volumeDriver, ready: () => this.ready(), checkCapacity: (poolName, sizeGb, refusal) => this.checkCapacity(poolName, sizeGb, refusal) },
+      this.lifecycle,
       this.lifecycleDependencies(),
     ));
   }

@@ -430,7 +430,7 @@ export class VolumeLifecycle {
   }
 
   /** Why the volume cannot be deleted now (snapshots left, connections, a status that is not available or error), as IN_USE or INVALID_ARGUMENT. */
-  private async requireVolumeDeletable(record: VolumeRecord, snapshots: readonly SnapshotRecord[]): Promise<void> {
+  async requireVolumeDeletable(record: VolumeRecord, snapshots: readonly SnapshotRecord[]): Promise<void> {
     if (snapshots.length > 0) {
       throw new StorageError(
         'IN_USE',

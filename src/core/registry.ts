@@ -26,6 +26,7 @@ import type { Connector } from '../../drivers/kit/types.js';
 import type { VolumeRecord, VolumeStatus } from '../model/volume.js';
 import type { SerializationSource } from '../serialization/dump.js';
 import { dryRunAnswer, type DryRunAnswer } from './dry-run.js';
+import type { UnmanagedVolume } from './adoption.js';
 
 export interface ListVolumesInput {
   backend?: string;
@@ -319,6 +320,21 @@ export class BackendRegistry {
   async extendVolume(volumeId: string, newSize: number, dryRun = false): Promise<VolumeRecord | DryRunAnswer> {
     const lifecycle = (await this.owner(volumeId)).lifecycle;
     return dryRun ? lifecycle.planExtendVolume(volumeId, newSize) : lifecycle.extendVolume(volumeId, newSize);
+  }
+
+  /** Cinder's get_manageable_volumes: array volumes no record of the backend knows. */
+  async listUnmanaged(backendName: string, limit: number, cursor?: string): Promise<{ volumes: UnmanagedVolume[]; nextCursor?: string }> {
+    return this.get(backendName).adoption.listUnmanaged(limit, cursor);
+  }
+
+  /** Cinder's manage_existing. */
+  async manageVolume(backendName: string, sourceName: string, name: string | undefined, dryRun = false): Promise<VolumeRecord | DryRunAnswer> {
+    return this.get(backendName).adoption.manage(sourceName, name, dryRun);
+  }
+
+  /** Cinder's unmanage: forgets the volume, leaving the array as it is. */
+  async unmanageVolume(volumeId: string, dryRun = false): Promise<{ volume_id: string; unmanaged: true } | DryRunAnswer> {
+    return (await this.owner(volumeId)).adoption.unmanage(volumeId, dryRun);
   }
 
   /** Cinder's revert_to_snapshot, on the volume's backend. */

@@ -1,4 +1,5 @@
-import { mkdtempSync, openSync, readSync, rmSync, writeSync, closeSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, truncateSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll } from 'vitest';
@@ -17,6 +18,26 @@ defineBackendScenarios({
   // Without target_helper the file driver exports nothing; it attaches here through a loop device (test/iscsi exports it through tgt).
   connections: { connect: 'unsupported', attach: LOOP_ATTACH_HERE },
   arrayState: () => folderState(join(root, 'volumes')),
+  foreign: {
+    make: (name, sizeGb) => {
+      closeSync(openSync(join(root, 'volumes', name), 'wx'));
+      truncateSync(join(root, 'volumes', name), sizeGb * 1024 ** 3);
+    },
+    ...(process.getuid?.() === 0
+      ? {
+          inUse: (name: string, sizeGb: number) => {
+            const path = join(root, 'volumes', name);
+            closeSync(openSync(path, 'wx'));
+            truncateSync(path, sizeGb * 1024 ** 3);
+            const loop = execFileSync('losetup', ['--find', '--show', path], { encoding: 'utf8' }).trim();
+            return () => {
+              execFileSync('losetup', ['-d', loop]);
+              rmSync(path);
+            };
+          },
+        }
+      : {}),
+  },
   data: {
     write: (id, text) => {
       const fd = openSync(join(root, 'volumes', `volume-${id}`), 'r+');

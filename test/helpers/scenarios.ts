@@ -41,6 +41,11 @@ export interface ScenarioOptions {
   arrayRequests?: () => readonly string[];
   /** What revert_to_snapshot does on THIS machine (default: works where snapshots work, else unsupported). */
   revert?: LifecycleOutcome;
+  /**
+   * Makes an array volume outside this server (a file in volumes_dir, an LV, an array volume), and
+   * optionally one that is in use, for list_unmanaged and manage_volume; `inUse` answers a cleanup.
+   */
+  foreign: { make(name: string, sizeGb: number): void; inUse?(name: string, sizeGb: number): () => void };
   /** Writes and reads a volume's data (the first bytes of a file; an emulator's content marker), to see a revert's effect. */
   data?: { write(volumeId: string, text: string): void; read(volumeId: string): string };
 }
@@ -407,6 +412,70 @@ export function defineBackendScenarios(options: ScenarioOptions): void {
         expect((await server.call('get_volume', { volume_id: volume.id })).data.status).toBe('available');
       }
       for (const id of [volume.id, other.id]) expect((await server.call('delete_volume', { volume_id: id, cascade: true })).isError).toBe(false);
+    });
+
+    it('lists array volumes no record knows, adopts one (renamed as Cinder renames), and forgets one without touching the array', async () => {
+      const unmanaged = async () => {
+        const all: Array<{ reference: { 'source-name': string }; size: number; safe_to_manage: boolean; reason_not_safe: string | null }> = [];
+        let cursor: string | undefined;
+        do {
+          const page = await server.call('list_unmanaged', { backend: options.backend, limit: 2, ...(cursor ? { cursor } : {}) });
+          expect(page.isError, page.text).toBe(false);
+          all.push(...page.data.volumes);
+          cursor = page.data.next_cursor;
+        } while (cursor);
+        return all;
+      };
+      const entry = (name: string, list: Awaited<ReturnType<typeof unmanaged>>) => list.find((item) => item.reference['source-name'] === name);
+      const name = `foreign-${randomUUID().slice(0, 8)}`;
+      const known = (await server.call('create_volume', { backend: options.backend, size, name: 'known' })).data;
+      options.foreign.make(name, 1);
+      const listed = await unmanaged();
+      expect(entry(name, listed)).toEqual({ reference: { 'source-name': name }, size: 1, safe_to_manage: true, reason_not_safe: null });
+      expect(JSON.stringify(listed)).not.toContain(known.id); // what a record knows is not listed
+
+      const array = await options.arrayState();
+      const planned = await server.call('manage_volume', { backend: options.backend, reference: { 'source-name': name }, name: 'adopted', dry_run: true });
+      expect(planned.data?.would, planned.text).toMatchObject({ action: 'manage_volume', reference: { 'source-name': name }, volume: { name: 'adopted', size: 1 } });
+      expect(await options.arrayState()).toEqual(array);
+      const adopted = await server.call('manage_volume', { backend: options.backend, reference: { 'source-name': name }, name: 'adopted' });
+      expect(adopted.data, adopted.text).toMatchObject({ backend: options.backend, name: 'adopted', size: 1, status: 'available' });
+      const id = adopted.data.id as string;
+      expect(entry(name, await unmanaged())).toBeUndefined();
+      expect((await server.call('manage_volume', { backend: options.backend, reference: { 'source-name': name } })).text).toMatch(/^NOT_FOUND: .*list_unmanaged/);
+      // The driver finds it under its own naming now: extend and snapshot work on it.
+      expect((await server.call('extend_volume', { volume_id: id, new_size: 2 })).data).toMatchObject({ size: 2, status: 'available' });
+      if (lifecycle.snapshots === 'works') {
+        const snapshot = (await server.call('create_snapshot', { volume_id: id })).data;
+        expect((await server.call('unmanage_volume', { volume_id: id })).text).toMatch(/^IN_USE: .*snapshot/);
+        expect((await server.call('delete_snapshot', { snapshot_id: snapshot.id })).isError).toBe(false);
+      }
+
+      const arrayBefore = await options.arrayState();
+      expect((await server.call('unmanage_volume', { volume_id: id, dry_run: true })).data.would).toMatchObject({ action: 'unmanage_volume', volume_id: id });
+      expect((await server.call('unmanage_volume', { volume_id: id })).data).toEqual({ volume_id: id, unmanaged: true });
+      expect(await options.arrayState()).toEqual(arrayBefore); // the array is not touched
+      expect((await server.call('get_volume', { volume_id: id })).text).toMatch(/^NOT_FOUND: /);
+      const again = (await unmanaged()).find((item) => item.reference['source-name'].includes(id));
+      expect(again, 'the forgotten volume is listed again under its name').toMatchObject({ size: 2, safe_to_manage: true });
+      const readopted = await server.call('manage_volume', { backend: options.backend, reference: again!.reference });
+      expect(readopted.data, readopted.text).toMatchObject({ id, size: 2, status: 'available' }); // its name carries its id: kept
+      expect((await server.call('delete_volume', { volume_id: id })).isError).toBe(false);
+      // Gone, or (Pure without eradication) kept destroyed on the array, and not safe to manage.
+      for (const item of (await unmanaged()).filter((candidate) => candidate.reference['source-name'].includes(id))) expect(item.safe_to_manage).toBe(false);
+
+      if (options.foreign.inUse) {
+        const busy = `busy-${randomUUID().slice(0, 8)}`;
+        const release = options.foreign.inUse(busy, 1);
+        try {
+          const shown = entry(busy, await unmanaged());
+          expect(shown).toMatchObject({ safe_to_manage: false, reason_not_safe: expect.stringMatching(/in use|attached|connected/i) });
+          expect((await server.call('manage_volume', { backend: options.backend, reference: { 'source-name': busy } })).text).toMatch(/^IN_USE: /);
+        } finally {
+          release();
+        }
+      }
+      expect((await server.call('delete_volume', { volume_id: known.id })).isError).toBe(false);
     });
 
     it('refuses an unknown pool and names the real ones', async () => {

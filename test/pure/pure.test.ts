@@ -27,6 +27,18 @@ const data = {
   write: (id: string, text: string) => void (array.volumes.get(`volume-${id}-cinder`)!.content = text),
   read: (id: string) => array.volumes.get(`volume-${id}-cinder`)!.content ?? '',
 };
+const foreign = {
+  make: (name: string, sizeGb: number) => array.addVolume(name, sizeGb),
+  inUse: (name: string, sizeGb: number) => {
+    array.addVolume(name, sizeGb);
+    array.connections.push({ host: 'some-host', volume: name, lun: 9 });
+    return () =>
+      void array.connections.splice(
+        array.connections.findIndex((c) => c.volume === name),
+        1,
+      );
+  },
+};
 const arrayState = () => mapsState(array.volumes, array.snapshots, array.hosts, new Map(array.connections.map((c, i) => [i, c])));
 
 defineBackendScenarios({
@@ -38,6 +50,7 @@ defineBackendScenarios({
   arrayState,
   arrayRequests: () => array.requests,
   data,
+  foreign,
 });
 
 defineBackendScenarios({
@@ -49,6 +62,7 @@ defineBackendScenarios({
   arrayState,
   arrayRequests: () => array.requests,
   data,
+  foreign,
 });
 
 describe('Pure specifics', () => {

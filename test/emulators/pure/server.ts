@@ -389,6 +389,11 @@ export class PureEmulator extends HttpsEmulator {
     );
   }
 
+  /** A volume made outside Cinder, for adoption tests. */
+  addVolume(name: string, sizeGb: number): void {
+    this.volumes.set(name, { id: randomUUID(), name, serial: serial(), provisioned: sizeGb * 1024 ** 3, created: Date.now(), destroyed: false, source: null, physical: 0 });
+  }
+
   private postVolume(query: URLSearchParams, body: Record<string, unknown>): PureVolume {
     const [name] = names(query, 'names');
     if (!NAME.test(name)) throw new Refusal(name, `Volume name ${NAME_RULE}.`);
@@ -444,6 +449,16 @@ export class PureEmulator extends HttpsEmulator {
         volume.provisioned = bytes;
       }
       if (body.qos !== undefined) volume.qos = body.qos as Record<string, unknown>;
+      if (typeof body.name === 'string' && body.name !== volume.name) {
+        // A rename: its snapshots are renamed with it, as Purity names them after their volume.
+        if (!NAME.test(body.name)) throw new Refusal(body.name, `Volume name ${NAME_RULE}.`);
+        if (this.volumes.has(body.name) || this.snapshots.has(body.name)) throw new Refusal(body.name, 'Volume already exists.');
+        const old = volume.name;
+        this.volumes.delete(old);
+        volume.name = body.name;
+        this.volumes.set(volume.name, volume);
+        for (const connection of this.connections) if (connection.volume === old) connection.volume = volume.name;
+      }
     }
     return volumes;
   }

@@ -406,6 +406,11 @@ export class XmsEmulator extends HttpsEmulator {
     });
   }
 
+  /** A volume made outside Cinder, for adoption tests. */
+  addVolume(name: string, sizeGb: number): void {
+    this.add({ name, sizeKib: sizeGb * KIB_PER_GIB });
+  }
+
   private add(fields: Omit<XmsVolume, 'index'>): XmsVolume {
     const volume = { index: this.nextIndex++, ...fields };
     this.volumes.set(volume.name, volume);
