@@ -51,7 +51,12 @@ export interface CreatedSnapshot {
  * Told how far a long copy has got (bytes done of bytes in all); the core turns it into MCP
  * progress notifications for clients that asked for them.
  */
-export type CopyProgress = (done: number, total: number) => void;
+export interface CopyProgress {
+  /** Throws (a StorageError) once the client cancelled the call: copies call it between chunks and clean up on the way out. */
+  (done: number, total: number): void;
+  /** Aborted when the client cancels the call (notifications/cancelled): a copy running a command stops it. */
+  readonly signal?: AbortSignal;
+}
 
 /**
  * Cinder's snapshot methods (create_snapshot, delete_snapshot, create_volume_from_snapshot). A

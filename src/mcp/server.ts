@@ -104,7 +104,7 @@ export function createMcpServer(options: ServerOptions): Server {
         }
         const registry = await options.registry;
         const args = parseArguments(tool, rawArguments, registry, secrets);
-        const data = secrets.maskOptions(await runWithProgress(progress, () => tool.handler(args, registry)));
+        const data = secrets.maskOptions(await runWithProgress(progress, () => tool.handler(args, registry), extra.signal));
         return { content: [{ type: 'text', text: JSON.stringify(data) }], structuredContent: data };
       } catch (error) {
         return errorResult(error, name, secrets, log);
