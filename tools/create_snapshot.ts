@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { toSnapshotView } from '../src/model/snapshot.js';
 import { defineTool } from './define.js';
-import { descriptionArgument, nameArgument, requestIdArgument, snapshotSchema, volumeIdArgument } from './schemas.js';
+import { shown } from '../src/core/dry-run.js';
+import { descriptionArgument, dryRunArgument, nameArgument, orDryRun, requestIdArgument, snapshotSchema, volumeIdArgument } from './schemas.js';
 
 export default defineTool({
   name: 'create_snapshot',
@@ -14,12 +15,13 @@ export default defineTool({
       name: nameArgument.optional(),
       description: descriptionArgument.optional(),
       request_id: requestIdArgument.optional(),
+      dry_run: dryRunArgument,
     })
     .strict(),
-  output: snapshotSchema,
+  output: orDryRun(snapshotSchema),
   annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
   async handler(args, registry) {
-    const { volume_id, ...input } = args;
-    return toSnapshotView(await registry.createSnapshot(volume_id, input, args));
+    const { volume_id, dry_run, ...input } = args;
+    return shown(await registry.createSnapshot(volume_id, input, args, dry_run), toSnapshotView);
   },
 });

@@ -1,7 +1,19 @@
 import { z } from 'zod';
 import { defineTool } from './define.js';
 import { toVolumeView } from '../src/model/volume.js';
-import { backendArgument, descriptionArgument, nameArgument, requestIdArgument, sizeArgument, snapshotIdArgument, volumeIdArgument, volumeSchema } from './schemas.js';
+import { shown } from '../src/core/dry-run.js';
+import {
+  backendArgument,
+  descriptionArgument,
+  dryRunArgument,
+  orDryRun,
+  nameArgument,
+  requestIdArgument,
+  sizeArgument,
+  snapshotIdArgument,
+  volumeIdArgument,
+  volumeSchema,
+} from './schemas.js';
 
 export default defineTool({
   name: 'create_volume',
@@ -20,12 +32,13 @@ export default defineTool({
       pool_name: z.string({ error: 'pool_name must be a string from pool_names' }).min(1).optional().describe('From pool_names; default the first.'),
       bootable: z.boolean({ error: 'bootable must be true or false' }).optional().describe('Metadata only.'),
       request_id: requestIdArgument.optional(),
+      dry_run: dryRunArgument,
     })
     .strict(),
-  output: volumeSchema,
+  output: orDryRun(volumeSchema),
   annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
   async handler(args, registry) {
-    const { backend, ...input } = args;
-    return toVolumeView(await registry.createVolume(backend, input, args));
+    const { backend, dry_run, ...input } = args;
+    return shown(await registry.createVolume(backend, input, args, dry_run), toVolumeView);
   },
 });

@@ -15,7 +15,10 @@ export interface ToolAnnotations {
   openWorldHint: boolean;
 }
 
-export interface ToolDefinition<Input extends z.ZodObject = z.ZodObject, Output extends z.ZodObject = z.ZodObject> {
+/** A tool's answer: an object (a union of objects where a dry run answers otherwise). */
+export type AnswerSchema = z.ZodType<Record<string, unknown>, Record<string, unknown>>;
+
+export interface ToolDefinition<Input extends z.ZodObject = z.ZodObject, Output extends AnswerSchema = AnswerSchema> {
   name: string;
   /** The toolset that offers it (src/config/toolsets.ts); the server offers a tool only when its toolset is enabled. */
   toolset: ToolsetName;
@@ -27,7 +30,7 @@ export interface ToolDefinition<Input extends z.ZodObject = z.ZodObject, Output 
   handler(args: z.output<Input>, registry: BackendRegistry): Promise<z.input<Output>>;
 }
 
-export function defineTool<Input extends z.ZodObject, Output extends z.ZodObject>(definition: ToolDefinition<Input, Output>): ToolDefinition<Input, Output> {
+export function defineTool<Input extends z.ZodObject, Output extends AnswerSchema>(definition: ToolDefinition<Input, Output>): ToolDefinition<Input, Output> {
   return definition;
 }
 

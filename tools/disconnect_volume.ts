@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { defineTool } from './define.js';
-import { connectionIdArgument } from './schemas.js';
+import { isDryRun } from '../src/core/dry-run.js';
+import { connectionIdArgument, dryRunArgument, orDryRun } from './schemas.js';
 
 export default defineTool({
   name: 'disconnect_volume',
@@ -11,15 +12,17 @@ export default defineTool({
     .object({
       connection_id: connectionIdArgument,
       force: z.boolean({ error: 'force must be true or false' }).optional().describe('Drop it even when the array refuses or it is attached here.'),
+      dry_run: dryRunArgument,
     })
     .strict(),
-  output: z.object({
+  output: orDryRun(z.object({
     connection_id: z.string(),
     disconnected: z.literal(true),
-  }),
+  })),
   annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: true },
-  async handler({ connection_id, force }, registry) {
-    await registry.disconnectVolume(connection_id, force ?? false);
+  async handler({ connection_id, force, dry_run }, registry) {
+    const result = await registry.disconnectVolume(connection_id, force ?? false, dry_run);
+    if (isDryRun(result)) return result;
     return { connection_id, disconnected: true as const };
   },
 });

@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { defineTool } from './define.js';
 import { toVolumeView } from '../src/model/volume.js';
-import { sizeArgument, volumeIdArgument, volumeSchema } from './schemas.js';
+import { shown } from '../src/core/dry-run.js';
+import { dryRunArgument, orDryRun, sizeArgument, volumeIdArgument, volumeSchema } from './schemas.js';
 
 export default defineTool({
   name: 'extend_volume',
@@ -12,11 +13,12 @@ export default defineTool({
     .object({
       volume_id: volumeIdArgument,
       new_size: sizeArgument('new_size').describe('New total size in GiB.'),
+      dry_run: dryRunArgument,
     })
     .strict(),
-  output: volumeSchema,
+  output: orDryRun(volumeSchema),
   annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: true },
-  async handler({ volume_id, new_size }, registry) {
-    return toVolumeView(await registry.extendVolume(volume_id, new_size));
+  async handler({ volume_id, new_size, dry_run }, registry) {
+    return shown(await registry.extendVolume(volume_id, new_size, dry_run), toVolumeView);
   },
 });

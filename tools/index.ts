@@ -8,8 +8,10 @@ import validateConnector from './validate_connector.js';
 import createSnapshot from './create_snapshot.js';
 import createVolume from './create_volume.js';
 import deleteSnapshot from './delete_snapshot.js';
+import revertToSnapshot from './revert_to_snapshot.js';
 import deleteVolume from './delete_volume.js';
 import extendVolume from './extend_volume.js';
+import updateVolume from './update_volume.js';
 import getStats from './get_stats.js';
 import getSnapshot from './get_snapshot.js';
 import getVolume from './get_volume.js';
@@ -18,6 +20,9 @@ import listSnapshots from './list_snapshots.js';
 import listVolumes from './list_volumes.js';
 import poolNames from './pool_names.js';
 import listSupportedDrivers from './list_supported_drivers.js';
+import listUnmanaged from './list_unmanaged.js';
+import manageVolume from './manage_volume.js';
+import unmanageVolume from './unmanage_volume.js';
 
 /** Every MCP tool, in the order clients list them. */
 export const TOOLS: readonly ToolDefinition[] = [
@@ -28,11 +33,13 @@ export const TOOLS: readonly ToolDefinition[] = [
   getVolume,
   createVolume,
   extendVolume,
+  updateVolume,
   deleteVolume,
   listSnapshots,
   getSnapshot,
   createSnapshot,
   deleteSnapshot,
+  revertToSnapshot,
   validateConnector,
   connectVolume,
   listConnections,
@@ -40,4 +47,7 @@ export const TOOLS: readonly ToolDefinition[] = [
   attachVolume,
   detachVolume,
   listSupportedDrivers,
+  listUnmanaged,
+  manageVolume,
+  unmanageVolume,
 ];

@@ -69,6 +69,9 @@ export const nameArgument = z.string({ error: 'name must be a string' }).max(255
 
 export const descriptionArgument = z.string({ error: 'description must be a string' }).max(4096, { error: 'description must be at most 4096 characters' }).describe('Free text.');
 
+/** list_volumes' and list_snapshots' name filter. */
+export const nameFilterArgument = z.string({ error: 'name must be a string' }).max(255).optional().describe('Only those whose name contains this text (case-insensitive).');
+
 export const DEFAULT_PAGE_SIZE = 100;
 export const MAX_PAGE_SIZE = 1000;
 
@@ -109,6 +112,18 @@ export const connectionSchema = z.object({
   status_reason: z.string().optional(),
 });
 
+/** dry_run on every mutating tool (contract section 14). */
+export const dryRunArgument = z.boolean({ error: 'dry_run must be true or false' }).optional().describe('Check only: answer what would happen, change nothing.');
+
+/** What a dry run answers. */
+export const dryRunSchema = z.object({
+  dry_run: z.literal(true).describe('A dry run: nothing was changed.'),
+  would: z.record(z.string(), z.unknown()).describe('What the call would do: action and objects.'),
+});
+
+/** A mutating tool's answer: its result, or a dry run's. */
+export const orDryRun = <T extends z.ZodObject>(schema: T) => z.union([schema, dryRunSchema]);
+
 /**
  * Shapes several tools take or answer with, each listed in full once, by its home tool (a read
  * tool, so it is offered whenever its toolset is, read-only or not); the others list it by
@@ -126,4 +141,6 @@ export const SHARED_SHAPES = new Map<z.ZodType, SharedShape>([
   [snapshotSchema, { name: 'Snapshot', home: 'get_snapshot', keep: [] }],
   [connectionSchema, { name: 'Connection', home: 'list_connections', keep: [] }],
   [connectorArgument, { name: 'connector', home: 'validate_connector', keep: ['host', 'initiator'] }],
+  // Mutating tools only answer dry runs: read-only sessions never need the shape.
+  [dryRunSchema, { name: 'DryRun', home: 'create_volume', keep: [] }],
 ]);

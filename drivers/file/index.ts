@@ -1,6 +1,6 @@
 import { constants } from 'node:fs';
 import { randomUUID } from 'node:crypto';
-import { access, link, mkdir, open, readFile, readdir, realpath, stat, statfs, truncate, unlink, writeFile } from 'node:fs/promises';
+import { access, link, mkdir, open, readFile, readdir, realpath, rename, stat, statfs, truncate, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { acquireProcessLock, defaultVolumesDir, type HeldLock, LockHeldError, StorageError } from '../kit/base.js';
 import { LocalRunner } from '../kit/exec/local.js';
@@ -17,6 +17,8 @@ import {
   type DriverContext,
   type DriverOptions,
   type ExportOperations,
+  type ManageableVolume,
+  type ManageOperations,
   type SnapshotOperations,
   type SnapshotRef,
   type VolumeDriver,
@@ -43,6 +45,8 @@ const FOLDER_ID_FILE = '.cinderlib-mcp.folder-id';
 const FOLDER_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 /** Folders served by a backend of this process on a shared store (by real path): one backend per folder here too. */
 const servedHere = new Map<string, string>();
+/** A revert's copy of the snapshot, before it takes the volume's place. */
+const REVERT_PREFIX = '.revert-volume-';
 
 const options = {
   volumes_dir: stringOption('Directory holding the volume image files.', {
@@ -77,11 +81,35 @@ class FileDriver implements VolumeDriver {
     },
     deleteSnapshot: (snapshot) => this.removeImage(this.snapshotPathOf(snapshot), false),
     createVolumeFromSnapshot: (volume, snapshot, progress) => this.copyIntoVolume(this.snapshotPathOf(snapshot), volume, `snapshot ${snapshot.id}`, progress),
+    revertToSnapshot: (volume, snapshot, progress) => this.revert(volume, snapshot, progress),
   };
 
   /** Cinder's create_cloned_volume: a full copy of the source's image. */
   readonly clones: CloneOperations = {
     createClonedVolume: (volume, source, progress) => this.copyIntoVolume(this.pathOf(source), volume, `volume ${source.id}`, progress),
+  };
+
+  /**
+   * The files of volumes_dir as volumes to adopt (what Cinder's LVM driver does for LVs): a file is
+   * adopted by renaming it volume-<id> and giving it a whole number of GiB (sparse).
+   */
+  readonly manage: ManageOperations = {
+    listManageable: () => this.manageableFiles(),
+    manageExisting: async (volume, name) => {
+      const path = this.pathOf(volume);
+      const source = join(this.options.volumes_dir, name);
+      const counted = VOLUME_FILE.test(name) || SNAPSHOT_FILE.test(name);
+      const before = gibOf((await stat(source)).size);
+      try {
+        if (source !== path) await rename(source, path);
+        await truncate(path, Math.max(volume.size * BYTES_PER_GIB, (await stat(path)).size));
+      } catch (error) {
+        throw this.failure(`adopt ${source} as`, path, error);
+      }
+      this.provisionedGb += volume.size - (counted ? before : 0);
+      if (!VOLUME_FILE.test(name)) this.volumeCount++;
+      return { provider_location: path };
+    },
   };
 
   /** Cinder's target export over iSCSI, when target_helper is set. */
@@ -316,6 +344,26 @@ class FileDriver implements VolumeDriver {
     return 0;
   }
 
+  /** Regular files of volumes_dir but ours (the lock, a revert's staging copy: dot files), with what a loop device holds. */
+  private async manageableFiles(): Promise<ManageableVolume[]> {
+    const attached = await loopBackingFiles();
+    const found: ManageableVolume[] = [];
+    for (const entry of await readdir(this.options.volumes_dir, { withFileTypes: true })) {
+      if (!entry.isFile() || entry.name.startsWith('.')) continue;
+      const path = join(this.options.volumes_dir, entry.name);
+      const info = await stat(path).catch(() => undefined);
+      if (!info) continue;
+      const loop = attached.get(path);
+      found.push({
+        name: entry.name,
+        sizeGb: gibOf(info.size),
+        carriedId: /^(?:volume|snapshot)-(.{36})$/.exec(entry.name)?.[1],
+        ...(loop ? { notSafe: `in use: attached as ${loop}` } : {}),
+      });
+    }
+    return found;
+  }
+
   /** Removes an image file (already gone counts as removed) and takes it off the counts. */
   private async removeImage(path: string, isVolume: boolean): Promise<void> {
     let sizeGb: number;
@@ -342,9 +390,13 @@ class FileDriver implements VolumeDriver {
    * provisioned; a copy that fails leaves no file behind.
    */
   private async copy(source: string, destination: string, sourceLabel: string, progress: CopyProgress): Promise<void> {
-    let bytes: number;
+    const { bytes } = await this.copied(source, destination, sourceLabel, progress);
+    this.provisionedGb += gibOf(bytes);
+  }
+
+  private async copied(source: string, destination: string, sourceLabel: string, progress: CopyProgress): Promise<{ bytes: number }> {
     try {
-      ({ bytes } = await copyImage(source, destination, progress));
+      return await copyImage(source, destination, progress);
     } catch (error) {
       if (!(error instanceof CopyFailure)) throw error;
       if (error.step === 'create' && error.code === 'EEXIST') {
@@ -355,7 +407,25 @@ class FileDriver implements VolumeDriver {
       }
       throw this.failure(`copy ${source} to`, destination, error.cause);
     }
-    this.provisionedGb += gibOf(bytes);
+  }
+
+  /**
+   * Cinder's revert: the snapshot is copied (sparse) beside the volume, given the volume's length
+   * (past the snapshot's end it reads zeros), and renamed over the volume's image in one step, so
+   * the volume is either reverted or untouched, never half of each.
+   */
+  private async revert(volume: VolumeRef, snapshot: SnapshotRef, progress: CopyProgress): Promise<void> {
+    const path = this.pathOf(volume);
+    const staging = join(this.options.volumes_dir, `${REVERT_PREFIX}${volume.id}`);
+    await unlink(staging).catch(() => undefined); // what an interrupted revert left
+    await this.copied(this.snapshotPathOf(snapshot), staging, `snapshot ${snapshot.id}`, progress);
+    try {
+      await truncate(staging, volume.size * BYTES_PER_GIB);
+      await rename(staging, path);
+    } catch (error) {
+      await unlink(staging).catch(() => undefined);
+      throw this.failure('revert', path, error);
+    }
   }
 
   async close(): Promise<void> {
@@ -379,6 +449,17 @@ class FileDriver implements VolumeDriver {
       cause: error,
     });
   }
+}
+
+/** Loop devices' backing files on this host, by path (none where /sys has no loop devices). */
+async function loopBackingFiles(): Promise<Map<string, string>> {
+  const devices = new Map<string, string>();
+  const names = await readdir('/sys/block').catch(() => [] as string[]);
+  for (const name of names.filter((candidate) => candidate.startsWith('loop'))) {
+    const backing = await readFile(`/sys/block/${name}/loop/backing_file`, 'utf8').catch(() => '');
+    if (backing.trim()) devices.set(backing.trim(), `/dev/${name}`);
+  }
+  return devices;
 }
 
 /** What an image of `bytes` provisions, in whole GiB. */

@@ -7,6 +7,7 @@ import {
   type DriverContext,
   type DriverOptions,
   type ExportOperations,
+  type ManageOperations,
   type SnapshotOperations,
   type VolumeDriver,
   type VolumeRef,
@@ -74,6 +75,7 @@ class KaminarioDriver implements VolumeDriver {
 
   /** Cinder's create_cloned_volume: a copy through this host, refused for a mapped (in-use) source. */
   readonly clones: CloneOperations;
+  readonly manage: ManageOperations;
 
   /** kaminario_iscsi.py's exports (iSCSI only: the FC driver's are not built). */
   readonly exports?: ExportOperations;
@@ -97,6 +99,7 @@ class KaminarioDriver implements VolumeDriver {
       context,
     );
     this.volumes = new K2Volumes(this.k2);
+    this.manage = { listManageable: () => this.volumes.listManageable(), manageExisting: (volume, name) => this.volumes.manageExisting(volume, name) };
     if (this.protocol === 'iSCSI') {
       const connections = new K2Connections(this.k2, { uniqueFqdnNetwork: options.unique_fqdn_network, disableDiscovery: options.disable_discovery });
       this.exports = {
@@ -113,6 +116,8 @@ class KaminarioDriver implements VolumeDriver {
       createSnapshot: (snapshot) => copies.createSnapshot(snapshot),
       deleteSnapshot: (snapshot) => copies.deleteSnapshot(snapshot),
       createVolumeFromSnapshot: (volume, snapshot, progress) => copies.createVolumeFromSnapshot(volume, snapshot, progress),
+      revertToSnapshot: (volume, snapshot, progress) => copies.revertToSnapshot(volume, snapshot, progress),
+      cannotRevert: () => copies.cannotRevert(),
     };
     this.clones = {
       refusesConnectedSource: true,

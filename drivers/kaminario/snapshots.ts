@@ -62,6 +62,12 @@ export class K2Snapshots {
       'attach a view of the snapshot and the new volume here, copy, detach',
       `keep the snapshot as a restore point on the array instead: the K2 can restore volume group ${k2GroupName(snapshot.volume_id)} from ${k2SnapshotName(snapshot.id)} in place`,
     );
+    const view = await this.createView(operation, snapshot, volume);
+    return this.copyThroughHost(operation, volume, view, snapshot.volume_size, progress, () => this.k2.deleteFound('snapshots', { short_name: view.id }));
+  }
+
+  /** A view "cview-<volume id>" of the snapshot (exposable, Best_Effort_Retention), as a VolumeRef exports can find by its provider_location. */
+  private async createView(operation: string, snapshot: SnapshotRef, volume: VolumeRef): Promise<VolumeRef> {
     const snapshotName = k2SnapshotName(snapshot.id);
     const viewName = k2ViewName(volume.id);
     const policy = await this.volumes.retentionPolicy();
@@ -72,9 +78,41 @@ export class K2Snapshots {
       { short_name: viewName, source: { ref: this.k2.ref('snapshots', source) }, retention_policy: { ref: this.k2.ref('retention_policies', policy) }, is_exposable: true },
       `create view ${viewName} of ${snapshotName}`,
     );
-    // The view as a VolumeRef: its provider_location names the view, which is how exports find it.
-    const view: VolumeRef = { id: viewName, size: snapshot.volume_size, pool_name: volume.pool_name, provider_location: viewName };
-    return this.copyThroughHost(operation, volume, view, snapshot.volume_size, progress, () => this.k2.deleteFound('snapshots', { short_name: viewName }));
+    return { id: viewName, size: snapshot.volume_size, pool_name: volume.pool_name, provider_location: viewName };
+  }
+
+  /** Why this host cannot revert K2 volumes (Cinder's generic revert copies through it), or undefined. */
+  async cannotRevert(): Promise<string | undefined> {
+    const reason = this.canAttach ? await this.k2.context.host.cannotAttach() : "copies need Fibre Channel connections, which this server's Kaminario FC driver does not make";
+    return (
+      reason &&
+      `the Kaminario K2 driver reverts as Cinder does for it (its generic revert: a view of the snapshot and the volume attached here, copied, detached), and this host cannot attach K2 volumes: ${reason}; create a volume from the snapshot instead`
+    );
+  }
+
+  /** Cinder's generic revert (its Kaminario driver has none of its own): the snapshot's view copied over the volume through this host. */
+  async revertToSnapshot(volume: VolumeRef, snapshot: SnapshotRef, progress: CopyProgress): Promise<void> {
+    const operation = `revert volume ${volume.id} to snapshot ${snapshot.id}`;
+    const refusal = await this.cannotRevert();
+    if (refusal) throw this.k2.error('UNSUPPORTED', refusal);
+    const view = await this.createView(operation, snapshot, volume);
+    const attachments: LocalAttachment[] = [];
+    let failure: unknown;
+    try {
+      const from = await this.k2.context.host.attach(view);
+      attachments.push(from);
+      const to = await this.k2.context.host.attach(volume);
+      attachments.push(to);
+      const rootHelper = await privilegedPrefix(this.runner, this.k2.context.rootHelper);
+      await copyDevice(this.runner, { source: from.path, target: to.path, sizeMib: snapshot.volume_size * 1024, rootHelper, progress, operation });
+    } catch (error) {
+      failure = error;
+    }
+    for (const attachment of attachments.reverse()) await attachment.detach().catch((error: unknown) => (failure ??= error));
+    await this.k2.deleteFound('snapshots', { short_name: view.id }).catch((error: unknown) => (failure ??= error));
+    if (failure === undefined) return;
+    if (failure instanceof CopyFailure || failure instanceof CommandTransportError) throw this.k2.error('BACKEND_UNAVAILABLE', `${operation}: ${failure.message}`);
+    throw failure instanceof Error ? failure : new Error(`${operation} failed`);
   }
 
   /**

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { VolumeRef } from '../kit/types.js';
+import type { ManageableVolume, VolumeRef } from '../kit/types.js';
 import { KIB_PER_GIB } from '../kit/units.js';
 import { hitSchema, k2GroupName, k2VolumeName, searchSchema, type Hit, type K2Client } from './client.js';
 
@@ -7,6 +7,11 @@ import { hitSchema, k2GroupName, k2VolumeName, searchSchema, type Hit, type K2Cl
  * A Cinder volume on the K2 is a volume group "cvg-<id>" holding a volume "cv-<id>"; sizes are KiB.
  */
 const snapshotSearchSchema = searchSchema.extend({ hits: z.array(hitSchema.extend({ short_name: z.string() })) });
+const volumeSearchSchema = searchSchema.extend({
+  hits: z.array(hitSchema.extend({ name: z.string(), size: z.number(), volume_group: z.object({ ref: z.string() }).loose().nullish() })),
+});
+/** More than any K2 holds: one search lists them all. */
+const EVERY = 100_000;
 /** The retention policy Cinder's driver gives every snapshot (and view) it makes. */
 const RETENTION_POLICY = 'Best_Effort_Retention';
 
@@ -48,6 +53,46 @@ export class K2Volumes {
     if (group) await this.refuseWhileSnapshotted(groupName, group);
     await this.k2.deleteFound('volumes', { name: k2VolumeName(volume.id) });
     await this.k2.deleteFound('volume_groups', { name: groupName });
+  }
+
+  /**
+   * Every K2 volume, not safe (as Cinder's manage_existing refuses them) while mapped to a host or
+   * sharing its volume group with other volumes.
+   */
+  async listManageable(): Promise<ManageableVolume[]> {
+    const volumes = await this.k2.searchAs(volumeSearchSchema, 'volumes', { __limit: EVERY }, 'list volumes to manage');
+    const found: ManageableVolume[] = [];
+    for (const volume of volumes.hits) {
+      const mapped = (await this.k2.search('mappings', { 'volume.ref': this.k2.ref('volumes', volume), __limit: 1 }, `look up mappings of ${volume.name}`)).total;
+      const group = volume.volume_group?.ref;
+      const members = group ? (await this.k2.search('volumes', { 'volume_group.ref': group, __limit: 1 }, `look up the group of ${volume.name}`)).total : 0;
+      const notSafe = mapped > 0 ? 'attached K2 volume' : !group ? 'not in a K2 volume group' : members !== 1 ? 'multiple volumes in K2 volume group' : undefined;
+      found.push({ name: volume.name, sizeGb: Math.ceil(volume.size / KIB_PER_GIB), carriedId: /^cv-(.{36})$/.exec(volume.name)?.[1], ...(notSafe ? { notSafe } : {}) });
+    }
+    return found;
+  }
+
+  /** Cinder's manage_existing: the group renamed cvg-<id>, then the volume cv-<id>; the group's name is put back if the volume's rename fails. */
+  async manageExisting(volume: VolumeRef, name: string): Promise<{ provider_location: string }> {
+    const target = k2VolumeName(volume.id);
+    const found = await this.k2.searchAs(volumeSearchSchema, 'volumes', { name }, `look up ${name}`);
+    const existing = found.hits[0];
+    if (!existing) throw this.k2.error('NOT_FOUND', `manage ${name}: the volume is not on the array`);
+    const groupUrl = existing.volume_group?.ref;
+    if (!groupUrl) throw this.k2.error('IN_USE', `manage ${name}: the volume is not in a K2 volume group`);
+    const group = this.k2.parse(z.object({ name: z.string() }).loose(), await this.k2.rest.request('GET', groupUrl, { operation: `read ${groupUrl}` }), `read ${groupUrl}`);
+    const rename = async (url: string, to: string) => {
+      const response = await this.k2.rest.request('PATCH', url, { operation: `rename ${url} to ${to}`, body: { name: to } });
+      if (response.status >= 300) throw this.k2.failure(`rename ${url} to ${to}`, response);
+    };
+    await rename(groupUrl, k2GroupName(volume.id));
+    try {
+      await rename(this.k2.ref('volumes', existing), target);
+    } catch (error) {
+      await rename(groupUrl, group.name).catch(() => this.k2.context.log.error(`manage ${name}: volume group ${k2GroupName(volume.id)} keeps its new name; it was ${group.name}`));
+      throw error;
+    }
+    return { provider_location: target };
   }
 
   /** Cinder's get_policy. */

@@ -51,7 +51,12 @@ export interface CreatedSnapshot {
  * Told how far a long copy has got (bytes done of bytes in all); the core turns it into MCP
  * progress notifications for clients that asked for them.
  */
-export type CopyProgress = (done: number, total: number) => void;
+export interface CopyProgress {
+  /** Throws (a StorageError) once the client cancelled the call: copies call it between chunks and clean up on the way out. */
+  (done: number, total: number): void;
+  /** Aborted when the client cancels the call (notifications/cancelled): a copy running a command stops it. */
+  readonly signal?: AbortSignal;
+}
 
 /**
  * Cinder's snapshot methods (create_snapshot, delete_snapshot, create_volume_from_snapshot). A
@@ -71,6 +76,13 @@ export interface SnapshotOperations {
   deleteSnapshot(snapshot: SnapshotRef, volume: VolumeRef): Promise<void>;
   /** `volume.size` is the snapshot's volume_size: the core extends afterwards when more was asked. */
   createVolumeFromSnapshot(volume: CreateVolumeRequest, snapshot: SnapshotRef, progress: CopyProgress): Promise<CreatedVolume | void>;
+  /**
+   * Cinder's revert_to_snapshot: the volume's bytes become the snapshot's, and it keeps its own
+   * size (at least the snapshot's). Absent: UNSUPPORTED.
+   */
+  revertToSnapshot?(volume: VolumeRef, snapshot: SnapshotRef, progress: CopyProgress): Promise<void>;
+  /** Why this backend cannot revert now (reads only; checked before anything is touched), or undefined. */
+  cannotRevert?(): Promise<string | undefined>;
 }
 
 /** Cinder's create_cloned_volume: a new volume holding the source's data at the moment of the call. */
@@ -81,6 +93,32 @@ export interface CloneOperations {
   readonly refusesConnectedSource?: boolean;
   /** `volume.size` is the source's size: the core extends afterwards when more was asked. */
   createClonedVolume(volume: CreateVolumeRequest, source: VolumeRef, progress: CopyProgress): Promise<CreatedVolume | void>;
+}
+
+/** An array volume as get_manageable_volumes sees it: the core drops those its records know. */
+export interface ManageableVolume {
+  /** Its name on the array: Cinder's reference `source-name`. */
+  name: string;
+  /** GiB, rounded up. */
+  sizeGb: number;
+  /** The object id its name carries where it follows this driver's naming (volume-<id>, <id>, cv-<id>): a record may know it. */
+  carriedId?: string;
+  /** Why it may not be adopted now (connected to a host, open, destroyed), or undefined. */
+  notSafe?: string;
+}
+
+/**
+ * Cinder's get_manageable_volumes and manage_existing: array volumes this backend could adopt.
+ * Unmanaging needs nothing of the driver (the record is forgotten; the array is not touched).
+ */
+export interface ManageOperations {
+  /** Every volume on the array this backend could hold (not snapshots, pools or temporary objects); reads only. */
+  listManageable(): Promise<ManageableVolume[]>;
+  /**
+   * Adopts `name` (one listManageable gave) as `volume`: renamed to this driver's name for it where
+   * Cinder's driver renames; `volume.size` is the listed size, rounded up.
+   */
+  manageExisting(volume: VolumeRef, name: string): Promise<CreatedVolume | void>;
 }
 
 /**
@@ -249,6 +287,8 @@ export interface VolumeDriver {
   readonly clones?: CloneOperations;
   /** Present on drivers that can export volumes to hosts (connect_volume); absent ones answer UNSUPPORTED. */
   readonly exports?: ExportOperations;
+  /** Present on drivers that can list and adopt volumes no record knows (list_unmanaged, manage_volume). */
+  readonly manage?: ManageOperations;
   /**
    * Drivers whose volumes are files or devices on the server's own host: how to reach one there
    * without an export (os-brick's 'local' connection: `{driver_volume_type: 'local', data: {device_path}}`).

@@ -135,6 +135,39 @@ export function activateCommand(context: LvmCommandContext, lvName: string, opti
   return [...lvmPrefix(context), 'lvchange', '-a', 'y', '--yes', ...(options.permanent ? ['-k', 'n'] : ['-K']), `${context.volumeGroup}/${lvName}`];
 }
 
+/** os-brick's rename_volume (Cinder's manage_existing renames the LV to its volume name). */
+export function renameCommand(context: LvmCommandContext, lvName: string, newName: string): string[] {
+  return [...lvmPrefix(context), 'lvrename', context.volumeGroup, lvName, newName];
+}
+
+/** Cinder's get_manageable_volumes: LVs that are volumes (not snapshots, not a thin pool or its hidden parts), with why one is not safe. */
+export function manageableLvs(lvs: readonly LogicalVolumeInfo[], thinPool: string): Array<{ name: string; sizeGb: number; carriedId?: string; notSafe?: string }> {
+  return lvs
+    .filter((lv) => lv.name !== thinPool && !lv.attr.startsWith('t') && !lv.name.startsWith('[') && (lv.origin === '' || (isThinVolume(lv) && lv.name.startsWith(VOLUME_LV_PREFIX))))
+    .map((lv) => ({
+      name: lv.name,
+      sizeGb: Math.ceil(lv.sizeGb - 1e-9),
+      carriedId: lv.name.startsWith(VOLUME_LV_PREFIX) ? lv.name.slice(VOLUME_LV_PREFIX.length) : undefined,
+      // lv_attr's sixth character is "o" while the device is open (Cinder's lv_is_open).
+      ...(lv.attr[5] === 'o' ? { notSafe: 'volume in use' } : {}),
+    }));
+}
+
+/** os-brick's deactivate_lv. */
+export function deactivateCommand(context: LvmCommandContext, lvName: string): string[] {
+  return [...lvmPrefix(context), 'lvchange', '-a', 'n', `${context.volumeGroup}/${lvName}`];
+}
+
+/** os-brick's revert: the snapshot merged back into its origin (the snapshot LV is gone after). */
+export function mergeCommand(context: LvmCommandContext, snapshotLv: string): string[] {
+  return [...lvmPrefix(context), 'lvconvert', '--merge', `${context.volumeGroup}/${snapshotLv}`];
+}
+
+/** The temporary volume Cinder's generic revert copies from, named after the reverted volume. */
+export function revertTemporaryLvName(volumeId: string): string {
+  return `revert-snap-${volumeId}`;
+}
+
 /** Cinder's local_path: the device-mapper node, with "-" doubled in both names as device-mapper does. */
 export function devicePath(volumeGroup: string, lvName: string): string {
   return `/dev/mapper/${volumeGroup.replace(/-/g, '--')}-${lvName.replace(/-/g, '--')}`;

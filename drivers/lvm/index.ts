@@ -8,11 +8,24 @@ import {
   type DriverContext,
   type DriverOptions,
   type ExportOperations,
+  type ManageOperations,
   type SnapshotOperations,
   type VolumeDriver,
   type VolumeRef,
 } from '../kit/types.js';
-import { activateCommand, extendCommand, lvmErrorText, parseThinPoolUsage, snapshotLvName, snapshotsOf, thinPoolName, thinPoolUsageCommand, volumeLvName } from './commands.js';
+import {
+  activateCommand,
+  extendCommand,
+  lvmErrorText,
+  manageableLvs,
+  parseThinPoolUsage,
+  renameCommand,
+  snapshotLvName,
+  snapshotsOf,
+  thinPoolName,
+  thinPoolUsageCommand,
+  volumeLvName,
+} from './commands.js';
 import { roundGb } from '../kit/units.js';
 import { TARGET_HELPERS, UnsupportedExports, otherTargetOptions, targetFor, targetOptions, tgtSettings, thisHostAddress } from '../kit/targets/index.js';
 import { LvmSnapshots } from './snapshots.js';
@@ -102,11 +115,22 @@ class LvmDriver implements VolumeDriver {
     createSnapshot: (snapshot, volume) => this.copies.createSnapshot(snapshotLvName(snapshot.id), volume),
     deleteSnapshot: (snapshot) => this.group.deleteLvIfPresent(snapshotLvName(snapshot.id)),
     createVolumeFromSnapshot: (volume, snapshot, progress) => this.copies.createVolumeFromSnapshot(volume, snapshot, progress),
+    revertToSnapshot: (volume, snapshot, progress) => this.copies.revertToSnapshot(volume, snapshot, progress),
   };
 
   /** Cinder's create_cloned_volume. */
   readonly clones: CloneOperations = {
     createClonedVolume: (volume, source, progress) => this.copies.createClonedVolume(volume, source, progress),
+  };
+
+  /** Cinder's get_manageable_volumes and manage_existing (which renames the LV to volume-<id>). */
+  readonly manage: ManageOperations = {
+    listManageable: async () => manageableLvs(await this.group.listLvs('list volumes to manage'), thinPoolName(this.options.volume_group)),
+    manageExisting: async (volume, name) => {
+      const target = volumeLvName(volume.id);
+      if (name !== target) await this.group.run(renameCommand(this.group.commands, name, target), `rename ${name} to ${target}`);
+      return { provider_location: `${this.options.volume_group}/${target}` };
+    },
   };
 
   /** Cinder's create_export: the LV through target_helper, on the volume group's host. */
@@ -151,7 +175,7 @@ class LvmDriver implements VolumeDriver {
     await this.exports.probe?.();
     this.snapshots.unavailable =
       missing &&
-      `the LVM driver cannot make snapshots or volumes from them on ${this.group.hostLabel}: ${missing}; creating, extending and deleting volumes (and deleting snapshots) still work`;
+      `the LVM driver cannot make snapshots, volumes from them or reverts on ${this.group.hostLabel}: ${missing}; creating, extending and deleting volumes (and deleting snapshots) still work`;
     this.clones.unavailable = missing && `the LVM driver cannot clone volumes on ${this.group.hostLabel}: ${missing}; creating, extending and deleting volumes still work`;
   }
 

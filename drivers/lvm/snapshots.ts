@@ -1,7 +1,18 @@
 import { StorageError } from '../kit/base.js';
 import type { CopyProgress, CreatedSnapshot, CreatedVolume, SnapshotRef, VolumeRef } from '../kit/types.js';
 import { BYTES_PER_GIB } from '../kit/units.js';
-import { activateCommand, cloneSnapshotLvName, copyCommands, createSnapshotCommand, lvmErrorText, snapshotLvName, volumeLvName } from './commands.js';
+import {
+  activateCommand,
+  cloneSnapshotLvName,
+  copyCommands,
+  createSnapshotCommand,
+  deactivateCommand,
+  lvmErrorText,
+  mergeCommand,
+  revertTemporaryLvName,
+  snapshotLvName,
+  volumeLvName,
+} from './commands.js';
 import type { VolumeGroup } from './volume-group.js';
 
 /** Cinder's LVM snapshots, volumes from them and clones: LV snapshots when thin, copies with dd when thick. */
@@ -41,6 +52,36 @@ export class LvmSnapshots {
     await this.createSnapshot(temporary, source); // looks the source up first
     try {
       return await this.createVolumeCopy(volume, temporary, source.size, progress);
+    } finally {
+      await this.group.removeLvIfPresent(temporary);
+    }
+  }
+
+  /**
+   * Cinder's revert_to_snapshot. Thick: the snapshot merged back into the volume (lvconvert
+   * --merge), the volume deactivated and activated (the merge runs then), and the snapshot made
+   * again, since the merge consumed it. Thin, where Cinder's driver declines: Cinder's generic
+   * revert, a temporary volume from the snapshot copied over the volume with dd, then removed.
+   */
+  async revertToSnapshot(volume: VolumeRef, snapshot: SnapshotRef, progress: CopyProgress): Promise<void> {
+    const snapshotName = snapshotLvName(snapshot.id);
+    const name = volumeLvName(volume.id);
+    const commands = this.group.commands;
+    await this.group.requireLv(snapshotName, `revert volume ${volume.id} to snapshot ${snapshot.id}`);
+    if (!this.group.thin) {
+      await this.group.run(mergeCommand(commands, snapshotName), `merge ${snapshotName} into ${name}`);
+      await this.group.run(deactivateCommand(commands, name), `deactivate ${name}`);
+      await this.group.run(activateCommand(commands, name, { permanent: false }), `activate ${name}`);
+      await this.createSnapshot(snapshotName, volume);
+      return;
+    }
+    const temporary = revertTemporaryLvName(volume.id);
+    await this.group.removeLvIfPresent(temporary); // what an interrupted revert left
+    await this.group.createLv(temporary, createSnapshotCommand(commands, temporary, snapshotName));
+    try {
+      await this.group.run(activateCommand(commands, temporary, { permanent: false }), `activate ${temporary}`);
+      await this.group.run(activateCommand(commands, name, { permanent: false }), `activate ${name}`);
+      await this.copyData(temporary, name, snapshot.volume_size, progress);
     } finally {
       await this.group.removeLvIfPresent(temporary);
     }

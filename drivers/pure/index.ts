@@ -8,6 +8,7 @@ import {
   type DriverContext,
   type DriverOptions,
   type ExportOperations,
+  type ManageOperations,
   type SnapshotOperations,
   type VolumeDriver,
   type VolumeRef,
@@ -120,6 +121,7 @@ class PureDriver implements VolumeDriver {
   private readonly volumes: PureVolumes;
   readonly snapshots: SnapshotOperations;
   readonly clones: CloneOperations;
+  readonly manage: ManageOperations;
   readonly exports: ExportOperations;
 
   constructor(
@@ -129,6 +131,7 @@ class PureDriver implements VolumeDriver {
     if (!options.pure_api_token) throw new Error('pure_api_token is not set: give the API token of the array user the driver acts as (Purity: Settings > Users > API Tokens)');
     this.array = new PureClient({ sanIp: options.san_ip, apiToken: options.pure_api_token, verifyTls: options.driver_ssl_cert_verify, caPath: options.driver_ssl_cert_path }, context);
     this.volumes = new PureVolumes(this.array, options.pure_eradicate_on_delete);
+    this.manage = { listManageable: () => this.volumes.listManageable(), manageExisting: (volume, name) => this.volumes.manageExisting(volume, name) };
     const copies = new PureSnapshots(this.array, this.volumes, options.pure_eradicate_on_delete);
     this.snapshots = copies.snapshots;
     this.clones = copies.clones;

@@ -26,6 +26,16 @@ export class PureSnapshots {
       const name = pureVolumeName(volume.id);
       await this.volumes.post(name, { source: { name: pureSnapshotName(snapshot) } }, `create volume ${name} from snapshot ${pureSnapshotName(snapshot)}`);
     },
+    // Cinder's revert_to_snapshot: the array overwrites the volume with the snapshot (POST volumes
+    // overwrite=true, the volume as `names` and the snapshot as the source), keeping the volume's
+    // identity and connections; it then has the snapshot's size, so a larger volume is grown back.
+    revertToSnapshot: async (volume, snapshot) => {
+      const name = pureVolumeName(volume.id);
+      const operation = `revert volume ${name} to snapshot ${pureSnapshotName(snapshot)}`;
+      const response = await this.array.request('POST', '/volumes', { names: name, overwrite: true }, operation, { source: { name: pureSnapshotName(snapshot) } });
+      if (response.status >= 300) throw this.array.failure(operation, response);
+      if (volume.size > snapshot.volume_size) await this.volumes.extendVolume(volume, volume.size);
+    },
   };
 
   readonly clones: CloneOperations = {

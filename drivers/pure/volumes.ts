@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import type { VolumeRef } from '../kit/types.js';
+import type { ManageableVolume, VolumeRef } from '../kit/types.js';
 import { BYTES_PER_GIB, compareVersions, versionNumbers } from '../kit/units.js';
 import { ERR, arrayMessage, type PureClient } from './client.js';
 
@@ -96,6 +96,46 @@ export class PureVolumes {
     if (remaining.length > 0 || !GENERATED_HOST_NAME.test(hostName)) return;
     this.array.context.log.info(`deleting the unneeded host ${hostName}`);
     await this.array.tolerating([ERR.NOT_EXIST, ERR.EXISTING_CONNECTIONS], 'DELETE', '/hosts', { names: hostName }, `delete host ${hostName}`);
+  }
+
+  /**
+   * Cinder's get_manageable_volumes: every volume, not safe while connected to a host, destroyed
+   * (pending eradication), or in a pod or a volume group.
+   */
+  async listManageable(): Promise<ManageableVolume[]> {
+    const volumes = await this.array.list(volumeSchema, '/volumes', {}, 'list volumes to manage');
+    const connections = await this.array.list(
+      z.object({ host: z.object({ name: z.string() }).loose().nullish(), volume: z.object({ name: z.string() }).loose() }).loose(),
+      '/connections',
+      {},
+      'list connections',
+    );
+    const hostOf = new Map(connections.map((connection) => [connection.volume.name, connection.host?.name ?? 'a host']));
+    return volumes.map((volume) => {
+      const reasons = [
+        ...(hostOf.has(volume.name) ? [`Volume connected to host ${hostOf.get(volume.name)}`] : []),
+        ...(volume.destroyed ? ['Volume is deleted'] : []),
+        ...(volume.name.includes('::') ? ['Volume is in a Pod'] : []),
+        ...(volume.name.includes('/') ? ['Volume is in a Volume Group'] : []),
+      ];
+      return {
+        name: volume.name,
+        sizeGb: Math.ceil(volume.provisioned / BYTES_PER_GIB),
+        carriedId: /^volume-(.{36})-cinder$/.exec(volume.name)?.[1],
+        ...(reasons.length ? { notSafe: reasons.join(' && ') } : {}),
+      };
+    });
+  }
+
+  /** Cinder's manage_existing: the volume renamed volume-<id>-cinder (PATCH name), its data kept. */
+  async manageExisting(volume: VolumeRef, name: string): Promise<{ provider_location: string }> {
+    const target = pureVolumeName(volume.id);
+    if (name !== target) {
+      const operation = `rename volume ${name} to ${target}`;
+      const response = await this.array.request('PATCH', '/volumes', { names: name }, operation, { name: target });
+      if (response.status >= 300) throw this.array.failure(operation, response);
+    }
+    return { provider_location: target };
   }
 
   /** The volume as the array lists it (its serial gives Cinder's wwn). */

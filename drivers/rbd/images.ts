@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import type { DriverContext } from '../kit/types.js';
+import type { DriverContext, ManageOperations, ManageableVolume, VolumeRef } from '../kit/types.js';
 import { BYTES_PER_GIB, roundGb } from '../kit/units.js';
 import type { CephCli } from './cli.js';
 import { DELETED_SUFFIX, Errno, childrenSchema, dfSchema, imageInfoSchema, longListSchema, snapListSchema, statusSchema, volumeIdOf, volumeImage, type ImageInfo } from './cli.js';
@@ -226,4 +226,36 @@ export function cloneParent(image: string, info: ImageInfo | undefined): { image
   if (!parent) return undefined;
   const name = image.endsWith(DELETED_SUFFIX) ? image.slice(0, -DELETED_SUFFIX.length) : image;
   return parent.snapshot === `${name}.clone_snap` ? { image: parent.image, snapshot: parent.snapshot } : undefined;
+}
+
+/**
+ * Cinder's RBD get_manageable_volumes and manage_existing: the pool's images no record knows
+ * (a `.deleted` image kept for its clones, or one with watchers, is not safe), adopted by a rename
+ * to `volume-<id>`.
+ */
+export class RbdManage implements ManageOperations {
+  constructor(private readonly images: RbdImages) {}
+
+  async listManageable(): Promise<ManageableVolume[]> {
+    const listed = await this.images.longList('list the images of the pool');
+    const found: ManageableVolume[] = [];
+    for (const entry of listed.filter((item) => item.snapshot === undefined)) {
+      const carriedId = volumeIdOf(entry.image);
+      let notSafe: string | undefined;
+      if (entry.image.endsWith(DELETED_SUFFIX)) notSafe = 'a deleted volume kept for the clones that still need it';
+      else {
+        const watchers = await this.images.watchers(entry.image);
+        if (watchers.length > 0) notSafe = `volume in use: ${watchers.length} client(s) have it open`;
+      }
+      found.push({ name: entry.image, sizeGb: Math.ceil(entry.size / BYTES_PER_GIB), ...(carriedId ? { carriedId } : {}), ...(notSafe ? { notSafe } : {}) });
+    }
+    return found;
+  }
+
+  async manageExisting(volume: VolumeRef, name: string): Promise<void> {
+    const image = volumeImage(volume.id);
+    if (name === image) return;
+    const operation = `rename ${name} to ${image}`;
+    this.images.cli.check(await this.images.cli.rbd(['rename', this.images.cli.spec(name), this.images.cli.spec(image)], operation), operation);
+  }
 }

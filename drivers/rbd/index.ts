@@ -7,7 +7,7 @@ import { TARGET_HELPERS, targetFor, targetOptions, tgtSettings, thisHostAddress 
 import { defineDriver, type BackendStats, type DriverContext, type DriverOptions, type ExportOperations, type VolumeDriver, type VolumeRef } from '../kit/types.js';
 import { CephCli, volumeImage } from './cli.js';
 import { RbdConnections, monitorAddresses, rbdBackingStore, tgtConfPath, writeTgtConf } from './exports.js';
-import { RbdImages } from './images.js';
+import { RbdImages, RbdManage } from './images.js';
 import { RbdSnapshots } from './snapshots.js';
 
 /**
@@ -91,6 +91,7 @@ class RbdDriver implements VolumeDriver {
   private readonly images: RbdImages;
   readonly snapshots: RbdSnapshots;
   readonly clones: RbdSnapshots;
+  readonly manage: RbdManage;
   readonly exports: ExportOperations;
   private fsid = '';
   private keyringData: string | undefined;
@@ -113,6 +114,7 @@ class RbdDriver implements VolumeDriver {
       context,
     );
     this.images = new RbdImages(this.cli, options.rbd_store_chunk_size, context);
+    this.manage = new RbdManage(this.images);
     this.snapshots = this.clones = new RbdSnapshots(this.images, {
       maxCloneDepth: options.rbd_max_clone_depth,
       flattenFromSnapshot: options.rbd_flatten_volume_from_snapshot,

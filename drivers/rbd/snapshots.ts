@@ -29,6 +29,17 @@ export class RbdSnapshots implements SnapshotOperations, CloneOperations {
     await this.snapAndProtect(volumeImage(volume.id), snapshotName(snapshot.id));
   }
 
+  /**
+   * Cinder's RBD revert_to_snapshot: `rbd snap rollback` (the image's bytes and size become the
+   * snapshot's), then the image resized back to the volume's size when it had grown since.
+   */
+  async revertToSnapshot(volume: VolumeRef, snapshot: SnapshotRef): Promise<void> {
+    const image = volumeImage(volume.id);
+    const operation = `roll ${image} back to ${snapshotName(snapshot.id)}`;
+    this.cli.check(await this.cli.rbd(['snap', 'rollback', '--no-progress', this.cli.spec(image, snapshotName(snapshot.id))], operation), operation);
+    if (volume.size > snapshot.volume_size) await this.images.resize(image, volume.size);
+  }
+
   /** Cinder's delete_snapshot: unprotect (refused while clones depend on it: IN_USE naming them), then remove. */
   async deleteSnapshot(snapshot: SnapshotRef, volume: VolumeRef): Promise<void> {
     const image = volumeImage(volume.id);

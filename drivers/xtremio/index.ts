@@ -6,6 +6,7 @@ import {
   type DriverContext,
   type DriverOptions,
   type ExportOperations,
+  type ManageOperations,
   type SnapshotOperations,
   type VolumeDriver,
   type VolumeRef,
@@ -52,6 +53,7 @@ class XtremioDriver implements VolumeDriver {
   readonly exports: ExportOperations;
   readonly snapshots: SnapshotOperations;
   readonly clones: CloneOperations;
+  readonly manage: ManageOperations;
 
   constructor(
     private readonly options: XtremioOptions,
@@ -73,6 +75,7 @@ class XtremioDriver implements VolumeDriver {
       context,
     );
     this.volumes = new XtremioVolumes(this.xms);
+    this.manage = { listManageable: () => this.volumes.listManageable(), manageExisting: (volume, name) => this.volumes.manageExisting(volume, name) };
     const copies = new XtremioSnapshots(this.xms, this.volumes);
     this.snapshots = copies.snapshots;
     this.clones = copies.clones;

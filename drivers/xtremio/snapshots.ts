@@ -28,6 +28,19 @@ export class XtremioSnapshots {
     },
     deleteSnapshot: (snapshot) => this.volumes.deleteNamed(snapshot.id, `delete snapshot ${snapshot.id}`),
     createVolumeFromSnapshot: (volume, snapshot) => this.createWritableSnapshot(snapshot.id, snapshot.volume_size, volume, `create volume ${volume.id} from snapshot ${snapshot.id}`),
+    // Cinder's XtremIO driver has no revert (Cinder then copies through a host); the XMS has its own:
+    // a refresh of the volume from the snapshot, no backup snapshot kept. The volume keeps its name
+    // and mappings and takes the snapshot's size, so a larger volume is grown back.
+    revertToSnapshot: async (volume, snapshot) => {
+      const operation = `revert volume ${volume.id} to snapshot ${snapshot.id}`;
+      const response = await this.xms.request('POST', 'snapshots', {
+        operation,
+        body: this.xms.withClusterId({ 'from-volume-id': snapshot.id, 'to-volume-id': volume.id, 'no-backup': true }),
+      });
+      if (response.status >= 300) throw creationFailure(this.xms, operation, response, { name: volume.id, source: snapshot.id });
+      if (volume.size > snapshot.volume_size) await this.volumes.extendVolume(volume, volume.size);
+    },
+    cannotRevert: async () => (this.xms.api === 'v1' ? 'XMS 3 (REST API v1) has no refresh of a volume from a snapshot, which revert uses here; XMS 4 and later have it' : undefined),
   };
 
   /** Cinder: a clone is a regular (writable) XMS snapshot of the source volume. */

@@ -1,7 +1,11 @@
 import type { StorageError } from '../kit/base.js';
 import type { RestResponse } from '../kit/rest/client.js';
-import type { VolumeRef } from '../kit/types.js';
-import { arrayMessage, isNotFound, type XmsClient } from './client.js';
+import { z } from 'zod';
+import type { ManageableVolume, VolumeRef } from '../kit/types.js';
+import { KIB_PER_GIB } from '../kit/units.js';
+import { arrayMessage, contentOf, count, isNotFound, listSchema, type XmsClient } from './client.js';
+
+const manageableSchema = z.object({ 'vol-size': count, 'num-of-lun-mappings': count.optional(), 'snapshot-type': z.string().nullish() }).loose();
 
 /** Cinder's XtremIOSnapshotsLimitExceeded. */
 const SNAPSHOT_LIMITS = new Set(['too_many_objs', 'too_many_snapshots_per_vol']);
@@ -30,6 +34,34 @@ export class XtremioVolumes {
       if (isNotFound(response)) throw this.xms.error('NOT_FOUND', `${operation}: can't find the volume to extend on the array`);
       throw this.xms.fail(operation, response);
     }
+  }
+
+  /**
+   * Every XMS volume with its size and mappings (snapshots are volumes on the XMS: a read-only one
+   * is not offered as safe). Cinder's XtremIO driver lists none; this follows its LVM driver's rules.
+   */
+  async listManageable(): Promise<ManageableVolume[]> {
+    const listed = this.xms.parse(listSchema('volumes'), await this.xms.request('GET', 'volumes', { operation: 'list volumes' }), 'list volumes');
+    const found: ManageableVolume[] = [];
+    for (const { name } of listed.volumes as Array<{ name?: string }>) {
+      if (!name) continue;
+      const operation = `read volume ${name}`;
+      const response = await this.xms.request('GET', 'volumes', { operation, query: this.xms.withClusterName({ name }) });
+      if (isNotFound(response)) continue; // deleted meanwhile
+      const volume = this.xms.parse(contentOf(manageableSchema), response, operation).content;
+      const mappings = volume['num-of-lun-mappings'] ?? 0;
+      const notSafe = mappings > 0 ? `volume in use: mapped to ${mappings} initiator group(s)` : volume['snapshot-type'] === 'readonly' ? 'a read-only snapshot' : undefined;
+      found.push({ name, sizeGb: Math.ceil(volume['vol-size'] / KIB_PER_GIB), carriedId: name, ...(notSafe ? { notSafe } : {}) });
+    }
+    return found;
+  }
+
+  /** Cinder's manage_existing: the volume renamed to the volume id. */
+  async manageExisting(volume: VolumeRef, name: string): Promise<void> {
+    if (name === volume.id) return;
+    const operation = `rename volume ${name} to ${volume.id}`;
+    const response = await this.xms.request('PUT', 'volumes', { operation, query: this.xms.withClusterName({ name }), body: this.xms.withClusterId({ 'vol-name': volume.id }) });
+    if (response.status >= 300) throw creationFailure(this.xms, operation, response, { name: volume.id, source: name });
   }
 
   async deleteVolume(volume: VolumeRef): Promise<void> {

@@ -28,6 +28,8 @@ export interface AuditedCall {
   outcome: 'ok' | 'error';
   /** The coded error text the client got. */
   error?: string;
+  /** A dry run: checked, nothing changed. */
+  dryRun?: boolean;
 }
 
 /**
@@ -67,6 +69,7 @@ export class AuditLog {
       arguments: this.maskedArguments(call.arguments),
       outcome: call.outcome,
       ...(call.error !== undefined ? { error: this.secrets.redact(call.error) } : {}),
+      ...(call.dryRun ? { dry_run: true } : {}),
     };
     await Promise.all([
       this.store.appendAudit(record).catch((error: unknown) => this.log.warn(`audit: cannot record ${call.tool} in the metadata store: ${this.secrets.redact(describeError(error))}`)),

@@ -21,6 +21,7 @@ import { TombstoneKeeper } from './tombstones.js';
 import { VolumeLifecycle } from './lifecycle.js';
 import type { HostAttachers } from './attach/attacher.js';
 import { ConnectionLifecycle } from './connections.js';
+import { VolumeAdoption } from './adoption.js';
 import type { Logger } from '../base/log.js';
 import type { SharedCoordination, VolumeStore } from '../store/store.js';
 import type { SecretRegistry } from '../base/secrets.js';
@@ -87,6 +88,7 @@ export class Backend {
   private tombstones?: TombstoneKeeper;
   private mutations?: VolumeLifecycle;
   private links?: ConnectionLifecycle;
+  private adopting?: VolumeAdoption;
   readonly warnings: string[] = [];
 
   constructor(
@@ -182,10 +184,20 @@ export class Backend {
         volumeDriver: this.volumeDriver,
         ready: () => this.ready(),
         reserveCapacity: (poolName, sizeGb, refusal) => this.reserveCapacity(poolName, sizeGb, refusal),
+        checkCapacity: (poolName, sizeGb, refusal) => this.checkCapacity(poolName, sizeGb, refusal),
         invalidateStats: () => this.invalidateStats(),
         tombstones: () => this.tombstones!,
         afterExtend: (volumeId) => this.connections.resizeAttached(volumeId),
       },
+      this.lifecycleDependencies(),
+    ));
+  }
+
+  /** Array volumes no record knows: listing, adopting, forgetting (src/adoption.ts). */
+  get adoption(): VolumeAdoption {
+    return (this.adopting ??= new VolumeAdoption(
+      { id: this.id, volumeDriver: this.volumeDriver, ready: () => this.ready(), checkCapacity: (poolName, sizeGb, refusal) => this.checkCapacity(poolName, sizeGb, refusal) },
+      this.lifecycle,
       this.lifecycleDependencies(),
     ));
   }
@@ -374,6 +386,14 @@ export class Backend {
     const domain = this.capacityDomain(pool.pool_name);
     this.requireRoom(pool, sizeGb, this.deps.capacity.claims(domain, this.id, seq), refusal);
     return { pool, reservation: this.deps.capacity.reserve(domain, this.id, sizeGb) };
+  }
+
+  /** reserveCapacity's check on this server's figures, promising nothing (dry runs). */
+  private async checkCapacity(poolName: string | undefined, sizeGb: number, refusal: (room: { pool: string; gb: number; text: string }) => string): Promise<PoolStats> {
+    const { stats, seq } = await this.snapshot(false);
+    const pool = this.choosePool(stats, poolName);
+    this.requireRoom(pool, sizeGb, this.deps.capacity.claims(this.capacityDomain(pool.pool_name), this.id, seq), refusal);
+    return pool;
   }
 
   /**

@@ -17,6 +17,8 @@ import { Replay, replayedRecord, volumeKey, type LifecycleDependencies, type Lif
 import type { RequestEntry } from '../store/store.js';
 import { isRecoverable } from '../store/recovery.js';
 import type { VolumeRecord } from '../model/volume.js';
+import type { DryRunAnswer } from './dry-run.js';
+import type { Mutation } from './lifecycle.js';
 
 export interface ConnectionDependencies extends LifecycleDependencies {
   attachers: HostAttachers;
@@ -49,6 +51,12 @@ export class ConnectionLifecycle {
     return this.open(volumeId, connector, undefined, request);
   }
 
+  async planConnect(volumeId: string, connector: Connector): Promise<DryRunAnswer> {
+    const driver = await this.host.ready();
+    this.checkConnector(this.requireExports(driver), connector);
+    return this.volumes.dryRun(this.opening(volumeId, connector, undefined));
+  }
+
   /** Connects the volume to the server's own host and attaches it there (a loop device for image files, the iSCSI initiator otherwise). */
   async attach(volumeId: string): Promise<ConnectionRecord> {
     const driver = await this.host.ready();
@@ -57,14 +65,28 @@ export class ConnectionLifecycle {
     return this.open(volumeId, await this.deps.ownConnector(), attacher);
   }
 
+  async planAttach(volumeId: string): Promise<DryRunAnswer> {
+    const driver = await this.host.ready();
+    const attacher = await this.requireAttacher(driver);
+    return this.volumes.dryRun(this.opening(volumeId, await this.deps.ownConnector(), attacher));
+  }
+
   /** Cinder's terminate_connection, then remove_export once the volume's last connection is gone. */
   disconnect(connectionId: string, force: boolean): Promise<void> {
     return this.close(connectionId, { force, local: false });
   }
 
+  async planDisconnect(connectionId: string, force: boolean): Promise<DryRunAnswer> {
+    return this.volumes.dryRun(await this.closing(connectionId, { force, local: false }));
+  }
+
   /** Detaches on this host, then disconnects. */
   detach(connectionId: string): Promise<void> {
     return this.close(connectionId, { force: false, local: true });
+  }
+
+  async planDetach(connectionId: string): Promise<DryRunAnswer> {
+    return this.volumes.dryRun(await this.closing(connectionId, { force: false, local: true }));
   }
 
   /**
@@ -145,6 +167,15 @@ export class ConnectionLifecycle {
   }
 
   private async open(volumeId: string, connector: Connector, attacher: HostAttacher | undefined, request?: RequestEntry): Promise<ConnectionRecord> {
+    try {
+      return await this.volumes.mutate(this.opening(volumeId, connector, attacher, request));
+    } catch (error) {
+      if (error instanceof Replay) return replayedRecord(await this.volumes.replay(error.entry, request!), 'connection');
+      throw error;
+    }
+  }
+
+  private opening(volumeId: string, connector: Connector, attacher: HostAttacher | undefined, request?: RequestEntry): Mutation<Opening, ConnectionRecord> {
     const local = attacher !== undefined;
     const now = new Date().toISOString();
     const record: ConnectionRecord = {
@@ -162,120 +193,134 @@ export class ConnectionLifecycle {
     };
     let volume!: VolumeRecord;
     const store = this.deps.store;
-    try {
-      return await this.volumes.mutate<Opening, ConnectionRecord>({
-        what: `${local ? 'attach' : 'connect'} volume ${volumeId}`,
-        locks: [volumeKey(volumeId)],
-        begin: async () => {
-          volume = await this.volumes.requireVolume(volumeId);
-          this.volumes.requireStatus('volume', volume, ['available', 'in-use'], local ? 'attached' : 'connected');
-          const driver = await this.host.ready();
-          // What kind of connection this is goes in with the intent, so that what a crash leaves can be undone.
-          record.connection_info = { ...this.plannedInfo(driver, volume, local) };
-          const duplicate = (await store.connections.all({ volume_id: volumeId })).find((other) => sameEndpoint(other, record));
-          if (duplicate) {
-            throw new StorageError(
-              'ALREADY_EXISTS',
-              `volume ${volumeId} is already ${local ? 'attached on this host' : `connected to ${describeConnector(connector)}`} (connection ${duplicate.id}); use that connection, or remove it first (${local ? 'detach_volume' : 'disconnect_volume'})`,
-            );
-          }
-          Object.assign(record, this.volumes.claim());
-          const outcome = await store.connections.insert(record, request && { ...request, object_id: record.id });
-          if (outcome.inserted) {
-            // In use from the intent on: a crash before the answer leaves a volume whose status says it has a connection.
-            await store.volumes.update(volumeId, { status: 'in-use' }, ['available', 'in-use']);
-            return;
-          }
-          if (outcome.existingRequest) throw new Replay(outcome.existingRequest);
-          throw new StorageError('INTERNAL', `connection id ${record.id} already exists in the metadata store`);
-        },
-        act: async (driver) => {
-          let ref = this.volumes.volumeRef(volume);
-          const exported = !(local && driver.localConnection);
-          try {
-            let info: ConnectionInfo;
-            if (!exported) {
-              info = driver.localConnection!(ref);
-            } else {
-              const exports = this.requireExports(driver);
-              const update = await exports.createExport(ref, connector);
-              if (update && update.provider_auth !== undefined && update.provider_auth !== ref.provider_auth) {
-                // Kept before any host can use them: every later connection of the volume gets the same credentials.
-                if (update.provider_auth) this.deps.secrets.register(update.provider_auth.split(' ')[2]);
-                await store.volumes.update(volumeId, { provider_auth: update.provider_auth });
-                ref = { ...ref, provider_auth: update.provider_auth };
-              }
-              info = await exports.initializeConnection(ref, connector);
+    const check = async () => {
+      volume = await this.volumes.requireVolume(volumeId);
+      this.volumes.requireStatus('volume', volume, ['available', 'in-use'], local ? 'attached' : 'connected');
+      const driver = await this.host.ready();
+      // What kind of connection this is goes in with the intent, so that what a crash leaves can be undone.
+      record.connection_info = { ...this.plannedInfo(driver, volume, local) };
+      const duplicate = (await store.connections.all({ volume_id: volumeId })).find((other) => sameEndpoint(other, record));
+      if (duplicate) {
+        throw new StorageError(
+          'ALREADY_EXISTS',
+          `volume ${volumeId} is already ${local ? 'attached on this host' : `connected to ${describeConnector(connector)}`} (connection ${duplicate.id}); use that connection, or remove it first (${local ? 'detach_volume' : 'disconnect_volume'})`,
+        );
+      }
+    };
+    return {
+      what: `${local ? 'attach' : 'connect'} volume ${volumeId}`,
+      locks: [volumeKey(volumeId)],
+      begin: async () => {
+        await check();
+        Object.assign(record, this.volumes.claim());
+        const outcome = await store.connections.insert(record, request && { ...request, object_id: record.id });
+        if (outcome.inserted) {
+          // In use from the intent on: a crash before the answer leaves a volume whose status says it has a connection.
+          await store.volumes.update(volumeId, { status: 'in-use' }, ['available', 'in-use']);
+          return;
+        }
+        if (outcome.existingRequest) throw new Replay(outcome.existingRequest);
+        throw new StorageError('INTERNAL', `connection id ${record.id} already exists in the metadata store`);
+      },
+      act: async (driver) => {
+        let ref = this.volumes.volumeRef(volume);
+        const exported = !(local && driver.localConnection);
+        try {
+          let info: ConnectionInfo;
+          if (!exported) {
+            info = driver.localConnection!(ref);
+          } else {
+            const exports = this.requireExports(driver);
+            const update = await exports.createExport(ref, connector);
+            if (update && update.provider_auth !== undefined && update.provider_auth !== ref.provider_auth) {
+              // Kept before any host can use them: every later connection of the volume gets the same credentials.
+              if (update.provider_auth) this.deps.secrets.register(update.provider_auth.split(' ')[2]);
+              await store.volumes.update(volumeId, { provider_auth: update.provider_auth });
+              ref = { ...ref, provider_auth: update.provider_auth };
             }
-            registerPasswords(this.deps.secrets, info);
-            const device = attacher ? await attacher.attach(info) : null;
-            return { info, device };
-          } catch (error) {
-            if (exported) await this.undoExport(this.requireExports(driver), ref, connector, record.id);
-            throw error;
+            info = await exports.initializeConnection(ref, connector);
           }
-        },
-        finish: async ({ info, device }) => {
-          try {
-            await store.volumes.update(volumeId, { status: 'in-use' }, ['available', 'in-use']);
-            const updated = await store.connections.update(record.id, {
-              status: 'attached',
-              connection_info: { ...info },
-              device: device ? { ...device } : null,
-              owner: null,
-              lease_expires_at: null,
-            });
-            if (!updated) throw new StorageError('INTERNAL', `connection ${record.id} vanished from the metadata store while it was being made`);
-            return updated;
-          } catch (error) {
-            // Nothing may stay exported that no record shows.
-            const driver = await this.host.ready();
-            if (device) await attacher!.detach(info, device).catch((undo: unknown) => this.warn(`detach ${device.path} after a failed record`, undo));
-            if (info.driver_volume_type !== 'local') await this.undoExport(this.requireExports(driver), this.volumes.volumeRef(volume), connector, record.id);
-            await store.connections.remove(record.id).catch(() => undefined);
-            await this.settleVolumeStatus(volumeId).catch(() => undefined);
-            throw error;
-          }
-        },
-        fail: async (failure) => {
-          // A failed connect leaves no record (the export was undone in act).
-          await store.connections.remove(record.id).catch((error: unknown) => this.warn(`forget failed connection ${record.id}`, error));
-          await this.settleVolumeStatus(volumeId).catch((error: unknown) => this.warn(`settle volume ${volumeId}'s status`, error));
-          return failure;
-        },
-      });
-    } catch (error) {
-      if (error instanceof Replay) return replayedRecord(await this.volumes.replay(error.entry, request!), 'connection');
-      throw error;
-    }
+          registerPasswords(this.deps.secrets, info);
+          const device = attacher ? await attacher.attach(info) : null;
+          return { info, device };
+        } catch (error) {
+          if (exported) await this.undoExport(this.requireExports(driver), ref, connector, record.id);
+          throw error;
+        }
+      },
+      finish: async ({ info, device }) => {
+        try {
+          await store.volumes.update(volumeId, { status: 'in-use' }, ['available', 'in-use']);
+          const updated = await store.connections.update(record.id, {
+            status: 'attached',
+            connection_info: { ...info },
+            device: device ? { ...device } : null,
+            owner: null,
+            lease_expires_at: null,
+          });
+          if (!updated) throw new StorageError('INTERNAL', `connection ${record.id} vanished from the metadata store while it was being made`);
+          return updated;
+        } catch (error) {
+          // Nothing may stay exported that no record shows.
+          const driver = await this.host.ready();
+          if (device) await attacher!.detach(info, device).catch((undo: unknown) => this.warn(`detach ${device.path} after a failed record`, undo));
+          if (info.driver_volume_type !== 'local') await this.undoExport(this.requireExports(driver), this.volumes.volumeRef(volume), connector, record.id);
+          await store.connections.remove(record.id).catch(() => undefined);
+          await this.settleVolumeStatus(volumeId).catch(() => undefined);
+          throw error;
+        }
+      },
+      fail: async (failure) => {
+        // A failed connect leaves no record (the export was undone in act).
+        await store.connections.remove(record.id).catch((error: unknown) => this.warn(`forget failed connection ${record.id}`, error));
+        await this.settleVolumeStatus(volumeId).catch((error: unknown) => this.warn(`settle volume ${volumeId}'s status`, error));
+        return failure;
+      },
+      plan: async () => {
+        await check();
+        return {
+          action: local ? 'attach_volume' : 'connect_volume',
+          volume_id: volumeId,
+          ...(local ? { host: hostname() } : { connector }),
+          driver_volume_type: record.connection_info.driver_volume_type,
+        };
+      },
+    };
   }
 
   private async close(connectionId: string, how: { force: boolean; local: boolean }): Promise<void> {
+    await this.volumes.mutate(await this.closing(connectionId, how));
+  }
+
+  private async closing(connectionId: string, how: { force: boolean; local: boolean }): Promise<Mutation<string[], void>> {
     const first = await this.requireConnection(connectionId);
     let connection!: ConnectionRecord;
-    await this.volumes.mutate<string[], void>({
+    const check = async () => {
+      connection = await this.requireConnection(connectionId);
+      if (connection.owner && !isRecoverable(connection, { owner: this.deps.serverId, now: new Date().toISOString(), includeOwn: true })) {
+        throw new StorageError('BACKEND_BUSY', `connection ${connectionId} is being changed by server ${connection.owner}; wait and call list_connections again`);
+      }
+      const device = connection.device;
+      if (how.local) {
+        if (!device) throw new StorageError('INVALID_ARGUMENT', `connection ${connectionId} is not attached on a host (it has no device); disconnect_volume removes it`);
+        if (!this.isOnThisHost(connection)) {
+          throw new StorageError(
+            'INVALID_ARGUMENT',
+            `connection ${connectionId} is attached on host ${String(connection.connector.host)}, not on this server's host (${hostname()}); detach it with the server there`,
+          );
+        }
+      } else if (device && !how.force) {
+        throw new StorageError(
+          'IN_USE',
+          `connection ${connectionId} is attached on host ${String(connection.connector.host)} as ${String(device.path)}; detach_volume detaches it and disconnects, or disconnect_volume with force: true drops it`,
+        );
+      }
+    };
+    return {
       what: `${how.local ? 'detach' : 'disconnect'} connection ${connectionId}`,
       locks: [volumeKey(first.volume_id)],
       begin: async () => {
-        connection = await this.requireConnection(connectionId);
-        if (connection.owner && !isRecoverable(connection, { owner: this.deps.serverId, now: new Date().toISOString(), includeOwn: true })) {
-          throw new StorageError('BACKEND_BUSY', `connection ${connectionId} is being changed by server ${connection.owner}; wait and call list_connections again`);
-        }
-        const device = connection.device;
-        if (how.local) {
-          if (!device) throw new StorageError('INVALID_ARGUMENT', `connection ${connectionId} is not attached on a host (it has no device); disconnect_volume removes it`);
-          if (!this.isOnThisHost(connection)) {
-            throw new StorageError(
-              'INVALID_ARGUMENT',
-              `connection ${connectionId} is attached on host ${String(connection.connector.host)}, not on this server's host (${hostname()}); detach it with the server there`,
-            );
-          }
-        } else if (device && !how.force) {
-          throw new StorageError(
-            'IN_USE',
-            `connection ${connectionId} is attached on host ${String(connection.connector.host)} as ${String(device.path)}; detach_volume detaches it and disconnects, or disconnect_volume with force: true drops it`,
-          );
-        }
+        await check();
         await this.deps.store.connections.update(connectionId, this.volumes.claim());
       },
       act: async (driver) => {
@@ -318,7 +363,18 @@ export class ConnectionLifecycle {
           .catch((error: unknown) => this.warn(`record the failed disconnect of ${connectionId}`, error));
         return new StorageError(failure.code, `${failure.message}. Connection ${connectionId} is kept in status "error"; disconnect_volume with force: true drops it`);
       },
-    });
+      plan: async () => {
+        await check();
+        const exported = connection.connection_info.driver_volume_type !== 'local';
+        return {
+          action: how.local ? 'detach_volume' : 'disconnect_volume',
+          connection_id: connectionId,
+          volume_id: connection.volume_id,
+          ...(how.local ? { device: connection.device?.path } : {}),
+          remove_export: exported && !(await this.exportStillNeeded(connection.volume_id, connectionId)),
+        };
+      },
+    };
   }
 
   /**

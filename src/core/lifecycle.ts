@@ -6,7 +6,7 @@
  */
 
 import { randomUUID } from 'node:crypto';
-import type { CreateVolumeRequest, PoolStats, SnapshotRef, VolumeDriver, VolumeRef } from '../../drivers/kit/types.js';
+import type { CreateVolumeRequest, PoolStats, SnapshotOperations, SnapshotRef, VolumeDriver, VolumeRef } from '../../drivers/kit/types.js';
 import type { Reservation } from './capacity-ledger.js';
 import { StorageError, describeError, isStorageError } from '../base/errors.js';
 import { runHoldingAll, type KeyedMutex } from '../base/locks.js';
@@ -14,6 +14,7 @@ import type { Logger } from '../base/log.js';
 import type { HeldLocks, RequestEntry, SnapshotPatch, VolumePatch, VolumeStore } from '../store/store.js';
 import { trackCopy } from './progress.js';
 import { LOCK_WAIT_HELP, LOCK_WAIT_SECONDS, metrics, stepDone, timedOperation } from '../base/metrics.js';
+import { dryRunAnswer, type DryRunAnswer } from './dry-run.js';
 import type { ConnectionRecord } from '../model/connection.js';
 import type { SecretRegistry } from '../base/secrets.js';
 import type { SnapshotRecord, SnapshotStatus } from '../model/snapshot.js';
@@ -29,6 +30,8 @@ export interface LifecycleHost {
     sizeGb: number,
     refusal: (room: { pool: string; gb: number; text: string }) => string,
   ): Promise<{ pool: PoolStats; reservation: Reservation }>;
+  /** The same check as reserveCapacity, holding nothing (dry runs). */
+  checkCapacity(poolName: string | undefined, sizeGb: number, refusal: (room: { pool: string; gb: number; text: string }) => string): Promise<PoolStats>;
   invalidateStats(): void;
   tombstones(): TombstoneKeeper;
   /** After a volume grew: devices attached on this host take the new size. */
@@ -53,6 +56,13 @@ export interface CreateVolumeInput {
   snapshot_id?: string;
   source_volume_id?: string;
   request_id?: string;
+}
+
+/** update_volume's fields: metadata the array never sees. */
+export interface VolumeChanges {
+  name?: string;
+  description?: string;
+  bootable?: boolean;
 }
 
 export interface CreateSnapshotInput {
@@ -98,6 +108,11 @@ export interface Mutation<T, R> {
   finish(result: T): Promise<R>;
   /** Records the failure; returns the error for the caller. */
   fail(error: StorageError): Promise<StorageError>;
+  /**
+   * Dry runs: the checks begin() makes, reading only, and what the call would do; `settled` when
+   * prepare() found nothing to do.
+   */
+  plan?(pool: PoolStats | undefined, settled: boolean): Promise<Record<string, unknown>>;
 }
 
 /** An outcome the store could not take; carries what the caller must be told. */
@@ -131,6 +146,20 @@ export class VolumeLifecycle {
 
   /** A plain volume, a volume from a snapshot, or a clone (at most one source). */
   async createVolume(input: CreateVolumeInput, request?: RequestEntry): Promise<VolumeRecord> {
+    try {
+      return await this.mutate(await this.volumeCreation(input, request));
+    } catch (error) {
+      if (error instanceof Replay) return replayedRecord(await this.replay(error.entry, request!), 'volume');
+      throw error;
+    }
+  }
+
+  /** createVolume's checks, and what it would make. */
+  async planCreateVolume(input: CreateVolumeInput): Promise<DryRunAnswer> {
+    return this.dryRun(await this.volumeCreation(input));
+  }
+
+  private async volumeCreation(input: CreateVolumeInput, request?: RequestEntry): Promise<Mutation<CreateVolumeRequest, VolumeRecord>> {
     const driver = await this.host.ready();
     const source = await this.resolveSource(input, driver);
     const size = input.size ?? source?.size;
@@ -161,51 +190,59 @@ export class VolumeLifecycle {
       ...this.claim(),
     };
     const ask: CreateVolumeRequest = { id: record.id, size, pool_name: '', name: record.name, description: record.description, bootable: record.bootable };
-    try {
-      return await this.mutate<CreateVolumeRequest, VolumeRecord>({
-        what: `create volume ${record.id}`,
-        locks: [volumeKey(record.id), ...(source?.locks ?? [])],
-        capacity: {
-          poolName: input.pool_name ?? source?.poolName,
-          sizeGb: size,
-          refusal: (room) =>
-            `a ${size} GiB volume does not fit in backend "${this.host.id}" pool "${room.pool}": ${room.text}; ask for at most ${Math.floor(room.gb)} GiB or free space first`,
-        },
-        begin: async (pool) => {
-          record.pool_name = ask.pool_name = pool!.pool_name;
-          await source?.recheck();
-          Object.assign(record, this.claim()); // the lease runs from the intent, not from before any wait for locks
-          // Intent first: a crash from here on leaves a record that start-up surfaces, never an unknown array volume.
-          const outcome = await this.deps.store.volumes.insert(record, request && { ...request, object_id: record.id });
-          if (outcome.inserted) return;
-          if (outcome.existingRequest) throw new Replay(outcome.existingRequest);
-          throw new StorageError('INTERNAL', `volume id ${record.id} already exists in the metadata store`);
-        },
-        act: async (driver, stillHeld) => {
-          const created = source ? await source.copy({ ...ask, size: source.size }) : await driver.createVolume(ask);
-          // Cinder makes the copy at the source's size and extends it afterwards.
-          if (source && size > source.size) {
-            stillHeld();
-            await driver.extendVolume({ ...ask, size: source.size, provider_location: created?.provider_location ?? null }, size);
-          }
-          return { ...ask, provider_location: created?.provider_location ?? null };
-        },
-        finish: (made) =>
-          this.recordVolumeOutcome(record.id, 'create', { status: 'available', status_reason: null, provider_location: made.provider_location ?? null, failed_operation: null }),
-        fail: async (failure) => {
-          await this.recordVolumeOutcome(record.id, 'create', { status: 'error', status_reason: `create failed: ${failure.message}`, failed_operation: 'create' });
-          return new StorageError(failure.code, `${failure.message}. The volume record ${record.id} is kept in status "error"; delete_volume removes it`);
-        },
-      });
-    } catch (error) {
-      if (error instanceof Replay) return replayedRecord(await this.replay(error.entry, request!), 'volume');
-      throw error;
-    }
+    return {
+      what: `create volume ${record.id}`,
+      locks: [volumeKey(record.id), ...(source?.locks ?? [])],
+      capacity: {
+        poolName: input.pool_name ?? source?.poolName,
+        sizeGb: size,
+        refusal: (room) =>
+          `a ${size} GiB volume does not fit in backend "${this.host.id}" pool "${room.pool}": ${room.text}; ask for at most ${Math.floor(room.gb)} GiB or free space first`,
+      },
+      begin: async (pool) => {
+        record.pool_name = ask.pool_name = pool!.pool_name;
+        await source?.recheck();
+        Object.assign(record, this.claim()); // the lease runs from the intent, not from before any wait for locks
+        // Intent first: a crash from here on leaves a record that start-up surfaces, never an unknown array volume.
+        const outcome = await this.deps.store.volumes.insert(record, request && { ...request, object_id: record.id });
+        if (outcome.inserted) return;
+        if (outcome.existingRequest) throw new Replay(outcome.existingRequest);
+        throw new StorageError('INTERNAL', `volume id ${record.id} already exists in the metadata store`);
+      },
+      act: async (driver, stillHeld) => {
+        const created = source ? await source.copy({ ...ask, size: source.size }) : await driver.createVolume(ask);
+        // Cinder makes the copy at the source's size and extends it afterwards.
+        if (source && size > source.size) {
+          stillHeld();
+          await driver.extendVolume({ ...ask, size: source.size, provider_location: created?.provider_location ?? null }, size);
+        }
+        return { ...ask, provider_location: created?.provider_location ?? null };
+      },
+      finish: (made) =>
+        this.recordVolumeOutcome(record.id, 'create', { status: 'available', status_reason: null, provider_location: made.provider_location ?? null, failed_operation: null }),
+      fail: async (failure) => {
+        await this.recordVolumeOutcome(record.id, 'create', { status: 'error', status_reason: `create failed: ${failure.message}`, failed_operation: 'create' });
+        return new StorageError(failure.code, `${failure.message}. The volume record ${record.id} is kept in status "error"; delete_volume removes it`);
+      },
+      plan: async (pool) => {
+        await source?.recheck();
+        const { id: _id, provider_location: _location, ...volume } = { ...ask, pool_name: pool!.pool_name };
+        return { action: 'create_volume', volume: { backend: this.host.id, ...volume, snapshot_id: record.snapshot_id, source_volume_id: record.source_volume_id } };
+      },
+    };
   }
 
   async extendVolume(volumeId: string, newSize: number): Promise<VolumeRecord> {
+    return this.mutate(this.volumeExtension(volumeId, newSize));
+  }
+
+  async planExtendVolume(volumeId: string, newSize: number): Promise<DryRunAnswer> {
+    return this.dryRun(this.volumeExtension(volumeId, newSize));
+  }
+
+  private volumeExtension(volumeId: string, newSize: number): Mutation<void, VolumeRecord> {
     let record!: VolumeRecord;
-    return this.mutate<void, VolumeRecord>({
+    return {
       what: `extend volume ${volumeId}`,
       locks: [volumeKey(volumeId)],
       prepare: async () => {
@@ -241,7 +278,96 @@ export class VolumeLifecycle {
         await this.recordVolumeOutcome(volumeId, 'extend', { status: 'error', status_reason: `extend to ${newSize} GiB failed: ${failure.message}`, failed_operation: 'extend' });
         return failure;
       },
-    });
+      plan: async (_pool, settled) => ({ action: settled ? 'none' : 'extend_volume', volume_id: volumeId, size: record.size, new_size: newSize }),
+    };
+  }
+
+  /**
+   * Cinder's revert_to_snapshot: an available volume at least the snapshot's size takes the
+   * snapshot's bytes back (the driver's own revert, or its copy); it is "reverting" meanwhile and
+   * "error" if that fails, as in Cinder.
+   */
+  async revertToSnapshot(volumeId: string, snapshotId: string): Promise<VolumeRecord> {
+    return this.mutate(await this.volumeReversion(volumeId, snapshotId));
+  }
+
+  async planRevertToSnapshot(volumeId: string, snapshotId: string): Promise<DryRunAnswer> {
+    return this.dryRun(await this.volumeReversion(volumeId, snapshotId));
+  }
+
+  private async volumeReversion(volumeId: string, snapshotId: string): Promise<Mutation<void, VolumeRecord>> {
+    const driver = await this.host.ready();
+    const operations = this.requireSnapshots(driver, true);
+    const revert = operations.revertToSnapshot?.bind(operations);
+    if (!revert) throw this.unsupported('revert volumes to snapshots', 'create a volume from the snapshot (create_volume with snapshot_id) instead');
+    let volume!: VolumeRecord;
+    let snapshot!: SnapshotRecord;
+    const check = async () => {
+      volume = await this.requireVolume(volumeId);
+      snapshot = await this.requireSnapshot(snapshotId);
+      if (snapshot.volume_id !== volumeId) {
+        throw new StorageError('INVALID_ARGUMENT', `snapshot ${snapshotId} is of volume ${snapshot.volume_id}, not of volume ${volumeId}; a volume reverts only to its own snapshots`);
+      }
+      if (volume.status === 'in-use') {
+        const connections = await this.deps.store.connections.all({ volume_id: volumeId });
+        throw new StorageError(
+          'IN_USE',
+          `volume ${volumeId} is connected (${connections.map((c) => `connection ${c.id}`).join(', ')}); disconnect it first (disconnect_volume), then revert`,
+        );
+      }
+      this.requireStatus('volume', volume, ['available'], 'reverted');
+      this.requireStatus('snapshot', snapshot, ['available'], 'reverted to');
+      if (volume.size < snapshot.volume_size) {
+        throw new StorageError(
+          'INVALID_ARGUMENT',
+          `volume ${volumeId} is ${volume.size} GiB, smaller than snapshot ${snapshotId}'s ${snapshot.volume_size} GiB; extend it first (extend_volume)`,
+        );
+      }
+      const reason = await operations.cannotRevert?.();
+      if (reason) throw new StorageError('UNSUPPORTED', `backend "${this.host.id}": ${reason}`);
+    };
+    return {
+      what: `revert volume ${volumeId} to snapshot ${snapshotId}`,
+      locks: [volumeKey(volumeId), snapshotKey(snapshotId)],
+      begin: async () => {
+        await check();
+        await this.transitionVolume(volumeId, { status: 'reverting' }, ['available']);
+      },
+      act: () => trackCopy(`reverting volume ${volumeId} to snapshot ${snapshotId}`, (progress) => revert(this.volumeRef(volume), this.snapshotRef(snapshot), progress)),
+      finish: () => this.recordVolumeOutcome(volumeId, 'revert', { status: 'available', status_reason: null, failed_operation: null }),
+      fail: async (failure) => {
+        await this.recordVolumeOutcome(volumeId, 'revert', {
+          status: 'error',
+          status_reason: `revert to snapshot ${snapshotId} failed: ${failure.message}`,
+          failed_operation: 'revert',
+        });
+        return new StorageError(failure.code, `${failure.message}. Volume ${volumeId} is left in status "error": its data may be partly reverted; snapshot ${snapshotId} is intact`);
+      },
+      plan: async () => {
+        await check();
+        return { action: 'revert_to_snapshot', volume_id: volumeId, snapshot_id: snapshotId, size: volume.size, snapshot_size: snapshot.volume_size };
+      },
+    };
+  }
+
+  /** Changes a volume's name, description or bootable flag: the metadata store alone, in any status. */
+  async updateVolume(volumeId: string, changes: VolumeChanges): Promise<VolumeRecord> {
+    this.requireChanges(changes);
+    await this.requireVolume(volumeId);
+    const updated = await this.deps.store.volumes.update(volumeId, defined(changes));
+    if (!updated) throw new StorageError('NOT_FOUND', `volume ${volumeId} does not exist; list_volumes shows the volumes there are`);
+    return updated;
+  }
+
+  async planUpdateVolume(volumeId: string, changes: VolumeChanges): Promise<DryRunAnswer> {
+    this.requireChanges(changes);
+    const record = await this.requireVolume(volumeId);
+    const changed = Object.fromEntries(Object.entries(defined(changes)).map(([key, value]) => [key, { from: record[key as keyof VolumeChanges], to: value }]));
+    return dryRunAnswer({ action: 'update_volume', volume_id: volumeId, changes: changed });
+  }
+
+  private requireChanges(changes: VolumeChanges): void {
+    if (Object.keys(defined(changes)).length === 0) throw new StorageError('INVALID_ARGUMENT', 'update_volume: nothing to change; pass name, description and/or bootable');
   }
 
   /**
@@ -260,13 +386,32 @@ export class VolumeLifecycle {
         snapshotsDeleted.push(snapshot.id);
       }
     }
+    await this.mutate(this.volumeDeletion(volumeId));
+    return { snapshotsDeleted };
+  }
+
+  /** deleteVolume's checks (each snapshot's too, with cascade), and what it would delete. */
+  async planDeleteVolume(volumeId: string, cascade = false): Promise<DryRunAnswer> {
+    const snapshots = await this.deps.store.snapshots.all({ volume_id: volumeId });
+    if (!cascade) return this.dryRun(this.volumeDeletion(volumeId));
+    await this.requireVolumeDeletable(await this.requireVolume(volumeId), []);
+    for (const snapshot of snapshots) this.requireStatus('snapshot', snapshot, ['available', 'error'], 'deleted with its volume');
+    const driver = await this.host.ready();
+    for (const snapshot of snapshots) await this.dryRun(this.snapshotDeletion(snapshot, this.requireSnapshots(driver)));
+    return dryRunAnswer({ action: 'delete_volume', volume_id: volumeId, snapshots_deleted: snapshots.map((snapshot) => snapshot.id) });
+  }
+
+  private volumeDeletion(volumeId: string): Mutation<void, void> {
     let record!: VolumeRecord;
-    await this.mutate<void, void>({
+    const check = async () => {
+      record = await this.requireVolume(volumeId);
+      await this.requireVolumeDeletable(record, await this.deps.store.snapshots.all({ volume_id: volumeId }));
+    };
+    return {
       what: `delete volume ${volumeId}`,
       locks: [volumeKey(volumeId)],
       begin: async () => {
-        record = await this.requireVolume(volumeId);
-        await this.requireVolumeDeletable(record, await this.deps.store.snapshots.all({ volume_id: volumeId }));
+        await check();
         await this.transitionVolume(volumeId, { status: 'deleting' }, ['available', 'error']);
       },
       act: (driver) => driver.deleteVolume(this.volumeRef(record)),
@@ -281,12 +426,15 @@ export class VolumeLifecycle {
         await this.recordVolumeOutcome(volumeId, 'delete', { status: 'error', status_reason: `delete failed: ${failure.message}`, failed_operation: failedOperation });
         return failure;
       },
-    });
-    return { snapshotsDeleted };
+      plan: async () => {
+        await check();
+        return { action: 'delete_volume', volume_id: volumeId };
+      },
+    };
   }
 
   /** Why the volume cannot be deleted now (snapshots left, connections, a status that is not available or error), as IN_USE or INVALID_ARGUMENT. */
-  private async requireVolumeDeletable(record: VolumeRecord, snapshots: readonly SnapshotRecord[]): Promise<void> {
+  async requireVolumeDeletable(record: VolumeRecord, snapshots: readonly SnapshotRecord[]): Promise<void> {
     if (snapshots.length > 0) {
       throw new StorageError(
         'IN_USE',
@@ -304,6 +452,19 @@ export class VolumeLifecycle {
   }
 
   async createSnapshot(volumeId: string, input: CreateSnapshotInput, request?: RequestEntry): Promise<SnapshotRecord> {
+    try {
+      return await this.mutate(await this.snapshotCreation(volumeId, input, request));
+    } catch (error) {
+      if (error instanceof Replay) return replayedRecord(await this.replay(error.entry, request!), 'snapshot');
+      throw error;
+    }
+  }
+
+  async planCreateSnapshot(volumeId: string, input: CreateSnapshotInput): Promise<DryRunAnswer> {
+    return this.dryRun(await this.snapshotCreation(volumeId, input));
+  }
+
+  private async snapshotCreation(volumeId: string, input: CreateSnapshotInput, request?: RequestEntry): Promise<Mutation<string | null, SnapshotRecord>> {
     const driver = await this.host.ready();
     const operations = this.requireSnapshots(driver, true);
     let volume = await this.requireVolume(volumeId);
@@ -323,55 +484,68 @@ export class VolumeLifecycle {
       ...this.claim(),
     };
     const copyOnWriteGb = driver.snapshotSizeGb?.(this.volumeRef(volume)) ?? 0;
-    try {
-      return await this.mutate<string | null, SnapshotRecord>({
-        what: `snapshot volume ${volumeId}`,
-        locks: [volumeKey(volumeId), snapshotKey(record.id)],
-        capacity:
-          copyOnWriteGb > 0
-            ? {
-                poolName: volume.pool_name,
-                sizeGb: copyOnWriteGb,
-                refusal: (room) => `a snapshot of volume ${volumeId} needs ${copyOnWriteGb} GiB of copy-on-write space in pool "${room.pool}": ${room.text}`,
-              }
-            : undefined,
-        begin: async () => {
-          volume = await this.requireVolume(volumeId);
-          this.requireStatus('volume', volume, ['available', 'in-use'], 'snapshotted');
-          record.volume_size = volume.size;
-          Object.assign(record, this.claim()); // the lease runs from the intent, not from before any wait for locks
-          const outcome = await this.deps.store.snapshots.insert(record, request && { ...request, object_id: record.id });
-          if (outcome.inserted) return;
-          if (outcome.existingRequest) throw new Replay(outcome.existingRequest);
-          throw new StorageError('INTERNAL', `snapshot id ${record.id} already exists in the metadata store`);
-        },
-        // Every copy reports progress (section 7): a file snapshot is one; an array's answers at once.
-        act: async () =>
-          (await trackCopy(`snapshotting volume ${volumeId}`, (progress) => operations.createSnapshot(this.snapshotRef(record), this.volumeRef(volume), progress)))?.provider_location ??
-          null,
-        finish: (location) => this.recordSnapshotOutcome(record.id, 'create', { status: 'available', status_reason: null, provider_location: location, failed_operation: null }),
-        fail: async (failure) => {
-          await this.recordSnapshotOutcome(record.id, 'create', { status: 'error', status_reason: `create failed: ${failure.message}`, failed_operation: 'create' });
-          return new StorageError(failure.code, `${failure.message}. The snapshot record ${record.id} is kept in status "error"; delete_snapshot removes it`);
-        },
-      });
-    } catch (error) {
-      if (error instanceof Replay) return replayedRecord(await this.replay(error.entry, request!), 'snapshot');
-      throw error;
-    }
+    const check = async () => {
+      volume = await this.requireVolume(volumeId);
+      this.requireStatus('volume', volume, ['available', 'in-use'], 'snapshotted');
+    };
+    return {
+      what: `snapshot volume ${volumeId}`,
+      locks: [volumeKey(volumeId), snapshotKey(record.id)],
+      capacity:
+        copyOnWriteGb > 0
+          ? {
+              poolName: volume.pool_name,
+              sizeGb: copyOnWriteGb,
+              refusal: (room) => `a snapshot of volume ${volumeId} needs ${copyOnWriteGb} GiB of copy-on-write space in pool "${room.pool}": ${room.text}`,
+            }
+          : undefined,
+      begin: async () => {
+        await check();
+        record.volume_size = volume.size;
+        Object.assign(record, this.claim()); // the lease runs from the intent, not from before any wait for locks
+        const outcome = await this.deps.store.snapshots.insert(record, request && { ...request, object_id: record.id });
+        if (outcome.inserted) return;
+        if (outcome.existingRequest) throw new Replay(outcome.existingRequest);
+        throw new StorageError('INTERNAL', `snapshot id ${record.id} already exists in the metadata store`);
+      },
+      // Every copy reports progress (section 7): a file snapshot is one; an array's answers at once.
+      act: async () =>
+        (await trackCopy(`snapshotting volume ${volumeId}`, (progress) => operations.createSnapshot(this.snapshotRef(record), this.volumeRef(volume), progress)))?.provider_location ??
+        null,
+      finish: (location) => this.recordSnapshotOutcome(record.id, 'create', { status: 'available', status_reason: null, provider_location: location, failed_operation: null }),
+      fail: async (failure) => {
+        await this.recordSnapshotOutcome(record.id, 'create', { status: 'error', status_reason: `create failed: ${failure.message}`, failed_operation: 'create' });
+        return new StorageError(failure.code, `${failure.message}. The snapshot record ${record.id} is kept in status "error"; delete_snapshot removes it`);
+      },
+      plan: async () => {
+        await check();
+        return { action: 'create_snapshot', volume_id: volumeId, snapshot: { name: record.name, description: record.description, volume_size: volume.size } };
+      },
+    };
   }
 
   async deleteSnapshot(snapshotId: string): Promise<void> {
     const driver = await this.host.ready();
-    const operations = this.requireSnapshots(driver);
-    const first = await this.requireSnapshot(snapshotId);
+    await this.mutate(this.snapshotDeletion(await this.requireSnapshot(snapshotId), this.requireSnapshots(driver)));
+  }
+
+  async planDeleteSnapshot(snapshotId: string): Promise<DryRunAnswer> {
+    const driver = await this.host.ready();
+    return this.dryRun(this.snapshotDeletion(await this.requireSnapshot(snapshotId), this.requireSnapshots(driver)));
+  }
+
+  private snapshotDeletion(first: SnapshotRecord, operations: SnapshotOperations): Mutation<VolumeRef, void> {
+    const snapshotId = first.id;
     let record!: SnapshotRecord;
-    await this.mutate<VolumeRef, void>({
+    const check = async () => {
+      record = await this.requireSnapshot(snapshotId);
+      this.requireStatus('snapshot', record, ['available', 'error'], 'deleted');
+    };
+    return {
       what: `delete snapshot ${snapshotId}`,
       locks: [volumeKey(first.volume_id), snapshotKey(snapshotId)],
       begin: async () => {
-        record = await this.requireSnapshot(snapshotId);
-        this.requireStatus('snapshot', record, ['available', 'error'], 'deleted');
+        await check();
         await this.transitionSnapshot(snapshotId, { status: 'deleting' }, ['available', 'error']);
       },
       act: async () => {
@@ -391,7 +565,11 @@ export class VolumeLifecycle {
         await this.recordSnapshotOutcome(snapshotId, 'delete', { status: 'error', status_reason: `delete failed: ${failure.message}`, failed_operation: failedOperation });
         return failure;
       },
-    });
+      plan: async () => {
+        await check();
+        return { action: 'delete_snapshot', snapshot_id: snapshotId, volume_id: record.volume_id };
+      },
+    };
   }
 
   /** What a request_id already made, if it is still remembered: the same call again answers it. */
@@ -399,6 +577,20 @@ export class VolumeLifecycle {
     if (!request) return undefined;
     const entry = await this.deps.store.findRequest(request.request_id);
     return entry ? this.replay(entry, request) : undefined;
+  }
+
+  /**
+   * A mutation's dry run: its reads and checks, capacity by the same rule, no lock and nothing
+   * written; answers what it would do.
+   */
+  async dryRun<T, R>(mutation: Mutation<T, R>): Promise<DryRunAnswer> {
+    await this.host.ready();
+    if (!mutation.plan) throw new StorageError('INTERNAL', `${mutation.what}: no dry run is defined for it`);
+    const prepared = await mutation.prepare?.();
+    if (prepared && 'answer' in prepared) return dryRunAnswer(await mutation.plan(undefined, true));
+    const need = prepared?.capacity ?? mutation.capacity;
+    const pool = need ? await this.host.checkCapacity(need.poolName, need.sizeGb, need.refusal) : undefined;
+    return dryRunAnswer(await mutation.plan(pool, false));
   }
 
   /** The one routine every mutation goes through (connections' too: src/connections.ts). */
@@ -612,7 +804,7 @@ export class VolumeLifecycle {
     return new StorageError('BACKEND_BUSY', `${kind} ${id} changed under this operation (another server is operating on it); call get_${kind} and retry`);
   }
 
-  private recordVolumeOutcome(volumeId: string, operation: 'create' | 'extend' | 'delete', patch: VolumePatch): Promise<VolumeRecord> {
+  private recordVolumeOutcome(volumeId: string, operation: 'create' | 'extend' | 'revert' | 'delete', patch: VolumePatch): Promise<VolumeRecord> {
     return this.recordOutcome(
       'volume',
       volumeId,
@@ -642,7 +834,7 @@ export class VolumeLifecycle {
   private async recordOutcome<R>(
     kind: 'volume' | 'snapshot',
     id: string,
-    operation: 'create' | 'extend' | 'delete',
+    operation: 'create' | 'extend' | 'revert' | 'delete',
     patch: VolumePatch | SnapshotPatch,
     write: () => Promise<R>,
     keep: (patch: VolumePatch & SnapshotPatch) => void,
@@ -690,6 +882,11 @@ export class VolumeLifecycle {
     this.deps.log.error(`backend "${this.host.id}": ${operation}: unexpected failure: ${describeError(error)}`);
     return new StorageError('INTERNAL', `backend "${this.host.id}": ${operation} failed unexpectedly: ${this.deps.secrets.redact(describeError(error))}`, { cause: error });
   }
+}
+
+/** The fields that are set. */
+function defined<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, item]) => item !== undefined)) as Partial<T>;
 }
 
 function isStoreTrouble(error: unknown): error is StorageError {

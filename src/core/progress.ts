@@ -5,17 +5,26 @@
  */
 
 import { AsyncLocalStorage } from 'node:async_hooks';
+import type { CopyProgress } from '../../drivers/kit/types.js';
+import { StorageError } from '../base/errors.js';
 
 export type ProgressReporter = (update: { progress: number; total?: number; message: string }) => Promise<void> | void;
 
-const current = new AsyncLocalStorage<ProgressReporter>();
+/** What a tool call carries down to its copies: where progress goes, and the client's cancellation. */
+interface CallContext {
+  report?: ProgressReporter;
+  signal?: AbortSignal;
+}
+
+const current = new AsyncLocalStorage<CallContext>();
 
 /** How often a wait is reported while it lasts (the contract asks for at least every 2 s). */
 export const PROGRESS_INTERVAL_MS = 1_500;
 const FINAL_PROGRESS_GAP_MS = 20;
 
-export function runWithProgress<T>(reporter: ProgressReporter | undefined, task: () => Promise<T>): Promise<T> {
-  return reporter ? current.run(reporter, task) : task();
+/** Runs a tool call: `reporter` gets its progress (when the client asked), `signal` aborts when the client cancels it. */
+export function runWithProgress<T>(reporter: ProgressReporter | undefined, task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  return reporter || signal ? current.run({ report: reporter, signal }, task) : task();
 }
 
 /**
@@ -23,7 +32,7 @@ export function runWithProgress<T>(reporter: ProgressReporter | undefined, task:
  * is still waiting at regular intervals, and that it ended.
  */
 export async function waitWithProgress<T>(message: string, work: Promise<T>): Promise<T> {
-  const report = current.getStore();
+  const report = current.getStore()?.report;
   if (!report) return work;
   let step = 0;
   const send = (text: string) => Promise.resolve(report({ progress: ++step, message: text })).catch(() => undefined);
@@ -44,21 +53,33 @@ export async function waitWithProgress<T>(message: string, work: Promise<T>): Pr
 
 /**
  * Runs a long copy, telling the caller's client (when it asked) at the start, at least every
- * PROGRESS_INTERVAL_MS with the bytes copied so far, and at the end, as the contract asks.
+ * PROGRESS_INTERVAL_MS with the bytes copied so far, and at the end, as the contract asks. When the
+ * client cancels the call, the copy's next progress report throws: the driver cleans up on the way out.
  */
-export async function trackCopy<T>(message: string, work: (progress: (done: number, total: number) => void) => Promise<T>): Promise<T> {
-  const report = current.getStore();
-  if (!report) return work(() => undefined);
+export async function trackCopy<T>(message: string, work: (progress: CopyProgress) => Promise<T>): Promise<T> {
+  const { report, signal } = current.getStore() ?? {};
   let done = 0;
   let total: number | undefined;
+  const cancelled = () =>
+    new StorageError(
+      'BACKEND_BUSY',
+      `${message}: cancelled by the client (notifications/cancelled) after ${done}${total !== undefined ? ` of ${total}` : ''} bytes; what was copied is removed`,
+    );
+  const progress: CopyProgress = Object.assign(
+    (bytesDone: number, bytesTotal: number) => {
+      done = Math.max(done, bytesDone); // progress never goes back, as MCP requires
+      total = bytesTotal;
+      if (signal?.aborted) throw cancelled();
+    },
+    { signal },
+  );
+  if (signal?.aborted) throw cancelled();
+  if (!report) return work(progress);
   const send = (text: string) => Promise.resolve(report({ progress: done, ...(total !== undefined ? { total } : {}), message: text })).catch(() => undefined);
   void send(message);
   const timer = setInterval(() => void send(total ? `${message}: ${Math.floor((done / total) * 100)}%` : message), PROGRESS_INTERVAL_MS);
   try {
-    return await work((bytesDone, bytesTotal) => {
-      done = Math.max(done, bytesDone); // progress never goes back, as MCP requires
-      total = bytesTotal;
-    });
+    return await work(progress);
   } finally {
     clearInterval(timer);
     await send(`${message}: done`);

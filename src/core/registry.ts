@@ -4,7 +4,7 @@
  */
 
 import { Backend } from './backend.js';
-import { replayedRecord, type CreateSnapshotInput, type CreateVolumeInput } from './lifecycle.js';
+import { replayedRecord, type CreateSnapshotInput, type CreateVolumeInput, type VolumeChanges } from './lifecycle.js';
 import type { RequestEntry } from '../store/store.js';
 import type { SnapshotRecord, SnapshotStatus } from '../model/snapshot.js';
 import { CapacityLedger } from './capacity-ledger.js';
@@ -26,10 +26,14 @@ import type { ConnectionRecord } from '../model/connection.js';
 import type { Connector } from '../../drivers/kit/types.js';
 import type { VolumeRecord, VolumeStatus } from '../model/volume.js';
 import type { SerializationSource } from '../serialization/dump.js';
+import { dryRunAnswer, type DryRunAnswer } from './dry-run.js';
+import type { UnmanagedVolume } from './adoption.js';
 
 export interface ListVolumesInput {
   backend?: string;
   status?: VolumeStatus;
+  /** Case-insensitive substring of the name. */
+  name?: string;
   limit: number;
   cursor?: string;
 }
@@ -41,6 +45,8 @@ export interface ListSnapshotsInput {
   backend?: string;
   volume_id?: string;
   status?: SnapshotStatus;
+  /** Case-insensitive substring of the name. */
+  name?: string;
   limit: number;
   cursor?: string;
 }
@@ -48,7 +54,7 @@ export interface ListSnapshotsInput {
 /** The request_id entry of a call, fingerprinted by its arguments (request_id itself left out). */
 function requestEntry(requestId: string | undefined, tool: string, kind: RequestEntry['object_kind'], args: Record<string, unknown>): RequestEntry | undefined {
   if (requestId === undefined) return undefined;
-  const { request_id: _id, ...rest } = args;
+  const { request_id: _id, dry_run: _dryRun, ...rest } = args;
   const fingerprint = JSON.stringify(canonical(rest));
   return { request_id: requestId, tool, fingerprint, object_kind: kind, object_id: '', created_at: new Date().toISOString() };
 }
@@ -65,6 +71,11 @@ function canonical(value: unknown): unknown {
     );
   }
   return value;
+}
+
+/** A dry run of a call that repeats a request_id: the real call would answer what the first one made. */
+function replayPlan(id: string, kind: 'volume' | 'snapshot' | 'connection'): DryRunAnswer {
+  return dryRunAnswer({ action: 'none', reason: `request_id already made ${kind} ${id}: the call would answer it`, [`${kind}_id`]: id });
 }
 
 export interface ListConnectionsInput {
@@ -267,7 +278,8 @@ export class BackendRegistry {
 
   /** A page of volumes from the metadata store (never the array), in creation order. */
   async listVolumes(input: ListVolumesInput): Promise<{ volumes: VolumeRecord[]; nextCursor?: string }> {
-    const { records, nextCursor } = await this.page('list_volumes', input, { backend: input.backend, status: input.status }, (query) => this.store.volumes.list(query));
+    const filters = { backend: input.backend, status: input.status, name: input.name };
+    const { records, nextCursor } = await this.page('list_volumes', input, filters, (query) => this.store.volumes.list(query));
     return { volumes: records, nextCursor };
   }
 
@@ -276,7 +288,7 @@ export class BackendRegistry {
    * the source's backend; naming another is INVALID_ARGUMENT). With a request_id, a repeat of the
    * same call answers what the first made.
    */
-  async createVolume(backendName: string | undefined, input: CreateVolumeInput, requestArguments: Record<string, unknown> = {}): Promise<VolumeRecord> {
+  async createVolume(backendName: string | undefined, input: CreateVolumeInput, requestArguments: Record<string, unknown> = {}, dryRun = false): Promise<VolumeRecord | DryRunAnswer> {
     this.requireUsableConfig();
     if (input.snapshot_id !== undefined && input.source_volume_id !== undefined) {
       throw new StorageError('INVALID_ARGUMENT', 'create_volume takes at most one of snapshot_id and source_volume_id');
@@ -304,16 +316,45 @@ export class BackendRegistry {
     const backend = sourceBackend === undefined ? this.get(target) : this.backendOf(target, 'the source');
     const request = requestEntry(input.request_id, 'create_volume', 'volume', requestArguments);
     const replay = await backend.lifecycle.replayIfRepeated(request);
-    if (replay) return replayedRecord(replay, 'volume');
-    return backend.lifecycle.createVolume(input, request);
+    if (replay) return dryRun ? replayPlan(replay.record.id, 'volume') : replayedRecord(replay, 'volume');
+    return dryRun ? backend.lifecycle.planCreateVolume(input) : backend.lifecycle.createVolume(input, request);
   }
 
-  async extendVolume(volumeId: string, newSize: number): Promise<VolumeRecord> {
-    return (await this.owner(volumeId)).lifecycle.extendVolume(volumeId, newSize);
+  async extendVolume(volumeId: string, newSize: number, dryRun = false): Promise<VolumeRecord | DryRunAnswer> {
+    const lifecycle = (await this.owner(volumeId)).lifecycle;
+    return dryRun ? lifecycle.planExtendVolume(volumeId, newSize) : lifecycle.extendVolume(volumeId, newSize);
   }
 
-  async deleteVolume(volumeId: string, cascade = false): Promise<{ snapshotsDeleted: string[] }> {
-    return (await this.owner(volumeId)).lifecycle.deleteVolume(volumeId, cascade);
+  /** Cinder's get_manageable_volumes: array volumes no record of the backend knows. */
+  async listUnmanaged(backendName: string, limit: number, cursor?: string): Promise<{ volumes: UnmanagedVolume[]; nextCursor?: string }> {
+    return this.get(backendName).adoption.listUnmanaged(limit, cursor);
+  }
+
+  /** Cinder's manage_existing. */
+  async manageVolume(backendName: string, sourceName: string, name: string | undefined, dryRun = false): Promise<VolumeRecord | DryRunAnswer> {
+    return this.get(backendName).adoption.manage(sourceName, name, dryRun);
+  }
+
+  /** Cinder's unmanage: forgets the volume, leaving the array as it is. */
+  async unmanageVolume(volumeId: string, dryRun = false): Promise<{ volume_id: string; unmanaged: true } | DryRunAnswer> {
+    return (await this.owner(volumeId)).adoption.unmanage(volumeId, dryRun);
+  }
+
+  /** Cinder's revert_to_snapshot, on the volume's backend. */
+  async revertToSnapshot(volumeId: string, snapshotId: string, dryRun = false): Promise<VolumeRecord | DryRunAnswer> {
+    const lifecycle = (await this.owner(volumeId)).lifecycle;
+    return dryRun ? lifecycle.planRevertToSnapshot(volumeId, snapshotId) : lifecycle.revertToSnapshot(volumeId, snapshotId);
+  }
+
+  /** Metadata only: name, description, bootable. */
+  async updateVolume(volumeId: string, changes: VolumeChanges, dryRun = false): Promise<VolumeRecord | DryRunAnswer> {
+    const lifecycle = (await this.owner(volumeId)).lifecycle;
+    return dryRun ? lifecycle.planUpdateVolume(volumeId, changes) : lifecycle.updateVolume(volumeId, changes);
+  }
+
+  async deleteVolume(volumeId: string, cascade = false, dryRun = false): Promise<{ snapshotsDeleted: string[] } | DryRunAnswer> {
+    const lifecycle = (await this.owner(volumeId)).lifecycle;
+    return dryRun ? lifecycle.planDeleteVolume(volumeId, cascade) : lifecycle.deleteVolume(volumeId, cascade);
   }
 
   async getSnapshot(snapshotId: string): Promise<SnapshotRecord> {
@@ -325,22 +366,23 @@ export class BackendRegistry {
 
   /** A page of snapshots from the metadata store (never the array), in creation order. */
   async listSnapshots(input: ListSnapshotsInput): Promise<{ snapshots: SnapshotRecord[]; nextCursor?: string }> {
-    const filters = { backend: input.backend, volume_id: input.volume_id, status: input.status };
+    const filters = { backend: input.backend, volume_id: input.volume_id, status: input.status, name: input.name };
     const { records, nextCursor } = await this.page('list_snapshots', input, filters, (query) => this.store.snapshots.list(query));
     return { snapshots: records, nextCursor };
   }
 
-  async createSnapshot(volumeId: string, input: CreateSnapshotInput, requestArguments: Record<string, unknown> = {}): Promise<SnapshotRecord> {
+  async createSnapshot(volumeId: string, input: CreateSnapshotInput, requestArguments: Record<string, unknown> = {}, dryRun = false): Promise<SnapshotRecord | DryRunAnswer> {
     const backend = await this.owner(volumeId);
     const request = requestEntry(input.request_id, 'create_snapshot', 'snapshot', requestArguments);
     const replay = await backend.lifecycle.replayIfRepeated(request);
-    if (replay) return replayedRecord(replay, 'snapshot');
-    return backend.lifecycle.createSnapshot(volumeId, input, request);
+    if (replay) return dryRun ? replayPlan(replay.record.id, 'snapshot') : replayedRecord(replay, 'snapshot');
+    return dryRun ? backend.lifecycle.planCreateSnapshot(volumeId, input) : backend.lifecycle.createSnapshot(volumeId, input, request);
   }
 
-  async deleteSnapshot(snapshotId: string): Promise<void> {
+  async deleteSnapshot(snapshotId: string, dryRun = false): Promise<void | DryRunAnswer> {
     const snapshot = await this.getSnapshot(snapshotId);
-    await this.backendOf(snapshot.backend, `snapshot ${snapshotId}`).lifecycle.deleteSnapshot(snapshotId);
+    const lifecycle = this.backendOf(snapshot.backend, `snapshot ${snapshotId}`).lifecycle;
+    return dryRun ? lifecycle.planDeleteSnapshot(snapshotId) : lifecycle.deleteSnapshot(snapshotId);
   }
 
   /** Cinder's validate_connector on a backend: the connector keys its protocol needs. */
@@ -361,26 +403,35 @@ export class BackendRegistry {
     return { connections: records, nextCursor };
   }
 
-  async connectVolume(volumeId: string, connector: Connector, requestId: string | undefined, requestArguments: Record<string, unknown>): Promise<ConnectionRecord> {
+  async connectVolume(
+    volumeId: string,
+    connector: Connector,
+    requestId: string | undefined,
+    requestArguments: Record<string, unknown>,
+    dryRun = false,
+  ): Promise<ConnectionRecord | DryRunAnswer> {
     const backend = await this.owner(volumeId);
     const request = requestEntry(requestId, 'connect_volume', 'connection', requestArguments);
     const replay = await backend.lifecycle.replayIfRepeated(request);
-    if (replay) return replayedRecord(replay, 'connection');
-    return backend.connections.connect(volumeId, connector, request);
+    if (replay) return dryRun ? replayPlan(replay.record.id, 'connection') : replayedRecord(replay, 'connection');
+    return dryRun ? backend.connections.planConnect(volumeId, connector) : backend.connections.connect(volumeId, connector, request);
   }
 
-  async attachVolume(volumeId: string): Promise<ConnectionRecord> {
-    return (await this.owner(volumeId)).connections.attach(volumeId);
+  async attachVolume(volumeId: string, dryRun = false): Promise<ConnectionRecord | DryRunAnswer> {
+    const connections = (await this.owner(volumeId)).connections;
+    return dryRun ? connections.planAttach(volumeId) : connections.attach(volumeId);
   }
 
-  async disconnectVolume(connectionId: string, force: boolean): Promise<void> {
+  async disconnectVolume(connectionId: string, force: boolean, dryRun = false): Promise<void | DryRunAnswer> {
     const connection = await this.getConnection(connectionId);
-    await this.backendOf(connection.backend, `connection ${connectionId}`).connections.disconnect(connectionId, force);
+    const connections = this.backendOf(connection.backend, `connection ${connectionId}`).connections;
+    return dryRun ? connections.planDisconnect(connectionId, force) : connections.disconnect(connectionId, force);
   }
 
-  async detachVolume(connectionId: string): Promise<void> {
+  async detachVolume(connectionId: string, dryRun = false): Promise<void | DryRunAnswer> {
     const connection = await this.getConnection(connectionId);
-    await this.backendOf(connection.backend, `connection ${connectionId}`).connections.detach(connectionId);
+    const connections = this.backendOf(connection.backend, `connection ${connectionId}`).connections;
+    return dryRun ? connections.planDetach(connectionId) : connections.detach(connectionId);
   }
 
   /** What cinderlib's JSON of every object is made from (dump, and the MCP resources built on it). */

@@ -152,7 +152,7 @@ export function createMcpServer(options: ServerOptions): Server {
         let args = parseArguments(tool, rawArguments, registry, secrets);
         const scope = options.backendScope;
         if (scope) args = await scopeArguments(scope, name, args, registry);
-        let data = secrets.maskOptions(await runWithProgress(progress, () => tool.handler(args, registry)));
+        let data = secrets.maskOptions(await runWithProgress(progress, () => tool.handler(args, registry), extra.signal));
         if (scope) data = scopeAnswer(scope, name, data) as typeof data;
         return { content: [{ type: 'text', text: JSON.stringify(data) }], structuredContent: data };
       } catch (error) {
@@ -169,6 +169,7 @@ export function createMcpServer(options: ServerOptions): Server {
         arguments: rawArguments,
         outcome: result.isError ? 'error' : 'ok',
         ...(result.isError ? { error: firstText(result) } : {}),
+        ...(isPlainObject(rawArguments) && rawArguments.dry_run === true ? { dryRun: true } : {}),
       });
     }
     return result;

@@ -37,7 +37,7 @@ export async function loadToolListing(): Promise<PrebuiltListing> {
   return readPrebuiltListing() ?? renderPrebuiltListing((await import('../../tools/index.js')).TOOLS);
 }
 
-function jsonSchema(schema: z.ZodObject, io: 'input' | 'output', toolName: string): { type: 'object'; [key: string]: unknown } {
+function jsonSchema(schema: z.ZodType, io: 'input' | 'output', toolName: string): { type: 'object'; [key: string]: unknown } {
   const portableSchema = portable(z.toJSONSchema(schema, { target: 'draft-7', io, override: (context) => byReference(context, toolName) }));
   const { $schema: _ignored, ...rest } = lean(portableSchema, io) as Record<string, unknown>;
   return { ...rest, type: 'object' };

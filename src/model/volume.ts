@@ -1,14 +1,14 @@
 /** Cinder's volume statuses, as the contract lists them. */
-export const VOLUME_STATUSES = ['creating', 'available', 'in-use', 'extending', 'deleting', 'error'] as const;
+export const VOLUME_STATUSES = ['creating', 'available', 'in-use', 'extending', 'reverting', 'deleting', 'error'] as const;
 export type VolumeStatus = (typeof VOLUME_STATUSES)[number];
 
 /** Statuses a crash can leave behind: an array call was under way. */
-export const TRANSITIONAL_STATUSES: readonly VolumeStatus[] = ['creating', 'extending', 'deleting'];
+export const TRANSITIONAL_STATUSES: readonly VolumeStatus[] = ['creating', 'extending', 'reverting', 'deleting'];
 
 /** The operation a volume in `error` failed in; a failed or interrupted create may still finish on the array. */
-export type FailedOperation = 'create' | 'extend' | 'delete';
+export type FailedOperation = 'create' | 'extend' | 'revert' | 'delete';
 
-export const OPERATION_OF_STATUS: Partial<Record<VolumeStatus, FailedOperation>> = { creating: 'create', extending: 'extend', deleting: 'delete' };
+export const OPERATION_OF_STATUS: Partial<Record<VolumeStatus, FailedOperation>> = { creating: 'create', extending: 'extend', reverting: 'revert', deleting: 'delete' };
 
 /** A volume as the metadata store keeps it. */
 export interface VolumeRecord {

@@ -411,6 +411,7 @@ export function volumeStatusOf(status: unknown, connected: boolean): { status: V
       return { status: settled };
     case 'creating':
     case 'extending':
+    case 'reverting':
     case 'deleting':
       return { status };
     case 'error':

@@ -60,7 +60,10 @@ class MemoryRecords<R extends { id: string; status: string }, P extends object, 
 
   async list(query: Q): Promise<Page<R>> {
     const fields = query as unknown as Record<string, unknown>;
-    const keep = (record: R) => this.filters.every((field) => fields[field] === undefined || (record as Record<string, unknown>)[field] === fields[field]);
+    const name = typeof fields.name === 'string' ? fields.name.toLowerCase() : undefined;
+    const keep = (record: R) =>
+      this.filters.every((field) => fields[field] === undefined || (record as Record<string, unknown>)[field] === fields[field]) &&
+      (name === undefined || ((record as { name?: string }).name ?? '').toLowerCase().includes(name));
     const records: R[] = [];
     let lastSeq = 0;
     for (const { seq, record } of this.byId.values()) {

@@ -162,6 +162,7 @@ export const TABLES = {
       arguments: 'json',
       outcome: 'text',
       error: { type: 'text', nullable: true, omitWhenNull: true },
+      dry_run: { type: 'boolean', nullable: true, omitWhenNull: true },
     },
     indexes: { audit_log_by_time: 'time, seq' },
   },

@@ -15,6 +15,7 @@ import {
   insertSql,
   matchingSql,
   onlyFilter,
+  namePattern,
   pageSql,
   patchValues,
   recordOf,
@@ -127,12 +128,14 @@ export abstract class SqlRecords<R extends { id: string; status: string }, P ext
 
   async list(query: Q): Promise<Page<R>> {
     const filters = setFilters(this.table, query);
+    const name = (query as { name?: string }).name;
     const sql = pageSql(
       this.dialect,
       this.table,
       filters.map(([column]) => column),
+      name !== undefined,
     );
-    const rows = await this.statements.read(sql, [query.after ?? 0, ...filters.map(([, value]) => value), query.limit + 1]);
+    const rows = await this.statements.read(sql, [query.after ?? 0, ...filters.map(([, value]) => value), ...(name !== undefined ? [namePattern(name)] : []), query.limit + 1]);
     const { rows: page, nextAfter } = cutPage(rows, query.limit, (row) => row.seq);
     return { records: page.map((row) => this.unwritten.apply(this.recordOf(row))), nextAfter };
   }

@@ -182,9 +182,16 @@ export function updateSql(dialect: Dialect, table: TableName, columns: readonly 
  * A page in creation order: parameters are the position after which it starts, the `filters`
  * values, then how many rows to take (one more than the page: whether another exists, without a COUNT).
  */
-export function pageSql(dialect: Dialect, table: TableName, filters: readonly string[]): string {
+export function pageSql(dialect: Dialect, table: TableName, filters: readonly string[], nameContains = false): string {
   const conditions = [`seq > ${dialect.param(1)}`, ...filters.map((column, i) => `${checkFilter(table, column)} = ${dialect.param(i + 2)}`)];
-  return `SELECT * FROM ${table} WHERE ${conditions.join(' AND ')} ORDER BY seq LIMIT ${dialect.param(filters.length + 2)}`;
+  // The parameter is a LIKE pattern made by namePattern: lower case, its own wildcards escaped.
+  if (nameContains) conditions.push(`LOWER(name) LIKE ${dialect.param(filters.length + 2)} ESCAPE '\\'`);
+  return `SELECT * FROM ${table} WHERE ${conditions.join(' AND ')} ORDER BY seq LIMIT ${dialect.param(filters.length + (nameContains ? 3 : 2))}`;
+}
+
+/** The LIKE pattern of a case-insensitive substring search for `text`. */
+export function namePattern(text: string): string {
+  return `%${text.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
 }
 
 /** Every row whose `column` equals the parameter, oldest first. */

@@ -11,6 +11,8 @@ import type { VolumeRecord, VolumeStatus } from '../model/volume.js';
 export interface VolumeQuery {
   backend?: string;
   status?: VolumeStatus;
+  /** Only records whose name contains this text, case-insensitively. */
+  name?: string;
   /** Only records stored after this position (exclusive); positions come from `list`. */
   after?: number;
   limit: number;
@@ -20,6 +22,8 @@ export interface SnapshotQuery {
   backend?: string;
   volume_id?: string;
   status?: SnapshotStatus;
+  /** Only records whose name contains this text, case-insensitively. */
+  name?: string;
   after?: number;
   limit: number;
 }
@@ -55,7 +59,12 @@ export const REQUEST_ID_TTL_MS = 24 * 60 * 60 * 1000;
 /** What an insert did: wrote the record, found its id taken, or found the request_id already used. */
 export type InsertOutcome = { inserted: true } | { inserted: false; existingRequest?: RequestEntry };
 
-export type VolumePatch = Partial<Pick<VolumeRecord, 'status' | 'size' | 'status_reason' | 'provider_location' | 'provider_auth' | 'failed_operation' | 'owner' | 'lease_expires_at'>>;
+export type VolumePatch = Partial<
+  Pick<
+    VolumeRecord,
+    'name' | 'description' | 'bootable' | 'status' | 'size' | 'status_reason' | 'provider_location' | 'provider_auth' | 'failed_operation' | 'owner' | 'lease_expires_at'
+  >
+>;
 
 /**
  * Who asks for recovery: records under way that are abandoned (no owner, or an owner whose lease
@@ -109,6 +118,8 @@ export interface AuditRecord {
   outcome: 'ok' | 'error';
   /** The error's text (coded, masked) when outcome is error. */
   error?: string;
+  /** Present (true) on a dry run: every check ran, nothing was changed. */
+  dry_run?: boolean;
 }
 
 export interface AuditQuery {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { K2Emulator } from '../emulators/kaminario/server.js';
-import { ISCSI_ATTACH_HERE, defineBackendScenarios, settledBackends } from '../helpers/scenarios.js';
+import { ISCSI_ATTACH_HERE, defineBackendScenarios, mapsState, settledBackends } from '../helpers/scenarios.js';
 import { startMcpServer } from '../helpers/server.js';
 
 const PASSWORD = 'k2-Secret-pw-7731';
@@ -40,6 +40,10 @@ defineBackendScenarios({
   },
   connections: { connect: 'works', attach: ISCSI_ATTACH_HERE },
   capabilities: { snapshots: true, clones: true, exports: true },
+  arrayState: () => mapsState(k2.objects),
+  arrayRequests: () => k2.requests,
+  foreign: { make: (name, sizeGb) => k2.addVolume(name, sizeGb) },
+  revert: ISCSI_ATTACH_HERE === 'unsupported' ? 'unsupported' : 'fails here',
 });
 
 describe('Kaminario specifics', () => {

@@ -92,8 +92,11 @@ if (missing && !inCi) {
   const lifecycle = { snapshots: here, fromSnapshot: here, clones: here } as const;
   // cinderlib's example exports with lioadm, which needs the kernel's LIO (configfs): refused, saying so.
   const connections = { connect: 'unsupported', attach: ISCSI_ATTACH_HERE } as const;
-  defineBackendScenarios({ label: 'LVM on this host', backend: 'lvm', makeConfig: local, lifecycle, connections });
-  defineBackendScenarios({ label: 'LVM over SSH', backend: 'lvm', makeConfig: () => remote(), lifecycle, connections });
+  // What the group holds: every LV with its size and attributes, read with lvs.
+  const arrayState = () => vg.lvm('lvs', '--noheadings', '--units', 'b', '-o', 'lv_name,lv_size,lv_attr,origin', vg.vg);
+  const foreign = { make: (name: string, sizeGb: number) => void vg.lvm('lvcreate', '-n', name, '-L', `${sizeGb}g`, vg.vg) };
+  defineBackendScenarios({ label: 'LVM on this host', backend: 'lvm', makeConfig: local, lifecycle, connections, arrayState, foreign });
+  defineBackendScenarios({ label: 'LVM over SSH', backend: 'lvm', makeConfig: () => remote(), lifecycle, connections, arrayState, foreign });
 
   describe('LVM on this host, specifics', () => {
     it("reports stats in the shape of Cinder's LVM driver, counting LVs that are not ours", async () => {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PureEmulator } from '../emulators/pure/server.js';
-import { ISCSI_ATTACH_HERE, defineBackendScenarios, settledBackends } from '../helpers/scenarios.js';
+import { ISCSI_ATTACH_HERE, defineBackendScenarios, mapsState, settledBackends } from '../helpers/scenarios.js';
 import { startMcpServer } from '../helpers/server.js';
 
 const TOKEN = 'c6a1f0e2-7d4b-4f3a-9e8c-pure-token-5521';
@@ -23,6 +23,23 @@ const backend = (extra: Record<string, unknown> = {}) => ({
 });
 const env = { PURE_API_TOKEN: TOKEN };
 const GIB = 1024 ** 3;
+const data = {
+  write: (id: string, text: string) => void (array.volumes.get(`volume-${id}-cinder`)!.content = text),
+  read: (id: string) => array.volumes.get(`volume-${id}-cinder`)!.content ?? '',
+};
+const foreign = {
+  make: (name: string, sizeGb: number) => array.addVolume(name, sizeGb),
+  inUse: (name: string, sizeGb: number) => {
+    array.addVolume(name, sizeGb);
+    array.connections.push({ host: 'some-host', volume: name, lun: 9 });
+    return () =>
+      void array.connections.splice(
+        array.connections.findIndex((c) => c.volume === name),
+        1,
+      );
+  },
+};
+const arrayState = () => mapsState(array.volumes, array.snapshots, array.hosts, new Map(array.connections.map((c, i) => [i, c])));
 
 defineBackendScenarios({
   label: 'Pure FlashArray (REST 2.x emulator)',
@@ -30,6 +47,10 @@ defineBackendScenarios({
   makeConfig: () => ({ backends: [backend()] }),
   env: () => env,
   connections: { connect: 'works', attach: ISCSI_ATTACH_HERE },
+  arrayState,
+  arrayRequests: () => array.requests,
+  data,
+  foreign,
 });
 
 defineBackendScenarios({
@@ -38,6 +59,10 @@ defineBackendScenarios({
   makeConfig: () => ({ backends: [backend({ volume_backend_name: 'pure-chap', volume_driver: 'pure', use_chap_auth: true, pure_eradicate_on_delete: true })] }),
   env: () => env,
   connections: { connect: 'works', attach: ISCSI_ATTACH_HERE },
+  arrayState,
+  arrayRequests: () => array.requests,
+  data,
+  foreign,
 });
 
 describe('Pure specifics', () => {

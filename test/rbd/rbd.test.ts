@@ -56,6 +56,9 @@ if (missing && !inCi) {
       ],
     }),
     connections: { connect: 'works', attach: ISCSI_ATTACH_HERE },
+    // The pool's images and snapshots, as client.admin lists them.
+    arrayState: () => JSON.parse(cluster.rbd('ls', '-l', '--format', 'json', cluster.pool)),
+    foreign: { make: (name, sizeGb) => void cluster.rbd('create', '--size', `${sizeGb}G`, `${cluster.pool}/${name}`) },
   });
 
   describe('RBD specifics', () => {

@@ -6,7 +6,7 @@ import { StorageError } from '../../src/base/errors.js';
 import { createLogger } from '../../src/base/log.js';
 import { SecretRegistry } from '../../src/base/secrets.js';
 import { XmsEmulator } from '../emulators/xtremio/server.js';
-import { ISCSI_ATTACH_HERE, defineBackendScenarios } from '../helpers/scenarios.js';
+import { ISCSI_ATTACH_HERE, defineBackendScenarios, mapsState } from '../helpers/scenarios.js';
 import { startMcpServer } from '../helpers/server.js';
 
 const PASSWORD = 'xms-Secret-pw-4411';
@@ -38,6 +38,10 @@ defineBackendScenarios({
   makeConfig: () => ({ backends: [seedBackend()] }),
   env: () => env,
   connections: { connect: 'works', attach: ISCSI_ATTACH_HERE },
+  arrayState: () => mapsState(xms.volumes, xms.snapshotSets, xms.initiatorGroups, xms.initiators, xms.lunMaps),
+  arrayRequests: () => xms.requests,
+  foreign: { make: (name, sizeGb) => xms.addVolume(name, sizeGb) },
+  data: { write: (id, text) => void (xms.volumes.get(id)!.content = text), read: (id) => xms.volumes.get(id)!.content ?? '' },
 });
 
 describe('XtremIO specifics', () => {

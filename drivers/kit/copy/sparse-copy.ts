@@ -60,6 +60,7 @@ export async function copyImage(source: string, destination: string, progress: C
   } catch (error) {
     throw new CopyFailure('read', source, error);
   }
+  progress(0, size); // a call cancelled before the copy starts stops here
   try {
     // EXCL: never overwrite. On failure libuv removes the file it created, never one that was there.
     await copyFile(source, destination, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE_FORCE);
@@ -235,6 +236,7 @@ async function holeSkippingCopy(source: string, destination: string, size: numbe
     const result = await new LocalRunner().run(['cp', '--sparse=always', '--reflink=never', '--no-clobber', '--no-preserve=all', '--', source, destination], {
       operation: `copy ${source}`,
       timeoutMs: CP_TIMEOUT_MS,
+      signal: progress.signal,
     });
     copied =
       result.exitCode === 0 &&
@@ -250,6 +252,8 @@ async function holeSkippingCopy(source: string, destination: string, size: numbe
   }
   if (!copied) {
     await unlink(destination).catch(() => undefined);
+    // A cancelled call stops here (its progress report throws): no read-through copy after it.
+    progress(0, size);
     return false;
   }
   try {

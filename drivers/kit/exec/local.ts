@@ -16,9 +16,10 @@ export class LocalRunner implements CommandRunner {
     if (!file) return Promise.reject(new CommandTransportError(`${options.operation}: empty command`, 'spawn'));
     const timeout = options.timeoutMs ?? this.defaultTimeoutMs;
     return new Promise((resolve, reject) => {
-      const child = execFile(file, args, { timeout, killSignal: 'SIGKILL', maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' }, (error, stdout, stderr) => {
+      const child = execFile(file, args, { timeout, killSignal: 'SIGKILL', maxBuffer: 64 * 1024 * 1024, encoding: 'utf8', signal: options.signal }, (error, stdout, stderr) => {
         if (!error) return resolve({ exitCode: 0, stdout, stderr });
         const failure = error as NodeJS.ErrnoException & { code?: string | number; killed?: boolean };
+        if (options.signal?.aborted) return reject(new CommandTransportError(`${options.operation}: ${file} was stopped: the call was cancelled`, 'cancelled'));
         if (failure.killed) {
           return reject(new CommandTransportError(`${options.operation}: ${file} did not finish within ${timeout} ms`, 'timeout'));
         }

@@ -18,6 +18,8 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Written to the command's standard input: how secrets reach a command without showing in its argv. */
   input?: string;
+  /** Kills the command when aborted (a cancelled copy); the run then rejects with a CommandTransportError of kind 'cancelled'. */
+  signal?: AbortSignal;
 }
 
 export interface CommandRunner {
@@ -63,7 +65,7 @@ export function refuseUnprivileged(argv: readonly string[], result: CommandResul
 export class CommandTransportError extends Error {
   constructor(
     message: string,
-    readonly kind: 'unreachable' | 'host-key' | 'auth' | 'timeout' | 'spawn',
+    readonly kind: 'unreachable' | 'host-key' | 'auth' | 'timeout' | 'spawn' | 'cancelled',
   ) {
     super(message);
     this.name = 'CommandTransportError';

@@ -239,6 +239,12 @@ export class K2Emulator extends HttpsEmulator {
     return undefined;
   }
 
+  /** A volume made outside Cinder (in its own group), for adoption tests. */
+  addVolume(name: string, sizeGb: number): void {
+    const group = this.put('volume_groups', { name: `${name}-group`, quota: 0, is_dedup: true });
+    this.put('volumes', { name, size: sizeGb * KIB_PER_GIB, volume_group: { ref: `/volume_groups/${group.id}` } });
+  }
+
   private put(resource: string, attributes: Record<string, unknown>): K2Object {
     const object = { ...attributes, id: this.nextId++ } as K2Object;
     this.objects.get(resource)!.set(object.id, object);

@@ -63,6 +63,8 @@ export interface PureVolume {
   /** Bytes of physical space the volume holds (tests write "data" with `write`). */
   physical: number;
   qos?: Record<string, unknown>;
+  /** What the emulator pretends the blocks hold (tests set it): snapshots and copies take it along. */
+  content?: string;
 }
 
 export interface PureSnapshot {
@@ -75,6 +77,7 @@ export interface PureSnapshot {
   destroyed: boolean;
   source: { name: string; id: string };
   physical: number;
+  content?: string;
 }
 
 export interface PureHost {
@@ -386,13 +389,29 @@ export class PureEmulator extends HttpsEmulator {
     );
   }
 
+  /** A volume made outside Cinder, for adoption tests. */
+  addVolume(name: string, sizeGb: number): void {
+    this.volumes.set(name, { id: randomUUID(), name, serial: serial(), provisioned: sizeGb * 1024 ** 3, created: Date.now(), destroyed: false, source: null, physical: 0 });
+  }
+
   private postVolume(query: URLSearchParams, body: Record<string, unknown>): PureVolume {
     const [name] = names(query, 'names');
     if (!NAME.test(name)) throw new Refusal(name, `Volume name ${NAME_RULE}.`);
-    if (this.volumes.has(name) || this.snapshots.has(name)) throw new Refusal(name, 'Volume already exists.');
     const source = body.source as { name?: unknown } | undefined;
+    const existing = this.volumes.get(name);
+    // overwrite=true: an existing volume takes the source's blocks and size, keeping its identity and connections.
+    if (existing && query.get('overwrite') === 'true' && typeof source?.name === 'string') {
+      const origin = this.volumes.get(source.name) ?? this.snapshots.get(source.name);
+      if (!origin) throw new Refusal(source.name, 'Source volume or snapshot does not exist.');
+      if (existing.destroyed) throw new Refusal(name, 'Volume has been destroyed.');
+      existing.provisioned = origin.provisioned;
+      existing.content = origin.content;
+      return existing;
+    }
+    if (this.volumes.has(name) || this.snapshots.has(name)) throw new Refusal(name, 'Volume already exists.');
     let provisioned: number;
     let from: PureVolume['source'] = null;
+    let content: string | undefined;
     if (source !== undefined) {
       if (typeof source?.name !== 'string') throw new Refusal(name, 'source.name is required.');
       const origin = this.volumes.get(source.name) ?? this.snapshots.get(source.name);
@@ -400,10 +419,11 @@ export class PureEmulator extends HttpsEmulator {
       if (origin.destroyed) throw new Refusal(source.name, 'Source volume or snapshot has been destroyed.');
       provisioned = origin.provisioned;
       from = { name: origin.name, id: origin.id };
+      content = origin.content;
     } else {
       provisioned = size(name, body.provisioned);
     }
-    const volume: PureVolume = { id: randomUUID(), name, serial: serial(), provisioned, created: Date.now(), destroyed: false, source: from, physical: 0 };
+    const volume: PureVolume = { id: randomUUID(), name, serial: serial(), provisioned, created: Date.now(), destroyed: false, source: from, physical: 0, content };
     this.volumes.set(name, volume);
     return volume;
   }
@@ -429,6 +449,16 @@ export class PureEmulator extends HttpsEmulator {
         volume.provisioned = bytes;
       }
       if (body.qos !== undefined) volume.qos = body.qos as Record<string, unknown>;
+      if (typeof body.name === 'string' && body.name !== volume.name) {
+        // A rename: its snapshots are renamed with it, as Purity names them after their volume.
+        if (!NAME.test(body.name)) throw new Refusal(body.name, `Volume name ${NAME_RULE}.`);
+        if (this.volumes.has(body.name) || this.snapshots.has(body.name)) throw new Refusal(body.name, 'Volume already exists.');
+        const old = volume.name;
+        this.volumes.delete(old);
+        volume.name = body.name;
+        this.volumes.set(volume.name, volume);
+        for (const connection of this.connections) if (connection.volume === old) connection.volume = volume.name;
+      }
     }
     return volumes;
   }
@@ -502,6 +532,7 @@ export class PureEmulator extends HttpsEmulator {
         destroyed: false,
         source: { name: source.name, id: source.id },
         physical: 0,
+        content: source.content,
       };
       this.snapshots.set(snapshot.name, snapshot);
       return snapshot;

@@ -87,6 +87,8 @@ export interface XmsVolume {
   snapshotType?: 'readonly' | 'regular';
   /** Name of the v2 snapshot set the snapshot was created in. */
   snapshotSet?: string;
+  /** What the emulator pretends the blocks hold (tests set it): snapshots and refreshes copy it. */
+  content?: string;
 }
 
 export interface XmsSnapshotSet {
@@ -346,8 +348,17 @@ export class XmsEmulator extends HttpsEmulator {
       if (!ancestor) return fail(OBJ_NOT_FOUND);
       if (this.snapshotCount(ancestor) >= this.maxSnapshotsPerVolume) return fail(TOO_MANY_SNAPSHOTS);
       if (this.volumes.has(snapshotName)) return fail(VOL_NOT_UNIQUE);
-      const snapshot = this.add({ name: snapshotName, sizeKib: ancestor.sizeKib, ancestor });
+      const snapshot = this.add({ name: snapshotName, sizeKib: ancestor.sizeKib, ancestor, content: ancestor.content });
       return send(201, { links: [{ href: href('snapshots', snapshot.index), rel: 'self' }] });
+    }
+    // A refresh (XMS 4): the target volume takes the source's blocks and size, keeping its name and mappings.
+    if (body['to-volume-id'] !== undefined) {
+      const from = this.lookup(body['from-volume-id']);
+      const to = this.lookup(body['to-volume-id']);
+      if (!from || !to) return fail(OBJ_NOT_FOUND);
+      to.sizeKib = from.sizeKib;
+      to.content = from.content;
+      return send(201, { links: [{ href: href('volumes', to.index), rel: 'self' }] });
     }
     const volumeList = body['volume-list'];
     const setName = body['snapshot-set-name'] ?? `SnapshotSet.${this.nextSetIndex}`;
@@ -362,7 +373,9 @@ export class XmsEmulator extends HttpsEmulator {
     const names = ancestors.map((ancestor) => `${ancestor!.name}.${suffix}`);
     if (names.some((snapshotName) => this.volumes.has(snapshotName))) return fail(VOL_NOT_UNIQUE);
     this.snapshotSets.set(setName, { index: this.nextSetIndex++, name: setName });
-    const snapshots = ancestors.map((ancestor, i) => this.add({ name: names[i], sizeKib: ancestor!.sizeKib, ancestor: ancestor!, snapshotType: type, snapshotSet: setName }));
+    const snapshots = ancestors.map((ancestor, i) =>
+      this.add({ name: names[i], sizeKib: ancestor!.sizeKib, ancestor: ancestor!, snapshotType: type, snapshotSet: setName, content: ancestor!.content }),
+    );
     return send(201, { links: snapshots.map((snapshot) => ({ href: href('snapshots', snapshot.index), rel: 'self' })) });
   }
 
@@ -391,6 +404,11 @@ export class XmsEmulator extends HttpsEmulator {
       content: { name: set.name, index: set.index, 'num-of-vols': members.length, 'vol-list': members.map((v) => objectId(v)) },
       links: [{ href: href('snapshot-sets', set.index), rel: 'self' }],
     });
+  }
+
+  /** A volume made outside Cinder, for adoption tests. */
+  addVolume(name: string, sizeGb: number): void {
+    this.add({ name, sizeKib: sizeGb * KIB_PER_GIB });
   }
 
   private add(fields: Omit<XmsVolume, 'index'>): XmsVolume {
