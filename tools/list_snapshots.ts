@@ -7,7 +7,7 @@ export default defineTool({
   name: 'list_snapshots',
   toolset: 'snapshots',
   title: 'List snapshots',
-  description: 'Snapshots taken through this server, oldest first; name filters by a case-insensitive substring.',
+  description: 'Snapshots taken through this server, oldest first.',
   input: z
     .object({
       backend: backendArgument.optional(),

@@ -7,7 +7,7 @@ export default defineTool({
   name: 'list_volumes',
   toolset: 'volumes',
   title: 'List volumes',
-  description: 'Volumes made through this server (from its store, not the array), oldest first; name filters by a case-insensitive substring.',
+  description: 'Volumes made through this server (from its store, not the array), oldest first.',
   input: z
     .object({
       backend: backendArgument.optional(),

@@ -8,8 +8,7 @@ export default defineTool({
   name: 'revert_to_snapshot',
   toolset: 'snapshots',
   title: 'Revert a volume to a snapshot',
-  description:
-    "Puts an \"available\" volume's data back to one of its snapshots (Cinder's revert); what was written since is lost. The volume keeps its size (at least the snapshot's). UNSUPPORTED where the driver cannot.",
+  description: "Puts an \"available\" volume's data back to its snapshot's (Cinder's revert): later writes are lost; its size stays.",
   input: z.object({ volume_id: volumeIdArgument, snapshot_id: snapshotIdArgument, dry_run: dryRunArgument }).strict(),
   output: orDryRun(volumeSchema),
   annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: true },

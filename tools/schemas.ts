@@ -70,7 +70,7 @@ export const nameArgument = z.string({ error: 'name must be a string' }).max(255
 export const descriptionArgument = z.string({ error: 'description must be a string' }).max(4096, { error: 'description must be at most 4096 characters' }).describe('Free text.');
 
 /** list_volumes' and list_snapshots' name filter. */
-export const nameFilterArgument = z.string({ error: 'name must be a string' }).max(255).optional().describe('Only those whose name contains this text (case-insensitive).');
+export const nameFilterArgument = z.string({ error: 'name must be a string' }).max(255).optional().describe('Name contains this (any case).');
 
 export const DEFAULT_PAGE_SIZE = 100;
 export const MAX_PAGE_SIZE = 1000;
@@ -113,7 +113,7 @@ export const connectionSchema = z.object({
 });
 
 /** dry_run on every mutating tool (contract section 14). */
-export const dryRunArgument = z.boolean({ error: 'dry_run must be true or false' }).optional().describe('Check only: answer what would happen, change nothing.');
+export const dryRunArgument = z.boolean({ error: 'dry_run must be true or false' }).optional().describe('Check only; change nothing.');
 
 /** What a dry run answers. */
 export const dryRunSchema = z.object({

@@ -8,13 +8,13 @@ export default defineTool({
   name: 'update_volume',
   toolset: 'volumes',
   title: 'Rename or describe a volume',
-  description: "Changes a volume's name, description or bootable flag (metadata only; the array is not touched).",
+  description: "Changes a volume's name, description or bootable flag (metadata only).",
   input: z
     .object({
       volume_id: volumeIdArgument,
       name: nameArgument.optional(),
       description: descriptionArgument.optional(),
-      bootable: z.boolean({ error: 'bootable must be true or false' }).optional().describe('Mark the volume bootable or not.'),
+      bootable: z.boolean({ error: 'bootable must be true or false' }).optional().describe('Metadata only.'),
       dry_run: dryRunArgument,
     })
     .strict(),

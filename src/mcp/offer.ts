@@ -54,7 +54,10 @@ export function instructionsFor(tools: readonly OfferedToolInfo[], offer: Offer,
   }
   if (offer.readOnly) parts.push('Read-only: the tools that change anything are not offered (global read_only or CINDERLIB_MCP_READ_ONLY).');
   if (offered.has('create_volume') || offered.has('create_snapshot') || offered.has('connect_volume')) {
-    parts.push('Pass request_id to make a create or connect safe to retry.');
+    parts.push("Pass request_id to make a create or connect safe to retry (a repeat within 24 h answers the first call's object).");
+  }
+  if (!offer.readOnly) {
+    parts.push('Every tool that changes something takes dry_run: true: the same checks, nothing changed, the answer {dry_run: true, would: ...} says what the call would do.');
   }
   if (promptNames.length > 0) parts.push(`Prompts for common workflows: ${promptNames.join(', ')}.`);
   parts.push(

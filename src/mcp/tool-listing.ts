@@ -39,8 +39,42 @@ export async function loadToolListing(): Promise<PrebuiltListing> {
 
 function jsonSchema(schema: z.ZodType, io: 'input' | 'output', toolName: string): { type: 'object'; [key: string]: unknown } {
   const portableSchema = portable(z.toJSONSchema(schema, { target: 'draft-7', io, override: (context) => byReference(context, toolName) }));
-  const { $schema: _ignored, ...rest } = lean(portableSchema, io) as Record<string, unknown>;
+  const leaner = withoutDryRunBranch(lean(portableSchema, io) as Record<string, unknown>);
+  const { $schema: _ignored, ...rest } = io === 'input' ? withoutSelfExplaining(leaner) : leaner;
   return { ...rest, type: 'object' };
+}
+
+const DRY_RUN_REFERENCE = /^DryRun as in /;
+
+/**
+ * A mutating tool's answer is its result or, with dry_run, a DryRun: outside the DryRun's home
+ * tool, `anyOf: [result, {DryRun reference}]` says no more than the result's open object with a
+ * note (neither branch requires a field in a listing), so it is written that way, once per tool
+ * fewer bytes in every conversation.
+ */
+function withoutDryRunBranch(schema: Record<string, unknown>): Record<string, unknown> {
+  const branches = schema.anyOf as Array<Record<string, unknown>> | undefined;
+  if (!Array.isArray(branches) || branches.length !== 2) return schema;
+  const dryRun = branches.find((branch) => typeof branch.description === 'string' && DRY_RUN_REFERENCE.test(branch.description));
+  const result = branches.find((branch) => branch !== dryRun);
+  if (!dryRun || !result) return schema;
+  const { anyOf: _branches, ...rest } = schema;
+  // The instructions sent at initialize say what dry_run answers, once.
+  return { ...rest, ...result };
+}
+
+/** Arguments whose name says what they are; dry_run and request_id are told once, in the instructions (src/mcp/offer.ts). */
+const SELF_EXPLAINING = new Set(['volume_id', 'snapshot_id', 'connection_id', 'dry_run', 'request_id']);
+
+function withoutSelfExplaining(schema: Record<string, unknown>): Record<string, unknown> {
+  const properties = schema.properties as Record<string, Record<string, unknown>> | undefined;
+  if (!properties) return schema;
+  const described = Object.entries(properties).map(([name, property]) => {
+    if (!SELF_EXPLAINING.has(name)) return [name, property];
+    const { description: _said, ...rest } = property;
+    return [name, rest];
+  });
+  return { ...schema, properties: Object.fromEntries(described) };
 }
 
 /**
