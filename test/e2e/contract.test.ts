@@ -16,6 +16,7 @@ const READ_TOOLS = [
   'validate_connector',
   'list_connections',
   'list_supported_drivers',
+  'list_unmanaged',
 ];
 /** Their answers' schemas are checked in test/iscsi, against a real target. */
 const CONNECTION_TOOLS = ['validate_connector', 'connect_volume', 'list_connections', 'disconnect_volume', 'attach_volume', 'detach_volume'];
@@ -30,12 +31,28 @@ const ALL_TOOLS = [
   'disconnect_volume',
   'attach_volume',
   'detach_volume',
+  'update_volume',
+  'revert_to_snapshot',
+  'manage_volume',
+  'unmanage_volume',
 ];
 /** Tools that answer from the metadata store alone; every other tool may ask an array. */
-const STORE_ONLY_TOOLS = ['list_volumes', 'get_volume', 'list_snapshots', 'get_snapshot', 'list_connections', 'list_supported_drivers'];
+const STORE_ONLY_TOOLS = ['list_volumes', 'get_volume', 'list_snapshots', 'get_snapshot', 'list_connections', 'list_supported_drivers', 'update_volume', 'unmanage_volume'];
 /** Tools whose second identical call does not answer as the first did (without a request_id). */
-const NOT_IDEMPOTENT_TOOLS = ['create_volume', 'delete_volume', 'create_snapshot', 'delete_snapshot', 'connect_volume', 'disconnect_volume', 'attach_volume', 'detach_volume'];
-const DESTRUCTIVE_TOOLS = ['delete_volume', 'delete_snapshot', 'disconnect_volume', 'detach_volume'];
+const NOT_IDEMPOTENT_TOOLS = [
+  'create_volume',
+  'delete_volume',
+  'create_snapshot',
+  'delete_snapshot',
+  'connect_volume',
+  'disconnect_volume',
+  'attach_volume',
+  'detach_volume',
+  'revert_to_snapshot',
+  'manage_volume',
+  'unmanage_volume',
+];
+const DESTRUCTIVE_TOOLS = ['delete_volume', 'delete_snapshot', 'disconnect_volume', 'detach_volume', 'revert_to_snapshot', 'unmanage_volume'];
 
 describe('the MCP contract over a real stdio pipe', () => {
   let root: string;
@@ -296,6 +313,20 @@ describe('the MCP contract over a real stdio pipe', () => {
     expect(drivers.isError, drivers.text).toBe(false);
     expect(drivers.data.LVMVolumeDriver).toMatchObject({ class_fqn: 'cinder.volume.drivers.lvm.LVMVolumeDriver', version: '3.0.0', supported: true });
     expect(drivers.data.FileDriver.driver_options.find((o: { name: string }) => o.name === 'volumes_dir')).toMatchObject({ type: 'String', required: 'False' });
+  });
+
+  it('walks the everyday verbs: rename, revert, forget and adopt again', async () => {
+    const volume = (await server.call('create_volume', { backend: 'beta', size: 1, name: 'walk' })).data;
+    expect((await server.call('update_volume', { volume_id: volume.id, description: 'walked' })).data).toMatchObject({ id: volume.id, description: 'walked' });
+    const snapshot = (await server.call('create_snapshot', { volume_id: volume.id })).data;
+    expect((await server.call('revert_to_snapshot', { volume_id: volume.id, snapshot_id: snapshot.id })).data).toMatchObject({ id: volume.id, status: 'available' });
+    expect((await server.call('delete_snapshot', { snapshot_id: snapshot.id })).isError).toBe(false);
+    expect((await server.call('unmanage_volume', { volume_id: volume.id })).data).toEqual({ volume_id: volume.id, unmanaged: true });
+    const listed = (await server.call('list_unmanaged', { backend: 'beta' })).data.volumes;
+    const entry = listed.find((item: { reference: { 'source-name': string } }) => item.reference['source-name'] === `volume-${volume.id}`);
+    expect(entry).toMatchObject({ size: 1, safe_to_manage: true, reason_not_safe: null });
+    expect((await server.call('manage_volume', { backend: 'beta', reference: entry.reference })).data).toMatchObject({ id: volume.id, status: 'available' });
+    expect((await server.call('delete_volume', { volume_id: volume.id })).isError).toBe(false);
   });
 
   it('answered every tool in this walk with structuredContent matching its zod output schema and its listed outputSchema', async () => {

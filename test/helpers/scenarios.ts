@@ -316,6 +316,12 @@ export function defineBackendScenarios(options: ScenarioOptions): void {
       if (options.connections.connect === 'works')
         expect(connect.data?.would, connect.text).toEqual({ action: 'connect_volume', volume_id: volume.id, connector, driver_volume_type: 'iscsi' });
       else expect(connect.text).toMatch(/^UNSUPPORTED: /);
+      expect((await dry('update_volume', { volume_id: volume.id, name: 'renamed' })).data.would).toMatchObject({ action: 'update_volume' });
+      if (snapshot) expect((await dry('unmanage_volume', { volume_id: volume.id })).text).toBe((await server.call('unmanage_volume', { volume_id: volume.id })).text);
+      else expect((await dry('unmanage_volume', { volume_id: volume.id })).data.would).toMatchObject({ action: 'unmanage_volume', volume_id: volume.id });
+      if (snapshot && (options.revert ?? 'works') === 'works') {
+        expect((await dry('revert_to_snapshot', { volume_id: volume.id, snapshot_id: snapshot.id })).data.would).toMatchObject({ action: 'revert_to_snapshot' });
+      }
       const attach = await dry('attach_volume', { volume_id: volume.id });
       if (options.connections.attach === 'works') expect(attach.data?.would, attach.text).toMatchObject({ action: 'attach_volume', volume_id: volume.id });
       else expect(attach.isError).toBe(true);

@@ -42,7 +42,7 @@ defineBackendScenarios({
   capabilities: { snapshots: true, clones: true, exports: true },
   arrayState: () => mapsState(k2.objects),
   arrayRequests: () => k2.requests,
-  foreign: { make: (name, sizeGb) => k2.addVolume(name, sizeGb) },
+  foreign: { make: (name, sizeGb) => k2.addVolume(name, sizeGb), inUse: (name, sizeGb) => (k2.addVolume(name, sizeGb, true), () => undefined) },
   revert: ISCSI_ATTACH_HERE === 'unsupported' ? 'unsupported' : 'fails here',
 });
 

@@ -40,7 +40,7 @@ defineBackendScenarios({
   connections: { connect: 'works', attach: ISCSI_ATTACH_HERE },
   arrayState: () => mapsState(xms.volumes, xms.snapshotSets, xms.initiatorGroups, xms.initiators, xms.lunMaps),
   arrayRequests: () => xms.requests,
-  foreign: { make: (name, sizeGb) => xms.addVolume(name, sizeGb) },
+  foreign: { make: (name, sizeGb) => xms.addVolume(name, sizeGb), inUse: (name, sizeGb) => (xms.addVolume(name, sizeGb, true), () => undefined) },
   data: { write: (id, text) => void (xms.volumes.get(id)!.content = text), read: (id) => xms.volumes.get(id)!.content ?? '' },
 });
 

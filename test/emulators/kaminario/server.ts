@@ -239,10 +239,13 @@ export class K2Emulator extends HttpsEmulator {
     return undefined;
   }
 
-  /** A volume made outside Cinder (in its own group), for adoption tests. */
-  addVolume(name: string, sizeGb: number): void {
+  /** A volume made outside Cinder (in its own group), for adoption tests; `mapped` maps it to a host of its own. */
+  addVolume(name: string, sizeGb: number, mapped = false): void {
     const group = this.put('volume_groups', { name: `${name}-group`, quota: 0, is_dedup: true });
-    this.put('volumes', { name, size: sizeGb * KIB_PER_GIB, volume_group: { ref: `/volume_groups/${group.id}` } });
+    const volume = this.put('volumes', { name, size: sizeGb * KIB_PER_GIB, volume_group: { ref: `/volume_groups/${group.id}` } });
+    if (!mapped) return;
+    const host = this.put('hosts', { name: `${name}-host`, type: 'Linux', host_group: null });
+    this.put('mappings', { volume: { ref: `/volumes/${volume.id}` }, host: { ref: `/hosts/${host.id}` }, lun: 1 });
   }
 
   private put(resource: string, attributes: Record<string, unknown>): K2Object {

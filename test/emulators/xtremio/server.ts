@@ -406,9 +406,14 @@ export class XmsEmulator extends HttpsEmulator {
     });
   }
 
-  /** A volume made outside Cinder, for adoption tests. */
-  addVolume(name: string, sizeGb: number): void {
-    this.add({ name, sizeKib: sizeGb * KIB_PER_GIB });
+  /** A volume made outside Cinder, for adoption tests; `mapped` maps it to an initiator group of its own. */
+  addVolume(name: string, sizeGb: number, mapped = false): void {
+    const volume = this.add({ name, sizeKib: sizeGb * KIB_PER_GIB });
+    if (!mapped) return;
+    const group = { index: this.nextSanIndex['initiator-groups']++, name: `${name}-ig` };
+    this.initiatorGroups.set(group.name, group);
+    const map = { index: this.nextSanIndex['lun-maps']++, volume, group, lun: 1 };
+    this.lunMaps.set(map.index, map);
   }
 
   private add(fields: Omit<XmsVolume, 'index'>): XmsVolume {
