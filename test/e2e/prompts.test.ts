@@ -48,7 +48,7 @@ describe('prompts', () => {
       const protect = textOf(await server.client.getPrompt({ name: 'protect_volume', arguments: { volume_id: volume.id, name: 'before-upgrade' } }));
       expect(protect).toContain(`get_volume {volume_id: "${volume.id}"}`);
       expect(protect).toContain(`create_snapshot {volume_id: "${volume.id}", name: "before-upgrade"`);
-      expect(protect).not.toMatch(/dry_run/); // no tool takes it yet
+      expect(protect).toMatch(/dry_run: true/); // create_snapshot takes it: the prompt offers a dry run first
       for (const tool of calledTools(protect)) expect(offered.has(tool), tool).toBe(true);
       // The steps work as written: snapshot, then verify.
       const snapshot = (await server.call('create_snapshot', { volume_id: volume.id, name: 'before-upgrade', request_id: 'protect-1' })).data;

@@ -12,10 +12,11 @@ import { BIN, startMcpServer, type McpHarness } from '../helpers/server.js';
  * tool that is not offered.
  */
 const BACKENDS = ['list_backends', 'get_stats', 'pool_names'];
-const VOLUMES = ['list_volumes', 'get_volume', 'create_volume', 'extend_volume', 'delete_volume'];
-const SNAPSHOTS = ['list_snapshots', 'get_snapshot', 'create_snapshot', 'delete_snapshot'];
+const VOLUMES = ['list_volumes', 'get_volume', 'create_volume', 'extend_volume', 'update_volume', 'delete_volume'];
+const SNAPSHOTS = ['list_snapshots', 'get_snapshot', 'create_snapshot', 'delete_snapshot', 'revert_to_snapshot'];
 const CONNECTIONS = ['validate_connector', 'connect_volume', 'list_connections', 'disconnect_volume', 'attach_volume', 'detach_volume'];
 const DEFAULT = [...BACKENDS, ...VOLUMES, ...SNAPSHOTS, ...CONNECTIONS];
+const ADOPTION = ['list_unmanaged', 'manage_volume', 'unmanage_volume'];
 
 const dir = join(tmpdir(), `cinderlib-mcp-toolsets-${process.pid}`);
 const config = (global: Record<string, unknown> = {}) => ({
@@ -85,7 +86,7 @@ describe('toolsets', () => {
 
   it('"all" offers every tool, "default,discovery" adds one', async () => {
     await withServer([config({ toolsets: 'all' }), { env: UNSET }], async (server) => {
-      expect((await names(server)).sort()).toEqual(defined([...DEFAULT, 'list_supported_drivers']).sort());
+      expect((await names(server)).sort()).toEqual([...DEFAULT, 'list_supported_drivers', ...ADOPTION].sort());
       expect(server.client.getInstructions()).not.toMatch(/Not offered/);
     });
     await withServer([config(), { env: { CINDERLIB_MCP_TOOLSETS: 'default,discovery' } }], async (server) => {
