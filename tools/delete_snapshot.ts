@@ -9,10 +9,12 @@ export default defineTool({
   title: 'Delete a snapshot',
   description: 'Deletes a snapshot; IN_USE while volumes depend on it.',
   input: z.object({ snapshot_id: snapshotIdArgument, dry_run: dryRunArgument }).strict(),
-  output: orDryRun(z.object({
-    snapshot_id: z.string(),
-    deleted: z.literal(true),
-  })),
+  output: orDryRun(
+    z.object({
+      snapshot_id: z.string(),
+      deleted: z.literal(true),
+    }),
+  ),
   // Not idempotent: a second call answers NOT_FOUND, not the first call's success.
   annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: true },
   async handler({ snapshot_id, dry_run }, registry) {

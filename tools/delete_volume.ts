@@ -15,11 +15,13 @@ export default defineTool({
       dry_run: dryRunArgument,
     })
     .strict(),
-  output: orDryRun(z.object({
-    volume_id: z.string(),
-    deleted: z.literal(true),
-    snapshots_deleted: z.array(z.string()).optional().describe('With cascade: the snapshots deleted.'),
-  })),
+  output: orDryRun(
+    z.object({
+      volume_id: z.string(),
+      deleted: z.literal(true),
+      snapshots_deleted: z.array(z.string()).optional().describe('With cascade: the snapshots deleted.'),
+    }),
+  ),
   // Not idempotent: a second call answers NOT_FOUND, not the first call's success.
   annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: true },
   async handler({ volume_id, cascade, dry_run }, registry) {

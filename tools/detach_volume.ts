@@ -9,10 +9,12 @@ export default defineTool({
   title: 'Detach a volume from here',
   description: 'Detaches a volume attached here (nothing may hold it open) and removes its connection.',
   input: z.object({ connection_id: connectionIdArgument, dry_run: dryRunArgument }).strict(),
-  output: orDryRun(z.object({
-    connection_id: z.string(),
-    detached: z.literal(true),
-  })),
+  output: orDryRun(
+    z.object({
+      connection_id: z.string(),
+      detached: z.literal(true),
+    }),
+  ),
   annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: true },
   async handler({ connection_id, dry_run }, registry) {
     const result = await registry.detachVolume(connection_id, dry_run);

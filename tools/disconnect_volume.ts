@@ -15,10 +15,12 @@ export default defineTool({
       dry_run: dryRunArgument,
     })
     .strict(),
-  output: orDryRun(z.object({
-    connection_id: z.string(),
-    disconnected: z.literal(true),
-  })),
+  output: orDryRun(
+    z.object({
+      connection_id: z.string(),
+      disconnected: z.literal(true),
+    }),
+  ),
   annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: true },
   async handler({ connection_id, force, dry_run }, registry) {
     const result = await registry.disconnectVolume(connection_id, force ?? false, dry_run);
