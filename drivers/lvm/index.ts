@@ -29,7 +29,7 @@ import {
 import { roundGb } from '../kit/units.js';
 import { TARGET_HELPERS, UnsupportedExports, otherTargetOptions, targetFor, targetOptions, tgtSettings, thisHostAddress } from '../kit/targets/index.js';
 import { LvmSnapshots } from './snapshots.js';
-import { VolumeGroup, splitHost } from './volume-group.js';
+import { VolumeGroup } from './volume-group.js';
 
 /**
  * Cinder's LVM driver (cinder.volume.drivers.lvm.LVMVolumeDriver), run on this host or, when
@@ -151,7 +151,7 @@ class LvmDriver implements VolumeDriver {
               // Cinder's volumes_dir is target_config_dir's folder; $state_path is this project's data directory.
               { ...options, target_config_dir: options.target_config_dir ?? options.volumes_dir?.replace(/^\$state_path(?=\/|$)/, context.dataDir) },
               context,
-              options.san_ip ? splitHost(options.san_ip, options.san_ssh_port).host : thisHostAddress(),
+              group.remoteHost ?? thisHostAddress(),
             ),
             {
               runner: group.runner,
@@ -200,7 +200,7 @@ class LvmDriver implements VolumeDriver {
       free = group.freeGb; // rounded down from bytes: the core's check of whole-GiB sizes against it is what lvcreate accepts
       provisioned = roundGb(total - free);
     }
-    const host = this.options.san_ip ? splitHost(this.options.san_ip, this.options.san_ssh_port).host : hostname();
+    const host = this.group.remoteHost ?? hostname();
     return {
       volume_backend_name: this.context.backendName,
       vendor_name: 'Open Source',

@@ -41,6 +41,8 @@ export class VolumeGroup {
   thin = false;
   provisioningNote = '';
   hostLabel = 'this host';
+  /** san_ip's host when lvm runs there over SSH (the target's address by default); undefined here. */
+  remoteHost: string | undefined;
 
   constructor(
     readonly options: LvmOptions,
@@ -50,8 +52,9 @@ export class VolumeGroup {
   }
 
   private commandRunner(): CommandRunner {
-    const { runner, hostLabel } = sanCommandRunner(this.options, this.context);
+    const { runner, hostLabel, remoteHost } = sanCommandRunner(this.options, this.context);
     this.hostLabel = hostLabel;
+    this.remoteHost = remoteHost;
     return runner;
   }
 
@@ -294,12 +297,4 @@ export class VolumeGroup {
     const code: ErrorCode = error instanceof CommandTransportError && error.kind === 'timeout' ? 'BACKEND_BUSY' : 'BACKEND_UNAVAILABLE';
     return new StorageError(code, `backend "${this.context.backendName}": ${message.startsWith(operation) ? message : `${operation}: ${message}`}`, { cause: error });
   }
-}
-
-export function splitHost(sanIp: string, defaultPort: number): { host: string; port: number } {
-  const bracketed = /^\[(.+)\](?::(\d+))?$/.exec(sanIp);
-  if (bracketed) return { host: bracketed[1], port: bracketed[2] ? Number(bracketed[2]) : defaultPort };
-  const parts = sanIp.split(':');
-  if (parts.length === 2 && /^\d+$/.test(parts[1])) return { host: parts[0], port: Number(parts[1]) };
-  return { host: sanIp, port: defaultPort };
 }

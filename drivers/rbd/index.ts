@@ -2,7 +2,7 @@ import { StorageError } from '../kit/base.js';
 import { privilegedPrefix, type CommandRunner } from '../kit/exec/runner.js';
 import { SshRunner } from '../kit/exec/ssh.js';
 import { sanCommandRunner } from '../kit/exec/san-runner.js';
-import { boolOption, capacityOptions, dictOption, enumOption, intOption, markedOurs, parseSanIp, sanIpOption, sanOptions, stringOption, textOption } from '../kit/options.js';
+import { boolOption, capacityOptions, dictOption, enumOption, intOption, markedOurs, sanIpOption, sanOptions, stringOption, textOption } from '../kit/options.js';
 import { TARGET_HELPERS, targetFor, targetOptions, tgtSettings, thisHostAddress } from '../kit/targets/index.js';
 import { defineDriver, type BackendStats, type DriverContext, type DriverOptions, type ExportOperations, type VolumeDriver, type VolumeRef } from '../kit/types.js';
 import { CephCli, volumeImage } from './cli.js';
@@ -87,6 +87,7 @@ export type RbdOptions = DriverOptions<typeof options>;
 class RbdDriver implements VolumeDriver {
   private readonly runner: CommandRunner;
   private readonly hostLabel: string;
+  private readonly remoteHost: string | undefined;
   private readonly cli: CephCli;
   private readonly images: RbdImages;
   readonly snapshots: RbdSnapshots;
@@ -100,7 +101,7 @@ class RbdDriver implements VolumeDriver {
     private readonly options: RbdOptions,
     private readonly context: DriverContext,
   ) {
-    ({ runner: this.runner, hostLabel: this.hostLabel } = sanCommandRunner(options, context));
+    ({ runner: this.runner, hostLabel: this.hostLabel, remoteHost: this.remoteHost } = sanCommandRunner(options, context));
     this.cli = new CephCli(
       this.runner,
       {
@@ -119,7 +120,7 @@ class RbdDriver implements VolumeDriver {
       maxCloneDepth: options.rbd_max_clone_depth,
       flattenFromSnapshot: options.rbd_flatten_volume_from_snapshot,
     });
-    this.exports = options.target_helper ? this.iscsiExports(options.target_helper, options.san_ip ? parseSanIp(options.san_ip)?.host : undefined) : this.rbdConnections();
+    this.exports = options.target_helper ? this.iscsiExports(options.target_helper, this.remoteHost) : this.rbdConnections();
   }
 
   private rbdConnections(): RbdConnections {

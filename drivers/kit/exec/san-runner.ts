@@ -19,11 +19,19 @@ export interface SanSshOptions {
   strict_ssh_host_key_policy: boolean;
 }
 
+/** Where a driver's commands run, and how messages name that host. */
+export interface SanCommandHost {
+  runner: CommandRunner;
+  hostLabel: string;
+  /** san_ip's host (no port) when the commands run there over SSH; undefined on this host. */
+  remoteHost?: string;
+}
+
 /**
  * Where a driver's commands run: on san_ip over SSH when it is set (a pool of connections, host
- * keys as Cinder trusts them), else on this host; with the host's name for messages.
+ * keys as Cinder trusts them), else on this host.
  */
-export function sanCommandRunner(options: SanSshOptions, context: { dataDir: string; log: Logger }): { runner: CommandRunner; hostLabel: string } {
+export function sanCommandRunner(options: SanSshOptions, context: { dataDir: string; log: Logger }): SanCommandHost {
   const address = options.san_ip ? parseSanIp(options.san_ip) : undefined;
   if (!address) return { runner: new LocalRunner(), hostLabel: 'this host' };
   const port = address.port ?? options.san_ssh_port;
@@ -40,5 +48,5 @@ export function sanCommandRunner(options: SanSshOptions, context: { dataDir: str
     strictHostKeyPolicy: options.strict_ssh_host_key_policy,
     log: context.log,
   });
-  return { runner, hostLabel: `${address.host}:${port}` };
+  return { runner, hostLabel: `${address.host}:${port}`, remoteHost: address.host };
 }
