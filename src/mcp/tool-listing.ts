@@ -64,7 +64,7 @@ function withoutDryRunBranch(schema: Record<string, unknown>): Record<string, un
 }
 
 /** Arguments whose name says what they are; dry_run and request_id are told once, in the instructions (src/mcp/offer.ts). */
-const SELF_EXPLAINING = new Set(['volume_id', 'snapshot_id', 'connection_id', 'dry_run', 'request_id']);
+export const SELF_EXPLAINING = new Set(['volume_id', 'snapshot_id', 'connection_id', 'dry_run', 'request_id']);
 
 function withoutSelfExplaining(schema: Record<string, unknown>): Record<string, unknown> {
   const properties = schema.properties as Record<string, Record<string, unknown>> | undefined;

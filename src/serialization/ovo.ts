@@ -2,10 +2,11 @@
  * cinderlib's JSON forms of its objects (cinderlib/serialization.py and objects.py): each object
  * is `{"class", "backend", "ovo"}` where `ovo` is the Cinder versioned object as
  * obj_to_primitive writes it, every field cinderlib's _create_ovo sets (defaults and nulls
- * included), datetimes with microseconds and "Z". Fields this project models come from the
- * record; the rest are cinderlib's defaults, or, for records loaded from a dump, what the dump
- * said (kept in `cinderlib_extra`). What this project keeps beyond Cinder's fields (why a record is
- * in error) rides in cinderlib's own piggyback key, "cinderlib.data".
+ * included), datetimes with microseconds and "Z". New objects are written as cinderlib writes
+ * them, in Cinder's field order; objects loaded from a dump are written back as loaded, with the
+ * fields changed here since overlaid (LoadedForm, kept in `cinderlib_extra`). A failed operation
+ * is told by Cinder's own statuses; "cinderlib.data", which older dumps of this project carried,
+ * is still read on load and no longer written.
  */
 
 import type { ConnectionRecord, ConnectionStatus } from '../model/connection.js';
@@ -41,10 +42,8 @@ export interface ObjectDump {
   ovo: Ovo;
 }
 
-export function ovo(name: keyof typeof VERSIONS, data: Primitive, cinderlibData?: Primitive): Ovo {
-  const object: Ovo = { [OVO_NAME]: name, [OVO_NAMESPACE]: 'cinder', [OVO_VERSION]: VERSIONS[name], [OVO_DATA]: data };
-  if (cinderlibData && Object.keys(cinderlibData).length > 0) object[CINDERLIB_DATA] = cinderlibData;
-  return object;
+export function ovo(name: keyof typeof VERSIONS, data: Primitive): Ovo {
+  return { [OVO_NAME]: name, [OVO_NAMESPACE]: 'cinder', [OVO_VERSION]: VERSIONS[name], [OVO_DATA]: data };
 }
 
 /** cinderlib's datetime_to_primitive: `YYYY-MM-DDTHH:MM:SS.ffffffZ`. */

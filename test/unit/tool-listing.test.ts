@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { TOOLS } from '../../tools/index.js';
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
 import type { JsonSchemaType } from '@modelcontextprotocol/sdk/validation';
-import { renderPrebuiltListing, renderToolListing } from '../../src/mcp/tool-listing.js';
+import { SELF_EXPLAINING, renderPrebuiltListing, renderToolListing } from '../../src/mcp/tool-listing.js';
 
 describe('the prebuilt tools/list answer', () => {
   it('equals a fresh rendering of the tool definitions (run npm run build after editing tools/)', () => {
@@ -29,7 +29,7 @@ describe('the prebuilt tools/list answer', () => {
       // Every argument says what it is; output fields and nested keys only where their name does not (tools/schemas.ts).
       for (const [name, property] of Object.entries((tool.inputSchema.properties ?? {}) as Record<string, { description?: string }>)) {
         // Ids say what they are; dry_run and request_id are told once, in the initialize instructions.
-        if (['volume_id', 'snapshot_id', 'connection_id', 'dry_run', 'request_id'].includes(name)) continue;
+        if (SELF_EXPLAINING.has(name)) continue;
         if (!property.description) problems.push(`${tool.name}.inputSchema.properties.${name}: no description`);
       }
       check(tool.inputSchema, `${tool.name}.inputSchema`);

@@ -65,6 +65,7 @@ export function envNameFor(section: string, option: string): string {
 
 /** `scheme://user:password@`: the password part, for the registry of the file's secrets. */
 const URL_PASSWORD = /\b[a-z][a-z0-9+.-]*:\/\/[^\s/?#@:]*:([^\s/?#]+)@/gi;
+const HAS_URL_PASSWORD = new RegExp(URL_PASSWORD.source, 'i');
 
 /** Every secret the file holds: secret-named options' values and URL passwords, anywhere. */
 function fileSecrets(ini: IniFile): SecretRegistry {
@@ -323,7 +324,7 @@ export async function convertCinderConf(text: string, source: string): Promise<C
       if (value === '' && !z.safeParse(schema, '').success) continue; // oslo's empty value: not set
       const typed = typedValue(schema, value);
       // A value is a secret because of its option (above), because it is made from a secret option, or because it is a URL with a password in it: never because it equals a secret's value.
-      if (fromSecret || new RegExp(URL_PASSWORD.source, 'i').test(value)) {
+      if (fromSecret || HAS_URL_PASSWORD.test(value)) {
         warnings.push(`${from}: option ${show(option)} holds ${fromSecret ? 'a secret option of the file' : 'a URL with a password'}; written as an environment reference`);
         useEnv(option, typed);
         continue;
