@@ -21,6 +21,7 @@ import {
   type ManageOperations,
   type SnapshotOperations,
   type SnapshotRef,
+  type StatsRequest,
   type VolumeDriver,
   type VolumeRef,
 } from '../kit/types.js';
@@ -263,11 +264,12 @@ class FileDriver implements VolumeDriver {
     this.volumeCount = volumeCount;
   }
 
-  async getStats(request: { recount?: boolean } = {}): Promise<BackendStats> {
+  async getStats(request: StatsRequest = {}): Promise<BackendStats> {
     let fs;
     try {
-      // Other servers add and remove images in a shared folder: only a count says what it holds.
-      if (request.recount || this.context.sharedStore) await this.recount();
+      // Other servers add and remove images in a shared folder: only a count says what it holds,
+      // unless the core knows that none did since the last count.
+      if (request.recount || (this.context.sharedStore && !request.unchangedElsewhere)) await this.recount();
       fs = await statfs(this.options.volumes_dir);
     } catch (error) {
       throw this.failure('read capacity of', this.options.volumes_dir, error);

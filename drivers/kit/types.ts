@@ -258,14 +258,24 @@ export interface DriverContext {
   host: HostAccess;
 }
 
+/** What a stats request says about the counts a driver keeps (see VolumeDriver.getStats). */
+export interface StatsRequest {
+  recount?: boolean;
+  unchangedElsewhere?: boolean;
+}
+
 export interface VolumeDriver {
   /** Cinder's do_setup + check_for_setup_error: throw a StorageError saying why it cannot serve. */
   setup(): Promise<void>;
   /**
    * Asks the array; the core caches the answer. `recount` is set when the user asked for fresh
-   * figures (get_stats refresh): drivers that keep running counts recount from the source then.
+   * figures (get_stats refresh), or when another server sharing the metadata store may have changed
+   * the pool since: drivers that keep running counts recount from the source then.
+   * `unchangedElsewhere` is set when the core knows no other server changed the pool since this
+   * driver last counted (servers sharing a store tell each other through it): running counts are
+   * current, so a driver that recounts for every answer on a shared store may skip it.
    */
-  getStats(request?: { recount?: boolean }): Promise<BackendStats>;
+  getStats(request?: StatsRequest): Promise<BackendStats>;
   /**
    * The space a pool really draws on (a filesystem, a volume group), when other backends may draw
    * on it too; backends whose pools name the same domain share capacity accounting.

@@ -5,7 +5,7 @@
  */
 
 import { DEFAULT_VOLUME_DRIVER, findDriver, knownDriverNames } from '../../drivers/catalog.js';
-import type { BackendStats, Connector, PoolStats, VolumeDriver } from '../../drivers/kit/types.js';
+import type { BackendStats, Connector, PoolStats, StatsRequest, VolumeDriver } from '../../drivers/kit/types.js';
 import { checkCapacity } from './capacity.js';
 import type { CapacityLedger, Reservation } from './capacity-ledger.js';
 import { ConfigError } from '../config/errors.js';
@@ -23,7 +23,7 @@ import type { HostAttachers } from './attach/attacher.js';
 import { ConnectionLifecycle } from './connections.js';
 import { VolumeAdoption } from './adoption.js';
 import type { Logger } from '../base/log.js';
-import type { SharedCoordination, VolumeStore } from '../store/store.js';
+import type { CapacityHold, HeldIntent, SharedCoordination, VolumeStore } from '../store/store.js';
 import type { SecretRegistry } from '../base/secrets.js';
 
 export interface BackendDependencies {
@@ -80,6 +80,12 @@ export class Backend {
   private cachedStats?: StatsSnapshot;
   private statsGeneration = 0;
   private readonly statsFlight = new SingleFlight<StatsSnapshot>();
+  /**
+   * On a store several servers share: per capacity domain, the change count (CapacityRoom.changes)
+   * that this backend's counts account for. While the domain's count stays there, no other server
+   * changed it, and a capacity decision need not count the array anew.
+   */
+  private readonly seenChanges = new Map<string, number>();
   /** Pool names of the last stats seen, kept through cache invalidation so list_backends never waits. */
   private lastPoolNames: string[] = [];
   /** The last stats read, kept through cache invalidation: what /metrics shows without asking the array. */
@@ -183,9 +189,9 @@ export class Backend {
         id: this.id,
         volumeDriver: this.volumeDriver,
         ready: () => this.ready(),
-        reserveCapacity: (poolName, sizeGb, refusal) => this.reserveCapacity(poolName, sizeGb, refusal),
+        reserveCapacity: (poolName, sizeGb, refusal, intent) => this.reserveCapacity(poolName, sizeGb, refusal, intent),
         checkCapacity: (poolName, sizeGb, refusal) => this.checkCapacity(poolName, sizeGb, refusal),
-        invalidateStats: () => this.invalidateStats(),
+        invalidateStats: (changedCapacity) => this.invalidateStats(changedCapacity),
         tombstones: () => this.tombstones!,
         afterExtend: (volumeId) => this.connections.resizeAttached(volumeId),
       },
@@ -352,22 +358,53 @@ export class Backend {
     const driver = await this.ready(refresh);
     if (!refresh && this.cachedStats) return this.cachedStats;
     const generation = this.statsGeneration;
-    const snapshot = await this.statsFlight.run(async () => {
-      const seq = this.deps.capacity.mark();
-      const stats = this.normalizeStats(await driver.getStats({ recount: refresh }));
-      for (const pool of stats.pools) {
-        const domain = this.capacityDomain(pool.pool_name);
-        this.deps.capacity.recordSnapshot(domain, this.id, provisionedOf(pool), seq);
-        const sharers = this.deps.capacity.sharers(domain, this.id);
-        if (sharers.length) pool.capacity_shared_with = sharers;
-      }
-      return { stats, seq };
-    });
+    return this.keep(await this.statsFlight.run(() => this.readStats(driver, { recount: refresh })), generation);
+  }
+
+  /** Asks the driver, and stamps the answer with the ledger's position (see StatsSnapshot). */
+  private async readStats(driver: VolumeDriver, request: StatsRequest): Promise<StatsSnapshot> {
+    const seq = this.deps.capacity.mark();
+    const stats = this.normalizeStats(await driver.getStats(request));
+    for (const pool of stats.pools) {
+      const domain = this.capacityDomain(pool.pool_name);
+      this.deps.capacity.recordSnapshot(domain, this.id, provisionedOf(pool), seq);
+      const sharers = this.deps.capacity.sharers(domain, this.id);
+      if (sharers.length) pool.capacity_shared_with = sharers;
+    }
+    return { stats, seq };
+  }
+
+  /** Remembers an answer; caches it unless a mutation finished while it was asked (`generation` moved), which makes it stale. */
+  private keep(snapshot: StatsSnapshot, generation: number): StatsSnapshot {
     this.lastPoolNames = snapshot.stats.pools.map((pool) => pool.pool_name);
     this.lastStats = snapshot.stats;
-    // A mutation that finished while we were asking makes this answer stale: do not cache it.
     if (generation === this.statsGeneration) this.cachedStats = snapshot;
     return snapshot;
+  }
+
+  /**
+   * Stats for a capacity decision on a shared store, under the domain's cluster-wide lock: the
+   * cached answer, or this backend's own counts, while no other server changed the domain since
+   * this backend last counted; otherwise counted anew. Never joins a stats request already under
+   * way: it may have begun before the change this decision must see.
+   */
+  private async decisionStats(domain: string, changes: number): Promise<StatsSnapshot> {
+    const driver = await this.ready();
+    if (this.seenChanges.get(domain) === changes) {
+      if (this.cachedStats) return this.cachedStats;
+      const generation = this.statsGeneration;
+      return this.keep(await this.readStats(driver, { unchangedElsewhere: true }), generation);
+    }
+    // Answers begun before now must not be cached after this count.
+    this.dropCachedStats();
+    const generation = this.statsGeneration;
+    return this.keep(await this.readStats(driver, { recount: true }), generation);
+  }
+
+  /** Remembers that this backend's counts account for the domain's change count `changes` (after its own change, a release). */
+  private sawChange(domain: string, before: number | undefined, after: number | undefined): void {
+    // Only a count this backend's own change moved by one: any other change may be another server's.
+    if (after !== undefined && before !== undefined && this.seenChanges.get(domain) === before && after === before + 1) this.seenChanges.set(domain, after);
   }
 
   /**
@@ -378,9 +415,10 @@ export class Backend {
     poolName: string | undefined,
     sizeGb: number,
     refusal: (room: { pool: string; gb: number; text: string }) => string,
-  ): Promise<{ pool: PoolStats; reservation: Reservation }> {
+    intent?: (pool: PoolStats) => HeldIntent | undefined,
+  ): Promise<{ pool: PoolStats; reservation: Reservation; intentWritten?: boolean }> {
     const shared = this.deps.store.shared;
-    if (shared) return this.reserveSharedCapacity(shared, poolName, sizeGb, refusal);
+    if (shared) return this.reserveSharedCapacity(shared, poolName, sizeGb, refusal, intent);
     const { stats, seq } = await this.snapshot(false);
     const pool = this.choosePool(stats, poolName);
     const domain = this.capacityDomain(pool.pool_name);
@@ -398,43 +436,60 @@ export class Backend {
 
   /**
    * Capacity on a store several servers share: decided under the domain's cluster-wide lock, on
-   * stats asked of the array then and there, counting what other servers' operations under way
-   * hold; what this one needs stays held in the store until it ends. So two servers never both
-   * promise the last GiB.
+   * stats that account for every change another server made to the domain (counted anew when
+   * there was one, see decisionStats), counting what other servers' operations under way hold;
+   * what this one needs stays held in the store until it ends. So two servers never both promise
+   * the last GiB. `intent`, when the operation has one to write now, is written with the hold.
    */
   private async reserveSharedCapacity(
     shared: SharedCoordination,
     poolName: string | undefined,
     sizeGb: number,
     refusal: (room: { pool: string; gb: number; text: string }) => string,
-  ): Promise<{ pool: PoolStats; reservation: Reservation }> {
+    intent?: (pool: PoolStats) => HeldIntent | undefined,
+  ): Promise<{ pool: PoolStats; reservation: Reservation; intentWritten: boolean }> {
     // The pool (so its domain) from the pools already known: stats are read under the lock anyway.
     const known = poolName === undefined ? this.lastPoolNames[0] : this.lastPoolNames.find((name) => name === poolName);
     const domain = this.capacityDomain(known ?? this.choosePool((await this.snapshot(false)).stats, poolName).pool_name);
     stepDone('stats (cached)');
     let chosen!: PoolStats;
-    let local!: Reservation;
-    const hold = await shared.holdCapacity(domain, this.deps.serverId, async (heldByOthersGb) => {
-      const fresh = await this.snapshot(true);
-      stepDone('stats (fresh)');
-      chosen = this.choosePool(fresh.stats, poolName);
-      const claims = this.deps.capacity.claims(domain, this.id, fresh.seq);
-      this.requireRoom(chosen, sizeGb, { ...claims, provisionedGb: claims.provisionedGb + heldByOthersGb, allocatedGb: claims.allocatedGb + heldByOthersGb }, refusal);
-      local = this.deps.capacity.reserve(domain, this.id, sizeGb);
-      return sizeGb;
-    });
+    let local: Reservation | undefined;
+    let seen: number | undefined;
+    let hold: CapacityHold;
+    try {
+      hold = await shared.holdCapacity(domain, this.deps.serverId, async ({ heldByOthersGb, changes }) => {
+        const unchanged = this.seenChanges.get(domain) === changes;
+        const fresh = await this.decisionStats(domain, changes);
+        this.seenChanges.set(domain, (seen = changes));
+        stepDone(unchanged ? 'stats (own counts)' : 'stats (counted anew)');
+        chosen = this.choosePool(fresh.stats, poolName);
+        const claims = this.deps.capacity.claims(domain, this.id, fresh.seq);
+        this.requireRoom(chosen, sizeGb, { ...claims, provisionedGb: claims.provisionedGb + heldByOthersGb, allocatedGb: claims.allocatedGb + heldByOthersGb }, refusal);
+        local = this.deps.capacity.reserve(domain, this.id, sizeGb);
+        return { gb: sizeGb, intent: intent?.(chosen) };
+      });
+    } catch (error) {
+      // Decided here but never held in the store (it failed to write): nothing is promised.
+      local?.release();
+      throw error;
+    }
     stepDone('capacity hold written');
+    const reserved = local!;
     const releaseHold = () =>
-      void hold.release().catch((error: unknown) => this.deps.log.warn(`backend "${this.id}": releasing a capacity hold: ${describeError(error)} (it lapses with this server's lease)`));
+      void hold.release().then(
+        (after) => this.sawChange(domain, seen, after),
+        (error: unknown) => this.deps.log.warn(`backend "${this.id}": releasing a capacity hold: ${describeError(error)} (it lapses with this server's lease)`),
+      );
     return {
       pool: chosen,
+      intentWritten: hold.intentWritten,
       reservation: {
         commit: () => {
-          local.commit();
+          reserved.commit();
           releaseHold();
         },
         release: () => {
-          local.release();
+          reserved.release();
           releaseHold();
         },
       },
@@ -462,7 +517,26 @@ export class Backend {
     return pool;
   }
 
-  private invalidateStats(): void {
+  private async invalidateStats(changedCapacity = false): Promise<void> {
+    this.dropCachedStats();
+    const shared = this.deps.store.shared;
+    if (!changedCapacity || !shared) return;
+    // Other servers sharing the store learn that the pool changed before the caller is answered:
+    // a create sent to another server right after a delete sees the room it left.
+    const domains = new Set(this.lastPoolNames.map((pool) => this.capacityDomain(pool)));
+    await Promise.all(
+      [...domains].map((domain) => {
+        const before = this.seenChanges.get(domain);
+        return shared.noteCapacityChange(domain).then(
+          (after) => this.sawChange(domain, before, after),
+          (error: unknown) =>
+            this.deps.log.warn(`backend "${this.id}": telling the other servers that ${domain} changed: ${describeError(error)} (they see it with the next change told)`),
+        );
+      }),
+    );
+  }
+
+  private dropCachedStats(): void {
     this.statsGeneration++;
     this.cachedStats = undefined;
   }

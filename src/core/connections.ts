@@ -209,6 +209,7 @@ export class ConnectionLifecycle {
     };
     return {
       what: `${local ? 'attach' : 'connect'} volume ${volumeId}`,
+      keepsCapacity: true,
       locks: [volumeKey(volumeId)],
       begin: async () => {
         await check();
@@ -318,6 +319,7 @@ export class ConnectionLifecycle {
     };
     return {
       what: `${how.local ? 'detach' : 'disconnect'} connection ${connectionId}`,
+      keepsCapacity: true,
       locks: [volumeKey(first.volume_id)],
       begin: async () => {
         await check();

@@ -11,7 +11,7 @@ import type { Reservation } from './capacity-ledger.js';
 import { StorageError, describeError, isStorageError } from '../base/errors.js';
 import { runHoldingAll, type KeyedMutex } from '../base/locks.js';
 import type { Logger } from '../base/log.js';
-import type { HeldLocks, RequestEntry, SnapshotPatch, VolumePatch, VolumeStore } from '../store/store.js';
+import type { HeldIntent, HeldLocks, RequestEntry, SnapshotPatch, VolumePatch, VolumeStore } from '../store/store.js';
 import { trackCopy } from './progress.js';
 import { LOCK_WAIT_HELP, LOCK_WAIT_SECONDS, metrics, stepDone, timedOperation } from '../base/metrics.js';
 import { dryRunAnswer, type DryRunAnswer } from './dry-run.js';
@@ -25,14 +25,20 @@ export interface LifecycleHost {
   readonly id: string;
   readonly volumeDriver: string;
   ready(): Promise<VolumeDriver>;
+  /** `intent`: what the operation would write first, which a shared store writes with the capacity hold (`intentWritten`). */
   reserveCapacity(
     poolName: string | undefined,
     sizeGb: number,
     refusal: (room: { pool: string; gb: number; text: string }) => string,
-  ): Promise<{ pool: PoolStats; reservation: Reservation }>;
+    intent?: (pool: PoolStats) => HeldIntent | undefined,
+  ): Promise<{ pool: PoolStats; reservation: Reservation; intentWritten?: boolean }>;
   /** The same check as reserveCapacity, holding nothing (dry runs). */
   checkCapacity(poolName: string | undefined, sizeGb: number, refusal: (room: { pool: string; gb: number; text: string }) => string): Promise<PoolStats>;
-  invalidateStats(): void;
+  /**
+   * After an operation: cached stats are stale. `changedCapacity`: it may have changed what the pool
+   * holds without a capacity reservation (a delete frees space), which servers sharing the store are told.
+   */
+  invalidateStats(changedCapacity: boolean): Promise<void>;
   tombstones(): TombstoneKeeper;
   /** After a volume grew: devices attached on this host take the new size. */
   afterExtend?(volumeId: string, newSizeGb: number): Promise<void>;
@@ -95,13 +101,21 @@ export interface Mutation<T, R> {
   /** Lock keys (volume:<id>, snapshot:<id>): one operation per object at a time, sources included. */
   locks: string[];
   capacity?: CapacityNeed;
+  /** The operation never changes what the pool holds (connections): other servers need not count it anew. */
+  keepsCapacity?: true;
   /**
    * Under the locks, before anything is held: reads the current state, and says what capacity the
    * operation needs, or answers at once when there is nothing to do.
    */
   prepare?(): Promise<{ capacity?: CapacityNeed; answer?: R }>;
-  /** Checks and writes the intent; throwing here leaves nothing done. */
-  begin(pool: PoolStats | undefined): Promise<void>;
+  /**
+   * The intent begin() would write, when it needs no check under the locks first (no source to
+   * recheck, no request_id to claim): a shared store writes it with the capacity hold, one round
+   * trip and one commit fewer, and begin() is told so.
+   */
+  intent?(pool: PoolStats): HeldIntent | undefined;
+  /** Checks and writes the intent (unless `intentWritten`: written with the capacity hold); throwing here leaves nothing done. */
+  begin(pool: PoolStats | undefined, intentWritten: boolean): Promise<void>;
   /** Calls the array; between two array calls, `stillHeld` throws when the cluster-wide locks were lost meanwhile. */
   act(driver: VolumeDriver, stillHeld: () => void): Promise<T>;
   /** Records success. */
@@ -190,6 +204,10 @@ export class VolumeLifecycle {
       ...this.claim(),
     };
     const ask: CreateVolumeRequest = { id: record.id, size, pool_name: '', name: record.name, description: record.description, bootable: record.bootable };
+    const placed = (pool: PoolStats) => {
+      record.pool_name = ask.pool_name = pool.pool_name;
+      Object.assign(record, this.claim()); // the lease runs from the intent, not from before any wait for locks
+    };
     return {
       what: `create volume ${record.id}`,
       locks: [volumeKey(record.id), ...(source?.locks ?? [])],
@@ -199,10 +217,17 @@ export class VolumeLifecycle {
         refusal: (room) =>
           `a ${size} GiB volume does not fit in backend "${this.host.id}" pool "${room.pool}": ${room.text}; ask for at most ${Math.floor(room.gb)} GiB or free space first`,
       },
-      begin: async (pool) => {
-        record.pool_name = ask.pool_name = pool!.pool_name;
+      intent:
+        source || request
+          ? undefined
+          : (pool) => {
+              placed(pool);
+              return { kind: 'volume', record };
+            },
+      begin: async (pool, intentWritten) => {
+        if (intentWritten) return;
         await source?.recheck();
-        Object.assign(record, this.claim()); // the lease runs from the intent, not from before any wait for locks
+        placed(pool!);
         // Intent first: a crash from here on leaves a record that start-up surfaces, never an unknown array volume.
         const outcome = await this.deps.store.volumes.insert(record, request && { ...request, object_id: record.id });
         if (outcome.inserted) return;
@@ -628,11 +653,12 @@ export class VolumeLifecycle {
     stepDone('prepare');
     if (prepared && 'answer' in prepared) return prepared.answer as R;
     const need = prepared?.capacity ?? mutation.capacity;
-    const held = need ? await this.host.reserveCapacity(need.poolName, need.sizeGb, need.refusal) : undefined;
+    const held = need ? await this.host.reserveCapacity(need.poolName, need.sizeGb, need.refusal, mutation.intent?.bind(mutation)) : undefined;
     stepDone('capacity');
     let acted = false;
+    let asked = false;
     try {
-      await mutation.begin(held?.pool);
+      await mutation.begin(held?.pool, held?.intentWritten === true);
       stepDone('record intent');
       let result: T;
       // Locks lost with a dropped database session: stop before the next array call, and record
@@ -640,6 +666,7 @@ export class VolumeLifecycle {
       const stillHeld = () => locks?.check();
       try {
         stillHeld();
+        asked = true;
         result = await mutation.act(driver, stillHeld);
         stillHeld();
         stepDone('array');
@@ -657,7 +684,8 @@ export class VolumeLifecycle {
       else held?.reservation.release();
       throw error instanceof UnrecordedOutcome ? error.failure : error;
     } finally {
-      this.host.invalidateStats();
+      // A reservation's end tells the other servers itself; an array call that failed may still have changed the pool.
+      await this.host.invalidateStats(asked && !held && !mutation.keepsCapacity);
     }
   }
 

@@ -26,6 +26,9 @@ import { SqlRecords, SqlStore, liveRequest, recoveryPatch, underWay, type Record
 import type {
   BackendDisagreement,
   BackendFingerprint,
+  CapacityDecision,
+  CapacityHold,
+  CapacityRoom,
   ConnectionPatch,
   ConnectionQuery,
   ImportBatch,
@@ -177,6 +180,13 @@ class PostgresRecords<R extends { id: string; status: string }, P extends object
     return this.store.onDbClock<T>(patch);
   }
 
+  /** The INSERT of `record` with its values as literals, for a message of several statements (which take no parameters). */
+  literalInsert(record: R): string {
+    const [sql, params] = this.insertStatement(this.adjust(record));
+    // The statement is ours, built from declared column names: its only `$` are the placeholders.
+    return sql.replace(/\$(\d+)/g, (_, index: string) => sqlLiteral(params[Number(index) - 1]));
+  }
+
   async insertRow(db: Queryable, record: R): Promise<boolean> {
     return (await db.query(...this.insertStatement(record))).rowCount === 1;
   }
@@ -267,6 +277,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
     this.shared = {
       holdKeys: (keys, task) => this.locks.hold(keys, task),
       holdCapacity: (domain, owner, decide) => this.capacityTurns.run(domain, () => this.holdCapacity(domain, owner, decide)),
+      noteCapacityChange: (domain) => this.noteCapacityChange(domain),
       join: (serverId, description, until) => this.join(serverId, description, until),
       agreeOnBackend: (backend, serverId, fingerprint, differ) => this.agreeOnBackend(backend, serverId, fingerprint, differ),
       leave: (serverId) => this.leave(serverId),
@@ -415,65 +426,85 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
   // ---- shared coordination ----
 
   /**
-   * Four round trips: BEGIN, the domain's lock, one read (the database's time, other servers' live
-   * holds, this server's lease; lapsed holds forgotten on the way), the hold written with COMMIT.
+   * Two round trips: BEGIN, the domain's lock and one read (the database's time, other servers' live
+   * holds, this server's lease, the domain's change count; lapsed holds forgotten, and counted as a
+   * change, on the way) in one message; then the hold written with COMMIT. Each statement of a
+   * message reads its own snapshot, so the read sees what the lock's previous holder committed.
    * Holds are committed without waiting for the disk (synchronous_commit off): a hold lost with a
-   * crash of PostgreSQL goes with every session, so with every lock the operations held, and
-   * capacity is decided on stats read under the lock, never on holds alone.
+   * crash of PostgreSQL goes with every session, so with every lock the operations held, and with
+   * the change counts that would have told servers to count the array anew: a server that lost its
+   * session counts anew (its seen counts start over with the new store connection's first decision).
    */
-  private async holdCapacity(domain: string, owner: string, decide: (heldByOthersGb: number) => Promise<number>): Promise<{ release(): Promise<void> }> {
+  private async holdCapacity(domain: string, owner: string, decide: (room: CapacityRoom) => Promise<number | CapacityDecision>): Promise<CapacityHold> {
     const what = `hold capacity of ${domain}`;
     const id = randomUUID();
-    const gb = await this.transaction(
-      async (client) => {
-        const waited = performance.now();
-        await this.storeCall(what, async () => {
-          try {
-            await client.query('SELECT pg_advisory_xact_lock(hashtextextended($1, 0))', [`capacity:${domain}`]);
-          } catch (error) {
-            if (!isLockTimeout(error)) throw error;
-            throw new StorageError('BACKEND_BUSY', `the capacity of ${domain} is being decided by another server for longer than ${Math.round(this.lockTimeoutMs / 1000)} s; retry`);
+    const literal = escapeLiteral;
+    const [d, o] = [literal(domain), literal(owner)];
+    const lockAndRead = `BEGIN; SET LOCAL synchronous_commit TO off;
+      SELECT pg_advisory_xact_lock(hashtextextended(${literal(`capacity:${domain}`)}, 0));
+      WITH clock AS MATERIALIZED (SELECT ${DB_NOW} AS now),
+           lapsed AS (DELETE FROM capacity_holds WHERE domain = ${d} AND lease_expires_at <= (SELECT now FROM clock) RETURNING id),
+           counted AS (${countChange(d)} WHERE EXISTS (SELECT 1 FROM lapsed) ${ON_CHANGE_COUNTED})
+      SELECT (SELECT now FROM clock) AS now,
+             (SELECT COALESCE(SUM(gb), 0)::float8 FROM capacity_holds WHERE domain = ${d} AND owner <> ${o} AND lease_expires_at > (SELECT now FROM clock)) AS held,
+             (SELECT lease_expires_at FROM servers WHERE server_id = ${o}) AS joined,
+             COALESCE((SELECT changes FROM counted), (SELECT changes FROM capacity_domains WHERE domain = ${d}), 0)::float8 AS changes`;
+    const waited = performance.now();
+    let gb: number;
+    let intentWritten = false;
+    try {
+      gb = await this.transaction(
+        async (client, begun) => {
+          metrics.observe(LOCK_WAIT_SECONDS, LOCK_WAIT_HELP, { lock: 'capacity' }, (performance.now() - waited) / 1000);
+          stepDone('capacity lock and read');
+          const { now, held, joined, changes } = begun[begun.length - 1].rows[0] as { now: string; held: number; joined: string | null; changes: number };
+          const decision = await decide({ heldByOthersGb: Number(held), changes: Number(changes) });
+          const { gb, intent } = typeof decision === 'number' ? { gb: decision, intent: undefined } : decision;
+          const statements: string[] = [];
+          if (gb > 0) {
+            const ownLease = new Date(Date.parse(now) + this.holdLeaseMs).toISOString();
+            const until = joined && joined > ownLease ? joined : ownLease;
+            statements.push(`INSERT INTO capacity_holds (id, domain, gb, owner, lease_expires_at) VALUES (${literal(id)}, ${d}, ${sqlLiteral(gb)}, ${o}, ${literal(until)})`);
           }
-        });
-        metrics.observe(LOCK_WAIT_SECONDS, LOCK_WAIT_HELP, { lock: 'capacity' }, (performance.now() - waited) / 1000);
-        stepDone('capacity lock');
-        const { now, held, joined } = await this.storeCall(what, async () => {
-          const { rows } = await client.query<{ now: string; held: number; joined: string | null }>(
-            `WITH clock AS MATERIALIZED (SELECT ${DB_NOW} AS now),
-                  lapsed AS (DELETE FROM capacity_holds WHERE domain = $1 AND lease_expires_at <= (SELECT now FROM clock))
-             SELECT (SELECT now FROM clock) AS now,
-                    (SELECT COALESCE(SUM(gb), 0)::float8 FROM capacity_holds WHERE domain = $1 AND owner <> $2 AND lease_expires_at > (SELECT now FROM clock)) AS held,
-                    (SELECT lease_expires_at FROM servers WHERE server_id = $2) AS joined`,
-            [domain, owner],
-          );
-          return rows[0];
-        });
-        stepDone('capacity read');
-        const gb = await decide(Number(held));
-        if (gb > 0) {
-          const ownLease = new Date(Date.parse(now) + this.holdLeaseMs).toISOString();
-          const until = joined && joined > ownLease ? joined : ownLease;
-          const literal = (value: string) => client.escapeLiteral(value);
-          await this.storeCall(what, () =>
-            client.query(
-              `INSERT INTO capacity_holds (id, domain, gb, owner, lease_expires_at) VALUES (${literal(id)}, ${literal(domain)}, ${Number(gb)}, ${literal(owner)}, ${literal(until)}); COMMIT`,
-            ),
-          );
-        }
-        return gb;
-      },
-      () => this.checkout(this.coordination, what).finally(() => stepDone('capacity connection')),
-      (run) => this.storeCall(what, run),
-      'BEGIN; SET LOCAL synchronous_commit TO off',
-    );
+          // An intent must outlive a crash of PostgreSQL: this commit waits for the disk.
+          if (intent) statements.push('SET LOCAL synchronous_commit TO on', this.volumes.literalInsert(intent.record));
+          if (statements.length === 0) return gb;
+          const results = [await this.storeCall(what, () => client.query([...statements, 'COMMIT'].join('; ')))].flat() as pg.QueryResult[];
+          intentWritten = intent !== undefined && results[results.length - 2].rowCount === 1;
+          return gb;
+        },
+        () => this.checkout(this.coordination, what).finally(() => stepDone('capacity connection')),
+        (run) => this.storeCall(what, run),
+        lockAndRead,
+      );
+    } catch (error) {
+      if (!isLockTimeout(error)) throw error;
+      throw new StorageError('BACKEND_BUSY', `the capacity of ${domain} is being decided by another server for longer than ${Math.round(this.lockTimeoutMs / 1000)} s; retry`);
+    }
     let released = gb <= 0;
     return {
+      intentWritten,
       release: async () => {
-        if (released) return;
-        await this.write(`release capacity held in ${domain}`, (db) => db.query('DELETE FROM capacity_holds WHERE id = $1', [id]), this.relaxed);
+        if (released) return undefined;
+        // The hold goes and the change is counted in one statement: a decision sees one or the other, never neither.
+        const { rows } = await this.write(
+          `release capacity held in ${domain}`,
+          (db) => db.query<{ changes: number }>(`WITH gone AS (DELETE FROM capacity_holds WHERE id = $1) ${countChange('$2')} ${ON_CHANGE_COUNTED}`, [id, domain]),
+          this.relaxed,
+        );
         released = true;
+        return Number(rows[0].changes);
       },
     };
+  }
+
+  private async noteCapacityChange(domain: string): Promise<number> {
+    const { rows } = await this.write(
+      `count a change of ${domain}`,
+      (db) => db.query<{ changes: number }>(`${countChange('$1')} ${ON_CHANGE_COUNTED}`, [domain]),
+      this.relaxed,
+    );
+    return Number(rows[0].changes);
   }
 
   /**
@@ -597,10 +628,11 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
 
   /**
    * Runs `task` in one transaction on one connection, of the record pool unless `open` gives
-   * another; `step` wraps BEGIN and COMMIT (holdCapacity names its store trouble with it).
+   * another; `step` wraps BEGIN and COMMIT (holdCapacity names its store trouble with it). `begin`
+   * may carry the transaction's first statements too: their results are the task's `begun`.
    */
   private async transaction<T>(
-    task: (db: pg.PoolClient) => Promise<T>,
+    task: (db: pg.PoolClient, begun: pg.QueryResult[]) => Promise<T>,
     open: () => Promise<pg.PoolClient> = () => this.pool.connect(),
     step: <X>(run: () => Promise<X>) => Promise<X> = (run) => run(),
     begin = 'BEGIN',
@@ -610,16 +642,14 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
     const onError = (error: Error) => (broken = error);
     client.on('error', onError);
     try {
-      await step(() => client.query(begin));
-      try {
-        const result = await task(client);
-        // A task may end its transaction itself, with its last statement (one round trip less).
-        if (transactionOpen(client)) await step(() => client.query('COMMIT'));
-        return result;
-      } catch (error) {
-        if (!broken) await client.query('ROLLBACK').catch((rollbackError: Error) => (broken = rollbackError));
-        throw error;
-      }
+      const begun = [await step(() => client.query(begin))].flat() as pg.QueryResult[];
+      const result = await task(client, begun);
+      // A task may end its transaction itself, with its last statement (one round trip less).
+      if (transactionOpen(client)) await step(() => client.query('COMMIT'));
+      return result;
+    } catch (error) {
+      if (!broken && transactionOpen(client)) await client.query('ROLLBACK').catch((rollbackError: Error) => (broken = rollbackError));
+      throw error;
     } finally {
       client.off('error', onError);
       client.release(broken ?? undefined);
@@ -743,6 +773,23 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
 /** Whether `client`'s session is inside a transaction (node-postgres keeps the server's last ReadyForQuery status). */
 function transactionOpen(client: pg.PoolClient): boolean {
   return (client as unknown as { getTransactionStatus?(): string | null }).getTransactionStatus?.() !== 'I';
+}
+
+/** The statement counting one change of domain `domain` (an SQL expression), from its first. */
+const countChange = (domain: string) => `INSERT INTO capacity_domains (domain, changes) SELECT ${domain}, 1`;
+// INTEGER wraps to 1 long before it overflows: a server that saw the count before the wrap counts anew, as after any change it did not make.
+const ON_CHANGE_COUNTED = `ON CONFLICT (domain) DO UPDATE SET changes = CASE WHEN capacity_domains.changes >= 2000000000 THEN 1 ELSE capacity_domains.changes + 1 END RETURNING changes`;
+
+/** A string as an SQL literal, for statements sent several in one message (which take no parameters). */
+const escapeLiteral = (value: string): string => pg.escapeLiteral(value);
+
+/** A value of a row (as rowValues gives it) as an SQL literal; anything else is refused, never spliced. */
+function sqlLiteral(value: unknown): string {
+  if (value === null || value === undefined) return 'NULL';
+  if (typeof value === 'boolean') return value ? 'TRUE' : 'FALSE';
+  if (typeof value === 'number' && Number.isFinite(value)) return String(value);
+  if (typeof value === 'string') return escapeLiteral(value);
+  throw new Error(`cannot write ${typeof value} ${String(value)} as an SQL literal`);
 }
 
 /** lock_timeout (55P03), or a deadlock PostgreSQL broke (40P01): someone else holds the lock. */

@@ -172,6 +172,12 @@ export const TABLES = {
     columns: { id: 'text', domain: 'text', gb: 'real', owner: 'text', lease_expires_at: 'stamp' },
     indexes: { capacity_holds_by_domain: 'domain, lease_expires_at', capacity_holds_by_owner: 'owner' },
   },
+  capacity_domains: {
+    postgresOnly: true,
+    key: 'domain',
+    // changes: how many operations have changed the domain's use (see CapacityRoom.changes).
+    columns: { domain: 'text', changes: 'integer' },
+  },
   backend_fingerprints: {
     postgresOnly: true,
     key: 'id',

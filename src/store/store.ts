@@ -149,6 +149,39 @@ export interface BackendDisagreement {
   differing: Array<{ option: string; here: string; there: string }>;
 }
 
+/** What a capacity decision learns under its domain's cluster-wide lock. */
+export interface CapacityRoom {
+  /** GiB that other servers' operations under way hold in the domain. */
+  heldByOthersGb: number;
+  /**
+   * The domain's change count: bumped by every server when an operation that may have changed the
+   * domain's use ends, and when a lapsed hold (a dead server's) is forgotten. A server that saw
+   * this count already knows every change there was: the counts it keeps are current, and it
+   * need not count the array anew (the costly part of a decision).
+   */
+  changes: number;
+}
+
+/**
+ * An operation's intent written in the same transaction as its capacity hold: durably, with the
+ * hold, or not at all (one round trip and one commit instead of two of each).
+ */
+export type HeldIntent = { kind: 'volume'; record: VolumeRecord };
+
+/** What a capacity decision holds: GiB, and optionally the operation's intent to write with them. */
+export interface CapacityDecision {
+  gb: number;
+  intent?: HeldIntent;
+}
+
+/** GiB held for an operation under way on a store several servers share. */
+export interface CapacityHold {
+  /** Lets the GiB go and counts the domain changed; resolves to the change count after this release, when it held any. */
+  release(): Promise<number | undefined>;
+  /** Whether the decision's intent was written (false when its id was taken: the caller's own insert then says so). */
+  readonly intentWritten: boolean;
+}
+
 /**
  * What servers sharing one store (PostgreSQL) need beyond records: cluster-wide locks, capacity
  * held by operations under way on every server, and one live server per identity. Stores that
@@ -166,11 +199,17 @@ export interface SharedCoordination {
   holdKeys<T>(keys: readonly string[], task: (held: HeldLocks) => Promise<T>): Promise<T>;
   /**
    * Capacity across servers: runs `decide` holding the capacity domain's cluster-wide lock, giving
-   * it the GiB that other servers' operations under way hold in that domain; `decide` checks (it
-   * may throw OUT_OF_CAPACITY) and returns the GiB this operation needs, which stay held, under
-   * `owner`, until `release` (or until the owner's lease lapses). `decide` must not use the store.
+   * it the GiB that other servers' operations under way hold in that domain and the domain's change
+   * count; `decide` checks (it may throw OUT_OF_CAPACITY) and returns the GiB this operation needs,
+   * which stay held, under `owner`, until `release` (or until the owner's lease lapses). `decide`
+   * must not use the store.
    */
-  holdCapacity(domain: string, owner: string, decide: (heldByOthersGb: number) => Promise<number>): Promise<{ release(): Promise<void> }>;
+  holdCapacity(domain: string, owner: string, decide: (room: CapacityRoom) => Promise<number | CapacityDecision>): Promise<CapacityHold>;
+  /**
+   * Counts a change of the domain's use made without a capacity hold (a delete frees space):
+   * resolves to the domain's change count after it.
+   */
+  noteCapacityChange(domain: string): Promise<number>;
   /**
    * Takes this server's identity for the life of its database session, unless another live
    * session holds it: then the holder's description is returned. A server killed (kill -9, zombie

@@ -85,7 +85,7 @@ if (missing && !inCi) {
       const rows = await query(url, 'SELECT version FROM schema_migrations ORDER BY version');
       expect(rows.map((row) => row.version)).toEqual(Array.from({ length: POSTGRES_SCHEMA_VERSION }, (_, i) => i + 1));
       const tables = (await query(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")).map((row) => row.tablename);
-      expect(tables).toEqual(['audit_log', 'backend_fingerprints', 'capacity_holds', 'connections', 'requests', 'schema_migrations', 'servers', 'snapshots', 'tombstones', 'volumes']);
+      expect(tables).toEqual(['audit_log', 'backend_fingerprints', 'capacity_domains', 'capacity_holds', 'connections', 'requests', 'schema_migrations', 'servers', 'snapshots', 'tombstones', 'volumes']);
       await query(url, "INSERT INTO schema_migrations (version, applied_at) VALUES (99, 'future')");
       const refused = PostgresVolumeStore.open(url);
       await expect(refused).rejects.toMatchObject({
@@ -230,7 +230,7 @@ if (missing && !inCi) {
       const { url, a, b } = await twoServers();
       const ownHeld: Record<string, number> = { 'server-a': 0, 'server-b': 0 };
       const attempt = (store: PostgresVolumeStore, owner: string) =>
-        store.shared.holdCapacity('pool-1', owner, async (heldByOthers) => {
+        store.shared.holdCapacity('pool-1', owner, async ({ heldByOthersGb: heldByOthers }) => {
           await sleep(5); // a decision takes a moment: the window a race would need
           if (heldByOthers + ownHeld[owner] + 1 > 10) throw new StorageError('OUT_OF_CAPACITY', 'pool-1 is full');
           ownHeld[owner] += 1;
@@ -243,10 +243,10 @@ if (missing && !inCi) {
       expect((await query(url, "SELECT SUM(gb)::int AS gb FROM capacity_holds WHERE domain = 'pool-1'"))[0].gb).toBe(10);
       // Another domain is not affected; released holds free their GiB for the other server.
       let seen = -1;
-      await (await a.shared.holdCapacity('pool-2', 'server-a', async (others) => ((seen = others), 0))).release();
+      await (await a.shared.holdCapacity('pool-2', 'server-a', async ({ heldByOthersGb }) => ((seen = heldByOthersGb), 0))).release();
       expect(seen).toBe(0);
-      for (const outcome of held) await (outcome as PromiseFulfilledResult<{ release(): Promise<void> }>).value.release();
-      await (await b.shared.holdCapacity('pool-1', 'server-b', async (others) => ((seen = others), 0))).release();
+      for (const outcome of held) await (outcome as PromiseFulfilledResult<{ release(): Promise<number | undefined> }>).value.release();
+      await (await b.shared.holdCapacity('pool-1', 'server-b', async ({ heldByOthersGb }) => ((seen = heldByOthersGb), 0))).release();
       expect(seen).toBe(0);
     });
 
@@ -257,7 +257,7 @@ if (missing && !inCi) {
       await short.shared.holdCapacity('pool', 'dying', async () => 4);
       await short.shared.holdCapacity('pool', 'living', async () => 2);
       let seen = -1;
-      const look = async () => (await other.shared.holdCapacity('pool', 'observer', async (others) => ((seen = others), 0))).release();
+      const look = async () => (await other.shared.holdCapacity('pool', 'observer', async ({ heldByOthersGb }) => ((seen = heldByOthersGb), 0))).release();
       await look();
       expect(seen).toBe(6);
       await short.renewLeases('living', later(60_000));
@@ -268,6 +268,39 @@ if (missing && !inCi) {
       await short.shared.leave('living');
       await look();
       expect(seen).toBe(0);
+    });
+
+    it("a domain's change count moves with every release, told change and lapsed hold, so servers know when to count anew", async () => {
+      const url = await fixture.createDatabase();
+      const a = await open(url, { holdLeaseMs: 1_000 });
+      const b = await open(url, { lockTimeoutMs: 500 });
+      const count = async (store: PostgresVolumeStore) => {
+        let changes = -1;
+        await (await store.shared.holdCapacity('pool', 'observer', async (room) => ((changes = room.changes), 0))).release();
+        return changes;
+      };
+      expect(await count(a)).toBe(0); // a domain no one changed yet
+      const hold = await a.shared.holdCapacity('pool', 'server-a', async () => 3);
+      expect(await count(b)).toBe(0); // held, not yet changed: the hold itself is counted by GiB
+      expect(await hold.release()).toBe(1);
+      expect(await count(b)).toBe(1);
+      expect(await b.shared.noteCapacityChange('pool')).toBe(2); // a delete, told by another server
+      expect(await count(a)).toBe(2);
+      expect(await count(a)).toBe(2); // a decision holding nothing changes nothing
+      expect(await b.shared.noteCapacityChange('other-pool')).toBe(1); // per domain
+      // A hold whose owner died lapses: forgetting it is a change (its array object may exist now).
+      await a.shared.holdCapacity('pool', 'dead-server', async () => 5);
+      await sleep(1_200);
+      expect(await count(b)).toBe(3);
+      expect(await count(b)).toBe(3);
+      // A decision that waits too long for the domain's lock is BACKEND_BUSY, and its connection stays usable.
+      let letGo!: () => void;
+      const slow = a.shared.holdCapacity('pool', 'server-a', () => new Promise<number>((resolve) => (letGo = () => resolve(0))));
+      await sleep(100);
+      await expect(b.shared.holdCapacity('pool', 'server-b', async () => 1)).rejects.toMatchObject({ code: 'BACKEND_BUSY' });
+      letGo();
+      await (await slow).release();
+      for (let i = 0; i < 12; i++) expect(await count(b)).toBe(3); // every pooled connection answers again
     });
 
     it("join refuses a twin while the holder's database session lives, naming it, and takes the identity at once when that session ends", async () => {
