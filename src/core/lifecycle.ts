@@ -104,6 +104,12 @@ export interface Mutation<T, R> {
   /** The operation never changes what the pool holds (connections): other servers need not count it anew. */
   keepsCapacity?: true;
   /**
+   * Every lock key is a new object's id, which no other server can know before the intent is
+   * written: the cluster-wide locks are taken while the capacity is decided, and held before the
+   * array is asked.
+   */
+  freshLocks?: true;
+  /**
    * Under the locks, before anything is held: reads the current state, and says what capacity the
    * operation needs, or answers at once when there is nothing to do.
    */
@@ -211,6 +217,7 @@ export class VolumeLifecycle {
     return {
       what: `create volume ${record.id}`,
       locks: [volumeKey(record.id), ...(source?.locks ?? [])],
+      ...(source ? {} : { freshLocks: true as const }),
       capacity: {
         poolName: input.pool_name ?? source?.poolName,
         sizeGb: size,
@@ -628,10 +635,14 @@ export class VolumeLifecycle {
       runHoldingAll(this.deps.locks, mutation.locks, () => {
         stepDone('local locks');
         if (!shared) return task();
-        return shared.holdKeys(mutation.locks, (locks) => {
-          stepDone('cluster locks');
-          return task(locks);
-        });
+        return shared.holdKeys(
+          mutation.locks,
+          (locks) => {
+            stepDone('cluster locks');
+            return task(locks);
+          },
+          { fresh: mutation.freshLocks === true },
+        );
       });
     const labels = { backend: this.host.id };
     return timedOperation(mutation.what, () =>
@@ -665,6 +676,8 @@ export class VolumeLifecycle {
       // the operation as failed (as a crash's recovery would) rather than its outcome.
       const stillHeld = () => locks?.check();
       try {
+        await locks?.acquired;
+        stepDone('cluster locks held');
         stillHeld();
         asked = true;
         result = await mutation.act(driver, stillHeld);

@@ -78,8 +78,12 @@ export class LockSession {
     await this.query(this.client, UNLOCK, [identityKey(serverId)]).catch(() => undefined);
   }
 
-  /** Runs `task` holding every key, in a fixed order; see SharedCoordination.holdKeys. */
-  hold<T>(keys: readonly string[], task: (held: HeldLocks) => Promise<T>): Promise<T> {
+  /**
+   * Runs `task` holding every key, in a fixed order; see SharedCoordination.holdKeys. With `fresh`
+   * (keys no other server can know yet: a new object's id), the task starts at once while the keys
+   * are taken beside it, and `held.acquired` says when they are.
+   */
+  hold<T>(keys: readonly string[], task: (held: HeldLocks) => Promise<T>, fresh = false): Promise<T> {
     const sorted = [...new Set(keys)].sort();
     return runHoldingAll(this.local, sorted, async () => {
       const what = `lock ${sorted.join(', ')}`;
@@ -89,18 +93,26 @@ export class LockSession {
           `cannot ${what}: this server lost its database session in ${this.options.description} and has not yet taken its identity ${this.identity.serverId} back; retry in a moment`,
         );
       }
-      const client = await this.connection(what);
-      const generation = this.generation;
-      const taken: string[] = [];
       const controller = new AbortController();
-      this.holders.add(controller);
-      try {
+      const taken: string[] = [];
+      let client: pg.Client | undefined;
+      let generation = this.generation;
+      const acquire = async () => {
+        client = await this.connection(what);
+        generation = this.generation;
         for (const key of sorted) {
           await this.lockWaiting(client, key, generation);
           taken.push(key);
         }
+      };
+      this.holders.add(controller);
+      const acquired = fresh ? acquire() : Promise.resolve();
+      acquired.catch(() => undefined); // observed by the task (held.acquired), or below
+      try {
+        if (!fresh) await acquire();
         const held: HeldLocks = {
           signal: controller.signal,
+          acquired,
           check: () => {
             if (controller.signal.aborted) throw controller.signal.reason;
           },
@@ -108,11 +120,13 @@ export class LockSession {
         return await task(held);
       } finally {
         this.holders.delete(controller);
-        if (this.generation === generation && taken.length > 0) {
+        await acquired.catch(() => undefined);
+        if (client && this.generation === generation && taken.length > 0) {
           // Not waited for: statements on the session run in order, so this process's next lock of
           // these keys comes after the unlock; the operation's answer need not wait for it.
           // Cannot unlock: the session is in trouble; dropping it frees every lock it held.
-          void this.query(client, UNLOCK_ALL, [taken]).catch((error: unknown) => this.drop(client, `unlocking ${taken.join(', ')} failed: ${reasonOf(error)}`));
+          const session = client;
+          void this.query(session, UNLOCK_ALL, [taken]).catch((error: unknown) => this.drop(session, `unlocking ${taken.join(', ')} failed: ${reasonOf(error)}`));
         }
       }
     });

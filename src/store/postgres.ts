@@ -275,7 +275,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
       log: options.log ?? createLogger('metadata-store'),
     });
     this.shared = {
-      holdKeys: (keys, task) => this.locks.hold(keys, task),
+      holdKeys: (keys, task, options) => this.locks.hold(keys, task, options?.fresh === true),
       holdCapacity: (domain, owner, decide) => this.capacityTurns.run(domain, () => this.holdCapacity(domain, owner, decide)),
       noteCapacityChange: (domain) => this.noteCapacityChange(domain),
       join: (serverId, description, until) => this.join(serverId, description, until),

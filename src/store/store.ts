@@ -138,6 +138,12 @@ export interface HeldLocks {
   readonly signal: AbortSignal;
   /** Throws that error when the locks are lost; returns otherwise. */
   check(): void;
+  /**
+   * Resolves once every lock is held; rejects (BACKEND_BUSY, BACKEND_UNAVAILABLE) if they cannot be.
+   * Already resolved unless the holder asked for fresh keys, taken while its task runs: the task
+   * then waits for it before acting on the array.
+   */
+  readonly acquired: Promise<void>;
 }
 
 /** A backend's identity options: per option, the value compared (a digest for secrets' kin) and the value shown. */
@@ -194,9 +200,10 @@ export interface SharedCoordination {
    * Runs `task` holding cluster-wide locks on every key (volume:<id>, snapshot:<id>), taken in a
    * fixed order. Waits its turn behind another server's operation, up to a bound, then rejects with
    * BACKEND_BUSY naming the key. A server that dies releases its locks; a server whose database
-   * session drops loses them, and `held` says so.
+   * session drops loses them, and `held` says so. `fresh`: keys no other server can know yet (the
+   * id of an object being made): the task starts while they are taken (see HeldLocks.acquired).
    */
-  holdKeys<T>(keys: readonly string[], task: (held: HeldLocks) => Promise<T>): Promise<T>;
+  holdKeys<T>(keys: readonly string[], task: (held: HeldLocks) => Promise<T>, options?: { fresh?: boolean }): Promise<T>;
   /**
    * Capacity across servers: runs `decide` holding the capacity domain's cluster-wide lock, giving
    * it the GiB that other servers' operations under way hold in that domain and the domain's change
