@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
@@ -18,14 +18,15 @@ import { BIN, REPO_ROOT } from '../helpers/server.js';
  * (a) plain HTTP/1.1 keep-alive POSTs of the JSON-RPC request to `serve --http`: the server's own latency;
  * (b) the SDK's StreamableHTTPClientTransport on Node's fetch; (c) the same given a node:http keep-alive fetch;
  * (d) the SDK's stdio client; (e) a plain line client on the stdio pipe, one JSON-RPC line out, one back.
- * Run alone after `npm run build`: node dist/test/bench/http-call.js
+ * Run alone after `npm run build`: node dist/test/bench/http-call.js [path/to/bin/cinderlib-mcp.js]
+ * (the argument lets an older build be measured the same way).
  */
 const RUNS = 300;
 const WARM_UP = 50;
 const PROTOCOL_VERSION = '2025-06-18';
 const CALL = { name: 'get_stats', arguments: { backend: 'bench' } };
 
-export async function benchHttpCall(report: (what: string, figure: string) => void): Promise<void> {
+export async function benchHttpCall(report: (what: string, figure: string) => void, bin = BIN): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'cinderlib-mcp-bench-http-call-'));
   const configPath = join(work, 'config.json');
   writeFileSync(
@@ -40,7 +41,7 @@ export async function benchHttpCall(report: (what: string, figure: string) => vo
   Object.assign(env, { XDG_DATA_HOME: join(work, 'data'), CINDERLIB_MCP_LOG_LEVEL: 'info' });
   const agent = new Agent({ keepAlive: true });
   try {
-    const server = await startHttpServerProcess(configPath, env);
+    const server = await startHttpServerProcess(configPath, env, [], bin);
     let plain: number, sdkFetch: number, sdkNodeHttp: number;
     try {
       plain = await plainHttp(server.url, agent);
@@ -50,8 +51,8 @@ export async function benchHttpCall(report: (what: string, figure: string) => vo
       await server.stop();
     }
     const stdioEnv = { ...env, CINDERLIB_MCP_LOG_LEVEL: 'warn' };
-    const sdkStdio = await sdkClient(new StdioClientTransport({ command: process.execPath, args: [BIN, '--config', configPath], env: stdioEnv, cwd: REPO_ROOT, stderr: 'ignore' }));
-    const lines = await lineClient(configPath, stdioEnv);
+    const sdkStdio = await sdkClient(new StdioClientTransport({ command: process.execPath, args: [bin, '--config', configPath], env: stdioEnv, cwd: REPO_ROOT, stderr: 'ignore' }));
+    const lines = await lineClient(bin, configPath, stdioEnv);
     report('(a) get_stats cached, plain HTTP/1.1 keep-alive client (median; goal <= 1 ms)', ms(plain));
     report('(b) get_stats cached, SDK HTTP client on Node fetch (median)', ms(sdkFetch));
     report('(c) get_stats cached, SDK HTTP client on node:http keep-alive (median)', ms(sdkNodeHttp));
@@ -176,8 +177,8 @@ function nodeHttpFetch(agent: Agent): (url: string | URL, init?: RequestInit) =>
 }
 
 /** (e): the stdio server spoken to in lines: one request written, its answer line read. */
-async function lineClient(configPath: string, env: Record<string, string>): Promise<number> {
-  const child = spawn(process.execPath, [BIN, '--config', configPath], { cwd: REPO_ROOT, env, stdio: ['pipe', 'pipe', 'ignore'] });
+async function lineClient(bin: string, configPath: string, env: Record<string, string>): Promise<number> {
+  const child = spawn(process.execPath, [bin, '--config', configPath], { cwd: REPO_ROOT, env, stdio: ['pipe', 'pipe', 'ignore'] });
   const lines = createInterface({ input: child.stdout });
   const waiting = new Map<number, (line: string) => void>();
   lines.on('line', (line) => {
@@ -216,5 +217,5 @@ async function lineClient(configPath: string, env: Record<string, string>): Prom
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  await benchHttpCall((what, figure) => process.stdout.write(`${what.padEnd(78)} ${figure}\n`));
+  await benchHttpCall((what, figure) => process.stdout.write(`${what.padEnd(78)} ${figure}\n`), process.argv[2] ? resolve(process.argv[2]) : BIN);
 }
