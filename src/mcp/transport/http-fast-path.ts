@@ -16,6 +16,7 @@
  *   the server, which aborts the call.
  * - A client that goes away before its answer: the answer is dropped (said on onerror) when it comes.
  * - The session closing with calls under way: each gets a JSON-RPC error, its outcome unknown.
+ * - Origin, tokens, body size and session lookup stay http.ts's, before any of this.
  */
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -41,15 +42,18 @@ interface Pending {
 }
 
 export class FastJsonHttpTransport implements Transport {
-  readonly sdk: StreamableHTTPServerTransport;
+  private readonly sdk: StreamableHTTPServerTransport;
   onclose?: () => void;
   onerror?: (error: Error) => void;
   onmessage?: (message: JSONRPCMessage, extra?: MessageExtraInfo) => void;
   private readonly pending = new Map<RequestId, Pending>();
   private closed = false;
+  /** The SDK's own Host/Origin checks, when asked for, are not repeated here: every request then goes its way. */
+  private readonly enabled: boolean;
 
   constructor(options: StreamableHTTPServerTransportOptions) {
     this.sdk = new StreamableHTTPServerTransport(options);
+    this.enabled = !options.enableDnsRebindingProtection;
     this.sdk.onmessage = (message, extra) => {
       if ('method' in message && message.method === 'notifications/cancelled') this.cancelled(message.params?.requestId);
       this.onmessage?.(message, extra);
@@ -124,7 +128,7 @@ export class FastJsonHttpTransport implements Transport {
 
   /** The request `body` holds when it may take the fast path, else undefined. */
   private fastPathRequest(req: IncomingMessage, body: unknown) {
-    if (req.method !== 'POST' || this.closed || this.sdk.sessionId === undefined || typeof body !== 'object' || body === null || Array.isArray(body)) return undefined;
+    if (!this.enabled || req.method !== 'POST' || this.closed || this.sdk.sessionId === undefined || typeof body !== 'object' || body === null || Array.isArray(body)) return undefined;
     const parsed = JSONRPCRequestSchema.safeParse(body);
     if (!parsed.success) return undefined; // the SDK words the refusal
     const request = parsed.data;
