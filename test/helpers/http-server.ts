@@ -10,9 +10,9 @@ export interface HttpServerProcess {
   stop(): Promise<number | null>;
 }
 
-/** Starts `serve --http --port 0` with `env` and waits for the line naming its URL. */
-export async function startHttpServerProcess(configPath: string, env: Record<string, string>, extraArgs: string[] = []): Promise<HttpServerProcess> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--http', '--port', '0', '--config', configPath, ...extraArgs], {
+/** Starts `serve --http --port 0` with `env` and waits for the line naming its URL (`bin`: another build's, for benches). */
+export async function startHttpServerProcess(configPath: string, env: Record<string, string>, extraArgs: string[] = [], bin = BIN): Promise<HttpServerProcess> {
+  const child = spawn(process.execPath, [bin, 'serve', '--http', '--port', '0', '--config', configPath, ...extraArgs], {
     cwd: REPO_ROOT,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],

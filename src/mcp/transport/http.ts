@@ -2,8 +2,9 @@
  * `cinderlib-mcp serve --http`: MCP over the SDK's Streamable HTTP transport (contract section 10)
  * on Node's own http module.
  *
- * - `/mcp` (POST, GET, DELETE): one SDK transport and one MCP server per session, the registry
- *   shared. A session belongs to the token that opened it: another token's requests get 404.
+ * - `/mcp` (POST, GET, DELETE): one SDK transport (behind the JSON fast path of http-fast-path.ts)
+ *   and one MCP server per session, the registry shared. A session belongs to the token that
+ *   opened it: another token's requests get 404.
  *   Sessions of a read-only token (or of a read-only server) offer and run only the read tools.
  * - `/healthz` (GET): 200 `{"status":"ok"}`, or 503 with the reason; no auth.
  * - `/metrics` (GET): the Prometheus text format (src/base/metrics.ts), behind the same tokens as /mcp.
@@ -18,7 +19,6 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { isIP } from 'node:net';
 import { hostname, networkInterfaces } from 'node:os';
 import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import { DEFAULT_HTTP_SESSION_IDLE_SECONDS, DEFAULT_HTTP_SESSIONS_PER_TOKEN, type HttpToken, type LoadedConfig } from '../../config/load.js';
 import type { Logger } from '../../base/log.js';
@@ -26,6 +26,7 @@ import type { BackendRegistry } from '../../core/registry.js';
 import type { SecretRegistry } from '../../base/secrets.js';
 import { createMcpServer } from '../server.js';
 import { metrics } from '../../base/metrics.js';
+import { FastJsonHttpTransport } from './http-fast-path.js';
 
 /** Bodies larger than this are answered 413 (contract section 10). */
 export const MAX_BODY_BYTES = 4 * 1024 * 1024;
@@ -85,7 +86,7 @@ export interface HttpServerHandle {
 
 interface Session {
   id: string;
-  transport: StreamableHTTPServerTransport;
+  transport: FastJsonHttpTransport;
   server: Server;
   /** The token that opened it (undefined: no tokens configured). */
   token?: HttpToken;
@@ -321,7 +322,7 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
     });
     const session: Session = {
       id: '',
-      transport: undefined as unknown as StreamableHTTPServerTransport,
+      transport: undefined as unknown as FastJsonHttpTransport,
       server,
       token,
       clientName: token?.name ?? initializeName,
@@ -329,7 +330,7 @@ export async function serveHttp(options: HttpServeOptions): Promise<HttpServerHa
       lastSeen: Date.now(),
       inFlight: 0,
     };
-    session.transport = new StreamableHTTPServerTransport({
+    session.transport = new FastJsonHttpTransport({
       sessionIdGenerator: () => randomUUID(),
       onsessioninitialized: (id) => {
         session.id = id;
