@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { readFileSync } from 'node:fs';
 import { encodeCursor } from '../../src/model/cursor.js';
+import { benchHttpCall } from './http-call.js';
 import { XmsEmulator } from '../emulators/xtremio/server.js';
 import { SqliteVolumeStore } from '../../src/store/sqlite.js';
 import type { VolumeRecord } from '../../src/model/volume.js';
@@ -579,8 +580,6 @@ async function benchShared(): Promise<void> {
     return;
   }
   const { PostgresVolumeStore } = await import('../../src/store/postgres.js');
-  const { StreamableHTTPClientTransport } = await import('@modelcontextprotocol/sdk/client/streamableHttp.js');
-  const { startHttpServerProcess } = await import('../helpers/http-server.js');
   const pg = await startPostgres();
   try {
     // 100,000 volumes in PostgreSQL, as in the SQLite figures.
@@ -717,21 +716,8 @@ async function benchShared(): Promise<void> {
     for (const client of clients) await client.close();
     await xms.cleanup();
 
-    // A cached call over Streamable HTTP next to the same over stdio.
-    const httpServer = await startHttpServerProcess(sqlite.configPath, { ...(process.env as Record<string, string>), ...sqlite.env, CINDERLIB_MCP_LOG_LEVEL: 'info' });
-    try {
-      const httpClient = new Client({ name: 'bench', version: '1' });
-      await httpClient.connect(new StreamableHTTPClientTransport(new URL(httpServer.url)));
-      await call(httpClient, 'get_stats', { backend: 'bench' });
-      const overHttp = await sample(httpClient, 300, 'get_stats', { backend: 'bench' });
-      await httpClient.close();
-      report(
-        'get_stats cached over Streamable HTTP / over stdio (median)',
-        `${ms(overHttp.median)} / ${ms(onSqlite.cached)} (ratio ${(overHttp.median / onSqlite.cached).toFixed(2)}x; goal <= 1 ms over HTTP)`,
-      );
-    } finally {
-      await httpServer.stop();
-    }
+    // A cached call over Streamable HTTP next to the same over stdio, with plain clients and the SDK's.
+    await benchHttpCall(report);
   } finally {
     await pg.stop();
   }
