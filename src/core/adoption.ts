@@ -108,6 +108,8 @@ export class VolumeAdoption {
       provider_location: null,
       snapshot_id: null,
       source_volume_id: null,
+      // From the intent on: a crash before the record says "available" must never delete the user's volume.
+      failed_operation: 'manage',
       ...this.volumes.claim(),
     };
     const pool = async () => (await this.host.checkCapacity(undefined, 0, () => '')).pool_name;
@@ -123,7 +125,7 @@ export class VolumeAdoption {
       },
       act: async (driver) => (await this.requireManage(driver).manageExisting(this.volumes.volumeRef(record), name))?.provider_location ?? null,
       finish: async (location) => {
-        const updated = await this.deps.store.volumes.update(id, { status: 'available', provider_location: location, owner: null, lease_expires_at: null });
+        const updated = await this.deps.store.volumes.update(id, { status: 'available', provider_location: location, failed_operation: null, owner: null, lease_expires_at: null });
         if (!updated) throw new StorageError('INTERNAL', `volume ${id} vanished from the metadata store while it was being managed`);
         return updated;
       },

@@ -446,15 +446,16 @@ export class VolumeLifecycle {
         await check();
         await this.transitionVolume(volumeId, { status: 'deleting' }, ['available', 'error']);
       },
-      act: (driver) => driver.deleteVolume(this.volumeRef(record)),
+      // An adoption never confirmed: the array volume is the user's (renamed or not), only the record goes.
+      act: async (driver) => (record.failed_operation === 'manage' ? undefined : driver.deleteVolume(this.volumeRef(record))),
       finish: async () => {
         // "Not on the array" is not "gone" for a create that may still finish there: re-check later.
         if (record.failed_operation === 'create') await this.host.tombstones().bury(record);
         else await this.deps.store.volumes.remove(volumeId);
       },
       fail: async (failure) => {
-        // A create that never confirmed stays unconfirmed through a failed delete.
-        const failedOperation = record.failed_operation === 'create' ? 'create' : 'delete';
+        // A create (or adoption) that never confirmed stays unconfirmed through a failed delete.
+        const failedOperation = record.failed_operation === 'create' || record.failed_operation === 'manage' ? record.failed_operation : 'delete';
         await this.recordVolumeOutcome(volumeId, 'delete', { status: 'error', status_reason: `delete failed: ${failure.message}`, failed_operation: failedOperation });
         return failure;
       },

@@ -199,6 +199,9 @@ export class BackendRegistry {
         const step = record.status === 'attached' ? 'disconnecting' : 'connecting';
         return `interrupted while ${step}: ${who} before the array or target answered; the export may be partly in place. disconnect_volume removes what is left (and the connection)`;
       }
+      if (record.failed_operation === 'manage') {
+        return `interrupted while adopting an array volume: ${who} before the array answered; it may be named as before or volume-${record.id} now. delete_volume forgets this record and leaves that array volume as it is; list_unmanaged then shows it, and manage_volume adopts it again`;
+      }
       return `interrupted while ${record.status}: ${who} before the array answered; the array may or may not hold ${kind} ${record.id}. delete_${kind} cleans up both`;
     });
     for (const record of surfaced.volumes) this.log.warn(`volume ${record.id} on backend "${record.backend}" was left "${record.status_reason}"`);

@@ -6,7 +6,12 @@ export type VolumeStatus = (typeof VOLUME_STATUSES)[number];
 export const TRANSITIONAL_STATUSES: readonly VolumeStatus[] = ['creating', 'extending', 'reverting', 'deleting'];
 
 /** The operation a volume in `error` failed in; a failed or interrupted create may still finish on the array. */
-export type FailedOperation = 'create' | 'extend' | 'revert' | 'delete';
+/**
+ * The operation a record in `error` failed in, which says what its delete must do. `manage` is set
+ * from an adoption's intent on: an adoption never confirmed leaves an array volume that holds the
+ * user's data, which a delete forgets but never deletes (Cinder's error_managing).
+ */
+export type FailedOperation = 'create' | 'extend' | 'revert' | 'delete' | 'manage';
 
 export const OPERATION_OF_STATUS: Partial<Record<VolumeStatus, FailedOperation>> = { creating: 'create', extending: 'extend', reverting: 'revert', deleting: 'delete' };
 

@@ -194,7 +194,10 @@ function loadedForm(object: Primitive, fields: Primitive, secrets: SecretRegistr
 function piggyback(ovo: { [CINDERLIB_DATA]?: Record<string, unknown> | null }): { status_reason?: string; failed_operation?: FailedOperation } {
   const data = ovo[CINDERLIB_DATA] ?? {};
   const reason = typeof data.status_reason === 'string' ? data.status_reason : undefined;
-  const failed = data.failed_operation === 'create' || data.failed_operation === 'extend' || data.failed_operation === 'delete' ? data.failed_operation : undefined;
+  const failed =
+    data.failed_operation === 'create' || data.failed_operation === 'extend' || data.failed_operation === 'delete' || data.failed_operation === 'manage'
+      ? data.failed_operation
+      : undefined;
   return { status_reason: reason, failed_operation: failed };
 }
 

@@ -246,7 +246,9 @@ function finish(kind: Kind, extra: Record<string, unknown> | null | undefined, d
 
 /** Cinder's statuses for a failed operation: the record's own, as Cinder's manager names them. */
 function failedStatus(status: string, failed: FailedOperation | null | undefined): string {
+  if (status === 'creating' && failed === 'manage') return 'managing';
   if (status !== 'error') return status;
+  if (failed === 'manage') return 'error_managing';
   if (failed === 'extend') return 'error_extending';
   if (failed === 'delete') return 'error_deleting';
   return 'error';
@@ -419,6 +421,14 @@ export function volumeStatusOf(status: unknown, connected: boolean): { status: V
       return { status: 'error', failed: 'extend', reason: 'loaded from a dump in Cinder status error_extending' };
     case 'error_deleting':
       return { status: 'error', failed: 'delete', reason: 'loaded from a dump in Cinder status error_deleting' };
+    case 'managing':
+    case 'error_managing':
+      // An adoption never confirmed: its array volume is someone's data, which delete_volume leaves.
+      return {
+        status: 'error',
+        failed: 'manage',
+        reason: `loaded from a dump in Cinder status ${status}: an adoption never confirmed; delete_volume forgets the record and leaves the array volume`,
+      };
     default:
       if (typeof status === 'string' && status.startsWith('error')) return { status: 'error', reason: `loaded from a dump in Cinder status ${status}` };
       // attaching, detaching, reserved, maintenance...: what the connections say.

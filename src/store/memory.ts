@@ -162,7 +162,7 @@ export class MemoryVolumeStore implements VolumeStore {
           table.updateRecord(record.id, {
             status: 'error',
             status_reason: reason(record, kind),
-            failed_operation: OPERATION_OF_STATUS[record.status] ?? null,
+            failed_operation: record.failed_operation === 'manage' ? 'manage' : (OPERATION_OF_STATUS[record.status] ?? null),
             owner: null,
             lease_expires_at: null,
           })!,

@@ -499,11 +499,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
   }
 
   private async noteCapacityChange(domain: string): Promise<number> {
-    const { rows } = await this.write(
-      `count a change of ${domain}`,
-      (db) => db.query<{ changes: number }>(`${countChange('$1')} ${ON_CHANGE_COUNTED}`, [domain]),
-      this.relaxed,
-    );
+    const { rows } = await this.write(`count a change of ${domain}`, (db) => db.query<{ changes: number }>(`${countChange('$1')} ${ON_CHANGE_COUNTED}`, [domain]), this.relaxed);
     return Number(rows[0].changes);
   }
 

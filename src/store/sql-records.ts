@@ -62,9 +62,10 @@ export const underWay = (kind: RecoveredKind): string =>
   kind === 'connection' ? 'owner IS NOT NULL' : `status IN (${TRANSITIONAL_STATUSES.map((status) => `'${status}'`).join(', ')})`;
 
 /** What recovery writes on a record found under way. */
-export function recoveryPatch(record: { status: string }, kind: RecoveredKind, reason: string): Record<string, unknown> {
+export function recoveryPatch(record: { status: string; failed_operation?: string | null }, kind: RecoveredKind, reason: string): Record<string, unknown> {
   const patch: Record<string, unknown> = { status: 'error', status_reason: reason, owner: null, lease_expires_at: null };
-  if (kind !== 'connection') patch.failed_operation = OPERATION_OF_STATUS[record.status as VolumeStatus] ?? null;
+  // An adoption stays one: its array volume is the user's data, not something this server made.
+  if (kind !== 'connection') patch.failed_operation = record.failed_operation === 'manage' ? 'manage' : (OPERATION_OF_STATUS[record.status as VolumeStatus] ?? null);
   return patch;
 }
 

@@ -301,7 +301,7 @@ export interface VolumeStore {
    */
   surfaceInterrupted(
     claim: RecoveryClaim,
-    reason: (record: { id: string; status: string; owner?: string | null }, kind: RecoveredKind) => string,
+    reason: (record: { id: string; status: string; owner?: string | null; failed_operation?: string | null }, kind: RecoveredKind) => string,
   ): Promise<{ volumes: VolumeRecord[]; snapshots: SnapshotRecord[]; connections: ConnectionRecord[] }>;
   /** Extends the lease of every record (volume, snapshot or connection) under way that `owner` holds: the server is alive. None is fine. */
   renewLeases(owner: string, until: string): Promise<void>;

@@ -92,9 +92,12 @@ export function defineStoreBehaviours(name: string, openStore: () => VolumeStore
       await store.volumes.insert(record(1, { status: 'creating' }));
       await store.volumes.insert(record(2, { status: 'extending' }));
       await store.volumes.insert(record(3));
-      const surfaced = (await store.surfaceInterrupted(startUp, (r) => `was ${r.status}`)).volumes;
-      expect(surfaced.map((r) => r.status_reason).sort()).toEqual(['was creating', 'was extending']);
+      await store.volumes.insert(record(4, { status: 'creating', failed_operation: 'manage' })); // an adoption under way
+      const surfaced = (await store.surfaceInterrupted(startUp, (r) => `was ${r.status}${r.failed_operation ? ` (${r.failed_operation})` : ''}`)).volumes;
+      expect(surfaced.map((r) => r.status_reason).sort()).toEqual(['was creating', 'was creating (manage)', 'was extending']);
       expect(await store.volumes.get(record(1).id)).toMatchObject({ status: 'error', status_reason: 'was creating', failed_operation: 'create' });
+      // An adoption stays one: its delete must leave the array volume.
+      expect(await store.volumes.get(record(4).id)).toMatchObject({ status: 'error', failed_operation: 'manage' });
       expect((await store.volumes.get(record(3).id))?.status).toBe('available');
     });
 
