@@ -785,7 +785,7 @@ function sqlLiteral(value: unknown): string {
   if (typeof value === 'boolean') return value ? 'TRUE' : 'FALSE';
   if (typeof value === 'number' && Number.isFinite(value)) return String(value);
   if (typeof value === 'string') return escapeLiteral(value);
-  throw new Error(`cannot write ${typeof value} ${String(value)} as an SQL literal`);
+  throw new Error(`cannot write a ${typeof value} as an SQL literal`);
 }
 
 /** lock_timeout (55P03), or a deadlock PostgreSQL broke (40P01): someone else holds the lock. */

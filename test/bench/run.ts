@@ -625,7 +625,11 @@ async function benchShared(): Promise<void> {
       { label: 'SQLite' as const, client: await connect(process.execPath, [BIN, '--config', sqlite.configPath], { ...sqlite.env, CINDERLIB_MCP_STEP_TIMINGS: timingsOf.SQLite }) },
       {
         label: 'PostgreSQL' as const,
-        client: await connect(process.execPath, [BIN, '--config', pgConfig], { XDG_DATA_HOME: join(pgDir, 'xdg'), CINDERLIB_MCP_LOG_LEVEL: 'warn', CINDERLIB_MCP_STEP_TIMINGS: timingsOf.PostgreSQL }),
+        client: await connect(process.execPath, [BIN, '--config', pgConfig], {
+          XDG_DATA_HOME: join(pgDir, 'xdg'),
+          CINDERLIB_MCP_LOG_LEVEL: 'warn',
+          CINDERLIB_MCP_STEP_TIMINGS: timingsOf.PostgreSQL,
+        }),
       },
     ];
     const measured = new Map(stores.map((store) => [store.label, { cached: [] as number[], page: [] as number[], create: [] as number[], made: [] as string[] }]));

@@ -85,7 +85,19 @@ if (missing && !inCi) {
       const rows = await query(url, 'SELECT version FROM schema_migrations ORDER BY version');
       expect(rows.map((row) => row.version)).toEqual(Array.from({ length: POSTGRES_SCHEMA_VERSION }, (_, i) => i + 1));
       const tables = (await query(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename")).map((row) => row.tablename);
-      expect(tables).toEqual(['audit_log', 'backend_fingerprints', 'capacity_domains', 'capacity_holds', 'connections', 'requests', 'schema_migrations', 'servers', 'snapshots', 'tombstones', 'volumes']);
+      expect(tables).toEqual([
+        'audit_log',
+        'backend_fingerprints',
+        'capacity_domains',
+        'capacity_holds',
+        'connections',
+        'requests',
+        'schema_migrations',
+        'servers',
+        'snapshots',
+        'tombstones',
+        'volumes',
+      ]);
       await query(url, "INSERT INTO schema_migrations (version, applied_at) VALUES (99, 'future')");
       const refused = PostgresVolumeStore.open(url);
       await expect(refused).rejects.toMatchObject({
