@@ -337,7 +337,15 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
     };
     const store = new PostgresVolumeStore(pool, relaxed, coordination, lockClient, description, secrets, options);
     try {
-      await store.migrate();
+      // An upgrade that meets running servers' writes may be chosen as a deadlock's victim: it tries again.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await store.migrate();
+          break;
+        } catch (error) {
+          if (errorCode(error) !== '40P01' || attempt >= 5) throw error;
+        }
+      }
       await store.measureClock(pool);
     } catch (error) {
       await Promise.allSettled([pool.end(), relaxed.end(), coordination.end()]);
@@ -479,6 +487,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
       );
     } catch (error) {
       if (!isLockTimeout(error)) throw error;
+      if (errorCode(error) === '40P01') throw new StorageError('BACKEND_BUSY', `deciding the capacity of ${domain} met another server's schema upgrade (PostgreSQL broke a deadlock); retry`);
       throw new StorageError('BACKEND_BUSY', `the capacity of ${domain} is being decided by another server for longer than ${Math.round(this.lockTimeoutMs / 1000)} s; retry`);
     }
     let released = gb <= 0;
@@ -750,7 +759,9 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
         );
         const existing = new Map<string, Set<string>>();
         for (const row of rows) existing.set(row.table_name, (existing.get(row.table_name) ?? new Set()).add(row.column_name));
-        for (const step of upgradeSteps('postgresql', existing)) await client.query(step.sql);
+        const indexes = new Set((await client.query<{ indexname: string }>('SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()')).rows.map((row) => row.indexname));
+        // A server starting beside running ones changes nothing on an up-to-date schema, so locks none of their tables.
+        for (const step of upgradeSteps('postgresql', existing, indexes)) await client.query(step.sql);
         for (let next = version + 1; next <= MIGRATIONS_DONE; next++) {
           await client.query('INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)', [next, new Date().toISOString()]);
         }

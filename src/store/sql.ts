@@ -59,7 +59,7 @@ export interface UpgradeStep {
  * declarations: missing tables created, missing columns renamed from their former name or added,
  * missing indexes created. Empty when it already matches. Columns it does not declare are left.
  */
-export function upgradeSteps(engine: Engine, existing: ReadonlyMap<string, ReadonlySet<string>>): UpgradeStep[] {
+export function upgradeSteps(engine: Engine, existing: ReadonlyMap<string, ReadonlySet<string>>, existingIndexes?: ReadonlySet<string>): UpgradeStep[] {
   const steps: UpgradeStep[] = [];
   for (const table of tablesOf(engine)) {
     const present = existing.get(table);
@@ -78,6 +78,9 @@ export function upgradeSteps(engine: Engine, existing: ReadonlyMap<string, Reado
       }
     }
     for (const [name, on] of Object.entries(tableSpec(table).indexes ?? {})) {
+      // Known present: no statement, so no lock on a table other servers are writing (PostgreSQL's
+      // CREATE INDEX IF NOT EXISTS locks the table before it looks).
+      if (existingIndexes?.has(name)) continue;
       const [columns, where] = on.split(/ WHERE /);
       steps.push({ sql: `CREATE INDEX IF NOT EXISTS ${name} ON ${table} (${columns})${where ? ` WHERE ${where}` : ''}`, kind: 'index' });
     }

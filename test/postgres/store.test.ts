@@ -315,6 +315,28 @@ if (missing && !inCi) {
       for (let i = 0; i < 12; i++) expect(await count(b)).toBe(3); // every pooled connection answers again
     });
 
+    it("opens beside a running server's open transactions without waiting for them: an up-to-date schema takes no lock on its tables", async () => {
+      const url = await fixture.createDatabase();
+      await (await open(url)).close();
+      // A running server mid-transaction, with rows written in two tables (as a create's capacity hold and intent are).
+      const running = new pg.Client({ connectionString: url });
+      await running.connect();
+      try {
+        await running.query("BEGIN; INSERT INTO capacity_holds (id, domain, gb, owner, lease_expires_at) VALUES ('h', 'pool', 1, 'a', '9999')");
+        await running.query(
+          'INSERT INTO volumes (id, backend, name, description, size, status, pool_name, bootable, created_at, updated_at) VALUES ($1, $2, $3, $4, 1, $5, $6, false, $7, $7)',
+          ['v', 'b', 'n', '', 'creating', 'p', 'now'],
+        );
+        const started = Date.now();
+        const starting = await open(url, { statementTimeoutMs: 5_000, lockTimeoutMs: 5_000 });
+        expect(Date.now() - started).toBeLessThan(4_000);
+        expect(await starting.volumes.get('v')).toBeUndefined(); // not committed: not seen, and not waited for
+      } finally {
+        await running.query('ROLLBACK').catch(() => undefined);
+        await running.end();
+      }
+    });
+
     it("join refuses a twin while the holder's database session lives, naming it, and takes the identity at once when that session ends", async () => {
       const { url, a, b } = await twoServers({ joinGraceMs: 300 });
       expect(await a.shared.join('host-1', 'server A (pid 1 on alpha)', later(1_500))).toEqual({ joined: true });
