@@ -20,6 +20,7 @@ export default defineTool({
     .strict(),
   output: orDryRun(snapshotSchema),
   annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
+  auditedWithOutcome: true,
   async handler(args, registry) {
     const { volume_id, dry_run, ...input } = args;
     return shown(await registry.createSnapshot(volume_id, input, args, dry_run), toSnapshotView);

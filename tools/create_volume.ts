@@ -37,6 +37,7 @@ export default defineTool({
     .strict(),
   output: orDryRun(volumeSchema),
   annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
+  auditedWithOutcome: true,
   async handler(args, registry) {
     const { backend, dry_run, ...input } = args;
     return shown(await registry.createVolume(backend, input, args, dry_run), toVolumeView);

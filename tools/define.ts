@@ -27,6 +27,11 @@ export interface ToolDefinition<Input extends z.ZodObject = z.ZodObject, Output 
   input: Input;
   output: Output;
   annotations: ToolAnnotations;
+  /**
+   * The call makes one mutation, whose successful outcome write (an update of its record) is the
+   * call's success: that write carries the call's audit record, in one transaction.
+   */
+  auditedWithOutcome?: true;
   handler(args: z.output<Input>, registry: BackendRegistry): Promise<z.input<Output>>;
 }
 

@@ -18,6 +18,7 @@ export default defineTool({
     .strict(),
   output: orDryRun(volumeSchema),
   annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: true },
+  auditedWithOutcome: true,
   async handler({ volume_id, new_size, dry_run }, registry) {
     return shown(await registry.extendVolume(volume_id, new_size, dry_run), toVolumeView);
   },

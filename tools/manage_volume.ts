@@ -23,6 +23,7 @@ export default defineTool({
     .strict(),
   output: orDryRun(volumeSchema),
   annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
+  auditedWithOutcome: true,
   async handler({ backend, reference, name, dry_run }, registry) {
     return shown(await registry.manageVolume(backend, reference['source-name'], name, dry_run), toVolumeView);
   },

@@ -12,6 +12,7 @@ export default defineTool({
   input: z.object({ volume_id: volumeIdArgument, snapshot_id: snapshotIdArgument, dry_run: dryRunArgument }).strict(),
   output: orDryRun(volumeSchema),
   annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: false, openWorldHint: true },
+  auditedWithOutcome: true,
   async handler({ volume_id, snapshot_id, dry_run }, registry) {
     return shown(await registry.revertToSnapshot(volume_id, snapshot_id, dry_run), toVolumeView);
   },

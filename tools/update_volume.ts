@@ -20,6 +20,7 @@ export default defineTool({
     .strict(),
   output: orDryRun(volumeSchema),
   annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+  auditedWithOutcome: true,
   async handler({ volume_id, dry_run, ...changes }, registry) {
     return shown(await registry.updateVolume(volume_id, changes, dry_run), toVolumeView);
   },

@@ -10,6 +10,7 @@ import { StorageError } from '../base/errors.js';
 import { decodeCursor, encodeCursor } from '../model/cursor.js';
 import type { VolumeRecord } from '../model/volume.js';
 import type { DryRunAnswer } from './dry-run.js';
+import { outcomeAudit } from './progress.js';
 import { Replay, volumeKey, type LifecycleDependencies, type LifecycleHost, type Mutation, type VolumeLifecycle } from './lifecycle.js';
 
 /** One entry of list_unmanaged, as Cinder's get_manageable_volumes gives it. */
@@ -125,8 +126,15 @@ export class VolumeAdoption {
       },
       act: async (driver) => (await this.requireManage(driver).manageExisting(this.volumes.volumeRef(record), name))?.provider_location ?? null,
       finish: async (location) => {
-        const updated = await this.deps.store.volumes.update(id, { status: 'available', provider_location: location, failed_operation: null, owner: null, lease_expires_at: null });
+        const audit = outcomeAudit();
+        const updated = await this.deps.store.volumes.update(
+          id,
+          { status: 'available', provider_location: location, failed_operation: null, owner: null, lease_expires_at: null },
+          undefined,
+          audit?.record,
+        );
         if (!updated) throw new StorageError('INTERNAL', `volume ${id} vanished from the metadata store while it was being managed`);
+        if (audit) audit.written = true;
         return updated;
       },
       fail: async (failure) => {

@@ -61,7 +61,12 @@ export class AuditLog {
   }
 
   async record(call: AuditedCall): Promise<void> {
-    const record: AuditRecord = {
+    await this.append(this.draft(call), false);
+  }
+
+  /** The record of `call`, secrets masked, as written. */
+  draft(call: AuditedCall): AuditRecord {
+    return {
       time: new Date().toISOString(),
       server: this.serverId,
       client: this.secrets.redact(call.client),
@@ -71,8 +76,16 @@ export class AuditLog {
       ...(call.error !== undefined ? { error: this.secrets.redact(call.error) } : {}),
       ...(call.dryRun ? { dry_run: true } : {}),
     };
+  }
+
+  /** Appends `record` to the file and, unless `inStore` (written with the call's outcome), to the store. */
+  async append(record: AuditRecord, inStore: boolean): Promise<void> {
     await Promise.all([
-      this.store.appendAudit(record).catch((error: unknown) => this.log.warn(`audit: cannot record ${call.tool} in the metadata store: ${this.secrets.redact(describeError(error))}`)),
+      inStore
+        ? undefined
+        : this.store
+            .appendAudit(record)
+            .catch((error: unknown) => this.log.warn(`audit: cannot record ${record.tool} in the metadata store: ${this.secrets.redact(describeError(error))}`)),
       this.filePath ? this.appendLine(this.filePath, `${JSON.stringify(record)}\n`, record.time) : undefined,
     ]);
   }

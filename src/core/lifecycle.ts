@@ -12,7 +12,7 @@ import { StorageError, describeError, isStorageError } from '../base/errors.js';
 import { runHoldingAll, type KeyedMutex } from '../base/locks.js';
 import type { Logger } from '../base/log.js';
 import type { HeldIntent, HeldLocks, RequestEntry, SnapshotPatch, VolumePatch, VolumeStore } from '../store/store.js';
-import { trackCopy } from './progress.js';
+import { outcomeAudit, trackCopy, type OutcomeAudit } from './progress.js';
 import { LOCK_WAIT_HELP, LOCK_WAIT_SECONDS, metrics, stepDone, timedOperation } from '../base/metrics.js';
 import { dryRunAnswer, type DryRunAnswer } from './dry-run.js';
 import type { ConnectionRecord } from '../model/connection.js';
@@ -386,8 +386,10 @@ export class VolumeLifecycle {
   async updateVolume(volumeId: string, changes: VolumeChanges): Promise<VolumeRecord> {
     this.requireChanges(changes);
     await this.requireVolume(volumeId);
-    const updated = await this.deps.store.volumes.update(volumeId, defined(changes));
+    const audit = outcomeAudit();
+    const updated = await this.deps.store.volumes.update(volumeId, defined(changes), undefined, audit?.record);
     if (!updated) throw new StorageError('NOT_FOUND', `volume ${volumeId} does not exist; list_volumes shows the volumes there are`);
+    if (audit) audit.written = true;
     return updated;
   }
 
@@ -830,15 +832,18 @@ export class VolumeLifecycle {
     return { ...patch, ...(TRANSITIONAL_STATUSES.includes(patch.status as VolumeStatus) ? this.claim() : { owner: null, lease_expires_at: null }) };
   }
 
-  private async transitionVolume(volumeId: string, patch: VolumePatch, expected?: VolumeStatus[]): Promise<VolumeRecord> {
-    const updated = await this.deps.store.volumes.update(volumeId, this.withClaim(patch), expected);
+  /** With `audit`, the call's audit record is written with this update (see OutcomeAudit). */
+  private async transitionVolume(volumeId: string, patch: VolumePatch, expected?: VolumeStatus[], audit?: OutcomeAudit): Promise<VolumeRecord> {
+    const updated = await this.deps.store.volumes.update(volumeId, this.withClaim(patch), expected, audit?.record);
     if (!updated) throw this.changedUnder('volume', volumeId);
+    if (audit) audit.written = true;
     return updated;
   }
 
-  private async transitionSnapshot(snapshotId: string, patch: SnapshotPatch, expected?: SnapshotStatus[]): Promise<SnapshotRecord> {
-    const updated = await this.deps.store.snapshots.update(snapshotId, this.withClaim(patch), expected);
+  private async transitionSnapshot(snapshotId: string, patch: SnapshotPatch, expected?: SnapshotStatus[], audit?: OutcomeAudit): Promise<SnapshotRecord> {
+    const updated = await this.deps.store.snapshots.update(snapshotId, this.withClaim(patch), expected, audit?.record);
     if (!updated) throw this.changedUnder('snapshot', snapshotId);
+    if (audit) audit.written = true;
     return updated;
   }
 
@@ -852,7 +857,8 @@ export class VolumeLifecycle {
       volumeId,
       operation,
       patch,
-      () => this.transitionVolume(volumeId, patch),
+      // A success is the call's outcome: it carries the call's audit record, when the call has one to give.
+      () => this.transitionVolume(volumeId, patch, undefined, patch.status === 'error' ? undefined : outcomeAudit()),
       (kept) => this.deps.store.volumes.defer(volumeId, kept),
     );
   }
@@ -863,7 +869,7 @@ export class VolumeLifecycle {
       snapshotId,
       operation,
       patch,
-      () => this.transitionSnapshot(snapshotId, patch),
+      () => this.transitionSnapshot(snapshotId, patch, undefined, patch.status === 'error' ? undefined : outcomeAudit()),
       (kept) => this.deps.store.snapshots.defer(snapshotId, kept),
     );
   }

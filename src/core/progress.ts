@@ -7,13 +7,24 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { CopyProgress } from '../../drivers/kit/types.js';
 import { StorageError } from '../base/errors.js';
+import type { AuditRecord } from '../store/store.js';
 
 export type ProgressReporter = (update: { progress: number; total?: number; message: string }) => Promise<void> | void;
 
-/** What a tool call carries down to its copies: where progress goes, and the client's cancellation. */
+/**
+ * The audit record of a call whose one outcome write may carry it (the server sets it for tools
+ * that make one), in the same transaction: `written` says it was, so the server appends no other.
+ */
+export interface OutcomeAudit {
+  readonly record: AuditRecord;
+  written: boolean;
+}
+
+/** What a tool call carries down to its copies: where progress goes, the client's cancellation, the call's audit record. */
 interface CallContext {
   report?: ProgressReporter;
   signal?: AbortSignal;
+  audit?: OutcomeAudit;
 }
 
 const current = new AsyncLocalStorage<CallContext>();
@@ -22,9 +33,23 @@ const current = new AsyncLocalStorage<CallContext>();
 export const PROGRESS_INTERVAL_MS = 1_500;
 const FINAL_PROGRESS_GAP_MS = 20;
 
-/** Runs a tool call: `reporter` gets its progress (when the client asked), `signal` aborts when the client cancels it. */
-export function runWithProgress<T>(reporter: ProgressReporter | undefined, task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-  return reporter || signal ? current.run({ report: reporter, signal }, task) : task();
+/**
+ * Runs a tool call: `reporter` gets its progress (when the client asked), `signal` aborts when the
+ * client cancels it, `audit` rides on its successful outcome write (see outcomeAudit).
+ */
+export function runWithProgress<T>(reporter: ProgressReporter | undefined, task: () => Promise<T>, signal?: AbortSignal, audit?: OutcomeAudit): Promise<T> {
+  return reporter || signal || audit ? current.run({ report: reporter, signal, audit }, task) : task();
+}
+
+/**
+ * The call's audit record for its successful outcome write, timed now; undefined when the call
+ * has none or it was written already. The caller sets `written` once its write is.
+ */
+export function outcomeAudit(): OutcomeAudit | undefined {
+  const audit = current.getStore()?.audit;
+  if (!audit || audit.written) return undefined;
+  (audit.record as { time: string }).time = new Date().toISOString();
+  return audit;
 }
 
 /**

@@ -22,7 +22,7 @@ import {
 import { z } from 'zod';
 import { StorageError, describeError, isStorageError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
-import { runWithProgress, type ProgressReporter } from '../core/progress.js';
+import { runWithProgress, type OutcomeAudit, type ProgressReporter } from '../core/progress.js';
 import type { BackendRegistry } from '../core/registry.js';
 import type { SecretRegistry } from '../base/secrets.js';
 import type { ToolDefinition } from '../../tools/define.js';
@@ -121,6 +121,8 @@ export function createMcpServer(options: ServerOptions): Server {
         ? undefined
         : ({ progress, total, message }) => extra.sendNotification({ method: 'notifications/progress', params: { progressToken, progress, total, message: secrets.redact(message) } });
     let audited: ToolDefinition | undefined;
+    let withOutcome: OutcomeAudit | undefined;
+    const client = () => options.clientName?.() ?? server.getClientVersion()?.name ?? 'unknown client';
     const started = performance.now();
     let known = false;
     const result = await (async (): Promise<CallToolResult> => {
@@ -152,7 +154,11 @@ export function createMcpServer(options: ServerOptions): Server {
         let args = parseArguments(tool, rawArguments, registry, secrets);
         const scope = options.backendScope;
         if (scope) args = await scopeArguments(scope, name, args, registry);
-        let data = secrets.maskOptions(await runWithProgress(progress, () => tool.handler(args, registry), extra.signal));
+        // A tool whose one outcome write can carry its audit record writes both in one transaction.
+        if (tool.auditedWithOutcome && !(isPlainObject(rawArguments) && rawArguments.dry_run === true)) {
+          withOutcome = { record: registry.audit.draft({ client: client(), tool: name, arguments: rawArguments, outcome: 'ok' }), written: false };
+        }
+        let data = secrets.maskOptions(await runWithProgress(progress, () => tool.handler(args, registry), extra.signal, withOutcome));
         if (scope) data = scopeAnswer(scope, name, data) as typeof data;
         return { content: [{ type: 'text', text: JSON.stringify(data) }], structuredContent: data };
       } catch (error) {
@@ -163,8 +169,12 @@ export function createMcpServer(options: ServerOptions): Server {
     // Every call of a mutating tool leaves an audit record, refused or not.
     if (audited) {
       const registry = await options.registry.catch(() => undefined);
+      if (withOutcome?.written && !result.isError) {
+        await registry?.audit.append(withOutcome.record, true);
+        return result;
+      }
       await registry?.audit.record({
-        client: options.clientName?.() ?? server.getClientVersion()?.name ?? 'unknown client',
+        client: client(),
         tool: audited.name,
         arguments: rawArguments,
         outcome: result.isError ? 'error' : 'ok',

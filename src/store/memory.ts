@@ -39,6 +39,8 @@ class MemoryRecords<R extends { id: string; status: string }, P extends object, 
     private readonly requests: Requests,
     /** The query fields that filter a page (equality), as in schema.ts. */
     private readonly filters: readonly string[],
+    /** Where an update's audit record goes (the store's audit log). */
+    private readonly appendAudit: (record: AuditRecord) => void,
   ) {}
 
   async insert(record: R, request?: RequestEntry): Promise<InsertOutcome> {
@@ -50,8 +52,10 @@ class MemoryRecords<R extends { id: string; status: string }, P extends object, 
     return entry ? { ...entry.record } : undefined;
   }
 
-  async update(id: string, patch: P, expected?: readonly R['status'][]): Promise<R | undefined> {
-    return this.updateRecord(id, patch, expected);
+  async update(id: string, patch: P, expected?: readonly R['status'][], audit?: AuditRecord): Promise<R | undefined> {
+    const updated = this.updateRecord(id, patch, expected);
+    if (updated && audit) this.appendAudit(audit);
+    return updated;
   }
 
   async remove(id: string): Promise<boolean> {
@@ -141,9 +145,16 @@ class Requests {
 /** cinderlib's `memory` storage: everything is gone when the process ends. */
 export class MemoryVolumeStore implements VolumeStore {
   private readonly requests = new Requests();
-  readonly volumes = new MemoryRecords<VolumeRecord, VolumePatch, VolumeQuery, { snapshot_id: string }>(this.requests, TABLES.volumes.filters);
-  readonly snapshots = new MemoryRecords<SnapshotRecord, SnapshotPatch, SnapshotQuery, { volume_id: string }>(this.requests, TABLES.snapshots.filters);
-  readonly connections = new MemoryRecords<ConnectionRecord, ConnectionPatch, ConnectionQuery, { volume_id: string }>(this.requests, TABLES.connections.filters);
+  private readonly audit: AuditRecord[] = [];
+  readonly volumes = new MemoryRecords<VolumeRecord, VolumePatch, VolumeQuery, { snapshot_id: string }>(this.requests, TABLES.volumes.filters, (record) =>
+    this.audit.push(structuredClone(record)),
+  );
+  readonly snapshots = new MemoryRecords<SnapshotRecord, SnapshotPatch, SnapshotQuery, { volume_id: string }>(this.requests, TABLES.snapshots.filters, (record) =>
+    this.audit.push(structuredClone(record)),
+  );
+  readonly connections = new MemoryRecords<ConnectionRecord, ConnectionPatch, ConnectionQuery, { volume_id: string }>(this.requests, TABLES.connections.filters, (record) =>
+    this.audit.push(structuredClone(record)),
+  );
   private readonly graves = new Map<string, Tombstone>();
 
   async findRequest(requestId: string): Promise<RequestEntry | undefined> {
@@ -175,7 +186,6 @@ export class MemoryVolumeStore implements VolumeStore {
   }
 
   readonly description = 'memory (nothing kept after the process ends)';
-  private readonly audit: AuditRecord[] = [];
 
   async appendAudit(record: AuditRecord): Promise<void> {
     this.audit.push(structuredClone(record));

@@ -22,6 +22,7 @@ import type { OutcomeBuffer } from './outcome-buffer.js';
 import { LockSession } from './pg-lock-session.js';
 import { isRecoverable } from './recovery.js';
 import { POSTGRES, deleteSql, insertSql, rowValues, selectSql, upgradeSteps, type Row } from './sql.js';
+import { columnsOf, type ColumnType } from './schema.js';
 import { SqlRecords, SqlStore, liveRequest, recoveryPatch, underWay, type RecordTableName, type SqlStatements } from './sql-records.js';
 import type {
   BackendDisagreement,
@@ -231,6 +232,20 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
         what,
         async (db) => {
           const result = await db.query<Row>(sql, [...params]);
+          return { rows: result.rows, changes: result.rowCount ?? 0 };
+        },
+        relaxed ? this.relaxed : this.pool,
+      ),
+    // One statement: the audit row is inserted only when the UPDATE returned one.
+    writeAudited: (what, sql, params, audit, relaxed) =>
+      this.write(
+        what,
+        async (db) => {
+          const values = rowValues('postgresql', 'audit_log', audit);
+          const columns = columnsOf('audit_log');
+          const selected = columns.map((column, i) => `$${params.length + i + 1}::${CASTS[column.type]}`).join(', ');
+          const text = `WITH updated AS (${sql}), audited AS (INSERT INTO audit_log (${columns.map((column) => column.name).join(', ')}) SELECT ${selected} WHERE EXISTS (SELECT 1 FROM updated)) SELECT * FROM updated`;
+          const result = await db.query<Row>(text, [...params, ...values]);
           return { rows: result.rows, changes: result.rowCount ?? 0 };
         },
         relaxed ? this.relaxed : this.pool,
@@ -487,7 +502,8 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
       );
     } catch (error) {
       if (!isLockTimeout(error)) throw error;
-      if (errorCode(error) === '40P01') throw new StorageError('BACKEND_BUSY', `deciding the capacity of ${domain} met another server's schema upgrade (PostgreSQL broke a deadlock); retry`);
+      if (errorCode(error) === '40P01')
+        throw new StorageError('BACKEND_BUSY', `deciding the capacity of ${domain} met another server's schema upgrade (PostgreSQL broke a deadlock); retry`);
       throw new StorageError('BACKEND_BUSY', `the capacity of ${domain} is being decided by another server for longer than ${Math.round(this.lockTimeoutMs / 1000)} s; retry`);
     }
     let released = gb <= 0;
@@ -786,6 +802,9 @@ function transactionOpen(client: pg.PoolClient): boolean {
 const countChange = (domain: string) => `INSERT INTO capacity_domains (domain, changes) SELECT ${domain}, 1`;
 // INTEGER wraps to 1 long before it overflows: a server that saw the count before the wrap counts anew, as after any change it did not make.
 const ON_CHANGE_COUNTED = `ON CONFLICT (domain) DO UPDATE SET changes = CASE WHEN capacity_domains.changes >= 2000000000 THEN 1 ELSE capacity_domains.changes + 1 END RETURNING changes`;
+
+/** The cast of a parameter to its column's type, where the statement gives it no column (INSERT ... SELECT $n). */
+const CASTS: Record<ColumnType, string> = { text: 'text', stamp: 'text', json: 'text', integer: 'integer', real: 'double precision', boolean: 'boolean' };
 
 /** A string as an SQL literal, for statements sent several in one message (which take no parameters). */
 const escapeLiteral = (value: string): string => pg.escapeLiteral(value);

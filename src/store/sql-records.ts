@@ -51,6 +51,8 @@ export interface SqlStatements {
    * where the engine waits otherwise (PostgreSQL), as SQLite's WAL with synchronous=NORMAL does.
    */
   write(what: string, sql: string, params: readonly unknown[], relaxed?: boolean): Promise<{ rows: Row[]; changes: number }>;
+  /** `write` of an UPDATE ... RETURNING, appending `audit` in the same transaction when it returned a row. */
+  writeAudited(what: string, sql: string, params: readonly unknown[], audit: AuditRecord, relaxed?: boolean): Promise<{ rows: Row[]; changes: number }>;
 }
 
 export type RecordTableName = 'volumes' | 'snapshots' | 'connections';
@@ -110,12 +112,13 @@ export abstract class SqlRecords<R extends { id: string; status: string }, P ext
     return this.unwritten.apply(row ? this.recordOf(row) : undefined);
   }
 
-  async update(id: string, patch: P, expected?: readonly R['status'][]): Promise<R | undefined> {
+  async update(id: string, patch: P, expected?: readonly R['status'][], audit?: AuditRecord): Promise<R | undefined> {
     if (expected?.length === 0) return undefined;
     const [sql, params] = this.patchStatement(id, patch, expected);
     // An update that ends an operation (its owner let go): lost in a crash, the record is recovered as interrupted.
     const endsOperation = (patch as { owner?: unknown }).owner === null;
-    const [row] = (await this.statements.write(`update ${this.kind} ${id}`, sql, params, endsOperation)).rows;
+    const what = `update ${this.kind} ${id}`;
+    const [row] = (audit ? await this.statements.writeAudited(what, sql, params, audit, endsOperation) : await this.statements.write(what, sql, params, endsOperation)).rows;
     if (!row) return undefined;
     this.unwritten.forget(id);
     return this.recordOf(row);

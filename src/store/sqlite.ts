@@ -92,6 +92,14 @@ export class SqliteVolumeStore extends SqlStore implements VolumeStore {
         const rows = statement.all(...params) as Row[];
         return { rows, changes: rows.length };
       }),
+    writeAudited: async (what, sql, params, audit) =>
+      this.writing(what, () =>
+        this.db.transaction(() => {
+          const rows = this.statement(sql).all(...params) as Row[];
+          if (rows.length > 0) this.statement(insertSql(SQLITE, 'audit_log', 'none')).run(...rowValues('sqlite', 'audit_log', audit));
+          return { rows, changes: rows.length };
+        })(),
+      ),
   };
   /** The file's identity at open: a store deleted or replaced under the server must not take writes into nowhere. */
   private readonly fileIdentity?: { dev: number; ino: number };

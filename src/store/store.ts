@@ -265,9 +265,11 @@ export interface RecordTable<R extends { id: string; status: string }, Patch, Qu
   /**
    * Applies `patch` (and a fresh updated_at) when the record's status is one of `expected` (any
    * status when absent); resolves to the record as written, or undefined, not an error, when the
-   * record is missing or in another status.
+   * record is missing or in another status. With `audit`, that record is appended to the audit log
+   * in the same transaction, only when the update is written: a call's outcome and its audit
+   * record are kept together or not at all (one commit instead of two).
    */
-  update(id: string, patch: Patch, expected?: readonly R['status'][]): Promise<R | undefined>;
+  update(id: string, patch: Patch, expected?: readonly R['status'][], audit?: AuditRecord): Promise<R | undefined>;
   /** Forgets the record; resolves false, not an error, when there was none (removing twice is harmless). */
   remove(id: string): Promise<boolean>;
   /** A page of the records matching the query's filters, after its position `after` (exclusive). */

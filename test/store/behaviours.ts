@@ -87,6 +87,18 @@ export function defineStoreBehaviours(name: string, openStore: () => VolumeStore
       expect((await store.volumes.update(record(1).id, { status: 'deleting' }, ['available']))?.status).toBe('deleting');
     });
 
+    it("writes a call's audit record with its outcome update, in one transaction: only when the update is written", async () => {
+      const store = await open();
+      await store.volumes.insert(record(1, { status: 'creating' }));
+      const audit = (tool: string) => ({ time: new Date().toISOString(), server: 's', client: 'c', tool, arguments: { size: 1 }, outcome: 'ok' as const });
+      // Expected another status: nothing written, and no audit record.
+      expect(await store.volumes.update(record(1).id, { status: 'available' }, ['extending'], audit('refused'))).toBeUndefined();
+      expect(await store.volumes.update(record(1).id, { status: 'available' }, ['creating'], audit('create_volume'))).toMatchObject({ status: 'available' });
+      expect(await store.volumes.update('no-such-volume', { status: 'available' }, undefined, audit('missing'))).toBeUndefined();
+      const records = (await store.listAudit({ limit: 10 })).records;
+      expect(records).toEqual([audit('create_volume')].map((expected) => ({ ...expected, time: expect.any(String) })));
+    });
+
     it('surfaces interrupted operations as errors with a reason and the operation that was cut short', async () => {
       const store = await open();
       await store.volumes.insert(record(1, { status: 'creating' }));
