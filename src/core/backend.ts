@@ -475,10 +475,14 @@ export class Backend {
     }
     stepDone('capacity hold written');
     const reserved = local!;
+    // Sent after the operation's answer has gone out (the next turn of the event loop): nothing waits for it.
     const releaseHold = () =>
-      void hold.release().then(
-        (after) => this.sawChange(domain, seen, after),
-        (error: unknown) => this.deps.log.warn(`backend "${this.id}": releasing a capacity hold: ${describeError(error)} (it lapses with this server's lease)`),
+      setImmediate(
+        () =>
+          void hold.release().then(
+            (after) => this.sawChange(domain, seen, after),
+            (error: unknown) => this.deps.log.warn(`backend "${this.id}": releasing a capacity hold: ${describeError(error)} (it lapses with this server's lease)`),
+          ),
       );
     return {
       pool: chosen,

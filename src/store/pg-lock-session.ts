@@ -122,11 +122,14 @@ export class LockSession {
         this.holders.delete(controller);
         await acquired.catch(() => undefined);
         if (client && this.generation === generation && taken.length > 0) {
-          // Not waited for: statements on the session run in order, so this process's next lock of
-          // these keys comes after the unlock; the operation's answer need not wait for it.
+          // Not waited for, and sent after the operation's answer has gone out (the next turn of the
+          // event loop). A lock of these keys this process takes meanwhile is counted on the same
+          // session (its locks are re-entrant), so the unlock never frees another holder's.
           // Cannot unlock: the session is in trouble; dropping it frees every lock it held.
           const session = client;
-          void this.query(session, UNLOCK_ALL, [taken]).catch((error: unknown) => this.drop(session, `unlocking ${taken.join(', ')} failed: ${reasonOf(error)}`));
+          setImmediate(() => {
+            void this.query(session, UNLOCK_ALL, [taken]).catch((error: unknown) => this.drop(session, `unlocking ${taken.join(', ')} failed: ${reasonOf(error)}`));
+          });
         }
       }
     });

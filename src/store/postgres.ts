@@ -669,7 +669,9 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
       if (transactionOpen(client)) await step(() => client.query('COMMIT'));
       return result;
     } catch (error) {
-      if (!broken && transactionOpen(client)) await client.query('ROLLBACK').catch((rollbackError: Error) => (broken = rollbackError));
+      // Always: node-postgres rejects on the error before the server says the transaction failed
+      // (its transaction status is stale then), and a ROLLBACK with none open is only a warning.
+      if (!broken) await client.query('ROLLBACK').catch((rollbackError: Error) => (broken = rollbackError));
       throw error;
     } finally {
       client.off('error', onError);
