@@ -12,8 +12,7 @@ import { ConfigError } from '../config/errors.js';
 import type { BackendSpec } from '../config/load.js';
 import { readCoreOptions, validateDriverOptions, type CoreOptions } from '../config/driver-options.js';
 import { StorageError, describeError } from '../base/errors.js';
-import type { KeyedMutex } from '../base/locks.js';
-import { SingleFlight } from '../base/locks.js';
+import { KeyedMutex, SingleFlight } from '../base/locks.js';
 import { waitWithProgress } from './progress.js';
 import { stepDone } from '../base/metrics.js';
 import { backendFingerprint, differingOptions } from './backend-identity.js';
@@ -64,6 +63,8 @@ type InitState = { phase: 'initializing' } | { phase: 'ready' } | { phase: 'fail
 interface StatsSnapshot {
   stats: BackendStats;
   seq: number;
+  /** When the driver was asked, in this backend's order of asking: an older answer never replaces a newer one. */
+  asked: number;
 }
 
 /** The longest wait between two initialization attempts of a failed backend. */
@@ -79,6 +80,7 @@ export class Backend {
   private readonly core: CoreOptions | { error: string };
   private cachedStats?: StatsSnapshot;
   private statsGeneration = 0;
+  private statsAsked = 0;
   private readonly statsFlight = new SingleFlight<StatsSnapshot>();
   /**
    * On a store several servers share: per capacity domain, the change count (CapacityRoom.changes)
@@ -86,6 +88,13 @@ export class Backend {
    * changed it, and a capacity decision need not count the array anew.
    */
   private readonly seenChanges = new Map<string, number>();
+  /**
+   * Domains whose last decision here found another server at work (its holds, or changes it made):
+   * the next decision counts the array before taking the domain's cluster-wide lock, so the other
+   * servers' decisions do not wait for that array call. One decision per domain at a time here.
+   */
+  private readonly contendedDomains = new Set<string>();
+  private readonly decisionTurns = new KeyedMutex();
   /** Pool names of the last stats seen, kept through cache invalidation so list_backends never waits. */
   private lastPoolNames: string[] = [];
   /** The last stats read, kept through cache invalidation: what /metrics shows without asking the array. */
@@ -363,6 +372,7 @@ export class Backend {
 
   /** Asks the driver, and stamps the answer with the ledger's position (see StatsSnapshot). */
   private async readStats(driver: VolumeDriver, request: StatsRequest): Promise<StatsSnapshot> {
+    const asked = ++this.statsAsked;
     const seq = this.deps.capacity.mark();
     const stats = this.normalizeStats(await driver.getStats(request));
     for (const pool of stats.pools) {
@@ -371,14 +381,14 @@ export class Backend {
       const sharers = this.deps.capacity.sharers(domain, this.id);
       if (sharers.length) pool.capacity_shared_with = sharers;
     }
-    return { stats, seq };
+    return { stats, seq, asked };
   }
 
   /** Remembers an answer; caches it unless a mutation finished while it was asked (`generation` moved), which makes it stale. */
   private keep(snapshot: StatsSnapshot, generation: number): StatsSnapshot {
     this.lastPoolNames = snapshot.stats.pools.map((pool) => pool.pool_name);
     this.lastStats = snapshot.stats;
-    if (generation === this.statsGeneration) this.cachedStats = snapshot;
+    if (generation === this.statsGeneration && snapshot.asked > (this.cachedStats?.asked ?? 0)) this.cachedStats = snapshot;
     return snapshot;
   }
 
@@ -399,6 +409,22 @@ export class Backend {
     this.dropCachedStats();
     const generation = this.statsGeneration;
     return this.keep(await this.readStats(driver, { recount: true }), generation);
+  }
+
+  /**
+   * Counts the array now if another server changed the domain since this backend last counted it,
+   * outside the domain's lock. Stats read after the count reflect every change it counts; a change
+   * after it moves the count, and the decision under the lock then counts again.
+   */
+  private async countBeforeLocking(shared: SharedCoordination, domain: string): Promise<void> {
+    const changes = await shared.capacityChanges(domain);
+    if (changes === this.seenChanges.get(domain)) return;
+    this.dropCachedStats();
+    const generation = this.statsGeneration;
+    const snapshot = this.keep(await this.readStats(await this.ready(), { recount: true }), generation);
+    // Only stats kept in the cache may stand for this count (an operation that ended meanwhile made them stale).
+    if (this.cachedStats === snapshot) this.seenChanges.set(domain, changes);
+    stepDone('stats (counted before the lock)');
   }
 
   /** Remembers that this backend's counts account for the domain's change count `changes` (after its own change, a release). */
@@ -457,16 +483,21 @@ export class Backend {
     let seen: number | undefined;
     let hold: CapacityHold;
     try {
-      hold = await shared.holdCapacity(domain, this.deps.serverId, async ({ heldByOthersGb, changes }) => {
-        const unchanged = this.seenChanges.get(domain) === changes;
-        const fresh = await this.decisionStats(domain, changes);
-        this.seenChanges.set(domain, (seen = changes));
-        stepDone(unchanged ? 'stats (own counts)' : 'stats (counted anew)');
-        chosen = this.choosePool(fresh.stats, poolName);
-        const claims = this.deps.capacity.claims(domain, this.id, fresh.seq);
-        this.requireRoom(chosen, sizeGb, { ...claims, provisionedGb: claims.provisionedGb + heldByOthersGb, allocatedGb: claims.allocatedGb + heldByOthersGb }, refusal);
-        local = this.deps.capacity.reserve(domain, this.id, sizeGb);
-        return { gb: sizeGb, intent: intent?.(chosen) };
+      hold = await this.decisionTurns.run(domain, async () => {
+        if (this.contendedDomains.has(domain)) await this.countBeforeLocking(shared, domain);
+        return shared.holdCapacity(domain, this.deps.serverId, async ({ heldByOthersGb, changes }) => {
+          const unchanged = this.seenChanges.get(domain) === changes;
+          if (unchanged && heldByOthersGb === 0) this.contendedDomains.delete(domain);
+          else this.contendedDomains.add(domain);
+          const fresh = await this.decisionStats(domain, changes);
+          this.seenChanges.set(domain, (seen = changes));
+          stepDone(unchanged ? 'stats (own counts)' : 'stats (counted anew)');
+          chosen = this.choosePool(fresh.stats, poolName);
+          const claims = this.deps.capacity.claims(domain, this.id, fresh.seq);
+          this.requireRoom(chosen, sizeGb, { ...claims, provisionedGb: claims.provisionedGb + heldByOthersGb, allocatedGb: claims.allocatedGb + heldByOthersGb }, refusal);
+          local = this.deps.capacity.reserve(domain, this.id, sizeGb);
+          return { gb: sizeGb, intent: intent?.(chosen) };
+        });
       });
     } catch (error) {
       // Decided here but never held in the store (it failed to write): nothing is promised.

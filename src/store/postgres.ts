@@ -293,6 +293,8 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
       holdKeys: (keys, task, options) => this.locks.hold(keys, task, options?.fresh === true),
       holdCapacity: (domain, owner, decide) => this.capacityTurns.run(domain, () => this.holdCapacity(domain, owner, decide)),
       noteCapacityChange: (domain) => this.noteCapacityChange(domain),
+      capacityChanges: (domain) =>
+        this.read(async () => Number((await this.pool.query<{ changes: number }>('SELECT changes FROM capacity_domains WHERE domain = $1', [domain])).rows[0]?.changes ?? 0)),
       join: (serverId, description, until) => this.join(serverId, description, until),
       agreeOnBackend: (backend, serverId, fingerprint, differ) => this.agreeOnBackend(backend, serverId, fingerprint, differ),
       leave: (serverId) => this.leave(serverId),

@@ -217,6 +217,8 @@ export interface SharedCoordination {
    * resolves to the domain's change count after it.
    */
   noteCapacityChange(domain: string): Promise<number>;
+  /** The domain's change count now (CapacityRoom.changes), read without its lock. */
+  capacityChanges(domain: string): Promise<number>;
   /**
    * Takes this server's identity for the life of its database session, unless another live
    * session holds it: then the holder's description is returned. A server killed (kill -9, zombie
