@@ -3,7 +3,7 @@ import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
@@ -557,6 +557,18 @@ async function benchStore(): Promise<void> {
  * Where an operation's time goes: the servers append one line per operation to `file`
  * (CINDERLIB_MCP_STEP_TIMINGS); the median of each step, of operations named like `what`.
  */
+/** The host's CPU time so far, busy and in all, in clock ticks (/proc/stat's first line). */
+function hostCpu(): { busy: number; total: number } {
+  const ticks = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const total = ticks.reduce((sum, value) => sum + value, 0);
+  return { busy: total - ticks[3] - (ticks[4] ?? 0), total };
+}
+
+/** How many cores were busy on average between two hostCpu readings. */
+function coresBusy(before: { busy: number; total: number }, after: { busy: number; total: number }): number {
+  return ((after.busy - before.busy) / Math.max(1, after.total - before.total)) * cpus().length;
+}
+
 function stepFigures(file: string, what: RegExp, label: string): void {
   let lines: string[];
   try {
@@ -708,13 +720,18 @@ async function benchShared(): Promise<void> {
       for (let i = 0; i < count; i++) await call(client, 'create_volume', { backend: 'xtremio', size: 1 });
     };
     writeFileSync(timings, '');
+    // How busy the host's cores are meanwhile (servers, PostgreSQL, the emulator and these clients all share them).
+    let cpu = hostCpu();
     const [oneMs] = await timed(() => createMany(clients[0], 200));
+    const oneBusy = coresBusy(cpu, (cpu = hostCpu()));
     const onePerSecond = 200 / (oneMs / 1000);
-    report('creates per second, one server (XMS emulator, PostgreSQL)', `${onePerSecond.toFixed(0)}/s`);
+    report('creates per second, one server (XMS emulator, PostgreSQL)', `${onePerSecond.toFixed(0)}/s (${oneBusy.toFixed(2)} of ${cpus().length} cores busy)`);
     stepFigures(timings, /^create volume/, 'create_volume, XMS, one server');
+    cpu = hostCpu();
     const [twoMs] = await timed(() => Promise.all(clients.map((client) => createMany(client, 200))));
+    const twoBusy = coresBusy(cpu, hostCpu());
     const twoPerSecond = 400 / (twoMs / 1000);
-    report('creates per second, two servers at once (same pool)', `${twoPerSecond.toFixed(0)}/s`);
+    report('creates per second, two servers at once (same pool)', `${twoPerSecond.toFixed(0)}/s (${twoBusy.toFixed(2)} of ${cpus().length} cores busy)`);
     stepFigures(timings, /^create volume/, 'create_volume, XMS, two servers');
     report('two servers / one server, creates per second (goal >= 1.6x)', `${(twoPerSecond / onePerSecond).toFixed(2)}x`);
     for (const client of clients) await client.close();
