@@ -105,6 +105,11 @@ export interface ManageableVolume {
   carriedId?: string;
   /** Why it may not be adopted now (connected to a host, open, destroyed), or undefined. */
   notSafe?: string;
+  /**
+   * Why it may not be adopted, where finding out costs a call per volume (RBD asks each image's
+   * watchers): asked only for the volumes a page of list_unmanaged shows, and the one adopted.
+   */
+  unsafeBecause?: () => Promise<string | undefined>;
 }
 
 /**

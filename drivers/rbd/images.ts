@@ -241,13 +241,18 @@ export class RbdManage implements ManageOperations {
     const found: ManageableVolume[] = [];
     for (const entry of listed.filter((item) => item.snapshot === undefined)) {
       const carriedId = volumeIdOf(entry.image);
-      let notSafe: string | undefined;
-      if (entry.image.endsWith(DELETED_SUFFIX)) notSafe = 'a deleted volume kept for the clones that still need it';
-      else {
+      const deleted = entry.image.endsWith(DELETED_SUFFIX);
+      // Watchers cost an `rbd status` per image: asked only for the images a page shows.
+      const unsafeBecause = async () => {
         const watchers = await this.images.watchers(entry.image);
-        if (watchers.length > 0) notSafe = `volume in use: ${watchers.length} client(s) have it open`;
-      }
-      found.push({ name: entry.image, sizeGb: Math.ceil(entry.size / BYTES_PER_GIB), ...(carriedId ? { carriedId } : {}), ...(notSafe ? { notSafe } : {}) });
+        return watchers.length > 0 ? `volume in use: ${watchers.length} client(s) have it open` : undefined;
+      };
+      found.push({
+        name: entry.image,
+        sizeGb: Math.ceil(entry.size / BYTES_PER_GIB),
+        ...(carriedId ? { carriedId } : {}),
+        ...(deleted ? { notSafe: 'a deleted volume kept for the clones that still need it' } : { unsafeBecause }),
+      });
     }
     return found;
   }

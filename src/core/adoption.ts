@@ -23,6 +23,9 @@ export interface UnmanagedVolume {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** How many per-volume safety checks (see ManageableVolume.unsafeBecause) run at once. */
+const SAFETY_CHECKS_AT_ONCE = 8;
+
 export class VolumeAdoption {
   constructor(
     private readonly host: Pick<LifecycleHost, 'id' | 'volumeDriver' | 'ready' | 'checkCapacity'>,
@@ -36,7 +39,13 @@ export class VolumeAdoption {
     const filters = { backend: this.host.id };
     const start = cursor ? decodeCursor(cursor, 'list_unmanaged', filters) : 0;
     const page = entries.slice(start, start + limit);
-    const volumes = page.map(({ object, reason }) => ({ reference: { 'source-name': object.name }, size: object.sizeGb, safe_to_manage: !reason, reason_not_safe: reason ?? null }));
+    const volumes: UnmanagedVolume[] = [];
+    // A check that costs a call per volume runs for this page only, a few at a time.
+    for (let at = 0; at < page.length; at += SAFETY_CHECKS_AT_ONCE) {
+      const checked = await Promise.all(page.slice(at, at + SAFETY_CHECKS_AT_ONCE).map(async ({ object, reason }) => ({ object, reason: reason ?? (await object.unsafeBecause?.()) })));
+      for (const { object, reason } of checked)
+        volumes.push({ reference: { 'source-name': object.name }, size: object.sizeGb, safe_to_manage: !reason, reason_not_safe: reason ?? null });
+    }
     return { volumes, nextCursor: start + limit < entries.length ? encodeCursor('list_unmanaged', start + limit, filters) : undefined };
   }
 
@@ -87,7 +96,7 @@ export class VolumeAdoption {
       object = found;
       const known = await this.knownAs(found);
       if (known?.backend === this.host.id && known.kind === 'volume') throw new StorageError('ALREADY_EXISTS', `"${name}" is already managed as volume ${known.id}`);
-      const reason = known ? known.text : found.notSafe;
+      const reason = known ? known.text : (found.notSafe ?? (await found.unsafeBecause?.()));
       if (reason) throw new StorageError(known ? 'ALREADY_EXISTS' : 'IN_USE', `"${name}" cannot be managed: ${reason}`);
     };
     await check();

@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -58,7 +58,21 @@ if (missing && !inCi) {
     connections: { connect: 'works', attach: ISCSI_ATTACH_HERE },
     // The pool's images and snapshots, as client.admin lists them.
     arrayState: () => JSON.parse(cluster.rbd('ls', '-l', '--format', 'json', cluster.pool)),
-    foreign: { make: (name, sizeGb) => void cluster.rbd('create', '--size', `${sizeGb}G`, `${cluster.pool}/${name}`) },
+    foreign: {
+      make: (name, sizeGb) => void cluster.rbd('create', '--size', `${sizeGb}G`, `${cluster.pool}/${name}`),
+      // Open: `rbd watch` holds a watch on the image until it is stopped, as a client that maps it does.
+      inUse: (name, sizeGb) => {
+        const spec = `${cluster.pool}/${name}`;
+        cluster.rbd('create', '--size', `${sizeGb}G`, spec);
+        const watch = spawn('rbd', ['-c', cluster.conf, '--id', 'admin', 'watch', spec], { stdio: ['pipe', 'ignore', 'ignore'] }); // it watches until its stdin ends
+        const deadline = Date.now() + 20_000;
+        while ((JSON.parse(cluster.rbd('status', '--format', 'json', spec)) as { watchers?: unknown[] }).watchers?.length !== 1) {
+          if (Date.now() > deadline) throw new Error(`rbd watch ${spec} registered no watcher in 20 s`);
+          spawnSync('sleep', ['0.2']);
+        }
+        return () => void watch.kill();
+      },
+    },
   });
 
   describe('RBD specifics', () => {
