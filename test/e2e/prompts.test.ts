@@ -2,7 +2,7 @@ import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { startMcpServer, type McpHarness } from '../helpers/server.js';
+import { withServer } from '../helpers/server.js';
 import { getPrompt } from '../../src/mcp/prompts.js';
 
 /**
@@ -18,15 +18,6 @@ const config = (global: Record<string, unknown> = {}) => ({
 const UNSET = { CINDERLIB_MCP_TOOLSETS: '' };
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-async function withServer(setup: Parameters<typeof startMcpServer>, test: (server: McpHarness) => Promise<void>): Promise<void> {
-  const server = await startMcpServer(...setup);
-  try {
-    await test(server);
-  } finally {
-    await server.close();
-  }
-}
 
 const textOf = (result: { messages: Array<{ role: string; content: { type: string; text?: string } }> }) => {
   expect(result.messages).toHaveLength(1);

@@ -3,7 +3,7 @@ import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN, startMcpServer, type McpHarness } from '../helpers/server.js';
+import { BIN, withServer, type McpHarness } from '../helpers/server.js';
 
 /**
  * Toolsets over a real stdio pipe with the SDK client (contract section 14): the default set, the
@@ -25,15 +25,6 @@ const config = (global: Record<string, unknown> = {}) => ({
 });
 /** The harness enables every toolset unless told otherwise; '' leaves CINDERLIB_MCP_TOOLSETS unset. */
 const UNSET = { CINDERLIB_MCP_TOOLSETS: '' };
-
-async function withServer(setup: Parameters<typeof startMcpServer>, test: (server: McpHarness) => Promise<void>): Promise<void> {
-  const server = await startMcpServer(...setup);
-  try {
-    await test(server);
-  } finally {
-    await server.close();
-  }
-}
 
 const names = async (server: McpHarness) => (await server.client.listTools()).tools.map((tool) => tool.name);
 // Tools the other toolsets will hold once defined (update_volume, revert_to_snapshot, adoption) are simply absent until then.

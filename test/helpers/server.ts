@@ -92,3 +92,13 @@ export async function startMcpServer(config: object | null, options: StartOption
     },
   };
 }
+
+/** Runs `test` against a server started with `setup`, and closes it whatever the test did. */
+export async function withServer(setup: Parameters<typeof startMcpServer>, test: (server: McpHarness) => Promise<void>): Promise<void> {
+  const server = await startMcpServer(...setup);
+  try {
+    await test(server);
+  } finally {
+    await server.close();
+  }
+}

@@ -13,9 +13,10 @@ import { LocalRunner } from '../../drivers/kit/exec/local.js';
 import type { CommandRunner } from '../../drivers/kit/exec/runner.js';
 import { createLogger } from '../../src/base/log.js';
 import { SecretRegistry } from '../../src/base/secrets.js';
-import { BIN, REPO_ROOT, startMcpServer, type McpHarness } from '../helpers/server.js';
+import { startMcpServer, type McpHarness } from '../helpers/server.js';
 import { runBriefMarker, watchCommandLines } from './cmdline-watch.js';
 import { chapEnvironment, iscsiPrerequisites, iscsiUrl, readCapacity, useTgtd, type TgtdFixture } from './fixtures.js';
+import { connectionSecret } from '../helpers/connection-secret.js';
 
 /**
  * Contract section 11 against a real tgtd: no CHAP password is ever on a command line (which
@@ -86,17 +87,7 @@ if (missing && !inCi) {
       ],
     });
     const start = () => startMcpServer(config(), { workDir: root, keepWorkDir: true, configFileName: 'config.yaml' });
-    const secretOf = (connectionId: string) => {
-      const result = spawnSync(process.execPath, [BIN, 'connection-secret', connectionId, '--config', configPath], { encoding: 'utf8', cwd: REPO_ROOT });
-      const lines = Object.fromEntries(
-        result.stdout
-          .trim()
-          .split('\n')
-          .filter(Boolean)
-          .map((line) => line.split(': ') as [string, string]),
-      );
-      return { username: lines.auth_username, password: lines.auth_password };
-    };
+    const secretOf = (connectionId: string) => connectionSecret(configPath, connectionId);
     const targetIqn = (volumeId: string) => `iqn.2010-10.org.openstack:volume-${volumeId}`;
 
     beforeAll(async () => {

@@ -8,6 +8,7 @@ import { stringify } from 'yaml';
 import { BIN, REPO_ROOT, startMcpServer } from '../helpers/server.js';
 import { checkingOutputSchemas, type SchemaCheckedHarness } from '../helpers/scenarios.js';
 import { iscsiPrerequisites, iscsiUrl, readCapacity, readOverIscsi, useTgtd, writeOverIscsi, type TgtdFixture } from './fixtures.js';
+import { connectionSecret } from '../helpers/connection-secret.js';
 
 /**
  * Contract section 8 end to end against real software: the server exports file-driver volumes
@@ -68,17 +69,7 @@ if (missing && !inCi) {
     });
     const start = async () => checkingOutputSchemas(await startMcpServer(config(), { workDir: root, keepWorkDir: true, configFileName: 'config.yaml' }));
     /** What `connection-secret` prints for a connection, read from `config` (the suite's own by default). */
-    const secretOf = (connectionId: string, config = configPath) => {
-      const result = spawnSync(process.execPath, [BIN, 'connection-secret', connectionId, '--config', config], { encoding: 'utf8', cwd: REPO_ROOT });
-      const lines = Object.fromEntries(
-        result.stdout
-          .trim()
-          .split('\n')
-          .filter(Boolean)
-          .map((line) => line.split(': ') as [string, string]),
-      );
-      return { code: result.status, stdout: result.stdout, stderr: result.stderr, username: lines.auth_username, password: lines.auth_password };
-    };
+    const secretOf = (connectionId: string, config = configPath) => connectionSecret(config, connectionId);
     const imageOf = (volumeId: string) => join(volumesDir(), `volume-${volumeId}`);
     const targetIqn = (volumeId: string) => `iqn.2010-10.org.openstack:volume-${volumeId}`;
 

@@ -10,10 +10,11 @@ import type { CommandRunner } from '../../drivers/kit/exec/runner.js';
 import { StorageError } from '../../src/base/errors.js';
 import { createLogger } from '../../src/base/log.js';
 import { SecretRegistry } from '../../src/base/secrets.js';
-import { BIN, REPO_ROOT, startMcpServer, type McpHarness } from '../helpers/server.js';
+import { startMcpServer, type McpHarness } from '../helpers/server.js';
 import { runBriefMarker, watchCommandLines } from '../iscsi/cmdline-watch.js';
 import { lvmPrerequisites, makeVolumeGroup, type VolumeGroupFixture } from '../lvm/fixtures.js';
 import { makeConfigfsStandin, type ConfigfsStandin } from './configfs-standin.js';
+import { connectionSecret } from '../helpers/connection-secret.js';
 
 /**
  * target_helper: lioadm against the configfs stand-in (configfs-standin.ts): these hosts have no
@@ -31,18 +32,6 @@ function prerequisites(): string | undefined {
   return undefined;
 }
 const missing = prerequisites();
-
-const secretOf = (configPath: string, connectionId: string) => {
-  const result = spawnSync(process.execPath, [BIN, 'connection-secret', connectionId, '--config', configPath], { encoding: 'utf8', cwd: REPO_ROOT });
-  const lines = Object.fromEntries(
-    result.stdout
-      .trim()
-      .split('\n')
-      .filter(Boolean)
-      .map((line) => line.split(': ') as [string, string]),
-  );
-  return { username: lines.auth_username, password: lines.auth_password };
-};
 
 const refusal = async (attempt: Promise<unknown>) => {
   const error = await attempt.then(
@@ -221,7 +210,7 @@ if (missing && !inCi) {
             encrypted: false,
           },
         });
-        const credentials = secretOf(configPath, a.data.id);
+        const credentials = connectionSecret(configPath, a.data.id);
         password = credentials.password;
         expect(password).toHaveLength(16);
         expectExported(volume.id, { plugin: 'fileio', path, control: `fd_dev_name=${path},fd_dev_size=${GIB}` });

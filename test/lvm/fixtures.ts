@@ -17,6 +17,7 @@ import {
   zeroCommand,
   type LvmCommandContext,
 } from '../../drivers/lvm/commands.js';
+import { commandLineOf, processAlive } from '../helpers/processes.js';
 
 /**
  * Real LVM on a loop device (metadata only: `activation = 0`, passed through lvm_conf_file as an
@@ -321,23 +322,6 @@ function readOwner(dir: string): { owner?: number; sshd?: number } {
     } catch {
       return {};
     }
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-function commandLineOf(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
-  } catch {
-    return '';
   }
 }
 

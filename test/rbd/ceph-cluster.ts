@@ -4,6 +4,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { commandLineOf, processAlive } from '../helpers/processes.js';
 
 /**
  * A real single-node Ceph (Debian 12's Pacific packages): one monitor, one manager and one OSD on
@@ -82,23 +83,6 @@ async function freePortRange(count: number): Promise<number> {
     if (free) return base;
   }
   throw new Error(`no ${count} consecutive free ports on 127.0.0.1 between 20000 and 30000`);
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-function commandLineOf(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
-  } catch {
-    return '';
-  }
 }
 
 /** Clusters of earlier runs whose test process is gone: their daemons are stopped (only processes running that directory's conf) and the directory removed. */

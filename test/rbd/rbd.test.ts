@@ -10,6 +10,7 @@ import { watchCommandLines } from '../iscsi/cmdline-watch.js';
 import { iscsiUrl, readCapacity, readOverIscsi, useTgtd, writeOverIscsi, type TgtdFixture } from '../iscsi/fixtures.js';
 import { startCephCluster, type CephCluster } from './ceph-cluster.js';
 import { holdsPattern, imageInfo, poolListing, rbdBackend, rbdPrerequisites, writeRbd } from './fixtures.js';
+import { connectionSecret } from '../helpers/connection-secret.js';
 
 const missing = rbdPrerequisites();
 const inCi = process.env.CI === 'true';
@@ -196,17 +197,7 @@ if (missing && !inCi) {
         rbdBackend(cluster, 'rbdt', { target_helper: 'tgtadm', target_ip_address: tgtd.address, target_port: tgtd.port, target_config_dir: join(dir, 'targets') }),
       ],
     });
-    const chapOf = (connectionId: string) => {
-      const result = spawnSync(process.execPath, [BIN, 'connection-secret', connectionId, '--config', configPath], { encoding: 'utf8', cwd: REPO_ROOT });
-      const lines = Object.fromEntries(
-        result.stdout
-          .trim()
-          .split('\n')
-          .filter(Boolean)
-          .map((line) => line.split(': ') as [string, string]),
-      );
-      return { username: lines.auth_username, password: lines.auth_password };
-    };
+    const chapOf = (connectionId: string) => connectionSecret(configPath, connectionId);
     beforeAll(async () => {
       dir = mkdtempSync(join(tmpdir(), 'cinderlib-mcp-rbd-conn-'));
       configPath = join(dir, 'config.yaml');
@@ -249,8 +240,8 @@ if (missing && !inCi) {
       expect(JSON.parse(row.connection_info).data).toMatchObject({ secret_type: 'ceph', secret_uuid: cluster.fsid, keyring: readFileSync(cluster.cinderKeyring, 'utf8') });
       expect(statSync(join(dir, 'meta.sqlite')).mode & 0o077).toBe(0);
       // The host's administrator reads the keyring with connection-secret (one line, a JSON string), never over MCP.
-      const secret = spawnSync(process.execPath, [BIN, 'connection-secret', connected.data.id, '--config', configPath], { encoding: 'utf8', cwd: REPO_ROOT });
-      expect(secret.status, secret.stderr).toBe(0);
+      const secret = connectionSecret(configPath, connected.data.id);
+      expect(secret.code, secret.stderr).toBe(0);
       expect(secret.stdout).toBe(`auth_username: cinder\nkeyring: ${JSON.stringify(readFileSync(cluster.cinderKeyring, 'utf8'))}\n`);
       expect((await server.call('get_volume', { volume_id: volume.id })).data.status).toBe('in-use');
       expect((await server.call('disconnect_volume', { connection_id: connected.data.id })).isError).toBe(false);
