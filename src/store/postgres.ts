@@ -463,10 +463,9 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
   private async holdCapacity(domain: string, owner: string, decide: (room: CapacityRoom) => Promise<number | CapacityDecision>): Promise<CapacityHold> {
     const what = `hold capacity of ${domain}`;
     const id = randomUUID();
-    const literal = escapeLiteral;
-    const [d, o] = [literal(domain), literal(owner)];
+    const [d, o] = [sqlLiteral(domain), sqlLiteral(owner)];
     const lockAndRead = `BEGIN; SET LOCAL synchronous_commit TO off;
-      SELECT pg_advisory_xact_lock(hashtextextended(${literal(`capacity:${domain}`)}, 0));
+      SELECT pg_advisory_xact_lock(hashtextextended(${sqlLiteral(`capacity:${domain}`)}, 0));
       WITH clock AS MATERIALIZED (SELECT ${DB_NOW} AS now),
            lapsed AS (DELETE FROM capacity_holds WHERE domain = ${d} AND lease_expires_at <= (SELECT now FROM clock) RETURNING id),
            counted AS (${countChange(d)} WHERE EXISTS (SELECT 1 FROM lapsed) ${ON_CHANGE_COUNTED})
@@ -489,7 +488,7 @@ export class PostgresVolumeStore extends SqlStore implements VolumeStore {
           if (gb > 0) {
             const ownLease = new Date(Date.parse(now) + this.holdLeaseMs).toISOString();
             const until = joined && joined > ownLease ? joined : ownLease;
-            statements.push(`INSERT INTO capacity_holds (id, domain, gb, owner, lease_expires_at) VALUES (${literal(id)}, ${d}, ${sqlLiteral(gb)}, ${o}, ${literal(until)})`);
+            statements.push(`INSERT INTO capacity_holds (id, domain, gb, owner, lease_expires_at) VALUES (${sqlLiteral(id)}, ${d}, ${sqlLiteral(gb)}, ${o}, ${sqlLiteral(until)})`);
           }
           // An intent must outlive a crash of PostgreSQL: this commit waits for the disk.
           if (intent) statements.push('SET LOCAL synchronous_commit TO on', this.volumes.literalInsert(intent.record));
@@ -810,15 +809,15 @@ const ON_CHANGE_COUNTED = `ON CONFLICT (domain) DO UPDATE SET changes = CASE WHE
 /** The cast of a parameter to its column's type, where the statement gives it no column (INSERT ... SELECT $n). */
 const CASTS: Record<ColumnType, string> = { text: 'text', stamp: 'text', json: 'text', integer: 'integer', real: 'double precision', boolean: 'boolean' };
 
-/** A string as an SQL literal, for statements sent several in one message (which take no parameters). */
-const escapeLiteral = (value: string): string => pg.escapeLiteral(value);
-
-/** A value of a row (as rowValues gives it) as an SQL literal; anything else is refused, never spliced. */
+/**
+ * A value (a row's, as rowValues gives it, or a name) as an SQL literal, for messages of several
+ * statements, which take no parameters; anything else is refused, never spliced.
+ */
 function sqlLiteral(value: unknown): string {
   if (value === null || value === undefined) return 'NULL';
   if (typeof value === 'boolean') return value ? 'TRUE' : 'FALSE';
   if (typeof value === 'number' && Number.isFinite(value)) return String(value);
-  if (typeof value === 'string') return escapeLiteral(value);
+  if (typeof value === 'string') return pg.escapeLiteral(value);
   throw new Error(`cannot write a ${typeof value} as an SQL literal`);
 }
 
